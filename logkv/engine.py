@@ -1,0 +1,522 @@
+"""The synchronous storage engine: one store folder, one append-only log, one sorted index.
+
+The engine is thread-safe and free of asyncio; :mod:`logkv.key_value_store` wraps it for async
+code. Writes follow *durable before visible*: a record is appended (and, under
+:attr:`Durability.FSYNC`, synced) before the index shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Final
+
+from sortedcontainers import SortedDict
+
+from .errors import (
+    CorruptionError,
+    InvalidKeyError,
+    ReadOnlyStoreError,
+    StoreClosedError,
+    StoreFailedError,
+    StoreNotFoundError,
+)
+from .format import Op, check_frame, encode_record
+from .layout import TEMP_SUFFIX, list_segments, segment_name, segment_number
+from .lock import StoreLock
+from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability
+from .repair import rewrite_valid_frames
+from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer, frame_length
+from .segments import SegmentReaders, SegmentWriter
+
+log = logging.getLogger("logkv")
+
+_CHUNK: Final = 512  # keys copied per lock hold while iterating
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: Returned by :meth:`Engine.get` for an absent key when no default is given.
+MISSING: Final = _Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key, its content type and the size of its value in bytes (0 for a stored None)."""
+
+    key: str
+    content_type: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Figures about a store. ``dead_bytes`` are bytes of superseded or deleted records."""
+
+    path: Path
+    keys: int
+    live_bytes: int
+    log_bytes: int
+    dead_bytes: int
+    segments: int
+    last_seq: int
+    durability: Durability
+    readonly: bool
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if logkv can store it, else raise :class:`InvalidKeyError`."""
+    if type(key) is not str:
+        raise InvalidKeyError(f"keys are strings, got {type(key).__name__}: {key!r}")
+    if not key:
+        raise InvalidKeyError("a key must not be empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(f"a key may have at most {MAX_KEY_LENGTH} characters, got {len(key)}")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(f"key {key!r} cannot be encoded as UTF-8 ({exc.reason})") from None
+    return key
+
+
+class Engine:
+    """A store: an append-only log of set/delete records and a sorted index of their locations.
+
+    Open with :meth:`open`. ``get``/``set``/``delete`` are point operations; :meth:`keys` and
+    :meth:`infos` iterate in key order from an exclusive start key. Values are ``bytes`` or
+    ``None`` (a stored None, distinct from a missing key) with an optional content type.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool,
+        durability: Durability,
+        segment_size: int,
+        recovery: Recovery,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.durability = durability
+        self.segment_size = segment_size
+        self.recovery_mode = recovery
+        self.report = RecoveryReport()
+        self._cond = threading.Condition(threading.Lock())
+        self._lock: StoreLock | None = None
+        self._writer: SegmentWriter | None = None
+        self._readers = SegmentReaders(path)
+        self._index: SortedDict[str, Entry] = SortedDict()
+        self._closed = False
+        self._failed: BaseException | None = None
+        self._seq = 0
+        self._record_bytes = 0
+        self._live_bytes = 0
+        self._segments = 0
+        self._scan_segment = 0  # read-only refresh: the segment scanned last ...
+        self._scan_pos = 0  # ... and where its valid data ended
+        # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
+        self._pending: list[tuple[str, Entry | None, int]] = []
+        self._appended = 0
+        self._synced = 0
+        self._syncing = False
+
+    # ------------------------------------------------------------------ opening and closing
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        create: bool = True,
+        durability: Durability | str = Durability.PROCESS,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        recovery: Recovery | str = Recovery.STRICT,
+    ) -> Engine:
+        """Open (and by default create) the store in folder ``path`` and replay its log.
+
+        A writable open takes the store's lock (:class:`~logkv.errors.StoreLockedError` when
+        another writer holds it), cuts a torn tail off the last segment and removes leftover
+        temp files. A read-only open takes no lock, changes nothing, and can :meth:`refresh`.
+        """
+        folder = Path(path)
+        if segment_size < 4096:
+            raise ValueError(f"segment_size must be at least 4096 bytes, got {segment_size}")
+        if not folder.is_dir():
+            if readonly or not create:
+                raise StoreNotFoundError(f"no store at {folder} (the folder does not exist)")
+            folder.mkdir(parents=True, exist_ok=True)
+        engine = cls(
+            folder,
+            readonly=readonly,
+            durability=Durability(durability),
+            segment_size=segment_size,
+            recovery=Recovery(recovery),
+        )
+        try:
+            if not readonly:
+                engine._lock = StoreLock(folder)
+            engine._load()
+        except BaseException:
+            engine._release()
+            raise
+        return engine
+
+    def _load(self) -> None:
+        if not self.readonly:
+            for leftover in self.path.glob("*" + TEMP_SUFFIX):
+                leftover.unlink()
+        replayer, scan_end = self._replay()
+        if replayer.dropped and not self.readonly:
+            # Salvage: make the repair stick, so the next open needs no salvage.
+            for number in sorted({_segment_of(d.path) for d in replayer.dropped}):
+                kept = rewrite_valid_frames(self.path / segment_name(number), number)
+                log.warning("salvage: rewrote segment %d with its %d valid records", number, kept)
+            first = self.report
+            replayer, scan_end = self._replay()
+            self.report = first
+        self._index = SortedDict(replayer.entries)
+        self._seq = replayer.last_seq
+        self._record_bytes = replayer.record_bytes
+        self._live_bytes = replayer.live_bytes
+        if not self.readonly:
+            self._writer = SegmentWriter(
+                self.path,
+                self._scan_segment or 1,
+                scan_end,
+                self.segment_size,
+                sync_on_rotate=self.durability is Durability.FSYNC,
+            )
+            self._segments = max(self._segments, 1)
+
+    def _replay(self) -> tuple[Replayer, int]:
+        """Scan every segment into a fresh :class:`Replayer`; return it and the log's end."""
+        replayer = Replayer({}, self.recovery_mode)
+        self.report = RecoveryReport(dropped=replayer.dropped)
+        segments = list_segments(self.path)
+        end = 0
+        for i, (number, seg_path) in enumerate(segments):
+            scan = replayer.scan(seg_path, number, 0, is_last=i == len(segments) - 1)
+            if scan.torn_tail is not None:
+                self._drop_torn_tail(scan.torn_tail)
+            end = scan.valid_end
+            self._scan_segment = number
+        self._segments = len(segments)
+        self._scan_pos = end
+        return replayer, end
+
+    def _drop_torn_tail(self, torn: DroppedRange) -> None:
+        self.report.torn_tail = torn
+        if self.readonly:
+            return  # a live writer may be appending right now; a refresh will see the rest
+        log.warning(
+            "%s: dropping a torn tail of %d bytes at offset %d (%s); the records before it "
+            "are intact",
+            torn.path,
+            torn.end - torn.start,
+            torn.start,
+            torn.reason,
+        )
+        with open(torn.path, "r+b") as file:
+            file.truncate(torn.start)
+            os.fsync(file.fileno())
+
+    def refresh(self) -> int:
+        """Read-only stores: fold in records appended since the last open or refresh.
+
+        Returns how many records were read. Writers see their own writes and need no refresh.
+        """
+        with self._cond:
+            self._check_open()
+            if not self.readonly:
+                return 0
+            replayer = Replayer(self._index, self.recovery_mode)
+            replayer.last_seq = self._seq
+            replayer.record_bytes = self._record_bytes
+            replayer.live_bytes = self._live_bytes
+            before = self._seq
+            segments = [s for s in list_segments(self.path) if s[0] >= self._scan_segment]
+            for i, (number, seg_path) in enumerate(segments):
+                start = self._scan_pos if number == self._scan_segment else 0
+                scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
+                self._scan_segment, self._scan_pos = number, scan.valid_end
+            self._seq = replayer.last_seq
+            self._record_bytes = replayer.record_bytes
+            self._live_bytes = replayer.live_bytes
+            self._segments = len(list_segments(self.path))
+            return self._seq - before
+
+    def close(self) -> None:
+        """Make pending writes durable (under ``FSYNC``), release the lock, close files."""
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._writer is not None and self.durability is Durability.FSYNC:
+                    if self._failed is None:
+                        self._writer.sync()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._readers.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.path} is closed")
+
+    def entry(self, key: str) -> Entry | None:
+        """The index entry of ``key``, or None."""
+        with self._cond:
+            self._check_open()
+            return self._index.get(key)
+
+    def get(self, key: str, default: object = MISSING) -> bytes | None | object:
+        """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
+
+        One positioned read of the record; its checksum is verified before the value is
+        returned (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
+        """
+        with self._cond:
+            if self._closed:
+                raise StoreClosedError(f"the store at {self.path} is closed")
+            entry = self._index.get(key)
+        if entry is None:
+            return default
+        return self.read(entry)
+
+    def get_with_type(self, key: str) -> tuple[bytes | None, str | None] | None:
+        """``(value, content_type)`` of ``key``, or None when the key is absent."""
+        entry = self.entry(key)
+        if entry is None:
+            return None
+        return self.read(entry), entry[4]
+
+    def read(self, entry: Entry) -> bytes | None:
+        """The value an index entry points to, read back and checked."""
+        number, offset, head, size, _ = entry
+        data = self._readers.pread(number, head + size if size > 0 else head, offset)
+        problem = check_frame(data)
+        if problem is not None:
+            raise CorruptionError(self.path / segment_name(number), offset, problem)
+        if size < 0:
+            return None
+        return data[head:] if head else data
+
+    def __contains__(self, key: object) -> bool:
+        with self._cond:
+            self._check_open()
+            return key in self._index
+
+    def __len__(self) -> int:
+        with self._cond:
+            self._check_open()
+            return len(self._index)
+
+    def keys(self, exclusive_start_key: str | None = None, limit: int | None = None) -> Iterator[str]:
+        """Keys in ascending (Python string) order, after ``exclusive_start_key``, at most ``limit``.
+
+        Safe to use while other threads write: keys are copied out in small batches under the
+        lock, and each batch starts strictly after the last key returned, so paging is exact.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        remaining = limit
+        after = exclusive_start_key
+        while remaining is None or remaining > 0:
+            want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+            with self._cond:
+                self._check_open()
+                if after is None:
+                    batch = list(islice(self._index.keys(), want))
+                else:
+                    batch = list(islice(self._index.irange(after, inclusive=(False, True)), want))
+            yield from batch
+            if len(batch) < want:
+                return
+            after = batch[-1]
+            if remaining is not None:
+                remaining -= len(batch)
+
+    def infos(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> Iterator[KeyInfo]:
+        """Like :meth:`keys`, yielding :class:`KeyInfo` (key, content type, value size)."""
+        for key in self.keys(exclusive_start_key, limit):
+            entry = self.entry(key)
+            if entry is not None:
+                yield KeyInfo(key, entry[4], max(entry[3], 0))
+
+    def stats(self) -> EngineStats:
+        """Figures about the store (cheap: kept up to date as records are written)."""
+        with self._cond:
+            self._check_open()
+            return EngineStats(
+                path=self.path,
+                keys=len(self._index),
+                live_bytes=self._live_bytes,
+                log_bytes=self._record_bytes + 16 * self._segments,
+                dead_bytes=self._record_bytes - self._live_bytes,
+                segments=self._segments,
+                last_seq=self._seq,
+                durability=self.durability,
+                readonly=self.readonly,
+            )
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest record (0 for an empty log)."""
+        return self._seq
+
+    # ------------------------------------------------------------------ writes
+
+    def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
+        """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
+        validate_key(key)
+        if value is not None and type(value) is not bytes:
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise TypeError(f"values are bytes or None, got {type(value).__name__}")
+            value = bytes(value)
+        if content_type is not None and type(content_type) is not str:
+            raise TypeError(f"content_type must be a str, got {type(content_type).__name__}")
+        return self._write(Op.SET, key, content_type, value)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
+        validate_key(key)
+        with self._cond:
+            self._check_writable()
+            if key not in self._index:
+                return False
+        self._write(Op.DELETE, key, None, None)
+        return True
+
+    def sync(self) -> None:
+        """Make everything written so far durable now (``fdatasync``), whatever the level."""
+        with self._cond:
+            self._check_writable()
+            assert self._writer is not None
+            self._writer.sync()
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.path} is closed")
+        if self.readonly:
+            raise ReadOnlyStoreError(f"the store at {self.path} was opened read-only")
+        if self._failed is not None:
+            raise StoreFailedError(
+                f"an earlier fsync of {self.path} failed ({self._failed}); writes since the last "
+                "successful sync may not be on disk. Close the store and reopen it."
+            )
+
+    def _write(self, op: Op, key: str, content_type: str | None, value: bytes | None) -> int:
+        with self._cond:
+            self._check_writable()
+            writer = self._writer
+            assert writer is not None
+            seq = self._seq + 1
+            try:
+                frame = encode_record(seq, time.time_ns() // 1000, op, key, content_type, value)
+            except UnicodeEncodeError as exc:
+                raise InvalidKeyError(f"cannot encode {key!r} or its content type: {exc}") from None
+            before = writer.number
+            number, offset = writer.append(frame)
+            self._seq = seq
+            if number != before:
+                self._segments += 1
+            length = len(frame)
+            entry: Entry | None = None
+            if op is Op.SET:
+                if value is None:
+                    entry = (number, offset, length, -1, content_type)
+                else:
+                    entry = (number, offset, length - len(value), len(value), content_type)
+            if self.durability is Durability.PROCESS:
+                self._apply(key, entry, length)
+                return seq
+            self._pending.append((key, entry, length))
+            self._appended += 1
+            self._wait_durable(self._appended, writer)
+            return seq
+
+    def _apply(self, key: str, entry: Entry | None, length: int) -> None:
+        index = self._index
+        old = index.get(key)
+        if old is not None:
+            self._live_bytes -= frame_length(old)
+        self._record_bytes += length
+        if entry is not None:
+            index[key] = entry
+            self._live_bytes += length
+        elif old is not None:
+            del index[key]
+
+    def _wait_durable(self, ticket: int, writer: SegmentWriter) -> None:
+        """Group commit: block until append ``ticket`` is synced; lead the sync if none runs.
+
+        Called with ``self._cond`` held. The leader takes every pending append, releases the
+        lock for the ``fdatasync`` (others keep appending and queue for the next sync), then
+        applies the synced appends to the index in log order.
+        """
+        while self._synced < ticket:
+            if self._failed is not None:
+                raise StoreFailedError(f"fsync of {self.path} failed: {self._failed}")
+            if self._syncing:
+                self._cond.wait()
+                continue
+            self._syncing = True
+            batch, self._pending = self._pending, []
+            upto = self._appended
+            self._cond.release()
+            try:
+                writer.sync()
+            except BaseException as exc:
+                self._cond.acquire()
+                self._failed = exc
+                self._syncing = False
+                self._cond.notify_all()
+                raise
+            self._cond.acquire()
+            for key, entry, length in batch:
+                self._apply(key, entry, length)
+            self._synced = upto
+            self._syncing = False
+            self._cond.notify_all()
+
+
+def _segment_of(path: Path) -> int:
+    number = segment_number(path.name)
+    assert number is not None
+    return number

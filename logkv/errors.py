@@ -1,0 +1,72 @@
+"""The exceptions logkv raises.
+
+Every error logkv raises on purpose derives from :class:`LogKVError`, and every message says what
+happened and what the user can do about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LogKVError(Exception):
+    """Base class of all logkv errors."""
+
+
+class CorruptionError(LogKVError):
+    """A log or snapshot file holds bytes that are not a valid record.
+
+    ``path`` and ``offset`` locate the first bad byte. The store was not modified; open it with
+    ``recovery="salvage"`` to keep every good record and drop the damaged ones.
+    """
+
+    def __init__(self, path: Path | str, offset: int, reason: str) -> None:
+        self.path = Path(path)
+        self.offset = offset
+        self.reason = reason
+        super().__init__(
+            f"{self.path}: corrupt data at offset {offset}: {reason}. Nothing was changed; "
+            'open the store with recovery="salvage" to keep every good record and drop the '
+            "damaged ones, or restore the file from a backup."
+        )
+
+
+class StoreLockedError(LogKVError):
+    """Another writer (in this or another process) holds the store's lock."""
+
+    def __init__(self, path: Path | str, holder_pid: int | None) -> None:
+        self.path = Path(path)
+        self.holder_pid = holder_pid
+        who = f"process {holder_pid}" if holder_pid else "another process"
+        super().__init__(
+            f"{self.path} is locked for writing by {who}; a store has one writer at a time. "
+            "Close the other writer, or open this one read-only (readonly=True)."
+        )
+
+
+class StoreClosedError(LogKVError):
+    """The store was used after :meth:`close`."""
+
+
+class ReadOnlyStoreError(LogKVError):
+    """A write was attempted on a store opened read-only."""
+
+
+class StoreNotFoundError(LogKVError):
+    """The store folder does not exist (and the open did not ask to create it)."""
+
+
+class StoreFailedError(LogKVError):
+    """An earlier I/O failure left the store's state unknown; it must be closed and reopened.
+
+    This follows an ``fsync`` failure: after one, the operating system may have dropped the
+    dirty pages, so logkv refuses further writes instead of pretending they are durable.
+    """
+
+
+class InvalidKeyError(LogKVError, ValueError):
+    """A key that logkv cannot store: not a string, empty, too long or not encodable."""
+
+
+class NotALogKVStoreError(LogKVError):
+    """The folder exists but holds something else (for example a Crawlee file-system store)."""

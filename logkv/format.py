@@ -1,0 +1,207 @@
+"""The on-disk record format (see ``docs/FORMAT.md``); the only module that knows its bytes.
+
+A segment is a 16-byte header followed by frames. A frame is::
+
+    magic   4 bytes  b"\\x89LKR"
+    crc     u32 LE   CRC-32 of the next two fields (length and body)
+    length  u32 LE   length of the body in bytes
+    body    msgpack  [seq, timestamp_us, op, key, content_type, value]
+
+``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
+the index stores where a record starts and how long its value is, and a read fetches the whole
+frame with one positioned read and checks the CRC before returning the value.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+FORMAT_VERSION = 1
+
+SEGMENT_MAGIC = b"\x89LKVSEG\n"
+SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, segment number
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
+
+RECORD_MAGIC = b"\x89LKR"
+FRAME_HEADER = struct.Struct("<4sII")  # magic, crc32(length || body), length
+FRAME_HEADER_SIZE = FRAME_HEADER.size
+_LENGTH = struct.Struct("<I")
+
+#: Largest body a frame may carry (the length field is 32 bits; keep a margin).
+MAX_BODY_SIZE = 0xFFFF_0000
+
+_crc32 = zlib.crc32
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+class Op(IntEnum):
+    """The operation a log record carries."""
+
+    SET = 1
+    DELETE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SetRecord:
+    """A decoded set record: ``key`` now holds ``value`` (``None`` is a stored None)."""
+
+    seq: int
+    timestamp_us: int
+    key: str
+    content_type: str | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRecord:
+    """A decoded delete record: ``key`` no longer exists."""
+
+    seq: int
+    timestamp_us: int
+    key: str
+
+
+Record = SetRecord | DeleteRecord
+
+
+class BadFrame(Exception):  # noqa: N818 - internal control-flow signal, never escapes logkv
+    """Raised inside the reader for bytes that are not a valid frame."""
+
+
+def encode_segment_header(number: int) -> bytes:
+    """The 16 bytes that open segment ``number``."""
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, number)
+
+
+def check_segment_header(data: bytes, number: int) -> str | None:
+    """Why ``data`` is not a valid header for segment ``number``, or None when it is."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return "segment header is cut short"
+    magic, version, stored_number = SEGMENT_HEADER.unpack_from(data, 0)
+    if magic != SEGMENT_MAGIC:
+        return "not a logkv segment (bad magic)"
+    if version != FORMAT_VERSION:
+        return f"segment format version {version} is not supported (this logkv reads {FORMAT_VERSION})"
+    if stored_number != number:
+        return f"segment header says number {stored_number}, file name says {number}"
+    return None
+
+
+def encode_record(
+    seq: int, timestamp_us: int, op: Op, key: str, content_type: str | None, value: bytes | None
+) -> bytes:
+    """One complete frame. ``value`` must be the last body element (see module docstring)."""
+    body = _packb((seq, timestamp_us, int(op), key, content_type, value))
+    if len(body) > MAX_BODY_SIZE:
+        raise ValueError(f"record of {len(body)} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    tail = _LENGTH.pack(len(body)) + body
+    return RECORD_MAGIC + _LENGTH.pack(_crc32(tail)) + tail
+
+
+def decode_fields(fields: Any) -> Record:
+    """A :data:`Record` from the body list of a frame that passed its checksum."""
+    seq, ts, op, key = fields[0], fields[1], fields[2], fields[3]
+    if op == Op.SET:
+        return SetRecord(seq, ts, key, fields[4], fields[5])
+    return DeleteRecord(seq, ts, key)
+
+
+def read_frame(buf: Any, pos: int, end: int) -> tuple[int, list[Any]]:
+    """Decode the frame at ``pos``: its total length and its body fields.
+
+    Raises :class:`BadFrame` when the bytes at ``pos`` (up to ``end``) are not a whole valid
+    frame; ``BadFrame.args[0]`` says why and ``args[1]`` is True when the frame is merely cut
+    short (it would be valid if more bytes followed).
+    """
+    if end - pos < FRAME_HEADER_SIZE:
+        raise BadFrame("frame header is cut short", True)
+    magic, crc, length = FRAME_HEADER.unpack_from(buf, pos)
+    if magic != RECORD_MAGIC:
+        raise BadFrame("no record magic", False)
+    stop = pos + FRAME_HEADER_SIZE + length
+    if stop > end:
+        raise BadFrame(f"record of {length} bytes runs past the end of the file", True)
+    view = memoryview(buf)[pos + 8 : stop]
+    try:
+        if _crc32(view) != crc:
+            raise BadFrame("checksum mismatch", False)
+        fields = _unpackb(view[4:])
+    except BadFrame:
+        raise
+    except Exception as exc:
+        raise BadFrame(f"undecodable body ({exc})", False) from None
+    finally:
+        view.release()
+    if not _valid_fields(fields):
+        raise BadFrame("body is not a logkv record", False)
+    return stop - pos, fields
+
+
+def _valid_fields(fields: Any) -> bool:
+    return (
+        type(fields) is list
+        and len(fields) >= 6
+        and type(fields[0]) is int
+        and type(fields[1]) is int
+        and type(fields[3]) is str
+        and (
+            (fields[2] == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
+            or fields[2] == Op.DELETE
+        )
+    )
+
+
+def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, list[Any]]]:
+    """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos``.
+
+    Stops at ``end`` or raises :class:`BadFrame` (carrying the offset as ``args[2]``) at the
+    first bad frame.
+    """
+    while pos < end:
+        try:
+            length, fields = read_frame(buf, pos, end)
+        except BadFrame as bad:
+            raise BadFrame(bad.args[0], bad.args[1], pos) from None
+        yield pos, length, fields
+        pos += length
+
+
+def find_next_frame(buf: Any, pos: int, end: int) -> int | None:
+    """The offset of the first valid frame strictly after ``pos``, or None if there is none."""
+    while True:
+        pos = buf.find(RECORD_MAGIC, pos + 1, end)
+        if pos < 0:
+            return None
+        try:
+            read_frame(buf, pos, end)
+        except BadFrame:
+            continue
+        return pos
+
+
+def value_offset(frame_length: int, value_size: int) -> int:
+    """Where the value's bytes start inside a frame (values end their frame)."""
+    return frame_length - value_size
+
+
+def check_frame(data: bytes) -> str | None:
+    """Why ``data`` (one whole frame, read back by the index) is not intact, or None if it is.
+
+    Checks the magic, the length and the checksum without decoding the body.
+    """
+    if len(data) < FRAME_HEADER_SIZE:
+        return "record is cut short"
+    magic, crc, length = FRAME_HEADER.unpack_from(data, 0)
+    if magic != RECORD_MAGIC or length != len(data) - FRAME_HEADER_SIZE:
+        return "record header does not match the index"
+    if _crc32(memoryview(data)[8:]) != crc:
+        return "checksum mismatch"
+    return None

@@ -1,0 +1,24 @@
+"""Engine settings that are named values rather than numbers."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+#: Segments rotate once they pass this many bytes (a single larger record still fits whole).
+DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
+
+#: Longest key, in characters. Keys are any non-empty Python ``str`` that UTF-8 can encode.
+MAX_KEY_LENGTH = 1024
+
+
+class Durability(str, Enum):
+    """How far a write has gone when the call that made it returns, named by what it survives.
+
+    ``PROCESS`` (the default): the record was handed to the operating system with ``write()``; it
+    survives the process being killed (``kill -9``, OOM, Ctrl-C) but not a power loss or kernel
+    crash. ``FSYNC``: the record is on disk (``fdatasync``) and survives power loss; concurrent
+    writers share one ``fdatasync`` (group commit), so many writers pay for few syncs.
+    """
+
+    PROCESS = "process"
+    FSYNC = "fsync"

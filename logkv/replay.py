@@ -1,0 +1,203 @@
+"""Replay: fold a store's segments into an index of record locations.
+
+An index entry is the tuple ``(segment, offset, head, value_size, content_type)``: the frame
+starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
+starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
+whole frame). Keeping ``head`` rather than the frame length lets most entries share Python's
+cached small ints, which keeps the index small.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptionError
+from .format import (
+    SEGMENT_HEADER_SIZE,
+    BadFrame,
+    Op,
+    check_segment_header,
+    find_next_frame,
+    iter_frames,
+)
+
+log = logging.getLogger("logkv")
+
+Entry = tuple[int, int, int, int, str | None]
+
+_SET = int(Op.SET)
+
+
+def frame_length(entry: Entry) -> int:
+    """The length in bytes of the frame an index entry points to."""
+    return entry[2] + entry[3] if entry[3] > 0 else entry[2]
+
+
+class Recovery(str, Enum):
+    """What open does with damaged bytes.
+
+    ``STRICT`` (the default) drops only a torn tail, the cut-short end of the last segment that a
+    crash mid-append leaves, and raises :class:`~logkv.errors.CorruptionError` for anything
+    else. ``SALVAGE`` keeps every record that passes its checksum, drops the rest and reports
+    what it dropped in :class:`RecoveryReport`.
+    """
+
+    STRICT = "strict"
+    SALVAGE = "salvage"
+
+
+@dataclass(frozen=True)
+class DroppedRange:
+    """Bytes that open dropped: ``[start, end)`` of ``path``, and why."""
+
+    path: Path
+    start: int
+    end: int
+    reason: str
+
+
+@dataclass
+class RecoveryReport:
+    """What the last open (or refresh) dropped; empty after a clean shutdown."""
+
+    torn_tail: DroppedRange | None = None
+    dropped: list[DroppedRange] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing was dropped."""
+        return self.torn_tail is None and not self.dropped
+
+
+@dataclass
+class SegmentScan:
+    """Where the valid data of one scanned segment ends."""
+
+    valid_end: int
+    torn_tail: DroppedRange | None = None
+    damaged: bool = False
+
+
+class Replayer:
+    """Folds the records of segments, in order, into ``entries`` (key -> :data:`Entry`).
+
+    ``entries`` may be a plain dict (open: the sorted index is built once at the end) or the
+    live sorted index (a read-only store refreshing). Tracks the last sequence number, the bytes
+    of all records and of live records, and interns content types.
+    """
+
+    def __init__(self, entries: MutableMapping[str, Entry], recovery: Recovery) -> None:
+        self.entries = entries
+        self.recovery = recovery
+        self.last_seq = 0
+        self.last_timestamp_us = 0
+        self.record_bytes = 0
+        self.live_bytes = 0
+        self.content_types: dict[str | None, str | None] = {None: None}
+        self.dropped: list[DroppedRange] = []  # salvage mode: what was skipped
+
+    def scan(self, path: Path, number: int, start: int, is_last: bool) -> SegmentScan:
+        """Fold the records of segment ``path`` from offset ``start`` (0 = read its header).
+
+        A bad frame in the last segment with no valid frame after it is a torn tail: the scan
+        stops before it and reports it. Any other bad frame raises ``CorruptionError``, or in
+        salvage mode is skipped and reported in ``damaged``/the caller's report.
+        """
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return self._empty(path, is_last)
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                if start == 0:
+                    problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
+                    if problem is not None:
+                        if is_last and size < SEGMENT_HEADER_SIZE:
+                            return SegmentScan(0, DroppedRange(path, 0, size, problem))
+                        if self.recovery is Recovery.SALVAGE:
+                            self.dropped.append(DroppedRange(path, 0, size, problem))
+                            return SegmentScan(0, None, damaged=True)
+                        raise CorruptionError(path, 0, problem)
+                    start = SEGMENT_HEADER_SIZE
+                return self._scan_frames(path, number, buf, start, size, is_last)
+
+    def _empty(self, path: Path, is_last: bool) -> SegmentScan:
+        if is_last:
+            return SegmentScan(0, DroppedRange(path, 0, 0, "empty segment (no header)"))
+        reason = "empty segment in the middle of the log"
+        if self.recovery is Recovery.SALVAGE:
+            self.dropped.append(DroppedRange(path, 0, 0, reason))
+            return SegmentScan(0, None, damaged=True)
+        raise CorruptionError(path, 0, reason)
+
+    def _scan_frames(
+        self, path: Path, number: int, buf: Any, pos: int, end: int, is_last: bool
+    ) -> SegmentScan:
+        damaged = False
+        while True:
+            try:
+                pos = self._fold(path, number, buf, pos, end)
+                return SegmentScan(pos, None, damaged)
+            except BadFrame as bad:
+                reason, at = bad.args[0], bad.args[2]
+            following = find_next_frame(buf, at, end)
+            if following is None and is_last:
+                return SegmentScan(at, DroppedRange(path, at, end, reason), damaged)
+            if self.recovery is not Recovery.SALVAGE:
+                raise CorruptionError(path, at, reason)
+            damaged = True
+            stop = end if following is None else following
+            self.dropped.append(DroppedRange(path, at, stop, reason))
+            log.warning("salvage: dropping %s bytes %d..%d: %s", path, at, stop, reason)
+            if following is None:
+                return SegmentScan(at, None, damaged)
+            pos = following
+
+    def _fold(self, path: Path, number: int, buf: Any, pos: int, end: int) -> int:
+        entries = self.entries
+        get = entries.get
+        pop = entries.pop
+        content_types = self.content_types
+        last_seq = self.last_seq
+        record_bytes = self.record_bytes
+        live_bytes = self.live_bytes
+        timestamp = self.last_timestamp_us
+        try:
+            for offset, length, fields in iter_frames(buf, pos, end):
+                seq = fields[0]
+                if seq <= last_seq:
+                    raise CorruptionError(
+                        path, offset, f"sequence number {seq} follows {last_seq} (out of order)"
+                    )
+                last_seq = seq
+                timestamp = fields[1]
+                record_bytes += length
+                key = fields[3]
+                old = get(key)
+                if old is not None:
+                    live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+                if fields[2] == _SET:
+                    value = fields[5]
+                    content_type = fields[4]
+                    content_type = content_types.setdefault(content_type, content_type)
+                    if value is None:
+                        entries[key] = (number, offset, length, -1, content_type)
+                    else:
+                        size = len(value)
+                        entries[key] = (number, offset, length - size, size, content_type)
+                    live_bytes += length
+                elif old is not None:
+                    pop(key)
+                pos = offset + length
+        finally:
+            self.last_seq = last_seq
+            self.record_bytes = record_bytes
+            self.live_bytes = live_bytes
+            self.last_timestamp_us = timestamp
+        return pos
