@@ -32,12 +32,15 @@ from .layout import TEMP_SUFFIX, list_segments, segment_name, segment_number
 from .lock import StoreLock
 from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability
 from .repair import rewrite_valid_frames
-from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer, frame_length
+from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer
 from .segments import SegmentReaders, SegmentWriter
 
 log = logging.getLogger("logkv")
 
-_CHUNK: Final = 512  # keys copied per lock hold while iterating
+_CHUNK: Final = 512
+_SET: Final = int(Op.SET)
+_DELETE: Final = int(Op.DELETE)
+_now_ns = time.time_ns  # keys copied per lock hold while iterating
 
 
 class _Missing:
@@ -81,11 +84,7 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError("a key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(f"a key may have at most {MAX_KEY_LENGTH} characters, got {len(key)}")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidKeyError(f"key {key!r} cannot be encoded as UTF-8 ({exc.reason})") from None
-    return key
+    return key  # keys UTF-8 cannot encode (lone surrogates) fail in encode_record
 
 
 class Engine:
@@ -108,10 +107,14 @@ class Engine:
         self.path = path
         self.readonly = readonly
         self.durability = durability
+        self._group_commit = durability is Durability.FSYNC
         self.segment_size = segment_size
         self.recovery_mode = recovery
         self.report = RecoveryReport()
-        self._cond = threading.Condition(threading.Lock())
+        # One lock guards the index and the writer. Hot paths use the C-level ``_mutex``
+        # directly; group commit waits on ``_cond``, a condition over the same lock.
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._lock: StoreLock | None = None
         self._writer: SegmentWriter | None = None
         self._readers = SegmentReaders(path)
@@ -265,9 +268,8 @@ class Engine:
                 return
             self._closed = True
             try:
-                if self._writer is not None and self.durability is Durability.FSYNC:
-                    if self._failed is None:
-                        self._writer.sync()
+                if self._writer is not None and self._group_commit and self._failed is None:
+                    self._writer.sync()
             finally:
                 self._release()
 
@@ -299,17 +301,18 @@ class Engine:
 
     def entry(self, key: str) -> Entry | None:
         """The index entry of ``key``, or None."""
-        with self._cond:
+        with self._mutex:
             self._check_open()
-            return self._index.get(key)
+            entry: Entry | None = self._index.get(key)
+            return entry
 
-    def get(self, key: str, default: object = MISSING) -> bytes | None | object:
+    def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
 
         One positioned read of the record; its checksum is verified before the value is
         returned (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
         """
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 raise StoreClosedError(f"the store at {self.path} is closed")
             entry = self._index.get(key)
@@ -336,7 +339,7 @@ class Engine:
         return data[head:] if head else data
 
     def __contains__(self, key: object) -> bool:
-        with self._cond:
+        with self._mutex:
             self._check_open()
             return key in self._index
 
@@ -345,8 +348,10 @@ class Engine:
             self._check_open()
             return len(self._index)
 
-    def keys(self, exclusive_start_key: str | None = None, limit: int | None = None) -> Iterator[str]:
-        """Keys in ascending (Python string) order, after ``exclusive_start_key``, at most ``limit``.
+    def keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> Iterator[str]:
+        """Keys in Python string order, after ``exclusive_start_key``, at most ``limit`` of them.
 
         Safe to use while other threads write: keys are copied out in small batches under the
         lock, and each batch starts strictly after the last key returned, so paging is exact.
@@ -404,14 +409,15 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        validate_key(key)
+        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH:
+            validate_key(key)
         if value is not None and type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):
                 raise TypeError(f"values are bytes or None, got {type(value).__name__}")
             value = bytes(value)
         if content_type is not None and type(content_type) is not str:
             raise TypeError(f"content_type must be a str, got {type(content_type).__name__}")
-        return self._write(Op.SET, key, content_type, value)
+        return self._write(_SET, key, content_type, value)
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
@@ -420,7 +426,7 @@ class Engine:
             self._check_writable()
             if key not in self._index:
                 return False
-        self._write(Op.DELETE, key, None, None)
+        self._write(_DELETE, key, None, None)
         return True
 
     def sync(self) -> None:
@@ -441,16 +447,21 @@ class Engine:
                 "successful sync may not be on disk. Close the store and reopen it."
             )
 
-    def _write(self, op: Op, key: str, content_type: str | None, value: bytes | None) -> int:
-        with self._cond:
-            self._check_writable()
+    def _write(self, op: int, key: str, content_type: str | None, value: bytes | None) -> int:
+        """Append one record and make it visible (after its sync, under ``FSYNC``)."""
+        with self._mutex:
+            if self._closed or self.readonly or self._failed is not None:
+                self._check_writable()
             writer = self._writer
             assert writer is not None
             seq = self._seq + 1
             try:
-                frame = encode_record(seq, time.time_ns() // 1000, op, key, content_type, value)
+                frame = encode_record(seq, _now_ns() // 1000, op, key, content_type, value)
             except UnicodeEncodeError as exc:
-                raise InvalidKeyError(f"cannot encode {key!r} or its content type: {exc}") from None
+                raise InvalidKeyError(
+                    f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
+                    f"({exc.reason})"
+                ) from None
             before = writer.number
             number, offset = writer.append(frame)
             self._seq = seq
@@ -458,24 +469,35 @@ class Engine:
                 self._segments += 1
             length = len(frame)
             entry: Entry | None = None
-            if op is Op.SET:
+            if op == _SET:
                 if value is None:
                     entry = (number, offset, length, -1, content_type)
                 else:
-                    entry = (number, offset, length - len(value), len(value), content_type)
-            if self.durability is Durability.PROCESS:
-                self._apply(key, entry, length)
+                    size = len(value)
+                    entry = (number, offset, length - size, size, content_type)
+            if self._group_commit:
+                self._pending.append((key, entry, length))
+                self._appended += 1
+                self._wait_durable(self._appended, writer)
                 return seq
-            self._pending.append((key, entry, length))
-            self._appended += 1
-            self._wait_durable(self._appended, writer)
+            # Durability.PROCESS: the record is with the OS; make it visible (inline _apply).
+            index = self._index
+            old = index.get(key)
+            if old is not None:
+                self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+            self._record_bytes += length
+            if entry is not None:
+                index[key] = entry
+                self._live_bytes += length
+            elif old is not None:
+                del index[key]
             return seq
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
         index = self._index
         old = index.get(key)
         if old is not None:
-            self._live_bytes -= frame_length(old)
+            self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
         self._record_bytes += length
         if entry is not None:
             index[key] = entry

@@ -39,6 +39,9 @@ MAX_BODY_SIZE = 0xFFFF_0000
 
 _crc32 = zlib.crc32
 _packb = msgpack.packb
+# One reused packer: packing str/bytes/int/None runs no Python code, so a call holds the GIL
+# from start to finish and the packer is safe to share between threads.
+_pack = msgpack.Packer(use_bin_type=True).pack
 _unpackb = msgpack.unpackb
 
 
@@ -89,21 +92,25 @@ def check_segment_header(data: bytes, number: int) -> str | None:
     if magic != SEGMENT_MAGIC:
         return "not a logkv segment (bad magic)"
     if version != FORMAT_VERSION:
-        return f"segment format version {version} is not supported (this logkv reads {FORMAT_VERSION})"
+        return (
+            f"segment format version {version} is not supported (this logkv reads {FORMAT_VERSION})"
+        )
     if stored_number != number:
         return f"segment header says number {stored_number}, file name says {number}"
     return None
 
 
 def encode_record(
-    seq: int, timestamp_us: int, op: Op, key: str, content_type: str | None, value: bytes | None
+    seq: int, timestamp_us: int, op: int, key: str, content_type: str | None, value: bytes | None
 ) -> bytes:
     """One complete frame. ``value`` must be the last body element (see module docstring)."""
-    body = _packb((seq, timestamp_us, int(op), key, content_type, value))
-    if len(body) > MAX_BODY_SIZE:
-        raise ValueError(f"record of {len(body)} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    tail = _LENGTH.pack(len(body)) + body
-    return RECORD_MAGIC + _LENGTH.pack(_crc32(tail)) + tail
+    body = _pack((seq, timestamp_us, op, key, content_type, value))
+    length = len(body)
+    if length > MAX_BODY_SIZE:
+        raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    crc = _crc32(body, _crc32(_LENGTH.pack(length)))
+    frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length) + body
+    return frame
 
 
 def decode_fields(fields: Any) -> Record:
@@ -114,7 +121,7 @@ def decode_fields(fields: Any) -> Record:
     return DeleteRecord(seq, ts, key)
 
 
-def read_frame(buf: Any, pos: int, end: int) -> tuple[int, list[Any]]:
+def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     """Decode the frame at ``pos``: its total length and its body fields.
 
     Raises :class:`BadFrame` when the bytes at ``pos`` (up to ``end``) are not a whole valid
@@ -133,7 +140,7 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, list[Any]]:
     try:
         if _crc32(view) != crc:
             raise BadFrame("checksum mismatch", False)
-        fields = _unpackb(view[4:])
+        fields = _unpackb(view[4:], use_list=False)
     except BadFrame:
         raise
     except Exception as exc:
@@ -147,7 +154,7 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, list[Any]]:
 
 def _valid_fields(fields: Any) -> bool:
     return (
-        type(fields) is list
+        type(fields) is tuple
         and len(fields) >= 6
         and type(fields[0]) is int
         and type(fields[1]) is int
@@ -159,19 +166,46 @@ def _valid_fields(fields: Any) -> bool:
     )
 
 
-def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, list[Any]]]:
+def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
     """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos``.
 
     Stops at ``end`` or raises :class:`BadFrame` (carrying the offset as ``args[2]``) at the
-    first bad frame.
+    first bad frame. This is replay's inner loop, so it inlines :func:`read_frame`'s checks for
+    the common case and defers to it to explain a bad frame.
     """
-    while pos < end:
-        try:
-            length, fields = read_frame(buf, pos, end)
-        except BadFrame as bad:
-            raise BadFrame(bad.args[0], bad.args[1], pos) from None
-        yield pos, length, fields
-        pos += length
+    unpack_header = FRAME_HEADER.unpack_from
+    crc32 = _crc32
+    unpackb = _unpackb
+    magic_expected = RECORD_MAGIC
+    header = FRAME_HEADER_SIZE
+    with memoryview(buf) as view:
+        while pos < end:
+            if end - pos >= header:
+                magic, crc, length = unpack_header(buf, pos)
+                stop = pos + header + length
+                if magic == magic_expected and stop <= end and crc32(view[pos + 8 : stop]) == crc:
+                    try:
+                        fields = unpackb(view[pos + header : stop], use_list=False)
+                    except Exception:
+                        fields = None
+                    if (
+                        type(fields) is tuple
+                        and len(fields) >= 6
+                        and type(fields[0]) is int
+                        and type(fields[3]) is str
+                        and (
+                            (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))
+                            or fields[2] == 2
+                        )
+                    ):
+                        yield pos, stop - pos, fields
+                        pos = stop
+                        continue
+            try:
+                read_frame(buf, pos, end)
+            except BadFrame as bad:
+                raise BadFrame(bad.args[0], bad.args[1], pos) from None
+            raise BadFrame("body is not a logkv record", False, pos)  # pragma: no cover
 
 
 def find_next_frame(buf: Any, pos: int, end: int) -> int | None:

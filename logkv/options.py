@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 #: Segments rotate once they pass this many bytes (a single larger record still fits whole).
 DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
@@ -11,7 +11,7 @@ DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
 MAX_KEY_LENGTH = 1024
 
 
-class Durability(str, Enum):
+class Durability(StrEnum):
     """How far a write has gone when the call that made it returns, named by what it survives.
 
     ``PROCESS`` (the default): the record was handed to the operating system with ``write()``; it

@@ -10,7 +10,13 @@ import mmap
 import os
 from pathlib import Path
 
-from .format import SEGMENT_HEADER_SIZE, BadFrame, encode_segment_header, find_next_frame, read_frame
+from .format import (
+    SEGMENT_HEADER_SIZE,
+    BadFrame,
+    encode_segment_header,
+    find_next_frame,
+    read_frame,
+)
 from .fsutil import fsync_dir, write_all
 from .layout import DAMAGED_SUFFIX, TEMP_SUFFIX
 

@@ -14,7 +14,7 @@ import mmap
 import os
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def frame_length(entry: Entry) -> int:
     return entry[2] + entry[3] if entry[3] > 0 else entry[2]
 
 
-class Recovery(str, Enum):
+class Recovery(StrEnum):
     """What open does with damaged bytes.
 
     ``STRICT`` (the default) drops only a torn tail, the cut-short end of the last segment that a

@@ -52,7 +52,8 @@ class SegmentWriter:
             self.rotate()
         offset = self.end
         try:
-            write_all(self._fd, frame, offset)
+            if os.pwrite(self._fd, frame, offset) != len(frame):
+                write_all(self._fd, frame, offset)  # finish a short write (rare)
         except BaseException:
             try:
                 os.ftruncate(self._fd, offset)
