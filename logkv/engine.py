@@ -27,7 +27,14 @@ from .errors import (
     StoreFailedError,
     StoreNotFoundError,
 )
-from .format import Op, check_frame, encode_record
+from .format import (
+    CHAIN_SIZE,
+    FRAME_HEADER_SIZE,
+    GENESIS_CHAIN,
+    Op,
+    check_frame,
+    encode_record,
+)
 from .layout import TEMP_SUFFIX, list_segments, segment_name, segment_number
 from .lock import StoreLock
 from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability
@@ -39,6 +46,8 @@ log = logging.getLogger("logkv")
 
 _CHUNK: Final = 512
 _SET: Final = int(Op.SET)
+_CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
+_CHAIN_STOP: Final = FRAME_HEADER_SIZE
 _DELETE: Final = int(Op.DELETE)
 _now_ns = time.time_ns  # keys copied per lock hold while iterating
 
@@ -122,6 +131,7 @@ class Engine:
         self._closed = False
         self._failed: BaseException | None = None
         self._seq = 0
+        self._chain = GENESIS_CHAIN  # chain value of the newest record
         self._record_bytes = 0
         self._live_bytes = 0
         self._segments = 0
@@ -190,6 +200,7 @@ class Engine:
             self.report = first
         self._index = SortedDict(replayer.entries)
         self._seq = replayer.last_seq
+        self._chain = replayer.chain
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
         if not self.readonly:
@@ -245,6 +256,7 @@ class Engine:
                 return 0
             replayer = Replayer(self._index, self.recovery_mode)
             replayer.last_seq = self._seq
+            replayer.chain = self._chain
             replayer.record_bytes = self._record_bytes
             replayer.live_bytes = self._live_bytes
             before = self._seq
@@ -254,6 +266,7 @@ class Engine:
                 scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
                 self._scan_segment, self._scan_pos = number, scan.valid_end
             self._seq = replayer.last_seq
+            self._chain = replayer.chain
             self._record_bytes = replayer.record_bytes
             self._live_bytes = replayer.live_bytes
             self._segments = len(list_segments(self.path))
@@ -456,7 +469,9 @@ class Engine:
             assert writer is not None
             seq = self._seq + 1
             try:
-                frame = encode_record(seq, _now_ns() // 1000, op, key, content_type, value)
+                frame = encode_record(
+                    seq, _now_ns() // 1000, op, key, content_type, value, self._chain
+                )
             except UnicodeEncodeError as exc:
                 raise InvalidKeyError(
                     f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
@@ -465,6 +480,7 @@ class Engine:
             before = writer.number
             number, offset = writer.append(frame)
             self._seq = seq
+            self._chain = frame[_CHAIN_START:_CHAIN_STOP]
             if number != before:
                 self._segments += 1
             length = len(frame)

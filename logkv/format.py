@@ -3,8 +3,9 @@
 A segment is a 16-byte header followed by frames. A frame is::
 
     magic   4 bytes  b"\\x89LKR"
-    crc     u32 LE   CRC-32 of the next two fields (length and body)
+    crc     u32 LE   CRC-32 of everything after it (length, chain, body)
     length  u32 LE   length of the body in bytes
+    chain   16 bytes SHA-256(previous record's chain || body), first 16 bytes
     body    msgpack  [seq, timestamp_us, op, key, content_type, value]
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
@@ -14,6 +15,7 @@ frame with one positioned read and checks the CRC before returning the value.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from collections.abc import Iterator
@@ -30,14 +32,20 @@ SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, segment number
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
 
 RECORD_MAGIC = b"\x89LKR"
-FRAME_HEADER = struct.Struct("<4sII")  # magic, crc32(length || body), length
+FRAME_HEADER = struct.Struct("<4sII16s")  # magic, crc32(length || chain || body), length, chain
 FRAME_HEADER_SIZE = FRAME_HEADER.size
+CHAIN_SIZE = 16
+#: The chain value before a store's first record.
+GENESIS_CHAIN = bytes(CHAIN_SIZE)
+_CRC_START = 8  # the CRC covers a frame from this offset to its end
+_CHAIN = slice(12, 12 + CHAIN_SIZE)
 _LENGTH = struct.Struct("<I")
 
 #: Largest body a frame may carry (the length field is 32 bits; keep a margin).
 MAX_BODY_SIZE = 0xFFFF_0000
 
 _crc32 = zlib.crc32
+_sha256 = hashlib.sha256
 _packb = msgpack.packb
 # One reused packer: packing str/bytes/int/None runs no Python code, so a call holds the GIL
 # from start to finish and the packer is safe to share between threads.
@@ -101,16 +109,37 @@ def check_segment_header(data: bytes, number: int) -> str | None:
 
 
 def encode_record(
-    seq: int, timestamp_us: int, op: int, key: str, content_type: str | None, value: bytes | None
+    seq: int,
+    timestamp_us: int,
+    op: int,
+    key: str,
+    content_type: str | None,
+    value: bytes | None,
+    prev_chain: bytes = GENESIS_CHAIN,
 ) -> bytes:
-    """One complete frame. ``value`` must be the last body element (see module docstring)."""
+    """One complete frame, chained after ``prev_chain`` (its own chain: :func:`chain_of`).
+
+    ``value`` must be the last body element (see module docstring).
+    """
     body = _pack((seq, timestamp_us, op, key, content_type, value))
     length = len(body)
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    crc = _crc32(body, _crc32(_LENGTH.pack(length)))
-    frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length) + body
+    chain = _sha256(prev_chain + body).digest()[:CHAIN_SIZE]
+    crc = _crc32(body, _crc32(_LENGTH.pack(length) + chain))
+    frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length, chain) + body
     return frame
+
+
+def chain_of(buf: Any, pos: int) -> bytes:
+    """The chain value stored in the frame at ``pos``."""
+    return bytes(buf[pos + _CHAIN.start : pos + _CHAIN.stop])
+
+
+def next_chain(prev_chain: bytes, buf: Any, pos: int, length: int) -> bytes:
+    """The chain value the frame at ``pos`` (``length`` bytes) should carry after ``prev_chain``."""
+    body = bytes(buf[pos + FRAME_HEADER_SIZE : pos + length])
+    return _sha256(prev_chain + body).digest()[:CHAIN_SIZE]
 
 
 def decode_fields(fields: Any) -> Record:
@@ -130,17 +159,17 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     """
     if end - pos < FRAME_HEADER_SIZE:
         raise BadFrame("frame header is cut short", True)
-    magic, crc, length = FRAME_HEADER.unpack_from(buf, pos)
+    magic, crc, length, _ = FRAME_HEADER.unpack_from(buf, pos)
     if magic != RECORD_MAGIC:
         raise BadFrame("no record magic", False)
     stop = pos + FRAME_HEADER_SIZE + length
     if stop > end:
         raise BadFrame(f"record of {length} bytes runs past the end of the file", True)
-    view = memoryview(buf)[pos + 8 : stop]
+    view = memoryview(buf)[pos + _CRC_START : stop]
     try:
         if _crc32(view) != crc:
             raise BadFrame("checksum mismatch", False)
-        fields = _unpackb(view[4:], use_list=False)
+        fields = _unpackb(view[FRAME_HEADER_SIZE - _CRC_START :], use_list=False)
     except BadFrame:
         raise
     except Exception as exc:
@@ -181,7 +210,7 @@ def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[
     with memoryview(buf) as view:
         while pos < end:
             if end - pos >= header:
-                magic, crc, length = unpack_header(buf, pos)
+                magic, crc, length, _ = unpack_header(buf, pos)
                 stop = pos + header + length
                 if magic == magic_expected and stop <= end and crc32(view[pos + 8 : stop]) == crc:
                     try:
@@ -233,9 +262,9 @@ def check_frame(data: bytes) -> str | None:
     """
     if len(data) < FRAME_HEADER_SIZE:
         return "record is cut short"
-    magic, crc, length = FRAME_HEADER.unpack_from(data, 0)
+    magic, crc, length, _ = FRAME_HEADER.unpack_from(data, 0)
     if magic != RECORD_MAGIC or length != len(data) - FRAME_HEADER_SIZE:
         return "record header does not match the index"
-    if _crc32(memoryview(data)[8:]) != crc:
+    if _crc32(memoryview(data)[_CRC_START:]) != crc:
         return "checksum mismatch"
     return None

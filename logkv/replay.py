@@ -20,9 +20,11 @@ from typing import Any
 
 from .errors import CorruptionError
 from .format import (
+    GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
     BadFrame,
     Op,
+    chain_of,
     check_segment_header,
     find_next_frame,
     iter_frames,
@@ -97,6 +99,7 @@ class Replayer:
         self.entries = entries
         self.recovery = recovery
         self.last_seq = 0
+        self.chain = GENESIS_CHAIN  # chain value of the last record folded
         self.last_timestamp_us = 0
         self.record_bytes = 0
         self.live_bytes = 0
@@ -168,6 +171,7 @@ class Replayer:
         record_bytes = self.record_bytes
         live_bytes = self.live_bytes
         timestamp = self.last_timestamp_us
+        last_offset = -1
         try:
             for offset, length, fields in iter_frames(buf, pos, end):
                 seq = fields[0]
@@ -195,7 +199,10 @@ class Replayer:
                 elif old is not None:
                     pop(key)
                 pos = offset + length
+                last_offset = offset
         finally:
+            if last_offset >= 0:
+                self.chain = chain_of(buf, last_offset)
             self.last_seq = last_seq
             self.record_bytes = record_bytes
             self.live_bytes = live_bytes
