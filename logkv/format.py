@@ -125,7 +125,9 @@ def encode_record(
     length = len(body)
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    chain = _sha256(prev_chain + body).digest()[:CHAIN_SIZE]
+    hasher = _sha256(prev_chain)
+    hasher.update(body)
+    chain = hasher.digest()[:CHAIN_SIZE]
     crc = _crc32(body, _crc32(_LENGTH.pack(length) + chain))
     frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length, chain) + body
     return frame
