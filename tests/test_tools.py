@@ -6,11 +6,13 @@ import base64
 import json
 import subprocess
 import sys
+import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from logkv import Engine
+from logkv.format import FRAME_HEADER_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 20
@@ -129,6 +131,31 @@ def test_logdump_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
     assert errors[0]["reason"] == "checksum mismatch"
     records = [line for line in lines if "error" not in line]
     assert [r["seq"] for r in records] == [g["seq"] for g in good if g["seq"] != victim["seq"]]
+
+
+def test_logdump_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store)
+    _, good, _ = logdump(store)
+    victim = next(line for line in good if line["key"] == "page/07")
+    path = store / f"{victim['segment']:08d}.seg"
+    data = bytearray(path.read_bytes())
+    start = victim["offset"]
+    length = FRAME_HEADER_SIZE + int.from_bytes(data[start + 8 : start + 12], "little")
+    body = data[start + FRAME_HEADER_SIZE : start + length]
+    at = body.rindex(b"<p>7</p>")
+    data[start + FRAME_HEADER_SIZE + at + 3] = ord("8")  # the page now claims to be page 8 ...
+    crc = zlib.crc32(data[start + 8 : start + length])  # ... and its CRC was forged to match
+    data[start + 4 : start + 8] = crc.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    code, lines, _ = logdump(store, "--values")
+    assert code == 1
+    errors = [line for line in lines if "error" in line]
+    assert [(e["error"], e["path"], e["offset"]) for e in errors] == [
+        ("chain_break", str(path), start)
+    ]
+    forged = next(line for line in lines if line.get("key") == "page/07")
+    assert forged["value"].endswith("<p>8</p>")  # the CRC alone would have let it pass
 
 
 def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:

@@ -13,12 +13,17 @@ Usage::
   ``value_encoding`` says which; null for a stored None);
 * a problem: ``{"error": KIND, "path", "offset", "end", "reason"}`` for the bytes
   ``[offset, end)``, where KIND is ``corruption``, ``torn_tail`` (the cut-short end of the last
-  segment that a crash mid-append leaves) or ``unreadable`` (the file could not be read). After
-  a corrupt spot the dump resumes at the next valid record, as salvage would.
+  segment that a crash mid-append leaves), ``chain_break`` (a record whose hash-chain value
+  does not follow the record before it: history was changed, removed or reordered, or salvage
+  dropped records there) or ``unreadable`` (the file could not be read). After a corrupt spot
+  the dump resumes at the next valid record, as salvage would.
+
+The hash chain is checked from the log's first record (segment 1) on; a dump that starts
+elsewhere, or resumes after damaged bytes, takes the next record's chain value on trust.
 
 The dump only reads: it takes no lock, so it works beside a live writer. Exit status: 0 when the
 log is intact (a torn tail, which the next writable open cuts off, is reported but is not an
-error), 1 when a corrupt spot was found, 2 when ``STORE`` cannot be read at all.
+error), 1 when a corrupt spot or a chain break was found, 2 when ``STORE`` cannot be read at all.
 """
 
 from __future__ import annotations
@@ -36,15 +41,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from logkv.format import (
+    GENESIS_CHAIN,
     SEGMENT_HEADER,
     SEGMENT_HEADER_SIZE,
     BadFrame,
     DeleteRecord,
     SetRecord,
+    chain_of,
     check_segment_header,
     decode_fields,
     find_next_frame,
     iter_frames,
+    next_chain,
 )
 from logkv.layout import list_segments
 
@@ -109,6 +117,9 @@ class Dumper:
         self.with_values = with_values
         self.corrupt = False
         self.last_seq = 0
+        #: The chain value the next frame must follow; None when unknown (the dump starts
+        #: after segment 1, or right after damaged bytes), then the next frame is the anchor.
+        self.chain: bytes | None = None
 
     def segment(self, path: Path, number: int | None, is_last: bool) -> Iterator[dict[str, Any]]:
         """Every line for segment ``path`` (``number`` None: do not check the header's number)."""
@@ -136,6 +147,19 @@ class Dumper:
         while pos < end:
             try:
                 for offset, length, fields in iter_frames(buf, pos, end):
+                    stored = chain_of(buf, offset)
+                    if self.chain is not None and stored != next_chain(
+                        self.chain, buf, offset, length
+                    ):
+                        yield self._problem(
+                            "chain_break",
+                            path,
+                            offset,
+                            offset + length,
+                            "hash chain broken: this record does not follow the one before it "
+                            "(a record was changed, removed or reordered)",
+                        )
+                    self.chain = stored
                     seq = fields[0]
                     if seq <= self.last_seq:
                         yield self._problem(
@@ -155,12 +179,13 @@ class Dumper:
             stop = end if following is None else following
             kind = "torn_tail" if following is None and is_last else "corruption"
             yield self._problem(kind, path, at, stop, reason)
+            self.chain = None  # what the dropped bytes held is unknown: re-anchor
             if following is None:
                 return
             pos = following
 
     def _problem(self, kind: str, path: Path, offset: int, end: int, reason: str) -> dict[str, Any]:
-        if kind == "corruption":
+        if kind in ("corruption", "chain_break"):
             self.corrupt = True
         return problem_line(kind, path, offset, end, reason)
 
@@ -189,6 +214,8 @@ def dump(target: Path, with_values: bool, out: IO[str]) -> int:
         print(json.dumps(problem_line("unreadable", target, 0, 0, str(exc))), file=out)
         return 2
     dumper = Dumper(with_values)
+    if segments and segments[0][0] == 1:
+        dumper.chain = GENESIS_CHAIN  # the log starts here: its first record follows genesis
     unreadable = False
     for i, (number, path) in enumerate(segments):
         try:
