@@ -19,6 +19,7 @@ from typing import Final
 
 from sortedcontainers import SortedDict
 
+from .compaction import CompactionResult, Progress, compact
 from .errors import (
     CorruptionError,
     InvalidKeyError,
@@ -35,12 +36,24 @@ from .format import (
     check_frame,
     encode_record,
 )
-from .layout import TEMP_SUFFIX, list_segments, segment_name, segment_number
+from .layout import (
+    ARCHIVE_DIR,
+    DAMAGED_SUFFIX,
+    SEGMENT_SUFFIX,
+    SNAPSHOT_SUFFIX,
+    TEMP_SUFFIX,
+    list_segments,
+    list_snapshots,
+    segment_name,
+    segment_number,
+)
 from .lock import StoreLock
-from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability
+from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Retention
 from .repair import rewrite_valid_frames
 from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer
+from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
+from .snapshot import load_snapshot
 
 log = logging.getLogger("logkv")
 
@@ -72,7 +85,9 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """Figures about a store. ``dead_bytes`` are bytes of superseded or deleted records."""
+    """Figures about a store. ``log_bytes`` are the data files on disk (segments and
+    snapshot); ``dead_bytes`` are bytes of superseded or deleted records compaction would
+    reclaim; ``snapshot_covers`` is the last segment folded into the snapshot (0: none)."""
 
     path: Path
     keys: int
@@ -83,6 +98,7 @@ class EngineStats:
     last_seq: int
     durability: Durability
     readonly: bool
+    snapshot_covers: int = 0
 
 
 def validate_key(key: object) -> str:
@@ -112,8 +128,10 @@ class Engine:
         durability: Durability,
         segment_size: int,
         recovery: Recovery,
+        retention: Retention,
     ) -> None:
         self.path = path
+        self.retention = retention
         self.readonly = readonly
         self.durability = durability
         self._group_commit = durability is Durability.FSYNC
@@ -135,6 +153,8 @@ class Engine:
         self._record_bytes = 0
         self._live_bytes = 0
         self._segments = 0
+        self._covers = 0  # segments 1.._covers are in the current snapshot
+        self._compacting = False
         self._scan_segment = 0  # read-only refresh: the segment scanned last ...
         self._scan_pos = 0  # ... and where its valid data ended
         # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
@@ -155,6 +175,7 @@ class Engine:
         durability: Durability | str = Durability.PROCESS,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         recovery: Recovery | str = Recovery.STRICT,
+        retention: Retention | str = Retention.DELETE,
     ) -> Engine:
         """Open (and by default create) the store in folder ``path`` and replay its log.
 
@@ -175,6 +196,7 @@ class Engine:
             durability=Durability(durability),
             segment_size=segment_size,
             recovery=Recovery(recovery),
+            retention=Retention(retention),
         )
         try:
             if not readonly:
@@ -204,9 +226,10 @@ class Engine:
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
         if not self.readonly:
+            self._retire_stale()
             self._writer = SegmentWriter(
                 self.path,
-                self._scan_segment or 1,
+                self._scan_segment or self._covers + 1,
                 scan_end,
                 self.segment_size,
                 sync_on_rotate=self.durability is Durability.FSYNC,
@@ -214,20 +237,87 @@ class Engine:
             self._segments = max(self._segments, 1)
 
     def _replay(self) -> tuple[Replayer, int]:
-        """Scan every segment into a fresh :class:`Replayer`; return it and the log's end."""
+        """Load the newest good snapshot, then scan the segments after it; return the
+        :class:`Replayer` and where the log's valid data ends."""
         replayer = Replayer({}, self.recovery_mode)
         self.report = RecoveryReport(dropped=replayer.dropped)
-        segments = list_segments(self.path)
+        covers = self._load_snapshot(replayer)
+        segments = self._segments_after(covers)
         end = 0
+        self._scan_segment = 0
         for i, (number, seg_path) in enumerate(segments):
             scan = replayer.scan(seg_path, number, 0, is_last=i == len(segments) - 1)
             if scan.torn_tail is not None:
                 self._drop_torn_tail(scan.torn_tail)
             end = scan.valid_end
             self._scan_segment = number
-        self._segments = len(segments)
+        self._segments = sum(1 for _, p in segments if p.parent == self.path)
         self._scan_pos = end
         return replayer, end
+
+    def _load_snapshot(self, replayer: Replayer) -> int:
+        """Seed ``replayer`` from the newest snapshot that loads; return what it covers (0 if
+        none). Damaged newer snapshots are noted in the report; the log must still hold what
+        they covered (checked by :meth:`_segments_after`), else open fails."""
+        self._covers = 0
+        self.report.damaged_snapshots = []
+        for covers, path in reversed(list_snapshots(self.path)):
+            try:
+                info, entries = load_snapshot(path, covers)
+            except CorruptionError as exc:
+                log.warning("%s; falling back to an older snapshot and the log", exc)
+                self.report.damaged_snapshots.append(exc)
+                continue
+            replayer.entries = entries
+            replayer.last_seq = info.last_seq
+            replayer.chain = info.chain
+            replayer.record_bytes = info.record_bytes
+            replayer.live_bytes = info.live_bytes
+            replayer.content_types.update((t, t) for t in {e[4] for e in entries.values()})
+            self._covers = covers
+            if self.readonly:
+                self._readers.open(-covers)  # keep it readable if a writer compacts it away
+            return covers
+        return 0
+
+    def _segments_after(self, covers: int) -> list[tuple[int, Path]]:
+        """The segments to replay after snapshot ``covers``: the store's own, and archived
+        ones where a damaged newer snapshot forces a fallback. They must be consecutive."""
+        own = {n: p for n, p in list_segments(self.path) if n > covers}
+        archive = self.path / ARCHIVE_DIR
+        if self.report.damaged_snapshots and archive.is_dir():
+            for n, p in list_segments(archive):
+                if n > covers:
+                    own.setdefault(n, p)
+        numbers = sorted(own)
+        expected = covers + 1
+        for n in numbers:
+            if n != expected:
+                damaged = self.report.damaged_snapshots
+                raise CorruptionError(
+                    self.path / segment_name(expected),
+                    0,
+                    f"segment {expected} is missing from the log"
+                    + (
+                        f" and the newest snapshot is damaged ({damaged[0].reason}); restore "
+                        "it, or the archived segments, from a backup"
+                        if damaged
+                        else ""
+                    ),
+                )
+            expected += 1
+        if self.readonly:
+            for n in numbers:
+                self._readers.open(n)
+        return [(n, own[n]) for n in numbers]
+
+    def _retire_stale(self) -> None:
+        """After a crash between a snapshot's install and its cleanup: retire what the newest
+        snapshot covers, set damaged snapshots aside, remove older snapshots."""
+        retire_files(self.path, self._covers, self.retention)
+        for exc in self.report.damaged_snapshots:
+            if exc.path.exists():
+                os.replace(exc.path, exc.path.with_name(exc.path.name + DAMAGED_SUFFIX))
 
     def _drop_torn_tail(self, torn: DroppedRange) -> None:
         self.report.torn_tail = torn
@@ -398,20 +488,60 @@ class Engine:
                 yield KeyInfo(key, entry[4], max(entry[3], 0))
 
     def stats(self) -> EngineStats:
-        """Figures about the store (cheap: kept up to date as records are written)."""
-        with self._cond:
+        """Figures about the store (cheap: counters kept as records are written, plus a
+        ``stat`` of each data file)."""
+        with self._mutex:
             self._check_open()
-            return EngineStats(
-                path=self.path,
-                keys=len(self._index),
-                live_bytes=self._live_bytes,
-                log_bytes=self._record_bytes + 16 * self._segments,
-                dead_bytes=self._record_bytes - self._live_bytes,
-                segments=self._segments,
-                last_seq=self._seq,
-                durability=self.durability,
-                readonly=self.readonly,
-            )
+            keys, live, records = len(self._index), self._live_bytes, self._record_bytes
+            segments, seq, covers = self._segments, self._seq, self._covers
+        return EngineStats(
+            path=self.path,
+            keys=keys,
+            live_bytes=live,
+            log_bytes=self.disk_bytes(),
+            dead_bytes=records - live,
+            segments=segments,
+            last_seq=seq,
+            durability=self.durability,
+            readonly=self.readonly,
+            snapshot_covers=covers,
+        )
+
+    def disk_bytes(self) -> int:
+        """Bytes of the store's data files (segments and snapshots; not the archive)."""
+        total = 0
+        for entry in os.scandir(self.path):
+            if entry.name.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX)) and entry.is_file():
+                total += entry.stat().st_size
+        return total
+
+    def should_compact(self, min_bytes: int, min_dead_ratio: float) -> bool:
+        """The compaction policy: the log passed ``min_bytes`` and dead bytes make up at least
+        ``min_dead_ratio`` of the records."""
+        with self._mutex:
+            if self._closed or self.readonly or self._compacting:
+                return False
+            records, dead = self._record_bytes, self._record_bytes - self._live_bytes
+        return records >= min_bytes and records > 0 and dead / records >= min_dead_ratio
+
+    def compact(
+        self, retention: Retention | str | None = None, progress: Progress | None = None
+    ) -> CompactionResult:
+        """Write the live state as a snapshot and retire the log it covers (see
+        :mod:`logkv.compaction`). Writers may keep writing from other threads meanwhile."""
+        return compact(self, None if retention is None else Retention(retention), progress)
+
+    def _drain_pending(self) -> None:
+        """Group commit: with the lock held, make every appended record durable and visible."""
+        while self._syncing:
+            self._cond.wait()
+        if self._pending:
+            assert self._writer is not None
+            self._writer.sync()
+            batch, self._pending = self._pending, []
+            for key, entry, length in batch:
+                self._apply(key, entry, length)
+            self._synced = self._appended
 
     @property
     def last_seq(self) -> int:

@@ -22,3 +22,15 @@ class Durability(StrEnum):
 
     PROCESS = "process"
     FSYNC = "fsync"
+
+
+class Retention(StrEnum):
+    """What compaction does with the log segments a new snapshot covers.
+
+    ``DELETE`` (the default) removes them: the store keeps only its live data and the log since
+    the snapshot. ``ARCHIVE`` moves them to the store's ``archive/`` folder, so that the full
+    history stays replayable for audits (``logkv history``, ``logkv replay``) at the cost of disk.
+    """
+
+    DELETE = "delete"
+    ARCHIVE = "archive"

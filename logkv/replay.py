@@ -71,11 +71,13 @@ class RecoveryReport:
 
     torn_tail: DroppedRange | None = None
     dropped: list[DroppedRange] = field(default_factory=list)
+    #: Snapshots that failed to load (newest first); open fell back to an older one + the log.
+    damaged_snapshots: list[CorruptionError] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """True when nothing was dropped."""
-        return self.torn_tail is None and not self.dropped
+        """True when nothing was dropped and every snapshot loaded."""
+        return self.torn_tail is None and not self.dropped and not self.damaged_snapshots
 
 
 @dataclass

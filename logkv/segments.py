@@ -3,7 +3,8 @@
 Only the writer ever changes a segment, and only at its end. Every append is one ``pwrite`` at
 the known end offset, so a write that fails half-way leaves bytes *after* the end, which the
 writer cuts off (``ftruncate``) before it reports the error; if even that fails it cuts them off
-before the next append.
+before the next append. Rotation switches to the new segment only once its header is written, so
+a rotation that fails (disk full) is simply retried by the next append.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .format import encode_segment_header
 from .fsutil import fsync_dir, write_all
-from .layout import segment_name
+from .layout import data_file_name, segment_name
 
 
 class SegmentWriter:
@@ -29,6 +30,7 @@ class SegmentWriter:
         self._fd = os.open(folder / segment_name(number), os.O_RDWR | os.O_CREAT, 0o644)
         self.end = end
         self._dirty_tail = False
+        self._sync_error: OSError | None = None
         if end == 0:
             self._write_header()
 
@@ -45,6 +47,7 @@ class SegmentWriter:
 
         On an I/O error the log is left exactly as before the call and the error is raised.
         """
+        self._check_synced()
         if self._dirty_tail:
             os.ftruncate(self._fd, self.end)
             self._dirty_tail = False
@@ -64,19 +67,47 @@ class SegmentWriter:
         return self.number, offset
 
     def rotate(self) -> None:
-        """Close the active segment (made durable first when syncing) and start the next one."""
+        """Close the active segment (made durable first when syncing) and start the next one.
+
+        The active segment stays in place until the new one has its header; if writing the
+        header fails, the error is raised and the next call starts the new segment over.
+        """
         if self.sync_on_rotate:
-            os.fdatasync(self._fd)
+            self.sync()
+        number = self.number + 1
+        header = encode_segment_header(number)
+        fd = os.open(self.folder / segment_name(number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, header, 0)
+            if self.sync_on_rotate:
+                os.fsync(fd)
+                fsync_dir(self.folder)
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(self._fd)
-        self.number += 1
-        self._fd = os.open(
-            self.folder / segment_name(self.number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644
-        )
-        self._write_header()
+        self._fd, self.number, self.end = fd, number, len(header)
 
     def sync(self) -> None:
-        """Make every appended byte durable (``fdatasync``)."""
-        os.fdatasync(self._fd)
+        """Make every appended byte durable (``fdatasync``).
+
+        A failed sync is final: the OS may have dropped the unsynced pages, and a later sync
+        could succeed without them, so every later append and sync raises the error again.
+        """
+        self._check_synced()
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._sync_error = exc
+            raise
+
+    def _check_synced(self) -> None:
+        if self._sync_error is not None:
+            raise OSError(
+                self._sync_error.errno,
+                f"an earlier fdatasync of segment {self.number} failed "
+                f"({self._sync_error.strerror}); reopen the store",
+            )
 
     def close(self) -> None:
         """Close the segment file (without syncing)."""
@@ -86,17 +117,35 @@ class SegmentWriter:
 
 
 class SegmentReaders:
-    """Read-only descriptors of a store's segments, for positioned reads of records."""
+    """Read-only descriptors of a store's data files, for positioned reads of records.
+
+    Files are named by file id (see :func:`~logkv.layout.data_file_name`: segments > 0,
+    snapshots < 0). Descriptors of files that compaction retired are kept open until the
+    next compaction (:meth:`retire`), so a read that looked its entry up just before the switch
+    still finds the bytes.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._fds: dict[int, int] = {}
+        self._retired: list[int] = []
+
+    def open(self, file_id: int) -> None:
+        """Open the descriptor of ``file_id`` now (a reader keeps files alive this way)."""
+        if file_id not in self._fds:
+            self._fds[file_id] = os.open(self.folder / data_file_name(file_id), os.O_RDONLY)
+
+    def retire(self, file_ids: list[int]) -> None:
+        """Close the descriptors retired last time; set these aside to close next time."""
+        for fd in self._retired:
+            os.close(fd)
+        self._retired = [self._fds.pop(i) for i in file_ids if i in self._fds]
 
     def pread(self, number: int, size: int, offset: int) -> bytes:
-        """``size`` bytes at ``offset`` of segment ``number`` (fewer only at end of file)."""
+        """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
         fd = self._fds.get(number)
         if fd is None:
-            fd = self._fds[number] = os.open(self.folder / segment_name(number), os.O_RDONLY)
+            fd = self._fds[number] = os.open(self.folder / data_file_name(number), os.O_RDONLY)
         data = os.pread(fd, size, offset)
         while len(data) < size:  # pread may return less for huge sizes; finish the read
             more = os.pread(fd, size - len(data), offset + len(data))
@@ -107,6 +156,7 @@ class SegmentReaders:
 
     def close(self) -> None:
         """Close every descriptor."""
-        for fd in self._fds.values():
+        for fd in [*self._fds.values(), *self._retired]:
             os.close(fd)
         self._fds.clear()
+        self._retired.clear()

@@ -1,0 +1,189 @@
+"""Online compaction: write the live state as a snapshot, switch to it, retire the old log.
+
+The steps, and why a crash at any of them loses nothing:
+
+1. *Rotate* (under the store lock, microseconds): new writes go to a fresh segment ``N+1``;
+   the snapshot will cover segments ``1..N``.
+2. *Copy* (lock held only to read a batch of index entries): every live record whose entry
+   still points at or below ``N`` is copied verbatim into ``NNNNNNNN.snap.tmp``. Writers keep
+   appending to ``N+1`` meanwhile; a key they change is simply left to the log after ``N``.
+   A crash here leaves a temp file that the next open removes.
+3. *Install*: hint and meta blocks, fsync, rename, fsync the folder. From this moment an open
+   uses the snapshot and ignores segments ``<= N`` even if they are still there.
+4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
+   point into the snapshot.
+5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``) and older snapshots.
+   A crash before or during this step is finished by the next writable open.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import CorruptionError, LogKVError
+from .format import SEGMENT_HEADER_SIZE, check_frame
+from .layout import data_file_name
+from .options import Retention
+from .retire import retire_files
+from .snapshot import SnapshotWriter
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+_BATCH = 512  # index entries handled per lock hold
+
+#: Called as ``progress(records_done, records_total)`` while compaction copies records.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What a compaction did. ``bytes_*`` are the store's data files on disk."""
+
+    path: Path
+    covers: int
+    snapshot: Path | None
+    records: int
+    bytes_before: int
+    bytes_after: int
+    retention: Retention
+    retired_files: int
+    seconds: float
+    longest_lock_hold_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reclaimed(self) -> int:
+        """Bytes freed in the store folder (archived segments count as freed here)."""
+        return self.bytes_before - self.bytes_after
+
+
+class CompactionRunningError(LogKVError):
+    """A compaction of this store is already running."""
+
+
+class _Stopwatch:
+    """Tracks the longest time the store lock was held by compaction."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.longest = max(self.longest, time.perf_counter() - self._start)
+
+
+def compact(
+    engine: Engine, retention: Retention | None = None, progress: Progress | None = None
+) -> CompactionResult:
+    """Compact ``engine``'s store into a new snapshot (see the module docstring)."""
+    retention = engine.retention if retention is None else Retention(retention)
+    started = time.perf_counter()
+    bytes_before = engine.disk_bytes()
+    watch = _Stopwatch()
+    with engine._cond:
+        engine._check_writable()
+        if engine._compacting:
+            raise CompactionRunningError(f"a compaction of {engine.path} is already running")
+        with watch:
+            engine._drain_pending()
+            writer = engine._writer
+            assert writer is not None
+            if writer.end > SEGMENT_HEADER_SIZE:
+                writer.rotate()
+                engine._segments += 1
+            covers = writer.number - 1
+            if covers <= engine._covers:
+                return CompactionResult(
+                    engine.path, covers, None, 0, bytes_before, bytes_before, retention, 0,
+                    time.perf_counter() - started, watch.longest, ["nothing to compact"],
+                )  # fmt: skip
+            engine._compacting = True
+            last_seq, chain = engine._seq, engine._chain
+            record_bytes_at_rotation = engine._record_bytes
+            total = len(engine._index)
+    snapshot = SnapshotWriter(engine.path, covers)
+    try:
+        _copy_live_records(engine, snapshot, covers, watch, progress, total)
+        info = snapshot.finish(last_seq, chain)
+        _switch_index(engine, snapshot, covers, watch)
+        with engine._cond, watch:
+            engine._record_bytes = info.record_bytes + (
+                engine._record_bytes - record_bytes_at_rotation
+            )
+            engine._covers = covers
+            retired = retire_files(engine.path, covers, retention)
+            engine._segments -= sum(1 for i in retired if i > 0)
+            engine._readers.retire(retired)
+    except BaseException:
+        snapshot.abort()
+        raise
+    finally:
+        with engine._cond:
+            engine._compacting = False
+    return CompactionResult(
+        engine.path,
+        covers,
+        info.path,
+        info.records,
+        bytes_before,
+        engine.disk_bytes(),
+        retention,
+        len(retired),
+        time.perf_counter() - started,
+        watch.longest,
+    )
+
+
+def _copy_live_records(
+    engine: Engine,
+    snapshot: SnapshotWriter,
+    covers: int,
+    watch: _Stopwatch,
+    progress: Progress | None,
+    total: int,
+) -> None:
+    after: str | None = None
+    done = 0
+    while True:
+        with engine._mutex, watch:
+            index = engine._index
+            keys = index.irange(after, inclusive=(False, True)) if after is not None else index
+            batch = [(key, index[key]) for key in islice(keys, _BATCH)]
+        if not batch:
+            return
+        for key, entry in batch:
+            if entry[0] > covers:
+                continue  # written after the rotation: the log after the snapshot has it
+            file_id, offset, head, size, _ = entry
+            frame = engine._readers.pread(file_id, head + size if size > 0 else head, offset)
+            problem = check_frame(frame)
+            if problem is not None:
+                raise CorruptionError(engine.path / data_file_name(file_id), offset, problem)
+            snapshot.add(frame, key, entry)
+        after = batch[-1][0]
+        done += len(batch)
+        if progress is not None:
+            progress(min(done, total), total)
+
+
+def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch) -> None:
+    keys = snapshot.keys
+    for start in range(0, len(keys), _BATCH):
+        with engine._mutex, watch:
+            index = engine._index
+            for i in range(start, min(start + _BATCH, len(keys))):
+                key = keys[i]
+                entry = index.get(key)
+                # Entries at or below `covers` can only be the ones copied: newer writes point
+                # past `covers`, and only compaction (one at a time) rewrites old entries.
+                if entry is not None and entry[0] <= covers:
+                    index[key] = snapshot.entry(i)

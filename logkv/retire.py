@@ -1,0 +1,45 @@
+"""Retiring files a snapshot covers: delete them, or move segments to the archive folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .fsutil import fsync_dir
+from .layout import ARCHIVE_DIR, list_segments, list_snapshots
+from .options import Retention
+
+log = logging.getLogger("logkv")
+
+
+def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
+    """Retire the segments ``1..covers`` and the snapshots older than ``covers``.
+
+    Segments are deleted or (``Retention.ARCHIVE``) moved to ``archive/``; older snapshots are
+    always deleted (the archived segments hold the whole history). Returns the file ids
+    retired (segments > 0, snapshots < 0). Safe to repeat after a crash part-way.
+    """
+    retired: list[int] = []
+    if covers <= 0:
+        return retired
+    archive = folder / ARCHIVE_DIR
+    for number, path in list_segments(folder):
+        if number > covers:
+            break
+        if retention is Retention.ARCHIVE:
+            archive.mkdir(exist_ok=True)
+            os.replace(path, archive / path.name)
+        else:
+            path.unlink()
+        retired.append(number)
+    for snap_covers, path in list_snapshots(folder):
+        if snap_covers < covers:
+            path.unlink()
+            retired.append(-snap_covers)
+    if retired:
+        if retention is Retention.ARCHIVE and archive.is_dir():
+            fsync_dir(archive)
+        fsync_dir(folder)
+        log.info("retired %d files of %s (%s)", len(retired), folder, retention.value)
+    return retired

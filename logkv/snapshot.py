@@ -1,0 +1,244 @@
+"""Snapshots: the live records of a store as of a segment boundary, with a hint section.
+
+A snapshot ``NNNNNNNN.snap`` holds the state after segments ``1..N`` (``covers = N``)::
+
+    header  16 bytes   b"\\x89LKVSNP\\n", u32 format version, u32 covers
+    frames             the live records, in key order, copied verbatim from the log
+                       (same framing, checksum and chain value as where they were written)
+    hint    block      msgpack [keys, offsets, heads, sizes, type_ids, types]: where each
+                       record sits, so that open builds the index without reading values
+    meta    block      msgpack map: covers, last_seq, chain, records, record_bytes, live_bytes,
+                       hint_offset, created_us
+    tail    16 bytes   u64 offset of the meta block, b"\\x89LKVEND\\n"
+
+A block is ``u32 crc32(body) || u32 length || body``. A snapshot is written to a temp file,
+fsynced, renamed into place and its folder fsynced: it exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+import zlib
+from array import array
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgpack
+
+from .errors import CorruptionError
+from .fsutil import fsync_dir
+from .layout import TEMP_SUFFIX, snapshot_name
+from .replay import Entry
+
+SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_HEADER = struct.Struct("<8sII")  # magic, version, covers
+TAIL = struct.Struct("<Q8s")  # offset of the meta block, end magic
+TAIL_MAGIC = b"\x89LKVEND\n"
+BLOCK_HEADER = struct.Struct("<II")  # crc32(body), length
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot's meta block says about it."""
+
+    path: Path
+    covers: int
+    last_seq: int
+    chain: bytes
+    records: int
+    record_bytes: int
+    live_bytes: int
+    file_bytes: int
+
+
+class SnapshotWriter:
+    """Writes one snapshot: :meth:`add` each live record in key order, then :meth:`finish`."""
+
+    def __init__(self, folder: Path, covers: int) -> None:
+        self.folder = folder
+        self.covers = covers
+        self.path = folder / snapshot_name(covers)
+        self._temp = self.path.with_name(self.path.name + TEMP_SUFFIX)
+        self._file: BinaryIO = open(self._temp, "wb", buffering=1 << 20)  # noqa: SIM115
+        header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, covers)
+        self._file.write(header)
+        self._end = len(header)
+        self.keys: list[str] = []
+        self.offsets = array("Q")
+        self._heads = array("I")
+        self._sizes = array("q")
+        self._type_ids = array("I")
+        self._types: dict[str | None, int] = {}
+        self._type_list: list[str | None] = []
+        self.record_bytes = 0
+        self.live_bytes = 0
+
+    def add(self, frame: bytes, key: str, entry: Entry) -> int:
+        """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log)."""
+        offset = self._end
+        self._file.write(frame)
+        self._end += len(frame)
+        self.record_bytes += len(frame)
+        self.live_bytes += len(frame)
+        self.keys.append(key)
+        self.offsets.append(offset)
+        self._heads.append(entry[2])
+        self._sizes.append(entry[3])
+        content_type = entry[4]
+        type_id = self._types.get(content_type)
+        if type_id is None:
+            type_id = self._types[content_type] = len(self._types)
+        self._type_ids.append(type_id)
+        return offset
+
+    def entry(self, i: int) -> Entry:
+        """The index entry of the ``i``-th added record, pointing into this snapshot."""
+        if len(self._type_list) != len(self._types):
+            self._type_list = list(self._types)
+        return (
+            -self.covers,
+            self.offsets[i],
+            self._heads[i],
+            self._sizes[i],
+            self._type_list[self._type_ids[i]],
+        )
+
+    def finish(self, last_seq: int, chain: bytes) -> SnapshotInfo:
+        """Write hint, meta and tail; make the snapshot durable and put it in place."""
+        hint = msgpack.packb(
+            [
+                self.keys,
+                self.offsets.tobytes(),
+                self._heads.tobytes(),
+                self._sizes.tobytes(),
+                self._type_ids.tobytes(),
+                list(self._types),
+            ]
+        )
+        hint_offset = self._end
+        self._write_block(hint)
+        meta = msgpack.packb(
+            {
+                "covers": self.covers,
+                "last_seq": last_seq,
+                "chain": chain,
+                "records": len(self.keys),
+                "record_bytes": self.record_bytes,
+                "live_bytes": self.live_bytes,
+                "hint_offset": hint_offset,
+                "created_us": time.time_ns() // 1000,
+            }
+        )
+        meta_offset = self._end
+        self._write_block(meta)
+        self._file.write(TAIL.pack(meta_offset, TAIL_MAGIC))
+        self._end += TAIL.size
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._temp, self.path)
+        fsync_dir(self.folder)
+        return SnapshotInfo(
+            self.path,
+            self.covers,
+            last_seq,
+            chain,
+            len(self.keys),
+            self.record_bytes,
+            self.live_bytes,
+            self._end,
+        )
+
+    def abort(self) -> None:
+        """Drop the unfinished snapshot (its temp file)."""
+        if not self._file.closed:
+            self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+    def _write_block(self, body: bytes) -> None:
+        self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))
+        self._file.write(body)
+        self._end += BLOCK_HEADER.size + len(body)
+
+
+def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
+    if offset < 0 or offset + BLOCK_HEADER.size > len(data):
+        raise CorruptionError(path, offset, f"snapshot {what} block lies outside the file")
+    crc, length = BLOCK_HEADER.unpack_from(data, offset)
+    body = data[offset + BLOCK_HEADER.size : offset + BLOCK_HEADER.size + length]
+    if len(body) != length or zlib.crc32(body) != crc:
+        raise CorruptionError(path, offset, f"snapshot {what} block fails its checksum")
+    try:
+        return msgpack.unpackb(body)
+    except Exception as exc:
+        raise CorruptionError(
+            path, offset, f"snapshot {what} block is undecodable: {exc}"
+        ) from None
+
+
+def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entry]]:
+    """Read a snapshot's meta and hint blocks: its info and its index entries (values unread).
+
+    Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
+    damaged. Record frames are checked when read (``get``) and by ``verify``.
+    """
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size < SNAPSHOT_HEADER.size + TAIL.size:
+            raise CorruptionError(path, 0, "snapshot is cut short")
+        magic, version, stored_covers = SNAPSHOT_HEADER.unpack(file.read(SNAPSHOT_HEADER.size))
+        if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION or stored_covers != covers:
+            raise CorruptionError(path, 0, "bad snapshot header")
+        file.seek(size - TAIL.size)
+        meta_offset, tail_magic = TAIL.unpack(file.read(TAIL.size))
+        if tail_magic != TAIL_MAGIC or meta_offset >= size:
+            raise CorruptionError(path, size - TAIL.size, "bad snapshot tail (unfinished write?)")
+        file.seek(meta_offset)
+        meta = _read_block(path, file.read(size - TAIL.size - meta_offset), 0, "meta")
+        try:
+            hint_offset = int(meta["hint_offset"])
+            info = SnapshotInfo(
+                path,
+                covers,
+                int(meta["last_seq"]),
+                bytes(meta["chain"]),
+                int(meta["records"]),
+                int(meta["record_bytes"]),
+                int(meta["live_bytes"]),
+                size,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptionError(
+                path, meta_offset, f"snapshot meta is incomplete: {exc}"
+            ) from None
+        file.seek(hint_offset)
+        hint = _read_block(path, file.read(meta_offset - hint_offset), 0, "hint")
+    try:
+        keys, offsets_raw, heads_raw, sizes_raw, type_ids_raw, types = hint
+        offsets, heads = array("Q", offsets_raw), array("I", heads_raw)
+        sizes, type_ids = array("q", sizes_raw), array("I", type_ids_raw)
+        if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
+            raise ValueError("columns differ in length")
+        content_types = [t if t is None else sys.intern(t) for t in types]
+        entries = dict(
+            zip(
+                keys,
+                zip(  # not strict: repeat() is endless; the columns' lengths were checked
+                    repeat(-covers),
+                    offsets.tolist(),
+                    heads.tolist(),
+                    sizes.tolist(),
+                    map(content_types.__getitem__, type_ids),
+                ),
+                strict=True,
+            )
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        raise CorruptionError(path, hint_offset, f"snapshot hint is malformed: {exc}") from None
+    return info, entries
