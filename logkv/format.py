@@ -186,7 +186,7 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
 def _valid_fields(fields: Any) -> bool:
     return (
         type(fields) is tuple
-        and len(fields) >= 6
+        and len(fields) == 6
         and type(fields[0]) is int
         and type(fields[1]) is int
         and type(fields[3]) is str
@@ -221,7 +221,7 @@ def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[
                         fields = None
                     if (
                         type(fields) is tuple
-                        and len(fields) >= 6
+                        and len(fields) == 6
                         and type(fields[0]) is int
                         and type(fields[3]) is str
                         and (

@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from logkv import Engine
 from logkv.format import FRAME_HEADER_SIZE
 
@@ -156,6 +158,24 @@ def test_logdump_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path
     ]
     forged = next(line for line in lines if line.get("key") == "page/07")
     assert forged["value"].endswith("<p>8</p>")  # the CRC alone would have let it pass
+
+
+def test_a_frame_whose_value_is_not_last_is_rejected(tmp_path: Path) -> None:
+    # A well-checksummed frame with a seventh body element would put bytes after the value,
+    # and an index that takes the value as the frame's last bytes would return wrong data.
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        engine.set("a", b"1")
+    body = msgpack.packb([2, 0, 1, "b", None, b"value", "extra"])
+    tail = len(body).to_bytes(4, "little") + bytes(16) + body
+    frame = b"\x89LKR" + zlib.crc32(tail).to_bytes(4, "little") + tail
+    with open(store / "00000001.seg", "ab") as file:
+        file.write(frame)
+    with Engine.open(store) as engine:
+        engine.set("c", b"3")  # the bad frame was the torn tail: cut off, then written past
+    code, lines, _ = logdump(store)
+    assert code == 0
+    assert [line["key"] for line in lines] == ["a", "c"]
 
 
 def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
