@@ -338,29 +338,53 @@ class Engine:
     def refresh(self) -> int:
         """Read-only stores: fold in records appended since the last open or refresh.
 
-        Returns how many records were read. Writers see their own writes and need no refresh.
+        Returns how many records were read (after a compaction by the writer, the store is
+        reloaded from the new snapshot and this counts the records since the last refresh).
+        Writers see their own writes and need no refresh.
         """
         with self._cond:
             self._check_open()
             if not self.readonly:
                 return 0
-            replayer = Replayer(self._index, self.recovery_mode)
-            replayer.last_seq = self._seq
-            replayer.chain = self._chain
-            replayer.record_bytes = self._record_bytes
-            replayer.live_bytes = self._live_bytes
             before = self._seq
-            segments = [s for s in list_segments(self.path) if s[0] >= self._scan_segment]
-            for i, (number, seg_path) in enumerate(segments):
-                start = self._scan_pos if number == self._scan_segment else 0
-                scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
-                self._scan_segment, self._scan_pos = number, scan.valid_end
-            self._seq = replayer.last_seq
-            self._chain = replayer.chain
-            self._record_bytes = replayer.record_bytes
-            self._live_bytes = replayer.live_bytes
-            self._segments = len(list_segments(self.path))
+            snapshots = list_snapshots(self.path)
+            if snapshots and snapshots[-1][0] > self._covers:
+                self._reload()
+            else:
+                try:
+                    self._refresh_segments()
+                except FileNotFoundError:  # the writer compacted while we listed the files
+                    self._reload()
             return self._seq - before
+
+    def _refresh_segments(self) -> None:
+        replayer = Replayer(self._index, self.recovery_mode)
+        replayer.last_seq = self._seq
+        replayer.chain = self._chain
+        replayer.record_bytes = self._record_bytes
+        replayer.live_bytes = self._live_bytes
+        segments = [s for s in list_segments(self.path) if s[0] >= self._scan_segment]
+        for i, (number, seg_path) in enumerate(segments):
+            start = self._scan_pos if number == self._scan_segment else 0
+            scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
+            self._readers.open(number)
+            self._scan_segment, self._scan_pos = number, scan.valid_end
+        self._seq = replayer.last_seq
+        self._chain = replayer.chain
+        self._record_bytes = replayer.record_bytes
+        self._live_bytes = replayer.live_bytes
+        self._segments = len(segments)
+
+    def _reload(self) -> None:
+        """Read-only stores: rebuild the index from the newest snapshot and the log."""
+        replayer, _ = self._replay()
+        self._index = SortedDict(replayer.entries)
+        self._seq = replayer.last_seq
+        self._chain = replayer.chain
+        self._record_bytes = replayer.record_bytes
+        self._live_bytes = replayer.live_bytes
+        stale = [i for i in self._readers.file_ids() if -self._covers < i <= self._covers]
+        self._readers.retire(stale)
 
     def close(self) -> None:
         """Make pending writes durable (under ``FSYNC``), release the lock, close files."""

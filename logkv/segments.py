@@ -135,6 +135,10 @@ class SegmentReaders:
         if file_id not in self._fds:
             self._fds[file_id] = os.open(self.folder / data_file_name(file_id), os.O_RDONLY)
 
+    def file_ids(self) -> list[int]:
+        """The ids of the files with an open descriptor."""
+        return list(self._fds)
+
     def retire(self, file_ids: list[int]) -> None:
         """Close the descriptors retired last time; set these aside to close next time."""
         for fd in self._retired:
