@@ -191,8 +191,8 @@ def state_at(
                 f"the history of {folder} before sequence {info.last_seq + 1} was compacted "
                 "away (retention delete); compact with retention archive to keep it"
             )
-        for record in iter_snapshot_records(info.path):
-            state[record.key] = record
+        for kept in iter_snapshot_records(info.path):
+            state[kept.key] = kept
     for logged in iter_log(folder):
         record = logged.record
         if until_seq is not None and record.seq > until_seq:
@@ -216,7 +216,7 @@ def _snapshot_time(info: SnapshotInfo) -> int:
 def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     """The records a snapshot holds, in key order (values included)."""
     covers = int(path.name.split(".")[0])
-    info, entries = load_snapshot(path, covers)
+    _, entries = load_snapshot(path, covers)
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         for _, entry in entries.items():
             offset = entry[1]
