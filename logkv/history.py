@@ -61,13 +61,21 @@ class LoggedRecord:
 
 
 def log_segments(folder: Path) -> list[tuple[int, Path]]:
-    """Every segment of the store's history, archived ones first, in number order."""
+    """The segments of the store's retained history, archived ones first, in number order.
+
+    Only the unbroken run that ends at the store's newest segment counts: an archived segment
+    before a gap (say, compaction later ran with retention delete) cannot be chained to the rest.
+    """
     found: dict[int, Path] = {}
     archive = folder / ARCHIVE_DIR
     if archive.is_dir():
         found.update(list_segments(archive))
     found.update(list_segments(folder))  # the store's own copy wins
-    return sorted(found.items())
+    ordered = sorted(found.items())
+    start = len(ordered) - 1
+    while start > 0 and ordered[start - 1][0] == ordered[start][0] - 1:
+        start -= 1
+    return ordered[max(start, 0) :]
 
 
 def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
