@@ -60,6 +60,7 @@ def test_logdump_lists_every_record_in_order(tmp_path: Path) -> None:
     assert [line["segment"] for line in lines] == sorted(line["segment"] for line in lines)
     first, binary, nothing = lines[0], lines[1], lines[2]
     assert first == {
+        "file": "00000001.seg",
         "segment": 1,
         "offset": 16,
         "seq": 1,
@@ -82,6 +83,7 @@ def test_logdump_lists_every_record_in_order(tmp_path: Path) -> None:
     )
     assert lines[-2]["value"] == "second version"
     assert lines[-1] == {
+        "file": f"{lines[-1]['segment']:08d}.seg",
         "segment": lines[-1]["segment"],
         "offset": lines[-1]["offset"],
         "seq": 35,
@@ -100,6 +102,45 @@ def test_logdump_without_values_prints_no_values(tmp_path: Path) -> None:
     assert code == 0
     assert len(lines) == 35
     assert all("value" not in line for line in lines)
+
+
+def test_logdump_reads_a_compacted_store_as_an_open_does(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store)
+    with Engine.open(store, segment_size=4096) as engine:
+        engine.compact()
+        engine.set("after", b"compaction")
+        live = sorted(engine.keys())
+        last_seq = engine.last_seq
+    code, lines, stderr = logdump(store, "--values")
+    assert code == 0, stderr
+    assert not [line for line in lines if "error" in line]
+    in_snapshot = [line for line in lines if line["file"].endswith(".snap")]
+    after = [line for line in lines if line["file"].endswith(".seg")]
+    assert [line["key"] for line in in_snapshot] == sorted(set(live) - {"after"})  # key order
+    assert all(line["segment"] is None for line in in_snapshot)
+    assert [(line["key"], line["value"], line["seq"]) for line in after] == [
+        ("after", "compaction", last_seq)
+    ]
+    text = next(line for line in in_snapshot if line["key"] == "text")
+    assert text["value"] == "second version"  # the live version, not the overwritten one
+
+
+def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    fill(store)
+    with Engine.open(store, segment_size=4096, retention="archive") as engine:
+        engine.compact()
+        engine.set("after", b"compaction")
+    assert (store / "archive").is_dir()
+    code, lines, stderr = logdump(store, "--history")
+    assert code == 0, stderr
+    assert not [line for line in lines if "error" in line]
+    assert [line["seq"] for line in lines] == list(range(1, 37))
+    assert lines[0]["file"] == "archive/00000001.seg"
+    assert lines[-1]["key"] == "after" and not lines[-1]["file"].startswith("archive/")
 
 
 def test_logdump_reads_a_store_locked_by_a_live_writer(tmp_path: Path) -> None:

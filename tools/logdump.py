@@ -1,29 +1,39 @@
-"""Dump a logkv store's log records as JSON lines, for humans.
+"""Dump a logkv store's records as JSON lines, for humans.
 
 Usage::
 
-    python -m tools.logdump STORE [--values]
+    python -m tools.logdump STORE [--values] [--history]
 
-``STORE`` is a store folder (every segment, in replay order) or one segment file (for example a
-``00000003.seg.damaged`` copy kept by salvage). One JSON object per line on stdout:
+``STORE`` is a store folder or one data file (a segment ``NNNNNNNN.seg``, a snapshot
+``NNNNNNNN.snap``, or a ``.damaged`` copy kept by salvage). A folder is dumped the way an open
+reads it: the newest snapshot that loads, then the segments after it. With ``--history`` the
+archived segments (``archive/``, kept by compaction under retention "archive") and the current
+ones are dumped instead: every record ever written, as far as the archive reaches.
 
-* a record: ``segment``, ``offset``, ``seq``, ``timestamp`` (ISO 8601, UTC), ``op`` (``set`` or
-  ``delete``), ``key``, ``content_type``, ``size`` (bytes of the value; 0 for a stored None, null
-  for a delete) and, with ``--values``, ``value`` (UTF-8 text when the bytes decode, else base64;
+One JSON object per line on stdout:
+
+* a record: ``file`` (relative to the store), ``segment`` (null inside a snapshot), ``offset``,
+  ``seq``, ``timestamp`` (ISO 8601, UTC), ``op`` (``set`` or ``delete``), ``key``,
+  ``content_type``, ``size`` (bytes of the value; 0 for a stored None, null for a delete) and,
+  with ``--values``, ``value`` (UTF-8 text when the bytes decode, else base64;
   ``value_encoding`` says which; null for a stored None);
 * a problem: ``{"error": KIND, "path", "offset", "end", "reason"}`` for the bytes
-  ``[offset, end)``, where KIND is ``corruption``, ``torn_tail`` (the cut-short end of the last
-  segment that a crash mid-append leaves), ``chain_break`` (a record whose hash-chain value
-  does not follow the record before it: history was changed, removed or reordered, or salvage
-  dropped records there) or ``unreadable`` (the file could not be read). After a corrupt spot
-  the dump resumes at the next valid record, as salvage would.
+  ``[offset, end)`` (``end`` is -1 when unknown), where KIND is ``corruption``, ``torn_tail``
+  (the cut-short end of the last segment that a crash mid-append leaves), ``chain_break`` (a
+  record whose hash-chain value does not follow the record before it: history was changed,
+  removed or reordered, or salvage dropped records there), ``unreadable`` (the file could not
+  be read) or, with ``--history``, ``history_gap`` (segments that compaction deleted rather
+  than archived; not an error). After a corrupt spot the dump resumes at the next valid
+  record, as salvage would.
 
-The hash chain is checked from the log's first record (segment 1) on; a dump that starts
-elsewhere, or resumes after damaged bytes, takes the next record's chain value on trust.
+The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
+snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
+resumes after damaged bytes, takes the next record's chain value on trust. Records inside a
+snapshot are verbatim copies in key order, so only their checksums are checked.
 
 The dump only reads: it takes no lock, so it works beside a live writer. Exit status: 0 when the
-log is intact (a torn tail, which the next writable open cuts off, is reported but is not an
-error), 1 when a corrupt spot or a chain break was found, 2 when ``STORE`` cannot be read at all.
+store is intact (a torn tail, which the next writable open cuts off, is reported but is not an
+error), 1 when a corrupt spot or a chain break was found, 2 when something could not be read.
 """
 
 from __future__ import annotations
@@ -36,10 +46,12 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from logkv.errors import CorruptionError
 from logkv.format import (
     GENESIS_CHAIN,
     SEGMENT_HEADER,
@@ -54,10 +66,17 @@ from logkv.format import (
     iter_frames,
     next_chain,
 )
-from logkv.layout import list_segments
+from logkv.layout import (
+    ARCHIVE_DIR,
+    SEGMENT_SUFFIX,
+    SNAPSHOT_SUFFIX,
+    list_segments,
+    list_snapshots,
+)
+from logkv.snapshot import load_snapshot
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LEADING_NUMBER = re.compile(r"^(\d+)\.seg")
+_LEADING_NUMBER = re.compile(r"^(\d+)(\.seg|\.snap)")
 
 
 def iso_timestamp(timestamp_us: int) -> str:
@@ -76,11 +95,14 @@ def encode_value(value: bytes) -> tuple[str, str]:
         return base64.b64encode(value).decode("ascii"), "base64"
 
 
-def record_line(number: int, offset: int, fields: Any, with_value: bool) -> dict[str, Any]:
-    """The JSON object for one valid frame of segment ``number`` at ``offset``."""
+def record_line(
+    file: str, segment: int | None, offset: int, fields: Any, with_value: bool
+) -> dict[str, Any]:
+    """The JSON object for one valid frame at ``offset`` of ``file``."""
     record = decode_fields(fields)
     line: dict[str, Any] = {
-        "segment": number,
+        "file": file,
+        "segment": segment,
         "offset": offset,
         "seq": record.seq,
         "timestamp": iso_timestamp(record.timestamp_us),
@@ -111,15 +133,51 @@ def problem_line(kind: str, path: Path, offset: int, end: int, reason: str) -> d
 
 
 class Dumper:
-    """Turns segments into JSON-able lines and remembers whether it met corruption."""
+    """Turns data files into JSON-able lines; remembers whether it met corruption."""
 
-    def __init__(self, with_values: bool) -> None:
+    def __init__(self, with_values: bool, folder: Path) -> None:
         self.with_values = with_values
+        self.folder = folder
         self.corrupt = False
         self.last_seq = 0
-        #: The chain value the next frame must follow; None when unknown (the dump starts
-        #: after segment 1, or right after damaged bytes), then the next frame is the anchor.
+        #: The chain value the next log frame must follow; None when unknown (the dump starts
+        #: mid-log, or right after damaged bytes), then the next frame is the anchor.
         self.chain: bytes | None = None
+
+    def problem(self, kind: str, path: Path, offset: int, end: int, reason: str) -> dict[str, Any]:
+        """A problem line; corruption and chain breaks make the dump fail."""
+        if kind in ("corruption", "chain_break"):
+            self.corrupt = True
+        return problem_line(kind, path, offset, end, reason)
+
+    def _label(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.folder))
+        except ValueError:
+            return str(path)
+
+    def snapshot(self, path: Path, covers: int) -> Iterator[dict[str, Any]]:
+        """Every line for snapshot ``path``; afterwards the chain continues from its meta."""
+        try:
+            info, _ = load_snapshot(path, covers)
+        except CorruptionError as exc:
+            yield self.problem("corruption", path, exc.offset, -1, exc.reason)
+            return
+        label = self._label(path)
+        end = SEGMENT_HEADER_SIZE + info.record_bytes  # the frames, back to back, then the hint
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            pos: int | None = SEGMENT_HEADER_SIZE
+            while pos is not None and pos < end:
+                try:
+                    for offset, length, fields in iter_frames(buf, pos, end):
+                        yield record_line(label, None, offset, fields, self.with_values)
+                        pos = offset + length
+                    break
+                except BadFrame as bad:
+                    reason, at = bad.args[0], bad.args[2]
+                pos = find_next_frame(buf, at, end)
+                yield self.problem("corruption", path, at, end if pos is None else pos, reason)
+        self.chain, self.last_seq = info.chain, info.last_seq
 
     def segment(self, path: Path, number: int | None, is_last: bool) -> Iterator[dict[str, Any]]:
         """Every line for segment ``path`` (``number`` None: do not check the header's number)."""
@@ -127,7 +185,7 @@ class Dumper:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
                 kind = "torn_tail" if is_last else "corruption"
-                yield self._problem(kind, path, 0, 0, "empty segment (no header)")
+                yield self.problem(kind, path, 0, 0, "empty segment (no header)")
                 return
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 header = buf[:SEGMENT_HEADER_SIZE]
@@ -135,7 +193,7 @@ class Dumper:
                 problem = check_segment_header(header, expected)
                 if problem is not None:
                     torn = is_last and size < SEGMENT_HEADER_SIZE
-                    yield self._problem(
+                    yield self.problem(
                         "torn_tail" if torn else "corruption", path, 0, size, problem
                     )
                     # Read on past a bad header all the same: the frames may be intact.
@@ -144,6 +202,7 @@ class Dumper:
     def _frames(
         self, path: Path, number: int, buf: Any, pos: int, end: int, is_last: bool
     ) -> Iterator[dict[str, Any]]:
+        label = self._label(path)
         while pos < end:
             try:
                 for offset, length, fields in iter_frames(buf, pos, end):
@@ -151,7 +210,7 @@ class Dumper:
                     if self.chain is not None and stored != next_chain(
                         self.chain, buf, offset, length
                     ):
-                        yield self._problem(
+                        yield self.problem(
                             "chain_break",
                             path,
                             offset,
@@ -162,7 +221,7 @@ class Dumper:
                     self.chain = stored
                     seq = fields[0]
                     if seq <= self.last_seq:
-                        yield self._problem(
+                        yield self.problem(
                             "corruption",
                             path,
                             offset,
@@ -170,7 +229,7 @@ class Dumper:
                             f"sequence number {seq} follows {self.last_seq} (out of order)",
                         )
                     self.last_seq = seq
-                    yield record_line(number, offset, fields, self.with_values)
+                    yield record_line(label, number, offset, fields, self.with_values)
                     pos = offset + length
                 return
             except BadFrame as bad:
@@ -178,16 +237,11 @@ class Dumper:
             following = find_next_frame(buf, at, end)
             stop = end if following is None else following
             kind = "torn_tail" if following is None and is_last else "corruption"
-            yield self._problem(kind, path, at, stop, reason)
+            yield self.problem(kind, path, at, stop, reason)
             self.chain = None  # what the dropped bytes held is unknown: re-anchor
             if following is None:
                 return
             pos = following
-
-    def _problem(self, kind: str, path: Path, offset: int, end: int, reason: str) -> dict[str, Any]:
-        if kind in ("corruption", "chain_break"):
-            self.corrupt = True
-        return problem_line(kind, path, offset, end, reason)
 
 
 def _stored_number(header: bytes) -> int:
@@ -198,32 +252,104 @@ def _stored_number(header: bytes) -> int:
     return number
 
 
-def segments_of(target: Path) -> list[tuple[int | None, Path]]:
-    """What to dump: every segment of a store folder, or the one file given."""
-    if target.is_dir():
-        return [(number, path) for number, path in list_segments(target)]
-    match = _LEADING_NUMBER.match(target.name)
-    return [(int(match.group(1)) if match else None, target)]
+@dataclass(frozen=True)
+class Plan:
+    """What to dump, in order: an optional snapshot, then segments (number, path)."""
+
+    snapshot: tuple[int, Path] | None
+    segments: list[tuple[int | None, Path]]
+    #: Damaged snapshots skipped on the way (newer than ``snapshot``), as problem lines.
+    problems: list[dict[str, Any]]
 
 
-def dump(target: Path, with_values: bool, out: IO[str]) -> int:
-    """Write the JSON lines for ``target`` to ``out``; return the exit status."""
-    try:
-        segments = segments_of(target)
-    except OSError as exc:
-        print(json.dumps(problem_line("unreadable", target, 0, 0, str(exc))), file=out)
-        return 2
-    dumper = Dumper(with_values)
-    if segments and segments[0][0] == 1:
-        dumper.chain = GENESIS_CHAIN  # the log starts here: its first record follows genesis
-    unreadable = False
-    for i, (number, path) in enumerate(segments):
+def plan(target: Path, history: bool) -> Plan:
+    """Choose the files to dump for ``target``: a store folder or one data file.
+
+    A folder is dumped as an open reads it: the newest snapshot that loads, then the segments
+    after it (archived ones fill in behind a damaged newer snapshot). With ``history``, the
+    archived and current segments are dumped instead, from the first record ever written
+    (as far as the archive reaches) and no snapshot.
+    """
+    if not target.is_dir():
+        match = _LEADING_NUMBER.match(target.name)
+        number = int(match.group(1)) if match else None
+        if match and match.group(2) == SNAPSHOT_SUFFIX and number is not None:
+            return Plan((number, target), [], [])
+        return Plan(None, [(number, target)], [])
+    archive = target / ARCHIVE_DIR
+    archived = dict(list_segments(archive)) if archive.is_dir() else {}
+    own = dict(list_segments(target))
+    if history:
+        merged = {**archived, **own}
+        return Plan(None, sorted(merged.items()), [])
+    problems: list[dict[str, Any]] = []
+    for covers, path in reversed(list_snapshots(target)):
         try:
-            for line in dumper.segment(path, number, is_last=i == len(segments) - 1):
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        except OSError as exc:  # for example removed by compaction while we read
+            load_snapshot(path, covers)
+        except CorruptionError as exc:
+            problems.append(problem_line("corruption", path, exc.offset, -1, exc.reason))
+            continue
+        after = {n: p for n, p in own.items() if n > covers}
+        if problems:  # an open falls back to the archive for what the damaged one covered
+            for n, p in archived.items():
+                if n > covers:
+                    after.setdefault(n, p)
+        return Plan((covers, path), sorted(after.items()), problems)
+    merged = dict(own)
+    if problems:
+        merged = {**archived, **own}
+    return Plan(None, sorted(merged.items()), problems)
+
+
+def dump(target: Path, with_values: bool, out: IO[str], history: bool = False) -> int:
+    """Write the JSON lines for ``target`` to ``out``; return the exit status."""
+
+    def emit(line: dict[str, Any]) -> None:
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    try:
+        chosen = plan(target, history)
+    except OSError as exc:
+        emit(problem_line("unreadable", target, 0, 0, str(exc)))
+        return 2
+    dumper = Dumper(with_values, target if target.is_dir() else target.parent)
+    for line in chosen.problems:
+        dumper.corrupt = True
+        emit(line)
+    unreadable = False
+    expected: int | None = None
+    if chosen.snapshot is not None:
+        covers, path = chosen.snapshot
+        try:
+            for line in dumper.snapshot(path, covers):
+                emit(line)
+        except OSError as exc:  # for example retired by a compaction while we read
             unreadable = True
-            out.write(json.dumps(problem_line("unreadable", path, 0, 0, str(exc))) + "\n")
+            emit(problem_line("unreadable", path, 0, 0, str(exc)))
+        expected = covers + 1
+    elif chosen.segments:
+        first = chosen.segments[0][0]
+        # An open needs the log to start at segment 1; a history dump starts where the archive
+        # does (earlier segments may have been deleted by compaction); a single file is alone.
+        expected = 1 if target.is_dir() and not history else first
+        if first == 1:
+            dumper.chain = GENESIS_CHAIN  # the log's first record follows the genesis value
+    for i, (number, path) in enumerate(chosen.segments):
+        if expected is not None and number is not None and number != expected:
+            missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
+            if history:  # compaction under retention "delete" removed them: a gap, not damage
+                reason = f"segments {expected}..{number - 1} are not in the archive"
+                emit(dumper.problem("history_gap", missing, 0, 0, reason))
+            else:
+                emit(dumper.problem("corruption", missing, 0, 0, f"segment {expected} is missing"))
+            dumper.chain = None
+        expected = None if number is None else number + 1
+        try:
+            for line in dumper.segment(path, number, is_last=i == len(chosen.segments) - 1):
+                emit(line)
+        except OSError as exc:  # for example retired by a compaction while we read
+            unreadable = True
+            emit(problem_line("unreadable", path, 0, 0, str(exc)))
     if dumper.corrupt:
         return 1
     return 2 if unreadable else 0
@@ -236,15 +362,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Dump a logkv store's records as JSON lines (read-only; works beside a "
         "live writer). Exit status 1 when corrupt data was found.",
     )
-    parser.add_argument("store", type=Path, help="a store folder or a single segment file")
+    parser.add_argument("store", type=Path, help="a store folder, or one segment or snapshot file")
     parser.add_argument(
         "--values", action="store_true", help="include values (UTF-8 text, else base64)"
+    )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="dump the archived and current segments (every record kept) instead of the "
+        "newest snapshot and the segments after it",
     )
     args = parser.parse_args(argv)
     if not args.store.exists():
         print(f"logdump: {args.store} does not exist", file=sys.stderr)
         return 2
-    status = dump(args.store, args.values, sys.stdout)
+    status = dump(args.store, args.values, sys.stdout, history=args.history)
     if status == 1:
         print(f"logdump: corrupt data found in {args.store} (see the error lines)", file=sys.stderr)
     return status
