@@ -95,11 +95,15 @@ def _value_size(rng: random.Random) -> int:
     return rng.randint(4097, MAX_VALUE_SIZE)
 
 
-def run_child(store: Path, seed: int, durability: str, segment_size: int) -> int:
+def run_child(
+    store: Path, seed: int, durability: str, segment_size: int, compact_rate: float
+) -> int:
     """Open ``store`` and write random operations forever, reporting each one on stdout.
 
     Prints ``{"t": "intent", ...}`` before each call and ``{"t": "ack"}`` after it returned,
-    each line flushed at once. Runs until it is killed.
+    each line flushed at once. Now and then (``compact_rate`` per operation) it compacts the
+    store between ``{"t": "compacting"}`` and ``{"t": "compacted"}`` lines, deleting or
+    archiving the covered segments. Runs until it is killed.
     """
     rng = random.Random(seed)
     out = sys.stdout
@@ -111,6 +115,10 @@ def run_child(store: Path, seed: int, durability: str, segment_size: int) -> int
     engine = Engine.open(store, durability=durability, segment_size=segment_size)
     say({"t": "ready", "pid": os.getpid()})
     while True:
+        if rng.random() < compact_rate:
+            say({"t": "compacting"})
+            engine.compact(retention="archive" if rng.random() < 0.2 else "delete")
+            say({"t": "compacted"})
         key = _key(rng.randrange(KEY_SPACE))
         if rng.random() < 0.15:
             say({"t": "intent", "op": "del", "key": key})
@@ -144,6 +152,9 @@ class Summary:
     rounds: int = 0
     kills: int = 0
     early_kills: int = 0
+    compactions: int = 0
+    kills_during_compaction: int = 0
+    most_segments: int = 0
     acked_ops: int = 0
     inflight_new: int = 0
     inflight_old: int = 0
@@ -168,6 +179,8 @@ class Outcome:
     acked: list[tuple[str, State]]
     inflight: tuple[str, State] | None
     ready: bool
+    compactions: int = 0
+    killed_compacting: bool = False
 
 
 def read_state(engine: Engine) -> dict[str, Value]:
@@ -192,7 +205,8 @@ def parse_messages(lines: Sequence[bytes]) -> Outcome:
     """
     acked: list[tuple[str, State]] = []
     pending: tuple[str, State] | None = None
-    ready = False
+    ready = compacting = False
+    compactions = 0
     for raw in lines:
         if not raw.endswith(b"\n"):
             break
@@ -200,6 +214,11 @@ def parse_messages(lines: Sequence[bytes]) -> Outcome:
         kind = message["t"]
         if kind == "ready":
             ready = True
+        elif kind == "compacting":
+            compacting = True
+        elif kind == "compacted":
+            compacting = False
+            compactions += 1
         elif kind == "intent":
             if message["op"] == "del":
                 pending = (message["key"], None)
@@ -211,7 +230,7 @@ def parse_messages(lines: Sequence[bytes]) -> Outcome:
                 raise ValueError("the child acknowledged an operation it never announced")
             acked.append(pending)
             pending = None
-    return Outcome(acked, pending, ready)
+    return Outcome(acked, pending, ready, compactions, compacting)
 
 
 def check_store(
@@ -289,6 +308,7 @@ def run_round(
     segment_size: int,
     run_window: float,
     max_acks: int,
+    compact_rate: float,
     summary: Summary,
     where: str,
 ) -> Outcome:
@@ -304,6 +324,7 @@ def run_round(
         sys.executable, "-m", "tools.crash_torture", "child",
         "--store", str(store), "--seed", str(rng.getrandbits(32)),
         "--durability", durability, "--segment-size", str(segment_size),
+        "--compact-rate", str(compact_rate),
     ]  # fmt: skip
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -361,6 +382,7 @@ def torture(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
     run_window: float = 0.25,
     max_acks: int = 1000,
+    compact_rate: float = 0.002,
     inject_loss: bool = False,
     progress: IO[str] | None = None,
 ) -> Summary:
@@ -373,9 +395,11 @@ def torture(
     for number in range(1, rounds + 1):
         where = f"round {number}"
         outcome = run_round(
-            store, rng, durability, segment_size, run_window, max_acks, summary, where
+            store, rng, durability, segment_size, run_window, max_acks, compact_rate, summary, where
         )
         summary.rounds += 1
+        summary.compactions += outcome.compactions
+        summary.kills_during_compaction += outcome.killed_compacting
         summary.acked_ops += len(outcome.acked)
         for key, state in outcome.acked:
             if state is None:
@@ -390,6 +414,7 @@ def torture(
         with Engine.open(store, segment_size=segment_size) as engine:
             torn = engine.report.torn_tail
             check_store(read_state(engine), model, outcome.inflight, summary, where)
+            summary.most_segments = max(summary.most_segments, engine.stats().segments)
         if torn is not None:
             summary.torn_tails += 1
         if progress is not None:
@@ -418,8 +443,10 @@ def format_summary(summary: Summary, durability: str) -> str:
         f"  write in flight at the kill: found new {summary.inflight_new}, found old "
         f"{summary.inflight_old}, old == new {summary.inflight_same}",
         f"  torn tails cut off on reopen: {summary.torn_tails}",
+        f"  compactions: {summary.compactions} finished, {summary.kills_during_compaction} "
+        "killed part-way",
         f"  store now: {summary.keys} keys, {summary.segments} segments, "
-        f"{summary.log_bytes} log bytes",
+        f"{summary.log_bytes} log bytes (at most {summary.most_segments} segments)",
     ]
     if summary.ok:
         lines.append("  OK: no acknowledged write was lost")
@@ -459,6 +486,12 @@ def _parser() -> argparse.ArgumentParser:
         help="most acknowledged writes a child makes before it is killed (default 1000)",
     )
     parser.add_argument(
+        "--compact-rate",
+        type=float,
+        default=0.002,
+        help="chance per operation that the child compacts the store (default 0.002)",
+    )
+    parser.add_argument(
         "--inject-loss",
         action="store_true",
         help="test the checker: delete one acknowledged key before the last check (must fail)",
@@ -474,6 +507,7 @@ def _child_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--durability", choices=[d.value for d in Durability], required=True)
     parser.add_argument("--segment-size", type=int, required=True)
+    parser.add_argument("--compact-rate", type=float, required=True)
     return parser
 
 
@@ -482,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["child"]:
         child = _child_parser().parse_args(args_list[1:])
-        return run_child(child.store, child.seed, child.durability, child.segment_size)
+        return run_child(
+            child.store, child.seed, child.durability, child.segment_size, child.compact_rate
+        )
     args = _parser().parse_args(args_list)
     if args.rounds < 0:
         raise SystemExit("--rounds must be >= 0")
@@ -497,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             segment_size=args.segment_size,
             run_window=args.run_window,
             max_acks=args.max_acks,
+            compact_rate=args.compact_rate,
             inject_loss=args.inject_loss,
             progress=sys.stderr if args.verbose else None,
         )
