@@ -1,0 +1,31 @@
+"""The operator and auditor command-line tools: ``logkv`` and ``logkv-compact``.
+
+``logkv`` (:mod:`logkv.cli.main`) inspects one store: ``stats``, ``verify``, ``history``,
+``replay`` and ``dump``. ``logkv-compact`` (:mod:`logkv.cli.compact`) compacts one store or
+every store under a storage folder. Both print aligned tables by default and JSON with
+``--json``, and end with one of the :class:`ExitCode` statuses.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit statuses of the logkv commands (the same meaning in every command)."""
+
+    #: Everything asked for was done and nothing wrong was found.
+    OK = 0
+    #: The store is damaged: corrupt data, a broken hash chain, or an index that does not match
+    #: the log (``verify`` lists every problem; ``dump`` marks them with error lines).
+    DAMAGED = 1
+    #: The request cannot be carried out as asked: bad arguments, no store at the path, history
+    #: compacted away (retention delete), or a replay target that is not empty.
+    USAGE = 2
+    #: A store is locked by a running writer (``logkv-compact`` compacts the other stores).
+    LOCKED = 3
+    #: Something else failed, such as an I/O error (permissions, a full disk).
+    FAILED = 4
+
+
+__all__ = ["ExitCode"]

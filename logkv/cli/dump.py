@@ -1,0 +1,346 @@
+"""A store's records as JSON-able lines: what ``logkv dump`` and ``tools/logdump.py`` print.
+
+``target`` is a store folder or one data file (a segment ``NNNNNNNN.seg``, a snapshot
+``NNNNNNNN.snap``, or a ``.damaged`` copy kept by salvage). A folder is dumped the way an open
+reads it: the newest snapshot that loads, then the segments after it. With ``history`` the
+archived segments (``archive/``, kept by compaction under retention "archive") and the current
+ones are dumped instead: every record ever written, as far as the archive reaches.
+
+Each line is a dict:
+
+* a record: ``file`` (relative to the store), ``segment`` (None inside a snapshot), ``offset``,
+  ``seq``, ``timestamp`` (ISO 8601, UTC), ``op`` (``set`` or ``delete``), ``key``,
+  ``content_type``, ``size`` (bytes of the value; 0 for a stored None, None for a delete) and,
+  with values, ``value`` (UTF-8 text when the bytes decode, else base64; ``value_encoding``
+  says which; None for a stored None);
+* a problem: ``{"error": KIND, "path", "offset", "end", "reason"}`` for the bytes
+  ``[offset, end)`` (``end`` is -1 when unknown), where KIND is ``corruption``, ``torn_tail``
+  (the cut-short end of the last segment that a crash mid-append leaves), ``chain_break`` (a
+  record whose hash-chain value does not follow the record before it: history was changed,
+  removed or reordered, or salvage dropped records there) or ``unreadable`` (the file could not
+  be read). After a corrupt spot the dump resumes at the next valid record, as salvage would.
+
+The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
+snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
+resumes after damaged bytes, takes the next record's chain value on trust. Records inside a
+snapshot are verbatim copies in key order, so only their checksums are checked.
+
+A dump only reads: it takes no lock, so it works beside a live writer.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, Any, Final
+
+from ..errors import CorruptionError
+from ..format import (
+    GENESIS_CHAIN,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_SIZE,
+    BadFrame,
+    DeleteRecord,
+    SetRecord,
+    chain_of,
+    check_segment_header,
+    decode_fields,
+    find_next_frame,
+    iter_frames,
+    next_chain,
+)
+from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
+from ..snapshot import load_snapshot
+from .render import iso_timestamp, value_fields
+
+_LEADING_NUMBER: Final = re.compile(r"^(\d+)(\.seg|\.snap)")
+
+#: Problem kinds that make a dump fail (a torn tail is reported but is not damage).
+DAMAGE: Final = frozenset({"corruption", "chain_break"})
+
+
+class DumpStatus(IntEnum):
+    """How a dump ended: intact, damage found, or some file could not be read."""
+
+    OK = 0
+    DAMAGED = 1
+    UNREADABLE = 2
+
+
+def record_line(
+    file: str, segment: int | None, offset: int, fields: Any, with_value: bool
+) -> dict[str, Any]:
+    """The line for one valid frame at ``offset`` of ``file``."""
+    record = decode_fields(fields)
+    line: dict[str, Any] = {
+        "file": file,
+        "segment": segment,
+        "offset": offset,
+        "seq": record.seq,
+        "timestamp": iso_timestamp(record.timestamp_us),
+    }
+    if isinstance(record, SetRecord):
+        value = record.value
+        line.update(
+            op="set",
+            key=record.key,
+            content_type=record.content_type,
+            size=0 if value is None else len(value),
+        )
+        if with_value:
+            line.update(value_fields(value))
+    else:
+        assert isinstance(record, DeleteRecord)
+        line.update(op="delete", key=record.key, content_type=None, size=None)
+    return line
+
+
+def problem_line(kind: str, path: Path, offset: int, end: int, reason: str) -> dict[str, Any]:
+    """The line reporting damaged bytes ``[offset, end)`` of ``path``."""
+    return {"error": kind, "path": str(path), "offset": offset, "end": end, "reason": reason}
+
+
+class _Reader:
+    """Turns data files into lines; follows the hash chain and the sequence numbers."""
+
+    def __init__(self, with_values: bool, folder: Path) -> None:
+        self.with_values = with_values
+        self.folder = folder
+        self.last_seq = 0
+        #: The chain value the next log frame must follow; None when unknown (the dump starts
+        #: mid-log, or right after damaged bytes), then the next frame is the anchor.
+        self.chain: bytes | None = None
+
+    def _label(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.folder))
+        except ValueError:
+            return str(path)
+
+    def snapshot(self, path: Path, covers: int) -> Iterator[dict[str, Any]]:
+        """Every line for snapshot ``path``; afterwards the chain continues from its meta."""
+        try:
+            info, _ = load_snapshot(path, covers)
+        except CorruptionError as exc:
+            yield problem_line("corruption", path, exc.offset, -1, exc.reason)
+            return
+        label = self._label(path)
+        end = SEGMENT_HEADER_SIZE + info.record_bytes  # the frames, back to back, then the hint
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            pos: int | None = SEGMENT_HEADER_SIZE
+            while pos is not None and pos < end:
+                try:
+                    for offset, length, fields in iter_frames(buf, pos, end):
+                        yield record_line(label, None, offset, fields, self.with_values)
+                        pos = offset + length
+                    break
+                except BadFrame as bad:
+                    reason, at = bad.args[0], bad.args[2]
+                pos = find_next_frame(buf, at, end)
+                yield problem_line("corruption", path, at, end if pos is None else pos, reason)
+        self.chain, self.last_seq = info.chain, info.last_seq
+
+    def segment(self, path: Path, number: int | None, is_last: bool) -> Iterator[dict[str, Any]]:
+        """Every line for segment ``path`` (``number`` None: do not check the header's number)."""
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                kind = "torn_tail" if is_last else "corruption"
+                yield problem_line(kind, path, 0, 0, "empty segment (no header)")
+                return
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                header = buf[:SEGMENT_HEADER_SIZE]
+                expected = number if number is not None else _stored_number(header)
+                problem = check_segment_header(header, expected)
+                if problem is not None:
+                    torn = is_last and size < SEGMENT_HEADER_SIZE
+                    yield problem_line(
+                        "torn_tail" if torn else "corruption", path, 0, size, problem
+                    )
+                    # Read on past a bad header all the same: the frames may be intact.
+                yield from self._frames(path, expected, buf, SEGMENT_HEADER_SIZE, size, is_last)
+
+    def _frames(
+        self, path: Path, number: int, buf: Any, pos: int, end: int, is_last: bool
+    ) -> Iterator[dict[str, Any]]:
+        label = self._label(path)
+        while pos < end:
+            try:
+                for offset, length, fields in iter_frames(buf, pos, end):
+                    stored = chain_of(buf, offset)
+                    if self.chain is not None and stored != next_chain(
+                        self.chain, buf, offset, length
+                    ):
+                        yield problem_line(
+                            "chain_break",
+                            path,
+                            offset,
+                            offset + length,
+                            "hash chain broken: this record does not follow the one before it "
+                            "(a record was changed, removed or reordered)",
+                        )
+                    self.chain = stored
+                    seq = fields[0]
+                    if seq <= self.last_seq:
+                        yield problem_line(
+                            "corruption",
+                            path,
+                            offset,
+                            offset + length,
+                            f"sequence number {seq} follows {self.last_seq} (out of order)",
+                        )
+                    self.last_seq = seq
+                    yield record_line(label, number, offset, fields, self.with_values)
+                    pos = offset + length
+                return
+            except BadFrame as bad:
+                reason, at = bad.args[0], bad.args[2]
+            following = find_next_frame(buf, at, end)
+            stop = end if following is None else following
+            kind = "torn_tail" if following is None and is_last else "corruption"
+            yield problem_line(kind, path, at, stop, reason)
+            self.chain = None  # what the dropped bytes held is unknown: re-anchor
+            if following is None:
+                return
+            pos = following
+
+
+def _stored_number(header: bytes) -> int:
+    """The segment number a header claims (0 when it is cut short)."""
+    if len(header) < SEGMENT_HEADER_SIZE:
+        return 0
+    number: int = SEGMENT_HEADER.unpack_from(header, 0)[2]
+    return number
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to dump, in order: an optional snapshot, then segments (number, path)."""
+
+    snapshot: tuple[int, Path] | None
+    segments: list[tuple[int | None, Path]]
+    #: Damaged snapshots skipped on the way (newer than ``snapshot``), as problem lines.
+    problems: list[dict[str, Any]]
+
+
+def plan(target: Path, history: bool) -> Plan:
+    """Choose the files to dump for ``target``: a store folder or one data file.
+
+    A folder is dumped as an open reads it: the newest snapshot that loads, then the segments
+    after it (archived ones fill in behind a damaged newer snapshot). With ``history``, the
+    archived and current segments are dumped instead, from the first record ever written
+    (as far as the archive reaches) and no snapshot.
+    """
+    if not target.is_dir():
+        match = _LEADING_NUMBER.match(target.name)
+        number = int(match.group(1)) if match else None
+        if match and match.group(2) == SNAPSHOT_SUFFIX and number is not None:
+            return Plan((number, target), [], [])
+        return Plan(None, [(number, target)], [])
+    archive = target / ARCHIVE_DIR
+    archived = dict(list_segments(archive)) if archive.is_dir() else {}
+    own = dict(list_segments(target))
+    if history:
+        merged = {**archived, **own}
+        return Plan(None, sorted(merged.items()), [])
+    problems: list[dict[str, Any]] = []
+    for covers, path in reversed(list_snapshots(target)):
+        try:
+            load_snapshot(path, covers)
+        except CorruptionError as exc:
+            problems.append(problem_line("corruption", path, exc.offset, -1, exc.reason))
+            continue
+        after = {n: p for n, p in own.items() if n > covers}
+        if problems:  # an open falls back to the archive for what the damaged one covered
+            for n, p in archived.items():
+                if n > covers:
+                    after.setdefault(n, p)
+        return Plan((covers, path), sorted(after.items()), problems)
+    merged = dict(own)
+    if problems:
+        merged = {**archived, **own}
+    return Plan(None, sorted(merged.items()), problems)
+
+
+class StoreDump:
+    """Iterate to get the lines of ``target``; :attr:`status` says how the dump ended.
+
+    A file that cannot be read (for example one a live writer's compaction retired while the
+    dump ran) is reported as an ``unreadable`` line and the dump goes on with the next file.
+    """
+
+    def __init__(self, target: Path, with_values: bool = False, history: bool = False) -> None:
+        self.target = target
+        self.with_values = with_values
+        self.history = history
+        self.damaged = False
+        self.unreadable = False
+
+    @property
+    def status(self) -> DumpStatus:
+        """DAMAGED when corruption or a chain break was met, else UNREADABLE when some file
+        could not be read, else OK."""
+        if self.damaged:
+            return DumpStatus.DAMAGED
+        return DumpStatus.UNREADABLE if self.unreadable else DumpStatus.OK
+
+    def _note(self, line: dict[str, Any]) -> dict[str, Any]:
+        kind = line.get("error")
+        if kind in DAMAGE:
+            self.damaged = True
+        elif kind == "unreadable":
+            self.unreadable = True
+        return line
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for line in self._lines():
+            yield self._note(line)
+
+    def _lines(self) -> Iterator[dict[str, Any]]:
+        target = self.target
+        try:
+            chosen = plan(target, self.history)
+        except OSError as exc:
+            yield problem_line("unreadable", target, 0, 0, str(exc))
+            return
+        reader = _Reader(self.with_values, target if target.is_dir() else target.parent)
+        yield from chosen.problems
+        expected: int | None = None
+        if chosen.snapshot is not None:
+            covers, path = chosen.snapshot
+            try:
+                yield from reader.snapshot(path, covers)
+            except OSError as exc:  # for example retired by a compaction while we read
+                yield problem_line("unreadable", path, 0, 0, str(exc))
+            expected = covers + 1
+        elif chosen.segments:
+            first = chosen.segments[0][0]
+            # An open needs the log to start at segment 1; a history dump starts where the
+            # archive does (compaction may have deleted earlier segments); a file is alone.
+            expected = 1 if target.is_dir() and not self.history else first
+            if first == 1:
+                reader.chain = GENESIS_CHAIN  # the log's first record follows the genesis value
+        for i, (number, path) in enumerate(chosen.segments):
+            if expected is not None and number is not None and number != expected:
+                missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
+                yield problem_line("corruption", missing, 0, 0, f"segment {expected} is missing")
+                reader.chain = None
+            expected = None if number is None else number + 1
+            try:
+                yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
+            except OSError as exc:  # for example retired by a compaction while we read
+                yield problem_line("unreadable", path, 0, 0, str(exc))
+
+
+def dump(target: Path, with_values: bool, out: IO[str], history: bool = False) -> DumpStatus:
+    """Write the lines of ``target`` to ``out`` as JSON lines; return how the dump ended."""
+    lines = StoreDump(target, with_values, history)
+    for line in lines:
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return lines.status
