@@ -143,6 +143,27 @@ def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
     assert lines[-1]["key"] == "after" and not lines[-1]["file"].startswith("archive/")
 
 
+def test_logdump_history_reports_deleted_segments_as_a_gap_not_damage(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store)
+    with Engine.open(store, segment_size=4096) as engine:
+        engine.compact(retention="archive")  # segments 1..A go to archive/
+        for i in range(30):
+            engine.set(f"later/{i:02d}", b"y" * 300)
+        engine.compact(retention="delete")  # segments A+1..B are gone for good
+        for i in range(30):
+            engine.set(f"latest/{i:02d}", b"y" * 300)
+        engine.compact(retention="archive")  # segments B+1..C go to archive/ too
+        engine.set("last", b"z")
+    code, lines, stderr = logdump(store, "--history")
+    assert code == 0, stderr
+    problems = [line for line in lines if "error" in line]
+    assert [p["error"] for p in problems] == ["history_gap"]
+    code, lines, stderr = logdump(store)  # as an open reads it: snapshot + later segments
+    assert code == 0, stderr
+    assert not [line for line in lines if "error" in line]
+
+
 def test_logdump_reads_a_store_locked_by_a_live_writer(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with Engine.open(store) as writer:

@@ -17,8 +17,10 @@ Each line is a dict:
   ``[offset, end)`` (``end`` is -1 when unknown), where KIND is ``corruption``, ``torn_tail``
   (the cut-short end of the last segment that a crash mid-append leaves), ``chain_break`` (a
   record whose hash-chain value does not follow the record before it: history was changed,
-  removed or reordered, or salvage dropped records there) or ``unreadable`` (the file could not
-  be read). After a corrupt spot the dump resumes at the next valid record, as salvage would.
+  removed or reordered, or salvage dropped records there), ``unreadable`` (the file could not
+  be read) or, with ``history``, ``history_gap`` (segments that compaction deleted rather than
+  archived; not an error). After a corrupt spot the dump resumes at the next valid record, as
+  salvage would.
 
 The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
 snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
@@ -329,7 +331,12 @@ class StoreDump:
         for i, (number, path) in enumerate(chosen.segments):
             if expected is not None and number is not None and number != expected:
                 missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
-                yield problem_line("corruption", missing, 0, 0, f"segment {expected} is missing")
+                if self.history:  # compaction under retention "delete" removed them: not damage
+                    reason = f"segments {expected}..{number - 1} are not in the archive"
+                    yield problem_line("history_gap", missing, 0, 0, reason)
+                else:
+                    reason = f"segment {expected} is missing"
+                    yield problem_line("corruption", missing, 0, 0, reason)
                 reader.chain = None
             expected = None if number is None else number + 1
             try:
