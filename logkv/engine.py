@@ -363,7 +363,8 @@ class Engine:
         replayer.chain = self._chain
         replayer.record_bytes = self._record_bytes
         replayer.live_bytes = self._live_bytes
-        segments = [s for s in list_segments(self.path) if s[0] >= self._scan_segment]
+        every = list_segments(self.path)
+        segments = [s for s in every if s[0] >= self._scan_segment]
         for i, (number, seg_path) in enumerate(segments):
             start = self._scan_pos if number == self._scan_segment else 0
             scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
@@ -373,7 +374,7 @@ class Engine:
         self._chain = replayer.chain
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
-        self._segments = len(segments)
+        self._segments = sum(1 for n, _ in every if n > self._covers)  # as _replay counts them
 
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""
