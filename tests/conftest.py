@@ -1,0 +1,34 @@
+"""Shared fixtures: a store folder per test and an opener that closes what it opened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logkv import Engine
+
+OpenEngine = Callable[..., Engine]
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """A store folder that does not exist yet (the engine creates it)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def open_engine(store_path: Path) -> Iterator[OpenEngine]:
+    """``open_engine(**options)`` opens ``store_path`` (or ``path=...``); closed at teardown."""
+    opened: list[Engine] = []
+
+    def opener(path: Path | None = None, **options: Any) -> Engine:
+        engine = Engine.open(path if path is not None else store_path, **options)
+        opened.append(engine)
+        return engine
+
+    yield opener
+    for engine in reversed(opened):
+        engine.close()

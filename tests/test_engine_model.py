@@ -1,0 +1,205 @@
+"""Model-based test: Hypothesis drives an Engine and a plain dict side by side.
+
+Every rule applies one operation to both and compares what they say. Reopening (close + open,
+with either durability) is a rule too, and segments are tiny so that rotation happens often; a
+read-only follower refreshes alongside and must see exactly what the writer sees.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+)
+
+from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
+
+SEGMENT_SIZE = 4096
+
+Value = tuple[bytes | None, str | None]
+
+# A few fixed keys make overwrites and deletes of existing keys common; the text strategy adds
+# arbitrary unicode (no lone surrogates: those are not valid keys).
+FIXED_KEYS = ["a", "a.", "a/b", "..", "a\x00b", "b", "é", "e\u0301", "🔑", "z" * 1024]
+keys = st.one_of(
+    st.sampled_from(FIXED_KEYS),
+    st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12),
+)
+values = st.one_of(
+    st.none(),
+    st.binary(max_size=40),
+    st.binary(min_size=300, max_size=1500),  # a few of these fill a segment
+)
+content_types = st.sampled_from([None, "application/json", "text/plain; charset=utf-8", ""])
+limits = st.one_of(st.none(), st.integers(min_value=0, max_value=8))
+
+
+class EngineVersusDict(RuleBasedStateMachine):
+    """The engine must always agree with a dict of key -> (value, content type)."""
+
+    stored = Bundle("stored")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="logkv-model-"))
+        self.path = self.folder / "store"
+        self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
+        self.follower: Engine | None = None
+        self.model: dict[str, Value] = {}
+
+    def teardown(self) -> None:
+        self.engine.close()
+        if self.follower is not None:
+            self.follower.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def expected_keys(self, start: str | None, limit: int | None) -> list[str]:
+        ordered = [k for k in sorted(self.model) if start is None or k > start]
+        return ordered if limit is None else ordered[:limit]
+
+    # ------------------------------------------------------------------ writes
+
+    @rule(target=stored, key=keys, value=values, content_type=content_types)
+    def set(self, key: str, value: bytes | None, content_type: str | None) -> str:
+        seq_before = self.engine.last_seq
+        assert self.engine.set(key, value, content_type) == seq_before + 1
+        self.model[key] = (value, content_type)
+        return key
+
+    @rule(batch=st.lists(st.tuples(keys, values, content_types), min_size=1, max_size=12))
+    def set_many(self, batch: list[tuple[str, bytes | None, str | None]]) -> None:
+        for key, value, content_type in batch:
+            self.set(key, value, content_type)
+
+    @rule(key=stored)
+    def overwrite_stored(self, key: str) -> None:
+        self.set(key, b"overwritten " + key.encode(), "text/plain")
+
+    @rule(key=consumes(stored))
+    def delete_stored(self, key: str) -> None:
+        assert self.engine.delete(key) == (key in self.model)
+        self.model.pop(key, None)
+
+    @rule(key=keys)
+    def delete_any(self, key: str) -> None:
+        seq_before = self.engine.last_seq
+        existed = key in self.model
+        assert self.engine.delete(key) == existed
+        assert self.engine.last_seq == seq_before + (1 if existed else 0)
+        self.model.pop(key, None)
+
+    # ------------------------------------------------------------------ reads
+
+    @rule(key=st.one_of(keys, stored))
+    def get(self, key: str) -> None:
+        expected = self.model.get(key)
+        if expected is None:
+            assert self.engine.get(key) is MISSING
+            assert self.engine.get_with_type(key) is None
+            assert key not in self.engine
+        else:
+            assert self.engine.get(key) == expected[0]
+            assert self.engine.get_with_type(key) == expected
+            assert key in self.engine
+
+    @rule(start=st.one_of(st.none(), keys, stored), limit=limits)
+    def list_keys(self, start: str | None, limit: int | None) -> None:
+        expected = self.expected_keys(start, limit)
+        assert list(self.engine.keys(start, limit)) == expected
+        assert list(self.engine.infos(start, limit)) == [
+            KeyInfo(k, self.model[k][1], len(self.model[k][0] or b"")) for k in expected
+        ]
+
+    @rule(page=st.integers(min_value=1, max_value=7))
+    def page_through_everything(self, page: int) -> None:
+        collected: list[str] = []
+        start: str | None = None
+        while True:
+            batch = list(self.engine.keys(exclusive_start_key=start, limit=page))
+            collected.extend(batch)
+            if len(batch) < page:
+                break
+            start = batch[-1]
+        assert collected == sorted(self.model)
+
+    @rule()
+    def stats(self) -> None:
+        stats = self.engine.stats()
+        assert stats.keys == len(self.model)
+        assert stats.live_bytes >= 0
+        assert stats.dead_bytes >= 0
+        assert stats.last_seq == self.engine.last_seq
+        assert stats.log_bytes == sum(
+            p.stat().st_size for p in self.path.iterdir() if p.suffix == ".seg"
+        )
+
+    @invariant()
+    def same_length(self) -> None:
+        assert len(self.engine) == len(self.model)
+
+    # ------------------------------------------------------------------ reopen and follow
+
+    @rule(durability=st.sampled_from(Durability))
+    def reopen(self, durability: Durability) -> None:
+        before = self.engine.stats()
+        self.engine.close()
+        self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE, durability=durability)
+        assert self.engine.report.clean
+        after = self.engine.stats()
+        assert _figures(after) == _figures(before)
+        assert list(self.engine.keys()) == sorted(self.model)
+        for key, (value, content_type) in self.model.items():
+            assert self.engine.get_with_type(key) == (value, content_type)
+
+    @precondition(lambda self: self.follower is None)
+    @rule()
+    def start_follower(self) -> None:
+        self.follower = Engine.open(self.path, readonly=True)
+        self.check_follower()
+
+    @precondition(lambda self: self.follower is not None)
+    @rule()
+    def refresh_follower(self) -> None:
+        assert self.follower is not None
+        seq_before = self.follower.last_seq
+        read = self.follower.refresh()
+        assert read == self.engine.last_seq - seq_before
+        self.check_follower()
+
+    def check_follower(self) -> None:
+        assert self.follower is not None
+        assert _figures(self.follower.stats()) == _figures(self.engine.stats())
+        assert list(self.follower.keys()) == sorted(self.model)
+        for key, (value, content_type) in self.model.items():
+            assert self.follower.get_with_type(key) == (value, content_type)
+
+
+def _figures(stats: EngineStats) -> tuple[int, ...]:
+    return (
+        stats.keys,
+        stats.live_bytes,
+        stats.dead_bytes,
+        stats.log_bytes,
+        stats.segments,
+        stats.last_seq,
+    )
+
+
+EngineVersusDict.TestCase.settings = settings(
+    max_examples=1000,
+    stateful_step_count=50,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestEngineVersusDict = EngineVersusDict.TestCase
