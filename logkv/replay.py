@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import CorruptionError
 from .format import (
+    FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
     BadFrame,
@@ -28,6 +29,8 @@ from .format import (
     check_segment_header,
     find_next_frame,
     iter_frames,
+    next_chain,
+    read_frame,
 )
 
 log = logging.getLogger("logkv")
@@ -35,6 +38,25 @@ log = logging.getLogger("logkv")
 Entry = tuple[int, int, int, int, str | None]
 
 _SET = int(Op.SET)
+
+
+def _successor(buf: Any, at: int, candidate: int | None, end: int) -> int | None:
+    """For a frame at ``at`` whose length runs past the end of the file, the first valid frame
+    after it that chains from it (``candidate`` is the first valid frame after it), or None.
+
+    Everything after such a frame lies inside its claimed length: a valid frame there is either
+    its real successor (the length field is damaged) or part of its value (a value holding a
+    logkv record, cut short by a crash). Only the successor's chain is computed from it.
+    """
+    if end - at < FRAME_HEADER_SIZE:
+        return None
+    chain = chain_of(buf, at)
+    while candidate is not None:
+        length, _ = read_frame(buf, candidate, end)
+        if chain_of(buf, candidate) == next_chain(chain, buf, candidate, length):
+            return candidate
+        candidate = find_next_frame(buf, candidate, end)
+    return None
 
 
 def frame_length(entry: Entry) -> int:
@@ -150,8 +172,10 @@ class Replayer:
                 pos = self._fold(path, number, buf, pos, end)
                 return SegmentScan(pos, None, damaged)
             except BadFrame as bad:
-                reason, at = bad.args[0], bad.args[2]
+                reason, cut_short, at = bad.args
             following = find_next_frame(buf, at, end)
+            if following is not None and cut_short and is_last:
+                following = _successor(buf, at, following, end)
             if following is None and is_last:
                 return SegmentScan(at, DroppedRange(path, at, end, reason), damaged)
             if self.recovery is not Recovery.SALVAGE:
