@@ -36,12 +36,14 @@ from .format import (
     check_frame,
     encode_record,
 )
+from .fsutil import fsync_dir
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
     TEMP_SUFFIX,
+    data_file_name,
     list_segments,
     list_snapshots,
     segment_name,
@@ -109,7 +111,13 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError("a key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(f"a key may have at most {MAX_KEY_LENGTH} characters, got {len(key)}")
-    return key  # keys UTF-8 cannot encode (lone surrogates) fail in encode_record
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            reason = f"key {key!r} cannot be encoded as UTF-8 ({exc.reason})"
+            raise InvalidKeyError(reason) from None
+    return key
 
 
 class Engine:
@@ -308,16 +316,32 @@ class Engine:
             expected += 1
         if self.readonly:
             for n in numbers:
-                self._readers.open(n)
+                self._readers.open(n, own[n])  # an archived one is read where it is
         return [(n, own[n]) for n in numbers]
 
     def _retire_stale(self) -> None:
         """After a crash between a snapshot's install and its cleanup: retire what the newest
         snapshot covers, set damaged snapshots aside, remove older snapshots."""
         retire_files(self.path, self._covers, self.retention)
+        if self.report.damaged_snapshots:
+            self._restore_archived()
         for exc in self.report.damaged_snapshots:
             if exc.path.exists():
                 os.replace(exc.path, exc.path.with_name(exc.path.name + DAMAGED_SUFFIX))
+
+    def _restore_archived(self) -> None:
+        """After a fallback past a damaged snapshot: move the archived segments that replay
+        used back into the store folder, where the index (and the next open) expects them."""
+        archive = self.path / ARCHIVE_DIR
+        moved = False
+        for number, seg_path in list_segments(archive) if archive.is_dir() else []:
+            target = self.path / seg_path.name
+            if number > self._covers and not target.exists():
+                os.replace(seg_path, target)
+                moved = True
+        if moved:
+            fsync_dir(self.path)
+            fsync_dir(archive)
 
     def _drop_torn_tail(self, torn: DroppedRange) -> None:
         self.report.torn_tail = torn
@@ -461,7 +485,7 @@ class Engine:
         data = self._readers.pread(number, head + size if size > 0 else head, offset)
         problem = check_frame(data)
         if problem is not None:
-            raise CorruptionError(self.path / segment_name(number), offset, problem)
+            raise CorruptionError(self.path / data_file_name(number), offset, problem)
         if size < 0:
             return None
         return data[head:] if head else data
@@ -577,7 +601,7 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH:
+        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
             validate_key(key)
         if value is not None and type(value) is not bytes:
             if not isinstance(value, bytes | bytearray | memoryview):

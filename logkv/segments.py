@@ -10,6 +10,7 @@ a rotation that fails (disk full) is simply retried by the next append.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from .format import encode_segment_header
@@ -129,11 +130,14 @@ class SegmentReaders:
         self.folder = folder
         self._fds: dict[int, int] = {}
         self._retired: list[int] = []
+        self._opening = threading.Lock()
 
-    def open(self, file_id: int) -> None:
-        """Open the descriptor of ``file_id`` now (a reader keeps files alive this way)."""
+    def open(self, file_id: int, path: Path | None = None) -> None:
+        """Open the descriptor of ``file_id`` now (a reader keeps files alive this way);
+        ``path`` is where the file is when not in the store folder (an archived segment)."""
         if file_id not in self._fds:
-            self._fds[file_id] = os.open(self.folder / data_file_name(file_id), os.O_RDONLY)
+            where = path if path is not None else self.folder / data_file_name(file_id)
+            self._fds[file_id] = os.open(where, os.O_RDONLY)
 
     def file_ids(self) -> list[int]:
         """The ids of the files with an open descriptor."""
@@ -149,7 +153,11 @@ class SegmentReaders:
         """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
         fd = self._fds.get(number)
         if fd is None:
-            fd = self._fds[number] = os.open(self.folder / data_file_name(number), os.O_RDONLY)
+            with self._opening:  # two threads must not both open (and leak) the same file
+                fd = self._fds.get(number)
+                if fd is None:
+                    path = self.folder / data_file_name(number)
+                    fd = self._fds[number] = os.open(path, os.O_RDONLY)
         data = os.pread(fd, size, offset)
         while len(data) < size:  # pread may return less for huge sizes; finish the read
             more = os.pread(fd, size - len(data), offset + len(data))
