@@ -102,17 +102,36 @@ def _text(cell: Cell) -> str:
     return cell
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
-    """Rows under headers, columns aligned (numbers to the right), no trailing spaces."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], right: Iterable[int] = ()) -> str:
+    """Rows under headers, columns aligned, no trailing spaces. Columns of numbers, and the
+    columns listed in ``right`` (say, sizes already formatted as text), align to the right."""
+    lines, _ = table_lines(headers, rows, right)
+    return "\n".join(lines)
+
+
+def table_lines(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Cell]],
+    right: Iterable[int] = (),
+    min_widths: Sequence[int] = (),
+) -> tuple[list[str], list[int]]:
+    """:func:`table` as lines (header, rule, rows) and the column widths used; columns are at
+    least ``min_widths`` wide (to line up pages of a long listing)."""
     materialised = list(rows)
+    forced = set(right)
     texts = [[_text(c) for c in row] for row in materialised]
     widths = [len(h) for h in headers]
+    for i, width in enumerate(min_widths):
+        widths[i] = max(widths[i], width)
     for row in texts:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
     numeric = [
-        bool(materialised)
-        and all(isinstance(r[i], int | float) or r[i] is None for r in materialised)
+        i in forced
+        or (
+            any(isinstance(r[i], int | float) for r in materialised)
+            and all(isinstance(r[i], int | float) or r[i] is None for r in materialised)
+        )
         for i in range(len(headers))
     ]
 
@@ -125,7 +144,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
 
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(row) for row in texts)
-    return "\n".join(out)
+    return out, widths
 
 
 def pairs(items: Iterable[tuple[str, Cell]]) -> str:
