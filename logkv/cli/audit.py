@@ -1,0 +1,268 @@
+"""The work behind ``logkv stats``, ``verify``, ``history`` and ``replay``, without the output.
+
+Everything here reads a store without taking its lock (the store may have a live writer),
+except :func:`replay_into`, which writes the rebuilt state into a new store folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engine import Engine, EngineStats
+from ..errors import CorruptionError
+from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_frame
+from ..history import (
+    history_start,
+    iter_log,
+    iter_snapshot_records,
+    key_history,
+    log_segments,
+    newest_snapshot,
+    state_at,
+    verify,
+)
+from ..layout import ARCHIVE_DIR
+from ..replay import frame_length
+from . import ExitCode
+from .common import CommandError
+
+# ---------------------------------------------------------------------------------- stats
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    """``logkv stats``: the engine's figures plus the archive and the reach of the history."""
+
+    stats: EngineStats
+    archive_segments: int
+    archive_bytes: int
+    history_start: int
+
+    @property
+    def dead_ratio(self) -> float:
+        """Dead bytes as a share of all record bytes (0 for an empty store)."""
+        total = self.stats.live_bytes + self.stats.dead_bytes
+        return self.stats.dead_bytes / total if total else 0.0
+
+
+def store_figures(path: Path) -> StoreFigures:
+    """Open ``path`` read-only (beside a live writer, if any) and gather its figures."""
+    with Engine.open(path, readonly=True) as engine:
+        stats = engine.stats()
+    archive = path / ARCHIVE_DIR
+    sizes = [p.stat().st_size for p in archive.iterdir() if p.is_file()] if archive.is_dir() else []
+    return StoreFigures(stats, len(sizes), sum(sizes), history_start(path))
+
+
+# ---------------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyOutcome:
+    """``logkv verify``: what was checked, and every problem found (none: the store is sound)."""
+
+    records: int = 0
+    chain_checked: int = 0
+    snapshot_records: int = 0
+    keys_read: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def verify_store(path: Path) -> VerifyOutcome:
+    """Check every checksum and the hash chain (:func:`logkv.history.verify`), then open the
+    store read-only and read back every key: each value must pass its checksum and match what
+    replaying the retained log (from the snapshot, where older segments were deleted) gives."""
+    report = verify(path)
+    outcome = VerifyOutcome(
+        records=report.records,
+        chain_checked=report.chain_checked,
+        snapshot_records=report.snapshot_records,
+        problems=list(report.problems or []),
+    )
+    try:
+        engine = Engine.open(path, readonly=True)
+    except CorruptionError as exc:
+        outcome.problems.append(f"the store does not open: {exc.path} offset {exc.offset}: "
+                                f"{exc.reason}")  # fmt: skip
+        return outcome
+    with engine:
+        try:
+            expected = _replayed_state(path, engine.last_seq)
+        except CorruptionError:
+            expected = None  # verify() has reported the damage; nothing sound to compare with
+        except FileNotFoundError:
+            raise CommandError(
+                f"{path} changed while it was verified (a writer compacted it); run verify again",
+                ExitCode.FAILED,
+            ) from None
+        for key in engine.keys(None):
+            entry = engine.entry(key)
+            if entry is None:
+                continue
+            outcome.keys_read += 1
+            try:
+                value = engine.read(entry)
+            except CorruptionError as exc:
+                outcome.problems.append(
+                    f"key {key!r}: its record at {exc.path} offset {exc.offset} is damaged "
+                    f"({exc.reason})"
+                )
+                continue
+            if expected is None:
+                continue
+            want = expected.pop(key, None)
+            got = (entry[4], _digest(value))
+            if want is None:
+                outcome.problems.append(f"key {key!r} is in the index but not in the log")
+            elif want != got:
+                outcome.problems.append(
+                    f"key {key!r}: the index points at a value other than the log's last one"
+                )
+        for key in sorted(expected or ()):
+            outcome.problems.append(f"key {key!r} is in the log but missing from the index")
+    return outcome
+
+
+def _digest(value: bytes | None) -> bytes | None:
+    return None if value is None else hashlib.blake2b(value, digest_size=16).digest()
+
+
+def _replayed_state(path: Path, last_seq: int) -> dict[str, tuple[str | None, bytes | None]]:
+    """key -> (content type, value digest) from replaying the retained log up to ``last_seq``
+    (digests, not values, to keep memory small on big stores)."""
+    state: dict[str, tuple[str | None, bytes | None]] = {}
+    if history_start(path) > 1:
+        snap = newest_snapshot(path)
+        assert snap is not None
+        for kept in iter_snapshot_records(snap[0].path):
+            state[kept.key] = (kept.content_type, _digest(kept.value))
+    for logged in iter_log(path):
+        record = logged.record
+        if record.seq > last_seq:
+            break
+        if isinstance(record, SetRecord):
+            state[record.key] = (record.content_type, _digest(record.value))
+        else:
+            state.pop(record.key, None)
+    return state
+
+
+# ---------------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a key: a set (``value`` None: a stored None) or a delete."""
+
+    seq: int
+    timestamp_us: int
+    op: str
+    key: str
+    content_type: str | None
+    size: int | None  # bytes of the value; 0 for a stored None, None for a delete
+    value: bytes | None
+    source: str  # "log", "archive", or "snapshot" (a live value older than the retained log)
+
+
+@dataclass(frozen=True)
+class KeyHistory:
+    """Every retained change of a key, oldest first, and where the retained history starts."""
+
+    key: str
+    changes: list[Change]
+    starts_at: int
+
+
+def key_changes(path: Path, key: str) -> KeyHistory:
+    """The history of ``key``: its records in the archived and current segments and, when
+    compaction deleted older segments, the value the snapshot kept from before them."""
+    segments = log_segments(path)
+    changes: list[Change] = []
+    start = 1
+    if not segments or segments[0][0] != 1:
+        snap = newest_snapshot(path)
+        if snap is not None:
+            start = snap[0].last_seq + 1
+            kept = _snapshot_record(snap[0].path, snap[1].get(key))
+            if kept is not None:
+                changes.append(_change(kept, "snapshot"))
+    for logged in key_history(path, key):
+        source = "archive" if logged.path.parent.name == ARCHIVE_DIR else "log"
+        changes.append(_change(logged.record, source))
+    return KeyHistory(key, changes, start)
+
+
+def _snapshot_record(path: Path, entry: tuple[int, int, int, int, str | None] | None) -> (
+    SetRecord | None
+):  # fmt: skip
+    if entry is None:
+        return None
+    offset, length = entry[1], frame_length(entry)
+    with open(path, "rb") as file:
+        file.seek(offset)
+        data = file.read(length)
+    try:
+        _, fields = read_frame(data, 0, len(data))
+    except BadFrame as bad:
+        raise CorruptionError(path, offset, bad.args[0]) from None
+    record = decode_fields(fields)
+    return record if isinstance(record, SetRecord) else None
+
+
+def _change(record: SetRecord | DeleteRecord, source: str) -> Change:
+    if isinstance(record, SetRecord):
+        size = 0 if record.value is None else len(record.value)
+        return Change(
+            record.seq, record.timestamp_us, "set", record.key, record.content_type, size,
+            record.value, source,
+        )  # fmt: skip
+    return Change(record.seq, record.timestamp_us, "delete", record.key, None, None, None, source)
+
+
+# ---------------------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """``logkv replay``: the keys and value bytes written into the new store."""
+
+    target: Path
+    keys: int
+    value_bytes: int
+
+
+def check_replay_target(source: Path, target: Path) -> None:
+    """Refuse a target that is not empty, or that lies inside the source store."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CommandError(
+            f"{target} is not an empty folder; replay writes a new store and never into an "
+            "existing one. Choose a new folder.",
+            ExitCode.USAGE,
+        )
+    resolved, store = target.resolve(), source.resolve()
+    if resolved == store or store in resolved.parents:
+        raise CommandError(f"{target} lies inside the store {source}", ExitCode.USAGE)
+
+
+def replay_into(
+    source: Path, target: Path, until_seq: int | None, until_us: int | None
+) -> ReplayOutcome:
+    """Rebuild ``source`` as of sequence ``until_seq`` or time ``until_us`` into the new store
+    folder ``target`` (records at or before the point count). Raises
+    :class:`~logkv.history.HistoryGap` when compaction deleted that part of the history."""
+    check_replay_target(source, target)
+    state = state_at(source, until_seq=until_seq, until_us=until_us)
+    written = 0
+    with Engine.open(target) as engine:
+        for key in sorted(state):
+            record = state[key]
+            engine.set(key, record.value, record.content_type)
+            written += 0 if record.value is None else len(record.value)
+    return ReplayOutcome(target, len(state), written)

@@ -1,0 +1,443 @@
+"""``logkv``: inspect and audit one store from the command line.
+
+Subcommands, each taking the store folder: ``stats``, ``verify``, ``history KEY``,
+``replay --until SEQ|TIME --to DIR`` and ``dump``. All of them only read the store and take no
+lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
+aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
+``dump``). Also runs as ``python -m logkv.cli.main``.
+
+Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
+found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
+store at the path, history compacted away, or a replay target that is not empty; 3 the store
+is locked by a running writer; 4 another failure, such as an I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from itertools import islice
+from pathlib import Path
+from typing import Any, Final
+
+from . import ExitCode
+from .audit import (
+    Change,
+    key_changes,
+    replay_into,
+    store_figures,
+    verify_store,
+)
+from .common import CommandError, require_store, run
+from .dump import DumpStatus, StoreDump
+from .render import (
+    Cell,
+    human_bytes,
+    iso_timestamp,
+    json_document,
+    json_line,
+    pairs,
+    parse_time,
+    table,
+    table_lines,
+    value_cell,
+    value_fields,
+)
+
+PROG: Final = "logkv"
+#: Characters of a value shown in a table cell (``--json`` prints whole values).
+VALUE_WIDTH: Final = 60
+#: Dump rows rendered per table page (a dump streams; it is never held whole in memory).
+PAGE: Final = 1000
+
+_EPILOG = """\
+exit status:
+  0  success
+  1  the store is damaged (verify found a problem, dump met corrupt data,
+     or the store does not open)
+  2  bad arguments, no store at the path, history compacted away, or a
+     replay target that is not empty
+  3  the store is locked by a running writer
+  4  another failure, such as an I/O error
+
+Every command reads without taking the store's lock, so it works beside a live writer.
+"""
+
+
+def _bytes_cell(size: int) -> str:
+    return f"{human_bytes(size)} ({size:,} bytes)" if size >= 1024 else human_bytes(size)
+
+
+# ---------------------------------------------------------------------------------- stats
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Print a store's figures."""
+    store = require_store(args.store)
+    figures = store_figures(store)
+    s = figures.stats
+    if args.json:
+        print(
+            json_document(
+                {
+                    "store": str(s.path),
+                    "keys": s.keys,
+                    "live_bytes": s.live_bytes,
+                    "dead_bytes": s.dead_bytes,
+                    "dead_ratio": round(figures.dead_ratio, 4),
+                    "disk_bytes": s.log_bytes,
+                    "segments": s.segments,
+                    "snapshot_covers": s.snapshot_covers,
+                    "archive_segments": figures.archive_segments,
+                    "archive_bytes": figures.archive_bytes,
+                    "last_seq": s.last_seq,
+                    "history_start": figures.history_start,
+                }
+            )
+        )
+        return ExitCode.OK
+    covers = f"segments 1..{s.snapshot_covers}" if s.snapshot_covers else "no snapshot"
+    archive = (
+        f"{figures.archive_segments} files, {_bytes_cell(figures.archive_bytes)}"
+        if figures.archive_segments
+        else "none"
+    )
+    start = figures.history_start
+    reach = "seq 1 (complete)" if start == 1 else f"seq {start:,} (earlier records compacted away)"
+    rows: list[tuple[str, Cell]] = [
+        ("store", str(s.path)),
+        ("keys (live records)", s.keys),
+        ("live bytes", _bytes_cell(s.live_bytes)),
+        ("dead bytes", f"{_bytes_cell(s.dead_bytes)}, {100 * figures.dead_ratio:.0f}% of records"),
+        ("disk bytes", _bytes_cell(s.log_bytes)),
+        ("segments", s.segments),
+        ("snapshot covers", covers),
+        ("archive", archive),
+        ("last seq", s.last_seq),
+        ("history from", reach),
+    ]
+    print(pairs(rows))
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------------------- verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a store; list every problem and exit 1 when there is one."""
+    store = require_store(args.store)
+    outcome = verify_store(store)
+    if args.json:
+        print(
+            json_document(
+                {
+                    "store": str(store),
+                    "ok": outcome.ok,
+                    "records": outcome.records,
+                    "chain_checked": outcome.chain_checked,
+                    "snapshot_records": outcome.snapshot_records,
+                    "keys_read": outcome.keys_read,
+                    "problems": outcome.problems,
+                }
+            )
+        )
+    else:
+        rows: list[tuple[str, Cell]] = [
+            ("store", str(store)),
+            ("log records", outcome.records),
+            ("hash chain checked", f"{outcome.chain_checked:,} records"),
+            ("snapshot records", outcome.snapshot_records),
+            ("keys read back", outcome.keys_read),
+            ("result", "OK" if outcome.ok else f"DAMAGED: {len(outcome.problems)} problem(s)"),
+        ]
+        print(pairs(rows))
+        for problem in outcome.problems:
+            print(f"  problem: {problem}")
+    if outcome.ok:
+        return ExitCode.OK
+    print(
+        f"{PROG}: error: {store} is damaged: {len(outcome.problems)} problem(s); the first: "
+        f"{outcome.problems[0]}",
+        file=sys.stderr,
+    )
+    return ExitCode.DAMAGED
+
+
+# ---------------------------------------------------------------------------------- history
+
+
+def _change_json(change: Change, with_values: bool) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "seq": change.seq,
+        "timestamp": iso_timestamp(change.timestamp_us),
+        "op": change.op,
+        "key": change.key,
+        "content_type": change.content_type,
+        "size": change.size,
+        "source": change.source,
+    }
+    if with_values and change.op == "set":
+        line.update(value_fields(change.value))
+    return line
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print every retained change of one key, oldest first."""
+    store = require_store(args.store)
+    history = key_changes(store, args.key)
+    if history.starts_at > 1:
+        print(
+            f"{PROG}: note: the history of {store} starts at seq {history.starts_at:,}; earlier "
+            "records were compacted away (retention delete). A 'snapshot' row is the value the "
+            "key had then.",
+            file=sys.stderr,
+        )
+    if not history.changes:
+        print(
+            f"{PROG}: note: no record of key {args.key!r} in the retained history", file=sys.stderr
+        )
+    if args.json:
+        for change in history.changes:
+            print(json_line(_change_json(change, args.values)))
+        return ExitCode.OK
+    headers = ["seq", "time (UTC)", "op", "size", "content type", "source"]
+    rows: list[list[Cell]] = [
+        [
+            c.seq,
+            iso_timestamp(c.timestamp_us),
+            c.op,
+            c.size,
+            c.content_type,
+            c.source,
+        ]
+        for c in history.changes
+    ]
+    if args.values:
+        headers.append("value")
+        for row, change in zip(rows, history.changes, strict=True):
+            row.append(value_cell(change.value, VALUE_WIDTH) if change.op == "set" else None)
+    print(f"History of {args.key!r} in {store}: {len(rows)} change(s)")
+    if rows:
+        print(table(headers, rows))
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------------------- replay
+
+
+def _until(text: str) -> tuple[int | None, int | None]:
+    """``--until``: a sequence number (digits) or an ISO 8601 time, as (seq, microseconds)."""
+    if text.strip().isdigit():
+        return int(text), None
+    try:
+        return None, parse_time(text)
+    except ValueError:
+        raise CommandError(
+            f"--until {text!r} is neither a sequence number nor an ISO 8601 time "
+            "(for example 2026-01-31T12:00:00Z)",
+            ExitCode.USAGE,
+        ) from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Rebuild the store as it was at a sequence number or time into a new store folder."""
+    store = require_store(args.store)
+    until_seq, until_us = _until(args.until)
+    outcome = replay_into(store, args.to, until_seq, until_us)
+    point = f"seq {until_seq:,}" if until_seq is not None else iso_timestamp(until_us or 0)
+    if args.json:
+        print(
+            json_document(
+                {
+                    "store": str(store),
+                    "until_seq": until_seq,
+                    "until": None if until_us is None else iso_timestamp(until_us),
+                    "to": str(outcome.target),
+                    "keys": outcome.keys,
+                    "value_bytes": outcome.value_bytes,
+                }
+            )
+        )
+    else:
+        print(
+            f"Rebuilt {store} as of {point} into {outcome.target}: {outcome.keys:,} keys, "
+            f"{human_bytes(outcome.value_bytes)} of values."
+        )
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------------------- dump
+
+_DUMP_HEADERS: Final = ["seq", "time (UTC)", "op", "key", "size", "content type", "file", "offset"]
+
+
+def _dump_rows(lines: Iterator[dict[str, Any]], with_values: bool) -> Iterator[list[Cell] | str]:
+    """Table rows for record lines; problem lines become one ``!! ...`` text line each."""
+    for line in lines:
+        if "error" in line:
+            end = "" if line["end"] < 0 else f"..{line['end']}"
+            yield (
+                f"!! {line['error']}: {line['path']} offset {line['offset']}{end}: {line['reason']}"
+            )
+            continue
+        row: list[Cell] = [
+            line["seq"],
+            line["timestamp"],
+            line["op"],
+            line["key"],
+            line["size"],
+            line["content_type"],
+            line["file"],
+            line["offset"],
+        ]
+        if with_values:
+            value = line.get("value")
+            if line["op"] == "delete":
+                row.append(None)
+            elif value is None:
+                row.append("(None)")
+            else:
+                prefix = "base64:" if line["value_encoding"] == "base64" else ""
+                row.append(value_cell((prefix + value).encode(), VALUE_WIDTH))
+        yield row
+
+
+def _print_dump_table(rows: Iterator[list[Cell] | str], headers: list[str]) -> None:
+    """Print rows a page at a time: the header once, columns as wide as seen so far."""
+    widths: list[int] = []
+    header_done = False
+    while page := list(islice(rows, PAGE)):
+        records = [r for r in page if not isinstance(r, str)]
+        lines, widths = table_lines(headers, records, min_widths=widths)
+        if not header_done and records:
+            print(lines[0])
+            print(lines[1])
+            header_done = True
+        body = iter(lines[2:])
+        for item in page:
+            print(item if isinstance(item, str) else next(body))
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    """Print a store's records (as an open reads them, or its whole history)."""
+    target: Path = args.store
+    if not target.is_file():
+        require_store(target)
+    lines = StoreDump(target, args.values, history=args.history)
+    if args.json:
+        for line in lines:
+            print(json_line(line))
+    else:
+        headers = [*_DUMP_HEADERS, "value"] if args.values else list(_DUMP_HEADERS)
+        _print_dump_table(_dump_rows(iter(lines), args.values), headers)
+    status = lines.status
+    if status is DumpStatus.DAMAGED:
+        print(f"{PROG}: error: corrupt data found in {target} (see the '!!'/error lines)",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.DAMAGED
+    if status is DumpStatus.UNREADABLE:
+        print(f"{PROG}: error: some files of {target} could not be read", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+def _version() -> str:
+    try:
+        return version("logkv")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``logkv`` argument parser, one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and audit a logkv store. Every command takes the store folder.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("store", type=Path, help="the store folder")
+    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = commands.add_parser(
+            name, parents=[common], help=text, description=text, epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add(
+        "stats",
+        cmd_stats,
+        "Keys, live and dead bytes, disk bytes, segments, what the snapshot covers, the "
+        "archive, the last sequence number and where the history starts.",
+    )
+    add(
+        "verify",
+        cmd_verify,
+        "Check every checksum and the hash chain (reporting the first broken link), then read "
+        "back every key and compare the index with the log. Exit 1 on any problem.",
+    )
+    history = add(
+        "history",
+        cmd_history,
+        "Every change of one key, oldest first: sequence number, time, operation, size and "
+        "content type. Says where the history starts when compaction deleted older records.",
+    )
+    history.add_argument("key", help="the key")
+    history.add_argument(
+        "--values", action="store_true", help="show values (UTF-8 text, else base64)"
+    )
+    replay = add(
+        "replay",
+        cmd_replay,
+        "Rebuild the store as it was at a sequence number or a time into a new store folder. "
+        "Exit 2 when compaction (retention delete) removed that part of the history.",
+    )
+    replay.add_argument(
+        "--until",
+        required=True,
+        metavar="SEQ|TIME",
+        help="a sequence number, or an ISO 8601 time (2026-01-31T12:00:00Z; no offset means "
+        "UTC); records at or before it count",
+    )
+    replay.add_argument(
+        "--to",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the new store folder (must not exist, or be empty)",
+    )
+    dump = add(
+        "dump",
+        cmd_dump,
+        "Every record as an open reads it (the snapshot, then the later segments), with "
+        "damaged spots marked. --json prints JSON lines.",
+    )
+    dump.add_argument("--values", action="store_true", help="include values")
+    dump.add_argument(
+        "--history",
+        action="store_true",
+        help="dump the archived and current segments (every record kept) instead",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``logkv``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return run(PROG, lambda: handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
