@@ -1,0 +1,512 @@
+"""The ``logkv`` and ``logkv-compact`` commands, run as their users run them: as subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logkv import Engine
+from logkv.format import FRAME_HEADER_SIZE
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = bytes(range(256)) * 4
+
+
+def run(
+    module: str, *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def logkv(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return run("logkv.cli.main", *args)
+
+
+def compact(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run("logkv.cli.compact", *args, env=env)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_one_clean_error(done: subprocess.CompletedProcess[str], code: int, words: str) -> None:
+    """An expected error: the exit code, one line on stderr that says ``words``, no traceback."""
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, done.stderr
+    assert words in errors[0]
+
+
+@dataclass
+class Model:
+    """What a test wrote: every record (seq, key, value or None for a delete, content type)."""
+
+    records: list[tuple[int, str, bytes | None, str | None]] = field(default_factory=list)
+
+    def state(self, until_seq: int | None = None) -> dict[str, tuple[bytes | None, str | None]]:
+        state: dict[str, tuple[bytes | None, str | None]] = {}
+        for seq, key, value, content_type in self.records:
+            if until_seq is not None and seq > until_seq:
+                break
+            if value is None and content_type == "<delete>":
+                state.pop(key, None)
+            else:
+                state[key] = (value, content_type)
+        return state
+
+
+def fill(store: Path, rounds: int = 6, model: Model | None = None) -> Model:
+    """Overwrites, a delete, binary data and a stored None; small segments so the log rotates."""
+    model = model if model is not None else Model()
+    with Engine.open(store, segment_size=4096) as engine:
+
+        def put(key: str, value: bytes | None, content_type: str | None) -> None:
+            model.records.append((engine.set(key, value, content_type), key, value, content_type))
+
+        put("text", "grüße".encode(), "text/plain; charset=utf-8")
+        put("binary", BINARY, "application/octet-stream")
+        put("nothing", None, "application/json")
+        for r in range(rounds):
+            for i in range(8):
+                put(f"page/{i}", f"<p>round {r} page {i}</p>".encode() * 20, "text/html")
+        engine.delete("page/3")
+        model.records.append((engine.last_seq, "page/3", None, "<delete>"))
+        put("text", b"second version", "text/plain")
+    return model
+
+
+def read_all(store: Path) -> dict[str, tuple[bytes | None, str | None]]:
+    with Engine.open(store, readonly=True) as engine:
+        found = {}
+        for key in engine.keys(None):
+            got = engine.get_with_type(key)
+            assert got is not None
+            found[key] = got
+        return found
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@contextmanager
+def writer_in_child(store: Path) -> Iterator[int]:
+    """A child process that holds ``store``'s writer lock until the block ends; yields its pid."""
+    code = (
+        "import sys\nfrom logkv import Engine\n"
+        "engine = Engine.open(sys.argv[1])\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(store)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield child.pid
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=60)
+
+
+# ---------------------------------------------------------------------------------- stats
+
+
+def test_stats_as_a_table_and_as_json(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store, retention="archive") as engine:
+        engine.compact()
+        engine.set("after", b"compaction")
+        expected = engine.stats()
+    done = logkv("stats", store, "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["keys"] == len(model.state()) + 1 == expected.keys
+    assert figures["last_seq"] == expected.last_seq == len(model.records) + 1
+    assert figures["live_bytes"] == expected.live_bytes
+    assert figures["dead_bytes"] == expected.dead_bytes
+    assert figures["disk_bytes"] == expected.log_bytes
+    assert figures["snapshot_covers"] == expected.snapshot_covers > 0
+    assert figures["segments"] == expected.segments == 1
+    assert figures["archive_segments"] == expected.snapshot_covers
+    archive = store / "archive"
+    assert figures["archive_bytes"] == sum(p.stat().st_size for p in archive.iterdir())
+    assert figures["history_start"] == 1
+
+    table = logkv("stats", store)
+    assert table.returncode == 0, table.stderr
+    rows = dict(line.split("  ", 1) for line in table.stdout.splitlines())
+    assert rows["keys (live records)"].strip() == str(expected.keys)
+    assert rows["last seq"].strip() == str(expected.last_seq)
+    assert rows["snapshot covers"].strip() == f"segments 1..{expected.snapshot_covers}"
+    assert rows["history from"].strip() == "seq 1 (complete)"
+
+
+def test_stats_works_beside_a_live_writer(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with Engine.open(store) as writer:
+        writer.set("a", b"1")
+        writer.set("b", b"2")
+        done = logkv("stats", store, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["keys"] == 2
+
+
+def test_missing_store_and_damaged_store_give_one_clear_line(tmp_path: Path) -> None:
+    assert_one_clean_error(logkv("stats", tmp_path / "nope"), 2, "does not exist")
+    (tmp_path / "empty").mkdir()
+    assert_one_clean_error(logkv("verify", tmp_path / "empty"), 2, "not a logkv store")
+    store = tmp_path / "store"
+    fill(store)
+    first = sorted(store.glob("*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[200] ^= 0xFF  # inside an early record of a segment that is not the last: corruption
+    first.write_bytes(bytes(data))
+    assert_one_clean_error(logkv("stats", store), 1, "corrupt data")
+
+
+# ---------------------------------------------------------------------------------- verify
+
+
+def test_verify_passes_on_a_sound_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store) as engine:
+        engine.compact()  # retention delete: the chain starts from the snapshot's chain head
+        engine.set("after", b"compaction")
+    done = logkv("verify", store, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True and report["problems"] == []
+    assert report["keys_read"] == len(model.state()) + 1
+    assert report["snapshot_records"] == len(model.state())
+    table = logkv("verify", store)
+    assert table.returncode == 0
+    assert "result              OK" in table.stdout
+
+
+def test_verify_reports_the_first_broken_link_of_a_tampered_store(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    victim_seq = next(seq for seq, key, *_ in model.records if key == "page/5")
+    lines = json_lines(logkv("dump", store, "--json").stdout)
+    victim = next(line for line in lines if line["seq"] == victim_seq)
+    path = store / victim["file"]
+    data = bytearray(path.read_bytes())
+    start = victim["offset"]
+    length = FRAME_HEADER_SIZE + int.from_bytes(data[start + 8 : start + 12], "little")
+    body = data[start + FRAME_HEADER_SIZE : start + length]
+    at = body.rindex(b"page 5")
+    data[start + FRAME_HEADER_SIZE + at + 5] = ord("6")  # the record now claims page 6 ...
+    crc = zlib.crc32(data[start + 8 : start + length])  # ... with a forged, matching CRC
+    data[start + 4 : start + 8] = crc.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+    done = logkv("verify", store)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    problems = [line for line in done.stdout.splitlines() if "problem:" in line]
+    assert len(problems) == 1, done.stdout
+    assert f"hash chain broken at sequence {victim_seq} (the first broken link)" in problems[0]
+    assert f"offset {start}" in problems[0]
+    assert "DAMAGED" in done.stdout
+    assert "first broken link" in done.stderr
+    report = json.loads(logkv("verify", store, "--json").stdout)
+    assert report["ok"] is False and len(report["problems"]) == 1
+
+
+# ---------------------------------------------------------------------------------- history
+
+
+def test_history_of_a_key_with_and_without_values(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    expected = [(seq, value) for seq, key, value, _ in model.records if key == "page/3"]
+    done = logkv("history", store, "page/3", "--json")
+    assert done.returncode == 0, done.stderr
+    changes = json_lines(done.stdout)
+    assert [c["seq"] for c in changes] == [seq for seq, _ in expected]
+    assert [c["op"] for c in changes] == ["set"] * (len(expected) - 1) + ["delete"]
+    assert all("value" not in c for c in changes)
+    assert changes[0]["size"] == len(expected[0][1] or b"")
+    assert changes[0]["content_type"] == "text/html"
+    assert changes[-1]["size"] is None
+
+    with_values = json_lines(logkv("history", store, "page/3", "--json", "--values").stdout)
+    assert [c.get("value") for c in with_values[:-1]] == [
+        (v or b"").decode() for _, v in expected[:-1]
+    ]
+    binary = json_lines(logkv("history", store, "binary", "--json", "--values").stdout)
+    assert binary[0]["value_encoding"] == "base64"
+    assert base64.b64decode(binary[0]["value"]) == BINARY
+
+    table = logkv("history", store, "text", "--values")
+    assert table.returncode == 0
+    rows = table.stdout.splitlines()
+    assert rows[0] == f"History of 'text' in {store}: 2 change(s)"
+    assert "value" in rows[1] and "content type" in rows[1]
+    assert "grüße" in rows[3] and "second version" in rows[4]
+
+
+def test_history_reaches_across_a_compaction_with_retention_archive(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store, retention="archive") as engine:
+        engine.compact()
+        seq = engine.set("page/1", b"after compaction", "text/plain")
+    model.records.append((seq, "page/1", b"after compaction", "text/plain"))
+    changes = json_lines(logkv("history", store, "page/1", "--json", "--values").stdout)
+    assert [c["seq"] for c in changes] == [s for s, key, *_ in model.records if key == "page/1"]
+    assert {c["source"] for c in changes[:-1]} == {"archive"}
+    assert changes[-1]["source"] == "log" and changes[-1]["value"] == "after compaction"
+
+
+def test_history_says_where_it_starts_after_retention_delete(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store) as engine:
+        engine.compact()
+        start = engine.last_seq + 1
+        engine.set("page/1", b"after compaction")
+    done = logkv("history", store, "page/1", "--json")
+    assert done.returncode == 0
+    assert f"starts at seq {start:,}" in done.stderr
+    changes = json_lines(done.stdout)
+    last_before = max(s for s, key, *_ in model.records if key == "page/1")
+    assert [(c["seq"], c["source"]) for c in changes] == [
+        (last_before, "snapshot"),
+        (start, "log"),
+    ]
+
+
+# ---------------------------------------------------------------------------------- replay
+
+
+def test_replay_to_a_sequence_number_rebuilds_that_state(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store, retention="archive") as engine:
+        engine.compact()  # the archive keeps the history replayable
+    middle = len(model.records) // 2
+    done = logkv("replay", store, "--until", str(middle), "--to", tmp_path / "then")
+    assert done.returncode == 0, done.stderr
+    assert read_all(tmp_path / "then") == model.state(middle)
+    assert model.state(middle) != model.state()
+
+    refused = logkv("replay", store, "--until", "3", "--to", tmp_path / "then")
+    assert_one_clean_error(refused, 2, "not an empty folder")
+
+
+def test_replay_to_a_time_rebuilds_that_state(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    records = json_lines(logkv("dump", store, "--json").stdout)
+    moment = records[len(records) // 3]["timestamp"]  # ISO 8601 with +00:00
+    included = max(r["seq"] for r in records if r["timestamp"] <= moment)
+    as_z = moment.replace("+00:00", "Z")
+    done = logkv("replay", store, "--until", as_z, "--to", tmp_path / "then", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["keys"] == len(model.state(included))
+    assert read_all(tmp_path / "then") == model.state(included)
+
+
+def test_replay_before_a_deleting_compaction_is_a_clear_gap(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store)
+    with Engine.open(store) as engine:
+        engine.compact()
+    done = logkv("replay", store, "--until", "5", "--to", tmp_path / "then")
+    assert_one_clean_error(done, 2, "compacted away")
+    assert not (tmp_path / "then").exists()
+    bad = logkv("replay", store, "--until", "yesterday", "--to", tmp_path / "then")
+    assert_one_clean_error(bad, 2, "neither a sequence number nor an ISO 8601 time")
+
+
+# ---------------------------------------------------------------------------------- dump
+
+
+def test_dump_as_json_lines_and_as_a_table(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    done = logkv("dump", store, "--json", "--values")
+    assert done.returncode == 0, done.stderr
+    lines = json_lines(done.stdout)
+    assert [line["seq"] for line in lines] == [seq for seq, *_ in model.records]
+    assert lines[0]["value"] == "grüße" and lines[0]["file"] == "00000001.seg"
+    assert lines[2]["value"] is None and lines[2]["size"] == 0
+    table = logkv("dump", store)
+    assert table.returncode == 0
+    rows = table.stdout.splitlines()
+    assert rows[0].split() == ["seq", "time", "(UTC)", "op", "key", "size", "content", "type",
+                               "file", "offset"]  # fmt: skip
+    assert len(rows) == 2 + len(model.records)
+    assert rows[-1].split()[2:4] == ["set", "text"]
+
+
+# ---------------------------------------------------------------------------------- compact
+
+
+def test_compact_dry_run_changes_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store, rounds=12)
+    before = files_of(store)
+    done = compact(store, "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert files_of(store) == before
+    (only,) = report["stores"]
+    assert report["dry_run"] is True and only["status"] == "would compact"
+    assert only["bytes_before"] == sum(len(b) for n, b in before.items() if n != "LOCK")
+    assert only["dead_bytes"] > only["live_bytes"] > 0
+    assert only["live_bytes"] < only["bytes_after"] < only["bytes_before"]
+    table = compact(store, "--dry-run")
+    assert table.returncode == 0
+    assert "Dry run (nothing was changed)" in table.stdout and "would compact" in table.stdout
+    assert files_of(store) == before
+
+
+def test_compact_shrinks_the_store_and_keeps_its_data(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store, rounds=12)
+    data_before = read_all(store)
+    assert data_before == model.state()
+    estimate = json.loads(compact(store, "--dry-run", "--json").stdout)["stores"][0]
+    done = compact(store, "--json", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert "store:" in done.stderr and "rec" in done.stderr  # the bar, forced on a pipe
+    (result,) = json.loads(done.stdout)["stores"]
+    assert result["status"] == "compacted"
+    assert result["bytes_after"] < result["bytes_before"]
+    assert result["records"] == len(model.state())
+    assert result["retired_files"] > 1
+    disk = sum(p.stat().st_size for p in store.iterdir() if p.suffix in (".seg", ".snap"))
+    assert disk == result["bytes_after"]
+    assert abs(estimate["bytes_after"] - result["bytes_after"]) < result["bytes_after"] // 4
+    assert read_all(store) == data_before
+    assert not (store / "archive").exists()  # retention delete by default
+
+    again = compact(store)
+    assert again.returncode == 0
+    assert "nothing to compact" in again.stdout
+
+
+def test_compact_takes_the_retention_from_the_environment(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    model = fill(store)
+    done = compact(store, "--quiet", env={"LOGKV_RETENTION": "archive"})
+    assert done.returncode == 0, done.stderr
+    assert "Retention archive." in done.stdout
+    assert sorted(p.name for p in (store / "archive").iterdir())
+    history = json_lines(logkv("history", store, "page/0", "--json").stdout)
+    assert len(history) == sum(1 for _, key, *_ in model.records if key == "page/0")
+    bad = compact(store, env={"LOGKV_RETENTION": "forever"})
+    assert_one_clean_error(bad, 2, "LOGKV_RETENTION")
+
+
+def test_compact_a_storage_folder_with_two_stores(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    stores = [storage / "key_value_stores" / name for name in ("alpha", "beta")]
+    data = {}
+    for store in stores:
+        fill(store)
+        data[store] = read_all(store)
+    (storage / "request_queues" / "default").mkdir(parents=True)  # not a store: left alone
+    done = compact(storage, "--json", "--retention", "archive")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [s["path"] for s in report["stores"]] == [
+        "key_value_stores/alpha",
+        "key_value_stores/beta",
+    ]
+    assert all(s["status"] == "compacted" for s in report["stores"])
+    assert report["total"]["reclaimed"] == sum(s["reclaimed"] for s in report["stores"]) > 0
+    for store in stores:
+        assert read_all(store) == data[store]
+        assert (store / "archive").is_dir()
+    table = compact(storage)
+    assert "total (2 of 2 stores)" in table.stdout
+
+
+def test_compact_skips_a_store_locked_by_a_running_writer(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    locked, free = storage / "locked", storage / "free"
+    fill(locked)
+    fill(free)
+    locked_files = files_of(locked)
+    with writer_in_child(locked) as pid:
+        done = compact(storage)
+        assert done.returncode == 3
+        assert "Traceback" not in done.stderr
+        assert f"locked: locked by a running writer (process {pid}); not compacted" in done.stderr
+        assert "locked" in done.stdout and "compacted" in done.stdout
+        assert files_of(locked).keys() == locked_files.keys()
+        assert not list(free.glob("00000001.seg"))  # the other store was compacted
+        alone = compact(locked, "--json")
+        assert alone.returncode == 3
+        assert json.loads(alone.stdout)["stores"][0]["status"] == "locked"
+        assert compact(locked, "--dry-run").returncode == 0  # read-only: fine beside a writer
+
+
+def test_help_explains_the_retention_choices() -> None:
+    done = compact("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--retention {delete,archive}" in text
+    assert "delete remove them: the smallest disk footprint" in text
+    assert "history before the snapshot is gone" in text
+    assert "archive move them to the store's archive/ folder" in text
+    assert "'logkv replay' still reach back" in text
+    assert "$LOGKV_RETENTION" in text
+    top = logkv("--help")
+    assert top.returncode == 0
+    for command in ("stats", "verify", "history", "replay", "dump"):
+        assert command in top.stdout
+
+
+@pytest.mark.parametrize("args", [["--retention", "forever"], ["--min-dead-ratio", "2"]])
+def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
+    done = compact(tmp_path, *args)
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+
+
+def test_compact_skips_stores_with_few_dead_bytes(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        for i in range(20):
+            engine.set(f"key/{i}", b"live" * 10)
+        engine.set("key/0", b"overwritten once")
+    before = files_of(store)
+    done = compact(store, "--min-dead-ratio", "0.5", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stores"][0]["status"] == "skipped (few dead bytes)"
+    assert files_of(store) == before
+    done = compact(store, "--min-dead-ratio", "0.01", "--json")
+    assert json.loads(done.stdout)["stores"][0]["status"] == "compacted"
