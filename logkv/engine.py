@@ -60,6 +60,7 @@ from .snapshot import load_snapshot
 log = logging.getLogger("logkv")
 
 _CHUNK: Final = 512
+_REPLAY_ATTEMPTS: Final = 10  # read-only replays racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
@@ -219,7 +220,7 @@ class Engine:
         if not self.readonly:
             for leftover in self.path.glob("*" + TEMP_SUFFIX):
                 leftover.unlink()
-        replayer, scan_end = self._replay()
+        replayer, scan_end = self._replay_settled()
         if replayer.dropped and not self.readonly:
             # Salvage: make the repair stick, so the next open needs no salvage.
             for number in sorted({_segment_of(d.path) for d in replayer.dropped}):
@@ -262,6 +263,24 @@ class Engine:
         self._segments = sum(1 for _, p in segments if p.parent == self.path)
         self._scan_pos = end
         return replayer, end
+
+    def _replay_settled(self) -> tuple[Replayer, int]:
+        """:meth:`_replay`; a read-only store replays again when a writer's compaction retired
+        files while it read them (a file vanished, or the log seemed to have a gap, and the
+        newest snapshot changed meanwhile)."""
+        attempt = 0
+        while True:
+            newest = _newest_covers(self.path)
+            try:
+                return self._replay()
+            except (FileNotFoundError, CorruptionError):
+                attempt += 1
+                if (
+                    not self.readonly
+                    or attempt >= _REPLAY_ATTEMPTS
+                    or _newest_covers(self.path) == newest
+                ):
+                    raise
 
     def _load_snapshot(self, replayer: Replayer) -> int:
         """Seed ``replayer`` from the newest snapshot that loads; return what it covers (0 if
@@ -371,14 +390,18 @@ class Engine:
             if not self.readonly:
                 return 0
             before = self._seq
-            snapshots = list_snapshots(self.path)
-            if snapshots and snapshots[-1][0] > self._covers:
+            if _newest_covers(self.path) > self._covers:
                 self._reload()
             else:
                 try:
                     self._refresh_segments()
                 except FileNotFoundError:  # the writer compacted while we listed the files
                     self._reload()
+                else:
+                    # A compaction that finished meanwhile may have retired segments before
+                    # we listed them (we would have skipped their records): start over.
+                    if _newest_covers(self.path) > self._covers:
+                        self._reload()
             return self._seq - before
 
     def _refresh_segments(self) -> None:
@@ -402,7 +425,7 @@ class Engine:
 
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""
-        replayer, _ = self._replay()
+        replayer, _ = self._replay_settled()
         self._index = SortedDict(replayer.entries)
         self._seq = replayer.last_seq
         self._chain = replayer.chain
@@ -731,6 +754,12 @@ class Engine:
             self._synced = upto
             self._syncing = False
             self._cond.notify_all()
+
+
+def _newest_covers(folder: Path) -> int:
+    """What the newest snapshot in ``folder`` covers (0: there is none)."""
+    snapshots = list_snapshots(folder)
+    return snapshots[-1][0] if snapshots else 0
 
 
 def _segment_of(path: Path) -> int:
