@@ -43,7 +43,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from logkv import Durability, Engine
+from logkv import CorruptionError, Durability, Engine
+from logkv.format import (
+    SEGMENT_HEADER_SIZE,
+    BadFrame,
+    Op,
+    check_segment_header,
+    encode_record,
+    iter_frames,
+)
+from logkv.layout import list_segments
 
 #: The torture's default segment size: small, so that the log rotates every few hundred writes.
 DEFAULT_SEGMENT_SIZE = 256 * 1024
@@ -95,6 +104,24 @@ def _value_size(rng: random.Random) -> int:
     return rng.randint(4097, MAX_VALUE_SIZE)
 
 
+def _value(rng: random.Random) -> bytes | None:
+    """A random value: sometimes None, sometimes bytes that hold whole logkv frames.
+
+    A value that embeds valid frames is the hard case for the torn-tail rule: when its own
+    frame is cut short by a crash, valid-looking frames follow the cut inside its bytes.
+    """
+    roll = rng.random()
+    if roll < 0.03:
+        return None
+    if roll < 0.08:  # say, a crawler that stores a copy of a logkv segment
+        inner = [
+            encode_record(i + 1, 0, Op.SET, f"inner/{i}", None, rng.randbytes(rng.randint(0, 2000)))
+            for i in range(rng.randint(1, 8))
+        ]
+        return rng.randbytes(rng.randint(0, 64)) + b"".join(inner)
+    return rng.randbytes(_value_size(rng))
+
+
 def run_child(
     store: Path, seed: int, durability: str, segment_size: int, compact_rate: float
 ) -> int:
@@ -125,7 +152,7 @@ def run_child(
             engine.delete(key)
         else:
             content_type = rng.choice(_CONTENT_TYPES)
-            value: bytes | None = None if rng.random() < 0.03 else rng.randbytes(_value_size(rng))
+            value = _value(rng)
             digest = None if value is None else hashlib.sha256(value).hexdigest()
             size = 0 if value is None else len(value)
             say(
@@ -139,7 +166,11 @@ def run_child(
                 }
             )
             engine.set(key, value, content_type)
-        say({"t": "ack"})
+        if rng.random() < 0.01:
+            # Written but not yet acknowledged: a kill here leaves a whole record nobody was
+            # told about, which the parent may then cut short (see tear_unacknowledged_tail).
+            time.sleep(rng.uniform(0.0, 0.01))
+        say({"t": "ack", "seq": engine.last_seq})
 
 
 # ---------------------------------------------------------------------------------- parent side
@@ -155,6 +186,7 @@ class Summary:
     compactions: int = 0
     kills_during_compaction: int = 0
     most_segments: int = 0
+    tears: int = 0
     acked_ops: int = 0
     inflight_new: int = 0
     inflight_old: int = 0
@@ -181,6 +213,7 @@ class Outcome:
     ready: bool
     compactions: int = 0
     killed_compacting: bool = False
+    last_acked_seq: int = 0
 
 
 def read_state(engine: Engine) -> dict[str, Value]:
@@ -206,7 +239,7 @@ def parse_messages(lines: Sequence[bytes]) -> Outcome:
     acked: list[tuple[str, State]] = []
     pending: tuple[str, State] | None = None
     ready = compacting = False
-    compactions = 0
+    compactions = last_acked_seq = 0
     for raw in lines:
         if not raw.endswith(b"\n"):
             break
@@ -230,7 +263,8 @@ def parse_messages(lines: Sequence[bytes]) -> Outcome:
                 raise ValueError("the child acknowledged an operation it never announced")
             acked.append(pending)
             pending = None
-    return Outcome(acked, pending, ready, compactions, compacting)
+            last_acked_seq = max(last_acked_seq, message.get("seq", 0))
+    return Outcome(acked, pending, ready, compactions, compacting, last_acked_seq)
 
 
 def check_store(
@@ -374,6 +408,34 @@ def _inject_loss(store: Path, model: dict[str, Value], inflight_key: str | None)
         return "wrote a key the child never wrote"
 
 
+def tear_unacknowledged_tail(store: Path, acked_seq: int, rng: random.Random) -> int:
+    """Cut the newest record short, as a crash half-way through its write would, if it was
+    never acknowledged (its seq is above ``acked_seq``); return the bytes cut (0: none).
+
+    A ``SIGKILL`` rarely lands inside the ``pwrite`` itself, so this makes torn tails of every
+    shape common: cut anywhere from the frame's second byte to its last.
+    """
+    segments = list_segments(store)
+    if not segments:
+        return 0
+    path = segments[-1][1]
+    data = path.read_bytes()
+    if check_segment_header(data[:SEGMENT_HEADER_SIZE], segments[-1][0]) is not None:
+        return 0
+    newest: tuple[int, int, int] | None = None
+    try:
+        for offset, length, fields in iter_frames(data, SEGMENT_HEADER_SIZE, len(data)):
+            newest = (offset, length, fields[0])
+    except BadFrame:
+        return 0  # already torn by the kill
+    if newest is None or newest[2] <= acked_seq:
+        return 0
+    offset, length, _ = newest
+    cut = rng.randint(offset + 1, offset + length - 1)
+    os.truncate(path, cut)
+    return offset + length - cut
+
+
 def torture(
     store: Path,
     rounds: int,
@@ -383,15 +445,21 @@ def torture(
     run_window: float = 0.25,
     max_acks: int = 1000,
     compact_rate: float = 0.002,
+    tear_rate: float = 0.5,
     inject_loss: bool = False,
     progress: IO[str] | None = None,
 ) -> Summary:
-    """Run ``rounds`` kill-and-check rounds on ``store``; return the :class:`Summary`."""
+    """Run ``rounds`` kill-and-check rounds on ``store``; return the :class:`Summary`.
+
+    After a kill, with probability ``tear_rate``, the newest record is cut short if it was not
+    acknowledged (see :func:`tear_unacknowledged_tail`).
+    """
     rng = random.Random(seed)
     summary = Summary()
     started = time.monotonic()
     with Engine.open(store, segment_size=segment_size) as engine:
         model = read_state(engine)  # a store that already holds data is fine
+        acked_seq = engine.last_seq
     for number in range(1, rounds + 1):
         where = f"round {number}"
         outcome = run_round(
@@ -401,6 +469,9 @@ def torture(
         summary.compactions += outcome.compactions
         summary.kills_during_compaction += outcome.killed_compacting
         summary.acked_ops += len(outcome.acked)
+        acked_seq = max(acked_seq, outcome.last_acked_seq)
+        if outcome.inflight is not None and rng.random() < tear_rate:
+            summary.tears += tear_unacknowledged_tail(store, acked_seq, rng) > 0
         for key, state in outcome.acked:
             if state is None:
                 model.pop(key, None)
@@ -411,10 +482,16 @@ def torture(
             note = _inject_loss(store, model, inflight_key)
             if progress is not None:
                 print(f"{where}: injected a loss: {note}", file=progress)
-        with Engine.open(store, segment_size=segment_size) as engine:
+        try:
+            engine = Engine.open(store, segment_size=segment_size)
+        except CorruptionError as exc:
+            summary.problems.append(f"{where}: the store no longer opens: {exc}")
+            break
+        with engine:
             torn = engine.report.torn_tail
             check_store(read_state(engine), model, outcome.inflight, summary, where)
             summary.most_segments = max(summary.most_segments, engine.stats().segments)
+            acked_seq = max(acked_seq, engine.last_seq)
         if torn is not None:
             summary.torn_tails += 1
         if progress is not None:
@@ -426,8 +503,11 @@ def torture(
                 file=progress,
                 flush=True,
             )
-    with Engine.open(store, segment_size=segment_size) as engine:
-        stats = engine.stats()
+    try:
+        with Engine.open(store, segment_size=segment_size) as engine:
+            stats = engine.stats()
+    except CorruptionError:
+        return summary
     summary.keys, summary.segments, summary.log_bytes = stats.keys, stats.segments, stats.log_bytes
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
@@ -442,7 +522,8 @@ def format_summary(summary: Summary, durability: str) -> str:
         f"  acknowledged operations checked: {summary.acked_ops}",
         f"  write in flight at the kill: found new {summary.inflight_new}, found old "
         f"{summary.inflight_old}, old == new {summary.inflight_same}",
-        f"  torn tails cut off on reopen: {summary.torn_tails}",
+        f"  torn tails cut off on reopen: {summary.torn_tails} ({summary.tears} of them made by "
+        "cutting an unacknowledged record short)",
         f"  compactions: {summary.compactions} finished, {summary.kills_during_compaction} "
         "killed part-way",
         f"  store now: {summary.keys} keys, {summary.segments} segments, "
@@ -492,6 +573,13 @@ def _parser() -> argparse.ArgumentParser:
         help="chance per operation that the child compacts the store (default 0.002)",
     )
     parser.add_argument(
+        "--tear-rate",
+        type=float,
+        default=0.5,
+        help="chance per kill of also cutting the unacknowledged newest record short, as a "
+        "crash inside its write would (default 0.5)",
+    )
+    parser.add_argument(
         "--inject-loss",
         action="store_true",
         help="test the checker: delete one acknowledged key before the last check (must fail)",
@@ -534,6 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_window=args.run_window,
             max_acks=args.max_acks,
             compact_rate=args.compact_rate,
+            tear_rate=args.tear_rate,
             inject_loss=args.inject_loss,
             progress=sys.stderr if args.verbose else None,
         )
