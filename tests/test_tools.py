@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -14,7 +15,7 @@ from typing import Any
 import msgpack
 
 from logkv import Engine
-from logkv.format import FRAME_HEADER_SIZE
+from logkv.format import FRAME_HEADER_SIZE, Op, encode_record
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 20
@@ -257,6 +258,31 @@ def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
     assert lines[-1]["error"] == "torn_tail"
     assert (lines[-1]["offset"], lines[-1]["end"]) == (frame_start, frame_start + 100)
     assert len(lines) == 36
+
+
+def test_logdump_and_open_agree_on_a_torn_record_whose_value_holds_frames(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    inner = b"".join(
+        encode_record(i + 1, 0, Op.SET, f"inner/{i}", None, b"x" * 100) for i in range(5)
+    )
+    with Engine.open(store) as engine:
+        engine.set("a", b"1")
+        engine.set("copy-of-a-log", b"prefix" + inner)
+        entry = engine.entry("copy-of-a-log")
+    assert entry is not None
+    segment = store / "00000001.seg"
+    cut = entry[1] + entry[2] + 6 + 400  # past two whole inner frames, inside the third
+    os.truncate(segment, cut)
+    code, lines, _ = logdump(store)
+    assert code == 0
+    assert [line.get("key", line.get("error")) for line in lines] == ["a", "torn_tail"]
+    assert (lines[-1]["offset"], lines[-1]["end"]) == (entry[1], cut)
+    with Engine.open(store, readonly=True) as engine:  # the open draws the same line
+        assert sorted(engine.keys()) == ["a"]
+        assert engine.report.torn_tail is not None
+        assert engine.report.torn_tail.start == entry[1]
 
 
 def test_logdump_on_a_missing_store_fails_cleanly(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ from ..format import (
     next_chain,
 )
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
+from ..replay import _successor  # the torn-tail rule for a cut-short record, shared
 from ..snapshot import load_snapshot
 from .render import iso_timestamp, value_fields
 
@@ -202,8 +203,12 @@ class _Reader:
                     pos = offset + length
                 return
             except BadFrame as bad:
-                reason, at = bad.args[0], bad.args[2]
+                reason, cut_short, at = bad.args
             following = find_next_frame(buf, at, end)
+            if following is not None and cut_short and is_last:
+                # The open's rule: inside a cut-short record only its chained successor counts
+                # (frames stored in its value do not), so such a record is a torn tail.
+                following = _successor(buf, at, following, end)
             stop = end if following is None else following
             kind = "torn_tail" if following is None and is_last else "corruption"
             yield problem_line(kind, path, at, stop, reason)
