@@ -25,10 +25,13 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sortedcontainers import SortedDict
+
 from .errors import CorruptionError, LogKVError
 from .format import SEGMENT_HEADER_SIZE, check_frame
 from .layout import data_file_name
 from .options import Retention
+from .replay import Entry
 from .retire import retire_files
 from .snapshot import SnapshotWriter
 
@@ -107,13 +110,16 @@ def compact(
                     time.perf_counter() - started, watch.longest, ["nothing to compact"],
                 )  # fmt: skip
             engine._compacting = True
-            last_seq, chain = engine._seq, engine._chain
+            engine._frozen, engine._frozen_covers = SortedDict(), covers
+            last_seq, chain, last_us = engine._seq, engine._chain, engine._last_us
             record_bytes_at_rotation = engine._record_bytes
             total = len(engine._index)
     snapshot = SnapshotWriter(engine.path, covers)
     try:
         _copy_live_records(engine, snapshot, covers, watch, progress, total)
-        info = snapshot.finish(last_seq, chain)
+        with engine._mutex:
+            engine._frozen = None
+        info = snapshot.finish(last_seq, chain, last_us)
         _switch_index(engine, snapshot, covers, watch)
         with engine._cond, watch:
             engine._record_bytes = info.record_bytes + (
@@ -129,6 +135,7 @@ def compact(
     finally:
         with engine._cond:
             engine._compacting = False
+            engine._frozen = None
     return CompactionResult(
         engine.path,
         covers,
@@ -155,10 +162,8 @@ def _copy_live_records(
     done = 0
     while True:
         with engine._mutex, watch:
-            index = engine._index
-            keys = index.irange(after, inclusive=(False, True)) if after is not None else index
-            batch = [(key, index[key]) for key in islice(keys, _BATCH)]
-        if not batch:
+            last, batch = _next_batch(engine, after)
+        if last is None:
             return
         for key, entry in batch:
             if entry[0] > covers:
@@ -169,10 +174,35 @@ def _copy_live_records(
             if problem is not None:
                 raise CorruptionError(engine.path / data_file_name(file_id), offset, problem)
             snapshot.add(frame, key, entry)
-        after = batch[-1][0]
+        after = last
         done += len(batch)
         if progress is not None:
             progress(min(done, total), total)
+
+
+def _next_batch(engine: Engine, after: str | None) -> tuple[str | None, list[tuple[str, Entry]]]:
+    """With the lock held: the next keys after ``after``, each with the entry it had at the
+    rotation (a key changed since has that entry in ``engine._frozen``), and the last key
+    looked at (None: no keys left). So the snapshot is the state as of its ``last_seq``."""
+    index, frozen = engine._index, engine._frozen
+    assert frozen is not None
+    keys = list(islice(index.irange(after, None, inclusive=(False, True)), _BATCH))
+    if keys:
+        changed = list(frozen.irange(after, keys[-1], inclusive=(False, True)))
+    else:  # the index has no more keys; keys changed (deleted) since the rotation may remain
+        changed = list(islice(frozen.irange(after, None, inclusive=(False, True)), _BATCH))
+    if changed:
+        keys = sorted(set(keys).union(changed))
+    if not keys:
+        return None, []
+    batch = []
+    for key in keys:
+        entry = frozen.get(key)
+        if entry is None:
+            entry = index.get(key)
+        if entry is not None:
+            batch.append((key, entry))
+    return keys[-1], batch
 
 
 def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch) -> None:

@@ -164,6 +164,11 @@ class Engine:
         self._segments = 0
         self._covers = 0  # segments 1.._covers are in the current snapshot
         self._compacting = False
+        # While compaction copies: the entry each key had at its rotation, for keys changed
+        # since (their entry at or below ``_frozen_covers`` was replaced or deleted).
+        self._frozen: SortedDict[str, Entry] | None = None
+        self._frozen_covers = 0
+        self._last_us = 0  # timestamp of the newest record
         self._scan_segment = 0  # read-only refresh: the segment scanned last ...
         self._scan_pos = 0  # ... and where its valid data ended
         # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
@@ -231,6 +236,7 @@ class Engine:
             self.report = first
         self._index = SortedDict(replayer.entries)
         self._seq = replayer.last_seq
+        self._last_us = replayer.last_timestamp_us
         self._chain = replayer.chain
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
@@ -297,6 +303,7 @@ class Engine:
                 continue
             replayer.entries = entries
             replayer.last_seq = info.last_seq
+            replayer.last_timestamp_us = info.last_us
             replayer.chain = info.chain
             replayer.record_bytes = info.record_bytes
             replayer.live_bytes = info.live_bytes
@@ -670,10 +677,9 @@ class Engine:
             writer = self._writer
             assert writer is not None
             seq = self._seq + 1
+            now_us = _now_ns() // 1000
             try:
-                frame = encode_record(
-                    seq, _now_ns() // 1000, op, key, content_type, value, self._chain
-                )
+                frame = encode_record(seq, now_us, op, key, content_type, value, self._chain)
             except UnicodeEncodeError as exc:
                 raise InvalidKeyError(
                     f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
@@ -682,6 +688,7 @@ class Engine:
             before = writer.number
             number, offset = writer.append(frame)
             self._seq = seq
+            self._last_us = now_us
             self._chain = frame[_CHAIN_START:_CHAIN_STOP]
             if number != before:
                 self._segments += 1
@@ -703,6 +710,8 @@ class Engine:
             old = index.get(key)
             if old is not None:
                 self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+                if self._frozen is not None and old[0] <= self._frozen_covers:
+                    self._frozen[key] = old
             self._record_bytes += length
             if entry is not None:
                 index[key] = entry
@@ -716,6 +725,8 @@ class Engine:
         old = index.get(key)
         if old is not None:
             self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+            if self._frozen is not None and old[0] <= self._frozen_covers:
+                self._frozen[key] = old  # compaction copies the entry as of its rotation
         self._record_bytes += length
         if entry is not None:
             index[key] = entry

@@ -193,7 +193,7 @@ def state_at(
         assert snap is not None
         info = snap[0]
         if (until_seq is not None and until_seq < info.last_seq) or (
-            until_us is not None and until_us < _snapshot_time(info)
+            until_us is not None and until_us < (info.last_us or _snapshot_time(info))
         ):
             raise HistoryGap(
                 f"the history of {folder} before sequence {info.last_seq + 1} was compacted "
@@ -226,7 +226,7 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     covers = int(path.name.split(".")[0])
     _, entries = load_snapshot(path, covers)
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        for _, entry in entries.items():
+        for key, entry in entries.items():
             offset = entry[1]
             length = entry[2] + entry[3] if entry[3] > 0 else entry[2]
             try:
@@ -234,7 +234,11 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
             except BadFrame as bad:
                 raise CorruptionError(path, offset, bad.args[0]) from None
             record = decode_fields(fields)
-            assert isinstance(record, SetRecord)
+            if not isinstance(record, SetRecord) or record.key != key:
+                found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"
+                raise CorruptionError(
+                    path, offset, f"snapshot record holds {found}, its hint says key {key!r}"
+                )
             yield record
 
 

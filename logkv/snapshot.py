@@ -7,8 +7,8 @@ A snapshot ``NNNNNNNN.snap`` holds the state after segments ``1..N`` (``covers =
                        (same framing, checksum and chain value as where they were written)
     hint    block      msgpack [keys, offsets, heads, sizes, type_ids, types]: where each
                        record sits, so that open builds the index without reading values
-    meta    block      msgpack map: covers, last_seq, chain, records, record_bytes, live_bytes,
-                       hint_offset, created_us
+    meta    block      msgpack map: covers, last_seq, chain, last_us (the timestamp of record
+                       last_seq), records, record_bytes, live_bytes, hint_offset, created_us
     tail    16 bytes   u64 offset of the meta block, b"\\x89LKVEND\\n"
 
 A block is ``u32 crc32(body) || u32 length || body``. A snapshot is written to a temp file,
@@ -55,6 +55,7 @@ class SnapshotInfo:
     record_bytes: int
     live_bytes: int
     file_bytes: int
+    last_us: int = 0  # timestamp of record ``last_seq`` (0: unknown)
 
 
 class SnapshotWriter:
@@ -109,8 +110,11 @@ class SnapshotWriter:
             self._type_list[self._type_ids[i]],
         )
 
-    def finish(self, last_seq: int, chain: bytes) -> SnapshotInfo:
-        """Write hint, meta and tail; make the snapshot durable and put it in place."""
+    def finish(self, last_seq: int, chain: bytes, last_us: int = 0) -> SnapshotInfo:
+        """Write hint, meta and tail; make the snapshot durable and put it in place.
+
+        ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
+        (its sequence number, chain value and timestamp)."""
         hint = msgpack.packb(
             [
                 self.keys,
@@ -128,6 +132,7 @@ class SnapshotWriter:
                 "covers": self.covers,
                 "last_seq": last_seq,
                 "chain": chain,
+                "last_us": last_us,
                 "records": len(self.keys),
                 "record_bytes": self.record_bytes,
                 "live_bytes": self.live_bytes,
@@ -153,6 +158,7 @@ class SnapshotWriter:
             self.record_bytes,
             self.live_bytes,
             self._end,
+            last_us,
         )
 
     def abort(self) -> None:
@@ -212,6 +218,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
                 int(meta["record_bytes"]),
                 int(meta["live_bytes"]),
                 size,
+                int(meta.get("last_us", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptionError(

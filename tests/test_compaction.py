@@ -1,0 +1,572 @@
+"""Online compaction and audit history.
+
+* compaction keeps exactly the live state, reclaims dead records and retires (or archives)
+  the covered segments;
+* writers keep writing while it runs (threads), and a write that lands at any step between
+  the rotation and the switch ends up where it belongs;
+* the snapshot is the state as of its sequence number, so history (``state_at``,
+  ``key_history``) stays exact across compactions: complete with retention archive, and with
+  retention delete complete from the snapshot on (``HistoryGap`` before it);
+* ``verify`` is clean on good stores and finds the first broken link of the hash chain when a
+  record was altered and its CRC recomputed, which no checksum can notice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+from logkv import MISSING, Durability, Engine
+from logkv.compaction import CompactionResult, CompactionRunningError
+from logkv.format import FRAME_HEADER_SIZE, SetRecord
+from logkv.history import (
+    HistoryGap,
+    LoggedRecord,
+    iter_log,
+    iter_snapshot_records,
+    key_history,
+    state_at,
+    verify,
+)
+from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
+from logkv.snapshot import SnapshotWriter, load_snapshot
+
+SEGMENT_SIZE = 4096
+Value = tuple[bytes | None, str | None]
+Model = dict[str, Value]
+DELETED = "deleted"
+
+
+def dump(engine: Engine) -> Model:
+    """Every key of an open store with its value and content type, read back from disk."""
+    state: Model = {}
+    for key in engine.keys():
+        found = engine.get_with_type(key)
+        assert found is not None, key
+        state[key] = found
+    return state
+
+
+def as_model(state: dict[str, SetRecord]) -> Model:
+    """``state_at``'s answer in the shape of a model."""
+    return {key: (record.value, record.content_type) for key, record in state.items()}
+
+
+class Recorder:
+    """Writes through an engine and keeps the model as of every sequence number."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.model: Model = {}
+        self.states: list[Model] = [{}]  # states[seq]: the model after record seq
+        self.events: dict[str, list[tuple[int, Value | str]]] = {}
+
+    def set(self, key: str, value: bytes | None, content_type: str | None = None) -> None:
+        seq = self.engine.set(key, value, content_type)
+        assert seq == len(self.states)
+        self.model[key] = (value, content_type)
+        self.states.append(dict(self.model))
+        self.events.setdefault(key, []).append((seq, (value, content_type)))
+
+    def delete(self, key: str) -> None:
+        if self.engine.delete(key):
+            seq = self.engine.last_seq
+            assert seq == len(self.states)
+            del self.model[key]
+            self.states.append(dict(self.model))
+            self.events.setdefault(key, []).append((seq, DELETED))
+        else:
+            assert key not in self.model
+
+    def churn(self, rng: random.Random, ops: int, keys: int = 120) -> None:
+        """Random sets (some of stored None, some large) and deletes over a small key space."""
+        for _ in range(ops):
+            key = f"k/{rng.randrange(keys):04d}"
+            roll = rng.random()
+            if roll < 0.2:
+                self.delete(key)
+            elif roll < 0.25:
+                self.set(key, None, "application/x-none")
+            else:
+                size = rng.choice([0, 3, 40, 200, 900])
+                self.set(key, rng.randbytes(size), rng.choice([None, "text/plain"]))
+
+
+def history_of(records: list[LoggedRecord]) -> list[tuple[int, Value | str]]:
+    """``key_history``'s answer in the shape of :attr:`Recorder.events`."""
+    out: list[tuple[int, Value | str]] = []
+    for logged in records:
+        record = logged.record
+        if isinstance(record, SetRecord):
+            out.append((record.seq, (record.value, record.content_type)))
+        else:
+            out.append((record.seq, DELETED))
+    return out
+
+
+def sample_seqs(last: int, boundaries: list[int], rng: random.Random, count: int = 40) -> list[int]:
+    """Sequence numbers to check: the edges, each boundary and its neighbours, and a sample."""
+    picked = {0, 1, last}
+    for b in boundaries:
+        picked.update({b - 1, b, b + 1})
+    picked.update(rng.sample(range(last + 1), min(count, last + 1)))
+    return sorted(s for s in picked if 0 <= s <= last)
+
+
+# ---------------------------------------------------------------------------- basics
+
+
+@pytest.mark.parametrize("retention", ["delete", "archive"])
+def test_compaction_keeps_the_live_state_and_retires_the_log(
+    tmp_path: Path, retention: str
+) -> None:
+    path = tmp_path / "store"
+    rng = random.Random(1)
+    with Engine.open(path, segment_size=SEGMENT_SIZE, retention=retention) as engine:
+        rec = Recorder(engine)
+        rec.churn(rng, 1500)
+        before = engine.stats()
+        segments_before = [n for n, _ in list_segments(path)]
+        assert before.dead_bytes > 0
+        result = engine.compact()
+        assert isinstance(result, CompactionResult)
+        assert result.retention.value == retention
+        assert result.covers == segments_before[-1]
+        assert result.records == len(rec.model)
+        assert result.retired_files == len(segments_before)
+        assert result.reclaimed > 0
+        assert result.bytes_after == engine.disk_bytes()
+        assert isinstance(result.longest_lock_hold_s, float)
+        assert result.longest_lock_hold_s >= 0
+        assert dump(engine) == rec.model
+        after = engine.stats()
+        assert after.snapshot_covers == result.covers
+        assert after.keys == before.keys
+        assert after.live_bytes == before.live_bytes
+        assert after.dead_bytes < before.dead_bytes
+        assert after.last_seq == before.last_seq
+        # Only the new (empty) active segment is left in the folder.
+        assert [n for n, _ in list_segments(path)] == [result.covers + 1]
+        archived = [n for n, _ in list_segments(path / ARCHIVE_DIR)] if retention == "archive" else []
+        assert archived == (segments_before if retention == "archive" else [])
+        # Nothing more to compact until something is written.
+        again = engine.compact()
+        assert again.snapshot is None
+        assert again.notes == ["nothing to compact"]
+        rec.churn(rng, 50)
+        stats = engine.stats()
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        assert engine.report.clean
+        assert dump(engine) == rec.model
+        reopened = engine.stats()
+        assert (reopened.keys, reopened.live_bytes, reopened.dead_bytes, reopened.last_seq) == (
+            stats.keys,
+            stats.live_bytes,
+            stats.dead_bytes,
+            stats.last_seq,
+        )
+    assert verify(path).ok
+
+
+def test_successive_compactions_with_mixed_retention(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    rng = random.Random(2)
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        for round_, retention in enumerate(["archive", "delete", "archive", "archive", "delete"]):
+            rec.churn(rng, 300)
+            engine.compact(retention=retention)
+            assert len(list_snapshots(path)) == 1  # older snapshots are always removed
+            assert dump(engine) == rec.model, round_
+            with Engine.open(path, readonly=True) as reader:
+                assert dump(reader) == rec.model
+    with Engine.open(path) as engine:
+        assert dump(engine) == rec.model
+    assert verify(path).ok
+
+
+def test_compaction_progress_and_readonly_refusal(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        for i in range(1300):
+            engine.set(f"k{i:05d}", b"v")
+        calls: list[tuple[int, int]] = []
+        engine.compact(progress=lambda done, total: calls.append((done, total)))
+        assert calls
+        assert calls[-1] == (1300, 1300)
+        assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+        with Engine.open(path, readonly=True) as reader:
+            with pytest.raises(Exception, match="read-only"):
+                reader.compact()
+
+
+def test_a_second_compaction_at_the_same_time_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        for i in range(600):
+            engine.set(f"k{i:05d}", b"v" * 20)
+        seen: list[BaseException] = []
+        original = SnapshotWriter.add
+
+        def add_and_try_again(self: SnapshotWriter, frame: bytes, key: str, entry: object) -> int:
+            if not seen:
+                try:
+                    engine.compact()
+                except CompactionRunningError as exc:
+                    seen.append(exc)
+            return original(self, frame, key, entry)  # type: ignore[arg-type]
+
+        patch = pytest.MonkeyPatch()
+        patch.setattr(SnapshotWriter, "add", add_and_try_again)
+        try:
+            engine.compact()
+        finally:
+            patch.undo()
+        assert len(seen) == 1
+        assert len(engine) == 600
+
+
+# ---------------------------------------------------------------------------- writes meanwhile
+
+
+def test_writes_at_every_step_of_a_compaction_land_where_they_belong(tmp_path: Path) -> None:
+    """Deterministic interleaving: writes during the copy and between install and switch."""
+    path = tmp_path / "store"
+    patch = pytest.MonkeyPatch()
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        for i in range(2000):
+            rec.set(f"k{i:05d}", f"v{i}".encode(), "text/plain")
+        rec.delete("k00007")
+        rotation_seq = engine.last_seq
+        calls = {"add": 0}
+        original_add, original_finish = SnapshotWriter.add, SnapshotWriter.finish
+
+        def add(self: SnapshotWriter, frame: bytes, key: str, entry: object) -> int:
+            calls["add"] += 1
+            if calls["add"] == 1:  # the first batch has been read; later ones have not
+                rec.set("k00000", b"copied already, changed now")
+                rec.set("k00100", b"in the batch being copied")
+                rec.set("k01500", b"not read yet, changed now")
+                rec.delete("k01600")  # not read yet, deleted now
+                rec.set("k01600", b"and written again")
+                rec.delete("k01700")
+                rec.set("a-new-key", b"before every other key")
+                rec.set("zz-new-key", b"after every other key")
+            return original_add(self, frame, key, entry)  # type: ignore[arg-type]
+
+        def finish(self: SnapshotWriter, last_seq: int, chain: bytes, *args: object) -> object:
+            # Between the copy and the switch: these keys were copied with older values.
+            rec.set("k00005", b"changed before the switch")
+            rec.delete("k00006")
+            return original_finish(self, last_seq, chain, *args)  # type: ignore[arg-type]
+
+        patch.setattr(SnapshotWriter, "add", add)
+        patch.setattr(SnapshotWriter, "finish", finish)
+        try:
+            result = engine.compact()
+        finally:
+            patch.undo()
+        assert dump(engine) == rec.model
+        rec.set("after", b"compaction")
+        assert dump(engine) == rec.model
+    assert result.snapshot is not None
+    # The snapshot holds exactly the state as of the rotation, whatever was written meanwhile.
+    info, entries = load_snapshot(result.snapshot, result.covers)
+    assert info.last_seq == rotation_seq
+    snapshot_state = {r.key: (r.value, r.content_type) for r in iter_snapshot_records(info.path)}
+    assert snapshot_state == rec.states[rotation_seq]
+    assert set(entries) == set(rec.states[rotation_seq])
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        assert dump(engine) == rec.model
+    for seq in range(rotation_seq, len(rec.states)):
+        assert as_model(state_at(path, until_seq=seq)) == rec.states[seq], seq
+    with pytest.raises(HistoryGap):
+        state_at(path, until_seq=rotation_seq - 1)
+
+
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+def test_writers_keep_writing_while_compaction_runs(tmp_path: Path, durability: Durability) -> None:
+    path = tmp_path / "store"
+    writers, ops = (3, 2500) if durability is Durability.PROCESS else (3, 400)
+    engine = Engine.open(path, segment_size=64 * 1024, durability=durability)
+    for i in range(15000):  # enough live records that each compaction takes a while
+        engine.set(f"base/{i:06d}", b"b" * 30)
+    if durability is Durability.FSYNC:
+        engine.sync()
+    models: list[Model] = [{} for _ in range(writers)]
+    results: list[CompactionResult] = []
+    errors: list[BaseException] = []
+    writing = threading.Event()
+    done = threading.Event()
+
+    def write(n: int) -> None:
+        rng = random.Random(n)
+        model = models[n]
+        try:
+            writing.set()
+            for i in range(ops):
+                key = f"w{n}/{rng.randrange(300):04d}"
+                if rng.random() < 0.2:
+                    assert engine.delete(key) == (key in model)
+                    model.pop(key, None)
+                else:
+                    value = f"{n}:{i}".encode() * rng.randint(0, 6)
+                    engine.set(key, value, "text/plain")
+                    model[key] = (value, "text/plain")
+                if i % 50 == 0:  # reads of own keys see own writes at once
+                    probe = f"w{n}/{rng.randrange(300):04d}"
+                    expected = model.get(probe)
+                    assert engine.get(probe) == (MISSING if expected is None else expected[0])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def compact() -> None:
+        writing.wait()
+        retention = ["delete", "archive"]
+        try:
+            while not done.is_set():
+                results.append(engine.compact(retention=retention[len(results) % 2]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    compactor = threading.Thread(target=compact)
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    compactor.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    compactor.join()
+    assert errors == []
+    results.append(engine.compact())
+    assert len(results) >= 2
+    for result in results:
+        assert isinstance(result.longest_lock_hold_s, float)
+        assert result.longest_lock_hold_s >= 0
+    expected: Model = {f"base/{i:06d}": (b"b" * 30, None) for i in range(15000)}
+    for model in models:
+        expected.update(model)
+    assert dump(engine) == expected
+    engine.close()
+    with Engine.open(path) as reopened:
+        assert reopened.report.clean
+        assert dump(reopened) == expected
+    report = verify(path)
+    assert report.ok, report.problems
+
+
+# ---------------------------------------------------------------------------- history
+
+
+def test_history_is_complete_across_compactions_with_archive(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    rng = random.Random(3)
+    boundaries: list[int] = []
+    with Engine.open(path, segment_size=SEGMENT_SIZE, retention="archive") as engine:
+        rec = Recorder(engine)
+        for _ in range(4):
+            rec.churn(rng, 250, keys=60)
+            engine.compact()
+            boundaries.append(engine.last_seq)
+        rec.churn(rng, 100, keys=60)
+    engine = Engine.open(path, segment_size=SEGMENT_SIZE, retention="archive")
+    rec.engine = engine
+    rec.churn(rng, 100, keys=60)
+    engine.compact()
+    boundaries.append(engine.last_seq)
+    rec.churn(rng, 30, keys=60)
+    # Read beside the live writer: history needs no lock.
+    last = len(rec.states) - 1
+    for seq in sample_seqs(last, boundaries, rng):
+        assert as_model(state_at(path, until_seq=seq)) == rec.states[seq], seq
+    for key in [*rng.sample(sorted(rec.events), 12), "k/0000", "never-written"]:
+        assert history_of(key_history(path, key)) == rec.events.get(key, []), key
+    assert [logged.record.seq for logged in iter_log(path)] == list(range(1, last + 1))
+    report = verify(path)
+    assert report.ok, report.problems
+    assert report.chain_checked == last
+    engine.close()
+
+
+def test_history_with_retention_delete_starts_at_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    rng = random.Random(4)
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(rng, 400, keys=50)
+        engine.compact(retention="archive")  # history so far is kept ...
+        rec.churn(rng, 300, keys=50)
+        engine.compact()  # ... until a compaction deletes what it covers
+        gap = engine.last_seq
+        rec.churn(rng, 200, keys=50)
+        last = engine.last_seq
+    for seq in sample_seqs(last, [gap], rng):
+        if seq < gap:
+            with pytest.raises(HistoryGap):
+                state_at(path, until_seq=seq)
+        else:
+            assert as_model(state_at(path, until_seq=seq)) == rec.states[seq], seq
+    # key_history lists the records still in the log: those after the snapshot.
+    for key in sorted(rec.events):
+        expected = [event for event in rec.events[key] if event[0] > gap]
+        assert history_of(key_history(path, key)) == expected, key
+    report = verify(path)
+    assert report.ok, report.problems
+    assert report.chain_checked == last - gap  # chained on from the snapshot's chain value
+
+
+def test_state_at_a_time_is_exact_or_a_gap_never_wrong(tmp_path: Path) -> None:
+    """``until_us`` before the snapshot's last record must not be answered from the snapshot:
+    a record it folded in (an overwrite, a delete) may come after that time."""
+    path = tmp_path / "store"
+    with Engine.open(path) as engine:
+        rec = Recorder(engine)
+        rec.set("a", b"1")
+        rec.set("b", b"2")
+        rec.set("c", b"3")
+        rec.delete("b")  # the snapshot will not show b at all
+        rec.set("c", b"4")
+        times = [logged.record.timestamp_us for logged in iter_log(path)]
+        engine.compact()
+        rec.set("d", b"5")
+        times.append(next(iter(key_history(path, "d"))).record.timestamp_us)
+
+    def prefix_state(until_us: int) -> Model:
+        seq = 0
+        while seq < len(times) and times[seq] <= until_us:
+            seq += 1
+        return rec.states[seq]
+
+    answered = 0
+    for moment in sorted({t + d for t in times for d in (-1, 0, 1)}):
+        try:
+            got = as_model(state_at(path, until_us=moment))
+        except HistoryGap:
+            assert moment < times[4]  # only before the snapshot's last record
+            continue
+        assert got == prefix_state(moment), moment
+        answered += 1
+    assert answered >= 3  # the snapshot's moment and everything after it are answered
+
+
+def test_verify_is_clean_on_good_stores(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    fresh, compacted = tmp_path / "fresh", tmp_path / "compacted"
+    with Engine.open(fresh, segment_size=SEGMENT_SIZE) as engine:
+        Recorder(engine).churn(rng, 500)
+        written = engine.last_seq
+    report = verify(fresh)
+    assert report.ok, report.problems
+    assert report.records == report.chain_checked == written
+    with Engine.open(compacted, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(rng, 500)
+        engine.compact(retention="archive")
+        rec.churn(rng, 100)
+        engine.compact()
+        at_snapshot = engine.last_seq
+        rec.churn(rng, 100)
+        written = engine.last_seq
+    report = verify(compacted)
+    assert report.ok, report.problems
+    assert report.snapshot_records == len(rec.states[at_snapshot])
+    assert report.chain_checked == written - at_snapshot
+
+
+def rewrite_record(path: Path, offset: int, new_body: bytes, chain: bytes | None = None) -> None:
+    """Replace the body of the frame at ``offset`` (same length) and recompute its CRC, as a
+    tamperer would; optionally also replace its chain value."""
+    data = bytearray(path.read_bytes())
+    _, _, length = struct.unpack_from("<4sII", data, offset)
+    assert len(new_body) == length
+    if chain is not None:
+        data[offset + 12 : offset + 28] = chain
+    data[offset + FRAME_HEADER_SIZE : offset + FRAME_HEADER_SIZE + length] = new_body
+    crc = zlib.crc32(bytes(data[offset + 8 : offset + FRAME_HEADER_SIZE + length]))
+    struct.pack_into("<I", data, offset + 4, crc)
+    path.write_bytes(bytes(data))
+
+
+def _find(path: Path, seq: int) -> LoggedRecord:
+    return next(logged for logged in iter_log(path) if logged.record.seq == seq)
+
+
+@pytest.mark.parametrize("archived", [False, True])
+def test_verify_finds_the_first_broken_link_of_a_tampered_record(
+    tmp_path: Path, archived: bool
+) -> None:
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        for i in range(400):
+            engine.set(f"account/{i % 40:03d}", f"balance={i:05d}".encode())
+        if archived:
+            engine.compact(retention="archive")
+            engine.set("after", b"compaction")
+    victim, second = _find(path, 123), _find(path, 321)
+    body = victim.path.read_bytes()[
+        victim.offset + FRAME_HEADER_SIZE : victim.offset + victim.length
+    ]
+    assert b"balance=00122" in body
+    rewrite_record(victim.path, victim.offset, body.replace(b"balance=00122", b"balance=99999"))
+    body2 = second.path.read_bytes()[
+        second.offset + FRAME_HEADER_SIZE : second.offset + second.length
+    ]
+    rewrite_record(second.path, second.offset, body2.replace(b"balance=00320", b"balance=00000"))
+
+    # The CRCs are right, so a strict open accepts the forgery ...
+    with Engine.open(path, readonly=True) as reader:
+        assert reader.report.clean
+        assert reader.get("account/002") is not None
+    # ... the chain does not.
+    report = verify(path)
+    assert not report.ok
+    assert report.problems is not None
+    chain_problems = [p for p in report.problems if "hash chain" in p]
+    assert len(chain_problems) == 1  # the first broken link only
+    assert "sequence 123 " in chain_problems[0]
+    assert str(victim.path) in chain_problems[0]
+    assert report.chain_checked == 122
+
+
+def test_verify_catches_a_forgery_that_also_rewrote_its_own_chain_value(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Engine.open(path) as engine:
+        for i in range(50):
+            engine.set(f"k{i}", f"value {i:03d}".encode())
+    victim = _find(path, 20)
+    previous = _find(path, 19).chain
+    data = victim.path.read_bytes()
+    body = data[victim.offset + FRAME_HEADER_SIZE : victim.offset + victim.length]
+    forged = body.replace(b"value 019", b"value 666")
+    chain = hashlib.sha256(previous + forged).digest()[:16]
+    rewrite_record(victim.path, victim.offset, forged, chain=chain)
+    report = verify(path)
+    assert report.problems is not None
+    assert len(report.problems) == 1
+    assert "sequence 21 " in report.problems[0]  # the next record no longer chains on
+
+
+def test_verify_catches_a_snapshot_record_swapped_for_another_key(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with Engine.open(path) as engine:
+        engine.set("b", b"beta")
+        engine.set("c", b"gamma")
+        result = engine.compact()
+        entry = engine.entry("b")
+    assert result.snapshot is not None and entry is not None
+    assert verify(path).ok
+    data = result.snapshot.read_bytes()
+    body = data[entry[1] + FRAME_HEADER_SIZE : entry[1] + entry[2] + entry[3]]
+    rewrite_record(result.snapshot, entry[1], body.replace(b"\xa1b", b"\xa1c"))
+    report = verify(path)
+    assert not report.ok
+    assert report.problems is not None
+    assert any("'c'" in p and "'b'" in p for p in report.problems)
