@@ -119,7 +119,7 @@ def compact(
         _copy_live_records(engine, snapshot, covers, watch, progress, total)
         with engine._mutex:
             engine._frozen = None
-        info = snapshot.finish(last_seq, chain, last_us)
+        info = snapshot.finish(last_seq, chain, last_us, retention.value)
         _switch_index(engine, snapshot, covers, watch)
         with engine._cond, watch:
             engine._record_bytes = info.record_bytes + (

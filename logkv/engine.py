@@ -163,6 +163,7 @@ class Engine:
         self._live_bytes = 0
         self._segments = 0
         self._covers = 0  # segments 1.._covers are in the current snapshot
+        self._snapshot_retention = retention  # how the compaction that wrote it retires
         self._compacting = False
         # While compaction copies: the entry each key had at its rotation, for keys changed
         # since (their entry at or below ``_frozen_covers`` was replaced or deleted).
@@ -307,6 +308,7 @@ class Engine:
             replayer.chain = info.chain
             replayer.record_bytes = info.record_bytes
             replayer.live_bytes = info.live_bytes
+            self._snapshot_retention = Retention(info.retention)
             replayer.content_types.update((t, t) for t in {e[4] for e in entries.values()})
             self._covers = covers
             if self.readonly:
@@ -348,7 +350,7 @@ class Engine:
     def _retire_stale(self) -> None:
         """After a crash between a snapshot's install and its cleanup: retire what the newest
         snapshot covers, set damaged snapshots aside, remove older snapshots."""
-        retire_files(self.path, self._covers, self.retention)
+        retire_files(self.path, self._covers, self._snapshot_retention)
         if self.report.damaged_snapshots:
             self._restore_archived()
         for exc in self.report.damaged_snapshots:

@@ -223,6 +223,7 @@ def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[
                         type(fields) is tuple
                         and len(fields) == 6
                         and type(fields[0]) is int
+                        and type(fields[1]) is int
                         and type(fields[3]) is str
                         and (
                             (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))

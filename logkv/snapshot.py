@@ -56,6 +56,9 @@ class SnapshotInfo:
     live_bytes: int
     file_bytes: int
     last_us: int = 0  # timestamp of record ``last_seq`` (0: unknown)
+    #: The retention the compaction that wrote it used; an open that finishes an interrupted
+    #: compaction retires the covered segments the same way.
+    retention: str = "delete"
 
 
 class SnapshotWriter:
@@ -110,7 +113,9 @@ class SnapshotWriter:
             self._type_list[self._type_ids[i]],
         )
 
-    def finish(self, last_seq: int, chain: bytes, last_us: int = 0) -> SnapshotInfo:
+    def finish(
+        self, last_seq: int, chain: bytes, last_us: int = 0, retention: str = "delete"
+    ) -> SnapshotInfo:
         """Write hint, meta and tail; make the snapshot durable and put it in place.
 
         ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
@@ -118,10 +123,10 @@ class SnapshotWriter:
         hint = msgpack.packb(
             [
                 self.keys,
-                self.offsets.tobytes(),
-                self._heads.tobytes(),
-                self._sizes.tobytes(),
-                self._type_ids.tobytes(),
+                _le_bytes(self.offsets),
+                _le_bytes(self._heads),
+                _le_bytes(self._sizes),
+                _le_bytes(self._type_ids),
                 list(self._types),
             ]
         )
@@ -138,6 +143,7 @@ class SnapshotWriter:
                 "live_bytes": self.live_bytes,
                 "hint_offset": hint_offset,
                 "created_us": time.time_ns() // 1000,
+                "retention": retention,
             }
         )
         meta_offset = self._end
@@ -159,6 +165,7 @@ class SnapshotWriter:
             self.live_bytes,
             self._end,
             last_us,
+            retention,
         )
 
     def abort(self) -> None:
@@ -171,6 +178,22 @@ class SnapshotWriter:
         self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))
         self._file.write(body)
         self._end += BLOCK_HEADER.size + len(body)
+
+
+def _le_bytes(column: array[int]) -> bytes:
+    """A column's bytes in little-endian order, whatever this machine's order is."""
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _le_column(typecode: str, raw: bytes) -> array[int]:
+    """A column read back from little-endian bytes (item sizes: Q/q 8 bytes, I 4 bytes)."""
+    column = array(typecode, raw)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column
 
 
 def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
@@ -219,6 +242,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
                 int(meta["live_bytes"]),
                 size,
                 int(meta.get("last_us", 0)),
+                str(meta.get("retention", "delete")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptionError(
@@ -228,8 +252,8 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
         hint = _read_block(path, file.read(meta_offset - hint_offset), 0, "hint")
     try:
         keys, offsets_raw, heads_raw, sizes_raw, type_ids_raw, types = hint
-        offsets, heads = array("Q", offsets_raw), array("I", heads_raw)
-        sizes, type_ids = array("q", sizes_raw), array("I", type_ids_raw)
+        offsets, heads = _le_column("Q", offsets_raw), _le_column("I", heads_raw)
+        sizes, type_ids = _le_column("q", sizes_raw), _le_column("I", type_ids_raw)
         if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
             raise ValueError("columns differ in length")
         content_types = [t if t is None else sys.intern(t) for t in types]
