@@ -1,0 +1,424 @@
+"""Values and content types: inference, encoding to bytes, decoding back, file extensions.
+
+The engine stores bytes and a content type; this module turns Python values into those and back,
+so that every value comes back exactly as it went in:
+
+================================  ===================================  ======================
+value given                       content type (inferred when None)    value returned
+================================  ===================================  ======================
+``dict``, ``list``, ``int``,      ``application/json; charset=utf-8``  an equal JSON value
+``float``, ``bool`` (JSON)        (or any ``*/json``, ``*/*+json``)    (tuples come back as
+                                                                       lists)
+``str``                           ``text/plain; charset=utf-8``        ``str``
+                                  (or any other type)
+``bytes``, ``bytearray``,         ``application/octet-stream``         ``bytes``
+``memoryview``                    (or any other type)
+================================  ===================================  ======================
+
+A value that cannot be stored under its content type raises :class:`TypeError` and nothing is
+written: a ``dict`` under ``text/plain``, a ``set``, a ``datetime``, a float NaN, a ``dict`` with
+non-string keys, a string that its charset cannot encode. logkv never stores ``str(value)`` in
+place of a value.
+
+How a value is decoded follows from its content type: JSON types are parsed, ``text/*`` is
+decoded with its charset, anything else is returned as ``bytes``. When the Python type given
+differs from that default (``bytes`` under ``text/html``, ``str`` under ``image/svg+xml``), the
+stored content type carries one extra parameter, ``x-logkv-value=bytes`` or ``x-logkv-value=str``,
+which :func:`public_content_type` strips again: users never see it.
+
+JSON is written compactly (UTF-8, no spaces) and read with orjson. A value holding integers
+beyond 64 bits, which orjson can neither write nor read exactly, is written by the standard
+library and marked ``x-logkv-value=bigint`` so that it is read back by the standard library too,
+exactly. (JSON that other tools wrote straight through the engine carries no such mark: integers
+beyond 64 bits in it are read as floats. Write values through :func:`encode` to keep them exact.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import mimetypes
+import re
+from typing import Any, Final
+
+import orjson
+
+from .errors import LogKVError
+
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
+BINARY_CONTENT_TYPE: Final = "application/octet-stream"
+
+#: The parameter that records a Python type differing from the content type's default.
+MARKER_PARAM: Final = "x-logkv-value"
+_AS_BYTES: Final = f"; {MARKER_PARAM}=bytes"
+_AS_STR: Final = f"; {MARKER_PARAM}=str"
+_AS_BIGINT: Final = f"; {MARKER_PARAM}=bigint"
+
+_DECODE_JSON: Final = 1
+_DECODE_TEXT: Final = 2
+_DECODE_BYTES: Final = 3
+_DECODE_EXACT_JSON: Final = 4
+
+_orjson_dumps = orjson.dumps
+_orjson_loads = orjson.loads
+_isfinite = math.isfinite
+_CHARSET: Final = re.compile(r";\s*charset\s*=\s*\"?([^\s;\"]+)", re.IGNORECASE)
+
+#: Extensions of common content types (the standard library's table covers the rest).
+_EXTENSIONS: Final = {
+    "application/json": "json",
+    "application/ld+json": "jsonld",
+    "application/octet-stream": "bin",
+    "application/pdf": "pdf",
+    "application/xml": "xml",
+    "application/javascript": "js",
+    "application/x-ndjson": "ndjson",
+    "application/gzip": "gz",
+    "application/zip": "zip",
+    "text/plain": "txt",
+    "text/html": "html",
+    "text/css": "css",
+    "text/csv": "csv",
+    "text/markdown": "md",
+    "text/xml": "xml",
+    "text/javascript": "js",
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/svg+xml": "svg",
+    "image/avif": "avif",
+}
+_MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: same answer on every host
+
+#: Decoding rule of each stored content type seen so far (content types repeat a lot).
+_RULES: dict[str, tuple[int, str]] = {}
+_RULES_LIMIT: Final = 4096
+
+
+class ValueDecodeError(LogKVError, ValueError):
+    """Stored bytes do not parse under their content type (written by something else)."""
+
+
+# ------------------------------------------------------------------ content types
+
+
+def infer_content_type(value: object) -> str:
+    """The content type logkv stores ``value`` under when none is given.
+
+    ``bytes``-like → ``application/octet-stream``; ``str`` → ``text/plain; charset=utf-8``;
+    ``dict``, ``list``, ``tuple``, ``int``, ``float``, ``bool`` → ``application/json;
+    charset=utf-8``. Anything else raises :class:`TypeError`: say what it is with
+    ``content_type`` (and give bytes), or convert it to one of those types.
+
+    >>> infer_content_type({"a": 1})
+    'application/json; charset=utf-8'
+    >>> infer_content_type(b"\\x89PNG")
+    'application/octet-stream'
+    """
+    kind = type(value)
+    if kind is dict or kind is list:
+        return JSON_CONTENT_TYPE
+    if kind is str:
+        return TEXT_CONTENT_TYPE
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        return BINARY_CONTENT_TYPE
+    if kind is int or kind is float or kind is bool or kind is tuple:
+        return JSON_CONTENT_TYPE
+    if isinstance(value, dict | list):
+        return JSON_CONTENT_TYPE
+    raise TypeError(
+        f"cannot infer a content type for a {kind.__name__} value: store a dict, list, number, "
+        "bool, str or bytes, or pass content_type= with the value encoded as bytes or str"
+    )
+
+
+def check_content_type(content_type: object) -> str:
+    """Return ``content_type`` if it is a usable MIME type (``type/subtype[; params]``)."""
+    if not isinstance(content_type, str):
+        raise TypeError(f"content_type must be a str, got {type(content_type).__name__}")
+    main = content_type.split(";", 1)[0].strip()
+    if "/" not in main or main.startswith("/") or main.endswith("/") or " " in main:
+        raise ValueError(f"content_type {content_type!r} is not a MIME type like 'text/html'")
+    if MARKER_PARAM in content_type.lower():
+        raise ValueError(f"content_type must not carry logkv's own {MARKER_PARAM!r} parameter")
+    return content_type
+
+
+def base_type(content_type: str) -> str:
+    """The ``type/subtype`` of a content type, lower-cased, without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json_type(content_type: str) -> bool:
+    """True for ``application/json`` and every ``*/*+json`` or ``*/json`` type."""
+    main = base_type(content_type)
+    return main.endswith(("/json", "+json"))
+
+
+def public_content_type(stored: str | None) -> str:
+    """The content type to show users: the stored one without logkv's marker parameter."""
+    if stored is None:
+        return BINARY_CONTENT_TYPE
+    if stored.endswith(_AS_BYTES):
+        return stored[: -len(_AS_BYTES)]
+    if stored.endswith(_AS_STR):
+        return stored[: -len(_AS_STR)]
+    if stored.endswith(_AS_BIGINT):
+        return stored[: -len(_AS_BIGINT)]
+    return stored
+
+
+def extension_for(content_type: str | None) -> str:
+    """A file extension (without the dot) for a content type; ``bin`` when none is known.
+
+    >>> extension_for("application/json; charset=utf-8")
+    'json'
+    >>> extension_for("image/jpeg")
+    'jpg'
+    """
+    main = base_type(public_content_type(content_type))
+    known = _EXTENSIONS.get(main)
+    if known is not None:
+        return known
+    if main.endswith("+json"):
+        return "json"
+    if main.endswith("+xml"):
+        return "xml"
+    guessed = _MIMETYPES.guess_extension(main, strict=False)
+    return guessed[1:] if guessed else "bin"
+
+
+def _charset(content_type: str) -> str:
+    match = _CHARSET.search(content_type)
+    if match is None:
+        return "utf-8"
+    name = match.group(1)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise ValueError(
+            f"content_type {content_type!r} names an unknown charset {name!r}"
+        ) from None
+
+
+def _rule(stored: str) -> tuple[int, str]:
+    """``(decoding rule, charset)`` of a stored content type (cached: types repeat)."""
+    rule = _RULES.get(stored)
+    if rule is not None:
+        return rule
+    if stored.endswith(_AS_BYTES):
+        rule = (_DECODE_BYTES, "")
+    elif stored.endswith(_AS_STR):
+        rule = (_DECODE_TEXT, _charset(stored[: -len(_AS_STR)]))
+    elif stored.endswith(_AS_BIGINT):
+        rule = (_DECODE_EXACT_JSON, "")
+    elif is_json_type(stored):
+        rule = (_DECODE_JSON, "")
+    elif base_type(stored).startswith("text/"):
+        rule = (_DECODE_TEXT, _charset(stored))
+    else:
+        rule = (_DECODE_BYTES, "")
+    if len(_RULES) >= _RULES_LIMIT:
+        _RULES.clear()
+    _RULES[stored] = rule
+    return rule
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def encode(value: object, content_type: str | None = None) -> tuple[bytes, str]:
+    """``(bytes to store, content type to store)`` for ``value``; see the module docstring.
+
+    Raises :class:`TypeError` when ``value`` cannot be stored under ``content_type`` (nothing
+    is written then) and :class:`ValueError` for a malformed ``content_type``.
+
+    >>> encode({"n": 1})
+    (b'{"n":1}', 'application/json; charset=utf-8')
+    >>> encode(b"<p>", "text/html")
+    (b'<p>', 'text/html; x-logkv-value=bytes')
+    """
+    if content_type is None:
+        kind = type(value)
+        if kind is dict or kind is list:  # the common case first, without further checks
+            data, exact = _encode_json(value)
+            return data, JSON_CONTENT_TYPE if exact else JSON_CONTENT_TYPE + _AS_BIGINT
+        content_type = infer_content_type(value)
+    cached = _RULES.get(content_type)
+    if cached is None or MARKER_PARAM in content_type:
+        check_content_type(content_type)
+        cached = _rule(content_type)
+    rule, charset = cached
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return data, content_type if rule == _DECODE_BYTES else content_type + _AS_BYTES
+    if rule == _DECODE_JSON:
+        data, exact = _encode_json(value)
+        return data, content_type if exact else content_type + _AS_BIGINT
+    if isinstance(value, str):
+        if rule == _DECODE_TEXT:
+            return _encode_text(value, charset, content_type), content_type
+        return _encode_text(value, "utf-8", content_type), content_type + _AS_STR
+    raise TypeError(
+        f"a {type(value).__name__} value cannot be stored as {content_type!r}: give bytes or str "
+        "for this content type, or use a JSON content type for JSON values (logkv never stores "
+        "str(value) in place of a value)"
+    )
+
+
+def _encode_text(value: str, charset: str, content_type: str) -> bytes:
+    try:
+        return value.encode(charset)
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            f"the text cannot be stored as {content_type!r}: {charset} cannot encode it "
+            f"({exc.reason})"
+        ) from None
+
+
+def encode_json(value: object) -> bytes:
+    """Compact UTF-8 JSON for ``value``, checked to come back equal; else :class:`TypeError`.
+
+    Accepted: ``dict`` with ``str`` keys, ``list``, ``tuple`` (read back as a list), ``str``,
+    ``int``, finite ``float``, ``bool`` and ``None``, nested in any way. Subclasses of ``dict``
+    and ``list`` are read back as plain ``dict`` and ``list``; subclasses of ``str``, ``int``
+    and ``float`` (enum members, for example) are refused: store their ``.value``.
+    """
+    return _encode_json(value)[0]
+
+
+def _encode_json(value: object) -> tuple[bytes, bool]:
+    """``(JSON bytes, True if orjson reads them back exactly)``."""
+    try:
+        _check_types(value)
+    except RecursionError:
+        raise TypeError("the value is nested too deeply (or contains itself)") from None
+    try:
+        return _orjson_dumps(value), True
+    except TypeError:
+        pass  # a non-str key, an integer beyond 64 bits, or nesting deeper than orjson allows
+    try:
+        _check_json(value, "value")  # the thorough check, which names what is wrong
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8", "strict"), False
+    except (ValueError, RecursionError) as exc:
+        raise TypeError(f"the value cannot be written as JSON ({exc})") from None
+
+
+_LEAVES: Final = frozenset({str, int, bool, type(None)})
+
+
+def _check_types(value: Any) -> None:
+    """The fast check before orjson writes ``value``: raise :class:`TypeError` for anything
+    orjson would write but not read back as it was (UUIDs, enum members, dates, NaN, ...).
+
+    Keys are not looked at here: orjson itself refuses keys that are not ``str``.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        if not _isfinite(value):
+            raise TypeError(f"{value!r} is not a JSON number")
+        return
+    elif kind in _LEAVES:
+        return
+    elif isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        _check_json(value, "a nested value")  # raises, naming the type
+        return
+    leaves = _LEAVES
+    for item in items:
+        if type(item) not in leaves:
+            _check_types(item)
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Raise :class:`TypeError` unless ``value`` is a JSON value that round-trips exactly."""
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, dict)):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(
+                    f"JSON object keys are strings; {where} has a {type(key).__name__} key "
+                    f"{key!r}, which would come back as a string"
+                )
+            sub = type(item)
+            if sub is str or sub is int or item is None or sub is bool:
+                continue
+            _check_json(item, f"{where}[{key!r}]")
+        return
+    if kind is list or kind is tuple or isinstance(value, list):
+        for index, item in enumerate(value):
+            sub = type(item)
+            if sub is str or sub is int or item is None or sub is bool:
+                continue
+            _check_json(item, f"{where}[{index}]")
+        return
+    if kind is float:
+        if not _isfinite(value):
+            raise TypeError(f"{where} is {value!r}, which JSON cannot represent")
+        return
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    raise TypeError(
+        f"{where} is a {kind.__name__}, which is not a JSON value: convert it to a dict, list, "
+        "str, int, float, bool or None first (logkv never stores str(value) in its place)"
+    )
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def decode(data: bytes | None, stored_content_type: str | None) -> Any:
+    """The Python value of stored ``data`` under ``stored_content_type`` (see :func:`encode`).
+
+    A stored None (possible through the engine, never through the facade) decodes to None.
+
+    >>> decode(b'{"n":1}', "application/json")
+    {'n': 1}
+    >>> decode(b"<p>", "text/html; x-logkv-value=bytes")
+    b'<p>'
+    """
+    if data is None:
+        return None
+    if stored_content_type is None:
+        return data
+    rule, charset = _RULES.get(stored_content_type) or _rule(stored_content_type)
+    if rule == _DECODE_JSON:
+        try:
+            return _orjson_loads(data)
+        except orjson.JSONDecodeError:
+            return decode_json(data)
+    if rule == _DECODE_EXACT_JSON:
+        return decode_json(data)
+    if rule == _DECODE_TEXT:
+        try:
+            return data.decode(charset)
+        except UnicodeDecodeError as exc:
+            raise ValueDecodeError(
+                f"stored text is not valid {charset} ({exc.reason} at byte {exc.start})"
+            ) from None
+    return data
+
+
+def decode_json(data: bytes) -> Any:
+    """Parse JSON with the standard library: exact for integers of any size, and lenient about
+    what orjson refuses (NaN, huge exponents, deep nesting)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ValueDecodeError(f"stored bytes are not valid JSON ({exc})") from None
+
+
+def value_size(data: bytes | None) -> int:
+    """The size logkv reports for a stored value: its length in bytes (0 for None)."""
+    return 0 if data is None else len(data)
