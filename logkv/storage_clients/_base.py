@@ -1,0 +1,248 @@
+"""The storage-client interfaces: a factory of stores, and the client of one open store.
+
+The async facade (:class:`logkv.KeyValueStore`) holds one :class:`KeyValueStoreClient` and adds
+what every backend shares (opening rules, the per-process registry, autosave). A backend is a
+:class:`StorageClient` that finds stores (:meth:`StorageClient.locate_kvs`) and opens them
+(:meth:`StorageClient.open_kvs_client`).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from ..configuration import Configuration
+from ..engine import validate_key
+from ..errors import InvalidKeyError
+from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
+from ..names import Selector, StoreKind, select
+from ..options import MAX_KEY_LENGTH
+
+#: Keys (and their infos) fetched per batch while iterating.
+ITERATION_BATCH: Final = 256
+
+_now = time.time
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """Where a selected store is (or will be): enough to open it and to recognise it again.
+
+    ``registry_key`` identifies the store within this process: two opens with equal keys get
+    the same :class:`~logkv.KeyValueStore` object.
+    """
+
+    registry_key: Hashable
+    kind: StoreKind
+    id: str | None = None
+    name: str | None = None
+    alias: str | None = None
+    path: Path | None = None
+    folder_name: str | None = None
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid key, else raise :class:`~logkv.InvalidKeyError`.
+
+    Keys are non-empty ``str`` of at most :data:`~logkv.options.MAX_KEY_LENGTH` characters that
+    UTF-8 can encode (no lone surrogates).
+    """
+    validate_key(key)
+    assert isinstance(key, str)
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(
+                f"key {key!r} cannot be encoded as UTF-8 ({exc.reason})"
+            ) from None
+    return key
+
+
+def key_is_simple(key: object) -> bool:
+    """The fast test of the hot paths: a short ASCII str needs no further checking."""
+    return type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii()
+
+
+def check_paging(exclusive_start_key: object, limit: object) -> None:
+    """Check the arguments shared by every iteration method."""
+    if exclusive_start_key is not None and type(exclusive_start_key) is not str:
+        raise TypeError(
+            f"exclusive_start_key must be a str or None, got {type(exclusive_start_key).__name__}"
+        )
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def timestamp(seconds: float) -> datetime:
+    """A UTC datetime from a ``time.time()`` value."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class KeyValueStoreClient(ABC):
+    """The client of one open store. Every method may raise
+    :class:`~logkv.StoreClosedError` after :meth:`close` or :meth:`drop`.
+
+    Timestamps are kept as ``time.time()`` floats (cheap to update on every call) and turned
+    into datetimes by :meth:`get_metadata`.
+    """
+
+    def __init__(self, *, id: str, name: str | None, alias: str | None, kind: StoreKind) -> None:
+        self.id = id
+        self.name = name
+        self.alias = alias
+        self.kind: StoreKind = kind
+        now = _now()
+        self.created_at = now
+        self.accessed_at = now
+        self.modified_at = now
+
+    @property
+    def path(self) -> Path | None:
+        """The store's folder, for clients that keep one (None in memory)."""
+        return None
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once the store was closed or dropped."""
+
+    @abstractmethod
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        """The store's metadata and figures."""
+
+    @abstractmethod
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` decoded as it was stored, or ``default``."""
+
+    async def get_record(self, key: str) -> KeyValueStoreRecord[Any] | None:
+        """The record of ``key`` (value, content type, size), or None."""
+        info = await self.get_info(key)
+        if info is None:
+            return None
+        missing = object()
+        value = await self.get_value(key, missing)
+        if value is missing:
+            return None
+        return KeyValueStoreRecord[Any](
+            key=key, content_type=info.content_type, size=info.size, value=value
+        )
+
+    @abstractmethod
+    async def get_info(self, key: str) -> KeyValueStoreRecordMetadata | None:
+        """The content type and size of ``key``, or None when it does not exist."""
+
+    @abstractmethod
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Store ``value`` (not None) under ``key``; ``TypeError`` if it cannot be stored."""
+
+    @abstractmethod
+    async def delete_value(self, key: str) -> bool:
+        """Remove ``key``; True if it existed."""
+
+    @abstractmethod
+    async def record_exists(self, key: str) -> bool:
+        """True when ``key`` holds a record."""
+
+    @abstractmethod
+    def iterate_keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
+        """Record metadata in key order, strictly after ``exclusive_start_key``."""
+
+    @abstractmethod
+    def iterate_key_names(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[str]:
+        """Keys only, in key order (cheaper than :meth:`iterate_keys`)."""
+
+    @abstractmethod
+    def iterate_entries(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """``(key, value)`` pairs in key order; values are read a few at a time."""
+
+    @abstractmethod
+    async def get_public_url(self, key: str) -> str:
+        """A URL at which the record of ``key`` can be read."""
+
+    @abstractmethod
+    async def purge(self) -> None:
+        """Remove every record; the store itself (id, name, creation time) stays."""
+
+    @abstractmethod
+    async def drop(self) -> None:
+        """Remove the store entirely; the client is closed afterwards."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Make everything durable, release the store; idempotent."""
+
+    async def maintain(self) -> None:
+        """Periodic upkeep, run on every ``PERSIST_STATE`` event (metadata, compaction)."""
+        return None
+
+    def touch(self, modified: bool = False) -> None:
+        """Note an access (and a modification) now."""
+        now = _now()
+        self.accessed_at = now
+        if modified:
+            self.modified_at = now
+
+
+class StorageClient(ABC):
+    """A backend: finds stores by id, name or alias and opens a client for each.
+
+    ``configuration``: used by stores opened through this client without a configuration of
+    their own (the environment's :class:`Configuration` when None).
+    """
+
+    def __init__(self, configuration: Configuration | None = None) -> None:
+        self.configuration = configuration
+        self._start_purged: set[Hashable] = set()
+
+    @abstractmethod
+    async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
+        """Where the store ``selector`` names is; raises when an ``id`` names no store.
+
+        Raises :class:`~logkv.StoreNotFoundError` for an unknown id and ``ValueError`` when a
+        name is used by an alias store (or the other way round).
+        """
+
+    @abstractmethod
+    async def open_kvs_client(
+        self, location: StoreLocation, configuration: Configuration
+    ) -> KeyValueStoreClient:
+        """Open (creating if needed) the store at ``location``."""
+
+    def claim_start_purge(self, location: StoreLocation) -> bool:
+        """True the first time this client opens the store at ``location``, False after.
+
+        ``purge_on_start`` empties unnamed stores once per process (at its start), not on
+        every reopen within it.
+        """
+        if location.registry_key in self._start_purged:
+            return False
+        self._start_purged.add(location.registry_key)
+        return True
+
+    async def create_kvs_client(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        alias: str | None = None,
+        configuration: Configuration | None = None,
+    ) -> KeyValueStoreClient:
+        """Locate and open a store in one call (the store is not registered for reuse)."""
+        configuration = configuration or self.configuration or Configuration()
+        selector = select(
+            id=id, name=name, alias=alias, default_id=configuration.default_key_value_store_id
+        )
+        location = await self.locate_kvs(selector, configuration)
+        return await self.open_kvs_client(location, configuration)

@@ -1,0 +1,516 @@
+"""The default backend: every store is a logkv :class:`~logkv.Engine` in its own folder.
+
+A store lives in ``{storage_dir}/key_value_stores/{name|alias|default}/``: the engine's log (and
+snapshots), its lock file, ``META.json`` (identity and timestamps, see
+:mod:`logkv.storage_clients._meta`) and ``public/`` (files made by ``get_public_url``).
+
+The engine is fast enough to call inline: a small append or point read costs microseconds,
+less than a hop to a worker thread would. Only what could block the event loop for long goes to
+a thread: values larger than ``Configuration.offload_threshold``, every write under
+``Durability.FSYNC`` (the engine's group commit then shares one fsync between the tasks that
+wait), opening (log replay), compaction, purge and drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Hashable, Iterable, Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any, Final
+
+from ..configuration import Configuration
+from ..content import decode, encode, public_content_type
+from ..engine import MISSING, Engine
+from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
+from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
+from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
+from ..names import Selector, kvs_root, store_folder
+from ..options import MAX_KEY_LENGTH, Durability
+from ._base import (
+    ITERATION_BATCH,
+    KeyValueStoreClient,
+    StorageClient,
+    StoreLocation,
+    check_key,
+    check_paging,
+    timestamp,
+)
+from ._cache import ValueCache
+from ._meta import StoreMeta, new_store_id, read_meta, write_meta
+from ._public import PublicFiles
+
+log = logging.getLogger("logkv")
+
+_now = time.time
+_to_thread = asyncio.to_thread
+#: Folders purged on start by this process (``purge_on_start`` acts once per process).
+_START_PURGED: set[Hashable] = set()
+_IMPORT_HINT: Final = (
+    "logkv never mixes formats: import the Crawlee store into a new logkv store with logkv's "
+    "Crawlee importer, or point storage_dir somewhere else"
+)
+
+
+class LogStorageClient(StorageClient):
+    """Stores as append-only logs on disk (the default storage client).
+
+    Stateless: every instance sees the same stores for the same ``storage_dir``.
+    """
+
+    async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
+        """The folder of the selected store; a store selected by id is looked up on disk."""
+        if selector.folder_name is None:
+            assert selector.id is not None
+            root = kvs_root(configuration.storage_dir)
+            folder, meta = await _to_thread(find_store_by_id, root, selector.id)
+            return StoreLocation(
+                _registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
+            )
+        assert selector.kind != "id"
+        folder = store_folder(configuration.storage_dir, selector.folder_name)
+        return StoreLocation(
+            _registry_key(folder), selector.kind, selector.id, selector.name, selector.alias, folder
+        )
+
+    def claim_start_purge(self, location: StoreLocation) -> bool:
+        """True the first time this process opens the folder at ``location`` (every instance
+        of this client shares what was purged: they all see the same folders)."""
+        if location.registry_key in _START_PURGED:
+            return False
+        _START_PURGED.add(location.registry_key)
+        return True
+
+    async def open_kvs_client(
+        self, location: StoreLocation, configuration: Configuration
+    ) -> LogKeyValueStoreClient:
+        """Open the store's engine (replaying its log in a worker thread)."""
+        return await _to_thread(LogKeyValueStoreClient.open_sync, location, configuration)
+
+
+def _registry_key(folder: Path) -> tuple[str, str]:
+    return ("logkv", os.path.realpath(folder))
+
+
+def find_store_by_id(root: Path, store_id: str) -> tuple[Path, StoreMeta]:
+    """The folder and metadata of the logkv store with id ``store_id`` under ``root``.
+
+    Raises :class:`StoreNotFoundError` when there is none, and :class:`NotALogKVStoreError` when
+    the id belongs to a Crawlee file-system store.
+    """
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if not folder.is_dir():
+                continue
+            try:
+                meta = read_meta(folder)
+            except NotALogKVStoreError:
+                continue
+            if meta is not None and meta.id == store_id:
+                return folder, meta
+            if meta is None and _crawlee_store_id(folder) == store_id:
+                raise NotALogKVStoreError(
+                    f"the store with id {store_id!r} ({folder}) is a Crawlee file-system store, "
+                    f"not a logkv store; {_IMPORT_HINT}"
+                )
+    raise StoreNotFoundError(f"no key-value store with id {store_id!r} in {root}")
+
+
+def _crawlee_store_id(folder: Path) -> str | None:
+    try:
+        body = json.loads((folder / CRAWLEE_METADATA_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+    found = body.get("id") if isinstance(body, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def refuse_foreign_folder(folder: Path) -> None:
+    """Raise :class:`NotALogKVStoreError` unless ``folder`` is absent, empty or a logkv store."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise NotALogKVStoreError(f"{folder} is a file, not a key-value store folder")
+    if (folder / CRAWLEE_METADATA_FILE).exists():
+        mixed = " (mixed with logkv files)" if (folder / META_FILE).exists() else ""
+        raise NotALogKVStoreError(
+            f"{folder} holds a Crawlee file-system key-value store{mixed}, not a logkv store; "
+            f"{_IMPORT_HINT}"
+        )
+    if (folder / META_FILE).exists() or is_store_folder(folder):
+        return
+    strangers = [p.name for p in folder.iterdir() if p.name != PUBLIC_DIR]
+    if strangers:
+        shown = ", ".join(sorted(strangers)[:5])
+        raise NotALogKVStoreError(
+            f"{folder} holds files that are not part of a logkv store ({shown}); move them away "
+            "or choose another store name"
+        )
+
+
+def _check_kind(meta: StoreMeta, location: StoreLocation, folder: Path) -> None:
+    if meta.kind == location.kind:
+        return
+    described = {
+        "named": f"the named store {meta.name!r}",
+        "alias": f"the unnamed store of alias {meta.alias!r}",
+        "default": "the default store",
+    }[meta.kind]
+    wanted = {
+        "named": f"a store named {location.name!r}",
+        "alias": f"an alias store {location.alias!r}",
+        "default": "the default store",
+    }[location.kind]
+    raise ValueError(
+        f"{folder} holds {described}; it cannot be opened as {wanted}. Names, aliases and the "
+        "default store share one folder namespace: pick another name or alias, or drop the "
+        "existing store first"
+    )
+
+
+class LogKeyValueStoreClient(KeyValueStoreClient):
+    """One open store over its :class:`~logkv.Engine` (see the module docstring)."""
+
+    def __init__(self, engine: Engine, meta: StoreMeta, configuration: Configuration) -> None:
+        super().__init__(id=meta.id, name=meta.name, alias=meta.alias, kind=meta.kind)
+        self.created_at = meta.created_at
+        self.modified_at = meta.modified_at
+        self._engine = engine
+        self._folder = engine.path
+        self._meta = meta
+        self._saved_stamps = (meta.accessed_at, meta.modified_at)
+        self._offload = configuration.offload_threshold
+        self._threaded_writes = configuration.durability is Durability.FSYNC
+        self._cache: ValueCache | None = (
+            ValueCache(configuration.value_cache_size) if configuration.value_cache_size else None
+        )
+        self._public = PublicFiles(engine.path)
+        self._auto_compact = configuration.auto_compact
+        self._compaction_bytes = configuration.compaction_min_dead_bytes
+        self._compaction_ratio = configuration.compaction_min_dead_ratio
+        self._compaction: asyncio.Future[Any] | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open_sync(
+        cls, location: StoreLocation, configuration: Configuration
+    ) -> LogKeyValueStoreClient:
+        """Open (creating if needed) the store at ``location`` (blocking: run it in a thread)."""
+        folder = location.path
+        assert folder is not None
+        refuse_foreign_folder(folder)
+        meta = read_meta(folder)
+        if meta is not None:
+            _check_kind(meta, location, folder)
+        engine = Engine.open(
+            folder,
+            durability=configuration.durability,
+            segment_size=configuration.segment_size,
+            recovery=configuration.recovery,
+            retention=configuration.retention,
+        )
+        try:
+            meta = read_meta(folder)  # again, now that the lock is ours
+            if meta is None:
+                now = _now()
+                meta = StoreMeta(
+                    id=location.id or new_store_id(),
+                    name=location.name,
+                    alias=location.alias,
+                    kind=location.kind,
+                    created_at=now,
+                    accessed_at=now,
+                    modified_at=now,
+                )
+                write_meta(folder, meta)
+            else:
+                _check_kind(meta, location, folder)
+            client = cls(engine, meta, configuration)
+            client._public.reload(client._keys_from, engine.get_with_type)
+        except BaseException:
+            engine.close()
+            raise
+        return client
+
+    def _keys_from(self, prefix: str) -> Iterator[str]:
+        first = [prefix] if prefix in self._engine else []
+        return chain(first, self._engine.keys(prefix))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> Path:
+        """The store's folder."""
+        return self._folder
+
+    @property
+    def engine(self) -> Engine:
+        """The engine underneath (for tools; writing to it directly bypasses the cache)."""
+        return self._engine
+
+    @property
+    def closed(self) -> bool:
+        """True once the store was closed or dropped."""
+        return self._closed
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (small ones from the cache or one positioned read), or
+        ``default``."""
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
+            check_key(key)
+        self.accessed_at = _now()
+        cache = self._cache
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return decode(hit[0], hit[1])
+        engine = self._engine
+        entry = engine.entry(key)
+        if entry is None:
+            return default
+        if entry[3] > self._offload:
+            return await _to_thread(_read_decoded, engine, entry)
+        data = engine.read(entry)
+        if cache is not None and data is not None:
+            cache.put(key, data, entry[4])
+        return decode(data, entry[4])
+
+    async def get_info(self, key: str) -> KeyValueStoreRecordMetadata | None:
+        """The content type and size of ``key``, or None."""
+        check_key(key)
+        self.accessed_at = _now()
+        entry = self._engine.entry(key)
+        if entry is None:
+            return None
+        return record_metadata(key, public_content_type(entry[4]), max(entry[3], 0))
+
+    async def record_exists(self, key: str) -> bool:
+        """True when ``key`` holds a record (an index lookup: no read)."""
+        check_key(key)
+        self.accessed_at = _now()
+        return key in self._engine
+
+    async def iterate_keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
+        """Record metadata in key order, fetched from the index in batches."""
+        check_paging(exclusive_start_key, limit)
+        self.accessed_at = _now()
+        engine = self._engine
+        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.infos(a, n))):
+            for info in batch:
+                yield record_metadata(info.key, public_content_type(info.content_type), info.size)
+
+    async def iterate_key_names(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[str]:
+        """Keys in order, fetched from the index in batches."""
+        check_paging(exclusive_start_key, limit)
+        self.accessed_at = _now()
+        engine = self._engine
+        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+            for key in batch:
+                yield key
+
+    async def iterate_entries(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """``(key, value)`` in key order; each value is read when its turn comes."""
+        async for key in self.iterate_key_names(exclusive_start_key, limit):
+            value = await self.get_value(key, MISSING)
+            if value is not MISSING:
+                yield key, value
+
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        """Identity, timestamps and the engine's figures."""
+        stats = self._engine.stats()
+        return KeyValueStoreMetadata(
+            id=self.id,
+            name=self.name,
+            created_at=timestamp(self.created_at),
+            accessed_at=timestamp(self.accessed_at),
+            modified_at=timestamp(self.modified_at),
+            record_count=stats.keys,
+            live_bytes=stats.live_bytes,
+            log_bytes=stats.log_bytes,
+            last_seq=stats.last_seq,
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Encode ``value`` and append it; durable (to the chosen level) when this returns."""
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
+            check_key(key)
+        data, stored_type = encode(value, content_type)
+        now = _now()
+        self.accessed_at = now
+        self.modified_at = now
+        cache = self._cache
+        if self._threaded_writes or len(data) > self._offload:
+            try:
+                await _to_thread(self._engine.set, key, data, stored_type)
+            finally:
+                # Threaded writes may finish in any order: never cache what one of them wrote,
+                # drop the entry so that the next read fetches the newest record.
+                if cache is not None:
+                    cache.discard(key)
+        else:
+            self._engine.set(key, data, stored_type)
+            if cache is not None:
+                cache.put(key, data, stored_type)
+        if key in self._public.published:
+            await self._publish(key, data, stored_type)
+
+    async def delete_value(self, key: str) -> bool:
+        """Append a delete record for ``key`` if it exists; True if it did."""
+        check_key(key)
+        now = _now()
+        self.accessed_at = now
+        if self._threaded_writes:
+            try:
+                existed = await _to_thread(self._engine.delete, key)
+            finally:
+                if self._cache is not None:
+                    self._cache.discard(key)
+        else:
+            existed = self._engine.delete(key)
+            if self._cache is not None:
+                self._cache.discard(key)
+        if existed:
+            self.modified_at = now
+        if key in self._public.published:
+            self._public.remove(key)
+        return existed
+
+    async def get_public_url(self, key: str) -> str:
+        """Materialise ``key`` as ``public/{KEY}.{EXT}`` in the store folder; its ``file://`` URL.
+
+        Raises ``KeyError`` when ``key`` holds no record.
+        """
+        check_key(key)
+        self.accessed_at = _now()
+        entry = self._engine.entry(key)
+        if entry is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        if entry[3] > self._offload:
+            data = await _to_thread(self._engine.read, entry)
+        else:
+            data = self._engine.read(entry)
+        path = await self._publish(key, data or b"", entry[4])
+        return path.absolute().as_uri()
+
+    async def _publish(self, key: str, data: bytes, stored_type: str | None) -> Path:
+        if len(data) > self._offload:
+            return await _to_thread(self._public.publish, key, data, stored_type)
+        return self._public.publish(key, data, stored_type)
+
+    async def purge(self) -> None:
+        """Delete every record (one delete record each, so history shows the purge)."""
+        self._check_open()
+        try:
+            await _to_thread(_delete_all, self._engine)
+        finally:
+            if self._cache is not None:
+                self._cache.clear()
+            await _to_thread(self._public.clear)
+        self.touch(modified=True)
+
+    # ------------------------------------------------------------------ upkeep and closing
+
+    async def maintain(self) -> None:
+        """Save changed timestamps and, past the thresholds, compact (in a worker thread)."""
+        if self._closed:
+            return
+        await self._save_meta()
+        if not self._auto_compact or self._compaction is not None:
+            return
+        if not self._engine.should_compact(self._compaction_bytes, self._compaction_ratio):
+            return
+        self._compaction = asyncio.ensure_future(_to_thread(self._engine.compact))
+        try:
+            result = await self._compaction
+            log.info("compacted %s: %s", self._folder, result)
+        except StoreClosedError:
+            pass
+        finally:
+            self._compaction = None
+
+    async def _save_meta(self) -> None:
+        stamps = (self.accessed_at, self.modified_at)
+        if stamps == self._saved_stamps:
+            return
+        self._meta.accessed_at, self._meta.modified_at = stamps
+        self._saved_stamps = stamps
+        await _to_thread(write_meta, self._folder, self._meta)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self._folder} is closed")
+
+    async def close(self) -> None:
+        """Save the timestamps, make pending writes durable, release the lock (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cache = None
+        try:
+            if self._compaction is not None:
+                await asyncio.shield(self._compaction)
+        except Exception:  # already logged by whoever awaited it
+            pass
+        try:
+            await self._save_meta()
+        finally:
+            if self._threaded_writes:
+                await _to_thread(self._engine.close)
+            else:
+                self._engine.close()
+
+    async def drop(self) -> None:
+        """Close the store and delete its folder."""
+        await self.close()
+        await _to_thread(shutil.rmtree, self._folder, True)
+
+
+def _read_decoded(engine: Engine, entry: Any) -> Any:
+    return decode(engine.read(entry), entry[4])
+
+
+def _delete_all(engine: Engine) -> None:
+    while True:
+        keys = list(engine.keys(None, ITERATION_BATCH))
+        if not keys:
+            return
+        for key in keys:
+            engine.delete(key)
+
+
+def _batches(start: str | None, limit: int | None, fetch: Any) -> Iterable[list[Any]]:
+    """Batches from ``fetch(after, count)`` until ``limit`` items or the end of the index.
+
+    Each batch starts strictly after the last key of the previous one, so keys written or
+    deleted between batches never cause a key to be skipped or repeated.
+    """
+    remaining = limit
+    after = start
+    while remaining is None or remaining > 0:
+        want = ITERATION_BATCH if remaining is None else min(ITERATION_BATCH, remaining)
+        batch = fetch(after, want)
+        if batch:
+            yield batch
+        if len(batch) < want:
+            return
+        last = batch[-1]
+        after = last if isinstance(last, str) else last.key
+        if remaining is not None:
+            remaining -= len(batch)

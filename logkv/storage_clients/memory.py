@@ -1,0 +1,289 @@
+"""An in-memory backend, for tests and short jobs: nothing reaches the disk.
+
+Records are kept encoded, exactly as the log-based client stores them (bytes and content type,
+in a sorted dictionary), so both clients accept and return the same values, raise the same
+errors and order keys the same way. Stores live as long as their :class:`MemoryStorageClient`:
+closing and reopening a store through the same client finds its records again; ``drop``
+forgets them.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from ..configuration import Configuration
+from ..content import decode, encode, public_content_type
+from ..engine import MISSING
+from ..errors import StoreClosedError, StoreNotFoundError
+from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
+from ..names import Selector, StoreKind
+from ..options import MAX_KEY_LENGTH
+from ._base import (
+    ITERATION_BATCH,
+    KeyValueStoreClient,
+    StorageClient,
+    StoreLocation,
+    check_key,
+    check_paging,
+    timestamp,
+)
+from ._meta import new_store_id
+
+_now = time.time
+
+
+@dataclass
+class _MemoryStore:
+    """The records and identity of one in-memory store (outlives its clients)."""
+
+    id: str
+    name: str | None
+    alias: str | None
+    kind: StoreKind
+    folder_name: str
+    created_at: float = field(default_factory=_now)
+    accessed_at: float = field(default_factory=_now)
+    modified_at: float = field(default_factory=_now)
+    records: SortedDict[str, tuple[bytes, str]] = field(default_factory=SortedDict)
+    live_bytes: int = 0
+    last_seq: int = 0
+
+
+class MemoryStorageClient(StorageClient):
+    """Stores in this process's memory; each instance is a separate set of stores."""
+
+    def __init__(self, configuration: Configuration | None = None) -> None:
+        super().__init__(configuration)
+        self._stores: dict[str, _MemoryStore] = {}  # folder name -> store
+
+    async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
+        """The selected store; an ``id`` must name a store of this client."""
+        if selector.folder_name is None:
+            for store in self._stores.values():
+                if store.id == selector.id:
+                    return StoreLocation(
+                        (id(self), store.folder_name),
+                        store.kind,
+                        store.id,
+                        store.name,
+                        store.alias,
+                        folder_name=store.folder_name,
+                    )
+            raise StoreNotFoundError(f"no in-memory key-value store with id {selector.id!r}")
+        assert selector.kind != "id"
+        return StoreLocation(
+            (id(self), selector.folder_name),
+            selector.kind,
+            selector.id,
+            selector.name,
+            selector.alias,
+            folder_name=selector.folder_name,
+        )
+
+    async def open_kvs_client(
+        self, location: StoreLocation, configuration: Configuration
+    ) -> MemoryKeyValueStoreClient:
+        """A client of the store at ``location``, created if it does not exist yet."""
+        folder_name = location.folder_name
+        assert folder_name is not None
+        store = self._stores.get(folder_name)
+        if store is None:
+            store = _MemoryStore(
+                id=location.id or new_store_id(),
+                name=location.name,
+                alias=location.alias,
+                kind=location.kind,
+                folder_name=folder_name,
+            )
+            self._stores[folder_name] = store
+        elif store.kind != location.kind:
+            raise ValueError(
+                f"the in-memory store {folder_name!r} is a {store.kind} store; it cannot be "
+                f"opened as a {location.kind} store"
+            )
+        return MemoryKeyValueStoreClient(store, self)
+
+    def _forget(self, store: _MemoryStore) -> None:
+        if self._stores.get(store.folder_name) is store:
+            del self._stores[store.folder_name]
+
+
+class MemoryKeyValueStoreClient(KeyValueStoreClient):
+    """One open in-memory store."""
+
+    def __init__(self, store: _MemoryStore, owner: MemoryStorageClient) -> None:
+        super().__init__(id=store.id, name=store.name, alias=store.alias, kind=store.kind)
+        self.created_at = store.created_at
+        self.modified_at = store.modified_at
+        self._store = store
+        self._records = store.records
+        self._owner = owner
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the store was closed or dropped."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the in-memory store {self._store.folder_name!r} is closed")
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (decoded afresh: callers never share objects), or ``default``."""
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
+            check_key(key)
+        if self._closed:
+            self._check_open()
+        self.accessed_at = _now()
+        found = self._records.get(key)
+        if found is None:
+            return default
+        return decode(found[0], found[1])
+
+    async def get_info(self, key: str) -> KeyValueStoreRecordMetadata | None:
+        """The content type and size of ``key``, or None."""
+        check_key(key)
+        self._check_open()
+        found = self._records.get(key)
+        if found is None:
+            return None
+        return record_metadata(key, public_content_type(found[1]), len(found[0]))
+
+    async def record_exists(self, key: str) -> bool:
+        """True when ``key`` holds a record."""
+        check_key(key)
+        self._check_open()
+        self.accessed_at = _now()
+        return key in self._records
+
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Encode and keep ``value``."""
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
+            check_key(key)
+        if self._closed:
+            self._check_open()
+        data, stored_type = encode(value, content_type)
+        store = self._store
+        old = self._records.get(key)
+        if old is not None:
+            store.live_bytes -= len(old[0])
+        self._records[key] = (data, stored_type)
+        store.live_bytes += len(data)
+        store.last_seq += 1
+        self.touch(modified=True)
+
+    async def delete_value(self, key: str) -> bool:
+        """Forget ``key``; True if it existed."""
+        check_key(key)
+        self._check_open()
+        old = self._records.pop(key, None)
+        if old is None:
+            self.touch()
+            return False
+        self._store.live_bytes -= len(old[0])
+        self._store.last_seq += 1
+        self.touch(modified=True)
+        return True
+
+    def _batch(self, after: str | None, count: int) -> list[str]:
+        self._check_open()
+        records = self._records
+        if after is None:
+            return list(islice(records.keys(), count))
+        return list(islice(records.irange(after, inclusive=(False, True)), count))
+
+    async def iterate_key_names(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[str]:
+        """Keys in order, in batches that each start after the previous one's last key."""
+        check_paging(exclusive_start_key, limit)
+        self.accessed_at = _now()
+        remaining = limit
+        after = exclusive_start_key
+        while remaining is None or remaining > 0:
+            want = ITERATION_BATCH if remaining is None else min(ITERATION_BATCH, remaining)
+            batch = self._batch(after, want)
+            for key in batch:
+                yield key
+            if len(batch) < want:
+                return
+            after = batch[-1]
+            if remaining is not None:
+                remaining -= len(batch)
+
+    async def iterate_keys(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
+        """Record metadata in key order (records deleted meanwhile are skipped)."""
+        async for key in self.iterate_key_names(exclusive_start_key, limit):
+            found = self._records.get(key)
+            if found is not None:
+                yield record_metadata(key, public_content_type(found[1]), len(found[0]))
+
+    async def iterate_entries(
+        self, exclusive_start_key: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[tuple[str, Any]]:
+        """``(key, value)`` in key order."""
+        async for key in self.iterate_key_names(exclusive_start_key, limit):
+            value = await self.get_value(key, MISSING)
+            if value is not MISSING:
+                yield key, value
+
+    async def get_public_url(self, key: str) -> str:
+        """A ``data:`` URL holding the record (an in-memory store has no files to point to).
+
+        Raises ``KeyError`` when ``key`` holds no record.
+        """
+        check_key(key)
+        self._check_open()
+        found = self._records.get(key)
+        if found is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        media_type = public_content_type(found[1]).replace(" ", "")
+        return f"data:{media_type};base64,{base64.b64encode(found[0]).decode('ascii')}"
+
+    async def get_metadata(self) -> KeyValueStoreMetadata:
+        """Identity, timestamps and figures (``log_bytes`` is 0: there is no log)."""
+        self._check_open()
+        store = self._store
+        return KeyValueStoreMetadata(
+            id=self.id,
+            name=self.name,
+            created_at=timestamp(self.created_at),
+            accessed_at=timestamp(self.accessed_at),
+            modified_at=timestamp(self.modified_at),
+            record_count=len(self._records),
+            live_bytes=store.live_bytes,
+            log_bytes=0,
+            last_seq=store.last_seq,
+        )
+
+    async def purge(self) -> None:
+        """Forget every record."""
+        self._check_open()
+        if self._records:
+            self._store.last_seq += len(self._records)
+        self._records.clear()
+        self._store.live_bytes = 0
+        self.touch(modified=True)
+
+    async def close(self) -> None:
+        """Mark the client closed; the records stay with the storage client."""
+        if not self._closed:
+            self._closed = True
+            self._store.accessed_at = self.accessed_at
+            self._store.modified_at = self.modified_at
+
+    async def drop(self) -> None:
+        """Forget the store and its records."""
+        self._closed = True
+        self._records.clear()
+        self._owner._forget(self._store)
