@@ -38,7 +38,7 @@ Model = dict[str, tuple[bytes | None, str | None]]
 def dump(engine: Engine) -> Model:
     """Every key of an open store with its value and content type, read back from disk."""
     state: Model = {}
-    for key in engine.keys():
+    for key in engine.keys(exclusive_start_key=None):
         found = engine.get_with_type(key)
         assert found is not None, key
         state[key] = found
@@ -184,7 +184,7 @@ def test_snapshot_layout_and_hint_match_the_index(tmp_path: Path) -> None:
         assert result.snapshot is not None
         assert result.records == len(model)
         assert engine.stats().snapshot_covers == result.covers
-        index = {key: engine.entry(key) for key in engine.keys()}
+        index = {key: engine.entry(key) for key in engine.keys(None)}
         write(engine, model, 500, 510, "after")  # goes to the log after the snapshot
     snapshot = result.snapshot
     assert snapshot.name == f"{result.covers:08d}.snap"
@@ -435,7 +435,9 @@ def test_readonly_follower_refreshes_while_the_writer_compacts(tmp_path: Path) -
             with Engine.open(path, readonly=True) as reader:
                 while not stop.is_set():
                     reader.refresh()
-                    for key in reader.keys():  # every key it lists must be readable
+                    for key in reader.keys(
+                        exclusive_start_key=None
+                    ):  # every key it lists must be readable
                         reader.get(key, None)
         except BaseException as exc:
             errors.append(exc)
