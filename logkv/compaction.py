@@ -122,6 +122,7 @@ def compact(
         info = snapshot.finish(last_seq, chain, last_us, retention.value)
         _switch_index(engine, snapshot, covers, watch)
         with engine._cond, watch:
+            engine._check_open()  # closed meanwhile: the next open retires the log
             engine._record_bytes = info.record_bytes + (
                 engine._record_bytes - record_bytes_at_rotation
             )
@@ -136,6 +137,8 @@ def compact(
         with engine._cond:
             engine._compacting = False
             engine._frozen = None
+            if engine._closed:  # close() ran meanwhile: drop what compaction reopened
+                engine._readers.close()
     return CompactionResult(
         engine.path,
         covers,
@@ -184,6 +187,7 @@ def _next_batch(engine: Engine, after: str | None) -> tuple[str | None, list[tup
     """With the lock held: the next keys after ``after``, each with the entry it had at the
     rotation (a key changed since has that entry in ``engine._frozen``), and the last key
     looked at (None: no keys left). So the snapshot is the state as of its ``last_seq``."""
+    engine._check_open()  # a compaction stops when the store is closed
     index, frozen = engine._index, engine._frozen
     assert frozen is not None
     keys = list(islice(index.irange(after, None, inclusive=(False, True)), _BATCH))
@@ -209,6 +213,7 @@ def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: 
     keys = snapshot.keys
     for start in range(0, len(keys), _BATCH):
         with engine._mutex, watch:
+            engine._check_open()
             index = engine._index
             for i in range(start, min(start + _BATCH, len(keys))):
                 key = keys[i]

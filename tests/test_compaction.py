@@ -14,15 +14,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import struct
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from logkv import MISSING, Durability, Engine, ReadOnlyStoreError
+from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError
 from logkv.compaction import CompactionResult, CompactionRunningError
 from logkv.format import FRAME_HEADER_SIZE, SetRecord
 from logkv.history import (
@@ -35,7 +37,8 @@ from logkv.history import (
     verify,
 )
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
-from logkv.snapshot import SnapshotWriter, load_snapshot
+from logkv.replay import Entry
+from logkv.snapshot import SnapshotInfo, SnapshotWriter, load_snapshot
 
 SEGMENT_SIZE = 4096
 Value = tuple[bytes | None, str | None]
@@ -366,6 +369,74 @@ def test_writers_keep_writing_while_compaction_runs(tmp_path: Path, durability: 
         assert dump(reopened) == expected
     report = verify(path)
     assert report.ok, report.problems
+
+
+def _fds_into(folder: Path) -> int:
+    """How many of this process's descriptors point into ``folder``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        count += target.startswith(str(folder))
+    return count
+
+
+@pytest.mark.parametrize("when", ["copy", "install"])
+def test_close_during_a_compaction_stops_it(tmp_path: Path, when: str) -> None:
+    """A compaction in another thread stops at its next step once the store is closed: it
+    changes nothing more on disk (the lock is gone: another writer may own the store) and
+    leaves no descriptor open."""
+    path = tmp_path / "store"
+    model: Model = {}
+    engine = Engine.open(path, segment_size=SEGMENT_SIZE)
+    for i in range(3000):
+        engine.set(f"k{i:05d}", b"v" * (i % 50))
+        model[f"k{i:05d}"] = (b"v" * (i % 50), None)
+    paused, resume = threading.Event(), threading.Event()
+    real_add, real_finish = SnapshotWriter.add, SnapshotWriter.finish
+
+    def add(self: SnapshotWriter, frame: bytes, key: str, entry: Entry) -> int:
+        if when == "copy" and not paused.is_set():
+            paused.set()
+            resume.wait()
+        return real_add(self, frame, key, entry)
+
+    def finish(self: SnapshotWriter, *args: Any) -> SnapshotInfo:
+        info = real_finish(self, *args)
+        if when == "install":
+            paused.set()
+            resume.wait()
+        return info
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            engine.compact()
+        except BaseException as exc:
+            errors.append(exc)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SnapshotWriter, "add", add)
+        patch.setattr(SnapshotWriter, "finish", finish)
+        compactor = threading.Thread(target=run)
+        compactor.start()
+        assert paused.wait(timeout=60)
+        engine.close()
+        segments = [n for n, _ in list_segments(path)]
+        resume.set()
+        compactor.join()
+    assert [type(e) for e in errors] == [StoreClosedError]
+    assert [n for n, _ in list_segments(path)] == segments  # nothing retired after close
+    assert not list(path.glob("*.tmp"))
+    assert _fds_into(path) == 0
+    assert bool(list_snapshots(path)) == (when == "install")
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as reopened:
+        assert dump(reopened) == model
+        if when == "install":  # the open finished the interrupted compaction
+            assert [n for n, _ in list_segments(path)] == [segments[-1]]
 
 
 # ---------------------------------------------------------------------------- history

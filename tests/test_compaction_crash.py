@@ -309,6 +309,30 @@ def test_two_failed_compactions_in_a_row_then_one_that_works(tmp_path: Path) -> 
     check_reopened(store)
 
 
+@pytest.mark.parametrize("fault", ["install-fsync-dir", "switch-middle", "retire-part-way"])
+def test_an_interrupted_archive_compaction_is_finished_as_archive(
+    tmp_path: Path, fault: str
+) -> None:
+    """The open that finishes a crashed compaction archives what it covers, as that
+    compaction was asked to, even when the store is reopened with retention delete."""
+    store = Store(tmp_path / "store", "archive")
+    store.prepare()
+    with pytest.MonkeyPatch.context() as patch:
+        FAULTS[fault](patch, store)
+        patch.setattr(SnapshotWriter, "abort", lambda self: self._file.close())
+        with pytest.raises(InjectedCrash):
+            store.engine.compact()
+    store.abandon()
+    with Engine.open(store.path, retention="delete") as engine:
+        assert dump(engine) == store.model
+    for key, changes in store.history.items():
+        found = [
+            (r.record.seq, getattr(r.record, "value", b"<deleted>"))
+            for r in key_history(store.path, key)
+        ]
+        assert found == changes, key
+
+
 # ---------------------------------------------------------------------------- real SIGKILLs
 
 
