@@ -135,8 +135,12 @@ class EventManager:
             self._depth -= 1
 
     def ensure_timer(self) -> None:
-        """Restart the timer in the running loop if it stopped (its loop ended) while active."""
-        if self._depth > 0 and (self._timer is None or self._timer.done()):
+        """Restart the timer in the running loop if it stopped while the manager is active
+        (for example when the event loop that ran it ended)."""
+        if self._depth == 0:
+            return
+        timer = self._timer
+        if timer is None or timer.done() or timer.get_loop() is not asyncio.get_running_loop():
             self._start_timer()
 
     def _start_timer(self) -> None:
@@ -208,7 +212,10 @@ class EventManager:
         A listener that calls this waits for the others, not for itself.
         """
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current and not t.done()]
+        loop = asyncio.get_running_loop()
+        tasks = [
+            t for t in self._tasks if t is not current and not t.done() and t.get_loop() is loop
+        ]
         if not tasks:
             return
         seconds = None if timeout is None else timeout.total_seconds()

@@ -36,7 +36,7 @@ from .storage_clients import (
     StorageClient,
     check_key,
 )
-from .storage_clients._base import timestamp
+from .storage_clients._base import Deferred, timestamp
 
 log = logging.getLogger("logkv")
 
@@ -278,7 +278,10 @@ class KeyValueStore:
         client = self._client
         if client is None:
             client = await self._attach()
-        return await client.get_value(key, default_value)
+        value = client.get_value_nowait(key, default_value)
+        if type(value) is Deferred:
+            return await value.awaitable
+        return value
 
     async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
         """Store ``value`` under ``key``; ``None`` deletes the record (classic API).
@@ -293,7 +296,9 @@ class KeyValueStore:
         if value is None:
             await client.delete_value(key)
         else:
-            await client.set_value(key, value, content_type)
+            pending = client.set_value_nowait(key, value, content_type)
+            if pending is not None:
+                await pending.awaitable
         if self._autosaved:
             self._forget_saved(key)
 

@@ -952,3 +952,34 @@ async def test_auto_compaction_on_persist_state(
     await kvs.close()
     kvs = await open_log_kvs(name="compacting", configuration=tuned)
     assert await kvs.get_value("k19") == {"round": 19, "pad": "p" * 100}
+
+
+def test_a_store_left_open_is_reused_by_a_later_event_loop(
+    configuration: Configuration, storage_client: StorageClient
+) -> None:
+    fast = configuration.model_copy(update={"persist_state_interval": timedelta(milliseconds=20)})
+
+    async def first_run() -> KeyValueStore:
+        kvs = await KeyValueStore.open(
+            name="long-lived", configuration=fast, storage_client=storage_client
+        )
+        (await kvs.get_auto_saved_value("STATE"))["run"] = 1
+        return kvs  # left open when this event loop ends
+
+    async def second_run(previous: KeyValueStore) -> None:
+        kvs = await KeyValueStore.open(
+            name="long-lived", configuration=fast, storage_client=storage_client
+        )
+        assert kvs is previous
+        (await kvs.get_auto_saved_value("STATE"))["run"] = 2
+
+        async def saved() -> None:  # the timer runs again, in this loop
+            while await kvs.get_value("STATE") != {"run": 2}:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(saved(), PATIENCE)
+        await kvs.close()
+
+    previous = asyncio.run(first_run())
+    asyncio.run(second_run(previous))
+    assert open_stores() == []

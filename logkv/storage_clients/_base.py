@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,16 @@ class StoreLocation:
     alias: str | None = None
     path: Path | None = None
     folder_name: str | None = None
+
+
+class Deferred:
+    """Work that a ``*_nowait`` method could not finish on the event loop: await
+    ``awaitable`` to finish it (a large value or a synced write, done in a worker thread)."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Any]) -> None:
+        self.awaitable = awaitable
 
 
 def check_key(key: object) -> str:
@@ -119,6 +129,16 @@ class KeyValueStoreClient(ABC):
     @abstractmethod
     async def get_value(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` decoded as it was stored, or ``default``."""
+
+    def get_value_nowait(self, key: str, default: Any = None) -> Any:
+        """:meth:`get_value` without a coroutine when the value can be read inline (the hot
+        path of the facade); otherwise a :class:`Deferred` to await."""
+        return Deferred(self.get_value(key, default))
+
+    def set_value_nowait(self, key: str, value: Any, content_type: str | None = None) -> Any:
+        """:meth:`set_value` without a coroutine when the write can be done inline: returns
+        None once written, or a :class:`Deferred` to await."""
+        return Deferred(self.set_value(key, value, content_type))
 
     async def get_record(self, key: str) -> KeyValueStoreRecord[Any] | None:
         """The record of ``key`` (value, content type, size), or None."""

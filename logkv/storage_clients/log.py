@@ -34,6 +34,7 @@ from ..names import Selector, kvs_root, store_folder
 from ..options import MAX_KEY_LENGTH, Durability
 from ._base import (
     ITERATION_BATCH,
+    Deferred,
     KeyValueStoreClient,
     StorageClient,
     StoreLocation,
@@ -262,9 +263,9 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
 
     # ------------------------------------------------------------------ reads
 
-    async def get_value(self, key: str, default: Any = None) -> Any:
-        """The value of ``key`` (small ones from the cache or one positioned read), or
-        ``default``."""
+    def get_value_nowait(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` from the cache or one positioned read, or ``default``; a
+        :class:`Deferred` read in a worker thread for values over the offload threshold."""
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
         self.accessed_at = _now()
@@ -278,11 +279,18 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if entry is None:
             return default
         if entry[3] > self._offload:
-            return await _to_thread(_read_decoded, engine, entry)
+            return Deferred(_to_thread(_read_decoded, engine, entry))
         data = engine.read(entry)
         if cache is not None and data is not None:
             cache.put(key, data, entry[4])
         return decode(data, entry[4])
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+        value = self.get_value_nowait(key, default)
+        if type(value) is Deferred:
+            return await value.awaitable
+        return value
 
     async def get_info(self, key: str) -> KeyValueStoreRecordMetadata | None:
         """The content type and size of ``key``, or None."""
@@ -347,29 +355,44 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
 
     # ------------------------------------------------------------------ writes
 
-    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
-        """Encode ``value`` and append it; durable (to the chosen level) when this returns."""
+    def set_value_nowait(
+        self, key: str, value: Any, content_type: str | None = None
+    ) -> Deferred | None:
+        """Encode ``value`` and append it inline (None), or return the :class:`Deferred`
+        write of a large value or of a write that waits for its fsync."""
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
         data, stored_type = encode(value, content_type)
         now = _now()
         self.accessed_at = now
         self.modified_at = now
-        cache = self._cache
         if self._threaded_writes or len(data) > self._offload:
-            try:
-                await _to_thread(self._engine.set, key, data, stored_type)
-            finally:
-                # Threaded writes may finish in any order: never cache what one of them wrote,
-                # drop the entry so that the next read fetches the newest record.
-                if cache is not None:
-                    cache.discard(key)
-        else:
-            self._engine.set(key, data, stored_type)
+            return Deferred(self._write_off_loop(key, data, stored_type))
+        self._engine.set(key, data, stored_type)
+        cache = self._cache
+        if cache is not None:
+            cache.put(key, data, stored_type)
+        if key in self._public.published:
+            self._public.publish(key, data, stored_type)
+        return None
+
+    async def _write_off_loop(self, key: str, data: bytes, stored_type: str) -> None:
+        cache = self._cache
+        try:
+            await _to_thread(self._engine.set, key, data, stored_type)
+        finally:
+            # Threaded writes may finish in any order: never cache what one of them wrote,
+            # drop the entry so that the next read fetches the newest record.
             if cache is not None:
-                cache.put(key, data, stored_type)
+                cache.discard(key)
         if key in self._public.published:
             await self._publish(key, data, stored_type)
+
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Encode ``value`` and append it; durable (to the chosen level) when this returns."""
+        pending = self.set_value_nowait(key, value, content_type)
+        if pending is not None:
+            await pending.awaitable
 
     async def delete_value(self, key: str) -> bool:
         """Append a delete record for ``key`` if it exists; True if it did."""

@@ -136,7 +136,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         if self._closed:
             raise StoreClosedError(f"the in-memory store {self._store.folder_name!r} is closed")
 
-    async def get_value(self, key: str, default: Any = None) -> Any:
+    def get_value_nowait(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` (decoded afresh: callers never share objects), or ``default``."""
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
@@ -147,6 +147,10 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         if found is None:
             return default
         return decode(found[0], found[1])
+
+    async def get_value(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` (decoded afresh), or ``default``."""
+        return self.get_value_nowait(key, default)
 
     async def get_info(self, key: str) -> KeyValueStoreRecordMetadata | None:
         """The content type and size of ``key``, or None."""
@@ -164,7 +168,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = _now()
         return key in self._records
 
-    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+    def set_value_nowait(self, key: str, value: Any, content_type: str | None = None) -> None:
         """Encode and keep ``value``."""
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
@@ -179,6 +183,10 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         store.live_bytes += len(data)
         store.last_seq += 1
         self.touch(modified=True)
+
+    async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
+        """Encode and keep ``value``."""
+        self.set_value_nowait(key, value, content_type)
 
     async def delete_value(self, key: str) -> bool:
         """Forget ``key``; True if it existed."""
