@@ -239,14 +239,22 @@ def test_a_second_compaction_at_the_same_time_is_refused(tmp_path: Path) -> None
 # ---------------------------------------------------------------------------- writes meanwhile
 
 
-def test_writes_at_every_step_of_a_compaction_land_where_they_belong(tmp_path: Path) -> None:
-    """Deterministic interleaving: writes during the copy and between install and switch."""
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+def test_writes_at_every_step_of_a_compaction_land_where_they_belong(
+    tmp_path: Path, durability: Durability
+) -> None:
+    """Deterministic interleaving: writes during the copy and between install and switch
+    (under fsync they reach the index through group commit)."""
     path = tmp_path / "store"
     patch = pytest.MonkeyPatch()
     with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
-        rec = Recorder(engine)
         for i in range(2000):
-            rec.set(f"k{i:05d}", f"v{i}".encode(), "text/plain")
+            engine.set(f"k{i:05d}", f"v{i}".encode(), "text/plain")
+    with Engine.open(path, segment_size=SEGMENT_SIZE, durability=durability) as engine:
+        rec = Recorder(engine)
+        rec.states = [{}] * 2000  # the states before seq 2000 are not checked here
+        rec.model = dump(engine)
+        rec.states.append(dict(rec.model))
         rec.delete("k00007")
         rotation_seq = engine.last_seq
         calls = {"add": 0}
