@@ -40,6 +40,8 @@ import json
 import math
 import mimetypes
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -96,6 +98,7 @@ _MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: same answe
 #: Decoding rule of each stored content type seen so far (content types repeat a lot).
 _RULES: dict[str, tuple[int, str]] = {}
 _RULES_LIMIT: Final = 4096
+_DECODERS: dict[str, Callable[[bytes], Any]] = {}
 
 
 class ValueDecodeError(LogKVError, ValueError):
@@ -408,6 +411,37 @@ def decode(data: bytes | None, stored_content_type: str | None) -> Any:
                 f"stored text is not valid {charset} ({exc.reason} at byte {exc.start})"
             ) from None
     return data
+
+
+def decoder_for(stored_content_type: str | None) -> Callable[[bytes], Any]:
+    """A one-argument function that decodes values stored under ``stored_content_type``:
+    ``orjson.loads`` itself for plain JSON, so that hot reads pay for nothing else.
+
+    It raises ``ValueError`` where :func:`decode` would be lenient or explain better (foreign
+    JSON that orjson refuses, text that is not valid in its charset); callers fall back to
+    :func:`decode` then.
+
+    >>> decoder_for("application/json")(b"[1, 2.0]")
+    [1, 2.0]
+    """
+    if stored_content_type is None:
+        return bytes
+    found = _DECODERS.get(stored_content_type)
+    if found is not None:
+        return found
+    rule, charset = _rule(stored_content_type)
+    if rule == _DECODE_JSON:
+        found = _orjson_loads
+    elif rule == _DECODE_EXACT_JSON:
+        found = decode_json
+    elif rule == _DECODE_TEXT:
+        found = partial(str, encoding=charset)
+    else:
+        found = bytes
+    if len(_DECODERS) >= _RULES_LIMIT:
+        _DECODERS.clear()
+    _DECODERS[stored_content_type] = found
+    return found
 
 
 def decode_json(data: bytes) -> Any:

@@ -10,31 +10,39 @@ is its store's only writer and updates it on every write.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..content import decoder_for
 
 _OVERHEAD: Final = 100  # rough bytes of bookkeeping per entry (key object, tuple, links)
 
 
-class ValueCache:
-    """``key -> (stored bytes, stored content type)``, least recently used out first."""
+#: A cached record: its stored bytes, the function that decodes them, its stored content type.
+Cached = tuple[bytes, Callable[[bytes], Any], str | None]
 
-    __slots__ = ("_entries", "capacity", "max_item", "used")
+
+class ValueCache:
+    """``key -> (stored bytes, decoder, stored content type)``, least recently used out first.
+
+    The hot path of a read uses :attr:`lookup` and :attr:`touch` (the dictionary's own bound
+    methods) rather than a method of this class: a cache hit should cost a dictionary lookup.
+    """
+
+    __slots__ = ("_entries", "capacity", "lookup", "max_item", "touch", "used")
 
     def __init__(self, capacity: int, max_item: int = 64 * 1024) -> None:
         self.capacity = capacity
         self.max_item = min(max_item, capacity)
         self.used = 0
-        self._entries: OrderedDict[str, tuple[bytes, str | None]] = OrderedDict()
+        self._entries: OrderedDict[str, Cached] = OrderedDict()
+        #: ``lookup(key)``: the cached record or None (does not mark it as recently used).
+        self.lookup: Callable[[str], Cached | None] = self._entries.get
+        #: ``touch(key)``: mark a cached key as the most recently used.
+        self.touch: Callable[[str], None] = self._entries.move_to_end
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def get(self, key: str) -> tuple[bytes, str | None] | None:
-        """The cached record of ``key`` (now the most recently used), or None."""
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
 
     def put(self, key: str, data: bytes, content_type: str | None) -> None:
         """Cache ``data`` for ``key`` when it is small enough; drop the oldest to make room."""
@@ -45,10 +53,10 @@ class ValueCache:
         size = len(data) + len(key) + _OVERHEAD
         if len(data) > self.max_item:
             return
-        entries[key] = (data, content_type)
+        entries[key] = (data, decoder_for(content_type), content_type)
         self.used += size
         while self.used > self.capacity:
-            oldest, (value, _) = entries.popitem(last=False)
+            oldest, (value, _, _) = entries.popitem(last=False)
             self.used -= len(value) + len(oldest) + _OVERHEAD
 
     def discard(self, key: str) -> None:

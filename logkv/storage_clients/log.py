@@ -266,14 +266,19 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
     def get_value_nowait(self, key: str, default: Any = None) -> Any:
         """The value of ``key`` from the cache or one positioned read, or ``default``; a
         :class:`Deferred` read in a worker thread for values over the offload threshold."""
-        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
-            check_key(key)
         self.accessed_at = _now()
         cache = self._cache
-        if cache is not None:
-            hit = cache.get(key)
+        if cache is not None and type(key) is str:
+            # Only valid keys are ever cached: a hit needs no key check.
+            hit = cache.lookup(key)
             if hit is not None:
-                return decode(hit[0], hit[1])
+                cache.touch(key)
+                try:
+                    return hit[1](hit[0])
+                except ValueError:
+                    return decode(hit[0], hit[2])
+        if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
+            check_key(key)
         engine = self._engine
         entry = engine.entry(key)
         if entry is None:
