@@ -165,6 +165,8 @@ def public_content_type(stored: str | None) -> str:
     """The content type to show users: the stored one without logkv's marker parameter."""
     if stored is None:
         return BINARY_CONTENT_TYPE
+    if MARKER_PARAM not in stored:
+        return stored
     if stored.endswith(_AS_BYTES):
         return stored[: -len(_AS_BYTES)]
     if stored.endswith(_AS_STR):

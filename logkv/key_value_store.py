@@ -320,51 +320,57 @@ class KeyValueStore:
         client = self._client or await self._attach()
         return await client.record_exists(key)
 
-    async def iterate_keys(
+    def iterate_keys(
         self, exclusive_start_key: str | None = None, limit: int | None = None
     ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
         """Key, content type and size of records in key order, after ``exclusive_start_key``.
 
         Paging is exact: continuing from the last key returned never skips or repeats a key.
         """
-        client = self._client or await self._attach()
-        async for info in client.iterate_keys(exclusive_start_key, limit):
-            yield info
+        client = self._client
+        if client is not None:
+            return client.iterate_keys(exclusive_start_key, limit)
+        return self._attach_and_iterate("iterate_keys", exclusive_start_key, limit)
 
     async def list_keys(
         self, exclusive_start_key: str | None = None, limit: int = _DEFAULT_LIST_LIMIT
     ) -> list[KeyValueStoreRecordMetadata]:
         """Up to ``limit`` (1000) record infos after ``exclusive_start_key``, as a list."""
-        client = self._client or await self._attach()
-        return [info async for info in client.iterate_keys(exclusive_start_key, limit)]
+        return [info async for info in self.iterate_keys(exclusive_start_key, limit)]
 
     async def iterate_values(
         self, exclusive_start_key: str | None = None, limit: int | None = None
     ) -> AsyncIterator[Any]:
         """Values in key order; each is read when the iteration reaches it."""
-        client = self._client or await self._attach()
-        async for _, value in client.iterate_entries(exclusive_start_key, limit):
+        async for _, value in self.iterate_entries(exclusive_start_key, limit):
             yield value
 
-    async def iterate_entries(
+    def iterate_entries(
         self, exclusive_start_key: str | None = None, limit: int | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
         """``(key, value)`` pairs in key order; each value is read when its turn comes.
 
         A record deleted during the iteration is skipped if its turn had not come yet.
         """
-        client = self._client or await self._attach()
-        async for entry in client.iterate_entries(exclusive_start_key, limit):
-            yield entry
+        client = self._client
+        if client is not None:
+            return client.iterate_entries(exclusive_start_key, limit)
+        return self._attach_and_iterate("iterate_entries", exclusive_start_key, limit)
 
     def __aiter__(self) -> AsyncIterator[str]:
         """``async for key in kvs``: every key, in order."""
-        return self._iterate_key_names()
+        client = self._client
+        if client is not None:
+            return client.iterate_key_names()
+        return self._attach_and_iterate("iterate_key_names", None, None)
 
-    async def _iterate_key_names(self) -> AsyncIterator[str]:
-        client = self._client or await self._attach()
-        async for key in client.iterate_key_names():
-            yield key
+    async def _attach_and_iterate(
+        self, method: str, exclusive_start_key: str | None, limit: int | None
+    ) -> AsyncIterator[Any]:
+        """Classic handles: open the store, then iterate with the client's ``method``."""
+        client = await self._attach()
+        async for item in getattr(client, method)(exclusive_start_key, limit):
+            yield item
 
     async def get_public_url(self, key: str) -> str:
         """A URL of the record: a ``file://`` URL of ``{KEY}.{EXT}`` in the store folder.

@@ -619,6 +619,14 @@ async def test_storage_object_and_from_storage_object(
     await handle.set_value("k2", "from handle")
     assert await kvs.get_value("k2") == "from handle"
     assert await handle.get_auto_saved_value("S") is await kvs.get_auto_saved_value("S")
+    for first_use in ("keys", "infos", "entries"):  # iterating first opens the handle too
+        fresh = KeyValueStore(kvs.id, kvs.name, storage_client)
+        if first_use == "keys":
+            assert [key async for key in fresh] == ["k", "k2"]  # "S" is not saved yet
+        elif first_use == "infos":
+            assert [i.key async for i in fresh.iterate_keys(limit=1)] == ["k"]
+        else:
+            assert [k async for k, _ in fresh.iterate_entries(exclusive_start_key="k")] == ["k2"]
     direct = KeyValueStore(kvs.id, kvs.name, storage_client)
     assert await direct.record_exists("k2")
     await direct.close()  # closes the store itself

@@ -319,9 +319,13 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
         engine = self._engine
-        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.infos(a, n))):
-            for info in batch:
-                yield record_metadata(info.key, public_content_type(info.content_type), info.size)
+        entry_of = engine.entry
+        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+            for key in batch:
+                entry = entry_of(key)  # now, not when the batch was listed: never stale
+                if entry is not None:
+                    size = entry[3]
+                    yield record_metadata(key, public_content_type(entry[4]), max(size, 0))
 
     async def iterate_key_names(
         self, exclusive_start_key: str | None = None, limit: int | None = None
