@@ -81,6 +81,12 @@ def expect_line(process: subprocess.Popen[str], wanted: str) -> str:
     return line
 
 
+def kill(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the child (no cleanup of any kind runs) and reap it."""
+    process.send_signal(signal.SIGKILL)
+    process.wait(PATIENCE)
+
+
 def configuration(storage_dir: Path) -> Configuration:
     return Configuration(storage_dir=str(storage_dir), purge_on_start=False)
 
@@ -135,8 +141,7 @@ async def test_lock_is_released_on_close_and_when_the_holder_dies(
     expect_line(process, "HOLDING")
     with pytest.raises(StoreLockedError):
         await KeyValueStore.open(name="handover", configuration=configuration(storage_dir))
-    process.send_signal(signal.SIGKILL)
-    process.wait(PATIENCE)
+    kill(process)
     async with await KeyValueStore.open(
         name="handover", configuration=configuration(storage_dir)
     ) as kvs:
@@ -163,8 +168,7 @@ async def test_writes_of_a_killed_process_survive(
         """,
     )
     expect_line(process, "WRITTEN")
-    process.send_signal(signal.SIGKILL)
-    process.wait(PATIENCE)
+    kill(process)
     async with await KeyValueStore.open(
         name="crawl", configuration=configuration(storage_dir)
     ) as kvs:
@@ -206,8 +210,7 @@ async def test_autosave_timer_persists_before_a_kill(
                 break
             time.sleep(0.02)
     assert saved is not None, "the timer never saved the autosaved value"
-    process.send_signal(signal.SIGKILL)
-    process.wait(PATIENCE)
+    kill(process)
     kvs = await KeyValueStore.open(name="stateful", configuration=configuration(storage_dir))
     try:
         state = await kvs.get_auto_saved_value("STATE")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 from ..configuration import Configuration
-from ..engine import validate_key
+from ..engine import MISSING, validate_key
 from ..errors import InvalidKeyError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
 from ..names import Selector, StoreKind, select
@@ -87,6 +87,28 @@ def check_paging(exclusive_start_key: object, limit: object) -> None:
         )
     if limit is not None and (type(limit) is not int or limit < 0):
         raise ValueError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def key_batches(
+    start: str | None, limit: int | None, fetch: Callable[[str | None, int], list[str]]
+) -> Iterator[list[str]]:
+    """Batches of keys from ``fetch(after, count)`` until ``limit`` keys or the end.
+
+    Each batch starts strictly after the last key of the previous one, so keys written or
+    deleted between batches never cause a key to be skipped or repeated.
+    """
+    remaining = limit
+    after = start
+    while remaining is None or remaining > 0:
+        want = ITERATION_BATCH if remaining is None else min(ITERATION_BATCH, remaining)
+        batch = fetch(after, want)
+        if batch:
+            yield batch
+        if len(batch) < want:
+            return
+        after = batch[-1]
+        if remaining is not None:
+            remaining -= len(batch)
 
 
 def timestamp(seconds: float) -> datetime:
@@ -181,11 +203,15 @@ class KeyValueStoreClient(ABC):
     ) -> AsyncIterator[str]:
         """Keys only, in key order (cheaper than :meth:`iterate_keys`)."""
 
-    @abstractmethod
-    def iterate_entries(
+    async def iterate_entries(
         self, exclusive_start_key: str | None = None, limit: int | None = None
     ) -> AsyncIterator[tuple[str, Any]]:
-        """``(key, value)`` pairs in key order; values are read a few at a time."""
+        """``(key, value)`` pairs in key order; each value is read when its turn comes (a
+        record deleted before then is skipped)."""
+        async for key in self.iterate_key_names(exclusive_start_key, limit):
+            value = await self.get_value(key, MISSING)
+            if value is not MISSING:
+                yield key, value
 
     @abstractmethod
     async def get_public_url(self, key: str) -> str:

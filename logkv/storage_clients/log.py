@@ -19,14 +19,14 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
 from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
-from ..engine import MISSING, Engine
+from ..engine import Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
 from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
@@ -40,6 +40,7 @@ from ._base import (
     StoreLocation,
     check_key,
     check_paging,
+    key_batches,
     timestamp,
 )
 from ._cache import ValueCache
@@ -320,7 +321,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = _now()
         engine = self._engine
         entry_of = engine.entry
-        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
             for key in batch:
                 entry = entry_of(key)  # now, not when the batch was listed: never stale
                 if entry is not None:
@@ -334,18 +335,9 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
         engine = self._engine
-        for batch in _batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
             for key in batch:
                 yield key
-
-    async def iterate_entries(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[tuple[str, Any]]:
-        """``(key, value)`` in key order; each value is read when its turn comes."""
-        async for key in self.iterate_key_names(exclusive_start_key, limit):
-            value = await self.get_value(key, MISSING)
-            if value is not MISSING:
-                yield key, value
 
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """Identity, timestamps and the engine's figures."""
@@ -525,24 +517,3 @@ def _delete_all(engine: Engine) -> None:
             return
         for key in keys:
             engine.delete(key)
-
-
-def _batches(start: str | None, limit: int | None, fetch: Any) -> Iterable[list[Any]]:
-    """Batches from ``fetch(after, count)`` until ``limit`` items or the end of the index.
-
-    Each batch starts strictly after the last key of the previous one, so keys written or
-    deleted between batches never cause a key to be skipped or repeated.
-    """
-    remaining = limit
-    after = start
-    while remaining is None or remaining > 0:
-        want = ITERATION_BATCH if remaining is None else min(ITERATION_BATCH, remaining)
-        batch = fetch(after, want)
-        if batch:
-            yield batch
-        if len(batch) < want:
-            return
-        last = batch[-1]
-        after = last if isinstance(last, str) else last.key
-        if remaining is not None:
-            remaining -= len(batch)

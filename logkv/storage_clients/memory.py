@@ -20,18 +20,17 @@ from sortedcontainers import SortedDict
 
 from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
-from ..engine import MISSING
 from ..errors import StoreClosedError, StoreNotFoundError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..names import Selector, StoreKind
 from ..options import MAX_KEY_LENGTH
 from ._base import (
-    ITERATION_BATCH,
     KeyValueStoreClient,
     StorageClient,
     StoreLocation,
     check_key,
     check_paging,
+    key_batches,
     timestamp,
 )
 from ._meta import new_store_id
@@ -214,18 +213,9 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         """Keys in order, in batches that each start after the previous one's last key."""
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
-        remaining = limit
-        after = exclusive_start_key
-        while remaining is None or remaining > 0:
-            want = ITERATION_BATCH if remaining is None else min(ITERATION_BATCH, remaining)
-            batch = self._batch(after, want)
+        for batch in key_batches(exclusive_start_key, limit, self._batch):
             for key in batch:
                 yield key
-            if len(batch) < want:
-                return
-            after = batch[-1]
-            if remaining is not None:
-                remaining -= len(batch)
 
     async def iterate_keys(
         self, exclusive_start_key: str | None = None, limit: int | None = None
@@ -235,15 +225,6 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
             found = self._records.get(key)
             if found is not None:
                 yield record_metadata(key, public_content_type(found[1]), len(found[0]))
-
-    async def iterate_entries(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
-    ) -> AsyncIterator[tuple[str, Any]]:
-        """``(key, value)`` in key order."""
-        async for key in self.iterate_key_names(exclusive_start_key, limit):
-            value = await self.get_value(key, MISSING)
-            if value is not MISSING:
-                yield key, value
 
     async def get_public_url(self, key: str) -> str:
         """A ``data:`` URL holding the record (an in-memory store has no files to point to).
