@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
@@ -36,6 +36,9 @@ from .format import (
 )
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots
 from .snapshot import SnapshotInfo, load_snapshot
+
+_T = TypeVar("_T")
+_ATTEMPTS = 10  # reads that race a live writer's compactions
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -65,12 +68,13 @@ def log_segments(folder: Path) -> list[tuple[int, Path]]:
 
     Only the unbroken run that ends at the store's newest segment counts: an archived segment
     before a gap (say, compaction later ran with retention delete) cannot be chained to the rest.
+    The store's folder is listed before the archive, so that a segment a running compaction
+    moves to the archive meanwhile is found in one of them (it is never missed).
     """
-    found: dict[int, Path] = {}
+    found = dict(list_segments(folder))
     archive = folder / ARCHIVE_DIR
     if archive.is_dir():
-        found.update(list_segments(archive))
-    found.update(list_segments(folder))  # the store's own copy wins
+        found.update(list_segments(archive))  # listed in both: it was just moved there
     ordered = sorted(found.items())
     start = len(ordered) - 1
     while start > 0 and ordered[start - 1][0] == ordered[start][0] - 1:
@@ -78,8 +82,23 @@ def log_segments(folder: Path) -> list[tuple[int, Path]]:
     return ordered[max(start, 0) :]
 
 
+def _retrying(read: Callable[[], _T]) -> _T:
+    """Run ``read`` again when a file it listed vanished before it read it: a compaction by
+    the live writer retired it, and the next listing shows the newer state."""
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return read()
+        except FileNotFoundError:
+            continue
+    return read()
+
+
 def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
     """The newest snapshot that loads, or None."""
+    return _retrying(lambda: _newest_snapshot(folder))
+
+
+def _newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
     for covers, path in reversed(list_snapshots(folder)):
         try:
             return load_snapshot(path, covers)
@@ -90,11 +109,26 @@ def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
 
 def history_start(folder: Path) -> int:
     """The first sequence number whose record is still in the log (1 when complete)."""
-    segments = log_segments(folder)
-    if segments and segments[0][0] == 1:
-        return 1
-    snap = newest_snapshot(folder)
-    return snap[0].last_seq + 1 if snap else 1
+    return _retrying(lambda: _start_of(folder, log_segments(folder))[0])
+
+
+def _start_of(
+    folder: Path, segments: list[tuple[int, Path]]
+) -> tuple[int, tuple[SnapshotInfo, dict[str, Any]] | None]:
+    """Where the history in ``segments`` starts, and the snapshot that holds the state
+    before it (None when the log starts at the store's first record). The snapshot is looked
+    up after the segments were listed, so it covers every segment retired before then."""
+    if not segments or segments[0][0] == 1:
+        return 1, None
+    snap = _newest_snapshot(folder)
+    if snap is None:
+        return 1, None
+    if snap[0].covers + 1 < segments[0][0]:
+        raise HistoryGap(
+            f"segments {snap[0].covers + 1}..{segments[0][0] - 1} of {folder} were retired and "
+            "no intact snapshot covers them (the newest snapshot is damaged)"
+        )
+    return snap[0].last_seq + 1, snap
 
 
 def iter_log(folder: Path) -> Iterator[LoggedRecord]:
@@ -103,7 +137,10 @@ def iter_log(folder: Path) -> Iterator[LoggedRecord]:
     A cut-short tail of the last segment (a writer mid-append, or a crash not yet recovered)
     ends the iteration; any other damage raises :class:`CorruptionError`.
     """
-    segments = log_segments(folder)
+    yield from _iter_segments(log_segments(folder))
+
+
+def _iter_segments(segments: list[tuple[int, Path]]) -> Iterator[LoggedRecord]:
     for i, (number, path) in enumerate(segments):
         yield from _iter_segment(path, number, is_last=i == len(segments) - 1)
 
@@ -135,6 +172,10 @@ def key_history(folder: Path, key: str) -> list[LoggedRecord]:
     Fast on big logs: it searches each segment for the key's encoded bytes (a C-speed scan)
     and decodes only the frames around the hits, instead of decoding every record.
     """
+    return _retrying(lambda: _key_history(folder, key))
+
+
+def _key_history(folder: Path, key: str) -> list[LoggedRecord]:
     needle = msgpack.packb(key)
     found: list[LoggedRecord] = []
     for number, path in log_segments(folder):
@@ -186,11 +227,16 @@ def state_at(
 
     Raises :class:`HistoryGap` when that point lies before the retained history.
     """
-    start = history_start(folder)
+    return _retrying(lambda: _state_at(folder, until_seq, until_us))
+
+
+def _state_at(folder: Path, until_seq: int | None, until_us: int | None) -> dict[str, SetRecord]:
+    # One listing for both where the history starts and what is replayed: a compaction
+    # between two listings could otherwise pair a log that starts late with no snapshot.
+    segments = log_segments(folder)
+    _, snap = _start_of(folder, segments)
     state: dict[str, SetRecord] = {}
-    if start > 1:
-        snap = newest_snapshot(folder)
-        assert snap is not None
+    if snap is not None:
         info = snap[0]
         if (until_seq is not None and until_seq < info.last_seq) or (
             until_us is not None and until_us < (info.last_us or _snapshot_time(info))
@@ -201,7 +247,9 @@ def state_at(
             )
         for kept in iter_snapshot_records(info.path):
             state[kept.key] = kept
-    for logged in iter_log(folder):
+    # Segments the snapshot covers may still be listed (a compaction was retiring them):
+    # replaying their records again over the snapshot's state leaves that state unchanged.
+    for logged in _iter_segments(segments):
         record = logged.record
         if until_seq is not None and record.seq > until_seq:
             break
@@ -261,6 +309,10 @@ def verify(folder: Path) -> VerifyReport:
     """Check every frame's checksum, the hash chain across all retained segments (from the
     genesis value, or from the snapshot's chain head when older segments were deleted), and
     every snapshot record against its hint entry. Reports the first broken chain link."""
+    return _retrying(lambda: _verify(folder))
+
+
+def _verify(folder: Path) -> VerifyReport:
     report = VerifyReport(problems=[])
     problems = report.problems
     assert problems is not None

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError
+from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
 from logkv.compaction import CompactionResult, CompactionRunningError
 from logkv.format import FRAME_HEADER_SIZE, SetRecord
 from logkv.history import (
@@ -505,6 +505,85 @@ def test_history_with_retention_delete_starts_at_the_snapshot(tmp_path: Path) ->
     report = verify(path)
     assert report.ok, report.problems
     assert report.chain_checked == last - gap  # chained on from the snapshot's chain value
+
+
+def test_state_at_while_a_compaction_retires_the_log_it_listed(tmp_path: Path) -> None:
+    """A compaction that retires the log between a history read's listing of the files and
+    its reading them must not make it answer from a log that starts late."""
+    path = tmp_path / "store"
+    rng = random.Random(6)
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(rng, 400, keys=40)
+        real = history.log_segments
+        compactions: list[CompactionResult] = []
+
+        def listing_then_compaction(folder: Path) -> list[tuple[int, Path]]:
+            listed = real(folder)
+            if not compactions:
+                compactions.append(engine.compact())  # retention delete: the log goes
+            return listed
+
+        seq = engine.last_seq
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(history, "log_segments", listing_then_compaction)
+            assert as_model(state_at(path, until_seq=seq)) == rec.states[seq]
+        assert compactions[0].retired_files > 1
+
+
+def test_history_reads_beside_a_compacting_writer(tmp_path: Path) -> None:
+    """History takes no lock: reads racing compactions (both retentions) are exact or a gap."""
+    path = tmp_path / "store"
+    engine = Engine.open(path, segment_size=SEGMENT_SIZE)
+    rec = Recorder(engine)
+    rec.churn(random.Random(7), 300, keys=30)
+    guard = threading.Lock()  # the recorder's states are read by the other thread
+    stop = threading.Event()
+    outcomes = {"exact": 0, "gap": 0}
+    problems: list[str] = []
+
+    def read() -> None:
+        rng = random.Random(8)
+        while not stop.is_set():
+            with guard:
+                last = len(rec.states) - 1
+            seq = rng.randint(max(0, last - 60), last)
+            with guard:
+                expected = rec.states[seq]
+                events = list(rec.events.get("k/0003", []))
+            try:
+                got = as_model(state_at(path, until_seq=seq))
+                found = history_of(key_history(path, "k/0003"))
+            except HistoryGap:
+                outcomes["gap"] += 1
+                continue
+            except Exception as exc:
+                problems.append(repr(exc))
+                continue
+            if got != expected:
+                problems.append(f"state_at({seq}) is wrong")
+            # The changes listed up to the copy of the recorder's events (later ones may have
+            # been written since) are the newest of them, in order.
+            known = [change for change in found if change[0] <= last]
+            if known != events[len(events) - len(known) :]:
+                problems.append(f"key_history lists {known[-3:]}, not the latest changes")
+            outcomes["exact"] += 1
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    rng = random.Random(9)
+    try:
+        for round_ in range(25):
+            for _ in range(40):
+                with guard:
+                    rec.churn(rng, 1, keys=30)
+            engine.compact(retention="archive" if round_ % 3 else "delete")
+    finally:
+        stop.set()
+        reader.join()
+        engine.close()
+    assert problems == []
+    assert outcomes["exact"] > 0
 
 
 def test_state_at_a_time_is_exact_or_a_gap_never_wrong(tmp_path: Path) -> None:
