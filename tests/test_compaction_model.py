@@ -311,7 +311,7 @@ def figures_of_writer(engine: Engine) -> tuple[int, ...]:
 
 
 CompactionVersusDict.TestCase.settings = settings(
-    max_examples=500,
+    max_examples=800,
     stateful_step_count=60,
     deadline=None,
     database=None,
