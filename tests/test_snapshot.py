@@ -10,6 +10,7 @@ damaged record frame inside a snapshot is caught when it is read.
 from __future__ import annotations
 
 import os
+import random
 import struct
 import threading
 import zlib
@@ -422,37 +423,65 @@ def test_readonly_follower_sees_a_compaction_after_refresh(tmp_path: Path, reten
 
 
 def test_readonly_follower_refreshes_while_the_writer_compacts(tmp_path: Path) -> None:
-    """A follower refreshing in a loop beside a writer that writes and compacts in a loop."""
+    """A follower refreshing in a loop beside a writer that writes and compacts in a loop:
+    after every refresh it shows exactly the writer's state as of the follower's last_seq."""
     path = tmp_path / "store"
     model: Model = {}
+    states: list[Model] = []  # states[seq - 1]: the writer's state after record seq
     stop = threading.Event()
-    errors: list[BaseException] = []
+    problems: list[str] = []
     engine = Engine.open(path, segment_size=SEGMENT_SIZE)
-    write(engine, model, 0, 100, "seed")
+
+    def record(seq: int) -> None:
+        assert seq == len(states) + 1
+        states.append(dict(model))
+
+    for i in range(100):
+        model[f"key/{i:05d}"] = (b"seed", None)
+        record(engine.set(f"key/{i:05d}", b"seed"))
 
     def follow() -> None:
+        checked = 0
         try:
             with Engine.open(path, readonly=True) as reader:
                 while not stop.is_set():
                     reader.refresh()
-                    for key in reader.keys(
-                        exclusive_start_key=None
-                    ):  # every key it lists must be readable
-                        reader.get(key, None)
+                    seq = reader.last_seq
+                    if seq <= len(states):  # the writer has recorded that state
+                        if dump(reader) != states[seq - 1]:
+                            problems.append(f"after refresh at seq {seq}: not the writer's state")
+                        checked += 1
+                    with Engine.open(path, readonly=True) as fresh:  # and opens race too
+                        if (
+                            fresh.last_seq <= len(states)
+                            and dump(fresh) != states[fresh.last_seq - 1]
+                        ):
+                            problems.append(f"fresh open at seq {fresh.last_seq}: wrong state")
         except BaseException as exc:
-            errors.append(exc)
+            problems.append(repr(exc))
+        if checked == 0:
+            problems.append("the follower never checked a state")
 
     follower = threading.Thread(target=follow)
     follower.start()
+    rng = random.Random(3)
     try:
         for round_ in range(12):
-            write(engine, model, round_ * 10, round_ * 10 + 150, f"r{round_}")
-            delete(engine, model, range(round_, 200, 9))
+            for _ in range(120):
+                key = f"key/{rng.randrange(200):05d}"
+                if rng.random() < 0.25 and key in model:
+                    del model[key]
+                    assert engine.delete(key)
+                    record(engine.last_seq)
+                else:
+                    value = rng.randbytes(rng.randrange(0, 120))
+                    model[key] = (value, None)
+                    record(engine.set(key, value))
             engine.compact(retention="archive" if round_ % 3 == 0 else "delete")
     finally:
         stop.set()
         follower.join()
-    assert errors == []
+    assert problems == []
     with Engine.open(path, readonly=True) as reader:
         assert dump(reader) == model
     engine.close()
