@@ -26,6 +26,7 @@ from .errors import (
     ReadOnlyStoreError,
     StoreClosedError,
     StoreFailedError,
+    SyncFailedError,
     StoreNotFoundError,
 )
 from .format import (
@@ -121,6 +122,16 @@ def validate_key(key: object) -> str:
     return key
 
 
+class _Batch:
+    """Appends that one ``fdatasync`` makes durable; their writers wait on ``done``."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class Engine:
     """A store: an append-only log of set/delete records and a sorted index of their locations.
 
@@ -173,10 +184,14 @@ class Engine:
         self._scan_segment = 0  # read-only refresh: the segment scanned last ...
         self._scan_pos = 0  # ... and where its valid data ended
         # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
+        # A syncer thread makes each batch durable with one fdatasync, applies it to the index,
+        # then wakes that batch's writers (and no one else).
         self._pending: list[tuple[str, Entry | None, int]] = []
-        self._appended = 0
-        self._synced = 0
+        self._batch = _Batch()  # the batch new appends join
         self._syncing = False
+        self._work = threading.Condition(self._mutex)  # wakes the syncer
+        self._syncer: threading.Thread | None = None
+        self._stop_syncer = False
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -445,9 +460,8 @@ class Engine:
 
     def close(self) -> None:
         """Make pending writes durable (under ``FSYNC``), release the lock, close files."""
+        self._stop_sync_thread()
         with self._cond:
-            while self._syncing:
-                self._cond.wait()
             if self._closed:
                 return
             self._closed = True
@@ -613,16 +627,11 @@ class Engine:
         return compact(self, None if retention is None else Retention(retention), progress)
 
     def _drain_pending(self) -> None:
-        """Group commit: with the lock held, make every appended record durable and visible."""
-        while self._syncing:
+        """Group commit: with the lock held, wait until every appended record is durable and
+        visible (or the sync failed)."""
+        while (self._syncing or self._pending) and self._failed is None:
+            self._work.notify()
             self._cond.wait()
-        if self._pending:
-            assert self._writer is not None
-            self._writer.sync()
-            batch, self._pending = self._pending, []
-            for key, entry, length in batch:
-                self._apply(key, entry, length)
-            self._synced = self._appended
 
     @property
     def last_seq(self) -> int:
@@ -702,25 +711,34 @@ class Engine:
                 else:
                     size = len(value)
                     entry = (number, offset, length - size, size, content_type)
-            if self._group_commit:
-                self._pending.append((key, entry, length))
-                self._appended += 1
-                self._wait_durable(self._appended, writer)
+            if not self._group_commit:
+                # Durability.PROCESS: the record is with the OS; make it visible (inline _apply).
+                index = self._index
+                old = index.get(key)
+                if old is not None:
+                    self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+                    if self._frozen is not None and old[0] <= self._frozen_covers:
+                        self._frozen[key] = old
+                self._record_bytes += length
+                if entry is not None:
+                    index[key] = entry
+                    self._live_bytes += length
+                elif old is not None:
+                    del index[key]
                 return seq
-            # Durability.PROCESS: the record is with the OS; make it visible (inline _apply).
-            index = self._index
-            old = index.get(key)
-            if old is not None:
-                self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
-                if self._frozen is not None and old[0] <= self._frozen_covers:
-                    self._frozen[key] = old
-            self._record_bytes += length
-            if entry is not None:
-                index[key] = entry
-                self._live_bytes += length
-            elif old is not None:
-                del index[key]
-            return seq
+            # Durability.FSYNC: queue for the syncer; visible once its batch is synced.
+            self._pending.append((key, entry, length))
+            batch = self._batch
+            if self._syncer is None:
+                self._start_sync_thread()
+            elif not self._syncing:
+                self._work.notify()
+        batch.done.wait()
+        if batch.error is not None:
+            error = batch.error
+            errno = error.errno if isinstance(error, OSError) else None
+            raise SyncFailedError(errno, f"fsync of {self.path} failed: {error}") from error
+        return seq
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
         index = self._index
@@ -736,38 +754,52 @@ class Engine:
         elif old is not None:
             del index[key]
 
-    def _wait_durable(self, ticket: int, writer: SegmentWriter) -> None:
-        """Group commit: block until append ``ticket`` is synced; lead the sync if none runs.
+    def _start_sync_thread(self) -> None:
+        self._syncer = threading.Thread(
+            target=self._sync_loop, name=f"logkv-sync {self.path.name}", daemon=True
+        )
+        self._syncer.start()
 
-        Called with ``self._cond`` held. The leader takes every pending append, releases the
-        lock for the ``fdatasync`` (others keep appending and queue for the next sync), then
-        applies the synced appends to the index in log order.
-        """
-        while self._synced < ticket:
-            if self._failed is not None:
-                raise StoreFailedError(f"fsync of {self.path} failed: {self._failed}")
-            if self._syncing:
-                self._cond.wait()
-                continue
-            self._syncing = True
-            batch, self._pending = self._pending, []
-            upto = self._appended
-            self._cond.release()
-            try:
-                writer.sync()
-            except BaseException as exc:
-                self._cond.acquire()
-                self._failed = exc
+    def _stop_sync_thread(self) -> None:
+        with self._cond:
+            syncer = self._syncer
+            if syncer is None:
+                return
+            self._stop_syncer = True
+            self._work.notify()
+        syncer.join()
+        self._syncer = None
+
+    def _sync_loop(self) -> None:
+        """The syncer thread: one ``fdatasync`` per batch of appends, then wake its writers."""
+        with self._mutex:
+            while True:
+                while not self._pending and not self._stop_syncer:
+                    self._work.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+                group, self._batch = self._batch, _Batch()
+                writer = self._writer
+                assert writer is not None
+                self._syncing = True
+                self._mutex.release()
+                error: BaseException | None = None
+                try:
+                    writer.sync()
+                except BaseException as exc:
+                    error = exc
+                finally:
+                    self._mutex.acquire()
                 self._syncing = False
-                self._cond.notify_all()
-                raise
-            self._cond.acquire()
-            for key, entry, length in batch:
-                self._apply(key, entry, length)
-            self._synced = upto
-            self._syncing = False
-            self._cond.notify_all()
-
+                if error is None:
+                    for key, entry, length in batch:
+                        self._apply(key, entry, length)
+                else:
+                    self._failed = error
+                    group.error = error
+                group.done.set()
+                self._cond.notify_all()  # compaction or close waiting for the drain
 
 def _newest_covers(folder: Path) -> int:
     """What the newest snapshot in ``folder`` covers (0: there is none)."""

@@ -70,3 +70,11 @@ class InvalidKeyError(LogKVError, ValueError):
 
 class NotALogKVStoreError(LogKVError):
     """The folder exists but holds something else (for example a Crawlee file-system store)."""
+
+
+class SyncFailedError(StoreFailedError, OSError):
+    """The ``fdatasync`` that was to make this write durable failed (``errno`` is its errno).
+
+    The write may or may not be on disk; it was not made visible. The store refuses further
+    writes (:class:`StoreFailedError`) until it is closed and reopened.
+    """
