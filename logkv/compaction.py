@@ -13,11 +13,15 @@ The steps, and why a crash at any of them loses nothing:
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
    point into the snapshot.
 5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``) and older snapshots.
-   A crash before or during this step is finished by the next writable open.
+   A crash before or during this step is finished by the next writable open. Compaction holds
+   each of these files open meanwhile, so that deleting one under the lock only removes its
+   name; its blocks are freed (milliseconds per segment, seconds for gigabytes) when compaction
+   closes it, after releasing the lock.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +33,7 @@ from sortedcontainers import SortedDict
 
 from .errors import CorruptionError, LogKVError
 from .format import SEGMENT_HEADER_SIZE, check_frame
-from .layout import data_file_name
+from .layout import data_file_name, list_segments, list_snapshots
 from .options import Retention
 from .replay import Entry
 from .retire import retire_files
@@ -121,15 +125,20 @@ def compact(
             engine._frozen = None
         info = snapshot.finish(last_seq, chain, last_us, retention.value)
         _switch_index(engine, snapshot, covers, watch)
-        with engine._cond, watch:
-            engine._check_open()  # closed meanwhile: the next open retires the log
-            engine._record_bytes = info.record_bytes + (
-                engine._record_bytes - record_bytes_at_rotation
-            )
-            engine._covers = covers
-            retired = retire_files(engine.path, covers, retention)
-            engine._segments -= sum(1 for i in retired if i > 0)
-            engine._readers.retire(retired)
+        held = _hold_open(engine.path, covers)
+        try:
+            with engine._cond, watch:
+                engine._check_open()  # closed meanwhile: the next open retires the log
+                engine._record_bytes = info.record_bytes + (
+                    engine._record_bytes - record_bytes_at_rotation
+                )
+                engine._covers = covers
+                retired = retire_files(engine.path, covers, retention)
+                engine._segments -= sum(1 for i in retired if i > 0)
+                engine._readers.retire(retired, held)
+        finally:
+            for fd in held:  # frees the deleted files' blocks, outside the lock
+                os.close(fd)
     except BaseException:
         snapshot.abort()
         raise
@@ -151,6 +160,22 @@ def compact(
         time.perf_counter() - started,
         watch.longest,
     )
+
+
+def _hold_open(folder: Path, covers: int) -> list[int]:
+    """Read-only descriptors of the files retiring removes (segments ``<= covers``, older
+    snapshots), so that removing them under the lock frees no blocks (see step 5)."""
+    paths = [p for n, p in list_segments(folder) if n <= covers]
+    paths += [p for n, p in list_snapshots(folder) if n < covers]
+    held: list[int] = []
+    for path in paths:
+        try:
+            held.append(os.open(path, os.O_RDONLY))
+        except FileNotFoundError:
+            continue
+        except OSError:  # out of descriptors: the rest is freed under the lock, as before
+            break
+    return held
 
 
 def _copy_live_records(
@@ -222,3 +247,6 @@ def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: 
                 # past `covers`, and only compaction (one at a time) rewrites old entries.
                 if entry is not None and entry[0] <= covers:
                     index[key] = snapshot.entry(i)
+        # This loop does no I/O, so it would keep the GIL for whole switch intervals and take
+        # the lock again before a waiting writer runs; sleep(0) hands the GIL over.
+        time.sleep(0)
