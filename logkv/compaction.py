@@ -4,10 +4,12 @@ The steps, and why a crash at any of them loses nothing:
 
 1. *Rotate* (under the store lock, microseconds): new writes go to a fresh segment ``N+1``;
    the snapshot will cover segments ``1..N``.
-2. *Copy* (lock held only to read a batch of index entries): every live record whose entry
-   still points at or below ``N`` is copied verbatim into ``NNNNNNNN.snap.tmp``. Writers keep
-   appending to ``N+1`` meanwhile; a key they change is simply left to the log after ``N``.
-   A crash here leaves a temp file that the next open removes.
+2. *Copy* (lock held only to read a batch of index entries): every record that was live at
+   the rotation is copied verbatim into ``NNNNNNNN.snap.tmp``, in key order. Writers keep
+   appending to ``N+1`` meanwhile; when they change a key, the engine keeps the entry it had
+   at the rotation (``Engine._frozen``) for the copy, so the snapshot is exactly the state as
+   of its ``last_seq`` (history relies on that). A crash here leaves a temp file that the next
+   open removes.
 3. *Install*: hint and meta blocks, fsync, rename, fsync the folder. From this moment an open
    uses the snapshot and ignores segments ``<= N`` even if they are still there.
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
