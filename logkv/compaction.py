@@ -23,6 +23,7 @@ The steps, and why a crash at any of them loses nothing:
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -249,6 +250,11 @@ def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: 
                 # past `covers`, and only compaction (one at a time) rewrites old entries.
                 if entry is not None and entry[0] <= covers:
                     index[key] = snapshot.entry(i)
+        # Each new entry is a tuple the garbage collector tracks while the old one is freed, so
+        # its allocation count stays flat as young objects pile up, until one young pass walks
+        # them all, lock held (over half a second for 1M keys): collect them a batch at a time.
+        if gc.isenabled():
+            gc.collect(0)
         # This loop does no I/O, so it would keep the GIL for whole switch intervals and take
         # the lock again before a waiting writer runs; sleep(0) hands the GIL over.
         time.sleep(0)
