@@ -26,8 +26,8 @@ from .errors import (
     ReadOnlyStoreError,
     StoreClosedError,
     StoreFailedError,
-    SyncFailedError,
     StoreNotFoundError,
+    SyncFailedError,
 )
 from .format import (
     CHAIN_SIZE,
