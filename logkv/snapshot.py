@@ -120,14 +120,19 @@ class SnapshotWriter:
 
         ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
         (its sequence number, chain value and timestamp)."""
-        hint = msgpack.packb(
+        columns = [
+            _le_bytes(self.offsets),
+            _le_bytes(self._heads),
+            _le_bytes(self._sizes),
+            _le_bytes(self._type_ids),
+            list(self._types),
+        ]
+        # The same bytes as msgpack.packb([keys, *columns]), keys packed a chunk at a time.
+        hint = b"".join(
             [
-                self.keys,
-                _le_bytes(self.offsets),
-                _le_bytes(self._heads),
-                _le_bytes(self._sizes),
-                _le_bytes(self._type_ids),
-                list(self._types),
+                msgpack.Packer().pack_array_header(1 + len(columns)),
+                _pack_keys(self.keys),
+                *(msgpack.packb(column) for column in columns),
             ]
         )
         hint_offset = self._end
@@ -178,6 +183,23 @@ class SnapshotWriter:
         self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))
         self._file.write(body)
         self._end += BLOCK_HEADER.size + len(body)
+
+
+#: Keys packed per msgpack call when writing the hint (msgpack holds the GIL while it packs).
+_KEYS_PER_PACK = 8192
+
+
+def _pack_keys(keys: list[str]) -> bytes:
+    """``msgpack.packb(keys)``, packed a chunk at a time: one call for a million keys holds the
+    GIL for 200 ms, stalling every writer while compaction finishes; between chunks other
+    threads run."""
+    packer = msgpack.Packer()
+    parts = [packer.pack_array_header(len(keys))]
+    for start in range(0, len(keys), _KEYS_PER_PACK):
+        chunk = keys[start : start + _KEYS_PER_PACK]
+        header = len(packer.pack_array_header(len(chunk)))
+        parts.append(packer.pack(chunk)[header:])
+    return b"".join(parts)
 
 
 def _le_bytes(column: array[int]) -> bytes:
