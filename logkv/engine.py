@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -122,14 +122,54 @@ def validate_key(key: object) -> str:
     return key
 
 
-class _Batch:
-    """Appends that one ``fdatasync`` makes durable; their writers wait on ``done``."""
+class Commit:
+    """Appends that one ``fdatasync`` makes durable (a group-commit batch).
 
-    __slots__ = ("done", "error")
+    Returned by :meth:`Engine.set_deferred` and :meth:`Engine.delete_deferred`: :meth:`wait`
+    blocks until the batch is durable and visible; :meth:`add_done_callback` lets an event loop
+    be told instead of parking a thread per write.
+    """
+
+    __slots__ = ("_callbacks", "_guard", "done", "error")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._guard = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until durable; raise :class:`SyncFailedError` if the ``fdatasync`` failed."""
+        self.done.wait()
+        if self.error is not None:
+            error = self.error
+            errno = error.errno if isinstance(error, OSError) else None
+            raise SyncFailedError(errno, f"fsync failed: {error}") from error
+
+    def add_done_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call ``callback(error)`` once the batch is durable (``error`` None) or failed; from
+        the syncer thread, or right away if that already happened."""
+        with self._guard:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self.error)
+
+    def _finish(self, error: BaseException | None) -> None:
+        with self._guard:
+            self.error = error
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:  # a callback's bug must not kill the syncer
+                log.exception("commit callback failed")
+
+
+#: The commit of a write that needed no sync (``Durability.PROCESS``): already done.
+_DONE = Commit()
+_DONE.done.set()
 
 
 class Engine:
@@ -187,7 +227,7 @@ class Engine:
         # A syncer thread makes each batch durable with one fdatasync, applies it to the index,
         # then wakes that batch's writers (and no one else).
         self._pending: list[tuple[str, Entry | None, int]] = []
-        self._batch = _Batch()  # the batch new appends join
+        self._batch = Commit()  # the batch new appends join
         self._syncing = False
         self._work = threading.Condition(self._mutex)  # wakes the syncer
         self._syncer: threading.Thread | None = None
@@ -662,6 +702,31 @@ class Engine:
         self._write(_DELETE, key, None, None)
         return True
 
+    def set_deferred(
+        self, key: str, value: bytes | None, content_type: str | None = None
+    ) -> tuple[int, Commit]:
+        """Like :meth:`set`, but return right after the append: ``(seq, commit)``.
+
+        Under ``FSYNC`` the write becomes durable and visible when ``commit`` is done (wait on
+        it, or add a callback); under ``PROCESS`` it already is and ``commit`` is done.
+        """
+        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            validate_key(key)
+        if value is not None and type(value) is not bytes:
+            if not isinstance(value, bytes | bytearray | memoryview):
+                raise TypeError(f"values are bytes or None, got {type(value).__name__}")
+            value = bytes(value)
+        return self._append(_SET, key, content_type, value)
+
+    def delete_deferred(self, key: str) -> tuple[bool, Commit]:
+        """Like :meth:`delete`, but return right after the append: ``(existed, commit)``."""
+        validate_key(key)
+        with self._mutex:
+            self._check_writable()
+            if key not in self._index:
+                return False, _DONE
+        return True, self._append(_DELETE, key, None, None)[1]
+
     def sync(self) -> None:
         """Make everything written so far durable now (``fdatasync``), whatever the level."""
         with self._cond:
@@ -682,6 +747,20 @@ class Engine:
 
     def _write(self, op: int, key: str, content_type: str | None, value: bytes | None) -> int:
         """Append one record and make it visible (after its sync, under ``FSYNC``)."""
+        seq, commit = self._append(op, key, content_type, value)
+        if commit is not _DONE:
+            try:
+                commit.wait()
+            except SyncFailedError as exc:
+                message = f"fsync of {self.path} failed: {commit.error}"
+                raise SyncFailedError(exc.errno, message) from commit.error
+        return seq
+
+    def _append(
+        self, op: int, key: str, content_type: str | None, value: bytes | None
+    ) -> tuple[int, Commit]:
+        """Append one record; under ``PROCESS`` make it visible now, under ``FSYNC`` queue it
+        for the syncer and return the batch it joined."""
         with self._mutex:
             if self._closed or self.readonly or self._failed is not None:
                 self._check_writable()
@@ -725,7 +804,7 @@ class Engine:
                     self._live_bytes += length
                 elif old is not None:
                     del index[key]
-                return seq
+                return seq, _DONE
             # Durability.FSYNC: queue for the syncer; visible once its batch is synced.
             self._pending.append((key, entry, length))
             batch = self._batch
@@ -733,12 +812,7 @@ class Engine:
                 self._start_sync_thread()
             elif not self._syncing:
                 self._work.notify()
-        batch.done.wait()
-        if batch.error is not None:
-            error = batch.error
-            errno = error.errno if isinstance(error, OSError) else None
-            raise SyncFailedError(errno, f"fsync of {self.path} failed: {error}") from error
-        return seq
+        return seq, batch
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
         index = self._index
@@ -779,7 +853,7 @@ class Engine:
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
-                group, self._batch = self._batch, _Batch()
+                group, self._batch = self._batch, Commit()
                 writer = self._writer
                 assert writer is not None
                 self._syncing = True
@@ -797,9 +871,12 @@ class Engine:
                         self._apply(key, entry, length)
                 else:
                     self._failed = error
-                    group.error = error
-                group.done.set()
                 self._cond.notify_all()  # compaction or close waiting for the drain
+                self._mutex.release()
+                try:
+                    group._finish(error)  # wake this batch's writers (and run callbacks)
+                finally:
+                    self._mutex.acquire()
 
 def _newest_covers(folder: Path) -> int:
     """What the newest snapshot in ``folder`` covers (0: there is none)."""

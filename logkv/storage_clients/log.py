@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
-from ..engine import Engine
+from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
 from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
@@ -367,8 +367,13 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         now = _now()
         self.accessed_at = now
         self.modified_at = now
-        if self._threaded_writes or len(data) > self._offload:
+        if len(data) > self._offload:
             return Deferred(self._write_off_loop(key, data, stored_type))
+        if self._threaded_writes:
+            # Durability.FSYNC: append inline, then await the batch's fsync without parking a
+            # thread per write; concurrent tasks share one fdatasync (group commit).
+            _, commit = self._engine.set_deferred(key, data, stored_type)
+            return Deferred(self._after_commit(key, data, stored_type, commit))
         self._engine.set(key, data, stored_type)
         cache = self._cache
         if cache is not None:
@@ -389,6 +394,17 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if key in self._public.published:
             await self._publish(key, data, stored_type)
 
+    async def _after_commit(
+        self, key: str, data: bytes, stored_type: str, commit: Commit
+    ) -> None:
+        try:
+            await wait_for_commit(commit)
+        finally:
+            if self._cache is not None:  # see _write_off_loop: never cache a racing write
+                self._cache.discard(key)
+        if key in self._public.published:
+            await self._publish(key, data, stored_type)
+
     async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
         """Encode ``value`` and append it; durable (to the chosen level) when this returns."""
         pending = self.set_value_nowait(key, value, content_type)
@@ -402,7 +418,8 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = now
         if self._threaded_writes:
             try:
-                existed = await _to_thread(self._engine.delete, key)
+                existed, commit = self._engine.delete_deferred(key)
+                await wait_for_commit(commit)
             finally:
                 if self._cache is not None:
                     self._cache.discard(key)
@@ -517,3 +534,23 @@ def _delete_all(engine: Engine) -> None:
             return
         for key in keys:
             engine.delete(key)
+
+
+async def wait_for_commit(commit: Commit) -> None:
+    """Await a group-commit batch: the syncer thread resolves a future on this event loop."""
+    if commit.done.is_set():
+        commit.wait()
+        return
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(_: BaseException | None) -> None:
+        if not future.done():
+            future.set_result(None)
+
+    def from_syncer(error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, error)
+
+    commit.add_done_callback(from_syncer)
+    await future
+    commit.wait()  # raises SyncFailedError if the fdatasync failed
