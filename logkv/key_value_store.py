@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, overload
 
+from .compaction import CompactionResult
 from .configuration import Configuration
 from .content import JSON_CONTENT_TYPE, decode, encode, encode_json
 from .engine import MISSING
@@ -314,6 +315,14 @@ class KeyValueStore:
         found = self._autosaved.get(key)
         if found is not None:
             found.saved = None
+
+    async def compact(self, retention: str | None = None) -> CompactionResult | None:
+        """Compact the store now: write its live records as a snapshot and retire the log they
+        cover (``retention`` "delete" or "archive"; default: the configuration's). Runs in a
+        worker thread; other tasks keep reading and writing. Returns what it did (None for the
+        in-memory client, which has no log)."""
+        client = self._client or await self._attach()
+        return await client.compact(retention)
 
     async def record_exists(self, key: str) -> bool:
         """True when ``key`` holds a record."""

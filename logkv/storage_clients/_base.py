@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import MISSING, validate_key
 from ..errors import InvalidKeyError
@@ -231,6 +232,10 @@ class KeyValueStoreClient(ABC):
 
     async def maintain(self) -> None:
         """Periodic upkeep, run on every ``PERSIST_STATE`` event (metadata, compaction)."""
+        return None
+
+    async def compact(self, retention: str | None = None) -> CompactionResult | None:
+        """Compact the store now; None where there is no log to compact (in memory)."""
         return None
 
     def touch(self, modified: bool = False) -> None:

@@ -14,6 +14,7 @@ wait), opening (log replay), compaction, purge and drop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Final
 
+from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
 from ..engine import Commit, Engine
@@ -485,6 +487,19 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
             pass
         finally:
             self._compaction = None
+
+    async def compact(self, retention: str | None = None) -> CompactionResult | None:
+        """Compact now, in a worker thread (after any automatic compaction still running)."""
+        self._check_open()
+        while self._compaction is not None:
+            with contextlib.suppress(Exception):
+                await self._compaction
+        self._compaction = asyncio.ensure_future(_to_thread(self._engine.compact, retention))
+        try:
+            result: CompactionResult = await self._compaction
+        finally:
+            self._compaction = None
+        return result
 
     async def _save_meta(self) -> None:
         stamps = (self.accessed_at, self.modified_at)
