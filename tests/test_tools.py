@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -291,15 +292,51 @@ def test_logdump_on_a_missing_store_fails_cleanly(tmp_path: Path) -> None:
     assert "does not exist" in done.stderr
 
 
-def test_demo_survives_kill_9_and_says_so() -> None:
-    done = run_module("logkv.demo")
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_demo_survives_kill_9_compacts_and_says_so(tmp_path: Path) -> None:
+    # Run from an empty folder with its own temp folder: the demo must write nowhere else and
+    # leave nothing behind.
+    cwd, temp = tmp_path / "cwd", tmp_path / "temp"
+    cwd.mkdir()
+    temp.mkdir()
+    env = dict(os.environ, TMPDIR=str(temp), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "logkv.demo"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     out = done.stdout
-    assert "Crawler process" in out
+    assert done.returncode == 0, out + done.stderr
+    assert "LOST" not in out and "FAILED" not in out and "UNEXPECTED" not in out
+    acked = re.search(r"Crawler process \d+ .*KeyValueStore.*\n +(\d+) writes acknowledged", out)
+    assert acked is not None, out
+    writes = int(acked.group(1))
+    assert writes >= 600  # the child is killed only after 600 acknowledged writes
     assert "Sent kill -9 mid-run" in out
     assert "torn tail:" in out
-    assert "acknowledged pages present with the right bytes" in out
+    assert "reopened with KeyValueStore.open" in out
+    # Step 3 and step 6 (after compaction): every key holds its last acknowledged value.
+    holding = re.findall(r"keys holding their last acknowledged value: (\d+)/(\d+)", out)
+    assert len(holding) == 2 and all(good == total for good, total in holding), out
+    assert re.search(r"CRAWLER_STATE = \{\"fetched\": \d+", out)
+    # Step 4: compaction with retention archive gave back the space of the overwritten records.
+    assert 'await kvs.compact(retention="archive")' in out
+    sizes = re.search(r"data files in the store folder: ([\d.]+) (KiB|MiB) -> ([\d.]+) KiB", out)
+    assert sizes is not None, out
+    before = float(sizes.group(1)) * (1024 if sizes.group(2) == "MiB" else 1)
+    assert float(sizes.group(3)) < before
+    assert re.search(r"\d+ segments \([\d.]+ (KiB|MiB)\) moved to archive/", out)
+    # Step 5: the product's history, from the archive, sets and deletes (it sells out).
+    history = re.findall(r"^ +\d+  [\d:.]+ +(set|delete) +(\d+|-)  (\S+)$", out, re.MULTILINE)
+    assert len(history) >= 4, out
+    assert {op for op, _, _ in history} == {"set", "delete"}
+    assert all(where.startswith("archive/") for _, _, where in history)
+    assert f"holds all {writes} acknowledged writes" in out
+    # Step 6: paging.
+    assert "after 'pages/item-002.html': pages/item-003.html" in out
     assert "exact: sorted, no duplicates, none missed" in out
-    assert "Stats:" in out
-    assert "OK: all" in out and "acknowledged writes survived kill -9" in out
-    assert "LOST" not in out and "FAILED" not in out
+    assert f"OK: all {writes} acknowledged writes survived kill -9 and compaction." in out
+    assert list(cwd.iterdir()) == [] and list(temp.iterdir()) == []
