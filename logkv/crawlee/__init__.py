@@ -1,0 +1,21 @@
+"""logkv as a Crawlee storage client (install the extra ``logkv[crawlee]``).
+
+::
+
+    from crawlee import service_locator
+    from logkv.crawlee import LogKvStorageClient
+
+    service_locator.set_storage_client(LogKvStorageClient())
+
+or, for one store, ``await KeyValueStore.open(name="pages", storage_client=LogKvStorageClient())``.
+
+Every Crawlee key-value store is then a logkv store in
+``{storage_dir}/key_value_stores/{name|alias|default}/``, which logkv's command line tools read.
+Datasets and request queues are delegated to another Crawlee storage client, Crawlee's
+file-system client unless ``LogKvStorageClient(delegate=...)`` names another.
+"""
+
+from ._client import LogKvKeyValueStoreClient
+from ._storage_client import LogKvStorageClient
+
+__all__ = ["LogKvKeyValueStoreClient", "LogKvStorageClient"]

@@ -1,0 +1,195 @@
+"""Crawlee's ``StorageClient`` whose key-value stores are logkv stores.
+
+Key-value stores are :class:`~logkv.crawlee._client.LogKvKeyValueStoreClient` objects, one per
+store folder per process. Datasets and request queues are not logkv's business: they are
+opened by another Crawlee storage client, the ``delegate`` (Crawlee's file-system client unless
+another one is given), under the same Crawlee configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+from collections.abc import Hashable
+from typing import Any, Final
+
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storage_clients import FileSystemStorageClient, StorageClient
+
+from ..configuration import Configuration
+from ..errors import StoreNotFoundError
+from ..names import select, store_folder
+from ..storage_clients._base import StoreLocation
+from ..storage_clients.log import find_store_by_id
+from ._client import LogKvKeyValueStoreClient
+
+#: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
+CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
+
+#: Open stores of this process, by the real path of their folder.
+_OPEN: dict[str, LogKvKeyValueStoreClient] = {}
+_OPENING: dict[str, asyncio.Lock] = {}
+_EXIT_HOOK: list[bool] = []
+
+
+class LogKvStorageClient(StorageClient):  # type: ignore[misc]
+    """Key-value stores in logkv logs; datasets and request queues through ``delegate``.
+
+    Usage: ``service_locator.set_storage_client(LogKvStorageClient())``, or
+    ``await KeyValueStore.open(storage_client=LogKvStorageClient())``.
+
+    Stores live in ``{storage_dir}/key_value_stores/{name|alias|default}/`` (``storage_dir`` from
+    Crawlee's configuration); the default store (Crawlee's alias ``__default__``) is the folder
+    ``default``, as in logkv's own client (it also opens by the id ``default``).
+
+    ``settings`` is a :class:`logkv.Configuration` for the engine: durability, segment size,
+    recovery, retention, compaction, the offload threshold, and ``persist_state_interval`` (how
+    often changed timestamps are written to ``META.json``); its ``storage_dir`` and
+    ``purge_on_start`` are not used (Crawlee's configuration decides those).
+
+    Stores stay open (holding their lock) until :meth:`close` or the end of the process.
+    """
+
+    def __init__(
+        self,
+        *,
+        delegate: StorageClient | None = None,
+        settings: Configuration | None = None,
+    ) -> None:
+        self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
+        self._settings = settings if settings is not None else Configuration()
+        self._opened: list[LogKvKeyValueStoreClient] = []
+
+    @property
+    def delegate(self) -> Any:
+        """The Crawlee storage client that opens datasets and request queues."""
+        return self._delegate
+
+    def get_storage_client_cache_key(self, configuration: CrawleeConfiguration) -> Hashable:
+        """Stores are shared per storage directory (and per delegate, which opens the rest)."""
+        return (
+            f"{type(self).__module__}.{type(self).__name__}",
+            os.path.realpath(configuration.storage_dir),
+            self._delegate.get_storage_client_cache_key(configuration),
+        )
+
+    async def create_kvs_client(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        alias: str | None = None,
+        configuration: CrawleeConfiguration | None = None,
+    ) -> LogKvKeyValueStoreClient:
+        """Open the store selected by at most one of ``id``, ``name``, ``alias`` (none: the
+        default store), creating it unless selected by id.
+
+        Raises ``ValueError`` when more than one is given, when one is invalid (names as in
+        Crawlee; ``default`` is reserved for the default store), when no store has the id, or
+        when the folder holds a store of another kind.
+        """
+        configuration = configuration or CrawleeConfiguration.get_global_configuration()
+        location = await self._locate(id, name, alias, configuration)
+        assert location.path is not None
+        folder_key = os.path.realpath(location.path)
+        lock = _OPENING.setdefault(folder_key, asyncio.Lock())
+        async with lock:
+            client = _OPEN.get(folder_key)
+            if client is not None and not client.closed:
+                return client
+            client = await asyncio.to_thread(
+                LogKvKeyValueStoreClient.open_sync, location, self._settings, _forget
+            )
+            _OPEN[folder_key] = client
+            self._opened.append(client)
+            _register_exit_hook()
+        await self._purge_if_needed(client, configuration)
+        return client
+
+    async def _locate(
+        self,
+        id: str | None,
+        name: str | None,
+        alias: str | None,
+        configuration: CrawleeConfiguration,
+    ) -> StoreLocation:
+        if alias == CRAWLEE_DEFAULT_ALIAS and id is None and name is None:
+            alias = None
+        default_id = self._settings.default_key_value_store_id
+        selector = select(id=id, name=name, alias=alias, default_id=default_id)
+        storage_dir = configuration.storage_dir
+        if selector.folder_name is None:
+            assert selector.id is not None
+            root = store_folder(storage_dir, default_id).parent
+            try:
+                folder, meta = await asyncio.to_thread(find_store_by_id, root, selector.id)
+            except StoreNotFoundError:
+                raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
+            return StoreLocation(folder, meta.kind, meta.id, meta.name, meta.alias, folder)
+        assert selector.kind != "id"
+        folder = store_folder(storage_dir, selector.folder_name)
+        # A new default store gets a random id, as every Crawlee store does: Crawlee keys some
+        # per-process state (autosaved values) by store id alone.
+        new_id = None if selector.kind == "default" and id is None else selector.id
+        return StoreLocation(folder, selector.kind, new_id, selector.name, selector.alias, folder)
+
+    async def create_dataset_client(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        alias: str | None = None,
+        configuration: CrawleeConfiguration | None = None,
+    ) -> Any:
+        """A dataset client from the delegate."""
+        return await self._delegate.create_dataset_client(
+            id=id, name=name, alias=alias, configuration=configuration
+        )
+
+    async def create_rq_client(
+        self,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        alias: str | None = None,
+        configuration: CrawleeConfiguration | None = None,
+    ) -> Any:
+        """A request queue client from the delegate."""
+        return await self._delegate.create_rq_client(
+            id=id, name=name, alias=alias, configuration=configuration
+        )
+
+    def get_rate_limit_errors(self) -> dict[int, int]:
+        """The delegate's figures (logkv itself has no rate limits)."""
+        errors: dict[int, int] = self._delegate.get_rate_limit_errors()
+        return errors
+
+    async def close(self) -> None:
+        """Close the key-value stores this client opened (saving their timestamps and releasing
+        their locks). Opening a store again afterwards reopens it."""
+        opened, self._opened = self._opened, []
+        for client in opened:
+            await client.close()
+
+
+def _forget(client: LogKvKeyValueStoreClient) -> None:
+    folder_key = os.path.realpath(client.path)
+    if _OPEN.get(folder_key) is client:
+        del _OPEN[folder_key]
+
+
+def _register_exit_hook() -> None:
+    if not _EXIT_HOOK:
+        _EXIT_HOOK.append(True)
+        atexit.register(_close_all)
+
+
+def _close_all() -> None:
+    """At process exit: save every open store's timestamps and release its lock."""
+    for client in list(_OPEN.values()):
+        with contextlib.suppress(Exception):  # nothing could report it any more
+            client.close_sync()
+
+
