@@ -41,6 +41,7 @@ SNAPSHOT_HEADER = struct.Struct("<8sII")  # magic, version, covers
 TAIL = struct.Struct("<Q8s")  # offset of the meta block, end magic
 TAIL_MAGIC = b"\x89LKVEND\n"
 BLOCK_HEADER = struct.Struct("<II")  # crc32(body), length
+_SYNC_EVERY = 64 * 1024 * 1024  # bytes of snapshot written between fdatasyncs
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,19 @@ class SnapshotWriter:
         self._type_list: list[str | None] = []
         self.record_bytes = 0
         self.live_bytes = 0
+        self._next_sync = _SYNC_EVERY
 
     def add(self, frame: bytes, key: str, entry: Entry) -> int:
         """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log)."""
         offset = self._end
         self._file.write(frame)
         self._end += len(frame)
+        if self._end >= self._next_sync:
+            # Sync as we go, so that the final fsync has little left and the disk never holds
+            # a gigabyte of dirty snapshot in front of the writers' appends.
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._next_sync = self._end + _SYNC_EVERY
         self.record_bytes += len(frame)
         self.live_bytes += len(frame)
         self.keys.append(key)
