@@ -1,7 +1,9 @@
 """``logkv``: inspect and audit one store from the command line.
 
 Subcommands, each taking the store folder: ``stats``, ``verify``, ``history KEY``,
-``replay --until SEQ|TIME --to DIR`` and ``dump``. All of them only read the store and take no
+``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
+move a Crawlee file-system key-value store into a new logkv store and back (see
+:mod:`logkv.cli.transfer`). All of them only read the store and take no
 lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
 aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
 ``dump``). Also runs as ``python -m logkv.cli.main``.
@@ -45,6 +47,7 @@ from .render import (
     value_cell,
     value_fields,
 )
+from .transfer import add_commands as add_transfer_commands
 
 PROG: Final = "logkv"
 #: Characters of a value shown in a table cell (``--json`` prints whole values).
@@ -429,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="dump the archived and current segments (every record kept) instead",
     )
+    add_transfer_commands(commands, _EPILOG)
     return parser
 
 

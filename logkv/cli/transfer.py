@@ -1,0 +1,529 @@
+"""``logkv import`` and ``logkv export``: move a Crawlee file-system key-value store into a
+logkv store and back, record for record.
+
+A Crawlee file-system key-value store is a folder of plain files::
+
+    __metadata__.json            the store: id, name, created_at, accessed_at, modified_at
+    KEY                          a record's bytes; the file name is the key percent-encoded
+                                 (every character but letters, digits and ``_.-~``)
+    KEY.__metadata__.json        the record's key, content_type and size
+
+Import copies each record's bytes and content type into a new logkv store through
+:meth:`logkv.Engine.set`, and writes the store's ``META.json`` (the id, timestamps and kind the
+async :class:`logkv.KeyValueStore` expects). Export writes the same three kinds of file from a
+logkv store. Bytes, keys, content types, the store id and its timestamps survive a round trip
+unchanged.
+
+Crawlee and logkv decode a value from its content type by slightly different rules (Crawlee:
+``application/json`` anywhere in the type means JSON, a type starting ``text/`` means UTF-8
+text, the rest is bytes; logkv: ``*/json`` and ``*/*+json`` are JSON, ``text/*`` is text in its
+charset). Where the two disagree for a record, or where the stored bytes do not decode as their
+type says, the import adds logkv's hidden ``x-logkv-value`` parameter (``bytes``, ``str``, or
+``bigint`` for JSON read by the standard library) so that :class:`logkv.KeyValueStore` returns
+what Crawlee returns; users never see that parameter and export drops it again. A Crawlee
+``application/x-none`` record (a stored None) becomes a stored None.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from tqdm import tqdm
+
+from ..configuration import Configuration
+from ..content import MARKER_PARAM, base_type, decode, is_json_type, public_content_type
+from ..engine import Engine, validate_key
+from ..errors import InvalidKeyError
+from ..fsutil import fsync_dir
+from ..layout import CRAWLEE_METADATA_FILE
+from ..names import StoreKind, validate_alias, validate_name
+from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
+from . import ExitCode
+from .common import CommandError, require_store
+from .render import human_bytes, human_seconds, json_document
+
+PROG: Final = "logkv"
+#: The suffix of a record's metadata file in a Crawlee store.
+RECORD_META_SUFFIX: Final = "." + CRAWLEE_METADATA_FILE
+#: Crawlee's content type of a stored None (its value file is empty).
+NONE_CONTENT_TYPE: Final = "application/x-none"
+#: Problems listed one by one on stderr before the rest are only counted.
+SHOWN_PROBLEMS: Final = 10
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_AS_BYTES: Final = f"; {MARKER_PARAM}=bytes"
+_AS_STR: Final = f"; {MARKER_PARAM}=str"
+_AS_STDLIB_JSON: Final = f"; {MARKER_PARAM}=bigint"
+_JSON: Final = "json"
+_TEXT: Final = "text"
+_BYTES: Final = "bytes"
+
+
+@dataclass
+class TransferResult:
+    """What an import or export did."""
+
+    source: str
+    target: str
+    store_id: str
+    name: str | None
+    kind: str
+    records: int = 0
+    value_bytes: int = 0
+    seconds: float = 0.0
+    #: Records left out, one line each (a Crawlee record whose files are unreadable).
+    skipped: list[str] = field(default_factory=list)
+    #: Files of the source that belong to no record (Crawlee ignores them too).
+    stray_files: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary for ``--json``."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------- names
+
+
+def crawlee_file_name(key: str) -> str:
+    """The file name Crawlee's file-system store gives the record of ``key``."""
+    return urllib.parse.quote(key, safe="")
+
+
+def key_from_file_name(name: str) -> str:
+    """The key of a Crawlee record file name (the inverse of :func:`crawlee_file_name`)."""
+    return urllib.parse.unquote(name)
+
+
+def _unsafe_key(key: str) -> str | None:
+    """Why a Crawlee file-system store cannot hold ``key`` under its own name, or None."""
+    name = crawlee_file_name(key)
+    if name in {".", ".."}:
+        return "its file name would be a directory reference"
+    if name == CRAWLEE_METADATA_FILE or name.endswith(RECORD_META_SUFFIX):
+        return f"its file name would clash with a {CRAWLEE_METADATA_FILE} file"
+    if len(name.encode("utf-8")) > 255:
+        return "its percent-encoded file name is longer than 255 bytes"
+    return None
+
+
+# ---------------------------------------------------------------------------------- timestamps
+
+
+def _to_seconds(value: object) -> float | None:
+    """A Crawlee timestamp (ISO 8601 text) as ``time.time()`` seconds, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _to_crawlee_time(seconds: float) -> str:
+    """``seconds`` as Crawlee writes a timestamp, exact to the microsecond."""
+    return str(_EPOCH + timedelta(microseconds=round(seconds * 1_000_000)))
+
+
+# ---------------------------------------------------------------------------------- content types
+
+
+def _crawlee_kind(content_type: str) -> str:
+    """How Crawlee's file-system store decodes a value of ``content_type``."""
+    if "application/json" in content_type:
+        return _JSON
+    if content_type.startswith("text/"):
+        return _TEXT
+    return _BYTES
+
+
+def _logkv_kind(content_type: str) -> str:
+    """How logkv decodes a value of ``content_type`` (without a marker)."""
+    if is_json_type(content_type):
+        return _JSON
+    if base_type(content_type).startswith("text/"):
+        return _TEXT
+    return _BYTES
+
+
+def stored_content_type(content_type: str, data: bytes) -> str:
+    """The content type to store ``data`` under in logkv so that logkv decodes it as Crawlee
+    does (see the module docstring); ``content_type`` itself when both already agree."""
+    wanted = _crawlee_kind(content_type)
+    if wanted == _logkv_kind(content_type):
+        stored = content_type
+    elif wanted == _JSON:
+        stored = content_type + _AS_STDLIB_JSON
+    elif wanted == _TEXT:
+        stored = content_type + _AS_STR
+    else:
+        return content_type + _AS_BYTES
+    if wanted == _BYTES:
+        return stored
+    try:
+        decode(data, stored)
+    except (ValueError, LookupError):
+        # Not valid JSON or text (Crawlee gives up on such a record): keep the bytes readable.
+        return content_type + _AS_BYTES
+    return stored
+
+
+# ---------------------------------------------------------------------------------- targets
+
+
+def _prepare_target(target: Path) -> bool:
+    """Check that ``target`` is absent or an empty folder and create it; True if it existed."""
+    if target.exists():
+        if not target.is_dir():
+            raise CommandError(f"the target {target} is a file, not a folder", ExitCode.USAGE)
+        if any(target.iterdir()):
+            raise CommandError(
+                f"the target {target} is not empty; give a new or empty folder", ExitCode.USAGE
+            )
+        return True
+    target.mkdir(parents=True)
+    return False
+
+
+def _undo_target(target: Path, existed: bool) -> None:
+    """Remove what a failed transfer wrote into ``target`` (it was new or empty)."""
+    if not existed:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable[[], None]]:
+    """A step callback driving a tqdm bar on stderr (``enabled`` None: only on a terminal)."""
+    disable = None if enabled is None else not enabled
+    with tqdm(
+        desc=label, total=total, unit="rec", file=sys.stderr, disable=disable, leave=False
+    ) as bar:
+
+        def step() -> None:
+            bar.update(1)
+
+        yield step
+
+
+# ---------------------------------------------------------------------------------- import
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_bytes())
+
+
+def _store_identity(source: Path) -> dict[str, Any]:
+    """The Crawlee store's ``__metadata__.json``; a :class:`CommandError` if it is not one."""
+    if not source.is_dir():
+        raise CommandError(f"no Crawlee key-value store at {source}", ExitCode.USAGE)
+    path = source / CRAWLEE_METADATA_FILE
+    if not path.is_file():
+        raise CommandError(
+            f"{source} is not a Crawlee file-system key-value store (it has no "
+            f"{CRAWLEE_METADATA_FILE})",
+            ExitCode.USAGE,
+        )
+    try:
+        body = _read_json(path)
+    except ValueError as exc:
+        raise CommandError(f"{path} is not valid JSON ({exc})", ExitCode.DAMAGED) from None
+    if not isinstance(body, dict):
+        raise CommandError(f"{path} is not a Crawlee store's metadata", ExitCode.DAMAGED)
+    return body
+
+
+def _import_kind(target: Path, crawlee_name: object) -> tuple[StoreKind, str | None, str | None]:
+    """``(kind, name, alias)`` of the imported store, from the target folder's name: the
+    default store's folder makes the default store; otherwise a named Crawlee store becomes the
+    named store of the folder's name, an unnamed one the alias store of that name."""
+    folder = target.resolve().name
+    if folder == Configuration().default_key_value_store_id:
+        return "default", None, None
+    try:
+        if crawlee_name is not None:
+            return "named", validate_name(folder), None
+        return "alias", None, validate_alias(folder)
+    except ValueError as exc:
+        raise CommandError(
+            f"the target folder's name cannot name the imported store: {exc}", ExitCode.USAGE
+        ) from None
+
+
+def _record_files(source: Path) -> tuple[list[str], int]:
+    """The record metadata file names of a Crawlee store (sorted), and how many other files
+    belong to no record."""
+    names = [entry.name for entry in os.scandir(source) if entry.is_file()]
+    metas = sorted(n for n in names if n.endswith(RECORD_META_SUFFIX))
+    values = {n[: -len(RECORD_META_SUFFIX)] for n in metas}
+    stray = sum(
+        1
+        for n in names
+        if n != CRAWLEE_METADATA_FILE and not n.endswith(RECORD_META_SUFFIX) and n not in values
+    )
+    return metas, stray
+
+
+def _read_record(source: Path, meta_name: str) -> tuple[str, str, bytes] | str:
+    """``(key, content type, bytes)`` of one Crawlee record, or why it cannot be read."""
+    value_name = meta_name[: -len(RECORD_META_SUFFIX)]
+    try:
+        body = _read_json(source / meta_name)
+    except ValueError as exc:
+        return f"{meta_name}: not valid JSON ({exc})"
+    if not isinstance(body, dict):
+        return f"{meta_name}: not a record's metadata"
+    key = body.get("key", key_from_file_name(value_name))
+    content_type = body.get("content_type", body.get("contentType"))
+    if not isinstance(key, str) or not isinstance(content_type, str):
+        return f"{meta_name}: no key or content_type"
+    try:
+        data = (source / value_name).read_bytes()
+    except FileNotFoundError:
+        return f"{meta_name}: the value file {value_name} is missing"
+    return key, content_type, data
+
+
+def import_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
+    """Import the Crawlee file-system store in ``source`` into a new logkv store ``target``.
+
+    All or nothing: on an error, what was written to ``target`` is removed again.
+    """
+    started = time.perf_counter()
+    identity = _store_identity(source)
+    kind, name, alias = _import_kind(target, identity.get("name"))
+    store_id = identity.get("id")
+    now = time.time()
+    meta = StoreMeta(
+        id=store_id if isinstance(store_id, str) and store_id else new_store_id(),
+        name=name,
+        alias=alias,
+        kind=kind,
+        created_at=_to_seconds(identity.get("created_at", identity.get("createdAt"))) or now,
+        accessed_at=_to_seconds(identity.get("accessed_at", identity.get("accessedAt"))) or now,
+        modified_at=_to_seconds(identity.get("modified_at", identity.get("modifiedAt"))) or now,
+    )
+    metas, stray = _record_files(source)
+    result = TransferResult(
+        str(source), str(target), meta.id, name, kind, stray_files=stray
+    )  # fmt: skip
+    existed = _prepare_target(target)
+    try:
+        with Engine.open(target) as engine, _progress("import", len(metas), bar) as step:
+            for meta_name in metas:
+                record = _read_record(source, meta_name)
+                step()
+                if isinstance(record, str):
+                    result.skipped.append(record)
+                    continue
+                key, content_type, data = record
+                _import_record(engine, key, content_type, data)
+                result.records += 1
+                result.value_bytes += len(data)
+            engine.sync()
+            write_meta(target, meta)
+    except BaseException:
+        _undo_target(target, existed)
+        raise
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _import_record(engine: Engine, key: str, content_type: str, data: bytes) -> None:
+    try:
+        validate_key(key)
+    except InvalidKeyError as exc:
+        raise CommandError(f"cannot import key {key!r}: {exc}", ExitCode.USAGE) from None
+    if MARKER_PARAM in content_type.lower():
+        raise CommandError(
+            f"cannot import key {key!r}: its content type {content_type!r} carries logkv's "
+            f"reserved {MARKER_PARAM!r} parameter",
+            ExitCode.USAGE,
+        )
+    if content_type == NONE_CONTENT_TYPE and not data:
+        engine.set(key, None, content_type)
+        return
+    engine.set(key, data, stored_content_type(content_type, data))
+
+
+# ---------------------------------------------------------------------------------- export
+
+
+def _crawlee_json(body: dict[str, Any]) -> bytes:
+    """JSON as Crawlee writes its metadata files (indented, non-ASCII kept)."""
+    return json.dumps(body, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _write_file(path: Path | str, data: bytes) -> None:
+    """Create ``path`` (it must not exist yet) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def export_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
+    """Export the logkv store in ``source`` as a Crawlee file-system store in ``target``.
+
+    The store is read without its lock (as the other commands do). All or nothing: on an error,
+    what was written to ``target`` is removed again.
+    """
+    started = time.perf_counter()
+    require_store(source)
+    meta = read_meta(source)
+    now = time.time()
+    with Engine.open(source, readonly=True) as engine:
+        total = engine.stats().keys
+        result = TransferResult(
+            str(source),
+            str(target),
+            meta.id if meta else new_store_id(),
+            meta.name if meta else None,
+            meta.kind if meta else "alias",
+        )
+        existed = _prepare_target(target)
+        try:
+            with _progress("export", total, bar) as step:
+                for key in engine.keys(None):
+                    step()
+                    found = engine.get_with_type(key)
+                    if found is None:  # deleted by a writer meanwhile
+                        continue
+                    result.value_bytes += _export_record(target, key, *found)
+                    result.records += 1
+            identity = {
+                "id": result.store_id,
+                "name": result.name,
+                "accessed_at": _to_crawlee_time(meta.accessed_at if meta else now),
+                "created_at": _to_crawlee_time(meta.created_at if meta else now),
+                "modified_at": _to_crawlee_time(meta.modified_at if meta else now),
+            }
+            _write_file(target / CRAWLEE_METADATA_FILE, _crawlee_json(identity))
+            fsync_dir(target)
+        except BaseException:
+            _undo_target(target, existed)
+            raise
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _export_record(target: Path, key: str, data: bytes | None, stored: str | None) -> int:
+    """Write one record's value and metadata files; return the value's size."""
+    problem = _unsafe_key(key)
+    if problem is not None:
+        raise CommandError(
+            f"cannot export key {key!r}: a Crawlee file-system store cannot hold it ({problem})",
+            ExitCode.USAGE,
+        )
+    if data is None:
+        data, content_type = b"", NONE_CONTENT_TYPE
+    else:
+        content_type = public_content_type(stored)
+    path = os.path.join(target, crawlee_file_name(key))
+    _write_file(path, data)
+    record = {"key": key, "content_type": content_type, "size": len(data)}
+    _write_file(path + RECORD_META_SUFFIX, _crawlee_json(record))
+    return len(data)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def _bar(args: argparse.Namespace) -> bool | None:
+    return False if args.quiet else (True if args.progress else None)
+
+
+def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
+    for problem in result.skipped[:SHOWN_PROBLEMS]:
+        print(f"{PROG}: warning: skipped {problem}", file=sys.stderr)
+    if len(result.skipped) > SHOWN_PROBLEMS:
+        more = len(result.skipped) - SHOWN_PROBLEMS
+        print(f"{PROG}: warning: skipped {more} more record(s)", file=sys.stderr)
+    if args.json:
+        print(json_document(result.as_json()))
+        return ExitCode.OK
+    label = {"named": f"named {result.name!r}", "alias": "unnamed", "default": "default"}
+    print(
+        f"{verb} {result.records:,} records ({human_bytes(result.value_bytes)} of values) from "
+        f"{result.source} into {result.target} in {human_seconds(result.seconds)}: store id "
+        f"{result.store_id}, {label.get(result.kind, result.kind)} store."
+    )
+    if result.skipped:
+        print(f"Skipped {len(result.skipped):,} unreadable record(s) (see the warnings).")
+    if result.stray_files:
+        print(f"Ignored {result.stray_files:,} file(s) that belong to no record.")
+    return ExitCode.OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import a Crawlee file-system key-value store into a new logkv store."""
+    return _report(args, import_store(args.source, args.target, _bar(args)), "Imported")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a logkv store as a Crawlee file-system key-value store."""
+    return _report(args, export_store(args.source, args.target, _bar(args)), "Exported")
+
+
+def add_commands(commands: Any, epilog: str) -> None:
+    """Add ``import`` and ``export`` to the ``logkv`` subparsers ``commands``."""
+    specs = (
+        (
+            "import",
+            cmd_import,
+            "Import a Crawlee file-system key-value store folder into a new logkv store folder: "
+            "every record's bytes, key and content type, and the store's id and timestamps.",
+            "CRAWLEE_STORE_DIR",
+            "LOGKV_STORE_DIR",
+        ),
+        (
+            "export",
+            cmd_export,
+            "Export a logkv store folder as a Crawlee file-system key-value store folder that "
+            "Crawlee's FileSystemStorageClient opens and reads back identically.",
+            "LOGKV_STORE_DIR",
+            "CRAWLEE_STORE_DIR",
+        ),
+    )
+    for name, handler, text, source, target in specs:
+        sub = commands.add_parser(
+            name, help=text, description=text, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        sub.add_argument("source", type=Path, metavar=source, help="the store to read")
+        sub.add_argument(
+            "target", type=Path, metavar=target, help="the new store folder (absent or empty)"
+        )
+        sub.add_argument("--json", action="store_true", help="print a JSON summary")
+        output = sub.add_mutually_exclusive_group()
+        output.add_argument(
+            "-q", "--quiet", action="store_true", help="no progress bar (errors still printed)"
+        )
+        output.add_argument(
+            "--progress",
+            action="store_true",
+            help="show the progress bar even when stderr is not a terminal",
+        )
+        sub.set_defaults(handler=handler)
