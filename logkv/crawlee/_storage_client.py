@@ -191,5 +191,3 @@ def _close_all() -> None:
     for client in list(_OPEN.values()):
         with contextlib.suppress(Exception):  # nothing could report it any more
             client.close_sync()
-
-

@@ -1,0 +1,498 @@
+"""Contract tests: Crawlee's own ``KeyValueStore`` over ``logkv.crawlee.LogKvStorageClient``.
+
+Each test checks a behaviour Crawlee documents for key-value stores (opening by id, name and
+alias, instance caching, ``None`` values, ``record_exists``, purge, drop, listing and iteration
+with ``limit`` and ``exclusive_start_key``, autosaved values, awkward keys), and that the stores
+are logkv stores that logkv's own tools and client read.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crawlee import service_locator
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storage_clients import FileSystemStorageClient
+from crawlee.storages import Dataset, KeyValueStore
+
+import logkv.crawlee._client as adapter_client
+from logkv import Configuration, StoreClosedError
+from logkv import KeyValueStore as LogKvKeyValueStore
+from logkv.cli.main import main as logkv_main
+from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
+from logkv.layout import KVS_DIR, META_FILE, is_store_folder
+
+AWKWARD_KEYS = [
+    "with space",
+    "a/b/c",
+    "päge/ü · 日本語",
+    "emoji 🕷",
+    "trailing slash/",
+    "100%25 encoded?&=",
+    "..",
+]
+
+
+class Env:
+    """A storage directory, a Crawlee configuration for it and a logkv storage client."""
+
+    def __init__(self, root: Path, *, purge_on_start: bool = False) -> None:
+        self.root = root
+        self.purge_on_start = purge_on_start
+        self.configuration = CrawleeConfiguration(
+            storage_dir=str(root), purge_on_start=purge_on_start
+        )
+        self.clients: list[LogKvStorageClient] = []
+        self.client = self.new_client()
+
+    def new_client(self) -> LogKvStorageClient:
+        client = LogKvStorageClient(settings=Configuration(auto_compact=False))
+        self.clients.append(client)
+        return client
+
+    async def open(self, **selector: Any) -> KeyValueStore:
+        return await KeyValueStore.open(
+            configuration=self.configuration, storage_client=self.client, **selector
+        )
+
+    async def restart(self) -> None:
+        """What a new process sees: every store closed, Crawlee's caches empty."""
+        for client in self.clients:
+            await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+        KeyValueStore._autosaved_values.clear()
+        self.client = self.new_client()
+
+    def folder(self, name: str) -> Path:
+        return self.root / KVS_DIR / name
+
+
+@pytest.fixture
+async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
+    monkeypatch.setattr(KeyValueStore, "_autosaved_values", {})
+    service_locator.storage_instance_manager.clear_cache()
+    made = Env(tmp_path / "storage")
+    yield made
+    for client in made.clients:
+        await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+
+
+def path_of_url(url: str) -> Path:
+    assert url.startswith("file://")
+    return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+
+
+async def keys_of(kvs: KeyValueStore, **paging: Any) -> list[str]:
+    return [item.key async for item in kvs.iterate_keys(**paging)]
+
+
+# ---------------------------------------------------------------- opening
+
+
+async def test_default_store_is_a_logkv_store_in_the_default_folder(env: Env) -> None:
+    kvs = await env.open()
+    await kvs.set_value("k", {"a": 1})
+    metadata = await kvs.get_metadata()
+    assert metadata.name is None
+    assert kvs.id == metadata.id
+    folder = env.folder("default")
+    assert is_store_folder(folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    assert meta["id"] == kvs.id
+    assert meta["kind"] == "default"
+    # Crawlee caches the instance: every way of opening it again gives the same object.
+    assert await env.open() is kvs
+    assert await env.open(id=kvs.id) is kvs
+
+
+async def test_named_store_persists_across_runs_and_opens_by_id(env: Env) -> None:
+    kvs = await env.open(name="pages")
+    assert kvs.name == "pages"
+    await kvs.set_value("page-1", "<html></html>", "text/html")
+    store_id = kvs.id
+    await env.restart()
+    again = await env.open(name="pages")
+    assert again is not kvs
+    assert again.id == store_id
+    assert await again.get_value("page-1") == "<html></html>"
+    await env.restart()
+    by_id = await env.open(id=store_id)
+    assert by_id.name == "pages"
+    assert await by_id.get_value("page-1") == "<html></html>"
+
+
+async def test_alias_store_is_unnamed_and_distinct(env: Env) -> None:
+    default = await env.open()
+    aliased = await env.open(alias="run-extra")
+    named = await env.open(name="run-named")
+    assert aliased.name is None
+    assert len({default.id, aliased.id, named.id}) == 3
+    await aliased.set_value("k", "alias")
+    await default.set_value("k", "default")
+    assert await aliased.get_value("k") == "alias"
+    assert await env.open(alias="run-extra") is aliased
+    assert env.folder("run-extra").is_dir()
+
+
+async def test_opening_errors(env: Env) -> None:
+    with pytest.raises(ValueError, match="not found"):
+        await env.open(id="no-such-store")
+    with pytest.raises(ValueError):
+        await env.open(name="a", alias="b")
+    with pytest.raises(ValueError):
+        await env.open(id="x", name="a")
+    with pytest.raises(ValueError):
+        await env.open(name="bad_name!")
+    with pytest.raises(ValueError):
+        await env.open(alias="a/b")
+    await env.open(name="taken")
+    # Crawlee's own check within a process ...
+    with pytest.raises(ValueError):
+        await env.open(alias="taken")
+    # ... and logkv's on disk, in a later run: the folder holds a named store.
+    await env.restart()
+    with pytest.raises(ValueError, match="named store"):
+        await env.open(alias="taken")
+
+
+async def test_foreign_folder_is_refused(env: Env) -> None:
+    crawlee_store = await KeyValueStore.open(
+        name="from-crawlee",
+        configuration=env.configuration,
+        storage_client=FileSystemStorageClient(),
+    )
+    await crawlee_store.set_value("k", 1)
+    service_locator.storage_instance_manager.clear_cache()
+    with pytest.raises(Exception, match="Crawlee file-system"):
+        await env.open(name="from-crawlee")
+
+
+async def test_two_storage_clients_share_one_open_store(env: Env) -> None:
+    first = await env.client.create_kvs_client(name="shared", configuration=env.configuration)
+    second = await env.new_client().create_kvs_client(
+        name="shared", configuration=env.configuration
+    )
+    assert first is second
+    assert isinstance(first, LogKvKeyValueStoreClient)
+
+
+async def test_service_locator_is_all_a_user_needs(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh locator state, as at the start of a program.
+    monkeypatch.setattr(service_locator, "_configuration", None)
+    monkeypatch.setattr(service_locator, "_storage_client", None)
+    service_locator.set_configuration(env.configuration)
+    service_locator.set_storage_client(env.client)
+    kvs = await KeyValueStore.open(name="via-locator")
+    await kvs.set_value("k", [1, 2])
+    assert await kvs.get_value("k") == [1, 2]
+    assert is_store_folder(env.folder("via-locator"))
+
+
+# ---------------------------------------------------------------- values
+
+
+CASES: list[tuple[str, Any, str | None]] = [
+    ("dict", {"a": [1, 2.5, None, True], "ü": "日本"}, None),
+    ("list", [1, "two", {"three": 3}], None),
+    ("text", "plain text ü", None),
+    ("bytes", b"\x00\xffbinary", None),
+    ("int", 42, None),
+    ("float", 2.5, None),
+    ("bool", True, None),
+    ("html", "<p>ü</p>", "text/html"),
+    ("json-typed", {"k": "v"}, "application/json"),
+    ("str-as-binary", "abc", "application/octet-stream"),
+    ("none", None, None),
+]
+
+
+async def test_values_read_back_as_crawlees_file_system_client_reads_them(env: Env) -> None:
+    ours = await env.open(name="ours")
+    theirs = await KeyValueStore.open(
+        name="theirs",
+        configuration=CrawleeConfiguration(storage_dir=str(env.root / "fs"), purge_on_start=False),
+        storage_client=FileSystemStorageClient(),
+    )
+    for key, value, content_type in CASES:
+        await ours.set_value(key, value, content_type)
+        await theirs.set_value(key, value, content_type)
+    ours_meta = {item.key: item async for item in ours.iterate_keys()}
+    theirs_meta = {item.key: item async for item in theirs.iterate_keys()}
+    for key, _, _ in CASES:
+        assert await ours.get_value(key, "missing") == await theirs.get_value(key, "missing"), key
+        assert ours_meta[key].content_type == theirs_meta[key].content_type, key
+    # The values after a restart (read back from the log).
+    expected = {key: await theirs.get_value(key) for key, _, _ in CASES}
+    await env.restart()
+    reopened = await env.open(name="ours")
+    assert {key: await reopened.get_value(key) for key, _, _ in CASES} == expected
+    assert expected["int"] == "42"  # Crawlee's rule: numbers without a content type are text
+
+
+async def test_none_is_a_record_that_exists(env: Env) -> None:
+    kvs = await env.open()
+    await kvs.set_value("nothing", None)
+    assert await kvs.record_exists("nothing")
+    assert await kvs.get_value("nothing", "default") is None
+    assert await kvs.get_value("missing", "default") == "default"
+    assert not await kvs.record_exists("missing")
+    [info] = await kvs.list_keys()
+    assert (info.key, info.content_type, info.size) == ("nothing", "application/x-none", 0)
+    assert [entry async for entry in kvs.iterate_entries()] == [("nothing", None)]
+    await kvs.delete_value("nothing")
+    assert not await kvs.record_exists("nothing")
+    await kvs.delete_value("nothing")  # deleting a missing key is allowed
+
+
+async def test_record_sizes_and_overwrites(env: Env) -> None:
+    kvs = await env.open()
+    await kvs.set_value("k", b"12345")
+    await kvs.set_value("k", "ü")
+    [info] = await kvs.list_keys()
+    assert info.content_type == "text/plain; charset=utf-8"
+    assert info.size == 2
+    assert await kvs.get_value("k") == "ü"
+
+
+async def test_large_values_round_trip(env: Env) -> None:
+    kvs = await env.open()
+    big = bytes(range(256)) * 4096  # 1 MiB: read and written off the event loop
+    await kvs.set_value("big", big)
+    assert await kvs.get_value("big") == big
+    assert [value async for value in kvs.iterate_values()] == [big]
+
+
+@pytest.mark.parametrize("key", AWKWARD_KEYS)
+async def test_awkward_keys(env: Env, key: str) -> None:
+    kvs = await env.open(name="awkward")
+    await kvs.set_value(key, {"key": key})
+    await kvs.set_value("plain", 1)
+    assert await kvs.record_exists(key)
+    assert await kvs.get_value(key) == {"key": key}
+    assert key in await keys_of(kvs)
+    url = await kvs.get_public_url(key)
+    public = path_of_url(url)
+    assert public.parent == env.folder("awkward") / "public"
+    assert json.loads(public.read_bytes()) == {"key": key}
+    await env.restart()
+    kvs = await env.open(name="awkward")
+    assert await kvs.get_value(key) == {"key": key}
+    await kvs.delete_value(key)
+    assert not await kvs.record_exists(key)
+    assert await keys_of(kvs) == ["plain"]
+
+
+async def test_invalid_keys_are_refused(env: Env) -> None:
+    kvs = await env.open()
+    with pytest.raises(ValueError):
+        await kvs.set_value("", 1)
+    with pytest.raises(ValueError):
+        await kvs.set_value("x" * 2000, 1)
+    assert await keys_of(kvs) == []
+
+
+async def test_public_url_follows_the_record(env: Env) -> None:
+    kvs = await env.open()
+    await kvs.set_value("page", "<p>one</p>", "text/html")
+    url = await kvs.get_public_url("page")
+    assert url.endswith("page.html")
+    path = path_of_url(url)
+    assert path.read_text() == "<p>one</p>"
+    await kvs.set_value("page", "<p>two</p>", "text/html")
+    assert path.read_text() == "<p>two</p>"
+    await kvs.delete_value("page")
+    assert not path.exists()
+    with pytest.raises(KeyError):
+        await kvs.get_public_url("page")
+
+
+# ---------------------------------------------------------------- listing and iterating
+
+
+async def test_listing_with_limit_and_exclusive_start_key(env: Env) -> None:
+    kvs = await env.open()
+    keys = [f"key-{i:04d}" for i in range(600)]  # more than one index batch
+    for key in reversed(keys):
+        await kvs.set_value(key, {"n": key})
+    assert await keys_of(kvs) == keys
+    assert [item.key for item in await kvs.list_keys()] == keys  # list_keys' limit is 1000
+    assert [item.key for item in await kvs.list_keys(limit=3)] == keys[:3]
+    assert await keys_of(kvs, exclusive_start_key="key-0297", limit=5) == keys[298:303]
+    assert await keys_of(kvs, exclusive_start_key="key-0100x") == keys[101:]
+    assert await keys_of(kvs, exclusive_start_key="key-0599") == []
+    assert await keys_of(kvs, limit=0) == []
+    assert [key async for key in kvs] == keys
+    entries = [entry async for entry in kvs.iterate_entries(exclusive_start_key="key-0500")]
+    assert entries == [(key, {"n": key}) for key in keys[501:]]
+    values = [value async for value in kvs.iterate_values(limit=300)]
+    assert values == [{"n": key} for key in keys[:300]]
+
+
+async def test_iterate_entries_reads_in_bounded_batches(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adapter_client, "ENTRY_BATCH_BYTES", 1000)
+    read_groups: list[int] = []
+    real = adapter_client._read_group
+
+    def spy(engine: Any, group: Any) -> Any:
+        read_groups.append(len(group))
+        return real(engine, group)
+
+    monkeypatch.setattr(adapter_client, "_read_group", spy)
+    kvs = await env.open()
+    for i in range(40):
+        await kvs.set_value(f"k{i:02d}", "x" * 300)
+    await kvs.set_value("k99", "y" * 5000)  # larger than a batch: read alone
+    entries = [entry async for entry in kvs.iterate_entries()]
+    assert [key for key, _ in entries] == [f"k{i:02d}" for i in range(40)] + ["k99"]
+    assert entries[-1][1] == "y" * 5000
+    assert max(read_groups) <= 3
+    assert read_groups[-1] == 1
+    assert sum(read_groups) == 41
+
+
+async def test_record_deleted_during_iteration_is_skipped(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Crawlee: a record deleted during the iteration is yielded only if its value was already
+    # read. With one record per read batch, k3 is read after its deletion.
+    monkeypatch.setattr(adapter_client, "ENTRY_BATCH_BYTES", 1)
+    kvs = await env.open()
+    for i in range(5):
+        await kvs.set_value(f"k{i}", i)
+    seen = []
+    async for key, _ in kvs.iterate_entries():
+        seen.append(key)
+        if key == "k1":
+            await kvs.delete_value("k3")
+    assert seen == ["k0", "k1", "k2", "k4"]
+
+
+# ---------------------------------------------------------------- purge, drop, timestamps
+
+
+async def test_purge_keeps_the_store(env: Env) -> None:
+    kvs = await env.open(name="purged")
+    await kvs.set_value("a", 1)
+    await kvs.set_value("b", None)
+    before = await kvs.get_metadata()
+    await kvs.purge()
+    after = await kvs.get_metadata()
+    assert await keys_of(kvs) == []
+    assert not await kvs.record_exists("b")
+    assert (after.id, after.name) == (before.id, before.name)
+    assert after.modified_at >= before.modified_at
+    await kvs.set_value("c", 3)
+    assert await kvs.get_value("c") == "3"
+    await env.restart()
+    assert await keys_of(await env.open(name="purged")) == ["c"]
+
+
+async def test_purge_on_start_empties_unnamed_stores_only(env: Env) -> None:
+    default = await env.open()
+    named = await env.open(name="kept")
+    await default.set_value("k", 1)
+    await named.set_value("k", 1)
+    await env.restart()
+    env.configuration = CrawleeConfiguration(storage_dir=str(env.root), purge_on_start=True)
+    assert await keys_of(await env.open()) == []
+    assert await keys_of(await env.open(name="kept")) == ["k"]
+
+
+async def test_drop_removes_the_store(env: Env) -> None:
+    kvs = await env.open(name="dropped")
+    await kvs.set_value("k", 1)
+    old_id = kvs.id
+    raw_client = await env.client.create_kvs_client(name="dropped", configuration=env.configuration)
+    await kvs.drop()
+    assert not env.folder("dropped").exists()
+    with pytest.raises(StoreClosedError):
+        await raw_client.get_value(key="k")
+    with pytest.raises(ValueError, match="not found"):
+        await env.open(id=old_id)
+    fresh = await env.open(name="dropped")
+    assert fresh.id != old_id
+    assert await keys_of(fresh) == []
+
+
+async def test_metadata_timestamps(env: Env) -> None:
+    kvs = await env.open(name="stamps")
+    first = await kvs.get_metadata()
+    assert first.created_at <= first.accessed_at
+    assert first.created_at <= first.modified_at
+    await kvs.set_value("k", 1)
+    written = await kvs.get_metadata()
+    assert written.modified_at > first.modified_at
+    await kvs.get_value("k")
+    read = await kvs.get_metadata()
+    assert read.accessed_at > written.accessed_at
+    assert read.modified_at == written.modified_at
+    await kvs.delete_value("missing")  # changes nothing: not a modification
+    assert (await kvs.get_metadata()).modified_at == written.modified_at
+    await env.restart()
+    reopened = await (await env.open(name="stamps")).get_metadata()
+    assert reopened.created_at == first.created_at
+    assert reopened.modified_at == written.modified_at
+
+
+# ---------------------------------------------------------------- autosaved values
+
+
+async def test_autosaved_values(env: Env) -> None:
+    kvs = await env.open()
+    state = await kvs.get_auto_saved_value("STATE", {"pages": 0})
+    assert state == {"pages": 0}
+    state["pages"] = 7
+    assert await kvs.get_auto_saved_value("STATE") is state
+    await kvs.persist_autosaved_values()
+    assert await kvs.get_value("STATE") == {"pages": 7}
+    await env.restart()
+    again = await env.open()
+    assert await again.get_auto_saved_value("STATE", {"pages": 0}) == {"pages": 7}
+
+
+# ---------------------------------------------------------------- logkv's view of the stores
+
+
+async def test_logkv_tools_and_client_read_what_crawlee_wrote(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kvs = await env.open(name="shared-format")
+    await kvs.set_value("page", {"title": "ü"})
+    await kvs.set_value("page", {"title": "v2"})
+    await kvs.set_value("html", "<p>", "text/html")
+    await env.restart()
+    folder = env.folder("shared-format")
+    assert logkv_main(["stats", "--json", str(folder)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["keys"] == 2
+    assert logkv_main(["history", "--json", str(folder), "page"]) == 0
+    versions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(versions) == 2
+    own = await LogKvKeyValueStore.open(
+        name="shared-format", configuration=Configuration(storage_dir=str(env.root))
+    )
+    try:
+        assert await own.get_value("page") == {"title": "v2"}
+        assert await own.get_value("html") == "<p>"
+        assert own.id == kvs.id
+    finally:
+        await own.close()
+
+
+async def test_datasets_and_queues_go_to_the_delegate(env: Env) -> None:
+    dataset = await Dataset.open(configuration=env.configuration, storage_client=env.client)
+    await dataset.push_data({"url": "https://example.com"})
+    assert (await dataset.get_data()).items == [{"url": "https://example.com"}]
+    assert (env.root / "datasets").is_dir()
+    assert isinstance(env.client.delegate, FileSystemStorageClient)
