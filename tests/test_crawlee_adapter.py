@@ -8,6 +8,7 @@ are logkv stores that logkv's own tools and client read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.parse
 import urllib.request
@@ -27,6 +28,7 @@ from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
 from logkv.layout import KVS_DIR, META_FILE, is_store_folder
+from logkv.options import Durability
 
 AWKWARD_KEYS = [
     "with space",
@@ -496,3 +498,29 @@ async def test_datasets_and_queues_go_to_the_delegate(env: Env) -> None:
     assert (await dataset.get_data()).items == [{"url": "https://example.com"}]
     assert (env.root / "datasets").is_dir()
     assert isinstance(env.client.delegate, FileSystemStorageClient)
+
+
+async def test_concurrent_opens_share_one_engine(env: Env) -> None:
+    opened = await asyncio.gather(
+        *(
+            env.new_client().create_kvs_client(alias="raced", configuration=env.configuration)
+            for _ in range(4)
+        )
+    )
+    assert all(client is opened[0] for client in opened)
+
+
+async def test_fsync_durability(tmp_path: Path) -> None:
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    client = LogKvStorageClient(settings=Configuration(durability=Durability.FSYNC))
+    try:
+        kvs = await KeyValueStore.open(
+            name="synced", configuration=configuration, storage_client=client
+        )
+        await asyncio.gather(*(kvs.set_value(f"k{i}", {"i": i}) for i in range(20)))
+        await kvs.delete_value("k0")
+        assert await keys_of(kvs, limit=3) == ["k1", "k10", "k11"]
+        assert await kvs.get_value("k5") == {"i": 5}
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
