@@ -141,6 +141,10 @@ async def test_alias_store_is_unnamed_and_distinct(env: Env) -> None:
     assert await aliased.get_value("k") == "alias"
     assert await env.open(alias="run-extra") is aliased
     assert env.folder("run-extra").is_dir()
+    await env.restart()
+    by_id = await env.open(id=aliased.id)
+    assert (by_id.id, by_id.name) == (aliased.id, None)
+    assert await by_id.get_value("k") == "alias"
 
 
 async def test_opening_errors(env: Env) -> None:
@@ -407,8 +411,13 @@ async def test_purge_on_start_empties_unnamed_stores_only(env: Env) -> None:
     await named.set_value("k", 1)
     await env.restart()
     env.configuration = CrawleeConfiguration(storage_dir=str(env.root), purge_on_start=True)
-    assert await keys_of(await env.open()) == []
+    default = await env.open()
+    assert await keys_of(default) == []
     assert await keys_of(await env.open(name="kept")) == ["k"]
+    # A store already open in this process is not purged again when opened once more.
+    await default.set_value("new", 1)
+    again = await env.new_client().create_kvs_client(configuration=env.configuration)
+    assert [item.key async for item in again.iterate_keys()] == ["new"]
 
 
 async def test_drop_removes_the_store(env: Env) -> None:

@@ -30,7 +30,7 @@ CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
 
 #: Open stores of this process, by the real path of their folder.
 _OPEN: dict[str, LogKvKeyValueStoreClient] = {}
-_OPENING: dict[str, asyncio.Lock] = {}
+_OPENING: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = {}
 _EXIT_HOOK: list[bool] = []
 
 
@@ -94,19 +94,32 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         location = await self._locate(id, name, alias, configuration)
         assert location.path is not None
         folder_key = os.path.realpath(location.path)
-        lock = _OPENING.setdefault(folder_key, asyncio.Lock())
+        # One opener per folder at a time (asyncio locks belong to one event loop).
+        lock = _OPENING.setdefault((asyncio.get_running_loop(), folder_key), asyncio.Lock())
+        try:
+            client, fresh = await self._open(location, folder_key, lock)
+        finally:
+            if not lock.locked():
+                _OPENING.pop((asyncio.get_running_loop(), folder_key), None)
+        if fresh:  # as Crawlee's clients: unnamed stores are purged when opened (if configured)
+            await self._purge_if_needed(client, configuration)
+        return client
+
+    async def _open(
+        self, location: StoreLocation, folder_key: str, lock: asyncio.Lock
+    ) -> tuple[LogKvKeyValueStoreClient, bool]:
+        """The open client of the folder, or a newly opened one: ``(client, newly opened)``."""
         async with lock:
             client = _OPEN.get(folder_key)
             if client is not None and not client.closed:
-                return client
+                return client, False
             client = await asyncio.to_thread(
                 LogKvKeyValueStoreClient.open_sync, location, self._settings, _forget
             )
             _OPEN[folder_key] = client
             self._opened.append(client)
             _register_exit_hook()
-        await self._purge_if_needed(client, configuration)
-        return client
+        return client, True
 
     async def _locate(
         self,
