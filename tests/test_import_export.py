@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,13 @@ async def read_crawlee_store(storage: Path) -> dict[str, tuple[Any, str]]:
 
 def folder_files(folder: Path) -> dict[str, bytes]:
     """Every file of a Crawlee store folder except the store's own metadata."""
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "__metadata__.json"}
+    found: dict[str, bytes] = {}
+    for name in os.listdir(folder):
+        if name != "__metadata__.json":
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            found[name] = os.read(fd, 1 << 20)
+            os.close(fd)
+    return found
 
 
 def crawlee_identity(folder: Path) -> dict[str, Any]:
@@ -119,14 +126,20 @@ async def test_round_trip_through_crawlee_and_logkv(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def write_record(folder: Path, key: str, data: bytes, content_type: str) -> None:
-    """One record as Crawlee's file-system store lays it out, written directly."""
+def write_record(folder: Path, key: str, data: bytes, content_type: str) -> dict[str, bytes]:
+    """One record as Crawlee's file-system store lays it out, written directly; returns the
+    files written (name -> bytes)."""
     name = urllib.parse.quote(key, safe="")
-    (folder / name).write_bytes(data)
     meta = {"key": key, "content_type": content_type, "size": len(data)}
-    (folder / f"{name}.__metadata__.json").write_text(
-        json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8"
-    )
+    files = {
+        name: data,
+        f"{name}.__metadata__.json": json.dumps(meta, ensure_ascii=False, indent=2).encode(),
+    }
+    for file_name, body in files.items():
+        fd = os.open(os.path.join(folder, file_name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        os.write(fd, body)
+        os.close(fd)
+    return files
 
 
 def new_crawlee_folder(folder: Path, name: str | None = STORE) -> Path:
@@ -159,9 +172,10 @@ def test_100k_records_round_trip_exactly(
         ("application/octet-stream", lambda i: i.to_bytes(4, "big") * 3),
     ]
     total = 100_000
+    written: dict[str, bytes] = {}
     for i in range(total):
         content_type, make = kinds[i % 3]
-        write_record(source, f"key {i:06d}/ü", make(i), content_type)
+        written.update(write_record(source, f"key {i:06d}/ü", make(i), content_type))
     target = tmp_path / "logkv" / STORE
     capsys.readouterr()
 
@@ -176,5 +190,161 @@ def test_100k_records_round_trip_exactly(
     exported = tmp_path / "exported" / STORE
     assert cli("export", target, exported, "--json", "-q") == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["records"] == total
-    assert folder_files(exported) == folder_files(source)
+    assert folder_files(exported) == written
     assert crawlee_identity(exported) == crawlee_identity(source)
+
+
+# ---------------------------------------------------------------------------------- content types
+
+
+async def test_logkv_decodes_every_record_as_crawlee_does(tmp_path: Path) -> None:
+    crawlee_storage = tmp_path / "crawlee"
+    source = new_crawlee_folder(crawlee_storage / "key_value_stores" / STORE)
+    records = {
+        "jsonl": (b'{"a": 1}', "application/jsonl"),  # JSON to Crawlee, bytes to logkv
+        "text-json": (b'{"a": 1}', "text/json"),  # text to Crawlee, JSON to logkv
+        "ld": (b'{"@id": "x"}', "application/ld+json"),  # bytes to Crawlee, JSON to logkv
+        "upper": (b"<p>", "Text/HTML"),  # bytes to Crawlee, text to logkv
+        "big": (b"[123456789012345678901234567890]", "application/json"),
+        "none": (b"", "application/x-none"),
+        "html": ("<p>é</p>".encode(), "text/html; charset=utf-8"),
+    }
+    for key, (data, content_type) in records.items():
+        write_record(source, key, data, content_type)
+    write_record(source, "broken", b"{not json", "application/json")  # Crawlee gives up on it
+    crawlee_view = await read_crawlee_store(crawlee_storage)
+
+    logkv_storage = tmp_path / "logkv"
+    target = logkv_storage / "key_value_stores" / STORE
+    assert import_store(source, target, bar=False).records == len(records) + 1
+    config = Configuration(storage_dir=str(logkv_storage), purge_on_start=False)
+    kvs = await KeyValueStore.open(name=STORE, configuration=config)
+    try:
+        for key in records:
+            assert await kvs.get_value(key) == crawlee_view[key][0], key
+        assert crawlee_view["broken"][0] is None
+        assert await kvs.get_value("broken") == b"{not json"  # still readable, as bytes
+        types = {info.key: info.content_type async for info in kvs.iterate_keys()}
+        assert types == {key: ct for key, (_, ct) in crawlee_view.items()}
+    finally:
+        await kvs.close()
+
+    exported = tmp_path / "exported" / STORE
+    export_store(target, exported, bar=False)
+    assert folder_files(exported) == folder_files(source)
+
+
+# ---------------------------------------------------------------------------------- kinds
+
+
+async def test_default_and_unnamed_stores_keep_their_kind(tmp_path: Path) -> None:
+    crawlee = tmp_path / "crawlee" / "key_value_stores"
+    write_record(new_crawlee_folder(crawlee / "default", name=None), "k", b"1", "text/plain")
+    write_record(new_crawlee_folder(crawlee / "run-1", name=None), "k", b"2", "text/plain")
+    logkv_storage = tmp_path / "logkv"
+    default = import_store(crawlee / "default", logkv_storage / "key_value_stores" / "default")
+    alias = import_store(crawlee / "run-1", logkv_storage / "key_value_stores" / "run-1")
+    assert (default.kind, alias.kind) == ("default", "alias")
+
+    config = Configuration(storage_dir=str(logkv_storage), purge_on_start=False)
+    async with await KeyValueStore.open(configuration=config) as kvs:
+        assert await kvs.get_value("k") == "1"
+    async with await KeyValueStore.open(alias="run-1", configuration=config) as kvs:
+        assert await kvs.get_value("k") == "2"
+
+    exported = tmp_path / "exported"
+    export_store(logkv_storage / "key_value_stores" / "run-1", exported, bar=False)
+    assert crawlee_identity(exported)["name"] is None
+
+
+# ---------------------------------------------------------------------------------- the command
+
+
+def test_import_skips_unreadable_records_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = new_crawlee_folder(tmp_path / "crawlee" / STORE)
+    write_record(source, "good", b"fine", "text/plain")
+    (source / "lost.__metadata__.json").write_text('{"key": "lost", "content_type": "text/plain"}')
+    (source / "bad").write_bytes(b"x")
+    (source / "bad.__metadata__.json").write_text("{oops")
+    (source / "stray.txt").write_bytes(b"no metadata")
+    target = tmp_path / "logkv" / STORE
+
+    assert cli("import", source, target, "-q") == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert "Imported 1 records" in out
+    assert "Skipped 2 unreadable record(s)" in out
+    assert "Ignored 1 file(s)" in out  # stray.txt; bad is a skipped record's value file
+    assert "lost.__metadata__.json: the value file lost is missing" in err
+    assert "bad.__metadata__.json: not valid JSON" in err
+    with Engine.open(target, readonly=True) as engine:
+        assert list(engine.keys(None)) == ["good"]
+
+
+def test_refusals_leave_the_target_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = new_crawlee_folder(tmp_path / "crawlee" / STORE)
+    write_record(source, "a", b"1", "text/plain")
+
+    not_crawlee = tmp_path / "plain"
+    not_crawlee.mkdir()
+    assert cli("import", not_crawlee, tmp_path / "t1") == ExitCode.USAGE
+    assert "not a Crawlee file-system key-value store" in capsys.readouterr().err
+    assert not (tmp_path / "t1").exists()
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_bytes(b"mine")
+    assert cli("import", source, busy) == ExitCode.USAGE
+    assert "is not empty" in capsys.readouterr().err
+    assert [p.name for p in busy.iterdir()] == ["keep.txt"]
+
+    # A key logkv cannot hold (too long) fails the whole import; nothing is left behind.
+    (source / "long.__metadata__.json").write_text(
+        json.dumps({"key": "k" * 2000, "content_type": "text/plain"})
+    )
+    (source / "long").write_bytes(b"x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("import", source, empty) == ExitCode.USAGE
+    assert "cannot import key" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
+
+    assert cli("export", tmp_path / "nowhere", tmp_path / "t2") == ExitCode.USAGE
+    assert not (tmp_path / "t2").exists()
+
+
+def test_export_refuses_keys_crawlee_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        engine.set("fine", b"1", "text/plain")
+        engine.set("__metadata__.json", b"2", "text/plain")
+    target = tmp_path / "out"
+    assert cli("export", store, target, "--json") == ExitCode.USAGE
+    assert "cannot export key '__metadata__.json'" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_export_of_an_engine_store_without_meta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    with Engine.open(store) as engine:
+        engine.set("raw", b"\x00\x01", None)
+        engine.set("nothing", None, None)
+    target = tmp_path / "out"
+    assert cli("export", store, target, "--json") == ExitCode.OK
+    assert json.loads(capsys.readouterr().out)["records"] == 2
+    assert json.loads((target / "raw.__metadata__.json").read_text()) == {
+        "key": "raw",
+        "content_type": "application/octet-stream",
+        "size": 2,
+    }
+    assert (target / "nothing").read_bytes() == b""
+    assert json.loads((target / "nothing.__metadata__.json").read_text())["content_type"] == (
+        "application/x-none"
+    )

@@ -19,7 +19,8 @@ Crawlee and logkv decode a value from its content type by slightly different rul
 text, the rest is bytes; logkv: ``*/json`` and ``*/*+json`` are JSON, ``text/*`` is text in its
 charset). Where the two disagree for a record, or where the stored bytes do not decode as their
 type says, the import adds logkv's hidden ``x-logkv-value`` parameter (``bytes``, ``str``, or
-``bigint`` for JSON read by the standard library) so that :class:`logkv.KeyValueStore` returns
+``bigint`` for JSON read by the standard library, as Crawlee reads it: also used for JSON with
+integers beyond 64 bits) so that :class:`logkv.KeyValueStore` returns
 what Crawlee returns; users never see that parameter and export drops it again. A Crawlee
 ``application/x-none`` record (a stored None) becomes a stored None.
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -66,6 +68,8 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _AS_BYTES: Final = f"; {MARKER_PARAM}=bytes"
 _AS_STR: Final = f"; {MARKER_PARAM}=str"
 _AS_STDLIB_JSON: Final = f"; {MARKER_PARAM}=bigint"
+#: 19 digits in a row: possibly an integer beyond orjson's 64 bits.
+_LONG_NUMBER: Final = re.compile(rb"\d{19}")
 _JSON: Final = "json"
 _TEXT: Final = "text"
 _BYTES: Final = "bytes"
@@ -164,7 +168,11 @@ def stored_content_type(content_type: str, data: bytes) -> str:
     """The content type to store ``data`` under in logkv so that logkv decodes it as Crawlee
     does (see the module docstring); ``content_type`` itself when both already agree."""
     wanted = _crawlee_kind(content_type)
-    if wanted == _logkv_kind(content_type):
+    if wanted == _JSON and _LONG_NUMBER.search(data) is not None:
+        # orjson reads integers beyond 64 bits as floats; the standard library (as Crawlee)
+        # reads them exactly. A long digit run inside a string only costs the faster reader.
+        stored = content_type + _AS_STDLIB_JSON
+    elif wanted == _logkv_kind(content_type):
         stored = content_type
     elif wanted == _JSON:
         stored = content_type + _AS_STDLIB_JSON
@@ -228,8 +236,20 @@ def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable
 # ---------------------------------------------------------------------------------- import
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_bytes())
+def _read_file(path: Path | str) -> bytes:
+    """The bytes of the file at ``path`` (plain system calls: big stores have many files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_json(path: Path | str) -> Any:
+    return json.loads(_read_file(path))
 
 
 def _store_identity(source: Path) -> dict[str, Any]:
@@ -287,7 +307,7 @@ def _read_record(source: Path, meta_name: str) -> tuple[str, str, bytes] | str:
     """``(key, content type, bytes)`` of one Crawlee record, or why it cannot be read."""
     value_name = meta_name[: -len(RECORD_META_SUFFIX)]
     try:
-        body = _read_json(source / meta_name)
+        body = _read_json(os.path.join(source, meta_name))
     except ValueError as exc:
         return f"{meta_name}: not valid JSON ({exc})"
     if not isinstance(body, dict):
@@ -297,7 +317,7 @@ def _read_record(source: Path, meta_name: str) -> tuple[str, str, bytes] | str:
     if not isinstance(key, str) or not isinstance(content_type, str):
         return f"{meta_name}: no key or content_type"
     try:
-        data = (source / value_name).read_bytes()
+        data = _read_file(os.path.join(source, value_name))
     except FileNotFoundError:
         return f"{meta_name}: the value file {value_name} is missing"
     return key, content_type, data
