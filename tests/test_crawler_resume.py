@@ -270,3 +270,20 @@ def test_killed_crawler_resumes_from_its_last_persisted_state(tmp_path: Path, si
         url.rsplit("/", 1)[1] for url in [*state["urls"], *handled_again]
     } | {key.removeprefix("page-") for key in pages}
     assert logkv_main(["verify", str(folder)]) == 0
+
+
+def test_example_crawler_runs_offline(tmp_path: Path) -> None:
+    storage_dir = tmp_path / "storage"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "crawler_with_logkv.py"), str(storage_dir)],
+        env=child_env(storage_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "crawled 30 pages" in done.stdout
+    pages = storage_dir / "key_value_stores" / "pages"
+    assert f"logkv stats {pages}" in done.stdout
+    assert logkv_main(["verify", str(pages)]) == 0
