@@ -22,7 +22,9 @@ type says, the import adds logkv's hidden ``x-logkv-value`` parameter (``bytes``
 ``bigint`` for JSON read by the standard library, as Crawlee reads it: also used for JSON with
 integers beyond 64 bits) so that :class:`logkv.KeyValueStore` returns
 what Crawlee returns; users never see that parameter and export drops it again. A Crawlee
-``application/x-none`` record (a stored None) becomes a stored None.
+``application/x-none`` record (a stored None) becomes a stored None. One difference is kept on
+purpose: logkv decodes text in the charset its content type names, where Crawlee always uses
+UTF-8.
 """
 
 from __future__ import annotations
