@@ -247,8 +247,10 @@ def render(
         "Command (from the repository root):",
         "",
         "```bash",
-        "python -m benchmarks.bench_crawlee_adapter "
-        + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+        shlex.join(
+            ["python", "-m", "benchmarks.bench_crawlee_adapter"]
+            + (sys.argv[1:] if args.argv is None else args.argv)
+        ),
         "```",
         "",
         f"One run; whole run {total_seconds:.0f} s. Both clients through Crawlee's own "
