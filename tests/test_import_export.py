@@ -20,6 +20,9 @@ from logkv.cli.main import main
 from logkv.cli.transfer import export_store, import_store
 
 STORE = "crawled"
+#: Records of the big-store round trip (each is two files in the Crawlee folder, written twice:
+#: the test's cost is creating those files, which depends on the disk).
+BIG_STORE_RECORDS = 100_000
 #: key -> (value, content type given to Crawlee, or None to let it infer one)
 RECORDS: dict[str, tuple[Any, str | None]] = {
     "state": ({"page": 3, "urls": ["https://a.example/ü", "b"], "done": False}, None),
@@ -172,7 +175,7 @@ def test_100k_records_round_trip_exactly(
         ("text/plain; charset=utf-8", lambda i: f"text {i} ü".encode()),
         ("application/octet-stream", lambda i: i.to_bytes(4, "big") * 3),
     ]
-    total = 100_000
+    total = BIG_STORE_RECORDS
     written: dict[str, bytes] = {}
     for i in range(total):
         content_type, make = kinds[i % 3]
