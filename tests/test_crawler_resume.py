@@ -71,11 +71,12 @@ CHILD = textwrap.dedent(
 
     async def journaled_set_value(self, *, key, value, content_type=None):
         watched = key.startswith(WATCHED)
-        if watched:
-            note("begin", key, value)
+        if watched:  # the value as passed (the caller may change its objects while we wait)
+            passed = json.loads(json.dumps(value))
+            note("begin", key, passed)
         await original_set_value(self, key=key, value=value, content_type=content_type)
         if watched:
-            note("ack", key, value)
+            note("ack", key, passed)
 
 
     LogKvKeyValueStoreClient.set_value = journaled_set_value
