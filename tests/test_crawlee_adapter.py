@@ -20,13 +20,14 @@ import pytest
 from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient
-from crawlee.storages import Dataset, KeyValueStore
+from crawlee.storages import Dataset, KeyValueStore, RequestQueue
 
 import logkv.crawlee._client as adapter_client
 from logkv import Configuration, StoreClosedError
 from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
+from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
 from logkv.layout import KVS_DIR, META_FILE, is_store_folder
 from logkv.options import Durability
 
@@ -98,13 +99,16 @@ async def keys_of(kvs: KeyValueStore, **paging: Any) -> list[str]:
 # ---------------------------------------------------------------- opening
 
 
-async def test_default_store_is_a_logkv_store_in_the_default_folder(env: Env) -> None:
+async def test_default_store_is_a_logkv_store_beside_crawlees_default_folder(env: Env) -> None:
     kvs = await env.open()
     await kvs.set_value("k", {"a": 1})
     metadata = await kvs.get_metadata()
     assert metadata.name is None
     assert kvs.id == metadata.id
-    folder = env.folder("default")
+    # The delegate is Crawlee's file-system client, whose request queues write their own state
+    # into key_value_stores/default: the logkv default store keeps out of that folder.
+    assert not env.folder("default").exists()
+    folder = env.folder(BESIDE_FILE_SYSTEM_DEFAULT)
     assert is_store_folder(folder)
     meta = json.loads((folder / META_FILE).read_text())
     assert meta["id"] == kvs.id
@@ -112,6 +116,17 @@ async def test_default_store_is_a_logkv_store_in_the_default_folder(env: Env) ->
     # Crawlee caches the instance: every way of opening it again gives the same object.
     assert await env.open() is kvs
     assert await env.open(id=kvs.id) is kvs
+
+
+async def test_a_crawler_request_queue_and_the_default_store_coexist(env: Env) -> None:
+    queue = await RequestQueue.open(storage_client=env.client, configuration=env.configuration)
+    await queue.add_request("http://127.0.0.1/page")
+    kvs = await env.open()
+    await kvs.set_value("state", {"page": 1})
+    assert await kvs.get_value("state") == {"page": 1}
+    await env.restart()
+    kvs = await env.open()
+    assert await kvs.get_value("state") == {"page": 1}
 
 
 async def test_named_store_persists_across_runs_and_opens_by_id(env: Env) -> None:

@@ -27,6 +27,9 @@ from ._client import LogKvKeyValueStoreClient
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
 CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
+#: The default store's folder (and id) when the delegate is Crawlee's file-system client, whose
+#: request queues write their state into ``key_value_stores/default`` themselves.
+BESIDE_FILE_SYSTEM_DEFAULT: Final = "default-logkv"
 
 #: Open stores of this process, by the real path of their folder.
 _OPEN: dict[str, LogKvKeyValueStoreClient] = {}
@@ -41,8 +44,10 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     ``await KeyValueStore.open(storage_client=LogKvStorageClient())``.
 
     Stores live in ``{storage_dir}/key_value_stores/{name|alias|default}/`` (``storage_dir`` from
-    Crawlee's configuration); the default store (Crawlee's alias ``__default__``) is the folder
-    ``default``, as in logkv's own client (it also opens by the id ``default``).
+    Crawlee's configuration). The default store (Crawlee's alias ``__default__``) is the folder
+    of ``settings.default_key_value_store_id`` (it also opens by that id): ``default``, as in
+    logkv's own client, unless the delegate is Crawlee's file-system client, whose request queues
+    keep their state in ``key_value_stores/default`` themselves; then ``default-logkv``.
 
     ``settings`` is a :class:`logkv.Configuration` for the engine: durability, segment size,
     recovery, retention, compaction, the offload threshold, and ``persist_state_interval`` (how
@@ -59,7 +64,16 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         settings: Configuration | None = None,
     ) -> None:
         self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
-        self._settings = settings if settings is not None else Configuration()
+        settings = settings if settings is not None else Configuration()
+        if settings.default_key_value_store_id == "default" and isinstance(
+            self._delegate, FileSystemStorageClient
+        ):
+            # Crawlee's file-system request queue keeps its own state in a file-system store in
+            # key_value_stores/default: leave that folder to it.
+            settings = settings.model_copy(
+                update={"default_key_value_store_id": BESIDE_FILE_SYSTEM_DEFAULT}
+            )
+        self._settings = settings
         self._opened: list[LogKvKeyValueStoreClient] = []
 
     @property
