@@ -46,7 +46,6 @@ MAX_BODY_SIZE = 0xFFFF_0000
 
 _crc32 = zlib.crc32
 _sha256 = hashlib.sha256
-_packb = msgpack.packb
 # One reused packer: packing str/bytes/int/None runs no Python code, so a call holds the GIL
 # from start to finish and the packer is safe to share between threads.
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -251,11 +250,6 @@ def find_next_frame(buf: Any, pos: int, end: int) -> int | None:
         except BadFrame:
             continue
         return pos
-
-
-def value_offset(frame_length: int, value_size: int) -> int:
-    """Where the value's bytes start inside a frame (values end their frame)."""
-    return frame_length - value_size
 
 
 def check_frame(data: bytes) -> str | None:
