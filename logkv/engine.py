@@ -122,6 +122,19 @@ def validate_key(key: object) -> str:
     return key
 
 
+def _checked_set(key: str, value: object, content_type: object) -> bytes | None:
+    """The value of a set, as bytes or None, once key, value and content type are valid."""
+    if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+        validate_key(key)
+    if content_type is not None and type(content_type) is not str:
+        raise TypeError(f"content_type must be a str, got {type(content_type).__name__}")
+    if value is None or type(value) is bytes:
+        return value
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"values are bytes or None, got {type(value).__name__}")
+    return bytes(value)
+
+
 class Commit:
     """Appends that one ``fdatasync`` makes durable (a group-commit batch).
 
@@ -682,15 +695,7 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
-            validate_key(key)
-        if value is not None and type(value) is not bytes:
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise TypeError(f"values are bytes or None, got {type(value).__name__}")
-            value = bytes(value)
-        if content_type is not None and type(content_type) is not str:
-            raise TypeError(f"content_type must be a str, got {type(content_type).__name__}")
-        return self._write(_SET, key, content_type, value)
+        return self._write(_SET, key, content_type, _checked_set(key, value, content_type))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
@@ -710,13 +715,7 @@ class Engine:
         Under ``FSYNC`` the write becomes durable and visible when ``commit`` is done (wait on
         it, or add a callback); under ``PROCESS`` it already is and ``commit`` is done.
         """
-        if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
-            validate_key(key)
-        if value is not None and type(value) is not bytes:
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise TypeError(f"values are bytes or None, got {type(value).__name__}")
-            value = bytes(value)
-        return self._append(_SET, key, content_type, value)
+        return self._append(_SET, key, content_type, _checked_set(key, value, content_type))
 
     def delete_deferred(self, key: str) -> tuple[bool, Commit]:
         """Like :meth:`delete`, but return right after the append: ``(existed, commit)``."""
