@@ -699,13 +699,9 @@ class Engine:
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
-        validate_key(key)
-        with self._cond:
-            self._check_writable()
-            if key not in self._index:
-                return False
-        self._write(_DELETE, key, None, None)
-        return True
+        existed, commit = self.delete_deferred(key)
+        self._wait(commit)
+        return existed
 
     def set_deferred(
         self, key: str, value: bytes | None, content_type: str | None = None
@@ -747,13 +743,18 @@ class Engine:
     def _write(self, op: int, key: str, content_type: str | None, value: bytes | None) -> int:
         """Append one record and make it visible (after its sync, under ``FSYNC``)."""
         seq, commit = self._append(op, key, content_type, value)
-        if commit is not _DONE:
-            try:
-                commit.wait()
-            except SyncFailedError as exc:
-                message = f"fsync of {self.path} failed: {commit.error}"
-                raise SyncFailedError(exc.errno, message) from commit.error
+        self._wait(commit)
         return seq
+
+    def _wait(self, commit: Commit) -> None:
+        """Block until ``commit`` is durable; a failed sync raises, naming this store."""
+        if commit is _DONE:
+            return
+        try:
+            commit.wait()
+        except SyncFailedError as exc:
+            message = f"fsync of {self.path} failed: {commit.error}"
+            raise SyncFailedError(exc.errno, message) from commit.error
 
     def _append(
         self, op: int, key: str, content_type: str | None, value: bytes | None
