@@ -218,7 +218,7 @@ def _next_batch(engine: Engine, after: str | None) -> tuple[str | None, list[tup
     engine._check_open()  # a compaction stops when the store is closed
     index, frozen = engine._index, engine._frozen
     assert frozen is not None
-    keys = list(islice(index.irange(after, None, inclusive=(False, True)), _BATCH))
+    keys = index.after(after, _BATCH)
     if keys:
         changed = list(frozen.irange(after, keys[-1], inclusive=(False, True)))
     else:  # the index has no more keys; keys changed (deleted) since the rotation may remain

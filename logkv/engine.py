@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +37,7 @@ from .format import (
     encode_record,
 )
 from .fsutil import fsync_dir
+from .index import Index
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
@@ -218,7 +218,7 @@ class Engine:
         self._lock: StoreLock | None = None
         self._writer: SegmentWriter | None = None
         self._readers = SegmentReaders(path)
-        self._index: SortedDict[str, Entry] = SortedDict()
+        self._index = Index()
         self._closed = False
         self._failed: BaseException | None = None
         self._seq = 0
@@ -303,7 +303,7 @@ class Engine:
             first = self.report
             replayer, scan_end = self._replay()
             self.report = first
-        self._index = SortedDict(replayer.entries)
+        self._index = Index(replayer.entries)
         self._seq = replayer.last_seq
         self._last_us = replayer.last_timestamp_us
         self._chain = replayer.chain
@@ -320,10 +320,10 @@ class Engine:
             )
             self._segments = max(self._segments, 1)
 
-    def _replay(self) -> tuple[Replayer, int]:
+    def _replay(self) -> tuple[Replayer[dict[str, Entry]], int]:
         """Load the newest good snapshot, then scan the segments after it; return the
         :class:`Replayer` and where the log's valid data ends."""
-        replayer = Replayer({}, self.recovery_mode)
+        replayer: Replayer[dict[str, Entry]] = Replayer({}, self.recovery_mode)
         self.report = RecoveryReport(dropped=replayer.dropped)
         covers = self._load_snapshot(replayer)
         segments = self._segments_after(covers)
@@ -339,7 +339,7 @@ class Engine:
         self._scan_pos = end
         return replayer, end
 
-    def _replay_settled(self) -> tuple[Replayer, int]:
+    def _replay_settled(self) -> tuple[Replayer[dict[str, Entry]], int]:
         """:meth:`_replay`; a read-only store replays again when a writer's compaction retired
         files while it read them (a file vanished, or the log seemed to have a gap, and the
         newest snapshot changed meanwhile)."""
@@ -357,7 +357,7 @@ class Engine:
                 ):
                     raise
 
-    def _load_snapshot(self, replayer: Replayer) -> int:
+    def _load_snapshot(self, replayer: Replayer[dict[str, Entry]]) -> int:
         """Seed ``replayer`` from the newest snapshot that loads; return what it covers (0 if
         none). Damaged newer snapshots are noted in the report; the log must still hold what
         they covered (checked by :meth:`_segments_after`), else open fails."""
@@ -503,7 +503,7 @@ class Engine:
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""
         replayer, _ = self._replay_settled()
-        self._index = SortedDict(replayer.entries)
+        self._index = Index(replayer.entries)
         self._seq = replayer.last_seq
         self._chain = replayer.chain
         self._record_bytes = replayer.record_bytes
@@ -554,8 +554,7 @@ class Engine:
         """The index entry of ``key``, or None."""
         with self._mutex:
             self._check_open()
-            entry: Entry | None = self._index.get(key)
-            return entry
+            return self._index.entries.get(key)
 
     def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
@@ -566,7 +565,7 @@ class Engine:
         with self._mutex:
             if self._closed:
                 raise StoreClosedError(f"the store at {self.path} is closed")
-            entry = self._index.get(key)
+            entry = self._index.entries.get(key)
         if entry is None:
             return default
         return self.read(entry)
@@ -615,10 +614,7 @@ class Engine:
             want = _CHUNK if remaining is None else min(_CHUNK, remaining)
             with self._cond:
                 self._check_open()
-                if after is None:
-                    batch = list(islice(self._index.keys(), want))
-                else:
-                    batch = list(islice(self._index.irange(after, inclusive=(False, True)), want))
+                batch = self._index.after(after, want)
             yield from batch
             if len(batch) < want:
                 return
@@ -695,12 +691,16 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        return self._write(_SET, key, content_type, _checked_set(key, value, content_type))
+        seq, commit = self._append(_SET, key, content_type, _checked_set(key, value, content_type))
+        if commit is not _DONE:
+            self._wait(commit)
+        return seq
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
         existed, commit = self.delete_deferred(key)
-        self._wait(commit)
+        if commit is not _DONE:
+            self._wait(commit)
         return existed
 
     def set_deferred(
@@ -740,16 +740,8 @@ class Engine:
                 "successful sync may not be on disk. Close the store and reopen it."
             )
 
-    def _write(self, op: int, key: str, content_type: str | None, value: bytes | None) -> int:
-        """Append one record and make it visible (after its sync, under ``FSYNC``)."""
-        seq, commit = self._append(op, key, content_type, value)
-        self._wait(commit)
-        return seq
-
     def _wait(self, commit: Commit) -> None:
         """Block until ``commit`` is durable; a failed sync raises, naming this store."""
-        if commit is _DONE:
-            return
         try:
             commit.wait()
         except SyncFailedError as exc:
@@ -791,19 +783,8 @@ class Engine:
                     size = len(value)
                     entry = (number, offset, length - size, size, content_type)
             if not self._group_commit:
-                # Durability.PROCESS: the record is with the OS; make it visible (inline _apply).
-                index = self._index
-                old = index.get(key)
-                if old is not None:
-                    self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
-                    if self._frozen is not None and old[0] <= self._frozen_covers:
-                        self._frozen[key] = old
-                self._record_bytes += length
-                if entry is not None:
-                    index[key] = entry
-                    self._live_bytes += length
-                elif old is not None:
-                    del index[key]
+                # Durability.PROCESS: the record is with the OS; make it visible now.
+                self._apply(key, entry, length)
                 return seq, _DONE
             # Durability.FSYNC: queue for the syncer; visible once its batch is synced.
             self._pending.append((key, entry, length))
@@ -815,18 +796,17 @@ class Engine:
         return seq, batch
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
-        index = self._index
-        old = index.get(key)
+        """Make an appended record visible: point the index at it (or drop the key)."""
+        self._record_bytes += length
+        if entry is not None:
+            old = self._index.put(key, entry)
+            self._live_bytes += length
+        else:
+            old = self._index.remove(key)
         if old is not None:
             self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
             if self._frozen is not None and old[0] <= self._frozen_covers:
                 self._frozen[key] = old  # compaction copies the entry as of its rotation
-        self._record_bytes += length
-        if entry is not None:
-            index[key] = entry
-            self._live_bytes += length
-        elif old is not None:
-            del index[key]
 
     def _start_sync_thread(self) -> None:
         self._syncer = threading.Thread(

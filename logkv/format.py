@@ -39,7 +39,11 @@ CHAIN_SIZE = 16
 GENESIS_CHAIN = bytes(CHAIN_SIZE)
 _CRC_START = 8  # the CRC covers a frame from this offset to its end
 _CHAIN = slice(12, 12 + CHAIN_SIZE)
-_LENGTH = struct.Struct("<I")
+# The frame header in the two parts the encoder packs: magic and CRC, then what the CRC covers
+# ahead of the body (length and chain).
+_MAGIC_CRC = struct.Struct("<4sI")
+_LENGTH_CHAIN = struct.Struct("<I16s")
+_ONE_SHOT_HASH = 4096  # bodies up to this size are hashed as one concatenated buffer
 
 #: Largest body a frame may carry (the length field is 32 bits; keep a margin).
 MAX_BODY_SIZE = 0xFFFF_0000
@@ -122,13 +126,16 @@ def encode_record(
     """
     body = _pack((seq, timestamp_us, op, key, content_type, value))
     length = len(body)
-    if length > MAX_BODY_SIZE:
+    if length <= _ONE_SHOT_HASH:
+        chain = _sha256(prev_chain + body).digest()[:CHAIN_SIZE]  # one call: cheapest when small
+    elif length <= MAX_BODY_SIZE:
+        hasher = _sha256(prev_chain)
+        hasher.update(body)  # no copy of a large body
+        chain = hasher.digest()[:CHAIN_SIZE]
+    else:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    hasher = _sha256(prev_chain)
-    hasher.update(body)
-    chain = hasher.digest()[:CHAIN_SIZE]
-    crc = _crc32(body, _crc32(_LENGTH.pack(length) + chain))
-    frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length, chain) + body
+    tail = _LENGTH_CHAIN.pack(length, chain)
+    frame: bytes = _MAGIC_CRC.pack(RECORD_MAGIC, _crc32(body, _crc32(tail))) + tail + body
     return frame
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import CorruptionError
 from .format import (
@@ -38,6 +37,18 @@ log = logging.getLogger("logkv")
 Entry = tuple[int, int, int, int, str | None]
 
 _SET = int(Op.SET)
+
+
+class EntryMap(Protocol):
+    """What replay folds records into: a ``dict`` on open, the live
+    :class:`~logkv.index.Index` when a read-only store refreshes."""
+
+    def get(self, key: str, /) -> Entry | None: ...
+    def __setitem__(self, key: str, entry: Entry, /) -> Any: ...
+    def pop(self, key: str, /) -> Entry | None: ...
+
+
+_Map = TypeVar("_Map", bound=EntryMap)
 
 
 def _successor(buf: Any, at: int, candidate: int | None, end: int) -> int | None:
@@ -111,15 +122,15 @@ class SegmentScan:
     damaged: bool = False
 
 
-class Replayer:
+class Replayer(Generic[_Map]):
     """Folds the records of segments, in order, into ``entries`` (key -> :data:`Entry`).
 
-    ``entries`` may be a plain dict (open: the sorted index is built once at the end) or the
-    live sorted index (a read-only store refreshing). Tracks the last sequence number, the bytes
-    of all records and of live records, and interns content types.
+    ``entries`` may be a plain dict (open: the index is built from it once at the end) or the
+    live :class:`~logkv.index.Index` (a read-only store refreshing). Tracks the last sequence
+    number, the bytes of all records and of live records, and interns content types.
     """
 
-    def __init__(self, entries: MutableMapping[str, Entry], recovery: Recovery) -> None:
+    def __init__(self, entries: _Map, recovery: Recovery) -> None:
         self.entries = entries
         self.recovery = recovery
         self.last_seq = 0
