@@ -19,7 +19,6 @@ environment variable                       field                           defau
 ``LOGKV_COMPACTION_MIN_DEAD_RATIO``        ``compaction_min_dead_ratio``   0.5
 ``LOGKV_COMPACTION_MIN_DEAD_BYTES``        ``compaction_min_dead_bytes``   64 MiB
 ``LOGKV_OFFLOAD_THRESHOLD``                ``offload_threshold``           256 KiB
-``LOGKV_VALUE_CACHE_SIZE``                 ``value_cache_size``            16 MiB
 =========================================  ==============================  ==================
 """
 
@@ -71,7 +70,6 @@ ENVIRONMENT: Final = {
     "compaction_min_dead_ratio": "LOGKV_COMPACTION_MIN_DEAD_RATIO",
     "compaction_min_dead_bytes": "LOGKV_COMPACTION_MIN_DEAD_BYTES",
     "offload_threshold": "LOGKV_OFFLOAD_THRESHOLD",
-    "value_cache_size": "LOGKV_VALUE_CACHE_SIZE",
 }
 
 
@@ -165,9 +163,4 @@ class Configuration(BaseModel):
             "Values larger than this many bytes are written and read in a worker thread, so the "
             "event loop is never blocked for long; smaller ones run inline."
         ),
-    )
-    value_cache_size: int = Field(
-        default=16 * 1024 * 1024,
-        ge=0,
-        description="Bytes of recently used small values kept in memory per store (0: none).",
     )

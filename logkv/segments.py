@@ -9,6 +9,7 @@ a rotation that fails (disk full) is simply retried by the next append.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 from .format import encode_segment_header
 from .fsutil import fsync_dir, write_all
 from .layout import data_file_name, segment_name
+
+#: A file is mapped again for reading once reads reach this far past its map (the active
+#: segment grows as it is appended to; until then its newest records are read with ``pread``).
+REMAP_STEP = 1 << 20
 
 
 class SegmentWriter:
@@ -118,18 +123,27 @@ class SegmentWriter:
 
 
 class SegmentReaders:
-    """Read-only descriptors of a store's data files, for positioned reads of records.
+    """Read-only access to a store's data files, for reads of single records.
 
     Files are named by file id (see :func:`~logkv.layout.data_file_name`: segments > 0,
-    snapshots < 0). Descriptors of files that compaction retired are kept open until the
-    next compaction (:meth:`retire`), so a read that looked its entry up just before the switch
-    still finds the bytes.
+    snapshots < 0). A file is read through a read-only memory map of what it held when it was
+    mapped, so that a read costs a copy rather than a system call; the part of the active
+    segment appended since it was mapped is read with ``pread`` and mapped again every
+    :data:`REMAP_STEP` bytes. Files never shrink below a mapped size (only bytes past the last
+    record are ever cut off), so a map never reaches past the end of its file.
+
+    Descriptors and maps of files that compaction retired are kept until the next compaction
+    (:meth:`retire`), so a read that looked its entry up just before the switch still finds
+    the bytes. A map that is replaced or retired is dropped, not closed: a thread still copying
+    from it keeps it alive until it is done.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._fds: dict[int, int] = {}
+        self._maps: dict[int, mmap.mmap] = {}
         self._retired: list[int] = []
+        self._retired_maps: list[mmap.mmap] = []
         self._opening = threading.Lock()
 
     def open(self, file_id: int, path: Path | None = None) -> None:
@@ -156,9 +170,17 @@ class SegmentReaders:
         else:
             closing.extend(self._retired)
         self._retired = [self._fds.pop(i) for i in file_ids if i in self._fds]
+        self._retired_maps = [self._maps.pop(i) for i in file_ids if i in self._maps]
 
     def pread(self, number: int, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
+        view = self._maps.get(number)
+        stop = offset + size
+        if view is not None and stop <= len(view):
+            return view[offset:stop]
+        return self._read_unmapped(number, size, offset)
+
+    def _read_unmapped(self, number: int, size: int, offset: int) -> bytes:
         fd = self._fds.get(number)
         if fd is None:
             with self._opening:  # two threads must not both open (and leak) the same file
@@ -166,6 +188,11 @@ class SegmentReaders:
                 if fd is None:
                     path = self.folder / data_file_name(number)
                     fd = self._fds[number] = os.open(path, os.O_RDONLY)
+        view = self._maps.get(number)
+        if view is None or offset + size > len(view) + REMAP_STEP:
+            view = self._map(number, fd)
+            if view is not None and offset + size <= len(view):
+                return view[offset : offset + size]
         data = os.pread(fd, size, offset)
         while len(data) < size:  # pread may return less for huge sizes; finish the read
             more = os.pread(fd, size - len(data), offset + len(data))
@@ -174,9 +201,22 @@ class SegmentReaders:
             data += more
         return data
 
+    def _map(self, number: int, fd: int) -> mmap.mmap | None:
+        """Map file ``number`` as it is now (None: it is empty or cannot be mapped)."""
+        try:
+            size = os.fstat(fd).st_size
+            view = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+        except (OSError, ValueError):  # a file system without mmap: keep using pread
+            return None
+        if view is not None:
+            self._maps[number] = view  # the map it replaces is freed once no reader holds it
+        return view
+
     def close(self) -> None:
-        """Close every descriptor."""
+        """Close every descriptor and drop every map."""
         for fd in [*self._fds.values(), *self._retired]:
             os.close(fd)
         self._fds.clear()
         self._retired.clear()
+        self._maps.clear()
+        self._retired_maps.clear()

@@ -54,7 +54,6 @@ def test_logkv_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOGKV_COMPACTION_MIN_DEAD_RATIO", "0.25")
     monkeypatch.setenv("LOGKV_COMPACTION_MIN_DEAD_BYTES", "4096")
     monkeypatch.setenv("LOGKV_OFFLOAD_THRESHOLD", "1000")
-    monkeypatch.setenv("LOGKV_VALUE_CACHE_SIZE", "0")
     config = Configuration()
     assert config.durability is Durability.FSYNC
     assert config.segment_size == 1048576
@@ -64,7 +63,6 @@ def test_logkv_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.compaction_min_dead_ratio == 0.25
     assert config.compaction_min_dead_bytes == 4096
     assert config.offload_threshold == 1000
-    assert config.value_cache_size == 0
 
 
 def test_every_field_has_a_variable() -> None:

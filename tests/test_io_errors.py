@@ -10,6 +10,7 @@ checked by counting ``fdatasync`` calls.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import threading
@@ -26,6 +27,7 @@ from logkv.replay import frame_length
 OpenEngine = Callable[..., Engine]
 
 _real_pwrite = os.pwrite
+_real_pread = os.pread
 _real_ftruncate = os.ftruncate
 _real_fdatasync = os.fdatasync
 
@@ -214,11 +216,32 @@ def test_read_error_propagates(
     def failing_pread(fd: int, size: int, offset: int) -> bytes:
         raise OSError(errno.EIO, "simulated EIO")
 
+    def unmappable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENODEV, "no mmap on this file system")
+
+    # Reads copy out of a memory map; where a file cannot be mapped they fall back to pread,
+    # and an error there reaches the caller.
+    monkeypatch.setattr(mmap, "mmap", unmappable)
     monkeypatch.setattr(os, "pread", failing_pread)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as caught:
         engine.get("key-5")
+    assert caught.value.errno == errno.EIO
+    monkeypatch.setattr(os, "pread", _real_pread)
+    assert state_of(engine) == model  # read with pread, the map still refused
     monkeypatch.undo()
     assert state_of(engine) == model
+
+
+def test_reads_of_records_appended_after_the_map_are_current(open_engine: OpenEngine) -> None:
+    engine = open_engine()
+    engine.set("first", b"1")
+    assert engine.get("first") == b"1"  # maps the segment as it is now
+    for i in range(3000):  # well past the remap step: the newest are read with pread first
+        engine.set(f"k{i:04d}", bytes([i % 251]) * 500)
+    for i in range(0, 3000, 7):
+        assert engine.get(f"k{i:04d}") == bytes([i % 251]) * 500
+    engine.set("first", b"changed")
+    assert engine.get("first") == b"changed"
 
 
 # ---------------------------------------------------------------------------------- fsync failures

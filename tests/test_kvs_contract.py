@@ -41,7 +41,6 @@ from logkv.key_value_store import close_all, open_stores
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, PUBLIC_DIR
 from logkv.models import StorageMetadata
 from logkv.options import MAX_KEY_LENGTH
-from logkv.storage_clients._cache import ValueCache
 
 OpenKvs = Callable[..., Awaitable[KeyValueStore]]
 PATIENCE = 10.0
@@ -901,8 +900,6 @@ async def test_engine_store_without_metadata_is_adopted(
 @pytest.mark.parametrize(
     "options",
     [
-        {"value_cache_size": 0},
-        {"value_cache_size": 4096},
         {"offload_threshold": 100},
         {"durability": Durability.FSYNC},
     ],
@@ -992,25 +989,3 @@ def test_a_store_left_open_is_reused_by_a_later_event_loop(
     previous = asyncio.run(first_run())
     asyncio.run(second_run(previous))
     assert open_stores() == []
-
-
-def test_value_cache_stays_within_its_bounds() -> None:
-    cache = ValueCache(capacity=2000, max_item=600)
-    for i in range(10):
-        cache.put(f"k{i}", bytes(500), "application/octet-stream")
-        assert cache.used <= cache.capacity
-    assert len(cache) == 3  # each entry costs its bytes, its key and some bookkeeping
-    assert cache.lookup("k9") is not None and cache.lookup("k0") is None
-    cache.touch("k7")  # now the most recently used: k8 goes first
-    cache.put("k10", bytes(500), None)
-    assert cache.lookup("k8") is None and cache.lookup("k7") is not None
-    cache.put("big", bytes(601), None)  # over max_item: never cached
-    assert cache.lookup("big") is None
-    cache.put("k7", b"{}", "application/json")  # replacing keeps the accounting right
-    hit = cache.lookup("k7")
-    assert hit is not None and hit[1](hit[0]) == {}
-    cache.discard("k7")
-    cache.discard("absent")
-    assert cache.lookup("k7") is None
-    cache.clear()
-    assert len(cache) == 0 and cache.used == 0

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
-from ..content import decode, encode, public_content_type
+from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
 from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
@@ -45,7 +45,6 @@ from ._base import (
     key_batches,
     timestamp,
 )
-from ._cache import ValueCache
 from ._meta import StoreMeta, new_store_id, read_meta, write_meta
 from ._public import PublicFiles
 
@@ -190,9 +189,6 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self._saved_stamps = (meta.accessed_at, meta.modified_at)
         self._offload = configuration.offload_threshold
         self._threaded_writes = configuration.durability is Durability.FSYNC
-        self._cache: ValueCache | None = (
-            ValueCache(configuration.value_cache_size) if configuration.value_cache_size else None
-        )
         self._public = PublicFiles(engine.path)
         self._auto_compact = configuration.auto_compact
         self._compaction_bytes = configuration.compaction_min_dead_bytes
@@ -256,7 +252,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
 
     @property
     def engine(self) -> Engine:
-        """The engine underneath (for tools; writing to it directly bypasses the cache)."""
+        """The engine underneath (for tools)."""
         return self._engine
 
     @property
@@ -267,21 +263,11 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
     # ------------------------------------------------------------------ reads
 
     def get_value_nowait(self, key: str, default: Any = None) -> Any:
-        """The value of ``key`` from the cache or one positioned read, or ``default``; a
+        """The value of ``key`` from one read of the log (memory-mapped), or ``default``; a
         :class:`Deferred` read in a worker thread for values over the offload threshold."""
-        self.accessed_at = _now()
-        cache = self._cache
-        if cache is not None and type(key) is str:
-            # Only valid keys are ever cached: a hit needs no key check.
-            hit = cache.lookup(key)
-            if hit is not None:
-                cache.touch(key)
-                try:
-                    return hit[1](hit[0])
-                except ValueError:
-                    return decode(hit[0], hit[2])
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
+        self.accessed_at = _now()
         engine = self._engine
         entry = engine.entry(key)
         if entry is None:
@@ -289,9 +275,12 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if entry[3] > self._offload:
             return Deferred(_to_thread(_read_decoded, engine, entry))
         data = engine.read(entry)
-        if cache is not None and data is not None:
-            cache.put(key, data, entry[4])
-        return decode(data, entry[4])
+        if data is None:
+            return None
+        try:
+            return decoder_for(entry[4])(data)
+        except ValueError:  # foreign bytes the fast decoder refuses: decode() explains or copes
+            return decode(data, entry[4])
 
     async def get_value(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
@@ -377,33 +366,19 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
             _, commit = self._engine.set_deferred(key, data, stored_type)
             return Deferred(self._after_commit(key, data, stored_type, commit))
         self._engine.set(key, data, stored_type)
-        cache = self._cache
-        if cache is not None:
-            cache.put(key, data, stored_type)
         if key in self._public.published:
             self._public.publish(key, data, stored_type)
         return None
 
     async def _write_off_loop(self, key: str, data: bytes, stored_type: str) -> None:
-        cache = self._cache
-        try:
-            await _to_thread(self._engine.set, key, data, stored_type)
-        finally:
-            # Threaded writes may finish in any order: never cache what one of them wrote,
-            # drop the entry so that the next read fetches the newest record.
-            if cache is not None:
-                cache.discard(key)
+        await _to_thread(self._engine.set, key, data, stored_type)
         if key in self._public.published:
             await self._publish(key, data, stored_type)
 
     async def _after_commit(
         self, key: str, data: bytes, stored_type: str, commit: Commit
     ) -> None:
-        try:
-            await wait_for_commit(commit)
-        finally:
-            if self._cache is not None:  # see _write_off_loop: never cache a racing write
-                self._cache.discard(key)
+        await wait_for_commit(commit)
         if key in self._public.published:
             await self._publish(key, data, stored_type)
 
@@ -419,16 +394,10 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         now = _now()
         self.accessed_at = now
         if self._threaded_writes:
-            try:
-                existed, commit = self._engine.delete_deferred(key)
-                await wait_for_commit(commit)
-            finally:
-                if self._cache is not None:
-                    self._cache.discard(key)
+            existed, commit = self._engine.delete_deferred(key)
+            await wait_for_commit(commit)
         else:
             existed = self._engine.delete(key)
-            if self._cache is not None:
-                self._cache.discard(key)
         if existed:
             self.modified_at = now
         if key in self._public.published:
@@ -463,8 +432,6 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         try:
             await _to_thread(_delete_all, self._engine)
         finally:
-            if self._cache is not None:
-                self._cache.clear()
             await _to_thread(self._public.clear)
         self.touch(modified=True)
 
@@ -518,7 +485,6 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if self._closed:
             return
         self._closed = True
-        self._cache = None
         try:
             if self._compaction is not None:
                 await asyncio.shield(self._compaction)
