@@ -200,8 +200,9 @@ def _copy_live_records(
             if entry[0] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
             file_id, offset, head, size, _ = entry
-            frame = engine._readers.pread(file_id, head + size if size > 0 else head, offset)
-            problem = check_frame(frame)
+            length = head + size if size > 0 else head
+            frame = engine._readers.pread(file_id, length, offset)
+            problem = check_frame(frame, 0, length)
             if problem is not None:
                 raise CorruptionError(engine.path / data_file_name(file_id), offset, problem)
             snapshot.add(frame, key, entry)

@@ -580,13 +580,14 @@ class Engine:
     def read(self, entry: Entry) -> bytes | None:
         """The value an index entry points to, read back and checked."""
         number, offset, head, size, _ = entry
-        data = self._readers.pread(number, head + size if size > 0 else head, offset)
-        problem = check_frame(data)
+        total = head + size if size > 0 else head
+        buf, pos = self._readers.view(number, total, offset)
+        problem = check_frame(buf, pos, total)
         if problem is not None:
             raise CorruptionError(self.path / data_file_name(number), offset, problem)
         if size < 0:
             return None
-        return data[head:] if head else data
+        return buf[pos + head : pos + total]
 
     def __contains__(self, key: object) -> bool:
         with self._mutex:

@@ -44,6 +44,8 @@ _CHAIN = slice(12, 12 + CHAIN_SIZE)
 _MAGIC_CRC = struct.Struct("<4sI")
 _LENGTH_CHAIN = struct.Struct("<I16s")
 _ONE_SHOT_HASH = 4096  # bodies up to this size are hashed as one concatenated buffer
+_MAGIC_CRC_LENGTH = struct.Struct("<4sII")
+_COPY_TO_CHECK = 4096  # frames up to this size are copied to be checksummed
 
 #: Largest body a frame may carry (the length field is 32 bits; keep a margin).
 MAX_BODY_SIZE = 0xFFFF_0000
@@ -259,16 +261,22 @@ def find_next_frame(buf: Any, pos: int, end: int) -> int | None:
         return pos
 
 
-def check_frame(data: bytes) -> str | None:
-    """Why ``data`` (one whole frame, read back by the index) is not intact, or None if it is.
+def check_frame(buf: Any, pos: int, size: int) -> str | None:
+    """Why the ``size``-byte frame at ``pos`` of ``buf`` (read back by the index: a memory map
+    or the bytes a read returned) is not intact, or None if it is.
 
     Checks the magic, the length and the checksum without decoding the body.
     """
-    if len(data) < FRAME_HEADER_SIZE:
+    if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
         return "record is cut short"
-    magic, crc, length, _ = FRAME_HEADER.unpack_from(data, 0)
-    if magic != RECORD_MAGIC or length != len(data) - FRAME_HEADER_SIZE:
+    magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
+    if magic != RECORD_MAGIC or length != size - FRAME_HEADER_SIZE:
         return "record header does not match the index"
-    if _crc32(memoryview(data)[_CRC_START:]) != crc:
+    if size <= _COPY_TO_CHECK:
+        actual = _crc32(buf[pos + _CRC_START : pos + size])  # a small copy beats a memoryview
+    else:
+        with memoryview(buf) as view:
+            actual = _crc32(view[pos + _CRC_START : pos + size])
+    if actual != crc:
         return "checksum mismatch"
     return None

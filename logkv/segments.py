@@ -53,13 +53,9 @@ class SegmentWriter:
 
         On an I/O error the log is left exactly as before the call and the error is raised.
         """
-        self._check_synced()
-        if self._dirty_tail:
-            os.ftruncate(self._fd, self.end)
-            self._dirty_tail = False
-        if self.end >= self.segment_size:
-            self.rotate()
         offset = self.end
+        if self._sync_error is not None or self._dirty_tail or offset >= self.segment_size:
+            offset = self._prepare()
         try:
             if os.pwrite(self._fd, frame, offset) != len(frame):
                 write_all(self._fd, frame, offset)  # finish a short write (rare)
@@ -71,6 +67,17 @@ class SegmentWriter:
             raise
         self.end = offset + len(frame)
         return self.number, offset
+
+    def _prepare(self) -> int:
+        """Before an append: refuse after a failed sync, cut off what a failed append left,
+        rotate a full segment; return where the append goes."""
+        self._check_synced()
+        if self._dirty_tail:
+            os.ftruncate(self._fd, self.end)
+            self._dirty_tail = False
+        if self.end >= self.segment_size:
+            self.rotate()
+        return self.end
 
     def rotate(self) -> None:
         """Close the active segment (made durable first when syncing) and start the next one.
@@ -174,13 +181,21 @@ class SegmentReaders:
 
     def pread(self, number: int, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
+        buf, pos = self.view(number, size, offset)
+        if type(buf) is bytes and pos == 0:
+            return buf  # what pread returned: exactly these bytes
+        return buf[pos : pos + size]
+
+    def view(self, number: int, size: int, offset: int) -> tuple[mmap.mmap | bytes, int]:
+        """Where the ``size`` bytes at ``offset`` of data file ``number`` can be read without a
+        copy: ``(buffer, position)``, the file's map and ``offset``, or the bytes a ``pread``
+        returned and 0 (fewer than ``size`` only at end of file)."""
         view = self._maps.get(number)
-        stop = offset + size
-        if view is not None and stop <= len(view):
-            return view[offset:stop]
+        if view is not None and offset + size <= len(view):
+            return view, offset
         return self._read_unmapped(number, size, offset)
 
-    def _read_unmapped(self, number: int, size: int, offset: int) -> bytes:
+    def _read_unmapped(self, number: int, size: int, offset: int) -> tuple[mmap.mmap | bytes, int]:
         fd = self._fds.get(number)
         if fd is None:
             with self._opening:  # two threads must not both open (and leak) the same file
@@ -192,14 +207,14 @@ class SegmentReaders:
         if view is None or offset + size > len(view) + REMAP_STEP:
             view = self._map(number, fd)
             if view is not None and offset + size <= len(view):
-                return view[offset : offset + size]
+                return view, offset
         data = os.pread(fd, size, offset)
         while len(data) < size:  # pread may return less for huge sizes; finish the read
             more = os.pread(fd, size - len(data), offset + len(data))
             if not more:
                 break
             data += more
-        return data
+        return data, 0
 
     def _map(self, number: int, fd: int) -> mmap.mmap | None:
         """Map file ``number`` as it is now (None: it is empty or cannot be mapped)."""
