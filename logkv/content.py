@@ -342,8 +342,14 @@ def _check_types(value: Any) -> None:
         return
     leaves = _LEAVES
     for item in items:
-        if type(item) not in leaves:
-            _check_types(item)
+        sub = type(item)
+        if sub in leaves:
+            continue
+        if sub is float:  # the commonest non-leaf, checked here rather than by a call
+            if not _isfinite(item):
+                raise TypeError(f"{item!r} is not a JSON number")
+            continue
+        _check_types(item)
 
 
 def _check_json(value: Any, where: str) -> None:
