@@ -553,14 +553,16 @@ class Engine:
     def entry(self, key: str) -> Entry | None:
         """The index entry of ``key``, or None."""
         with self._mutex:
-            self._check_open()
+            if self._closed:
+                self._check_open()
             return self._index.entries.get(key)
 
     def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
 
-        One positioned read of the record; its checksum is verified before the value is
-        returned (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
+        The record is found in a memory map of its file (or read with ``pread``); its checksum
+        is verified before the value is copied out and returned
+        (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
         """
         with self._mutex:
             if self._closed:

@@ -10,7 +10,7 @@ A segment is a 16-byte header followed by frames. A frame is::
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
-frame with one positioned read and checks the CRC before returning the value.
+frame (in a memory map of the file) and checks the CRC before returning the value.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ snapshots), its lock file, ``META.json`` (identity and timestamps, see
 
 The engine is fast enough to call inline: a small append or point read costs microseconds,
 less than a hop to a worker thread would. Only what could block the event loop for long goes to
-a thread: values larger than ``Configuration.offload_threshold``, every write under
-``Durability.FSYNC`` (the engine's group commit then shares one fsync between the tasks that
-wait), opening (log replay), compaction, purge and drop.
+a thread: values larger than ``Configuration.offload_threshold``, opening (log replay),
+compaction, purge and drop. Under ``Durability.FSYNC`` a write is appended inline and its task
+awaits the engine's group commit (one fsync shared by the tasks that wait), holding no thread.
 """
 
 from __future__ import annotations
