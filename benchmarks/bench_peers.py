@@ -1,0 +1,632 @@
+"""logkv against the stores a Python crawler could pick instead, on the same workloads, in one run.
+
+Run from the repository root (the peers are benchmark-only dependencies)::
+
+    python -m pip install -e ".[bench]"
+    python -m benchmarks.bench_peers            # full run (~10 min): writes results/peers.md, .png
+    python -m benchmarks.bench_peers --quick    # small sizes (~1 min), prints only
+
+Peers (see :mod:`benchmarks.peer_stores`): logkv's ``KeyValueStore`` and its synchronous
+``Engine``, Crawlee's memory and file-system storage clients, diskcache, sqlitedict, lmdb and
+shelve, each at its own default durability (the results say which that is). In one process,
+so that the ratios hold on a noisy machine, the benchmark measures:
+
+- the raw limit of this machine: a plain loop that frames the same records (msgpack body,
+  length and CRC-32) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
+- small JSON sets (distinct keys), point gets of random keys, ordered iteration of every key,
+  overwrites of a few hot keys, and 1 MB values, in rounds on fresh stores (best round kept);
+- disk bytes after the writes;
+- reopen of stores of 100k and 1M keys in a fresh interpreter (open + one get), with the memory
+  that took; logkv both from its log and after compaction;
+- durable writes (every write synced) with 1 and with 64 concurrent writers, for the stores that
+  can sync every write;
+- where logkv's own time goes (encode, engine, facade), for the profile.
+
+Every answer is checked; a wrong one stops the run. Targets are marked PASS or MISS and never
+fail it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import os
+import random
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+
+from logkv import Configuration, Engine, KeyValueStore
+from logkv.content import encode
+
+from .bench_crawlee_adapter import disk_usage
+from .bench_engine import load_average, rss_anon
+from .peer_report import RAW, Results, render, write_chart
+from .peer_stores import JSON_TYPE, OpenStore, Peer, diskcache_bulk_load, lmdb_bulk_load, peers
+
+DEFAULT_OUT = Path("benchmarks/results/peers.md")
+_RAW_HEADER = struct.Struct("<II")  # length, CRC-32 of the body: the raw loop's framing
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run, at which sizes."""
+
+    records: int
+    hot_keys: int
+    overwrites: int
+    big_values: int
+    big_size: int
+    reopen_sizes: tuple[int, ...]
+    sync_seconds: float
+    writers: int
+    rounds: int
+    only: tuple[str, ...]
+    quick: bool
+    out: Path | None
+    tmp_dir: Path
+    seed: int
+
+
+# ---------------------------------------------------------------------------------- workload
+
+
+def make_docs(
+    count: int, seed: int, prefix: str = "page"
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Keys in shuffled order and a small JSON document (~130 bytes) per key: crawl records.
+
+    The document of key ``{prefix}-N`` is :func:`doc_for` ``(N)``.
+    """
+    numbers = list(range(count))
+    random.Random(seed).shuffle(numbers)
+    return [f"{prefix}-{n:07d}" for n in numbers], [doc_for(n) for n in numbers]
+
+
+def doc_for(number: int) -> dict[str, Any]:
+    """The document stored under key number ``number`` (the same in every process)."""
+    rng = random.Random(number)
+    return {
+        "url": f"https://shop.example/item/{number}",
+        "status": 200,
+        "title": f"Item {number}",
+        "price": round(rng.uniform(1, 500), 2),
+        "tags": [rng.choice("abcdefgh") for _ in range(3)],
+        "seen": rng.random() < 0.5,
+    }
+
+
+def check(condition: bool, message: str) -> None:
+    """Stop the run when a store gave a wrong answer: its figures would mean nothing."""
+    if not condition:
+        raise SystemExit(f"benchmark check failed: {message}")
+
+
+def clock() -> float:
+    """A monotonic clock, after a garbage collection so that phases start alike."""
+    gc.collect()
+    return time.perf_counter()
+
+
+# ---------------------------------------------------------------------------------- raw limits
+
+
+def raw_write_loop(path: Path, keys: list[str], docs: list[dict[str, Any]], encoded: bool) -> float:
+    """Seconds for a plain loop that frames each record and ``os.write``\\ s it.
+
+    The body is the engine's (seq, timestamp, op, key, content type, value), packed with msgpack;
+    the frame is an 8-byte header (length, CRC-32 of the body). With ``encoded``, the values are
+    JSON bytes made beforehand; without, each is ``orjson.dumps``\\ ed inside the loop.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pack, crc32, header, write, now = (
+        msgpack.Packer(use_bin_type=True).pack,
+        zlib.crc32,
+        _RAW_HEADER.pack,
+        os.write,
+        time.time_ns,
+    )
+    values: list[Any] = [orjson.dumps(doc) for doc in docs] if encoded else docs
+    dumps = orjson.dumps
+    try:
+        start = clock()
+        if encoded:
+            for seq, (key, value) in enumerate(zip(keys, values, strict=True), 1):
+                body = pack((seq, now() // 1000, 1, key, JSON_TYPE, value))
+                write(fd, header(len(body), crc32(body)) + body)
+        else:
+            for seq, (key, doc) in enumerate(zip(keys, values, strict=True), 1):
+                body = pack((seq, now() // 1000, 1, key, JSON_TYPE, dumps(doc)))
+                write(fd, header(len(body), crc32(body)) + body)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def raw_sync_loop(path: Path, seconds: float) -> float:
+    """Writes per second of a loop that writes a ~150-byte frame and ``fdatasync``\\ s it."""
+    frame = _RAW_HEADER.pack(140, 0) + bytes(140)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        count = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            os.write(fd, frame)
+            os.fdatasync(fd)
+            count += 1
+        return count / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------------- timed loops
+
+
+async def timed_sets(store: OpenStore, keys: list[str], values: list[Any], blob: bool) -> float:
+    """Seconds to set ``values[i]`` under ``keys[i]`` for every ``i``, one call at a time."""
+    set_ = store.set_blob if blob else store.set_json
+    start = clock()
+    if store.is_async:
+        for key, value in zip(keys, values, strict=True):
+            await set_(key, value)
+    else:
+        for key, value in zip(keys, values, strict=True):
+            set_(key, value)
+    return time.perf_counter() - start
+
+
+async def timed_gets(store: OpenStore, keys: list[str], blob: bool) -> tuple[float, list[Any]]:
+    """Seconds to get every key of ``keys``; and the values of the first 100 (to check)."""
+    get = store.get_blob if blob else store.get_json
+    start = clock()
+    if store.is_async:
+        for key in keys:
+            await get(key)
+    else:
+        for key in keys:
+            get(key)
+    seconds = time.perf_counter() - start
+    sample = []
+    for key in keys[:100]:
+        sample.append(await get(key) if store.is_async else get(key))
+    return seconds, sample
+
+
+async def ordered(store: OpenStore) -> list[str]:
+    """Every key, in key order."""
+    if store.is_async:
+        keys: list[str] = await store.ordered_keys()
+        return keys
+    listed: list[str] = store.ordered_keys()
+    return listed
+
+
+@dataclass
+class Data:
+    """The records every peer writes, made before any clock starts."""
+
+    keys: list[str]
+    docs: list[dict[str, Any]]
+    gets: list[str]
+    blobs: list[bytes]
+    doc_of: dict[str, dict[str, Any]] = field(init=False)
+    sorted_keys: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.doc_of = dict(zip(self.keys, self.docs, strict=True))
+        self.sorted_keys = sorted(self.keys)
+
+
+def make_data(settings: Settings) -> Data:
+    """Keys, documents, the order of the gets and the 1 MB values (random bytes)."""
+    keys, docs = make_docs(settings.records, settings.seed)
+    gets = keys[:]
+    random.Random(settings.seed + 1).shuffle(gets)
+    rng = random.Random(settings.seed + 2)
+    blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
+    return Data(keys, docs, gets, blobs)
+
+
+# ---------------------------------------------------------------------------------- one round
+
+
+@dataclass
+class RoundFigures:
+    """Seconds per operation of each workload in one round, and disk bytes after it."""
+
+    per_op: dict[str, float] = field(default_factory=dict)
+    disk: tuple[int, int] = (0, 0)
+
+
+async def run_round(
+    peer: Peer, folder: Path, settings: Settings, data: Data, first: bool
+) -> RoundFigures:
+    """Every in-process workload, once, on a fresh store of ``peer``."""
+    figures = RoundFigures()
+    store = await peer.open(folder, False)
+    n = len(data.keys)
+    figures.per_op["set"] = await timed_sets(store, data.keys, data.docs, blob=False) / n
+    seconds, sample = await timed_gets(store, data.gets, blob=False)
+    figures.per_op["get"] = seconds / len(data.gets)
+    check(sample == [data.doc_of[k] for k in data.gets[:100]], f"{peer.name}: gets read back")
+    start = clock()
+    listed = await ordered(store)
+    figures.per_op["iterate"] = (time.perf_counter() - start) / n
+    check(listed == data.sorted_keys, f"{peer.name}: ordered iteration lists every key in order")
+    hot_keys = [data.keys[i % settings.hot_keys] for i in range(settings.overwrites)]
+    hot_docs = [data.docs[-1 - i % len(data.docs)] for i in range(settings.overwrites)]
+    figures.per_op["overwrite"] = (
+        await timed_sets(store, hot_keys, hot_docs, blob=False) / settings.overwrites
+    )
+    last = {key: doc for key, doc in zip(hot_keys, hot_docs, strict=True)}
+    for key, doc in last.items():
+        got = await store.get_json(key) if store.is_async else store.get_json(key)
+        check(got == doc, f"{peer.name}: the last overwrite of {key} reads back")
+    big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
+    figures.per_op["big set"] = (
+        await timed_sets(store, big_keys, data.blobs, blob=True) / settings.big_values
+    )
+    seconds, sample = await timed_gets(store, big_keys, blob=True)
+    figures.per_op["big get"] = seconds / settings.big_values
+    check(sample == data.blobs[: len(sample)], f"{peer.name}: 1 MB values read back")
+    await store.close()
+    if first and peer.persistent:
+        figures.disk = disk_usage(folder)
+    return figures
+
+
+async def measure_rounds(
+    chosen: list[Peer], settings: Settings, data: Data, work: Path, results: Results
+) -> None:
+    """Rounds of every in-process workload, round-robin over the peers (a burst of load on the
+    machine then hits every peer alike); the best round of each figure is kept. Crawlee's
+    file-system client runs one round: it is three orders of magnitude slower, noise is moot."""
+    for number in range(settings.rounds):
+        raw = work / "raw.log"
+        n = len(data.keys)
+        results.keep(RAW, "set", raw_write_loop(raw, data.keys, data.docs, True) / n)
+        results.keep(RAW, "set json", raw_write_loop(raw, data.keys, data.docs, False) / n)
+        done = []
+        for peer in chosen:
+            if number > 0 and peer.name == "crawlee file system":
+                continue
+            folder = work / f"{peer.name.replace(' ', '-')}-{number}"
+            figures = await run_round(peer, folder, settings, data, number == 0)
+            for workload, seconds in figures.per_op.items():
+                results.keep(peer.name, workload, seconds)
+            if number == 0 and peer.persistent:
+                results.disk[peer.name] = figures.disk
+            shutil.rmtree(folder, ignore_errors=True)
+            took = figures.per_op
+            done.append(f"{peer.name} {took['set'] * 1e6:.1f}/{took['get'] * 1e6:.1f}")
+        print(f"round {number + 1}/{settings.rounds}, set/get µs: {', '.join(done)}", flush=True)
+
+
+# ---------------------------------------------------------------------------------- reopen
+
+
+async def fill_for_reopen(peer: Peer, folder: Path, keys: list[str], docs: list[Any]) -> None:
+    """Write the store to reopen: lmdb and diskcache in one transaction (their own way of loading
+    many records), the others one set at a time as in the set workload."""
+    if peer.name == "lmdb":
+        await asyncio.to_thread(lmdb_bulk_load, folder, list(zip(keys, docs, strict=True)))
+        return
+    if peer.name == "diskcache":
+        await asyncio.to_thread(diskcache_bulk_load, folder, list(zip(keys, docs, strict=True)))
+        return
+    store = await peer.open(folder, False)
+    await timed_sets(store, keys, docs, blob=False)
+    await store.close()
+
+
+async def probe_open(name: str, folder: Path, key: str) -> dict[str, float]:
+    """In a fresh interpreter: open the store ``name`` and get ``key``; seconds and memory."""
+    peer = next(p for p in peers() if p.name == name)
+    gc.collect()
+    before = rss_anon() or 0
+    start = time.perf_counter()
+    store = await peer.open(folder, False)
+    opened = time.perf_counter()
+    value = await store.get_json(key) if store.is_async else store.get_json(key)
+    done = time.perf_counter()
+    gc.collect()
+    after = rss_anon() or 0
+    check(value == doc_for(int(key.rsplit("-", 1)[1])), f"{name}: {key} reads back after reopen")
+    await store.close()
+    return {"open": opened - start, "get": done - opened, "rss": float(after - before)}
+
+
+def open_in_child(name: str, folder: Path, key: str) -> dict[str, float]:
+    """:func:`probe_open` in a new interpreter (no store open, nothing cached in Python)."""
+    command = [sys.executable, "-m", "benchmarks.bench_peers", "--probe", name]
+    command += ["--probe-dir", str(folder), "--probe-key", key]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"reopen probe of {name} failed:\n{done.stdout}\n{done.stderr}")
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+async def measure_reopen(
+    chosen: list[Peer], settings: Settings, work: Path, results: Results
+) -> None:
+    """Fill a store of each size per persistent peer, close it, reopen it in a fresh process."""
+    for size in settings.reopen_sizes:
+        keys, docs = make_docs(size, settings.seed + size, prefix="rec")
+        probe = keys[len(keys) // 2]
+        for peer in chosen:
+            if not peer.persistent or peer.name == "logkv Engine":
+                continue
+            if peer.name == "crawlee file system" and size > 100_000:
+                results.notes.append(
+                    f"crawlee file system: no reopen of {size:,} keys (writing them through its"
+                    f" KeyValueStore takes about {size * 1.5e-3 / 60:,.0f} min and"
+                    f" {2 * size:,} files; its open is lazy, see the 100,000-key row)"
+                )
+                continue
+            folder = work / f"reopen-{peer.name.replace(' ', '-')}-{size}"
+            started = time.perf_counter()
+            await fill_for_reopen(peer, folder, keys, docs)
+            filled = time.perf_counter() - started
+            figures = open_in_child(peer.name, folder, probe)
+            results.reopen[(peer.name, size)] = figures
+            results.reopen_disk[(peer.name, size)] = disk_usage(folder)
+            print(
+                f"reopen {size:,} {peer.name}: {figures['open'] + figures['get']:.3f} s"
+                f" (filled in {filled:.0f} s)",
+                flush=True,
+            )
+            if peer.name == "logkv":
+                await compact_logkv(folder)
+                figures = open_in_child(peer.name, folder, probe)
+                results.reopen[("logkv (compacted)", size)] = figures
+                results.reopen_disk[("logkv (compacted)", size)] = disk_usage(folder)
+                print(f"reopen {size:,} logkv compacted: {figures['open'] + figures['get']:.3f} s")
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def compact_logkv(folder: Path) -> None:
+    """Compact the logkv store in ``folder`` (as ``logkv-compact`` or ``kvs.compact()`` does)."""
+    kvs = await KeyValueStore.open(
+        name="bench", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
+    )
+    await kvs.compact()
+    await kvs.close()
+
+
+# ---------------------------------------------------------------------------------- durable writes
+
+
+async def durable_writes(peer: Peer, folder: Path, writers: int, seconds: float) -> float:
+    """Acknowledged writes per second with every write synced, from ``writers`` concurrent
+    writers (tasks for an async store, threads for a sync one); the writes are checked."""
+    store = await peer.open(folder, True)
+    counts = [0] * writers
+    doc = {"url": "https://shop.example/item/1", "status": 200, "seen": True}
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    if store.is_async:
+
+        async def task(number: int) -> None:
+            while time.perf_counter() < deadline:
+                await store.set_json(f"w{number:02d}-{counts[number]:07d}", doc)
+                counts[number] += 1
+
+        await asyncio.gather(*(task(n) for n in range(writers)))
+    else:
+
+        def thread(number: int) -> None:
+            while time.perf_counter() < deadline:
+                store.set_json(f"w{number:02d}-{counts[number]:07d}", doc)
+                counts[number] += 1
+
+        threads = [threading.Thread(target=thread, args=(n,)) for n in range(writers)]
+        for started in threads:
+            started.start()
+        for joined in threads:
+            joined.join()
+    elapsed = time.perf_counter() - start
+    for number in range(writers):
+        if counts[number]:
+            key = f"w{number:02d}-{counts[number] - 1:07d}"
+            got = await store.get_json(key) if store.is_async else store.get_json(key)
+            check(got == doc, f"{peer.name}: durable write {key} reads back")
+    await store.close()
+    return sum(counts) / elapsed
+
+
+async def measure_durable(
+    chosen: list[Peer], settings: Settings, work: Path, results: Results
+) -> None:
+    """Synced writes with 1 and with ``writers`` writers, for each peer that can sync every
+    write; first, on a quiet disk (dirty page cache makes every fdatasync wait)."""
+    os.sync()
+    results.durable[("raw write + fdatasync", 1)] = raw_sync_loop(
+        work / "raw-sync.log", settings.sync_seconds
+    )
+    for peer in chosen:
+        if peer.fsync_setting is None:
+            continue
+        for writers in (1, settings.writers):
+            folder = work / f"sync-{peer.name.replace(' ', '-')}-{writers}"
+            rate = await durable_writes(peer, folder, writers, settings.sync_seconds)
+            results.durable[(peer.name, writers)] = rate
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"durable writes, {peer.name}, {writers} writer(s): {rate:,.0f}/s", flush=True)
+
+
+# ---------------------------------------------------------------------------------- profile
+
+
+async def measure_breakdown(settings: Settings, data: Data, work: Path, results: Results) -> None:
+    """Where logkv's time per small JSON record goes, layer by layer (best of the rounds)."""
+    encoded = [encode(doc) for doc in data.docs]
+    for number in range(settings.rounds):
+        start = clock()
+        for doc in data.docs:
+            encode(doc)
+        results.keep_part("encode (content.encode: check + orjson)", time.perf_counter() - start)
+        folder = work / f"parts-{number}"
+        with Engine.open(folder / "engine") as engine:
+            set_, get = engine.set, engine.get
+            start = clock()
+            for key, (value, content_type) in zip(data.keys, encoded, strict=True):
+                set_(key, value, content_type)
+            results.keep_part(
+                "Engine.set (frame, chain, write(), index)", time.perf_counter() - start
+            )
+            start = clock()
+            for key in data.gets:
+                get(key)
+            results.keep_part(
+                "Engine.get (index, copy from the map, CRC)", time.perf_counter() - start
+            )
+        kvs = await KeyValueStore.open(
+            name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
+        )
+        start = clock()
+        for key, doc in zip(data.keys, data.docs, strict=True):
+            await kvs.set_value(key, doc)
+        results.keep_part(
+            "KeyValueStore.set_value (all of the above + facade)", time.perf_counter() - start
+        )
+        start = clock()
+        for key in data.gets:
+            await kvs.get_value(key)
+        results.keep_part(
+            "KeyValueStore.get_value (get + decode + facade)", time.perf_counter() - start
+        )
+        await kvs.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    for name in list(results.parts):
+        results.parts[name] /= len(data.keys)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+async def measure(settings: Settings, results: Results) -> None:
+    """Every measurement, in an order that keeps them from disturbing each other."""
+    chosen = [p for p in peers() if not settings.only or p.name in settings.only]
+    results.peers = chosen
+    data = make_data(settings)
+    with tempfile.TemporaryDirectory(prefix="bench-peers-", dir=settings.tmp_dir) as scratch:
+        work = Path(scratch)
+        await measure_durable(chosen, settings, work, results)
+        await measure_rounds(chosen, settings, data, work, results)
+        await measure_breakdown(settings, data, work, results)
+        await measure_reopen(chosen, settings, work, results)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_peers",
+        description="Benchmark logkv against Crawlee's storage clients, diskcache, sqlitedict, "
+        "lmdb and shelve; write a Markdown results file and a PNG chart.",
+    )
+    parser.add_argument("--records", type=int, help="small JSON records (20,000; quick 2,000)")
+    parser.add_argument(
+        "--reopen",
+        type=str,
+        help="store sizes to reopen, comma-separated (100000,1000000; quick 20000)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="rounds of the in-process workloads (3; quick 2)"
+    )
+    parser.add_argument("--sync-seconds", type=float, help="length of each durable-write run (2 s)")
+    parser.add_argument("--writers", type=int, default=64, help="concurrent durable writers (64)")
+    parser.add_argument("--only", type=str, default="", help="comma-separated peer names to run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, print only unless --out")
+    parser.add_argument("--out", type=Path, help=f"results file ({DEFAULT_OUT}; none with --quick)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tmp-dir", type=Path, help="parent of the scratch folder (repo root)")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-key", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Fill in the defaults that depend on ``--quick``."""
+    quick = args.quick
+    records = args.records or (2_000 if quick else 20_000)
+    reopen = args.reopen or ("20000" if quick else "100000,1000000")
+    return Settings(
+        records=records,
+        hot_keys=16,
+        overwrites=max(records // 4, 16),
+        big_values=4 if quick else 16,
+        big_size=1 << 20,
+        reopen_sizes=tuple(int(size) for size in reopen.split(",") if size),
+        sync_seconds=args.sync_seconds or (0.5 if quick else 2.0),
+        writers=args.writers,
+        rounds=args.rounds or (2 if quick else 3),
+        only=tuple(name.strip() for name in args.only.split(",") if name.strip()),
+        quick=quick,
+        out=args.out if args.out is not None or quick else DEFAULT_OUT,
+        tmp_dir=args.tmp_dir or Path(__file__).resolve().parent.parent,
+        seed=args.seed,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the results and write them (and the chart) to ``--out``."""
+    args = parse_args(argv)
+    if args.probe is not None:
+        print(json.dumps(asyncio.run(probe_open(args.probe, args.probe_dir, args.probe_key))))
+        return 0
+    settings = settings_from(args)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "-m", "benchmarks.bench_peers", *given])
+    results = Results(settings_text=describe(settings), command=command)
+    results.machine_start = load_average()
+    started = time.perf_counter()
+    asyncio.run(measure(settings, results))
+    results.wall_seconds = time.perf_counter() - started
+    results.machine_end = load_average()
+    results.date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    chart = settings.out.with_suffix(".png") if settings.out is not None else None
+    text = render(results, settings.tmp_dir, chart)
+    if settings.out is not None and chart is not None:
+        settings.out.parent.mkdir(parents=True, exist_ok=True)
+        settings.out.write_text(text, encoding="utf-8")
+        write_chart(results, chart)
+    print(text)
+    if settings.out is not None:
+        print(f"results written to {settings.out} and {chart}")
+    return 0
+
+
+def describe(settings: Settings) -> str:
+    """The sizes of this run, in words."""
+    sizes = ", ".join(f"{size:,}" for size in settings.reopen_sizes)
+    return (
+        f"{settings.records:,} small JSON records; {settings.overwrites:,} overwrites of"
+        f" {settings.hot_keys} hot keys; {settings.big_values} values of"
+        f" {settings.big_size >> 20} MiB; reopen of {sizes}"
+        f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
+        f" writers; best of {settings.rounds} rounds"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""The peer benchmark's figures (:class:`Results`), as a Markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullFormatter
+
+from .bench_engine import cpu_model, filesystem_of, logkv_revision, version_of
+from .peer_stores import DURABILITY, Peer, dbm_module
+
+RAW: Final = "raw write loop"
+#: Workloads measured per operation, in table order: (key, label, unit of one operation).
+WORKLOADS: Final = (
+    ("set", "small JSON set (new key)", "set"),
+    ("get", "point get (random key)", "get"),
+    ("iterate", "ordered iteration, per key", "key"),
+    ("overwrite", "hot-key overwrite", "set"),
+    ("big set", "1 MiB value set", "set"),
+    ("big get", "1 MiB value get", "get"),
+)
+COLOURS: Final = {
+    "none": "#b0b0b0",
+    "on commit/close": "#e0a040",
+    "process": "#4a7fc1",
+    "fsync": "#2e8b57",
+}
+
+
+@dataclass
+class Results:
+    """Everything one run measured."""
+
+    settings_text: str
+    command: str
+    peers: list[Peer] = field(default_factory=list)
+    #: peer -> workload -> seconds per operation (best round)
+    per_op: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: peer -> (allocated bytes, file bytes) after the set and overwrite workloads
+    disk: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: (peer, keys) -> {"open": s, "get": s, "rss": bytes}
+    reopen: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    reopen_disk: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    #: (peer, writers) -> acknowledged synced writes per second
+    durable: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: piece of logkv's work -> seconds per record
+    parts: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    machine_start: str = ""
+    machine_end: str = ""
+    date: str = ""
+    wall_seconds: float = 0.0
+
+    def keep(self, peer: str, workload: str, seconds: float) -> None:
+        """Record ``seconds`` per operation unless an earlier round was faster."""
+        best = self.per_op.setdefault(peer, {})
+        best[workload] = min(seconds, best.get(workload, seconds))
+
+    def keep_part(self, name: str, seconds: float) -> None:
+        """Record a piece of logkv's time (total seconds) unless an earlier round was faster."""
+        self.parts[name] = min(seconds, self.parts.get(name, seconds))
+
+    def durability_of(self, name: str) -> str:
+        """The default durability class of peer ``name``."""
+        return next(p.durability for p in self.peers if p.name == name)
+
+
+# ---------------------------------------------------------------------------------- formatting
+
+
+def per_op_text(seconds: float) -> str:
+    """Time per operation, readable."""
+    micro = seconds * 1e6
+    if micro >= 10_000:
+        return f"{micro / 1000:,.1f} ms"
+    return (
+        f"{micro:,.2f} µs"
+        if micro < 10
+        else f"{micro:,.1f} µs"
+        if micro < 100
+        else f"{micro:,.0f} µs"
+    )
+
+
+def mib(size: float) -> str:
+    """Bytes as MiB."""
+    return f"{size / 1024 / 1024:,.1f} MiB"
+
+
+def status(ok: bool) -> str:
+    """PASS or MISS."""
+    return "PASS" if ok else "**MISS**"
+
+
+# ---------------------------------------------------------------------------------- targets
+
+
+def targets(results: Results) -> list[tuple[str, str, str, str]]:
+    """``(target, measured, how, status)`` for each of the issue's targets that was measured."""
+    rows: list[tuple[str, str, str, str]] = []
+    ops = results.per_op
+    logkv = ops.get("logkv", {})
+    raw = ops.get(RAW, {})
+    if "set" in logkv and "set" in raw:
+        for name in ("logkv", "logkv Engine"):
+            if name not in ops:
+                continue
+            ratio = raw["set"] / ops[name]["set"]
+            json_ratio = raw["set json"] / ops[name]["set"]
+            rows.append(
+                (
+                    f"`{'set_value' if name == 'logkv' else 'Engine.set'}` at default durability"
+                    " ≥ 50 % of the raw framed-write limit",
+                    f"{ratio:.0%} ({per_op_text(ops[name]['set'])} vs {per_op_text(raw['set'])});"
+                    f" {json_ratio:.0%} of the raw loop that also encodes the JSON",
+                    f"{name}, small JSON set",
+                    status(ratio >= 0.5),
+                )
+            )
+        strong = DURABILITY.index("process")
+        rivals = [
+            p.name
+            for p in results.peers
+            if not p.name.startswith("logkv")
+            and DURABILITY.index(p.durability) >= strong
+            and "set" in ops.get(p.name, {})
+        ]
+        if rivals:
+            slowest_gap = min(ops[r]["set"] / logkv["set"] for r in rivals)
+            rows.append(
+                (
+                    "`set_value` ahead of every peer at the same or stronger durability",
+                    ", ".join(f"{r} {ops[r]['set'] / logkv['set']:,.1f}x" for r in rivals),
+                    "their time per set / logkv's",
+                    status(slowest_gap > 1.0),
+                )
+            )
+    if "get" in logkv:
+        compared = [n for n in ("diskcache", "sqlitedict", "crawlee file system") if n in ops]
+        if compared:
+            gaps = {n: ops[n]["get"] / logkv["get"] for n in compared}
+            rows.append(
+                (
+                    "`get_value` ahead of diskcache, sqlitedict and Crawlee's file-system client"
+                    " by ≥ 3x",
+                    ", ".join(f"{n} {gap:,.1f}x" for n, gap in gaps.items()),
+                    "their time per get / logkv's",
+                    status(min(gaps.values()) >= 3.0),
+                )
+            )
+    many = max((w for _, w in results.durable), default=0)
+    if ("logkv", many) in results.durable and ("lmdb", many) in results.durable:
+        ours, theirs = results.durable[("logkv", many)], results.durable[("lmdb", many)]
+        rows.append(
+            (
+                f"`fsync` durability with {many} concurrent writers ahead of lmdb (sync on)",
+                f"{ours:,.0f} vs {theirs:,.0f} writes/s ({ours / theirs:,.1f}x)",
+                f"logkv {many} tasks, lmdb {many} threads",
+                status(ours > theirs),
+            )
+        )
+    for (name, size), figures in sorted(results.reopen.items()):
+        if name == "logkv (compacted)" and size >= 1_000_000:
+            total = figures["open"] + figures["get"]
+            rows.append(
+                (
+                    f"reopen of {size:,} keys (after compaction) ≤ 1.5 s",
+                    f"{total:.2f} s (open {figures['open']:.2f} s + first get)",
+                    "fresh interpreter",
+                    status(total <= 1.5),
+                )
+            )
+            rows.append(
+                (
+                    "index memory per key reported",
+                    f"{figures['rss'] / size:,.0f} B/key (anonymous memory the open added, key"
+                    " strings included)",
+                    "RssAnon growth / keys",
+                    "reported",
+                )
+            )
+    return rows
+
+
+# ---------------------------------------------------------------------------------- report
+
+
+def render(results: Results, tmp_dir: Path, chart: Path | None) -> str:
+    """The results as a Markdown document."""
+    names = [p.name for p in results.peers]
+    lines = [
+        "# logkv against its peers",
+        "",
+        "Command (from the repository root):",
+        "",
+        "```bash",
+        results.command,
+        "```",
+        "",
+        f"{results.settings_text}. Whole run {results.wall_seconds / 60:.1f} min, one process"
+        " (reopens in fresh interpreters), so the ratios hold.",
+        "",
+    ]
+    if chart is not None:
+        lines += [f"![logkv against its peers]({chart.name})", ""]
+    lines += ["## Targets", "", "| Target | Measured | How | Status |", "|---|---|---|---|"]
+    lines += [f"| {t} | {m} | {h} | {s} |" for t, m, h, s in targets(results)]
+    lines += ["", "## Time per operation (best round)", ""]
+    header = ["workload", RAW, *names]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.append(
+        "| durability | none (a loop of write()) | "
+        + " | ".join(results.durability_of(n) for n in names)
+        + " |"
+    )
+    for key, label, _ in WORKLOADS:
+        cells = [per_op_text(results.per_op.get(RAW, {})[key]) if key == "set" else ""]
+        cells += [
+            per_op_text(results.per_op[n][key]) if key in results.per_op.get(n, {}) else ""
+            for n in names
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    raw_json = results.per_op.get(RAW, {}).get("set json")
+    if raw_json is not None:
+        lines += [
+            "",
+            f"The raw loop that also `orjson.dumps` each value took {per_op_text(raw_json)} per"
+            " record.",
+        ]
+    lines += render_durable(results) + render_reopen(results) + render_disk(results)
+    lines += render_parts(results) + render_peers(results) + render_machine(tmp_dir, results)
+    lines += ["", "## Method", "", *(f"- {item}" for item in METHOD)]
+    if results.notes:
+        lines += ["", "## Notes", "", *(f"- {note}" for note in results.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def render_durable(results: Results) -> list[str]:
+    """Synced writes per second, 1 and many writers."""
+    if not results.durable:
+        return []
+    counts = sorted({w for _, w in results.durable})
+    rows = ["", "## Durable writes (every write synced to disk)", ""]
+    rows += [
+        "| store | setting | "
+        + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts)
+        + " |"
+    ]
+    rows.append("|---|---|" + "---|" * len(counts))
+    settings = {p.name: p.fsync_setting or "" for p in results.peers}
+    for name in dict.fromkeys(n for n, _ in results.durable):
+        cells = [
+            f"{results.durable[(name, w)]:,.0f}/s" if (name, w) in results.durable else ""
+            for w in counts
+        ]
+        setting = settings.get(name, "write() + fdatasync() per record")
+        rows.append(f"| {name} | {setting} | " + " | ".join(cells) + " |")
+    missing = [p.name for p in results.peers if p.fsync_setting is None]
+    if missing:
+        rows += ["", f"Not run (no setting that syncs every write): {', '.join(missing)}."]
+    return rows
+
+
+def render_reopen(results: Results) -> list[str]:
+    """Reopen times, memory and disk per store size."""
+    if not results.reopen:
+        return []
+    rows = ["", "## Reopen (fresh interpreter: open + one get)", ""]
+    rows += [
+        "| store | keys | open + first get | memory the open added | disk |",
+        "|---|---|---|---|---|",
+    ]
+    for (name, size), figures in sorted(
+        results.reopen.items(), key=lambda item: (item[0][1], item[0][0])
+    ):
+        allocated, _ = results.reopen_disk.get((name, size), (0, 0))
+        rows.append(
+            f"| {name} | {size:,} | {figures['open'] + figures['get']:.3f} s"
+            f" | {mib(figures['rss'])} ({figures['rss'] / size:,.0f} B/key) | {mib(allocated)} |"
+        )
+    return rows
+
+
+def render_disk(results: Results) -> list[str]:
+    """Disk used after the set and overwrite workloads."""
+    if not results.disk:
+        return []
+    rows = ["", "## Disk used after the small JSON sets, overwrites and 1 MiB values (round 1)", ""]
+    rows += ["| store | allocated (du) | file bytes |", "|---|---|---|"]
+    rows += [f"| {n} | {mib(a)} | {mib(b)} |" for n, (a, b) in results.disk.items()]
+    return rows
+
+
+def render_parts(results: Results) -> list[str]:
+    """Where logkv's time goes."""
+    if not results.parts:
+        return []
+    rows = ["", "## Where logkv's time goes (per small JSON record)", ""]
+    rows += ["| piece | time |", "|---|---|"]
+    raw = results.per_op.get(RAW, {})
+    if "set" in raw:
+        rows.append(
+            "| raw loop: msgpack body + length/CRC-32 header + os.write"
+            f" | {per_op_text(raw['set'])} |"
+        )
+    rows += [f"| {name} | {per_op_text(seconds)} |" for name, seconds in results.parts.items()]
+    return rows
+
+
+def render_peers(results: Results) -> list[str]:
+    """What each peer is, in which version, at which durability."""
+    rows = ["", "## The peers, at their defaults", ""]
+    rows += [
+        "| store | version | a write, when the call returns | values | key order |",
+        "|---|---|---|---|---|",
+    ]
+    for peer in results.peers:
+        version = (
+            platform.python_version()
+            if peer.distribution == "python"
+            else version_of(peer.distribution)
+        )
+        rows.append(
+            f"| {peer.name} | {version} | **{peer.durability}**: {peer.durability_note}"
+            f" | {peer.serializer} | {peer.order} |"
+        )
+    return rows
+
+
+def render_machine(tmp_dir: Path, results: Results) -> list[str]:
+    """The machine and the software the figures were measured on."""
+    return [
+        "",
+        "## Machine",
+        "",
+        "| item | value |",
+        "|---|---|",
+        f"| CPU | {cpu_model()}, {os.cpu_count()} logical cores |",
+        f"| OS | {platform.system()} {platform.release()} |",
+        f"| Python | {platform.python_version()} (shelve uses {dbm_module()}) |",
+        f"| Storage | {filesystem_of(tmp_dir)} (the repository's disk, not a RAM disk) |",
+        f"| logkv | {logkv_revision()} |",
+        f"| Load at the start | {results.machine_start} |",
+        f"| Load at the end | {results.machine_end} |",
+        f"| Date | {results.date} |",
+    ]
+
+
+METHOD: Final = (
+    "Every peer gets the same Python values: small JSON documents (~130 bytes: a URL, a status,"
+    " a title, a price, three tags, a flag) under distinct keys `page-NNNNNNN` written in shuffled"
+    " order, and 1 MiB values of random bytes. Each is driven the way its users drive it: the"
+    " async `KeyValueStore`s (logkv, Crawlee) with `await`, the others with plain calls.",
+    "Rounds: each round opens a fresh store per peer, in turn, and runs every workload once; the"
+    " best round of each figure is kept (the most repeatable figure on a shared machine)."
+    " Crawlee's file-system client runs one round.",
+    "The raw write loop packs the same 6-field msgpack body logkv writes (seq, timestamp, op, key,"
+    " content type, value), puts an 8-byte header (length, CRC-32) in front of it and"
+    " `os.write`s it to an `O_APPEND` file, with values JSON-encoded beforehand: the fastest a"
+    " Python writer of framed records can go here, one system call per record.",
+    "Ordered iteration lists every key in key order: natively where the store keeps an order,"
+    " else `sorted()` of its keys; the list is checked.",
+    "Reopen: the store is filled (lmdb and diskcache in one transaction, the rest one set at a"
+    " time), closed, then opened in a fresh interpreter, which gets one key and checks it; the"
+    " time is open + that get, the memory the growth of anonymous resident memory (RssAnon,"
+    " so file maps do not count). logkv is reopened from its log, then compacted and reopened"
+    " from its snapshot.",
+    "Durable writes: every write is synced before it returns (each store's setting is in the"
+    " table); 1 writer, then many concurrent writers (tasks for the async store, threads for"
+    " the rest) write distinct small records for the given time; the rate counts acknowledged"
+    " writes, and the last write of every writer is read back. These run first, on a quiet disk.",
+    "Disk: `du`-style allocated bytes (and file bytes) of the store's folder after round 1.",
+)
+
+
+# ---------------------------------------------------------------------------------- chart
+
+
+def write_chart(results: Results, path: Path) -> None:
+    """A PNG of the headline figures: one panel per workload, a bar per store, coloured by what
+    a write survives; the raw write() loop (or write + fdatasync loop) as a dashed line."""
+    durability = {p.name: p.durability for p in results.peers}
+    durability["logkv (compacted)"] = "process"
+    panels: list[Panel] = []
+    for key, label, unit in WORKLOADS:
+        values = {n: 1 / ops[key] for n, ops in results.per_op.items() if key in ops and n != RAW}
+        limit = 1 / results.per_op[RAW]["set"] if key == "set" and RAW in results.per_op else None
+        panels.append(Panel(label, values, f"{unit}s/s (more is better)", limit, durability))
+    many = max((w for _, w in results.durable), default=0)
+    if many:
+        synced = {n: r for (n, w), r in results.durable.items() if w == many}
+        raw = synced.pop("raw write + fdatasync", None) or results.durable.get(
+            ("raw write + fdatasync", 1)
+        )
+        panels.append(
+            Panel(
+                f"durable writes, {many} writers",
+                synced,
+                "writes/s (more is better); all synced",
+                raw,
+                dict.fromkeys(synced, "fsync"),
+                "write+fdatasync loop",
+            )
+        )
+    biggest = max((s for _, s in results.reopen), default=0)
+    if biggest:
+        values = {n: f["open"] + f["get"] for (n, s), f in results.reopen.items() if s == biggest}
+        panels.append(
+            Panel(
+                f"reopen {biggest:,} keys",
+                values,
+                "seconds: open + first get (less is better)",
+                None,
+                durability,
+                short=_seconds,
+            )
+        )
+    columns = 4
+    rows = (len(panels) + columns - 1) // columns
+    figure = Figure(figsize=(20, 4.4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis, panel in zip(axes.flat, panels, strict=False):
+        panel.draw(axis)
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    handles = [Rectangle((0, 0), 1, 1, color=COLOURS[d]) for d in DURABILITY]
+    figure.legend(
+        handles, [f"a write survives: {d}" for d in DURABILITY], loc="lower center", ncol=4
+    )
+    figure.suptitle(f"logkv against its peers (log scales; {results.date})", fontsize=14)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.96))
+    figure.savefig(path, dpi=80)
+
+
+def _seconds(value: float) -> str:
+    """Seconds, short."""
+    return (
+        f"{value:.2f} s"
+        if value >= 1
+        else f"{value * 1000:.0f} ms"
+        if value >= 0.01
+        else (f"{value * 1000:.1f} ms")
+    )
+
+
+def _short(value: float) -> str:
+    """A bar's figure, short."""
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.0f}k" if value >= 1e4 else f"{value / 1e3:.1f}k"
+    if value >= 10:
+        return f"{value:.0f}"
+    return f"{value:.2g}" if value >= 0.01 else f"{value * 1e3:.1f}m"
+
+
+@dataclass
+class Panel:
+    """One chart panel: a bar per store."""
+
+    title: str
+    values: dict[str, float]
+    unit: str
+    limit: float | None
+    durability: dict[str, str]
+    limit_label: str = "raw write() loop"
+    short: Callable[[float], str] = _short
+
+    def draw(self, axis: Any) -> None:
+        """Draw the bars, their figures and the limit line on ``axis``."""
+        names = list(self.values)
+        figures = [self.values[n] for n in names]
+        colours = [COLOURS[self.durability.get(n, "none")] for n in names]
+        bars = axis.barh(names, figures, color=colours)
+        axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.invert_yaxis()
+        axis.set_title(self.title, fontsize=12)
+        axis.set_xlabel(self.unit, fontsize=9)
+        axis.tick_params(labelsize=9)
+        axis.bar_label(bars, labels=[self.short(v) for v in figures], fontsize=8, padding=2)
+        top = max([*figures, self.limit or 0])
+        axis.set_xlim(min(figures) / 3, top * 6)
+        if self.limit is not None:
+            axis.axvline(self.limit, color="black", linestyle="--", linewidth=1)
+            axis.text(self.limit, len(names) - 0.6, f" {self.limit_label}", fontsize=8)
