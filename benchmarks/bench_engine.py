@@ -230,10 +230,13 @@ def raw_append(folder: Path, keys: list[str], values: list[bytes]) -> float:
     return elapsed
 
 
-def raw_sync_rate(folder: Path, sync: Callable[[int], None], seconds: float) -> float:
-    """Writes per second of a loop that writes a ~1 KB frame and calls ``sync`` after each."""
+def raw_sync_rate(
+    folder: Path, sync: Callable[[int], None], seconds: float, body: int = VALUE_SIZE + 40
+) -> float:
+    """Writes per second of a loop that writes a frame (a ``body``-byte body: ~1 KB unless
+    told) and calls ``sync`` after each."""
     path = folder / "raw-sync.log"
-    frame = _RAW_HEADER.pack(VALUE_SIZE + 40, 0) + bytes(VALUE_SIZE + 40)
+    frame = _RAW_HEADER.pack(body, 0) + bytes(body)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         count = 0

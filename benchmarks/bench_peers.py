@@ -55,7 +55,7 @@ from logkv import Configuration, Engine, KeyValueStore
 from logkv.content import encode
 
 from .bench_crawlee_adapter import disk_usage
-from .bench_engine import load_average, rss_anon
+from .bench_engine import load_average, raw_sync_rate, rss_anon
 from .peer_report import RAW, Results, render, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, diskcache_bulk_load, lmdb_bulk_load, peers
 
@@ -154,24 +154,6 @@ def raw_write_loop(path: Path, keys: list[str], docs: list[dict[str, Any]], enco
                 body = pack((seq, now() // 1000, 1, key, JSON_TYPE, dumps(doc)))
                 write(fd, header(len(body), crc32(body)) + body)
         return time.perf_counter() - start
-    finally:
-        os.close(fd)
-        path.unlink()
-
-
-def raw_sync_loop(path: Path, seconds: float) -> float:
-    """Writes per second of a loop that writes a ~150-byte frame and ``fdatasync``\\ s it."""
-    frame = _RAW_HEADER.pack(140, 0) + bytes(140)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        count = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while time.perf_counter() < deadline:
-            os.write(fd, frame)
-            os.fdatasync(fd)
-            count += 1
-        return count / (time.perf_counter() - start)
     finally:
         os.close(fd)
         path.unlink()
@@ -459,8 +441,11 @@ async def measure_durable(
     """Synced writes with 1 and with ``writers`` writers, for each peer that can sync every
     write; first, on a quiet disk (dirty page cache makes every fdatasync wait)."""
     os.sync()
-    results.durable[("raw write + fdatasync", 1)] = raw_sync_loop(
-        work / "raw-sync.log", settings.sync_seconds
+    results.durable[("raw write + fdatasync", 1)] = raw_sync_rate(
+        work,
+        os.fdatasync,
+        settings.sync_seconds,
+        body=140,  # a frame the size of the records
     )
     for peer in chosen:
         if peer.fsync_setting is None:
