@@ -615,15 +615,47 @@ class Engine:
         after = exclusive_start_key
         while remaining is None or remaining > 0:
             want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+            self.settle_order()
             with self._cond:
                 self._check_open()
-                batch = self._index.after(after, want)
+                batch = self.keys_after(after, want)
             yield from batch
             if len(batch) < want:
                 return
             after = batch[-1]
             if remaining is not None:
                 remaining -= len(batch)
+
+    def settle_order(self) -> None:
+        """Merge the keys written since the last ordered read into the sorted keys, sorting
+        them without the store's lock when there are many (writers keep writing meanwhile).
+
+        Ordered reads call it first; an ordered read that comes while a merge runs waits for
+        it (:meth:`keys_after`).
+        """
+        with self._cond:
+            while self._index.merging:
+                self._cond.wait()
+            merge = self._index.take_fresh()
+        if merge is None:
+            return
+        try:
+            merge.run()
+        except BaseException:
+            with self._cond:
+                self._index.abandon(merge)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._index.finish(merge)
+            self._cond.notify_all()
+
+    def keys_after(self, after: str | None, limit: int) -> list[str]:
+        """With the lock held: up to ``limit`` keys in order after ``after`` (None: from the
+        first), once no merge of fresh keys is running (see :meth:`settle_order`)."""
+        while self._index.merging:
+            self._cond.wait()
+        return self._index.after(after, limit)
 
     def infos(
         self, exclusive_start_key: str | None = None, limit: int | None = None
