@@ -192,7 +192,7 @@ def _copy_live_records(
     after: str | None = None
     done = 0
     while True:
-        engine.settle_order()  # keys written since, sorted without the lock (if many)
+        engine.settle_order()  # keys written since: merged a batch per lock hold
         with engine._mutex, watch:
             last, batch = _next_batch(engine, after)
         if last is None:
@@ -220,7 +220,7 @@ def _next_batch(engine: Engine, after: str | None) -> tuple[str | None, list[tup
     engine._check_open()  # a compaction stops when the store is closed
     index, frozen = engine._index, engine._frozen
     assert frozen is not None
-    keys = engine.keys_after(after, _BATCH)
+    keys = index.after(after, _BATCH)
     if keys:
         changed = list(frozen.irange(after, keys[-1], inclusive=(False, True)))
     else:  # the index has no more keys; keys changed (deleted) since the rotation may remain

@@ -618,7 +618,7 @@ class Engine:
             self.settle_order()
             with self._cond:
                 self._check_open()
-                batch = self.keys_after(after, want)
+                batch = self._index.after(after, want)
             yield from batch
             if len(batch) < want:
                 return
@@ -627,35 +627,18 @@ class Engine:
                 remaining -= len(batch)
 
     def settle_order(self) -> None:
-        """Merge the keys written since the last ordered read into the sorted keys, sorting
-        them without the store's lock when there are many (writers keep writing meanwhile).
+        """Merge the keys written since the last ordered read into the sorted keys, a batch
+        per hold of the lock, so that writers in other threads go on meanwhile.
 
-        Ordered reads call it first; an ordered read that comes while a merge runs waits for
-        it (:meth:`keys_after`).
+        Ordered reads call it first; what is still fresh when they take the lock (keys written
+        since) they merge themselves.
         """
-        with self._cond:
-            while self._index.merging:
-                self._cond.wait()
-            merge = self._index.take_fresh()
-        if merge is None:
-            return
-        try:
-            merge.run()
-        except BaseException:
-            with self._cond:
-                self._index.abandon(merge)
-                self._cond.notify_all()
-            raise
-        with self._cond:
-            self._index.finish(merge)
-            self._cond.notify_all()
-
-    def keys_after(self, after: str | None, limit: int) -> list[str]:
-        """With the lock held: up to ``limit`` keys in order after ``after`` (None: from the
-        first), once no merge of fresh keys is running (see :meth:`settle_order`)."""
-        while self._index.merging:
-            self._cond.wait()
-        return self._index.after(after, limit)
+        more = True
+        while more:
+            with self._mutex:
+                more = self._index.merge_some()
+            if more:
+                time.sleep(0)  # hand the GIL (and so the lock) over to a waiting writer
 
     def infos(
         self, exclusive_start_key: str | None = None, limit: int | None = None
