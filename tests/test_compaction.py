@@ -545,10 +545,9 @@ def test_history_reads_beside_a_compacting_writer(tmp_path: Path) -> None:
     def read() -> None:
         rng = random.Random(8)
         while not stop.is_set():
-            with guard:
+            with guard:  # one copy: the events are exactly those up to ``last``
                 last = len(rec.states) - 1
-            seq = rng.randint(max(0, last - 60), last)
-            with guard:
+                seq = rng.randint(max(0, last - 60), last)
                 expected = rec.states[seq]
                 events = list(rec.events.get("k/0003", []))
             try:
