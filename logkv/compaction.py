@@ -38,7 +38,7 @@ from .errors import CorruptionError, LogKVError
 from .format import SEGMENT_HEADER_SIZE, check_frame
 from .layout import data_file_name, list_segments, list_snapshots
 from .options import Retention
-from .replay import Entry
+from .replay import Entry, frame_length
 from .retire import retire_files
 from .snapshot import SnapshotWriter
 
@@ -200,8 +200,8 @@ def _copy_live_records(
         for key, entry in batch:
             if entry[0] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
-            file_id, offset, head, size, _ = entry
-            length = head + size if size > 0 else head
+            file_id, offset = entry[0], entry[1]
+            length = frame_length(entry)
             frame = engine._readers.pread(file_id, length, offset)
             problem = check_frame(frame, 0, length)
             if problem is not None:

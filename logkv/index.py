@@ -100,6 +100,8 @@ class Index:
         """Merge up to :data:`MERGE_BATCH` fresh keys into the sorted keys; True if some are
         left (the engine releases its lock between calls)."""
         fresh = self._fresh
+        if not fresh:
+            return False
         take = fresh.pop
         batch = [take() for _ in range(min(MERGE_BATCH, len(fresh)))]
         batch.sort()  # inserted in order, they walk the sorted list from front to back
