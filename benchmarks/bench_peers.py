@@ -57,7 +57,7 @@ from logkv.content import encode
 from .bench_crawlee_adapter import disk_usage
 from .bench_engine import load_average, raw_sync_rate, rss_anon
 from .peer_report import RAW, Results, render, write_chart
-from .peer_stores import JSON_TYPE, OpenStore, Peer, diskcache_bulk_load, lmdb_bulk_load, peers
+from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
 
 DEFAULT_OUT = Path("benchmarks/results/peers.md")
 _RAW_HEADER = struct.Struct("<II")  # length, CRC-32 of the body: the raw loop's framing
@@ -188,7 +188,7 @@ async def timed_gets(store: OpenStore, keys: list[str], blob: bool) -> tuple[flo
     seconds = time.perf_counter() - start
     sample = []
     for key in keys[:100]:
-        sample.append(await get(key) if store.is_async else get(key))
+        sample.append(await store.call(get, key))
     return seconds, sample
 
 
@@ -260,7 +260,7 @@ async def run_round(
     )
     last = {key: doc for key, doc in zip(hot_keys, hot_docs, strict=True)}
     for key, doc in last.items():
-        got = await store.get_json(key) if store.is_async else store.get_json(key)
+        got = await store.call(store.get_json, key)
         check(got == doc, f"{peer.name}: the last overwrite of {key} reads back")
     big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
     figures.per_op["big set"] = (
@@ -306,13 +306,10 @@ async def measure_rounds(
 
 
 async def fill_for_reopen(peer: Peer, folder: Path, keys: list[str], docs: list[Any]) -> None:
-    """Write the store to reopen: lmdb and diskcache in one transaction (their own way of loading
-    many records), the others one set at a time as in the set workload."""
-    if peer.name == "lmdb":
-        await asyncio.to_thread(lmdb_bulk_load, folder, list(zip(keys, docs, strict=True)))
-        return
-    if peer.name == "diskcache":
-        await asyncio.to_thread(diskcache_bulk_load, folder, list(zip(keys, docs, strict=True)))
+    """Write the store to reopen: by the store's own bulk load where it has one (lmdb and
+    diskcache: one transaction), else one set at a time as in the set workload."""
+    if peer.bulk_load is not None:
+        await asyncio.to_thread(peer.bulk_load, folder, list(zip(keys, docs, strict=True)))
         return
     store = await peer.open(folder, False)
     await timed_sets(store, keys, docs, blob=False)
@@ -327,7 +324,7 @@ async def probe_open(name: str, folder: Path, key: str) -> dict[str, float]:
     start = time.perf_counter()
     store = await peer.open(folder, False)
     opened = time.perf_counter()
-    value = await store.get_json(key) if store.is_async else store.get_json(key)
+    value = await store.call(store.get_json, key)
     done = time.perf_counter()
     gc.collect()
     after = rss_anon() or 0
@@ -429,7 +426,7 @@ async def durable_writes(peer: Peer, folder: Path, writers: int, seconds: float)
     for number in range(writers):
         if counts[number]:
             key = f"w{number:02d}-{counts[number] - 1:07d}"
-            got = await store.get_json(key) if store.is_async else store.get_json(key)
+            got = await store.call(store.get_json, key)
             check(got == doc, f"{peer.name}: durable write {key} reads back")
     await store.close()
     return sum(counts) / elapsed

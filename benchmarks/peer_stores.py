@@ -56,6 +56,11 @@ class OpenStore:
     close: Callable[[], Awaitable[None]]
     is_async: bool
 
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` of this store, awaited when the store is async (for checks and
+        set-up; the timed loops call the functions directly)."""
+        return await function(*args) if self.is_async else function(*args)
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -72,6 +77,8 @@ class Peer:
     persistent: bool = True
     #: How it is made to sync every write (None: it has no such setting).
     fsync_setting: str | None = None
+    #: Its own way of loading many records at once, ``(folder, items)`` (None: one set each).
+    bulk_load: Callable[[Path, list[tuple[str, Any]]], None] | None = None
 
 
 #: Durability classes, weakest first.
@@ -327,6 +334,7 @@ def peers() -> list[Peer]:
             "SQLite index",
             open_diskcache,
             fsync_setting="sqlite_synchronous=2 (FULL)",
+            bulk_load=diskcache_bulk_load,
         ),
         Peer(
             "sqlitedict",
@@ -347,6 +355,7 @@ def peers() -> list[Peer]:
             "B+tree",
             open_lmdb,
             fsync_setting="its default (sync=True)",
+            bulk_load=lmdb_bulk_load,
         ),
         Peer(
             "shelve",
