@@ -512,12 +512,19 @@ class Engine:
         self._readers.retire(stale)
 
     def close(self) -> None:
-        """Make pending writes durable (under ``FSYNC``), release the lock, close files."""
-        self._stop_sync_thread()
+        """Make pending writes durable (under ``FSYNC``), release the lock, close files.
+
+        The store is marked closed first, so that every write that starts from then on raises
+        :class:`~logkv.errors.StoreClosedError`; then the syncer finishes every write already
+        appended (each is acknowledged or fails), and only then are the files closed. No writer
+        is left waiting on a batch that nobody will sync. A second call returns at once.
+        """
         with self._cond:
             if self._closed:
                 return
             self._closed = True
+        self._stop_sync_thread()
+        with self._cond:
             try:
                 if self._writer is not None and self._group_commit and self._failed is None:
                     self._writer.sync()
@@ -833,14 +840,16 @@ class Engine:
         self._syncer.start()
 
     def _stop_sync_thread(self) -> None:
+        """Let the syncer handle every queued write, then end it. Called once the store is
+        closed, so that no write can queue behind its last batch."""
         with self._cond:
             syncer = self._syncer
             if syncer is None:
                 return
             self._stop_syncer = True
             self._work.notify()
-        syncer.join()
-        self._syncer = None
+        if syncer is not threading.current_thread():  # close() from a commit callback
+            syncer.join()
 
     def _sync_loop(self) -> None:
         """The syncer thread: one ``fdatasync`` per batch of appends, then wake its writers."""
@@ -853,11 +862,12 @@ class Engine:
                 batch, self._pending = self._pending, []
                 group, self._batch = self._batch, Commit()
                 writer = self._writer
-                assert writer is not None
                 self._syncing = True
                 self._mutex.release()
                 error: BaseException | None = None
                 try:
+                    if writer is None:  # closed from a commit callback before this batch
+                        raise StoreClosedError(f"the store at {self.path} was closed")
                     writer.sync()
                 except BaseException as exc:
                     error = exc
@@ -875,6 +885,7 @@ class Engine:
                     group._finish(error)  # wake this batch's writers (and run callbacks)
                 finally:
                     self._mutex.acquire()
+
 
 def _newest_covers(folder: Path) -> int:
     """What the newest snapshot in ``folder`` covers (0: there is none)."""
