@@ -33,10 +33,11 @@ from .format import (
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     Op,
+    SyncedMark,
     check_frame,
     encode_record,
 )
-from .fsutil import fsync_dir
+from .fsutil import atomic_write, fsync_dir
 from .index import Index
 from .layout import (
     ARCHIVE_DIR,
@@ -53,10 +54,11 @@ from .layout import (
 from .lock import StoreLock
 from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Retention
 from .repair import rewrite_valid_frames
-from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer
+from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer, synced_shortfall
 from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot
+from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 
 log = logging.getLogger("logkv")
 
@@ -236,6 +238,7 @@ class Engine:
         self._last_us = 0  # timestamp of the newest record
         self._scan_segment = 0  # read-only refresh: the segment scanned last ...
         self._scan_pos = 0  # ... and where its valid data ended
+        self._synced: SyncedMark | None = None  # the synced mark read by the last replay
         # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
         # A syncer thread makes each batch durable with one fdatasync, applies it to the index,
         # then wakes that batch's writers (and no one else).
@@ -300,6 +303,7 @@ class Engine:
             for number in sorted({_segment_of(d.path) for d in replayer.dropped}):
                 kept = rewrite_valid_frames(self.path / segment_name(number), number)
                 log.warning("salvage: rewrote segment %d with its %d valid records", number, kept)
+            forget_synced_mark(self.path)  # the rewritten segments' offsets changed
             first = self.report
             replayer, scan_end = self._replay()
             self.report = first
@@ -324,6 +328,7 @@ class Engine:
         """Load the newest good snapshot, then scan the segments after it; return the
         :class:`Replayer` and where the log's valid data ends."""
         replayer: Replayer[dict[str, Entry]] = Replayer({}, self.recovery_mode)
+        replayer.synced = self._synced = read_synced_mark(self.path)
         self.report = RecoveryReport(dropped=replayer.dropped)
         covers = self._load_snapshot(replayer)
         segments = self._segments_after(covers)
@@ -335,6 +340,7 @@ class Engine:
                 self._drop_torn_tail(scan.torn_tail)
             end = scan.valid_end
             self._scan_segment = number
+        self._check_synced_mark(replayer, end, covers)
         self._segments = sum(1 for _, p in segments if p.parent == self.path)
         self._scan_pos = end
         return replayer, end
@@ -439,6 +445,21 @@ class Engine:
             fsync_dir(self.path)
             fsync_dir(archive)
 
+    def _check_synced_mark(
+        self, replayer: Replayer[dict[str, Entry]], end: int, covers: int
+    ) -> None:
+        """Fail (strict) or report (salvage) a log that ends before the synced mark: records
+        that were durable when the writer last closed cleanly are missing."""
+        shortfall = synced_shortfall(replayer.synced, self._scan_segment, end, covers)
+        if shortfall is None:
+            return
+        number, offset, reason = shortfall
+        path = self.path / segment_name(number)
+        if self.recovery_mode is not Recovery.SALVAGE:
+            raise CorruptionError(path, offset, reason)
+        log.warning("salvage: %s: %s", path, reason)
+        replayer.dropped.append(DroppedRange(path, offset, offset, reason))
+
     def _drop_torn_tail(self, torn: DroppedRange) -> None:
         self.report.torn_tail = torn
         if self.readonly:
@@ -451,6 +472,15 @@ class Engine:
             torn.start,
             torn.reason,
         )
+        if not torn.cut_short:
+            kept = _keep_tail(torn)
+            log.warning(
+                "%s: the tail held complete records that fail their checks, past what was "
+                "synced when the writer last closed cleanly (a power loss leaves unsynced pages "
+                "like this); its bytes are kept in %s",
+                torn.path,
+                kept,
+            )
         with open(torn.path, "r+b") as file:
             file.truncate(torn.start)
             os.fsync(file.fileno())
@@ -483,6 +513,7 @@ class Engine:
 
     def _refresh_segments(self) -> None:
         replayer = Replayer(self._index, self.recovery_mode)
+        replayer.synced = self._synced
         replayer.last_seq = self._seq
         replayer.chain = self._chain
         replayer.record_bytes = self._record_bytes
@@ -526,10 +557,22 @@ class Engine:
         self._stop_sync_thread()
         with self._cond:
             try:
-                if self._writer is not None and self._group_commit and self._failed is None:
-                    self._writer.sync()
+                if self._writer is not None and self._failed is None:
+                    self._sync_and_mark(self._writer)
             finally:
                 self._release()
+
+    def _sync_and_mark(self, writer: SegmentWriter) -> None:
+        """At a clean close: sync the log and record how far it is durable (the synced mark),
+        so that the next open can tell damage to these records from a torn tail. Under
+        ``PROCESS`` a failed sync only skips the mark; under ``FSYNC`` it is raised."""
+        try:
+            writer.sync()
+            write_synced_mark(self.path, SyncedMark(writer.number, writer.end))
+        except OSError as exc:
+            if self._group_commit:
+                raise
+            log.warning("%s: no synced mark recorded at close (%s)", self.path, exc)
 
     def _release(self) -> None:
         if self._writer is not None:
@@ -891,6 +934,16 @@ def _newest_covers(folder: Path) -> int:
     """What the newest snapshot in ``folder`` covers (0: there is none)."""
     snapshots = list_snapshots(folder)
     return snapshots[-1][0] if snapshots else 0
+
+
+def _keep_tail(torn: DroppedRange) -> Path:
+    """Copy the bytes of a dropped tail to ``NNNNNNNN.seg.tail-OFFSET.damaged`` beside it."""
+    kept = torn.path.with_name(f"{torn.path.name}.tail-{torn.start}{DAMAGED_SUFFIX}")
+    with open(torn.path, "rb") as source:
+        source.seek(torn.start)
+        data = source.read(torn.end - torn.start)
+    atomic_write(kept, data)
+    return kept
 
 
 def _segment_of(path: Path) -> int:

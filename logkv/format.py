@@ -261,6 +261,47 @@ def find_next_frame(buf: Any, pos: int, end: int) -> int | None:
         return pos
 
 
+#: The synced mark (file ``SYNCED``): magic, format version, segment, offset, CRC-32 of the rest.
+SYNCED_MAGIC = b"\x89LKVSYNC"
+SYNCED_MARK = struct.Struct("<8sIQQ")
+_SYNCED_CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class SyncedMark:
+    """How far the log was durable when its writer last closed cleanly: every byte of segment
+    ``segment`` before ``offset`` (and every earlier segment) had been synced."""
+
+    segment: int
+    offset: int
+
+    def durable_bytes(self, number: int) -> int:
+        """How many leading bytes of segment ``number`` are known to have been synced: all of
+        an earlier segment, ``offset`` of the marked one, none of a later one."""
+        if number < self.segment:
+            return 1 << 62
+        return self.offset if number == self.segment else 0
+
+
+def encode_synced_mark(mark: SyncedMark) -> bytes:
+    """The bytes of the synced mark file."""
+    body = SYNCED_MARK.pack(SYNCED_MAGIC, FORMAT_VERSION, mark.segment, mark.offset)
+    return body + _SYNCED_CRC.pack(_crc32(body))
+
+
+def decode_synced_mark(data: bytes) -> SyncedMark | None:
+    """The mark stored in ``data``, or None when it is not an intact mark (a write of the mark
+    torn by a crash leaves it unreadable, which is read as "nothing known to be synced")."""
+    if len(data) != SYNCED_MARK.size + _SYNCED_CRC.size:
+        return None
+    body = data[: SYNCED_MARK.size]
+    (crc,) = _SYNCED_CRC.unpack_from(data, SYNCED_MARK.size)
+    magic, version, segment, offset = SYNCED_MARK.unpack(body)
+    if magic != SYNCED_MAGIC or version != FORMAT_VERSION or crc != _crc32(body):
+        return None
+    return SyncedMark(segment, offset)
+
+
 def check_frame(buf: Any, pos: int, size: int) -> str | None:
     """Why the ``size``-byte frame at ``pos`` of ``buf`` (read back by the index: a memory map
     or the bytes a read returned) is not intact, or None if it is.

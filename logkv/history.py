@@ -27,6 +27,7 @@ from .format import (
     BadFrame,
     Record,
     SetRecord,
+    SyncedMark,
     chain_of,
     check_segment_header,
     decode_fields,
@@ -34,8 +35,10 @@ from .format import (
     next_chain,
     read_frame,
 )
-from .layout import ARCHIVE_DIR, list_segments, list_snapshots
+from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
+from .replay import next_valid_frame, synced_shortfall, tail_is_torn
 from .snapshot import SnapshotInfo, load_snapshot
+from .synced import read_synced_mark
 
 _T = TypeVar("_T")
 _ATTEMPTS = 10  # reads that race a live writer's compactions
@@ -298,6 +301,8 @@ class VerifyReport:
     snapshot_records: int = 0
     chain_checked: int = 0
     problems: list[str] | None = None
+    #: A torn tail found at the end of the log (open drops it; not a problem).
+    torn_tail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -328,6 +333,8 @@ def _verify(folder: Path) -> VerifyReport:
         except CorruptionError as exc:
             problems.append(str(exc))
     segments = log_segments(folder)
+    mark = read_synced_mark(folder)
+    last_end = 0
     chain: bytes | None = GENESIS_CHAIN
     if segments and segments[0][0] != 1:
         chain = snap[0].chain if snap is not None and snap[0].covers + 1 == segments[0][0] else None
@@ -341,8 +348,9 @@ def _verify(folder: Path) -> VerifyReport:
             with open(path, "rb") as file:
                 size = os.fstat(file.fileno()).st_size
                 if size < SEGMENT_HEADER_SIZE:
-                    if i != len(segments) - 1:
+                    if i != len(segments) - 1 or not tail_is_torn(mark, number, 0):
                         problems.append(f"{path}: segment is cut short")
+                    last_end = 0
                     continue
                 with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                     problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
@@ -367,7 +375,35 @@ def _verify(folder: Path) -> VerifyReport:
                                 report.chain_checked += 1
                         chain = stored
         except BadFrame as bad:
-            if i == len(segments) - 1 and bad.args[1]:
-                continue  # a cut-short tail: a live writer mid-append, or a crash to recover
-            problems.append(f"{path} offset {bad.args[2]}: {bad.args[0]}")
+            reason, cut_short, at = bad.args
+            is_last = i == len(segments) - 1
+            if is_last and _is_torn_tail(path, number, at, cut_short, mark):
+                # A torn tail (open drops it): a live writer mid-append, or a crash to recover.
+                report.torn_tail = f"{path} offset {at}: {reason}"
+                last_end = at
+                continue
+            problems.append(f"{path} offset {at}: {reason}")
+            last_end = at
+        else:
+            last_end = size
+    if segments:
+        last_number = segments[-1][0]
+    else:
+        last_number, last_end = 0, 0
+    covers = snap[0].covers if snap is not None else 0
+    shortfall = synced_shortfall(mark, last_number, last_end, covers)
+    if shortfall is not None:
+        problems.append(f"{folder / segment_name(shortfall[0])} offset {shortfall[1]}: "
+                        f"{shortfall[2]}")  # fmt: skip
     return report
+
+
+def _is_torn_tail(
+    path: Path, number: int, at: int, cut_short: bool, mark: SyncedMark | None
+) -> bool:
+    """Open's torn-tail rule, for the bad frame at ``at`` of the last segment: no valid frame
+    after it, and it lies past the synced mark."""
+    if not tail_is_torn(mark, number, at):
+        return False
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return next_valid_frame(buf, at, len(buf), cut_short, True) is None

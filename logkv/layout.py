@@ -3,6 +3,7 @@
 A store folder holds::
 
     LOCK                     the writer's lock file (holds the writer's pid)
+    SYNCED                   how far the log was synced at the writer's last clean close
     00000001.seg ...         log segments, numbered from 1, replayed in number order
     00000004.snap            a snapshot: the live records of segments 1..4, in key order
     archive/00000001.seg ... segments retired by compaction under retention "archive"
@@ -20,6 +21,7 @@ import re
 from pathlib import Path
 
 LOCK_FILE = "LOCK"
+SYNCED_FILE = "SYNCED"
 SEGMENT_SUFFIX = ".seg"
 SNAPSHOT_SUFFIX = ".snap"
 ARCHIVE_DIR = "archive"

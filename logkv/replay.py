@@ -24,6 +24,7 @@ from .format import (
     SEGMENT_HEADER_SIZE,
     BadFrame,
     Op,
+    SyncedMark,
     chain_of,
     check_segment_header,
     find_next_frame,
@@ -37,6 +38,11 @@ log = logging.getLogger("logkv")
 Entry = tuple[int, int, int, int, str | None]
 
 _SET = int(Op.SET)
+_SYNCED_DAMAGE = (
+    " (before the synced mark: the record was durable and acknowledged, so this is damage, "
+    "not a torn write)"
+)
+_SYNCED_EMPTY = "the last segment is empty, but it was synced when the writer last closed cleanly"
 
 
 class EntryMap(Protocol):
@@ -70,9 +76,53 @@ def _successor(buf: Any, at: int, candidate: int | None, end: int) -> int | None
     return None
 
 
+def next_valid_frame(buf: Any, at: int, end: int, cut_short: bool, is_last: bool) -> int | None:
+    """Where the first valid frame after the bad frame at ``at`` starts, or None.
+
+    In the last segment, a bad frame whose length runs past the end of the file (``cut_short``)
+    is followed only by a frame that chains from it (see :func:`_successor`).
+    """
+    following = find_next_frame(buf, at, end)
+    if following is not None and cut_short and is_last:
+        following = _successor(buf, at, following, end)
+    return following
+
+
 def frame_length(entry: Entry) -> int:
     """The length in bytes of the frame an index entry points to."""
     return entry[2] + entry[3] if entry[3] > 0 else entry[2]
+
+
+def tail_is_torn(mark: SyncedMark | None, number: int, at: int) -> bool:
+    """The torn-tail rule's second half: bad bytes at ``at`` of the last segment ``number``,
+    with no valid frame after them, are a torn tail only if they lie past what the synced mark
+    says was durable. Before it they are damage to acknowledged records."""
+    return mark is None or at >= mark.durable_bytes(number)
+
+
+def synced_shortfall(
+    mark: SyncedMark | None, last: int, valid_end: int, covers: int
+) -> tuple[int, int, str] | None:
+    """When the log ends before the synced mark (``last`` is the last segment, 0 for none, its
+    valid data ends at ``valid_end``; a snapshot covers segments ``1..covers``):
+    ``(segment, offset, reason)`` saying what is missing, else None."""
+    if mark is None or mark.segment <= covers:
+        return None
+    if mark.segment > last:
+        return (
+            mark.segment,
+            0,
+            f"segment {mark.segment} is missing from the end of the log; it was synced when the "
+            "writer last closed cleanly",
+        )
+    if mark.segment == last and valid_end < mark.offset:
+        return (
+            last,
+            valid_end,
+            f"the log ends at offset {valid_end}, but {mark.offset} bytes of this segment were "
+            "synced when the writer last closed cleanly (acknowledged records are missing)",
+        )
+    return None
 
 
 class Recovery(StrEnum):
@@ -96,6 +146,9 @@ class DroppedRange:
     start: int
     end: int
     reason: str
+    #: False when complete frames failed their check (not only a record cut short by the end
+    #: of the file): what a power loss leaves of unsynced pages, or damage. Open keeps a copy.
+    cut_short: bool = True
 
 
 @dataclass
@@ -140,6 +193,8 @@ class Replayer(Generic[_Map]):
         self.live_bytes = 0
         self.content_types: dict[str | None, str | None] = {None: None}
         self.dropped: list[DroppedRange] = []  # salvage mode: what was skipped
+        #: How far the log was synced at the last clean close (None: nothing known).
+        self.synced: SyncedMark | None = None
 
     def scan(self, path: Path, number: int, start: int, is_last: bool) -> SegmentScan:
         """Fold the records of segment ``path`` from offset ``start`` (0 = read its header).
@@ -151,12 +206,16 @@ class Replayer(Generic[_Map]):
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
-                return self._empty(path, is_last)
+                return self._empty(path, number, is_last)
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 if start == 0:
                     problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
                     if problem is not None:
-                        if is_last and size < SEGMENT_HEADER_SIZE:
+                        if (
+                            is_last
+                            and size < SEGMENT_HEADER_SIZE
+                            and tail_is_torn(self.synced, number, 0)
+                        ):
                             return SegmentScan(0, DroppedRange(path, 0, size, problem))
                         if self.recovery is Recovery.SALVAGE:
                             self.dropped.append(DroppedRange(path, 0, size, problem))
@@ -165,10 +224,10 @@ class Replayer(Generic[_Map]):
                     start = SEGMENT_HEADER_SIZE
                 return self._scan_frames(path, number, buf, start, size, is_last)
 
-    def _empty(self, path: Path, is_last: bool) -> SegmentScan:
-        if is_last:
+    def _empty(self, path: Path, number: int, is_last: bool) -> SegmentScan:
+        if is_last and tail_is_torn(self.synced, number, 0):
             return SegmentScan(0, DroppedRange(path, 0, 0, "empty segment (no header)"))
-        reason = "empty segment in the middle of the log"
+        reason = "empty segment in the middle of the log" if not is_last else _SYNCED_EMPTY
         if self.recovery is Recovery.SALVAGE:
             self.dropped.append(DroppedRange(path, 0, 0, reason))
             return SegmentScan(0, None, damaged=True)
@@ -184,11 +243,12 @@ class Replayer(Generic[_Map]):
                 return SegmentScan(pos, None, damaged)
             except BadFrame as bad:
                 reason, cut_short, at = bad.args
-            following = find_next_frame(buf, at, end)
-            if following is not None and cut_short and is_last:
-                following = _successor(buf, at, following, end)
+            following = next_valid_frame(buf, at, end, cut_short, is_last)
             if following is None and is_last:
-                return SegmentScan(at, DroppedRange(path, at, end, reason), damaged)
+                if tail_is_torn(self.synced, number, at):
+                    torn = DroppedRange(path, at, end, reason, cut_short=cut_short)
+                    return SegmentScan(at, torn, damaged)
+                reason += _SYNCED_DAMAGE
             if self.recovery is not Recovery.SALVAGE:
                 raise CorruptionError(path, at, reason)
             damaged = True

@@ -153,8 +153,8 @@ def test_look_alike_keys_are_distinct(open_engine: OpenEngine, store_path: Path)
     assert len(engine) == len(LOOK_ALIKES)
     for i, key in enumerate(LOOK_ALIKES):
         assert engine.get(key) == str(i).encode()
-    # Keys never become file names: the folder holds only the lock and the log.
-    assert {p.name for p in store_path.iterdir()} == {"LOCK", "00000001.seg"}
+    # Keys never become file names: the folder holds only the lock, the log and its synced mark.
+    assert {p.name for p in store_path.iterdir()} == {"LOCK", "00000001.seg", "SYNCED"}
 
 
 def test_keys_iterate_in_python_string_order(open_engine: OpenEngine) -> None:

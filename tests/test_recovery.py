@@ -23,7 +23,7 @@ from logkv.format import (
     encode_record,
     encode_segment_header,
 )
-from logkv.layout import list_segments, segment_name
+from logkv.layout import SYNCED_FILE, list_segments, segment_name
 
 Op_ = tuple[str, str, bytes | None]  # ("set" | "delete", key, value)
 
@@ -152,6 +152,7 @@ def test_readonly_open_reports_but_keeps_a_torn_tail(tmp_path: Path) -> None:
     store = tmp_path / "store"
     ends = [end for _, end in write_ops(store, OPS)]
     segment = store / segment_name(1)
+    (store / SYNCED_FILE).unlink()  # the writer was killed: it never closed cleanly
     with open(segment, "r+b") as file:
         file.truncate(ends[-1] - 3)
     with Engine.open(store, readonly=True) as reader:

@@ -274,6 +274,7 @@ def test_logdump_and_open_agree_on_a_torn_record_whose_value_holds_frames(
         entry = engine.entry("copy-of-a-log")
     assert entry is not None
     segment = store / "00000001.seg"
+    (store / "SYNCED").unlink()  # the writer was killed mid-append: it never closed cleanly
     cut = entry[1] + entry[2] + 6 + 400  # past two whole inner frames, inside the third
     os.truncate(segment, cut)
     code, lines, _ = logdump(store)

@@ -68,6 +68,8 @@ class VerifyOutcome:
     snapshot_records: int = 0
     keys_read: int = 0
     problems: list[str] = field(default_factory=list)
+    #: A torn tail at the end of the log: not damage (open cuts it off), shown as a note.
+    torn_tail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,7 @@ def verify_store(path: Path) -> VerifyOutcome:
         chain_checked=report.chain_checked,
         snapshot_records=report.snapshot_records,
         problems=list(report.problems or []),
+        torn_tail=report.torn_tail,
     )
     try:
         engine = Engine.open(path, readonly=True)

@@ -143,6 +143,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     "snapshot_records": outcome.snapshot_records,
                     "keys_read": outcome.keys_read,
                     "problems": outcome.problems,
+                    "torn_tail": outcome.torn_tail,
                 }
             )
         )
@@ -158,6 +159,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(pairs(rows))
         for problem in outcome.problems:
             print(f"  problem: {problem}")
+        if outcome.torn_tail is not None:
+            print(
+                f"  note: a torn tail, which the next writable open cuts off: {outcome.torn_tail}"
+            )
     if outcome.ok:
         return ExitCode.OK
     print(
