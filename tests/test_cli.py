@@ -510,3 +510,36 @@ def test_compact_skips_stores_with_few_dead_bytes(tmp_path: Path) -> None:
     assert files_of(store) == before
     done = compact(store, "--min-dead-ratio", "0.01", "--json")
     assert json.loads(done.stdout)["stores"][0]["status"] == "compacted"
+
+
+def test_compact_finds_every_store_whatever_its_name(tmp_path: Path) -> None:
+    """Stores are recognised by their files, not their names: stores named like a store's own
+    subfolders (``archive``, ``public``), a hidden alias (``.cache``) and a symlinked store
+    are all compacted; a store's own ``archive/`` is never taken for a store."""
+    storage = tmp_path / "storage"
+    kvs = storage / "key_value_stores"
+    names = ["archive", "public", ".cache", "shop"]
+    data = {}
+    for name in names:
+        fill(kvs / name)
+        data[name] = read_all(kvs / name)
+    fill(tmp_path / "elsewhere")
+    (kvs / "linked").symlink_to(tmp_path / "elsewhere")
+    done = compact(storage, "--json", "--retention", "archive")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    expected = sorted(f"key_value_stores/{name}" for name in [*names, "linked"])
+    assert [s["path"] for s in report["stores"]] == expected
+    assert all(s["status"] == "compacted" for s in report["stores"])
+    for name in names:
+        assert read_all(kvs / name) == data[name]
+    again = compact(storage, "--json")  # the stores' own archive/ folders are not stores
+    assert [s["path"] for s in json.loads(again.stdout)["stores"]] == expected
+
+
+def test_single_store_commands_name_the_stores_of_a_storage_folder(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    fill(storage / "key_value_stores" / ".cache")
+    for command in ("stats", "verify", "dump"):
+        done = logkv(command, storage)
+        assert_one_clean_error(done, 2, "key_value_stores/.cache")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -22,12 +22,11 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..history import HistoryGap
-from ..layout import ARCHIVE_DIR, KVS_DIR, PUBLIC_DIR, is_store_folder
+from ..layout import KVS_DIR, is_store_folder
 from . import ExitCode
 
 #: How deep below a storage folder stores are looked for (``key_value_stores/NAME`` is 2).
 SEARCH_DEPTH: Final = 2
-_NOT_STORES: Final = frozenset({ARCHIVE_DIR, PUBLIC_DIR})
 
 
 class CommandError(Exception):
@@ -85,26 +84,41 @@ def _broken_pipe() -> int:
 
 
 def require_store(path: Path) -> Path:
-    """``path`` if it is a logkv store folder, else a :class:`CommandError` (exit 2)."""
+    """``path`` if it is a logkv store folder, else a :class:`CommandError` (exit 2) that names
+    the stores below it when ``path`` is a storage folder."""
     if not path.exists():
         raise CommandError(f"no store at {path}: the folder does not exist", ExitCode.USAGE)
-    if not is_store_folder(path):
+    if is_store_folder(path):
+        return path
+    below = _stores_below(path, SEARCH_DEPTH) if path.is_dir() else []
+    if below:
+        shown = ", ".join(str(store) for store in below[:5])
+        more = f" and {len(below) - 5} more" if len(below) > 5 else ""
         raise CommandError(
-            f"{path} is not a logkv store (it has no LOCK, segment or snapshot file)",
+            f"{path} is a storage folder, not one store; give one of its stores: {shown}{more}",
             ExitCode.USAGE,
         )
-    return path
+    raise CommandError(
+        f"{path} is not a logkv store (it has no LOCK, segment or snapshot file)",
+        ExitCode.USAGE,
+    )
 
 
 def find_stores(root: Path) -> list[Path]:
     """The stores to work on for ``root``: ``root`` itself when it is a store, else every
     store folder below it, at most :data:`SEARCH_DEPTH` levels down (a storage folder holds
-    ``key_value_stores/NAME``), in path order. A store's own subfolders are not searched."""
+    ``key_value_stores/NAME``), in path order.
+
+    Stores are recognised by their files (:func:`~logkv.layout.is_store_folder`), never by
+    their names: a store may be named ``archive`` or ``public``, an alias may be hidden
+    (``.cache``), and a folder may be a symbolic link to a store. A store's own subfolders
+    (its ``archive/`` of segments) are not searched.
+    """
     if not root.is_dir():
         raise CommandError(f"no store or storage folder at {root}", ExitCode.USAGE)
     if is_store_folder(root):
         return [root]
-    found = sorted(_stores_below(root, SEARCH_DEPTH))
+    found = _stores_below(root, SEARCH_DEPTH)
     if not found:
         raise CommandError(
             f"no logkv stores under {root} (looked {SEARCH_DEPTH} levels down, "
@@ -114,15 +128,17 @@ def find_stores(root: Path) -> list[Path]:
     return found
 
 
-def _stores_below(folder: Path, depth: int) -> Iterator[Path]:
-    try:
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return
-    for child in children:
-        if child.name.startswith(".") or child.name in _NOT_STORES:
-            continue
+def _stores_below(folder: Path, depth: int) -> list[Path]:
+    """The store folders below ``folder`` (``depth`` levels at most), in path order; a folder
+    reached twice through symbolic links is listed once."""
+    found: dict[Path, Path] = {}
+    _collect_stores(folder, depth, found)
+    return sorted(found.values())
+
+
+def _collect_stores(folder: Path, depth: int, found: dict[Path, Path]) -> None:
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
         if is_store_folder(child):
-            yield child
+            found.setdefault(child.resolve(), child)
         elif depth > 1:
-            yield from _stores_below(child, depth - 1)
+            _collect_stores(child, depth - 1, found)
