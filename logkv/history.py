@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .format import (
     GENESIS_CHAIN,
@@ -170,8 +171,10 @@ def key_history(folder: Path, key: str) -> list[LoggedRecord]:
     """Every record of ``key`` in the store's history, oldest first.
 
     Fast on big logs: it searches each segment for the key's encoded bytes (a C-speed scan)
-    and decodes only the frames around the hits, instead of decoding every record.
+    and decodes only the frames around the hits, instead of decoding every record. A key no
+    store can hold (say, one with lone surrogates) raises :class:`~logkv.errors.InvalidKeyError`.
     """
+    validate_key(key)
     return _retrying(lambda: _key_history(folder, key))
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logkv import Engine
+from logkv.cli import ExitCode
+from logkv.cli import compact as compact_cli
+from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -543,3 +549,96 @@ def test_single_store_commands_name_the_stores_of_a_storage_folder(tmp_path: Pat
     for command in ("stats", "verify", "dump"):
         done = logkv(command, storage)
         assert_one_clean_error(done, 2, "key_value_stores/.cache")
+
+
+# ------------------------------------------------------------------------ hostile arguments
+
+
+def test_a_key_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store, rounds=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "logkv.cli.main", "history", os.fsencode(store), b"\xff"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "argument key" in done.stderr and "UTF-8" in done.stderr
+
+
+def test_a_store_path_that_is_not_utf8_is_printed_escaped(tmp_path: Path) -> None:
+    """A folder name of arbitrary bytes reaches the command as surrogate escapes; the output
+    shows them escaped (even where stdout is strict UTF-8), and ``--json`` stays valid JSON
+    that gives the path back."""
+    store = Path(os.fsdecode(os.fsencode(tmp_path) + b"/st\xff"))
+    fill(store, rounds=1)
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    for args in (["stats"], ["verify"], ["dump"], ["stats", "--json"], ["history", "text"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "logkv.cli.main", args[0], os.fsencode(store), *args[1:]],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=strict,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        if args == ["stats", "--json"]:
+            assert json.loads(done.stdout)["store"] == str(store)
+
+
+HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=40),
+    st.text(st.sampled_from(["\udcff", "\udc80", "\x00", "/", ".", "-", "a", "\n"]), max_size=12),
+    st.text(st.sampled_from("ab\udcff"), min_size=300, max_size=5000),
+)
+#: Exit codes the commands document (and argparse's 0 for --help, 2 for a usage error).
+DOCUMENTED = {int(code) for code in ExitCode}
+
+
+def _exit_code(main: Any, argv: list[str]) -> int:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse: --help, --version or a usage error
+        code = 0 if stop.code is None else stop.code
+    assert isinstance(code, int)
+    return code
+
+
+def _hostile_commands(store: Path, fresh: Path, text: str) -> list[tuple[Any, list[str]]]:
+    out = str(fresh / text.replace("/", "_").replace("\x00", "_")[:200])
+    return [
+        (logkv_cli.main, ["stats", text]),
+        (logkv_cli.main, ["verify", text, "--json"]),
+        (logkv_cli.main, ["dump", text]),
+        (logkv_cli.main, ["history", str(store), text]),
+        (logkv_cli.main, ["history", str(store), text, "--json", "--values"]),
+        (logkv_cli.main, ["history", text, "text"]),
+        (logkv_cli.main, ["replay", str(store), "--until", text, "--to", out + "-u"]),
+        (logkv_cli.main, ["replay", str(store), "--until", "5", "--to", out + "-r"]),
+        (logkv_cli.main, ["replay", text, "--until", "5", "--to", out + "-s"]),
+        (logkv_cli.main, ["export", str(store), out + "-e"]),
+        (logkv_cli.main, ["export", text, out + "-x"]),
+        (logkv_cli.main, ["import", text, out + "-i"]),
+        (logkv_cli.main, [text]),
+        (compact_cli.main, [text, "--dry-run"]),
+        (compact_cli.main, [str(store), "--retention", text]),
+        (compact_cli.main, [str(store), "--min-dead-ratio", text, "--dry-run"]),
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=HOSTILE)
+def test_hostile_arguments_never_end_in_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """Keys, store paths, targets and options of arbitrary text (lone surrogates, NUL, very
+    long): every command ends with a documented exit code, never an unexpected exception."""
+    store = tmp_path / "store"
+    if not store.exists():
+        fill(store, rounds=1)
+    fresh = Path(tempfile.mkdtemp(dir=tmp_path))
+    for main, argv in _hostile_commands(store, fresh, text):
+        code = _exit_code(main, argv)
+        captured = capsys.readouterr()
+        assert code in DOCUMENTED, (argv, code, captured.err)
+        assert "Traceback" not in captured.out + captured.err

@@ -7,6 +7,9 @@ bug in logkv shows a traceback.
 
 from __future__ import annotations
 
+import argparse
+import errno
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -14,8 +17,10 @@ from pathlib import Path
 from typing import Final
 
 from ..compaction import CompactionRunningError
+from ..engine import validate_key
 from ..errors import (
     CorruptionError,
+    InvalidKeyError,
     LogKVError,
     NotALogKVStoreError,
     StoreLockedError,
@@ -45,8 +50,10 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.DAMAGED
     if isinstance(exc, StoreLockedError | CompactionRunningError):
         return ExitCode.LOCKED
-    if isinstance(exc, StoreNotFoundError | NotALogKVStoreError | HistoryGap):
+    if isinstance(exc, StoreNotFoundError | NotALogKVStoreError | HistoryGap | InvalidKeyError):
         return ExitCode.USAGE
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return ExitCode.USAGE  # a path argument too long for the file system
     return ExitCode.FAILED
 
 
@@ -61,8 +68,10 @@ def describe(exc: BaseException) -> str:
 def run(prog: str, command: Callable[[], int]) -> int:
     """Run ``command``; expected errors become one ``prog: error: ...`` line and a status.
 
-    Output piped into a command that stops reading (``| head``) ends quietly.
+    Output piped into a command that stops reading (``| head``) ends quietly, and text that
+    the terminal's encoding cannot show is escaped (:func:`escape_unprintable_output`).
     """
+    escape_unprintable_output()
     try:
         return command()
     except (LogKVError, CommandError, OSError) as exc:
@@ -73,6 +82,44 @@ def run(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def escape_unprintable_output() -> None:
+    """Print what stdout and stderr cannot encode as backslash escapes instead of failing.
+
+    A path given as bytes that are not UTF-8 reaches logkv as lone surrogates (``\\udcff``);
+    such a path is shown as ``\\udcff``, which ``--json`` readers decode back to the same
+    path, where a strict UTF-8 stdout would raise ``UnicodeEncodeError``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
+def path_argument(text: str) -> Path:
+    """An argparse ``type`` for a path: refuses what no file system accepts (an empty path,
+    a NUL character, text the file-system encoding cannot encode) as a usage error instead of
+    failing deep inside a command."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"the path {text!r} contains a NUL character")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"the path {text!r} cannot be encoded as a file name ({exc.reason})"
+        ) from None
+    return Path(text)
+
+
+def key_argument(text: str) -> str:
+    """An argparse ``type`` for a key: only a key a store can hold (non-empty, not too long,
+    UTF-8; bytes that are not UTF-8 arrive as lone surrogates) is accepted."""
+    try:
+        return validate_key(text)
+    except InvalidKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _broken_pipe() -> int:

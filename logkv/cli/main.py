@@ -32,7 +32,7 @@ from .audit import (
     store_figures,
     verify_store,
 )
-from .common import CommandError, require_store, run
+from .common import CommandError, key_argument, path_argument, require_store, run
 from .dump import DumpStatus, StoreDump
 from .render import (
     Cell,
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("store", type=Path, help="the store folder")
+    common.add_argument("store", type=path_argument, help="the store folder")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every change of one key, oldest first: sequence number, time, operation, size and "
         "content type. Says where the history starts when compaction deleted older records.",
     )
-    history.add_argument("key", help="the key")
+    history.add_argument("key", type=key_argument, help="the key")
     history.add_argument(
         "--values", action="store_true", help="show values (UTF-8 text, else base64)"
     )
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--to",
         required=True,
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="the new store folder (must not exist, or be empty)",
     )
@@ -438,9 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``logkv``; returns the exit status."""
+    return run(PROG, lambda: _command(argv))
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return run(PROG, lambda: handler(args))
+    return handler(args)
 
 
 if __name__ == "__main__":
