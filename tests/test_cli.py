@@ -642,3 +642,89 @@ def test_hostile_arguments_never_end_in_a_traceback(
         captured = capsys.readouterr()
         assert code in DOCUMENTED, (argv, code, captured.err)
         assert "Traceback" not in captured.out + captured.err
+
+
+# ------------------------------------------------------------------------ missing history
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _store_missing_its_first_segment(store: Path) -> tuple[str, str]:
+    fill(store)
+    (store / "00000001.seg").unlink()
+    return "page/0", "5"
+
+
+def _store_missing_a_middle_segment(store: Path) -> tuple[str, str]:
+    fill(store)
+    (store / "00000003.seg").unlink()
+    return "page/0", "5"
+
+
+def _store_whose_snapshot_meta_is_damaged(store: Path) -> tuple[str, str]:
+    with Engine.open(store, segment_size=4096) as engine:
+        for i in range(1, 206):
+            engine.set(f"k{i:04d}", b"v" * 100)
+        engine.compact()  # retention delete: the snapshot alone holds seq 1..205
+        engine.set("after", b"x")
+    [snapshot] = store.glob("*.snap")
+    meta_offset = int.from_bytes(snapshot.read_bytes()[-16:-8], "little")
+    _flip(snapshot, meta_offset + 8 + 4)
+    return "k0001", "205"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _store_missing_its_first_segment,
+        _store_missing_a_middle_segment,
+        _store_whose_snapshot_meta_is_damaged,
+    ],
+    ids=["first-segment", "middle-segment", "snapshot-meta"],
+)
+def test_every_audit_reports_missing_history_as_damage(tmp_path: Path, damage: Any) -> None:
+    """History with a hole no snapshot explains is damage (exit 1), never a short answer."""
+    store = tmp_path / "store"
+    key, until = damage(store)
+    target = tmp_path / "then"
+    audits = {
+        "replay": ["replay", store, "--until", until, "--to", target],
+        "history": ["history", store, key],
+        "stats": ["stats", store],
+        "verify": ["verify", store],
+        "dump": ["dump", store],
+        "dump --history": ["dump", store, "--history", "--json"],
+    }
+    for name, args in audits.items():
+        done = logkv(*args)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, name
+    assert not target.exists()
+
+
+def test_a_gap_in_the_archive_is_history_not_retained(tmp_path: Path) -> None:
+    """Archived segments lost before the snapshot: the snapshot still holds the state, so the
+    history starts after the gap (exit 2 before it), as after a deleting compaction."""
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store, retention="archive") as engine:
+        engine.compact()
+        start = engine.last_seq + 1
+        engine.set("page/1", b"after compaction")
+    (store / "archive" / "00000002.seg").unlink()
+    done = logkv("replay", store, "--until", "5", "--to", tmp_path / "then")
+    assert_one_clean_error(done, 2, "not retained")
+    done = logkv("history", store, "page/1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"starts at seq {start:,}" in done.stderr
+    changes = [(c["seq"], c["source"]) for c in json_lines(done.stdout)]
+    written = [s for s, key, *_ in model.records if key == "page/1"] + [start]
+    assert [seq for seq, _ in changes] == written[len(written) - len(changes) :]
+    assert len(changes) < len(written)  # nothing from before the gap
+    assert changes[-1] == (start, "log")
+    stats = json.loads(logkv("stats", store, "--json").stdout)
+    assert stats["history_start"] == start

@@ -19,8 +19,9 @@ Each line is a dict:
   record whose hash-chain value does not follow the record before it: history was changed,
   removed or reordered, or salvage dropped records there), ``unreadable`` (the file could not
   be read) or, with ``history``, ``history_gap`` (segments that compaction deleted rather than
-  archived; not an error). After a corrupt spot the dump resumes at the next valid record, as
-  salvage would.
+  archived, which the newest intact snapshot covers; not an error: missing segments that no
+  snapshot covers are ``corruption``). After a corrupt spot the dump resumes at the next valid
+  record, as salvage would.
 
 The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
 snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
@@ -234,6 +235,8 @@ class Plan:
     segments: list[tuple[int | None, Path]]
     #: Damaged snapshots skipped on the way (newer than ``snapshot``), as problem lines.
     problems: list[dict[str, Any]]
+    #: What the newest intact snapshot covers (a history dump: segments up to it may be gone).
+    covered: int = 0
 
 
 def plan(target: Path, history: bool) -> Plan:
@@ -253,9 +256,6 @@ def plan(target: Path, history: bool) -> Plan:
     archive = target / ARCHIVE_DIR
     archived = dict(list_segments(archive)) if archive.is_dir() else {}
     own = dict(list_segments(target))
-    if history:
-        merged = {**archived, **own}
-        return Plan(None, sorted(merged.items()), [])
     problems: list[dict[str, Any]] = []
     for covers, path in reversed(list_snapshots(target)):
         try:
@@ -263,6 +263,8 @@ def plan(target: Path, history: bool) -> Plan:
         except CorruptionError as exc:
             problems.append(problem_line("corruption", path, exc.offset, -1, exc.reason))
             continue
+        if history:
+            return Plan(None, sorted({**archived, **own}.items()), problems, covers)
         after = {n: p for n, p in own.items() if n > covers}
         if problems:  # an open falls back to the archive for what the damaged one covered
             for n, p in archived.items():
@@ -270,7 +272,7 @@ def plan(target: Path, history: bool) -> Plan:
                     after.setdefault(n, p)
         return Plan((covers, path), sorted(after.items()), problems)
     merged = dict(own)
-    if problems:
+    if problems or history:
         merged = {**archived, **own}
     return Plan(None, sorted(merged.items()), problems)
 
@@ -328,15 +330,17 @@ class StoreDump:
             expected = covers + 1
         elif chosen.segments:
             first = chosen.segments[0][0]
-            # An open needs the log to start at segment 1; a history dump starts where the
-            # archive does (compaction may have deleted earlier segments); a file is alone.
-            expected = 1 if target.is_dir() and not self.history else first
+            # The log of a store starts at segment 1 (before a history dump's first segment,
+            # compaction may have deleted some: see the gap below); a file is alone.
+            expected = 1 if target.is_dir() else first
             if first == 1:
                 reader.chain = GENESIS_CHAIN  # the log's first record follows the genesis value
         for i, (number, path) in enumerate(chosen.segments):
             if expected is not None and number is not None and number != expected:
                 missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
-                if self.history:  # compaction under retention "delete" removed them: not damage
+                if self.history and number - 1 <= chosen.covered:
+                    # A compaction (retention delete) removed them; its snapshot holds their
+                    # state: a gap in the history, not damage.
                     reason = f"segments {expected}..{number - 1} are not in the archive"
                     yield problem_line("history_gap", missing, 0, 0, reason)
                 else:
