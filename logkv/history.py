@@ -51,6 +51,11 @@ class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the 
     """The log that would answer the question was retired by compaction (retention delete)."""
 
 
+class StoreChangedError(LogKVError):
+    """A read kept racing a live writer: files it listed were retired before it read them,
+    every time it tried. Nothing is wrong with the store; run the read again."""
+
+
 @dataclass(frozen=True)
 class LoggedRecord:
     """A record as found in the log: where it is, what it says, and its chain value."""
@@ -96,7 +101,13 @@ def _retrying(read: Callable[[], _T]) -> _T:
             return read()
         except FileNotFoundError:
             continue
-    return read()
+    try:
+        return read()
+    except FileNotFoundError as exc:
+        raise StoreChangedError(
+            f"the store changed while it was read: {exc.filename} was retired by a writer's "
+            f"compaction before it could be read ({_ATTEMPTS} times); run again"
+        ) from exc
 
 
 def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logkv import Engine
-from logkv.cli import ExitCode
+from logkv import Engine, history
+from logkv.cli import ExitCode, audit
 from logkv.cli import compact as compact_cli
 from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE
@@ -728,3 +728,94 @@ def test_a_gap_in_the_archive_is_history_not_retained(tmp_path: Path) -> None:
     assert changes[-1] == (start, "log")
     stats = json.loads(logkv("stats", store, "--json").stdout)
     assert stats["history_start"] == start
+
+
+# ------------------------------------------------------------------------ verify beside a writer
+
+
+def _churn(engine: Engine, round_: int) -> None:
+    for i in range(300):
+        engine.set(f"page/{i % 40}", f"round {round_} write {i}".encode() * 8, "text/plain")
+
+
+@pytest.mark.parametrize("retention", ["delete", "archive"])
+@pytest.mark.parametrize("racy_point", ["open", 1, 2, 3, 4, 5])
+def test_verify_beside_a_compacting_writer_is_never_damage(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    retention: str,
+    racy_point: str | int,
+) -> None:
+    """A writer that writes and compacts while verify reads (after verify opened the index,
+    or after its Nth listing of the log): verify answers for one consistent view, exit 0."""
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096, retention=retention)
+    try:
+        _churn(writer, 0)
+        writer.compact()
+        _churn(writer, 1)
+        rounds = iter(range(2, 100))
+
+        def compaction() -> None:
+            _churn(writer, next(rounds))
+            writer.compact()
+            _churn(writer, next(rounds))
+
+        if racy_point == "open":
+            real_open = audit.Engine.open
+
+            def open_then_compact(path: Path, **options: Any) -> Engine:
+                engine = real_open(path, **options)
+                if options.get("readonly"):
+                    monkeypatch.setattr(audit.Engine, "open", real_open)
+                    compaction()
+                return engine
+
+            monkeypatch.setattr(audit.Engine, "open", open_then_compact)
+        else:
+            real_listing = history.log_segments
+            calls = iter(range(1, 1000))
+
+            def listing_then_compact(folder: Path) -> list[tuple[int, Path]]:
+                listed = real_listing(folder)
+                if next(calls) == racy_point:
+                    compaction()
+                return listed
+
+            monkeypatch.setattr(history, "log_segments", listing_then_compact)
+        code = logkv_cli.main(["verify", str(store), "--json"])
+        out = capsys.readouterr()
+        assert code == ExitCode.OK, out.out + out.err
+        assert json.loads(out.out)["ok"]
+        if racy_point == "open":
+            assert next(rounds) > 2  # the compaction ran
+    finally:
+        writer.close()
+
+
+def test_verify_says_changed_when_every_attempt_races_a_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096)
+    try:
+        _churn(writer, 0)
+        rounds = iter(range(1, 100))
+        real_open = audit.Engine.open
+
+        def open_then_compact(path: Path, **options: Any) -> Engine:
+            engine = real_open(path, **options)
+            _churn(writer, next(rounds))
+            writer.compact()  # retention delete: the log the index was read from is gone
+            return engine
+
+        monkeypatch.setattr(audit.Engine, "open", open_then_compact)
+        code = logkv_cli.main(["verify", str(store)])
+        out = capsys.readouterr()
+        assert code == ExitCode.CHANGED == 5, out.err
+        assert "changed while it was verified" in out.err and "run verify again" in out.err
+        assert "Traceback" not in out.err
+        assert next(rounds) == audit.VERIFY_ATTEMPTS + 1
+    finally:
+        writer.close()

@@ -9,14 +9,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from ..engine import Engine, EngineStats
 from ..errors import CorruptionError
 from ..format import DeleteRecord, SetRecord
-from ..history import fold_state, history_start, key_log, state_at, verify
+from ..history import (
+    HistoryGap,
+    StoreChangedError,
+    fold_state,
+    history_start,
+    key_log,
+    state_at,
+    verify,
+)
 from ..layout import ARCHIVE_DIR
 from . import ExitCode
 from .common import CommandError
+
+#: Times ``verify`` starts over when a writer's compaction retired the log it was reading.
+VERIFY_ATTEMPTS: Final = 5
 
 # ---------------------------------------------------------------------------------- stats
 
@@ -68,7 +80,26 @@ class VerifyOutcome:
 def verify_store(path: Path) -> VerifyOutcome:
     """Check every checksum and the hash chain (:func:`logkv.history.verify`), then open the
     store read-only and read back every key: each value must pass its checksum and match what
-    replaying the retained log (from the snapshot, where older segments were deleted) gives."""
+    replaying the retained log (from the snapshot, where older segments were deleted) gives.
+
+    A live writer may compact the store meanwhile: the index is compared with the log at the
+    index's own sequence number, and when the log that held it was retired in between, the
+    check starts over on the newer state; after :data:`VERIFY_ATTEMPTS` such races it raises
+    :class:`~logkv.history.StoreChangedError` (never a damage report for a healthy store).
+    """
+    for _ in range(VERIFY_ATTEMPTS):
+        try:
+            return _verify_once(path)
+        except (HistoryGap, StoreChangedError, FileNotFoundError):
+            continue  # a compaction retired what this attempt was reading
+    raise StoreChangedError(
+        f"{path} changed while it was verified (a writer compacted it during each of "
+        f"{VERIFY_ATTEMPTS} attempts); run verify again"
+    )
+
+
+def _verify_once(path: Path) -> VerifyOutcome:
+    """One pass of :func:`verify_store`; raises what a race with a compaction raises."""
     report = verify(path)
     outcome = VerifyOutcome(
         records=report.records,
@@ -87,11 +118,6 @@ def verify_store(path: Path) -> VerifyOutcome:
             expected = _replayed_state(path, engine.last_seq)
         except CorruptionError:
             expected = None  # verify() has reported the damage; nothing sound to compare with
-        except FileNotFoundError:
-            raise CommandError(
-                f"{path} changed while it was verified (a writer compacted it); run verify again",
-                ExitCode.FAILED,
-            ) from None
         for key in engine.keys(None):
             entry = engine.entry(key)
             if entry is None:

@@ -26,7 +26,7 @@ from ..errors import (
     StoreLockedError,
     StoreNotFoundError,
 )
-from ..history import HistoryGap
+from ..history import HistoryGap, StoreChangedError
 from ..layout import KVS_DIR, is_store_folder
 from . import ExitCode
 
@@ -50,6 +50,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.DAMAGED
     if isinstance(exc, StoreLockedError | CompactionRunningError):
         return ExitCode.LOCKED
+    if isinstance(exc, StoreChangedError):
+        return ExitCode.CHANGED
     if isinstance(exc, StoreNotFoundError | NotALogKVStoreError | HistoryGap | InvalidKeyError):
         return ExitCode.USAGE
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:

@@ -11,7 +11,8 @@ aligned table by default; ``--json`` prints one JSON document (JSON lines for ``
 Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
 found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
 store at the path, history compacted away, or a replay target that is not empty; 3 the store
-is locked by a running writer; 4 another failure, such as an I/O error.
+is locked by a running writer; 4 another failure, such as an I/O error; 5 the store changed
+while it was checked (a live writer compacted it meanwhile): run the command again.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ exit status:
      replay target that is not empty
   3  the store is locked by a running writer
   4  another failure, such as an I/O error
+  5  the store changed while it was checked (a live writer compacted it
+     meanwhile); nothing was found wrong: run the command again
 
 Every command reads without taking the store's lock, so it works beside a live writer.
 """
