@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from logkv import Engine, history
 from logkv.cli import ExitCode, audit
 from logkv.cli import compact as compact_cli
+from logkv.cli import dump as dump_module
 from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE
 
@@ -817,5 +818,32 @@ def test_verify_says_changed_when_every_attempt_races_a_compaction(
         assert "changed while it was verified" in out.err and "run verify again" in out.err
         assert "Traceback" not in out.err
         assert next(rounds) == audit.VERIFY_ATTEMPTS + 1
+    finally:
+        writer.close()
+
+
+def test_dump_beside_a_compaction_says_the_store_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Segments a writer's compaction retires after the dump listed them: exit 5 (run again),
+    not 'damaged' and not an I/O failure."""
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096)
+    try:
+        _churn(writer, 0)
+        real_plan = dump_module.plan
+
+        def plan_then_compact(target: Path, history: bool) -> Any:
+            chosen = real_plan(target, history)
+            writer.compact()  # retention delete: the listed segments are gone
+            return chosen
+
+        monkeypatch.setattr(dump_module, "plan", plan_then_compact)
+        code = logkv_cli.main(["dump", str(store), "--json"])
+        out = capsys.readouterr()
+        assert code == ExitCode.CHANGED, out.err
+        assert "changed while it was dumped" in out.err
+        kinds = {line.get("error") for line in json_lines(out.out)}
+        assert "retired" in kinds and kinds <= {None, "retired"}
     finally:
         writer.close()

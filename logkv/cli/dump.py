@@ -18,10 +18,11 @@ Each line is a dict:
   (the cut-short end of the last segment that a crash mid-append leaves), ``chain_break`` (a
   record whose hash-chain value does not follow the record before it: history was changed,
   removed or reordered, or salvage dropped records there), ``unreadable`` (the file could not
-  be read) or, with ``history``, ``history_gap`` (segments that compaction deleted rather than
-  archived, which the newest intact snapshot covers; not an error: missing segments that no
-  snapshot covers are ``corruption``). After a corrupt spot the dump resumes at the next valid
-  record, as salvage would.
+  be read), ``retired`` (the file vanished: a live writer's compaction retired it after the
+  dump listed it; run the dump again) or, with ``history``, ``history_gap`` (segments that
+  compaction deleted rather than archived, which the newest intact snapshot covers; not an
+  error: missing segments that no snapshot covers are ``corruption``). After a corrupt spot
+  the dump resumes at the next valid record, as salvage would.
 
 The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
 snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
@@ -70,11 +71,13 @@ DAMAGE: Final = frozenset({"corruption", "chain_break"})
 
 
 class DumpStatus(IntEnum):
-    """How a dump ended: intact, damage found, or some file could not be read."""
+    """How a dump ended: intact, damage found, some file could not be read, or a live
+    writer's compaction retired a file before the dump read it (run it again)."""
 
     OK = 0
     DAMAGED = 1
     UNREADABLE = 2
+    CHANGED = 3
 
 
 def record_line(
@@ -280,8 +283,8 @@ def plan(target: Path, history: bool) -> Plan:
 class StoreDump:
     """Iterate to get the lines of ``target``; :attr:`status` says how the dump ended.
 
-    A file that cannot be read (for example one a live writer's compaction retired while the
-    dump ran) is reported as an ``unreadable`` line and the dump goes on with the next file.
+    A file that cannot be read is reported as an ``unreadable`` line (``retired`` when a live
+    writer's compaction removed it while the dump ran) and the dump goes on with the next file.
     """
 
     def __init__(self, target: Path, with_values: bool = False, history: bool = False) -> None:
@@ -290,14 +293,17 @@ class StoreDump:
         self.history = history
         self.damaged = False
         self.unreadable = False
+        self.changed = False
 
     @property
     def status(self) -> DumpStatus:
         """DAMAGED when corruption or a chain break was met, else UNREADABLE when some file
-        could not be read, else OK."""
+        could not be read, else CHANGED when a file was retired meanwhile, else OK."""
         if self.damaged:
             return DumpStatus.DAMAGED
-        return DumpStatus.UNREADABLE if self.unreadable else DumpStatus.OK
+        if self.unreadable:
+            return DumpStatus.UNREADABLE
+        return DumpStatus.CHANGED if self.changed else DumpStatus.OK
 
     def _note(self, line: dict[str, Any]) -> dict[str, Any]:
         kind = line.get("error")
@@ -305,6 +311,8 @@ class StoreDump:
             self.damaged = True
         elif kind == "unreadable":
             self.unreadable = True
+        elif kind == "retired":
+            self.changed = True
         return line
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -316,7 +324,7 @@ class StoreDump:
         try:
             chosen = plan(target, self.history)
         except OSError as exc:
-            yield problem_line("unreadable", target, 0, 0, str(exc))
+            yield _unreadable(target, exc)
             return
         reader = _Reader(self.with_values, target if target.is_dir() else target.parent)
         yield from chosen.problems
@@ -326,7 +334,7 @@ class StoreDump:
             try:
                 yield from reader.snapshot(path, covers)
             except OSError as exc:  # for example retired by a compaction while we read
-                yield problem_line("unreadable", path, 0, 0, str(exc))
+                yield _unreadable(path, exc)
             expected = covers + 1
         elif chosen.segments:
             first = chosen.segments[0][0]
@@ -351,7 +359,14 @@ class StoreDump:
             try:
                 yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
             except OSError as exc:  # for example retired by a compaction while we read
-                yield problem_line("unreadable", path, 0, 0, str(exc))
+                yield _unreadable(path, exc)
+
+
+def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
+    """The line for a file that could not be read: ``retired`` when it vanished (a live
+    writer's compaction retired it after the dump listed it), else ``unreadable``."""
+    kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
+    return problem_line(kind, path, 0, 0, str(exc))
 
 
 def dump(target: Path, with_values: bool, out: IO[str], history: bool = False) -> DumpStatus:

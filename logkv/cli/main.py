@@ -346,6 +346,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     if status is DumpStatus.UNREADABLE:
         print(f"{PROG}: error: some files of {target} could not be read", file=sys.stderr)
         return ExitCode.FAILED
+    if status is DumpStatus.CHANGED:
+        print(f"{PROG}: error: {target} changed while it was dumped (a writer's compaction "
+              "retired files it had listed; see the 'retired' lines); run dump again",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.CHANGED
     return ExitCode.OK
 
 
