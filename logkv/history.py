@@ -5,6 +5,10 @@ History is read from the log itself: the store's segments plus, when compaction 
 newest snapshot is gone; the snapshot still holds the state at its sequence number (and each
 live record's original sequence number, time and chain value), so the state can be rebuilt
 for any point at or after it, and :class:`HistoryGap` says so for points before it.
+Every read first takes one view of the retained history (:func:`retained_log`): segments
+numbered without a gap, from segment 1 or from an intact snapshot that holds what is before
+them; a hole that no snapshot explains (a lost segment, a damaged snapshot) raises
+:class:`~logkv.errors.CorruptionError`, never a shorter answer.
 Reads take no lock and change nothing, so they run beside a live writer.
 """
 
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .format import (
     GENESIS_CHAIN,
@@ -36,7 +41,7 @@ from .format import (
     read_frame,
 )
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
-from .replay import next_valid_frame, synced_shortfall, tail_is_torn
+from .replay import Entry, frame_length, next_valid_frame, synced_shortfall, tail_is_torn
 from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
@@ -46,6 +51,11 @@ _ATTEMPTS = 10  # reads that race a live writer's compactions
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
     """The log that would answer the question was retired by compaction (retention delete)."""
+
+
+class StoreChangedError(LogKVError):
+    """A read kept racing a live writer: files it listed were retired before it read them,
+    every time it tried. Nothing is wrong with the store; run the read again."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,13 @@ def _retrying(read: Callable[[], _T]) -> _T:
             return read()
         except FileNotFoundError:
             continue
-    return read()
+    try:
+        return read()
+    except FileNotFoundError as exc:
+        raise StoreChangedError(
+            f"the store changed while it was read: {exc.filename} was retired by a writer's "
+            f"compaction before it could be read ({_ATTEMPTS} times); run again"
+        ) from exc
 
 
 def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
@@ -101,46 +117,104 @@ def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
     return _retrying(lambda: _newest_snapshot(folder))
 
 
-def _newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
+def _newest_snapshot(
+    folder: Path, damaged: list[CorruptionError] | None = None
+) -> tuple[SnapshotInfo, dict[str, Any]] | None:
+    """The newest snapshot that loads, or None; the newer ones that do not load are added to
+    ``damaged``."""
     for covers, path in reversed(list_snapshots(folder)):
         try:
             return load_snapshot(path, covers)
-        except CorruptionError:
-            continue
+        except CorruptionError as exc:
+            if damaged is not None:
+                damaged.append(exc)
     return None
+
+
+@dataclass(frozen=True)
+class RetainedLog:
+    """One view of a store's retained history: an unbroken run of segments (archived ones
+    first) and, when the run does not start at segment 1, the snapshot ``base`` that holds
+    the state before it. ``gap`` says why the history is not contiguous (None: it is)."""
+
+    folder: Path
+    segments: list[tuple[int, Path]]
+    base: tuple[SnapshotInfo, dict[str, Any]] | None = None
+    gap: CorruptionError | None = None
+
+    @property
+    def start(self) -> int:
+        """The first sequence number whose record is in :attr:`segments` (1: complete)."""
+        return 1 if self.base is None else self.base[0].last_seq + 1
+
+    def checked(self) -> RetainedLog:
+        """This view, or :attr:`gap` raised when the history is not contiguous."""
+        if self.gap is not None:
+            raise self.gap
+        return self
+
+
+def retained_log(folder: Path) -> RetainedLog:
+    """The store's retained history, checked to be contiguous: raises
+    :class:`~logkv.errors.CorruptionError` when segments are missing and no intact snapshot
+    holds what they held (a lost segment, or a damaged snapshot under retention delete)."""
+    return _retrying(lambda: _survey(folder).checked())
+
+
+def _survey(folder: Path) -> RetainedLog:
+    """List the segments, then find the snapshot the run needs. The snapshot is looked up
+    after the listing, so it covers every segment a running compaction retired before then:
+    a gap it does not cover is damage, never a race with the writer."""
+    segments = log_segments(folder)
+    if segments and segments[0][0] == 1:
+        return RetainedLog(folder, segments)
+    damaged: list[CorruptionError] = []
+    snap = _newest_snapshot(folder, damaged)
+    if segments:
+        need = segments[0][0] - 1
+    else:  # no segment at all: the snapshots alone hold the store
+        need = max((covers for covers, _ in list_snapshots(folder)), default=0)
+    if need == 0:
+        return RetainedLog(folder, segments)
+    covered = 0 if snap is None else snap[0].covers
+    if covered >= need:
+        return RetainedLog(folder, segments, snap)
+    return RetainedLog(folder, segments, snap, _gap_error(folder, covered, need, damaged))
+
+
+def _gap_error(
+    folder: Path, covered: int, need: int, damaged: list[CorruptionError]
+) -> CorruptionError:
+    """The damage report for segments ``covered + 1 .. need`` that the history lacks."""
+    first = max([covered, *(n for n, _ in _all_segments(folder) if n <= need)]) + 1
+    missing = f"segment {need} is" if first >= need else f"segments {first}..{need} are"
+    why = (
+        f"; the snapshot that held them is damaged ({damaged[0].reason})"
+        if damaged
+        else " and no snapshot holds what they held"
+    )
+    return CorruptionError(folder / segment_name(first), 0, f"{missing} missing from the log{why}")
+
+
+def _all_segments(folder: Path) -> list[tuple[int, Path]]:
+    """Every segment of the store and of its archive (a gap or not)."""
+    archive = folder / ARCHIVE_DIR
+    return list_segments(folder) + (list_segments(archive) if archive.is_dir() else [])
 
 
 def history_start(folder: Path) -> int:
     """The first sequence number whose record is still in the log (1 when complete)."""
-    return _retrying(lambda: _start_of(folder, log_segments(folder))[0])
-
-
-def _start_of(
-    folder: Path, segments: list[tuple[int, Path]]
-) -> tuple[int, tuple[SnapshotInfo, dict[str, Any]] | None]:
-    """Where the history in ``segments`` starts, and the snapshot that holds the state
-    before it (None when the log starts at the store's first record). The snapshot is looked
-    up after the segments were listed, so it covers every segment retired before then."""
-    if not segments or segments[0][0] == 1:
-        return 1, None
-    snap = _newest_snapshot(folder)
-    if snap is None:
-        return 1, None
-    if snap[0].covers + 1 < segments[0][0]:
-        raise HistoryGap(
-            f"segments {snap[0].covers + 1}..{segments[0][0] - 1} of {folder} were retired and "
-            "no intact snapshot covers them (the newest snapshot is damaged)"
-        )
-    return snap[0].last_seq + 1, snap
+    return retained_log(folder).start
 
 
 def iter_log(folder: Path) -> Iterator[LoggedRecord]:
-    """Every record of the store's history, in sequence order.
+    """Every record of the store's retained history, in sequence order.
 
     A cut-short tail of the last segment (a writer mid-append, or a crash not yet recovered)
-    ends the iteration; any other damage raises :class:`CorruptionError`.
+    ends the iteration; any other damage, or a gap in the history, raises
+    :class:`CorruptionError`.
     """
-    yield from _iter_segments(log_segments(folder))
+    yield from _iter_segments(retained_log(folder).segments)
 
 
 def _iter_segments(segments: list[tuple[int, Path]]) -> Iterator[LoggedRecord]:
@@ -170,21 +244,45 @@ def _iter_segment(path: Path, number: int, is_last: bool) -> Iterator[LoggedReco
 
 
 def key_history(folder: Path, key: str) -> list[LoggedRecord]:
-    """Every record of ``key`` in the store's history, oldest first.
+    """Every record of ``key`` in the store's retained history, oldest first.
 
     Fast on big logs: it searches each segment for the key's encoded bytes (a C-speed scan)
-    and decodes only the frames around the hits, instead of decoding every record.
+    and decodes only the frames around the hits, instead of decoding every record. A key no
+    store can hold (say, one with lone surrogates) raises :class:`~logkv.errors.InvalidKeyError`.
     """
-    return _retrying(lambda: _key_history(folder, key))
+    return key_log(folder, key).records
 
 
-def _key_history(folder: Path, key: str) -> list[LoggedRecord]:
+@dataclass(frozen=True)
+class KeyLog:
+    """A key's retained history from one view of the log: its records in the run of
+    segments and, when the run starts after segment 1, the record the base snapshot kept
+    for it if the run does not hold that record (the value it had then; else None)."""
+
+    log: RetainedLog
+    records: list[LoggedRecord]
+    kept: SetRecord | None
+
+
+def key_log(folder: Path, key: str) -> KeyLog:
+    """``key``'s history (see :func:`key_history`) with what the snapshot it starts at kept."""
+    validate_key(key)
+    return _retrying(lambda: _key_log(folder, key))
+
+
+def _key_log(folder: Path, key: str) -> KeyLog:
+    log = _survey(folder).checked()
     needle = msgpack.packb(key)
     found: list[LoggedRecord] = []
-    for number, path in log_segments(folder):
+    for number, path in log.segments:
         found.extend(_key_in_segment(path, number, key, needle))
     found.sort(key=lambda r: r.record.seq)
-    return found
+    kept = None
+    if log.base is not None and (entry := log.base[1].get(key)) is not None:
+        kept = _snapshot_record(log.base[0].path, key, entry)
+        if any(r.record.seq == kept.seq for r in found):
+            kept = None  # the run reaches back to that record itself
+    return KeyLog(log, found, kept)
 
 
 def _key_in_segment(path: Path, number: int, key: str, needle: bytes) -> Iterator[LoggedRecord]:
@@ -228,38 +326,57 @@ def state_at(
     """The store's contents as of sequence ``until_seq`` or time ``until_us`` (microseconds
     since the epoch; records written at or before it count), as key -> its :class:`SetRecord`.
 
-    Raises :class:`HistoryGap` when that point lies before the retained history.
+    Raises :class:`HistoryGap` when that point lies before the retained history, and
+    :class:`~logkv.errors.CorruptionError` when the history has a hole.
     """
-    return _retrying(lambda: _state_at(folder, until_seq, until_us))
+    return fold_state(folder, _same, until_seq=until_seq, until_us=until_us)
 
 
-def _state_at(folder: Path, until_seq: int | None, until_us: int | None) -> dict[str, SetRecord]:
-    # One listing for both where the history starts and what is replayed: a compaction
-    # between two listings could otherwise pair a log that starts late with no snapshot.
-    segments = log_segments(folder)
-    _, snap = _start_of(folder, segments)
-    state: dict[str, SetRecord] = {}
-    if snap is not None:
-        info = snap[0]
+def _same(record: SetRecord) -> SetRecord:
+    return record
+
+
+def fold_state(
+    folder: Path,
+    keep: Callable[[SetRecord], _T],
+    *,
+    until_seq: int | None = None,
+    until_us: int | None = None,
+) -> dict[str, _T]:
+    """:func:`state_at` with each live record turned into ``keep(record)`` as it is folded
+    in (say, a digest of its value, to hold a big store's state in little memory)."""
+    return _retrying(lambda: _fold_state(folder, keep, until_seq, until_us))
+
+
+def _fold_state(
+    folder: Path, keep: Callable[[SetRecord], _T], until_seq: int | None, until_us: int | None
+) -> dict[str, _T]:
+    # One view for both where the history starts and what is replayed: a compaction between
+    # two listings could otherwise pair a log that starts late with no snapshot.
+    log = _survey(folder).checked()
+    state: dict[str, _T] = {}
+    if log.base is not None:
+        info = log.base[0]
         if (until_seq is not None and until_seq < info.last_seq) or (
             until_us is not None and until_us < (info.last_us or _snapshot_time(info))
         ):
             raise HistoryGap(
-                f"the history of {folder} before sequence {info.last_seq + 1} was compacted "
-                "away (retention delete); compact with retention archive to keep it"
+                f"the history of {folder} before sequence {info.last_seq + 1} is not retained: "
+                "it was compacted away (retention delete), or archived segments were removed; "
+                "compact with retention archive to keep it"
             )
         for kept in iter_snapshot_records(info.path):
-            state[kept.key] = kept
+            state[kept.key] = keep(kept)
     # Segments the snapshot covers may still be listed (a compaction was retiring them):
     # replaying their records again over the snapshot's state leaves that state unchanged.
-    for logged in _iter_segments(segments):
+    for logged in _iter_segments(log.segments):
         record = logged.record
         if until_seq is not None and record.seq > until_seq:
             break
         if until_us is not None and record.timestamp_us > until_us:
             break
         if isinstance(record, SetRecord):
-            state[record.key] = record
+            state[record.key] = keep(record)
         else:
             state.pop(record.key, None)
     return state
@@ -278,19 +395,40 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     _, entries = load_snapshot(path, covers)
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         for key, entry in entries.items():
-            offset = entry[1]
-            length = entry[2] + entry[3] if entry[3] > 0 else entry[2]
-            try:
-                _, fields = read_frame(buf, offset, offset + length)
-            except BadFrame as bad:
-                raise CorruptionError(path, offset, bad.args[0]) from None
-            record = decode_fields(fields)
-            if not isinstance(record, SetRecord) or record.key != key:
-                found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"
-                raise CorruptionError(
-                    path, offset, f"snapshot record holds {found}, its hint says key {key!r}"
-                )
-            yield record
+            yield _record_in(buf, path, key, entry)
+
+
+def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
+    """The record of ``key`` that snapshot ``path`` holds where its hint ``entry`` says."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _record_in(buf, path, key, entry)
+
+
+def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
+    """The set record of ``key`` at hint ``entry`` in ``buf`` (the bytes of snapshot ``path``),
+    checked: a bad frame, or a record of another key, is :class:`CorruptionError`."""
+    offset = entry[1]
+    try:
+        _, fields = read_frame(buf, offset, offset + frame_length(entry))
+    except BadFrame as bad:
+        raise CorruptionError(path, offset, bad.args[0]) from None
+    record = decode_fields(fields)
+    if not isinstance(record, SetRecord) or record.key != key:
+        found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"
+        raise CorruptionError(
+            path, offset, f"snapshot record holds {found}, its hint says key {key!r}"
+        )
+    return record
+
+
+def _chain_before(log: RetainedLog) -> bytes | None:
+    """The chain value the first record of ``log`` follows: the genesis value, the base
+    snapshot's chain head, or None (unknown: the first record is taken on trust) when the run
+    starts inside what the snapshot covers (a compaction was retiring it) or after a gap."""
+    if not log.segments or log.segments[0][0] == 1:
+        return GENESIS_CHAIN
+    base = log.base
+    return base[0].chain if base is not None and base[0].covers + 1 == log.segments[0][0] else None
 
 
 @dataclass
@@ -321,7 +459,10 @@ def _verify(folder: Path) -> VerifyReport:
     report = VerifyReport(problems=[])
     problems = report.problems
     assert problems is not None
-    snap = newest_snapshot(folder)
+    retained = _survey(folder)
+    if retained.gap is not None:
+        problems.append(str(retained.gap))
+    snap = _newest_snapshot(folder)
     for covers, path in list_snapshots(folder):
         try:
             load_snapshot(path, covers)
@@ -332,12 +473,10 @@ def _verify(folder: Path) -> VerifyReport:
             report.snapshot_records = sum(1 for _ in iter_snapshot_records(snap[0].path))
         except CorruptionError as exc:
             problems.append(str(exc))
-    segments = log_segments(folder)
+    segments = retained.segments
+    chain = _chain_before(retained)
     mark = read_synced_mark(folder)
     last_end = 0
-    chain: bytes | None = GENESIS_CHAIN
-    if segments and segments[0][0] != 1:
-        chain = snap[0].chain if snap is not None and snap[0].covers + 1 == segments[0][0] else None
     broken = False
     last_seq = 0
     for i, (number, path) in enumerate(segments):

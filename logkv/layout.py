@@ -55,7 +55,8 @@ def list_segments(folder: Path) -> list[tuple[int, Path]]:
 
 
 def is_store_folder(folder: Path) -> bool:
-    """True when ``folder`` looks like a logkv store (it has a lock file or a segment)."""
+    """True when ``folder`` is a logkv store by its content (a lock file, a segment or a
+    snapshot), whatever its name: the one test of what a store is."""
     if not folder.is_dir():
         return False
     return (

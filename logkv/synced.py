@@ -25,7 +25,7 @@ def read_synced_mark(folder: Path) -> SyncedMark | None:
     try:
         with open(folder / SYNCED_FILE, "rb") as file:
             data = file.read(64)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     mark = decode_synced_mark(data)
     if mark is None:

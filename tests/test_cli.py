@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from logkv import Engine
+from logkv import Engine, history
+from logkv.cli import ExitCode, audit
+from logkv.cli import compact as compact_cli
+from logkv.cli import dump as dump_module
+from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -511,3 +518,333 @@ def test_compact_skips_stores_with_few_dead_bytes(tmp_path: Path) -> None:
     assert files_of(store) == before
     done = compact(store, "--min-dead-ratio", "0.01", "--json")
     assert json.loads(done.stdout)["stores"][0]["status"] == "compacted"
+
+
+def test_compact_finds_every_store_whatever_its_name(tmp_path: Path) -> None:
+    """Stores are recognised by their files, not their names: stores named like a store's own
+    subfolders (``archive``, ``public``), a hidden alias (``.cache``) and a symlinked store
+    are all compacted; a store's own ``archive/`` is never taken for a store."""
+    storage = tmp_path / "storage"
+    kvs = storage / "key_value_stores"
+    names = ["archive", "public", ".cache", "shop"]
+    data = {}
+    for name in names:
+        fill(kvs / name)
+        data[name] = read_all(kvs / name)
+    fill(tmp_path / "elsewhere")
+    (kvs / "linked").symlink_to(tmp_path / "elsewhere")
+    done = compact(storage, "--json", "--retention", "archive")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    expected = sorted(f"key_value_stores/{name}" for name in [*names, "linked"])
+    assert [s["path"] for s in report["stores"]] == expected
+    assert all(s["status"] == "compacted" for s in report["stores"])
+    for name in names:
+        assert read_all(kvs / name) == data[name]
+    again = compact(storage, "--json")  # the stores' own archive/ folders are not stores
+    assert [s["path"] for s in json.loads(again.stdout)["stores"]] == expected
+
+
+def test_single_store_commands_name_the_stores_of_a_storage_folder(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    fill(storage / "key_value_stores" / ".cache")
+    for command in ("stats", "verify", "dump"):
+        done = logkv(command, storage)
+        assert_one_clean_error(done, 2, "key_value_stores/.cache")
+
+
+# ------------------------------------------------------------------------ hostile arguments
+
+
+def test_a_key_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fill(store, rounds=1)
+    done = subprocess.run(
+        [sys.executable, "-m", "logkv.cli.main", "history", os.fsencode(store), b"\xff"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "argument key" in done.stderr and "UTF-8" in done.stderr
+
+
+def test_a_store_path_that_is_not_utf8_is_printed_escaped(tmp_path: Path) -> None:
+    """A folder name of arbitrary bytes reaches the command as surrogate escapes; the output
+    shows them escaped (even where stdout is strict UTF-8), and ``--json`` stays valid JSON
+    that gives the path back."""
+    store = Path(os.fsdecode(os.fsencode(tmp_path) + b"/st\xff"))
+    fill(store, rounds=1)
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    for args in (["stats"], ["verify"], ["dump"], ["stats", "--json"], ["history", "text"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "logkv.cli.main", args[0], os.fsencode(store), *args[1:]],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=strict,
+        )  # fmt: skip
+        assert done.returncode == 0, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        if args == ["stats", "--json"]:
+            assert json.loads(done.stdout)["store"] == str(store)
+
+
+HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=40),
+    st.text(st.sampled_from(["\udcff", "\udc80", "\x00", "/", ".", "-", "a", "\n"]), max_size=12),
+    st.text(st.sampled_from("ab\udcff"), min_size=300, max_size=5000),
+)
+#: Exit codes the commands document (and argparse's 0 for --help, 2 for a usage error).
+DOCUMENTED = {int(code) for code in ExitCode}
+
+
+def _exit_code(main: Any, argv: list[str]) -> int:
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse: --help, --version or a usage error
+        code = 0 if stop.code is None else stop.code
+    assert isinstance(code, int)
+    return code
+
+
+def _hostile_commands(store: Path, fresh: Path, text: str) -> list[tuple[Any, list[str]]]:
+    out = str(fresh / text.replace("/", "_").replace("\x00", "_")[:200])
+    return [
+        (logkv_cli.main, ["stats", text]),
+        (logkv_cli.main, ["verify", text, "--json"]),
+        (logkv_cli.main, ["dump", text]),
+        (logkv_cli.main, ["history", str(store), text]),
+        (logkv_cli.main, ["history", str(store), text, "--json", "--values"]),
+        (logkv_cli.main, ["history", text, "text"]),
+        (logkv_cli.main, ["replay", str(store), "--until", text, "--to", out + "-u"]),
+        (logkv_cli.main, ["replay", str(store), "--until", "5", "--to", out + "-r"]),
+        (logkv_cli.main, ["replay", text, "--until", "5", "--to", out + "-s"]),
+        (logkv_cli.main, ["export", str(store), out + "-e"]),
+        (logkv_cli.main, ["export", text, out + "-x"]),
+        (logkv_cli.main, ["import", text, out + "-i"]),
+        (logkv_cli.main, [text]),
+        (compact_cli.main, [text, "--dry-run"]),
+        (compact_cli.main, [str(store), "--retention", text]),
+        (compact_cli.main, [str(store), "--min-dead-ratio", text, "--dry-run"]),
+    ]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=HOSTILE)
+def test_hostile_arguments_never_end_in_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    """Keys, store paths, targets and options of arbitrary text (lone surrogates, NUL, very
+    long): every command ends with a documented exit code, never an unexpected exception."""
+    store = tmp_path / "store"
+    if not store.exists():
+        fill(store, rounds=1)
+    fresh = Path(tempfile.mkdtemp(dir=tmp_path))
+    for main, argv in _hostile_commands(store, fresh, text):
+        code = _exit_code(main, argv)
+        captured = capsys.readouterr()
+        assert code in DOCUMENTED, (argv, code, captured.err)
+        assert "Traceback" not in captured.out + captured.err
+
+
+# ------------------------------------------------------------------------ missing history
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _store_missing_its_first_segment(store: Path) -> tuple[str, str]:
+    fill(store)
+    (store / "00000001.seg").unlink()
+    return "page/0", "5"
+
+
+def _store_missing_a_middle_segment(store: Path) -> tuple[str, str]:
+    fill(store)
+    (store / "00000003.seg").unlink()
+    return "page/0", "5"
+
+
+def _store_whose_snapshot_meta_is_damaged(store: Path) -> tuple[str, str]:
+    with Engine.open(store, segment_size=4096) as engine:
+        for i in range(1, 206):
+            engine.set(f"k{i:04d}", b"v" * 100)
+        engine.compact()  # retention delete: the snapshot alone holds seq 1..205
+        engine.set("after", b"x")
+    [snapshot] = store.glob("*.snap")
+    meta_offset = int.from_bytes(snapshot.read_bytes()[-16:-8], "little")
+    _flip(snapshot, meta_offset + 8 + 4)
+    return "k0001", "205"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _store_missing_its_first_segment,
+        _store_missing_a_middle_segment,
+        _store_whose_snapshot_meta_is_damaged,
+    ],
+    ids=["first-segment", "middle-segment", "snapshot-meta"],
+)
+def test_every_audit_reports_missing_history_as_damage(tmp_path: Path, damage: Any) -> None:
+    """History with a hole no snapshot explains is damage (exit 1), never a short answer."""
+    store = tmp_path / "store"
+    key, until = damage(store)
+    target = tmp_path / "then"
+    audits = {
+        "replay": ["replay", store, "--until", until, "--to", target],
+        "history": ["history", store, key],
+        "stats": ["stats", store],
+        "verify": ["verify", store],
+        "dump": ["dump", store],
+        "dump --history": ["dump", store, "--history", "--json"],
+    }
+    for name, args in audits.items():
+        done = logkv(*args)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+        assert "Traceback" not in done.stderr, name
+    assert not target.exists()
+
+
+def test_a_gap_in_the_archive_is_history_not_retained(tmp_path: Path) -> None:
+    """Archived segments lost before the snapshot: the snapshot still holds the state, so the
+    history starts after the gap (exit 2 before it), as after a deleting compaction."""
+    store = tmp_path / "store"
+    model = fill(store)
+    with Engine.open(store, retention="archive") as engine:
+        engine.compact()
+        start = engine.last_seq + 1
+        engine.set("page/1", b"after compaction")
+    (store / "archive" / "00000002.seg").unlink()
+    done = logkv("replay", store, "--until", "5", "--to", tmp_path / "then")
+    assert_one_clean_error(done, 2, "not retained")
+    done = logkv("history", store, "page/1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert f"starts at seq {start:,}" in done.stderr
+    changes = [(c["seq"], c["source"]) for c in json_lines(done.stdout)]
+    written = [s for s, key, *_ in model.records if key == "page/1"] + [start]
+    assert [seq for seq, _ in changes] == written[len(written) - len(changes) :]
+    assert len(changes) < len(written)  # nothing from before the gap
+    assert changes[-1] == (start, "log")
+    stats = json.loads(logkv("stats", store, "--json").stdout)
+    assert stats["history_start"] == start
+
+
+# ------------------------------------------------------------------------ verify beside a writer
+
+
+def _churn(engine: Engine, round_: int) -> None:
+    for i in range(300):
+        engine.set(f"page/{i % 40}", f"round {round_} write {i}".encode() * 8, "text/plain")
+
+
+@pytest.mark.parametrize("retention", ["delete", "archive"])
+@pytest.mark.parametrize("racy_point", ["open", 1, 2, 3, 4, 5])
+def test_verify_beside_a_compacting_writer_is_never_damage(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    retention: str,
+    racy_point: str | int,
+) -> None:
+    """A writer that writes and compacts while verify reads (after verify opened the index,
+    or after its Nth listing of the log): verify answers for one consistent view, exit 0."""
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096, retention=retention)
+    try:
+        _churn(writer, 0)
+        writer.compact()
+        _churn(writer, 1)
+        rounds = iter(range(2, 100))
+
+        def compaction() -> None:
+            _churn(writer, next(rounds))
+            writer.compact()
+            _churn(writer, next(rounds))
+
+        if racy_point == "open":
+            real_open = audit.Engine.open
+
+            def open_then_compact(path: Path, **options: Any) -> Engine:
+                engine = real_open(path, **options)
+                if options.get("readonly"):
+                    monkeypatch.setattr(audit.Engine, "open", real_open)
+                    compaction()
+                return engine
+
+            monkeypatch.setattr(audit.Engine, "open", open_then_compact)
+        else:
+            real_listing = history.log_segments
+            calls = iter(range(1, 1000))
+
+            def listing_then_compact(folder: Path) -> list[tuple[int, Path]]:
+                listed = real_listing(folder)
+                if next(calls) == racy_point:
+                    compaction()
+                return listed
+
+            monkeypatch.setattr(history, "log_segments", listing_then_compact)
+        code = logkv_cli.main(["verify", str(store), "--json"])
+        out = capsys.readouterr()
+        assert code == ExitCode.OK, out.out + out.err
+        assert json.loads(out.out)["ok"]
+        if racy_point == "open":
+            assert next(rounds) > 2  # the compaction ran
+    finally:
+        writer.close()
+
+
+def test_verify_says_changed_when_every_attempt_races_a_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096)
+    try:
+        _churn(writer, 0)
+        rounds = iter(range(1, 100))
+        real_open = audit.Engine.open
+
+        def open_then_compact(path: Path, **options: Any) -> Engine:
+            engine = real_open(path, **options)
+            _churn(writer, next(rounds))
+            writer.compact()  # retention delete: the log the index was read from is gone
+            return engine
+
+        monkeypatch.setattr(audit.Engine, "open", open_then_compact)
+        code = logkv_cli.main(["verify", str(store)])
+        out = capsys.readouterr()
+        assert code == ExitCode.CHANGED == 5, out.err
+        assert "changed while it was verified" in out.err and "run verify again" in out.err
+        assert "Traceback" not in out.err
+        assert next(rounds) == audit.VERIFY_ATTEMPTS + 1
+    finally:
+        writer.close()
+
+
+def test_dump_beside_a_compaction_says_the_store_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Segments a writer's compaction retires after the dump listed them: exit 5 (run again),
+    not 'damaged' and not an I/O failure."""
+    store = tmp_path / "store"
+    writer = Engine.open(store, segment_size=4096)
+    try:
+        _churn(writer, 0)
+        real_plan = dump_module.plan
+
+        def plan_then_compact(target: Path, history: bool) -> Any:
+            chosen = real_plan(target, history)
+            writer.compact()  # retention delete: the listed segments are gone
+            return chosen
+
+        monkeypatch.setattr(dump_module, "plan", plan_then_compact)
+        code = logkv_cli.main(["dump", str(store), "--json"])
+        out = capsys.readouterr()
+        assert code == ExitCode.CHANGED, out.err
+        assert "changed while it was dumped" in out.err
+        kinds = {line.get("error") for line in json_lines(out.out)}
+        assert "retired" in kinds and kinds <= {None, "retired"}
+    finally:
+        writer.close()

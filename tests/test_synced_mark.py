@@ -230,3 +230,21 @@ def test_salvage_forgets_the_mark_of_rewritten_segments(tmp_path: Path) -> None:
     with Engine.open(folder) as engine:  # the new mark fits the rewritten segment
         assert len(engine) == len(ends) - 1
         assert engine.report.clean
+
+
+def test_dump_draws_the_same_line_as_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``logkv dump`` labels damage before the mark as corruption (exit 1) and bad bytes past
+    it as a torn tail (exit 0), as open does."""
+    closed = tmp_path / "closed"
+    ends = _closed_store(closed)
+    _flip(closed / segment_name(1), ends[-2] + 40)
+    assert main(["dump", str(closed), "--json"]) == 1
+    assert '"corruption"' in capsys.readouterr().out
+    abandoned = tmp_path / "abandoned"
+    _abandoned_store(abandoned, before=3, after=2)
+    with open(abandoned / segment_name(1), "ab") as file:
+        file.write(bytes(300))
+    assert main(["dump", str(abandoned), "--json"]) == 0
+    assert '"torn_tail"' in capsys.readouterr().out

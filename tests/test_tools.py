@@ -252,7 +252,8 @@ def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
     number, frame_start = entry[0], entry[1]
     last = store / f"{number:08d}.seg"
     assert last == sorted(store.glob("*.seg"))[-1]
-    with open(last, "r+b") as file:  # as if the process died half-way through the append
+    (store / "SYNCED").unlink()  # the writer never closed cleanly ...
+    with open(last, "r+b") as file:  # ... it died half-way through the append
         file.truncate(frame_start + 100)
     code, lines, _ = logdump(store)
     assert code == 0

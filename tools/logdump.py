@@ -10,7 +10,8 @@ file (a segment, a snapshot, or a ``.damaged`` copy kept by salvage).
 
 The dump only reads: it takes no lock, so it works beside a live writer. Exit status: 0 when the
 store is intact (a torn tail, which the next writable open cuts off, is reported but is not an
-error), 1 when a corrupt spot or a chain break was found, 2 when something could not be read.
+error), 1 when a corrupt spot or a chain break was found, 2 when something could not be read,
+3 when a live writer's compaction retired a file before the dump read it (run it again).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ class ExitCode(IntEnum):
     LOCKED = 3
     #: Something else failed, such as an I/O error (permissions, a full disk).
     FAILED = 4
+    #: The store changed while it was checked (a live writer compacted it each time the
+    #: command read it); nothing was found wrong: run the command again.
+    CHANGED = 5
 
 
 __all__ = ["ExitCode"]

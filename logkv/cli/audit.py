@@ -9,24 +9,26 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from ..engine import Engine, EngineStats
 from ..errors import CorruptionError
-from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_frame
+from ..format import DeleteRecord, SetRecord
 from ..history import (
+    HistoryGap,
+    StoreChangedError,
+    fold_state,
     history_start,
-    iter_log,
-    iter_snapshot_records,
-    key_history,
-    log_segments,
-    newest_snapshot,
+    key_log,
     state_at,
     verify,
 )
 from ..layout import ARCHIVE_DIR
-from ..replay import frame_length
 from . import ExitCode
 from .common import CommandError
+
+#: Times ``verify`` starts over when a writer's compaction retired the log it was reading.
+VERIFY_ATTEMPTS: Final = 5
 
 # ---------------------------------------------------------------------------------- stats
 
@@ -80,7 +82,26 @@ class VerifyOutcome:
 def verify_store(path: Path) -> VerifyOutcome:
     """Check every checksum and the hash chain (:func:`logkv.history.verify`), then open the
     store read-only and read back every key: each value must pass its checksum and match what
-    replaying the retained log (from the snapshot, where older segments were deleted) gives."""
+    replaying the retained log (from the snapshot, where older segments were deleted) gives.
+
+    A live writer may compact the store meanwhile: the index is compared with the log at the
+    index's own sequence number, and when the log that held it was retired in between, the
+    check starts over on the newer state; after :data:`VERIFY_ATTEMPTS` such races it raises
+    :class:`~logkv.history.StoreChangedError` (never a damage report for a healthy store).
+    """
+    for _ in range(VERIFY_ATTEMPTS):
+        try:
+            return _verify_once(path)
+        except (HistoryGap, StoreChangedError, FileNotFoundError):
+            continue  # a compaction retired what this attempt was reading
+    raise StoreChangedError(
+        f"{path} changed while it was verified (a writer compacted it during each of "
+        f"{VERIFY_ATTEMPTS} attempts); run verify again"
+    )
+
+
+def _verify_once(path: Path) -> VerifyOutcome:
+    """One pass of :func:`verify_store`; raises what a race with a compaction raises."""
     report = verify(path)
     outcome = VerifyOutcome(
         records=report.records,
@@ -100,11 +121,6 @@ def verify_store(path: Path) -> VerifyOutcome:
             expected = _replayed_state(path, engine.last_seq)
         except CorruptionError:
             expected = None  # verify() has reported the damage; nothing sound to compare with
-        except FileNotFoundError:
-            raise CommandError(
-                f"{path} changed while it was verified (a writer compacted it); run verify again",
-                ExitCode.FAILED,
-            ) from None
         for key in engine.keys(None):
             entry = engine.entry(key)
             if entry is None:
@@ -140,21 +156,11 @@ def _digest(value: bytes | None) -> bytes | None:
 def _replayed_state(path: Path, last_seq: int) -> dict[str, tuple[str | None, bytes | None]]:
     """key -> (content type, value digest) from replaying the retained log up to ``last_seq``
     (digests, not values, to keep memory small on big stores)."""
-    state: dict[str, tuple[str | None, bytes | None]] = {}
-    if history_start(path) > 1:
-        snap = newest_snapshot(path)
-        assert snap is not None
-        for kept in iter_snapshot_records(snap[0].path):
-            state[kept.key] = (kept.content_type, _digest(kept.value))
-    for logged in iter_log(path):
-        record = logged.record
-        if record.seq > last_seq:
-            break
-        if isinstance(record, SetRecord):
-            state[record.key] = (record.content_type, _digest(record.value))
-        else:
-            state.pop(record.key, None)
-    return state
+    return fold_state(path, _digest_of, until_seq=last_seq)
+
+
+def _digest_of(record: SetRecord) -> tuple[str | None, bytes | None]:
+    return record.content_type, _digest(record.value)
 
 
 # ---------------------------------------------------------------------------------- history
@@ -185,38 +191,14 @@ class KeyHistory:
 
 def key_changes(path: Path, key: str) -> KeyHistory:
     """The history of ``key``: its records in the archived and current segments and, when
-    compaction deleted older segments, the value the snapshot kept from before them."""
-    segments = log_segments(path)
-    changes: list[Change] = []
-    start = 1
-    if not segments or segments[0][0] != 1:
-        snap = newest_snapshot(path)
-        if snap is not None:
-            start = snap[0].last_seq + 1
-            kept = _snapshot_record(snap[0].path, snap[1].get(key))
-            if kept is not None:
-                changes.append(_change(kept, "snapshot"))
-    for logged in key_history(path, key):
+    compaction deleted older segments, the value the snapshot kept from before them. A hole
+    in the history is :class:`~logkv.errors.CorruptionError` (see :func:`key_log`)."""
+    found = key_log(path, key)
+    changes = [] if found.kept is None else [_change(found.kept, "snapshot")]
+    for logged in found.records:
         source = "archive" if logged.path.parent.name == ARCHIVE_DIR else "log"
         changes.append(_change(logged.record, source))
-    return KeyHistory(key, changes, start)
-
-
-def _snapshot_record(path: Path, entry: tuple[int, int, int, int, str | None] | None) -> (
-    SetRecord | None
-):  # fmt: skip
-    if entry is None:
-        return None
-    offset, length = entry[1], frame_length(entry)
-    with open(path, "rb") as file:
-        file.seek(offset)
-        data = file.read(length)
-    try:
-        _, fields = read_frame(data, 0, len(data))
-    except BadFrame as bad:
-        raise CorruptionError(path, offset, bad.args[0]) from None
-    record = decode_fields(fields)
-    return record if isinstance(record, SetRecord) else None
+    return KeyHistory(key, changes, found.log.start)
 
 
 def _change(record: SetRecord | DeleteRecord, source: str) -> Change:

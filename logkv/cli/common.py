@@ -7,27 +7,31 @@ bug in logkv shows a traceback.
 
 from __future__ import annotations
 
+import argparse
+import errno
+import io
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from ..compaction import CompactionRunningError
+from ..engine import validate_key
 from ..errors import (
     CorruptionError,
+    InvalidKeyError,
     LogKVError,
     NotALogKVStoreError,
     StoreLockedError,
     StoreNotFoundError,
 )
-from ..history import HistoryGap
-from ..layout import ARCHIVE_DIR, KVS_DIR, PUBLIC_DIR, is_store_folder
+from ..history import HistoryGap, StoreChangedError
+from ..layout import KVS_DIR, is_store_folder
 from . import ExitCode
 
 #: How deep below a storage folder stores are looked for (``key_value_stores/NAME`` is 2).
 SEARCH_DEPTH: Final = 2
-_NOT_STORES: Final = frozenset({ARCHIVE_DIR, PUBLIC_DIR})
 
 
 class CommandError(Exception):
@@ -46,8 +50,12 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.DAMAGED
     if isinstance(exc, StoreLockedError | CompactionRunningError):
         return ExitCode.LOCKED
-    if isinstance(exc, StoreNotFoundError | NotALogKVStoreError | HistoryGap):
+    if isinstance(exc, StoreChangedError):
+        return ExitCode.CHANGED
+    if isinstance(exc, StoreNotFoundError | NotALogKVStoreError | HistoryGap | InvalidKeyError):
         return ExitCode.USAGE
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return ExitCode.USAGE  # a path argument too long for the file system
     return ExitCode.FAILED
 
 
@@ -62,8 +70,10 @@ def describe(exc: BaseException) -> str:
 def run(prog: str, command: Callable[[], int]) -> int:
     """Run ``command``; expected errors become one ``prog: error: ...`` line and a status.
 
-    Output piped into a command that stops reading (``| head``) ends quietly.
+    Output piped into a command that stops reading (``| head``) ends quietly, and text that
+    the terminal's encoding cannot show is escaped (:func:`escape_unprintable_output`).
     """
+    escape_unprintable_output()
     try:
         return command()
     except (LogKVError, CommandError, OSError) as exc:
@@ -76,6 +86,44 @@ def run(prog: str, command: Callable[[], int]) -> int:
         return 130
 
 
+def escape_unprintable_output() -> None:
+    """Print what stdout and stderr cannot encode as backslash escapes instead of failing.
+
+    A path given as bytes that are not UTF-8 reaches logkv as lone surrogates (``\\udcff``);
+    such a path is shown as ``\\udcff``, which ``--json`` readers decode back to the same
+    path, where a strict UTF-8 stdout would raise ``UnicodeEncodeError``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
+def path_argument(text: str) -> Path:
+    """An argparse ``type`` for a path: refuses what no file system accepts (an empty path,
+    a NUL character, text the file-system encoding cannot encode) as a usage error instead of
+    failing deep inside a command."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"the path {text!r} contains a NUL character")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"the path {text!r} cannot be encoded as a file name ({exc.reason})"
+        ) from None
+    return Path(text)
+
+
+def key_argument(text: str) -> str:
+    """An argparse ``type`` for a key: only a key a store can hold (non-empty, not too long,
+    UTF-8; bytes that are not UTF-8 arrive as lone surrogates) is accepted."""
+    try:
+        return validate_key(text)
+    except InvalidKeyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _broken_pipe() -> int:
     # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -85,26 +133,41 @@ def _broken_pipe() -> int:
 
 
 def require_store(path: Path) -> Path:
-    """``path`` if it is a logkv store folder, else a :class:`CommandError` (exit 2)."""
+    """``path`` if it is a logkv store folder, else a :class:`CommandError` (exit 2) that names
+    the stores below it when ``path`` is a storage folder."""
     if not path.exists():
         raise CommandError(f"no store at {path}: the folder does not exist", ExitCode.USAGE)
-    if not is_store_folder(path):
+    if is_store_folder(path):
+        return path
+    below = _stores_below(path, SEARCH_DEPTH) if path.is_dir() else []
+    if below:
+        shown = ", ".join(str(store) for store in below[:5])
+        more = f" and {len(below) - 5} more" if len(below) > 5 else ""
         raise CommandError(
-            f"{path} is not a logkv store (it has no LOCK, segment or snapshot file)",
+            f"{path} is a storage folder, not one store; give one of its stores: {shown}{more}",
             ExitCode.USAGE,
         )
-    return path
+    raise CommandError(
+        f"{path} is not a logkv store (it has no LOCK, segment or snapshot file)",
+        ExitCode.USAGE,
+    )
 
 
 def find_stores(root: Path) -> list[Path]:
     """The stores to work on for ``root``: ``root`` itself when it is a store, else every
     store folder below it, at most :data:`SEARCH_DEPTH` levels down (a storage folder holds
-    ``key_value_stores/NAME``), in path order. A store's own subfolders are not searched."""
+    ``key_value_stores/NAME``), in path order.
+
+    Stores are recognised by their files (:func:`~logkv.layout.is_store_folder`), never by
+    their names: a store may be named ``archive`` or ``public``, an alias may be hidden
+    (``.cache``), and a folder may be a symbolic link to a store. A store's own subfolders
+    (its ``archive/`` of segments) are not searched.
+    """
     if not root.is_dir():
         raise CommandError(f"no store or storage folder at {root}", ExitCode.USAGE)
     if is_store_folder(root):
         return [root]
-    found = sorted(_stores_below(root, SEARCH_DEPTH))
+    found = _stores_below(root, SEARCH_DEPTH)
     if not found:
         raise CommandError(
             f"no logkv stores under {root} (looked {SEARCH_DEPTH} levels down, "
@@ -114,15 +177,17 @@ def find_stores(root: Path) -> list[Path]:
     return found
 
 
-def _stores_below(folder: Path, depth: int) -> Iterator[Path]:
-    try:
-        children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())
-    except OSError:
-        return
-    for child in children:
-        if child.name.startswith(".") or child.name in _NOT_STORES:
-            continue
+def _stores_below(folder: Path, depth: int) -> list[Path]:
+    """The store folders below ``folder`` (``depth`` levels at most), in path order; a folder
+    reached twice through symbolic links is listed once."""
+    found: dict[Path, Path] = {}
+    _collect_stores(folder, depth, found)
+    return sorted(found.values())
+
+
+def _collect_stores(folder: Path, depth: int, found: dict[Path, Path]) -> None:
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()):
         if is_store_folder(child):
-            yield child
+            found.setdefault(child.resolve(), child)
         elif depth > 1:
-            yield from _stores_below(child, depth - 1)
+            _collect_stores(child, depth - 1, found)

@@ -32,7 +32,7 @@ from ..format import SEGMENT_HEADER_SIZE
 from ..layout import list_segments
 from ..options import Retention
 from . import ExitCode
-from .common import CommandError, describe, exit_code_for, find_stores, run
+from .common import CommandError, describe, exit_code_for, find_stores, path_argument, run
 from .render import human_bytes, human_seconds, json_document, table
 
 PROG: Final = "logkv-compact"
@@ -114,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "store", type=Path, metavar="STORE", help="a store folder, or a storage folder of stores"
+        "store",
+        type=path_argument,
+        metavar="STORE",
+        help="a store folder, or a storage folder of stores",
     )
     parser.add_argument(
         "--retention",

@@ -18,9 +18,11 @@ Each line is a dict:
   (the cut-short end of the last segment that a crash mid-append leaves), ``chain_break`` (a
   record whose hash-chain value does not follow the record before it: history was changed,
   removed or reordered, or salvage dropped records there), ``unreadable`` (the file could not
-  be read) or, with ``history``, ``history_gap`` (segments that compaction deleted rather than
-  archived; not an error). After a corrupt spot the dump resumes at the next valid record, as
-  salvage would.
+  be read), ``retired`` (the file vanished: a live writer's compaction retired it after the
+  dump listed it; run the dump again) or, with ``history``, ``history_gap`` (segments that
+  compaction deleted rather than archived, which the newest intact snapshot covers; not an
+  error: missing segments that no snapshot covers are ``corruption``). After a corrupt spot
+  the dump resumes at the next valid record, as salvage would.
 
 The hash chain is checked from the log's first record (segment 1) on, or from the chain value a
 snapshot's meta block records for the segments after it; a dump that starts elsewhere, or
@@ -58,8 +60,9 @@ from ..format import (
     next_chain,
 )
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
-from ..replay import _successor  # the torn-tail rule for a cut-short record, shared
+from ..replay import next_valid_frame, tail_is_torn  # open's torn-tail rule, shared
 from ..snapshot import load_snapshot
+from ..synced import read_synced_mark
 from .render import iso_timestamp, value_fields
 
 _LEADING_NUMBER: Final = re.compile(r"^(\d+)(\.seg|\.snap)")
@@ -69,11 +72,13 @@ DAMAGE: Final = frozenset({"corruption", "chain_break"})
 
 
 class DumpStatus(IntEnum):
-    """How a dump ended: intact, damage found, or some file could not be read."""
+    """How a dump ended: intact, damage found, some file could not be read, or a live
+    writer's compaction retired a file before the dump read it (run it again)."""
 
     OK = 0
     DAMAGED = 1
     UNREADABLE = 2
+    CHANGED = 3
 
 
 def record_line(
@@ -119,6 +124,8 @@ class _Reader:
         #: The chain value the next log frame must follow; None when unknown (the dump starts
         #: mid-log, or right after damaged bytes), then the next frame is the anchor.
         self.chain: bytes | None = None
+        #: How far the log was synced at the last clean close: no torn tail before it.
+        self.synced = read_synced_mark(folder)
 
     def _label(self, path: Path) -> str:
         try:
@@ -154,7 +161,8 @@ class _Reader:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
-                kind = "torn_tail" if is_last else "corruption"
+                torn = is_last and number is not None and tail_is_torn(self.synced, number, 0)
+                kind = "torn_tail" if torn else "corruption"
                 yield problem_line(kind, path, 0, 0, "empty segment (no header)")
                 return
             with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
@@ -162,7 +170,11 @@ class _Reader:
                 expected = number if number is not None else _stored_number(header)
                 problem = check_segment_header(header, expected)
                 if problem is not None:
-                    torn = is_last and size < SEGMENT_HEADER_SIZE
+                    torn = (
+                        is_last
+                        and size < SEGMENT_HEADER_SIZE
+                        and tail_is_torn(self.synced, expected, 0)
+                    )
                     yield problem_line(
                         "torn_tail" if torn else "corruption", path, 0, size, problem
                     )
@@ -204,13 +216,10 @@ class _Reader:
                 return
             except BadFrame as bad:
                 reason, cut_short, at = bad.args
-            following = find_next_frame(buf, at, end)
-            if following is not None and cut_short and is_last:
-                # The open's rule: inside a cut-short record only its chained successor counts
-                # (frames stored in its value do not), so such a record is a torn tail.
-                following = _successor(buf, at, following, end)
+            following = next_valid_frame(buf, at, end, cut_short, is_last)
             stop = end if following is None else following
-            kind = "torn_tail" if following is None and is_last else "corruption"
+            torn = following is None and is_last and tail_is_torn(self.synced, number, at)
+            kind = "torn_tail" if torn else "corruption"
             yield problem_line(kind, path, at, stop, reason)
             self.chain = None  # what the dropped bytes held is unknown: re-anchor
             if following is None:
@@ -234,6 +243,8 @@ class Plan:
     segments: list[tuple[int | None, Path]]
     #: Damaged snapshots skipped on the way (newer than ``snapshot``), as problem lines.
     problems: list[dict[str, Any]]
+    #: What the newest intact snapshot covers (a history dump: segments up to it may be gone).
+    covered: int = 0
 
 
 def plan(target: Path, history: bool) -> Plan:
@@ -253,9 +264,6 @@ def plan(target: Path, history: bool) -> Plan:
     archive = target / ARCHIVE_DIR
     archived = dict(list_segments(archive)) if archive.is_dir() else {}
     own = dict(list_segments(target))
-    if history:
-        merged = {**archived, **own}
-        return Plan(None, sorted(merged.items()), [])
     problems: list[dict[str, Any]] = []
     for covers, path in reversed(list_snapshots(target)):
         try:
@@ -263,6 +271,8 @@ def plan(target: Path, history: bool) -> Plan:
         except CorruptionError as exc:
             problems.append(problem_line("corruption", path, exc.offset, -1, exc.reason))
             continue
+        if history:
+            return Plan(None, sorted({**archived, **own}.items()), problems, covers)
         after = {n: p for n, p in own.items() if n > covers}
         if problems:  # an open falls back to the archive for what the damaged one covered
             for n, p in archived.items():
@@ -270,7 +280,7 @@ def plan(target: Path, history: bool) -> Plan:
                     after.setdefault(n, p)
         return Plan((covers, path), sorted(after.items()), problems)
     merged = dict(own)
-    if problems:
+    if problems or history:
         merged = {**archived, **own}
     return Plan(None, sorted(merged.items()), problems)
 
@@ -278,8 +288,8 @@ def plan(target: Path, history: bool) -> Plan:
 class StoreDump:
     """Iterate to get the lines of ``target``; :attr:`status` says how the dump ended.
 
-    A file that cannot be read (for example one a live writer's compaction retired while the
-    dump ran) is reported as an ``unreadable`` line and the dump goes on with the next file.
+    A file that cannot be read is reported as an ``unreadable`` line (``retired`` when a live
+    writer's compaction removed it while the dump ran) and the dump goes on with the next file.
     """
 
     def __init__(self, target: Path, with_values: bool = False, history: bool = False) -> None:
@@ -288,14 +298,17 @@ class StoreDump:
         self.history = history
         self.damaged = False
         self.unreadable = False
+        self.changed = False
 
     @property
     def status(self) -> DumpStatus:
         """DAMAGED when corruption or a chain break was met, else UNREADABLE when some file
-        could not be read, else OK."""
+        could not be read, else CHANGED when a file was retired meanwhile, else OK."""
         if self.damaged:
             return DumpStatus.DAMAGED
-        return DumpStatus.UNREADABLE if self.unreadable else DumpStatus.OK
+        if self.unreadable:
+            return DumpStatus.UNREADABLE
+        return DumpStatus.CHANGED if self.changed else DumpStatus.OK
 
     def _note(self, line: dict[str, Any]) -> dict[str, Any]:
         kind = line.get("error")
@@ -303,6 +316,8 @@ class StoreDump:
             self.damaged = True
         elif kind == "unreadable":
             self.unreadable = True
+        elif kind == "retired":
+            self.changed = True
         return line
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -314,7 +329,7 @@ class StoreDump:
         try:
             chosen = plan(target, self.history)
         except OSError as exc:
-            yield problem_line("unreadable", target, 0, 0, str(exc))
+            yield _unreadable(target, exc)
             return
         reader = _Reader(self.with_values, target if target.is_dir() else target.parent)
         yield from chosen.problems
@@ -324,19 +339,21 @@ class StoreDump:
             try:
                 yield from reader.snapshot(path, covers)
             except OSError as exc:  # for example retired by a compaction while we read
-                yield problem_line("unreadable", path, 0, 0, str(exc))
+                yield _unreadable(path, exc)
             expected = covers + 1
         elif chosen.segments:
             first = chosen.segments[0][0]
-            # An open needs the log to start at segment 1; a history dump starts where the
-            # archive does (compaction may have deleted earlier segments); a file is alone.
-            expected = 1 if target.is_dir() and not self.history else first
+            # The log of a store starts at segment 1 (before a history dump's first segment,
+            # compaction may have deleted some: see the gap below); a file is alone.
+            expected = 1 if target.is_dir() else first
             if first == 1:
                 reader.chain = GENESIS_CHAIN  # the log's first record follows the genesis value
         for i, (number, path) in enumerate(chosen.segments):
             if expected is not None and number is not None and number != expected:
                 missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
-                if self.history:  # compaction under retention "delete" removed them: not damage
+                if self.history and number - 1 <= chosen.covered:
+                    # A compaction (retention delete) removed them; its snapshot holds their
+                    # state: a gap in the history, not damage.
                     reason = f"segments {expected}..{number - 1} are not in the archive"
                     yield problem_line("history_gap", missing, 0, 0, reason)
                 else:
@@ -347,7 +364,14 @@ class StoreDump:
             try:
                 yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
             except OSError as exc:  # for example retired by a compaction while we read
-                yield problem_line("unreadable", path, 0, 0, str(exc))
+                yield _unreadable(path, exc)
+
+
+def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
+    """The line for a file that could not be read: ``retired`` when it vanished (a live
+    writer's compaction retired it after the dump listed it), else ``unreadable``."""
+    kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
+    return problem_line(kind, path, 0, 0, str(exc))
 
 
 def dump(target: Path, with_values: bool, out: IO[str], history: bool = False) -> DumpStatus:

@@ -11,7 +11,8 @@ aligned table by default; ``--json`` prints one JSON document (JSON lines for ``
 Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
 found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
 store at the path, history compacted away, or a replay target that is not empty; 3 the store
-is locked by a running writer; 4 another failure, such as an I/O error.
+is locked by a running writer; 4 another failure, such as an I/O error; 5 the store changed
+while it was checked (a live writer compacted it meanwhile): run the command again.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .audit import (
     store_figures,
     verify_store,
 )
-from .common import CommandError, require_store, run
+from .common import CommandError, key_argument, path_argument, require_store, run
 from .dump import DumpStatus, StoreDump
 from .render import (
     Cell,
@@ -64,6 +65,8 @@ exit status:
      replay target that is not empty
   3  the store is locked by a running writer
   4  another failure, such as an I/O error
+  5  the store changed while it was checked (a live writer compacted it
+     meanwhile); nothing was found wrong: run the command again
 
 Every command reads without taking the store's lock, so it works beside a live writer.
 """
@@ -348,6 +351,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     if status is DumpStatus.UNREADABLE:
         print(f"{PROG}: error: some files of {target} could not be read", file=sys.stderr)
         return ExitCode.FAILED
+    if status is DumpStatus.CHANGED:
+        print(f"{PROG}: error: {target} changed while it was dumped (a writer's compaction "
+              "retired files it had listed; see the 'retired' lines); run dump again",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.CHANGED
     return ExitCode.OK
 
 
@@ -372,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("store", type=Path, help="the store folder")
+    common.add_argument("store", type=path_argument, help="the store folder")
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
@@ -401,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Every change of one key, oldest first: sequence number, time, operation, size and "
         "content type. Says where the history starts when compaction deleted older records.",
     )
-    history.add_argument("key", help="the key")
+    history.add_argument("key", type=key_argument, help="the key")
     history.add_argument(
         "--values", action="store_true", help="show values (UTF-8 text, else base64)"
     )
@@ -421,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--to",
         required=True,
-        type=Path,
+        type=path_argument,
         metavar="DIR",
         help="the new store folder (must not exist, or be empty)",
     )
@@ -443,9 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``logkv``; returns the exit status."""
+    return run(PROG, lambda: _command(argv))
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return run(PROG, lambda: handler(args))
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from ..layout import CRAWLEE_METADATA_FILE
 from ..names import StoreKind, validate_alias, validate_name
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from . import ExitCode
-from .common import CommandError, require_store
+from .common import CommandError, path_argument, require_store
 from .render import human_bytes, human_seconds, json_document
 
 PROG: Final = "logkv"
@@ -534,9 +534,12 @@ def add_commands(commands: Any, epilog: str) -> None:
             name, help=text, description=text, epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
-        sub.add_argument("source", type=Path, metavar=source, help="the store to read")
+        sub.add_argument("source", type=path_argument, metavar=source, help="the store to read")
         sub.add_argument(
-            "target", type=Path, metavar=target, help="the new store folder (absent or empty)"
+            "target",
+            type=path_argument,
+            metavar=target,
+            help="the new store folder (absent or empty)",
         )
         sub.add_argument("--json", action="store_true", help="print a JSON summary")
         output = sub.add_mutually_exclusive_group()
