@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crawlee.configuration import Configuration as CrawleeConfiguration
 
 from logkv import Configuration, Engine, KeyValueStore
+from logkv.crawlee import LogKvStorageClient
 from logkv.layout import list_segments
 from logkv.segments import MAX_OPEN_DESCRIPTORS, SegmentReaders
 
@@ -285,3 +287,87 @@ def test_a_store_of_many_segments_works_under_a_low_descriptor_limit(
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------- clients
+
+
+def _logkv_configuration(tmp_path: Path) -> Configuration:
+    return Configuration(
+        storage_dir=str(tmp_path),
+        purge_on_start=False,
+        persist_state_interval=timedelta(hours=1),
+        auto_compact=False,
+        segment_size=SEGMENT_SIZE,
+    )
+
+
+async def _store_with_a_page(kvs: Any, pad: int) -> None:
+    """A JSON record under ``page``, in a log of many segments."""
+    for round_ in range(3):
+        await kvs.set_value("page", {"round": round_, "pad": "x" * pad})
+    for i in range(20):
+        await kvs.set_value(f"other-{i:02d}", "y" * 500)
+
+
+def _compact_and_store_bytes(engine: Engine) -> Any:
+    """While a read is paused: compact, then store bytes under ``page`` (another type)."""
+
+    def meanwhile() -> None:
+        assert engine.compact().retired_files > 1
+        engine.set("page", b"raw bytes", "application/octet-stream")
+
+    return meanwhile
+
+
+@pytest.mark.parametrize("pad", [100, 300_000], ids=["inline", "offloaded"])
+async def test_kvs_reads_racing_a_compaction_return_one_records_value(
+    tmp_path: Path, pad: int
+) -> None:
+    """The value read and the content type it is decoded with come from the same record."""
+    kvs = await KeyValueStore.open(name="race", configuration=_logkv_configuration(tmp_path))
+    await _store_with_a_page(kvs, pad)
+    engine = kvs._client.engine  # type: ignore[union-attr]
+    with pytest.MonkeyPatch.context() as patch:
+        paused = pause_before_first_read(patch, engine, _compact_and_store_bytes(engine))
+        assert await kvs.get_value("page") == b"raw bytes"
+    assert paused and paused[0] > 0
+    with pytest.MonkeyPatch.context() as patch:
+        engine.set("page", b'{"again": true}', "application/json; charset=utf-8")
+        paused = pause_before_first_read(patch, engine, _compact_and_store_bytes(engine))
+        url = await kvs.get_public_url("page")
+    assert paused and paused[0] > 0
+    assert Path(url.removeprefix("file://")).read_bytes() == b"raw bytes"
+    await kvs.close()
+
+
+async def test_crawlee_client_reads_racing_a_compaction(tmp_path: Path) -> None:
+    storage = LogKvStorageClient(
+        settings=Configuration(auto_compact=False, segment_size=SEGMENT_SIZE)
+    )
+    client = await storage.create_kvs_client(
+        name="race", configuration=CrawleeConfiguration(storage_dir=str(tmp_path))
+    )
+    for round_ in range(3):
+        await client.set_value(key="page", value={"round": round_, "pad": "x" * 500})
+    for i in range(20):
+        await client.set_value(key=f"other-{i:02d}", value="y" * 500)
+    engine = client.engine
+    with pytest.MonkeyPatch.context() as patch:
+        paused = pause_before_first_read(patch, engine, _compact_and_store_bytes(engine))
+        record = await client.get_value(key="page")
+    assert paused and paused[0] > 0
+    assert record is not None
+    assert (record.value, record.content_type) == (b"raw bytes", "application/octet-stream")
+    for i in range(20):  # back in segments, which the next compaction retires
+        await client.set_value(key=f"other-{i:02d}", value="z" * 500)
+    engine.set("page", b'{"again": true}', "application/json; charset=utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        paused = pause_before_first_read(patch, engine, _compact_and_store_bytes(engine))
+        records = [r async for r in client.iterate_entries()]
+    assert paused and paused[0] > 0
+    assert (records[0].key, records[0].value) == ("other-00", "z" * 500)
+    assert [(r.value, r.content_type) for r in records if r.key == "page"] == [
+        (b"raw bytes", "application/octet-stream")
+    ]
+    await client.close()

@@ -98,17 +98,16 @@ def verify_store(path: Path) -> VerifyOutcome:
         except CorruptionError:
             expected = None  # verify() has reported the damage; nothing sound to compare with
         except FileNotFoundError:
-            raise CommandError(
-                f"{path} changed while it was verified (a writer compacted it); run verify again",
-                ExitCode.FAILED,
-            ) from None
+            raise _changed_meanwhile(path) from None
         for key in engine.keys(None):
             entry = engine.entry(key)
             if entry is None:
                 continue
             outcome.keys_read += 1
             try:
-                value = engine.read(entry)
+                value = engine.read(entry)  # not get_record: a reload would move past last_seq
+            except FileNotFoundError:
+                raise _changed_meanwhile(path) from None
             except CorruptionError as exc:
                 outcome.problems.append(
                     f"key {key!r}: its record at {exc.path} offset {exc.offset} is damaged "
@@ -128,6 +127,13 @@ def verify_store(path: Path) -> VerifyOutcome:
         for key in sorted(expected or ()):
             outcome.problems.append(f"key {key!r} is in the log but missing from the index")
     return outcome
+
+
+def _changed_meanwhile(path: Path) -> CommandError:
+    return CommandError(
+        f"{path} changed while it was verified (a writer compacted it); run verify again",
+        ExitCode.FAILED,
+    )
 
 
 def _digest(value: bytes | None) -> bytes | None:
