@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from crawlee.configuration import Configuration as CrawleeConfiguration
 
-from logkv import Configuration, Engine, KeyValueStore
+from logkv import Configuration, Engine, KeyValueStore, segments
 from logkv.crawlee import LogKvStorageClient
 from logkv.layout import list_segments
 from logkv.segments import MAX_OPEN_DESCRIPTORS, SegmentReaders
@@ -215,6 +215,33 @@ def test_a_read_whose_file_is_missing_for_no_compaction_still_fails(
     first.unlink()  # damage, not a compaction: no newer snapshot explains it
     with pytest.raises(FileNotFoundError):
         reader.get("k0000")
+
+
+def test_a_file_let_go_during_a_pread_stays_open_for_it(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest bytes of a growing file are read with ``pread``; letting go of the file
+    meanwhile (eviction, retirement, close) must not close the descriptor under the read."""
+    store_path.mkdir()
+    path = store_path / "00000001.seg"
+    path.write_bytes(b"a" * 100)
+    readers = SegmentReaders(store_path)
+    assert readers.pread(1, 10, 0) == b"a" * 10  # mapped: 100 bytes
+    with path.open("ab") as file:
+        file.write(b"b" * 100)  # the file grew past its map
+    original = segments._pread
+
+    def let_go_first(fd: int, size: int, offset: int) -> bytes:
+        readers.close()
+        other = os.open(os.devnull, os.O_RDONLY)  # would take the number of a closed descriptor
+        try:
+            return original(fd, size, offset)
+        finally:
+            os.close(other)
+
+    monkeypatch.setattr(segments, "_pread", let_go_first)
+    assert readers.pread(1, 20, 150) == b"b" * 20
+    assert held_files(store_path) == []  # let go once the read is done
 
 
 # ---------------------------------------------------------------------------------- descriptors
