@@ -16,9 +16,12 @@ The steps, and why a crash at any of them loses nothing:
    point into the snapshot.
 5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``) and older snapshots.
    A crash before or during this step is finished by the next writable open. Compaction holds
-   each of these files open meanwhile, so that deleting one under the lock only removes its
-   name; its blocks are freed (milliseconds per segment, seconds for gigabytes) when compaction
-   closes it, after releasing the lock.
+   these files open meanwhile (the largest, up to a bound), so that deleting one under the lock
+   only removes its name; its blocks are freed (milliseconds per segment, seconds for
+   gigabytes) when compaction closes it, after releasing the lock. The engine's readers let go
+   of the retired files they had open at the same time, so once compaction returns the store
+   holds none of them and the space is back (a read still running finishes first; a read that
+   looked its entry up before the switch finds the file gone and looks the key up again).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .layout import data_file_name, list_segments, list_snapshots
 from .options import Retention
 from .replay import Entry, frame_length
 from .retire import retire_files
+from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
 
 if TYPE_CHECKING:
@@ -129,6 +133,7 @@ def compact(
         info = snapshot.finish(last_seq, chain, last_us, retention.value)
         _switch_index(engine, snapshot, covers, watch)
         held = _hold_open(engine.path, covers)
+        let_go: list[object] = []  # what the readers held of the retired files
         try:
             with engine._cond, watch:
                 engine._check_open()  # closed meanwhile: the next open retires the log
@@ -138,9 +143,10 @@ def compact(
                 engine._covers = covers
                 retired = retire_files(engine.path, covers, retention)
                 engine._segments -= sum(1 for i in retired if i > 0)
-                engine._readers.retire(retired, held)
+                let_go.extend(engine._readers.retire(covers))
         finally:
-            for fd in held:  # frees the deleted files' blocks, outside the lock
+            let_go.clear()  # frees the deleted files' blocks, outside the lock
+            for fd in held:
                 os.close(fd)
     except BaseException:
         snapshot.abort()
@@ -167,11 +173,15 @@ def compact(
 
 def _hold_open(folder: Path, covers: int) -> list[int]:
     """Read-only descriptors of the files retiring removes (segments ``<= covers``, older
-    snapshots), so that removing them under the lock frees no blocks (see step 5)."""
+    snapshots), so that removing them under the lock frees no blocks (see step 5).
+
+    At most :data:`~logkv.segments.MAX_OPEN_DESCRIPTORS` of them, the largest (a store of many
+    segments must not run out of descriptors); the others are freed under the lock.
+    """
     paths = [p for n, p in list_segments(folder) if n <= covers]
     paths += [p for n, p in list_snapshots(folder) if n < covers]
     held: list[int] = []
-    for path in paths:
+    for path in sorted(paths, key=_size, reverse=True)[:MAX_OPEN_DESCRIPTORS]:
         try:
             held.append(os.open(path, os.O_RDONLY))
         except FileNotFoundError:
@@ -179,6 +189,13 @@ def _hold_open(folder: Path, covers: int) -> list[int]:
         except OSError:  # out of descriptors: the rest is freed under the lock, as before
             break
     return held
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _copy_live_records(

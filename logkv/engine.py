@@ -63,7 +63,7 @@ from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 log = logging.getLogger("logkv")
 
 _CHUNK: Final = 512
-_REPLAY_ATTEMPTS: Final = 10  # read-only replays racing a writer's compactions
+_REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
@@ -385,8 +385,6 @@ class Engine:
             self._snapshot_retention = Retention(info.retention)
             replayer.content_types.update((t, t) for t in {e[4] for e in entries.values()})
             self._covers = covers
-            if self.readonly:
-                self._readers.open(-covers)  # keep it readable if a writer compacts it away
             return covers
         return 0
 
@@ -416,9 +414,8 @@ class Engine:
                     ),
                 )
             expected += 1
-        if self.readonly:
-            for n in numbers:
-                self._readers.open(n, own[n])  # an archived one is read where it is
+        if self.readonly:  # archived segments are read where they are
+            self._readers.locate({n: own[n] for n in numbers if own[n].parent != self.path})
         return [(n, own[n]) for n in numbers]
 
     def _retire_stale(self) -> None:
@@ -523,7 +520,6 @@ class Engine:
         for i, (number, seg_path) in enumerate(segments):
             start = self._scan_pos if number == self._scan_segment else 0
             scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
-            self._readers.open(number)
             self._scan_segment, self._scan_pos = number, scan.valid_end
         self._seq = replayer.last_seq
         self._chain = replayer.chain
@@ -539,8 +535,7 @@ class Engine:
         self._chain = replayer.chain
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
-        stale = [i for i in self._readers.file_ids() if -self._covers < i <= self._covers]
-        self._readers.retire(stale)
+        self._readers.retire(self._covers)  # let go of the files the snapshot replaced
 
     def close(self) -> None:
         """Make pending writes durable (under ``FSYNC``), release the lock, close files.
@@ -620,17 +615,55 @@ class Engine:
             entry = self._index.entries.get(key)
         if entry is None:
             return default
-        return self.read(entry)
+        found = self.get_record(key, entry)
+        return default if found is None else found[1]
 
     def get_with_type(self, key: str) -> tuple[bytes | None, str | None] | None:
         """``(value, content_type)`` of ``key``, or None when the key is absent."""
-        entry = self.entry(key)
-        if entry is None:
+        found = self.get_record(key)
+        if found is None:
             return None
-        return self.read(entry), entry[4]
+        entry, value = found
+        return value, entry[4]
+
+    def get_record(self, key: str, entry: Entry | None = None) -> tuple[Entry, bytes | None] | None:
+        """``(entry, value)`` of ``key``, looked up and read together; None when it is absent.
+
+        ``entry`` is the one the caller just looked up, if any. When a compaction retired the
+        file it points to since (the read finds the file gone), ``key`` is looked up again (a
+        read-only store first reloads from the newest snapshot) and read where its record is
+        now; the entry returned is then the new one, so take the content type and size from
+        it. A file missing for any other reason raises ``FileNotFoundError``.
+        """
+        attempt = 1
+        while True:
+            if entry is None:
+                entry = self.entry(key)
+                if entry is None:
+                    return None
+            try:
+                return entry, self.read(entry)
+            except FileNotFoundError:
+                if attempt >= _REPLAY_ATTEMPTS or not self._was_retired(entry[0]):
+                    raise
+            attempt += 1
+            entry = None
+
+    def _was_retired(self, file_id: int) -> bool:
+        """After a read found data file ``file_id`` gone: whether a compaction retired it. A
+        read-only store reloads first when the writer installed a newer snapshot."""
+        with self._cond:
+            self._check_open()
+            if self.readonly and _newest_covers(self.path) > self._covers:
+                self._reload()
+            return -self._covers < file_id <= self._covers
 
     def read(self, entry: Entry) -> bytes | None:
-        """The value an index entry points to, read back and checked."""
+        """The value an index entry points to, read back and checked.
+
+        ``FileNotFoundError`` when a compaction retired its file since the entry was looked up:
+        :meth:`get_record` looks the key up again then, and is the read to use for a key.
+        """
         number, offset, head, size, _ = entry
         total = head + size if size > 0 else head
         buf, pos = self._readers.view(number, total, offset)

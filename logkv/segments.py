@@ -12,7 +12,10 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from .format import encode_segment_header
 from .fsutil import fsync_dir, write_all
@@ -21,6 +24,11 @@ from .layout import data_file_name, segment_name
 #: A file is mapped again for reading once reads reach this far past its map (the active
 #: segment grows as it is appended to; until then its newest records are read with ``pread``).
 REMAP_STEP = 1 << 20
+
+#: Descriptors a store's readers keep open at most, whatever the number of its data files. A
+#: memory map holds a descriptor of its own and counts as one; the least recently read files are
+#: let go first. (A read of a file that was let go opens it again.)
+MAX_OPEN_DESCRIPTORS = 32
 
 
 class SegmentWriter:
@@ -129,6 +137,40 @@ class SegmentWriter:
             self._fd = -1
 
 
+class _Descriptor:
+    """A read-only file descriptor, closed when the last reference to it goes: a thread that
+    reads through it keeps it open whatever the readers' cache does meanwhile (a bare number
+    could be closed, even reused for another file, under its ``pread``)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        close(self.fd)  # ``close`` bound early: this may run at interpreter exit
+
+
+class _File(NamedTuple):
+    """An open data file: a read-only map of it (None: empty, or not mappable) and its
+    descriptor (None once mapped, until a read goes past the map: a map holds a descriptor of
+    its own, so a sealed file costs one descriptor, and only a growing one two)."""
+
+    mapped: mmap.mmap | None
+    descriptor: _Descriptor | None
+
+    @property
+    def descriptors(self) -> int:
+        """The descriptors this file holds (its map's included)."""
+        return (self.mapped is not None) + (self.descriptor is not None)
+
+
+def _replaced(file_id: int, covers: int) -> bool:
+    """Whether a snapshot covering segments ``1..covers`` replaced data file ``file_id`` (a
+    segment it covers, or an older snapshot)."""
+    return -covers < file_id <= covers
+
+
 class SegmentReaders:
     """Read-only access to a store's data files, for reads of single records.
 
@@ -139,45 +181,44 @@ class SegmentReaders:
     :data:`REMAP_STEP` bytes. Files never shrink below a mapped size (only bytes past the last
     record are ever cut off), so a map never reaches past the end of its file.
 
-    Descriptors and maps of files that compaction retired are kept until the next compaction
-    (:meth:`retire`), so a read that looked its entry up just before the switch still finds
-    the bytes. A map that is replaced or retired is dropped, not closed: a thread still copying
-    from it keeps it alive until it is done.
+    At most :data:`MAX_OPEN_DESCRIPTORS` descriptors (maps included) stay open, whatever the
+    number of files: the least recently read files are let go first. A file is opened when a
+    read needs it; one that has vanished raises ``FileNotFoundError`` (the engine then looks the
+    key up again). Maps and descriptors are never closed under a read: a file that is let go
+    is only dropped, and a read still using it keeps it alive until it is done.
+
+    After a compaction, :meth:`retire` lets go of the files its snapshot replaced, so none of
+    them is held once compaction returns; a read that looked its entry up before the switch
+    and opens one of them afterwards uses it for that read only.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._fds: dict[int, int] = {}
-        self._maps: dict[int, mmap.mmap] = {}
-        self._retired: list[int] = []
-        self._retired_maps: list[mmap.mmap] = []
-        self._opening = threading.Lock()
+        self._files: OrderedDict[int, _File] = OrderedDict()  # least recently read first
+        self._descriptors = 0  # held by the files in _files
+        self._paths: dict[int, Path] = {}  # files read where they are, not in the folder
+        self._covers = 0  # files replaced by a snapshot covering 1.._covers are never kept
+        self._closed = False
+        # Guards every change to the fields above. A read of a file in _files takes no lock.
+        self._lock = threading.Lock()
 
-    def open(self, file_id: int, path: Path | None = None) -> None:
-        """Open the descriptor of ``file_id`` now (a reader keeps files alive this way);
-        ``path`` is where the file is when not in the store folder (an archived segment)."""
-        if file_id not in self._fds:
-            where = path if path is not None else self.folder / data_file_name(file_id)
-            self._fds[file_id] = os.open(where, os.O_RDONLY)
+    def locate(self, paths: dict[int, Path]) -> None:
+        """Read the files ``paths`` names where they are (archived segments), not in the store
+        folder; this replaces what an earlier call said."""
+        with self._lock:
+            self._paths = dict(paths)
 
-    def file_ids(self) -> list[int]:
-        """The ids of the files with an open descriptor."""
-        return list(self._fds)
+    def retire(self, covers: int) -> list[_File]:
+        """Let go of the files a snapshot covering segments ``1..covers`` replaced, and keep
+        none of them open from now on.
 
-    def retire(self, file_ids: list[int], closing: list[int] | None = None) -> None:
-        """Close the descriptors retired last time; set these aside to close next time.
-
-        With ``closing``, the descriptors retired last time are appended to it instead, for the
-        caller to close once it released the store's lock: closing the last descriptor of a
-        deleted file frees its blocks, milliseconds per segment.
+        Returns the files let go, for the caller to drop once it released its own lock: closing
+        the last descriptor of a deleted file frees its blocks, milliseconds per segment.
         """
-        if closing is None:
-            for fd in self._retired:
-                os.close(fd)
-        else:
-            closing.extend(self._retired)
-        self._retired = [self._fds.pop(i) for i in file_ids if i in self._fds]
-        self._retired_maps = [self._maps.pop(i) for i in file_ids if i in self._maps]
+        with self._lock:
+            self._covers = covers
+            replaced = [i for i in self._files if _replaced(i, covers)]
+            return [self._forget(i) for i in replaced]
 
     def pread(self, number: int, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
@@ -189,49 +230,95 @@ class SegmentReaders:
     def view(self, number: int, size: int, offset: int) -> tuple[mmap.mmap | bytes, int]:
         """Where the ``size`` bytes at ``offset`` of data file ``number`` can be read without a
         copy: ``(buffer, position)``, the file's map and ``offset``, or the bytes a ``pread``
-        returned and 0 (fewer than ``size`` only at end of file)."""
-        view = self._maps.get(number)
+        returned and 0 (fewer than ``size`` only at end of file).
+
+        ``FileNotFoundError`` when the file is not there (a compaction retired it).
+        """
+        files = self._files
+        try:
+            found = files[number]
+            files.move_to_end(number)  # the most recently read
+        except KeyError:
+            found = self._open(number)
+        view = found.mapped
         if view is not None and offset + size <= len(view):
             return view, offset
-        return self._read_unmapped(number, size, offset)
+        return self._read_past_map(number, found, size, offset)
 
-    def _read_unmapped(self, number: int, size: int, offset: int) -> tuple[mmap.mmap | bytes, int]:
-        fd = self._fds.get(number)
-        if fd is None:
-            with self._opening:  # two threads must not both open (and leak) the same file
-                fd = self._fds.get(number)
-                if fd is None:
-                    path = self.folder / data_file_name(number)
-                    fd = self._fds[number] = os.open(path, os.O_RDONLY)
-        view = self._maps.get(number)
-        if view is None or offset + size > len(view) + REMAP_STEP:
-            view = self._map(number, fd)
+    def _open(self, number: int) -> _File:
+        with self._lock:  # two threads must not both open (and keep) the same file
+            found = self._files.get(number)
+            if found is None:
+                descriptor = self._open_descriptor(number)
+                view = _map(descriptor.fd)
+                found = _File(view, None) if view is not None else _File(None, descriptor)
+                self._keep(number, found)
+            return found
+
+    def _read_past_map(
+        self, number: int, found: _File, size: int, offset: int
+    ) -> tuple[mmap.mmap | bytes, int]:
+        """A read the file's map does not cover: the file grew since it was mapped. Read it
+        with ``pread``, and map it again once reads reach :data:`REMAP_STEP` past the map."""
+        view, descriptor = found
+        if descriptor is None or view is None or offset + size > len(view) + REMAP_STEP:
+            with self._lock:
+                if descriptor is None:
+                    descriptor = self._open_descriptor(number)
+                if view is None or offset + size > len(view) + REMAP_STEP:
+                    remapped = _map(descriptor.fd)  # the old map goes once no read holds it
+                    view = remapped if remapped is not None else view
+                self._keep(number, _File(view, descriptor))
             if view is not None and offset + size <= len(view):
                 return view, offset
-        data = os.pread(fd, size, offset)
-        while len(data) < size:  # pread may return less for huge sizes; finish the read
-            more = os.pread(fd, size - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data, 0
+        return _pread(descriptor.fd, size, offset), 0
 
-    def _map(self, number: int, fd: int) -> mmap.mmap | None:
-        """Map file ``number`` as it is now (None: it is empty or cannot be mapped)."""
-        try:
-            size = os.fstat(fd).st_size
-            view = mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
-        except (OSError, ValueError):  # a file system without mmap: keep using pread
-            return None
-        if view is not None:
-            self._maps[number] = view  # the map it replaces is freed once no reader holds it
-        return view
+    def _open_descriptor(self, number: int) -> _Descriptor:
+        path = self._paths.get(number) or self.folder / data_file_name(number)
+        return _Descriptor(os.open(path, os.O_RDONLY))
+
+    def _keep(self, number: int, found: _File) -> None:
+        """With the lock held: keep ``found`` open as the most recently read file, and let go
+        of the least recently read ones past the bound. A file a snapshot replaced (opened by a
+        read that raced the compaction), or any file once closed, is not kept."""
+        if self._closed or _replaced(number, self._covers):
+            return
+        if number in self._files:
+            self._forget(number)
+        self._files[number] = found
+        self._descriptors += found.descriptors
+        while self._descriptors > MAX_OPEN_DESCRIPTORS and len(self._files) > 1:
+            self._forget(next(iter(self._files)))
+
+    def _forget(self, number: int) -> _File:
+        """With the lock held: stop keeping file ``number``; return it."""
+        found = self._files.pop(number)
+        self._descriptors -= found.descriptors
+        return found
 
     def close(self) -> None:
-        """Close every descriptor and drop every map."""
-        for fd in [*self._fds.values(), *self._retired]:
-            os.close(fd)
-        self._fds.clear()
-        self._retired.clear()
-        self._maps.clear()
-        self._retired_maps.clear()
+        """Let go of every file (reads still running finish first) and keep none from now on."""
+        with self._lock:
+            self._closed = True
+            self._files.clear()
+            self._descriptors = 0
+
+
+def _map(fd: int) -> mmap.mmap | None:
+    """A read-only map of the file ``fd`` as it is now (None: it is empty or cannot be mapped)."""
+    try:
+        size = os.fstat(fd).st_size
+        return mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
+    except (OSError, ValueError):  # a file system without mmap: keep using pread
+        return None
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` of ``fd`` (fewer only at end of file)."""
+    data = os.pread(fd, size, offset)
+    while len(data) < size:  # pread may return less for huge sizes; finish the read
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data

@@ -127,6 +127,8 @@ def _verify_once(path: Path) -> VerifyOutcome:
                 continue
             outcome.keys_read += 1
             try:
+                # not get_record: a reload would move past last_seq; a retired file raises
+                # FileNotFoundError, and verify_store starts over
                 value = engine.read(entry)
             except CorruptionError as exc:
                 outcome.problems.append(

@@ -224,10 +224,13 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         if entry is None:
             return None
         if entry[3] > self._offload:
-            data = await _to_thread(self._engine.read, entry)
+            found = await _to_thread(self._engine.get_record, key, entry)
         else:
-            data = self._engine.read(entry)
+            found = self._engine.get_record(key, entry)
         await self._tick()
+        if found is None:
+            return None
+        entry, data = found  # the entry again if a compaction moved the record meanwhile
         return _record(key, data, entry[4])
 
     async def record_exists(self, *, key: str) -> bool:
@@ -289,7 +292,10 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         entry = self._engine.entry(key)
         if entry is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
-        data = await _to_thread(self._engine.read, entry)
+        found = await _to_thread(self._engine.get_record, key, entry)
+        if found is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        entry, data = found
         path = await _to_thread(self._public.publish, key, data or b"", entry[4])
         return path.absolute().as_uri()
 
@@ -414,10 +420,11 @@ def _groups(engine: Engine, keys: list[str]) -> list[tuple[list[tuple[str, Entry
 def _read_group(engine: Engine, group: list[tuple[str, Entry]]) -> list[KeyValueStoreRecord]:
     records = []
     for key, _ in group:
-        entry = engine.entry(key)  # now: the record may have changed since the group was cut
-        if entry is None:
+        found = engine.get_record(key)  # now: the record may have changed since the group was cut
+        if found is None:
             continue
-        record = _record(key, engine.read(entry), entry[4])
+        entry, data = found
+        record = _record(key, data, entry[4])
         if record is not None:
             records.append(record)
     return records

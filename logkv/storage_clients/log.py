@@ -273,8 +273,11 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if entry is None:
             return default
         if entry[3] > self._offload:
-            return Deferred(_to_thread(_read_decoded, engine, entry))
-        data = engine.read(entry)
+            return Deferred(_to_thread(_read_decoded, engine, key, entry, default))
+        found = engine.get_record(key, entry)  # the entry again if a compaction moved the record
+        if found is None:
+            return default
+        entry, data = found
         if data is None:
             return None
         try:
@@ -415,9 +418,12 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if entry is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
         if entry[3] > self._offload:
-            data = await _to_thread(self._engine.read, entry)
+            found = await _to_thread(self._engine.get_record, key, entry)
         else:
-            data = self._engine.read(entry)
+            found = self._engine.get_record(key, entry)
+        if found is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        entry, data = found
         path = await self._publish(key, data or b"", entry[4])
         return path.absolute().as_uri()
 
@@ -504,8 +510,11 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         await _to_thread(shutil.rmtree, self._folder, True)
 
 
-def _read_decoded(engine: Engine, entry: Any) -> Any:
-    return decode(engine.read(entry), entry[4])
+def _read_decoded(engine: Engine, key: str, entry: Any, default: Any) -> Any:
+    found = engine.get_record(key, entry)
+    if found is None:
+        return default
+    return decode(found[1], found[0][4])
 
 
 def _delete_all(engine: Engine) -> None:
