@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import enum
 import math
 import uuid
 from collections import OrderedDict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logkv import ValueDecodeError, content
+from logkv import (
+    Configuration,
+    KeyValueStore,
+    LogStorageClient,
+    MemoryStorageClient,
+    StorageClient,
+    ValueDecodeError,
+    content,
+)
 from logkv.content import (
     BINARY_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -436,3 +446,113 @@ def test_the_nesting_limit_does_not_depend_on_the_callers_stack() -> None:
     assert decode(data, stored) == _nested(depth)
     with pytest.raises(TypeError, match=f"nested too deeply.*{depth}"):
         _at_stack_depth(600, lambda: encode(_nested(depth + 1)))
+
+
+# ------------------------------------------------------------------ round trips through stores
+
+STORE_CHARSETS = [
+    "utf-8",
+    "utf-16",
+    "utf-16-le",
+    "utf-32",
+    "latin-1",
+    "iso-8859-15",
+    "cp1252",
+    "ascii",
+    "cp500",
+    "shift_jis",
+    "koi8-r",
+    "utf-8-sig",
+]
+STORE_TYPES = [
+    "text/plain",
+    "text/html",
+    "text/csv",
+    "application/xml",
+    "image/svg+xml",
+    "application/json",
+    "application/ld+json",
+    "application/vnd.api+json",
+    "application/octet-stream",
+    "image/png",
+]
+store_content_types = st.none() | st.builds(
+    lambda main, charset: main if charset is None else f"{main}; charset={charset}",
+    st.sampled_from(STORE_TYPES),
+    st.none() | st.sampled_from(STORE_CHARSETS),
+)
+store_values = (
+    st.text()
+    | st.text(st.characters(codec="latin-1"))
+    | st.text(st.sampled_from("aé€🎉\ud800\udfff\x00"))
+    | st.binary()
+    | json_values.filter(lambda value: value is not None)  # None deletes the record
+)
+
+
+def _charset_named(content_type: str | None) -> str:
+    """The charset a generated content type names (UTF-8 when none)."""
+    _, _, charset = (content_type or "").partition("; charset=")
+    return charset or "utf-8"
+
+
+def _must_refuse(value: Any, content_type: str | None) -> bool:
+    """Whether logkv must refuse ``value`` under ``content_type`` (the test's own oracle)."""
+    if isinstance(value, bytes):
+        return False
+    json_type = not isinstance(value, str) if content_type is None else is_json_type(content_type)
+    if not isinstance(value, str):
+        return not json_type
+    if json_type:  # a JSON string: refused only for a lone surrogate, which JSON cannot carry
+        return any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+    charset = _charset_named(content_type)
+    try:
+        return value.encode(charset).decode(charset) != value
+    except UnicodeError:
+        return True
+
+
+async def _check_round_trip(kvs: KeyValueStore, value: Any, content_type: str | None) -> None:
+    before = await kvs.get_metadata()
+    previous = await kvs.get_value("k", "missing")
+    try:
+        await kvs.set_value("k", value, content_type)
+    except (TypeError, ValueError):
+        assert _must_refuse(value, content_type)
+        assert repr(await kvs.get_value("k", "missing")) == repr(previous)
+        assert (await kvs.get_metadata()).last_seq == before.last_seq
+        return
+    assert not _must_refuse(value, content_type)
+    back = await kvs.get_value("k")
+    assert back == value
+    assert repr(back) == repr(value)  # same types all the way down
+    (info,) = await kvs.list_keys()
+    assert info.content_type == (content_type or infer_content_type(value))
+    if isinstance(value, str) and not is_json_type(info.content_type):
+        assert info.size == len(value.encode(_charset_named(info.content_type)))
+
+
+@pytest.mark.parametrize("kind", ["log", "memory"])
+def test_stores_return_what_they_accepted_under_every_content_type(
+    kind: str, tmp_path: Path
+) -> None:
+    configuration = Configuration(storage_dir=str(tmp_path / "storage"))
+    client: StorageClient = (
+        LogStorageClient(configuration) if kind == "log" else MemoryStorageClient(configuration)
+    )
+    with asyncio.Runner() as runner:
+        kvs = runner.run(
+            KeyValueStore.open(
+                name="round-trips", configuration=configuration, storage_client=client
+            )
+        )
+
+        @settings(max_examples=200, deadline=None)
+        @given(store_values, store_content_types)
+        def check(value: Any, content_type: str | None) -> None:
+            runner.run(_check_round_trip(kvs, value, content_type))
+
+        try:
+            check()
+        finally:
+            runner.run(kvs.close())
