@@ -119,6 +119,9 @@ _MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: same answe
 _RULES: dict[str, tuple[int, str]] = {}
 _RULES_LIMIT: Final = 4096
 _DECODERS: dict[str, Callable[[bytes], Any]] = {}
+#: Rules of content types :func:`check_content_type` accepted for writing (reading a record
+#: caches its rule in ``_RULES`` without making its type acceptable).
+_WRITABLE: dict[str, tuple[int, str]] = {}
 
 
 class ValueDecodeError(LogKVError, ValueError):
@@ -260,15 +263,12 @@ def readable_charset(stored: str) -> str | None:
 def _rule(stored: str) -> tuple[int, str]:
     """``(decoding rule, charset)`` of a stored content type (cached: types repeat).
 
-    Only types with a usable charset are cached, so that :func:`encode` (which trusts the
-    cache) still refuses the others; records under those read as bytes.
+    A type naming an unknown or non-text charset reads as bytes.
     """
     rule = _RULES.get(stored)
     if rule is not None:
         return rule
-    rule = _new_rule(stored)
-    if rule is None:
-        return (_DECODE_BYTES, "")
+    rule = _new_rule(stored) or (_DECODE_BYTES, "")
     if len(_RULES) >= _RULES_LIMIT:
         _RULES.clear()
     _RULES[stored] = rule
@@ -313,11 +313,7 @@ def encode(value: object, content_type: str | None = None) -> tuple[bytes, str]:
             data, exact = _encode_json(value)
             return data, JSON_CONTENT_TYPE if exact else JSON_CONTENT_TYPE + _AS_BIGINT
         content_type = infer_content_type(value)
-    cached = _RULES.get(content_type)
-    if cached is None or MARKER_PARAM in content_type:
-        check_content_type(content_type)
-        cached = _rule(content_type)
-    rule, charset = cached
+    rule, charset = _WRITABLE.get(content_type) or _writable_rule(content_type)
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
         return data, content_type if rule == _DECODE_BYTES else content_type + _AS_BYTES
@@ -334,6 +330,16 @@ def encode(value: object, content_type: str | None = None) -> tuple[bytes, str]:
         "for this content type, or use a JSON content type for JSON values (logkv never stores "
         "str(value) in place of a value)"
     )
+
+
+def _writable_rule(content_type: str) -> tuple[int, str]:
+    """The rule of a content type given for writing, checked by :func:`check_content_type`."""
+    check_content_type(content_type)
+    rule = _rule(content_type)
+    if len(_WRITABLE) >= _RULES_LIMIT:
+        _WRITABLE.clear()
+    _WRITABLE[content_type] = rule
+    return rule
 
 
 def encode_text(value: str, charset: str, content_type: str) -> bytes:

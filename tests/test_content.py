@@ -556,3 +556,14 @@ def test_stores_return_what_they_accepted_under_every_content_type(
             check()
         finally:
             runner.run(kvs.close())
+
+
+@pytest.mark.parametrize(
+    "content_type", ["json", "text/plain; charset=base64", "image/png; charset=no-such-charset"]
+)
+def test_reading_a_record_does_not_make_its_type_writable(content_type: str) -> None:
+    # Another tool may have stored records under types that logkv refuses to write.
+    decode(b"x", content_type)
+    content.decoder_for(content_type)
+    with pytest.raises(ValueError):
+        encode("x", content_type)
