@@ -17,8 +17,17 @@ value given                       content type (inferred when None)    value ret
 
 A value that cannot be stored under its content type raises :class:`TypeError` and nothing is
 written: a ``dict`` under ``text/plain``, a ``set``, a ``datetime``, a float NaN, a ``dict`` with
-non-string keys, a string that its charset cannot encode. logkv never stores ``str(value)`` in
-place of a value.
+non-string keys, a string that its charset cannot encode, lists and dicts nested deeper than
+:data:`MAX_NESTING_DEPTH` (128) levels. logkv never stores ``str(value)`` in place of a value.
+
+Text is stored in the charset its content type names (``charset=utf-16``, ``charset=iso-8859-1``,
+under any type, ``text/*`` or not), in UTF-8 when it names none, and read back in that charset,
+so a ``str`` comes back equal under every content type that accepts it; a string the charset
+cannot encode, or does not read back unchanged, raises :class:`TypeError`. JSON is written in
+UTF-8, or, under a type naming another charset, as ASCII (every other character escaped, as
+JSON allows) in that charset. A ``charset`` that is unknown or not a text encoding (``base64``,
+``hex``, ``rot13``, ``zlib``, ...) raises :class:`ValueError` on writing; a record stored under
+such a type by something else reads as ``bytes``.
 
 How a value is decoded follows from its content type: JSON types are parsed, ``text/*`` is
 decoded with its charset, anything else is returned as ``bytes``. When the Python type given
@@ -40,7 +49,7 @@ import json
 import math
 import mimetypes
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final
 
@@ -63,10 +72,21 @@ _DECODE_TEXT: Final = 2
 _DECODE_BYTES: Final = 3
 _DECODE_EXACT_JSON: Final = 4
 
+#: The charset of text whose content type names none, and of all JSON unless one is named.
+UTF8: Final = "utf-8"
+
+#: The deepest nesting of lists, tuples and dicts that a stored JSON value may have (``[[1]]``
+#: is 2 deep). orjson writes at most 254 levels and reads at most 1024 without using the Python
+#: stack; the standard library's json module, which writes and reads integers beyond 64 bits,
+#: takes one level of the interpreter's recursion limit (1000) per level of nesting. 128 leaves
+#: most of that limit to the caller, so a stored value reads back from any reasonable depth.
+MAX_NESTING_DEPTH: Final = 128
+
 _orjson_dumps = orjson.dumps
 _orjson_loads = orjson.loads
 _isfinite = math.isfinite
 _CHARSET: Final = re.compile(r";\s*charset\s*=\s*\"?([^\s;\"]+)", re.IGNORECASE)
+_NON_ASCII: Final = re.compile(r"[^\x00-\x7f]")
 
 #: Extensions of common content types (the standard library's table covers the rest).
 _EXTENSIONS: Final = {
@@ -99,6 +119,9 @@ _MIMETYPES: Final = mimetypes.MimeTypes()  # the built-in table only: same answe
 _RULES: dict[str, tuple[int, str]] = {}
 _RULES_LIMIT: Final = 4096
 _DECODERS: dict[str, Callable[[bytes], Any]] = {}
+#: Rules of content types :func:`check_content_type` accepted for writing (reading a record
+#: caches its rule in ``_RULES`` without making its type acceptable).
+_WRITABLE: dict[str, tuple[int, str]] = {}
 
 
 class ValueDecodeError(LogKVError, ValueError):
@@ -147,6 +170,7 @@ def check_content_type(content_type: object) -> str:
         raise ValueError(f"content_type {content_type!r} is not a MIME type like 'text/html'")
     if MARKER_PARAM in content_type.lower():
         raise ValueError(f"content_type must not carry logkv's own {MARKER_PARAM!r} parameter")
+    charset_of(content_type)
     return content_type
 
 
@@ -196,40 +220,77 @@ def extension_for(content_type: str | None) -> str:
     return guessed[1:] if guessed else "bin"
 
 
-def _charset(content_type: str) -> str:
+def charset_of(content_type: str) -> str:
+    """The canonical name of the text encoding ``content_type`` names in its ``charset``
+    parameter; ``utf-8`` when it names none.
+
+    Raises :class:`ValueError` for a charset Python does not know and for a codec that is not a
+    text encoding (``base64``, ``hex``, ``rot13``, ``zlib``, ...): text cannot be stored in it.
+
+    >>> charset_of("text/plain; charset=ISO-8859-1")
+    'iso8859-1'
+    >>> charset_of("application/json")
+    'utf-8'
+    """
     match = _CHARSET.search(content_type)
     if match is None:
-        return "utf-8"
+        return UTF8
     name = match.group(1)
     try:
-        return codecs.lookup(name).name
+        codec = codecs.lookup(name)
     except LookupError:
         raise ValueError(
             f"content_type {content_type!r} names an unknown charset {name!r}"
         ) from None
+    if not codec._is_text_encoding:
+        raise ValueError(
+            f"content_type {content_type!r} names {name!r} as its charset, which is not a text "
+            "encoding: name one such as utf-8, utf-16 or iso-8859-1 (or give bytes under a "
+            "type without a charset)"
+        )
+    return codec.name
+
+
+def readable_charset(stored: str) -> str | None:
+    """:func:`charset_of` a stored content type, or None when it is unknown or not a text
+    encoding (such records were never written by logkv: they read as bytes)."""
+    try:
+        return charset_of(stored)
+    except ValueError:
+        return None
 
 
 def _rule(stored: str) -> tuple[int, str]:
-    """``(decoding rule, charset)`` of a stored content type (cached: types repeat)."""
+    """``(decoding rule, charset)`` of a stored content type (cached: types repeat).
+
+    A type naming an unknown or non-text charset reads as bytes.
+    """
     rule = _RULES.get(stored)
     if rule is not None:
         return rule
-    if stored.endswith(_AS_BYTES):
-        rule = (_DECODE_BYTES, "")
-    elif stored.endswith(_AS_STR):
-        rule = (_DECODE_TEXT, _charset(stored[: -len(_AS_STR)]))
-    elif stored.endswith(_AS_BIGINT):
-        rule = (_DECODE_EXACT_JSON, "")
-    elif is_json_type(stored):
-        rule = (_DECODE_JSON, "")
-    elif base_type(stored).startswith("text/"):
-        rule = (_DECODE_TEXT, _charset(stored))
-    else:
-        rule = (_DECODE_BYTES, "")
+    rule = _new_rule(stored) or (_DECODE_BYTES, "")
     if len(_RULES) >= _RULES_LIMIT:
         _RULES.clear()
     _RULES[stored] = rule
     return rule
+
+
+def _new_rule(stored: str) -> tuple[int, str] | None:
+    """The rule of :func:`_rule`; None when the type names an unusable charset."""
+    if stored.endswith(_AS_BYTES):
+        return (_DECODE_BYTES, "")
+    if stored.endswith(_AS_STR):
+        rule, base = _DECODE_TEXT, stored[: -len(_AS_STR)]
+    elif stored.endswith(_AS_BIGINT):
+        rule, base = _DECODE_EXACT_JSON, stored[: -len(_AS_BIGINT)]
+    elif is_json_type(stored):
+        rule, base = _DECODE_JSON, stored
+    elif base_type(stored).startswith("text/"):
+        rule, base = _DECODE_TEXT, stored
+    else:
+        rule, base = _DECODE_BYTES, stored
+    charset = readable_charset(base)
+    return None if charset is None else (rule, charset)
 
 
 # ------------------------------------------------------------------ encoding
@@ -252,21 +313,18 @@ def encode(value: object, content_type: str | None = None) -> tuple[bytes, str]:
             data, exact = _encode_json(value)
             return data, JSON_CONTENT_TYPE if exact else JSON_CONTENT_TYPE + _AS_BIGINT
         content_type = infer_content_type(value)
-    cached = _RULES.get(content_type)
-    if cached is None or MARKER_PARAM in content_type:
-        check_content_type(content_type)
-        cached = _rule(content_type)
-    rule, charset = cached
+    rule, charset = _WRITABLE.get(content_type) or _writable_rule(content_type)
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
         return data, content_type if rule == _DECODE_BYTES else content_type + _AS_BYTES
     if rule == _DECODE_JSON:
         data, exact = _encode_json(value)
+        if charset != UTF8:
+            data = encode_json_text(data.decode(UTF8), charset, content_type)
         return data, content_type if exact else content_type + _AS_BIGINT
     if isinstance(value, str):
-        if rule == _DECODE_TEXT:
-            return _encode_text(value, charset, content_type), content_type
-        return _encode_text(value, "utf-8", content_type), content_type + _AS_STR
+        data = encode_text(value, charset, content_type)
+        return data, content_type if rule == _DECODE_TEXT else content_type + _AS_STR
     raise TypeError(
         f"a {type(value).__name__} value cannot be stored as {content_type!r}: give bytes or str "
         "for this content type, or use a JSON content type for JSON values (logkv never stores "
@@ -274,14 +332,60 @@ def encode(value: object, content_type: str | None = None) -> tuple[bytes, str]:
     )
 
 
-def _encode_text(value: str, charset: str, content_type: str) -> bytes:
+def _writable_rule(content_type: str) -> tuple[int, str]:
+    """The rule of a content type given for writing, checked by :func:`check_content_type`."""
+    check_content_type(content_type)
+    rule = _rule(content_type)
+    if len(_WRITABLE) >= _RULES_LIMIT:
+        _WRITABLE.clear()
+    _WRITABLE[content_type] = rule
+    return rule
+
+
+def encode_text(value: str, charset: str, content_type: str) -> bytes:
+    """``value`` in ``charset`` (a name from :func:`charset_of`), checked to read back equal.
+
+    Raises :class:`TypeError` when ``charset`` cannot encode ``value`` (a lone surrogate, a
+    character outside latin-1, ...) or does not decode it back unchanged (``idna``).
+    """
     try:
-        return value.encode(charset)
-    except UnicodeEncodeError as exc:
+        data = value.encode(charset)
+    except UnicodeError as exc:
+        reason = exc.reason if isinstance(exc, UnicodeEncodeError) else str(exc)
         raise TypeError(
-            f"the text cannot be stored as {content_type!r}: {charset} cannot encode it "
-            f"({exc.reason})"
+            f"the text cannot be stored as {content_type!r}: {charset} cannot encode it ({reason})"
         ) from None
+    if charset != UTF8 and not _reads_back(data, charset, value):
+        raise TypeError(
+            f"the text cannot be stored as {content_type!r}: {charset} does not read it back "
+            "unchanged"
+        )
+    return data
+
+
+def _reads_back(data: bytes, charset: str, value: str) -> bool:
+    try:
+        return data.decode(charset) == value
+    except UnicodeError:
+        return False
+
+
+def encode_json_text(text: str, charset: str, content_type: str) -> bytes:
+    """JSON ``text`` in ``charset``: as it is in UTF-8; in any other charset with every
+    non-ASCII character escaped (``\\u00e9``), which JSON allows anywhere a character may be,
+    so that any charset able to write ASCII writes any JSON value.
+
+    Raises :class:`TypeError` as :func:`encode_text` does.
+    """
+    if charset != UTF8:
+        text = _NON_ASCII.sub(_escape_json_char, text)
+    return encode_text(text, charset, content_type)
+
+
+def _escape_json_char(match: re.Match[str]) -> str:
+    """The JSON escape of one character (a surrogate pair beyond the BMP)."""
+    escaped: str = json.dumps(match.group())
+    return escaped[1:-1]
 
 
 def encode_json(value: object) -> bytes:
@@ -297,14 +401,11 @@ def encode_json(value: object) -> bytes:
 
 def _encode_json(value: object) -> tuple[bytes, bool]:
     """``(JSON bytes, True if orjson reads them back exactly)``."""
-    try:
-        _check_types(value)
-    except RecursionError:
-        raise TypeError("the value is nested too deeply (or contains itself)") from None
+    _check_types(value)
     try:
         return _orjson_dumps(value), True
     except TypeError:
-        pass  # a non-str key, an integer beyond 64 bits, or nesting deeper than orjson allows
+        pass  # a non-str key or an integer beyond 64 bits
     try:
         _check_json(value, "value")  # the thorough check, which names what is wrong
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -318,38 +419,85 @@ _LEAVES: Final = frozenset({str, int, bool, type(None)})
 
 def _check_types(value: Any) -> None:
     """The fast check before orjson writes ``value``: raise :class:`TypeError` for anything
-    orjson would write but not read back as it was (UUIDs, enum members, dates, NaN, ...).
+    orjson would write but not read back as it was (UUIDs, enum members, dates, NaN, ...), and
+    for nesting deeper than :data:`MAX_NESTING_DEPTH`.
 
-    Keys are not looked at here: orjson itself refuses keys that are not ``str``.
+    It walks the value with a list of pending containers, not by recursion, so that its answer
+    does not depend on how deep the caller's stack is. Keys are not looked at here: orjson
+    itself refuses keys that are not ``str``.
     """
+    top = _children(value)
+    if top is None:
+        return
+    pending: list[tuple[Iterable[Any], int]] = [(top, 1)]
+    leaves = _LEAVES
+    while pending:
+        items, depth = pending.pop()
+        for item in items:
+            sub = type(item)
+            if sub in leaves:
+                continue
+            if sub is float:  # the commonest non-leaf, checked here rather than by a call
+                if not _isfinite(item):
+                    raise TypeError(f"{item!r} is not a JSON number")
+                continue
+            inner = _children(item)
+            if inner is not None:
+                if depth >= MAX_NESTING_DEPTH:
+                    raise _too_deep()
+                pending.append((inner, depth + 1))
+
+
+def _children(value: Any) -> Iterable[Any] | None:
+    """The items of a JSON container (the values of a dict), None for a JSON leaf; raises
+    :class:`TypeError` for anything else."""
     kind = type(value)
+    items: Iterable[Any]
     if kind is dict:
-        items: Any = value.values()
-    elif kind is list or kind is tuple:
+        items = value.values()
+        return items
+    if kind is list or kind is tuple:
         items = value
-    elif kind is float:
+        return items
+    if kind is float:
         if not _isfinite(value):
             raise TypeError(f"{value!r} is not a JSON number")
-        return
-    elif kind in _LEAVES:
-        return
-    elif isinstance(value, dict):
-        items = value.values()
-    elif isinstance(value, list):
-        items = value
-    else:
-        _check_json(value, "a nested value")  # raises, naming the type
-        return
-    leaves = _LEAVES
-    for item in items:
-        sub = type(item)
-        if sub in leaves:
+        return None
+    if kind in _LEAVES:
+        return None
+    if isinstance(value, dict):
+        return value.values()
+    if isinstance(value, list):
+        return value
+    _check_json(value, "a nested value")  # raises, naming the type
+    return None
+
+
+def check_nesting(value: object) -> None:
+    """Raise :class:`TypeError` if ``value`` nests lists, tuples and dicts (or their
+    subclasses) deeper than :data:`MAX_NESTING_DEPTH`, or contains itself.
+
+    >>> check_nesting([[1], {"a": [2]}])
+    """
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            inner: Iterable[object] = item.values()
+        elif isinstance(item, list | tuple):
+            inner = item
+        else:
             continue
-        if sub is float:  # the commonest non-leaf, checked here rather than by a call
-            if not _isfinite(item):
-                raise TypeError(f"{item!r} is not a JSON number")
-            continue
-        _check_types(item)
+        if depth >= MAX_NESTING_DEPTH:
+            raise _too_deep()
+        pending.extend((child, depth + 1) for child in inner)
+
+
+def _too_deep() -> TypeError:
+    return TypeError(
+        f"the value is nested too deeply: logkv stores lists and dicts nested at most "
+        f"{MAX_NESTING_DEPTH} levels deep (or the value contains itself)"
+    )
 
 
 def _check_json(value: Any, where: str) -> None:
@@ -408,9 +556,9 @@ def decode(data: bytes | None, stored_content_type: str | None) -> Any:
         try:
             return _orjson_loads(data)
         except orjson.JSONDecodeError:
-            return decode_json(data)
+            return decode_json(data, charset)
     if rule == _DECODE_EXACT_JSON:
-        return decode_json(data)
+        return decode_json(data, charset)
     if rule == _DECODE_TEXT:
         try:
             return data.decode(charset)
@@ -441,7 +589,7 @@ def decoder_for(stored_content_type: str | None) -> Callable[[bytes], Any]:
     if rule == _DECODE_JSON:
         found = _orjson_loads
     elif rule == _DECODE_EXACT_JSON:
-        found = decode_json
+        found = partial(decode_json, charset=charset)
     elif rule == _DECODE_TEXT:
         found = partial(str, encoding=charset)
     else:
@@ -452,13 +600,24 @@ def decoder_for(stored_content_type: str | None) -> Callable[[bytes], Any]:
     return found
 
 
-def decode_json(data: bytes) -> Any:
+def decode_json(data: bytes, charset: str = UTF8) -> Any:
     """Parse JSON with the standard library: exact for integers of any size, and lenient about
-    what orjson refuses (NaN, huge exponents, deep nesting)."""
+    what orjson refuses (NaN, huge exponents, deep nesting).
+
+    JSON is read as UTF-8 (or UTF-16 or UTF-32, told apart by their bytes) first, then, if that
+    fails, in the ``charset`` its content type names: logkv writes JSON under any other charset
+    as ASCII in that charset (see :func:`encode_json_text`), and wrote it as UTF-8 before.
+    """
     try:
         return json.loads(data)
     except (ValueError, RecursionError) as exc:
-        raise ValueDecodeError(f"stored bytes are not valid JSON ({exc})") from None
+        error: Exception = exc
+    if charset != UTF8:
+        try:
+            return json.loads(data.decode(charset))
+        except (ValueError, RecursionError) as exc:
+            error = exc
+    raise ValueDecodeError(f"stored bytes are not valid JSON ({error})") from None
 
 
 def value_size(data: bytes | None) -> int:

@@ -23,9 +23,10 @@ from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
 
 import logkv.crawlee._client as adapter_client
-from logkv import Configuration, StoreClosedError
+from logkv import Configuration, Engine, StoreClosedError
 from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
+from logkv.content import MAX_NESTING_DEPTH
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
 from logkv.layout import KVS_DIR, META_FILE, is_store_folder
@@ -257,6 +258,77 @@ async def test_values_read_back_as_crawlees_file_system_client_reads_them(env: E
     reopened = await env.open(name="ours")
     assert {key: await reopened.get_value(key) for key, _, _ in CASES} == expected
     assert expected["int"] == "42"  # Crawlee's rule: numbers without a content type are text
+
+
+CHARSET_CASES: list[tuple[str, Any, str, Any]] = [
+    # (key, value, content type, value read back)
+    ("latin", "café", "text/plain; charset=iso-8859-1", "café"),
+    ("utf16", "hi ✓", "text/html; charset=utf-16", "hi ✓"),
+    ("number", 42, "text/plain; charset=utf-16", "42"),
+    ("xml", "café", "application/xml; charset=iso-8859-1", "café".encode("latin-1")),
+    ("json16", {"name": "café 🎉"}, "application/json; charset=utf-16", {"name": "café 🎉"}),
+    ("json-latin", ["€"], "application/json; charset=latin-1", ["€"]),
+]
+
+
+async def test_text_is_stored_in_its_declared_charset(env: Env) -> None:
+    kvs = await env.open(name="charsets")
+    for key, value, content_type, _ in CHARSET_CASES:
+        await kvs.set_value(key, value, content_type)
+    for key, _, _, expected in CHARSET_CASES:
+        assert await kvs.get_value(key) == expected, key
+    sizes = {item.key: item.size async for item in kvs.iterate_keys()}
+    assert sizes["latin"] == len("café".encode("latin-1"))
+    assert sizes["utf16"] == len("hi ✓".encode("utf-16"))
+    await env.restart()
+    # logkv's own client reads the same store the same way: the bytes match their charset.
+    own = await LogKvKeyValueStore.open(
+        name="charsets", configuration=Configuration(storage_dir=str(env.root))
+    )
+    try:
+        for key, _, _, expected in CHARSET_CASES:
+            assert await own.get_value(key) == expected, key
+        await own.set_value("from-logkv", "Grüße", "text/plain; charset=utf-16")
+    finally:
+        await own.close()
+    reopened = await env.open(name="charsets")
+    assert await reopened.get_value("from-logkv") == "Grüße"
+
+
+@pytest.mark.parametrize("codec", ["base64", "rot13", "zlib", "no-such-charset"])
+async def test_unusable_charsets_are_refused_and_nothing_is_written(env: Env, codec: str) -> None:
+    kvs = await env.open(name="codecs")
+    for value, main in (
+        ("x", "text/plain"),
+        ("x", "application/xml"),
+        ({"a": 1}, "application/json"),
+    ):
+        with pytest.raises(ValueError, match="charset"):
+            await kvs.set_value("k", value, f"{main}; charset={codec}")
+    assert not await kvs.record_exists("k")
+
+
+async def test_records_under_a_non_text_codec_read_as_bytes(env: Env) -> None:
+    kvs = await env.open(name="foreign")
+    await env.restart()
+    with Engine.open(env.folder("foreign")) as engine:  # records another tool wrote
+        engine.set("b64", b"aGk=", "text/plain; charset=base64")
+        engine.set("rot", b'{"a":1}', "application/json; charset=rot13")
+    kvs = await env.open(name="foreign")
+    assert await kvs.get_value("b64") == b"aGk="
+    assert await kvs.get_value("rot") == b'{"a":1}'
+
+
+async def test_nesting_is_limited_as_in_logkv(env: Env) -> None:
+    kvs = await env.open(name="deep")
+    deepest: Any = "leaf"
+    for _ in range(MAX_NESTING_DEPTH):
+        deepest = [deepest]
+    await kvs.set_value("deepest", deepest)
+    with pytest.raises(TypeError, match="nested too deeply"):
+        await kvs.set_value("deeper", [deepest])
+    assert not await kvs.record_exists("deeper")
+    assert await kvs.get_value("deepest") == deepest
 
 
 async def test_none_is_a_record_that_exists(env: Env) -> None:

@@ -37,6 +37,7 @@ from logkv import (
     StoreNotFoundError,
 )
 from logkv.configuration import ENVIRONMENT
+from logkv.content import MAX_NESTING_DEPTH
 from logkv.key_value_store import close_all, open_stores
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, PUBLIC_DIR
 from logkv.models import StorageMetadata
@@ -259,6 +260,10 @@ VALUES: list[tuple[Any, str | None, str]] = [
     ({"@context": "x"}, "application/ld+json", "application/ld+json"),
     (b"\x89PNG\r\n", "image/png", "image/png"),
     ("caf\xe9", "text/plain; charset=latin-1", "text/plain; charset=latin-1"),
+    ("café", "application/xml; charset=iso-8859-1", "application/xml; charset=iso-8859-1"),
+    ("hi", "application/xml; charset=utf-16", "application/xml; charset=utf-16"),
+    ("hi ✓", "text/plain; charset=utf-16", "text/plain; charset=utf-16"),
+    ({"é": ["🎉"]}, "application/json; charset=utf-16", "application/json; charset=utf-16"),
 ]
 
 
@@ -317,6 +322,47 @@ async def test_unstorable_values_raise_type_error_and_change_nothing(
     assert await kvs.get_value("existing") == "before"
     assert not await kvs.record_exists("new")
     assert (await kvs.get_metadata()).last_seq == before.last_seq
+
+
+@pytest.mark.parametrize("charset", ["base64", "hex", "rot13", "zlib", "bz2", "no-such-charset"])
+@pytest.mark.parametrize(
+    ("value", "main"),
+    [
+        ("x", "text/plain"),
+        ("x", "application/xml"),
+        (b"x", "image/png"),
+        ({"a": 1}, "application/json"),
+    ],
+)
+async def test_unusable_charsets_raise_value_error_and_change_nothing(
+    open_kvs: OpenKvs, charset: str, value: Any, main: str
+) -> None:
+    kvs = await open_kvs(name="codecs")
+    await kvs.set_value("existing", "before")
+    before = await kvs.get_metadata()
+    for key in ("existing", "new"):
+        with pytest.raises(ValueError, match="charset") as caught:
+            await kvs.set_value(key, value, f"{main}; charset={charset}")
+        assert not isinstance(caught.value, LookupError)
+    assert await kvs.get_value("existing") == "before"
+    assert not await kvs.record_exists("new")
+    assert (await kvs.get_metadata()).last_seq == before.last_seq
+
+
+async def test_nesting_is_limited_and_too_deep_changes_nothing(open_kvs: OpenKvs) -> None:
+    kvs = await open_kvs(name="deep")
+    deepest: Any = {"n": 2**70}  # read back by the standard library's json module
+    for level in range(MAX_NESTING_DEPTH - 1):
+        deepest = [deepest] if level % 2 else {"d": deepest}
+    await kvs.set_value("deepest", deepest)
+    before = await kvs.get_metadata()
+    with pytest.raises(TypeError, match="nested too deeply"):
+        await kvs.set_value("deepest", [deepest])
+    with pytest.raises(TypeError, match="nested too deeply"):
+        await kvs.set_value("deeper", {"d": deepest})
+    assert not await kvs.record_exists("deeper")
+    assert (await kvs.get_metadata()).last_seq == before.last_seq
+    assert await kvs.get_value("deepest") == deepest
 
 
 async def test_malformed_content_type_raises(open_kvs: OpenKvs) -> None:

@@ -13,6 +13,11 @@ Every Crawlee key-value store is then a logkv store in
 ``{storage_dir}/key_value_stores/{name|alias|default}/``, which logkv's command line tools read.
 Datasets and request queues are delegated to another Crawlee storage client, Crawlee's
 file-system client unless ``LogKvStorageClient(delegate=...)`` names another.
+
+Values are serialised by Crawlee's rules, with two of logkv's (see :mod:`logkv.crawlee._values`):
+text is written and read in the charset its content type names, where Crawlee always uses
+UTF-8, and a charset that is unknown or not a text encoding raises ``ValueError``; JSON values
+nested deeper than ``logkv.content.MAX_NESTING_DEPTH`` (128) levels raise ``TypeError``.
 """
 
 from ._client import LogKvKeyValueStoreClient
