@@ -11,7 +11,8 @@ A store folder holds::
     META.json                the store's identity and timestamps (written by the async facade)
     public/KEY.EXT           records materialised by ``get_public_url`` (derived copies)
 
-Store folders live in ``{storage_dir}/key_value_stores/{name|alias|default}/``.
+Store folders live in ``{storage_dir}/key_value_stores/{name|alias|default}/``; a dropped
+store's folder is renamed into ``{storage_dir}/.logkv-trash/`` before its files are deleted.
 """
 
 from __future__ import annotations
@@ -93,3 +94,7 @@ META_FILE = "META.json"
 PUBLIC_DIR = "public"
 #: The file that marks a Crawlee file-system store (which logkv refuses to open as its own).
 CRAWLEE_METADATA_FILE = "__metadata__.json"
+#: The folder beside ``key_value_stores/`` into which a dropped store's folder is renamed in one
+#: step before its files are deleted; whatever an interrupted drop left there is deleted on the
+#: next open of a store of that storage directory. Never listed as a store.
+TRASH_DIR = ".logkv-trash"

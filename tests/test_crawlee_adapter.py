@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.layout import KVS_DIR, META_FILE, is_store_folder
+from logkv.layout import KVS_DIR, META_FILE, TRASH_DIR, is_store_folder
 from logkv.options import Durability
 
 AWKWARD_KEYS = [
@@ -449,6 +450,31 @@ async def test_drop_removes_the_store(env: Env) -> None:
     fresh = await env.open(name="dropped")
     assert fresh.id != old_id
     assert await keys_of(fresh) == []
+
+
+async def test_a_drop_that_fails_mid_delete_leaves_no_half_store(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kvs = await env.open(name="dropped")
+    for number in range(20):
+        await kvs.set_value(f"k{number}", number)
+    real_unlink = os.unlink
+    deleted: list[str] = []
+
+    def failing_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if deleted:
+            raise PermissionError(13, "injected failure", str(path))
+        real_unlink(path, *args, **kwargs)
+        deleted.append(str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "unlink", failing_unlink)
+        await kvs.drop()
+    assert deleted  # the deletion really was cut short
+    assert not env.folder("dropped").exists()
+    fresh = await env.open(name="dropped")
+    assert await keys_of(fresh) == []
+    assert not any((env.root / TRASH_DIR).iterdir())
 
 
 async def test_metadata_timestamps(env: Env) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,12 +35,20 @@ from crawlee.storage_clients.models import (
 from ..configuration import Configuration
 from ..engine import Engine
 from ..errors import StoreClosedError
+from ..fsutil import empty_trash
 from ..options import Durability
 from ..replay import Entry
 from ..storage_clients._base import StoreLocation, check_key, check_paging, key_batches, timestamp
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from ..storage_clients._public import PublicFiles
-from ..storage_clients.log import _check_kind, _delete_all, refuse_foreign_folder, wait_for_commit
+from ..storage_clients.log import (
+    _check_kind,
+    _delete_all,
+    drop_store,
+    refuse_foreign_folder,
+    trash_of,
+    wait_for_commit,
+)
 from ._values import deserialize, serialize, shown_content_type
 
 log = logging.getLogger("logkv")
@@ -102,6 +109,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         """
         folder = location.path
         assert folder is not None
+        empty_trash(trash_of(folder))
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
         if meta is not None:
@@ -348,15 +356,19 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         """
         if self._closed:
             return
-        self._closed = True
-        if self._compaction is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._compaction)
+        await self._stop()
         try:
             await self._save_meta()
         finally:
             await _to_thread(self._engine.close)
             self._on_close(self)
+
+    async def _stop(self) -> None:
+        """Refuse further calls and let a running compaction finish."""
+        self._closed = True
+        if self._compaction is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._compaction)
 
     def close_sync(self) -> None:
         """:meth:`close` without an event loop (at process exit; a running compaction is left
@@ -372,9 +384,14 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
             self._on_close(self)
 
     async def drop(self) -> None:
-        """Close the store and delete its folder; the client cannot be used afterwards."""
-        await self.close()
-        await _to_thread(shutil.rmtree, self._folder, True)
+        """Delete the store and its folder, all or nothing (see
+        :func:`logkv.storage_clients.log.drop_store`); the client cannot be used afterwards."""
+        self._check_open()
+        await self._stop()
+        try:
+            await _to_thread(drop_store, self._engine)
+        finally:
+            self._on_close(self)
 
 
 def _record(key: str, data: bytes | None, stored_type: str | None) -> KeyValueStoreRecord | None:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
 from itertools import chain
@@ -30,7 +29,8 @@ from ..configuration import Configuration
 from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
-from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
+from ..fsutil import empty_trash, move_to_trash
+from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, TRASH_DIR, is_store_folder
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..names import Selector, kvs_root, store_folder
 from ..options import MAX_KEY_LENGTH, Durability
@@ -205,6 +205,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Open (creating if needed) the store at ``location`` (blocking: run it in a thread)."""
         folder = location.path
         assert folder is not None
+        empty_trash(trash_of(folder))
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
         if meta is not None:
@@ -484,12 +485,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Save the timestamps, make pending writes durable, release the lock (idempotent)."""
         if self._closed:
             return
-        self._closed = True
-        try:
-            if self._compaction is not None:
-                await asyncio.shield(self._compaction)
-        except Exception:  # already logged by whoever awaited it
-            pass
+        await self._stop()
         try:
             await self._save_meta()
         finally:
@@ -499,9 +495,41 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
                 self._engine.close()
 
     async def drop(self) -> None:
-        """Close the store and delete its folder."""
-        await self.close()
-        await _to_thread(shutil.rmtree, self._folder, True)
+        """Delete the store and its folder, all or nothing (see :func:`drop_store`); the client
+        is closed afterwards."""
+        self._check_open()
+        await self._stop()
+        await _to_thread(drop_store, self._engine)
+
+    async def _stop(self) -> None:
+        """Refuse further calls and let a running compaction finish."""
+        self._closed = True
+        try:
+            if self._compaction is not None:
+                await asyncio.shield(self._compaction)
+        except Exception:  # already logged by whoever awaited it
+            pass
+
+
+def trash_of(folder: Path) -> Path:
+    """The trash of the storage directory whose ``key_value_stores/`` holds store ``folder``."""
+    return folder.parent.parent / TRASH_DIR
+
+
+def drop_store(engine: Engine) -> None:
+    """Delete the store of ``engine``, all or nothing (blocking: run it in a thread).
+
+    The folder is renamed into the storage directory's trash in one step while the engine still
+    holds the store's lock (so no other process has it open for writing), the rename is made
+    durable, the engine is closed, and only then are the files deleted. A crash before the
+    rename leaves the store whole; after it, the store is gone and its name free, and the next
+    open of a store of this storage directory deletes what is left in the trash.
+    """
+    try:
+        moved = move_to_trash(engine.path, trash_of(engine.path))
+    finally:
+        engine.close()
+    empty_trash(moved.parent)
 
 
 def _read_decoded(engine: Engine, entry: Any) -> Any:
