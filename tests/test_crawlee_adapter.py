@@ -130,6 +130,34 @@ async def test_a_crawler_request_queue_and_the_default_store_coexist(env: Env) -
     assert await kvs.get_value("state") == {"page": 1}
 
 
+@pytest.mark.parametrize("selector", [{"name": "pages"}, {"alias": "run"}, {}])
+async def test_a_store_reopens_after_its_client_closed(env: Env, selector: dict[str, str]) -> None:
+    kvs = await env.open(**selector)
+    await kvs.set_value("k", {"a": 1})
+    await env.client.close()
+    again = await env.open(**selector)  # the same client, without clearing Crawlee's caches
+    assert await again.get_value("k") == {"a": 1}
+    await again.set_value("k2", "more")
+    with pytest.raises(StoreClosedError):
+        await kvs.get_value("k")  # the closed handle stays closed
+    await env.client.close()
+    env.client = env.new_client()
+    fresh = await env.open(**selector)  # a new client, same storage directory
+    assert await fresh.get_value("k") == {"a": 1}
+    assert await fresh.get_value("k2") == "more"
+    assert await env.open(**selector) is fresh
+
+
+async def test_a_store_reopens_after_it_was_closed_alone(env: Env) -> None:
+    kvs = await env.open(name="pages")
+    await kvs.set_value("k", {"a": 1})
+    raw = await env.client.create_kvs_client(name="pages", configuration=env.configuration)
+    await raw.close()
+    again = await env.open(name="pages")
+    assert again is not kvs
+    assert await again.get_value("k") == {"a": 1}
+
+
 async def test_named_store_persists_across_runs_and_opens_by_id(env: Env) -> None:
     kvs = await env.open(name="pages")
     assert kvs.name == "pages"
