@@ -24,12 +24,18 @@ from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
 
 import logkv.crawlee._client as adapter_client
-from logkv import Configuration, StoreClosedError
+from logkv import Configuration, NotALogKVStoreError, StoreClosedError
 from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.layout import KVS_DIR, META_FILE, TRASH_DIR, is_store_folder
+from logkv.layout import (
+    CRAWLEE_METADATA_FILE,
+    KVS_DIR,
+    META_FILE,
+    TRASH_DIR,
+    is_store_folder,
+)
 from logkv.options import Durability
 
 AWKWARD_KEYS = [
@@ -222,6 +228,42 @@ async def test_foreign_folder_is_refused(env: Env) -> None:
     service_locator.storage_instance_manager.clear_cache()
     with pytest.raises(Exception, match="Crawlee file-system"):
         await env.open(name="from-crawlee")
+
+
+@pytest.mark.parametrize("selector", [{"name": "default"}, {"alias": "default"}])
+async def test_the_file_system_default_folder_is_refused_up_front(
+    env: Env, selector: dict[str, str]
+) -> None:
+    # Crawlee's file-system request queue keeps its state in key_value_stores/default: a logkv
+    # store there would be mixed with it (and emptied by its purge) on the next run.
+    with pytest.raises(ValueError, match="request queue") as info:
+        await env.open(**selector)
+    assert "another name" in str(info.value)
+    assert not env.folder("default").exists()
+    queue = await RequestQueue.open(storage_client=env.client, configuration=env.configuration)
+    await queue.add_request("http://127.0.0.1/page")
+    await env.restart()
+    kvs = await env.open(name="default-store")  # any other name is fine
+    await kvs.set_value("k", {"a": 1})
+
+
+async def test_a_crawlee_store_written_into_a_logkv_folder_is_named(env: Env) -> None:
+    kvs = await env.open(name="shared-folder")
+    await kvs.set_value("k", {"a": 1})
+    await env.restart()
+    # Crawlee's file-system client is given the same folder (same name, same storage_dir).
+    crawlee_store = await KeyValueStore.open(
+        name="shared-folder",
+        configuration=env.configuration,
+        storage_client=FileSystemStorageClient(),
+    )
+    await crawlee_store.set_value("theirs", {"b": 2})
+    service_locator.storage_instance_manager.clear_cache()
+    with pytest.raises(NotALogKVStoreError) as info:
+        await env.open(name="shared-folder")
+    message = str(info.value)
+    assert CRAWLEE_METADATA_FILE in message and "theirs" in message
+    assert "never share" in message and "move" in message.lower()
 
 
 async def test_two_storage_clients_share_one_open_store(env: Env) -> None:

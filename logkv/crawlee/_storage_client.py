@@ -23,6 +23,7 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from ..configuration import Configuration
 from ..errors import StoreNotFoundError
+from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 from ..names import select, store_folder
 from ..storage_clients._base import StoreLocation
 from ..storage_clients.log import find_store_by_id
@@ -80,6 +81,12 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             )
         self._settings = settings
         self._opened: list[LogKvKeyValueStoreClient] = []
+        #: Store folders that belong to the delegate (a logkv store there would share them).
+        self._delegates_folders: frozenset[str] = (
+            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR})
+            if isinstance(self._delegate, FileSystemStorageClient)
+            else frozenset()
+        )
 
     @property
     def delegate(self) -> Any:
@@ -161,11 +168,24 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
                 raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
             return StoreLocation(folder, meta.kind, meta.id, meta.name, meta.alias, folder)
         assert selector.kind != "id"
+        self._refuse_delegates_folder(selector.folder_name)
         folder = store_folder(storage_dir, selector.folder_name)
         # A new default store gets a random id, as every Crawlee store does: Crawlee keys some
         # per-process state (autosaved values) by store id alone.
         new_id = None if selector.kind == "default" and id is None else selector.id
         return StoreLocation(folder, selector.kind, new_id, selector.name, selector.alias, folder)
+
+    def _refuse_delegates_folder(self, folder_name: str) -> None:
+        """Raise ``ValueError`` when ``folder_name`` is a folder the delegate writes into."""
+        if folder_name not in self._delegates_folders:
+            return
+        raise ValueError(
+            f"the store folder {folder_name!r} belongs to Crawlee's file-system client, whose "
+            "request queues keep their state in its default key-value store there; a logkv "
+            "store in the same folder would be mixed with it (and emptied by its purge). Two "
+            f"storage clients never share a folder: choose another name or alias than "
+            f"{folder_name!r} (the default store of this client is {BESIDE_FILE_SYSTEM_DEFAULT!r})"
+        )
 
     async def create_dataset_client(
         self,

@@ -30,7 +30,13 @@ from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
-from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, TRASH_DIR, is_store_folder
+from ..layout import (
+    CRAWLEE_METADATA_FILE,
+    META_FILE,
+    TRASH_DIR,
+    is_own_name,
+    is_store_folder,
+)
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..names import Selector, kvs_root, store_folder
 from ..options import MAX_KEY_LENGTH, Durability
@@ -134,26 +140,48 @@ def _crawlee_store_id(folder: Path) -> str | None:
 
 
 def refuse_foreign_folder(folder: Path) -> None:
-    """Raise :class:`NotALogKVStoreError` unless ``folder`` is absent, empty or a logkv store."""
+    """Raise :class:`NotALogKVStoreError` unless ``folder`` is absent, empty or a logkv store
+    holding only logkv's files.
+
+    A logkv store folder holding files of another program (another storage client was given
+    the same folder) is refused too, naming those files: they are not logkv's to delete, and
+    the other client may delete logkv's (Crawlee's file-system purge deletes every file in the
+    folder but its metadata).
+    """
     if not folder.exists():
         return
     if not folder.is_dir():
         raise NotALogKVStoreError(f"{folder} is a file, not a key-value store folder")
-    if (folder / CRAWLEE_METADATA_FILE).exists():
-        mixed = " (mixed with logkv files)" if (folder / META_FILE).exists() else ""
+    strays = sorted(name for name in os.listdir(folder) if not is_own_name(name))
+    if not strays:
+        return
+    shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+    ours = (folder / META_FILE).exists() or is_store_folder(folder)
+    if not ours and CRAWLEE_METADATA_FILE in strays:
         raise NotALogKVStoreError(
-            f"{folder} holds a Crawlee file-system key-value store{mixed}, not a logkv store; "
+            f"{folder} holds a Crawlee file-system key-value store, not a logkv store; "
             f"{_IMPORT_HINT}"
         )
-    if (folder / META_FILE).exists() or is_store_folder(folder):
-        return
-    strangers = [p.name for p in folder.iterdir() if p.name != PUBLIC_DIR]
-    if strangers:
-        shown = ", ".join(sorted(strangers)[:5])
+    if not ours:
         raise NotALogKVStoreError(
             f"{folder} holds files that are not part of a logkv store ({shown}); move them away "
             "or choose another store name"
         )
+    crawlee = (
+        f" ({CRAWLEE_METADATA_FILE} is the mark of a Crawlee file-system key-value store: "
+        "Crawlee's file-system client was given this folder, for a store of the same name or "
+        "for the state of its request queues, which it keeps in its default store)"
+        if CRAWLEE_METADATA_FILE in strays
+        else ""
+    )
+    raise NotALogKVStoreError(
+        f"another program wrote into the logkv store folder {folder}: {shown} "
+        f"{'is' if len(strays) == 1 else 'are'} not logkv's{crawlee}. Two storage clients must "
+        "never share a store folder: the other one may delete logkv's files (Crawlee's "
+        "file-system purge deletes every file it does not own). Move those files out of the "
+        "folder (they belong to the other client) and open the store again; give the other "
+        "client's store another name or storage directory"
+    )
 
 
 def _check_kind(meta: StoreMeta, location: StoreLocation, folder: Path) -> None:
