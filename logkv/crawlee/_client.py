@@ -38,7 +38,14 @@ from ..errors import StoreClosedError
 from ..fsutil import empty_trash
 from ..options import Durability
 from ..replay import Entry
-from ..storage_clients._base import StoreLocation, check_key, check_paging, key_batches, timestamp
+from ..storage_clients._base import (
+    Pacer,
+    StoreLocation,
+    check_key,
+    check_paging,
+    paced_key_batches,
+    timestamp,
+)
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from ..storage_clients._public import PublicFiles
 from ..storage_clients.log import (
@@ -89,6 +96,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         self._compaction_ratio = settings.compaction_min_dead_ratio
         self._compaction: asyncio.Task[None] | None = None
         self._public = PublicFiles(engine.path)
+        self._pacer = Pacer()
         self._on_close = on_close
         self._closed = False
 
@@ -149,6 +157,10 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         first = [prefix] if prefix in self._engine else []
         return first + list(self._engine.keys(prefix))
 
+    def _key_batch(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` keys strictly after ``after``, in order."""
+        return list(self._engine.keys(after, count))
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -185,7 +197,11 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
             self._modified_at = now
 
     async def _tick(self) -> None:
-        """Once per save interval: save changed timestamps and maybe start a compaction."""
+        """After every call: now and then, yield to the event loop (inline calls never
+        suspend: see :class:`~logkv.storage_clients._base.Pacer`); once per save interval, save
+        changed timestamps and maybe start a compaction."""
+        if self._pacer.due():
+            await asyncio.sleep(0)
         if _now() - self._last_save < self._save_interval:
             return
         self._last_save = _now()
@@ -243,7 +259,9 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         self._check_open()
         check_key(key)
         self._touch()
-        return key in self._engine
+        found = key in self._engine
+        await self._tick()
+        return found
 
     async def iterate_keys(
         self, *, exclusive_start_key: str | None = None, limit: int | None = None
@@ -254,7 +272,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 entry = engine.entry(key)  # now, not when the batch was listed
                 if entry is not None:
@@ -276,7 +294,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for group, size in _groups(engine, batch):
                 if size > self._offload:
                     records = await _to_thread(_read_group, engine, group)

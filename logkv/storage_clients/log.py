@@ -48,7 +48,7 @@ from ._base import (
     StoreLocation,
     check_key,
     check_paging,
-    key_batches,
+    paced_key_batches,
     timestamp,
 )
 from ._meta import StoreMeta, new_store_id, read_meta, write_meta
@@ -272,6 +272,10 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         first = [prefix] if prefix in self._engine else []
         return chain(first, self._engine.keys(prefix))
 
+    def _key_batch(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` keys strictly after ``after``, in order."""
+        return list(self._engine.keys(after, count))
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -341,7 +345,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = _now()
         engine = self._engine
         entry_of = engine.entry
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 entry = entry_of(key)  # now, not when the batch was listed: never stale
                 if entry is not None:
@@ -354,8 +358,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Keys in order, fetched from the index in batches."""
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
-        engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 yield key
 
