@@ -50,6 +50,7 @@ from .layout import (
     list_snapshots,
     segment_name,
     segment_number,
+    torn_tail_copy_name,
 )
 from .lock import StoreLock
 from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Retention
@@ -971,7 +972,7 @@ def _newest_covers(folder: Path) -> int:
 
 def _keep_tail(torn: DroppedRange) -> Path:
     """Copy the bytes of a dropped tail to ``NNNNNNNN.seg.tail-OFFSET.damaged`` beside it."""
-    kept = torn.path.with_name(f"{torn.path.name}.tail-{torn.start}{DAMAGED_SUFFIX}")
+    kept = torn.path.with_name(torn_tail_copy_name(torn.path.name, torn.start))
     with open(torn.path, "rb") as source:
         source.seek(torn.start)
         data = source.read(torn.end - torn.start)

@@ -37,7 +37,7 @@ from .storage_clients import (
     StorageClient,
     check_key,
 )
-from .storage_clients._base import Deferred, timestamp
+from .storage_clients._base import Deferred, Pacer, timestamp
 
 log = logging.getLogger("logkv")
 
@@ -94,6 +94,8 @@ class KeyValueStore:
         self._autosave_lock = asyncio.Lock()
         self._storage_object: StorageMetadata | None = None
         self._closing: asyncio.Future[None] | None = None
+        #: Small operations run inline and never suspend: now and then they yield instead.
+        self._pacer = Pacer()
 
     # ------------------------------------------------------------------ opening
 
@@ -282,6 +284,8 @@ class KeyValueStore:
         value = client.get_value_nowait(key, default_value)
         if type(value) is Deferred:
             return await value.awaitable
+        if self._pacer.due():
+            await asyncio.sleep(0)
         return value
 
     async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
@@ -302,6 +306,8 @@ class KeyValueStore:
                 await pending.awaitable
         if self._autosaved:
             self._forget_saved(key)
+        if self._pacer.due():
+            await asyncio.sleep(0)
 
     async def delete_value(self, key: str) -> None:
         """Delete the record under ``key`` (nothing happens when there is none)."""
@@ -309,6 +315,8 @@ class KeyValueStore:
         await client.delete_value(key)
         if self._autosaved:
             self._forget_saved(key)
+        if self._pacer.due():
+            await asyncio.sleep(0)
 
     def _forget_saved(self, key: str) -> None:
         """A key with an autosaved value was written directly: the next persist rewrites it."""
@@ -327,7 +335,10 @@ class KeyValueStore:
     async def record_exists(self, key: str) -> bool:
         """True when ``key`` holds a record."""
         client = self._client or await self._attach()
-        return await client.record_exists(key)
+        found = await client.record_exists(key)
+        if self._pacer.due():
+            await asyncio.sleep(0)
+        return found
 
     def iterate_keys(
         self, exclusive_start_key: str | None = None, limit: int | None = None

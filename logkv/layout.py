@@ -12,7 +12,11 @@ A store folder holds::
     META.json                the store's identity and timestamps (written by the async facade)
     public/KEY.EXT           records materialised by ``get_public_url`` (derived copies)
 
-Store folders live in ``{storage_dir}/key_value_stores/{name|alias|default}/``.
+Any other name (but hidden ``.*`` names) is another program's: opening the store refuses it
+(see :func:`is_own_name`), since two storage clients must never share a folder.
+
+Store folders live in ``{storage_dir}/key_value_stores/{name|alias|default}/``; a dropped
+store's folder is renamed into ``{storage_dir}/.logkv-trash/`` before its files are deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ DAMAGED_SUFFIX = ".damaged"
 
 _SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
 _SNAPSHOT_RE = re.compile(r"^(\d{8,})\.snap$")
+_TORN_TAIL_RE = re.compile(r"^\d{8,}\.seg\.tail-\d+$")
 
 
 def segment_name(number: int) -> str:
@@ -64,6 +69,25 @@ def is_store_folder(folder: Path) -> bool:
     )
 
 
+def is_own_name(name: str) -> bool:
+    """True when ``name`` is one logkv gives an entry of a store folder (listed above), or a
+    hidden name (``.*``: bookkeeping of the operating system, an editor or NFS)."""
+    if name.startswith(".") or name in _OWN_NAMES:
+        return True
+    if name.endswith(TEMP_SUFFIX):
+        return True
+    base = name.removesuffix(DAMAGED_SUFFIX)
+    if base != name and _TORN_TAIL_RE.match(base):
+        return True
+    return segment_number(base) is not None or _SNAPSHOT_RE.match(base) is not None
+
+
+def torn_tail_copy_name(segment: str, offset: int) -> str:
+    """Where a writable open keeps the bytes of a torn tail of complete but bad frames that it
+    cut off segment file ``segment`` at ``offset``: ``NNNNNNNN.seg.tail-OFFSET.damaged``."""
+    return f"{segment}.tail-{offset}{DAMAGED_SUFFIX}"
+
+
 def snapshot_name(covers: int) -> str:
     """The file name of the snapshot of segments ``1..covers`` (``00000004.snap``)."""
     return f"{covers:08d}{SNAPSHOT_SUFFIX}"
@@ -96,3 +120,12 @@ META_FILE = "META.json"
 PUBLIC_DIR = "public"
 #: The file that marks a Crawlee file-system store (which logkv refuses to open as its own).
 CRAWLEE_METADATA_FILE = "__metadata__.json"
+#: The folder beside ``key_value_stores/`` into which a dropped store's folder is renamed in one
+#: step before its files are deleted; whatever an interrupted drop left there is deleted on the
+#: next open of a store of that storage directory. Never listed as a store.
+TRASH_DIR = ".logkv-trash"
+#: The folder of the default key-value store of Crawlee's file-system client, where Crawlee's
+#: file-system request queues keep their state (whatever store a crawler uses).
+CRAWLEE_FILE_SYSTEM_DEFAULT_DIR = "default"
+
+_OWN_NAMES = frozenset({LOCK_FILE, SYNCED_FILE, ARCHIVE_DIR, META_FILE, PUBLIC_DIR})

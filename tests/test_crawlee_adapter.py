@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -23,13 +24,19 @@ from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
 
 import logkv.crawlee._client as adapter_client
-from logkv import Configuration, Engine, StoreClosedError
+from logkv import Configuration, Engine, NotALogKVStoreError, StoreClosedError
 from logkv import KeyValueStore as LogKvKeyValueStore
 from logkv.cli.main import main as logkv_main
 from logkv.content import MAX_NESTING_DEPTH
 from logkv.crawlee import LogKvKeyValueStoreClient, LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.layout import KVS_DIR, META_FILE, is_store_folder
+from logkv.layout import (
+    CRAWLEE_METADATA_FILE,
+    KVS_DIR,
+    META_FILE,
+    TRASH_DIR,
+    is_store_folder,
+)
 from logkv.options import Durability
 
 AWKWARD_KEYS = [
@@ -130,6 +137,34 @@ async def test_a_crawler_request_queue_and_the_default_store_coexist(env: Env) -
     assert await kvs.get_value("state") == {"page": 1}
 
 
+@pytest.mark.parametrize("selector", [{"name": "pages"}, {"alias": "run"}, {}])
+async def test_a_store_reopens_after_its_client_closed(env: Env, selector: dict[str, str]) -> None:
+    kvs = await env.open(**selector)
+    await kvs.set_value("k", {"a": 1})
+    await env.client.close()
+    again = await env.open(**selector)  # the same client, without clearing Crawlee's caches
+    assert await again.get_value("k") == {"a": 1}
+    await again.set_value("k2", "more")
+    with pytest.raises(StoreClosedError):
+        await kvs.get_value("k")  # the closed handle stays closed
+    await env.client.close()
+    env.client = env.new_client()
+    fresh = await env.open(**selector)  # a new client, same storage directory
+    assert await fresh.get_value("k") == {"a": 1}
+    assert await fresh.get_value("k2") == "more"
+    assert await env.open(**selector) is fresh
+
+
+async def test_a_store_reopens_after_it_was_closed_alone(env: Env) -> None:
+    kvs = await env.open(name="pages")
+    await kvs.set_value("k", {"a": 1})
+    raw = await env.client.create_kvs_client(name="pages", configuration=env.configuration)
+    await raw.close()
+    again = await env.open(name="pages")
+    assert again is not kvs
+    assert await again.get_value("k") == {"a": 1}
+
+
 async def test_named_store_persists_across_runs_and_opens_by_id(env: Env) -> None:
     kvs = await env.open(name="pages")
     assert kvs.name == "pages"
@@ -194,6 +229,42 @@ async def test_foreign_folder_is_refused(env: Env) -> None:
     service_locator.storage_instance_manager.clear_cache()
     with pytest.raises(Exception, match="Crawlee file-system"):
         await env.open(name="from-crawlee")
+
+
+@pytest.mark.parametrize("selector", [{"name": "default"}, {"alias": "default"}])
+async def test_the_file_system_default_folder_is_refused_up_front(
+    env: Env, selector: dict[str, str]
+) -> None:
+    # Crawlee's file-system request queue keeps its state in key_value_stores/default: a logkv
+    # store there would be mixed with it (and emptied by its purge) on the next run.
+    with pytest.raises(ValueError, match="request queue") as info:
+        await env.open(**selector)
+    assert "another name" in str(info.value)
+    assert not env.folder("default").exists()
+    queue = await RequestQueue.open(storage_client=env.client, configuration=env.configuration)
+    await queue.add_request("http://127.0.0.1/page")
+    await env.restart()
+    kvs = await env.open(name="default-store")  # any other name is fine
+    await kvs.set_value("k", {"a": 1})
+
+
+async def test_a_crawlee_store_written_into_a_logkv_folder_is_named(env: Env) -> None:
+    kvs = await env.open(name="shared-folder")
+    await kvs.set_value("k", {"a": 1})
+    await env.restart()
+    # Crawlee's file-system client is given the same folder (same name, same storage_dir).
+    crawlee_store = await KeyValueStore.open(
+        name="shared-folder",
+        configuration=env.configuration,
+        storage_client=FileSystemStorageClient(),
+    )
+    await crawlee_store.set_value("theirs", {"b": 2})
+    service_locator.storage_instance_manager.clear_cache()
+    with pytest.raises(NotALogKVStoreError) as info:
+        await env.open(name="shared-folder")
+    message = str(info.value)
+    assert CRAWLEE_METADATA_FILE in message and "theirs" in message
+    assert "never share" in message and "move" in message.lower()
 
 
 async def test_two_storage_clients_share_one_open_store(env: Env) -> None:
@@ -521,6 +592,31 @@ async def test_drop_removes_the_store(env: Env) -> None:
     fresh = await env.open(name="dropped")
     assert fresh.id != old_id
     assert await keys_of(fresh) == []
+
+
+async def test_a_drop_that_fails_mid_delete_leaves_no_half_store(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kvs = await env.open(name="dropped")
+    for number in range(20):
+        await kvs.set_value(f"k{number}", number)
+    real_unlink = os.unlink
+    deleted: list[str] = []
+
+    def failing_unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if deleted:
+            raise PermissionError(13, "injected failure", str(path))
+        real_unlink(path, *args, **kwargs)
+        deleted.append(str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "unlink", failing_unlink)
+        await kvs.drop()
+    assert deleted  # the deletion really was cut short
+    assert not env.folder("dropped").exists()
+    fresh = await env.open(name="dropped")
+    assert await keys_of(fresh) == []
+    assert not any((env.root / TRASH_DIR).iterdir())
 
 
 async def test_metadata_timestamps(env: Env) -> None:

@@ -932,6 +932,34 @@ async def test_foreign_folder_is_refused(open_log_kvs: OpenKvs, storage_dir: Pat
         await open_log_kvs(name="holiday-photos")
 
 
+@pytest.mark.parametrize(
+    ("strays", "named"),
+    [
+        ([CRAWLEE_METADATA_FILE, "__RQ_STATE_x", "__RQ_STATE_x.__metadata__.json"], "Crawlee"),
+        (["notes.txt"], "notes.txt"),
+    ],
+)
+async def test_files_of_another_client_in_a_store_folder_are_named(
+    open_log_kvs: OpenKvs, strays: list[str], named: str
+) -> None:
+    kvs = await open_log_kvs()
+    await kvs.set_value("k", "v")
+    folder = kvs.path
+    assert folder is not None
+    await kvs.close()
+    for stray in strays:  # as another client that was given the same folder would write them
+        (folder / stray).write_text("{}")
+    with pytest.raises(NotALogKVStoreError, match=named) as info:
+        await open_log_kvs()
+    message = str(info.value)
+    assert all(stray in message for stray in strays)
+    assert "never share" in message
+    for stray in strays:
+        (folder / stray).unlink()
+    kvs = await open_log_kvs()  # the files moved out: the store opens, whole
+    assert await kvs.get_value("k") == "v"
+
+
 async def test_engine_store_without_metadata_is_adopted(
     open_log_kvs: OpenKvs, storage_dir: Path
 ) -> None:

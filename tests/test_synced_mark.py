@@ -20,7 +20,14 @@ from logkv.engine import Engine
 from logkv.errors import CorruptionError
 from logkv.format import SyncedMark, decode_synced_mark, encode_synced_mark
 from logkv.history import verify
-from logkv.layout import DAMAGED_SUFFIX, SYNCED_FILE, list_segments, segment_name
+from logkv.layout import (
+    DAMAGED_SUFFIX,
+    SYNCED_FILE,
+    is_own_name,
+    list_segments,
+    segment_name,
+    torn_tail_copy_name,
+)
 from logkv.options import Durability
 
 
@@ -248,3 +255,11 @@ def test_dump_draws_the_same_line_as_open(
         file.write(bytes(300))
     assert main(["dump", str(abandoned), "--json"]) == 0
     assert '"torn_tail"' in capsys.readouterr().out
+
+
+def test_files_of_the_mark_and_a_kept_tail_are_logkv_own(tmp_path: Path) -> None:
+    """The synced mark and a kept torn tail are logkv's own files: a store folder holding them
+    is not taken for one that another client wrote into."""
+    assert is_own_name(SYNCED_FILE)
+    assert is_own_name(torn_tail_copy_name(segment_name(3), 4096))
+    assert not is_own_name("00000003.seg.tail-x.damaged")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,12 +35,27 @@ from crawlee.storage_clients.models import (
 from ..configuration import Configuration
 from ..engine import Engine
 from ..errors import StoreClosedError
+from ..fsutil import empty_trash
 from ..options import Durability
 from ..replay import Entry
-from ..storage_clients._base import StoreLocation, check_key, check_paging, key_batches, timestamp
+from ..storage_clients._base import (
+    Pacer,
+    StoreLocation,
+    check_key,
+    check_paging,
+    paced_key_batches,
+    timestamp,
+)
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from ..storage_clients._public import PublicFiles
-from ..storage_clients.log import _check_kind, _delete_all, refuse_foreign_folder, wait_for_commit
+from ..storage_clients.log import (
+    _check_kind,
+    _delete_all,
+    drop_store,
+    refuse_foreign_folder,
+    trash_of,
+    wait_for_commit,
+)
 from ._values import deserialize, serialize, shown_content_type
 
 log = logging.getLogger("logkv")
@@ -82,6 +96,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         self._compaction_ratio = settings.compaction_min_dead_ratio
         self._compaction: asyncio.Task[None] | None = None
         self._public = PublicFiles(engine.path)
+        self._pacer = Pacer()
         self._on_close = on_close
         self._closed = False
 
@@ -102,6 +117,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         """
         folder = location.path
         assert folder is not None
+        empty_trash(trash_of(folder))
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
         if meta is not None:
@@ -141,6 +157,10 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         first = [prefix] if prefix in self._engine else []
         return first + list(self._engine.keys(prefix))
 
+    def _key_batch(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` keys strictly after ``after``, in order."""
+        return list(self._engine.keys(after, count))
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -177,7 +197,11 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
             self._modified_at = now
 
     async def _tick(self) -> None:
-        """Once per save interval: save changed timestamps and maybe start a compaction."""
+        """After every call: now and then, yield to the event loop (inline calls never
+        suspend: see :class:`~logkv.storage_clients._base.Pacer`); once per save interval, save
+        changed timestamps and maybe start a compaction."""
+        if self._pacer.due():
+            await asyncio.sleep(0)
         if _now() - self._last_save < self._save_interval:
             return
         self._last_save = _now()
@@ -238,7 +262,9 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         self._check_open()
         check_key(key)
         self._touch()
-        return key in self._engine
+        found = key in self._engine
+        await self._tick()
+        return found
 
     async def iterate_keys(
         self, *, exclusive_start_key: str | None = None, limit: int | None = None
@@ -249,7 +275,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 entry = engine.entry(key)  # now, not when the batch was listed
                 if entry is not None:
@@ -271,7 +297,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for group, size in _groups(engine, batch):
                 if size > self._offload:
                     records = await _to_thread(_read_group, engine, group)
@@ -354,15 +380,19 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         """
         if self._closed:
             return
-        self._closed = True
-        if self._compaction is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._compaction)
+        await self._stop()
         try:
             await self._save_meta()
         finally:
             await _to_thread(self._engine.close)
             self._on_close(self)
+
+    async def _stop(self) -> None:
+        """Refuse further calls and let a running compaction finish."""
+        self._closed = True
+        if self._compaction is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._compaction)
 
     def close_sync(self) -> None:
         """:meth:`close` without an event loop (at process exit; a running compaction is left
@@ -378,9 +408,14 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
             self._on_close(self)
 
     async def drop(self) -> None:
-        """Close the store and delete its folder; the client cannot be used afterwards."""
-        await self.close()
-        await _to_thread(shutil.rmtree, self._folder, True)
+        """Delete the store and its folder, all or nothing (see
+        :func:`logkv.storage_clients.log.drop_store`); the client cannot be used afterwards."""
+        self._check_open()
+        await self._stop()
+        try:
+            await _to_thread(drop_store, self._engine)
+        finally:
+            self._on_close(self)
 
 
 def _record(key: str, data: bytes | None, stored_type: str | None) -> KeyValueStoreRecord | None:

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import os
 from collections.abc import Hashable
 from typing import Any, Final
 
+from crawlee._service_locator import ServiceLocator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
+from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from ..configuration import Configuration
 from ..errors import StoreNotFoundError
+from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 from ..names import select, store_folder
 from ..storage_clients._base import StoreLocation
 from ..storage_clients.log import find_store_by_id
@@ -35,6 +39,8 @@ BESIDE_FILE_SYSTEM_DEFAULT: Final = "default-logkv"
 _OPEN: dict[str, LogKvKeyValueStoreClient] = {}
 _OPENING: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = {}
 _EXIT_HOOK: list[bool] = []
+
+log = logging.getLogger("logkv")
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
@@ -75,6 +81,12 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             )
         self._settings = settings
         self._opened: list[LogKvKeyValueStoreClient] = []
+        #: Store folders that belong to the delegate (a logkv store there would share them).
+        self._delegates_folders: frozenset[str] = (
+            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR})
+            if isinstance(self._delegate, FileSystemStorageClient)
+            else frozenset()
+        )
 
     @property
     def delegate(self) -> Any:
@@ -156,11 +168,24 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
                 raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
             return StoreLocation(folder, meta.kind, meta.id, meta.name, meta.alias, folder)
         assert selector.kind != "id"
+        self._refuse_delegates_folder(selector.folder_name)
         folder = store_folder(storage_dir, selector.folder_name)
         # A new default store gets a random id, as every Crawlee store does: Crawlee keys some
         # per-process state (autosaved values) by store id alone.
         new_id = None if selector.kind == "default" and id is None else selector.id
         return StoreLocation(folder, selector.kind, new_id, selector.name, selector.alias, folder)
+
+    def _refuse_delegates_folder(self, folder_name: str) -> None:
+        """Raise ``ValueError`` when ``folder_name`` is a folder the delegate writes into."""
+        if folder_name not in self._delegates_folders:
+            return
+        raise ValueError(
+            f"the store folder {folder_name!r} belongs to Crawlee's file-system client, whose "
+            "request queues keep their state in its default key-value store there; a logkv "
+            "store in the same folder would be mixed with it (and emptied by its purge). Two "
+            f"storage clients never share a folder: choose another name or alias than "
+            f"{folder_name!r} (the default store of this client is {BESIDE_FILE_SYSTEM_DEFAULT!r})"
+        )
 
     async def create_dataset_client(
         self,
@@ -195,16 +220,42 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
     async def close(self) -> None:
         """Close the key-value stores this client opened (saving their timestamps and releasing
-        their locks). Opening a store again afterwards reopens it."""
+        their locks). ``KeyValueStore.open`` afterwards, through this client or another, opens
+        the store again (a new ``KeyValueStore`` object: the closed ones are evicted from
+        Crawlee's storage cache and stay closed)."""
         opened, self._opened = self._opened, []
         for client in opened:
             await client.close()
 
 
 def _forget(client: LogKvKeyValueStoreClient) -> None:
+    """A store was closed or dropped: forget its client here and in Crawlee's cache."""
     folder_key = os.path.realpath(client.path)
     if _OPEN.get(folder_key) is client:
         del _OPEN[folder_key]
+    _evict_from_crawlee_cache(client)
+
+
+def _evict_from_crawlee_cache(client: LogKvKeyValueStoreClient) -> None:
+    """Remove the Crawlee ``KeyValueStore`` objects over ``client`` from Crawlee's storage cache.
+
+    Crawlee 1.x keeps every opened storage in one process-wide cache (its
+    ``StorageInstanceManager``) and hands the cached object back on the next ``open`` without
+    asking the storage client; Crawlee's own storages are never closed, only dropped (which
+    evicts them). Without this, ``KeyValueStore.open`` after :meth:`LogKvStorageClient.close`
+    would return the closed store. Evicted, the next ``open`` opens the store again.
+    """
+    manager = ServiceLocator.global_storage_instance_manager
+    if manager is None:
+        return
+    by_id = getattr(getattr(manager, "_cache", None), "by_id", None)
+    if not isinstance(by_id, dict):  # a Crawlee whose cache is laid out otherwise
+        log.warning("cannot find Crawlee's storage cache: a closed store may be handed back")
+        return
+    for by_key in list(by_id.get(CrawleeKeyValueStore, {}).values()):
+        for instance in list(by_key.values()):
+            if getattr(instance, "_client", None) is client:
+                manager.remove_from_cache(instance)
 
 
 def _register_exit_hook() -> None:

@@ -8,6 +8,7 @@ what every backend shares (opening rules, the per-process registry, autosave). A
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
@@ -26,6 +27,8 @@ from ..options import MAX_KEY_LENGTH
 
 #: Keys (and their infos) fetched per batch while iterating.
 ITERATION_BATCH: Final = 256
+#: Operations a store runs inline on the event loop between two yields to it (see :class:`Pacer`).
+YIELD_EVERY: Final = 32
 
 _now = time.time
 
@@ -110,6 +113,42 @@ def key_batches(
         after = batch[-1]
         if remaining is not None:
             remaining -= len(batch)
+
+
+async def paced_key_batches(
+    start: str | None, limit: int | None, fetch: Callable[[str | None, int], list[str]]
+) -> AsyncIterator[list[str]]:
+    """:func:`key_batches`, yielding to the event loop after each batch: an ``async for`` over a
+    large store lets the other tasks run (an async generator's ``yield`` does not)."""
+    for batch in key_batches(start, limit, fetch):
+        yield batch
+        await asyncio.sleep(0)
+
+
+class Pacer:
+    """Keeps the inline fast paths fair: every :data:`YIELD_EVERY`-th call is due to yield.
+
+    A small read or write costs microseconds and runs inline, so the ``await`` of it never
+    suspends the calling task: a task calling one in a tight loop would starve every other
+    task of the event loop. Yielding on every call would cost about as much as the call itself;
+    once every :data:`YIELD_EVERY` calls costs a few per cent. Usage::
+
+        if self._pacer.due():
+            await asyncio.sleep(0)
+    """
+
+    __slots__ = ("_left",)
+
+    def __init__(self) -> None:
+        self._left = YIELD_EVERY
+
+    def due(self) -> bool:
+        """Count one call; True when this one should yield to the event loop."""
+        self._left -= 1
+        if self._left:
+            return False
+        self._left = YIELD_EVERY
+        return True
 
 
 def timestamp(seconds: float) -> datetime:

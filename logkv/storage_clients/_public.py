@@ -2,8 +2,10 @@
 
 The file holds the record's stored bytes (JSON text, text, or the raw bytes) and is named after
 the key, percent-encoded so that any key is one safe file name (``a/b`` → ``a%2Fb``), with the
-extension of the record's content type. Keys too long for a file name are cut and completed with
-a hash: ``{prefix}+{sha256}.{EXT}`` (``+`` never occurs in an encoded key).
+extension of the record's content type. Keys too long for a file name are cut (between two
+characters) and completed with the SHA-256 of the whole key: ``{prefix}+{sha256}.{EXT}`` (``+``
+never occurs in an encoded key); on open, such a file is matched to the key that starts with the
+prefix and has that hash, whatever the record's content type.
 
 Once a key is published, its file follows the record: it is rewritten when the value changes
 (renamed when the extension changes) and removed when the record is deleted or purged. Files are
@@ -38,13 +40,29 @@ def public_file_name(key: str, content_type: str | None) -> str:
     encoded = quote(key, safe="")
     extension = extension_for(content_type)
     if len(encoded) + len(extension) + 1 > _MAX_NAME:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        digest = _digest(key)
         keep = _MAX_NAME - len(extension) - len(digest) - 2
-        prefix = encoded[:keep]
-        if "%" in prefix[-2:]:  # never cut an escape in half
-            prefix = prefix[: prefix.rindex("%")]
-        encoded = f"{prefix}{_HASH_MARK}{digest}"
+        encoded = f"{_encoded_prefix(key, keep)}{_HASH_MARK}{digest}"
     return f"{encoded}.{extension}"
+
+
+def _digest(key: str) -> str:
+    """The hash that completes a cut file name: of the whole key, whatever its content type."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _encoded_prefix(key: str, budget: int) -> str:
+    """The longest beginning of ``key``, cut between characters (never inside a multi-byte
+    character or an escape), whose percent-encoding has at most ``budget`` characters."""
+    parts: list[str] = []
+    used = 0
+    for character in key:
+        part = quote(character, safe="")
+        used += len(part)
+        if used > budget:
+            break
+        parts.append(part)
+    return "".join(parts)
 
 
 def key_hint(file_name: str) -> tuple[str, bool]:
@@ -52,8 +70,8 @@ def key_hint(file_name: str) -> tuple[str, bool]:
     beginning every matching key starts with."""
     stem = file_name.rsplit(".", 1)[0]
     if _HASH_MARK in stem:
-        return unquote(stem.split(_HASH_MARK, 1)[0]), False
-    return unquote(stem), True
+        return unquote(stem.split(_HASH_MARK, 1)[0], errors="strict"), False
+    return unquote(stem, errors="strict"), True
 
 
 class PublicFiles:
@@ -114,7 +132,7 @@ class PublicFiles:
             if name.endswith(TEMP_SUFFIX):
                 entry.unlink(missing_ok=True)
                 continue
-            key = self._find_key(name, keys_from)
+            key = self.find_key(name, keys_from)
             found = record(key) if key is not None else None
             value = None if found is None else found[0]
             if key is None or found is None or value is None:
@@ -126,14 +144,19 @@ class PublicFiles:
             self.publish(key, value, content_type)
 
     @staticmethod
-    def _find_key(name: str, keys_from: Callable[[str], Iterable[str]]) -> str | None:
-        hint, exact = key_hint(name)
+    def find_key(name: str, keys_from: Callable[[str], Iterable[str]]) -> str | None:
+        """The key whose public file is called ``name``, or None when no key of the store has
+        that file name (whatever its content type: the extension is not compared)."""
+        try:
+            hint, exact = key_hint(name)
+        except UnicodeDecodeError:  # not a name logkv made
+            return None
         if exact:
             return hint
-        stem = name.rsplit(".", 1)[0]
+        digest = name.rsplit(".", 1)[0].split(_HASH_MARK, 1)[1]
         for key in keys_from(hint):
             if not key.startswith(hint):
                 break
-            if public_file_name(key, None).rsplit(".", 1)[0] == stem:
+            if _digest(key) == digest:
                 return key
         return None

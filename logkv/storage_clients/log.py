@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Hashable, Iterator
 from itertools import chain
@@ -30,7 +29,14 @@ from ..configuration import Configuration
 from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
-from ..layout import CRAWLEE_METADATA_FILE, META_FILE, PUBLIC_DIR, is_store_folder
+from ..fsutil import empty_trash, move_to_trash
+from ..layout import (
+    CRAWLEE_METADATA_FILE,
+    META_FILE,
+    TRASH_DIR,
+    is_own_name,
+    is_store_folder,
+)
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..names import Selector, kvs_root, store_folder
 from ..options import MAX_KEY_LENGTH, Durability
@@ -42,7 +48,7 @@ from ._base import (
     StoreLocation,
     check_key,
     check_paging,
-    key_batches,
+    paced_key_batches,
     timestamp,
 )
 from ._meta import StoreMeta, new_store_id, read_meta, write_meta
@@ -134,26 +140,48 @@ def _crawlee_store_id(folder: Path) -> str | None:
 
 
 def refuse_foreign_folder(folder: Path) -> None:
-    """Raise :class:`NotALogKVStoreError` unless ``folder`` is absent, empty or a logkv store."""
+    """Raise :class:`NotALogKVStoreError` unless ``folder`` is absent, empty or a logkv store
+    holding only logkv's files.
+
+    A logkv store folder holding files of another program (another storage client was given
+    the same folder) is refused too, naming those files: they are not logkv's to delete, and
+    the other client may delete logkv's (Crawlee's file-system purge deletes every file in the
+    folder but its metadata).
+    """
     if not folder.exists():
         return
     if not folder.is_dir():
         raise NotALogKVStoreError(f"{folder} is a file, not a key-value store folder")
-    if (folder / CRAWLEE_METADATA_FILE).exists():
-        mixed = " (mixed with logkv files)" if (folder / META_FILE).exists() else ""
+    strays = sorted(name for name in os.listdir(folder) if not is_own_name(name))
+    if not strays:
+        return
+    shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
+    ours = (folder / META_FILE).exists() or is_store_folder(folder)
+    if not ours and CRAWLEE_METADATA_FILE in strays:
         raise NotALogKVStoreError(
-            f"{folder} holds a Crawlee file-system key-value store{mixed}, not a logkv store; "
+            f"{folder} holds a Crawlee file-system key-value store, not a logkv store; "
             f"{_IMPORT_HINT}"
         )
-    if (folder / META_FILE).exists() or is_store_folder(folder):
-        return
-    strangers = [p.name for p in folder.iterdir() if p.name != PUBLIC_DIR]
-    if strangers:
-        shown = ", ".join(sorted(strangers)[:5])
+    if not ours:
         raise NotALogKVStoreError(
             f"{folder} holds files that are not part of a logkv store ({shown}); move them away "
             "or choose another store name"
         )
+    crawlee = (
+        f" ({CRAWLEE_METADATA_FILE} is the mark of a Crawlee file-system key-value store: "
+        "Crawlee's file-system client was given this folder, for a store of the same name or "
+        "for the state of its request queues, which it keeps in its default store)"
+        if CRAWLEE_METADATA_FILE in strays
+        else ""
+    )
+    raise NotALogKVStoreError(
+        f"another program wrote into the logkv store folder {folder}: {shown} "
+        f"{'is' if len(strays) == 1 else 'are'} not logkv's{crawlee}. Two storage clients must "
+        "never share a store folder: the other one may delete logkv's files (Crawlee's "
+        "file-system purge deletes every file it does not own). Move those files out of the "
+        "folder (they belong to the other client) and open the store again; give the other "
+        "client's store another name or storage directory"
+    )
 
 
 def _check_kind(meta: StoreMeta, location: StoreLocation, folder: Path) -> None:
@@ -205,6 +233,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Open (creating if needed) the store at ``location`` (blocking: run it in a thread)."""
         folder = location.path
         assert folder is not None
+        empty_trash(trash_of(folder))
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
         if meta is not None:
@@ -242,6 +271,10 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
     def _keys_from(self, prefix: str) -> Iterator[str]:
         first = [prefix] if prefix in self._engine else []
         return chain(first, self._engine.keys(prefix))
+
+    def _key_batch(self, after: str | None, count: int) -> list[str]:
+        """Up to ``count`` keys strictly after ``after``, in order."""
+        return list(self._engine.keys(after, count))
 
     # ------------------------------------------------------------------ properties
 
@@ -315,7 +348,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = _now()
         engine = self._engine
         entry_of = engine.entry
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 entry = entry_of(key)  # now, not when the batch was listed: never stale
                 if entry is not None:
@@ -328,8 +361,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Keys in order, fetched from the index in batches."""
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
-        engine = self._engine
-        for batch in key_batches(exclusive_start_key, limit, lambda a, n: list(engine.keys(a, n))):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
             for key in batch:
                 yield key
 
@@ -490,12 +522,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Save the timestamps, make pending writes durable, release the lock (idempotent)."""
         if self._closed:
             return
-        self._closed = True
-        try:
-            if self._compaction is not None:
-                await asyncio.shield(self._compaction)
-        except Exception:  # already logged by whoever awaited it
-            pass
+        await self._stop()
         try:
             await self._save_meta()
         finally:
@@ -505,9 +532,41 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
                 self._engine.close()
 
     async def drop(self) -> None:
-        """Close the store and delete its folder."""
-        await self.close()
-        await _to_thread(shutil.rmtree, self._folder, True)
+        """Delete the store and its folder, all or nothing (see :func:`drop_store`); the client
+        is closed afterwards."""
+        self._check_open()
+        await self._stop()
+        await _to_thread(drop_store, self._engine)
+
+    async def _stop(self) -> None:
+        """Refuse further calls and let a running compaction finish."""
+        self._closed = True
+        try:
+            if self._compaction is not None:
+                await asyncio.shield(self._compaction)
+        except Exception:  # already logged by whoever awaited it
+            pass
+
+
+def trash_of(folder: Path) -> Path:
+    """The trash of the storage directory whose ``key_value_stores/`` holds store ``folder``."""
+    return folder.parent.parent / TRASH_DIR
+
+
+def drop_store(engine: Engine) -> None:
+    """Delete the store of ``engine``, all or nothing (blocking: run it in a thread).
+
+    The folder is renamed into the storage directory's trash in one step while the engine still
+    holds the store's lock (so no other process has it open for writing), the rename is made
+    durable, the engine is closed, and only then are the files deleted. A crash before the
+    rename leaves the store whole; after it, the store is gone and its name free, and the next
+    open of a store of this storage directory deletes what is left in the trash.
+    """
+    try:
+        moved = move_to_trash(engine.path, trash_of(engine.path))
+    finally:
+        engine.close()
+    empty_trash(moved.parent)
 
 
 def _read_decoded(engine: Engine, key: str, entry: Any, default: Any) -> Any:

@@ -30,7 +30,7 @@ from ._base import (
     StoreLocation,
     check_key,
     check_paging,
-    key_batches,
+    paced_key_batches,
     timestamp,
 )
 from ._meta import new_store_id
@@ -213,7 +213,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         """Keys in order, in batches that each start after the previous one's last key."""
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
-        for batch in key_batches(exclusive_start_key, limit, self._batch):
+        async for batch in paced_key_batches(exclusive_start_key, limit, self._batch):
             for key in batch:
                 yield key
 
