@@ -25,6 +25,7 @@ from logkv.cli import compact as compact_cli
 from logkv.cli import dump as dump_module
 from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE
+from logkv.layout import TRASH_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 4
@@ -533,6 +534,7 @@ def test_compact_finds_every_store_whatever_its_name(tmp_path: Path) -> None:
         data[name] = read_all(kvs / name)
     fill(tmp_path / "elsewhere")
     (kvs / "linked").symlink_to(tmp_path / "elsewhere")
+    fill(storage / TRASH_DIR / "dropped-1a2b")  # a store being dropped is no store to compact
     done = compact(storage, "--json", "--retention", "archive")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -27,7 +27,7 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..history import HistoryGap, StoreChangedError
-from ..layout import KVS_DIR, is_store_folder
+from ..layout import KVS_DIR, TRASH_DIR, is_store_folder
 from . import ExitCode
 
 #: How deep below a storage folder stores are looked for (``key_value_stores/NAME`` is 2).
@@ -161,7 +161,8 @@ def find_stores(root: Path) -> list[Path]:
     Stores are recognised by their files (:func:`~logkv.layout.is_store_folder`), never by
     their names: a store may be named ``archive`` or ``public``, an alias may be hidden
     (``.cache``), and a folder may be a symbolic link to a store. A store's own subfolders
-    (its ``archive/`` of segments) are not searched.
+    (its ``archive/`` of segments) are not searched, nor is the storage folder's trash of
+    stores being dropped.
     """
     if not root.is_dir():
         raise CommandError(f"no store or storage folder at {root}", ExitCode.USAGE)
@@ -187,6 +188,8 @@ def _stores_below(folder: Path, depth: int) -> list[Path]:
 
 def _collect_stores(folder: Path, depth: int, found: dict[Path, Path]) -> None:
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if child.name == TRASH_DIR:
+            continue  # stores being dropped: the next open of the storage folder deletes them
         if is_store_folder(child):
             found.setdefault(child.resolve(), child)
         elif depth > 1:
