@@ -15,6 +15,7 @@ from benchmarks.peer_stores import peers
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "peers.md"
     command = [sys.executable, "-m", "benchmarks.bench_peers", "--quick", "--records", "300"]

@@ -146,6 +146,7 @@ def writer_in_child(store: Path) -> Iterator[int]:
 # ---------------------------------------------------------------------------------- stats
 
 
+@pytest.mark.slow
 def test_stats_as_a_table_and_as_json(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store)
@@ -187,6 +188,7 @@ def test_stats_works_beside_a_live_writer(tmp_path: Path) -> None:
         assert json.loads(done.stdout)["keys"] == 2
 
 
+@pytest.mark.slow
 def test_missing_store_and_damaged_store_give_one_clear_line(tmp_path: Path) -> None:
     assert_one_clean_error(logkv("stats", tmp_path / "nope"), 2, "does not exist")
     (tmp_path / "empty").mkdir()
@@ -220,6 +222,7 @@ def test_verify_passes_on_a_sound_store(tmp_path: Path) -> None:
     assert "result              OK" in table.stdout
 
 
+@pytest.mark.slow
 def test_verify_reports_the_first_broken_link_of_a_tampered_store(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store)
@@ -253,6 +256,7 @@ def test_verify_reports_the_first_broken_link_of_a_tampered_store(tmp_path: Path
 # ---------------------------------------------------------------------------------- history
 
 
+@pytest.mark.slow
 def test_history_of_a_key_with_and_without_values(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store)
@@ -332,6 +336,7 @@ def test_replay_to_a_sequence_number_rebuilds_that_state(tmp_path: Path) -> None
     assert_one_clean_error(refused, 2, "not an empty folder")
 
 
+@pytest.mark.slow
 def test_replay_to_a_time_rebuilds_that_state(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store)
@@ -345,6 +350,7 @@ def test_replay_to_a_time_rebuilds_that_state(tmp_path: Path) -> None:
     assert read_all(tmp_path / "then") == model.state(included)
 
 
+@pytest.mark.slow
 def test_replay_before_a_deleting_compaction_is_a_clear_gap(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
@@ -401,6 +407,7 @@ def test_compact_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert files_of(store) == before
 
 
+@pytest.mark.slow
 def test_compact_shrinks_the_store_and_keeps_its_data(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store, rounds=12)
@@ -426,6 +433,7 @@ def test_compact_shrinks_the_store_and_keeps_its_data(tmp_path: Path) -> None:
     assert "nothing to compact" in again.stdout
 
 
+@pytest.mark.slow
 def test_compact_takes_the_retention_from_the_environment(tmp_path: Path) -> None:
     store = tmp_path / "store"
     model = fill(store)
@@ -439,6 +447,7 @@ def test_compact_takes_the_retention_from_the_environment(tmp_path: Path) -> Non
     assert_one_clean_error(bad, 2, "LOGKV_RETENTION")
 
 
+@pytest.mark.slow
 def test_compact_a_storage_folder_with_two_stores(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     stores = [storage / "key_value_stores" / name for name in ("alpha", "beta")]
@@ -463,6 +472,7 @@ def test_compact_a_storage_folder_with_two_stores(tmp_path: Path) -> None:
     assert "total (2 of 2 stores)" in table.stdout
 
 
+@pytest.mark.slow
 def test_compact_skips_a_store_locked_by_a_running_writer(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     locked, free = storage / "locked", storage / "free"
@@ -483,6 +493,7 @@ def test_compact_skips_a_store_locked_by_a_running_writer(tmp_path: Path) -> Non
         assert compact(locked, "--dry-run").returncode == 0  # read-only: fine beside a writer
 
 
+@pytest.mark.slow
 def test_help_explains_the_retention_choices() -> None:
     done = compact("--help")
     assert done.returncode == 0
@@ -506,6 +517,7 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
     assert "usage:" in done.stderr
 
 
+@pytest.mark.slow
 def test_compact_skips_stores_with_few_dead_bytes(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with Engine.open(store) as engine:

@@ -303,7 +303,9 @@ def test_writes_at_every_step_of_a_compaction_land_where_they_belong(
         state_at(path, until_seq=rotation_seq - 1)
 
 
-@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+@pytest.mark.parametrize(
+    "durability", [Durability.PROCESS, pytest.param(Durability.FSYNC, marks=pytest.mark.slow)]
+)
 def test_writers_keep_writing_while_compaction_runs(tmp_path: Path, durability: Durability) -> None:
     path = tmp_path / "store"
     writers, ops = (3, 2500) if durability is Durability.PROCESS else (3, 400)

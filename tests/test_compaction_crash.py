@@ -336,6 +336,7 @@ def test_an_interrupted_archive_compaction_is_finished_as_archive(
 # ---------------------------------------------------------------------------- real SIGKILLs
 
 
+@pytest.mark.slow
 def test_sigkill_during_compactions_loses_no_acknowledged_write(tmp_path: Path) -> None:
     store = tmp_path / "store"
     rounds = 6

@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from logkv import MISSING, Engine, KeyInfo, SetRecord
 from logkv.history import HistoryGap, iter_snapshot_records, key_history, state_at
@@ -28,6 +34,7 @@ from logkv.replay import Entry
 from logkv.snapshot import SnapshotWriter, load_snapshot
 
 SEGMENT_SIZE = 4096
+QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
 Value = tuple[bytes | None, str | None]
 Model = dict[str, Value]
 Op = tuple[str, str, bytes | None]  # ("set" | "delete", key, value)
@@ -317,4 +324,10 @@ CompactionVersusDict.TestCase.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestCompactionVersusDict = CompactionVersusDict.TestCase
+TestCompactionVersusDict = pytest.mark.slow(CompactionVersusDict.TestCase)
+
+
+def test_compaction_versus_dict_a_few_examples() -> None:
+    """The same machine at a few examples, so that the fast loop runs every rule too."""
+    quick = settings(CompactionVersusDict.TestCase.settings, max_examples=QUICK_EXAMPLES)
+    run_state_machine_as_test(CompactionVersusDict, settings=quick)

@@ -273,6 +273,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_every_json_value_round_trips_exactly(value: Any) -> None:

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# Every test here runs the torture's child processes and kills them: all of it is slow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -30,6 +30,9 @@ import pytest
 
 from logkv.cli.main import main as logkv_main
 
+# Every test here runs a Crawlee crawler in a child process: all of it is slow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 120
 #: The first run is killed once it has handled this many requests and persisted its state.

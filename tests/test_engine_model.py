@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -20,11 +21,13 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
 
 SEGMENT_SIZE = 4096
+QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
 
 Value = tuple[bytes | None, str | None]
 
@@ -202,4 +205,10 @@ EngineVersusDict.TestCase.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestEngineVersusDict = EngineVersusDict.TestCase
+TestEngineVersusDict = pytest.mark.slow(EngineVersusDict.TestCase)
+
+
+def test_engine_versus_dict_a_few_examples() -> None:
+    """The same machine at a few examples, so that the fast loop runs every rule too."""
+    quick = settings(EngineVersusDict.TestCase.settings, max_examples=QUICK_EXAMPLES)
+    run_state_machine_as_test(EngineVersusDict, settings=quick)

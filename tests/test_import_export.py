@@ -166,6 +166,7 @@ def cli(*args: str | Path) -> int:
 # ---------------------------------------------------------------------------------- big stores
 
 
+@pytest.mark.slow
 def test_100k_records_round_trip_exactly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

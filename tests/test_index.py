@@ -31,6 +31,7 @@ def entry(n: int) -> Entry:
     return (1, n, 40, n % 97, None)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(initial=st.dictionaries(keys, st.integers(0, 10**6), max_size=30), steps=steps)
 def test_index_matches_a_dict_and_sorted(

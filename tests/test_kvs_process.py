@@ -223,6 +223,7 @@ async def test_autosave_timer_persists_before_a_kill(
     await close_all()
 
 
+@pytest.mark.slow
 async def test_purge_on_start_acts_once_per_process(
     storage_dir: Path, child: list[subprocess.Popen[str]]
 ) -> None:

@@ -149,12 +149,14 @@ def test_second_writer_in_another_process_is_refused(store_path: Path, child: Ch
         assert len(engine) == 3
 
 
+@pytest.mark.slow
 def test_other_process_is_refused_while_we_hold_the_store(store_path: Path) -> None:
     with Engine.open(store_path):
         assert try_open_in_child(store_path) == ["locked", str(os.getpid())]
     assert try_open_in_child(store_path) == ["opened"]
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(store_path: Path, child: Child) -> None:
     last_seq = child.write(25)  # several segments' worth
     child.kill()

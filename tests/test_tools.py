@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 
 from logkv import Engine
 from logkv.format import FRAME_HEADER_SIZE, Op, encode_record
@@ -145,6 +146,7 @@ def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
     assert lines[-1]["key"] == "after" and not lines[-1]["file"].startswith("archive/")
 
 
+@pytest.mark.slow
 def test_logdump_history_reports_deleted_segments_as_a_gap_not_damage(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
@@ -177,6 +179,7 @@ def test_logdump_reads_a_store_locked_by_a_live_writer(tmp_path: Path) -> None:
         assert [(line["key"], line["value"]) for line in lines] == [("a", "1"), ("b", "2")]
 
 
+@pytest.mark.slow
 def test_logdump_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
@@ -199,6 +202,7 @@ def test_logdump_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
     assert [r["seq"] for r in records] == [g["seq"] for g in good if g["seq"] != victim["seq"]]
 
 
+@pytest.mark.slow
 def test_logdump_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
