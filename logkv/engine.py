@@ -417,7 +417,14 @@ class Engine:
             expected += 1
         if self.readonly:  # archived segments are read where they are
             self._readers.locate({n: own[n] for n in numbers if own[n].parent != self.path})
+            self._hold_view(numbers)
         return [(n, own[n]) for n in numbers]
+
+    def _hold_view(self, numbers: list[int]) -> None:
+        """Read-only stores: keep the files of this view (the snapshot and ``numbers``) open
+        when they fit within the readers' bound, so that a writer's compaction cannot take
+        them away before the next refresh (see :meth:`SegmentReaders.hold`)."""
+        self._readers.hold(([-self._covers] if self._covers else []) + numbers)
 
     def _retire_stale(self) -> None:
         """After a crash between a snapshot's install and its cleanup: retire what the newest
@@ -527,6 +534,7 @@ class Engine:
         self._record_bytes = replayer.record_bytes
         self._live_bytes = replayer.live_bytes
         self._segments = sum(1 for n, _ in every if n > self._covers)  # as _replay counts them
+        self._hold_view([n for n, _ in every if n > self._covers])
 
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import resource
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +30,8 @@ REMAP_STEP = 1 << 20
 #: memory map holds a descriptor of its own and counts as one; the least recently read files are
 #: let go first. (A read of a file that was let go opens it again.)
 MAX_OPEN_DESCRIPTORS = 32
+#: The most files a read-only store holds open to keep its view readable (see ``hold_limit``).
+MAX_HELD_FILES = 128
 
 
 class SegmentWriter:
@@ -187,6 +190,10 @@ class SegmentReaders:
     key up again). Maps and descriptors are never closed under a read: a file that is let go
     is only dropped, and a read still using it keeps it alive until it is done.
 
+    A read-only store also holds one descriptor of each file of its current view, while they
+    number at most :func:`hold_limit` (:meth:`hold`), so that its view survives a writer's
+    compaction until the next refresh.
+
     After a compaction, :meth:`retire` lets go of the files its snapshot replaced, so none of
     them is held once compaction returns; a read that looked its entry up before the switch
     and opens one of them afterwards uses it for that read only.
@@ -198,6 +205,9 @@ class SegmentReaders:
         self._descriptors = 0  # held by the files in _files
         self._paths: dict[int, Path] = {}  # files read where they are, not in the folder
         self._covers = 0  # files replaced by a snapshot covering 1.._covers are never kept
+        #: Read-only stores: a descriptor of each file of the current view (see :meth:`hold`).
+        self._held: dict[int, _Descriptor] = {}
+        self._hold_limit = hold_limit()
         self._closed = False
         # Guards every change to the fields above. A read of a file in _files takes no lock.
         self._lock = threading.Lock()
@@ -217,8 +227,27 @@ class SegmentReaders:
         """
         with self._lock:
             self._covers = covers
+            for held in [i for i in self._held if _replaced(i, covers)]:
+                del self._held[held]
             replaced = [i for i in self._files if _replaced(i, covers)]
             return [self._forget(i) for i in replaced]
+
+    def hold(self, file_ids: list[int]) -> bool:
+        """Hold a descriptor of each of the files ``file_ids`` from now on, if all of them fit
+        within :func:`hold_limit`; return whether they did (else nothing more is held).
+
+        A read-only store holds the files of its view this way, so that they stay readable
+        when a writer's compaction deletes them and its view stays the same until the next
+        refresh. A store with more files opens them as reads need them, and reloads when one of
+        them was retired. ``FileNotFoundError`` when one is gone already.
+        """
+        if len(file_ids) > self._hold_limit:
+            return False
+        with self._lock:
+            for file_id in file_ids:
+                if file_id not in self._held and not self._closed:
+                    self._held[file_id] = self._open_descriptor(file_id)
+        return True
 
     def pread(self, number: int, size: int, offset: int) -> bytes:
         """``size`` bytes at ``offset`` of data file ``number`` (fewer only at end of file)."""
@@ -274,6 +303,9 @@ class SegmentReaders:
         return _pread(descriptor.fd, size, offset), 0
 
     def _open_descriptor(self, number: int) -> _Descriptor:
+        held = self._held.get(number)
+        if held is not None:
+            return held  # still readable if a compaction deleted the file
         path = self._paths.get(number) or self.folder / data_file_name(number)
         return _Descriptor(os.open(path, os.O_RDONLY))
 
@@ -301,7 +333,18 @@ class SegmentReaders:
         with self._lock:
             self._closed = True
             self._files.clear()
+            self._held.clear()
             self._descriptors = 0
+
+
+def hold_limit() -> int:
+    """How many files a read-only store may hold open for its view: an eighth of the process's
+    descriptor limit, at least :data:`MAX_OPEN_DESCRIPTORS` and at most :data:`MAX_HELD_FILES`
+    (128 at the usual limit of 1024: 8 GiB of log in segments of the default size)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HELD_FILES
+    return min(MAX_HELD_FILES, max(MAX_OPEN_DESCRIPTORS, soft // 8))
 
 
 def _map(fd: int) -> mmap.mmap | None:

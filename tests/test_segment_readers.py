@@ -125,7 +125,27 @@ def test_refresh_lets_go_of_retired_files(open_engine: OpenEngine, store_path: P
     assert all(reader.get(k) == v for k, v in model.items())
 
 
-def test_a_reader_whose_file_was_retired_reloads(open_engine: OpenEngine, store_path: Path) -> None:
+def test_a_reader_holds_its_view_until_refresh(open_engine: OpenEngine, store_path: Path) -> None:
+    """A reader whose files fit within the hold limit keeps them: a writer's compaction and
+    new writes do not change what it reads until it refreshes."""
+    writer = open_engine(segment_size=SEGMENT_SIZE)
+    model = fill(writer, 40, 3)
+    reader = open_engine(readonly=True)  # reads nothing yet, but holds its view's files
+    writer.compact()
+    before = dict(model)
+    model.update(fill(writer, 5, 1))
+    assert dict(zip(reader.keys(), map(reader.get, reader.keys()), strict=True)) == before
+    reader.refresh()
+    assert dict(zip(reader.keys(), map(reader.get, reader.keys()), strict=True)) == model
+    assert retired_files_held(store_path) == []
+
+
+def test_a_reader_whose_file_was_retired_reloads(
+    open_engine: OpenEngine, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store with more files than a reader may hold: it opens them as reads need them, and
+    a read of a file a compaction retired reloads instead of failing."""
+    monkeypatch.setattr(segments, "hold_limit", lambda: 0)
     writer = open_engine(segment_size=SEGMENT_SIZE)
     model = fill(writer, 40, 3)
     reader = open_engine(readonly=True)  # reads nothing yet: none of its files is open
@@ -205,8 +225,9 @@ def test_a_readonly_read_racing_a_writers_compaction_returns_the_right_value(
 
 
 def test_a_read_whose_file_is_missing_for_no_compaction_still_fails(
-    open_engine: OpenEngine, store_path: Path
+    open_engine: OpenEngine, store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(segments, "hold_limit", lambda: 0)  # files opened as reads need them
     engine = open_engine(segment_size=SEGMENT_SIZE)
     fill(engine, 40, 1)
     engine.close()
