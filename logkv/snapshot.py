@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
-from .fsutil import fsync_dir
-from .layout import TEMP_SUFFIX, snapshot_name
+from .fsutil import fsync_dir, remove_quietly, temp_path
+from .layout import snapshot_name
 from .replay import Entry
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
@@ -69,7 +69,7 @@ class SnapshotWriter:
         self.folder = folder
         self.covers = covers
         self.path = folder / snapshot_name(covers)
-        self._temp = self.path.with_name(self.path.name + TEMP_SUFFIX)
+        self._temp = temp_path(self.path)
         self._file: BinaryIO = open(self._temp, "wb", buffering=1 << 20)  # noqa: SIM115
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, covers)
         self._file.write(header)
@@ -182,10 +182,16 @@ class SnapshotWriter:
         )
 
     def abort(self) -> None:
-        """Drop the unfinished snapshot (its temp file)."""
-        if not self._file.closed:
+        """Drop the unfinished snapshot (its temp file).
+
+        The temp file is removed even when closing it fails: on a full disk, closing flushes
+        the buffered bytes and fails again, and the temp file must not keep the space."""
+        try:
             self._file.close()
-        self._temp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the error that made us abort is the one to report
+        finally:
+            remove_quietly(self._temp)
 
     def _write_block(self, body: bytes) -> None:
         self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))

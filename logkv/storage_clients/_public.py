@@ -14,7 +14,6 @@ against the store and rewritten or removed.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..content import extension_for
+from ..fsutil import atomic_write
 from ..layout import PUBLIC_DIR, TEMP_SUFFIX
 
 #: Longest file name written (bytes); file systems allow 255.
@@ -73,10 +73,7 @@ class PublicFiles:
         old = self.published.get(key)
         self.folder.mkdir(exist_ok=True)
         target = self.folder / name
-        temp = self.folder / (name + TEMP_SUFFIX)
-        with open(temp, "wb") as file:
-            file.write(data)
-        os.replace(temp, target)
+        atomic_write(target, data, durable=False)
         self.published[key] = name
         if old is not None and old != name:
             (self.folder / old).unlink(missing_ok=True)
