@@ -36,7 +36,7 @@ from .format import (
     check_frame,
     encode_record,
 )
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, make_dirs
 from .index import Index
 from .layout import (
     ARCHIVE_DIR,
@@ -272,7 +272,7 @@ class Engine:
         if not folder.is_dir():
             if readonly or not create:
                 raise StoreNotFoundError(f"no store at {folder} (the folder does not exist)")
-            folder.mkdir(parents=True, exist_ok=True)
+            make_dirs(folder)
         engine = cls(
             folder,
             readonly=readonly,

@@ -1,4 +1,9 @@
-"""Small file-system helpers: directory fsync, atomic file replacement and temp files."""
+"""Small file-system helpers: file creation, directory fsync, atomic replacement, temp files.
+
+Every file and folder logkv creates is created here, so that all get the same permissions:
+:data:`FILE_MODE` and :data:`DIR_MODE`, less the process's umask, and never group- or
+world-writable, whatever the umask.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,57 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Final
 
 from .layout import TEMP_SUFFIX
+
+#: The mode of every file logkv creates (less the umask): segments, snapshots, temp files,
+#: ``LOCK``, ``META.json``, public files, exported files.
+FILE_MODE: Final = 0o644
+#: The mode of every folder logkv creates (less the umask).
+DIR_MODE: Final = 0o755
+
+
+def open_file(path: Path | str, flags: int) -> int:
+    """``os.open(path, flags)``; a file it creates gets :data:`FILE_MODE` (less the umask)."""
+    return os.open(path, flags, FILE_MODE)
+
+
+def make_dir(path: Path) -> None:
+    """Create the folder ``path`` (:data:`DIR_MODE` less the umask) unless it exists."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+
+
+def make_dirs(path: Path, *, durable: bool = False) -> list[Path]:
+    """Create the folder ``path`` and its missing parents (each :data:`DIR_MODE` less the
+    umask); return the folders created, outermost first.
+
+    With ``durable``, the parent of each folder created is ``fsync``ed, so that the new
+    entries survive a power loss (a new folder is only as durable as its entry in its parent).
+    """
+    missing: list[Path] = []
+    folder = path
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    created = list(reversed(missing))
+    for folder in created:
+        make_dir(folder)
+        if durable:
+            fsync_dir(folder.parent)
+    return created
+
+
+def make_dirs_durable(path: Path) -> list[Path]:
+    """:func:`make_dirs` with every new folder's entry made durable (``fsync`` of each parent
+    of a folder created); return the folders created."""
+    return make_dirs(path, durable=True)
 
 
 def fsync_dir(folder: Path) -> None:
@@ -42,6 +96,13 @@ def remove_quietly(path: Path) -> None:
         os.unlink(path)
 
 
+def create_temp(path: Path) -> tuple[int, Path]:
+    """Create (or empty) the temp file of ``path``; return its descriptor (open for writing)
+    and its path."""
+    temp = temp_path(path)
+    return open_file(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), temp
+
+
 @contextmanager
 def temp_file(path: Path) -> Iterator[tuple[int, Path]]:
     """Create the temp file of ``path``; yield its descriptor and its path.
@@ -50,8 +111,7 @@ def temp_file(path: Path) -> Iterator[tuple[int, Path]]:
     (whatever step failed: a write, an ``fsync``, the rename), so that a full disk gets its
     space back at once instead of at the next open.
     """
-    temp = temp_path(path)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd, temp = create_temp(path)
     try:
         yield fd, temp
     except BaseException:

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
-from .fsutil import fsync_dir, remove_quietly, temp_path
+from .fsutil import create_temp, fsync_dir, remove_quietly
 from .layout import snapshot_name
 from .replay import Entry
 
@@ -69,8 +69,8 @@ class SnapshotWriter:
         self.folder = folder
         self.covers = covers
         self.path = folder / snapshot_name(covers)
-        self._temp = temp_path(self.path)
-        self._file: BinaryIO = open(self._temp, "wb", buffering=1 << 20)  # noqa: SIM115
+        fd, self._temp = create_temp(self.path)
+        self._file: BinaryIO = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, covers)
         self._file.write(header)
         self._end = len(header)

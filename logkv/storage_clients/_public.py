@@ -21,7 +21,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..content import extension_for
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, make_dir
 from ..layout import PUBLIC_DIR, TEMP_SUFFIX
 
 #: Longest file name written (bytes); file systems allow 255.
@@ -71,7 +71,7 @@ class PublicFiles:
         """Write the file of ``key`` (replacing an older one) and remember it as published."""
         name = public_file_name(key, content_type)
         old = self.published.get(key)
-        self.folder.mkdir(exist_ok=True)
+        make_dir(self.folder)
         target = self.folder / name
         atomic_write(target, data, durable=False)
         self.published[key] = name
