@@ -36,7 +36,7 @@ from .format import (
     check_frame,
     encode_record,
 )
-from .fsutil import fsync_dir, make_dirs
+from .fsutil import check_store_entries, fsync_dir, make_dirs, open_file
 from .index import Index
 from .layout import (
     ARCHIVE_DIR,
@@ -273,6 +273,7 @@ class Engine:
             if readonly or not create:
                 raise StoreNotFoundError(f"no store at {folder} (the folder does not exist)")
             make_dirs(folder)
+        check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,
@@ -451,9 +452,12 @@ class Engine:
             torn.start,
             torn.reason,
         )
-        with open(torn.path, "r+b") as file:
-            file.truncate(torn.start)
-            os.fsync(file.fileno())
+        fd = open_file(torn.path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, torn.start)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def refresh(self) -> int:
         """Read-only stores: fold in records appended since the last open or refresh.

@@ -3,17 +3,25 @@
 Every file and folder logkv creates is created here, so that all get the same permissions:
 :data:`FILE_MODE` and :data:`DIR_MODE`, less the process's umask, and never group- or
 world-writable, whatever the umask.
+
+Nothing inside a store folder is followed if it is a symbolic link: files are opened with
+``O_NOFOLLOW`` and subfolders checked with ``lstat``, and a link raises
+:class:`~logkv.errors.UnsafeStoreError` naming it. (A link could make logkv truncate or overwrite
+a file outside the store, or read one in as data.) The store folder itself and its parents may be
+links.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
-from .layout import TEMP_SUFFIX
+from .errors import UnsafeStoreError
+from .layout import ARCHIVE_DIR, PUBLIC_DIR, TEMP_SUFFIX, is_store_entry
 
 #: The mode of every file logkv creates (less the umask): segments, snapshots, temp files,
 #: ``LOCK``, ``META.json``, public files, exported files.
@@ -23,15 +31,57 @@ DIR_MODE: Final = 0o755
 
 
 def open_file(path: Path | str, flags: int) -> int:
-    """``os.open(path, flags)``; a file it creates gets :data:`FILE_MODE` (less the umask)."""
-    return os.open(path, flags, FILE_MODE)
+    """``os.open(path, flags)`` that never follows a symbolic link at ``path``
+    (:class:`~logkv.errors.UnsafeStoreError`); a file it creates gets :data:`FILE_MODE` (less
+    the umask)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise UnsafeStoreError(path) from None
+        raise
+
+
+def open_for_reading(path: Path) -> BinaryIO:
+    """The file at ``path`` opened for reading (``"rb"``), never through a symbolic link."""
+    return open(open_file(path, os.O_RDONLY), "rb")
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of the file at ``path``, never read through a symbolic link."""
+    with open_for_reading(path) as file:
+        return file.read()
+
+
+def refuse_link(path: Path) -> None:
+    """Raise :class:`~logkv.errors.UnsafeStoreError` when ``path`` is a symbolic link."""
+    if path.is_symlink():
+        raise UnsafeStoreError(path)
+
+
+def check_store_entries(folder: Path) -> None:
+    """Raise :class:`~logkv.errors.UnsafeStoreError` when a name logkv uses in the store
+    folder ``folder`` (or in its ``archive/`` or ``public/`` folder) is a symbolic link."""
+    _check_entries(folder, is_store_entry)
+    for sub in (ARCHIVE_DIR, PUBLIC_DIR):
+        if (folder / sub).is_dir():  # not a link: checked above
+            _check_entries(folder / sub, None if sub == PUBLIC_DIR else is_store_entry)
+
+
+def _check_entries(folder: Path, ours: Callable[[str], bool] | None) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_symlink() and (ours is None or ours(entry.name)):
+                raise UnsafeStoreError(entry.path)
 
 
 def make_dir(path: Path) -> None:
-    """Create the folder ``path`` (:data:`DIR_MODE` less the umask) unless it exists."""
+    """Create the folder ``path`` (:data:`DIR_MODE` less the umask) unless it exists; a
+    symbolic link there raises :class:`~logkv.errors.UnsafeStoreError`."""
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
+        refuse_link(path)
         if not path.is_dir():
             raise
 

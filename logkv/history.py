@@ -34,6 +34,7 @@ from .format import (
     next_chain,
     read_frame,
 )
+from .fsutil import open_for_reading
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots
 from .snapshot import SnapshotInfo, load_snapshot
 
@@ -146,7 +147,7 @@ def _iter_segments(segments: list[tuple[int, Path]]) -> Iterator[LoggedRecord]:
 
 
 def _iter_segment(path: Path, number: int, is_last: bool) -> Iterator[LoggedRecord]:
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size < SEGMENT_HEADER_SIZE:
             if is_last:
@@ -185,7 +186,7 @@ def _key_history(folder: Path, key: str) -> list[LoggedRecord]:
 
 
 def _key_in_segment(path: Path, number: int, key: str, needle: bytes) -> Iterator[LoggedRecord]:
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size <= SEGMENT_HEADER_SIZE:
             return
@@ -273,7 +274,10 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     """The records a snapshot holds, in key order (values included)."""
     covers = int(path.name.split(".")[0])
     _, entries = load_snapshot(path, covers)
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with (
+        open_for_reading(path) as file,
+        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+    ):
         for key, entry in entries.items():
             offset = entry[1]
             length = entry[2] + entry[3] if entry[3] > 0 else entry[2]
@@ -338,7 +342,7 @@ def _verify(folder: Path) -> VerifyReport:
             problems.append(f"{path}: segment {segments[i - 1][0] + 1} is missing before it")
             chain = None
         try:
-            with open(path, "rb") as file:
+            with open_for_reading(path) as file:
                 size = os.fstat(file.fileno()).st_size
                 if size < SEGMENT_HEADER_SIZE:
                     if i != len(segments) - 1:

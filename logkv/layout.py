@@ -61,6 +61,17 @@ def is_store_folder(folder: Path) -> bool:
     )
 
 
+def is_store_entry(name: str) -> bool:
+    """True when ``name`` is a name logkv reads or writes in a store folder (or in its
+    ``archive/`` folder)."""
+    return (
+        name in (LOCK_FILE, META_FILE, ARCHIVE_DIR, PUBLIC_DIR)
+        or segment_number(name) is not None
+        or _SNAPSHOT_RE.match(name) is not None
+        or name.endswith((TEMP_SUFFIX, DAMAGED_SUFFIX))
+    )
+
+
 def snapshot_name(covers: int) -> str:
     """The file name of the snapshot of segments ``1..covers`` (``00000004.snap``)."""
     return f"{covers:08d}{SNAPSHOT_SUFFIX}"

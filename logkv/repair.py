@@ -17,7 +17,7 @@ from .format import (
     find_next_frame,
     read_frame,
 )
-from .fsutil import fsync_dir, temp_file, write_all
+from .fsutil import fsync_dir, open_for_reading, temp_file, write_all
 from .layout import DAMAGED_SUFFIX
 
 
@@ -43,7 +43,7 @@ def _copy_valid_frames(path: Path, number: int, fd: int) -> int:
     out = encode_segment_header(number)
     write_all(fd, out, 0)
     end = len(out)
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size <= SEGMENT_HEADER_SIZE:
             return kept

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
-from .fsutil import create_temp, fsync_dir, remove_quietly
+from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
 from .layout import snapshot_name
 from .replay import Entry
 
@@ -253,7 +253,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
     Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
     damaged. Record frames are checked when read (``get``) and by ``verify``.
     """
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
             raise CorruptionError(path, 0, "snapshot is cut short")

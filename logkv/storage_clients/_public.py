@@ -21,7 +21,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..content import extension_for
-from ..fsutil import atomic_write, make_dir
+from ..fsutil import atomic_write, make_dir, refuse_link
 from ..layout import PUBLIC_DIR, TEMP_SUFFIX
 
 #: Longest file name written (bytes); file systems allow 255.
@@ -102,6 +102,7 @@ class PublicFiles:
         its record (it may be stale after a crash), or removed when its record is gone.
         """
         self.published.clear()
+        refuse_link(self.folder)  # its entries are removed: never those of another folder
         if not self.folder.is_dir():
             return
         for entry in sorted(self.folder.iterdir()):
