@@ -267,17 +267,21 @@ class Engine:
         temp files. A read-only open takes no lock, changes nothing, and can :meth:`refresh`.
         """
         folder = Path(path)
+        durability = Durability(durability)
         if segment_size < 4096:
             raise ValueError(f"segment_size must be at least 4096 bytes, got {segment_size}")
         if not folder.is_dir():
             if readonly or not create:
                 raise StoreNotFoundError(f"no store at {folder} (the folder does not exist)")
-            make_dirs(folder)
+            # Under FSYNC a new store must survive a power loss: the entry of every folder
+            # created is made durable in its parent (the new files' entries in the store
+            # folder are synced with the first segment's header).
+            make_dirs(folder, durable=durability is Durability.FSYNC)
         check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,
-            durability=Durability(durability),
+            durability=durability,
             segment_size=segment_size,
             recovery=Recovery(recovery),
             retention=Retention(retention),
