@@ -87,7 +87,7 @@ def state_of(engine: Engine) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- snapshots
 
 
-@pytest.mark.parametrize("step", ["write", "fdatasync", "fsync", "replace"])
+@pytest.mark.parametrize("step", ["open", "write", "fdatasync", "fsync", "replace"])
 def test_disk_full_during_compaction_leaves_no_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
