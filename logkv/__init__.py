@@ -17,6 +17,7 @@ from .errors import (
     StoreFailedError,
     StoreLockedError,
     StoreNotFoundError,
+    UnsafeStoreError,
 )
 from .events import Event, EventManager, EventPersistStateData
 from .format import DeleteRecord, Record, SetRecord
@@ -63,5 +64,6 @@ __all__ = [
     "StoreFailedError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "UnsafeStoreError",
     "ValueDecodeError",
 ]

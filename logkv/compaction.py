@@ -125,8 +125,11 @@ def compact(
             last_seq, chain, last_us = engine._seq, engine._chain, engine._last_us
             record_bytes_at_rotation = engine._record_bytes
             total = len(engine._index)
-    snapshot = SnapshotWriter(engine.path, covers)
+    snapshot: SnapshotWriter | None = None
     try:
+        # Inside the try: a snapshot that cannot even be created (a full disk) must still
+        # end the compaction, or every later one would find it "already running".
+        snapshot = SnapshotWriter(engine.path, covers)
         _copy_live_records(engine, snapshot, covers, watch, progress, total)
         with engine._mutex:
             engine._frozen = None
@@ -149,7 +152,8 @@ def compact(
             for fd in held:
                 os.close(fd)
     except BaseException:
-        snapshot.abort()
+        if snapshot is not None:
+            snapshot.abort()
         raise
     finally:
         with engine._cond:

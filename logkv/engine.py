@@ -37,7 +37,14 @@ from .format import (
     check_frame,
     encode_record,
 )
-from .fsutil import atomic_write, fsync_dir
+from .fsutil import (
+    atomic_write,
+    check_store_entries,
+    fsync_dir,
+    make_dirs,
+    open_file,
+    open_for_reading,
+)
 from .index import Index
 from .layout import (
     ARCHIVE_DIR,
@@ -271,16 +278,21 @@ class Engine:
         temp files. A read-only open takes no lock, changes nothing, and can :meth:`refresh`.
         """
         folder = Path(path)
+        durability = Durability(durability)
         if segment_size < 4096:
             raise ValueError(f"segment_size must be at least 4096 bytes, got {segment_size}")
         if not folder.is_dir():
             if readonly or not create:
                 raise StoreNotFoundError(f"no store at {folder} (the folder does not exist)")
-            folder.mkdir(parents=True, exist_ok=True)
+            # Under FSYNC a new store must survive a power loss: the entry of every folder
+            # created is made durable in its parent (the new files' entries in the store
+            # folder are synced with the first segment's header).
+            make_dirs(folder, durable=durability is Durability.FSYNC)
+        check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,
-            durability=Durability(durability),
+            durability=durability,
             segment_size=segment_size,
             recovery=Recovery(recovery),
             retention=Retention(retention),
@@ -486,9 +498,12 @@ class Engine:
                 torn.path,
                 kept,
             )
-        with open(torn.path, "r+b") as file:
-            file.truncate(torn.start)
-            os.fsync(file.fileno())
+        fd = open_file(torn.path, os.O_RDWR)
+        try:
+            os.ftruncate(fd, torn.start)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def refresh(self) -> int:
         """Read-only stores: fold in records appended since the last open or refresh.
@@ -981,7 +996,7 @@ def _newest_covers(folder: Path) -> int:
 def _keep_tail(torn: DroppedRange) -> Path:
     """Copy the bytes of a dropped tail to ``NNNNNNNN.seg.tail-OFFSET.damaged`` beside it."""
     kept = torn.path.with_name(torn_tail_copy_name(torn.path.name, torn.start))
-    with open(torn.path, "rb") as source:
+    with open_for_reading(torn.path) as source:
         source.seek(torn.start)
         data = source.read(torn.end - torn.start)
     atomic_write(kept, data)

@@ -72,6 +72,22 @@ class NotALogKVStoreError(LogKVError):
     """The folder exists but holds something else (for example a Crawlee file-system store)."""
 
 
+class UnsafeStoreError(LogKVError):
+    """A name logkv uses inside a store folder is a symbolic link, which logkv never follows.
+
+    Following it could make logkv truncate, overwrite or move a file outside the store, or read
+    one in as data. ``path`` is the link; nothing was read or written through it.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"{self.path} is a symbolic link; logkv never follows links inside a store folder "
+            "(one could make it write or read a file outside the store). Nothing was changed; "
+            "replace the link by the file or folder it points to, or remove it."
+        )
+
+
 class SyncFailedError(StoreFailedError, OSError):
     """The ``fdatasync`` that was to make this write durable failed (``errno`` is its errno).
 

@@ -40,6 +40,7 @@ from .format import (
     next_chain,
     read_frame,
 )
+from .fsutil import open_for_reading
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
 from .replay import Entry, frame_length, next_valid_frame, synced_shortfall, tail_is_torn
 from .snapshot import SnapshotInfo, load_snapshot
@@ -223,7 +224,7 @@ def _iter_segments(segments: list[tuple[int, Path]]) -> Iterator[LoggedRecord]:
 
 
 def _iter_segment(path: Path, number: int, is_last: bool) -> Iterator[LoggedRecord]:
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size < SEGMENT_HEADER_SIZE:
             if is_last:
@@ -286,7 +287,7 @@ def _key_log(folder: Path, key: str) -> KeyLog:
 
 
 def _key_in_segment(path: Path, number: int, key: str, needle: bytes) -> Iterator[LoggedRecord]:
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size <= SEGMENT_HEADER_SIZE:
             return
@@ -393,7 +394,10 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     """The records a snapshot holds, in key order (values included)."""
     covers = int(path.name.split(".")[0])
     _, entries = load_snapshot(path, covers)
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with (
+        open_for_reading(path) as file,
+        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+    ):
         for key, entry in entries.items():
             yield _record_in(buf, path, key, entry)
 
@@ -484,7 +488,7 @@ def _verify(folder: Path) -> VerifyReport:
             problems.append(f"{path}: segment {segments[i - 1][0] + 1} is missing before it")
             chain = None
         try:
-            with open(path, "rb") as file:
+            with open_for_reading(path) as file:
                 size = os.fstat(file.fileno()).st_size
                 if size < SEGMENT_HEADER_SIZE:
                     if i != len(segments) - 1 or not tail_is_torn(mark, number, 0):

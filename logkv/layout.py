@@ -69,17 +69,23 @@ def is_store_folder(folder: Path) -> bool:
     )
 
 
+def is_store_entry(name: str) -> bool:
+    """True when ``name`` is a name logkv reads or writes in a store folder (or in its
+    ``archive/`` folder)."""
+    if name in _OWN_NAMES or name.endswith(TEMP_SUFFIX):
+        return True
+    base = name.removesuffix(DAMAGED_SUFFIX)  # a damaged segment or snapshot, or a kept tail
+    return (
+        segment_number(base) is not None
+        or _SNAPSHOT_RE.match(base) is not None
+        or (base != name and _TORN_TAIL_RE.match(base) is not None)
+    )
+
+
 def is_own_name(name: str) -> bool:
     """True when ``name`` is one logkv gives an entry of a store folder (listed above), or a
     hidden name (``.*``: bookkeeping of the operating system, an editor or NFS)."""
-    if name.startswith(".") or name in _OWN_NAMES:
-        return True
-    if name.endswith(TEMP_SUFFIX):
-        return True
-    base = name.removesuffix(DAMAGED_SUFFIX)
-    if base != name and _TORN_TAIL_RE.match(base):
-        return True
-    return segment_number(base) is not None or _SNAPSHOT_RE.match(base) is not None
+    return name.startswith(".") or is_store_entry(name)
 
 
 def torn_tail_copy_name(segment: str, offset: int) -> str:

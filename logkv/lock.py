@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import StoreLockedError
+from .fsutil import open_file
 from .layout import LOCK_FILE
 
 
@@ -21,7 +22,7 @@ class StoreLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_FILE
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_file(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

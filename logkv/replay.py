@@ -32,6 +32,7 @@ from .format import (
     next_chain,
     read_frame,
 )
+from .fsutil import open_for_reading
 
 log = logging.getLogger("logkv")
 
@@ -203,7 +204,7 @@ class Replayer(Generic[_Map]):
         stops before it and reports it. Any other bad frame raises ``CorruptionError``, or in
         salvage mode is skipped and reported in ``damaged``/the caller's report.
         """
-        with open(path, "rb") as file:
+        with open_for_reading(path) as file:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
                 return self._empty(path, number, is_last)

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, make_dir
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots
 from .options import Retention
 
@@ -28,7 +28,7 @@ def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
         if number > covers:
             break
         if retention is Retention.ARCHIVE:
-            archive.mkdir(exist_ok=True)
+            make_dir(archive)
             os.replace(path, archive / path.name)
         else:
             path.unlink()

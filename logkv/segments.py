@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .format import encode_segment_header
-from .fsutil import fsync_dir, write_all
+from .fsutil import fsync_dir, open_file, write_all
 from .layout import data_file_name, segment_name
 
 #: A file is mapped again for reading once reads reach this far past its map (the active
@@ -44,7 +44,7 @@ class SegmentWriter:
         self.number = number
         self.segment_size = segment_size
         self.sync_on_rotate = sync_on_rotate
-        self._fd = os.open(folder / segment_name(number), os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = open_file(folder / segment_name(number), os.O_RDWR | os.O_CREAT)
         self.end = end
         self._dirty_tail = False
         self._sync_error: OSError | None = None
@@ -100,7 +100,7 @@ class SegmentWriter:
             self.sync()
         number = self.number + 1
         header = encode_segment_header(number)
-        fd = os.open(self.folder / segment_name(number), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = open_file(self.folder / segment_name(number), os.O_RDWR | os.O_CREAT | os.O_TRUNC)
         try:
             write_all(fd, header, 0)
             if self.sync_on_rotate:

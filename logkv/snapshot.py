@@ -31,8 +31,8 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
-from .fsutil import fsync_dir
-from .layout import TEMP_SUFFIX, snapshot_name
+from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
+from .layout import snapshot_name
 from .replay import Entry
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
@@ -69,8 +69,8 @@ class SnapshotWriter:
         self.folder = folder
         self.covers = covers
         self.path = folder / snapshot_name(covers)
-        self._temp = self.path.with_name(self.path.name + TEMP_SUFFIX)
-        self._file: BinaryIO = open(self._temp, "wb", buffering=1 << 20)  # noqa: SIM115
+        fd, self._temp = create_temp(self.path)
+        self._file: BinaryIO = open(fd, "wb", buffering=1 << 20)  # noqa: SIM115
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, covers)
         self._file.write(header)
         self._end = len(header)
@@ -182,10 +182,16 @@ class SnapshotWriter:
         )
 
     def abort(self) -> None:
-        """Drop the unfinished snapshot (its temp file)."""
-        if not self._file.closed:
+        """Drop the unfinished snapshot (its temp file).
+
+        The temp file is removed even when closing it fails: on a full disk, closing flushes
+        the buffered bytes and fails again, and the temp file must not keep the space."""
+        try:
             self._file.close()
-        self._temp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the error that made us abort is the one to report
+        finally:
+            remove_quietly(self._temp)
 
     def _write_block(self, body: bytes) -> None:
         self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))
@@ -247,7 +253,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
     Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
     damaged. Record frames are checked when read (``get``) and by ``verify``.
     """
-    with open(path, "rb") as file:
+    with open_for_reading(path) as file:
         size = os.fstat(file.fileno()).st_size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
             raise CorruptionError(path, 0, "snapshot is cut short")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from .format import SyncedMark, decode_synced_mark, encode_synced_mark
-from .fsutil import fsync_dir, write_all
+from .fsutil import fsync_dir, open_file, open_for_reading, write_all
 from .layout import SYNCED_FILE
 
 log = logging.getLogger("logkv")
@@ -23,7 +23,7 @@ def read_synced_mark(folder: Path) -> SyncedMark | None:
     """The store's synced mark, or None when it has none (never closed cleanly, or written by
     an older logkv) or it is unreadable (then a warning is logged)."""
     try:
-        with open(folder / SYNCED_FILE, "rb") as file:
+        with open_for_reading(folder / SYNCED_FILE) as file:
             data = file.read(64)
     except (FileNotFoundError, NotADirectoryError):
         return None
@@ -41,7 +41,7 @@ def write_synced_mark(folder: Path, mark: SyncedMark) -> None:
     """
     path = folder / SYNCED_FILE
     created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT)
     try:
         write_all(fd, encode_synced_mark(mark), 0)
         os.fsync(fd)

@@ -50,7 +50,7 @@ from ..configuration import Configuration
 from ..content import MARKER_PARAM, base_type, decode, is_json_type, public_content_type
 from ..engine import Engine, validate_key
 from ..errors import InvalidKeyError
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, make_dirs, open_file
 from ..layout import CRAWLEE_METADATA_FILE
 from ..names import StoreKind, validate_alias, validate_name
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
@@ -205,7 +205,7 @@ def _prepare_target(target: Path) -> bool:
                 f"the target {target} is not empty; give a new or empty folder", ExitCode.USAGE
             )
         return True
-    target.mkdir(parents=True)
+    make_dirs(target)
     return False
 
 
@@ -397,7 +397,7 @@ def _crawlee_json(body: dict[str, Any]) -> bytes:
 
 def _write_file(path: Path | str, data: bytes) -> None:
     """Create ``path`` (it must not exist yet) holding ``data``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         view = memoryview(data)
         while view:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import NotALogKVStoreError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, read_file
 from ..layout import META_FILE
 from ..names import StoreKind
 
@@ -80,7 +80,7 @@ def read_meta(folder: Path) -> StoreMeta | None:
     """The metadata of the store in ``folder``, or None when it has no ``META.json``."""
     path = folder / META_FILE
     try:
-        data = path.read_bytes()
+        data = read_file(path)
     except FileNotFoundError:
         return None
     return StoreMeta.from_bytes(data, path)

@@ -16,7 +16,6 @@ against the store and rewritten or removed.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..content import extension_for
+from ..fsutil import atomic_write, make_dir, refuse_link
 from ..layout import PUBLIC_DIR, TEMP_SUFFIX
 
 #: Longest file name written (bytes); file systems allow 255.
@@ -89,12 +89,9 @@ class PublicFiles:
         """Write the file of ``key`` (replacing an older one) and remember it as published."""
         name = public_file_name(key, content_type)
         old = self.published.get(key)
-        self.folder.mkdir(exist_ok=True)
+        make_dir(self.folder)
         target = self.folder / name
-        temp = self.folder / (name + TEMP_SUFFIX)
-        with open(temp, "wb") as file:
-            file.write(data)
-        os.replace(temp, target)
+        atomic_write(target, data, durable=False)
         self.published[key] = name
         if old is not None and old != name:
             (self.folder / old).unlink(missing_ok=True)
@@ -123,6 +120,7 @@ class PublicFiles:
         its record (it may be stale after a crash), or removed when its record is gone.
         """
         self.published.clear()
+        refuse_link(self.folder)  # its entries are removed: never those of another folder
         if not self.folder.is_dir():
             return
         for entry in sorted(self.folder.iterdir()):
