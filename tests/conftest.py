@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,22 @@ import pytest
 from logkv import Engine
 
 OpenEngine = Callable[..., Engine]
+
+
+#: How long a test waits for a child process it started to end after it was killed.
+CHILD_PATIENCE = 60.0
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[str]]]:
+    """A list for the child processes a test starts; those still running at the end are
+    killed and reaped, whatever happened."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(CHILD_PATIENCE)
 
 
 @pytest.fixture

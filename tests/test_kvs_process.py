@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,14 +47,9 @@ def storage_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def child(storage_dir: Path) -> Iterator[list[subprocess.Popen[str]]]:
-    """Started children are killed at the end, whatever happened."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait(PATIENCE)
+def child(children: list[subprocess.Popen[str]]) -> list[subprocess.Popen[str]]:
+    """The children this test starts (killed at the end: the shared ``children`` fixture)."""
+    return children
 
 
 def start(
