@@ -260,6 +260,19 @@ def readable_charset(stored: str) -> str | None:
         return None
 
 
+def text_charset(stored: str) -> str | None:
+    """The charset in which :func:`decode` reads a value stored under ``stored`` as text, or
+    None when it reads it as JSON or bytes.
+
+    >>> text_charset("text/plain; charset=ISO-8859-1")
+    'iso8859-1'
+    >>> text_charset("text/plain; x-logkv-value=bytes") is None
+    True
+    """
+    rule, charset = _rule(stored)
+    return charset if rule == _DECODE_TEXT else None
+
+
 def _rule(stored: str) -> tuple[int, str]:
     """``(decoding rule, charset)`` of a stored content type (cached: types repeat).
 

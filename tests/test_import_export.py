@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,14 @@ import pytest
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logkv import Configuration, Engine, KeyValueStore
 from logkv.cli import ExitCode
 from logkv.cli.main import main
 from logkv.cli.transfer import export_store, import_store
+from logkv.content import decode, public_content_type
 
 STORE = "crawled"
 #: Records of the big-store round trip (each is two files in the Crawlee folder, written twice:
@@ -245,6 +249,149 @@ async def test_logkv_decodes_every_record_as_crawlee_does(tmp_path: Path) -> Non
     exported = tmp_path / "exported" / STORE
     export_store(target, exported, bar=False)
     assert folder_files(exported) == folder_files(source)
+
+
+# ---------------------------------------------------------------------------------- charsets
+
+#: Crawlee records under text and JSON types naming a charset: Crawlee reads every one as UTF-8.
+CHARSET_RECORDS: dict[str, tuple[bytes, str]] = {
+    "latin1": ("café".encode(), "text/plain; charset=iso-8859-1"),
+    "cp1252": ("€ and é".encode(), "text/html; charset=windows-1252"),
+    "utf16": ("日本語 ü 🎉".encode(), "text/plain; charset=utf-16"),
+    "utf8-alias": ("ü".encode(), "text/plain; charset=UTF8"),
+    "quoted": ("ß".encode(), 'text/csv; charset="ISO-8859-1"'),
+    "text-json": ('{"a": "é"}'.encode(), "text/json; charset=iso-8859-1"),  # text to Crawlee
+    "json-latin1": ('{"a": "é"}'.encode(), "application/json; charset=iso-8859-1"),
+    "json-big": (
+        '[123456789012345678901234567890, "é"]'.encode(),
+        "application/json; charset=latin-1",
+    ),
+}
+#: Records Crawlee reads as text, but that logkv cannot hold as that text in their charset.
+AS_BYTES_RECORDS: dict[str, tuple[bytes, str]] = {
+    "outside": ("€ 日本".encode(), "text/plain; charset=iso-8859-1"),  # no latin-1 for them
+    "invalid-utf8": (b"caf\xe9", "text/plain; charset=iso-8859-1"),  # Crawlee gives up
+    "utf16-bytes": ("hi".encode("utf-16"), "text/plain; charset=utf-16"),  # not UTF-8 either
+    "json-latin1-bytes": ('{"a": "é"}'.encode("latin-1"), "application/json; charset=latin-1"),
+}
+
+
+async def test_text_under_any_charset_reads_as_crawlee_reads_it(tmp_path: Path) -> None:
+    crawlee_storage = tmp_path / "crawlee"
+    source = new_crawlee_folder(crawlee_storage / "key_value_stores" / STORE)
+    for key, (data, content_type) in (CHARSET_RECORDS | AS_BYTES_RECORDS).items():
+        write_record(source, key, data, content_type)
+    crawlee_view = await read_crawlee_store(crawlee_storage)
+    assert crawlee_view["latin1"][0] == "café"
+    assert crawlee_view["outside"][0] == "€ 日本"  # text to Crawlee, which latin-1 cannot hold
+    unreadable = set(AS_BYTES_RECORDS) - {"outside"}
+    assert all(crawlee_view[key][0] is None for key in unreadable)  # Crawlee gives up...
+
+    logkv_storage = tmp_path / "logkv"
+    target = logkv_storage / "key_value_stores" / STORE
+    import_store(source, target, bar=False)
+    config = Configuration(storage_dir=str(logkv_storage), purge_on_start=False)
+    kvs = await KeyValueStore.open(name=STORE, configuration=config)
+    try:
+        for key in CHARSET_RECORDS:
+            assert await kvs.get_value(key) == crawlee_view[key][0], key
+        for key, (data, _) in AS_BYTES_RECORDS.items():  # ... logkv keeps the bytes readable
+            assert await kvs.get_value(key) == data, key
+        types = {info.key: info.content_type async for info in kvs.iterate_keys()}
+        assert types == {key: ct for key, (_, ct) in crawlee_view.items()}
+    finally:
+        await kvs.close()
+    with Engine.open(target, readonly=True) as engine:  # stored in the charset declared
+        assert engine.get("latin1") == b"caf\xe9"
+
+    exported = tmp_path / "exported" / STORE
+    export_store(target, exported, bar=False)
+    assert folder_files(exported) == folder_files(source)
+
+
+async def test_export_writes_text_as_the_utf8_crawlee_reads(tmp_path: Path) -> None:
+    logkv_storage = tmp_path / "logkv"
+    config = Configuration(storage_dir=str(logkv_storage), purge_on_start=False)
+    values: dict[str, tuple[Any, str]] = {
+        "latin1": ("café", "text/plain; charset=iso-8859-1"),
+        "utf16": ("日本語 🎉", "text/html; charset=utf-16"),
+        "raw": (b"caf\xe9", "text/plain; charset=iso-8859-1"),  # bytes: kept byte for byte
+        "json": ({"a": "é"}, "application/json; charset=iso-8859-1"),
+    }
+    kvs = await KeyValueStore.open(name=STORE, configuration=config)
+    try:
+        for key, (value, content_type) in values.items():
+            await kvs.set_value(key, value, content_type)
+    finally:
+        await kvs.close()
+
+    exported_storage = tmp_path / "exported"
+    exported = exported_storage / "key_value_stores" / STORE
+    export_store(logkv_storage / "key_value_stores" / STORE, exported, bar=False)
+    assert (exported / "latin1").read_bytes() == "café".encode()
+    assert (exported / "raw").read_bytes() == b"caf\xe9"
+    crawlee_view = await read_crawlee_store(exported_storage)
+    for key in ("latin1", "utf16", "json"):
+        assert crawlee_view[key] == values[key], key
+
+    # And back: the same values and types through logkv.
+    back_storage = tmp_path / "back"
+    back = back_storage / "key_value_stores" / STORE
+    import_store(exported, back, bar=False)
+    config = Configuration(storage_dir=str(back_storage), purge_on_start=False)
+    kvs = await KeyValueStore.open(name=STORE, configuration=config)
+    try:
+        for key, (value, _) in values.items():
+            assert await kvs.get_value(key) == value, key
+    finally:
+        await kvs.close()
+
+
+#: Charsets of the property test: single-byte, multi-byte, UTF-16/32, UTF-8 under other names.
+CHARSETS = ["iso-8859-1", "cp1252", "koi8-r", "ascii", "shift_jis", "utf-16", "utf-32-be", "utf8"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.one_of(
+        st.text(st.characters(exclude_categories=["Cs"])).map(lambda text: text.encode()),
+        st.binary(max_size=16),
+    ),
+    charset=st.sampled_from(CHARSETS),
+    base=st.sampled_from(["text/plain", "text/json"]),
+)
+def test_imported_text_reads_as_crawlee_decodes_it_or_as_bytes(
+    data: bytes, charset: str, base: str
+) -> None:
+    content_type = f"{base}; charset={charset}"
+    with tempfile.TemporaryDirectory() as folder:
+        source = new_crawlee_folder(Path(folder) / "crawlee" / STORE)
+        write_record(source, "k", data, content_type)
+        target = Path(folder) / "logkv" / STORE
+        import_store(source, target, bar=False)
+        with Engine.open(target, readonly=True) as engine:
+            found = engine.get_with_type("k")
+        assert found is not None
+        value = decode(*found)
+        assert public_content_type(found[1]) == content_type
+        try:
+            crawlee_text: str | None = data.decode("utf-8")  # what Crawlee reads
+        except UnicodeDecodeError:
+            crawlee_text = None
+        if value != crawlee_text:  # only when logkv cannot hold that text in the charset
+            assert value == data
+            assert crawlee_text is None or not _writable(crawlee_text, charset)
+        exported = Path(folder) / "exported" / STORE
+        export_store(target, exported, bar=False)
+        assert (exported / "k").read_bytes() == data
+
+
+def _writable(text: str, charset: str) -> bool:
+    """True if ``charset`` writes ``text`` and reads it back unchanged."""
+    try:
+        return text.encode(charset).decode(charset) == text
+    except UnicodeError:
+        return False
 
 
 # ---------------------------------------------------------------------------------- kinds

@@ -12,19 +12,27 @@ Import copies each record's bytes and content type into a new logkv store throug
 :meth:`logkv.Engine.set`, and writes the store's ``META.json`` (the id, timestamps and kind the
 async :class:`logkv.KeyValueStore` expects). Export writes the same three kinds of file from a
 logkv store. Bytes, keys, content types, the store id and its timestamps survive a round trip
-unchanged.
+(import, then export) unchanged.
 
 Crawlee and logkv decode a value from its content type by slightly different rules (Crawlee:
-``application/json`` anywhere in the type means JSON, a type starting ``text/`` means UTF-8
-text, the rest is bytes; logkv: ``*/json`` and ``*/*+json`` are JSON, ``text/*`` is text in its
-charset). Where the two disagree for a record, or where the stored bytes do not decode as their
-type says, the import adds logkv's hidden ``x-logkv-value`` parameter (``bytes``, ``str``, or
-``bigint`` for JSON read by the standard library, as Crawlee reads it: also used for JSON with
-integers beyond 64 bits) so that :class:`logkv.KeyValueStore` returns
-what Crawlee returns; users never see that parameter and export drops it again. A Crawlee
-``application/x-none`` record (a stored None) becomes a stored None. One difference is kept on
-purpose: logkv decodes text in the charset its content type names, where Crawlee always uses
-UTF-8.
+``application/json`` anywhere in the type means JSON, a type starting ``text/`` means text, the
+rest is bytes, and it reads both as UTF-8 whatever charset the type names; logkv: ``*/json``
+and ``*/*+json`` are JSON, ``text/*`` is text in its charset). Where the two disagree for a
+record, or where the stored bytes are not UTF-8 JSON or text as their type says (Crawlee gives
+up on such a record), the import adds logkv's hidden ``x-logkv-value`` parameter (``bytes``,
+``str``, or ``bigint`` for JSON read by the standard library, as Crawlee reads it: also used for
+JSON with integers beyond 64 bits) so that :class:`logkv.KeyValueStore` returns what Crawlee
+returns; users never see that parameter and export drops it again. A Crawlee
+``application/x-none`` record (a stored None) becomes a stored None.
+
+Charsets: text that Crawlee reads (as UTF-8) under a type naming another charset
+(``text/plain; charset=iso-8859-1``) is stored re-encoded in that charset, in which logkv reads
+it, so logkv returns the same ``str``; text that charset cannot hold keeps its UTF-8 bytes,
+marked ``bytes``. Export does the reverse: text logkv reads in a charset other than UTF-8 is
+written in UTF-8, as Crawlee reads it; values marked ``bytes`` are written byte for byte. So a
+Crawlee store comes back from import and export byte for byte. JSON needs neither: logkv reads
+JSON as UTF-8 first, whatever charset its type names, and writes it under a non-UTF-8 charset as
+ASCII, which is UTF-8 too.
 """
 
 from __future__ import annotations
@@ -47,7 +55,17 @@ from typing import Any, Final
 from tqdm import tqdm
 
 from ..configuration import Configuration
-from ..content import MARKER_PARAM, base_type, decode, is_json_type, public_content_type
+from ..content import (
+    MARKER_PARAM,
+    UTF8,
+    base_type,
+    decode,
+    encode_text,
+    is_json_type,
+    public_content_type,
+    readable_charset,
+    text_charset,
+)
 from ..engine import Engine, validate_key
 from ..errors import InvalidKeyError
 from ..fsutil import fsync_dir, make_dirs, open_file
@@ -166,30 +184,78 @@ def _logkv_kind(content_type: str) -> str:
     return _BYTES
 
 
-def stored_content_type(content_type: str, data: bytes) -> str:
-    """The content type to store ``data`` under in logkv so that logkv decodes it as Crawlee
-    does (see the module docstring); ``content_type`` itself when both already agree."""
+def imported_record(content_type: str, data: bytes) -> tuple[bytes, str]:
+    """``(bytes, content type)`` to store a Crawlee record of ``content_type`` holding ``data``
+    in logkv so that logkv decodes it as Crawlee does (see the module docstring): ``data`` and
+    ``content_type`` themselves when both already agree."""
     wanted = _crawlee_kind(content_type)
-    if wanted == _JSON and _LONG_NUMBER.search(data) is not None:
-        # orjson reads integers beyond 64 bits as floats; the standard library (as Crawlee)
-        # reads them exactly. A long digit run inside a string only costs the faster reader.
-        stored = content_type + _AS_STDLIB_JSON
-    elif wanted == _logkv_kind(content_type):
-        stored = content_type
-    elif wanted == _JSON:
-        stored = content_type + _AS_STDLIB_JSON
-    elif wanted == _TEXT:
-        stored = content_type + _AS_STR
-    else:
-        return content_type + _AS_BYTES
     if wanted == _BYTES:
-        return stored
+        agree = _logkv_kind(content_type) == _BYTES
+        return data, content_type if agree else content_type + _AS_BYTES
+    if not _crawlee_reads(wanted, data):
+        # Not valid UTF-8 JSON or text (Crawlee gives up on such a record): keep the bytes.
+        return data, content_type + _AS_BYTES
+    if wanted == _JSON:
+        stored = _json_content_type(content_type, data)
+    else:
+        stored = content_type if _logkv_kind(content_type) == _TEXT else content_type + _AS_STR
+        try:
+            data = _text_in_charset(data, content_type)
+        except TypeError:  # the declared charset cannot hold Crawlee's text
+            return data, content_type + _AS_BYTES
     try:
         decode(data, stored)
     except (ValueError, LookupError):
-        # Not valid JSON or text (Crawlee gives up on such a record): keep the bytes readable.
-        return content_type + _AS_BYTES
-    return stored
+        return data, content_type + _AS_BYTES
+    return data, stored
+
+
+def _crawlee_reads(kind: str, data: bytes) -> bool:
+    """True if Crawlee decodes ``data`` as ``kind`` (``_JSON`` or ``_TEXT``): as UTF-8."""
+    try:
+        text = data.decode(UTF8)
+        if kind == _JSON:
+            json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def _json_content_type(content_type: str, data: bytes) -> str:
+    """The type to store Crawlee's JSON ``data`` under: marked to be read by the standard
+    library, as Crawlee reads it, where orjson would read it differently or not as JSON."""
+    if _LONG_NUMBER.search(data) is not None:
+        # orjson reads integers beyond 64 bits as floats; the standard library (as Crawlee)
+        # reads them exactly. A long digit run inside a string only costs the faster reader.
+        return content_type + _AS_STDLIB_JSON
+    return content_type if _logkv_kind(content_type) == _JSON else content_type + _AS_STDLIB_JSON
+
+
+def _text_in_charset(data: bytes, content_type: str) -> bytes:
+    """Crawlee's text ``data`` (UTF-8) in the charset ``content_type`` names, in which logkv
+    reads it; ``data`` itself under UTF-8 or a charset logkv does not read text in.
+
+    Raises :class:`TypeError` when that charset cannot hold the text.
+    """
+    charset = readable_charset(content_type)
+    if charset is None or charset == UTF8:
+        return data
+    return encode_text(data.decode(UTF8), charset, content_type)
+
+
+def _crawlee_bytes(data: bytes, stored: str) -> bytes:
+    """The bytes to export a logkv value stored under ``stored`` as, so that Crawlee reads what
+    logkv reads: text logkv reads in a charset other than UTF-8 is written in UTF-8 (Crawlee
+    reads text as UTF-8, whatever its type says); everything else byte for byte."""
+    charset = text_charset(stored)
+    if charset is None or charset == UTF8:
+        return data
+    if _crawlee_kind(public_content_type(stored)) != _TEXT:
+        return data  # bytes to Crawlee: the stored bytes are what it returns
+    try:
+        return data.decode(charset).encode(UTF8)
+    except UnicodeError:  # not text in its charset: logkv reads no text from it either
+        return data
 
 
 # ---------------------------------------------------------------------------------- targets
@@ -384,7 +450,7 @@ def _import_record(engine: Engine, key: str, content_type: str, data: bytes) -> 
     if content_type == NONE_CONTENT_TYPE and not data:
         engine.set(key, None, content_type)
         return
-    engine.set(key, data, stored_content_type(content_type, data))
+    engine.set(key, *imported_record(content_type, data))
 
 
 # ---------------------------------------------------------------------------------- export
@@ -463,6 +529,8 @@ def _export_record(target: Path, key: str, data: bytes | None, stored: str | Non
         data, content_type = b"", NONE_CONTENT_TYPE
     else:
         content_type = public_content_type(stored)
+        if stored is not None:
+            data = _crawlee_bytes(data, stored)
     path = os.path.join(target, crawlee_file_name(key))
     _write_file(path, data)
     record = {"key": key, "content_type": content_type, "size": len(data)}
