@@ -359,8 +359,9 @@ def test_replay_before_a_deleting_compaction_is_a_clear_gap(tmp_path: Path) -> N
     done = logkv("replay", store, "--until", "5", "--to", tmp_path / "then")
     assert_one_clean_error(done, 2, "compacted away")
     assert not (tmp_path / "then").exists()
-    bad = logkv("replay", store, "--until", "yesterday", "--to", tmp_path / "then")
-    assert_one_clean_error(bad, 2, "neither a sequence number nor an ISO 8601 time")
+    for until in ("yesterday", "\u00b2", "\u0663"):  # superscript two, Arabic-Indic three
+        bad = logkv("replay", store, "--until", until, "--to", tmp_path / "then")
+        assert_one_clean_error(bad, 2, "neither a sequence number nor an ISO 8601 time")
 
 
 # ---------------------------------------------------------------------------------- dump

@@ -240,8 +240,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def _until(text: str) -> tuple[int | None, int | None]:
     """``--until``: a sequence number (digits) or an ISO 8601 time, as (seq, microseconds)."""
-    if text.strip().isdigit():
-        return int(text), None
+    digits = text.strip()
+    if digits.isascii() and digits.isdigit():  # not '²' or '٣': digits int() cannot read
+        return int(digits), None
     try:
         return None, parse_time(text)
     except ValueError:
