@@ -561,13 +561,16 @@ class Engine:
         self._live_bytes = replayer.live_bytes
         self._readers.retire(self._covers)  # let go of the files the snapshot replaced
 
-    def close(self) -> None:
-        """Make pending writes durable (under ``FSYNC``), release the lock, close files.
+    def close(self, *, keep: bool = True) -> None:
+        """Make pending writes durable, record the synced mark, release the lock, close files.
 
         The store is marked closed first, so that every write that starts from then on raises
         :class:`~logkv.errors.StoreClosedError`; then the syncer finishes every write already
         appended (each is acknowledged or fails), and only then are the files closed. No writer
         is left waiting on a batch that nobody will sync. A second call returns at once.
+
+        ``keep=False`` is for a store being deleted (its folder already moved away): the log is
+        not synced and no synced mark is recorded.
         """
         with self._cond:
             if self._closed:
@@ -576,7 +579,7 @@ class Engine:
         self._stop_sync_thread()
         with self._cond:
             try:
-                if self._writer is not None and self._failed is None:
+                if keep and self._writer is not None and self._failed is None:
                     self._sync_and_mark(self._writer)
             finally:
                 self._release()

@@ -132,3 +132,25 @@ async def test_kill_9_mid_drop_leaves_the_name_usable(
     await assert_opens_empty(tmp_path, "pages")
     trash = tmp_path / TRASH_DIR
     assert not trash.exists() or list(trash.iterdir()) == []
+
+
+@pytest.mark.parametrize("durability", ["process", "fsync"])
+async def test_drop_at_every_durability_is_clean_and_the_name_reopens(
+    tmp_path: Path, durability: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A drop closes the store after its folder left ``key_value_stores/``: the close must not
+    try to record a synced mark in the folder that is gone (under fsync that used to raise and
+    leave the dropped store cached under its name)."""
+    configuration = Configuration(storage_dir=str(tmp_path), durability=durability)
+    kvs = await KeyValueStore.open(name="shop", configuration=configuration)
+    await kvs.set_value("a", 1)
+    with caplog.at_level("WARNING", logger="logkv"):
+        await kvs.drop()
+    assert caplog.records == []
+    assert not (tmp_path / KVS_DIR / "shop").exists()
+    assert list((tmp_path / TRASH_DIR).iterdir()) == []
+    again = await KeyValueStore.open(name="shop", configuration=configuration)
+    assert await again.get_value("a") is None
+    await again.set_value("b", 2)
+    assert await again.get_value("b") == 2
+    await again.close()

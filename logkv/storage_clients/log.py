@@ -564,8 +564,10 @@ def drop_store(engine: Engine) -> None:
     """
     try:
         moved = move_to_trash(engine.path, trash_of(engine.path))
-    finally:
+    except BaseException:
         engine.close()
+        raise
+    engine.close(keep=False)
     empty_trash(moved.parent)
 
 
