@@ -540,7 +540,7 @@ def test_compact_finds_every_store_whatever_its_name(tmp_path: Path) -> None:
     are all compacted; a store's own ``archive/`` is never taken for a store."""
     storage = tmp_path / "storage"
     kvs = storage / "key_value_stores"
-    names = ["archive", "public", ".cache", "shop"]
+    names = ["archive", "public", ".cache", "shop", TRASH_DIR]
     data = {}
     for name in names:
         fill(kvs / name)

@@ -188,8 +188,10 @@ def _stores_below(folder: Path, depth: int) -> list[Path]:
 
 def _collect_stores(folder: Path, depth: int, found: dict[Path, Path]) -> None:
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if child.name == TRASH_DIR:
-            continue  # stores being dropped: the next open of the storage folder deletes them
+        if child.name == TRASH_DIR and folder.name != KVS_DIR:
+            # a storage folder's trash of stores being dropped (the next open deletes them);
+            # a store of that name inside key_value_stores/ is a store like any other
+            continue
         if is_store_folder(child):
             found.setdefault(child.resolve(), child)
         elif depth > 1:
