@@ -17,7 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +47,7 @@ from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
 _T = TypeVar("_T")
+_WHOLE = 1 << 62  # a segment's end that no mark exceeds: only a missing segment is a shortfall
 _ATTEMPTS = 10  # reads that race a live writer's compactions
 
 
@@ -165,7 +166,28 @@ def retained_log(folder: Path) -> RetainedLog:
 def _survey(folder: Path) -> RetainedLog:
     """List the segments, then find the snapshot the run needs. The snapshot is looked up
     after the listing, so it covers every segment a running compaction retired before then:
-    a gap it does not cover is damage, never a race with the writer."""
+    a gap it does not cover is damage, never a race with the writer. A run that ends before
+    the segment the synced mark names (the newest segment was lost) is damage too."""
+    found = _survey_start(folder)
+    if found.gap is not None:
+        return found
+    end_gap = missing_end(folder, found.segments)
+    return found if end_gap is None else replace(found, gap=end_gap)
+
+
+def missing_end(folder: Path, segments: list[tuple[int, Path]]) -> CorruptionError | None:
+    """Damage when the synced mark names a segment after the last of ``segments`` (the
+    store's, as listed) that no snapshot covers: the newest segment of the log is missing."""
+    newest = max((covers for covers, _ in list_snapshots(folder)), default=0)
+    last = segments[-1][0] if segments else 0
+    shortfall = synced_shortfall(read_synced_mark(folder), last, _WHOLE, newest)
+    if shortfall is None:
+        return None
+    return CorruptionError(folder / segment_name(shortfall[0]), shortfall[1], shortfall[2])
+
+
+def _survey_start(folder: Path) -> RetainedLog:
+    """:func:`_survey` without the check of the log's end."""
     segments = log_segments(folder)
     if segments and segments[0][0] == 1:
         return RetainedLog(folder, segments)

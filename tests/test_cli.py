@@ -682,6 +682,16 @@ def _store_missing_a_middle_segment(store: Path) -> tuple[str, str]:
     return "page/0", "5"
 
 
+def _store_missing_its_newest_segment(store: Path) -> tuple[str, str]:
+    with Engine.open(store, segment_size=4096) as engine:
+        for i in range(60):
+            engine.set(f"k{i % 7}", b"v" * 300)
+        engine.set("newest", b"only in the last segment")
+    *_, last = sorted(store.glob("*.seg"))
+    last.unlink()  # the synced mark names it: acknowledged records are missing
+    return "newest", "61"
+
+
 def _store_whose_snapshot_meta_is_damaged(store: Path) -> tuple[str, str]:
     with Engine.open(store, segment_size=4096) as engine:
         for i in range(1, 206):
@@ -699,9 +709,10 @@ def _store_whose_snapshot_meta_is_damaged(store: Path) -> tuple[str, str]:
     [
         _store_missing_its_first_segment,
         _store_missing_a_middle_segment,
+        _store_missing_its_newest_segment,
         _store_whose_snapshot_meta_is_damaged,
     ],
-    ids=["first-segment", "middle-segment", "snapshot-meta"],
+    ids=["first-segment", "middle-segment", "newest-segment", "snapshot-meta"],
 )
 def test_every_audit_reports_missing_history_as_damage(tmp_path: Path, damage: Any) -> None:
     """History with a hole no snapshot explains is damage (exit 1), never a short answer."""

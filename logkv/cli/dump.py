@@ -59,6 +59,7 @@ from ..format import (
     iter_frames,
     next_chain,
 )
+from ..history import missing_end
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
 from ..replay import next_valid_frame, tail_is_torn  # open's torn-tail rule, shared
 from ..snapshot import load_snapshot
@@ -365,6 +366,11 @@ class StoreDump:
                 yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
             except OSError as exc:  # for example retired by a compaction while we read
                 yield _unreadable(path, exc)
+        if target.is_dir():
+            listed = [(n, p) for n, p in chosen.segments if n is not None]
+            gap = missing_end(target, listed)
+            if gap is not None:
+                yield problem_line("corruption", gap.path, gap.offset, 0, gap.reason)
 
 
 def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
