@@ -578,6 +578,24 @@ async def test_purge_on_start_empties_unnamed_stores_only(env: Env) -> None:
     assert [item.key async for item in again.iterate_keys()] == ["new"]
 
 
+@pytest.mark.parametrize("selector", [{"alias": "run"}, {}])
+async def test_an_unnamed_store_is_purged_once_per_process_not_at_each_reopen(
+    env: Env, selector: dict[str, str]
+) -> None:
+    """Under ``purge_on_start``, an unnamed store closed and opened again in the same process
+    keeps its records (it was purged when the process first opened it)."""
+    env.configuration = CrawleeConfiguration(storage_dir=str(env.root), purge_on_start=True)
+    kvs = await env.open(**selector)
+    await kvs.set_value("k", {"a": 1})
+    await env.client.close()
+    again = await env.open(**selector)  # the same client
+    assert await again.get_value("k") == {"a": 1}
+    await env.client.close()
+    env.client = env.new_client()
+    fresh = await env.open(**selector)  # a new client
+    assert await fresh.get_value("k") == {"a": 1}
+
+
 async def test_drop_removes_the_store(env: Env) -> None:
     kvs = await env.open(name="dropped")
     await kvs.set_value("k", 1)

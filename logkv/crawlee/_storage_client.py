@@ -26,7 +26,7 @@ from ..errors import StoreNotFoundError
 from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 from ..names import select, store_folder
 from ..storage_clients._base import StoreLocation
-from ..storage_clients.log import find_store_by_id
+from ..storage_clients.log import claim_start_purge_of, find_store_by_id, registry_key
 from ._client import LogKvKeyValueStoreClient
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
@@ -127,7 +127,10 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         finally:
             if not lock.locked():
                 _OPENING.pop((asyncio.get_running_loop(), folder_key), None)
-        if fresh:  # as Crawlee's clients: unnamed stores are purged when opened (if configured)
+        purge = fresh and configuration.purge_on_start
+        if purge and claim_start_purge_of(registry_key(location.path)):
+            # Unnamed stores are purged (if configured) as by Crawlee's clients, but once per
+            # process, as by logkv's own: a store closed and opened again keeps its records.
             await self._purge_if_needed(client, configuration)
         return client
 

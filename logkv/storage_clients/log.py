@@ -60,6 +60,16 @@ _now = time.time
 _to_thread = asyncio.to_thread
 #: Folders purged on start by this process (``purge_on_start`` acts once per process).
 _START_PURGED: set[Hashable] = set()
+
+
+def claim_start_purge_of(key: Hashable) -> bool:
+    """True the first time this process asks for the store folder ``key`` (a registry key):
+    ``purge_on_start`` empties an unnamed store once per process, at its start, and never
+    again when the store is closed and opened again in the same process."""
+    if key in _START_PURGED:
+        return False
+    _START_PURGED.add(key)
+    return True
 _IMPORT_HINT: Final = (
     "logkv never mixes formats: import the Crawlee store into a new logkv store with logkv's "
     "Crawlee importer, or point storage_dir somewhere else"
@@ -79,21 +89,18 @@ class LogStorageClient(StorageClient):
             root = kvs_root(configuration.storage_dir)
             folder, meta = await _to_thread(find_store_by_id, root, selector.id)
             return StoreLocation(
-                _registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
+                registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
             )
         assert selector.kind != "id"
         folder = store_folder(configuration.storage_dir, selector.folder_name)
         return StoreLocation(
-            _registry_key(folder), selector.kind, selector.id, selector.name, selector.alias, folder
+            registry_key(folder), selector.kind, selector.id, selector.name, selector.alias, folder
         )
 
     def claim_start_purge(self, location: StoreLocation) -> bool:
         """True the first time this process opens the folder at ``location`` (every instance
         of this client shares what was purged: they all see the same folders)."""
-        if location.registry_key in _START_PURGED:
-            return False
-        _START_PURGED.add(location.registry_key)
-        return True
+        return claim_start_purge_of(location.registry_key)
 
     async def open_kvs_client(
         self, location: StoreLocation, configuration: Configuration
@@ -102,7 +109,8 @@ class LogStorageClient(StorageClient):
         return await _to_thread(LogKeyValueStoreClient.open_sync, location, configuration)
 
 
-def _registry_key(folder: Path) -> tuple[str, str]:
+def registry_key(folder: Path) -> tuple[str, str]:
+    """The key of the store in folder ``folder`` in registries of open and purged stores."""
     return ("logkv", os.path.realpath(folder))
 
 
