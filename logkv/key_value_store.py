@@ -25,7 +25,7 @@ from typing import Any, Final, Self, TypeVar, overload
 
 from .compaction import CompactionResult
 from .configuration import Configuration
-from .content import JSON_CONTENT_TYPE, decode, encode, encode_json
+from .content import JSON_CONTENT_TYPE, check_content_type, decode, encode, encode_json
 from .engine import MISSING
 from .errors import StoreClosedError
 from .events import Event, EventManager, EventPersistStateData
@@ -299,6 +299,8 @@ class KeyValueStore:
         if client is None:
             client = await self._attach()
         if value is None:
+            if content_type is not None:
+                check_content_type(content_type)  # refused whatever the value, as documented
             await client.delete_value(key)
         else:
             pending = client.set_value_nowait(key, value, content_type)

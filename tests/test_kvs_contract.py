@@ -344,6 +344,8 @@ async def test_unusable_charsets_raise_value_error_and_change_nothing(
         with pytest.raises(ValueError, match="charset") as caught:
             await kvs.set_value(key, value, f"{main}; charset={charset}")
         assert not isinstance(caught.value, LookupError)
+    with pytest.raises(ValueError, match="charset"):  # a delete (None) is refused as well
+        await kvs.set_value("existing", None, f"{main}; charset={charset}")
     assert await kvs.get_value("existing") == "before"
     assert not await kvs.record_exists("new")
     assert (await kvs.get_metadata()).last_seq == before.last_seq
