@@ -560,6 +560,7 @@ def test_compact_finds_every_store_whatever_its_name(tmp_path: Path) -> None:
     assert [s["path"] for s in json.loads(again.stdout)["stores"]] == expected
 
 
+@pytest.mark.slow
 def test_single_store_commands_name_the_stores_of_a_storage_folder(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     fill(storage / "key_value_stores" / ".cache")
@@ -583,6 +584,7 @@ def test_a_key_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
     assert "argument key" in done.stderr and "UTF-8" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_store_path_that_is_not_utf8_is_printed_escaped(tmp_path: Path) -> None:
     """A folder name of arbitrary bytes reaches the command as surrogate escapes; the output
     shows them escaped (even where stdout is strict UTF-8), and ``--json`` stays valid JSON
@@ -641,6 +643,7 @@ def _hostile_commands(store: Path, fresh: Path, text: str) -> list[tuple[Any, li
     ]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -708,9 +711,9 @@ def _store_whose_snapshot_meta_is_damaged(store: Path) -> tuple[str, str]:
     "damage",
     [
         _store_missing_its_first_segment,
-        _store_missing_a_middle_segment,
-        _store_missing_its_newest_segment,
-        _store_whose_snapshot_meta_is_damaged,
+        pytest.param(_store_missing_a_middle_segment, marks=pytest.mark.slow),
+        pytest.param(_store_missing_its_newest_segment, marks=pytest.mark.slow),
+        pytest.param(_store_whose_snapshot_meta_is_damaged, marks=pytest.mark.slow),
     ],
     ids=["first-segment", "middle-segment", "newest-segment", "snapshot-meta"],
 )
@@ -734,6 +737,7 @@ def test_every_audit_reports_missing_history_as_damage(tmp_path: Path, damage: A
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_a_gap_in_the_archive_is_history_not_retained(tmp_path: Path) -> None:
     """Archived segments lost before the snapshot: the snapshot still holds the state, so the
     history starts after the gap (exit 2 before it), as after a deleting compaction."""

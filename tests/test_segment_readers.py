@@ -311,6 +311,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_a_store_of_many_segments_works_under_a_low_descriptor_limit(
     open_engine: OpenEngine, store_path: Path
 ) -> None:
