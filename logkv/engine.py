@@ -311,6 +311,8 @@ class Engine:
             for leftover in self.path.glob("*" + TEMP_SUFFIX):
                 leftover.unlink()
         replayer, scan_end = self._replay_settled()
+        if self.report.lost is not None and not replayer.dropped and not self.readonly:
+            forget_synced_mark(self.path)  # salvage accepted the loss: the next open may too
         if replayer.dropped and not self.readonly:
             # Salvage: make the repair stick, so the next open needs no salvage.
             for number in sorted({_segment_of(d.path) for d in replayer.dropped}):
@@ -475,7 +477,7 @@ class Engine:
         if self.recovery_mode is not Recovery.SALVAGE:
             raise CorruptionError(path, offset, reason)
         log.warning("salvage: %s: %s", path, reason)
-        replayer.dropped.append(DroppedRange(path, offset, offset, reason))
+        self.report.lost = DroppedRange(path, offset, offset, reason)
 
     def _drop_torn_tail(self, torn: DroppedRange) -> None:
         self.report.torn_tail = torn

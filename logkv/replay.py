@@ -160,11 +160,19 @@ class RecoveryReport:
     dropped: list[DroppedRange] = field(default_factory=list)
     #: Snapshots that failed to load (newest first); open fell back to an older one + the log.
     damaged_snapshots: list[CorruptionError] = field(default_factory=list)
+    #: Salvage: the log ended before the synced mark, so records that were durable at the last
+    #: clean close are missing (where they were); the open went on without them.
+    lost: DroppedRange | None = None
 
     @property
     def clean(self) -> bool:
-        """True when nothing was dropped and every snapshot loaded."""
-        return self.torn_tail is None and not self.dropped and not self.damaged_snapshots
+        """True when nothing was dropped or lost and every snapshot loaded."""
+        return (
+            self.torn_tail is None
+            and not self.dropped
+            and not self.damaged_snapshots
+            and self.lost is None
+        )
 
 
 @dataclass

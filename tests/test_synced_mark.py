@@ -263,3 +263,27 @@ def test_files_of_the_mark_and_a_kept_tail_are_logkv_own(tmp_path: Path) -> None
     assert is_own_name(SYNCED_FILE)
     assert is_own_name(torn_tail_copy_name(segment_name(3), 4096))
     assert not is_own_name("00000003.seg.tail-x.damaged")
+
+
+@pytest.mark.parametrize("loss", ["newest-segment", "cut-at-a-record"])
+def test_salvage_goes_on_without_what_the_mark_says_is_lost(tmp_path: Path, loss: str) -> None:
+    """Salvage opens a store whose log ends before the synced mark, reports the loss, and the
+    next (strict) open needs no salvage."""
+    folder = tmp_path / "s"
+    with Engine.open(folder, segment_size=4096) as engine:
+        for i in range(60):
+            engine.set(f"k{i}", b"v" * 200)
+    *_, last = list_segments(folder)
+    if loss == "newest-segment":
+        last[1].unlink()
+    else:
+        with open(last[1], "r+b") as file:
+            file.truncate(last[1].stat().st_size - 1)  # cut into the last record
+    with Engine.open(folder, recovery="salvage") as engine:
+        assert not engine.report.clean
+        assert engine.report.lost is not None or engine.report.dropped
+        survivors = len(engine)
+    assert 0 < survivors < 60
+    with Engine.open(folder) as engine:
+        assert len(engine) == survivors
+        assert engine.report.clean
