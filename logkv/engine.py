@@ -469,15 +469,13 @@ class Engine:
     ) -> None:
         """Fail (strict) or report (salvage) a log that ends before the synced mark: records
         that were durable when the writer last closed cleanly are missing."""
-        shortfall = synced_shortfall(replayer.synced, self._scan_segment, end, covers)
-        if shortfall is None:
+        lost = synced_shortfall(replayer.synced, self.path, self._scan_segment, end, covers)
+        if lost is None:
             return
-        number, offset, reason = shortfall
-        path = self.path / segment_name(number)
         if self.recovery_mode is not Recovery.SALVAGE:
-            raise CorruptionError(path, offset, reason)
-        log.warning("salvage: %s: %s", path, reason)
-        self.report.lost = DroppedRange(path, offset, offset, reason)
+            raise lost
+        log.warning("salvage: %s: %s", lost.path, lost.reason)
+        self.report.lost = DroppedRange(lost.path, lost.offset, lost.offset, lost.reason)
 
     def _drop_torn_tail(self, torn: DroppedRange) -> None:
         self.report.torn_tail = torn

@@ -47,7 +47,6 @@ from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
 _T = TypeVar("_T")
-_WHOLE = 1 << 62  # a segment's end that no mark exceeds: only a missing segment is a shortfall
 _ATTEMPTS = 10  # reads that race a live writer's compactions
 
 
@@ -180,10 +179,7 @@ def missing_end(folder: Path, segments: list[tuple[int, Path]]) -> CorruptionErr
     store's, as listed) that no snapshot covers: the newest segment of the log is missing."""
     newest = max((covers for covers, _ in list_snapshots(folder)), default=0)
     last = segments[-1][0] if segments else 0
-    shortfall = synced_shortfall(read_synced_mark(folder), last, _WHOLE, newest)
-    if shortfall is None:
-        return None
-    return CorruptionError(folder / segment_name(shortfall[0]), shortfall[1], shortfall[2])
+    return synced_shortfall(read_synced_mark(folder), folder, last, None, newest)
 
 
 def _survey_start(folder: Path) -> RetainedLog:
@@ -426,7 +422,10 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
 
 def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
     """The record of ``key`` that snapshot ``path`` holds where its hint ``entry`` says."""
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+    with (
+        open_for_reading(path) as file,
+        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+    ):
         return _record_in(buf, path, key, entry)
 
 
@@ -485,7 +484,7 @@ def _verify(folder: Path) -> VerifyReport:
     report = VerifyReport(problems=[])
     problems = report.problems
     assert problems is not None
-    retained = _survey(folder)
+    retained = _survey_start(folder)  # the end of the log is checked below, offsets included
     if retained.gap is not None:
         problems.append(str(retained.gap))
     snap = _newest_snapshot(folder)
@@ -556,10 +555,9 @@ def _verify(folder: Path) -> VerifyReport:
     else:
         last_number, last_end = 0, 0
     covers = snap[0].covers if snap is not None else 0
-    shortfall = synced_shortfall(mark, last_number, last_end, covers)
-    if shortfall is not None:
-        problems.append(f"{folder / segment_name(shortfall[0])} offset {shortfall[1]}: "
-                        f"{shortfall[2]}")  # fmt: skip
+    lost = synced_shortfall(mark, folder, last_number, last_end, covers)
+    if lost is not None:
+        problems.append(str(lost))
     return report
 
 

@@ -33,6 +33,7 @@ from .format import (
     read_frame,
 )
 from .fsutil import open_for_reading
+from .layout import segment_name
 
 log = logging.getLogger("logkv")
 
@@ -102,23 +103,23 @@ def tail_is_torn(mark: SyncedMark | None, number: int, at: int) -> bool:
 
 
 def synced_shortfall(
-    mark: SyncedMark | None, last: int, valid_end: int, covers: int
-) -> tuple[int, int, str] | None:
-    """When the log ends before the synced mark (``last`` is the last segment, 0 for none, its
-    valid data ends at ``valid_end``; a snapshot covers segments ``1..covers``):
-    ``(segment, offset, reason)`` saying what is missing, else None."""
+    mark: SyncedMark | None, folder: Path, last: int, valid_end: int | None, covers: int
+) -> CorruptionError | None:
+    """The damage when the log of the store in ``folder`` ends before the synced mark, else
+    None: ``last`` is its last segment (0 for none), whose valid data ends at ``valid_end``
+    (None: not scanned, so only a missing segment counts); a snapshot covers ``1..covers``."""
     if mark is None or mark.segment <= covers:
         return None
     if mark.segment > last:
-        return (
-            mark.segment,
+        return CorruptionError(
+            folder / segment_name(mark.segment),
             0,
             f"segment {mark.segment} is missing from the end of the log; it was synced when the "
             "writer last closed cleanly",
         )
-    if mark.segment == last and valid_end < mark.offset:
-        return (
-            last,
+    if mark.segment == last and valid_end is not None and valid_end < mark.offset:
+        return CorruptionError(
+            folder / segment_name(last),
             valid_end,
             f"the log ends at offset {valid_end}, but {mark.offset} bytes of this segment were "
             "synced when the writer last closed cleanly (acknowledged records are missing)",
