@@ -111,12 +111,6 @@ def make_dirs(path: Path, *, durable: bool = False) -> list[Path]:
     return created
 
 
-def make_dirs_durable(path: Path) -> list[Path]:
-    """:func:`make_dirs` with every new folder's entry made durable (``fsync`` of each parent
-    of a folder created); return the folders created."""
-    return make_dirs(path, durable=True)
-
-
 def fsync_dir(folder: Path) -> None:
     """Make a folder's entries (created, renamed or removed files) durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

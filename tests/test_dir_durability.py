@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from logkv import Configuration, Engine, KeyValueStore
-from logkv.fsutil import make_dirs_durable
+from logkv.fsutil import make_dirs
 
 
 def record_dir_syncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
@@ -37,11 +37,11 @@ def test_make_dirs_durable_syncs_the_parent_of_each_folder_it_creates(
 ) -> None:
     (tmp_path / "a").mkdir()
     synced = record_dir_syncs(monkeypatch)
-    created = make_dirs_durable(tmp_path / "a" / "b" / "c")
+    created = make_dirs(tmp_path / "a" / "b" / "c", durable=True)
     assert created == [tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
     assert synced == [tmp_path / "a", tmp_path / "a" / "b"]
     synced.clear()
-    assert make_dirs_durable(tmp_path / "a" / "b" / "c") == []
+    assert make_dirs(tmp_path / "a" / "b" / "c", durable=True) == []
     assert synced == []
 
 
