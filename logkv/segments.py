@@ -307,7 +307,7 @@ class SegmentReaders:
         if held is not None:
             return held  # still readable if a compaction deleted the file
         path = self._paths.get(number) or self.folder / data_file_name(number)
-        return _Descriptor(os.open(path, os.O_RDONLY))
+        return _Descriptor(open_file(path, os.O_RDONLY))  # never through a link
 
     def _keep(self, number: int, found: _File) -> None:
         """With the lock held: keep ``found`` open as the most recently read file, and let go

@@ -18,7 +18,6 @@ per ``persist_state_interval``, when the store is closed, and when the process e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,7 +42,6 @@ from ..storage_clients._base import (
     StoreLocation,
     check_key,
     check_paging,
-    paced_key_batches,
     timestamp,
 )
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
@@ -52,7 +50,9 @@ from ..storage_clients.log import (
     _check_kind,
     _delete_all,
     drop_store,
+    engine_key_batches,
     refuse_foreign_folder,
+    settle_compaction,
     trash_of,
     wait_for_commit,
 )
@@ -156,10 +156,6 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
     def _keys_from(self, prefix: str) -> list[str]:
         first = [prefix] if prefix in self._engine else []
         return first + list(self._engine.keys(prefix))
-
-    def _key_batch(self, after: str | None, count: int) -> list[str]:
-        """Up to ``count`` keys strictly after ``after``, in order."""
-        return list(self._engine.keys(after, count))
 
     # ------------------------------------------------------------------ properties
 
@@ -275,7 +271,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
+        async for batch in engine_key_batches(self._engine, exclusive_start_key, limit):
             for key in batch:
                 entry = engine.entry(key)  # now, not when the batch was listed
                 if entry is not None:
@@ -297,7 +293,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         check_paging(exclusive_start_key, limit)
         self._touch()
         engine = self._engine
-        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
+        async for batch in engine_key_batches(self._engine, exclusive_start_key, limit):
             for group, size in _groups(engine, batch):
                 if size > self._offload:
                     records = await _to_thread(_read_group, engine, group)
@@ -390,9 +386,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
     async def _stop(self) -> None:
         """Refuse further calls and let a running compaction finish."""
         self._closed = True
-        if self._compaction is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._compaction)
+        await settle_compaction(self._compaction)
 
     def close_sync(self) -> None:
         """:meth:`close` without an event loop (at process exit; a running compaction is left

@@ -280,10 +280,6 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         first = [prefix] if prefix in self._engine else []
         return chain(first, self._engine.keys(prefix))
 
-    def _key_batch(self, after: str | None, count: int) -> list[str]:
-        """Up to ``count`` keys strictly after ``after``, in order."""
-        return list(self._engine.keys(after, count))
-
     # ------------------------------------------------------------------ properties
 
     @property
@@ -356,7 +352,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         self.accessed_at = _now()
         engine = self._engine
         entry_of = engine.entry
-        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
+        async for batch in engine_key_batches(self._engine, exclusive_start_key, limit):
             for key in batch:
                 entry = entry_of(key)  # now, not when the batch was listed: never stale
                 if entry is not None:
@@ -369,7 +365,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         """Keys in order, fetched from the index in batches."""
         check_paging(exclusive_start_key, limit)
         self.accessed_at = _now()
-        async for batch in paced_key_batches(exclusive_start_key, limit, self._key_batch):
+        async for batch in engine_key_batches(self._engine, exclusive_start_key, limit):
             for key in batch:
                 yield key
 
@@ -549,11 +545,23 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
     async def _stop(self) -> None:
         """Refuse further calls and let a running compaction finish."""
         self._closed = True
-        try:
-            if self._compaction is not None:
-                await asyncio.shield(self._compaction)
-        except Exception:  # already logged by whoever awaited it
-            pass
+        await settle_compaction(self._compaction)
+
+
+def engine_key_batches(
+    engine: Engine, start: str | None, limit: int | None
+) -> AsyncIterator[list[str]]:
+    """The keys of ``engine`` after ``start`` (at most ``limit``), in batches, yielding to the
+    event loop after each (see :func:`~logkv.storage_clients._base.paced_key_batches`)."""
+    return paced_key_batches(start, limit, lambda after, count: list(engine.keys(after, count)))
+
+
+async def settle_compaction(compaction: asyncio.Future[Any] | None) -> None:
+    """Let a store's running compaction finish (its failure was already logged by whoever
+    awaited it); shielded, so that a cancelled close does not cancel the compaction."""
+    if compaction is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(compaction)
 
 
 def trash_of(folder: Path) -> Path:
