@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from .errors import SyncFailedError
 from .format import encode_segment_header
 from .fsutil import fsync_dir, open_file, write_all
 from .layout import data_file_name, segment_name
@@ -116,7 +117,8 @@ class SegmentWriter:
         """Make every appended byte durable (``fdatasync``).
 
         A failed sync is final: the OS may have dropped the unsynced pages, and a later sync
-        could succeed without them, so every later append and sync raises the error again.
+        could succeed without them, so every later append and sync raises
+        :class:`SyncFailedError` (a :class:`StoreFailedError` and an ``OSError``).
         """
         self._check_synced()
         try:
@@ -127,7 +129,7 @@ class SegmentWriter:
 
     def _check_synced(self) -> None:
         if self._sync_error is not None:
-            raise OSError(
+            raise SyncFailedError(
                 self._sync_error.errno,
                 f"an earlier fdatasync of segment {self.number} failed "
                 f"({self._sync_error.strerror}); reopen the store",

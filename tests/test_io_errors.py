@@ -343,8 +343,9 @@ def test_fsync_failure_with_many_waiting_writers(
         thread.join(timeout=60)
         assert not thread.is_alive()
     assert len(errors) == 16  # every writer heard of the failure; none hung
-    assert sum(isinstance(e, StoreFailedError) for e in errors) >= 15
-    assert all(isinstance(e, OSError | StoreFailedError) for e in errors)
+    # A write that reached the segment after its sync failed, but before the engine marked
+    # itself failed, hears the same kind of error as the rest: the store has failed.
+    assert all(isinstance(e, StoreFailedError) for e in errors), errors
     assert list(engine.keys()) == ["durable"]
 
 
