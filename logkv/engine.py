@@ -45,7 +45,7 @@ from .fsutil import (
     open_file,
     open_for_reading,
 )
-from .index import Index
+from .index import Index, IndexEntry
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
@@ -622,8 +622,12 @@ class Engine:
         if self._closed:
             raise StoreClosedError(f"the store at {self.path} is closed")
 
-    def entry(self, key: str) -> Entry | None:
-        """The index entry of ``key``, or None."""
+    def entry(self, key: str) -> IndexEntry | None:
+        """Where the current record of ``key`` is and what it holds, or None when absent."""
+        found = self._entry(key)
+        return None if found is None else IndexEntry._make(found)
+
+    def _entry(self, key: str) -> Entry | None:
         with self._mutex:
             if self._closed:
                 self._check_open()
@@ -642,30 +646,41 @@ class Engine:
             entry = self._index.entries.get(key)
         if entry is None:
             return default
-        found = self.get_record(key, entry)
+        found = self._record(key, entry)
         return default if found is None else found[1]
 
     def get_with_type(self, key: str) -> tuple[bytes | None, str | None] | None:
         """``(value, content_type)`` of ``key``, or None when the key is absent."""
-        found = self.get_record(key)
+        found = self._record(key, None)
         if found is None:
             return None
         entry, value = found
         return value, entry[4]
 
-    def get_record(self, key: str, entry: Entry | None = None) -> tuple[Entry, bytes | None] | None:
+    def get_record(
+        self, key: str, entry: IndexEntry | None = None
+    ) -> tuple[IndexEntry, bytes | None] | None:
         """``(entry, value)`` of ``key``, looked up and read together; None when it is absent.
 
-        ``entry`` is the one the caller just looked up, if any. When a compaction retired the
-        file it points to since (the read finds the file gone), ``key`` is looked up again (a
-        read-only store first reloads from the newest snapshot) and read where its record is
-        now; the entry returned is then the new one, so take the content type and size from
-        it. A file missing for any other reason raises ``FileNotFoundError``.
+        ``entry`` is the one the caller just looked up with :meth:`entry`, if any. When a
+        compaction retired the file it points to since (the read finds the file gone), ``key``
+        is looked up again (a read-only store first reloads from the newest snapshot) and read
+        where its record is now; the entry returned is then the new one, so take the content
+        type and size from it. A file missing for any other reason raises
+        ``FileNotFoundError``.
         """
+        found = self._record(key, entry)
+        if found is None:
+            return None
+        raw, value = found
+        return (raw if type(raw) is IndexEntry else IndexEntry._make(raw)), value
+
+    def _record(self, key: str, entry: Entry | None) -> tuple[Entry, bytes | None] | None:
+        """:meth:`get_record` on the engine's own entries (plain tuples, no naming cost)."""
         attempt = 1
         while True:
             if entry is None:
-                entry = self.entry(key)
+                entry = self._entry(key)
                 if entry is None:
                     return None
             try:
@@ -755,7 +770,7 @@ class Engine:
     ) -> Iterator[KeyInfo]:
         """Like :meth:`keys`, yielding :class:`KeyInfo` (key, content type, value size)."""
         for key in self.keys(exclusive_start_key, limit):
-            entry = self.entry(key)
+            entry = self._entry(key)
             if entry is not None:
                 yield KeyInfo(key, entry[4], max(entry[3], 0))
 

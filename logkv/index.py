@@ -24,11 +24,37 @@ Not thread-safe: the engine calls it with its lock held.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Final
+from typing import Final, NamedTuple
 
 from sortedcontainers import SortedList
 
 from .replay import Entry
+
+
+class IndexEntry(NamedTuple):
+    """Where the current record of a key is, and what it holds: what :meth:`Engine.entry
+    <logkv.engine.Engine.entry>` returns.
+
+    Inside the engine an entry is the plain tuple :data:`~logkv.replay.Entry` (replay builds
+    millions of them); this is the same five fields, named, for everyone else.
+    """
+
+    #: The data file: a segment number (> 0) or a snapshot, as ``-covers`` (< 0).
+    file_id: int
+    #: Where the record's frame starts in that file.
+    offset: int
+    #: The frame's length up to the value (header, checksum, key, content type).
+    head: int
+    #: The value's length in bytes; -1 when the stored value is None.
+    size: int
+    #: The record's content type, as stored.
+    content_type: str | None
+
+    @property
+    def value_size(self) -> int:
+        """The value's length in bytes (0 for None)."""
+        return max(self.size, 0)
+
 
 #: Fresh keys merged per call of :meth:`Index.merge_some` (about 7 ms at 1.6 µs a key).
 MERGE_BATCH: Final = 4096
@@ -60,6 +86,16 @@ class Index:
 
     def __contains__(self, key: object) -> bool:
         return key in self.entries
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests): every key is either sorted or fresh, never
+        both, and the sorted keys are in order."""
+        sorted_keys, fresh = self._sorted, self._fresh
+        sorted_keys._check()
+        assert len(sorted_keys) + len(fresh) == len(self.entries), "keys lost or doubled"
+        assert fresh.isdisjoint(sorted_keys), "a key is both sorted and fresh"
+        assert all(key in self.entries for key in fresh), "a fresh key has no entry"
+        assert all(key in self.entries for key in sorted_keys), "a sorted key has no entry"
 
     def get(self, key: str) -> Entry | None:
         """The entry of ``key``, or None."""

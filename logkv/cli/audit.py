@@ -139,7 +139,7 @@ def _verify_once(path: Path) -> VerifyOutcome:
             if expected is None:
                 continue
             want = expected.pop(key, None)
-            got = (entry[4], _digest(value))
+            got = (entry.content_type, _digest(value))
             if want is None:
                 outcome.problems.append(f"key {key!r} is in the index but not in the log")
             elif want != got:

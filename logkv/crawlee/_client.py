@@ -35,8 +35,8 @@ from ..configuration import Configuration
 from ..engine import Engine
 from ..errors import StoreClosedError
 from ..fsutil import empty_trash
+from ..index import IndexEntry
 from ..options import Durability
-from ..replay import Entry
 from ..storage_clients._base import (
     Pacer,
     StoreLocation,
@@ -243,7 +243,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         entry = self._engine.entry(key)
         if entry is None:
             return None
-        if entry[3] > self._offload:
+        if entry.size > self._offload:
             found = await _to_thread(self._engine.get_record, key, entry)
         else:
             found = self._engine.get_record(key, entry)
@@ -251,7 +251,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         if found is None:
             return None
         entry, data = found  # the entry again if a compaction moved the record meanwhile
-        return _record(key, data, entry[4])
+        return _record(key, data, entry.content_type)
 
     async def record_exists(self, *, key: str) -> bool:
         """True when ``key`` holds a record, a stored ``None`` included (an index lookup)."""
@@ -276,7 +276,9 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
                 entry = engine.entry(key)  # now, not when the batch was listed
                 if entry is not None:
                     yield KeyValueStoreRecordMetadata(
-                        key=key, content_type=shown_content_type(entry[4]), size=max(entry[3], 0)
+                        key=key,
+                        content_type=shown_content_type(entry.content_type),
+                        size=entry.value_size,
                     )
 
     async def iterate_entries(
@@ -318,7 +320,7 @@ class LogKvKeyValueStoreClient(KeyValueStoreClient):  # type: ignore[misc]
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
         entry, data = found
-        path = await _to_thread(self._public.publish, key, data or b"", entry[4])
+        path = await _to_thread(self._public.publish, key, data or b"", entry.content_type)
         return path.absolute().as_uri()
 
     # ------------------------------------------------------------------ writes
@@ -426,16 +428,16 @@ def _record(key: str, data: bytes | None, stored_type: str | None) -> KeyValueSt
     )
 
 
-def _groups(engine: Engine, keys: list[str]) -> list[tuple[list[tuple[str, Entry]], int]]:
+def _groups(engine: Engine, keys: list[str]) -> list[tuple[list[tuple[str, IndexEntry]], int]]:
     """``keys`` with their current entries, cut into groups of at most ENTRY_BATCH_BYTES."""
-    groups: list[tuple[list[tuple[str, Entry]], int]] = []
-    group: list[tuple[str, Entry]] = []
+    groups: list[tuple[list[tuple[str, IndexEntry]], int]] = []
+    group: list[tuple[str, IndexEntry]] = []
     size = 0
     for key in keys:
         entry = engine.entry(key)
         if entry is None:
             continue
-        length = max(entry[3], 0)
+        length = entry.value_size
         if group and size + length > ENTRY_BATCH_BYTES:
             groups.append((group, size))
             group, size = [], 0
@@ -446,14 +448,14 @@ def _groups(engine: Engine, keys: list[str]) -> list[tuple[list[tuple[str, Entry
     return groups
 
 
-def _read_group(engine: Engine, group: list[tuple[str, Entry]]) -> list[KeyValueStoreRecord]:
+def _read_group(engine: Engine, group: list[tuple[str, IndexEntry]]) -> list[KeyValueStoreRecord]:
     records = []
     for key, _ in group:
         found = engine.get_record(key)  # now: the record may have changed since the group was cut
         if found is None:
             continue
         entry, data = found
-        record = _record(key, data, entry[4])
+        record = _record(key, data, entry.content_type)
         if record is not None:
             records.append(record)
     return records

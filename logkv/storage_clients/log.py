@@ -30,6 +30,7 @@ from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Commit, Engine
 from ..errors import NotALogKVStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
+from ..index import IndexEntry
 from ..layout import (
     CRAWLEE_METADATA_FILE,
     META_FILE,
@@ -309,7 +310,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         entry = engine.entry(key)
         if entry is None:
             return default
-        if entry[3] > self._offload:
+        if entry.size > self._offload:
             return Deferred(_to_thread(_read_decoded, engine, key, entry, default))
         found = engine.get_record(key, entry)  # the entry again if a compaction moved the record
         if found is None:
@@ -318,9 +319,9 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if data is None:
             return None
         try:
-            return decoder_for(entry[4])(data)
+            return decoder_for(entry.content_type)(data)
         except ValueError:  # foreign bytes the fast decoder refuses: decode() explains or copes
-            return decode(data, entry[4])
+            return decode(data, entry.content_type)
 
     async def get_value(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
@@ -336,7 +337,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         entry = self._engine.entry(key)
         if entry is None:
             return None
-        return record_metadata(key, public_content_type(entry[4]), max(entry[3], 0))
+        return record_metadata(key, public_content_type(entry.content_type), entry.value_size)
 
     async def record_exists(self, key: str) -> bool:
         """True when ``key`` holds a record (an index lookup: no read)."""
@@ -356,8 +357,9 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
             for key in batch:
                 entry = entry_of(key)  # now, not when the batch was listed: never stale
                 if entry is not None:
-                    size = entry[3]
-                    yield record_metadata(key, public_content_type(entry[4]), max(size, 0))
+                    yield record_metadata(
+                        key, public_content_type(entry.content_type), entry.value_size
+                    )
 
     async def iterate_key_names(
         self, exclusive_start_key: str | None = None, limit: int | None = None
@@ -453,14 +455,14 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         entry = self._engine.entry(key)
         if entry is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
-        if entry[3] > self._offload:
+        if entry.size > self._offload:
             found = await _to_thread(self._engine.get_record, key, entry)
         else:
             found = self._engine.get_record(key, entry)
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
         entry, data = found
-        path = await self._publish(key, data or b"", entry[4])
+        path = await self._publish(key, data or b"", entry.content_type)
         return path.absolute().as_uri()
 
     async def _publish(self, key: str, data: bytes, stored_type: str | None) -> Path:
@@ -587,11 +589,11 @@ def drop_store(engine: Engine) -> None:
     empty_trash(moved.parent)
 
 
-def _read_decoded(engine: Engine, key: str, entry: Any, default: Any) -> Any:
+def _read_decoded(engine: Engine, key: str, entry: IndexEntry, default: Any) -> Any:
     found = engine.get_record(key, entry)
     if found is None:
         return default
-    return decode(found[1], found[0][4])
+    return decode(found[1], found[0].content_type)
 
 
 def _delete_all(engine: Engine) -> None:
