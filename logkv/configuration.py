@@ -24,12 +24,18 @@ environment variable                       field                           defau
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from .errors import ConfigurationError
 from .options import DEFAULT_SEGMENT_SIZE, Durability, Retention
 from .replay import Recovery
 
@@ -56,61 +62,67 @@ def _positive(value: timedelta) -> timedelta:
 
 TimedeltaMs = Annotated[timedelta, BeforeValidator(_milliseconds), AfterValidator(_positive)]
 
-#: The environment variable of each field (only these are read; an empty variable is unset).
-ENVIRONMENT: Final = {
-    "storage_dir": "CRAWLEE_STORAGE_DIR",
-    "default_key_value_store_id": "CRAWLEE_DEFAULT_KEY_VALUE_STORE_ID",
-    "purge_on_start": "CRAWLEE_PURGE_ON_START",
-    "persist_state_interval": "CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS",
-    "durability": "LOGKV_DURABILITY",
-    "segment_size": "LOGKV_SEGMENT_SIZE",
-    "recovery": "LOGKV_RECOVERY",
-    "retention": "LOGKV_RETENTION",
-    "auto_compact": "LOGKV_AUTO_COMPACT",
-    "compaction_min_dead_ratio": "LOGKV_COMPACTION_MIN_DEAD_RATIO",
-    "compaction_min_dead_bytes": "LOGKV_COMPACTION_MIN_DEAD_BYTES",
-    "offload_threshold": "LOGKV_OFFLOAD_THRESHOLD",
-}
+class _Environment(EnvSettingsSource):
+    """The process environment, with blank variables treated as unset and values stripped."""
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: value.strip() if isinstance(value, str) else value
+            for name, value in super().__call__().items()
+            if not (isinstance(value, str) and not value.strip())
+        }
 
 
-class Configuration(BaseModel):
+class Configuration(BaseSettings):
     """Settings of logkv's key-value stores (see the module docstring for the variables).
 
     The environment is read when the object is built; fields given as arguments win over it.
-    Unknown arguments raise (a typo never passes silently), and assignments are validated.
+    Unknown arguments raise (a typo never passes silently), and assignments are validated. A
+    bad value in the environment raises :class:`ConfigurationError` naming the variable.
 
     >>> Configuration(storage_dir="/data/crawl").storage_dir
     '/data/crawl'
     """
 
-    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        validate_assignment=True,
+        extra="forbid",
+        validate_by_name=True,  # arguments by field name; the environment by variable name
+        case_sensitive=True,
+    )
 
-    @model_validator(mode="before")
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _environment_error(exc, values) or exc from None
+
     @classmethod
-    def _read_environment(cls, data: Any) -> Any:
-        """Fill every field not given from its environment variable, if that is set."""
-        if not isinstance(data, dict):
-            return data
-        merged: dict[str, Any] = {}
-        for field, variable in ENVIRONMENT.items():
-            if field not in data:
-                raw = os.environ.get(variable, "").strip()
-                if raw:
-                    merged[field] = raw
-        merged.update(data)
-        return merged
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment: no ``.env`` files, no secrets folder."""
+        return init_settings, _Environment(settings_cls, case_sensitive=True)
 
     storage_dir: str = Field(
+        validation_alias="CRAWLEE_STORAGE_DIR",
         default="./storage",
         min_length=1,
         description="The folder under which stores live: {storage_dir}/key_value_stores/{name}/.",
     )
     default_key_value_store_id: str = Field(
+        validation_alias="CRAWLEE_DEFAULT_KEY_VALUE_STORE_ID",
         default="default",
         min_length=1,
         description="Id (and folder name) of the store opened when no id, name or alias is given.",
     )
     purge_on_start: bool = Field(
+        validation_alias="CRAWLEE_PURGE_ON_START",
         default=True,
         description=(
             "Empty unnamed stores (the default store and aliases) the first time this process "
@@ -118,27 +130,33 @@ class Configuration(BaseModel):
         ),
     )
     persist_state_interval: TimedeltaMs = Field(
+        validation_alias="CRAWLEE_PERSIST_STATE_INTERVAL_MILLIS",
         default=timedelta(minutes=1),
         description="Interval of the PERSIST_STATE events that save autosaved values.",
     )
     durability: Durability = Field(
+        validation_alias="LOGKV_DURABILITY",
         default=Durability.PROCESS,
         description="'process' (survives a killed process) or 'fsync' (survives power loss).",
     )
     segment_size: int = Field(
+        validation_alias="LOGKV_SEGMENT_SIZE",
         default=DEFAULT_SEGMENT_SIZE,
         ge=4096,
         description="Log segments rotate past this many bytes.",
     )
     recovery: Recovery = Field(
+        validation_alias="LOGKV_RECOVERY",
         default=Recovery.STRICT,
         description="'strict' refuses to open a damaged log; 'salvage' keeps every good record.",
     )
     retention: Retention = Field(
+        validation_alias="LOGKV_RETENTION",
         default=Retention.DELETE,
         description="What compaction does with old segments: 'delete' or 'archive' (for audits).",
     )
     auto_compact: bool = Field(
+        validation_alias="LOGKV_AUTO_COMPACT",
         default=True,
         description=(
             "On every PERSIST_STATE event, compact the store (in a worker thread) when the "
@@ -146,17 +164,20 @@ class Configuration(BaseModel):
         ),
     )
     compaction_min_dead_ratio: float = Field(
+        validation_alias="LOGKV_COMPACTION_MIN_DEAD_RATIO",
         default=0.5,
         gt=0.0,
         le=1.0,
         description="Compact once this share of the log's bytes is dead ...",
     )
     compaction_min_dead_bytes: int = Field(
+        validation_alias="LOGKV_COMPACTION_MIN_DEAD_BYTES",
         default=64 * 1024 * 1024,
         ge=0,
         description="... and at least this many bytes are dead.",
     )
     offload_threshold: int = Field(
+        validation_alias="LOGKV_OFFLOAD_THRESHOLD",
         default=256 * 1024,
         ge=0,
         description=(
@@ -164,3 +185,26 @@ class Configuration(BaseModel):
             "event loop is never blocked for long; smaller ones run inline."
         ),
     )
+
+
+#: The environment variable of each field (only these are read; a blank variable is unset).
+ENVIRONMENT: Final[dict[str, str]] = {
+    name: str(field.validation_alias) for name, field in Configuration.model_fields.items()
+}
+
+
+def _environment_error(error: ValidationError, given: dict[str, Any]) -> ConfigurationError | None:
+    """A :class:`ConfigurationError` naming each environment variable whose value ``error``
+    refused; None when every refused value was an argument."""
+    variables = set(ENVIRONMENT.values())
+    problems, from_environment = [], False
+    for problem in error.errors():
+        where = problem["loc"][0] if problem["loc"] else ""
+        if where in variables and where not in given:
+            from_environment = True
+            problems.append(f"environment variable {where}={problem['input']!r}: {problem['msg']}")
+        else:
+            problems.append(f"{where}={problem['input']!r}: {problem['msg']}")
+    if not from_environment:
+        return None
+    return ConfigurationError("invalid logkv configuration: " + "; ".join(problems))

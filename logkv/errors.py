@@ -31,6 +31,12 @@ class CorruptionError(LogKVError):
         )
 
 
+class ConfigurationError(LogKVError, ValueError):
+    """An environment variable holds a value its setting refuses: the message names the
+    variable, its value and what was wrong. (Bad arguments to ``Configuration`` raise pydantic's
+    ``ValidationError``, which names the argument.)"""
+
+
 class StoreLockedError(LogKVError):
     """Another writer (in this or another process) holds the store's lock."""
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from logkv import Configuration, Durability, Recovery
 from logkv.configuration import ENVIRONMENT
+from logkv.errors import ConfigurationError
 from logkv.options import DEFAULT_SEGMENT_SIZE, Retention
 
 
@@ -132,8 +133,34 @@ def test_invalid_values_are_refused(field: str, value: object) -> None:
 
 def test_invalid_environment_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOGKV_SEGMENT_SIZE", "tiny")
-    with pytest.raises(ValidationError, match="segment_size"):
+    with pytest.raises(ConfigurationError, match="LOGKV_SEGMENT_SIZE='tiny'"):
         Configuration()
+
+
+def test_a_bad_variable_is_named_with_its_value_and_the_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOGKV_DURABILITY", "fsnc")
+    with pytest.raises(ConfigurationError) as raised:
+        Configuration()
+    message = str(raised.value)
+    assert "LOGKV_DURABILITY='fsnc'" in message
+    assert "'process' or 'fsync'" in message
+    assert isinstance(raised.value, ValueError)  # what callers catching bad input expect
+    # An argument overrides the variable, so the bad variable does not matter then.
+    assert Configuration(durability="fsync").durability is Durability.FSYNC
+
+
+def test_a_bad_argument_is_named_as_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGKV_SEGMENT_SIZE", "8192")
+    with pytest.raises(ValidationError, match="durability"):
+        Configuration(durability="fsnc")
+
+
+def test_variable_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("logkv_durability", "fsync")
+    assert Configuration().durability is Durability.PROCESS
+
 
 
 def test_unknown_arguments_and_bad_assignments_are_refused() -> None:

@@ -508,3 +508,17 @@ def test_export_of_an_engine_store_without_meta(
     assert json.loads((target / "nothing.__metadata__.json").read_text())["content_type"] == (
         "application/x-none"
     )
+
+
+async def test_a_bad_environment_variable_is_reported_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = await write_crawlee_store(tmp_path / "crawlee")
+    monkeypatch.setenv("LOGKV_SEGMENT_SIZE", "tiny")
+    capsys.readouterr()
+    code = cli("import", source, tmp_path / "logkv" / "default", "-q")
+    err = capsys.readouterr().err
+    assert code != ExitCode.OK
+    assert "LOGKV_SEGMENT_SIZE='tiny'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "logkv" / "default").exists()  # nothing half-made
