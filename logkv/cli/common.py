@@ -115,6 +115,20 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
+def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """``--json``, and ``-q``/``--quiet`` or ``--progress`` for the progress bar on stderr."""
+    parser.add_argument("--json", action="store_true", help=json_help)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar (errors are still printed)"
+    )
+    output.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the progress bar even when stderr is not a terminal",
+    )
+
+
 def key_argument(text: str) -> str:
     """An argparse ``type`` for a key: only a key a store can hold (non-empty, not too long,
     UTF-8; bytes that are not UTF-8 arrive as lone surrogates) is accepted."""

@@ -32,7 +32,15 @@ from ..format import SEGMENT_HEADER_SIZE
 from ..layout import list_segments
 from ..options import Retention
 from . import ExitCode
-from .common import CommandError, describe, exit_code_for, find_stores, path_argument, run
+from .common import (
+    CommandError,
+    add_output_options,
+    describe,
+    exit_code_for,
+    find_stores,
+    path_argument,
+    run,
+)
 from .render import human_bytes, human_seconds, json_document, table
 
 PROG: Final = "logkv-compact"
@@ -141,16 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only compact stores whose dead bytes make up at least R (0..1) of their "
         "records; others are skipped (default 0: compact every store)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar (errors are still printed)"
-    )
-    output.add_argument(
-        "--progress",
-        action="store_true",
-        help="show the progress bar even when stderr is not a terminal",
-    )
+    add_output_options(parser, "print one JSON document")
     return parser
 
 

@@ -73,7 +73,7 @@ from ..layout import CRAWLEE_METADATA_FILE
 from ..names import StoreKind, validate_alias, validate_name
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from . import ExitCode
-from .common import CommandError, path_argument, require_store
+from .common import CommandError, add_output_options, path_argument, require_store
 from .render import human_bytes, human_seconds, json_document
 
 PROG: Final = "logkv"
@@ -609,14 +609,5 @@ def add_commands(commands: Any, epilog: str) -> None:
             metavar=target,
             help="the new store folder (absent or empty)",
         )
-        sub.add_argument("--json", action="store_true", help="print a JSON summary")
-        output = sub.add_mutually_exclusive_group()
-        output.add_argument(
-            "-q", "--quiet", action="store_true", help="no progress bar (errors still printed)"
-        )
-        output.add_argument(
-            "--progress",
-            action="store_true",
-            help="show the progress bar even when stderr is not a terminal",
-        )
+        add_output_options(sub, "print a JSON summary")
         sub.set_defaults(handler=handler)
