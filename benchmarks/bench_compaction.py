@@ -26,17 +26,12 @@ fail. A wrong answer from the engine does: figures from a broken engine are mean
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
-import math
 import os
-import platform
 import random
-import shlex
 import shutil
 import struct
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -47,14 +42,6 @@ from typing import Any
 
 import msgpack
 
-from benchmarks.bench_engine import (
-    Report,
-    cpu_model,
-    filesystem_of,
-    load_average,
-    logkv_revision,
-    version_of,
-)
 from logkv import Engine
 from logkv.compaction import CompactionResult
 from logkv.format import (
@@ -71,15 +58,33 @@ from logkv.history import key_history, state_at
 from logkv.layout import ARCHIVE_DIR, list_segments
 from logkv.options import Retention
 
-#: Every record of the compaction and chain parts carries this content type.
-CONTENT_TYPE = "application/octet-stream"
-#: Values are drawn from a pool of this many distinct random values (a power of two).
-VALUE_POOL = 1024
-_POOL_MASK = VALUE_POOL - 1
+from .harness import (
+    GB,
+    MB,
+    TARGETS_NOTE,
+    Report,
+    Run,
+    Script,
+    check,
+    ms,
+    non_negative_float,
+    percentile,
+    positive_int,
+    rate,
+    repeat_timed,
+    results_file,
+    section,
+)
+from .machine import dirty_bytes, disk_usage
+from .workload import BINARY_TYPE, POOL_MASK, VALUE_POOL, make_keys, make_values
+
+SCRIPT = Script(
+    "bench_compaction",
+    "Benchmark logkv's compaction, hash chain and history; write Markdown.",
+    Path("benchmarks/results/compaction.md"),
+)
 #: The value of the history part's records: the round number, 8 bytes little-endian.
 HISTORY_VALUE_SIZE = 8
-
-DEFAULT_OUT = Path("benchmarks/results/compaction.md")
 
 #: Targets (seconds, ratios, percent).
 TARGET_DISK_RATIO = 1.2
@@ -87,8 +92,6 @@ TARGET_OPEN_S = 1.5
 TARGET_STALL_S = 0.050
 TARGET_CHAIN_PCT = 10.0
 
-_MB = 1_000_000
-_GB = 1_000_000_000
 _CHAIN_START = FRAME_HEADER_SIZE - CHAIN_SIZE
 
 Encoder = Callable[[int, int, int, str, str | None, bytes | None, bytes], bytes]
@@ -101,6 +104,7 @@ Encoder = Callable[[int, int, int, str, str | None, bytes | None, bytes], bytes]
 class Settings:
     """What one run measures and how big it is."""
 
+    run: Run
     keys: int
     overwrites: int
     value_size: int
@@ -109,10 +113,6 @@ class Settings:
     history_keys: int
     writer_pause_ms: float
     repeat: int
-    seed: int
-    quick: bool
-    out: Path | None
-    tmp_dir: Path
 
 
 @dataclass
@@ -126,72 +126,6 @@ class Sections:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the run when the engine returned a wrong answer."""
-    if not condition:
-        raise RuntimeError(f"engine check failed: {message}")
-
-
-def make_values(size: int, seed: int) -> list[bytes]:
-    """A pool of :data:`VALUE_POOL` distinct random (incompressible) values of ``size`` bytes."""
-    rng = random.Random(seed)
-    return [rng.randbytes(size) for _ in range(VALUE_POOL)]
-
-
-def make_keys(prefix: str, count: int, seed: int | None) -> list[str]:
-    """``{prefix}0000001`` ...; shuffled (seeded) when ``seed`` is given."""
-    width = max(7, len(str(count)))
-    keys = [f"{prefix}{i:0{width}d}" for i in range(1, count + 1)]
-    if seed is not None:
-        random.Random(seed).shuffle(keys)
-    return keys
-
-
-def rate(count: float, seconds: float) -> float:
-    """``count`` per second, guarding against a zero duration."""
-    return count / seconds if seconds > 0 else float("inf")
-
-
-def ms(seconds: float) -> str:
-    """Seconds shown in milliseconds: ``12.3 ms``."""
-    return f"{seconds * 1000:,.1f} ms"
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """The nearest-rank percentile of an ascending list (0.0 for an empty one)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
-def dirty_mb() -> float | None:
-    """Dirty and under-writeback page cache in MB (Linux ``/proc/meminfo``), or None."""
-    total = 0
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith(("Dirty:", "Writeback:")):
-                    total += int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return total / _MB
-
-
-def tree_bytes(folder: Path) -> int:
-    """Total size of the regular files in ``folder`` and below."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-def best_of(repeat: int, run: Callable[[], float]) -> tuple[float, float]:
-    """Run ``run`` (which returns seconds) ``repeat`` times: ``(best, worst)``."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        times.append(run())
-    return min(times), max(times)
 
 
 class GcWatch:
@@ -260,7 +194,7 @@ def paced_writer(
         while not stop.is_set():
             index, value = rng.randrange(len(keys)), rng.randrange(VALUE_POOL)
             start = clock()
-            set_(keys[index], values[value], CONTENT_TYPE)
+            set_(keys[index], values[value], BINARY_TYPE)
             end = clock()
             append((due, start, end))
             log.written[index] = value
@@ -273,7 +207,7 @@ def paced_writer(
 
 def value_index(key_index: int, round_: int) -> int:
     """Which pool value key ``key_index`` gets in write round ``round_`` (differs per round)."""
-    return (key_index * 31 + round_ * 7) & _POOL_MASK
+    return (key_index * 31 + round_ * 7) & POOL_MASK
 
 
 def write_rounds(engine: Engine, keys: list[str], values: list[bytes], rounds: range) -> float:
@@ -282,7 +216,7 @@ def write_rounds(engine: Engine, keys: list[str], values: list[bytes], rounds: r
     started = time.perf_counter()
     for round_ in rounds:
         for i, key in enumerate(keys):
-            set_(key, values[value_index(i, round_)], CONTENT_TYPE)
+            set_(key, values[value_index(i, round_)], BINARY_TYPE)
         print(f"    round {round_ + 1}/{rounds.stop} written", flush=True)
     elapsed = time.perf_counter() - started
     check(len(engine) == len(keys), f"{len(engine)} keys after writing {len(keys)}")
@@ -304,7 +238,7 @@ class CompactionRun:
     latencies: list[float]
     longest_at: float
     copy_ended_at: float
-    dirty_mb: float | None
+    dirty: int | None
     gc: GcWatch
 
 
@@ -314,9 +248,10 @@ def compact_under_writer(
     """Compact while a writer thread keeps calling ``set()``."""
     log = WriterLog()
     stop = threading.Event()
+    pause = settings.writer_pause_ms / 1000
     writer = threading.Thread(
         target=paced_writer,
-        args=(engine, keys, values, settings.writer_pause_ms / 1000, stop, log, settings.seed + 7),
+        args=(engine, keys, values, pause, stop, log, settings.run.seed + 7),
         daemon=True,
     )
     copied = [0.0]
@@ -328,7 +263,7 @@ def compact_under_writer(
     os.sync()  # see METHOD: the build's gigabytes of dirty pages are not compaction's doing
     writer.start()
     time.sleep(0.2)  # the writer is in its loop before compaction starts
-    dirty = dirty_mb()
+    dirty = dirty_bytes()
     try:
         with GcWatch() as watch:
             started = time.perf_counter()
@@ -391,8 +326,8 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
     n, k = settings.keys, settings.overwrites
     store = work / "compaction"
     print(f"part 1: {n:,} keys x {k} writes of {settings.value_size} B values", flush=True)
-    keys = make_keys("page-", n, settings.seed)
-    values = make_values(settings.value_size, settings.seed)
+    keys = make_keys("page-", n, settings.run.seed)
+    values = make_values(settings.value_size, settings.run.seed)
     engine = Engine.open(store)
     try:
         gc.collect()
@@ -401,8 +336,8 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
         report.add(
             "build: set() of every key, round after round (info)",
             f"{n * k:,} records in {build_s:,.1f} s = {rate(n * k, build_s):,.0f} rec/s; "
-            f"log {before.log_bytes / _GB:,.2f} GB in {before.segments} segments, "
-            f"live {before.live_bytes / _GB:,.3f} GB",
+            f"log {before.log_bytes / GB:,.2f} GB in {before.segments} segments, "
+            f"live {before.live_bytes / GB:,.3f} GB",
         )
         print("    compacting while a writer thread calls set()", flush=True)
         first = compact_under_writer(engine, keys, values, settings)
@@ -418,31 +353,31 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
         )
         report.add(
             "compaction throughput: log processed",
-            f"{rate(result.bytes_before / _MB, seconds):,.0f} MB/s "
-            f"({result.bytes_before / _GB:,.2f} GB of data files before)",
+            f"{rate(result.bytes_before / MB, seconds):,.0f} MB/s "
+            f"({result.bytes_before / GB:,.2f} GB of data files before)",
         )
         report.add(
             "compaction throughput: snapshot written",
-            f"{rate(snap_bytes / _MB, seconds):,.0f} MB/s ({snap_bytes / _GB:,.3f} GB snapshot)",
+            f"{rate(snap_bytes / MB, seconds):,.0f} MB/s ({snap_bytes / GB:,.3f} GB snapshot)",
         )
         ratio = after.log_bytes / after.live_bytes
         report.add(
             "disk after compaction / live bytes",
-            f"{ratio:.3f}x ({after.log_bytes / _GB:,.3f} GB on disk, "
-            f"{after.live_bytes / _GB:,.3f} GB live)",
+            f"{ratio:.3f}x ({after.log_bytes / GB:,.3f} GB on disk, "
+            f"{after.live_bytes / GB:,.3f} GB live)",
             f"<= {TARGET_DISK_RATIO}x",
             ratio <= TARGET_DISK_RATIO,
         )
         add_stall_rows(report, "compaction", first)
-        verify_store(engine, keys, values, k - 1, first.log.written, settings.seed)
+        verify_store(engine, keys, values, k - 1, first.log.written, settings.run.seed)
         print("    one more round, then compacting again under the writer", flush=True)
         write_rounds(engine, keys, values, range(k, k + 1))
         second = compact_under_writer(engine, keys, values, settings)
         add_stall_rows(report, "second compaction (one more round written)", second)
-        verify_store(engine, keys, values, k, second.log.written, settings.seed)
+        verify_store(engine, keys, values, k, second.log.written, settings.run.seed)
         for label, run in (("first", first), ("second", second)):
             calls = len(run.delays)
-            dirty = "unknown" if run.dirty_mb is None else f"{run.dirty_mb:,.0f} MB"
+            dirty = "unknown" if run.dirty is None else f"{run.dirty / MB:,.0f} MB"
             notes.append(
                 f"During the {label} compaction ({run.result.seconds:,.1f} s) the writer thread "
                 f"made {calls:,} set() calls, one every "
@@ -464,7 +399,7 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
             reopened.close()
         return elapsed
 
-    best, worst = best_of(settings.repeat, open_once)
+    best, worst = repeat_timed(settings.repeat, open_once)
     report.add(
         f"open after compaction (best of {settings.repeat})",
         f"{best:,.2f} s (slowest {worst:,.2f} s) for {n:,} keys",
@@ -530,7 +465,7 @@ def time_encoder(encode: Encoder, keys: list[str], values: list[bytes]) -> float
     chain = GENESIS_CHAIN
     start = time.perf_counter()
     for seq, key in enumerate(keys, 1):
-        frame = encode(seq, now() // 1000, 1, key, CONTENT_TYPE, values[seq & _POOL_MASK], chain)
+        frame = encode(seq, now() // 1000, 1, key, BINARY_TYPE, values[seq & POOL_MASK], chain)
         chain = frame[_CHAIN_START:FRAME_HEADER_SIZE]
     return time.perf_counter() - start
 
@@ -542,7 +477,7 @@ def time_engine_set(store: Path, keys: list[str], values: list[bytes]) -> float:
         set_ = engine.set
         start = time.perf_counter()
         for seq, key in enumerate(keys, 1):
-            set_(key, values[seq & _POOL_MASK], CONTENT_TYPE)
+            set_(key, values[seq & POOL_MASK], BINARY_TYPE)
         elapsed = time.perf_counter() - start
         check(len(engine) == len(keys), "not every set() reached the index")
     finally:
@@ -555,15 +490,15 @@ def measure_chain(work: Path, settings: Settings, report: Report) -> None:
     """Part 2: the hash chain's cost per append, at the workload's and at a tiny value size."""
     n = settings.chain_records
     print(f"part 2: hash chain cost, {n:,} records per run", flush=True)
-    keys = make_keys("page-", n, settings.seed)
-    sample = encode_record(1, 2, 1, keys[0], CONTENT_TYPE, b"v", GENESIS_CHAIN)
-    baseline = encode_record_unchained(1, 2, 1, keys[0], CONTENT_TYPE, b"v", GENESIS_CHAIN)
+    keys = make_keys("page-", n, settings.run.seed)
+    sample = encode_record(1, 2, 1, keys[0], BINARY_TYPE, b"v", GENESIS_CHAIN)
+    baseline = encode_record_unchained(1, 2, 1, keys[0], BINARY_TYPE, b"v", GENESIS_CHAIN)
     check(
         len(sample) == len(baseline) and sample[FRAME_HEADER_SIZE:] == baseline[FRAME_HEADER_SIZE:],
         "the baseline does not frame records as encode_record does",
     )
     for size in dict.fromkeys((settings.value_size, HISTORY_VALUE_SIZE)):
-        values = make_values(size, settings.seed)
+        values = make_values(size, settings.run.seed)
         chained: list[float] = []
         unchained: list[float] = []
         sets: list[float] = []
@@ -630,7 +565,7 @@ def measure_history(work: Path, settings: Settings, report: Report, notes: list[
         "build: set() through the engine, then compact with retention archive (info)",
         f"{total:,} records in {build_s:,.1f} s ({rate(total, build_s):,.0f} rec/s); "
         f"compaction {result.seconds:,.1f} s; {len(archived)} archived segments, "
-        f"{tree_bytes(store / ARCHIVE_DIR) / _MB:,.0f} MB",
+        f"{disk_usage(store / ARCHIVE_DIR)[1] / MB:,.0f} MB",
     )
     key = keys[k // 2]
     found: list[int] = []
@@ -651,7 +586,7 @@ def measure_history(work: Path, settings: Settings, report: Report, notes: list[
         found.append(len(history))
         return elapsed
 
-    best, worst = best_of(settings.repeat, one_history)
+    best, worst = repeat_timed(settings.repeat, one_history)
     report.add(
         f"key_history(folder, key) of one key (best of {settings.repeat})",
         f"{best:,.2f} s (slowest {worst:,.2f} s): {found[0]} records found among {total:,}",
@@ -678,28 +613,6 @@ def measure_history(work: Path, settings: Settings, report: Report, notes: list[
 
 
 # ---------------------------------------------------------------------------------- output
-
-
-def machine_rows(tmp_dir: Path) -> list[tuple[str, str]]:
-    """Facts about the machine and software the figures were measured on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 0
-    return [
-        ("CPU", cpu_model()),
-        ("Cores", f"{os.cpu_count()} logical ({usable} usable by this process)"),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
-        ("File system of the stores", filesystem_of(tmp_dir)),
-        (
-            "Libraries",
-            f"msgpack {version_of('msgpack')}, sortedcontainers {version_of('sortedcontainers')}",
-        ),
-        ("logkv", logkv_revision()),
-        ("Date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-        ("Machine load at start", load_average()),
-    ]
 
 
 METHOD = [
@@ -766,214 +679,131 @@ METHOD = [
 ]
 
 
-def render_table(report: Report) -> list[str]:
-    """One Markdown results table."""
-    return [
-        "| Measurement | Result | Target | Status |",
-        "|---|---|---|---|",
-        *(f"| {r.measurement} | {r.result} | {r.target} | {r.status} |" for r in report.rows),
-    ]
-
-
-def render(
-    settings: Settings,
-    command: str,
-    sections: Sections,
-    machine: list[tuple[str, str]],
-    wall_seconds: float,
-) -> str:
+def render(settings: Settings, sections: Sections) -> str:
     """The results as a Markdown document."""
+    run = settings.run
     records = settings.keys * settings.overwrites
-    rounds = settings.history_records // settings.history_keys
-    lines = [
-        "# logkv compaction, hash chain and history benchmark",
-        "",
-        "Command (from the repository root):",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        f"Mode: {'quick' if settings.quick else 'full'}: {settings.keys:,} keys x "
-        f"{settings.overwrites} writes of {settings.value_size} B values ({records:,} records); "
-        f"hash chain on {settings.chain_records:,} records; history of "
-        f"{rounds * settings.history_keys:,} records; whole run {wall_seconds:.0f} s.",
-        "",
-        "## Machine",
-        "",
-        "| Item | Value |",
-        "|---|---|",
-        *(f"| {name} | {value} |" for name, value in machine),
-        "",
-        f"## Compaction: {settings.keys:,} keys, each written {settings.overwrites} times",
-        "",
-        *render_table(sections.compaction),
-        "",
-        "## Hash chain: cost per append",
-        "",
-        *render_table(sections.chain),
-        "",
-        f"## History: one key in a {rounds * settings.history_keys:,}-record archive",
-        "",
-        *render_table(sections.history),
-        "",
-        "Targets are goals for the engine, not limits of the benchmark: a MISS is reported, never"
-        " treated as a failure.",
-        "",
-        "## Method",
-        "",
-        *(
-            "- "
-            + bullet.format(
-                keys=settings.keys,
-                overwrites=settings.overwrites,
-                records=records,
-                value_size=settings.value_size,
-                pool=VALUE_POOL,
-                ctype=CONTENT_TYPE,
-                pause=settings.writer_pause_ms,
-                repeat=settings.repeat,
-                chain_records=settings.chain_records,
-                tiny=HISTORY_VALUE_SIZE,
-                history_records=rounds * settings.history_keys,
-            )
-            for bullet in METHOD
-        ),
-    ]
-    if sections.notes:
-        lines += ["", "## Notes", "", *(f"- {note}" for note in sections.notes)]
-    return "\n".join(lines) + "\n"
+    history_records = settings.history_records // settings.history_keys * settings.history_keys
+    method = (
+        bullet.format(
+            keys=settings.keys,
+            overwrites=settings.overwrites,
+            records=records,
+            value_size=settings.value_size,
+            pool=VALUE_POOL,
+            ctype=BINARY_TYPE,
+            pause=settings.writer_pause_ms,
+            repeat=settings.repeat,
+            chain_records=settings.chain_records,
+            tiny=HISTORY_VALUE_SIZE,
+            history_records=history_records,
+        )
+        for bullet in METHOD
+    )
+    return results_file(
+        run,
+        "logkv compaction, hash chain and history benchmark",
+        f"Mode: {run.mode}: {settings.keys:,} keys x {settings.overwrites} writes of "
+        f"{settings.value_size} B values ({records:,} records); hash chain on "
+        f"{settings.chain_records:,} records; history of {history_records:,} records; "
+        f"whole run {run.elapsed():.0f} s.",
+        [
+            *section(
+                f"Compaction: {settings.keys:,} keys, each written {settings.overwrites} times",
+                sections.compaction.table(),
+            ),
+            *section("Hash chain: cost per append", sections.chain.table()),
+            *section(
+                f"History: one key in a {history_records:,}-record archive",
+                [*sections.history.table(), "", TARGETS_NOTE],
+            ),
+        ],
+        method=method,
+        notes=sections.notes,
+    )
 
 
 # ---------------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_compaction",
-        description="Benchmark logkv's compaction, hash chain and history; write Markdown.",
+def parser() -> argparse.ArgumentParser:
+    """The command line: the common options and the compaction benchmark's own."""
+    parser = SCRIPT.parser()
+    parser.add_argument(
+        "--keys",
+        type=positive_int,
+        default=None,
+        help="keys of the compaction store (1M; quick 20k)",
     )
     parser.add_argument(
-        "--keys", type=int, default=None, help="keys of the compaction store (1M; quick 20k)"
+        "--overwrites", type=positive_int, default=10, help="writes of every key (default 10)"
     )
     parser.add_argument(
-        "--overwrites", type=int, default=10, help="writes of every key (default 10)"
-    )
-    parser.add_argument(
-        "--value-size", type=int, default=1000, help="bytes per value (default 1000)"
+        "--value-size", type=positive_int, default=1000, help="bytes per value (default 1000)"
     )
     parser.add_argument(
         "--chain-records",
-        type=int,
+        type=positive_int,
         default=None,
         help="records per hash-chain timing run (default 200k; quick 20k)",
     )
     parser.add_argument(
         "--history-records",
-        type=int,
+        type=positive_int,
         default=None,
         help="records of the history store (default 10M; quick 200k)",
     )
     parser.add_argument(
         "--history-keys",
-        type=int,
+        type=positive_int,
         default=None,
         help="distinct keys of the history store (default 100k; quick 2k)",
     )
     parser.add_argument(
         "--writer-pause-ms",
-        type=float,
+        type=non_negative_float,
         default=0.5,
         help="pause of the writer thread between set() calls during compaction (default 0.5)",
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each repeated timing, best kept (3)"
+        "--repeat", type=positive_int, default=3, help="runs of each repeated timing, best kept (3)"
     )
-    parser.add_argument("--seed", type=int, default=1, help="seed of key order and values")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="small sizes for a fast before/after check; print only unless --out",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help=f"Markdown results file (default {DEFAULT_OUT} for a full run; none with --quick)",
-    )
-    parser.add_argument(
-        "--tmp-dir",
-        type=Path,
-        default=None,
-        help="where to make the temporary store folder (default: the repository root)",
-    )
-    args = parser.parse_args(argv)
-    for name in ("keys", "overwrites", "value_size", "chain_records", "history_records"):
-        given = getattr(args, name)
-        if given is not None and given < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.history_keys is not None and args.history_keys < 1:
-        parser.error("--history-keys must be at least 1")
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.writer_pause_ms < 0:
-        parser.error("--writer-pause-ms must not be negative")
-    return args
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Fill in the defaults that depend on ``--quick``."""
-    quick: bool = args.quick
-    history_records = args.history_records or (200_000 if quick else 10_000_000)
-    history_keys = min(args.history_keys or (2_000 if quick else 100_000), history_records)
-    return Settings(
-        keys=args.keys or (20_000 if quick else 1_000_000),
-        overwrites=args.overwrites,
-        value_size=args.value_size,
-        chain_records=args.chain_records or (20_000 if quick else 200_000),
-        history_records=history_records,
-        history_keys=history_keys,
-        writer_pause_ms=args.writer_pause_ms,
-        repeat=args.repeat,
-        seed=args.seed,
-        quick=quick,
-        out=args.out if args.out is not None or quick else DEFAULT_OUT,
-        tmp_dir=args.tmp_dir or Path(__file__).resolve().parent.parent,
-    )
+    return parser
 
 
 def measure(settings: Settings, sections: Sections) -> None:
     """Run the three parts in order in a temporary folder, removed afterwards."""
-    work = Path(tempfile.mkdtemp(prefix=".tmp-bench-compaction-", dir=settings.tmp_dir))
-    try:
+    with settings.run.scratch() as work:
         measure_compaction(work, settings, sections.compaction, sections.notes)
         gc.collect()
         measure_chain(work, settings, sections.chain)
         gc.collect()
         measure_history(work, settings, sections.history, sections.notes)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def benchmark(args: argparse.Namespace, run: Run) -> str:
+    """Measure what ``args`` ask for; the results as Markdown."""
+    quick = run.quick
+    history_records = args.history_records or (200_000 if quick else 10_000_000)
+    settings = Settings(
+        run=run,
+        keys=args.keys or (20_000 if quick else 1_000_000),
+        overwrites=args.overwrites,
+        value_size=args.value_size,
+        chain_records=args.chain_records or (20_000 if quick else 200_000),
+        history_records=history_records,
+        history_keys=min(args.history_keys or (2_000 if quick else 100_000), history_records),
+        writer_pause_ms=args.writer_pause_ms,
+        repeat=args.repeat,
+    )
+    sections = Sections()
+    measure(settings, sections)
+    return render(settings, sections)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the results and write them to ``--out``."""
-    settings = settings_from(parse_args(argv))
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "-m", "benchmarks.bench_compaction", *given])
-    machine = machine_rows(settings.tmp_dir)
-    sections = Sections()
-    started = time.perf_counter()
-    measure(settings, sections)
-    machine.append(("Machine load at end", load_average()))
-    text = render(settings, command, sections, machine, time.perf_counter() - started)
-    print()
-    print(text)
-    if settings.out is not None:
-        settings.out.parent.mkdir(parents=True, exist_ok=True)
-        settings.out.write_text(text, encoding="utf-8")
-        print(f"results written to {settings.out}")
-    return 0
+    return SCRIPT.main(argv, parser(), benchmark)
 
 
 if __name__ == "__main__":

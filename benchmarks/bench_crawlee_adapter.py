@@ -25,16 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
-import os
-import platform
+import dataclasses
 import random
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,14 +41,20 @@ from logkv import Configuration
 from logkv.cli.transfer import export_store
 from logkv.crawlee import LogKvStorageClient
 
-from .bench_engine import cpu_model, filesystem_of, load_average, logkv_revision, version_of
+from .harness import Run, Script, check, mib, ms, positive_int, results_file, section, table
+from .machine import disk_usage, version_of
 
+SCRIPT = Script(
+    "bench_crawlee_adapter",
+    "Benchmark logkv.crawlee's storage client against Crawlee's file-system client, both"
+    " through Crawlee's own KeyValueStore; write Markdown.",
+    Path("benchmarks/results/crawlee_adapter.md"),
+)
 DEFAULT_REQUESTS = 5_000
 DEFAULT_RECORDS = 100_000
 QUICK_REQUESTS = 500
 QUICK_RECORDS = 10_000
 PAGE_BYTES = 20 * 1024
-DEFAULT_OUT = Path("benchmarks/results/crawlee_adapter.md")
 CLIENTS = ("logkv", "crawlee-fs")
 CRAWL_STORE = "crawl"
 BIG_STORE = "big"
@@ -66,6 +65,15 @@ _WORDS = [
     *("title", "header", "footer", "navigation", "cart", "checkout", "shipping", "return"),
     *("policy", "contact", "about", "blog", "article", "comment", "share"),
 ]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big the run is."""
+
+    requests: int
+    records: int
+    seed: int
 
 
 @dataclass
@@ -83,12 +91,6 @@ class OpenResult:
 
     open_seconds: float
     get_seconds: float
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the benchmark when a client gave a wrong answer."""
-    if not condition:
-        raise SystemExit(f"benchmark check failed: {message}")
 
 
 def storage_client(name: str) -> Any:
@@ -118,18 +120,10 @@ def page_templates(count: int, seed: int) -> list[str]:
     return pages
 
 
-def disk_usage(folder: Path) -> tuple[int, int]:
-    """``(allocated bytes, file bytes)`` of every file under ``folder`` (as ``du``, ``du -b``)."""
-    allocated = apparent = 0
-    for path in folder.rglob("*"):
-        info = path.lstat()
-        allocated += info.st_blocks * 512
-        apparent += info.st_size if path.is_file() else 0
-    return allocated, apparent
-
-
-async def crawl(name: str, storage_dir: Path, requests: int, pages: list[str]) -> CrawlResult:
-    """Store ``requests`` pages and a state update per page through Crawlee's KeyValueStore."""
+async def crawl(name: str, storage_dir: Path, sizes: Sizes, pages: list[str]) -> CrawlResult:
+    """Store ``sizes.requests`` pages and a state update per page through Crawlee's
+    KeyValueStore."""
+    requests = sizes.requests
     client = storage_client(name)
     kvs = await KeyValueStore.open(
         name=CRAWL_STORE, storage_client=client, configuration=crawlee_configuration(storage_dir)
@@ -145,7 +139,7 @@ async def crawl(name: str, storage_dir: Path, requests: int, pages: list[str]) -
         await kvs.set_value(STATE_KEY, state)
     seconds = time.perf_counter() - start
     check(await kvs.get_value(STATE_KEY) == state, f"{name}: the state reads back")
-    sample = random.Random(7).sample(range(requests), min(requests, 50))
+    sample = random.Random(sizes.seed + 6).sample(range(requests), min(requests, 50))
     for number in sample:
         html = await kvs.get_value(f"page-{number:06d}")
         check(
@@ -200,142 +194,115 @@ async def probe_open(name: str, storage_dir: Path, key: str) -> OpenResult:
 
 def open_in_child(name: str, storage_dir: Path, key: str) -> OpenResult:
     """Run :func:`probe_open` in a new interpreter (no store open, nothing cached)."""
-    command = [sys.executable, "-m", "benchmarks.bench_crawlee_adapter", "--probe", name]
-    command += ["--probe-dir", str(storage_dir), "--probe-key", key]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return OpenResult(figures["open_seconds"], figures["get_seconds"])
-
-
-def mib(size: int) -> str:
-    """Bytes as MiB with one decimal."""
-    return f"{size / 1024 / 1024:,.1f} MiB"
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds."""
-    return f"{seconds * 1000:,.1f} ms"
-
-
-def machine_rows(tmp_dir: Path) -> list[tuple[str, str]]:
-    """Facts about the machine and software the figures were measured on."""
-    return [
-        ("CPU", f"{cpu_model()}, {os.cpu_count()} logical cores"),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-        ("Crawlee", version_of("crawlee")),
-        ("logkv", logkv_revision()),
-        ("Storage", f"{filesystem_of(tmp_dir)} (the repository's disk)"),
-        ("Load at the end", load_average()),
-        ("Date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")),
-    ]
+    return OpenResult(**SCRIPT.in_child(name, str(storage_dir), key))
 
 
 def render(
-    args: argparse.Namespace,
+    run: Run,
+    sizes: Sizes,
     crawls: dict[str, CrawlResult],
     opens: dict[str, OpenResult],
     big_disk: dict[str, int],
-    machine: list[tuple[str, str]],
-    total_seconds: float,
 ) -> str:
     """The Markdown results."""
-    requests, records = args.requests, args.records
-    lines = [
-        "# logkv.crawlee vs Crawlee's file-system client",
-        "",
-        "Command (from the repository root):",
-        "",
-        "```bash",
-        shlex.join(
-            ["python", "-m", "benchmarks.bench_crawlee_adapter"]
-            + (sys.argv[1:] if args.argv is None else args.argv)
-        ),
-        "```",
-        "",
-        f"One run; whole run {total_seconds:.0f} s. Both clients through Crawlee's own "
+    requests, records = sizes.requests, sizes.records
+    crawl_rows = (
+        (
+            name,
+            f"{crawls[name].seconds:.2f} s",
+            f"{crawls[name].seconds / requests * 1e6:,.0f} µs",
+            mib(crawls[name].disk_bytes),
+            mib(crawls[name].file_bytes),
+        )
+        for name in CLIENTS
+    )
+    open_rows = (
+        (
+            name,
+            ms(opens[name].open_seconds),
+            ms(opens[name].get_seconds),
+            ms(opens[name].open_seconds + opens[name].get_seconds),
+            mib(big_disk[name]),
+        )
+        for name in CLIENTS
+    )
+    return results_file(
+        run,
+        "logkv.crawlee vs Crawlee's file-system client",
+        f"One run; whole run {run.elapsed():.0f} s. Both clients through Crawlee's own "
         "`KeyValueStore`; neither fsyncs (logkv at its default durability `process`).",
-        "",
-        f"## Crawl: {requests:,} requests, each a ~20 KB page and a state update",
-        "",
-        "| Client | Wall time | Per request | Disk used (du) | File bytes |",
-        "|---|---|---|---|---|",
-    ]
-    for name in CLIENTS:
-        result = crawls[name]
-        lines.append(
-            f"| {name} | {result.seconds:.2f} s | {result.seconds / requests * 1e6:,.0f} µs "
-            f"| {mib(result.disk_bytes)} | {mib(result.file_bytes)} |"
-        )
-    lines += [
-        "",
-        "logkv keeps every state update in its log (the history `logkv history` shows) until "
-        "compaction; automatic compaction is off in this run, so its disk figure includes "
-        f"{requests:,} superseded state records. Crawlee's file-system client writes two files "
-        "per key (the value and its `__metadata__.json`) and overwrites the state file in place.",
-        "",
-        f"## Open a store of {records:,} records through Crawlee (fresh process)",
-        "",
-        "| Client | `KeyValueStore.open` | First `get_value` | Open + get | Store on disk (du) |",
-        "|---|---|---|---|---|",
-    ]
-    for name in CLIENTS:
-        opened = opens[name]
-        lines.append(
-            f"| {name} | {ms(opened.open_seconds)} | {ms(opened.get_seconds)} "
-            f"| {ms(opened.open_seconds + opened.get_seconds)} | {mib(big_disk[name])} |"
-        )
-    lines += [
-        "",
-        "logkv replays its log into the in-memory index when the store opens, so opening grows "
-        "with the number of records; Crawlee's file-system client reads only the store's "
-        "`__metadata__.json` on open and one value's two files on a get. The records are "
-        "~80-byte JSON documents; the Crawlee store is `logkv export` of the logkv store.",
-        "",
-        "## Machine",
-        "",
-        "| | |",
-        "|---|---|",
-        *(f"| {label} | {value} |" for label, value in machine),
-        "",
-    ]
-    return "\n".join(lines)
+        [
+            *section(
+                f"Crawl: {requests:,} requests, each a ~20 KB page and a state update",
+                [
+                    *table(
+                        ("Client", "Wall time", "Per request", "Disk used (du)", "File bytes"),
+                        crawl_rows,
+                    ),
+                    "",
+                    "logkv keeps every state update in its log (the history `logkv history` "
+                    "shows) until compaction; automatic compaction is off in this run, so its "
+                    f"disk figure includes {requests:,} superseded state records. Crawlee's "
+                    "file-system client writes two files per key (the value and its "
+                    "`__metadata__.json`) and overwrites the state file in place.",
+                ],
+            ),
+            *section(
+                f"Open a store of {records:,} records through Crawlee (fresh process)",
+                [
+                    *table(
+                        (
+                            "Client",
+                            "`KeyValueStore.open`",
+                            "First `get_value`",
+                            "Open + get",
+                            "Store on disk (du)",
+                        ),
+                        open_rows,
+                    ),
+                    "",
+                    "logkv replays its log into the in-memory index when the store opens, so "
+                    "opening grows with the number of records; Crawlee's file-system client "
+                    "reads only the store's `__metadata__.json` on open and one value's two "
+                    "files on a get. The records are ~80-byte JSON documents; the Crawlee store "
+                    "is `logkv export` of the logkv store.",
+                ],
+            ),
+        ],
+        machine=[("Crawlee", version_of("crawlee"))],
+    )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--requests", type=int, default=None, help="crawl requests (5,000)")
-    parser.add_argument("--records", type=int, default=None, help="big-store records (100,000)")
-    parser.add_argument("--quick", action="store_true", help="500 requests, 10k records; print")
-    parser.add_argument("--out", type=Path, default=None, help=f"results file ({DEFAULT_OUT})")
-    parser.add_argument("--tmp-dir", type=Path, default=Path.cwd(), help="where stores go")
-    parser.add_argument("--probe", choices=CLIENTS, help=argparse.SUPPRESS)
-    parser.add_argument("--probe-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--probe-key", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    if args.requests is None:
-        args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
-    if args.records is None:
-        args.records = QUICK_RECORDS if args.quick else DEFAULT_RECORDS
-    if args.out is None and not args.quick:
-        args.out = DEFAULT_OUT
-    return args
+def parser() -> argparse.ArgumentParser:
+    """The command line: the common options and the adapter benchmark's own."""
+    parser = SCRIPT.parser()
+    parser.add_argument(
+        "--requests",
+        type=positive_int,
+        default=None,
+        help=f"crawl requests ({DEFAULT_REQUESTS:,}; quick {QUICK_REQUESTS:,})",
+    )
+    parser.add_argument(
+        "--records",
+        type=positive_int,
+        default=None,
+        help=f"big-store records ({DEFAULT_RECORDS:,}; quick {QUICK_RECORDS:,})",
+    )
+    return parser
 
 
 async def measure(
-    args: argparse.Namespace, root: Path
+    sizes: Sizes, root: Path
 ) -> tuple[dict[str, CrawlResult], dict[str, OpenResult], dict[str, int]]:
     """Both parts of the benchmark, under ``root``."""
-    pages = page_templates(16, seed=1)
+    pages = page_templates(16, seed=sizes.seed)
     crawls = {}
     for name in CLIENTS:
-        crawls[name] = await crawl(name, root / f"crawl-{name}", args.requests, pages)
+        crawls[name] = await crawl(name, root / f"crawl-{name}", sizes, pages)
         print(f"crawl {name}: {crawls[name]}", flush=True)
-    logkv_dir, crawlee_dir = await build_big_store(root, args.records)
+    logkv_dir, crawlee_dir = await build_big_store(root, sizes.records)
     dirs = {"logkv": logkv_dir, "crawlee-fs": crawlee_dir}
-    key = f"record-{args.records // 2:07d}"
+    key = f"record-{sizes.records // 2:07d}"
     opens = {name: open_in_child(name, dirs[name], key) for name in CLIENTS}
     for name in CLIENTS:
         print(f"open {name}: {opens[name]}", flush=True)
@@ -343,28 +310,28 @@ async def measure(
     return crawls, opens, big_disk
 
 
+def benchmark(args: argparse.Namespace, run: Run) -> str:
+    """Measure what ``args`` ask for; the results as Markdown."""
+    sizes = Sizes(
+        requests=args.requests or (QUICK_REQUESTS if run.quick else DEFAULT_REQUESTS),
+        records=args.records or (QUICK_RECORDS if run.quick else DEFAULT_RECORDS),
+        seed=run.seed,
+    )
+    with run.scratch() as root:
+        crawls, opens, big_disk = asyncio.run(measure(sizes, root))
+    return render(run, sizes, crawls, opens, big_disk)
+
+
+def probe(args: list[str]) -> dict[str, Any]:
+    """``--probe NAME DIR KEY``: :func:`probe_open` in this process."""
+    name, storage_dir, key = args
+    return dataclasses.asdict(asyncio.run(probe_open(name, Path(storage_dir), key)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with ``--probe``, one open in this process)."""
-    args = parse_args(argv)
-    if args.probe is not None:
-        result = asyncio.run(probe_open(args.probe, args.probe_dir, args.probe_key))
-        print(json.dumps(result.__dict__))
-        return 0
-    started = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix=".bench-crawlee-adapter-", dir=args.tmp_dir))
-    try:
-        crawls, opens, big_disk = asyncio.run(measure(args, root))
-        machine = machine_rows(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    text = render(args, crawls, opens, big_disk, machine, time.perf_counter() - started)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        print(f"written to {args.out}")
-    return 0
+    return SCRIPT.main(argv, parser(), benchmark, probe)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -30,43 +30,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import gc
-import json
 import os
 import random
-import shlex
 import shutil
-import struct
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import orjson
 
 from logkv import Configuration, Engine, KeyValueStore
 from logkv.content import encode
 
-from .bench_crawlee_adapter import disk_usage
-from .bench_engine import load_average, raw_sync_rate, rss_anon
+from .harness import Run, Script, check, positive_float, positive_int, run_writers, start_clock
+from .machine import disk_usage, rss_anon
 from .peer_report import RAW, Results, render, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
+from .workload import raw_sync_rate, raw_write_loop
 
-DEFAULT_OUT = Path("benchmarks/results/peers.md")
-_RAW_HEADER = struct.Struct("<II")  # length, CRC-32 of the body: the raw loop's framing
+SCRIPT = Script(
+    "bench_peers",
+    "Benchmark logkv against Crawlee's storage clients, diskcache, sqlitedict, lmdb and shelve;"
+    " write a Markdown results file and a PNG chart.",
+    Path("benchmarks/results/peers.md"),
+)
 
 
 @dataclass(frozen=True)
 class Settings:
     """What to run, at which sizes."""
 
+    run: Run
     records: int
     hot_keys: int
     overwrites: int
@@ -77,10 +74,6 @@ class Settings:
     writers: int
     rounds: int
     only: tuple[str, ...]
-    quick: bool
-    out: Path | None
-    tmp_dir: Path
-    seed: int
 
 
 # ---------------------------------------------------------------------------------- workload
@@ -111,61 +104,13 @@ def doc_for(number: int) -> dict[str, Any]:
     }
 
 
-def check(condition: bool, message: str) -> None:
-    """Stop the run when a store gave a wrong answer: its figures would mean nothing."""
-    if not condition:
-        raise SystemExit(f"benchmark check failed: {message}")
-
-
-def clock() -> float:
-    """A monotonic clock, after a garbage collection so that phases start alike."""
-    gc.collect()
-    return time.perf_counter()
-
-
-# ---------------------------------------------------------------------------------- raw limits
-
-
-def raw_write_loop(path: Path, keys: list[str], docs: list[dict[str, Any]], encoded: bool) -> float:
-    """Seconds for a plain loop that frames each record and ``os.write``\\ s it.
-
-    The body is the engine's (seq, timestamp, op, key, content type, value), packed with msgpack;
-    the frame is an 8-byte header (length, CRC-32 of the body). With ``encoded``, the values are
-    JSON bytes made beforehand; without, each is ``orjson.dumps``\\ ed inside the loop.
-    """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    pack, crc32, header, write, now = (
-        msgpack.Packer(use_bin_type=True).pack,
-        zlib.crc32,
-        _RAW_HEADER.pack,
-        os.write,
-        time.time_ns,
-    )
-    values: list[Any] = [orjson.dumps(doc) for doc in docs] if encoded else docs
-    dumps = orjson.dumps
-    try:
-        start = clock()
-        if encoded:
-            for seq, (key, value) in enumerate(zip(keys, values, strict=True), 1):
-                body = pack((seq, now() // 1000, 1, key, JSON_TYPE, value))
-                write(fd, header(len(body), crc32(body)) + body)
-        else:
-            for seq, (key, doc) in enumerate(zip(keys, values, strict=True), 1):
-                body = pack((seq, now() // 1000, 1, key, JSON_TYPE, dumps(doc)))
-                write(fd, header(len(body), crc32(body)) + body)
-        return time.perf_counter() - start
-    finally:
-        os.close(fd)
-        path.unlink()
-
-
 # ---------------------------------------------------------------------------------- timed loops
 
 
 async def timed_sets(store: OpenStore, keys: list[str], values: list[Any], blob: bool) -> float:
     """Seconds to set ``values[i]`` under ``keys[i]`` for every ``i``, one call at a time."""
     set_ = store.set_blob if blob else store.set_json
-    start = clock()
+    start = start_clock()
     if store.is_async:
         for key, value in zip(keys, values, strict=True):
             await set_(key, value)
@@ -178,7 +123,7 @@ async def timed_sets(store: OpenStore, keys: list[str], values: list[Any], blob:
 async def timed_gets(store: OpenStore, keys: list[str], blob: bool) -> tuple[float, list[Any]]:
     """Seconds to get every key of ``keys``; and the values of the first 100 (to check)."""
     get = store.get_blob if blob else store.get_json
-    start = clock()
+    start = start_clock()
     if store.is_async:
         for key in keys:
             await get(key)
@@ -207,6 +152,8 @@ class Data:
 
     keys: list[str]
     docs: list[dict[str, Any]]
+    #: ``orjson.dumps`` of each document
+    encoded: list[bytes]
     gets: list[str]
     blobs: list[bytes]
     doc_of: dict[str, dict[str, Any]] = field(init=False)
@@ -219,12 +166,13 @@ class Data:
 
 def make_data(settings: Settings) -> Data:
     """Keys, documents, the order of the gets and the 1 MB values (random bytes)."""
-    keys, docs = make_docs(settings.records, settings.seed)
+    seed = settings.run.seed
+    keys, docs = make_docs(settings.records, seed)
     gets = keys[:]
-    random.Random(settings.seed + 1).shuffle(gets)
-    rng = random.Random(settings.seed + 2)
+    random.Random(seed + 1).shuffle(gets)
+    rng = random.Random(seed + 2)
     blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
-    return Data(keys, docs, gets, blobs)
+    return Data(keys, docs, [orjson.dumps(doc) for doc in docs], gets, blobs)
 
 
 # ---------------------------------------------------------------------------------- one round
@@ -249,7 +197,7 @@ async def run_round(
     seconds, sample = await timed_gets(store, data.gets, blob=False)
     figures.per_op["get"] = seconds / len(data.gets)
     check(sample == [data.doc_of[k] for k in data.gets[:100]], f"{peer.name}: gets read back")
-    start = clock()
+    start = start_clock()
     listed = await ordered(store)
     figures.per_op["iterate"] = (time.perf_counter() - start) / n
     check(listed == data.sorted_keys, f"{peer.name}: ordered iteration lists every key in order")
@@ -284,8 +232,11 @@ async def measure_rounds(
     for number in range(settings.rounds):
         raw = work / "raw.log"
         n = len(data.keys)
-        results.keep(RAW, "set", raw_write_loop(raw, data.keys, data.docs, True) / n)
-        results.keep(RAW, "set json", raw_write_loop(raw, data.keys, data.docs, False) / n)
+        gc.collect()
+        results.keep(RAW, "set", raw_write_loop(raw, data.keys, data.encoded, JSON_TYPE) / n)
+        gc.collect()
+        seconds = raw_write_loop(raw, data.keys, data.docs, JSON_TYPE, orjson.dumps)
+        results.keep(RAW, "set json", seconds / n)
         done = []
         for peer in chosen:
             if number > 0 and peer.name == "crawlee file system":
@@ -335,13 +286,7 @@ async def probe_open(name: str, folder: Path, key: str) -> dict[str, float]:
 
 def open_in_child(name: str, folder: Path, key: str) -> dict[str, float]:
     """:func:`probe_open` in a new interpreter (no store open, nothing cached in Python)."""
-    command = [sys.executable, "-m", "benchmarks.bench_peers", "--probe", name]
-    command += ["--probe-dir", str(folder), "--probe-key", key]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"reopen probe of {name} failed:\n{done.stdout}\n{done.stderr}")
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
+    return SCRIPT.in_child(name, str(folder), key)
 
 
 async def measure_reopen(
@@ -349,7 +294,7 @@ async def measure_reopen(
 ) -> None:
     """Fill a store of each size per persistent peer, close it, reopen it in a fresh process."""
     for size in settings.reopen_sizes:
-        keys, docs = make_docs(size, settings.seed + size, prefix="rec")
+        keys, docs = make_docs(size, settings.run.seed + size, prefix="rec")
         probe = keys[len(keys) // 2]
         for peer in chosen:
             if not peer.persistent or peer.name == "logkv Engine":
@@ -398,11 +343,11 @@ async def durable_writes(peer: Peer, folder: Path, writers: int, seconds: float)
     """Acknowledged writes per second with every write synced, from ``writers`` concurrent
     writers (tasks for an async store, threads for a sync one); the writes are checked."""
     store = await peer.open(folder, True)
-    counts = [0] * writers
     doc = {"url": "https://shop.example/item/1", "status": 200, "seen": True}
-    deadline = time.perf_counter() + seconds
-    start = time.perf_counter()
     if store.is_async:
+        counts = [0] * writers
+        deadline = time.perf_counter() + seconds
+        start = time.perf_counter()
 
         async def task(number: int) -> None:
             while time.perf_counter() < deadline:
@@ -410,19 +355,13 @@ async def durable_writes(peer: Peer, folder: Path, writers: int, seconds: float)
                 counts[number] += 1
 
         await asyncio.gather(*(task(n) for n in range(writers)))
+        elapsed = time.perf_counter() - start
     else:
 
-        def thread(number: int) -> None:
-            while time.perf_counter() < deadline:
-                store.set_json(f"w{number:02d}-{counts[number]:07d}", doc)
-                counts[number] += 1
+        def write(number: int, done: int) -> None:
+            store.set_json(f"w{number:02d}-{done:07d}", doc)
 
-        threads = [threading.Thread(target=thread, args=(n,)) for n in range(writers)]
-        for started in threads:
-            started.start()
-        for joined in threads:
-            joined.join()
-    elapsed = time.perf_counter() - start
+        counts, elapsed = run_writers(writers, seconds, write)
     for number in range(writers):
         if counts[number]:
             key = f"w{number:02d}-{counts[number] - 1:07d}"
@@ -438,12 +377,9 @@ async def measure_durable(
     """Synced writes with 1 and with ``writers`` writers, for each peer that can sync every
     write; first, on a quiet disk (dirty page cache makes every fdatasync wait)."""
     os.sync()
-    results.durable[("raw write + fdatasync", 1)] = raw_sync_rate(
-        work,
-        os.fdatasync,
-        settings.sync_seconds,
-        body=140,  # a frame the size of the records
-    )
+    # A frame the size of the records.
+    raw = raw_sync_rate(work, os.fdatasync, settings.sync_seconds, body=140)
+    results.durable[("raw write + fdatasync", 1)] = raw
     for peer in chosen:
         if peer.fsync_setting is None:
             continue
@@ -462,20 +398,20 @@ async def measure_breakdown(settings: Settings, data: Data, work: Path, results:
     """Where logkv's time per small JSON record goes, layer by layer (best of the rounds)."""
     encoded = [encode(doc) for doc in data.docs]
     for number in range(settings.rounds):
-        start = clock()
+        start = start_clock()
         for doc in data.docs:
             encode(doc)
         results.keep_part("encode (content.encode: check + orjson)", time.perf_counter() - start)
         folder = work / f"parts-{number}"
         with Engine.open(folder / "engine") as engine:
             set_, get = engine.set, engine.get
-            start = clock()
+            start = start_clock()
             for key, (value, content_type) in zip(data.keys, encoded, strict=True):
                 set_(key, value, content_type)
             results.keep_part(
                 "Engine.set (frame, chain, write(), index)", time.perf_counter() - start
             )
-            start = clock()
+            start = start_clock()
             for key in data.gets:
                 get(key)
             results.keep_part(
@@ -484,13 +420,13 @@ async def measure_breakdown(settings: Settings, data: Data, work: Path, results:
         kvs = await KeyValueStore.open(
             name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
         )
-        start = clock()
+        start = start_clock()
         for key, doc in zip(data.keys, data.docs, strict=True):
             await kvs.set_value(key, doc)
         results.keep_part(
             "KeyValueStore.set_value (all of the above + facade)", time.perf_counter() - start
         )
-        start = clock()
+        start = start_clock()
         for key in data.gets:
             await kvs.get_value(key)
         results.keep_part(
@@ -510,49 +446,46 @@ async def measure(settings: Settings, results: Results) -> None:
     chosen = [p for p in peers() if not settings.only or p.name in settings.only]
     results.peers = chosen
     data = make_data(settings)
-    with tempfile.TemporaryDirectory(prefix="bench-peers-", dir=settings.tmp_dir) as scratch:
-        work = Path(scratch)
+    with settings.run.scratch() as work:
         await measure_durable(chosen, settings, work, results)
         await measure_rounds(chosen, settings, data, work, results)
         await measure_breakdown(settings, data, work, results)
         await measure_reopen(chosen, settings, work, results)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench_peers",
-        description="Benchmark logkv against Crawlee's storage clients, diskcache, sqlitedict, "
-        "lmdb and shelve; write a Markdown results file and a PNG chart.",
+def parser() -> argparse.ArgumentParser:
+    """The command line: the common options and the peer benchmark's own."""
+    parser = SCRIPT.parser()
+    parser.add_argument(
+        "--records", type=positive_int, help="small JSON records (20,000; quick 2,000)"
     )
-    parser.add_argument("--records", type=int, help="small JSON records (20,000; quick 2,000)")
     parser.add_argument(
         "--reopen",
         type=str,
         help="store sizes to reopen, comma-separated (100000,1000000; quick 20000)",
     )
     parser.add_argument(
-        "--rounds", type=int, help="rounds of the in-process workloads (3; quick 2)"
+        "--rounds", type=positive_int, help="rounds of the in-process workloads (3; quick 2)"
     )
-    parser.add_argument("--sync-seconds", type=float, help="length of each durable-write run (2 s)")
-    parser.add_argument("--writers", type=int, default=64, help="concurrent durable writers (64)")
+    parser.add_argument(
+        "--sync-seconds",
+        type=positive_float,
+        help="length of each durable-write run (2 s; quick 0.5 s)",
+    )
+    parser.add_argument(
+        "--writers", type=positive_int, default=64, help="concurrent durable writers (64)"
+    )
     parser.add_argument("--only", type=str, default="", help="comma-separated peer names to run")
-    parser.add_argument("--quick", action="store_true", help="small sizes, print only unless --out")
-    parser.add_argument("--out", type=Path, help=f"results file ({DEFAULT_OUT}; none with --quick)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tmp-dir", type=Path, help="parent of the scratch folder (repo root)")
-    parser.add_argument("--probe", help=argparse.SUPPRESS)
-    parser.add_argument("--probe-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--probe-key", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, run: Run) -> Settings:
     """Fill in the defaults that depend on ``--quick``."""
-    quick = args.quick
+    quick = run.quick
     records = args.records or (2_000 if quick else 20_000)
     reopen = args.reopen or ("20000" if quick else "100000,1000000")
     return Settings(
+        run=run,
         records=records,
         hot_keys=16,
         overwrites=max(records // 4, 16),
@@ -563,39 +496,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         writers=args.writers,
         rounds=args.rounds or (2 if quick else 3),
         only=tuple(name.strip() for name in args.only.split(",") if name.strip()),
-        quick=quick,
-        out=args.out if args.out is not None or quick else DEFAULT_OUT,
-        tmp_dir=args.tmp_dir or Path(__file__).resolve().parent.parent,
-        seed=args.seed,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the results and write them (and the chart) to ``--out``."""
-    args = parse_args(argv)
-    if args.probe is not None:
-        print(json.dumps(asyncio.run(probe_open(args.probe, args.probe_dir, args.probe_key))))
-        return 0
-    settings = settings_from(args)
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "-m", "benchmarks.bench_peers", *given])
-    results = Results(settings_text=describe(settings), command=command)
-    results.machine_start = load_average()
-    started = time.perf_counter()
-    asyncio.run(measure(settings, results))
-    results.wall_seconds = time.perf_counter() - started
-    results.machine_end = load_average()
-    results.date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    chart = settings.out.with_suffix(".png") if settings.out is not None else None
-    text = render(results, settings.tmp_dir, chart)
-    if settings.out is not None and chart is not None:
-        settings.out.parent.mkdir(parents=True, exist_ok=True)
-        settings.out.write_text(text, encoding="utf-8")
-        write_chart(results, chart)
-    print(text)
-    if settings.out is not None:
-        print(f"results written to {settings.out} and {chart}")
-    return 0
 
 
 def describe(settings: Settings) -> str:
@@ -608,6 +509,31 @@ def describe(settings: Settings) -> str:
         f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
         f" writers; best of {settings.rounds} rounds"
     )
+
+
+def benchmark(args: argparse.Namespace, run: Run) -> str:
+    """Measure what ``args`` ask for; write the chart next to the results file; the results as
+    Markdown."""
+    settings = settings_from(args, run)
+    results = Results(describe(settings), date=run.date)
+    asyncio.run(measure(settings, results))
+    chart = run.out.with_suffix(".png") if run.out is not None else None
+    if chart is not None:
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        write_chart(results, chart)
+        print(f"chart written to {chart}")
+    return render(results, run, chart)
+
+
+def probe(args: list[str]) -> dict[str, float]:
+    """``--probe NAME DIR KEY``: :func:`probe_open` in this process."""
+    name, folder, key = args
+    return asyncio.run(probe_open(name, Path(folder), key))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the results and write them (and the chart) to ``--out``."""
+    return SCRIPT.main(argv, parser(), benchmark, probe)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter
 
-from .bench_engine import cpu_model, filesystem_of, logkv_revision, version_of
+from .harness import Run, mib, results_file, section, table, verdict
+from .machine import version_of
 from .peer_stores import DURABILITY, Peer, dbm_module
 
 RAW: Final = "raw write loop"
@@ -39,7 +39,6 @@ class Results:
     """Everything one run measured."""
 
     settings_text: str
-    command: str
     peers: list[Peer] = field(default_factory=list)
     #: peer -> workload -> seconds per operation (best round)
     per_op: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -53,10 +52,8 @@ class Results:
     #: piece of logkv's work -> seconds per record
     parts: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    machine_start: str = ""
-    machine_end: str = ""
+    #: When the run started (the chart's title shows it).
     date: str = ""
-    wall_seconds: float = 0.0
 
     def keep(self, peer: str, workload: str, seconds: float) -> None:
         """Record ``seconds`` per operation unless an earlier round was faster."""
@@ -89,16 +86,6 @@ def per_op_text(seconds: float) -> str:
     )
 
 
-def mib(size: float) -> str:
-    """Bytes as MiB."""
-    return f"{size / 1024 / 1024:,.1f} MiB"
-
-
-def status(ok: bool) -> str:
-    """PASS or MISS."""
-    return "PASS" if ok else "**MISS**"
-
-
 # ---------------------------------------------------------------------------------- targets
 
 
@@ -121,7 +108,7 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
                     f"{ratio:.0%} ({per_op_text(ops[name]['set'])} vs {per_op_text(raw['set'])});"
                     f" {json_ratio:.0%} of the raw loop that also encodes the JSON",
                     f"{name}, small JSON set",
-                    status(ratio >= 0.5),
+                    verdict(ratio >= 0.5, loud=True),
                 )
             )
         strong = DURABILITY.index("process")
@@ -139,7 +126,7 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
                     "`set_value` ahead of every peer at the same or stronger durability",
                     ", ".join(f"{r} {ops[r]['set'] / logkv['set']:,.1f}x" for r in rivals),
                     "their time per set / logkv's",
-                    status(slowest_gap > 1.0),
+                    verdict(slowest_gap > 1.0, loud=True),
                 )
             )
     if "get" in logkv:
@@ -152,7 +139,7 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
                     " by ≥ 3x",
                     ", ".join(f"{n} {gap:,.1f}x" for n, gap in gaps.items()),
                     "their time per get / logkv's",
-                    status(min(gaps.values()) >= 3.0),
+                    verdict(min(gaps.values()) >= 3.0, loud=True),
                 )
             )
     many = max((w for _, w in results.durable), default=0)
@@ -163,7 +150,7 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
                 f"`fsync` durability with {many} concurrent writers ahead of lmdb (sync on)",
                 f"{ours:,.0f} vs {theirs:,.0f} writes/s ({ours / theirs:,.1f}x)",
                 f"logkv {many} tasks, lmdb {many} threads",
-                status(ours > theirs),
+                verdict(ours > theirs, loud=True),
             )
         )
     for (name, size), figures in sorted(results.reopen.items()):
@@ -174,7 +161,7 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
                     f"reopen of {size:,} keys (after compaction) ≤ 1.5 s",
                     f"{total:.2f} s (open {figures['open']:.2f} s + first get)",
                     "fresh interpreter",
-                    status(total <= 1.5),
+                    verdict(total <= 1.5, loud=True),
                 )
             )
             rows.append(
@@ -192,54 +179,44 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
 # ---------------------------------------------------------------------------------- report
 
 
-def render(results: Results, tmp_dir: Path, chart: Path | None) -> str:
-    """The results as a Markdown document."""
+def render(results: Results, run: Run, chart: Path | None) -> str:
+    """The results as a Markdown document (``chart``: the chart's file, shown under the
+    summary)."""
     names = [p.name for p in results.peers]
-    lines = [
-        "# logkv against its peers",
-        "",
-        "Command (from the repository root):",
-        "",
-        "```bash",
-        results.command,
-        "```",
-        "",
-        f"{results.settings_text}. Whole run {results.wall_seconds / 60:.1f} min, one process"
-        " (reopens in fresh interpreters), so the ratios hold.",
-        "",
-    ]
-    if chart is not None:
-        lines += [f"![logkv against its peers]({chart.name})", ""]
-    lines += ["## Targets", "", "| Target | Measured | How | Status |", "|---|---|---|---|"]
-    lines += [f"| {t} | {m} | {h} | {s} |" for t, m, h, s in targets(results)]
-    lines += ["", "## Time per operation (best round)", ""]
-    header = ["workload", RAW, *names]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines.append(
-        "| durability | none (a loop of write()) | "
-        + " | ".join(results.durability_of(n) for n in names)
-        + " |"
+    summary = (
+        f"{results.settings_text}. Whole run {run.elapsed() / 60:.1f} min, one process"
+        " (reopens in fresh interpreters), so the ratios hold."
     )
+    if chart is not None:
+        summary += f"\n\n![logkv against its peers]({chart.name})"
+    body = section("Targets", table(("Target", "Measured", "How", "Status"), targets(results)))
+    rows = [["durability", "none (a loop of write())", *map(results.durability_of, names)]]
     for key, label, _ in WORKLOADS:
         cells = [per_op_text(results.per_op.get(RAW, {})[key]) if key == "set" else ""]
         cells += [
             per_op_text(results.per_op[n][key]) if key in results.per_op.get(n, {}) else ""
             for n in names
         ]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows.append([label, *cells])
+    body += section("Time per operation (best round)", table(("workload", RAW, *names), rows))
     raw_json = results.per_op.get(RAW, {}).get("set json")
     if raw_json is not None:
-        lines += [
+        body += [
             "",
             f"The raw loop that also `orjson.dumps` each value took {per_op_text(raw_json)} per"
             " record.",
         ]
-    lines += render_durable(results) + render_reopen(results) + render_disk(results)
-    lines += render_parts(results) + render_peers(results) + render_machine(tmp_dir, results)
-    lines += ["", "## Method", "", *(f"- {item}" for item in METHOD)]
-    if results.notes:
-        lines += ["", "## Notes", "", *(f"- {note}" for note in results.notes)]
-    return "\n".join(lines) + "\n"
+    body += render_durable(results) + render_reopen(results) + render_disk(results)
+    body += render_parts(results) + render_peers(results)
+    return results_file(
+        run,
+        "logkv against its peers",
+        summary,
+        body,
+        method=METHOD,
+        notes=results.notes,
+        machine=[("shelve", f"over {dbm_module()}")],
+    )
 
 
 def render_durable(results: Results) -> list[str]:
@@ -247,110 +224,89 @@ def render_durable(results: Results) -> list[str]:
     if not results.durable:
         return []
     counts = sorted({w for _, w in results.durable})
-    rows = ["", "## Durable writes (every write synced to disk)", ""]
-    rows += [
-        "| store | setting | "
-        + " | ".join(f"{w} writer{'s' if w > 1 else ''}" for w in counts)
-        + " |"
-    ]
-    rows.append("|---|---|" + "---|" * len(counts))
     settings = {p.name: p.fsync_setting or "" for p in results.peers}
-    for name in dict.fromkeys(n for n, _ in results.durable):
-        cells = [
-            f"{results.durable[(name, w)]:,.0f}/s" if (name, w) in results.durable else ""
-            for w in counts
+    rows = [
+        [
+            name,
+            settings.get(name, "write() + fdatasync() per record"),
+            *(
+                f"{results.durable[(name, w)]:,.0f}/s" if (name, w) in results.durable else ""
+                for w in counts
+            ),
         ]
-        setting = settings.get(name, "write() + fdatasync() per record")
-        rows.append(f"| {name} | {setting} | " + " | ".join(cells) + " |")
+        for name in dict.fromkeys(n for n, _ in results.durable)
+    ]
+    header = ("store", "setting", *(f"{w} writer{'s' if w > 1 else ''}" for w in counts))
+    lines = section("Durable writes (every write synced to disk)", table(header, rows))
     missing = [p.name for p in results.peers if p.fsync_setting is None]
     if missing:
-        rows += ["", f"Not run (no setting that syncs every write): {', '.join(missing)}."]
-    return rows
+        lines += ["", f"Not run (no setting that syncs every write): {', '.join(missing)}."]
+    return lines
 
 
 def render_reopen(results: Results) -> list[str]:
     """Reopen times, memory and disk per store size."""
     if not results.reopen:
         return []
-    rows = ["", "## Reopen (fresh interpreter: open + one get)", ""]
-    rows += [
-        "| store | keys | open + first get | memory the open added | disk |",
-        "|---|---|---|---|---|",
-    ]
-    for (name, size), figures in sorted(
-        results.reopen.items(), key=lambda item: (item[0][1], item[0][0])
-    ):
-        allocated, _ = results.reopen_disk.get((name, size), (0, 0))
-        rows.append(
-            f"| {name} | {size:,} | {figures['open'] + figures['get']:.3f} s"
-            f" | {mib(figures['rss'])} ({figures['rss'] / size:,.0f} B/key) | {mib(allocated)} |"
+    rows = [
+        (
+            name,
+            f"{size:,}",
+            f"{figures['open'] + figures['get']:.3f} s",
+            f"{mib(figures['rss'])} ({figures['rss'] / size:,.0f} B/key)",
+            mib(results.reopen_disk.get((name, size), (0, 0))[0]),
         )
-    return rows
+        for (name, size), figures in sorted(
+            results.reopen.items(), key=lambda item: (item[0][1], item[0][0])
+        )
+    ]
+    header = ("store", "keys", "open + first get", "memory the open added", "disk")
+    return section("Reopen (fresh interpreter: open + one get)", table(header, rows))
 
 
 def render_disk(results: Results) -> list[str]:
     """Disk used after the set and overwrite workloads."""
     if not results.disk:
         return []
-    rows = ["", "## Disk used after the small JSON sets, overwrites and 1 MiB values (round 1)", ""]
-    rows += ["| store | allocated (du) | file bytes |", "|---|---|---|"]
-    rows += [f"| {n} | {mib(a)} | {mib(b)} |" for n, (a, b) in results.disk.items()]
-    return rows
+    rows = [(n, mib(a), mib(b)) for n, (a, b) in results.disk.items()]
+    return section(
+        "Disk used after the small JSON sets, overwrites and 1 MiB values (round 1)",
+        table(("store", "allocated (du)", "file bytes"), rows),
+    )
 
 
 def render_parts(results: Results) -> list[str]:
     """Where logkv's time goes."""
     if not results.parts:
         return []
-    rows = ["", "## Where logkv's time goes (per small JSON record)", ""]
-    rows += ["| piece | time |", "|---|---|"]
+    rows = []
     raw = results.per_op.get(RAW, {})
     if "set" in raw:
         rows.append(
-            "| raw loop: msgpack body + length/CRC-32 header + os.write"
-            f" | {per_op_text(raw['set'])} |"
+            ("raw loop: msgpack body + length/CRC-32 header + os.write", per_op_text(raw["set"]))
         )
-    rows += [f"| {name} | {per_op_text(seconds)} |" for name, seconds in results.parts.items()]
-    return rows
+    rows += [(name, per_op_text(seconds)) for name, seconds in results.parts.items()]
+    return section(
+        "Where logkv's time goes (per small JSON record)", table(("piece", "time"), rows)
+    )
 
 
 def render_peers(results: Results) -> list[str]:
     """What each peer is, in which version, at which durability."""
-    rows = ["", "## The peers, at their defaults", ""]
-    rows += [
-        "| store | version | a write, when the call returns | values | key order |",
-        "|---|---|---|---|---|",
-    ]
-    for peer in results.peers:
-        version = (
+    rows = [
+        (
+            peer.name,
             platform.python_version()
             if peer.distribution == "python"
-            else version_of(peer.distribution)
+            else version_of(peer.distribution),
+            f"**{peer.durability}**: {peer.durability_note}",
+            peer.serializer,
+            peer.order,
         )
-        rows.append(
-            f"| {peer.name} | {version} | **{peer.durability}**: {peer.durability_note}"
-            f" | {peer.serializer} | {peer.order} |"
-        )
-    return rows
-
-
-def render_machine(tmp_dir: Path, results: Results) -> list[str]:
-    """The machine and the software the figures were measured on."""
-    return [
-        "",
-        "## Machine",
-        "",
-        "| item | value |",
-        "|---|---|",
-        f"| CPU | {cpu_model()}, {os.cpu_count()} logical cores |",
-        f"| OS | {platform.system()} {platform.release()} |",
-        f"| Python | {platform.python_version()} (shelve uses {dbm_module()}) |",
-        f"| Storage | {filesystem_of(tmp_dir)} (the repository's disk, not a RAM disk) |",
-        f"| logkv | {logkv_revision()} |",
-        f"| Load at the start | {results.machine_start} |",
-        f"| Load at the end | {results.machine_end} |",
-        f"| Date | {results.date} |",
+        for peer in results.peers
     ]
+    header = ("store", "version", "a write, when the call returns", "values", "key order")
+    return section("The peers, at their defaults", table(header, rows))
 
 
 METHOD: Final = (

@@ -31,8 +31,9 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from logkv import MISSING, Configuration, Durability, Engine, KeyValueStore
 
+from .workload import BINARY_TYPE
+
 JSON_TYPE = "application/json; charset=utf-8"
-BINARY_TYPE = "application/octet-stream"
 _dumps = orjson.dumps
 _loads = orjson.loads
 #: lmdb reserves its map up front (sparse: only what is written takes disk space).
