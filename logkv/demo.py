@@ -8,8 +8,8 @@ temporary storage folder (``Configuration.storage_dir``), removed afterwards unl
    then the product as JSON (or deletes it while it is sold out), then saves its progress, an
    autosaved dict (``get_auto_saved_value`` + ``persist_autosaved_values``). Pages, products and
    the progress record are overwritten again and again: hot keys. Before each write the child
-   prints ``write KIND N``, and ``ack KIND N`` once the call returned: only then is the write
-   *acknowledged*.
+   reports it (kind and number), and once the call returned it reports an ack: only then is the
+   write *acknowledged* (the protocol of :mod:`logkv.killcheck`).
 2. The parent kills the child with ``SIGKILL`` in the middle of its run.
 3. It reopens the store: every key must hold the value of its last acknowledged write (the one
    write in flight at the kill may or may not have made it); a torn tail is reported.
@@ -30,14 +30,10 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -51,6 +47,17 @@ from .engine import Engine
 from .format import DeleteRecord, Record, SetRecord
 from .history import iter_log, key_history
 from .key_value_store import KeyValueStore
+from .killcheck import (
+    ACK,
+    INTENT,
+    READY,
+    Message,
+    Pump,
+    Reporter,
+    Run,
+    read_transcript,
+    run_and_kill,
+)
 from .layout import ARCHIVE_DIR, SEGMENT_SUFFIX
 from .names import store_folder
 from .options import Durability, Retention
@@ -162,104 +169,58 @@ def configuration(storage_dir: Path, durability: str) -> Configuration:
 
 
 async def crawl(storage_dir: Path, durability: str, out: IO[str]) -> None:
-    """The crawler child: crawl forever, printing each write before it and once it returned."""
-
-    def report(word: str, kind: str, number: int) -> None:
-        out.write(f"{word} {kind} {number}\n")
-        out.flush()
-
+    """The crawler child: crawl forever, reporting each write before it and once it returned
+    (:class:`~logkv.killcheck.Reporter` messages ``intent`` and ``ack``)."""
+    reporter = Reporter(out)
     settings = configuration(storage_dir, durability)
     async with await KeyValueStore.open(name=STORE_NAME, configuration=settings) as kvs:
         state = await kvs.get_auto_saved_value(STATE_KEY, {"fetched": 0, "round": 0})
-        out.write("ready\n")
-        out.flush()
+        reporter.say(READY)
         number = 0
         while True:
             for kind in ("page", "product"):
                 key, value = write_of(kind, number)
-                report("write", kind, number)
+                reporter.say(INTENT, kind=kind, n=number)
                 if value is None:
                     await kvs.delete_value(key)
                 else:
                     await kvs.set_value(key, value, HTML if kind == "page" else None)
-                report("ack", kind, number)
+                reporter.say(ACK)
             state.update(progress(number))
-            report("write", "state", number)
+            reporter.say(INTENT, kind="state", n=number)
             await kvs.persist_autosaved_values()  # writes the dict: it changed
-            report("ack", "state", number)
+            reporter.say(ACK)
             number += 1
 
 
 # ---------------------------------------------------------------------------------- the parent
 
 
-class _Listener(threading.Thread):
-    """Reads the child's report lines; sets ``enough`` after ``kill_after`` acknowledgements."""
-
-    def __init__(self, stream: IO[str], kill_after: int) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.kill_after = kill_after
-        self.lines: list[str] = []
-        self.enough = threading.Event()
-
-    def run(self) -> None:
-        acks = 0
-        for line in self.stream:
-            self.lines.append(line)
-            if line.startswith("ack "):
-                acks += 1
-                if acks == self.kill_after:
-                    self.enough.set()
-        self.enough.set()
-
-
 Write = tuple[str, int]
 
 
-def acknowledged(lines: Sequence[str]) -> tuple[list[Write], Write | None]:
-    """The acknowledged writes, in order, and the write in flight at the kill (if any).
-
-    A line without its newline was cut by the kill and acknowledges nothing.
-    """
-    done: list[Write] = []
-    pending: Write | None = None
-    for line in lines:
-        if not line.endswith("\n"):
-            break
-        words = line.split()
-        if len(words) != 3 or words[1] not in KINDS:
-            continue
-        write = (words[1], int(words[2]))
-        if words[0] == "write":
-            pending = write
-        elif words[0] == "ack":
-            if pending != write:
-                raise ValueError(f"the crawler acknowledged {write} but announced {pending}")
-            done.append(write)
-            pending = None
-    return done, pending
+def _write(intent: Message) -> Write:
+    return str(intent["kind"]), int(intent["n"])
 
 
-def run_crawler(storage_dir: Path, durability: str) -> tuple[int, list[str], int]:
-    """Start the crawler child, kill it mid-run; return its pid, its lines and its exit code."""
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "logkv.demo", "--child", str(storage_dir)]
-    command += ["--durability", durability]
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout is not None
-    listener = _Listener(child.stdout, KILL_AFTER_ACKS)
-    listener.start()
-    listener.enough.wait(timeout=60)
-    time.sleep(random.uniform(0.0, 0.02))  # land anywhere in a later write, not just after one
-    if child.poll() is None:
-        child.send_signal(signal.SIGKILL)
-    code = child.wait()
-    listener.join()
-    child.stdout.close()
-    return child.pid, listener.lines, code
+def acknowledged(lines: Sequence[bytes]) -> tuple[list[Write], Write | None]:
+    """The acknowledged writes, in order, and the write in flight at the kill (if any)."""
+    transcript = read_transcript(lines)
+    done = [_write(intent) for intent, _ in transcript.acked]
+    pending = transcript.in_flight
+    return done, None if pending is None else _write(pending)
+
+
+def run_crawler(storage_dir: Path, durability: str) -> Run:
+    """Start the crawler child and kill it mid-run, once it has acknowledged
+    :data:`KILL_AFTER_ACKS` writes."""
+
+    def until_enough(pump: Pump) -> None:
+        pump.wait_for(ACK, KILL_AFTER_ACKS, timeout=60)
+        time.sleep(random.uniform(0.0, 0.02))  # land anywhere in a later write, not just after one
+
+    args = ["--child", str(storage_dir), "--durability", durability]
+    return run_and_kill("logkv.demo", args, until_enough)
 
 
 def final_state(done: Sequence[Write]) -> dict[str, Any]:
@@ -477,18 +438,20 @@ def demo(durability: str, keep: bool) -> int:
             print("a write returns once it is on disk)")
         else:
             print("a write returns once the OS has it; survives kill -9, not power loss)")
-        pid, lines, code = run_crawler(storage_dir, durability)
-        done, pending = acknowledged(lines)
+        crawler = run_crawler(storage_dir, durability)
+        done, pending = acknowledged(crawler.lines)
         counts = {kind: sum(1 for k, _ in done if k == kind) for kind in KINDS}
         last = ", ".join(f"{kind} {number}" for kind, number in done[-3:])
         print(
-            f"1. Crawler process {pid} crawled {CATALOGUE} items in rounds into KeyValueStore "
-            f"'{STORE_NAME}'.\n   {len(done)} writes acknowledged: {counts['page']} HTML pages, "
-            f"{counts['product']} JSON products (deleted while sold out), {counts['state']} "
-            f"saves of\n   its autosaved progress dict; the last three: {last}"
+            f"1. Crawler process {crawler.pid} crawled {CATALOGUE} items in rounds into "
+            f"KeyValueStore '{STORE_NAME}'.\n   {len(done)} writes acknowledged: "
+            f"{counts['page']} HTML pages, {counts['product']} JSON products (deleted while "
+            f"sold out), {counts['state']} saves of\n   its autosaved progress dict; the last "
+            f"three: {last}"
         )
-        if code != -signal.SIGKILL or not done:
-            print(f"   FAILED: the crawler exited with code {code} before it was killed")
+        if not crawler.killed or not done:
+            print(f"   FAILED: the crawler exited with code {crawler.code} before it was killed")
+            print(crawler.stderr, end="", file=sys.stderr)
             return 1
         in_flight = f"{pending[0]} {pending[1]}" if pending else "none"
         print(f"2. Sent kill -9 mid-run; the write in flight at that moment: {in_flight}")

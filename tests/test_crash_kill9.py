@@ -20,16 +20,21 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def torture(store: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    """Run the torture on ``store``; return its exit code, JSON summary and stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "tools.crash_torture", "--store", str(store), "--json", *args],
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m *args`` from the source tree, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def torture(store: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """Run the torture on ``store``; return its exit code, JSON summary and stderr."""
+    done = run_module("tools.crash_torture", "--store", str(store), "--json", *args)
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
@@ -58,14 +63,7 @@ def test_no_acknowledged_write_is_lost_across_kills(
     # (each reopen cut its torn tail off, and the next record chained on the last kept one),
     # both as an open reads it and through the archived history.
     for options in ([], ["--history"]):
-        dump = subprocess.run(
-            [sys.executable, "-m", "tools.logdump", str(store), *options],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        dump = run_module("logkv.cli.main", "dump", str(store), "--json", *options)
         assert dump.returncode == 0, dump.stderr
         errors = [line for line in map(json.loads, dump.stdout.splitlines()) if "error" in line]
         assert {e["error"] for e in errors} <= {"history_gap"}, errors[:3]

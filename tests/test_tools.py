@@ -1,4 +1,4 @@
-"""The operator tools and the demo, run as their users run them: as subprocesses."""
+"""``logkv dump --json`` and the demo, run as their users run them: as subprocesses."""
 
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     )
 
 
-def logdump(store: Path, *options: str) -> tuple[int, list[dict[str, Any]], str]:
-    done = run_module("tools.logdump", str(store), *options)
+def dump_json(store: Path, *options: str) -> tuple[int, list[dict[str, Any]], str]:
+    """``logkv dump --json``: its exit status, its JSON lines and its stderr."""
+    done = run_module("logkv.cli.main", "dump", str(store), "--json", *options)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     return done.returncode, lines, done.stderr
 
@@ -52,10 +53,10 @@ def fill(store: Path) -> None:
         engine.delete("page/03")
 
 
-def test_logdump_lists_every_record_in_order(tmp_path: Path) -> None:
+def test_dump_json_lists_every_record_in_order(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
-    code, lines, stderr = logdump(store, "--values")
+    code, lines, stderr = dump_json(store, "--values")
     assert code == 0, stderr
     assert not [line for line in lines if "error" in line]
     assert [line["seq"] for line in lines] == list(range(1, 36))
@@ -98,16 +99,16 @@ def test_logdump_lists_every_record_in_order(tmp_path: Path) -> None:
     }
 
 
-def test_logdump_without_values_prints_no_values(tmp_path: Path) -> None:
+def test_dump_json_without_values_prints_no_values(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
-    code, lines, _ = logdump(store)
+    code, lines, _ = dump_json(store)
     assert code == 0
     assert len(lines) == 35
     assert all("value" not in line for line in lines)
 
 
-def test_logdump_reads_a_compacted_store_as_an_open_does(tmp_path: Path) -> None:
+def test_dump_json_reads_a_compacted_store_as_an_open_does(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
     with Engine.open(store, segment_size=4096) as engine:
@@ -115,7 +116,7 @@ def test_logdump_reads_a_compacted_store_as_an_open_does(tmp_path: Path) -> None
         engine.set("after", b"compaction")
         live = sorted(engine.keys())
         last_seq = engine.last_seq
-    code, lines, stderr = logdump(store, "--values")
+    code, lines, stderr = dump_json(store, "--values")
     assert code == 0, stderr
     assert not [line for line in lines if "error" in line]
     in_snapshot = [line for line in lines if line["file"].endswith(".snap")]
@@ -129,7 +130,7 @@ def test_logdump_reads_a_compacted_store_as_an_open_does(tmp_path: Path) -> None
     assert text["value"] == "second version"  # the live version, not the overwritten one
 
 
-def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
+def test_dump_json_history_replays_archived_segments_with_an_unbroken_chain(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
@@ -138,7 +139,7 @@ def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
         engine.compact()
         engine.set("after", b"compaction")
     assert (store / "archive").is_dir()
-    code, lines, stderr = logdump(store, "--history")
+    code, lines, stderr = dump_json(store, "--history")
     assert code == 0, stderr
     assert not [line for line in lines if "error" in line]
     assert [line["seq"] for line in lines] == list(range(1, 37))
@@ -147,7 +148,7 @@ def test_logdump_history_replays_archived_segments_with_an_unbroken_chain(
 
 
 @pytest.mark.slow
-def test_logdump_history_reports_deleted_segments_as_a_gap_not_damage(tmp_path: Path) -> None:
+def test_dump_json_history_reports_deleted_segments_as_a_gap_not_damage(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
     with Engine.open(store, segment_size=4096) as engine:
@@ -159,37 +160,37 @@ def test_logdump_history_reports_deleted_segments_as_a_gap_not_damage(tmp_path: 
             engine.set(f"latest/{i:02d}", b"y" * 300)
         engine.compact(retention="archive")  # segments B+1..C go to archive/ too
         engine.set("last", b"z")
-    code, lines, stderr = logdump(store, "--history")
+    code, lines, stderr = dump_json(store, "--history")
     assert code == 0, stderr
     problems = [line for line in lines if "error" in line]
     assert [p["error"] for p in problems] == ["history_gap"]
-    code, lines, stderr = logdump(store)  # as an open reads it: snapshot + later segments
+    code, lines, stderr = dump_json(store)  # as an open reads it: snapshot + later segments
     assert code == 0, stderr
     assert not [line for line in lines if "error" in line]
 
 
-def test_logdump_reads_a_store_locked_by_a_live_writer(tmp_path: Path) -> None:
+def test_dump_json_reads_a_store_locked_by_a_live_writer(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with Engine.open(store) as writer:
         writer.set("a", b"1")
         writer.set("b", b"2")
-        code, lines, stderr = logdump(store, "--values")
+        code, lines, stderr = dump_json(store, "--values")
         writer.set("c", b"3")
         assert code == 0, stderr
         assert [(line["key"], line["value"]) for line in lines] == [("a", "1"), ("b", "2")]
 
 
 @pytest.mark.slow
-def test_logdump_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
+def test_dump_json_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
-    _, good, _ = logdump(store)
+    _, good, _ = dump_json(store)
     victim = next(line for line in good if line["key"] == "page/05")
     path = store / f"{victim['segment']:08d}.seg"
     data = bytearray(path.read_bytes())
     data[victim["offset"] + 20] ^= 0xFF  # a bit flip inside the body: the CRC must catch it
     path.write_bytes(bytes(data))
-    code, lines, stderr = logdump(store)
+    code, lines, stderr = dump_json(store)
     assert code == 1
     assert "corrupt" in stderr
     errors = [line for line in lines if "error" in line]
@@ -203,10 +204,10 @@ def test_logdump_reports_corruption_and_keeps_going(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_logdump_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path) -> None:
+def test_dump_json_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
-    _, good, _ = logdump(store)
+    _, good, _ = dump_json(store)
     victim = next(line for line in good if line["key"] == "page/07")
     path = store / f"{victim['segment']:08d}.seg"
     data = bytearray(path.read_bytes())
@@ -218,7 +219,7 @@ def test_logdump_detects_a_tampered_record_through_the_hash_chain(tmp_path: Path
     crc = zlib.crc32(data[start + 8 : start + length])  # ... and its CRC was forged to match
     data[start + 4 : start + 8] = crc.to_bytes(4, "little")
     path.write_bytes(bytes(data))
-    code, lines, _ = logdump(store, "--values")
+    code, lines, _ = dump_json(store, "--values")
     assert code == 1
     errors = [line for line in lines if "error" in line]
     assert [(e["error"], e["path"], e["offset"]) for e in errors] == [
@@ -241,12 +242,12 @@ def test_a_frame_whose_value_is_not_last_is_rejected(tmp_path: Path) -> None:
         file.write(frame)
     with Engine.open(store) as engine:
         engine.set("c", b"3")  # the bad frame was the torn tail: cut off, then written past
-    code, lines, _ = logdump(store)
+    code, lines, _ = dump_json(store)
     assert code == 0
     assert [line["key"] for line in lines] == ["a", "c"]
 
 
-def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
+def test_dump_json_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store)
     with Engine.open(store, segment_size=4096) as engine:
@@ -259,14 +260,14 @@ def test_logdump_reports_a_torn_tail_without_failing(tmp_path: Path) -> None:
     (store / "SYNCED").unlink()  # the writer never closed cleanly ...
     with open(last, "r+b") as file:  # ... it died half-way through the append
         file.truncate(frame_start + 100)
-    code, lines, _ = logdump(store)
+    code, lines, _ = dump_json(store)
     assert code == 0
     assert lines[-1]["error"] == "torn_tail"
     assert (lines[-1]["offset"], lines[-1]["end"]) == (frame_start, frame_start + 100)
     assert len(lines) == 36
 
 
-def test_logdump_and_open_agree_on_a_torn_record_whose_value_holds_frames(
+def test_dump_json_and_open_agree_on_a_torn_record_whose_value_holds_frames(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store"
@@ -282,7 +283,7 @@ def test_logdump_and_open_agree_on_a_torn_record_whose_value_holds_frames(
     (store / "SYNCED").unlink()  # the writer was killed mid-append: it never closed cleanly
     cut = entry[1] + entry[2] + 6 + 400  # past two whole inner frames, inside the third
     os.truncate(segment, cut)
-    code, lines, _ = logdump(store)
+    code, lines, _ = dump_json(store)
     assert code == 0
     assert [line.get("key", line.get("error")) for line in lines] == ["a", "torn_tail"]
     assert (lines[-1]["offset"], lines[-1]["end"]) == (entry[1], cut)
@@ -292,8 +293,8 @@ def test_logdump_and_open_agree_on_a_torn_record_whose_value_holds_frames(
         assert engine.report.torn_tail.start == entry[1]
 
 
-def test_logdump_on_a_missing_store_fails_cleanly(tmp_path: Path) -> None:
-    done = run_module("tools.logdump", str(tmp_path / "nope"))
+def test_dump_json_on_a_missing_store_fails_cleanly(tmp_path: Path) -> None:
+    done = run_module("logkv.cli.main", "dump", str(tmp_path / "nope"), "--json")
     assert done.returncode == 2
     assert "does not exist" in done.stderr
 

@@ -1,4 +1,4 @@
-"""A store's records as JSON-able lines: what ``logkv dump`` and ``tools/logdump.py`` print.
+"""A store's records as JSON-able lines: what ``logkv dump`` prints (``--json``: as they are).
 
 ``target`` is a store folder or one data file (a segment ``NNNNNNNN.seg``, a snapshot
 ``NNNNNNNN.snap``, or a ``.damaged`` copy kept by salvage). A folder is dumped the way an open
@@ -34,7 +34,6 @@ A dump only reads: it takes no lock, so it works beside a live writer.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import re
@@ -42,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 from ..errors import CorruptionError
 from ..format import (
@@ -379,10 +378,3 @@ def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
     kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
     return problem_line(kind, path, 0, 0, str(exc))
 
-
-def dump(target: Path, with_values: bool, out: IO[str], history: bool = False) -> DumpStatus:
-    """Write the lines of ``target`` to ``out`` as JSON lines; return how the dump ended."""
-    lines = StoreDump(target, with_values, history)
-    for line in lines:
-        out.write(json.dumps(line, ensure_ascii=False) + "\n")
-    return lines.status
