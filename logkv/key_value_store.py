@@ -10,8 +10,9 @@
 
 The facade adds to a storage client what every backend shares: the rules of ``open`` (selectors,
 purge on start, one object per store and process), ``None`` meaning delete, autosaved values and
-the event manager that saves them. Stores opened in a process are kept in a registry keyed by
-store (its resolved folder for the log client) until they are closed or dropped.
+the event manager that saves them. Stores opened in a process are registered in
+:mod:`logkv.registry` (by store: its resolved folder for the log client) until they are closed
+or dropped.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .errors import StoreClosedError
 from .events import Event, EventManager, EventPersistStateData
 from .models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, StorageMetadata
 from .names import select
+from .registry import OpenStores, purge_on_start
 from .storage_clients import (
     KeyValueStoreClient,
     LogStorageClient,
@@ -43,10 +45,6 @@ log = logging.getLogger("logkv")
 
 T = TypeVar("T")
 
-#: The stores open in this process, by their storage client's registry key.
-_registry: dict[Hashable, KeyValueStore] = {}
-#: Opens in progress, so that concurrent opens of one store share it.
-_opening: dict[Hashable, asyncio.Future[None]] = {}
 _DEFAULT_LIST_LIMIT: Final = 1000
 
 
@@ -131,38 +129,25 @@ class KeyValueStore:
         )
         location = await storage_client.locate_kvs(selector, configuration)
         key = location.registry_key
-        while True:
-            existing = _registry.get(key)
-            if existing is not None:
-                existing._resume_events()
-                return existing
-            pending = _opening.get(key)
-            if pending is None:
-                break
-            await asyncio.shield(pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        _opening[key] = done
-        try:
+
+        async def open_store() -> KeyValueStore:
             client = await storage_client.open_kvs_client(location, configuration)
             try:
                 store = cls(client.id, client.name, client)
                 store._configuration = configuration
                 store._registry_key = key
-                if (
-                    configuration.purge_on_start
-                    and client.name is None
-                    and storage_client.claim_start_purge(location)
-                ):
+                if purge_on_start(key, enabled=configuration.purge_on_start, name=client.name):
                     await client.purge()
                 await store._start_events(event_manager)
             except BaseException:
                 await client.close()
                 raise
-            _registry[key] = store
             return store
-        finally:
-            del _opening[key]
-            done.set_result(None)
+
+        store, fresh = await _STORES.open(key, open_store)
+        if not fresh:
+            store._resume_events()
+        return store
 
     @classmethod
     def from_storage_object(
@@ -548,9 +533,8 @@ class KeyValueStore:
             self._autosaved.clear()
 
     def _unregister(self) -> None:
-        key = self._registry_key
-        if key is not None and _registry.get(key) is self:
-            del _registry[key]
+        if self._registry_key is not None:
+            _STORES.forget(self._registry_key, self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -568,9 +552,13 @@ class KeyValueStore:
         return f"<KeyValueStore id={self._id!r} name={self._name!r} {state}>"
 
 
+#: The stores open in this process, by their storage client's registry key.
+_STORES: OpenStores[KeyValueStore] = OpenStores()
+
+
 def open_stores() -> list[KeyValueStore]:
     """The stores open in this process (through :meth:`KeyValueStore.open`)."""
-    return list(_registry.values())
+    return _STORES.items()
 
 
 async def close_all() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..errors import InvalidKeyError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
 from ..names import Selector, StoreKind, select
 from ..options import MAX_KEY_LENGTH
+from ..registry import purge_on_start
 
 #: Keys (and their infos) fetched per batch while iterating.
 ITERATION_BATCH: Final = 256
@@ -294,7 +296,6 @@ class StorageClient(ABC):
 
     def __init__(self, configuration: Configuration | None = None) -> None:
         self.configuration = configuration
-        self._start_purged: set[Hashable] = set()
 
     @abstractmethod
     async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
@@ -311,15 +312,17 @@ class StorageClient(ABC):
         """Open (creating if needed) the store at ``location``."""
 
     def claim_start_purge(self, location: StoreLocation) -> bool:
-        """True the first time this client opens the store at ``location``, False after.
+        """Deprecated: :func:`logkv.registry.purge_on_start` decides, for every client.
 
-        ``purge_on_start`` empties unnamed stores once per process (at its start), not on
-        every reopen within it.
+        True the first time this process asks for the store at ``location``, False after.
         """
-        if location.registry_key in self._start_purged:
-            return False
-        self._start_purged.add(location.registry_key)
-        return True
+        warnings.warn(
+            "StorageClient.claim_start_purge is deprecated: logkv.registry.purge_on_start "
+            "decides which stores are purged on start",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return purge_on_start(location.registry_key, enabled=True, name=None)
 
     async def create_kvs_client(
         self,

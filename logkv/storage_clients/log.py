@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import Any, Final
@@ -59,18 +59,6 @@ log = logging.getLogger("logkv")
 
 _now = time.time
 _to_thread = asyncio.to_thread
-#: Folders purged on start by this process (``purge_on_start`` acts once per process).
-_START_PURGED: set[Hashable] = set()
-
-
-def claim_start_purge_of(key: Hashable) -> bool:
-    """True the first time this process asks for the store folder ``key`` (a registry key):
-    ``purge_on_start`` empties an unnamed store once per process, at its start, and never
-    again when the store is closed and opened again in the same process."""
-    if key in _START_PURGED:
-        return False
-    _START_PURGED.add(key)
-    return True
 _IMPORT_HINT: Final = (
     "logkv never mixes formats: import the Crawlee store into a new logkv store with logkv's "
     "Crawlee importer, or point storage_dir somewhere else"
@@ -97,11 +85,6 @@ class LogStorageClient(StorageClient):
         return StoreLocation(
             registry_key(folder), selector.kind, selector.id, selector.name, selector.alias, folder
         )
-
-    def claim_start_purge(self, location: StoreLocation) -> bool:
-        """True the first time this process opens the folder at ``location`` (every instance
-        of this client shares what was purged: they all see the same folders)."""
-        return claim_start_purge_of(location.registry_key)
 
     async def open_kvs_client(
         self, location: StoreLocation, configuration: Configuration
@@ -416,9 +399,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
         if key in self._public.published:
             await self._publish(key, data, stored_type)
 
-    async def _after_commit(
-        self, key: str, data: bytes, stored_type: str, commit: Commit
-    ) -> None:
+    async def _after_commit(self, key: str, data: bytes, stored_type: str, commit: Commit) -> None:
         await wait_for_commit(commit)
         if key in self._public.published:
             await self._publish(key, data, stored_type)

@@ -61,6 +61,9 @@ class MemoryStorageClient(StorageClient):
     def __init__(self, configuration: Configuration | None = None) -> None:
         super().__init__(configuration)
         self._stores: dict[str, _MemoryStore] = {}  # folder name -> store
+        #: Tells this client's stores from another's in registry keys (never reused, unlike
+        #: ``id(self)``, while a registry holds a key made with it).
+        self._token = object()
 
     async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
         """The selected store; an ``id`` must name a store of this client."""
@@ -68,7 +71,7 @@ class MemoryStorageClient(StorageClient):
             for store in self._stores.values():
                 if store.id == selector.id:
                     return StoreLocation(
-                        (id(self), store.folder_name),
+                        (self._token, store.folder_name),
                         store.kind,
                         store.id,
                         store.name,
@@ -78,7 +81,7 @@ class MemoryStorageClient(StorageClient):
             raise StoreNotFoundError(f"no in-memory key-value store with id {selector.id!r}")
         assert selector.kind != "id"
         return StoreLocation(
-            (id(self), selector.folder_name),
+            (self._token, selector.folder_name),
             selector.kind,
             selector.id,
             selector.name,
