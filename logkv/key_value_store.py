@@ -34,8 +34,8 @@ from .models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, StorageM
 from .names import select
 from .registry import OpenStores, purge_on_start
 from .storage_clients import (
+    DiskStorageClient,
     KeyValueStoreClient,
-    LogStorageClient,
     StorageClient,
     check_key,
 )
@@ -122,7 +122,7 @@ class KeyValueStore:
         ``event_manager``: the manager whose ``PERSIST_STATE`` events save autosaved values;
         by default the store makes its own, emitting every ``persist_state_interval``.
         """
-        storage_client = LogStorageClient() if storage_client is None else storage_client
+        storage_client = DiskStorageClient() if storage_client is None else storage_client
         configuration = configuration or storage_client.configuration or Configuration()
         selector = select(
             id=id, name=name, alias=alias, default_id=configuration.default_key_value_store_id

@@ -9,7 +9,7 @@ another one is given), under the same Crawlee configuration.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Hashable
@@ -23,10 +23,11 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 from ..configuration import Configuration
 from ..errors import StoreNotFoundError
 from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
-from ..names import select, store_folder
+from ..names import select
 from ..registry import OpenStores, purge_on_start
 from ..storage_clients._base import StoreLocation
-from ..storage_clients.log import find_store_by_id, registry_key
+from ..storage_clients._folders import locate_store, registry_key
+from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
@@ -42,7 +43,7 @@ _OPEN: OpenStores[LogKvKeyValueStoreClient] = OpenStores(
     at_exit=LogKvKeyValueStoreClient.close_sync,
 )
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
@@ -122,9 +123,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         location = await self._locate(id, name, alias, configuration)
 
         async def open_store() -> LogKvKeyValueStoreClient:
-            client = await asyncio.to_thread(
-                LogKvKeyValueStoreClient.open_sync, location, self._settings, _forget
-            )
+            store = await EngineStore.open(location, self._settings)
+            client = LogKvKeyValueStoreClient(store, self._settings, _forget)
             try:
                 # Unnamed stores are purged (if configured) as by Crawlee's clients, but once
                 # per process, as by logkv's own: a store closed and opened again keeps its
@@ -156,26 +156,17 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             alias = None
         default_id = self._settings.default_key_value_store_id
         selector = select(id=id, name=name, alias=alias, default_id=default_id)
-        storage_dir = configuration.storage_dir
-        if selector.folder_name is None:
-            assert selector.id is not None
-            root = store_folder(storage_dir, default_id).parent
-            try:
-                folder, meta = await asyncio.to_thread(find_store_by_id, root, selector.id)
-            except StoreNotFoundError:
-                raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
-            return StoreLocation(
-                registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
-            )
-        assert selector.kind != "id"
-        self._refuse_delegates_folder(selector.folder_name)
-        folder = store_folder(storage_dir, selector.folder_name)
-        # A new default store gets a random id, as every Crawlee store does: Crawlee keys some
-        # per-process state (autosaved values) by store id alone.
-        new_id = None if selector.kind == "default" and id is None else selector.id
-        return StoreLocation(
-            registry_key(folder), selector.kind, new_id, selector.name, selector.alias, folder
-        )
+        if selector.folder_name is not None:
+            self._refuse_delegates_folder(selector.folder_name)
+        try:
+            location = await locate_store(selector, configuration.storage_dir)
+        except StoreNotFoundError:
+            raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
+        if selector.kind == "default" and id is None:
+            # A new default store gets a random id, as every Crawlee store does: Crawlee keys
+            # some per-process state (autosaved values) by store id alone.
+            location = dataclasses.replace(location, id=None)
+        return location
 
     def _refuse_delegates_folder(self, folder_name: str) -> None:
         """Raise ``ValueError`` when ``folder_name`` is a folder the delegate writes into."""
