@@ -2,7 +2,11 @@
 
 An append-only, checksummed msgpack log per store, replayed on open into a sorted index of
 record locations. The synchronous core is :class:`Engine`.
+
+``LogStorageClient`` is a deprecated alias of :class:`DiskStorageClient` (importing it warns).
 """
+
+from typing import Any
 
 from .configuration import Configuration
 from .content import ValueDecodeError
@@ -26,10 +30,13 @@ from .models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRec
 from .options import Durability
 from .replay import Recovery, RecoveryReport
 from .storage_clients import (
+    DiskStorageClient,
     KeyValueStoreClient,
-    LogStorageClient,
     MemoryStorageClient,
     StorageClient,
+)
+from .storage_clients import (
+    deprecated_name as _deprecated_name,
 )
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "Configuration",
     "CorruptionError",
     "DeleteRecord",
+    "DiskStorageClient",
     "Durability",
     "Engine",
     "EngineStats",
@@ -51,7 +59,6 @@ __all__ = [
     "KeyValueStoreRecord",
     "KeyValueStoreRecordMetadata",
     "LogKVError",
-    "LogStorageClient",
     "MemoryStorageClient",
     "NotALogKVStoreError",
     "ReadOnlyStoreError",
@@ -67,3 +74,7 @@ __all__ = [
     "UnsafeStoreError",
     "ValueDecodeError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return _deprecated_name(__name__, name)

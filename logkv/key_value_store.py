@@ -10,57 +10,45 @@
 
 The facade adds to a storage client what every backend shares: the rules of ``open`` (selectors,
 purge on start, one object per store and process), ``None`` meaning delete, autosaved values and
-the event manager that saves them. Stores opened in a process are kept in a registry keyed by
-store (its resolved folder for the log client) until they are closed or dropped.
+the event manager that saves them. Each of those has its own module: stores opened in a process
+are registered in :mod:`logkv.registry` (by store: its resolved folder for the disk client)
+until they are closed or dropped; autosaved values are :mod:`logkv.autosave`; the event manager's
+lifecycle is :mod:`logkv.store_events`; classic handles are :mod:`logkv.classic`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Hashable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar, overload
 
+from .autosave import AutosavedValues
+from .classic import StoreHandle
 from .compaction import CompactionResult
 from .configuration import Configuration
-from .content import JSON_CONTENT_TYPE, check_content_type, decode, encode, encode_json
-from .engine import MISSING
+from .content import check_content_type
 from .errors import StoreClosedError
-from .events import Event, EventManager, EventPersistStateData
-from .models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, StorageMetadata
+from .events import EventManager, EventPersistStateData
+from .models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata
 from .names import select
+from .registry import OpenStores, purge_on_start
 from .storage_clients import (
+    DiskStorageClient,
     KeyValueStoreClient,
-    LogStorageClient,
     StorageClient,
     check_key,
 )
-from .storage_clients._base import Deferred, Pacer, timestamp
-
-log = logging.getLogger("logkv")
+from .storage_clients._base import Deferred, Pacer
+from .store_events import StoreEvents
 
 T = TypeVar("T")
 
-#: The stores open in this process, by their storage client's registry key.
-_registry: dict[Hashable, KeyValueStore] = {}
-#: Opens in progress, so that concurrent opens of one store share it.
-_opening: dict[Hashable, asyncio.Future[None]] = {}
 _DEFAULT_LIST_LIMIT: Final = 1000
 
 
-class _Autosaved:
-    """An autosaved dict and the JSON it was last saved as (None: not saved yet)."""
-
-    __slots__ = ("saved", "value")
-
-    def __init__(self, value: dict[str, Any], saved: bytes | None) -> None:
-        self.value = value
-        self.saved = saved
-
-
-class KeyValueStore:
+class KeyValueStore(StoreHandle):
     """A key-value store: records (a value and its content type) under string keys.
 
     Open one with :meth:`open`. Keys are ordered by Python string order everywhere, values come
@@ -71,28 +59,13 @@ class KeyValueStore:
     def __init__(
         self, id: str, name: str | None, storage_client: StorageClient | KeyValueStoreClient
     ) -> None:
-        """A handle to the store ``id``; prefer :meth:`open`.
-
-        With a :class:`StorageClient` (the classic form), the store is opened by ``id`` on first
-        use and shared with every other handle of it in this process; with a
-        :class:`KeyValueStoreClient` the handle uses that open client directly.
-        """
-        self._id = id
-        self._name = name
-        self._client: KeyValueStoreClient | None = None
-        self._factory: StorageClient | None = None
-        if isinstance(storage_client, KeyValueStoreClient):
-            self._client = storage_client
-        else:
-            self._factory = storage_client
+        """A handle to the store ``id``; prefer :meth:`open` (the classic form, with a
+        :class:`StorageClient`, is described in :mod:`logkv.classic`)."""
+        super().__init__(id, name, storage_client)
         self._primary: KeyValueStore = self
-        self._configuration: Configuration | None = None
         self._registry_key: Hashable | None = None
-        self._events: EventManager | None = None
-        self._events_entered = False
-        self._autosaved: dict[str, _Autosaved] = {}
-        self._autosave_lock = asyncio.Lock()
-        self._storage_object: StorageMetadata | None = None
+        self._events = StoreEvents(self._on_persist_state)
+        self._autosave = AutosavedValues()
         self._closing: asyncio.Future[None] | None = None
         #: Small operations run inline and never suspend: now and then they yield instead.
         self._pacer = Pacer()
@@ -124,89 +97,44 @@ class KeyValueStore:
         ``event_manager``: the manager whose ``PERSIST_STATE`` events save autosaved values;
         by default the store makes its own, emitting every ``persist_state_interval``.
         """
-        storage_client = LogStorageClient() if storage_client is None else storage_client
+        storage_client = DiskStorageClient() if storage_client is None else storage_client
         configuration = configuration or storage_client.configuration or Configuration()
         selector = select(
             id=id, name=name, alias=alias, default_id=configuration.default_key_value_store_id
         )
         location = await storage_client.locate_kvs(selector, configuration)
         key = location.registry_key
-        while True:
-            existing = _registry.get(key)
-            if existing is not None:
-                existing._resume_events()
-                return existing
-            pending = _opening.get(key)
-            if pending is None:
-                break
-            await asyncio.shield(pending)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        _opening[key] = done
-        try:
+
+        async def open_store() -> KeyValueStore:
             client = await storage_client.open_kvs_client(location, configuration)
             try:
                 store = cls(client.id, client.name, client)
                 store._configuration = configuration
                 store._registry_key = key
-                if (
-                    configuration.purge_on_start
-                    and client.name is None
-                    and storage_client.claim_start_purge(location)
-                ):
+                if purge_on_start(key, enabled=configuration.purge_on_start, name=client.name):
                     await client.purge()
-                await store._start_events(event_manager)
+                await store._events.start(event_manager, configuration)
             except BaseException:
                 await client.close()
                 raise
-            _registry[key] = store
             return store
-        finally:
-            del _opening[key]
-            done.set_result(None)
 
-    @classmethod
-    def from_storage_object(
-        cls, storage_client: StorageClient, storage_object: StorageMetadata
-    ) -> KeyValueStore:
-        """A handle to the store described by ``storage_object`` (classic API); it is opened
-        by id on first use."""
-        store = cls(storage_object.id, storage_object.name, storage_client)
-        store._storage_object = storage_object
+        store, fresh = await _STORES.open(key, open_store)
+        if not fresh:
+            store._events.resume()
         return store
 
-    async def _attach(self) -> KeyValueStoreClient:
-        """Classic handles: open the store by id and share the opened store's state."""
-        if self._client is not None:
-            return self._client
-        assert self._factory is not None
-        primary = await KeyValueStore.open(
-            id=self._id, storage_client=self._factory, configuration=self._configuration
+    async def _open_by_id(self, storage_client: StorageClient) -> KeyValueStore:
+        return await KeyValueStore.open(
+            id=self._id, storage_client=storage_client, configuration=self._configuration
         )
-        if self._client is None:
-            self._primary = primary
-            self._client = primary._client
-            self._autosaved = primary._autosaved
-            self._autosave_lock = primary._autosave_lock
-            self._events = primary._events
-        assert self._client is not None
-        return self._client
 
-    async def _start_events(self, event_manager: EventManager | None) -> None:
-        if self._events_entered:
-            return
-        if event_manager is None:
-            configuration = self._configuration or Configuration()
-            event_manager = EventManager(
-                persist_state_interval=configuration.persist_state_interval
-            )
-        self._events = event_manager
-        event_manager.on(event=Event.PERSIST_STATE, listener=self._on_persist_state)
-        await event_manager.__aenter__()
-        self._events_entered = True
-
-    def _resume_events(self) -> None:
-        if self._events is not None and self._events_entered:
-            self._events.ensure_timer()
+    def _share(self, primary: StoreHandle) -> None:
+        assert isinstance(primary, KeyValueStore)
+        self._primary = primary
+        self._client = primary._client
+        self._autosave = primary._autosave
+        self._events = primary._events
 
     async def _on_persist_state(self, event_data: EventPersistStateData | None = None) -> None:
         """The ``PERSIST_STATE`` listener: save autosaved values, then the client's upkeep."""
@@ -237,27 +165,7 @@ class KeyValueStore:
     @property
     def event_manager(self) -> EventManager | None:
         """The event manager whose ``PERSIST_STATE`` events save this store's autosaved values."""
-        return self._events
-
-    @property
-    def storage_object(self) -> StorageMetadata:
-        """The classic metadata object: id, name and timestamps."""
-        client = self._client
-        if client is None:
-            if self._storage_object is None:
-                raise RuntimeError("this handle has not been opened yet: await one of its methods")
-            return self._storage_object
-        return StorageMetadata(
-            id=client.id,
-            name=client.name,
-            created_at=timestamp(client.created_at),
-            accessed_at=timestamp(client.accessed_at),
-            modified_at=timestamp(client.modified_at),
-        )
-
-    @storage_object.setter
-    def storage_object(self, storage_object: StorageMetadata) -> None:
-        self._storage_object = storage_object
+        return self._events.manager
 
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """Id, name, timestamps and figures (records, live bytes, log bytes, last sequence)."""
@@ -306,8 +214,8 @@ class KeyValueStore:
             pending = client.set_value_nowait(key, value, content_type)
             if pending is not None:
                 await pending.awaitable
-        if self._autosaved:
-            self._forget_saved(key)
+        if self._autosave.entries:
+            self._autosave.forget_saved(key)
         if self._pacer.due():
             await asyncio.sleep(0)
 
@@ -315,16 +223,10 @@ class KeyValueStore:
         """Delete the record under ``key`` (nothing happens when there is none)."""
         client = self._client or await self._attach()
         await client.delete_value(key)
-        if self._autosaved:
-            self._forget_saved(key)
+        if self._autosave.entries:
+            self._autosave.forget_saved(key)
         if self._pacer.due():
             await asyncio.sleep(0)
-
-    def _forget_saved(self, key: str) -> None:
-        """A key with an autosaved value was written directly: the next persist rewrites it."""
-        found = self._autosaved.get(key)
-        if found is not None:
-            found.saved = None
 
     async def compact(self, retention: str | None = None) -> CompactionResult | None:
         """Compact the store now: write its live records as a snapshot and retire the log they
@@ -386,14 +288,6 @@ class KeyValueStore:
             return client.iterate_key_names()
         return self._attach_and_iterate("iterate_key_names", None, None)
 
-    async def _attach_and_iterate(
-        self, method: str, exclusive_start_key: str | None, limit: int | None
-    ) -> AsyncIterator[Any]:
-        """Classic handles: open the store, then iterate with the client's ``method``."""
-        client = await self._attach()
-        async for item in getattr(client, method)(exclusive_start_key, limit):
-            yield item
-
     async def get_public_url(self, key: str) -> str:
         """A URL of the record: a ``file://`` URL of ``{KEY}.{EXT}`` in the store folder.
 
@@ -418,34 +312,13 @@ class KeyValueStore:
         detach the dict: its content is written again on the next save.
         """
         check_key(key)
-        if default_value is not None and not isinstance(default_value, Mapping):
-            raise TypeError(
-                f"default_value must be a dict (or None), got {type(default_value).__name__}"
-            )
-        found = self._autosaved.get(key)
+        found = self._autosave.cached(key, default_value)
         if found is not None:
-            return found.value
+            return found
         client = self._client or await self._attach()
-        if not self._events_entered and self._primary is self:
-            await self._start_events(None)
-        async with self._autosave_lock:
-            found = self._autosaved.get(key)
-            if found is not None:
-                return found.value
-            stored = await client.get_value(key, MISSING)
-            if stored is MISSING:
-                # A validated, private copy: later changes to the caller's default do not leak in.
-                value = decode(*encode(dict(default_value or {}), JSON_CONTENT_TYPE))
-                entry = _Autosaved(value, None)
-            elif isinstance(stored, dict):
-                entry = _Autosaved(stored, encode_json(stored))
-            else:
-                raise TypeError(
-                    f"the record {key!r} holds a {type(stored).__name__}, not a dict: an "
-                    "autosaved value is a dict. Use another key, or delete the record first"
-                )
-            self._autosaved[key] = entry
-            return entry.value
+        if not self._events.entered and self._primary is self:
+            await self._events.start(None, self._configuration)
+        return await self._autosave.load(client, key, default_value)
 
     async def persist_autosaved_values(self) -> None:
         """Write every autosaved value that changed since it was last written.
@@ -453,25 +326,12 @@ class KeyValueStore:
         A value that cannot be stored (it holds something that is not JSON) is reported with
         ``TypeError`` after the others were saved.
         """
-        if not self._autosaved:
+        if not self._autosave.entries:
             return
         client = self._client
         if client is None or client.closed:
             return
-        failure: TypeError | None = None
-        async with self._autosave_lock:
-            for key, entry in list(self._autosaved.items()):
-                try:
-                    data = encode_json(entry.value)
-                except TypeError as exc:
-                    failure = failure or TypeError(f"autosaved value {key!r}: {exc}")
-                    continue
-                if data == entry.saved:
-                    continue
-                await client.set_value(key, entry.value, JSON_CONTENT_TYPE)
-                entry.saved = data
-        if failure is not None:
-            raise failure
+        await self._autosave.persist(client)
 
     # ------------------------------------------------------------------ store lifecycle
 
@@ -482,8 +342,7 @@ class KeyValueStore:
         """
         client = self._client or await self._attach()
         await client.purge()
-        for entry in self._autosaved.values():
-            entry.saved = None
+        self._autosave.forget_all_saved()
 
     async def drop(self) -> None:
         """Save autosaved values, then delete the store with all its records and files.
@@ -535,22 +394,15 @@ class KeyValueStore:
         case a listener failed; forget the autosaved values."""
         if self._closing is None:
             self._closing = asyncio.get_running_loop().create_future()
-        events = self._events
         try:
-            if events is not None and self._events_entered:
-                self._events_entered = False
-                try:
-                    await events.__aexit__(None, None, None)
-                finally:
-                    events.off(event=Event.PERSIST_STATE, listener=self._on_persist_state)
+            await self._events.stop()
             await self.persist_autosaved_values()
         finally:
-            self._autosaved.clear()
+            self._autosave.clear()
 
     def _unregister(self) -> None:
-        key = self._registry_key
-        if key is not None and _registry.get(key) is self:
-            del _registry[key]
+        if self._registry_key is not None:
+            _STORES.forget(self._registry_key, self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -568,9 +420,13 @@ class KeyValueStore:
         return f"<KeyValueStore id={self._id!r} name={self._name!r} {state}>"
 
 
+#: The stores open in this process, by their storage client's registry key.
+_STORES: OpenStores[KeyValueStore] = OpenStores()
+
+
 def open_stores() -> list[KeyValueStore]:
     """The stores open in this process (through :meth:`KeyValueStore.open`)."""
-    return list(_registry.values())
+    return _STORES.items()
 
 
 async def close_all() -> None:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from logkv import (
     Configuration,
+    DiskStorageClient,
     KeyValueStore,
-    LogStorageClient,
     MemoryStorageClient,
     StorageClient,
     ValueDecodeError,
@@ -539,7 +539,7 @@ def test_stores_return_what_they_accepted_under_every_content_type(
 ) -> None:
     configuration = Configuration(storage_dir=str(tmp_path / "storage"))
     client: StorageClient = (
-        LogStorageClient(configuration) if kind == "log" else MemoryStorageClient(configuration)
+        DiskStorageClient(configuration) if kind == "log" else MemoryStorageClient(configuration)
     )
     with asyncio.Runner() as runner:
         kvs = runner.run(

@@ -22,6 +22,7 @@ import pytest
 
 from logkv import (
     Configuration,
+    DiskStorageClient,
     Durability,
     Engine,
     Event,
@@ -29,7 +30,6 @@ from logkv import (
     InvalidKeyError,
     KeyValueStore,
     KeyValueStoreMetadata,
-    LogStorageClient,
     MemoryStorageClient,
     NotALogKVStoreError,
     StorageClient,
@@ -70,7 +70,7 @@ def configuration(storage_dir: Path) -> Configuration:
 @pytest.fixture(params=["log", "memory"])
 def storage_client(request: pytest.FixtureRequest, configuration: Configuration) -> StorageClient:
     if request.param == "log":
-        return LogStorageClient(configuration)
+        return DiskStorageClient(configuration)
     return MemoryStorageClient(configuration)
 
 
@@ -100,7 +100,7 @@ async def open_kvs(
 @pytest.fixture
 async def open_log_kvs(configuration: Configuration) -> AsyncIterator[OpenKvs]:
     """Like ``open_kvs``, for the tests about the log-based client's files only."""
-    async for opener in _opener(configuration, LogStorageClient()):
+    async for opener in _opener(configuration, DiskStorageClient()):
         yield opener
 
 

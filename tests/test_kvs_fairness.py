@@ -16,7 +16,7 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 from logkv import Configuration, KeyValueStore
 from logkv.configuration import ENVIRONMENT
 from logkv.crawlee import LogKvStorageClient
-from logkv.storage_clients import LogStorageClient, MemoryStorageClient
+from logkv.storage_clients import DiskStorageClient, MemoryStorageClient
 
 #: Operations in each tight loop: many times the number between two yields.
 LOOP = 2_000
@@ -51,7 +51,7 @@ async def progress_during(loop: Callable[[], Awaitable[None]]) -> int:
 @pytest.fixture(params=["log", "memory"])
 async def kvs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
     configuration = Configuration(storage_dir=str(tmp_path), auto_compact=False)
-    client = LogStorageClient() if request.param == "log" else MemoryStorageClient()
+    client = DiskStorageClient() if request.param == "log" else MemoryStorageClient()
     store = await KeyValueStore.open(
         name="fair", configuration=configuration, storage_client=client
     )

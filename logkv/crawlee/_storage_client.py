@@ -1,16 +1,15 @@
 """Crawlee's ``StorageClient`` whose key-value stores are logkv stores.
 
 Key-value stores are :class:`~logkv.crawlee._client.LogKvKeyValueStoreClient` objects, one per
-store folder per process. Datasets and request queues are not logkv's business: they are
+store folder per process (registered in a :class:`logkv.registry.OpenStores`, and closed at
+process exit when still open). Datasets and request queues are not logkv's business: they are
 opened by another Crawlee storage client, the ``delegate`` (Crawlee's file-system client unless
 another one is given), under the same Crawlee configuration.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Hashable
@@ -24,9 +23,11 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 from ..configuration import Configuration
 from ..errors import StoreNotFoundError
 from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
-from ..names import select, store_folder
+from ..names import select
+from ..registry import OpenStores, purge_on_start
 from ..storage_clients._base import StoreLocation
-from ..storage_clients.log import claim_start_purge_of, find_store_by_id, registry_key
+from ..storage_clients._folders import locate_store, registry_key
+from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
@@ -35,12 +36,14 @@ CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
 #: request queues write their state into ``key_value_stores/default`` themselves.
 BESIDE_FILE_SYSTEM_DEFAULT: Final = "default-logkv"
 
-#: Open stores of this process, by the real path of their folder.
-_OPEN: dict[str, LogKvKeyValueStoreClient] = {}
-_OPENING: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = {}
-_EXIT_HOOK: list[bool] = []
+#: The store clients open in this process, by the registry key of their folder; each closes
+#: at process exit if nothing closed it before (saving its timestamps, releasing its lock).
+_OPEN: OpenStores[LogKvKeyValueStoreClient] = OpenStores(
+    reusable=lambda client: not client.closed,
+    at_exit=LogKvKeyValueStoreClient.close_sync,
+)
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
@@ -118,37 +121,29 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         """
         configuration = configuration or CrawleeConfiguration.get_global_configuration()
         location = await self._locate(id, name, alias, configuration)
-        assert location.path is not None
-        folder_key = os.path.realpath(location.path)
-        # One opener per folder at a time (asyncio locks belong to one event loop).
-        lock = _OPENING.setdefault((asyncio.get_running_loop(), folder_key), asyncio.Lock())
-        try:
-            client, fresh = await self._open(location, folder_key, lock)
-        finally:
-            if not lock.locked():
-                _OPENING.pop((asyncio.get_running_loop(), folder_key), None)
-        purge = fresh and configuration.purge_on_start
-        if purge and claim_start_purge_of(registry_key(location.path)):
-            # Unnamed stores are purged (if configured) as by Crawlee's clients, but once per
-            # process, as by logkv's own: a store closed and opened again keeps its records.
-            await self._purge_if_needed(client, configuration)
-        return client
 
-    async def _open(
-        self, location: StoreLocation, folder_key: str, lock: asyncio.Lock
-    ) -> tuple[LogKvKeyValueStoreClient, bool]:
-        """The open client of the folder, or a newly opened one: ``(client, newly opened)``."""
-        async with lock:
-            client = _OPEN.get(folder_key)
-            if client is not None and not client.closed:
-                return client, False
-            client = await asyncio.to_thread(
-                LogKvKeyValueStoreClient.open_sync, location, self._settings, _forget
-            )
-            _OPEN[folder_key] = client
+        async def open_store() -> LogKvKeyValueStoreClient:
+            store = await EngineStore.open(location, self._settings)
+            client = LogKvKeyValueStoreClient(store, self._settings, _forget)
+            try:
+                # Unnamed stores are purged (if configured) as by Crawlee's clients, but once
+                # per process, as by logkv's own: a store closed and opened again keeps its
+                # records.
+                if purge_on_start(
+                    location.registry_key,
+                    enabled=configuration.purge_on_start,
+                    name=location.name,
+                ):
+                    await client.purge()
+            except BaseException:
+                await client.close()
+                raise
+            return client
+
+        client, fresh = await _OPEN.open(location.registry_key, open_store)
+        if fresh:
             self._opened.append(client)
-            _register_exit_hook()
-        return client, True
+        return client
 
     async def _locate(
         self,
@@ -161,22 +156,17 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             alias = None
         default_id = self._settings.default_key_value_store_id
         selector = select(id=id, name=name, alias=alias, default_id=default_id)
-        storage_dir = configuration.storage_dir
-        if selector.folder_name is None:
-            assert selector.id is not None
-            root = store_folder(storage_dir, default_id).parent
-            try:
-                folder, meta = await asyncio.to_thread(find_store_by_id, root, selector.id)
-            except StoreNotFoundError:
-                raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
-            return StoreLocation(folder, meta.kind, meta.id, meta.name, meta.alias, folder)
-        assert selector.kind != "id"
-        self._refuse_delegates_folder(selector.folder_name)
-        folder = store_folder(storage_dir, selector.folder_name)
-        # A new default store gets a random id, as every Crawlee store does: Crawlee keys some
-        # per-process state (autosaved values) by store id alone.
-        new_id = None if selector.kind == "default" and id is None else selector.id
-        return StoreLocation(folder, selector.kind, new_id, selector.name, selector.alias, folder)
+        if selector.folder_name is not None:
+            self._refuse_delegates_folder(selector.folder_name)
+        try:
+            location = await locate_store(selector, configuration.storage_dir)
+        except StoreNotFoundError:
+            raise ValueError(f'Key-value store with ID "{selector.id}" not found.') from None
+        if selector.kind == "default" and id is None:
+            # A new default store gets a random id, as every Crawlee store does: Crawlee keys
+            # some per-process state (autosaved values) by store id alone.
+            location = dataclasses.replace(location, id=None)
+        return location
 
     def _refuse_delegates_folder(self, folder_name: str) -> None:
         """Raise ``ValueError`` when ``folder_name`` is a folder the delegate writes into."""
@@ -233,9 +223,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
 def _forget(client: LogKvKeyValueStoreClient) -> None:
     """A store was closed or dropped: forget its client here and in Crawlee's cache."""
-    folder_key = os.path.realpath(client.path)
-    if _OPEN.get(folder_key) is client:
-        del _OPEN[folder_key]
+    _OPEN.forget(registry_key(client.path), client)
     _evict_from_crawlee_cache(client)
 
 
@@ -259,16 +247,3 @@ def _evict_from_crawlee_cache(client: LogKvKeyValueStoreClient) -> None:
         for instance in list(by_key.values()):
             if getattr(instance, "_client", None) is client:
                 manager.remove_from_cache(instance)
-
-
-def _register_exit_hook() -> None:
-    if not _EXIT_HOOK:
-        _EXIT_HOOK.append(True)
-        atexit.register(_close_all)
-
-
-def _close_all() -> None:
-    """At process exit: save every open store's timestamps and release its lock."""
-    for client in list(_OPEN.values()):
-        with contextlib.suppress(Exception):  # nothing could report it any more
-            client.close_sync()

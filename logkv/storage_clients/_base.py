@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypedDict
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
@@ -24,6 +25,8 @@ from ..errors import InvalidKeyError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
 from ..names import Selector, StoreKind, select
 from ..options import MAX_KEY_LENGTH
+from ..registry import purge_on_start
+from ._meta import new_store_id
 
 #: Keys (and their infos) fetched per batch while iterating.
 ITERATION_BATCH: Final = 256
@@ -31,6 +34,55 @@ ITERATION_BATCH: Final = 256
 YIELD_EVERY: Final = 32
 
 _now = time.time
+
+
+class Stamps(Protocol):
+    """A store's timestamps, ``time.time()`` seconds (a store's ``META.json`` content, or the
+    record of an in-memory store)."""
+
+    created_at: float
+    accessed_at: float
+    modified_at: float
+
+
+@dataclass(slots=True)
+class Timestamps:
+    """:class:`Stamps` of a client whose store keeps none of its own."""
+
+    created_at: float
+    accessed_at: float
+    modified_at: float
+
+    @classmethod
+    def now(cls) -> Timestamps:
+        """Created, accessed and modified now."""
+        now = _now()
+        return cls(now, now, now)
+
+
+class StampTimes(TypedDict):
+    """A store's timestamps as the metadata models take them."""
+
+    created_at: datetime
+    accessed_at: datetime
+    modified_at: datetime
+
+
+def stamp_times(stamps: Stamps) -> StampTimes:
+    """``stamps`` as UTC datetimes, to pass to a metadata model as ``**stamp_times(stamps)``."""
+    return {
+        "created_at": timestamp(stamps.created_at),
+        "accessed_at": timestamp(stamps.accessed_at),
+        "modified_at": timestamp(stamps.modified_at),
+    }
+
+
+def touch(stamps: Stamps, modified: bool = False) -> None:
+    """Note an access (and a modification) now in ``stamps``."""
+    now = _now()
+    stamps.accessed_at = now
+    if modified:
+        stamps.modified_at = now
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +100,25 @@ class StoreLocation:
     alias: str | None = None
     path: Path | None = None
     folder_name: str | None = None
+
+    def new_identity(self) -> Identity:
+        """The identity of a store created here: its id (a new random one unless the location
+        has one), name, alias and kind."""
+        return {
+            "id": self.id or new_store_id(),
+            "name": self.name,
+            "alias": self.alias,
+            "kind": self.kind,
+        }
+
+
+class Identity(TypedDict):
+    """Who a store is, as its metadata records it."""
+
+    id: str
+    name: str | None
+    alias: str | None
+    kind: StoreKind
 
 
 class Deferred:
@@ -160,19 +231,54 @@ class KeyValueStoreClient(ABC):
     """The client of one open store. Every method may raise
     :class:`~logkv.StoreClosedError` after :meth:`close` or :meth:`drop`.
 
-    Timestamps are kept as ``time.time()`` floats (cheap to update on every call) and turned
-    into datetimes by :meth:`get_metadata`.
+    Timestamps are kept as ``time.time()`` floats (cheap to update on every call) in ``stamps``,
+    which belongs to the store (it outlives the client), and turned into datetimes by
+    :meth:`get_metadata` (see :func:`stamp_times`).
     """
 
-    def __init__(self, *, id: str, name: str | None, alias: str | None, kind: StoreKind) -> None:
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str | None,
+        alias: str | None,
+        kind: StoreKind,
+        stamps: Stamps | None = None,
+    ) -> None:
         self.id = id
         self.name = name
         self.alias = alias
         self.kind: StoreKind = kind
-        now = _now()
-        self.created_at = now
-        self.accessed_at = now
-        self.modified_at = now
+        #: The store's timestamps (they belong to the store and outlive this client; all now
+        #: when the store keeps none).
+        self.stamps: Stamps = Timestamps.now() if stamps is None else stamps
+
+    @property
+    def created_at(self) -> float:
+        """When the store was created (``time.time()`` seconds)."""
+        return self.stamps.created_at
+
+    @created_at.setter
+    def created_at(self, value: float) -> None:
+        self.stamps.created_at = value
+
+    @property
+    def accessed_at(self) -> float:
+        """When the store was last read or written, or opened."""
+        return self.stamps.accessed_at
+
+    @accessed_at.setter
+    def accessed_at(self, value: float) -> None:
+        self.stamps.accessed_at = value
+
+    @property
+    def modified_at(self) -> float:
+        """When a record of the store was last written or deleted."""
+        return self.stamps.modified_at
+
+    @modified_at.setter
+    def modified_at(self, value: float) -> None:
+        self.stamps.modified_at = value
 
     @property
     def path(self) -> Path | None:
@@ -279,10 +385,7 @@ class KeyValueStoreClient(ABC):
 
     def touch(self, modified: bool = False) -> None:
         """Note an access (and a modification) now."""
-        now = _now()
-        self.accessed_at = now
-        if modified:
-            self.modified_at = now
+        touch(self.stamps, modified)
 
 
 class StorageClient(ABC):
@@ -294,7 +397,6 @@ class StorageClient(ABC):
 
     def __init__(self, configuration: Configuration | None = None) -> None:
         self.configuration = configuration
-        self._start_purged: set[Hashable] = set()
 
     @abstractmethod
     async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
@@ -311,15 +413,17 @@ class StorageClient(ABC):
         """Open (creating if needed) the store at ``location``."""
 
     def claim_start_purge(self, location: StoreLocation) -> bool:
-        """True the first time this client opens the store at ``location``, False after.
+        """Deprecated: :func:`logkv.registry.purge_on_start` decides, for every client.
 
-        ``purge_on_start`` empties unnamed stores once per process (at its start), not on
-        every reopen within it.
+        True the first time this process asks for the store at ``location``, False after.
         """
-        if location.registry_key in self._start_purged:
-            return False
-        self._start_purged.add(location.registry_key)
-        return True
+        warnings.warn(
+            "StorageClient.claim_start_purge is deprecated: logkv.registry.purge_on_start "
+            "decides which stores are purged on start",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return purge_on_start(location.registry_key, enabled=True, name=None)
 
     async def create_kvs_client(
         self,

@@ -31,9 +31,8 @@ from ._base import (
     check_key,
     check_paging,
     paced_key_batches,
-    timestamp,
+    stamp_times,
 )
-from ._meta import new_store_id
 
 _now = time.time
 
@@ -61,29 +60,28 @@ class MemoryStorageClient(StorageClient):
     def __init__(self, configuration: Configuration | None = None) -> None:
         super().__init__(configuration)
         self._stores: dict[str, _MemoryStore] = {}  # folder name -> store
+        #: Tells this client's stores from another's in registry keys (never reused, unlike
+        #: ``id(self)``, while a registry holds a key made with it).
+        self._token = object()
 
     async def locate_kvs(self, selector: Selector, configuration: Configuration) -> StoreLocation:
         """The selected store; an ``id`` must name a store of this client."""
+        found: Selector | _MemoryStore = selector
         if selector.folder_name is None:
-            for store in self._stores.values():
-                if store.id == selector.id:
-                    return StoreLocation(
-                        (id(self), store.folder_name),
-                        store.kind,
-                        store.id,
-                        store.name,
-                        store.alias,
-                        folder_name=store.folder_name,
-                    )
-            raise StoreNotFoundError(f"no in-memory key-value store with id {selector.id!r}")
-        assert selector.kind != "id"
+            stores = (store for store in self._stores.values() if store.id == selector.id)
+            store = next(stores, None)
+            if store is None:
+                raise StoreNotFoundError(f"no in-memory key-value store with id {selector.id!r}")
+            found = store
+        folder_name, kind = found.folder_name, found.kind
+        assert folder_name is not None and kind != "id"
         return StoreLocation(
-            (id(self), selector.folder_name),
-            selector.kind,
-            selector.id,
-            selector.name,
-            selector.alias,
-            folder_name=selector.folder_name,
+            (self._token, folder_name),
+            kind,
+            found.id,
+            found.name,
+            found.alias,
+            folder_name=folder_name,
         )
 
     async def open_kvs_client(
@@ -94,13 +92,7 @@ class MemoryStorageClient(StorageClient):
         assert folder_name is not None
         store = self._stores.get(folder_name)
         if store is None:
-            store = _MemoryStore(
-                id=location.id or new_store_id(),
-                name=location.name,
-                alias=location.alias,
-                kind=location.kind,
-                folder_name=folder_name,
-            )
+            store = _MemoryStore(**location.new_identity(), folder_name=folder_name)
             self._stores[folder_name] = store
         elif store.kind != location.kind:
             raise ValueError(
@@ -118,9 +110,10 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
     """One open in-memory store."""
 
     def __init__(self, store: _MemoryStore, owner: MemoryStorageClient) -> None:
-        super().__init__(id=store.id, name=store.name, alias=store.alias, kind=store.kind)
-        self.created_at = store.created_at
-        self.modified_at = store.modified_at
+        super().__init__(
+            id=store.id, name=store.name, alias=store.alias, kind=store.kind, stamps=store
+        )
+        store.accessed_at = _now()  # opening is an access
         self._store = store
         self._records = store.records
         self._owner = owner
@@ -141,7 +134,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
             check_key(key)
         if self._closed:
             self._check_open()
-        self.accessed_at = _now()
+        self._store.accessed_at = _now()
         found = self._records.get(key)
         if found is None:
             return default
@@ -164,7 +157,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         """True when ``key`` holds a record."""
         check_key(key)
         self._check_open()
-        self.accessed_at = _now()
+        self.touch()
         return key in self._records
 
     def set_value_nowait(self, key: str, value: Any, content_type: str | None = None) -> None:
@@ -212,7 +205,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
     ) -> AsyncIterator[str]:
         """Keys in order, in batches that each start after the previous one's last key."""
         check_paging(exclusive_start_key, limit)
-        self.accessed_at = _now()
+        self.touch()
         async for batch in paced_key_batches(exclusive_start_key, limit, self._batch):
             for key in batch:
                 yield key
@@ -246,9 +239,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         return KeyValueStoreMetadata(
             id=self.id,
             name=self.name,
-            created_at=timestamp(self.created_at),
-            accessed_at=timestamp(self.accessed_at),
-            modified_at=timestamp(self.modified_at),
+            **stamp_times(self.stamps),
             record_count=len(self._records),
             live_bytes=store.live_bytes,
             log_bytes=0,
@@ -266,10 +257,7 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
 
     async def close(self) -> None:
         """Mark the client closed; the records stay with the storage client."""
-        if not self._closed:
-            self._closed = True
-            self._store.accessed_at = self.accessed_at
-            self._store.modified_at = self.modified_at
+        self._closed = True
 
     async def drop(self) -> None:
         """Forget the store and its records."""

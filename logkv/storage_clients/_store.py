@@ -1,0 +1,447 @@
+"""The engine-backed store core: one open logkv store folder, whatever API serves it.
+
+:class:`EngineStore` owns what an open store is besides its values' codec: the
+:class:`~logkv.Engine`, ``META.json`` and the timestamps it keeps, the public files, compaction
+(automatic and on demand), waiting for group commits, purge, close and drop. It takes and
+returns stored bytes and content types; the two APIs over it are thin adapters that bring
+their own value codec: logkv's :mod:`~logkv.storage_clients.disk` client (values by
+:mod:`logkv.content`) and the Crawlee adapter :mod:`logkv.crawlee` (values by Crawlee's rules).
+
+The engine is fast enough to call inline: a small append or point read costs microseconds,
+less than a hop to a worker thread would. Only what could block the event loop for long goes to
+a thread: values larger than ``Configuration.offload_threshold``, opening (log replay),
+compaction, purge, close and drop. Under ``Durability.FSYNC`` a write is appended inline and its
+task awaits the engine's group commit (one fsync shared by the tasks that wait), holding no
+thread.
+
+Timestamps live in the store's :class:`~logkv.storage_clients._meta.StoreMeta`, updated in
+memory on every call (opening counts as an access) and written to ``META.json`` by
+:meth:`EngineStore.save_meta`: on upkeep, after a purge and on close.
+
+Threads: an :class:`EngineStore` has no lock. Its own fields (timestamps, the running
+compaction, ``closed``) are read and written on the event loop only; worker threads get the
+engine, which is thread-safe, a copy of the metadata to write, or the public files of one
+large value (whose single-key updates are atomic under the GIL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+from ..compaction import CompactionResult
+from ..configuration import Configuration
+from ..engine import Commit, Engine
+from ..errors import StoreClosedError
+from ..fsutil import empty_trash, move_to_trash
+from ..index import IndexEntry
+from ..options import Durability
+from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
+from ._folders import check_kind, refuse_foreign_folder, trash_of
+from ._meta import StoreMeta, read_meta, write_meta
+from ._public import PublicFiles
+
+log = logging.getLogger(__name__)
+
+_now = time.time
+_to_thread = asyncio.to_thread
+
+#: A stored record as the engine returns it: its index entry and its bytes (None: a stored None).
+Found = tuple[IndexEntry, bytes | None]
+
+
+class EngineStore:
+    """One open store folder: its engine, metadata, public files and upkeep (see the module
+    docstring). Open one with :meth:`open`."""
+
+    def __init__(self, engine: Engine, meta: StoreMeta, configuration: Configuration) -> None:
+        #: The engine underneath; adapters read through it directly on their hot paths.
+        self.engine = engine
+        self.folder = engine.path
+        #: The store's identity and its live timestamps (``META.json`` as it is in memory).
+        self.meta = meta
+        self.public = PublicFiles(engine.path)
+        #: Values larger than this many bytes are read and written in a worker thread.
+        self.offload = configuration.offload_threshold
+        self.fsync = configuration.durability is Durability.FSYNC
+        self._auto_compact = configuration.auto_compact
+        self._compaction_bytes = configuration.compaction_min_dead_bytes
+        self._compaction_ratio = configuration.compaction_min_dead_ratio
+        self._compaction: asyncio.Future[Any] | None = None
+        self._saved_stamps = (meta.accessed_at, meta.modified_at)
+        #: True once the store was closed or dropped.
+        self.closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def open(cls, location: StoreLocation, configuration: Configuration) -> EngineStore:
+        """Open (creating if needed) the store at ``location``, replaying its log in a worker
+        thread (see :meth:`open_sync`)."""
+        return await _to_thread(cls.open_sync, location, configuration)
+
+    @classmethod
+    def open_sync(cls, location: StoreLocation, configuration: Configuration) -> EngineStore:
+        """Open (creating if needed) the store at ``location``; blocking.
+
+        Empties the storage directory's trash (what an interrupted drop left), refuses a folder
+        that holds something other than a logkv store (:class:`~logkv.NotALogKVStoreError`) or
+        a store of another kind (``ValueError``: a named store opened as an alias, say), writes
+        ``META.json`` for a new store and checks the public files against the log. Opening
+        counts as an access.
+        """
+        folder = location.path
+        assert folder is not None
+        empty_trash(trash_of(folder))
+        refuse_foreign_folder(folder)
+        meta = read_meta(folder)
+        if meta is not None:
+            check_kind(meta, location, folder)
+        engine = Engine.open(
+            folder,
+            durability=configuration.durability,
+            segment_size=configuration.segment_size,
+            recovery=configuration.recovery,
+            retention=configuration.retention,
+        )
+        try:
+            meta = read_meta(folder)  # again, now that the lock is ours
+            if meta is None:
+                now = _now()
+                meta = StoreMeta(
+                    **location.new_identity(), created_at=now, accessed_at=now, modified_at=now
+                )
+                write_meta(folder, meta)
+            else:
+                check_kind(meta, location, folder)
+            store = cls(engine, meta, configuration)
+            meta.accessed_at = _now()  # saved with the next save
+            store.public.reload(store._keys_from, engine.get_with_type)
+        except BaseException:
+            engine.close()
+            raise
+        return store
+
+    def _keys_from(self, prefix: str) -> Iterator[str]:
+        first = [prefix] if prefix in self.engine else []
+        return chain(first, self.engine.keys(prefix))
+
+    # ------------------------------------------------------------------ state
+
+    def check_open(self) -> None:
+        """Raise :class:`~logkv.StoreClosedError` once the store was closed or dropped."""
+        if self.closed:
+            raise StoreClosedError(f"the key-value store at {self.folder} is closed or dropped")
+
+    def touch(self, modified: bool = False) -> None:
+        """Note an access (and a modification) now."""
+        touch(self.meta, modified)
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(self, key: str) -> Found | None:
+        """The record of ``key`` now (an access), read in a worker thread when it is large;
+        None when there is none."""
+        self.meta.accessed_at = _now()
+        entry = self.engine.entry(key)
+        if entry is None:
+            return None
+        return await self.read_entry(key, entry)
+
+    async def read_entry(self, key: str, entry: IndexEntry) -> Found | None:
+        """The record of ``key`` whose entry was ``entry`` (the entry again if a compaction
+        moved the record meanwhile), in a worker thread when it is large."""
+        if entry.size > self.offload:
+            return await _to_thread(self.engine.get_record, key, entry)
+        return self.engine.get_record(key, entry)
+
+    def contains(self, key: str) -> bool:
+        """True when ``key`` holds a record (an access; an index lookup, no read)."""
+        self.meta.accessed_at = _now()
+        return key in self.engine
+
+    def key_batches(self, start: str | None, limit: int | None) -> AsyncIterator[list[str]]:
+        """The keys after ``start`` (at most ``limit``), in batches, yielding to the event loop
+        after each (see :func:`~logkv.storage_clients._base.paced_key_batches`). An access."""
+        self.meta.accessed_at = _now()
+        engine = self.engine
+        return paced_key_batches(start, limit, lambda after, count: list(engine.keys(after, count)))
+
+    async def entries(
+        self, start: str | None, limit: int | None
+    ) -> AsyncIterator[tuple[str, IndexEntry]]:
+        """``(key, index entry)`` in key order after ``start`` (at most ``limit`` keys); each
+        entry is looked up when its turn comes, so a record deleted before then is skipped."""
+        entry_of = self.engine.entry
+        async for batch in self.key_batches(start, limit):
+            for key in batch:
+                entry = entry_of(key)
+                if entry is not None:
+                    yield key, entry
+
+    async def public_url(self, key: str) -> str:
+        """Materialise ``key`` as ``public/{KEY}.{EXT}`` in the store folder; its ``file://``
+        URL. The file follows the record from then on (rewritten on change, removed on delete).
+
+        Raises ``KeyError`` when ``key`` holds no record.
+        """
+        found = await self.read(key)
+        if found is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        entry, data = found
+        path = await self._publish(key, data, entry.content_type)
+        return path.absolute().as_uri()
+
+    # ------------------------------------------------------------------ writes
+
+    def write_nowait(
+        self, key: str, data: bytes | None, content_type: str | None
+    ) -> Coroutine[Any, Any, None] | None:
+        """Append a record of ``key``: None once written inline, or a coroutine to await that
+        finishes a large write (in a worker thread) or waits for the write's fsync; the write
+        is durable (to the chosen level) when it returns."""
+        now = _now()
+        meta = self.meta
+        meta.accessed_at = now
+        meta.modified_at = now
+        if data is not None and len(data) > self.offload:
+            return self._write_in_thread(key, data, content_type)
+        if self.fsync:
+            # Durability.FSYNC: append inline, then await the batch's fsync without parking a
+            # thread per write; concurrent tasks share one fdatasync (group commit).
+            _, commit = self.engine.set_deferred(key, data, content_type)
+            return self._publish_after(commit, key, data, content_type)
+        self.engine.set(key, data, content_type)
+        if key in self.public.published:
+            self.public.publish(key, data or b"", content_type)
+        return None
+
+    async def _write_in_thread(self, key: str, data: bytes, content_type: str | None) -> None:
+        await _to_thread(self.engine.set, key, data, content_type)
+        if key in self.public.published:
+            await self._publish(key, data, content_type)
+
+    async def _publish_after(
+        self, commit: Commit, key: str, data: bytes | None, content_type: str | None
+    ) -> None:
+        await wait_for_commit(commit)
+        if key in self.public.published:
+            await self._publish(key, data, content_type)
+
+    async def _publish(self, key: str, data: bytes | None, content_type: str | None) -> Path:
+        if data is not None and len(data) > self.offload:
+            return await _to_thread(self.public.publish, key, data, content_type)
+        return self.public.publish(key, data or b"", content_type)
+
+    async def delete(self, key: str) -> bool:
+        """Append a delete record for ``key`` if it holds a record; True if it did."""
+        now = _now()
+        self.meta.accessed_at = now
+        if self.fsync:
+            existed, commit = self.engine.delete_deferred(key)
+            await wait_for_commit(commit)
+        else:
+            existed = self.engine.delete(key)
+        if existed:
+            self.meta.modified_at = now
+        if key in self.public.published:
+            self.public.remove(key)
+        return existed
+
+    async def purge(self) -> None:
+        """Delete every record (one delete record each, so ``logkv history`` shows the purge)
+        and every public file, then save the timestamps; the store, its id and its metadata
+        remain."""
+        self.check_open()
+        try:
+            await _to_thread(_delete_all, self.engine)
+        finally:
+            await _to_thread(self.public.clear)
+        self.touch(modified=True)
+        await self.save_meta()
+
+    # ------------------------------------------------------------------ upkeep
+
+    async def save_meta(self) -> None:
+        """Write ``META.json`` (in a worker thread) if the timestamps changed since it was."""
+        meta = self._meta_to_save()
+        if meta is not None:
+            await _to_thread(write_meta, self.folder, meta)
+
+    def _meta_to_save(self) -> StoreMeta | None:
+        """A copy of the metadata to write when the timestamps changed since the last save
+        (noted as saved), else None."""
+        meta = self.meta
+        stamps = (meta.accessed_at, meta.modified_at)
+        if stamps == self._saved_stamps:
+            return None
+        self._saved_stamps = stamps
+        return dataclasses.replace(meta)
+
+    async def maintain(self) -> None:
+        """Upkeep: save changed timestamps, then compact when automatic compaction is on and
+        the thresholds are passed, waiting for the compaction (see :meth:`start_compaction`)."""
+        if self.closed:
+            return
+        await self.save_meta()
+        compaction = self.start_compaction()
+        if compaction is not None:
+            await asyncio.shield(compaction)
+
+    def start_compaction(self) -> asyncio.Future[Any] | None:
+        """Start an automatic compaction in a worker thread when it is on, none runs and the
+        thresholds are passed; its task, or None. Its failure is logged, never raised (the
+        store stays as it was; the next upkeep tries again)."""
+        if self.closed or not self._auto_compact or self._compaction is not None:
+            return None
+        if not self.engine.should_compact(self._compaction_bytes, self._compaction_ratio):
+            return None
+        self._compaction = asyncio.ensure_future(self._compact_automatically())
+        return self._compaction
+
+    async def _compact_automatically(self) -> None:
+        try:
+            result = await _to_thread(self.engine.compact)
+            log.info("compacted %s: %s", self.folder, result)
+        except StoreClosedError:
+            pass
+        except Exception:
+            log.exception("compaction of %s failed", self.folder)
+        finally:
+            self._compaction = None
+
+    async def compact(self, retention: str | None = None) -> CompactionResult:
+        """Compact now, in a worker thread (after any automatic compaction still running);
+        its failure is raised."""
+        self.check_open()
+        while self._compaction is not None:
+            with contextlib.suppress(Exception):
+                await self._compaction
+        self._compaction = asyncio.ensure_future(_to_thread(self.engine.compact, retention))
+        try:
+            result: CompactionResult = await self._compaction
+        finally:
+            self._compaction = None
+        return result
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Let a running compaction finish, save the timestamps, make pending writes durable and
+        release the store's lock (idempotent)."""
+        if self.closed:
+            return
+        await self._stop()
+        try:
+            await self.save_meta()
+        finally:
+            await _to_thread(self.engine.close)
+
+    def close_sync(self) -> None:
+        """:meth:`close` without an event loop (at process exit; a running compaction is left
+        to the engine's close)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            meta = self._meta_to_save()
+            if meta is not None:
+                write_meta(self.folder, meta)
+        finally:
+            self.engine.close()
+
+    async def drop(self) -> None:
+        """Delete the store and its folder, all or nothing (see :func:`drop_store`); the store
+        is closed afterwards."""
+        self.check_open()
+        await self._stop()
+        await _to_thread(drop_store, self.engine)
+
+    async def _stop(self) -> None:
+        """Refuse further calls and let a running compaction finish (shielded, so that a
+        cancelled close does not cancel the compaction; its failure was already reported to
+        whoever awaited it)."""
+        self.closed = True
+        compaction = self._compaction
+        if compaction is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(compaction)
+
+
+class StoreAdapter:
+    """What every API's client of an open :class:`EngineStore` shows of it (a base class of
+    the adapters): the store's folder, its engine and whether it is closed."""
+
+    _store: EngineStore
+
+    @property
+    def path(self) -> Path:
+        """The store's folder."""
+        return self._store.folder
+
+    @property
+    def engine(self) -> Engine:
+        """The engine underneath (for tools)."""
+        return self._store.engine
+
+    @property
+    def closed(self) -> bool:
+        """True once the store was closed or dropped."""
+        return self._store.closed
+
+
+def drop_store(engine: Engine) -> None:
+    """Delete the store of ``engine``, all or nothing (blocking: run it in a thread).
+
+    The folder is renamed into the storage directory's trash in one step while the engine still
+    holds the store's lock (so no other process has it open for writing), the rename is made
+    durable, the engine is closed, and only then are the files deleted. A crash before the
+    rename leaves the store whole; after it, the store is gone and its name free, and the next
+    open of a store of this storage directory deletes what is left in the trash.
+    """
+    try:
+        moved = move_to_trash(engine.path, trash_of(engine.path))
+    except BaseException:
+        engine.close()
+        raise
+    engine.close(keep=False)
+    empty_trash(moved.parent)
+
+
+def _delete_all(engine: Engine) -> None:
+    while True:
+        keys = list(engine.keys(None, ITERATION_BATCH))
+        if not keys:
+            return
+        for key in keys:
+            engine.delete(key)
+
+
+async def wait_for_commit(commit: Commit) -> None:
+    """Await a group-commit batch: the syncer thread resolves a future on this event loop.
+
+    Raises :class:`~logkv.errors.SyncFailedError` when the batch's fdatasync failed.
+    """
+    if commit.done.is_set():
+        commit.wait()
+        return
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(_: BaseException | None) -> None:
+        if not future.done():
+            future.set_result(None)
+
+    def from_syncer(error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, error)
+
+    commit.add_done_callback(from_syncer)
+    await future
+    commit.wait()  # raises SyncFailedError if the fdatasync failed
