@@ -42,7 +42,8 @@ from .format import (
 )
 from .fsutil import open_for_reading
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
-from .replay import Entry, frame_length, next_valid_frame, synced_shortfall, tail_is_torn
+from .replay import Entry, frame_length
+from .scan import is_torn_tail, next_valid_frame, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
@@ -512,7 +513,7 @@ def _verify(folder: Path) -> VerifyReport:
             with open_for_reading(path) as file:
                 size = os.fstat(file.fileno()).st_size
                 if size < SEGMENT_HEADER_SIZE:
-                    if i != len(segments) - 1 or not tail_is_torn(mark, number, 0):
+                    if i != len(segments) - 1 or not is_torn_tail(mark, number, 0, True, None):
                         problems.append(f"{path}: segment is cut short")
                     last_end = 0
                     continue
@@ -566,7 +567,7 @@ def _is_torn_tail(
 ) -> bool:
     """Open's torn-tail rule, for the bad frame at ``at`` of the last segment: no valid frame
     after it, and it lies past the synced mark."""
-    if not tail_is_torn(mark, number, at):
+    if not is_torn_tail(mark, number, at, True, None):
         return False
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         return next_valid_frame(buf, at, len(buf), cut_short, True) is None

@@ -60,7 +60,7 @@ from ..format import (
 )
 from ..history import missing_end
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
-from ..replay import next_valid_frame, tail_is_torn  # open's torn-tail rule, shared
+from ..scan import is_torn_tail, next_valid_frame  # open's torn-tail rule, shared
 from ..snapshot import load_snapshot
 from ..synced import read_synced_mark
 from .render import iso_timestamp, value_fields
@@ -161,7 +161,7 @@ class _Reader:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size == 0:
-                torn = is_last and number is not None and tail_is_torn(self.synced, number, 0)
+                torn = number is not None and is_torn_tail(self.synced, number, 0, is_last, None)
                 kind = "torn_tail" if torn else "corruption"
                 yield problem_line(kind, path, 0, 0, "empty segment (no header)")
                 return
@@ -173,7 +173,7 @@ class _Reader:
                     torn = (
                         is_last
                         and size < SEGMENT_HEADER_SIZE
-                        and tail_is_torn(self.synced, expected, 0)
+                        and is_torn_tail(self.synced, expected, 0, True, None)
                     )
                     yield problem_line(
                         "torn_tail" if torn else "corruption", path, 0, size, problem
@@ -218,7 +218,7 @@ class _Reader:
                 reason, cut_short, at = bad.args
             following = next_valid_frame(buf, at, end, cut_short, is_last)
             stop = end if following is None else following
-            torn = following is None and is_last and tail_is_torn(self.synced, number, at)
+            torn = is_torn_tail(self.synced, number, at, is_last, following)
             kind = "torn_tail" if torn else "corruption"
             yield problem_line(kind, path, at, stop, reason)
             self.chain = None  # what the dropped bytes held is unknown: re-anchor
