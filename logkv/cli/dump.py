@@ -367,7 +367,7 @@ class StoreDump:
                 yield _unreadable(path, exc)
         if target.is_dir():
             listed = [(n, p) for n, p in chosen.segments if n is not None]
-            gap = missing_end(target, listed)
+            gap = missing_end(target, listed, reader.synced)
             if gap is not None:
                 yield problem_line("corruption", gap.path, gap.offset, 0, gap.reason)
 
