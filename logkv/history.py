@@ -451,7 +451,7 @@ def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
     try:
         _, fields = read_frame(buf, offset, offset + frame_length(entry))
     except BadFrame as bad:
-        raise CorruptionError(path, offset, bad.args[0]) from None
+        raise CorruptionError(path, offset, bad.reason) from None
     record = decode_fields(fields)
     if not isinstance(record, SetRecord) or record.key != key:
         found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"

@@ -332,4 +332,3 @@ def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
     writer's compaction retired it after the dump listed it), else ``unreadable``."""
     kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
     return problem_line(kind, path, 0, 0, str(exc))
-
