@@ -268,9 +268,9 @@ def history_start(folder: Path) -> int:
 def iter_log(folder: Path) -> Iterator[LoggedRecord]:
     """Every record of the store's retained history, in sequence order.
 
-    A cut-short tail of the last segment (a writer mid-append, or a crash not yet recovered)
-    ends the iteration; any other damage, or a gap in the history, raises
-    :class:`CorruptionError`.
+    A torn tail of the last segment (a writer mid-append, or a crash not yet recovered) ends
+    the iteration; any other damage, or a gap in the history, raises :class:`CorruptionError`
+    (the rule of an open: :mod:`logkv.scan`).
     """
     yield from retained_log(folder).records()
 
