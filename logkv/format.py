@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -89,7 +89,14 @@ Record = SetRecord | DeleteRecord
 
 
 class BadFrame(Exception):  # noqa: N818 - internal control-flow signal, never escapes logkv
-    """Raised inside the reader for bytes that are not a valid frame."""
+    """The bytes at ``offset`` are not a valid frame: ``reason`` says why, and ``cut_short`` is
+    True when the frame is merely cut short (it would be valid if more bytes followed)."""
+
+    def __init__(self, reason: str, cut_short: bool, offset: int) -> None:
+        super().__init__(reason, cut_short, offset)
+        self.reason = reason
+        self.cut_short = cut_short
+        self.offset = offset
 
 
 def encode_segment_header(number: int) -> bytes:
@@ -111,6 +118,14 @@ def check_segment_header(data: bytes, number: int) -> str | None:
     if stored_number != number:
         return f"segment header says number {stored_number}, file name says {number}"
     return None
+
+
+def stored_segment_number(data: bytes) -> int:
+    """The segment number the header ``data`` claims, unchecked (0 when it is cut short)."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return 0
+    number: int = SEGMENT_HEADER.unpack_from(data, 0)[2]
+    return number
 
 
 def encode_record(
@@ -164,30 +179,29 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     """Decode the frame at ``pos``: its total length and its body fields.
 
     Raises :class:`BadFrame` when the bytes at ``pos`` (up to ``end``) are not a whole valid
-    frame; ``BadFrame.args[0]`` says why and ``args[1]`` is True when the frame is merely cut
-    short (it would be valid if more bytes followed).
+    frame.
     """
     if end - pos < FRAME_HEADER_SIZE:
-        raise BadFrame("frame header is cut short", True)
+        raise BadFrame("frame header is cut short", True, pos)
     magic, crc, length, _ = FRAME_HEADER.unpack_from(buf, pos)
     if magic != RECORD_MAGIC:
-        raise BadFrame("no record magic", False)
+        raise BadFrame("no record magic", False, pos)
     stop = pos + FRAME_HEADER_SIZE + length
     if stop > end:
-        raise BadFrame(f"record of {length} bytes runs past the end of the file", True)
+        raise BadFrame(f"record of {length} bytes runs past the end of the file", True, pos)
     view = memoryview(buf)[pos + _CRC_START : stop]
     try:
         if _crc32(view) != crc:
-            raise BadFrame("checksum mismatch", False)
+            raise BadFrame("checksum mismatch", False, pos)
         fields = _unpackb(view[FRAME_HEADER_SIZE - _CRC_START :], use_list=False)
     except BadFrame:
         raise
     except Exception as exc:
-        raise BadFrame(f"undecodable body ({exc})", False) from None
+        raise BadFrame(f"undecodable body ({exc})", False, pos) from None
     finally:
         view.release()
     if not _valid_fields(fields):
-        raise BadFrame("body is not a logkv record", False)
+        raise BadFrame("body is not a logkv record", False, pos)
     return stop - pos, fields
 
 
@@ -205,12 +219,16 @@ def _valid_fields(fields: Any) -> bool:
     )
 
 
-def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[Any, ...]]]:
-    """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos``.
+def iter_frames(
+    buf: Any, pos: int, end: int, resync: Callable[[BadFrame], int | None] | None = None
+) -> Generator[tuple[int, int, tuple[Any, ...]], None, None]:
+    """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos`` to
+    ``end``.
 
-    Stops at ``end`` or raises :class:`BadFrame` (carrying the offset as ``args[2]``) at the
-    first bad frame. This is replay's inner loop, so it inlines :func:`read_frame`'s checks for
-    the common case and defers to it to explain a bad frame.
+    At a bad frame it raises :class:`BadFrame`, or, given ``resync``, calls ``resync(bad)``,
+    which returns the offset to read on from (None: stop there). This is replay's inner loop,
+    so it inlines :func:`read_frame`'s checks for the common case and defers to it to explain
+    a bad frame; :mod:`logkv.scan` supplies ``resync`` (the torn-tail rule and the reports).
     """
     unpack_header = FRAME_HEADER.unpack_from
     crc32 = _crc32
@@ -241,11 +259,22 @@ def iter_frames(buf: Any, pos: int, end: int) -> Iterator[tuple[int, int, tuple[
                         yield pos, stop - pos, fields
                         pos = stop
                         continue
-            try:
-                read_frame(buf, pos, end)
-            except BadFrame as bad:
-                raise BadFrame(bad.args[0], bad.args[1], pos) from None
-            raise BadFrame("body is not a logkv record", False, pos)  # pragma: no cover
+            bad = _explain(buf, pos, end)
+            if resync is None:
+                raise bad
+            following = resync(bad)
+            if following is None:
+                return
+            pos = following
+
+
+def _explain(buf: Any, pos: int, end: int) -> BadFrame:
+    """Why the frame at ``pos`` is bad (the fast path of :func:`iter_frames` rejected it)."""
+    try:
+        read_frame(buf, pos, end)
+    except BadFrame as bad:
+        return bad
+    return BadFrame("body is not a logkv record", False, pos)  # pragma: no cover
 
 
 def find_next_frame(buf: Any, pos: int, end: int) -> int | None:

@@ -15,7 +15,7 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import mmap
-import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,15 +34,13 @@ from .format import (
     SetRecord,
     SyncedMark,
     chain_of,
-    check_segment_header,
     decode_fields,
-    iter_frames,
-    next_chain,
     read_frame,
 )
 from .fsutil import open_for_reading
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
-from .replay import Entry, frame_length, next_valid_frame, synced_shortfall, tail_is_torn
+from .replay import Entry, frame_length
+from .scan import SegmentReader, fail_on_damage, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
@@ -96,9 +94,10 @@ def log_segments(folder: Path) -> list[tuple[int, Path]]:
     return ordered[max(start, 0) :]
 
 
-def _retrying(read: Callable[[], _T]) -> _T:
+def retrying(read: Callable[[], _T]) -> _T:
     """Run ``read`` again when a file it listed vanished before it read it: a compaction by
-    the live writer retired it, and the next listing shows the newer state."""
+    the live writer retired it, and the next listing shows the newer state. Raises
+    :class:`StoreChangedError` when that kept happening."""
     for _ in range(_ATTEMPTS - 1):
         try:
             return read()
@@ -115,7 +114,7 @@ def _retrying(read: Callable[[], _T]) -> _T:
 
 def newest_snapshot(folder: Path) -> tuple[SnapshotInfo, dict[str, Any]] | None:
     """The newest snapshot that loads, or None."""
-    return _retrying(lambda: _newest_snapshot(folder))
+    return retrying(lambda: _newest_snapshot(folder))
 
 
 def _newest_snapshot(
@@ -136,17 +135,32 @@ def _newest_snapshot(
 class RetainedLog:
     """One view of a store's retained history: an unbroken run of segments (archived ones
     first) and, when the run does not start at segment 1, the snapshot ``base`` that holds
-    the state before it. ``gap`` says why the history is not contiguous (None: it is)."""
+    the state before it. ``gap`` says why the history is not contiguous (None: it is);
+    ``synced`` is the store's synced mark, read after the segments were listed."""
 
     folder: Path
     segments: list[tuple[int, Path]]
     base: tuple[SnapshotInfo, dict[str, Any]] | None = None
     gap: CorruptionError | None = None
+    synced: SyncedMark | None = None
 
     @property
     def start(self) -> int:
         """The first sequence number whose record is in :attr:`segments` (1: complete)."""
         return 1 if self.base is None else self.base[0].last_seq + 1
+
+    @property
+    def first_chain(self) -> bytes | None:
+        """The chain value the first record of :attr:`segments` follows: the genesis value,
+        the base snapshot's chain head, or None (unknown: the first record is taken on trust)
+        when the run starts inside what the snapshot covers (a compaction was retiring it) or
+        after a gap."""
+        if not self.segments or self.segments[0][0] == 1:
+            return GENESIS_CHAIN
+        base = self.base
+        if base is not None and base[0].covers + 1 == self.segments[0][0]:
+            return base[0].chain
+        return None
 
     def checked(self) -> RetainedLog:
         """This view, or :attr:`gap` raised when the history is not contiguous."""
@@ -154,39 +168,63 @@ class RetainedLog:
             raise self.gap
         return self
 
+    def records(self) -> Iterator[LoggedRecord]:
+        """Every record of :attr:`segments`, in order. A torn tail of the last segment (a
+        writer mid-append, or a crash not yet recovered) ends them; any other damage raises
+        :class:`~logkv.errors.CorruptionError`."""
+        segments = self.segments
+        for i, (number, path) in enumerate(segments):
+            with SegmentReader(
+                path,
+                number,
+                is_last=i == len(segments) - 1,
+                synced=self.synced,
+                report=fail_on_damage,
+            ) as reader:
+                buf = reader.buf
+                for offset, length, fields in reader.frames():
+                    yield LoggedRecord(
+                        path, offset, length, decode_fields(fields), chain_of(buf, offset)
+                    )
+
 
 def retained_log(folder: Path) -> RetainedLog:
     """The store's retained history, checked to be contiguous: raises
     :class:`~logkv.errors.CorruptionError` when segments are missing and no intact snapshot
     holds what they held (a lost segment, or a damaged snapshot under retention delete)."""
-    return _retrying(lambda: _survey(folder).checked())
+    return retrying(lambda: survey(folder).checked())
 
 
-def _survey(folder: Path) -> RetainedLog:
+def survey(folder: Path, *, check_end: bool = True) -> RetainedLog:
     """List the segments, then find the snapshot the run needs. The snapshot is looked up
     after the listing, so it covers every segment a running compaction retired before then:
     a gap it does not cover is damage, never a race with the writer. A run that ends before
-    the segment the synced mark names (the newest segment was lost) is damage too."""
+    the segment the synced mark names (the newest segment was lost) is damage too, unless
+    ``check_end`` is False (the caller checks the log's end itself)."""
     found = _survey_start(folder)
-    if found.gap is not None:
+    if found.gap is not None or not check_end:
         return found
-    end_gap = missing_end(folder, found.segments)
+    end_gap = missing_end(folder, found.segments, found.synced)
     return found if end_gap is None else replace(found, gap=end_gap)
 
 
-def missing_end(folder: Path, segments: list[tuple[int, Path]]) -> CorruptionError | None:
-    """Damage when the synced mark names a segment after the last of ``segments`` (the
-    store's, as listed) that no snapshot covers: the newest segment of the log is missing."""
+def missing_end(
+    folder: Path, segments: list[tuple[int, Path]], synced: SyncedMark | None
+) -> CorruptionError | None:
+    """Damage when the synced mark ``synced`` names a segment after the last of ``segments``
+    (the store's, as listed) that no snapshot covers: the newest segment of the log is
+    missing."""
     newest = max((covers for covers, _ in list_snapshots(folder)), default=0)
     last = segments[-1][0] if segments else 0
-    return synced_shortfall(read_synced_mark(folder), folder, last, None, newest)
+    return synced_shortfall(synced, folder, last, None, newest)
 
 
 def _survey_start(folder: Path) -> RetainedLog:
-    """:func:`_survey` without the check of the log's end."""
+    """:func:`survey` without the check of the log's end."""
     segments = log_segments(folder)
+    synced = read_synced_mark(folder)
     if segments and segments[0][0] == 1:
-        return RetainedLog(folder, segments)
+        return RetainedLog(folder, segments, synced=synced)
     damaged: list[CorruptionError] = []
     snap = _newest_snapshot(folder, damaged)
     if segments:
@@ -194,11 +232,12 @@ def _survey_start(folder: Path) -> RetainedLog:
     else:  # no segment at all: the snapshots alone hold the store
         need = max((covers for covers, _ in list_snapshots(folder)), default=0)
     if need == 0:
-        return RetainedLog(folder, segments)
+        return RetainedLog(folder, segments, synced=synced)
     covered = 0 if snap is None else snap[0].covers
     if covered >= need:
-        return RetainedLog(folder, segments, snap)
-    return RetainedLog(folder, segments, snap, _gap_error(folder, covered, need, damaged))
+        return RetainedLog(folder, segments, snap, synced=synced)
+    gap = _gap_error(folder, covered, need, damaged)
+    return RetainedLog(folder, segments, snap, gap, synced)
 
 
 def _gap_error(
@@ -229,37 +268,11 @@ def history_start(folder: Path) -> int:
 def iter_log(folder: Path) -> Iterator[LoggedRecord]:
     """Every record of the store's retained history, in sequence order.
 
-    A cut-short tail of the last segment (a writer mid-append, or a crash not yet recovered)
-    ends the iteration; any other damage, or a gap in the history, raises
-    :class:`CorruptionError`.
+    A torn tail of the last segment (a writer mid-append, or a crash not yet recovered) ends
+    the iteration; any other damage, or a gap in the history, raises :class:`CorruptionError`
+    (the rule of an open: :mod:`logkv.scan`).
     """
-    yield from _iter_segments(retained_log(folder).segments)
-
-
-def _iter_segments(segments: list[tuple[int, Path]]) -> Iterator[LoggedRecord]:
-    for i, (number, path) in enumerate(segments):
-        yield from _iter_segment(path, number, is_last=i == len(segments) - 1)
-
-
-def _iter_segment(path: Path, number: int, is_last: bool) -> Iterator[LoggedRecord]:
-    with open_for_reading(path) as file:
-        size = os.fstat(file.fileno()).st_size
-        if size < SEGMENT_HEADER_SIZE:
-            if is_last:
-                return
-            raise CorruptionError(path, 0, "segment is cut short")
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
-            if problem is not None:
-                raise CorruptionError(path, 0, problem)
-            try:
-                for offset, length, fields in iter_frames(buf, SEGMENT_HEADER_SIZE, size):
-                    yield LoggedRecord(
-                        path, offset, length, decode_fields(fields), chain_of(buf, offset)
-                    )
-            except BadFrame as bad:
-                if not is_last:
-                    raise CorruptionError(path, bad.args[2], bad.args[0]) from None
+    yield from retained_log(folder).records()
 
 
 def key_history(folder: Path, key: str) -> list[LoggedRecord]:
@@ -286,15 +299,16 @@ class KeyLog:
 def key_log(folder: Path, key: str) -> KeyLog:
     """``key``'s history (see :func:`key_history`) with what the snapshot it starts at kept."""
     validate_key(key)
-    return _retrying(lambda: _key_log(folder, key))
+    return retrying(lambda: _key_log(folder, key))
 
 
 def _key_log(folder: Path, key: str) -> KeyLog:
-    log = _survey(folder).checked()
+    log = survey(folder).checked()
     needle = msgpack.packb(key)
     found: list[LoggedRecord] = []
-    for number, path in log.segments:
-        found.extend(_key_in_segment(path, number, key, needle))
+    for i, (number, path) in enumerate(log.segments):
+        is_last = i == len(log.segments) - 1
+        found.extend(_key_in_segment(path, number, is_last, log.synced, key, needle))
     found.sort(key=lambda r: r.record.seq)
     kept = None
     if log.base is not None and (entry := log.base[1].get(key)) is not None:
@@ -304,26 +318,27 @@ def _key_log(folder: Path, key: str) -> KeyLog:
     return KeyLog(log, found, kept)
 
 
-def _key_in_segment(path: Path, number: int, key: str, needle: bytes) -> Iterator[LoggedRecord]:
-    with open_for_reading(path) as file:
-        size = os.fstat(file.fileno()).st_size
-        if size <= SEGMENT_HEADER_SIZE:
-            return
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            if check_segment_header(buf[:SEGMENT_HEADER_SIZE], number) is not None:
-                raise CorruptionError(path, 0, "bad segment header")
-            hit = buf.find(needle, SEGMENT_HEADER_SIZE)
-            while hit >= 0:
-                frame = _frame_around(buf, hit, size)
-                if frame is None:
-                    hit = buf.find(needle, hit + 1)
-                    continue
-                start, length, fields = frame
-                if fields[3] == key:
-                    yield LoggedRecord(
-                        path, start, length, decode_fields(fields), chain_of(buf, start)
-                    )
-                hit = buf.find(needle, start + length)
+def _key_in_segment(
+    path: Path, number: int, is_last: bool, synced: SyncedMark | None, key: str, needle: bytes
+) -> Iterator[LoggedRecord]:
+    """The records of ``key`` in segment ``path``, found by searching for ``needle`` (the
+    key's encoded bytes) and decoding only the valid frames around the hits."""
+    with SegmentReader(
+        path, number, is_last=is_last, synced=synced, report=fail_on_damage
+    ) as reader:
+        if not reader.check_header():
+            return  # a torn tail: nothing was written yet
+        buf, size = reader.buf, reader.size
+        hit = buf.find(needle, SEGMENT_HEADER_SIZE)
+        while hit >= 0:
+            frame = _frame_around(buf, hit, size)
+            if frame is None:
+                hit = buf.find(needle, hit + 1)
+                continue
+            start, length, fields = frame
+            if fields[3] == key:
+                yield LoggedRecord(path, start, length, decode_fields(fields), chain_of(buf, start))
+            hit = buf.find(needle, start + length)
 
 
 def _frame_around(buf: Any, pos: int, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
@@ -364,7 +379,7 @@ def fold_state(
 ) -> dict[str, _T]:
     """:func:`state_at` with each live record turned into ``keep(record)`` as it is folded
     in (say, a digest of its value, to hold a big store's state in little memory)."""
-    return _retrying(lambda: _fold_state(folder, keep, until_seq, until_us))
+    return retrying(lambda: _fold_state(folder, keep, until_seq, until_us))
 
 
 def _fold_state(
@@ -372,7 +387,7 @@ def _fold_state(
 ) -> dict[str, _T]:
     # One view for both where the history starts and what is replayed: a compaction between
     # two listings could otherwise pair a log that starts late with no snapshot.
-    log = _survey(folder).checked()
+    log = survey(folder).checked()
     state: dict[str, _T] = {}
     if log.base is not None:
         info = log.base[0]
@@ -388,7 +403,7 @@ def _fold_state(
             state[kept.key] = keep(kept)
     # Segments the snapshot covers may still be listed (a compaction was retiring them):
     # replaying their records again over the snapshot's state leaves that state unchanged.
-    for logged in _iter_segments(log.segments):
+    for logged in log.records():
         record = logged.record
         if until_seq is not None and record.seq > until_seq:
             break
@@ -436,7 +451,7 @@ def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
     try:
         _, fields = read_frame(buf, offset, offset + frame_length(entry))
     except BadFrame as bad:
-        raise CorruptionError(path, offset, bad.args[0]) from None
+        raise CorruptionError(path, offset, bad.reason) from None
     record = decode_fields(fields)
     if not isinstance(record, SetRecord) or record.key != key:
         found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"
@@ -446,127 +461,16 @@ def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
     return record
 
 
-def _chain_before(log: RetainedLog) -> bytes | None:
-    """The chain value the first record of ``log`` follows: the genesis value, the base
-    snapshot's chain head, or None (unknown: the first record is taken on trust) when the run
-    starts inside what the snapshot covers (a compaction was retiring it) or after a gap."""
-    if not log.segments or log.segments[0][0] == 1:
-        return GENESIS_CHAIN
-    base = log.base
-    return base[0].chain if base is not None and base[0].covers + 1 == log.segments[0][0] else None
+def __getattr__(name: str) -> Any:
+    """``verify`` and ``VerifyReport`` moved to :mod:`logkv.verify`; the old names still
+    work, with a :class:`DeprecationWarning`."""
+    if name in ("verify", "VerifyReport"):
+        warnings.warn(
+            f"logkv.history.{name} moved to logkv.verify.{name}", DeprecationWarning, stacklevel=2
+        )
+        # Imported only when the old name is used (logkv.verify itself reads this module),
+        # so importing either module never imports the other in a cycle.
+        from . import verify  # noqa: PLC0415
 
-
-@dataclass
-class VerifyReport:
-    """What :func:`verify` checked and the problems it found (empty ``problems``: all good)."""
-
-    records: int = 0
-    snapshot_records: int = 0
-    chain_checked: int = 0
-    problems: list[str] | None = None
-    #: A torn tail found at the end of the log (open drops it; not a problem).
-    torn_tail: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem was found."""
-        return not self.problems
-
-
-def verify(folder: Path) -> VerifyReport:
-    """Check every frame's checksum, the hash chain across all retained segments (from the
-    genesis value, or from the snapshot's chain head when older segments were deleted), and
-    every snapshot record against its hint entry. Reports the first broken chain link."""
-    return _retrying(lambda: _verify(folder))
-
-
-def _verify(folder: Path) -> VerifyReport:
-    report = VerifyReport(problems=[])
-    problems = report.problems
-    assert problems is not None
-    retained = _survey_start(folder)  # the end of the log is checked below, offsets included
-    if retained.gap is not None:
-        problems.append(str(retained.gap))
-    snap = _newest_snapshot(folder)
-    for covers, path in list_snapshots(folder):
-        try:
-            load_snapshot(path, covers)
-        except CorruptionError as exc:
-            problems.append(str(exc))
-    if snap is not None:
-        try:
-            report.snapshot_records = sum(1 for _ in iter_snapshot_records(snap[0].path))
-        except CorruptionError as exc:
-            problems.append(str(exc))
-    segments = retained.segments
-    chain = _chain_before(retained)
-    mark = read_synced_mark(folder)
-    last_end = 0
-    broken = False
-    last_seq = 0
-    for i, (number, path) in enumerate(segments):
-        if i and number != segments[i - 1][0] + 1:
-            problems.append(f"{path}: segment {segments[i - 1][0] + 1} is missing before it")
-            chain = None
-        try:
-            with open_for_reading(path) as file:
-                size = os.fstat(file.fileno()).st_size
-                if size < SEGMENT_HEADER_SIZE:
-                    if i != len(segments) - 1 or not tail_is_torn(mark, number, 0):
-                        problems.append(f"{path}: segment is cut short")
-                    last_end = 0
-                    continue
-                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                    problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
-                    if problem is not None:
-                        problems.append(f"{path}: {problem}")
-                        chain = None
-                        continue
-                    for offset, length, fields in iter_frames(buf, SEGMENT_HEADER_SIZE, size):
-                        report.records += 1
-                        if fields[0] <= last_seq:
-                            problems.append(f"{path} offset {offset}: sequence goes backwards")
-                        last_seq = fields[0]
-                        stored = chain_of(buf, offset)
-                        if chain is not None and not broken:
-                            if next_chain(chain, buf, offset, length) != stored:
-                                problems.append(
-                                    f"{path} offset {offset}: hash chain broken at sequence "
-                                    f"{fields[0]} (the first broken link)"
-                                )
-                                broken = True
-                            else:
-                                report.chain_checked += 1
-                        chain = stored
-        except BadFrame as bad:
-            reason, cut_short, at = bad.args
-            is_last = i == len(segments) - 1
-            if is_last and _is_torn_tail(path, number, at, cut_short, mark):
-                # A torn tail (open drops it): a live writer mid-append, or a crash to recover.
-                report.torn_tail = f"{path} offset {at}: {reason}"
-                last_end = at
-                continue
-            problems.append(f"{path} offset {at}: {reason}")
-            last_end = at
-        else:
-            last_end = size
-    if segments:
-        last_number = segments[-1][0]
-    else:
-        last_number, last_end = 0, 0
-    covers = snap[0].covers if snap is not None else 0
-    lost = synced_shortfall(mark, folder, last_number, last_end, covers)
-    if lost is not None:
-        problems.append(str(lost))
-    return report
-
-
-def _is_torn_tail(
-    path: Path, number: int, at: int, cut_short: bool, mark: SyncedMark | None
-) -> bool:
-    """Open's torn-tail rule, for the bad frame at ``at`` of the last segment: no valid frame
-    after it, and it lies past the synced mark."""
-    if not tail_is_torn(mark, number, at):
-        return False
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        return next_valid_frame(buf, at, len(buf), cut_short, True) is None
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

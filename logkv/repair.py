@@ -6,25 +6,21 @@ rewritten segment replaces it atomically.
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
-from .format import (
-    SEGMENT_HEADER_SIZE,
-    BadFrame,
-    encode_segment_header,
-    find_next_frame,
-    read_frame,
-)
-from .fsutil import fsync_dir, open_for_reading, temp_file, write_all
-from .layout import DAMAGED_SUFFIX
+from .format import encode_segment_header
+from .fsutil import fsync_dir, temp_file, write_all
+from .layout import DAMAGED_SUFFIX, list_segments
+from .scan import Damage, SegmentReader
 
 
 def rewrite_valid_frames(path: Path, number: int) -> int:
     """Replace segment ``path`` by a copy holding only its valid frames; return frames kept.
 
-    On any failure (a full disk) the segment is unchanged and the temp copy is removed."""
+    The frames kept are exactly those a salvage open reads (the same scan), including those
+    after an invalid segment header. On any failure (a full disk) the segment is unchanged and
+    the temp copy is removed."""
     with temp_file(path) as (fd, temp):
         kept = _copy_valid_frames(path, number, fd)
         os.fsync(fd)
@@ -43,20 +39,17 @@ def _copy_valid_frames(path: Path, number: int, fd: int) -> int:
     out = encode_segment_header(number)
     write_all(fd, out, 0)
     end = len(out)
-    with open_for_reading(path) as file:
-        size = os.fstat(file.fileno()).st_size
-        if size <= SEGMENT_HEADER_SIZE:
-            return kept
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            pos: int | None = SEGMENT_HEADER_SIZE
-            while pos is not None and pos < size:
-                try:
-                    length, _ = read_frame(buf, pos, size)
-                except BadFrame:
-                    pos = find_next_frame(buf, pos, size)
-                    continue
-                write_all(fd, buf[pos : pos + length], end)
-                end += length
-                kept += 1
-                pos += length
+    is_last = number >= max((n for n, _ in list_segments(path.parent)), default=number)
+    with SegmentReader(
+        path, number, is_last=is_last, synced=None, report=_skip, read_past_bad_header=True
+    ) as reader:
+        buf = reader.buf
+        for offset, length, _ in reader.frames():
+            write_all(fd, buf[offset : offset + length], end)
+            end += length
+            kept += 1
     return kept
+
+
+def _skip(damage: Damage) -> None:
+    """Bad bytes are left out of the copy (the salvage open has reported them)."""

@@ -1,5 +1,8 @@
 """Replay: fold a store's segments into an index of record locations.
 
+The segments are read through :class:`~logkv.scan.SegmentReader`, which applies the torn-tail
+rule; this module decides what open does with damage (:class:`Recovery`) and what it reports.
+
 An index entry is the tuple ``(segment, offset, head, value_size, content_type)``: the frame
 starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
 starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
@@ -10,41 +13,32 @@ cached small ints, which keeps the index small.
 from __future__ import annotations
 
 import logging
-import mmap
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import CorruptionError
-from .format import (
-    FRAME_HEADER_SIZE,
-    GENESIS_CHAIN,
-    SEGMENT_HEADER_SIZE,
-    BadFrame,
-    Op,
-    SyncedMark,
-    chain_of,
-    check_segment_header,
-    find_next_frame,
-    iter_frames,
-    next_chain,
-    read_frame,
-)
-from .fsutil import open_for_reading
-from .layout import segment_name
+from .format import GENESIS_CHAIN, Op, SyncedMark, chain_of
+from .scan import Damage, SegmentReader, out_of_order, synced_shortfall
 
-log = logging.getLogger("logkv")
+__all__ = [
+    "DroppedRange",
+    "Entry",
+    "EntryMap",
+    "Recovery",
+    "RecoveryReport",
+    "Replayer",
+    "SegmentScan",
+    "frame_length",
+    "synced_shortfall",  # of logkv.scan; the engine checks the synced mark with it
+]
+
+log = logging.getLogger(__name__)
 
 Entry = tuple[int, int, int, int, str | None]
 
 _SET = int(Op.SET)
-_SYNCED_DAMAGE = (
-    " (before the synced mark: the record was durable and acknowledged, so this is damage, "
-    "not a torn write)"
-)
-_SYNCED_EMPTY = "the last segment is empty, but it was synced when the writer last closed cleanly"
 
 
 class EntryMap(Protocol):
@@ -59,72 +53,9 @@ class EntryMap(Protocol):
 _Map = TypeVar("_Map", bound=EntryMap)
 
 
-def _successor(buf: Any, at: int, candidate: int | None, end: int) -> int | None:
-    """For a frame at ``at`` whose length runs past the end of the file, the first valid frame
-    after it that chains from it (``candidate`` is the first valid frame after it), or None.
-
-    Everything after such a frame lies inside its claimed length: a valid frame there is either
-    its real successor (the length field is damaged) or part of its value (a value holding a
-    logkv record, cut short by a crash). Only the successor's chain is computed from it.
-    """
-    if end - at < FRAME_HEADER_SIZE:
-        return None
-    chain = chain_of(buf, at)
-    while candidate is not None:
-        length, _ = read_frame(buf, candidate, end)
-        if chain_of(buf, candidate) == next_chain(chain, buf, candidate, length):
-            return candidate
-        candidate = find_next_frame(buf, candidate, end)
-    return None
-
-
-def next_valid_frame(buf: Any, at: int, end: int, cut_short: bool, is_last: bool) -> int | None:
-    """Where the first valid frame after the bad frame at ``at`` starts, or None.
-
-    In the last segment, a bad frame whose length runs past the end of the file (``cut_short``)
-    is followed only by a frame that chains from it (see :func:`_successor`).
-    """
-    following = find_next_frame(buf, at, end)
-    if following is not None and cut_short and is_last:
-        following = _successor(buf, at, following, end)
-    return following
-
-
 def frame_length(entry: Entry) -> int:
     """The length in bytes of the frame an index entry points to."""
     return entry[2] + entry[3] if entry[3] > 0 else entry[2]
-
-
-def tail_is_torn(mark: SyncedMark | None, number: int, at: int) -> bool:
-    """The torn-tail rule's second half: bad bytes at ``at`` of the last segment ``number``,
-    with no valid frame after them, are a torn tail only if they lie past what the synced mark
-    says was durable. Before it they are damage to acknowledged records."""
-    return mark is None or at >= mark.durable_bytes(number)
-
-
-def synced_shortfall(
-    mark: SyncedMark | None, folder: Path, last: int, valid_end: int | None, covers: int
-) -> CorruptionError | None:
-    """The damage when the log of the store in ``folder`` ends before the synced mark, else
-    None: ``last`` is its last segment (0 for none), whose valid data ends at ``valid_end``
-    (None: not scanned, so only a missing segment counts); a snapshot covers ``1..covers``."""
-    if mark is None or mark.segment <= covers:
-        return None
-    if mark.segment > last:
-        return CorruptionError(
-            folder / segment_name(mark.segment),
-            0,
-            f"segment {mark.segment} is missing from the end of the log; it was synced when the "
-            "writer last closed cleanly",
-        )
-    if mark.segment == last and valid_end is not None and valid_end < mark.offset:
-        return CorruptionError(
-            folder / segment_name(last),
-            valid_end,
-            f"the log ends at offset {valid_end}, but {mark.offset} bytes of this segment were "
-            "synced when the writer last closed cleanly (acknowledged records are missing)",
-        )
-    return None
 
 
 class Recovery(StrEnum):
@@ -205,71 +136,45 @@ class Replayer(Generic[_Map]):
         self.dropped: list[DroppedRange] = []  # salvage mode: what was skipped
         #: How far the log was synced at the last clean close (None: nothing known).
         self.synced: SyncedMark | None = None
+        self._segment = SegmentScan(0)  # what the scan under way found
 
     def scan(self, path: Path, number: int, start: int, is_last: bool) -> SegmentScan:
         """Fold the records of segment ``path`` from offset ``start`` (0 = read its header).
 
-        A bad frame in the last segment with no valid frame after it is a torn tail: the scan
-        stops before it and reports it. Any other bad frame raises ``CorruptionError``, or in
-        salvage mode is skipped and reported in ``damaged``/the caller's report.
+        The scan follows the torn-tail rule (:mod:`logkv.scan`): a torn tail ends it and is
+        reported in ``torn_tail``. Any other damage raises ``CorruptionError``, or in salvage
+        mode is skipped (a segment with a bad header, whole) and reported in ``damaged`` and
+        :attr:`dropped`.
         """
-        with open_for_reading(path) as file:
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                return self._empty(path, number, is_last)
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                if start == 0:
-                    problem = check_segment_header(buf[:SEGMENT_HEADER_SIZE], number)
-                    if problem is not None:
-                        if (
-                            is_last
-                            and size < SEGMENT_HEADER_SIZE
-                            and tail_is_torn(self.synced, number, 0)
-                        ):
-                            return SegmentScan(0, DroppedRange(path, 0, size, problem))
-                        if self.recovery is Recovery.SALVAGE:
-                            self.dropped.append(DroppedRange(path, 0, size, problem))
-                            return SegmentScan(0, None, damaged=True)
-                        raise CorruptionError(path, 0, problem)
-                    start = SEGMENT_HEADER_SIZE
-                return self._scan_frames(path, number, buf, start, size, is_last)
+        self._segment = outcome = SegmentScan(0)
+        with SegmentReader(
+            path, number, is_last=is_last, synced=self.synced, report=self._damaged
+        ) as reader:
+            self._fold(reader, start)
+            outcome.valid_end = reader.end
+        return outcome
 
-    def _empty(self, path: Path, number: int, is_last: bool) -> SegmentScan:
-        if is_last and tail_is_torn(self.synced, number, 0):
-            return SegmentScan(0, DroppedRange(path, 0, 0, "empty segment (no header)"))
-        reason = "empty segment in the middle of the log" if not is_last else _SYNCED_EMPTY
-        if self.recovery is Recovery.SALVAGE:
-            self.dropped.append(DroppedRange(path, 0, 0, reason))
-            return SegmentScan(0, None, damaged=True)
-        raise CorruptionError(path, 0, reason)
+    def _damaged(self, damage: Damage) -> None:
+        """The reporter of :meth:`scan`: note a torn tail; raise, or in salvage mode drop."""
+        if damage.torn:
+            self._segment.torn_tail = DroppedRange(
+                damage.path, damage.start, damage.end, damage.reason, damage.cut_short
+            )
+            return
+        if self.recovery is not Recovery.SALVAGE:
+            raise damage.error()
+        self._segment.damaged = True
+        self.dropped.append(DroppedRange(damage.path, damage.start, damage.end, damage.reason))
+        log.warning(
+            "salvage: dropping %s bytes %d..%d: %s",
+            damage.path,
+            damage.start,
+            damage.end,
+            damage.reason,
+        )
 
-    def _scan_frames(
-        self, path: Path, number: int, buf: Any, pos: int, end: int, is_last: bool
-    ) -> SegmentScan:
-        damaged = False
-        while True:
-            try:
-                pos = self._fold(path, number, buf, pos, end)
-                return SegmentScan(pos, None, damaged)
-            except BadFrame as bad:
-                reason, cut_short, at = bad.args
-            following = next_valid_frame(buf, at, end, cut_short, is_last)
-            if following is None and is_last:
-                if tail_is_torn(self.synced, number, at):
-                    torn = DroppedRange(path, at, end, reason, cut_short=cut_short)
-                    return SegmentScan(at, torn, damaged)
-                reason += _SYNCED_DAMAGE
-            if self.recovery is not Recovery.SALVAGE:
-                raise CorruptionError(path, at, reason)
-            damaged = True
-            stop = end if following is None else following
-            self.dropped.append(DroppedRange(path, at, stop, reason))
-            log.warning("salvage: dropping %s bytes %d..%d: %s", path, at, stop, reason)
-            if following is None:
-                return SegmentScan(at, None, damaged)
-            pos = following
-
-    def _fold(self, path: Path, number: int, buf: Any, pos: int, end: int) -> int:
+    def _fold(self, reader: SegmentReader, start: int) -> None:
+        number = reader.number
         entries = self.entries
         get = entries.get
         pop = entries.pop
@@ -280,12 +185,10 @@ class Replayer(Generic[_Map]):
         timestamp = self.last_timestamp_us
         last_offset = -1
         try:
-            for offset, length, fields in iter_frames(buf, pos, end):
+            for offset, length, fields in reader.frames(start):
                 seq = fields[0]
                 if seq <= last_seq:
-                    raise CorruptionError(
-                        path, offset, f"sequence number {seq} follows {last_seq} (out of order)"
-                    )
+                    raise CorruptionError(reader.path, offset, out_of_order(seq, last_seq))
                 last_seq = seq
                 timestamp = fields[1]
                 record_bytes += length
@@ -305,13 +208,11 @@ class Replayer(Generic[_Map]):
                     live_bytes += length
                 elif old is not None:
                     pop(key)
-                pos = offset + length
                 last_offset = offset
         finally:
             if last_offset >= 0:
-                self.chain = chain_of(buf, last_offset)
+                self.chain = chain_of(reader.buf, last_offset)
             self.last_seq = last_seq
             self.record_bytes = record_bytes
             self.live_bytes = live_bytes
             self.last_timestamp_us = timestamp
-        return pos

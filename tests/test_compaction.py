@@ -34,11 +34,11 @@ from logkv.history import (
     iter_snapshot_records,
     key_history,
     state_at,
-    verify,
 )
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
 from logkv.replay import Entry
 from logkv.snapshot import SnapshotInfo, SnapshotWriter, load_snapshot
+from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
 Value = tuple[bytes | None, str | None]

@@ -1,6 +1,6 @@
 """Recovery on open: torn tails, flipped bits, garbage, bad headers and salvage.
 
-The rule under test (see ``logkv/replay.py``): in the last segment, a bad frame with no valid
+The rule under test (see ``logkv/scan.py``): in the last segment, a bad frame with no valid
 frame after it is a torn tail, dropped and cut off the file; any other damage raises
 ``CorruptionError`` naming the file and offset, unless the store is opened with
 ``recovery="salvage"``, which keeps every valid record and rewrites the damaged segments.
@@ -594,3 +594,24 @@ def test_not_a_segment_files_are_ignored(tmp_path: Path) -> None:
         assert engine.report.clean
         assert state_of(engine) == apply_ops(OPS)
         assert engine.get("missing") is MISSING
+
+
+def test_salvage_repair_keeps_exactly_the_frames_replay_kept(tmp_path: Path) -> None:
+    # A record cut short before the synced mark is damage, and its value holds whole logkv
+    # frames (a copy of a log). Salvage drops the record whole: the rewrite of the segment
+    # must not bring the frames inside it back as records.
+    store = tmp_path / "store"
+    inner = encode_record(1000, 0, Op.SET, "phantom", None, b"not a real record")
+    ops: list[Op_] = [("set", "a", b"1"), ("set", "blob", b"head" + inner * 2 + b"tail")]
+    ends = [end for _, end in write_ops(store, ops)]  # closed cleanly: the mark covers both
+    segment = store / segment_name(1)
+    segment.write_bytes(segment.read_bytes()[: ends[1] - 2])
+    with pytest.raises(CorruptionError):
+        Engine.open(store)
+    with Engine.open(store, recovery="salvage") as engine:
+        assert state_of(engine) == {"a": b"1"}
+        assert [(d.start, d.end) for d in engine.report.dropped] == [(ends[0], ends[1] - 2)]
+    with Engine.open(store) as engine:
+        assert engine.report.clean
+        assert state_of(engine) == {"a": b"1"}
+        assert engine.last_seq == 1

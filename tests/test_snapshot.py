@@ -21,7 +21,6 @@ import msgpack
 import pytest
 
 from logkv import MISSING, CorruptionError, Engine
-from logkv.history import verify
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
 from logkv.snapshot import (
     SNAPSHOT_HEADER,
@@ -31,6 +30,7 @@ from logkv.snapshot import (
     TAIL_MAGIC,
     load_snapshot,
 )
+from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
 Model = dict[str, tuple[bytes | None, str | None]]

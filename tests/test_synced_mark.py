@@ -19,7 +19,6 @@ from logkv.cli.main import main
 from logkv.engine import Engine
 from logkv.errors import CorruptionError
 from logkv.format import SyncedMark, decode_synced_mark, encode_synced_mark
-from logkv.history import verify
 from logkv.layout import (
     DAMAGED_SUFFIX,
     SYNCED_FILE,
@@ -29,6 +28,7 @@ from logkv.layout import (
     torn_tail_copy_name,
 )
 from logkv.options import Durability
+from logkv.verify import verify
 
 
 def _closed_store(folder: Path, count: int = 5, durability: str = "process") -> list[int]:

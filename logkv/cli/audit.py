@@ -21,9 +21,9 @@ from ..history import (
     history_start,
     key_log,
     state_at,
-    verify,
 )
 from ..layout import ARCHIVE_DIR
+from ..verify import verify
 from . import ExitCode
 from .common import CommandError
 
@@ -80,7 +80,7 @@ class VerifyOutcome:
 
 
 def verify_store(path: Path) -> VerifyOutcome:
-    """Check every checksum and the hash chain (:func:`logkv.history.verify`), then open the
+    """Check every checksum and the hash chain (:func:`logkv.verify.verify`), then open the
     store read-only and read back every key: each value must pass its checksum and match what
     replaying the retained log (from the snapshot, where older segments were deleted) gives.
 

@@ -34,33 +34,18 @@ A dump only reads: it takes no lock, so it works beside a live writer.
 
 from __future__ import annotations
 
-import mmap
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from ..errors import CorruptionError
-from ..format import (
-    GENESIS_CHAIN,
-    SEGMENT_HEADER,
-    SEGMENT_HEADER_SIZE,
-    BadFrame,
-    DeleteRecord,
-    SetRecord,
-    chain_of,
-    check_segment_header,
-    decode_fields,
-    find_next_frame,
-    iter_frames,
-    next_chain,
-)
+from ..format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, DeleteRecord, SetRecord, decode_fields
 from ..history import missing_end
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
-from ..replay import next_valid_frame, tail_is_torn  # open's torn-tail rule, shared
+from ..scan import ChainCheck, Damage, SegmentReader, out_of_order
 from ..snapshot import load_snapshot
 from ..synced import read_synced_mark
 from .render import iso_timestamp, value_fields
@@ -121,17 +106,43 @@ class _Reader:
         self.with_values = with_values
         self.folder = folder
         self.last_seq = 0
-        #: The chain value the next log frame must follow; None when unknown (the dump starts
-        #: mid-log, or right after damaged bytes), then the next frame is the anchor.
-        self.chain: bytes | None = None
+        #: The hash chain the next log frame must follow; unknown when the dump starts mid-log
+        #: or right after damaged bytes, then the next frame is the anchor.
+        self.chain = ChainCheck()
         #: How far the log was synced at the last clean close: no torn tail before it.
         self.synced = read_synced_mark(folder)
+        self._problems: list[dict[str, Any]] = []  # found by the scan, not yet dumped
 
     def _label(self, path: Path) -> str:
         try:
             return str(path.relative_to(self.folder))
         except ValueError:
             return str(path)
+
+    def _damaged(self, damage: Damage) -> None:
+        """The reporter of the scans: a problem line, and the chain is anchored anew."""
+        kind = "torn_tail" if damage.torn else "corruption"
+        line = problem_line(kind, damage.path, damage.start, damage.end, damage.reason)
+        self._problems.append(line)
+        self.chain.expected = None  # what the dropped bytes held is unknown: re-anchor
+
+    def _reported(self) -> list[dict[str, Any]]:
+        """The problem lines the scan found since the last call."""
+        found, self._problems = self._problems, []
+        return found
+
+    def _scan(self, path: Path, number: int | None, is_last: bool) -> SegmentReader:
+        # A dump reads on past a bad header: the frames may be intact. It reads the file it
+        # is given, even through a link.
+        return SegmentReader(
+            path,
+            number,
+            is_last=is_last,
+            synced=self.synced,
+            report=self._damaged,
+            read_past_bad_header=True,
+            opener=_open,
+        )
 
     def snapshot(self, path: Path, covers: int) -> Iterator[dict[str, Any]]:
         """Every line for snapshot ``path``; afterwards the chain continues from its meta."""
@@ -142,97 +153,41 @@ class _Reader:
             return
         label = self._label(path)
         end = SEGMENT_HEADER_SIZE + info.record_bytes  # the frames, back to back, then the hint
-        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            pos: int | None = SEGMENT_HEADER_SIZE
-            while pos is not None and pos < end:
-                try:
-                    for offset, length, fields in iter_frames(buf, pos, end):
-                        yield record_line(label, None, offset, fields, self.with_values)
-                        pos = offset + length
-                    break
-                except BadFrame as bad:
-                    reason, at = bad.args[0], bad.args[2]
-                pos = find_next_frame(buf, at, end)
-                yield problem_line("corruption", path, at, end if pos is None else pos, reason)
-        self.chain, self.last_seq = info.chain, info.last_seq
+        with self._scan(path, covers, is_last=False) as reader:
+            for offset, _, fields in reader.frames(SEGMENT_HEADER_SIZE, end):
+                if self._problems:
+                    yield from self._reported()
+                yield record_line(label, None, offset, fields, self.with_values)
+        yield from self._reported()
+        self.chain.expected, self.last_seq = info.chain, info.last_seq
 
     def segment(self, path: Path, number: int | None, is_last: bool) -> Iterator[dict[str, Any]]:
         """Every line for segment ``path`` (``number`` None: do not check the header's number)."""
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                torn = is_last and number is not None and tail_is_torn(self.synced, number, 0)
-                kind = "torn_tail" if torn else "corruption"
-                yield problem_line(kind, path, 0, 0, "empty segment (no header)")
-                return
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                header = buf[:SEGMENT_HEADER_SIZE]
-                expected = number if number is not None else _stored_number(header)
-                problem = check_segment_header(header, expected)
-                if problem is not None:
-                    torn = (
-                        is_last
-                        and size < SEGMENT_HEADER_SIZE
-                        and tail_is_torn(self.synced, expected, 0)
-                    )
-                    yield problem_line(
-                        "torn_tail" if torn else "corruption", path, 0, size, problem
-                    )
-                    # Read on past a bad header all the same: the frames may be intact.
-                yield from self._frames(path, expected, buf, SEGMENT_HEADER_SIZE, size, is_last)
-
-    def _frames(
-        self, path: Path, number: int, buf: Any, pos: int, end: int, is_last: bool
-    ) -> Iterator[dict[str, Any]]:
         label = self._label(path)
-        while pos < end:
-            try:
-                for offset, length, fields in iter_frames(buf, pos, end):
-                    stored = chain_of(buf, offset)
-                    if self.chain is not None and stored != next_chain(
-                        self.chain, buf, offset, length
-                    ):
-                        yield problem_line(
-                            "chain_break",
-                            path,
-                            offset,
-                            offset + length,
-                            "hash chain broken: this record does not follow the one before it "
-                            "(a record was changed, removed or reordered)",
-                        )
-                    self.chain = stored
-                    seq = fields[0]
-                    if seq <= self.last_seq:
-                        yield problem_line(
-                            "corruption",
-                            path,
-                            offset,
-                            offset + length,
-                            f"sequence number {seq} follows {self.last_seq} (out of order)",
-                        )
-                    self.last_seq = seq
-                    yield record_line(label, number, offset, fields, self.with_values)
-                    pos = offset + length
-                return
-            except BadFrame as bad:
-                reason, cut_short, at = bad.args
-            following = next_valid_frame(buf, at, end, cut_short, is_last)
-            stop = end if following is None else following
-            torn = following is None and is_last and tail_is_torn(self.synced, number, at)
-            kind = "torn_tail" if torn else "corruption"
-            yield problem_line(kind, path, at, stop, reason)
-            self.chain = None  # what the dropped bytes held is unknown: re-anchor
-            if following is None:
-                return
-            pos = following
+        with self._scan(path, number, is_last) as reader:
+            for offset, length, fields in reader.frames():
+                if self._problems:
+                    yield from self._reported()
+                if self.chain.follows(reader.buf, offset, length) is False:
+                    yield problem_line(
+                        "chain_break",
+                        path,
+                        offset,
+                        offset + length,
+                        "hash chain broken: this record does not follow the one before it "
+                        "(a record was changed, removed or reordered)",
+                    )
+                seq = fields[0]
+                if seq <= self.last_seq:
+                    reason = out_of_order(seq, self.last_seq)
+                    yield problem_line("corruption", path, offset, offset + length, reason)
+                self.last_seq = seq
+                yield record_line(label, reader.number, offset, fields, self.with_values)
+        yield from self._reported()
 
 
-def _stored_number(header: bytes) -> int:
-    """The segment number a header claims (0 when it is cut short)."""
-    if len(header) < SEGMENT_HEADER_SIZE:
-        return 0
-    number: int = SEGMENT_HEADER.unpack_from(header, 0)[2]
-    return number
+def _open(path: Path) -> BinaryIO:
+    return open(path, "rb")
 
 
 @dataclass(frozen=True)
@@ -347,7 +302,7 @@ class StoreDump:
             # compaction may have deleted some: see the gap below); a file is alone.
             expected = 1 if target.is_dir() else first
             if first == 1:
-                reader.chain = GENESIS_CHAIN  # the log's first record follows the genesis value
+                reader.chain.expected = GENESIS_CHAIN  # the first record follows the genesis value
         for i, (number, path) in enumerate(chosen.segments):
             if expected is not None and number is not None and number != expected:
                 missing = path.with_name(f"{expected:08d}{SEGMENT_SUFFIX}")
@@ -359,7 +314,7 @@ class StoreDump:
                 else:
                     reason = f"segment {expected} is missing"
                     yield problem_line("corruption", missing, 0, 0, reason)
-                reader.chain = None
+                reader.chain.expected = None
             expected = None if number is None else number + 1
             try:
                 yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
@@ -367,7 +322,7 @@ class StoreDump:
                 yield _unreadable(path, exc)
         if target.is_dir():
             listed = [(n, p) for n, p in chosen.segments if n is not None]
-            gap = missing_end(target, listed)
+            gap = missing_end(target, listed, reader.synced)
             if gap is not None:
                 yield problem_line("corruption", gap.path, gap.offset, 0, gap.reason)
 
@@ -377,4 +332,3 @@ def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
     writer's compaction retired it after the dump listed it), else ``unreadable``."""
     kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
     return problem_line(kind, path, 0, 0, str(exc))
-
