@@ -68,15 +68,15 @@ from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
-_CHUNK: Final = 512
+_CHUNK: Final = 512  # keys copied per lock hold while iterating
 _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
 _DELETE: Final = int(Op.DELETE)
-_now_ns = time.time_ns  # keys copied per lock hold while iterating
+_now_ns = time.time_ns
 
 
 class _Missing:
