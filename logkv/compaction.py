@@ -103,7 +103,7 @@ def compact(
     started = time.perf_counter()
     bytes_before = engine.disk_bytes()
     watch = _Stopwatch()
-    with engine._cond:
+    with engine._mutex:
         engine._check_writable()
         if engine._compacting:
             raise CompactionRunningError(f"a compaction of {engine.path} is already running")
@@ -138,7 +138,7 @@ def compact(
         held = _hold_open(engine.path, covers)
         let_go: list[object] = []  # what the readers held of the retired files
         try:
-            with engine._cond, watch:
+            with engine._mutex, watch:
                 engine._check_open()  # closed meanwhile: the next open retires the log
                 engine._record_bytes = info.record_bytes + (
                     engine._record_bytes - record_bytes_at_rotation
@@ -156,7 +156,7 @@ def compact(
             snapshot.abort()
         raise
     finally:
-        with engine._cond:
+        with engine._mutex:
             engine._compacting = False
             engine._frozen = None
             if engine._closed:  # close() ran meanwhile: drop what compaction reopened

@@ -221,10 +221,10 @@ class Engine:
         self.segment_size = segment_size
         self.recovery_mode = recovery
         self.report = RecoveryReport()
-        # One lock guards the index and the writer. Hot paths use the C-level ``_mutex``
-        # directly; group commit waits on ``_cond``, a condition over the same lock.
+        # The store's one lock: it guards every field below but the readers (thread-safe on
+        # their own) and the store lock. Hot paths take it directly (a C-level lock); group
+        # commit's two conditions are over it.
         self._mutex = threading.Lock()
-        self._cond = threading.Condition(self._mutex)
         self._lock: StoreLock | None = None
         self._writer: SegmentWriter | None = None
         self._readers = SegmentReaders(path)
@@ -253,7 +253,8 @@ class Engine:
         self._pending: list[tuple[str, Entry | None, int]] = []
         self._batch = Commit()  # the batch new appends join
         self._syncing = False
-        self._work = threading.Condition(self._mutex)  # wakes the syncer
+        self._wake_syncer = threading.Condition(self._mutex)  # work for the syncer, or stop
+        self._applied = threading.Condition(self._mutex)  # a batch was applied, or failed
         self._syncer: threading.Thread | None = None
         self._stop_syncer = False
 
@@ -512,7 +513,7 @@ class Engine:
         reloaded from the new snapshot and this counts the records since the last refresh).
         Writers see their own writes and need no refresh.
         """
-        with self._cond:
+        with self._mutex:
             self._check_open()
             if not self.readonly:
                 return 0
@@ -572,12 +573,12 @@ class Engine:
         ``keep=False`` is for a store being deleted (its folder already moved away): the log is
         not synced and no synced mark is recorded.
         """
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
         self._stop_sync_thread()
-        with self._cond:
+        with self._mutex:
             try:
                 if keep and self._writer is not None and self._failed is None:
                     self._sync_and_mark(self._writer)
@@ -694,7 +695,7 @@ class Engine:
     def _was_retired(self, file_id: int) -> bool:
         """After a read found data file ``file_id`` gone: whether a compaction retired it. A
         read-only store reloads first when the writer installed a newer snapshot."""
-        with self._cond:
+        with self._mutex:
             self._check_open()
             if self.readonly and _newest_covers(self.path) > self._covers:
                 self._reload()
@@ -722,7 +723,7 @@ class Engine:
             return key in self._index
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._mutex:
             self._check_open()
             return len(self._index)
 
@@ -741,7 +742,7 @@ class Engine:
         while remaining is None or remaining > 0:
             want = _CHUNK if remaining is None else min(_CHUNK, remaining)
             self.settle_order()
-            with self._cond:
+            with self._mutex:
                 self._check_open()
                 batch = self._index.after(after, want)
             yield from batch
@@ -822,8 +823,8 @@ class Engine:
         """Group commit: with the lock held, wait until every appended record is durable and
         visible (or the sync failed)."""
         while (self._syncing or self._pending) and self._failed is None:
-            self._work.notify()
-            self._cond.wait()
+            self._wake_syncer.notify()
+            self._applied.wait()
 
     @property
     def last_seq(self) -> int:
@@ -867,7 +868,7 @@ class Engine:
 
     def sync(self) -> None:
         """Make everything written so far durable now (``fdatasync``), whatever the level."""
-        with self._cond:
+        with self._mutex:
             self._check_writable()
             assert self._writer is not None
             self._writer.sync()
@@ -935,7 +936,7 @@ class Engine:
             if self._syncer is None:
                 self._start_sync_thread()
             elif not self._syncing:
-                self._work.notify()
+                self._wake_syncer.notify()
         return seq, batch
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
@@ -960,12 +961,12 @@ class Engine:
     def _stop_sync_thread(self) -> None:
         """Let the syncer handle every queued write, then end it. Called once the store is
         closed, so that no write can queue behind its last batch."""
-        with self._cond:
+        with self._mutex:
             syncer = self._syncer
             if syncer is None:
                 return
             self._stop_syncer = True
-            self._work.notify()
+            self._wake_syncer.notify()
         if syncer is not threading.current_thread():  # close() from a commit callback
             syncer.join()
 
@@ -974,7 +975,7 @@ class Engine:
         with self._mutex:
             while True:
                 while not self._pending and not self._stop_syncer:
-                    self._work.wait()
+                    self._wake_syncer.wait()
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
@@ -997,7 +998,7 @@ class Engine:
                         self._apply(key, entry, length)
                 else:
                     self._failed = error
-                self._cond.notify_all()  # compaction or close waiting for the drain
+                self._applied.notify_all()  # compaction or close waiting for the drain
                 self._mutex.release()
                 try:
                     group._finish(error)  # wake this batch's writers (and run callbacks)
