@@ -56,6 +56,15 @@ class IndexEntry(NamedTuple):
         return max(self.size, 0)
 
 
+# Where each field sits in an :data:`~logkv.replay.Entry` tuple, for code outside the hot
+# paths that reads one field (hot paths unpack the tuple instead).
+FILE_ID: Final = 0
+OFFSET: Final = 1
+HEAD: Final = 2
+SIZE: Final = 3
+CONTENT_TYPE: Final = 4
+
+
 #: Fresh keys merged per call of :meth:`Index.merge_some` (about 7 ms at 1.6 µs a key).
 MERGE_BATCH: Final = 4096
 
