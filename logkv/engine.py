@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,20 +116,30 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """Figures about a store. ``log_bytes`` are the data files on disk (segments and
+    """Figures about a store. ``disk_bytes`` are the data files on disk (segments and
     snapshot); ``dead_bytes`` are bytes of superseded or deleted records compaction would
     reclaim; ``snapshot_covers`` is the last segment folded into the snapshot (0: none)."""
 
     path: Path
     keys: int
     live_bytes: int
-    log_bytes: int
+    disk_bytes: int
     dead_bytes: int
     segments: int
     last_seq: int
     durability: Durability
     readonly: bool
     snapshot_covers: int = 0
+
+    @property
+    def log_bytes(self) -> int:
+        """Deprecated: the old name of :attr:`disk_bytes` (it counts the snapshot too)."""
+        warnings.warn(
+            "EngineStats.log_bytes is deprecated: use disk_bytes (segments and snapshot)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.disk_bytes
 
 
 def validate_key(key: object) -> str:
@@ -835,7 +846,7 @@ class Engine:
             path=self.path,
             keys=keys,
             live_bytes=live,
-            log_bytes=self.disk_bytes(),
+            disk_bytes=self.disk_bytes(),
             dead_bytes=records - live,
             segments=segments,
             last_seq=seq,

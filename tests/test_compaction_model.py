@@ -309,7 +309,7 @@ def figures(engine: Engine) -> tuple[int, ...]:
         stats.dead_bytes,
         stats.segments,
         stats.snapshot_covers,
-        stats.log_bytes,
+        stats.disk_bytes,
     )
 
 

@@ -142,7 +142,7 @@ class EngineVersusDict(RuleBasedStateMachine):
         assert stats.live_bytes >= 0
         assert stats.dead_bytes >= 0
         assert stats.last_seq == self.engine.last_seq
-        assert stats.log_bytes == sum(
+        assert stats.disk_bytes == sum(
             p.stat().st_size for p in self.path.iterdir() if p.suffix == ".seg"
         )
 
@@ -192,7 +192,7 @@ def _figures(stats: EngineStats) -> tuple[int, ...]:
         stats.keys,
         stats.live_bytes,
         stats.dead_bytes,
-        stats.log_bytes,
+        stats.disk_bytes,
         stats.segments,
         stats.last_seq,
     )

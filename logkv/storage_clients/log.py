@@ -382,7 +382,7 @@ class LogKeyValueStoreClient(KeyValueStoreClient):
             modified_at=timestamp(self.modified_at),
             record_count=stats.keys,
             live_bytes=stats.live_bytes,
-            log_bytes=stats.log_bytes,
+            log_bytes=stats.disk_bytes,
             last_seq=stats.last_seq,
         )
 
