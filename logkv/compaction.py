@@ -166,6 +166,15 @@ class CompactionState:
                 batch.append((key, entry))
         return keys[-1], batch
 
+    def _check(self) -> None:
+        """Assert the invariants (for tests)."""
+        assert self.covers >= 0, self.covers
+        assert self.frozen is None or self.running, "entries frozen with no compaction running"
+        if self.frozen is not None:
+            covers = self.frozen_covers
+            assert covers > self.covers, (covers, self.covers)
+            assert all(e[FILE_ID] <= covers for e in self.frozen.values()), "a newer entry frozen"
+
 
 def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int) -> None:
     """Point the keys of ``batch`` that still have their entry at or below ``covers`` at

@@ -1166,6 +1166,58 @@ class Engine:
                 finally:
                     self._mutex.acquire()
 
+    # ------------------------------------------------------------------ invariants
+
+    def _check(self) -> None:
+        """Assert the engine's invariants (for tests: the model-based tests call it after
+        every step). An open store only; takes the lock.
+
+        The index is consistent (:meth:`Index._check <logkv.index.Index._check>`), and so is
+        the compaction state; the live bytes are those of the frames the index points to, and
+        at most the bytes of all records; every entry points into the installed snapshot (or
+        the one a running compaction is switching to) or a segment after it, and, for a
+        writer, into a data file on disk, within its size; a writer's segments after the
+        snapshot are the consecutive ones up to its active segment, as many as counted.
+        """
+        with self._mutex:
+            self._check_open()
+            index, position, compaction = self._index, self._position, self._compaction
+            index._check()
+            compaction._check()
+            covers = compaction.covers
+            assert len(position.chain) == CHAIN_SIZE, position.chain
+            assert len(index) <= position.seq, "more keys than records"
+            assert covers == 0 or position.seq > 0, "a snapshot of an empty log"
+            assert 0 <= position.live_bytes <= position.record_bytes
+            commits = self._commits
+            assert self._group_commit or not (commits.pending or commits.thread), "group commit"
+            snapshots = {-covers} if covers else set()
+            if compaction.running:
+                snapshots.add(-compaction.frozen_covers)
+            writer = self._writer
+            sizes: dict[int, int] | None = None
+            if writer is None:
+                assert self.readonly, "a writable store without its writer"
+                last = max(self._scanned.segment, covers)
+            else:
+                last = writer.number
+                segments = [(n, p) for n, p in list_segments(self.path) if n > covers]
+                assert [n for n, _ in segments] == list(range(covers + 1, last + 1)), segments
+                assert position.segments == len(segments), (position.segments, segments)
+                sizes = {n: p.stat().st_size for n, p in segments}
+                sizes.update((-n, p.stat().st_size) for n, p in list_snapshots(self.path))
+                assert sizes[last] >= writer.end, (sizes[last], writer.end)
+            live = 0
+            for key, entry in index.entries.items():
+                file_id, offset, head, size, _ = entry
+                assert covers < file_id <= last or file_id in snapshots, (key, file_id, covers)
+                assert head > 0 and size >= -1, (key, head, size)
+                length = frame_length(entry)
+                live += length
+                if sizes is not None:
+                    assert offset + length <= sizes.get(file_id, -1), (key, file_id, offset)
+            assert live == position.live_bytes, (live, position.live_bytes)
+
 
 def _newest_covers(folder: Path) -> int:
     """What the newest snapshot in ``folder`` covers (0: there is none)."""

@@ -506,3 +506,34 @@ def test_readonly_open_of_an_empty_folder(open_engine: OpenEngine, store_path: P
     assert list(reader.keys()) == []
     assert reader.refresh() == 0
     assert list(store_path.iterdir()) == []  # no lock, no segment: nothing was written
+
+
+# ---------------------------------------------------------------------------------- invariants
+
+
+def test_check_holds_through_writes_compaction_and_reopen(
+    open_engine: OpenEngine, store_path: Path
+) -> None:
+    engine = open_engine(segment_size=4096)
+    for i in range(60):
+        engine.set(f"k{i % 25}", b"v" * (i * 7 % 300) if i % 9 else None, "text/plain")
+        if i % 11 == 0:
+            engine.delete(f"k{i % 7}")
+    engine._check()
+    engine.compact()
+    engine._check()
+    engine.set("after", b"compaction")
+    engine.close()
+    reopened = open_engine(segment_size=4096)
+    reopened._check()
+    follower = open_engine(readonly=True)
+    follower._check()
+    follower.close()
+
+
+def test_check_catches_a_counter_out_of_step(open_engine: OpenEngine) -> None:
+    engine = open_engine()
+    engine.set("a", b"x" * 10)
+    engine._position.live_bytes += 1
+    with pytest.raises(AssertionError):
+        engine._check()

@@ -150,6 +150,12 @@ class EngineVersusDict(RuleBasedStateMachine):
     def same_length(self) -> None:
         assert len(self.engine) == len(self.model)
 
+    @invariant()
+    def engine_invariants(self) -> None:
+        self.engine._check()
+        if self.follower is not None:
+            self.follower._check()
+
     # ------------------------------------------------------------------ reopen and follow
 
     @rule(durability=st.sampled_from(Durability))
