@@ -233,21 +233,15 @@ class _LogPosition:
     live_bytes: int = 0  # bytes of the records the index points to
     segments: int = 0  # segment files after the snapshot
 
-    def take_from(self, replayer: Replayer[Any]) -> None:
+    def take_from(self, r: Replayer[Any]) -> None:
         """Adopt where a replay ended (``segments`` is counted by the caller)."""
-        self.seq = replayer.last_seq
-        self.chain = replayer.chain
-        self.last_us = replayer.last_timestamp_us
-        self.record_bytes = replayer.record_bytes
-        self.live_bytes = replayer.live_bytes
+        self.seq, self.chain, self.last_us = r.last_seq, r.chain, r.last_timestamp_us
+        self.record_bytes, self.live_bytes = r.record_bytes, r.live_bytes
 
-    def hand_to(self, replayer: Replayer[Any]) -> None:
-        """Let ``replayer`` go on from here (after a snapshot; a read-only store refreshing)."""
-        replayer.last_seq = self.seq
-        replayer.chain = self.chain
-        replayer.last_timestamp_us = self.last_us
-        replayer.record_bytes = self.record_bytes
-        replayer.live_bytes = self.live_bytes
+    def hand_to(self, r: Replayer[Any]) -> None:
+        """Let a replay go on from here (after a snapshot; a read-only store refreshing)."""
+        r.last_seq, r.chain, r.last_timestamp_us = self.seq, self.chain, self.last_us
+        r.record_bytes, r.live_bytes = self.record_bytes, self.live_bytes
 
 
 @dataclass(slots=True)

@@ -56,12 +56,10 @@ class IndexEntry(NamedTuple):
         return max(self.size, 0)
 
 
-# Where each field sits in an :data:`~logkv.replay.Entry` tuple, for code outside the hot
-# paths that reads one field (hot paths unpack the tuple instead).
+# Where the fields read one at a time sit in an :data:`~logkv.replay.Entry` tuple (code that
+# needs more of them unpacks the tuple, as the hot paths do).
 FILE_ID: Final = 0
 OFFSET: Final = 1
-HEAD: Final = 2
-SIZE: Final = 3
 CONTENT_TYPE: Final = 4
 
 
