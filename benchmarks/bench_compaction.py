@@ -336,7 +336,7 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
         report.add(
             "build: set() of every key, round after round (info)",
             f"{n * k:,} records in {build_s:,.1f} s = {rate(n * k, build_s):,.0f} rec/s; "
-            f"log {before.log_bytes / GB:,.2f} GB in {before.segments} segments, "
+            f"log {before.disk_bytes / GB:,.2f} GB in {before.segments} segments, "
             f"live {before.live_bytes / GB:,.3f} GB",
         )
         print("    compacting while a writer thread calls set()", flush=True)
@@ -360,10 +360,10 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
             "compaction throughput: snapshot written",
             f"{rate(snap_bytes / MB, seconds):,.0f} MB/s ({snap_bytes / GB:,.3f} GB snapshot)",
         )
-        ratio = after.log_bytes / after.live_bytes
+        ratio = after.disk_bytes / after.live_bytes
         report.add(
             "disk after compaction / live bytes",
-            f"{ratio:.3f}x ({after.log_bytes / GB:,.3f} GB on disk, "
+            f"{ratio:.3f}x ({after.disk_bytes / GB:,.3f} GB on disk, "
             f"{after.live_bytes / GB:,.3f} GB live)",
             f"<= {TARGET_DISK_RATIO}x",
             ratio <= TARGET_DISK_RATIO,
@@ -632,7 +632,7 @@ METHOD = [
     " size of the snapshot file over the same time. Compaction reads only the live records (one"
     " positioned read each, in key order) and deletes the rest with the segments, so the first"
     " figure is the rate at which the log is retired.",
-    "**Disk after compaction** is `stats().log_bytes` (segments and snapshot) over"
+    "**Disk after compaction** is `stats().disk_bytes` (segments and snapshot) over"
     " `stats().live_bytes` (the frames of the live records) right after the first compaction,"
     " the writer's records included.",
     "**Writer stall.** A second thread overwrites random keys of the workload with {value_size} B"

@@ -7,9 +7,9 @@ The steps, and why a crash at any of them loses nothing:
 2. *Copy* (lock held only to read a batch of index entries): every record that was live at
    the rotation is copied verbatim into ``NNNNNNNN.snap.tmp``, in key order. Writers keep
    appending to ``N+1`` meanwhile; when they change a key, the engine keeps the entry it had
-   at the rotation (``Engine._frozen``) for the copy, so the snapshot is exactly the state as
-   of its ``last_seq`` (history relies on that). A crash here leaves a temp file that the next
-   open removes.
+   at the rotation (in :attr:`CompactionState.frozen`) for the copy, so the snapshot is
+   exactly the state as of its ``last_seq`` (history relies on that). A crash here leaves a
+   temp file that the next open removes.
 3. *Install*: hint and meta blocks, fsync, rename, fsync the folder. From this moment an open
    uses the snapshot and ignores segments ``<= N`` even if they are still there.
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
@@ -22,6 +22,10 @@ The steps, and why a crash at any of them loses nothing:
    of the retired files they had open at the same time, so once compaction returns the store
    holds none of them and the space is back (a read still running finishes first; a read that
    looked its entry up before the switch finds the file gone and looks the key up again).
+
+This module holds the algorithm and knows nothing else of the engine: the store it runs on is
+a :class:`CompactionHost`, which takes its lock for each step that needs it and keeps a
+:class:`CompactionState` (the installed snapshot, the compaction under way) guarded by it.
 """
 
 from __future__ import annotations
@@ -29,30 +33,32 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sortedcontainers import SortedDict
 
-from .errors import CorruptionError, LogKVError
-from .format import SEGMENT_HEADER_SIZE, check_frame
-from .layout import data_file_name, list_segments, list_snapshots
+from .errors import LogKVError
+from .index import FILE_ID, Index
+from .layout import list_segments, list_snapshots
 from .options import Retention
-from .replay import Entry, frame_length
+from .replay import Entry
 from .retire import retire_files
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 _BATCH = 512  # index entries handled per lock hold
 
 #: Called as ``progress(records_done, records_total)`` while compaction copies records.
 Progress = Callable[[int, int], None]
+
+#: What a host enters once it holds its lock for a step and exits before releasing it:
+#: compaction times its lock holds this way (:attr:`CompactionResult.longest_lock_hold_s`).
+HoldTimer = AbstractContextManager[None]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,181 @@ class CompactionRunningError(LogKVError):
     """A compaction of this store is already running."""
 
 
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The log at a compaction's rotation, taken under the host's lock: the snapshot covers
+    segments ``1..covers`` and holds the state as of record ``last_seq``."""
+
+    covers: int
+    last_seq: int
+    #: The chain value and timestamp of record ``last_seq``.
+    chain: bytes
+    last_us: int
+    #: The bytes of every record then (the snapshot's records replace those it covers).
+    record_bytes: int
+    #: The keys then (what the progress callback counts towards).
+    keys: int
+
+
+class CompactionState:
+    """A store's compaction state: the installed snapshot and the compaction under way.
+
+    The engine keeps one, guarded by its lock. While a compaction copies, every write that
+    replaces or deletes an entry at or below :attr:`frozen_covers` hands the old entry to
+    :attr:`frozen`, so that :meth:`entries_at_rotation` still sees the state at the rotation.
+    """
+
+    __slots__ = ("covers", "frozen", "frozen_covers", "retention", "running")
+
+    def __init__(self, retention: Retention) -> None:
+        #: Segments ``1..covers`` are in the installed snapshot (0: there is none).
+        self.covers = 0
+        #: How the compaction that wrote the installed snapshot retires files (an open that
+        #: finishes an interrupted compaction retires them the same way).
+        self.retention = retention
+        #: A compaction is under way (from its rotation until it ends, failed or not).
+        self.running = False
+        #: While a compaction copies: the entry each key had at its rotation, for the keys
+        #: changed since (their entry at or below ``frozen_covers`` was replaced or deleted).
+        self.frozen: SortedDict[str, Entry] | None = None
+        self.frozen_covers = 0
+
+    def start(self, covers: int) -> None:
+        """A compaction of segments ``1..covers`` begins: keep entries as of now."""
+        self.running = True
+        self.frozen, self.frozen_covers = SortedDict(), covers
+
+    def stop_freezing(self) -> None:
+        """The copy is done: writes need no longer keep old entries."""
+        self.frozen = None
+
+    def end(self) -> None:
+        """The compaction ended (done, failed or stopped by a close)."""
+        self.running = False
+        self.frozen = None
+
+    def entries_at_rotation(
+        self, index: Index, after: str | None
+    ) -> tuple[str | None, list[tuple[str, Entry]]]:
+        """The next keys after ``after``, each with the entry it had at the rotation (a key
+        changed since has that entry in :attr:`frozen`), and the last key looked at (None: no
+        keys left). So the snapshot is the state as of its ``last_seq``."""
+        frozen = self.frozen
+        assert frozen is not None
+        keys = index.after(after, _BATCH)
+        if keys:
+            changed = list(frozen.irange(after, keys[-1], inclusive=(False, True)))
+        else:  # the index has no more keys; keys changed (deleted) since the rotation may remain
+            changed = list(islice(frozen.irange(after, None, inclusive=(False, True)), _BATCH))
+        if changed:
+            keys = sorted(set(keys).union(changed))
+        if not keys:
+            return None, []
+        batch = []
+        for key in keys:
+            entry = frozen.get(key)
+            if entry is None:
+                entry = index.get(key)
+            if entry is not None:
+                batch.append((key, entry))
+        return keys[-1], batch
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests)."""
+        assert self.covers >= 0, self.covers
+        assert self.frozen is None or self.running, "entries frozen with no compaction running"
+        if self.frozen is not None:
+            covers = self.frozen_covers
+            assert covers > self.covers, (covers, self.covers)
+            assert all(e[FILE_ID] <= covers for e in self.frozen.values()), "a newer entry frozen"
+
+
+def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int) -> None:
+    """Point the keys of ``batch`` that still have their entry at or below ``covers`` at
+    their entry in the snapshot covering ``1..covers`` (with the host's lock held).
+
+    Entries at or below ``covers`` can only be the ones copied: newer writes point past
+    ``covers``, and only compaction (one at a time) rewrites old entries.
+    """
+    for key, entry in batch:
+        old = index.get(key)
+        if old is not None and old[FILE_ID] <= covers:
+            index[key] = entry
+
+
+class CompactionHost(Protocol):
+    """The store a compaction runs on: what :func:`compact` needs of the engine, and no more.
+
+    Each step that needs the store's lock takes it itself, enters ``timer`` once it holds it
+    and leaves it before releasing it. A step raises
+    :class:`~logkv.errors.StoreClosedError` once the store is closed: the compaction stops
+    there and changes nothing more on disk.
+    """
+
+    @property
+    def path(self) -> Path:
+        """The store folder."""
+        ...
+
+    @property
+    def retention(self) -> Retention:
+        """How the store retires files by default."""
+        ...
+
+    @property
+    def snapshot_covers(self) -> int:
+        """What the installed snapshot covers (0: none)."""
+        ...
+
+    def disk_bytes(self) -> int:
+        """Bytes of the store's data files."""
+        ...
+
+    def settle_order(self) -> None:
+        """Merge keys written since into the ordered keys, a batch per lock hold."""
+        ...
+
+    def rotate_for_compaction(self, timer: HoldTimer) -> Cut | None:
+        """Step 1: refuse a read-only, closed or failed store, and a second compaction
+        (:class:`CompactionRunningError`); make pending group commits visible, rotate to a
+        fresh segment and start keeping entries as of now (:meth:`CompactionState.start`).
+        None: nothing was written since the installed snapshot, and nothing was started."""
+        ...
+
+    def entries_at_rotation(
+        self, after: str | None, timer: HoldTimer
+    ) -> tuple[str | None, list[tuple[str, Entry]]]:
+        """Step 2, per batch: :meth:`CompactionState.entries_at_rotation` under the lock."""
+        ...
+
+    def read_frame(self, entry: Entry) -> bytes:
+        """The whole frame ``entry`` points to, its checksum verified."""
+        ...
+
+    def stop_freezing(self) -> None:
+        """End of step 2: :meth:`CompactionState.stop_freezing` under the lock."""
+        ...
+
+    def switch_to_snapshot(
+        self, batch: Sequence[tuple[str, Entry]], covers: int, timer: HoldTimer
+    ) -> None:
+        """Step 4, per batch: :func:`switch_entries` on the index under the lock."""
+        ...
+
+    def retire_covered(
+        self, cut: Cut, snapshot_bytes: int, retire: Callable[[], list[int]], timer: HoldTimer
+    ) -> tuple[list[int], list[object]]:
+        """Step 5, under the lock: count the snapshot's ``snapshot_bytes`` of records in place
+        of the log it covers, record it as installed, ``retire()`` the files it replaced and
+        let the readers go of them. Returns the file ids retired and what the readers held of
+        those files, for the caller to drop after the lock (that frees their blocks)."""
+        ...
+
+    def end_compaction(self) -> None:
+        """Whatever happened: the compaction is over (:meth:`CompactionState.end`)."""
+        ...
+
+
 class _Stopwatch:
     """Tracks the longest time the store lock was held by compaction."""
 
@@ -96,57 +277,35 @@ class _Stopwatch:
 
 
 def compact(
-    engine: Engine, retention: Retention | None = None, progress: Progress | None = None
+    host: CompactionHost, retention: Retention | None = None, progress: Progress | None = None
 ) -> CompactionResult:
-    """Compact ``engine``'s store into a new snapshot (see the module docstring)."""
-    retention = engine.retention if retention is None else Retention(retention)
+    """Compact ``host``'s store into a new snapshot (see the module docstring)."""
+    retention = host.retention if retention is None else Retention(retention)
     started = time.perf_counter()
-    bytes_before = engine.disk_bytes()
+    bytes_before = host.disk_bytes()
     watch = _Stopwatch()
-    with engine._cond:
-        engine._check_writable()
-        if engine._compacting:
-            raise CompactionRunningError(f"a compaction of {engine.path} is already running")
-        with watch:
-            engine._drain_pending()
-            writer = engine._writer
-            assert writer is not None
-            if writer.end > SEGMENT_HEADER_SIZE:
-                writer.rotate()
-                engine._segments += 1
-            covers = writer.number - 1
-            if covers <= engine._covers:
-                return CompactionResult(
-                    engine.path, covers, None, 0, bytes_before, bytes_before, retention, 0,
-                    time.perf_counter() - started, watch.longest, ["nothing to compact"],
-                )  # fmt: skip
-            engine._compacting = True
-            engine._frozen, engine._frozen_covers = SortedDict(), covers
-            last_seq, chain, last_us = engine._seq, engine._chain, engine._last_us
-            record_bytes_at_rotation = engine._record_bytes
-            total = len(engine._index)
+    cut = host.rotate_for_compaction(watch)
+    if cut is None:
+        return CompactionResult(
+            host.path, host.snapshot_covers, None, 0, bytes_before, bytes_before, retention, 0,
+            time.perf_counter() - started, watch.longest, ["nothing to compact"],
+        )  # fmt: skip
+    covers = cut.covers
     snapshot: SnapshotWriter | None = None
     try:
         # Inside the try: a snapshot that cannot even be created (a full disk) must still
         # end the compaction, or every later one would find it "already running".
-        snapshot = SnapshotWriter(engine.path, covers)
-        _copy_live_records(engine, snapshot, covers, watch, progress, total)
-        with engine._mutex:
-            engine._frozen = None
-        info = snapshot.finish(last_seq, chain, last_us, retention.value)
-        _switch_index(engine, snapshot, covers, watch)
-        held = _hold_open(engine.path, covers)
+        snapshot = SnapshotWriter(host.path, covers)
+        _copy_live_records(host, snapshot, cut, watch, progress)
+        host.stop_freezing()
+        info = snapshot.finish(cut.last_seq, cut.chain, cut.last_us, retention.value)
+        _switch_index(host, snapshot, covers, watch)
+        held = _hold_open(host.path, covers)
         let_go: list[object] = []  # what the readers held of the retired files
         try:
-            with engine._cond, watch:
-                engine._check_open()  # closed meanwhile: the next open retires the log
-                engine._record_bytes = info.record_bytes + (
-                    engine._record_bytes - record_bytes_at_rotation
-                )
-                engine._covers = covers
-                retired = retire_files(engine.path, covers, retention)
-                engine._segments -= sum(1 for i in retired if i > 0)
-                let_go.extend(engine._readers.retire(covers))
+            retired, let_go = host.retire_covered(
+                cut, info.record_bytes, lambda: retire_files(host.path, covers, retention), watch
+            )
         finally:
             let_go.clear()  # frees the deleted files' blocks, outside the lock
             for fd in held:
@@ -156,18 +315,14 @@ def compact(
             snapshot.abort()
         raise
     finally:
-        with engine._cond:
-            engine._compacting = False
-            engine._frozen = None
-            if engine._closed:  # close() ran meanwhile: drop what compaction reopened
-                engine._readers.close()
+        host.end_compaction()
     return CompactionResult(
-        engine.path,
+        host.path,
         covers,
         info.path,
         info.records,
         bytes_before,
-        engine.disk_bytes(),
+        host.disk_bytes(),
         retention,
         len(retired),
         time.perf_counter() - started,
@@ -203,79 +358,42 @@ def _size(path: Path) -> int:
 
 
 def _copy_live_records(
-    engine: Engine,
+    host: CompactionHost,
     snapshot: SnapshotWriter,
-    covers: int,
+    cut: Cut,
     watch: _Stopwatch,
     progress: Progress | None,
-    total: int,
 ) -> None:
+    covers, total = cut.covers, cut.keys
     after: str | None = None
     done = 0
     while True:
-        engine.settle_order()  # keys written since: merged a batch per lock hold
-        with engine._mutex, watch:
-            last, batch = _next_batch(engine, after)
+        host.settle_order()  # keys written since: merged a batch per lock hold
+        last, batch = host.entries_at_rotation(after, watch)
         if last is None:
             return
         for key, entry in batch:
-            if entry[0] > covers:
+            if entry[FILE_ID] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
-            file_id, offset = entry[0], entry[1]
-            length = frame_length(entry)
-            frame = engine._readers.pread(file_id, length, offset)
-            problem = check_frame(frame, 0, length)
-            if problem is not None:
-                raise CorruptionError(engine.path / data_file_name(file_id), offset, problem)
-            snapshot.add(frame, key, entry)
+            snapshot.add(host.read_frame(entry), key, entry)
         after = last
         done += len(batch)
         if progress is not None:
             progress(min(done, total), total)
 
 
-def _next_batch(engine: Engine, after: str | None) -> tuple[str | None, list[tuple[str, Entry]]]:
-    """With the lock held: the next keys after ``after``, each with the entry it had at the
-    rotation (a key changed since has that entry in ``engine._frozen``), and the last key
-    looked at (None: no keys left). So the snapshot is the state as of its ``last_seq``."""
-    engine._check_open()  # a compaction stops when the store is closed
-    index, frozen = engine._index, engine._frozen
-    assert frozen is not None
-    keys = index.after(after, _BATCH)
-    if keys:
-        changed = list(frozen.irange(after, keys[-1], inclusive=(False, True)))
-    else:  # the index has no more keys; keys changed (deleted) since the rotation may remain
-        changed = list(islice(frozen.irange(after, None, inclusive=(False, True)), _BATCH))
-    if changed:
-        keys = sorted(set(keys).union(changed))
-    if not keys:
-        return None, []
-    batch = []
-    for key in keys:
-        entry = frozen.get(key)
-        if entry is None:
-            entry = index.get(key)
-        if entry is not None:
-            batch.append((key, entry))
-    return keys[-1], batch
-
-
-def _switch_index(engine: Engine, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch) -> None:
-    keys = snapshot.keys
+def _switch_index(
+    host: CompactionHost, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch
+) -> None:
+    keys, entry = snapshot.keys, snapshot.entry
     for start in range(0, len(keys), _BATCH):
-        with engine._mutex, watch:
-            engine._check_open()
-            index = engine._index
-            for i in range(start, min(start + _BATCH, len(keys))):
-                key = keys[i]
-                entry = index.get(key)
-                # Entries at or below `covers` can only be the ones copied: newer writes point
-                # past `covers`, and only compaction (one at a time) rewrites old entries.
-                if entry is not None and entry[0] <= covers:
-                    index[key] = snapshot.entry(i)
+        # The new entries are made before the lock is taken: it is held only to swap them in.
+        stop = min(start + _BATCH, len(keys))
+        host.switch_to_snapshot([(keys[i], entry(i)) for i in range(start, stop)], covers, watch)
         # Each new entry is a tuple the garbage collector tracks while the old one is freed, so
         # its allocation count stays flat as young objects pile up, until one young pass walks
-        # them all, lock held (over half a second for 1M keys): collect them a batch at a time.
+        # them all, perhaps with the lock held (over half a second for 1M keys): collect them a
+        # batch at a time.
         if gc.isenabled():
             gc.collect(0)
         # This loop does no I/O, so it would keep the GIL for whole switch intervals and take

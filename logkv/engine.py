@@ -11,14 +11,22 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from sortedcontainers import SortedDict
-
-from .compaction import CompactionResult, Progress, compact
+from .compaction import (
+    CompactionResult,
+    CompactionRunningError,
+    CompactionState,
+    Cut,
+    HoldTimer,
+    Progress,
+    compact,
+    switch_entries,
+)
 from .errors import (
     CorruptionError,
     InvalidKeyError,
@@ -32,6 +40,7 @@ from .format import (
     CHAIN_SIZE,
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
+    SEGMENT_HEADER_SIZE,
     Op,
     SyncedMark,
     check_frame,
@@ -45,7 +54,7 @@ from .fsutil import (
     open_file,
     open_for_reading,
 )
-from .index import Index, IndexEntry
+from .index import CONTENT_TYPE, FILE_ID, OFFSET, Index, IndexEntry
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
@@ -62,21 +71,29 @@ from .layout import (
 from .lock import StoreLock
 from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Retention
 from .repair import rewrite_valid_frames
-from .replay import DroppedRange, Entry, Recovery, RecoveryReport, Replayer, synced_shortfall
+from .replay import (
+    DroppedRange,
+    Entry,
+    Recovery,
+    RecoveryReport,
+    Replayer,
+    frame_length,
+    synced_shortfall,
+)
 from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
-_CHUNK: Final = 512
+_CHUNK: Final = 512  # keys copied per lock hold while iterating
 _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
 _DELETE: Final = int(Op.DELETE)
-_now_ns = time.time_ns  # keys copied per lock hold while iterating
+_now_ns = time.time_ns
 
 
 class _Missing:
@@ -99,20 +116,30 @@ class KeyInfo:
 
 @dataclass(frozen=True)
 class EngineStats:
-    """Figures about a store. ``log_bytes`` are the data files on disk (segments and
+    """Figures about a store. ``disk_bytes`` are the data files on disk (segments and
     snapshot); ``dead_bytes`` are bytes of superseded or deleted records compaction would
     reclaim; ``snapshot_covers`` is the last segment folded into the snapshot (0: none)."""
 
     path: Path
     keys: int
     live_bytes: int
-    log_bytes: int
+    disk_bytes: int
     dead_bytes: int
     segments: int
     last_seq: int
     durability: Durability
     readonly: bool
     snapshot_covers: int = 0
+
+    @property
+    def log_bytes(self) -> int:
+        """Deprecated: the old name of :attr:`disk_bytes` (it counts the snapshot too)."""
+        warnings.warn(
+            "EngineStats.log_bytes is deprecated: use disk_bytes (segments and snapshot)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.disk_bytes
 
 
 def validate_key(key: object) -> str:
@@ -195,6 +222,59 @@ _DONE = Commit()
 _DONE.done.set()
 
 
+@dataclass(slots=True)
+class _LogPosition:
+    """Where the log ends and what it holds. Guarded by ``Engine._mutex``."""
+
+    seq: int = 0  # the sequence number of the newest record
+    chain: bytes = GENESIS_CHAIN  # its chain value
+    last_us: int = 0  # its timestamp
+    record_bytes: int = 0  # bytes of every record, the snapshot's included
+    live_bytes: int = 0  # bytes of the records the index points to
+    segments: int = 0  # segment files after the snapshot
+
+    def take_from(self, r: Replayer[Any]) -> None:
+        """Adopt where a replay ended (``segments`` is counted by the caller)."""
+        self.seq, self.chain, self.last_us = r.last_seq, r.chain, r.last_timestamp_us
+        self.record_bytes, self.live_bytes = r.record_bytes, r.live_bytes
+
+    def hand_to(self, r: Replayer[Any]) -> None:
+        """Let a replay go on from here (after a snapshot; a read-only store refreshing)."""
+        r.last_seq, r.chain, r.last_timestamp_us = self.seq, self.chain, self.last_us
+        r.record_bytes, r.live_bytes = self.record_bytes, self.live_bytes
+
+
+@dataclass(slots=True)
+class _ReplayCursor:
+    """Where the last replay or refresh stopped reading. Guarded by ``Engine._mutex``."""
+
+    segment: int = 0  # the segment scanned last (0: none) ...
+    offset: int = 0  # ... and where its valid data ended
+    synced: SyncedMark | None = None  # the synced mark read by the last replay
+
+
+class _GroupCommit:
+    """Group commit (``Durability.FSYNC``): appended-but-unsynced index updates, in log order.
+
+    A syncer thread makes each batch durable with one ``fdatasync``, applies it to the index,
+    then wakes that batch's writers (and no one else). Every field is guarded by
+    ``Engine._mutex``; the two conditions are over that lock.
+    """
+
+    __slots__ = ("applied", "batch", "pending", "stopping", "syncing", "thread", "wake_syncer")
+
+    def __init__(self, mutex: threading.Lock) -> None:
+        self.pending: list[tuple[str, Entry | None, int]] = []  # (key, entry, frame length)
+        self.batch = Commit()  # the batch new appends join
+        self.syncing = False  # the syncer is syncing a batch (with the lock released)
+        self.thread: threading.Thread | None = None  # the syncer, started by the first write
+        self.stopping = False  # the store is closing: the syncer ends once the queue is empty
+        #: Signalled when there is work for the syncer (appends, or ``stopping``).
+        self.wake_syncer = threading.Condition(mutex)
+        #: Signalled when the syncer applied a batch or failed to sync it.
+        self.applied = threading.Condition(mutex)
+
+
 class Engine:
     """A store: an append-only log of set/delete records and a sorted index of their locations.
 
@@ -213,6 +293,7 @@ class Engine:
         recovery: Recovery,
         retention: Retention,
     ) -> None:
+        # Settings: fixed once open.
         self.path = path
         self.retention = retention
         self.readonly = readonly
@@ -220,42 +301,22 @@ class Engine:
         self._group_commit = durability is Durability.FSYNC
         self.segment_size = segment_size
         self.recovery_mode = recovery
-        self.report = RecoveryReport()
-        # One lock guards the index and the writer. Hot paths use the C-level ``_mutex``
-        # directly; group commit waits on ``_cond``, a condition over the same lock.
+        self.report = RecoveryReport()  # set by open and by a read-only store's reload
+        # The store's one lock. Hot paths take it directly (a C-level lock); group commit's
+        # conditions are over it. It guards every field below but the readers (thread-safe on
+        # their own) and the folder lock (taken by open, released by close). Values are read
+        # outside it.
         self._mutex = threading.Lock()
-        self._cond = threading.Condition(self._mutex)
-        self._lock: StoreLock | None = None
-        self._writer: SegmentWriter | None = None
-        self._readers = SegmentReaders(path)
-        self._index = Index()
-        self._closed = False
-        self._failed: BaseException | None = None
-        self._seq = 0
-        self._chain = GENESIS_CHAIN  # chain value of the newest record
-        self._record_bytes = 0
-        self._live_bytes = 0
-        self._segments = 0
-        self._covers = 0  # segments 1.._covers are in the current snapshot
-        self._snapshot_retention = retention  # how the compaction that wrote it retires
-        self._compacting = False
-        # While compaction copies: the entry each key had at its rotation, for keys changed
-        # since (their entry at or below ``_frozen_covers`` was replaced or deleted).
-        self._frozen: SortedDict[str, Entry] | None = None
-        self._frozen_covers = 0
-        self._last_us = 0  # timestamp of the newest record
-        self._scan_segment = 0  # read-only refresh: the segment scanned last ...
-        self._scan_pos = 0  # ... and where its valid data ended
-        self._synced: SyncedMark | None = None  # the synced mark read by the last replay
-        # Group commit (Durability.FSYNC): appended-but-unsynced index updates, in log order.
-        # A syncer thread makes each batch durable with one fdatasync, applies it to the index,
-        # then wakes that batch's writers (and no one else).
-        self._pending: list[tuple[str, Entry | None, int]] = []
-        self._batch = Commit()  # the batch new appends join
-        self._syncing = False
-        self._work = threading.Condition(self._mutex)  # wakes the syncer
-        self._syncer: threading.Thread | None = None
-        self._stop_syncer = False
+        self._closed = False  # guarded by _mutex
+        self._failed: BaseException | None = None  # a failed fdatasync; guarded by _mutex
+        self._index = Index()  # guarded by _mutex
+        self._position = _LogPosition()  # guarded by _mutex
+        self._compaction = CompactionState(retention)  # guarded by _mutex
+        self._commits = _GroupCommit(self._mutex)  # guarded by _mutex
+        self._scanned = _ReplayCursor()  # guarded by _mutex
+        self._writer: SegmentWriter | None = None  # guarded by _mutex
+        self._readers = SegmentReaders(path)  # thread-safe on its own
+        self._folder_lock: StoreLock | None = None  # set by open, released by close
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -299,7 +360,7 @@ class Engine:
         )
         try:
             if not readonly:
-                engine._lock = StoreLock(folder)
+                engine._folder_lock = StoreLock(folder)
             engine._load()
         except BaseException:
             engine._release()
@@ -323,41 +384,38 @@ class Engine:
             replayer, scan_end = self._replay()
             self.report = first
         self._index = Index(replayer.entries)
-        self._seq = replayer.last_seq
-        self._last_us = replayer.last_timestamp_us
-        self._chain = replayer.chain
-        self._record_bytes = replayer.record_bytes
-        self._live_bytes = replayer.live_bytes
+        self._position.take_from(replayer)
         if not self.readonly:
             self._retire_stale()
             self._writer = SegmentWriter(
                 self.path,
-                self._scan_segment or self._covers + 1,
+                self._scanned.segment or self._compaction.covers + 1,
                 scan_end,
                 self.segment_size,
                 sync_on_rotate=self.durability is Durability.FSYNC,
             )
-            self._segments = max(self._segments, 1)
+            self._position.segments = max(self._position.segments, 1)
 
     def _replay(self) -> tuple[Replayer[dict[str, Entry]], int]:
         """Load the newest good snapshot, then scan the segments after it; return the
         :class:`Replayer` and where the log's valid data ends."""
         replayer: Replayer[dict[str, Entry]] = Replayer({}, self.recovery_mode)
-        replayer.synced = self._synced = read_synced_mark(self.path)
+        scanned = self._scanned
+        replayer.synced = scanned.synced = read_synced_mark(self.path)
         self.report = RecoveryReport(dropped=replayer.dropped)
         covers = self._load_snapshot(replayer)
         segments = self._segments_after(covers)
         end = 0
-        self._scan_segment = 0
+        scanned.segment = 0
         for i, (number, seg_path) in enumerate(segments):
             scan = replayer.scan(seg_path, number, 0, is_last=i == len(segments) - 1)
             if scan.torn_tail is not None:
                 self._drop_torn_tail(scan.torn_tail)
             end = scan.valid_end
-            self._scan_segment = number
+            scanned.segment = number
         self._check_synced_mark(replayer, end, covers)
-        self._segments = sum(1 for _, p in segments if p.parent == self.path)
-        self._scan_pos = end
+        self._position.segments = sum(1 for _, p in segments if p.parent == self.path)
+        scanned.offset = end
         return replayer, end
 
     def _replay_settled(self) -> tuple[Replayer[dict[str, Entry]], int]:
@@ -382,7 +440,8 @@ class Engine:
         """Seed ``replayer`` from the newest snapshot that loads; return what it covers (0 if
         none). Damaged newer snapshots are noted in the report; the log must still hold what
         they covered (checked by :meth:`_segments_after`), else open fails."""
-        self._covers = 0
+        compaction = self._compaction
+        compaction.covers = 0
         self.report.damaged_snapshots = []
         for covers, path in reversed(list_snapshots(self.path)):
             try:
@@ -392,14 +451,14 @@ class Engine:
                 self.report.damaged_snapshots.append(exc)
                 continue
             replayer.entries = entries
-            replayer.last_seq = info.last_seq
-            replayer.last_timestamp_us = info.last_us
-            replayer.chain = info.chain
-            replayer.record_bytes = info.record_bytes
-            replayer.live_bytes = info.live_bytes
-            self._snapshot_retention = Retention(info.retention)
-            replayer.content_types.update((t, t) for t in {e[4] for e in entries.values()})
-            self._covers = covers
+            at_snapshot = _LogPosition(
+                info.last_seq, info.chain, info.last_us, info.record_bytes, info.live_bytes
+            )
+            at_snapshot.hand_to(replayer)
+            compaction.retention = Retention(info.retention)
+            types = {e[CONTENT_TYPE] for e in entries.values()}
+            replayer.content_types.update((t, t) for t in types)
+            compaction.covers = covers
             return covers
         return 0
 
@@ -438,12 +497,13 @@ class Engine:
         """Read-only stores: keep the files of this view (the snapshot and ``numbers``) open
         when they fit within the readers' bound, so that a writer's compaction cannot take
         them away before the next refresh (see :meth:`SegmentReaders.hold`)."""
-        self._readers.hold(([-self._covers] if self._covers else []) + numbers)
+        covers = self._compaction.covers
+        self._readers.hold(([-covers] if covers else []) + numbers)
 
     def _retire_stale(self) -> None:
         """After a crash between a snapshot's install and its cleanup: retire what the newest
         snapshot covers, set damaged snapshots aside, remove older snapshots."""
-        retire_files(self.path, self._covers, self._snapshot_retention)
+        retire_files(self.path, self._compaction.covers, self._compaction.retention)
         if self.report.damaged_snapshots:
             self._restore_archived()
         for exc in self.report.damaged_snapshots:
@@ -457,7 +517,7 @@ class Engine:
         moved = False
         for number, seg_path in list_segments(archive) if archive.is_dir() else []:
             target = self.path / seg_path.name
-            if number > self._covers and not target.exists():
+            if number > self._compaction.covers and not target.exists():
                 os.replace(seg_path, target)
                 moved = True
         if moved:
@@ -469,7 +529,7 @@ class Engine:
     ) -> None:
         """Fail (strict) or report (salvage) a log that ends before the synced mark: records
         that were durable when the writer last closed cleanly are missing."""
-        lost = synced_shortfall(replayer.synced, self.path, self._scan_segment, end, covers)
+        lost = synced_shortfall(replayer.synced, self.path, self._scanned.segment, end, covers)
         if lost is None:
             return
         if self.recovery_mode is not Recovery.SALVAGE:
@@ -512,12 +572,12 @@ class Engine:
         reloaded from the new snapshot and this counts the records since the last refresh).
         Writers see their own writes and need no refresh.
         """
-        with self._cond:
+        with self._mutex:
             self._check_open()
             if not self.readonly:
                 return 0
-            before = self._seq
-            if _newest_covers(self.path) > self._covers:
+            before = self._position.seq
+            if _newest_covers(self.path) > self._compaction.covers:
                 self._reload()
             else:
                 try:
@@ -527,39 +587,31 @@ class Engine:
                 else:
                     # A compaction that finished meanwhile may have retired segments before
                     # we listed them (we would have skipped their records): start over.
-                    if _newest_covers(self.path) > self._covers:
+                    if _newest_covers(self.path) > self._compaction.covers:
                         self._reload()
-            return self._seq - before
+            return self._position.seq - before
 
     def _refresh_segments(self) -> None:
+        scanned, position, covers = self._scanned, self._position, self._compaction.covers
         replayer = Replayer(self._index, self.recovery_mode)
-        replayer.synced = self._synced
-        replayer.last_seq = self._seq
-        replayer.chain = self._chain
-        replayer.record_bytes = self._record_bytes
-        replayer.live_bytes = self._live_bytes
+        replayer.synced = scanned.synced
+        position.hand_to(replayer)
         every = list_segments(self.path)
-        segments = [s for s in every if s[0] >= self._scan_segment]
+        segments = [s for s in every if s[0] >= scanned.segment]
         for i, (number, seg_path) in enumerate(segments):
-            start = self._scan_pos if number == self._scan_segment else 0
+            start = scanned.offset if number == scanned.segment else 0
             scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)
-            self._scan_segment, self._scan_pos = number, scan.valid_end
-        self._seq = replayer.last_seq
-        self._chain = replayer.chain
-        self._record_bytes = replayer.record_bytes
-        self._live_bytes = replayer.live_bytes
-        self._segments = sum(1 for n, _ in every if n > self._covers)  # as _replay counts them
-        self._hold_view([n for n, _ in every if n > self._covers])
+            scanned.segment, scanned.offset = number, scan.valid_end
+        position.take_from(replayer)
+        position.segments = sum(1 for n, _ in every if n > covers)  # as _replay counts them
+        self._hold_view([n for n, _ in every if n > covers])
 
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""
         replayer, _ = self._replay_settled()
         self._index = Index(replayer.entries)
-        self._seq = replayer.last_seq
-        self._chain = replayer.chain
-        self._record_bytes = replayer.record_bytes
-        self._live_bytes = replayer.live_bytes
-        self._readers.retire(self._covers)  # let go of the files the snapshot replaced
+        self._position.take_from(replayer)
+        self._readers.retire(self._compaction.covers)  # let go of the files it replaced
 
     def close(self, *, keep: bool = True) -> None:
         """Make pending writes durable, record the synced mark, release the lock, close files.
@@ -572,12 +624,12 @@ class Engine:
         ``keep=False`` is for a store being deleted (its folder already moved away): the log is
         not synced and no synced mark is recorded.
         """
-        with self._cond:
+        with self._mutex:
             if self._closed:
                 return
             self._closed = True
         self._stop_sync_thread()
-        with self._cond:
+        with self._mutex:
             try:
                 if keep and self._writer is not None and self._failed is None:
                     self._sync_and_mark(self._writer)
@@ -601,9 +653,9 @@ class Engine:
             self._writer.close()
             self._writer = None
         self._readers.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        if self._folder_lock is not None:
+            self._folder_lock.release()
+            self._folder_lock = None
 
     @property
     def closed(self) -> bool:
@@ -686,7 +738,7 @@ class Engine:
             try:
                 return entry, self.read(entry)
             except FileNotFoundError:
-                if attempt >= _REPLAY_ATTEMPTS or not self._was_retired(entry[0]):
+                if attempt >= _REPLAY_ATTEMPTS or not self._was_retired(entry[FILE_ID]):
                     raise
             attempt += 1
             entry = None
@@ -694,11 +746,12 @@ class Engine:
     def _was_retired(self, file_id: int) -> bool:
         """After a read found data file ``file_id`` gone: whether a compaction retired it. A
         read-only store reloads first when the writer installed a newer snapshot."""
-        with self._cond:
+        with self._mutex:
             self._check_open()
-            if self.readonly and _newest_covers(self.path) > self._covers:
+            if self.readonly and _newest_covers(self.path) > self._compaction.covers:
                 self._reload()
-            return -self._covers < file_id <= self._covers
+            covers = self._compaction.covers
+            return -covers < file_id <= covers
 
     def read(self, entry: Entry) -> bytes | None:
         """The value an index entry points to, read back and checked.
@@ -722,7 +775,7 @@ class Engine:
             return key in self._index
 
     def __len__(self) -> int:
-        with self._cond:
+        with self._mutex:
             self._check_open()
             return len(self._index)
 
@@ -741,7 +794,7 @@ class Engine:
         while remaining is None or remaining > 0:
             want = _CHUNK if remaining is None else min(_CHUNK, remaining)
             self.settle_order()
-            with self._cond:
+            with self._mutex:
                 self._check_open()
                 batch = self._index.after(after, want)
             yield from batch
@@ -772,20 +825,22 @@ class Engine:
         for key in self.keys(exclusive_start_key, limit):
             entry = self._entry(key)
             if entry is not None:
-                yield KeyInfo(key, entry[4], max(entry[3], 0))
+                _, _, _, size, content_type = entry
+                yield KeyInfo(key, content_type, max(size, 0))
 
     def stats(self) -> EngineStats:
         """Figures about the store (cheap: counters kept as records are written, plus a
         ``stat`` of each data file)."""
         with self._mutex:
             self._check_open()
-            keys, live, records = len(self._index), self._live_bytes, self._record_bytes
-            segments, seq, covers = self._segments, self._seq, self._covers
+            position = self._position
+            keys, live, records = len(self._index), position.live_bytes, position.record_bytes
+            segments, seq, covers = position.segments, position.seq, self._compaction.covers
         return EngineStats(
             path=self.path,
             keys=keys,
             live_bytes=live,
-            log_bytes=self.disk_bytes(),
+            disk_bytes=self.disk_bytes(),
             dead_bytes=records - live,
             segments=segments,
             last_seq=seq,
@@ -806,9 +861,10 @@ class Engine:
         """The compaction policy: the log passed ``min_bytes`` and dead bytes make up at least
         ``min_dead_ratio`` of the records."""
         with self._mutex:
-            if self._closed or self.readonly or self._compacting:
+            if self._closed or self.readonly or self._compaction.running:
                 return False
-            records, dead = self._record_bytes, self._record_bytes - self._live_bytes
+            records = self._position.record_bytes
+            dead = records - self._position.live_bytes
         return records >= min_bytes and records > 0 and dead / records >= min_dead_ratio
 
     def compact(
@@ -818,17 +874,103 @@ class Engine:
         :mod:`logkv.compaction`). Writers may keep writing from other threads meanwhile."""
         return compact(self, None if retention is None else Retention(retention), progress)
 
-    def _drain_pending(self) -> None:
-        """Group commit: with the lock held, wait until every appended record is durable and
-        visible (or the sync failed)."""
-        while (self._syncing or self._pending) and self._failed is None:
-            self._work.notify()
-            self._cond.wait()
-
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest record (0 for an empty log)."""
-        return self._seq
+        return self._position.seq
+
+    @property
+    def snapshot_covers(self) -> int:
+        """What the installed snapshot covers: segments ``1..snapshot_covers`` (0: none)."""
+        return self._compaction.covers
+
+    # ------------------------------------------------------------------ compaction's steps
+    # The engine's side of :class:`~logkv.compaction.CompactionHost`: what :meth:`compact`
+    # does under the lock. Only compaction calls these.
+
+    def rotate_for_compaction(self, timer: HoldTimer) -> Cut | None:
+        """Compaction's step 1 (see :meth:`CompactionHost.rotate_for_compaction
+        <logkv.compaction.CompactionHost.rotate_for_compaction>`)."""
+        with self._mutex:
+            self._check_writable()
+            compaction = self._compaction
+            if compaction.running:
+                raise CompactionRunningError(f"a compaction of {self.path} is already running")
+            with timer:
+                self._drain_pending()
+                writer = self._writer
+                assert writer is not None
+                position = self._position
+                if writer.end > SEGMENT_HEADER_SIZE:
+                    writer.rotate()
+                    position.segments += 1
+                covers = writer.number - 1
+                if covers <= compaction.covers:
+                    return None
+                compaction.start(covers)
+                return Cut(
+                    covers,
+                    position.seq,
+                    position.chain,
+                    position.last_us,
+                    position.record_bytes,
+                    len(self._index),
+                )
+
+    def entries_at_rotation(
+        self, after: str | None, timer: HoldTimer
+    ) -> tuple[str | None, list[tuple[str, Entry]]]:
+        """Compaction's step 2: the next batch of keys after ``after`` with their entries as
+        of the rotation (see :meth:`CompactionState.entries_at_rotation
+        <logkv.compaction.CompactionState.entries_at_rotation>`)."""
+        with self._mutex, timer:
+            self._check_open()  # a compaction stops when the store is closed
+            return self._compaction.entries_at_rotation(self._index, after)
+
+    def read_frame(self, entry: Entry) -> bytes:
+        """The whole frame an index entry points to, its checksum verified (compaction copies
+        it verbatim)."""
+        number, offset, length = entry[FILE_ID], entry[OFFSET], frame_length(entry)
+        frame = self._readers.pread(number, length, offset)
+        problem = check_frame(frame, 0, length)
+        if problem is not None:
+            raise CorruptionError(self.path / data_file_name(number), offset, problem)
+        return frame
+
+    def stop_freezing(self) -> None:
+        """End of compaction's step 2: writes need no longer keep entries as of the rotation."""
+        with self._mutex:
+            self._compaction.stop_freezing()
+
+    def switch_to_snapshot(
+        self, batch: Sequence[tuple[str, Entry]], covers: int, timer: HoldTimer
+    ) -> None:
+        """Compaction's step 4, a batch: point the keys of ``batch`` not changed since the
+        rotation at their entry in the snapshot (see :func:`~logkv.compaction.switch_entries`)."""
+        with self._mutex, timer:
+            self._check_open()
+            switch_entries(self._index, batch, covers)
+
+    def retire_covered(
+        self, cut: Cut, snapshot_bytes: int, retire: Callable[[], list[int]], timer: HoldTimer
+    ) -> tuple[list[int], list[object]]:
+        """Compaction's step 5 (see :meth:`CompactionHost.retire_covered
+        <logkv.compaction.CompactionHost.retire_covered>`)."""
+        with self._mutex, timer:
+            self._check_open()  # closed meanwhile: the next open retires the log
+            position = self._position
+            position.record_bytes = snapshot_bytes + (position.record_bytes - cut.record_bytes)
+            self._compaction.covers = cut.covers
+            retired = retire()
+            position.segments -= sum(1 for i in retired if i > 0)
+            return retired, [*self._readers.retire(cut.covers)]
+
+    def end_compaction(self) -> None:
+        """Whatever happened, the compaction is over."""
+        with self._mutex:
+            self._compaction.end()
+            if self._closed:  # close() ran meanwhile: drop what compaction reopened
+                self._readers.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -867,7 +1009,7 @@ class Engine:
 
     def sync(self) -> None:
         """Make everything written so far durable now (``fdatasync``), whatever the level."""
-        with self._cond:
+        with self._mutex:
             self._check_writable()
             assert self._writer is not None
             self._writer.sync()
@@ -901,10 +1043,11 @@ class Engine:
                 self._check_writable()
             writer = self._writer
             assert writer is not None
-            seq = self._seq + 1
+            position = self._position
+            seq = position.seq + 1
             now_us = _now_ns() // 1000
             try:
-                frame = encode_record(seq, now_us, op, key, content_type, value, self._chain)
+                frame = encode_record(seq, now_us, op, key, content_type, value, position.chain)
             except UnicodeEncodeError as exc:
                 raise InvalidKeyError(
                     f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
@@ -912,11 +1055,11 @@ class Engine:
                 ) from None
             before = writer.number
             number, offset = writer.append(frame)
-            self._seq = seq
-            self._last_us = now_us
-            self._chain = frame[_CHAIN_START:_CHAIN_STOP]
+            position.seq = seq
+            position.last_us = now_us
+            position.chain = frame[_CHAIN_START:_CHAIN_STOP]
             if number != before:
-                self._segments += 1
+                position.segments += 1
             length = len(frame)
             entry: Entry | None = None
             if op == _SET:
@@ -930,57 +1073,70 @@ class Engine:
                 self._apply(key, entry, length)
                 return seq, _DONE
             # Durability.FSYNC: queue for the syncer; visible once its batch is synced.
-            self._pending.append((key, entry, length))
-            batch = self._batch
-            if self._syncer is None:
+            commits = self._commits
+            commits.pending.append((key, entry, length))
+            batch = commits.batch
+            if commits.thread is None:
                 self._start_sync_thread()
-            elif not self._syncing:
-                self._work.notify()
+            elif not commits.syncing:
+                commits.wake_syncer.notify()
         return seq, batch
 
     def _apply(self, key: str, entry: Entry | None, length: int) -> None:
         """Make an appended record visible: point the index at it (or drop the key)."""
-        self._record_bytes += length
+        position = self._position
+        position.record_bytes += length
         if entry is not None:
             old = self._index.put(key, entry)
-            self._live_bytes += length
+            position.live_bytes += length
         else:
             old = self._index.remove(key)
         if old is not None:
-            self._live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
-            if self._frozen is not None and old[0] <= self._frozen_covers:
-                self._frozen[key] = old  # compaction copies the entry as of its rotation
+            file_id, _, head, size, _ = old
+            position.live_bytes -= head + size if size > 0 else head
+            compaction = self._compaction
+            if compaction.frozen is not None and file_id <= compaction.frozen_covers:
+                compaction.frozen[key] = old  # compaction copies the entry as of its rotation
+
+    def _drain_pending(self) -> None:
+        """Group commit: with the lock held, wait until every appended record is durable and
+        visible (or the sync failed)."""
+        commits = self._commits
+        while (commits.syncing or commits.pending) and self._failed is None:
+            commits.wake_syncer.notify()
+            commits.applied.wait()
 
     def _start_sync_thread(self) -> None:
-        self._syncer = threading.Thread(
+        self._commits.thread = threading.Thread(
             target=self._sync_loop, name=f"logkv-sync {self.path.name}", daemon=True
         )
-        self._syncer.start()
+        self._commits.thread.start()
 
     def _stop_sync_thread(self) -> None:
         """Let the syncer handle every queued write, then end it. Called once the store is
         closed, so that no write can queue behind its last batch."""
-        with self._cond:
-            syncer = self._syncer
+        with self._mutex:
+            syncer = self._commits.thread
             if syncer is None:
                 return
-            self._stop_syncer = True
-            self._work.notify()
+            self._commits.stopping = True
+            self._commits.wake_syncer.notify()
         if syncer is not threading.current_thread():  # close() from a commit callback
             syncer.join()
 
     def _sync_loop(self) -> None:
         """The syncer thread: one ``fdatasync`` per batch of appends, then wake its writers."""
+        commits = self._commits
         with self._mutex:
             while True:
-                while not self._pending and not self._stop_syncer:
-                    self._work.wait()
-                if not self._pending:
+                while not commits.pending and not commits.stopping:
+                    commits.wake_syncer.wait()
+                if not commits.pending:
                     return
-                batch, self._pending = self._pending, []
-                group, self._batch = self._batch, Commit()
+                batch, commits.pending = commits.pending, []
+                group, commits.batch = commits.batch, Commit()
                 writer = self._writer
-                self._syncing = True
+                commits.syncing = True
                 self._mutex.release()
                 error: BaseException | None = None
                 try:
@@ -991,18 +1147,70 @@ class Engine:
                     error = exc
                 finally:
                     self._mutex.acquire()
-                self._syncing = False
+                commits.syncing = False
                 if error is None:
                     for key, entry, length in batch:
                         self._apply(key, entry, length)
                 else:
                     self._failed = error
-                self._cond.notify_all()  # compaction or close waiting for the drain
+                commits.applied.notify_all()  # compaction or close waiting for the drain
                 self._mutex.release()
                 try:
                     group._finish(error)  # wake this batch's writers (and run callbacks)
                 finally:
                     self._mutex.acquire()
+
+    # ------------------------------------------------------------------ invariants
+
+    def _check(self) -> None:
+        """Assert the engine's invariants (for tests: the model-based tests call it after
+        every step). An open store only; takes the lock.
+
+        The index is consistent (:meth:`Index._check <logkv.index.Index._check>`), and so is
+        the compaction state; the live bytes are those of the frames the index points to, and
+        at most the bytes of all records; every entry points into the installed snapshot (or
+        the one a running compaction is switching to) or a segment after it, and, for a
+        writer, into a data file on disk, within its size; a writer's segments after the
+        snapshot are the consecutive ones up to its active segment, as many as counted.
+        """
+        with self._mutex:
+            self._check_open()
+            index, position, compaction = self._index, self._position, self._compaction
+            index._check()
+            compaction._check()
+            covers = compaction.covers
+            assert len(position.chain) == CHAIN_SIZE, position.chain
+            assert len(index) <= position.seq, "more keys than records"
+            assert covers == 0 or position.seq > 0, "a snapshot of an empty log"
+            assert 0 <= position.live_bytes <= position.record_bytes
+            commits = self._commits
+            assert self._group_commit or not (commits.pending or commits.thread), "group commit"
+            snapshots = {-covers} if covers else set()
+            if compaction.running:
+                snapshots.add(-compaction.frozen_covers)
+            writer = self._writer
+            sizes: dict[int, int] | None = None
+            if writer is None:
+                assert self.readonly, "a writable store without its writer"
+                last = max(self._scanned.segment, covers)
+            else:
+                last = writer.number
+                segments = [(n, p) for n, p in list_segments(self.path) if n > covers]
+                assert [n for n, _ in segments] == list(range(covers + 1, last + 1)), segments
+                assert position.segments == len(segments), (position.segments, segments)
+                sizes = {n: p.stat().st_size for n, p in segments}
+                sizes.update((-n, p.stat().st_size) for n, p in list_snapshots(self.path))
+                assert sizes[last] >= writer.end, (sizes[last], writer.end)
+            live = 0
+            for key, entry in index.entries.items():
+                file_id, offset, head, size, _ = entry
+                assert covers < file_id <= last or file_id in snapshots, (key, file_id, covers)
+                assert head > 0 and size >= -1, (key, head, size)
+                length = frame_length(entry)
+                live += length
+                if sizes is not None:
+                    assert offset + length <= sizes.get(file_id, -1), (key, file_id, offset)
+            assert live == position.live_bytes, (live, position.live_bytes)
 
 
 def _newest_covers(folder: Path) -> int:

@@ -10,7 +10,7 @@ from .fsutil import fsync_dir, make_dir
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots
 from .options import Retention
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
 
 def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:

@@ -98,11 +98,11 @@ class SnapshotWriter:
             self._next_sync = self._end + _SYNC_EVERY
         self.record_bytes += len(frame)
         self.live_bytes += len(frame)
+        _, _, head, size, content_type = entry
         self.keys.append(key)
         self.offsets.append(offset)
-        self._heads.append(entry[2])
-        self._sizes.append(entry[3])
-        content_type = entry[4]
+        self._heads.append(head)
+        self._sizes.append(size)
         type_id = self._types.get(content_type)
         if type_id is None:
             type_id = self._types[content_type] = len(self._types)

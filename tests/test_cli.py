@@ -161,7 +161,7 @@ def test_stats_as_a_table_and_as_json(tmp_path: Path) -> None:
     assert figures["last_seq"] == expected.last_seq == len(model.records) + 1
     assert figures["live_bytes"] == expected.live_bytes
     assert figures["dead_bytes"] == expected.dead_bytes
-    assert figures["disk_bytes"] == expected.log_bytes
+    assert figures["disk_bytes"] == expected.disk_bytes
     assert figures["snapshot_covers"] == expected.snapshot_covers > 0
     assert figures["segments"] == expected.segments == 1
     assert figures["archive_segments"] == expected.snapshot_covers

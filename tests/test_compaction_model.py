@@ -298,6 +298,12 @@ class CompactionVersusDict(RuleBasedStateMachine):
         assert len(self.engine) == len(self.model)
         assert self.engine.last_seq == len(self.states) - 1
 
+    @invariant()
+    def engine_invariants(self) -> None:
+        self.engine._check()
+        if self.follower is not None:
+            self.follower._check()
+
 
 def figures(engine: Engine) -> tuple[int, ...]:
     """The figures of ``stats()`` that the writer, a follower and a fresh open share."""
@@ -309,7 +315,7 @@ def figures(engine: Engine) -> tuple[int, ...]:
         stats.dead_bytes,
         stats.segments,
         stats.snapshot_covers,
-        stats.log_bytes,
+        stats.disk_bytes,
     )
 
 

@@ -420,7 +420,7 @@ def test_stats_follow_overwrites_and_deletes(open_engine: OpenEngine, store_path
     engine = open_engine()
     empty = engine.stats()
     assert (empty.keys, empty.live_bytes, empty.dead_bytes, empty.last_seq) == (0, 0, 0, 0)
-    assert empty.log_bytes == log_size(store_path) == 16
+    assert empty.disk_bytes == log_size(store_path) == 16
     assert empty.segments == 1
 
     engine.set("a", b"x" * 100)
@@ -428,7 +428,7 @@ def test_stats_follow_overwrites_and_deletes(open_engine: OpenEngine, store_path
     assert first.keys == 1
     assert first.live_bytes > 100
     assert first.dead_bytes == 0
-    assert first.log_bytes == log_size(store_path)
+    assert first.disk_bytes == log_size(store_path)
     record_a = first.live_bytes
 
     engine.set("b", b"y" * 10)
@@ -442,13 +442,13 @@ def test_stats_follow_overwrites_and_deletes(open_engine: OpenEngine, store_path
     assert third.keys == 2
     assert third.dead_bytes == record_a
     assert third.live_bytes > second.live_bytes + 900
-    assert third.log_bytes == log_size(store_path) == 16 + third.live_bytes + third.dead_bytes
+    assert third.disk_bytes == log_size(store_path) == 16 + third.live_bytes + third.dead_bytes
 
     engine.delete("a")  # delete: the live record and the delete record itself are dead
     fourth = engine.stats()
     assert fourth.keys == 1
     assert fourth.live_bytes == record_b
-    assert fourth.log_bytes == log_size(store_path) == 16 + fourth.live_bytes + fourth.dead_bytes
+    assert fourth.disk_bytes == log_size(store_path) == 16 + fourth.live_bytes + fourth.dead_bytes
     assert fourth.dead_bytes > third.dead_bytes + 1000
     assert fourth.last_seq == 4
 
@@ -463,9 +463,18 @@ def test_stats_count_segments(open_engine: OpenEngine, store_path: Path) -> None
         engine.set(f"k{i}", b"v" * 500)
     stats = engine.stats()
     assert stats.segments == len(list_segments(store_path)) > 1
-    assert stats.log_bytes == log_size(store_path)
+    assert stats.disk_bytes == log_size(store_path)
     engine.close()
     assert open_engine(segment_size=4096).stats() == stats
+
+
+def test_log_bytes_is_a_deprecated_name_of_disk_bytes(open_engine: OpenEngine) -> None:
+    engine = open_engine()
+    engine.set("a", b"x" * 100)
+    engine.compact()
+    stats = engine.stats()
+    with pytest.warns(DeprecationWarning, match="disk_bytes"):
+        assert stats.log_bytes == stats.disk_bytes > 0
 
 
 # ---------------------------------------------------------------------------------- housekeeping
@@ -497,3 +506,34 @@ def test_readonly_open_of_an_empty_folder(open_engine: OpenEngine, store_path: P
     assert list(reader.keys()) == []
     assert reader.refresh() == 0
     assert list(store_path.iterdir()) == []  # no lock, no segment: nothing was written
+
+
+# ---------------------------------------------------------------------------------- invariants
+
+
+def test_check_holds_through_writes_compaction_and_reopen(
+    open_engine: OpenEngine, store_path: Path
+) -> None:
+    engine = open_engine(segment_size=4096)
+    for i in range(60):
+        engine.set(f"k{i % 25}", b"v" * (i * 7 % 300) if i % 9 else None, "text/plain")
+        if i % 11 == 0:
+            engine.delete(f"k{i % 7}")
+    engine._check()
+    engine.compact()
+    engine._check()
+    engine.set("after", b"compaction")
+    engine.close()
+    reopened = open_engine(segment_size=4096)
+    reopened._check()
+    follower = open_engine(readonly=True)
+    follower._check()
+    follower.close()
+
+
+def test_check_catches_a_counter_out_of_step(open_engine: OpenEngine) -> None:
+    engine = open_engine()
+    engine.set("a", b"x" * 10)
+    engine._position.live_bytes += 1
+    with pytest.raises(AssertionError):
+        engine._check()

@@ -142,13 +142,19 @@ class EngineVersusDict(RuleBasedStateMachine):
         assert stats.live_bytes >= 0
         assert stats.dead_bytes >= 0
         assert stats.last_seq == self.engine.last_seq
-        assert stats.log_bytes == sum(
+        assert stats.disk_bytes == sum(
             p.stat().st_size for p in self.path.iterdir() if p.suffix == ".seg"
         )
 
     @invariant()
     def same_length(self) -> None:
         assert len(self.engine) == len(self.model)
+
+    @invariant()
+    def engine_invariants(self) -> None:
+        self.engine._check()
+        if self.follower is not None:
+            self.follower._check()
 
     # ------------------------------------------------------------------ reopen and follow
 
@@ -192,7 +198,7 @@ def _figures(stats: EngineStats) -> tuple[int, ...]:
         stats.keys,
         stats.live_bytes,
         stats.dead_bytes,
-        stats.log_bytes,
+        stats.disk_bytes,
         stats.segments,
         stats.last_seq,
     )

@@ -314,7 +314,7 @@ def torture(
             stats = engine.stats()
     except CorruptionError:
         return summary
-    summary.keys, summary.segments, summary.log_bytes = stats.keys, stats.segments, stats.log_bytes
+    summary.keys, summary.segments, summary.log_bytes = stats.keys, stats.segments, stats.disk_bytes
     summary.seconds = round(time.monotonic() - started, 2)
     return summary
 

@@ -200,20 +200,20 @@ def estimate(path: Path, label: str, min_dead_ratio: float) -> Outcome:
     outcome = Outcome(
         label,
         "would compact",
-        bytes_before=stats.log_bytes,
+        bytes_before=stats.disk_bytes,
         live_bytes=stats.live_bytes,
         dead_bytes=stats.dead_bytes,
         keys=stats.keys,
     )
     if pending == 0:
         outcome.status = "nothing to compact"
-        outcome.bytes_after = stats.log_bytes
+        outcome.bytes_after = stats.disk_bytes
     elif _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
         outcome.status = "would skip (few dead bytes)"
-        outcome.bytes_after = stats.log_bytes
+        outcome.bytes_after = stats.disk_bytes
     else:
         snapshot = _SNAPSHOT_FIXED + stats.live_bytes + key_bytes + _HINT_PER_KEY * stats.keys
-        outcome.bytes_after = min(snapshot + SEGMENT_HEADER_SIZE, stats.log_bytes)
+        outcome.bytes_after = min(snapshot + SEGMENT_HEADER_SIZE, stats.disk_bytes)
     return outcome
 
 
@@ -251,7 +251,7 @@ def compact_one(
             )
             if _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
                 base.status = "skipped (few dead bytes)"
-                base.bytes_before = base.bytes_after = stats.log_bytes
+                base.bytes_before = base.bytes_after = stats.disk_bytes
                 return base
             with progress_bar(label, stats.keys, bar) as report:
                 result = engine.compact(retention, progress=report)

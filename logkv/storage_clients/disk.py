@@ -147,7 +147,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
             **stamp_times(self.stamps),
             record_count=stats.keys,
             live_bytes=stats.live_bytes,
-            log_bytes=stats.log_bytes,
+            log_bytes=stats.disk_bytes,
             last_seq=stats.last_seq,
         )
 
