@@ -15,7 +15,6 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import mmap
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -459,18 +458,3 @@ def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
             path, offset, f"snapshot record holds {found}, its hint says key {key!r}"
         )
     return record
-
-
-def __getattr__(name: str) -> Any:
-    """``verify`` and ``VerifyReport`` moved to :mod:`logkv.verify`; the old names still
-    work, with a :class:`DeprecationWarning`."""
-    if name in ("verify", "VerifyReport"):
-        warnings.warn(
-            f"logkv.history.{name} moved to logkv.verify.{name}", DeprecationWarning, stacklevel=2
-        )
-        # Imported only when the old name is used (logkv.verify itself reads this module),
-        # so importing either module never imports the other in a cycle.
-        from . import verify  # noqa: PLC0415
-
-        return getattr(verify, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

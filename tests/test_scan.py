@@ -202,11 +202,3 @@ def test_open_verify_history_and_dump_draw_the_same_line(tmp_path: Path, name: s
             assert engine.report.torn_tail is not None
             assert [r.record.seq for r in logged] == list(range(1, engine.last_seq + 1))
 
-
-def test_the_old_import_path_of_verify_still_works(tmp_path: Path) -> None:
-    folder = tmp_path / "store"
-    _closed(folder)
-    with pytest.warns(DeprecationWarning, match="logkv.verify"):
-        from logkv.history import verify as old_verify  # noqa: PLC0415
-    assert old_verify is verify
-    assert old_verify(folder).ok
