@@ -26,7 +26,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self
 
-log = logging.getLogger("logkv.events")
+log = logging.getLogger(__name__)
 
 
 class Event(StrEnum):

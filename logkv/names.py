@@ -111,20 +111,10 @@ def select(
         raise ValueError(f"give at most one of id, name and alias (got {', '.join(given)})")
     validate_alias(default_id, "default store id")
     if name is not None:
-        validate_name(name)
-        if name == default_id:
-            raise ValueError(
-                f"the store name {name!r} is reserved for the default store; open the default "
-                "store with no argument, or choose another name"
-            )
+        _check_not_default(validate_name(name), "store name", "name", default_id)
         return Selector("named", name, name=name)
     if alias is not None:
-        validate_alias(alias)
-        if alias == default_id:
-            raise ValueError(
-                f"the alias {alias!r} is reserved for the default store; open the default store "
-                "with no argument, or choose another alias"
-            )
+        _check_not_default(validate_alias(alias), "alias", "alias", default_id)
         return Selector("alias", alias, alias=alias)
     if id is not None:
         validate_alias(id, "id")
@@ -149,3 +139,12 @@ def store_folder(storage_dir: str | os.PathLike[str], folder_name: str) -> Path:
     if folder.parent != root:
         raise ValueError(f"{folder_name!r} does not map to a folder directly inside {root}")
     return folder
+
+
+def _check_not_default(value: str, what: str, label: str, default_id: str) -> None:
+    """A name or alias may not take the default store's folder."""
+    if value == default_id:
+        raise ValueError(
+            f"the {what} {value!r} is reserved for the default store; open the default store "
+            f"with no argument, or choose another {label}"
+        )

@@ -16,7 +16,7 @@ from .format import SyncedMark, decode_synced_mark, encode_synced_mark
 from .fsutil import fsync_dir, open_file, open_for_reading, write_all
 from .layout import SYNCED_FILE
 
-log = logging.getLogger("logkv")
+log = logging.getLogger(__name__)
 
 
 def read_synced_mark(folder: Path) -> SyncedMark | None:

@@ -26,7 +26,7 @@ from typing import Any, Final
 from tqdm import tqdm
 
 from ..compaction import CompactionResult, Progress
-from ..engine import Engine
+from ..engine import Engine, EngineStats
 from ..errors import LogKVError, StoreLockedError
 from ..format import SEGMENT_HEADER_SIZE
 from ..layout import list_segments
@@ -99,6 +99,19 @@ class Outcome:
     keys: int = 0
     error: str | None = None
     code: ExitCode = ExitCode.OK
+
+    @classmethod
+    def of(cls, path: str, status: str, stats: EngineStats) -> Outcome:
+        """An outcome that starts from a store's figures: nothing reclaimed yet."""
+        return cls(
+            path,
+            status,
+            bytes_before=stats.disk_bytes,
+            bytes_after=stats.disk_bytes,
+            live_bytes=stats.live_bytes,
+            dead_bytes=stats.dead_bytes,
+            keys=stats.keys,
+        )
 
     @property
     def reclaimed(self) -> int:
@@ -197,20 +210,11 @@ def estimate(path: Path, label: str, min_dead_ratio: float) -> Outcome:
         stats = engine.stats()
         key_bytes = sum(len(key.encode("utf-8", "surrogatepass")) for key in engine.keys(None))
         pending = _log_after_snapshot(path, stats.snapshot_covers)
-    outcome = Outcome(
-        label,
-        "would compact",
-        bytes_before=stats.disk_bytes,
-        live_bytes=stats.live_bytes,
-        dead_bytes=stats.dead_bytes,
-        keys=stats.keys,
-    )
+    outcome = Outcome.of(label, "would compact", stats)
     if pending == 0:
         outcome.status = "nothing to compact"
-        outcome.bytes_after = stats.disk_bytes
     elif _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
         outcome.status = "would skip (few dead bytes)"
-        outcome.bytes_after = stats.disk_bytes
     else:
         snapshot = _SNAPSHOT_FIXED + stats.live_bytes + key_bytes + _HINT_PER_KEY * stats.keys
         outcome.bytes_after = min(snapshot + SEGMENT_HEADER_SIZE, stats.disk_bytes)
@@ -242,16 +246,9 @@ def compact_one(
     try:
         with Engine.open(path, create=False, retention=retention) as engine:
             stats = engine.stats()
-            base = Outcome(
-                label,
-                "compacted",
-                live_bytes=stats.live_bytes,
-                dead_bytes=stats.dead_bytes,
-                keys=stats.keys,
-            )
+            base = Outcome.of(label, "compacted", stats)
             if _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
                 base.status = "skipped (few dead bytes)"
-                base.bytes_before = base.bytes_after = stats.disk_bytes
                 return base
             with progress_bar(label, stats.keys, bar) as report:
                 result = engine.compact(retention, progress=report)
