@@ -56,7 +56,7 @@ from logkv.format import (
 )
 from logkv.history import key_history, state_at
 from logkv.layout import ARCHIVE_DIR, list_segments
-from logkv.options import Retention
+from logkv.modes import Retention
 
 from .harness import (
     GB,

@@ -27,8 +27,8 @@ from .events import Event, EventManager, EventPersistStateData
 from .format import DeleteRecord, Record, SetRecord
 from .key_value_store import KeyValueStore
 from .models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
-from .options import Durability
-from .replay import Recovery, RecoveryReport
+from .modes import Durability, Recovery
+from .replay import RecoveryReport
 from .storage_clients import (
     DiskStorageClient,
     KeyValueStoreClient,

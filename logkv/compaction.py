@@ -45,7 +45,7 @@ from sortedcontainers import SortedDict
 from .errors import LogKVError
 from .index import FILE_ID, Index
 from .layout import list_segments, list_snapshots
-from .options import Retention
+from .modes import Retention
 from .replay import Entry
 from .retire import retire_files
 from .segments import MAX_OPEN_DESCRIPTORS

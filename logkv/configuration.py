@@ -36,8 +36,7 @@ from pydantic_settings import (
 )
 
 from .errors import ConfigurationError
-from .options import DEFAULT_SEGMENT_SIZE, Durability, Retention
-from .replay import Recovery
+from .modes import DEFAULT_SEGMENT_SIZE, Durability, Recovery, Retention
 
 
 def _milliseconds(value: Any) -> Any:

@@ -59,8 +59,8 @@ from .killcheck import (
     run_and_kill,
 )
 from .layout import ARCHIVE_DIR, SEGMENT_SUFFIX
+from .modes import Durability, Retention
 from .names import store_folder
-from .options import Durability, Retention
 
 #: The crawler's store, under ``{storage_dir}/key_value_stores/``.
 STORE_NAME: Final = "shop-crawl"

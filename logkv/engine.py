@@ -69,12 +69,11 @@ from .layout import (
     torn_tail_copy_name,
 )
 from .lock import StoreLock
-from .options import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Retention
+from .modes import DEFAULT_SEGMENT_SIZE, MAX_KEY_LENGTH, Durability, Recovery, Retention
 from .repair import rewrite_valid_frames
 from .replay import (
     DroppedRange,
     Entry,
-    Recovery,
     RecoveryReport,
     Replayer,
     frame_length,

@@ -1,36 +1,20 @@
-"""Engine settings that are named values rather than numbers."""
+"""Deprecated: the engine's modes and limits moved to :mod:`logkv.modes`.
+
+``from logkv.options import Durability`` still works and warns; import from :mod:`logkv` or
+:mod:`logkv.modes` instead.
+"""
 
 from __future__ import annotations
 
-from enum import StrEnum
+import warnings
+from typing import Any
 
-#: Segments rotate once they pass this many bytes (a single larger record still fits whole).
-DEFAULT_SEGMENT_SIZE = 64 * 1024 * 1024
-
-#: Longest key, in characters. Keys are any non-empty Python ``str`` that UTF-8 can encode.
-MAX_KEY_LENGTH = 1024
+from . import modes
 
 
-class Durability(StrEnum):
-    """How far a write has gone when the call that made it returns, named by what it survives.
-
-    ``PROCESS`` (the default): the record was handed to the operating system with ``write()``; it
-    survives the process being killed (``kill -9``, OOM, Ctrl-C) but not a power loss or kernel
-    crash. ``FSYNC``: the record is on disk (``fdatasync``) and survives power loss; concurrent
-    writers share one ``fdatasync`` (group commit), so many writers pay for few syncs.
-    """
-
-    PROCESS = "process"
-    FSYNC = "fsync"
-
-
-class Retention(StrEnum):
-    """What compaction does with the log segments a new snapshot covers.
-
-    ``DELETE`` (the default) removes them: the store keeps only its live data and the log since
-    the snapshot. ``ARCHIVE`` moves them to the store's ``archive/`` folder, so that the full
-    history stays replayable for audits (``logkv history``, ``logkv replay``) at the cost of disk.
-    """
-
-    DELETE = "delete"
-    ARCHIVE = "archive"
+def __getattr__(name: str) -> Any:
+    value = getattr(modes, name)  # AttributeError for a name modes does not have either
+    warnings.warn(
+        f"logkv.options.{name} moved to logkv.modes.{name}", DeprecationWarning, stacklevel=2
+    )
+    return value

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import CorruptionError
 from .format import GENESIS_CHAIN, Op, SyncedMark, chain_of
+from .modes import Recovery
 from .scan import Damage, SegmentReader, out_of_order, synced_shortfall
 
 __all__ = [
@@ -56,19 +56,6 @@ _Map = TypeVar("_Map", bound=EntryMap)
 def frame_length(entry: Entry) -> int:
     """The length in bytes of the frame an index entry points to."""
     return entry[2] + entry[3] if entry[3] > 0 else entry[2]
-
-
-class Recovery(StrEnum):
-    """What open does with damaged bytes.
-
-    ``STRICT`` (the default) drops only a torn tail, the cut-short end of the last segment that a
-    crash mid-append leaves, and raises :class:`~logkv.errors.CorruptionError` for anything
-    else. ``SALVAGE`` keeps every record that passes its checksum, drops the rest and reports
-    what it dropped in :class:`RecoveryReport`.
-    """
-
-    STRICT = "strict"
-    SALVAGE = "salvage"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .fsutil import fsync_dir, make_dir
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots
-from .options import Retention
+from .modes import Retention
 
 log = logging.getLogger(__name__)
 

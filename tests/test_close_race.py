@@ -14,7 +14,7 @@ import pytest
 from logkv import Configuration, KeyValueStore
 from logkv.engine import Commit, Engine
 from logkv.errors import StoreClosedError
-from logkv.options import Durability
+from logkv.modes import Durability
 
 #: Long enough for any healthy wait here; a stranded writer fails the test instead of hanging.
 _PATIENCE = 10.0

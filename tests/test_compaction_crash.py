@@ -25,7 +25,7 @@ from logkv import Engine
 from logkv.fsutil import fsync_dir, write_all
 from logkv.history import key_history
 from logkv.layout import ARCHIVE_DIR, TEMP_SUFFIX, list_segments, list_snapshots
-from logkv.options import Retention
+from logkv.modes import Retention
 from logkv.snapshot import SnapshotWriter
 from logkv.verify import verify
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 from logkv import Configuration, Durability, Recovery
 from logkv.configuration import ENVIRONMENT
 from logkv.errors import ConfigurationError
-from logkv.options import DEFAULT_SEGMENT_SIZE, Retention
+from logkv.modes import DEFAULT_SEGMENT_SIZE, Retention
 
 
 @pytest.fixture(autouse=True)
@@ -171,3 +172,12 @@ def test_unknown_arguments_and_bad_assignments_are_refused() -> None:
     assert config.segment_size == 8192
     with pytest.raises(ValidationError):
         config.segment_size = 10
+
+
+def test_the_old_modes_module_name_still_imports_with_a_warning() -> None:
+    old_module = importlib.import_module("logkv.options")
+    with pytest.warns(DeprecationWarning, match="logkv.modes"):
+        old = old_module.Retention
+    assert old is Retention
+    with pytest.raises(AttributeError):
+        _ = old_module.no_such_name

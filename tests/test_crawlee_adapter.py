@@ -37,7 +37,7 @@ from logkv.layout import (
     TRASH_DIR,
     is_store_folder,
 )
-from logkv.options import Durability
+from logkv.modes import Durability
 
 AWKWARD_KEYS = [
     "with space",

@@ -41,7 +41,7 @@ from logkv.content import MAX_NESTING_DEPTH
 from logkv.key_value_store import close_all, open_stores
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, PUBLIC_DIR
 from logkv.models import StorageMetadata
-from logkv.options import MAX_KEY_LENGTH
+from logkv.modes import MAX_KEY_LENGTH
 
 OpenKvs = Callable[..., Awaitable[KeyValueStore]]
 PATIENCE = 10.0

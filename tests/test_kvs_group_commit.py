@@ -13,7 +13,7 @@ import pytest
 
 from logkv import Configuration, KeyValueStore
 from logkv.errors import StoreFailedError, SyncFailedError
-from logkv.options import Durability
+from logkv.modes import Durability
 
 
 def _configuration(tmp_path: Path) -> Configuration:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from logkv import Configuration, KeyValueStore
 from logkv.layout import PUBLIC_DIR, TEMP_SUFFIX
-from logkv.options import MAX_KEY_LENGTH
+from logkv.modes import MAX_KEY_LENGTH
 from logkv.storage_clients._public import PublicFiles, public_file_name
 
 #: Characters that are awkward in file names or in percent-encoding, and multi-byte ones.

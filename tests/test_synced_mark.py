@@ -27,7 +27,7 @@ from logkv.layout import (
     segment_name,
     torn_tail_copy_name,
 )
-from logkv.options import Durability
+from logkv.modes import Durability
 from logkv.verify import verify
 
 

@@ -30,7 +30,7 @@ from ..engine import Engine, EngineStats
 from ..errors import LogKVError, StoreLockedError
 from ..format import SEGMENT_HEADER_SIZE
 from ..layout import list_segments
-from ..options import Retention
+from ..modes import Retention
 from . import ExitCode
 from .common import (
     CommandError,

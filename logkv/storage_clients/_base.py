@@ -23,8 +23,8 @@ from ..configuration import Configuration
 from ..engine import MISSING, validate_key
 from ..errors import InvalidKeyError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
+from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StoreKind, select
-from ..options import MAX_KEY_LENGTH
 from ..registry import purge_on_start
 from ._meta import new_store_id
 
@@ -134,7 +134,7 @@ class Deferred:
 def check_key(key: object) -> str:
     """Return ``key`` if it is a valid key, else raise :class:`~logkv.InvalidKeyError`.
 
-    Keys are non-empty ``str`` of at most :data:`~logkv.options.MAX_KEY_LENGTH` characters that
+    Keys are non-empty ``str`` of at most :data:`~logkv.modes.MAX_KEY_LENGTH` characters that
     UTF-8 can encode (no lone surrogates).
     """
     validate_key(key)

@@ -42,7 +42,7 @@ from ..engine import Commit, Engine
 from ..errors import StoreClosedError
 from ..fsutil import empty_trash, move_to_trash
 from ..index import IndexEntry
-from ..options import Durability
+from ..modes import Durability
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
 from ._folders import check_kind, refuse_foreign_folder, trash_of
 from ._meta import StoreMeta, read_meta, write_meta

@@ -23,8 +23,8 @@ from ..content import decode, decoder_for, encode, public_content_type
 from ..engine import Engine
 from ..index import IndexEntry
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
+from ..modes import MAX_KEY_LENGTH
 from ..names import Selector
-from ..options import MAX_KEY_LENGTH
 from ._base import (
     Deferred,
     KeyValueStoreClient,

@@ -22,8 +22,8 @@ from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
 from ..errors import StoreClosedError, StoreNotFoundError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
+from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StoreKind
-from ..options import MAX_KEY_LENGTH
 from ._base import (
     KeyValueStoreClient,
     StorageClient,
