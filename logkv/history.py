@@ -37,6 +37,7 @@ from .format import (
     read_frame,
 )
 from .fsutil import open_for_reading
+from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
 from .replay import Entry, frame_length
 from .scan import SegmentReader, fail_on_damage, synced_shortfall
@@ -182,9 +183,7 @@ class RetainedLog:
             ) as reader:
                 buf = reader.buf
                 for offset, length, fields in reader.frames():
-                    yield LoggedRecord(
-                        path, offset, length, decode_fields(fields), chain_of(buf, offset)
-                    )
+                    yield _logged(path, buf, offset, length, fields)
 
 
 def retained_log(folder: Path) -> RetainedLog:
@@ -278,8 +277,12 @@ def key_history(folder: Path, key: str) -> list[LoggedRecord]:
     """Every record of ``key`` in the store's retained history, oldest first.
 
     Fast on big logs: it searches each segment for the key's encoded bytes (a C-speed scan)
-    and decodes only the frames around the hits, instead of decoding every record. A key no
-    store can hold (say, one with lone surrogates) raises :class:`~logkv.errors.InvalidKeyError`.
+    and decodes only the frames around the hits, instead of decoding every record. A hit in
+    no valid frame (a damaged record of the key, or a torn tail) makes it read that segment
+    whole, by the rule open follows: damage raises :class:`~logkv.errors.CorruptionError`. A
+    record whose key bytes themselves are damaged is not found by the search; ``logkv verify``
+    reads every frame and reports it. A key no store can hold (say, one with lone surrogates)
+    raises :class:`~logkv.errors.InvalidKeyError`.
     """
     return key_log(folder, key).records
 
@@ -319,29 +322,49 @@ def _key_log(folder: Path, key: str) -> KeyLog:
 
 def _key_in_segment(
     path: Path, number: int, is_last: bool, synced: SyncedMark | None, key: str, needle: bytes
-) -> Iterator[LoggedRecord]:
-    """The records of ``key`` in segment ``path``, found by searching for ``needle`` (the
-    key's encoded bytes) and decoding only the valid frames around the hits."""
+) -> list[LoggedRecord]:
+    """The records of ``key`` in segment ``path``.
+
+    The fast way: search for ``needle`` (the key's encoded bytes) and decode only the valid
+    frames around the hits. Every byte of an intact segment lies in a valid frame, so a hit
+    that lies in none means damage or a torn tail; the segment is then read whole through the
+    scanner, which tells the two apart (damage raises :class:`CorruptionError`, never a
+    shorter answer).
+    """
     with SegmentReader(
         path, number, is_last=is_last, synced=synced, report=fail_on_damage
     ) as reader:
         if not reader.check_header():
-            return  # a torn tail: nothing was written yet
+            return []  # a torn tail: nothing was written yet
         buf, size = reader.buf, reader.size
+        found: list[LoggedRecord] = []
         hit = buf.find(needle, SEGMENT_HEADER_SIZE)
         while hit >= 0:
             frame = _frame_around(buf, hit, size)
             if frame is None:
-                hit = buf.find(needle, hit + 1)
-                continue
+                return list(_records_of(reader, key))
             start, length, fields = frame
             if fields[3] == key:
-                yield LoggedRecord(path, start, length, decode_fields(fields), chain_of(buf, start))
+                found.append(_logged(path, buf, start, length, fields))
             hit = buf.find(needle, start + length)
+        return found
+
+
+def _logged(path: Path, buf: Any, start: int, length: int, fields: Any) -> LoggedRecord:
+    """The record of the valid frame at ``start`` of segment ``path``."""
+    return LoggedRecord(path, start, length, decode_fields(fields), chain_of(buf, start))
+
+
+def _records_of(reader: SegmentReader, key: str) -> Iterator[LoggedRecord]:
+    """The records of ``key`` in the whole segment of ``reader``, frame by frame."""
+    buf = reader.buf
+    for start, length, fields in reader.frames():
+        if fields[3] == key:
+            yield _logged(reader.path, buf, start, length, fields)
 
 
 def _frame_around(buf: Any, pos: int, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
-    """The valid frame that contains byte ``pos``, or None."""
+    """The valid frame that contains byte ``pos``, or None when it lies in none."""
     start = buf.rfind(RECORD_MAGIC, SEGMENT_HEADER_SIZE, pos)
     while start >= 0:
         try:
@@ -446,9 +469,10 @@ def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
 def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
     """The set record of ``key`` at hint ``entry`` in ``buf`` (the bytes of snapshot ``path``),
     checked: a bad frame, or a record of another key, is :class:`CorruptionError`."""
-    offset = entry[1]
+    hint = IndexEntry._make(entry)
+    offset = hint.offset
     try:
-        _, fields = read_frame(buf, offset, offset + frame_length(entry))
+        _, fields = read_frame(buf, offset, offset + frame_length(hint))
     except BadFrame as bad:
         raise CorruptionError(path, offset, bad.reason) from None
     record = decode_fields(fields)

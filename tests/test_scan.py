@@ -22,7 +22,7 @@ from logkv.format import (
     encode_segment_header,
     read_frame,
 )
-from logkv.history import iter_log
+from logkv.history import iter_log, key_history
 from logkv.layout import SYNCED_FILE, segment_name
 from logkv.scan import Damage, SegmentReader, fail_on_damage
 from logkv.verify import verify
@@ -202,3 +202,26 @@ def test_open_verify_history_and_dump_draw_the_same_line(tmp_path: Path, name: s
             assert engine.report.torn_tail is not None
             assert [r.record.seq for r in logged] == list(range(1, engine.last_seq + 1))
 
+
+
+def test_key_history_raises_on_a_damaged_record_of_the_key(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    ends = _without_mark(folder)
+    _flip(folder / segment_name(1), ends[-2] - 10)  # in the value of k4, mid-log
+    with pytest.raises(CorruptionError):
+        key_history(folder, "k4")  # never a shorter answer
+    assert [r.record.key for r in key_history(folder, "k0")] == ["k0"]  # an intact key's
+
+
+def test_key_history_drops_a_torn_tail_as_open_does(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    _cut_last_record_unmarked(folder)  # k5's record is the torn tail
+    assert key_history(folder, "k5") == []
+    assert [r.record.key for r in key_history(folder, "k4")] == ["k4"]
+
+
+def test_key_history_raises_on_a_cut_record_before_the_synced_mark(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    _cut_last_record_marked(folder)  # acknowledged and synced: damage, not a torn write
+    with pytest.raises(CorruptionError):
+        key_history(folder, "k5")
