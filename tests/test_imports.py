@@ -1,5 +1,6 @@
 """The modules of logkv import each other without a cycle (imports under TYPE_CHECKING count
-too): each layer builds on the ones below it only."""
+too), and the synchronous core (the engine, log reading, the bytes) never imports the layers
+above it nor asyncio (see docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,20 @@ def module_files() -> dict[str, Path]:
     return modules
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of the package it imports."""
+#: The synchronous core: the engine, log reading and the bytes layer.
+SYNC_CORE = {
+    f"logkv.{name}"
+    for name in [
+        *("engine", "compaction", "index", "segments", "snapshot", "retire", "lock", "synced"),
+        *("modes", "scan", "replay", "repair", "history", "verify"),
+        *("format", "layout", "fsutil", "errors"),
+    ]
+}
+
+
+def import_graph(*, outside: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules of the package it imports (``outside``: every module it names,
+    the package's own and others such as ``asyncio``)."""
     modules = module_files()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
@@ -37,7 +50,9 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
             else:
                 continue
-            graph[name].update(t for t in targets if t in modules and t != name)
+            graph[name].update(
+                t for t in targets if (outside or t in modules) and t != name
+            )
     return graph
 
 
@@ -82,3 +97,17 @@ def test_no_import_cycle_inside_logkv() -> None:
 
 def test_a_cycle_is_found() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_sync_core_imports_only_itself_and_no_asyncio() -> None:
+    inside, named = import_graph(), import_graph(outside=True)
+    assert set(inside) >= SYNC_CORE, SYNC_CORE - set(inside)
+    for module in sorted(SYNC_CORE):
+        upward = inside[module] - SYNC_CORE - {"logkv"}  # ``from . import x`` names the package
+        assert upward == set(), f"{module} imports {sorted(upward)} from above the engine"
+        assert not {t for t in named[module] if t.split(".")[0] == "asyncio"}, module
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    assert "logkv.engine" in import_graph()["logkv.storage_clients._store"]
+    assert "asyncio" in import_graph(outside=True)["logkv.storage_clients._store"]
