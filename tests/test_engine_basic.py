@@ -537,3 +537,26 @@ def test_check_catches_a_counter_out_of_step(open_engine: OpenEngine) -> None:
     engine._position.live_bytes += 1
     with pytest.raises(AssertionError):
         engine._check()
+
+
+def test_get_small_reads_small_values_and_gives_the_size_of_large_ones(
+    open_engine: OpenEngine,
+) -> None:
+    engine = open_engine()
+    engine.set("small", b"abc", "text/plain")
+    engine.set("large", b"x" * 100, "application/octet-stream")
+    engine.set("none", None, "application/json")
+    assert engine.get_small("small", 3) == (b"abc", "text/plain")
+    assert engine.get_small("large", 99) == 100  # the size: read it with get_record elsewhere
+    assert engine.get_small("large", 100) == (b"x" * 100, "application/octet-stream")
+    assert engine.get_small("none", 0) == (None, "application/json")
+    assert engine.get_small("missing", 10) is None
+    entry = engine.entry("large")
+    assert entry is not None
+    assert (entry.size, entry.value_size) == (100, 100)
+    assert entry.content_type == "application/octet-stream"
+    none_entry = engine.entry("none")
+    assert none_entry is not None and (none_entry.size, none_entry.value_size) == (-1, 0)
+    engine.close()
+    with pytest.raises(StoreClosedError):
+        engine.get_small("small", 10)

@@ -84,21 +84,18 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
             check_key(key)
         self.stamps.accessed_at = _now()
         engine = self._engine
-        entry = engine.entry(key)
-        if entry is None:
-            return default
-        if entry.size > self._offload:
-            return Deferred(_to_thread(_read_decoded, engine, key, entry, default))
-        found = engine.get_record(key, entry)  # the entry again if a compaction moved the record
+        found = engine.get_small(key, self._offload)
         if found is None:
             return default
-        entry, data = found
+        if isinstance(found, int):  # a large value: read and decode it in a worker thread
+            return Deferred(_to_thread(_read_decoded, engine, key, default))
+        data, content_type = found
         if data is None:
             return None
         try:
-            return decoder_for(entry.content_type)(data)
+            return decoder_for(content_type)(data)
         except ValueError:  # foreign bytes the fast decoder refuses: decode() explains or copes
-            return decode(data, entry.content_type)
+            return decode(data, content_type)
 
     async def get_value(self, key: str, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
@@ -210,8 +207,8 @@ def _info(key: str, entry: IndexEntry) -> KeyValueStoreRecordMetadata:
     return record_metadata(key, public_content_type(entry.content_type), entry.value_size)
 
 
-def _read_decoded(engine: Engine, key: str, entry: IndexEntry, default: Any) -> Any:
-    found = engine.get_record(key, entry)
+def _read_decoded(engine: Engine, key: str, default: Any) -> Any:
+    found = engine.get_with_type(key)
     if found is None:
         return default
-    return decode(found[1], found[0].content_type)
+    return decode(*found)
