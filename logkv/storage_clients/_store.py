@@ -51,6 +51,7 @@ from ..index import IndexEntry
 from ..modes import Durability
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
 from ._folders import check_kind, refuse_foreign_folder, trash_of
+from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
 
@@ -72,6 +73,7 @@ class EngineStore:
         self.engine = engine
         #: True when the store was opened read-only (see the module docstring).
         self.readonly = engine.readonly
+        self._follower = Follower(engine) if engine.readonly else None
         self.folder = engine.path
         #: The store's identity and its live timestamps (``META.json`` as it is in memory).
         self.meta = meta
@@ -195,9 +197,10 @@ class EngineStore:
 
     def refresh(self) -> None:
         """Read-only stores: fold in the records the writer appended since the last refresh
-        (nothing for a writable store, which sees its own writes)."""
-        if self.readonly:
-            self.engine.refresh()
+        (nothing for a writable store, which sees its own writes; see
+        :class:`~logkv.storage_clients._follow.Follower`)."""
+        if self._follower is not None:
+            self._follower.refresh()
 
     # ------------------------------------------------------------------ reads
 
@@ -205,8 +208,7 @@ class EngineStore:
         """The record of ``key`` now (an access), read in a worker thread when it is large;
         None when there is none."""
         self.meta.accessed_at = _now()
-        if self.readonly:
-            self.engine.refresh()
+        self.refresh()
         entry = self.engine.entry(key)
         if entry is None:
             return None
@@ -222,8 +224,7 @@ class EngineStore:
     def contains(self, key: str) -> bool:
         """True when ``key`` holds a record (an access; an index lookup, no read)."""
         self.meta.accessed_at = _now()
-        if self.readonly:
-            self.engine.refresh()
+        self.refresh()
         return key in self.engine
 
     def key_batches(self, start: str | None, limit: int | None) -> AsyncIterator[list[str]]:
@@ -231,8 +232,7 @@ class EngineStore:
         after each (see :func:`~logkv.storage_clients._base.paced_key_batches`). An access."""
         self.meta.accessed_at = _now()
         engine = self.engine
-        if self.readonly:
-            engine.refresh()
+        self.refresh()
         return paced_key_batches(start, limit, lambda after, count: list(engine.keys(after, count)))
 
     async def entries(

@@ -88,7 +88,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         self.stamps.accessed_at = _now()
         engine = self._engine
         if self._readonly:
-            engine.refresh()
+            self._store.refresh()
         found = engine.get_small(key, self._offload)
         if found is None:
             return default
