@@ -26,12 +26,13 @@ from logkv import (
     StoreLockedError,
     StoreNotFoundError,
 )
-from logkv.configuration import ENVIRONMENT
 from logkv.crawlee import LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
 from logkv.layout import KVS_DIR
 
 PATIENCE = 60.0
+
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 #: A writer in another process: it opens ``argv[2]`` (a store name, or "" for the default
 #: store) under ``argv[1]`` through logkv's KeyValueStore (``argv[3]`` "logkv") or Crawlee's
@@ -99,17 +100,6 @@ class Writer:
         if line != wanted:
             _, err = self.process.communicate(timeout=PATIENCE)
             raise AssertionError(f"writer said {line!r}, expected {wanted!r}; stderr:\n{err}")
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
-
-
-@pytest.fixture
-def storage_dir(tmp_path: Path) -> Path:
-    return tmp_path / "storage"
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 import logkv.storage_clients as storage_clients
 from logkv import Configuration, DiskStorageClient, KeyValueStore
-from logkv.configuration import ENVIRONMENT
 from logkv.crawlee import LogKvStorageClient
 from logkv.layout import KVS_DIR
 from logkv.registry import OpenStores, PurgeRule, open_key, purge_on_start
@@ -27,11 +26,7 @@ from logkv.storage_clients import DiskKeyValueStoreClient
 from logkv.storage_clients._base import timestamp
 from logkv.storage_clients._meta import read_meta
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def configuration(storage_dir: Path, **options: Any) -> Configuration:
