@@ -247,6 +247,21 @@ async def test_a_read_only_open_of_a_missing_store_creates_nothing(storage_dir: 
     assert not storage_dir.exists()
 
 
+async def test_a_store_dropped_by_its_writer_is_not_found_by_its_reader(storage_dir: Path) -> None:
+    writer = await KeyValueStore.open(name="shop", configuration=settings(storage_dir))
+    await writer.set_value("k", 1)
+    reader = await KeyValueStore.open(
+        name="shop", configuration=settings(storage_dir), readonly=True
+    )
+    assert await reader.get_value("k") == 1
+    await writer.drop()
+    with pytest.raises(StoreNotFoundError, match="dropped"):
+        await reader.get_value("k")
+    with pytest.raises(StoreNotFoundError, match="dropped"):
+        await reader.list_keys()
+    await reader.close()
+
+
 async def test_the_memory_client_refuses_read_only_opens() -> None:
     with pytest.raises(ValueError, match="in-memory"):
         await KeyValueStore.open(storage_client=MemoryStorageClient(), readonly=True)

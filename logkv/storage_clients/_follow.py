@@ -20,6 +20,7 @@ import time
 from typing import Final
 
 from ..engine import Engine
+from ..errors import StoreNotFoundError
 from ..layout import list_segments
 
 #: A folder changed less than this long ago (ns) is refreshed on every read (see the docstring).
@@ -42,9 +43,24 @@ class Follower:
         self._seen: Fingerprint | None = None
 
     def refresh(self) -> None:
-        """Fold in the writer's new records if the folder changed since the last refresh."""
+        """Fold in the writer's new records if the folder changed since the last refresh.
+
+        Raises :class:`~logkv.StoreNotFoundError` once the store folder is gone (its writer
+        dropped the store).
+        """
         if self._seen is not None and self._unchanged():
             return
+        try:
+            self._refresh()
+        except FileNotFoundError:
+            if os.path.isdir(self._folder):
+                raise
+            raise StoreNotFoundError(
+                f"the key-value store at {self._folder} is gone (its writer dropped it); close "
+                "this read-only store"
+            ) from None
+
+    def _refresh(self) -> None:
         segments = list_segments(self._engine.path)
         segment = str(segments[-1][1]) if segments else None
         try:
