@@ -20,15 +20,17 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from logkv import (
     Configuration,
+    Engine,
     KeyValueStore,
     MemoryStorageClient,
+    NotALogKVStoreError,
     ReadOnlyStoreError,
     StoreLockedError,
     StoreNotFoundError,
 )
 from logkv.crawlee import LogKvStorageClient
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.layout import KVS_DIR
+from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE
 
 PATIENCE = 60.0
 
@@ -260,6 +262,33 @@ async def test_a_store_dropped_by_its_writer_is_not_found_by_its_reader(storage_
     with pytest.raises(StoreNotFoundError, match="dropped"):
         await reader.list_keys()
     await reader.close()
+
+
+async def test_a_read_only_open_refuses_what_a_writable_open_refuses(storage_dir: Path) -> None:
+    kvs = await KeyValueStore.open(name="shop", configuration=settings(storage_dir))
+    await kvs.close()
+    with pytest.raises(ValueError, match="named store"):
+        await KeyValueStore.open(alias="shop", configuration=settings(storage_dir), readonly=True)
+    crawlee_folder = storage_dir / KVS_DIR / "crawlee"
+    crawlee_folder.mkdir()
+    (crawlee_folder / CRAWLEE_METADATA_FILE).write_text("{}")
+    with pytest.raises(NotALogKVStoreError):
+        await KeyValueStore.open(name="crawlee", configuration=settings(storage_dir), readonly=True)
+
+
+async def test_a_read_only_open_of_a_store_without_metadata_writes_none(storage_dir: Path) -> None:
+    """A store whose writer has not written ``META.json`` yet (or made by the engine alone)
+    opens read-only with an identity in memory, and stays without the file."""
+    folder = storage_dir / KVS_DIR / "bare"
+    with Engine.open(folder) as engine:
+        engine.set("k", b"v")
+    reader = await KeyValueStore.open(
+        name="bare", configuration=settings(storage_dir), readonly=True
+    )
+    assert [key async for key in reader] == ["k"]
+    assert reader.name == "bare"
+    await reader.close()
+    assert not (folder / META_FILE).exists()
 
 
 async def test_the_memory_client_refuses_read_only_opens() -> None:
