@@ -61,6 +61,7 @@ def _positive(value: timedelta) -> timedelta:
 
 TimedeltaMs = Annotated[timedelta, BeforeValidator(_milliseconds), AfterValidator(_positive)]
 
+
 class _Environment(EnvSettingsSource):
     """The process environment, with blank variables treated as unset and values stripped."""
 

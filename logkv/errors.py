@@ -46,7 +46,8 @@ class StoreLockedError(LogKVError):
         who = f"process {holder_pid}" if holder_pid else "another process"
         super().__init__(
             f"{self.path} is locked for writing by {who}; a store has one writer at a time. "
-            "Close the other writer, or open this one read-only (readonly=True)."
+            "Close the other writer, or open this one read-only, beside it: readonly=True in "
+            "Engine.open, KeyValueStore.open or LogKvStorageClient (for Crawlee)."
         )
 
 

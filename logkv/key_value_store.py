@@ -29,11 +29,11 @@ from .classic import StoreHandle
 from .compaction import CompactionResult
 from .configuration import Configuration
 from .content import check_content_type
-from .errors import StoreClosedError
+from .errors import ReadOnlyStoreError, StoreClosedError
 from .events import EventManager, EventPersistStateData
 from .models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata
 from .names import select
-from .registry import OpenStores, purge_on_start
+from .registry import OpenStores, open_key, purge_on_start
 from .storage_clients import (
     DiskStorageClient,
     KeyValueStoreClient,
@@ -82,6 +82,7 @@ class KeyValueStore(StoreHandle):
         configuration: Configuration | None = None,
         storage_client: StorageClient | None = None,
         event_manager: EventManager | None = None,
+        readonly: bool = False,
     ) -> KeyValueStore:
         """Open a store, creating it when a ``name`` or ``alias`` is new.
 
@@ -93,6 +94,14 @@ class KeyValueStore(StoreHandle):
         ``event_manager`` are then ignored). With ``purge_on_start``, unnamed stores (the
         default store and aliases) are emptied the first time this process opens them.
 
+        ``readonly=True`` opens an existing store for reading beside its writer (another
+        process, or a writable open in this one): it takes no lock, sees the writer's records as
+        they are written, writes nothing into the store folder (no purge, whatever
+        ``purge_on_start`` says; no ``META.json``, no public files), and every write, purge,
+        compaction, drop and autosaved value raises :class:`~logkv.ReadOnlyStoreError`. A
+        missing store raises :class:`~logkv.StoreNotFoundError`. Read-only and writable opens
+        of one store are separate objects.
+
         ``configuration`` defaults to the storage client's, else to the environment's.
         ``event_manager``: the manager whose ``PERSIST_STATE`` events save autosaved values;
         by default the store makes its own, emitting every ``persist_state_interval``.
@@ -103,15 +112,22 @@ class KeyValueStore(StoreHandle):
             id=id, name=name, alias=alias, default_id=configuration.default_key_value_store_id
         )
         location = await storage_client.locate_kvs(selector, configuration)
-        key = location.registry_key
+        key = open_key(location.registry_key, readonly=readonly)
 
         async def open_store() -> KeyValueStore:
-            client = await storage_client.open_kvs_client(location, configuration)
+            client = await storage_client.open_kvs_client(
+                location, configuration, readonly=readonly
+            )
             try:
                 store = cls(client.id, client.name, client)
                 store._configuration = configuration
                 store._registry_key = key
-                if purge_on_start(key, enabled=configuration.purge_on_start, name=client.name):
+                if purge_on_start(
+                    location.registry_key,
+                    enabled=configuration.purge_on_start,
+                    name=client.name,
+                    readonly=readonly,
+                ):
                     await client.purge()
                 await store._events.start(event_manager, configuration)
             except BaseException:
@@ -316,6 +332,11 @@ class KeyValueStore(StoreHandle):
         if found is not None:
             return found
         client = self._client or await self._attach()
+        if client.readonly:
+            raise ReadOnlyStoreError(
+                f"the store {self._id!r} was opened read-only: an autosaved value would be "
+                "written back; read it with get_value instead"
+            )
         if not self._events.entered and self._primary is self:
             await self._events.start(None, self._configuration)
         return await self._autosave.load(client, key, default_value)
@@ -356,6 +377,10 @@ class KeyValueStore(StoreHandle):
         client = self._client or await self._attach()
         if client.closed:
             raise StoreClosedError(f"the store {self._id!r} is closed; reopen it to drop it")
+        if client.readonly:
+            raise ReadOnlyStoreError(
+                f"the store {self._id!r} was opened read-only: it cannot be dropped"
+            )
         try:
             await self._shut_down(client)
         finally:

@@ -8,9 +8,23 @@ by the storage client's registry key) and the Crawlee adapter (its store clients
 Crawlee caches its own ``KeyValueStore`` objects above them). Each keeps one
 :class:`OpenStores` table.
 
-``purge_on_start`` empties an unnamed store once per process, at its start: a store closed and
-opened again in the same process keeps its records. Which stores were purged is kept here too,
-process-wide and by registry key, so that every storage client and both APIs agree.
+``purge_on_start`` empties unnamed stores (the default store and aliases) when they are opened;
+named stores are never purged, nor is a store opened read-only. When exactly is the one rule on
+which the two APIs differ, and both decide it here, by :func:`purge_on_start` and a
+:class:`PurgeRule`:
+
+- logkv's :class:`~logkv.KeyValueStore` (:attr:`PurgeRule.ONCE_PER_PROCESS`): the first open of
+  the store in this process purges it; a store closed and opened again keeps its records.
+- the Crawlee adapter (:attr:`PurgeRule.EVERY_OPEN`): every open that reaches the storage client
+  purges it, as Crawlee's own clients do. Crawlee caches its storage objects, so that is the
+  first open in the process and every open after Crawlee's instance cache was cleared (or the
+  store closed).
+
+Which stores were purged is kept here, process-wide and by registry key, so that a store the
+Crawlee adapter purged is not purged again by the first ``KeyValueStore.open`` of it.
+
+Read-only opens are registered apart from writable ones (:func:`open_key`): the same folder may
+be open once for writing and once read-only in one process.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import asyncio
 import atexit
 import contextlib
 from collections.abc import Awaitable, Callable, Hashable
+from enum import Enum
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -27,14 +42,44 @@ T = TypeVar("T")
 _START_PURGED: set[Hashable] = set()
 
 
-def purge_on_start(key: Hashable, *, enabled: bool, name: str | None) -> bool:
-    """True when the store with registry key ``key`` is to be emptied now: ``purge_on_start``
-    is ``enabled``, the store is unnamed (``name`` is None: the default store or an alias) and
-    this process has not purged it before. A True answer is remembered."""
-    if not enabled or name is not None or key in _START_PURGED:
+class PurgeRule(Enum):
+    """When ``purge_on_start`` empties an unnamed store (see the module docstring)."""
+
+    #: The first open in this process (logkv's ``KeyValueStore``).
+    ONCE_PER_PROCESS = "once per process"
+    #: Every open that reaches the storage client (Crawlee's rule, for the Crawlee adapter).
+    EVERY_OPEN = "every open"
+
+
+def purge_on_start(
+    key: Hashable,
+    *,
+    enabled: bool,
+    name: str | None,
+    rule: PurgeRule = PurgeRule.ONCE_PER_PROCESS,
+    readonly: bool = False,
+) -> bool:
+    """True when the store with registry key ``key``, being opened now, is to be emptied.
+
+    Only when ``purge_on_start`` is ``enabled``, the store is unnamed (``name`` is None: the
+    default store or an alias) and not opened ``readonly`` (a read-only open never changes a
+    store: it ignores ``purge_on_start``); then under ``rule``: always for
+    :attr:`PurgeRule.EVERY_OPEN`, and for :attr:`PurgeRule.ONCE_PER_PROCESS` when no open in
+    this process purged the store before. A True answer is remembered.
+    """
+    if not enabled or name is not None or readonly:
+        return False
+    if rule is PurgeRule.ONCE_PER_PROCESS and key in _START_PURGED:
         return False
     _START_PURGED.add(key)
     return True
+
+
+def open_key(key: Hashable, *, readonly: bool) -> Hashable:
+    """The key under which an open store is registered: ``key`` for a writable open, another
+    one for a read-only open of the same store (which must not be handed the writer's object,
+    nor hand its own to a writer)."""
+    return ("read-only", key) if readonly else key
 
 
 class OpenStores(Generic[T]):

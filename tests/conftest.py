@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from logkv import Engine
+from logkv.configuration import ENVIRONMENT
 
 OpenEngine = Callable[..., Engine]
 
@@ -49,3 +50,16 @@ def open_engine(store_path: Path) -> Iterator[OpenEngine]:
     yield opener
     for engine in reversed(opened):
         engine.close()
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``CRAWLEE_*`` setting from the environment reaches the test's configurations."""
+    for variable in ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path) -> Path:
+    """A storage directory that does not exist yet."""
+    return tmp_path / "storage"

@@ -13,11 +13,7 @@ from logkv.configuration import ENVIRONMENT
 from logkv.errors import ConfigurationError
 from logkv.modes import DEFAULT_SEGMENT_SIZE, Retention
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_defaults() -> None:
@@ -161,7 +157,6 @@ def test_a_bad_argument_is_named_as_the_argument(monkeypatch: pytest.MonkeyPatch
 def test_variable_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("logkv_durability", "fsync")
     assert Configuration().durability is Durability.PROCESS
-
 
 
 def test_unknown_arguments_and_bad_assignments_are_refused() -> None:

@@ -572,28 +572,116 @@ async def test_purge_on_start_empties_unnamed_stores_only(env: Env) -> None:
     default = await env.open()
     assert await keys_of(default) == []
     assert await keys_of(await env.open(name="kept")) == ["k"]
-    # A store already open in this process is not purged again when opened once more.
+    # Crawlee hands its cached object back without asking the storage client: no purge.
     await default.set_value("new", 1)
-    again = await env.new_client().create_kvs_client(configuration=env.configuration)
-    assert [item.key async for item in again.iterate_keys()] == ["new"]
+    assert await env.open() is default
+    assert await keys_of(default) == ["new"]
+
+
+async def purge_observations(
+    storage_client: Any, configuration: CrawleeConfiguration, close: bool
+) -> list[list[str]]:
+    """What Crawlee's ``KeyValueStore`` shows of a default store, an alias store and a named
+    store, each written to, through ``storage_client`` under ``purge_on_start``: after a first
+    open, after a cached open, after Crawlee's instance cache is cleared, after an open by id
+    with a cleared cache, and (``close``) after the storage client closed its stores."""
+    manager = service_locator.storage_instance_manager
+    seen: list[list[str]] = []
+    selectors: list[dict[str, str]] = [{}, {"alias": "run"}, {"name": "kept"}]
+
+    async def open_all() -> list[KeyValueStore]:
+        return [
+            await KeyValueStore.open(
+                storage_client=storage_client, configuration=configuration, **selector
+            )
+            for selector in selectors
+        ]
+
+    async def look(stores: list[KeyValueStore]) -> None:
+        for store in stores:
+            seen.append(await keys_of(store))
+            await store.set_value(f"k{len(seen)}", 1)
+
+    stores = await open_all()
+    await look(stores)
+    await look(await open_all())  # cached: the same objects
+    manager.clear_cache()
+    await look(await open_all())
+    ids = [store.id for store in stores]
+    manager.clear_cache()
+    await look(
+        [
+            await KeyValueStore.open(
+                id=store_id, storage_client=storage_client, configuration=configuration
+            )
+            for store_id in ids
+        ]
+    )
+    if close:
+        await storage_client.close()
+        await look(await open_all())
+    return seen
+
+
+async def test_purge_on_start_purges_every_open_after_the_cache_is_cleared_as_crawlee_does(
+    env: Env,
+) -> None:
+    """Crawlee's rule, and its file-system client's behaviour: every open of an unnamed store
+    that reaches the storage client (the first, and each after Crawlee's instance cache was
+    cleared, by name or alias or id) purges it; cached opens and named stores are kept."""
+    service_locator.storage_instance_manager.clear_cache()
+    crawlee_fs = await purge_observations(
+        FileSystemStorageClient(),
+        CrawleeConfiguration(storage_dir=str(env.root / "fs"), purge_on_start=True),
+        close=False,
+    )
+    service_locator.storage_instance_manager.clear_cache()
+    logkv = await purge_observations(
+        env.client,
+        CrawleeConfiguration(storage_dir=str(env.root / "logkv"), purge_on_start=True),
+        close=True,
+    )
+    default, alias, named = [], [], ["k3"]
+    expected = [
+        *([], [], []),  # the first open of each purged nothing that was not empty
+        *(["k1"], ["k2"], named),  # cached: kept
+        *(default, alias, ["k3", "k6"]),  # cache cleared: the unnamed stores purged
+        *(default, alias, ["k3", "k6", "k9"]),  # by id, cache cleared: purged
+    ]
+    assert crawlee_fs == expected
+    assert logkv[: len(expected)] == expected
+    # Closed by the logkv client (which evicts them from Crawlee's cache), opened again: purged.
+    assert logkv[len(expected) :] == [[], [], ["k12", "k3", "k6", "k9"]]
 
 
 @pytest.mark.parametrize("selector", [{"alias": "run"}, {}])
-async def test_an_unnamed_store_is_purged_once_per_process_not_at_each_reopen(
+async def test_an_unnamed_store_is_purged_at_each_reopen_through_the_storage_client(
     env: Env, selector: dict[str, str]
 ) -> None:
     """Under ``purge_on_start``, an unnamed store closed and opened again in the same process
-    keeps its records (it was purged when the process first opened it)."""
+    is purged again (Crawlee's rule), whether by the same client or a new one; logkv's own
+    ``KeyValueStore`` keeps its records then (its rule: once per process)."""
     env.configuration = CrawleeConfiguration(storage_dir=str(env.root), purge_on_start=True)
     kvs = await env.open(**selector)
     await kvs.set_value("k", {"a": 1})
     await env.client.close()
     again = await env.open(**selector)  # the same client
-    assert await again.get_value("k") == {"a": 1}
+    assert await again.get_value("k") is None
+    await again.set_value("k", {"a": 2})
     await env.client.close()
     env.client = env.new_client()
     fresh = await env.open(**selector)  # a new client
-    assert await fresh.get_value("k") == {"a": 1}
+    assert await fresh.get_value("k") is None
+    await fresh.set_value("k", {"a": 3})
+    await env.client.close()
+    own = await LogKvKeyValueStore.open(
+        configuration=Configuration(storage_dir=str(env.root), purge_on_start=True),
+        **({"alias": selector["alias"]} if selector else {"id": fresh.id}),
+    )
+    try:
+        assert await own.get_value("k") == {"a": 3}  # purged before in this process: kept
+    finally:
+        await own.close()
 
 
 async def test_drop_removes_the_store(env: Env) -> None:

@@ -36,7 +36,6 @@ from logkv import (
     StoreClosedError,
     StoreNotFoundError,
 )
-from logkv.configuration import ENVIRONMENT
 from logkv.content import MAX_NESTING_DEPTH
 from logkv.key_value_store import close_all, open_stores
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, PUBLIC_DIR
@@ -47,15 +46,7 @@ OpenKvs = Callable[..., Awaitable[KeyValueStore]]
 PATIENCE = 10.0
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
-
-
-@pytest.fixture
-def storage_dir(tmp_path: Path) -> Path:
-    return tmp_path / "storage"
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from logkv import Configuration, KeyValueStore
-from logkv.configuration import ENVIRONMENT
 from logkv.layout import KVS_DIR, TRASH_DIR, list_segments
 
 PATIENCE = 60.0
@@ -22,10 +21,7 @@ PATIENCE = 60.0
 SEGMENTS = 40
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def config(storage_dir: Path) -> Configuration:

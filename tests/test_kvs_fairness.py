@@ -14,7 +14,6 @@ from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from logkv import Configuration, KeyValueStore
-from logkv.configuration import ENVIRONMENT
 from logkv.crawlee import LogKvStorageClient
 from logkv.storage_clients import DiskStorageClient, MemoryStorageClient
 
@@ -22,10 +21,7 @@ from logkv.storage_clients import DiskStorageClient, MemoryStorageClient
 LOOP = 2_000
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 async def progress_during(loop: Callable[[], Awaitable[None]]) -> int:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from logkv import Configuration, Engine, KeyValueStore, StoreLockedError
-from logkv.configuration import ENVIRONMENT
 from logkv.key_value_store import close_all
 from logkv.layout import KVS_DIR
 
@@ -35,15 +34,7 @@ config = Configuration(
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
-
-
-@pytest.fixture
-def storage_dir(tmp_path: Path) -> Path:
-    return tmp_path / "storage"
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

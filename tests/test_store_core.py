@@ -19,19 +19,14 @@ from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 import logkv.storage_clients as storage_clients
 from logkv import Configuration, DiskStorageClient, KeyValueStore
-from logkv.configuration import ENVIRONMENT
 from logkv.crawlee import LogKvStorageClient
 from logkv.layout import KVS_DIR
-from logkv.registry import OpenStores, purge_on_start
+from logkv.registry import OpenStores, PurgeRule, open_key, purge_on_start
 from logkv.storage_clients import DiskKeyValueStoreClient
 from logkv.storage_clients._base import timestamp
 from logkv.storage_clients._meta import read_meta
 
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT.values():
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def configuration(storage_dir: Path, **options: Any) -> Configuration:
@@ -126,29 +121,56 @@ def test_purge_on_start_is_claimed_once_per_key_for_unnamed_stores_only() -> Non
     key = ("test", object())
     assert not purge_on_start(key, enabled=False, name=None)
     assert not purge_on_start(key, enabled=True, name="named")
+    assert not purge_on_start(key, enabled=True, name=None, readonly=True)
     assert purge_on_start(key, enabled=True, name=None)
     assert not purge_on_start(key, enabled=True, name=None)
 
 
-async def test_an_unnamed_store_is_purged_on_start_once_per_process_whichever_api_opens_it(
+def test_purge_on_start_under_crawlees_rule_purges_every_open_and_is_remembered() -> None:
+    key = ("test", object())
+    every = PurgeRule.EVERY_OPEN
+    assert not purge_on_start(key, enabled=False, name=None, rule=every)
+    assert not purge_on_start(key, enabled=True, name="named", rule=every)
+    assert not purge_on_start(key, enabled=True, name=None, rule=every, readonly=True)
+    assert purge_on_start(key, enabled=True, name=None, rule=every)
+    assert purge_on_start(key, enabled=True, name=None, rule=every)
+    # logkv's rule then finds the store purged by this process already.
+    assert not purge_on_start(key, enabled=True, name=None)
+
+
+def test_read_only_opens_are_registered_apart_from_writable_ones() -> None:
+    key = ("test", "folder")
+    assert open_key(key, readonly=False) == key
+    assert open_key(key, readonly=True) != key
+    assert open_key(key, readonly=True) == open_key(key, readonly=True)
+
+
+async def test_each_api_purges_an_unnamed_store_by_its_own_rule(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """logkv's ``KeyValueStore`` purges once per process, and not a store the Crawlee adapter
+    purged; the Crawlee adapter purges at every open that reaches it, as Crawlee does."""
     storage_dir = tmp_path / "storage"
-    kvs = await KeyValueStore.open(
-        alias="run", configuration=configuration(storage_dir, purge_on_start=True)
-    )
-    await kvs.set_value("k", {"kept": True})
-    await kvs.close()
+    crawlee_configuration = CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=True)
     monkeypatch.setattr(CrawleeKeyValueStore, "_autosaved_values", {})
     service_locator.storage_instance_manager.clear_cache()
     client = LogKvStorageClient(settings=Configuration(auto_compact=False))
     try:
         crawlee_store = await client.create_kvs_client(
-            alias="run",
-            configuration=CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=True),
+            alias="run", configuration=crawlee_configuration
         )
-        record = await crawlee_store.get_value(key="k")
-        assert record is not None and record.value == {"kept": True}
+        await crawlee_store.set_value(key="k", value={"from": "crawlee"})
+        await client.close()
+        kvs = await KeyValueStore.open(
+            alias="run", configuration=configuration(storage_dir, purge_on_start=True)
+        )
+        assert await kvs.get_value("k") == {"from": "crawlee"}  # purged once already: kept
+        await kvs.set_value("k", {"from": "logkv"})
+        await kvs.close()
+        crawlee_store = await client.create_kvs_client(
+            alias="run", configuration=crawlee_configuration
+        )
+        assert await crawlee_store.get_value(key="k") is None  # Crawlee's rule: purged again
     finally:
         await client.close()
         service_locator.storage_instance_manager.clear_cache()

@@ -14,6 +14,12 @@ Every Crawlee key-value store is then a logkv store in
 Datasets and request queues are delegated to another Crawlee storage client, Crawlee's
 file-system client unless ``LogKvStorageClient(delegate=...)`` names another.
 
+Opening follows Crawlee's rules, ``purge_on_start`` included: an unnamed store is emptied at
+every open that reaches the storage client (the first in a process, and each after Crawlee's
+instance cache was cleared), as by Crawlee's file-system client, where logkv's own
+``KeyValueStore`` purges once per process (:class:`logkv.registry.PurgeRule`).
+``LogKvStorageClient(readonly=True)`` reads stores a crawler is writing, and never purges them.
+
 Values are serialised by Crawlee's rules, with two of logkv's (see :mod:`logkv.crawlee._values`):
 text is written and read in the charset its content type names, where Crawlee always uses
 UTF-8, and a charset that is unknown or not a text encoding raises ``ValueError``; JSON values

@@ -204,8 +204,9 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
 
     async def drop(self) -> None:
         """Delete the store and its folder, all or nothing (see
-        :func:`logkv.storage_clients._store.drop_store`); the client cannot be used afterwards."""
-        self._store.check_open()
+        :func:`logkv.storage_clients._store.drop_store`); the client cannot be used afterwards.
+        A read-only store raises :class:`~logkv.ReadOnlyStoreError` and stays open."""
+        self._store.check_writable()
         try:
             await self._store.drop()
         finally:

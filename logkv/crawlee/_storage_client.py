@@ -21,10 +21,10 @@ from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from ..configuration import Configuration
-from ..errors import StoreNotFoundError
+from ..errors import ReadOnlyStoreError, StoreNotFoundError
 from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 from ..names import select
-from ..registry import OpenStores, purge_on_start
+from ..registry import OpenStores, PurgeRule, open_key, purge_on_start
 from ..storage_clients._base import StoreLocation
 from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
@@ -64,6 +64,19 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     ``purge_on_start`` are not used (Crawlee's configuration decides those).
 
     Stores stay open (holding their lock) until :meth:`close` or the end of the process.
+
+    With Crawlee's ``purge_on_start``, every open of an unnamed store (the default store or an
+    alias) that reaches this client empties it, as with Crawlee's own clients: the first
+    ``KeyValueStore.open`` of it in the process, and every one after Crawlee's instance cache
+    was cleared or the store closed (:class:`logkv.registry.PurgeRule`). Named stores are never
+    purged.
+
+    ``readonly=True``: key-value stores are opened read-only (:mod:`logkv.storage_clients._store`),
+    beside a writer in another process: no lock, the writer's records seen as they come, no
+    purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
+    :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
+    :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
+    (``ReadOnlyStoreError``): the delegate has no read-only mode.
     """
 
     def __init__(
@@ -71,7 +84,9 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         *,
         delegate: StorageClient | None = None,
         settings: Configuration | None = None,
+        readonly: bool = False,
     ) -> None:
+        self._readonly = readonly
         self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
         settings = settings if settings is not None else Configuration()
         if settings.default_key_value_store_id == "default" and isinstance(
@@ -92,14 +107,21 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         )
 
     @property
+    def readonly(self) -> bool:
+        """True when this client opens key-value stores read-only."""
+        return self._readonly
+
+    @property
     def delegate(self) -> Any:
         """The Crawlee storage client that opens datasets and request queues."""
         return self._delegate
 
     def get_storage_client_cache_key(self, configuration: CrawleeConfiguration) -> Hashable:
-        """Stores are shared per storage directory (and per delegate, which opens the rest)."""
+        """Stores are shared per storage directory (and per delegate, which opens the rest);
+        read-only and writable clients never share Crawlee's cached storage objects."""
         return (
             f"{type(self).__module__}.{type(self).__name__}",
+            "read-only" if self._readonly else "read-write",
             os.path.realpath(configuration.storage_dir),
             self._delegate.get_storage_client_cache_key(configuration),
         )
@@ -113,7 +135,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration: CrawleeConfiguration | None = None,
     ) -> LogKvKeyValueStoreClient:
         """Open the store selected by at most one of ``id``, ``name``, ``alias`` (none: the
-        default store), creating it unless selected by id.
+        default store), creating it unless selected by id (or read-only), and purge it when
+        Crawlee's ``purge_on_start`` says so (see the class docstring).
 
         Raises ``ValueError`` when more than one is given, when one is invalid (names as in
         Crawlee; ``default`` is reserved for the default store), when no store has the id, or
@@ -122,27 +145,29 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration = configuration or CrawleeConfiguration.get_global_configuration()
         location = await self._locate(id, name, alias, configuration)
 
-        async def open_store() -> LogKvKeyValueStoreClient:
-            store = await EngineStore.open(location, self._settings)
-            client = LogKvKeyValueStoreClient(store, self._settings, _forget)
-            try:
-                # Unnamed stores are purged (if configured) as by Crawlee's clients, but once
-                # per process, as by logkv's own: a store closed and opened again keeps its
-                # records.
-                if purge_on_start(
-                    location.registry_key,
-                    enabled=configuration.purge_on_start,
-                    name=location.name,
-                ):
-                    await client.purge()
-            except BaseException:
-                await client.close()
-                raise
-            return client
+        readonly = self._readonly
 
-        client, fresh = await _OPEN.open(location.registry_key, open_store)
+        async def open_store() -> LogKvKeyValueStoreClient:
+            store = await EngineStore.open(location, self._settings, readonly=readonly)
+            return LogKvKeyValueStoreClient(store, self._settings, _forget)
+
+        key = open_key(location.registry_key, readonly=readonly)
+        client, fresh = await _OPEN.open(key, open_store)
         if fresh:
             self._opened.append(client)
+        if purge_on_start(
+            location.registry_key,
+            enabled=configuration.purge_on_start,
+            name=location.name,
+            rule=PurgeRule.EVERY_OPEN,
+            readonly=readonly,
+        ):
+            try:
+                await client.purge()
+            except BaseException:
+                if fresh:  # a failed open leaves nothing open
+                    await client.close()
+                raise
         return client
 
     async def _locate(
@@ -189,6 +214,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
         """A dataset client from the delegate."""
+        self._refuse_if_readonly("datasets")
         return await self._delegate.create_dataset_client(
             id=id, name=name, alias=alias, configuration=configuration
         )
@@ -202,9 +228,17 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
         """A request queue client from the delegate."""
+        self._refuse_if_readonly("request queues")
         return await self._delegate.create_rq_client(
             id=id, name=name, alias=alias, configuration=configuration
         )
+
+    def _refuse_if_readonly(self, what: str) -> None:
+        if self._readonly:
+            raise ReadOnlyStoreError(
+                f"a read-only LogKvStorageClient opens key-value stores only: {what} are opened "
+                "by its delegate, which has no read-only mode"
+            )
 
     def get_rate_limit_errors(self) -> dict[int, int]:
         """The delegate's figures (logkv itself has no rate limits)."""

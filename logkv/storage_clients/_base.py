@@ -290,6 +290,12 @@ class KeyValueStoreClient(ABC):
     def closed(self) -> bool:
         """True once the store was closed or dropped."""
 
+    @property
+    def readonly(self) -> bool:
+        """True when the store was opened read-only (its writes raise
+        :class:`~logkv.ReadOnlyStoreError`)."""
+        return False
+
     @abstractmethod
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """The store's metadata and figures."""
@@ -408,9 +414,10 @@ class StorageClient(ABC):
 
     @abstractmethod
     async def open_kvs_client(
-        self, location: StoreLocation, configuration: Configuration
+        self, location: StoreLocation, configuration: Configuration, *, readonly: bool = False
     ) -> KeyValueStoreClient:
-        """Open (creating if needed) the store at ``location``."""
+        """Open (creating if needed) the store at ``location``; ``readonly``: open an existing
+        store for reading only (:class:`~logkv.StoreNotFoundError` when there is none)."""
 
     def claim_start_purge(self, location: StoreLocation) -> bool:
         """Deprecated: :func:`logkv.registry.purge_on_start` decides, for every client.

@@ -18,6 +18,12 @@ Timestamps live in the store's :class:`~logkv.storage_clients._meta.StoreMeta`, 
 memory on every call (opening counts as an access) and written to ``META.json`` by
 :meth:`EngineStore.save_meta`: on upkeep, after a purge and on close.
 
+A store opened read-only (``readonly=True``) reads a store that another process (or another
+open in this one) may be writing: it takes no lock, folds in the writer's new records before
+every read (:meth:`EngineStore.refresh`), refuses every write, purge, compaction and drop with
+:class:`~logkv.ReadOnlyStoreError`, and writes nothing into the folder: no ``META.json``, no
+public files, no emptied trash (its timestamps live in memory only).
+
 Threads: an :class:`EngineStore` has no lock. Its own fields (timestamps, the running
 compaction, ``closed``) are read and written on the event loop only; worker threads get the
 engine, which is thread-safe, a copy of the metadata to write, or the public files of one
@@ -39,12 +45,13 @@ from typing import Any
 from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import Commit, Engine
-from ..errors import StoreClosedError
+from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
 from ..index import IndexEntry
 from ..modes import Durability
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
 from ._folders import check_kind, refuse_foreign_folder, trash_of
+from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
 
@@ -64,6 +71,9 @@ class EngineStore:
     def __init__(self, engine: Engine, meta: StoreMeta, configuration: Configuration) -> None:
         #: The engine underneath; adapters read through it directly on their hot paths.
         self.engine = engine
+        #: True when the store was opened read-only (see the module docstring).
+        self.readonly = engine.readonly
+        self._follower = Follower(engine) if engine.readonly else None
         self.folder = engine.path
         #: The store's identity and its live timestamps (``META.json`` as it is in memory).
         self.meta = meta
@@ -82,13 +92,17 @@ class EngineStore:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    async def open(cls, location: StoreLocation, configuration: Configuration) -> EngineStore:
-        """Open (creating if needed) the store at ``location``, replaying its log in a worker
-        thread (see :meth:`open_sync`)."""
-        return await _to_thread(cls.open_sync, location, configuration)
+    async def open(
+        cls, location: StoreLocation, configuration: Configuration, *, readonly: bool = False
+    ) -> EngineStore:
+        """Open (creating if needed, unless ``readonly``) the store at ``location``, replaying
+        its log in a worker thread (see :meth:`open_sync`)."""
+        return await _to_thread(cls.open_sync, location, configuration, readonly=readonly)
 
     @classmethod
-    def open_sync(cls, location: StoreLocation, configuration: Configuration) -> EngineStore:
+    def open_sync(
+        cls, location: StoreLocation, configuration: Configuration, *, readonly: bool = False
+    ) -> EngineStore:
         """Open (creating if needed) the store at ``location``; blocking.
 
         Empties the storage directory's trash (what an interrupted drop left), refuses a folder
@@ -96,9 +110,14 @@ class EngineStore:
         a store of another kind (``ValueError``: a named store opened as an alias, say), writes
         ``META.json`` for a new store and checks the public files against the log. Opening
         counts as an access.
+
+        ``readonly``: open without the lock and change nothing (see the module docstring); a
+        store that does not exist raises :class:`~logkv.StoreNotFoundError`.
         """
         folder = location.path
         assert folder is not None
+        if readonly:
+            return cls._open_readonly(location, configuration)
         empty_trash(trash_of(folder))
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
@@ -129,6 +148,28 @@ class EngineStore:
             raise
         return store
 
+    @classmethod
+    def _open_readonly(cls, location: StoreLocation, configuration: Configuration) -> EngineStore:
+        folder = location.path
+        assert folder is not None
+        if not folder.is_dir():
+            raise StoreNotFoundError(
+                f"no key-value store at {folder}; a read-only open never creates one"
+            )
+        refuse_foreign_folder(folder)
+        meta = read_meta(folder)
+        if meta is not None:
+            check_kind(meta, location, folder)
+        engine = Engine.open(folder, readonly=True, recovery=configuration.recovery)
+        if meta is None:  # its writer has not written META.json yet: an identity in memory
+            now = _now()
+            meta = StoreMeta(
+                **location.new_identity(), created_at=now, accessed_at=now, modified_at=now
+            )
+        store = cls(engine, meta, configuration)
+        meta.accessed_at = _now()
+        return store
+
     def _keys_from(self, prefix: str) -> Iterator[str]:
         first = [prefix] if prefix in self.engine else []
         return chain(first, self.engine.keys(prefix))
@@ -144,12 +185,30 @@ class EngineStore:
         """Note an access (and a modification) now."""
         touch(self.meta, modified)
 
+    def check_writable(self) -> None:
+        """Raise :class:`~logkv.StoreClosedError` once the store was closed or dropped, and
+        :class:`~logkv.ReadOnlyStoreError` when it was opened read-only."""
+        self.check_open()
+        if self.readonly:
+            raise ReadOnlyStoreError(
+                f"the key-value store at {self.folder} was opened read-only: it cannot be "
+                "written, purged, compacted or dropped; open it without readonly=True to write"
+            )
+
+    def refresh(self) -> None:
+        """Read-only stores: fold in the records the writer appended since the last refresh
+        (nothing for a writable store, which sees its own writes; see
+        :class:`~logkv.storage_clients._follow.Follower`)."""
+        if self._follower is not None:
+            self._follower.refresh()
+
     # ------------------------------------------------------------------ reads
 
     async def read(self, key: str) -> Found | None:
         """The record of ``key`` now (an access), read in a worker thread when it is large;
         None when there is none."""
         self.meta.accessed_at = _now()
+        self.refresh()
         entry = self.engine.entry(key)
         if entry is None:
             return None
@@ -165,6 +224,7 @@ class EngineStore:
     def contains(self, key: str) -> bool:
         """True when ``key`` holds a record (an access; an index lookup, no read)."""
         self.meta.accessed_at = _now()
+        self.refresh()
         return key in self.engine
 
     def key_batches(self, start: str | None, limit: int | None) -> AsyncIterator[list[str]]:
@@ -172,6 +232,7 @@ class EngineStore:
         after each (see :func:`~logkv.storage_clients._base.paced_key_batches`). An access."""
         self.meta.accessed_at = _now()
         engine = self.engine
+        self.refresh()
         return paced_key_batches(start, limit, lambda after, count: list(engine.keys(after, count)))
 
     async def entries(
@@ -190,13 +251,23 @@ class EngineStore:
         """Materialise ``key`` as ``public/{KEY}.{EXT}`` in the store folder; its ``file://``
         URL. The file follows the record from then on (rewritten on change, removed on delete).
 
-        Raises ``KeyError`` when ``key`` holds no record.
+        Raises ``KeyError`` when ``key`` holds no record. A read-only store writes no file: it
+        returns the URL of the file the writer made, and raises
+        :class:`~logkv.ReadOnlyStoreError` when there is none.
         """
         found = await self.read(key)
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
         entry, data = found
-        path = await self._publish(key, data, entry.content_type)
+        if self.readonly:
+            path = self.public.path_of(key, entry.content_type)
+            if not path.is_file():
+                raise ReadOnlyStoreError(
+                    f"the key-value store at {self.folder} was opened read-only and its writer "
+                    f"has not published {key!r}: a read-only open writes no public file"
+                )
+        else:
+            path = await self._publish(key, data, entry.content_type)
         return path.absolute().as_uri()
 
     # ------------------------------------------------------------------ writes
@@ -207,6 +278,8 @@ class EngineStore:
         """Append a record of ``key``: None once written inline, or a coroutine to await that
         finishes a large write (in a worker thread) or waits for the write's fsync; the write
         is durable (to the chosen level) when it returns."""
+        if self.readonly:
+            self.check_writable()
         now = _now()
         meta = self.meta
         meta.accessed_at = now
@@ -242,6 +315,8 @@ class EngineStore:
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""
+        if self.readonly:
+            self.check_writable()
         now = _now()
         self.meta.accessed_at = now
         if self.fsync:
@@ -259,7 +334,7 @@ class EngineStore:
         """Delete every record (one delete record each, so ``logkv history`` shows the purge)
         and every public file, then save the timestamps; the store, its id and its metadata
         remain."""
-        self.check_open()
+        self.check_writable()
         try:
             await _to_thread(_delete_all, self.engine)
         finally:
@@ -270,14 +345,17 @@ class EngineStore:
     # ------------------------------------------------------------------ upkeep
 
     async def save_meta(self) -> None:
-        """Write ``META.json`` (in a worker thread) if the timestamps changed since it was."""
+        """Write ``META.json`` (in a worker thread) if the timestamps changed since it was
+        (never for a read-only store)."""
         meta = self._meta_to_save()
         if meta is not None:
             await _to_thread(write_meta, self.folder, meta)
 
     def _meta_to_save(self) -> StoreMeta | None:
         """A copy of the metadata to write when the timestamps changed since the last save
-        (noted as saved), else None."""
+        (noted as saved), else None (always for a read-only store)."""
+        if self.readonly:
+            return None
         meta = self.meta
         stamps = (meta.accessed_at, meta.modified_at)
         if stamps == self._saved_stamps:
@@ -299,7 +377,7 @@ class EngineStore:
         """Start an automatic compaction in a worker thread when it is on, none runs and the
         thresholds are passed; its task, or None. Its failure is logged, never raised (the
         store stays as it was; the next upkeep tries again)."""
-        if self.closed or not self._auto_compact or self._compaction is not None:
+        if self.closed or self.readonly or not self._auto_compact or self._compaction is not None:
             return None
         if not self.engine.should_compact(self._compaction_bytes, self._compaction_ratio):
             return None
@@ -320,7 +398,7 @@ class EngineStore:
     async def compact(self, retention: str | None = None) -> CompactionResult:
         """Compact now, in a worker thread (after any automatic compaction still running);
         its failure is raised."""
-        self.check_open()
+        self.check_writable()
         while self._compaction is not None:
             with contextlib.suppress(Exception):
                 await self._compaction
@@ -360,7 +438,7 @@ class EngineStore:
     async def drop(self) -> None:
         """Delete the store and its folder, all or nothing (see :func:`drop_store`); the store
         is closed afterwards."""
-        self.check_open()
+        self.check_writable()
         await self._stop()
         await _to_thread(drop_store, self.engine)
 
@@ -395,6 +473,11 @@ class StoreAdapter:
     def closed(self) -> bool:
         """True once the store was closed or dropped."""
         return self._store.closed
+
+    @property
+    def readonly(self) -> bool:
+        """True when the store was opened read-only."""
+        return self._store.readonly
 
 
 def drop_store(engine: Engine) -> None:

@@ -52,10 +52,12 @@ class DiskStorageClient(StorageClient):
         return await locate_store(selector, configuration.storage_dir)
 
     async def open_kvs_client(
-        self, location: StoreLocation, configuration: Configuration
+        self, location: StoreLocation, configuration: Configuration, *, readonly: bool = False
     ) -> DiskKeyValueStoreClient:
-        """Open the store's engine (replaying its log in a worker thread)."""
-        return DiskKeyValueStoreClient(await EngineStore.open(location, configuration))
+        """Open the store's engine (replaying its log in a worker thread); ``readonly``: without
+        its lock, beside a writer (see :mod:`logkv.storage_clients._store`)."""
+        store = await EngineStore.open(location, configuration, readonly=readonly)
+        return DiskKeyValueStoreClient(store)
 
 
 class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
@@ -67,6 +69,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         self._store = store
         self._engine = store.engine
         self._offload = store.offload
+        self._readonly = store.readonly
 
     @classmethod
     def open_sync(
@@ -84,6 +87,8 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
             check_key(key)
         self.stamps.accessed_at = _now()
         engine = self._engine
+        if self._readonly:
+            self._store.refresh()
         found = engine.get_small(key, self._offload)
         if found is None:
             return default
@@ -108,6 +113,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         """The content type and size of ``key``, or None."""
         check_key(key)
         self.touch()
+        self._store.refresh()
         entry = self._engine.entry(key)
         if entry is None:
             return None
@@ -137,6 +143,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
 
     async def get_metadata(self) -> KeyValueStoreMetadata:
         """Identity, timestamps and the engine's figures."""
+        self._store.refresh()
         stats = self._engine.stats()
         return KeyValueStoreMetadata(
             id=self.id,

@@ -85,9 +85,18 @@ class MemoryStorageClient(StorageClient):
         )
 
     async def open_kvs_client(
-        self, location: StoreLocation, configuration: Configuration
+        self, location: StoreLocation, configuration: Configuration, *, readonly: bool = False
     ) -> MemoryKeyValueStoreClient:
-        """A client of the store at ``location``, created if it does not exist yet."""
+        """A client of the store at ``location``, created if it does not exist yet.
+
+        ``readonly`` raises ``ValueError``: a read-only open is for reading a store beside its
+        writer, and an in-memory store has no other reader than its writer.
+        """
+        if readonly:
+            raise ValueError(
+                "the in-memory client has no read-only opens (they read a store on disk beside "
+                "its writer); open the store without readonly=True"
+            )
         folder_name = location.folder_name
         assert folder_name is not None
         store = self._stores.get(folder_name)
