@@ -277,10 +277,16 @@ class SegmentReader:
         return frames
 
     def _resync(self, bad: BadFrame) -> int | None:
-        """Report the bad frame ``bad``; return where the next valid frame starts, or None
-        (a torn tail, or nothing valid after it: the scan ends)."""
-        at = bad.offset
-        following = next_valid_frame(self.buf, at, self._stop, bad.cut_short, self.is_last)
+        """Report the bad frame ``bad`` (with the batch it cut short, from ``bad.start``);
+        return where the next valid frame starts, or None (a torn tail, or nothing valid after
+        it: the scan ends)."""
+        at = bad.start
+        if bad.resume is not None:  # a valid frame that does not fit its batch
+            following = bad.resume if bad.resume < self._stop else None
+        else:
+            following = next_valid_frame(
+                self.buf, bad.offset, self._stop, bad.cut_short, self.is_last
+            )
         torn = is_torn_tail(self.synced, self.number, at, self.is_last, following)
         reason = bad.reason
         if following is None:

@@ -1,0 +1,204 @@
+"""Atomic batches (``Engine.set_many``): all of a batch or none of it, whatever cuts the log.
+
+The log is cut at every byte of a batch's tail, frames of a batch are damaged before and past
+the synced mark, and batches are broken by hand (a missing first record, a record outside the
+batch in its middle); every reader must agree that a partial batch is never applied.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from logkv import Engine
+from logkv.errors import CorruptionError
+from logkv.format import (
+    GENESIS_CHAIN,
+    SEGMENT_HEADER_SIZE,
+    Op,
+    batch_op,
+    encode_batch,
+    encode_record,
+    encode_segment_header,
+    iter_frames,
+)
+from logkv.layout import segment_name
+from logkv.scan import Damage, SegmentReader
+from logkv.verify import verify
+
+BATCH = [("b1", b"one" * 10, "text/plain"), ("b2", None, None), ("b3", b"three", None)]
+
+
+def _state(engine: Engine, keys: list[str]) -> dict[str, object]:
+    return {key: engine.get(key, "missing") for key in keys}
+
+
+def test_batch_op_marks_first_middle_and_last() -> None:
+    assert [batch_op(Op.SET, i, 3) for i in range(3)] == [0x21, 0x19, 0x09]
+    assert batch_op(Op.DELETE, 0, 1) == Op.DELETE  # a batch of one is a plain record
+
+
+def test_set_many_sets_and_deletes_in_one_unit(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "s") as engine:
+        engine.set("old", b"x")
+        seq = engine.set_many(BATCH, deletes=["old", "missing", "b2"])
+        assert seq == 1 + 3 + 2  # deleting a missing key writes nothing
+        assert _state(engine, ["b1", "b2", "b3", "old"]) == {
+            "b1": b"one" * 10,
+            "b2": "missing",
+            "b3": b"three",
+            "old": "missing",
+        }
+        assert engine.set_many([]) == seq
+    with Engine.open(tmp_path / "s") as engine:
+        assert engine.last_seq == seq
+        assert engine.get_with_type("b1") == (b"one" * 10, "text/plain")
+        assert "b2" not in engine
+    assert verify(tmp_path / "s").ok
+
+
+def _batch_store(tmp_path: Path) -> tuple[Path, int, int]:
+    """A store: one plain record, then a batch of three; returns its last segment's path, the
+    offset where the batch starts, and the segment's size."""
+    folder = tmp_path / "store"
+    with Engine.open(folder) as engine:
+        engine.set("before", b"kept")
+        engine.set_many(BATCH)
+    os.remove(folder / "SYNCED")  # as after a crash: nothing known to be synced
+    path = folder / segment_name(1)
+    size = path.stat().st_size
+    with SegmentReader(path, 1, is_last=True, synced=None, report=lambda d: None) as reader:
+        offsets = [offset for offset, _, _ in reader.frames()]
+    return path, offsets[1], size
+
+
+@pytest.mark.slow
+def test_a_cut_at_every_byte_of_a_batch_leaves_all_or_nothing(tmp_path: Path) -> None:
+    path, start, size = _batch_store(tmp_path)
+    _check_cuts(path, start, size, range(start, size + 1))
+
+
+def test_a_cut_inside_a_batch_leaves_nothing_of_it(tmp_path: Path) -> None:
+    path, start, size = _batch_store(tmp_path)
+    _check_cuts(
+        path, start, size, [start, start + 1, start + 40, (start + size) // 2, size - 1, size]
+    )
+
+
+def _check_cuts(path: Path, start: int, size: int, cuts: range | list[int]) -> None:
+    """Cut copies of the store of ``path`` at each of ``cuts``: all of the batch or none."""
+    tmp_path = path.parent.parent
+    original = path.read_bytes()
+    for cut in cuts:
+        case = tmp_path / f"cut{cut}"
+        shutil.copytree(path.parent, case)
+        os.truncate(case / path.name, cut)
+        with Engine.open(case, readonly=True) as reader:
+            complete = cut == size
+            expected = {"before": b"kept", "b1": b"one" * 10 if complete else "missing"}
+            assert _state(reader, ["before", "b1"]) == expected
+            assert ("b3" in reader) is complete and ("b2" in reader) is complete
+        with Engine.open(case) as engine:  # the writer cuts the torn batch off whole
+            if cut not in (start, size):
+                assert engine.report.torn_tail is not None
+                assert engine.report.torn_tail.start == start
+            assert (case / path.name).stat().st_size == (size if cut == size else start)
+            engine.set("after", b"a")
+        with Engine.open(case) as engine:
+            assert engine.get("after") == b"a" and engine.report.clean
+        assert verify(case).ok
+        shutil.rmtree(case)
+    assert path.read_bytes() == original
+
+
+def test_damage_inside_a_batch_before_the_synced_mark_is_corruption(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    with Engine.open(folder) as engine:
+        engine.set("before", b"kept")
+        engine.set_many(BATCH)
+        engine.set("after", b"kept too")
+    path = folder / segment_name(1)
+    data = bytearray(path.read_bytes())
+    with SegmentReader(path, 1, is_last=True, synced=None, report=lambda d: None) as reader:
+        offsets = [offset for offset, _, _ in reader.frames()]
+    data[offsets[2] + 30] ^= 0xFF  # the batch's second record
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptionError) as raised:
+        Engine.open(folder)
+    assert raised.value.offset == offsets[1]  # reported from where the batch starts
+    with Engine.open(folder, recovery="salvage", readonly=True) as engine:
+        # The batch goes whole: its first record was intact, its last one is an orphan now.
+        assert _state(engine, ["before", "b1", "b2", "b3", "after"]) == {
+            "before": b"kept",
+            "b1": "missing",
+            "b2": "missing",
+            "b3": "missing",
+            "after": b"kept too",
+        }
+    report = verify(folder)
+    assert not report.ok
+
+
+def _write_segment(path: Path, frames: list[bytes]) -> list[int]:
+    offsets = []
+    with open(path, "wb") as file:
+        file.write(encode_segment_header(1))
+        for frame in frames:
+            offsets.append(file.tell())
+            file.write(frame)
+    return offsets
+
+
+def _chained(records: list[tuple[int, int, str]]) -> list[bytes]:
+    """Frames of ``(seq, op, key)`` sets, chained in order."""
+    frames, chain = [], GENESIS_CHAIN
+    for seq, op, key in records:
+        frame = encode_record(seq, 0, op, key, None, b"v", chain)
+        chain = frame[12:28]
+        frames.append(frame)
+    return frames
+
+
+def test_a_batch_broken_by_a_record_outside_it_is_dropped_and_reading_resumes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / segment_name(1)
+    first = batch_op(Op.SET, 0, 3)
+    middle = batch_op(Op.SET, 1, 3)
+    frames = _chained([(1, first, "a"), (2, middle, "b"), (3, Op.SET, "plain"), (4, Op.SET, "z")])
+    offsets = _write_segment(path, frames)
+    found: list[Damage] = []
+    with SegmentReader(path, 1, is_last=True, synced=None, report=found.append) as reader:
+        keys = [fields[3] for _, _, fields in reader.frames()]
+    assert keys == ["plain", "z"]
+    assert [(d.start, d.end, d.torn) for d in found] == [(offsets[0], offsets[2], False)]
+
+
+def test_an_orphan_record_of_a_batch_is_damage(tmp_path: Path) -> None:
+    path = tmp_path / segment_name(1)
+    last = batch_op(Op.SET, 2, 3)
+    frames = _chained([(1, Op.SET, "a"), (2, last, "orphan"), (3, Op.SET, "z")])
+    offsets = _write_segment(path, frames)
+    found: list[Damage] = []
+    with SegmentReader(path, 1, is_last=True, synced=None, report=found.append) as reader:
+        keys = [fields[3] for _, _, fields in reader.frames()]
+    assert keys == ["a", "z"]
+    assert [(d.start, d.end, d.torn) for d in found] == [(offsets[1], offsets[2], False)]
+
+
+def test_encode_batch_chains_and_numbers_every_record() -> None:
+    frames = encode_batch(
+        5, 7, [(Op.SET, "k", None, b"v"), (Op.DELETE, "j", None, None)], GENESIS_CHAIN
+    )
+    buf = encode_segment_header(1) + b"".join(frames)
+    numbered: list[tuple[int, object]] = []
+    for _, _, fields in iter_frames(buf, SEGMENT_HEADER_SIZE, len(buf)):
+        numbered.append((fields[0], fields[2]))
+    assert numbered == [(5, Op.SET), (6, Op.DELETE)]
+    assert (
+        frames[1][12:28]
+        == encode_record(6, 7, batch_op(Op.DELETE, 1, 2), "j", None, None, frames[0][12:28])[12:28]
+    )
