@@ -38,6 +38,7 @@ from .errors import (
 )
 from .format import (
     CHAIN_SIZE,
+    FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
@@ -47,6 +48,7 @@ from .format import (
     check_frame,
     encode_batch,
     encode_record,
+    stored_segment_version,
 )
 from .fsutil import (
     atomic_write,
@@ -402,6 +404,17 @@ class Engine:
                 sync_on_rotate=self.durability is Durability.FSYNC,
             )
             self._position.segments = max(self._position.segments, 1)
+            if self._writer.end and self._writes_older_version(self._writer.number):
+                # Records of this version go to a segment of this version, never after an
+                # older header: an older logkv then refuses the segment instead of misreading
+                # its records.
+                self._writer.rotate()
+                self._position.segments += 1
+
+    def _writes_older_version(self, number: int) -> bool:
+        """Whether segment ``number`` has the header of an older format version."""
+        with open_for_reading(self.path / segment_name(number)) as file:
+            return stored_segment_version(file.read(SEGMENT_HEADER_SIZE)) < FORMAT_VERSION
 
     def _replay(self) -> tuple[Replayer[dict[str, Entry]], int]:
         """Load the newest good snapshot, then scan the segments after it; return the

@@ -161,6 +161,14 @@ def stored_segment_number(data: bytes) -> int:
     return number
 
 
+def stored_segment_version(data: bytes) -> int:
+    """The format version the header ``data`` claims, unchecked (0 when it is cut short)."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return 0
+    version: int = SEGMENT_HEADER.unpack_from(data, 0)[1]
+    return version
+
+
 def encode_record(
     seq: int,
     timestamp_us: int,
