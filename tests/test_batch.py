@@ -69,10 +69,39 @@ def _batch_store(tmp_path: Path) -> tuple[Path, int, int]:
         engine.set_many(BATCH)
     os.remove(folder / "SYNCED")  # as after a crash: nothing known to be synced
     path = folder / segment_name(1)
-    size = path.stat().st_size
+    return path, _offsets(path)[1], path.stat().st_size
+
+
+def _offsets(path: Path) -> list[int]:
+    """Where the valid frames of segment 1 at ``path`` start."""
     with SegmentReader(path, 1, is_last=True, synced=None, report=lambda d: None) as reader:
-        offsets = [offset for offset, _, _ in reader.frames()]
-    return path, offsets[1], size
+        return [offset for offset, _, _ in reader.frames()]
+
+
+#: What is left of the store of :func:`_damaged_batch_store` without its batch.
+WITHOUT_BATCH: dict[str, object] = {
+    "before": b"kept",
+    "b1": "missing",
+    "b2": "missing",
+    "b3": "missing",
+    "after": b"kept too",
+}
+
+
+def _damaged_batch_store(tmp_path: Path, record: int) -> tuple[Path, list[int]]:
+    """A store: a record, a batch of three, a record, closed cleanly; then a byte of the body
+    of its frame number ``record`` (from 0) flipped. Returns the folder and the frame offsets."""
+    folder = tmp_path / "store"
+    with Engine.open(folder) as engine:
+        engine.set("before", b"kept")
+        engine.set_many(BATCH)
+        engine.set("after", b"kept too")
+    path = folder / segment_name(1)
+    offsets = _offsets(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[record] + 30] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return folder, offsets
 
 
 @pytest.mark.slow
@@ -115,29 +144,13 @@ def _check_cuts(path: Path, start: int, size: int, cuts: range | list[int]) -> N
 
 
 def test_damage_inside_a_batch_before_the_synced_mark_is_corruption(tmp_path: Path) -> None:
-    folder = tmp_path / "store"
-    with Engine.open(folder) as engine:
-        engine.set("before", b"kept")
-        engine.set_many(BATCH)
-        engine.set("after", b"kept too")
-    path = folder / segment_name(1)
-    data = bytearray(path.read_bytes())
-    with SegmentReader(path, 1, is_last=True, synced=None, report=lambda d: None) as reader:
-        offsets = [offset for offset, _, _ in reader.frames()]
-    data[offsets[2] + 30] ^= 0xFF  # the batch's second record
-    path.write_bytes(bytes(data))
+    folder, offsets = _damaged_batch_store(tmp_path, 2)  # the batch's second record
     with pytest.raises(CorruptionError) as raised:
         Engine.open(folder)
     assert raised.value.offset == offsets[1]  # reported from where the batch starts
     with Engine.open(folder, recovery="salvage", readonly=True) as engine:
         # The batch goes whole: its first record was intact, its last one is an orphan now.
-        assert _state(engine, ["before", "b1", "b2", "b3", "after"]) == {
-            "before": b"kept",
-            "b1": "missing",
-            "b2": "missing",
-            "b3": "missing",
-            "after": b"kept too",
-        }
+        assert _state(engine, list(WITHOUT_BATCH)) == WITHOUT_BATCH
     report = verify(folder)
     assert not report.ok
 
@@ -229,25 +242,9 @@ def test_a_follower_sees_a_batch_only_once_it_is_whole(tmp_path: Path) -> None:
 
 
 def test_salvage_rewrites_a_segment_without_its_broken_batch(tmp_path: Path) -> None:
-    folder = tmp_path / "store"
-    with Engine.open(folder) as engine:
-        engine.set("before", b"kept")
-        engine.set_many(BATCH)
-        engine.set("after", b"kept too")
-    path = folder / segment_name(1)
-    with SegmentReader(path, 1, is_last=True, synced=None, report=lambda d: None) as reader:
-        offsets = [offset for offset, _, _ in reader.frames()]
-    data = bytearray(path.read_bytes())
-    data[offsets[1] + 30] ^= 0xFF  # the batch's first record
-    path.write_bytes(bytes(data))
+    folder, offsets = _damaged_batch_store(tmp_path, 1)  # the batch's first record
     with Engine.open(folder, recovery="salvage") as engine:
         assert [d.start for d in engine.report.dropped] == offsets[1:4]  # first, then orphans
     with Engine.open(folder) as engine:  # strict: the rewrite left no damage
-        assert _state(engine, ["before", "b1", "b2", "b3", "after"]) == {
-            "before": b"kept",
-            "b1": "missing",
-            "b2": "missing",
-            "b3": "missing",
-            "after": b"kept too",
-        }
+        assert _state(engine, list(WITHOUT_BATCH)) == WITHOUT_BATCH
         assert engine.report.clean
