@@ -37,12 +37,12 @@ def child(store: Path, seed: int) -> int:
     rng = random.Random(seed)
     reporter = Reporter(sys.stdout)
     engine = Engine.open(store, segment_size=SEGMENT_SIZE)
-    value = engine.get("last", None)
-    number = 0 if value is None else int(value) + 1
+    value = engine.get_with_type("last")
+    number = 0 if value is None or value[0] is None else int(value[0]) + 1
     reporter.say(READY)
     while True:
         size = rng.randint(1, 9)
-        items = [
+        items: list[tuple[str, bytes | None, str | None]] = [
             (f"batch/{number}/{i}", rng.randbytes(rng.randint(0, 900)), None) for i in range(size)
         ]
         items.append(("last", str(number).encode(), "text/plain"))
