@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 from pathlib import Path
 
+import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logkv import Engine
 from logkv.errors import CorruptionError
 from logkv.format import (
     GENESIS_CHAIN,
+    OP_CONTINUES,
     SEGMENT_HEADER_SIZE,
     Op,
     batch_op,
@@ -248,3 +253,62 @@ def test_salvage_rewrites_a_segment_without_its_broken_batch(tmp_path: Path) -> 
     with Engine.open(folder) as engine:  # strict: the rewrite left no damage
         assert _state(engine, list(WITHOUT_BATCH)) == WITHOUT_BATCH
         assert engine.report.clean
+
+
+_op = st.one_of(
+    st.tuples(st.just("set"), st.sampled_from("abcde"), st.binary(max_size=30)),
+    st.tuples(st.just("delete"), st.sampled_from("abcde"), st.just(b"")),
+    st.tuples(
+        st.just("batch"),
+        st.sampled_from(["a", "b", "ab", "abc", "cde", "abcde", "edcba"]),
+        st.binary(max_size=30),
+    ),
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(_op, min_size=1, max_size=8), where=st.floats(min_value=0, max_value=1))
+def test_a_crash_in_the_last_write_leaves_the_state_before_or_after_it(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, bytes]], where: float
+) -> None:
+    folder = tmp_path_factory.mktemp("crash") / "store"
+    model: dict[str, bytes] = {}
+    states = [dict(model)]  # the state after each write that wrote something
+    with Engine.open(folder) as engine:
+        for kind, keys, value in ops:
+            before = engine.last_seq
+            if kind == "set":
+                engine.set(keys, value)
+                model[keys] = value
+            elif kind == "delete":
+                engine.delete(keys)
+                model.pop(keys, None)
+            else:  # set every key but the last, then delete the last: one batch
+                engine.set_many([(key, value, None) for key in keys[:-1]], deletes=[keys[-1]])
+                model.update(dict.fromkeys(keys[:-1], value))
+                model.pop(keys[-1], None)
+            if engine.last_seq != before:
+                states.append(dict(model))
+    os.remove(folder / "SYNCED")  # as after a crash
+    segment = folder / segment_name(1)
+    size = segment.stat().st_size
+    start = _last_write_start(segment)
+    cut = start + round(where * (size - start))  # anywhere inside the last write, or past it
+    os.truncate(segment, cut)
+    expected = states[-1] if cut == size else states[max(len(states) - 2, 0)]
+    with Engine.open(folder) as engine:
+        assert {key: engine.get(key) for key in list(engine.keys())} == expected
+
+
+def _last_write_start(segment: Path) -> int:
+    """Where the last record, or the first record of the last batch, of ``segment`` starts."""
+    data = segment.read_bytes()
+    start = SEGMENT_HEADER_SIZE
+    for offset in _offsets(segment):
+        (length,) = struct.unpack_from("<I", data, offset + 8)
+        body = msgpack.unpackb(data[offset + 28 : offset + 28 + length])
+        if not body[2] & OP_CONTINUES:
+            start = offset
+    return start
