@@ -274,6 +274,13 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     return stop - pos, member[0]
 
 
+def in_batch(buf: Any, pos: int, length: int) -> bool:
+    """Whether the valid ``length``-byte frame at ``pos`` is a record of a batch of several
+    (section 4.1 of docs/FORMAT.md): only a scan of its segment can tell if the batch is whole."""
+    op: int = _unpackb(buf[pos + FRAME_HEADER_SIZE : pos + length], use_list=False)[2]
+    return op & ~OP_KIND_MASK != 0
+
+
 def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     """For decoded body ``fields``: the fields with ``op`` reduced to its kind, whether the
     record continues a batch, and how many records of its batch follow it; None when the body

@@ -30,6 +30,7 @@ from logkv.format import (
     encode_segment_header,
     iter_frames,
 )
+from logkv.history import key_history
 from logkv.layout import segment_name
 from logkv.scan import Damage, SegmentReader
 from logkv.verify import verify
@@ -312,3 +313,11 @@ def _last_write_start(segment: Path) -> int:
         if not body[2] & OP_CONTINUES:
             start = offset
     return start
+
+
+def test_key_history_leaves_out_the_records_of_a_torn_batch(tmp_path: Path) -> None:
+    path, _, size = _batch_store(tmp_path)
+    assert [r.record.seq for r in key_history(path.parent, "b1")] == [2]
+    os.truncate(path, size - 1)
+    assert key_history(path.parent, "b1") == []
+    assert [r.record.seq for r in key_history(path.parent, "before")] == [1]
