@@ -11,6 +11,10 @@ A segment is a 16-byte header followed by frames. A frame is::
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
 frame (in a memory map of the file) and checks the CRC before returning the value.
+
+A batch (format version 2) is a run of such frames whose ``op`` carries, besides the kind, how
+many records of the batch follow and whether the record continues one; :func:`iter_frames`
+yields a batch's records only once the whole batch has been read.
 """
 
 from __future__ import annotations
