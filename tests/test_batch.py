@@ -23,11 +23,13 @@ from logkv.format import (
     GENESIS_CHAIN,
     OP_CONTINUES,
     SEGMENT_HEADER_SIZE,
+    BadFrame,
     Op,
     batch_op,
     encode_batch,
     encode_record,
     encode_segment_header,
+    find_next_frame,
     iter_frames,
 )
 from logkv.history import key_history
@@ -321,3 +323,60 @@ def test_key_history_leaves_out_the_records_of_a_torn_batch(tmp_path: Path) -> N
     os.truncate(path, size - 1)
     assert key_history(path.parent, "b1") == []
     assert [r.record.seq for r in key_history(path.parent, "before")] == [1]
+
+
+_ops = st.one_of(
+    st.sampled_from([1, 2]),
+    st.builds(batch_op, st.sampled_from([1, 2]), st.integers(0, 3), st.integers(2, 4)),
+    st.integers(min_value=0, max_value=(1 << 64) - 1),  # hostile: any op, kinds 0 and 3-7 invalid
+)
+
+
+def _expected_records(ops: list[int]) -> list[int]:
+    """The indexes of the records a reader applies, by the batch rule of docs/FORMAT.md 4.1
+    (frames with an invalid kind are bad bytes, which break an open batch)."""
+    applied: list[int] = []
+    batch: list[int] = []
+    left = 0
+    for index, op in enumerate(ops):
+        kind, continues, follows = op & 7, op & 8, op >> 4
+        if kind not in (1, 2):
+            batch = []
+            continue
+        if batch:
+            if continues and follows == left - 1:
+                batch.append(index)
+                left = follows
+                if not left:
+                    applied += batch
+                    batch = []
+                continue
+            batch = []
+        if continues:
+            continue  # an orphan
+        if follows:
+            batch, left = [index], follows
+        else:
+            applied.append(index)
+    return applied
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(_ops, max_size=14))
+def test_any_sequence_of_ops_yields_exactly_the_whole_batches(ops: list[int]) -> None:
+    frames, chain = [], GENESIS_CHAIN
+    for seq, op in enumerate(ops, 1):
+        frame = encode_record(seq, 0, op, f"k{seq}", None, b"v", chain)
+        chain = frame[12:28]
+        frames.append(frame)
+    buf = encode_segment_header(1) + b"".join(frames)
+    stream = iter_frames(buf, SEGMENT_HEADER_SIZE, len(buf), lambda bad: _resume(bad, buf))
+    seqs = [fields[0] for _, _, fields in stream]
+    assert [seq - 1 for seq in seqs] == _expected_records(ops)
+
+
+def _resume(bad: BadFrame, buf: bytes) -> int | None:
+    """A reader that reads on after every bad frame, as salvage does."""
+    if bad.resume is not None:
+        return bad.resume if bad.resume < len(buf) else None
+    return find_next_frame(buf, bad.offset, len(buf))
