@@ -310,7 +310,11 @@ def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
 
 
 def iter_frames(
-    buf: Any, pos: int, end: int, resync: Callable[[BadFrame], int | None] | None = None
+    buf: Any,
+    pos: int,
+    end: int,
+    resync: Callable[[BadFrame], int | None] | None = None,
+    batches: bool = True,
 ) -> Generator[tuple[int, int, tuple[Any, ...]], None, None]:
     """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos`` to
     ``end``, ``op`` reduced to its kind (:class:`Op`).
@@ -318,6 +322,8 @@ def iter_frames(
     The records of a batch are yielded only once its last record has been read: a batch cut
     short, by bad bytes, by a record outside it or by ``end``, is dropped whole and reported as
     one bad frame starting where the batch starts (:attr:`BadFrame.start`).
+    With ``batches`` False every valid frame is yielded on its own: the frames of a snapshot,
+    which are live records in key order, not a log (their batch bits mean nothing there).
 
     At a bad frame it raises :class:`BadFrame`, or, given ``resync``, calls ``resync(bad)``,
     which returns the offset to read on from (None: stop there). This is replay's inner loop,
@@ -363,6 +369,10 @@ def iter_frames(
                         member = _member(fields)
             if member is not None:
                 fields, continues, member_left = member
+                if not batches:
+                    yield pos, stop - pos, fields
+                    pos = stop
+                    continue
                 if batch:
                     if continues and member_left == left - 1:
                         batch.append((pos, stop - pos, fields))

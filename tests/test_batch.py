@@ -7,9 +7,12 @@ batch in its middle); every reader must agree that a partial batch is never appl
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import msgpack
@@ -380,3 +383,21 @@ def _resume(bad: BadFrame, buf: bytes) -> int | None:
     if bad.resume is not None:
         return bad.resume if bad.resume < len(buf) else None
     return find_next_frame(buf, bad.offset, len(buf))
+
+
+def test_dump_and_verify_read_a_snapshot_holding_records_of_batches(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    with Engine.open(folder) as engine:
+        engine.set_many([(f"k{i}", b"v", None) for i in range(5)])
+        engine.set("k2", b"new")
+        engine.compact()
+    assert verify(folder).ok
+    done = subprocess.run(
+        [sys.executable, "-m", "logkv.cli.main", "dump", "--json", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(line["key"] for line in lines) == [f"k{i}" for i in range(5)]
