@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -38,13 +38,17 @@ from .errors import (
 )
 from .format import (
     CHAIN_SIZE,
+    FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
+    BatchItem,
     Op,
     SyncedMark,
     check_frame,
+    encode_batch,
     encode_record,
+    stored_segment_version,
 )
 from .fsutil import (
     atomic_write,
@@ -400,6 +404,17 @@ class Engine:
                 sync_on_rotate=self.durability is Durability.FSYNC,
             )
             self._position.segments = max(self._position.segments, 1)
+            if self._writer.end and self._writes_older_version(self._writer.number):
+                # Records of this version go to a segment of this version, never after an
+                # older header: an older logkv then refuses the segment instead of misreading
+                # its records.
+                self._writer.rotate()
+                self._position.segments += 1
+
+    def _writes_older_version(self, number: int) -> bool:
+        """Whether segment ``number`` has the header of an older format version."""
+        with open_for_reading(self.path / segment_name(number)) as file:
+            return stored_segment_version(file.read(SEGMENT_HEADER_SIZE)) < FORMAT_VERSION
 
     def _replay(self) -> tuple[Replayer[dict[str, Entry]], int]:
         """Load the newest good snapshot, then scan the segments after it; return the
@@ -1040,6 +1055,91 @@ class Engine:
             if key not in self._index:
                 return False, _DONE
         return True, self._append(_DELETE, key, None, None)[1]
+
+    def set_many(
+        self,
+        items: Iterable[tuple[str, bytes | None, str | None]],
+        deletes: Iterable[str] = (),
+    ) -> int:
+        """Set every ``(key, value, content_type)`` of ``items``, then delete every key of
+        ``deletes`` that exists, as one atomic unit: after a crash, all of them or none.
+
+        The records are appended with one write, in one segment. Returns the sequence number
+        of the last record (the store's last one when nothing was written).
+        """
+        seq, commit = self.set_many_deferred(items, deletes)
+        if commit is not _DONE:
+            self._wait(commit)
+        return seq
+
+    def set_many_deferred(
+        self,
+        items: Iterable[tuple[str, bytes | None, str | None]],
+        deletes: Iterable[str] = (),
+    ) -> tuple[int, Commit]:
+        """Like :meth:`set_many`, but return right after the append: ``(seq, commit)``, as
+        :meth:`set_deferred` does."""
+        batch: list[BatchItem] = [
+            (_SET, key, content_type, _checked_set(key, value, content_type))
+            for key, value, content_type in items
+        ]
+        gone = [validate_key(key) for key in deletes]
+        with self._mutex:
+            if self._closed or self.readonly or self._failed is not None:
+                self._check_writable()
+            if gone:
+                present = {key for _, key, _, _ in batch}
+                present.update(key for key in gone if key in self._index)
+                for key in gone:
+                    if key in present:  # deleting a missing key writes nothing
+                        present.discard(key)
+                        batch.append((_DELETE, key, None, None))
+            return self._append_batch(batch)
+
+    def _append_batch(self, batch: list[BatchItem]) -> tuple[int, Commit]:
+        """With the lock held: append ``batch`` with one write; under ``PROCESS`` make it
+        visible now, under ``FSYNC`` queue it for the syncer and return the batch it joined."""
+        position = self._position
+        if not batch:
+            return position.seq, _DONE
+        writer = self._writer
+        assert writer is not None
+        first = position.seq + 1
+        now_us = _now_ns() // 1000
+        try:
+            frames = encode_batch(first, now_us, batch, position.chain)
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(
+                f"a key or content type of the batch cannot be encoded as UTF-8 ({exc.reason})"
+            ) from None
+        before = writer.number
+        number, offset = writer.append(b"".join(frames))
+        position.seq = first + len(batch) - 1
+        position.last_us = now_us
+        position.chain = frames[-1][_CHAIN_START:_CHAIN_STOP]
+        if number != before:
+            position.segments += 1
+        updates: list[tuple[str, Entry | None, int]] = []
+        for (op, key, content_type, value), frame in zip(batch, frames, strict=True):
+            length = len(frame)
+            entry: Entry | None = None
+            if op == _SET:
+                size = -1 if value is None else len(value)
+                entry = (number, offset, length - max(size, 0), size, content_type)
+            updates.append((key, entry, length))
+            offset += length
+        if not self._group_commit:
+            for update in updates:
+                self._apply(*update)
+            return position.seq, _DONE
+        commits = self._commits
+        commits.pending.extend(updates)
+        group = commits.batch
+        if commits.thread is None:
+            self._start_sync_thread()
+        elif not commits.syncing:
+            commits.wake_syncer.notify()
+        return position.seq, group
 
     def sync(self) -> None:
         """Make everything written so far durable now (``fdatasync``), whatever the level."""

@@ -11,6 +11,10 @@ A segment is a 16-byte header followed by frames. A frame is::
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
 frame (in a memory map of the file) and checks the CRC before returning the value.
+
+A batch (format version 2) is a run of such frames whose ``op`` carries, besides the kind, how
+many records of the batch follow and whether the record continues one; :func:`iter_frames`
+yields a batch's records only once the whole batch has been read.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from typing import Any
 
 import msgpack
 
-FORMAT_VERSION = 1
+#: The version new segments, snapshots and synced marks are written with.
+FORMAT_VERSION = 2
+#: Every version this logkv reads (version 1 has no batches: its ops are plain kinds).
+READABLE_VERSIONS = frozenset({1, 2})
 
 SEGMENT_MAGIC = b"\x89LKVSEG\n"
 SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, segment number
@@ -59,10 +66,25 @@ _unpackb = msgpack.unpackb
 
 
 class Op(IntEnum):
-    """The operation a log record carries."""
+    """The operation a log record carries (the low three bits of the body's ``op``)."""
 
     SET = 1
     DELETE = 2
+
+
+#: ``op`` bits (format version 2, docs/FORMAT.md section 4.1): the kind (:class:`Op`) in bits
+#: 0-2; bit 3 set on every record of a batch but its first; the records of the batch that follow
+#: this one (``left``) in the bits from 4 up. A plain record is its kind alone.
+OP_KIND_MASK = 0x07
+OP_CONTINUES = 0x08
+OP_LEFT_SHIFT = 4
+
+
+def batch_op(kind: int, index: int, count: int) -> int:
+    """The ``op`` of record ``index`` (from 0) of a batch of ``count`` records of kind ``kind``."""
+    if count == 1:
+        return kind
+    return kind | (OP_CONTINUES if index else 0) | ((count - 1 - index) << OP_LEFT_SHIFT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +112,27 @@ Record = SetRecord | DeleteRecord
 
 class BadFrame(Exception):  # noqa: N818 - internal control-flow signal, never escapes logkv
     """The bytes at ``offset`` are not a valid frame: ``reason`` says why, and ``cut_short`` is
-    True when the frame is merely cut short (it would be valid if more bytes followed)."""
+    True when the frame is merely cut short (it would be valid if more bytes followed).
 
-    def __init__(self, reason: str, cut_short: bool, offset: int) -> None:
+    When the bad frame ends a batch before its last record, the batch is dropped with it:
+    ``start`` is where the batch begins (else ``offset``). ``resume`` is set when the bytes at
+    ``offset`` are a valid frame that merely does not fit the batch: reading resumes there.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        cut_short: bool,
+        offset: int,
+        start: int | None = None,
+        resume: int | None = None,
+    ) -> None:
         super().__init__(reason, cut_short, offset)
         self.reason = reason
         self.cut_short = cut_short
         self.offset = offset
+        self.start = offset if start is None else start
+        self.resume = resume
 
 
 def encode_segment_header(number: int) -> bytes:
@@ -111,9 +147,10 @@ def check_segment_header(data: bytes, number: int) -> str | None:
     magic, version, stored_number = SEGMENT_HEADER.unpack_from(data, 0)
     if magic != SEGMENT_MAGIC:
         return "not a logkv segment (bad magic)"
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         return (
-            f"segment format version {version} is not supported (this logkv reads {FORMAT_VERSION})"
+            f"segment format version {version} is not supported (this logkv reads "
+            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})"
         )
     if stored_number != number:
         return f"segment header says number {stored_number}, file name says {number}"
@@ -126,6 +163,14 @@ def stored_segment_number(data: bytes) -> int:
         return 0
     number: int = SEGMENT_HEADER.unpack_from(data, 0)[2]
     return number
+
+
+def stored_segment_version(data: bytes) -> int:
+    """The format version the header ``data`` claims, unchecked (0 when it is cut short)."""
+    if len(data) < SEGMENT_HEADER_SIZE:
+        return 0
+    version: int = SEGMENT_HEADER.unpack_from(data, 0)[1]
+    return version
 
 
 def encode_record(
@@ -141,7 +186,34 @@ def encode_record(
 
     ``value`` must be the last body element (see module docstring).
     """
-    body = _pack((seq, timestamp_us, op, key, content_type, value))
+    return _frame(_pack((seq, timestamp_us, op, key, content_type, value)), prev_chain)
+
+
+#: One record of a batch: ``(op kind, key, content_type, value)``.
+BatchItem = tuple[int, str, "str | None", "bytes | None"]
+
+
+def encode_batch(
+    first_seq: int, timestamp_us: int, items: list[BatchItem], prev_chain: bytes
+) -> list[bytes]:
+    """The frames of a batch: one per item, sequence numbers from ``first_seq``, each chained
+    on the one before (the first on ``prev_chain``), ``op`` marking the batch (:func:`batch_op`).
+    """
+    count = len(items)
+    frames = []
+    chain = prev_chain
+    for index, (kind, key, content_type, value) in enumerate(items):
+        op = batch_op(kind, index, count)
+        frame = _frame(
+            _pack((first_seq + index, timestamp_us, op, key, content_type, value)), chain
+        )
+        chain = frame[_CHAIN]
+        frames.append(frame)
+    return frames
+
+
+def _frame(body: bytes, prev_chain: bytes) -> bytes:
+    """The frame holding ``body``, chained after ``prev_chain``."""
     length = len(body)
     if length <= _ONE_SHOT_HASH:
         chain = _sha256(prev_chain + body).digest()[:CHAIN_SIZE]  # one call: cheapest when small
@@ -200,30 +272,58 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
         raise BadFrame(f"undecodable body ({exc})", False, pos) from None
     finally:
         view.release()
-    if not _valid_fields(fields):
+    member = _member(fields)
+    if member is None:
         raise BadFrame("body is not a logkv record", False, pos)
-    return stop - pos, fields
+    return stop - pos, member[0]
 
 
-def _valid_fields(fields: Any) -> bool:
-    return (
+def in_batch(buf: Any, pos: int, length: int) -> bool:
+    """Whether the valid ``length``-byte frame at ``pos`` is a record of a batch of several
+    (section 4.1 of docs/FORMAT.md): only a scan of its segment can tell if the batch is whole."""
+    op: int = _unpackb(buf[pos + FRAME_HEADER_SIZE : pos + length], use_list=False)[2]
+    return op & ~OP_KIND_MASK != 0
+
+
+def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
+    """For decoded body ``fields``: the fields with ``op`` reduced to its kind, whether the
+    record continues a batch, and how many records of its batch follow it; None when the body
+    is not a logkv record."""
+    if not (
         type(fields) is tuple
         and len(fields) == 6
         and type(fields[0]) is int
         and type(fields[1]) is int
+        and type(fields[2]) is int
         and type(fields[3]) is str
-        and (
-            (fields[2] == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
-            or fields[2] == Op.DELETE
-        )
-    )
+    ):
+        return None
+    op = fields[2]
+    kind = op & OP_KIND_MASK
+    if op < 0 or not (
+        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes)) or kind == Op.DELETE
+    ):
+        return None
+    if op != kind:
+        fields = (fields[0], fields[1], kind, fields[3], fields[4], fields[5])
+    return fields, op & OP_CONTINUES, op >> OP_LEFT_SHIFT
 
 
 def iter_frames(
-    buf: Any, pos: int, end: int, resync: Callable[[BadFrame], int | None] | None = None
+    buf: Any,
+    pos: int,
+    end: int,
+    resync: Callable[[BadFrame], int | None] | None = None,
+    batches: bool = True,
 ) -> Generator[tuple[int, int, tuple[Any, ...]], None, None]:
     """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos`` to
-    ``end``.
+    ``end``, ``op`` reduced to its kind (:class:`Op`).
+
+    The records of a batch are yielded only once its last record has been read: a batch cut
+    short, by bad bytes, by a record outside it or by ``end``, is dropped whole and reported as
+    one bad frame starting where the batch starts (:attr:`BadFrame.start`).
+    With ``batches`` False every valid frame is yielded on its own: the frames of a snapshot,
+    which are live records in key order, not a log (their batch bits mean nothing there).
 
     At a bad frame it raises :class:`BadFrame`, or, given ``resync``, calls ``resync(bad)``,
     which returns the offset to read on from (None: stop there). This is replay's inner loop,
@@ -235,8 +335,12 @@ def iter_frames(
     unpackb = _unpackb
     magic_expected = RECORD_MAGIC
     header = FRAME_HEADER_SIZE
+    batch: list[tuple[int, int, tuple[Any, ...]]] = []  # the batch being read
+    left = 0  # how many records the batch still lacks
     with memoryview(buf) as view:
         while pos < end:
+            bad: BadFrame | None = None
+            member = None
             if end - pos >= header:
                 magic, crc, length, _ = unpack_header(buf, pos)
                 stop = pos + header + length
@@ -256,16 +360,65 @@ def iter_frames(
                             or fields[2] == 2
                         )
                     ):
-                        yield pos, stop - pos, fields
-                        pos = stop
+                        if not batch:
+                            yield pos, stop - pos, fields
+                            pos = stop
+                            continue
+                        member = (fields, 0, 0)
+                    else:
+                        member = _member(fields)
+            if member is not None:
+                fields, continues, member_left = member
+                if not batches:
+                    yield pos, stop - pos, fields
+                    pos = stop
+                    continue
+                if batch:
+                    if continues and member_left == left - 1:
+                        batch.append((pos, stop - pos, fields))
+                        pos, left = stop, member_left
+                        if not left:
+                            yield from batch
+                            batch = []
                         continue
-            bad = _explain(buf, pos, end)
+                    bad = BadFrame(
+                        f"a batch ends {left} records short of its end (a record outside it "
+                        "follows)",
+                        False,
+                        pos,
+                        resume=pos,
+                    )
+                elif continues:
+                    bad = BadFrame(
+                        "record of a batch whose first record is missing", False, pos, resume=stop
+                    )
+                else:
+                    batch.append((pos, stop - pos, fields))
+                    pos, left = stop, member_left
+                    continue
+            if bad is None:
+                bad = _explain(buf, pos, end)
+            if batch:
+                bad.start = batch[0][0]
+                if bad.resume is None:
+                    bad.reason += f" (its batch of {len(batch) + left} records is dropped whole)"
+                batch = []
             if resync is None:
                 raise bad
             following = resync(bad)
             if following is None:
                 return
             pos = following
+        if batch:
+            bad = BadFrame(
+                f"a batch of {len(batch) + left} records is cut short: its last {left} are missing",
+                True,
+                end,
+                start=batch[0][0],
+            )
+            if resync is None:
+                raise bad
+            resync(bad)
 
 
 def _explain(buf: Any, pos: int, end: int) -> BadFrame:
@@ -326,7 +479,7 @@ def decode_synced_mark(data: bytes) -> SyncedMark | None:
     body = data[: SYNCED_MARK.size]
     (crc,) = _SYNCED_CRC.unpack_from(data, SYNCED_MARK.size)
     magic, version, segment, offset = SYNCED_MARK.unpack(body)
-    if magic != SYNCED_MAGIC or version != FORMAT_VERSION or crc != _crc32(body):
+    if magic != SYNCED_MAGIC or version not in READABLE_VERSIONS or crc != _crc32(body):
         return None
     return SyncedMark(segment, offset)
 

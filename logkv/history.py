@@ -34,6 +34,7 @@ from .format import (
     SyncedMark,
     chain_of,
     decode_fields,
+    in_batch,
     read_frame,
 )
 from .fsutil import open_for_reading
@@ -329,7 +330,8 @@ def _key_in_segment(
     frames around the hits. Every byte of an intact segment lies in a valid frame, so a hit
     that lies in none means damage or a torn tail; the segment is then read whole through the
     scanner, which tells the two apart (damage raises :class:`CorruptionError`, never a
-    shorter answer).
+    shorter answer). So is a segment where the key has a record of a batch: the scanner keeps
+    it only when its whole batch is there.
     """
     with SegmentReader(
         path, number, is_last=is_last, synced=synced, report=fail_on_damage
@@ -345,6 +347,8 @@ def _key_in_segment(
                 return list(_records_of(reader, key))
             start, length, fields = frame
             if fields[3] == key:
+                if in_batch(buf, start, length):  # kept only if its whole batch is there
+                    return list(_records_of(reader, key))
                 found.append(_logged(path, buf, start, length, fields))
             hit = buf.find(needle, start + length)
         return found

@@ -261,26 +261,38 @@ class SegmentReader:
         self.report(Damage(self.path, 0, size, problem, torn, short))
         return False
 
-    def frames(self, start: int = 0, end: int | None = None) -> Iterator[Frame]:
+    def frames(
+        self, start: int = 0, end: int | None = None, *, batches: bool = True
+    ) -> Iterator[Frame]:
         """The valid frames from offset ``start`` (0: check the segment header first) up to
         ``end`` (None: the end of the file). Bad bytes are reported as they are met; unless
         the reporter raises, reading goes on at the next valid frame, and stops at a torn tail
-        or when no valid frame follows. Iterate it directly in a ``for`` statement."""
+        or when no valid frame follows. Iterate it directly in a ``for`` statement.
+
+        A batch's records are yielded once the whole batch has been read, and a broken batch
+        is reported as bad bytes from its first record (docs/FORMAT.md, section 4.1);
+        ``batches`` False reads every frame on its own, for the frames of a snapshot."""
         stop = self.size if end is None else end
         self._stop = self.end = stop
         if start == 0:
             if not self.check_header() and not self.read_past_bad_header:
                 return iter(())
             start = SEGMENT_HEADER_SIZE
-        frames = iter_frames(self.buf, start, stop, self._resync)
+        frames = iter_frames(self.buf, start, stop, self._resync, batches)
         self._frames = frames
         return frames
 
     def _resync(self, bad: BadFrame) -> int | None:
-        """Report the bad frame ``bad``; return where the next valid frame starts, or None
-        (a torn tail, or nothing valid after it: the scan ends)."""
-        at = bad.offset
-        following = next_valid_frame(self.buf, at, self._stop, bad.cut_short, self.is_last)
+        """Report the bad frame ``bad`` (with the batch it cut short, from ``bad.start``);
+        return where the next valid frame starts, or None (a torn tail, or nothing valid after
+        it: the scan ends)."""
+        at = bad.start
+        if bad.resume is not None:  # a valid frame that does not fit its batch
+            following = bad.resume if bad.resume < self._stop else None
+        else:
+            following = next_valid_frame(
+                self.buf, bad.offset, self._stop, bad.cut_short, self.is_last
+            )
         torn = is_torn_tail(self.synced, self.number, at, self.is_last, following)
         reason = bad.reason
         if following is None:

@@ -31,12 +31,14 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
+from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
 from .layout import snapshot_name
 from .replay import Entry
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
-SNAPSHOT_VERSION = 1
+#: The snapshot version written: the segment format's (frames are copied from the log).
+SNAPSHOT_VERSION = FORMAT_VERSION
 SNAPSHOT_HEADER = struct.Struct("<8sII")  # magic, version, covers
 TAIL = struct.Struct("<Q8s")  # offset of the meta block, end magic
 TAIL_MAGIC = b"\x89LKVEND\n"
@@ -258,7 +260,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
         if size < SNAPSHOT_HEADER.size + TAIL.size:
             raise CorruptionError(path, 0, "snapshot is cut short")
         magic, version, stored_covers = SNAPSHOT_HEADER.unpack(file.read(SNAPSHOT_HEADER.size))
-        if magic != SNAPSHOT_MAGIC or version != SNAPSHOT_VERSION or stored_covers != covers:
+        if magic != SNAPSHOT_MAGIC or version not in READABLE_VERSIONS or stored_covers != covers:
             raise CorruptionError(path, 0, "bad snapshot header")
         file.seek(size - TAIL.size)
         meta_offset, tail_magic = TAIL.unpack(file.read(TAIL.size))

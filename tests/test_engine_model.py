@@ -79,10 +79,22 @@ class EngineVersusDict(RuleBasedStateMachine):
         self.model[key] = (value, content_type)
         return key
 
-    @rule(batch=st.lists(st.tuples(keys, values, content_types), min_size=1, max_size=12))
-    def set_many(self, batch: list[tuple[str, bytes | None, str | None]]) -> None:
+    @rule(
+        batch=st.lists(st.tuples(keys, values, content_types), max_size=12),
+        deletes=st.lists(st.one_of(keys, stored), max_size=4),
+    )
+    def set_many(
+        self, batch: list[tuple[str, bytes | None, str | None]], deletes: list[str]
+    ) -> None:
+        seq_before = self.engine.last_seq
         for key, value, content_type in batch:
-            self.set(key, value, content_type)
+            self.model[key] = (value, content_type)
+        written = len(batch)
+        for key in deletes:
+            if key in self.model:
+                del self.model[key]
+                written += 1
+        assert self.engine.set_many(batch, deletes) == seq_before + written
 
     @rule(key=stored)
     def overwrite_stored(self, key: str) -> None:

@@ -154,7 +154,7 @@ class _Reader:
         label = self._label(path)
         end = SEGMENT_HEADER_SIZE + info.record_bytes  # the frames, back to back, then the hint
         with self._scan(path, covers, is_last=False) as reader:
-            for offset, _, fields in reader.frames(SEGMENT_HEADER_SIZE, end):
+            for offset, _, fields in reader.frames(SEGMENT_HEADER_SIZE, end, batches=False):
                 if self._problems:
                     yield from self._reported()
                 yield record_line(label, None, offset, fields, self.with_values)
