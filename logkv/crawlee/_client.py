@@ -97,8 +97,8 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
         await self._tick()
         if found is None:
             return None
-        entry, data = found  # the entry again if a compaction moved the record meanwhile
-        return _record(key, data, entry.content_type)
+        data, content_type = found
+        return _record(key, data, content_type)
 
     async def record_exists(self, *, key: str) -> bool:
         """True when ``key`` holds a record, a stored ``None`` included (an index lookup)."""

@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 _now = time.time
 _to_thread = asyncio.to_thread
 
-#: A stored record as the engine returns it: its index entry and its bytes (None: a stored None).
-Found = tuple[IndexEntry, bytes | None]
+#: A stored record as the engine returns it: its bytes (None: a stored None) and content type.
+Found = tuple[bytes | None, str | None]
 
 
 class EngineStore:
@@ -205,21 +205,15 @@ class EngineStore:
     # ------------------------------------------------------------------ reads
 
     async def read(self, key: str) -> Found | None:
-        """The record of ``key`` now (an access), read in a worker thread when it is large;
-        None when there is none."""
+        """``(value, content_type)`` of ``key`` now (an access), read in a worker thread when
+        it is large (the engine's :meth:`~logkv.Engine.get_small` decides); None when there is
+        none."""
         self.meta.accessed_at = _now()
         self.refresh()
-        entry = self.engine.entry(key)
-        if entry is None:
-            return None
-        return await self.read_entry(key, entry)
-
-    async def read_entry(self, key: str, entry: IndexEntry) -> Found | None:
-        """The record of ``key`` whose entry was ``entry`` (the entry again if a compaction
-        moved the record meanwhile), in a worker thread when it is large."""
-        if entry.size > self.offload:
-            return await _to_thread(self.engine.get_record, key, entry)
-        return self.engine.get_record(key, entry)
+        found = self.engine.get_small(key, self.offload)
+        if isinstance(found, int):
+            return await _to_thread(self.engine.get_with_type, key)
+        return found
 
     def contains(self, key: str) -> bool:
         """True when ``key`` holds a record (an access; an index lookup, no read)."""
@@ -258,16 +252,16 @@ class EngineStore:
         found = await self.read(key)
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
-        entry, data = found
+        data, content_type = found
         if self.readonly:
-            path = self.public.path_of(key, entry.content_type)
+            path = self.public.path_of(key, content_type)
             if not path.is_file():
                 raise ReadOnlyStoreError(
                     f"the key-value store at {self.folder} was opened read-only and its writer "
                     f"has not published {key!r}: a read-only open writes no public file"
                 )
         else:
-            path = await self._publish(key, data, entry.content_type)
+            path = await self._publish(key, data, content_type)
         return path.absolute().as_uri()
 
     # ------------------------------------------------------------------ writes
