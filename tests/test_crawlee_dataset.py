@@ -1,0 +1,318 @@
+"""Contract tests: Crawlee's own ``Dataset`` over logkv's dataset client and, side by side,
+over Crawlee's file-system client, which must give the same results: push_data, get_data with
+each of its parameters, iterate_items, export_to CSV and JSON, purge, drop, reopening. Also:
+a page far into a large dataset reads only its own records.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crawlee import service_locator
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storage_clients import FileSystemStorageClient, StorageClient
+from crawlee.storage_clients._base import DatasetClient
+from crawlee.storages import Dataset, KeyValueStore
+
+from logkv import Configuration, Engine
+from logkv.crawlee import LogKvStorageClient
+from logkv.crawlee._dataset import (
+    ITEM_CONTENT_TYPE,
+    LogKvDatasetClient,
+    item_key,
+    select_indexes,
+    serialize_item,
+)
+from logkv.layout import is_store_folder
+
+ITEMS: list[dict[str, Any]] = [
+    {"url": "https://a.invalid/1", "n": 1},
+    {},
+    {"url": "https://a.invalid/3", "title": "päge 日本語 🕷", "nested": {"x": [1, 2]}},
+    {"n": 4, "none": None},
+    {},
+    {"n": 6, "ok": True},
+]
+
+
+class Side:
+    """One storage client under test, in its own storage directory."""
+
+    def __init__(self, root: Path, make: Callable[[], StorageClient]) -> None:
+        self.root = root
+        self.make = make
+        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
+        self.client = make()
+
+    async def open(self, **selector: Any) -> Dataset:
+        return await Dataset.open(
+            configuration=self.configuration, storage_client=self.client, **selector
+        )
+
+    async def restart(self) -> None:
+        await _close(self.client)
+        service_locator.storage_instance_manager.clear_cache()
+        self.client = self.make()
+
+
+async def _close(client: StorageClient) -> None:
+    if isinstance(client, LogKvStorageClient):
+        await client.close()
+
+
+def _logkv() -> StorageClient:
+    return LogKvStorageClient(settings=Configuration(auto_compact=False))
+
+
+MAKERS: dict[str, Callable[[], StorageClient]] = {
+    "file-system": FileSystemStorageClient,
+    "logkv": _logkv,
+}
+
+
+@pytest.fixture
+async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
+    service_locator.storage_instance_manager.clear_cache()
+    made = {name: Side(tmp_path / name, make) for name, make in MAKERS.items()}
+    yield made
+    for side in made.values():
+        await _close(side.client)
+    service_locator.storage_instance_manager.clear_cache()
+
+
+async def _both(sides: dict[str, Side], **selector: Any) -> dict[str, Dataset]:
+    opened = {}
+    for name, side in sides.items():
+        dataset = await side.open(**selector)
+        await dataset.push_data(ITEMS[:2])
+        for item in ITEMS[2:]:
+            await dataset.push_data(item)
+        opened[name] = dataset
+    return opened
+
+
+def _same(results: dict[str, Any]) -> Any:
+    file_system, logkv = results["file-system"], results["logkv"]
+    assert logkv == file_system
+    return logkv
+
+
+PAGES: list[dict[str, Any]] = [
+    {},
+    {"offset": 2},
+    {"limit": 3},
+    {"offset": 1, "limit": 2},
+    {"offset": 4, "limit": 10},
+    {"offset": 10},
+    {"limit": 0},
+    {"desc": True},
+    {"desc": True, "offset": 1, "limit": 3},
+    {"skip_empty": True},
+    {"skip_empty": True, "offset": 1, "limit": 4, "desc": True},
+]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[json.dumps(p) for p in PAGES])
+async def test_get_data_pages_match_crawlees_file_system_client(
+    sides: dict[str, Side], page: dict[str, Any]
+) -> None:
+    datasets = await _both(sides)
+    pages = {name: (await d.get_data(**page)).model_dump() for name, d in datasets.items()}
+    got = _same(pages)
+    assert got["total"] == len(ITEMS)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[json.dumps(p) for p in PAGES])
+async def test_iterate_items_matches_crawlees_file_system_client(
+    sides: dict[str, Side], page: dict[str, Any]
+) -> None:
+    datasets = await _both(sides)
+    _same({name: [i async for i in d.iterate_items(**page)] for name, d in datasets.items()})
+
+
+UNSUPPORTED: list[dict[str, Any]] = [
+    {"clean": True},
+    {"fields": ["n"]},
+    {"omit": ["n"]},
+    {"unwind": ["nested"]},
+    {"skip_hidden": True},
+    {"flatten": ["nested"]},
+    {"view": "overview"},
+]
+
+
+@pytest.mark.parametrize("argument", UNSUPPORTED, ids=[next(iter(a)) for a in UNSUPPORTED])
+async def test_unsupported_arguments_are_ignored_with_a_warning_as_crawlee_does(
+    sides: dict[str, Side], argument: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    datasets = await _both(sides)
+    with caplog.at_level(logging.WARNING):
+        pages = {n: (await d.get_data(**argument)).items for n, d in datasets.items()}
+    assert _same(pages) == ITEMS
+    warned = [r for r in caplog.records if "not supported" in r.getMessage()]
+    assert len(warned) == 2  # one per client
+    if "flatten" not in argument and "view" not in argument:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            listed = {
+                n: [i async for i in d.iterate_items(**argument)] for n, d in datasets.items()
+            }
+        assert _same(listed) == ITEMS
+        assert len([r for r in caplog.records if "not supported" in r.getMessage()]) == 2
+
+
+async def test_metadata_counts_items(sides: dict[str, Side]) -> None:
+    datasets = await _both(sides, name="counted")
+    metadata = {n: await d.get_metadata() for n, d in datasets.items()}
+    _same({n: (m.name, m.item_count) for n, m in metadata.items()})
+    assert metadata["logkv"].item_count == len(ITEMS)
+    assert metadata["logkv"].id == datasets["logkv"].id
+
+
+@pytest.mark.parametrize("content_type", ["csv", "json"])
+async def test_export_to_matches_crawlees_file_system_client(
+    sides: dict[str, Side], content_type: Any
+) -> None:
+    datasets = await _both(sides)
+    exported = {}
+    for name, dataset in datasets.items():
+        side = sides[name]
+        await dataset.export_to(
+            "OUTPUT",
+            content_type=content_type,
+            to_kvs_configuration=side.configuration,
+            to_kvs_storage_client=side.client,
+        )
+        kvs = await KeyValueStore.open(configuration=side.configuration, storage_client=side.client)
+        exported[name] = await kvs.get_value("OUTPUT")
+    assert _same(exported)
+
+
+async def test_values_json_cannot_hold_are_stored_as_crawlee_stores_them(
+    sides: dict[str, Side],
+) -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    items = {}
+    for name, side in sides.items():
+        dataset = await side.open(alias="odd")
+        await dataset.push_data({"when": when, "path": Path("/x")})
+        items[name] = (await dataset.get_data()).items
+    assert _same(items) == [{"when": str(when), "path": "/x"}]
+
+
+async def test_items_survive_a_restart_and_purge_and_drop_match(sides: dict[str, Side]) -> None:
+    await _both(sides, name="kept")
+    for side in sides.values():
+        await side.restart()
+    reopened = {n: await s.open(name="kept") for n, s in sides.items()}
+    assert _same({n: (await d.get_data()).items for n, d in reopened.items()}) == ITEMS
+    for dataset in reopened.values():
+        await dataset.purge()
+    assert _same({n: (await d.get_data()).model_dump() for n, d in reopened.items()})["total"] == 0
+    for dataset in reopened.values():
+        await dataset.push_data({"after": "purge"})
+    assert _same({n: (await d.get_data()).items for n, d in reopened.items()}) == [
+        {"after": "purge"}
+    ]
+    for dataset in reopened.values():
+        await dataset.drop()
+    assert not (sides["logkv"].root / "datasets" / "kept").exists()
+    fresh = {n: await s.open(name="kept") for n, s in sides.items()}
+    assert _same({n: (await d.get_data()).items for n, d in fresh.items()}) == []
+
+
+async def test_open_by_id_and_alias(sides: dict[str, Side]) -> None:
+    side = sides["logkv"]
+    dataset = await side.open(alias="run")
+    await dataset.push_data([{"i": 1}])
+    await side.restart()
+    by_id = await side.open(id=dataset.id)
+    assert (await by_id.get_data()).items == [{"i": 1}]
+    with pytest.raises(ValueError, match="not found"):
+        await side.open(id="nosuchdataset0000")
+
+
+async def test_a_logkv_dataset_is_a_logkv_store_of_json_records(sides: dict[str, Side]) -> None:
+    side = sides["logkv"]
+    dataset = await side.open()
+    await dataset.push_data(ITEMS)
+    await side.restart()
+    folder = side.root / "datasets" / "default"
+    assert is_store_folder(folder)
+    with Engine.open(folder) as engine:
+        assert list(engine.keys()) == [item_key(i) for i in range(len(ITEMS))]
+        value = engine.get_with_type(item_key(2))
+        assert value == (serialize_item(ITEMS[2]), ITEM_CONTENT_TYPE)
+
+
+async def test_purge_on_start_empties_unnamed_datasets_only(tmp_path: Path) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=True)
+    for round_ in range(2):
+        client = _logkv()
+        try:
+            default = await Dataset.open(configuration=configuration, storage_client=client)
+            named = await Dataset.open(
+                name="keep", configuration=configuration, storage_client=client
+            )
+            assert (await default.get_metadata()).item_count == 0
+            assert (await named.get_metadata()).item_count == round_
+            await default.push_data({"r": round_})
+            await named.push_data({"r": round_})
+        finally:
+            await _close(client)
+            service_locator.storage_instance_manager.clear_cache()
+
+
+def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
+    for total in range(5):
+        for offset in range(6):
+            for limit in (None, 0, 1, 2, 7):
+                for desc in (False, True):
+                    order = list(range(total))[::-1] if desc else list(range(total))
+                    want = order[offset:] if limit is None else order[offset:][:limit]
+                    assert list(select_indexes(total, offset, limit, desc)) == want
+
+
+async def test_a_far_page_reads_only_its_own_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    client = _logkv()
+    try:
+        dataset = await Dataset.open(configuration=configuration, storage_client=client)
+        for start in range(0, 20_000, 5_000):
+            await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
+        reads: list[str] = []
+        original = Engine.get_record
+
+        def counted(self: Engine, key: str, *args: Any) -> Any:
+            reads.append(key)
+            return original(self, key, *args)
+
+        def no_listing(*_: Any, **__: Any) -> Any:
+            raise AssertionError("a page must not list the dataset's keys")
+
+        monkeypatch.setattr(Engine, "get_record", counted)
+        monkeypatch.setattr(Engine, "keys", no_listing)
+        page = await dataset.get_data(offset=18_000, limit=100)
+        assert [item["i"] for item in page.items] == list(range(18_000, 18_100))
+        assert reads == [item_key(i) for i in range(18_000, 18_100)]
+        reads.clear()
+        listed = [item async for item in dataset.iterate_items(offset=19_990, desc=True)]
+        assert [item["i"] for item in listed] == list(range(9, -1, -1))
+        assert len(reads) == 10
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+
+
+def test_the_client_is_crawlees_dataset_client() -> None:
+    assert issubclass(LogKvDatasetClient, DatasetClient)
