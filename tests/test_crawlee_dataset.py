@@ -6,6 +6,7 @@ a page far into a large dataset reads only its own records.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -18,6 +19,7 @@ from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._base import DatasetClient
+from crawlee.storage_clients._file_system import FileSystemDatasetClient
 from crawlee.storages import Dataset, KeyValueStore
 
 from logkv import Configuration, Engine
@@ -30,6 +32,7 @@ from logkv.crawlee._dataset import (
     serialize_item,
 )
 from logkv.layout import is_store_folder
+from logkv.modes import Durability
 
 ITEMS: list[dict[str, Any]] = [
     {"url": "https://a.invalid/1", "n": 1},
@@ -316,3 +319,45 @@ async def test_a_far_page_reads_only_its_own_records(
 
 def test_the_client_is_crawlees_dataset_client() -> None:
     assert issubclass(LogKvDatasetClient, DatasetClient)
+
+
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+async def test_pushes_small_and_large_under_each_durability(
+    tmp_path: Path, durability: Durability
+) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    settings = Configuration(durability=durability, offload_threshold=4096, auto_compact=False)
+    client = LogKvStorageClient(settings=settings)
+    try:
+        dataset = await Dataset.open(configuration=configuration, storage_client=client)
+        small = [{"i": i} for i in range(3)]
+        large = [{"i": i, "body": "x" * 1000} for i in range(3, 13)]
+        await asyncio.gather(*(dataset.push_data(batch) for batch in (small, large, small)))
+        items = (await dataset.get_data()).items
+        assert len(items) == 16
+        runs = [items[:3], items[3:13], items[13:]]
+        assert sorted(runs, key=len) == [small, small, large]
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_native_datasets_false_hands_datasets_to_the_delegate(tmp_path: Path) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    client = LogKvStorageClient(native_datasets=False)
+    try:
+        made = await client.create_dataset_client(configuration=configuration)
+        assert isinstance(made, FileSystemDatasetClient)
+        native = await LogKvStorageClient().create_dataset_client(
+            name="n", configuration=configuration
+        )
+        assert isinstance(native, LogKvDatasetClient)
+        await native.close()
+        assert client.get_storage_client_cache_key(
+            configuration
+        ) != LogKvStorageClient().get_storage_client_cache_key(configuration)
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()

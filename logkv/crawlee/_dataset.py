@@ -152,7 +152,8 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
 
     async def push_data(self, data: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
         """Append ``data`` (one item or a list of them) as one atomic batch, durable (to the
-        configured level) when this returns."""
+        configured level) when this returns; a batch larger than the offload threshold is
+        written in a worker thread."""
         store = self._store
         store.check_writable()
         items = [data] if isinstance(data, Mapping) else list(data)
@@ -160,14 +161,20 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
             return
         encoded = [serialize_item(item) for item in items]
         async with self._lock:
-            first = len(store.engine)
+            engine = store.engine
+            first = len(engine)
             batch = [
                 (item_key(first + n), value, ITEM_CONTENT_TYPE) for n, value in enumerate(encoded)
             ]
-            _, commit = store.engine.set_many_deferred(batch)
             store.touch(modified=True)
-            if store.fsync:
+            if sum(len(value) for value in encoded) > store.offload:
+                await asyncio.to_thread(engine.set_many, batch)
+            elif store.fsync:
+                # Append inline, then await the group commit's fsync holding no thread.
+                _, commit = engine.set_many_deferred(batch)
                 await wait_for_commit(commit)
+            else:
+                engine.set_many(batch)
 
     async def purge(self) -> None:
         """Delete every item; the dataset, its id and its metadata remain."""
