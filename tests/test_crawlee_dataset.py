@@ -361,3 +361,47 @@ async def test_native_datasets_false_hands_datasets_to_the_delegate(tmp_path: Pa
     finally:
         await client.close()
         service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_a_store_whose_keys_are_not_item_keys_is_refused(tmp_path: Path) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    client = _logkv()
+    try:
+        dataset = await Dataset.open(name="d", configuration=configuration, storage_client=client)
+        await dataset.push_data([{"i": 0}, {"i": 1}])
+        await client.close()
+        folder = tmp_path / "datasets" / "d"
+        for hostile in ("zzz", item_key(5), "000000000001a"):
+            with Engine.open(folder) as engine:
+                engine.set(hostile, b"{}", ITEM_CONTENT_TYPE)
+            service_locator.storage_instance_manager.clear_cache()
+            with pytest.raises(ValueError, match="not a dataset"):
+                await client.create_dataset_client(name="d", configuration=configuration)
+            with Engine.open(folder) as engine:
+                engine.delete(hostile)
+        reopened = await client.create_dataset_client(name="d", configuration=configuration)
+        assert (await reopened.get_data()).items == [{"i": 0}, {"i": 1}]
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_an_item_that_is_not_json_is_skipped_with_a_logged_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
+    client = _logkv()
+    try:
+        dataset = await Dataset.open(name="d", configuration=configuration, storage_client=client)
+        await dataset.push_data([{"i": 0}, {"i": 1}, {"i": 2}])
+        client_of = await client.create_dataset_client(name="d", configuration=configuration)
+        assert isinstance(client_of, LogKvDatasetClient)
+        client_of.engine.set(item_key(1), b"\\xff not json", ITEM_CONTENT_TYPE)
+        with caplog.at_level(logging.ERROR):
+            assert (await dataset.get_data()).items == [{"i": 0}, {"i": 2}]
+        assert any("Corrupt JSON" in record.getMessage() for record in caplog.records)
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()

@@ -33,6 +33,7 @@ from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 
 from ..configuration import Configuration
+from ..engine import Engine
 from ..errors import StoreNotFoundError
 from ..names import select
 from ..storage_clients._base import StoreLocation, stamp_times
@@ -111,6 +112,36 @@ def dataset_location(
     )
 
 
+def check_item_keys(engine: Engine) -> None:
+    """Raise ``ValueError`` unless the store's keys look like a dataset's: the first is item 0,
+    the last is item ``len - 1``, and nothing sorts after it (three index lookups, whatever the
+    size). A store written otherwise (a key-value store moved here, say) would have its items
+    overwritten or misnumbered."""
+    count = len(engine)
+    if count == 0:
+        return
+    last = item_key(count - 1)
+    if item_key(0) in engine and last in engine and not list(engine.keys(last, 1)):
+        return
+    first = next(iter(engine.keys(None, 1)), None)
+    raise ValueError(
+        f"{engine.path} is a logkv store but not a dataset: its {count} keys are not the item "
+        f"keys {item_key(0)}..{last} (its first key is {first!r})"
+    )
+
+
+async def open_dataset_store(location: StoreLocation, settings: Configuration) -> EngineStore:
+    """Open the dataset store at ``location`` (see :meth:`EngineStore.open`) and check that its
+    keys are item keys (:func:`check_item_keys`); closed again when they are not."""
+    store = await EngineStore.open(location, settings)
+    try:
+        check_item_keys(store.engine)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
 class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
     """A Crawlee dataset whose items are records of a logkv store (see the module docstring).
     Open one with :meth:`open`."""
@@ -137,7 +168,7 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
     ) -> LogKvDatasetClient:
         """Open (creating unless selected by id) the selected dataset under ``storage_dir``."""
         location = await asyncio.to_thread(dataset_location, storage_dir, id, name, alias)
-        return cls(await EngineStore.open(location, settings))
+        return cls(await open_dataset_store(location, settings))
 
     # ------------------------------------------------------------------ metadata
 
@@ -207,10 +238,17 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
     # ------------------------------------------------------------------ reads
 
     async def _read_item(self, index: int) -> Any:
-        found = await self._store.read(item_key(index))
+        """Item ``index``, or None when it is missing or is not JSON (logged and skipped, as
+        Crawlee's file-system client skips a corrupt item file)."""
+        key = item_key(index)
+        found = await self._store.read(key)
         if found is None or found[1] is None:
             return None
-        return json.loads(found[1])
+        try:
+            return json.loads(found[1])
+        except ValueError:
+            log.exception("Corrupt JSON in item %s of %s, skipping", key, self._store.folder)
+            return None
 
     async def get_data(
         self,

@@ -33,7 +33,7 @@ from ..storage_clients._base import StoreLocation
 from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
-from ._dataset import LogKvDatasetClient, dataset_location
+from ._dataset import LogKvDatasetClient, dataset_location, open_dataset_store
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
 CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
@@ -248,7 +248,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         )
 
         async def open_dataset() -> LogKvDatasetClient:
-            store = await EngineStore.open(location, self._settings)
+            store = await open_dataset_store(location, self._settings)
             return LogKvDatasetClient(store, _forget_dataset)
 
         client, fresh = await _OPEN_DATASETS.open(
