@@ -254,25 +254,6 @@ async def test_a_logkv_dataset_is_a_logkv_store_of_json_records(sides: dict[str,
         assert value == (serialize_item(ITEMS[2]), ITEM_CONTENT_TYPE)
 
 
-async def test_purge_on_start_empties_unnamed_datasets_only(tmp_path: Path) -> None:
-    service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=True)
-    for round_ in range(2):
-        client = _logkv()
-        try:
-            default = await Dataset.open(configuration=configuration, storage_client=client)
-            named = await Dataset.open(
-                name="keep", configuration=configuration, storage_client=client
-            )
-            assert (await default.get_metadata()).item_count == 0
-            assert (await named.get_metadata()).item_count == round_
-            await default.push_data({"r": round_})
-            await named.push_data({"r": round_})
-        finally:
-            await _close(client)
-            service_locator.storage_instance_manager.clear_cache()
-
-
 def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
     for total in range(5):
         for offset in range(6):
@@ -283,38 +264,79 @@ def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
                     assert list(select_indexes(total, offset, limit, desc)) == want
 
 
-async def test_a_far_page_reads_only_its_own_records(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class Lone:
+    """logkv storage clients over one storage directory, closed (and Crawlee's cache cleared)
+    at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
+        self.clients: list[LogKvStorageClient] = []
+
+    def client(self, **options: Any) -> LogKvStorageClient:
+        settings = options.pop("settings", Configuration(auto_compact=False))
+        made = LogKvStorageClient(settings=settings, **options)
+        self.clients.append(made)
+        return made
+
+    async def dataset(self, client: LogKvStorageClient, **selector: Any) -> Dataset:
+        return await Dataset.open(
+            configuration=self.configuration, storage_client=client, **selector
+        )
+
+    async def raw(self, client: LogKvStorageClient, **selector: Any) -> Any:
+        return await client.create_dataset_client(configuration=self.configuration, **selector)
+
+
+@pytest.fixture
+async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
     service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
-    client = _logkv()
-    try:
-        dataset = await Dataset.open(configuration=configuration, storage_client=client)
-        for start in range(0, 20_000, 5_000):
-            await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
-        reads: list[str] = []
-        original = Engine.get_record
+    made = Lone(tmp_path)
+    yield made
+    for client in made.clients:
+        await client.close()
+    service_locator.storage_instance_manager.clear_cache()
 
-        def counted(self: Engine, key: str, *args: Any) -> Any:
-            reads.append(key)
-            return original(self, key, *args)
 
-        def no_listing(*_: Any, **__: Any) -> Any:
-            raise AssertionError("a page must not list the dataset's keys")
-
-        monkeypatch.setattr(Engine, "get_record", counted)
-        monkeypatch.setattr(Engine, "keys", no_listing)
-        page = await dataset.get_data(offset=18_000, limit=100)
-        assert [item["i"] for item in page.items] == list(range(18_000, 18_100))
-        assert reads == [item_key(i) for i in range(18_000, 18_100)]
-        reads.clear()
-        listed = [item async for item in dataset.iterate_items(offset=19_990, desc=True)]
-        assert [item["i"] for item in listed] == list(range(9, -1, -1))
-        assert len(reads) == 10
-    finally:
+async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:
+    lone.configuration = CrawleeConfiguration(storage_dir=str(lone.root), purge_on_start=True)
+    for round_ in range(2):
+        client = lone.client()
+        default = await lone.dataset(client)
+        named = await lone.dataset(client, name="keep")
+        assert (await default.get_metadata()).item_count == 0
+        assert (await named.get_metadata()).item_count == round_
+        await default.push_data({"r": round_})
+        await named.push_data({"r": round_})
         await client.close()
         service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_a_far_page_reads_only_its_own_records(
+    lone: Lone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = await lone.dataset(lone.client())
+    for start in range(0, 20_000, 5_000):
+        await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
+    reads: list[str] = []
+    original = Engine.get_record
+
+    def counted(self: Engine, key: str, *args: Any) -> Any:
+        reads.append(key)
+        return original(self, key, *args)
+
+    def no_listing(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a page must not list the dataset's keys")
+
+    monkeypatch.setattr(Engine, "get_record", counted)
+    monkeypatch.setattr(Engine, "keys", no_listing)
+    page = await dataset.get_data(offset=18_000, limit=100)
+    assert [item["i"] for item in page.items] == list(range(18_000, 18_100))
+    assert reads == [item_key(i) for i in range(18_000, 18_100)]
+    reads.clear()
+    listed = [item async for item in dataset.iterate_items(offset=19_990, desc=True)]
+    assert [item["i"] for item in listed] == list(range(9, -1, -1))
+    assert len(reads) == 10
 
 
 def test_the_client_is_crawlees_dataset_client() -> None:
@@ -323,85 +345,53 @@ def test_the_client_is_crawlees_dataset_client() -> None:
 
 @pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
 async def test_pushes_small_and_large_under_each_durability(
-    tmp_path: Path, durability: Durability
+    lone: Lone, durability: Durability
 ) -> None:
-    service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
     settings = Configuration(durability=durability, offload_threshold=4096, auto_compact=False)
-    client = LogKvStorageClient(settings=settings)
-    try:
-        dataset = await Dataset.open(configuration=configuration, storage_client=client)
-        small = [{"i": i} for i in range(3)]
-        large = [{"i": i, "body": "x" * 1000} for i in range(3, 13)]
-        await asyncio.gather(*(dataset.push_data(batch) for batch in (small, large, small)))
-        items = (await dataset.get_data()).items
-        assert len(items) == 16
-        runs = [items[:3], items[3:13], items[13:]]
-        assert sorted(runs, key=len) == [small, small, large]
-    finally:
-        await client.close()
-        service_locator.storage_instance_manager.clear_cache()
+    dataset = await lone.dataset(lone.client(settings=settings))
+    small = [{"i": i} for i in range(3)]
+    large = [{"i": i, "body": "x" * 1000} for i in range(3, 13)]
+    await asyncio.gather(*(dataset.push_data(batch) for batch in (small, large, small)))
+    items = (await dataset.get_data()).items
+    assert len(items) == 16
+    runs = [items[:3], items[3:13], items[13:]]
+    assert sorted(runs, key=len) == [small, small, large]
 
 
-async def test_native_datasets_false_hands_datasets_to_the_delegate(tmp_path: Path) -> None:
-    service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
-    client = LogKvStorageClient(native_datasets=False)
-    try:
-        made = await client.create_dataset_client(configuration=configuration)
-        assert isinstance(made, FileSystemDatasetClient)
-        native = await LogKvStorageClient().create_dataset_client(
-            name="n", configuration=configuration
-        )
-        assert isinstance(native, LogKvDatasetClient)
-        await native.close()
-        assert client.get_storage_client_cache_key(
-            configuration
-        ) != LogKvStorageClient().get_storage_client_cache_key(configuration)
-    finally:
-        await client.close()
-        service_locator.storage_instance_manager.clear_cache()
+async def test_native_datasets_false_hands_datasets_to_the_delegate(lone: Lone) -> None:
+    delegating = lone.client(native_datasets=False)
+    assert isinstance(await lone.raw(delegating), FileSystemDatasetClient)
+    native = lone.client()
+    assert isinstance(await lone.raw(native, name="n"), LogKvDatasetClient)
+    keys = {c.get_storage_client_cache_key(lone.configuration) for c in (delegating, native)}
+    assert len(keys) == 2
 
 
-async def test_a_store_whose_keys_are_not_item_keys_is_refused(tmp_path: Path) -> None:
-    service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
-    client = _logkv()
-    try:
-        dataset = await Dataset.open(name="d", configuration=configuration, storage_client=client)
-        await dataset.push_data([{"i": 0}, {"i": 1}])
-        await client.close()
-        folder = tmp_path / "datasets" / "d"
-        for hostile in ("zzz", item_key(5), "000000000001a"):
-            with Engine.open(folder) as engine:
-                engine.set(hostile, b"{}", ITEM_CONTENT_TYPE)
-            service_locator.storage_instance_manager.clear_cache()
-            with pytest.raises(ValueError, match="not a dataset"):
-                await client.create_dataset_client(name="d", configuration=configuration)
-            with Engine.open(folder) as engine:
-                engine.delete(hostile)
-        reopened = await client.create_dataset_client(name="d", configuration=configuration)
-        assert (await reopened.get_data()).items == [{"i": 0}, {"i": 1}]
-    finally:
-        await client.close()
-        service_locator.storage_instance_manager.clear_cache()
+async def test_a_store_whose_keys_are_not_item_keys_is_refused(lone: Lone) -> None:
+    client = lone.client()
+    dataset = await lone.dataset(client, name="d")
+    await dataset.push_data([{"i": 0}, {"i": 1}])
+    await client.close()
+    folder = lone.root / "datasets" / "d"
+    for hostile in ("zzz", item_key(5), "000000000001a"):
+        with Engine.open(folder) as engine:
+            engine.set(hostile, b"{}", ITEM_CONTENT_TYPE)
+        with pytest.raises(ValueError, match="not a dataset"):
+            await lone.raw(client, name="d")
+        with Engine.open(folder) as engine:
+            engine.delete(hostile)
+    reopened = await lone.raw(client, name="d")
+    assert (await reopened.get_data()).items == [{"i": 0}, {"i": 1}]
 
 
 async def test_an_item_that_is_not_json_is_skipped_with_a_logged_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    lone: Lone, caplog: pytest.LogCaptureFixture
 ) -> None:
-    service_locator.storage_instance_manager.clear_cache()
-    configuration = CrawleeConfiguration(storage_dir=str(tmp_path), purge_on_start=False)
-    client = _logkv()
-    try:
-        dataset = await Dataset.open(name="d", configuration=configuration, storage_client=client)
-        await dataset.push_data([{"i": 0}, {"i": 1}, {"i": 2}])
-        client_of = await client.create_dataset_client(name="d", configuration=configuration)
-        assert isinstance(client_of, LogKvDatasetClient)
-        client_of.engine.set(item_key(1), b"\\xff not json", ITEM_CONTENT_TYPE)
-        with caplog.at_level(logging.ERROR):
-            assert (await dataset.get_data()).items == [{"i": 0}, {"i": 2}]
-        assert any("Corrupt JSON" in record.getMessage() for record in caplog.records)
-    finally:
-        await client.close()
-        service_locator.storage_instance_manager.clear_cache()
+    client = lone.client()
+    dataset = await lone.dataset(client, name="d")
+    await dataset.push_data([{"i": 0}, {"i": 1}, {"i": 2}])
+    raw = await lone.raw(client, name="d")
+    raw.engine.set(item_key(1), b"\xff not json", ITEM_CONTENT_TYPE)
+    with caplog.at_level(logging.ERROR):
+        assert (await dataset.get_data()).items == [{"i": 0}, {"i": 2}]
+    assert any("Corrupt JSON" in record.getMessage() for record in caplog.records)

@@ -279,12 +279,7 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         )
         self._store.check_open()
         total = len(self._store.engine)
-        items = []
-        for index in select_indexes(total, offset, limit, desc):
-            item = await self._read_item(index)
-            if item is None or (skip_empty and not item):
-                continue
-            items.append(item)
+        items = [item async for item in self._items(total, offset, limit, desc, skip_empty)]
         return DatasetItemsListPage(
             count=len(items),
             offset=offset,
@@ -318,6 +313,15 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         )
         self._store.check_open()
         total = len(self._store.engine)
+        async for item in self._items(total, offset, limit, desc, skip_empty):
+            yield item
+
+    async def _items(
+        self, total: int, offset: int, limit: int | None, desc: bool, skip_empty: bool
+    ) -> AsyncIterator[Any]:
+        """The items of the page of ``total`` items that ``offset``, ``limit`` and ``desc``
+        select (:func:`select_indexes`), each read when its turn comes; missing and unreadable
+        items are left out, and empty ones when ``skip_empty``."""
         for index in select_indexes(total, offset, limit, desc):
             item = await self._read_item(index)
             if item is None or (skip_empty and not item):

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Hashable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from crawlee._service_locator import ServiceLocator
 from crawlee.configuration import Configuration as CrawleeConfiguration
@@ -174,19 +174,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         client, fresh = await _OPEN.open(key, open_store)
         if fresh:
             self._opened.append(client)
-        if purge_on_start(
-            location.registry_key,
-            enabled=configuration.purge_on_start,
-            name=location.name,
-            rule=PurgeRule.EVERY_OPEN,
-            readonly=readonly,
-        ):
-            try:
-                await client.purge()
-            except BaseException:
-                if fresh:  # a failed open leaves nothing open
-                    await client.close()
-                raise
+        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=readonly)
         return client
 
     async def _locate(
@@ -256,14 +244,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         )
         if fresh:
             self._opened_datasets.append(client)
-        if purge_on_start(
-            location.registry_key,
-            enabled=configuration.purge_on_start,
-            name=location.name,
-            rule=PurgeRule.EVERY_OPEN,
-            readonly=False,
-        ):
-            await client.purge()
+        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
         return client
 
     async def create_rq_client(
@@ -303,6 +284,39 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         datasets, self._opened_datasets = self._opened_datasets, []
         for dataset in datasets:
             await dataset.close()
+
+
+class _Purgeable(Protocol):
+    async def purge(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _purge_if_due(
+    client: _Purgeable,
+    location: StoreLocation,
+    configuration: CrawleeConfiguration,
+    *,
+    fresh: bool,
+    readonly: bool,
+) -> None:
+    """Purge the store just opened when Crawlee's ``purge_on_start`` says so (see
+    :class:`LogKvStorageClient`); a failed purge closes a store this open opened (a failed
+    open leaves nothing open)."""
+    if not purge_on_start(
+        location.registry_key,
+        enabled=configuration.purge_on_start,
+        name=location.name,
+        rule=PurgeRule.EVERY_OPEN,
+        readonly=readonly,
+    ):
+        return
+    try:
+        await client.purge()
+    except BaseException:
+        if fresh:
+            await client.close()
+        raise
 
 
 def _forget(client: LogKvKeyValueStoreClient) -> None:
