@@ -91,7 +91,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
     :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
     :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
-    (``ReadOnlyStoreError``): the delegate has no read-only mode.
+    (``ReadOnlyStoreError``): logkv's datasets have no read-only open yet, and the delegate
+    has no read-only mode.
     """
 
     def __init__(
@@ -225,7 +226,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
         Unnamed datasets are purged under Crawlee's ``purge_on_start`` as key-value stores are.
         """
-        self._refuse_if_readonly("datasets")
+        self._refuse_if_readonly("datasets", "cannot be opened read-only yet")
         if not self._native_datasets:
             return await self._delegate.create_dataset_client(
                 id=id, name=name, alias=alias, configuration=configuration
@@ -256,16 +257,17 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
         """A request queue client from the delegate."""
-        self._refuse_if_readonly("request queues")
+        self._refuse_if_readonly(
+            "request queues", "are opened by its delegate, which has no read-only mode"
+        )
         return await self._delegate.create_rq_client(
             id=id, name=name, alias=alias, configuration=configuration
         )
 
-    def _refuse_if_readonly(self, what: str) -> None:
+    def _refuse_if_readonly(self, what: str, why: str) -> None:
         if self._readonly:
             raise ReadOnlyStoreError(
-                f"a read-only LogKvStorageClient opens key-value stores only: {what} are opened "
-                "by its delegate, which has no read-only mode"
+                f"a read-only LogKvStorageClient opens key-value stores only: {what} {why}"
             )
 
     def get_rate_limit_errors(self) -> dict[int, int]:
