@@ -11,7 +11,9 @@ or, for one store, ``await KeyValueStore.open(name="pages", storage_client=LogKv
 
 Every Crawlee key-value store is then a logkv store in
 ``{storage_dir}/key_value_stores/{name|alias|default}/``, which logkv's command line tools read.
-Datasets and request queues are delegated to another Crawlee storage client, Crawlee's
+Every dataset is a logkv store in ``{storage_dir}/datasets/{name|alias|default}/``, one record
+per item (:mod:`logkv.crawlee._dataset`). Request queues (and datasets, with
+``native_datasets=False``) are delegated to another Crawlee storage client, Crawlee's
 file-system client unless ``LogKvStorageClient(delegate=...)`` names another.
 
 Opening follows Crawlee's rules, ``purge_on_start`` included: an unnamed store is emptied at
@@ -27,6 +29,7 @@ nested deeper than ``logkv.content.MAX_NESTING_DEPTH`` (128) levels raise ``Type
 """
 
 from ._client import LogKvKeyValueStoreClient
+from ._dataset import LogKvDatasetClient
 from ._storage_client import LogKvStorageClient
 
-__all__ = ["LogKvKeyValueStoreClient", "LogKvStorageClient"]
+__all__ = ["LogKvDatasetClient", "LogKvKeyValueStoreClient", "LogKvStorageClient"]

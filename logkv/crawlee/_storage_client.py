@@ -2,22 +2,26 @@
 
 Key-value stores are :class:`~logkv.crawlee._client.LogKvKeyValueStoreClient` objects, one per
 store folder per process (registered in a :class:`logkv.registry.OpenStores`, and closed at
-process exit when still open). Datasets and request queues are not logkv's business: they are
-opened by another Crawlee storage client, the ``delegate`` (Crawlee's file-system client unless
-another one is given), under the same Crawlee configuration.
+process exit when still open). Datasets are
+:class:`~logkv.crawlee._dataset.LogKvDatasetClient` objects, registered likewise. Request queues
+(and, with ``native_datasets=False``, datasets) are opened by another Crawlee storage client,
+the ``delegate`` (Crawlee's file-system client unless another one is given), under the same
+Crawlee configuration.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
 from collections.abc import Hashable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from crawlee._service_locator import ServiceLocator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
+from crawlee.storages import Dataset as CrawleeDataset
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from ..configuration import Configuration
@@ -29,6 +33,7 @@ from ..storage_clients._base import StoreLocation
 from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
+from ._dataset import LogKvDatasetClient, dataset_location, open_dataset_store
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
 CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
@@ -43,11 +48,21 @@ _OPEN: OpenStores[LogKvKeyValueStoreClient] = OpenStores(
     at_exit=LogKvKeyValueStoreClient.close_sync,
 )
 
+#: The dataset clients open in this process, by the registry key of their folder.
+_OPEN_DATASETS: OpenStores[LogKvDatasetClient] = OpenStores(
+    reusable=lambda client: not client.closed,
+    at_exit=LogKvDatasetClient.close_sync,
+)
+
 log = logging.getLogger(__name__)
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
-    """Key-value stores in logkv logs; datasets and request queues through ``delegate``.
+    """Key-value stores and datasets in logkv logs; request queues through ``delegate``.
+
+    Datasets live in ``{storage_dir}/datasets/{name|alias|default}/``, one logkv store each
+    (:mod:`logkv.crawlee._dataset`); ``native_datasets=False`` hands them to the delegate
+    instead, as before logkv had datasets.
 
     Usage: ``service_locator.set_storage_client(LogKvStorageClient())``, or
     ``await KeyValueStore.open(storage_client=LogKvStorageClient())``.
@@ -76,7 +91,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
     :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
     :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
-    (``ReadOnlyStoreError``): the delegate has no read-only mode.
+    (``ReadOnlyStoreError``): logkv's datasets have no read-only open yet, and the delegate
+    has no read-only mode.
     """
 
     def __init__(
@@ -85,8 +101,11 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         delegate: StorageClient | None = None,
         settings: Configuration | None = None,
         readonly: bool = False,
+        native_datasets: bool = True,
     ) -> None:
         self._readonly = readonly
+        self._native_datasets = native_datasets
+        self._opened_datasets: list[LogKvDatasetClient] = []
         self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
         settings = settings if settings is not None else Configuration()
         if settings.default_key_value_store_id == "default" and isinstance(
@@ -122,6 +141,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         return (
             f"{type(self).__module__}.{type(self).__name__}",
             "read-only" if self._readonly else "read-write",
+            "native datasets" if self._native_datasets else "delegated datasets",
             os.path.realpath(configuration.storage_dir),
             self._delegate.get_storage_client_cache_key(configuration),
         )
@@ -155,19 +175,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         client, fresh = await _OPEN.open(key, open_store)
         if fresh:
             self._opened.append(client)
-        if purge_on_start(
-            location.registry_key,
-            enabled=configuration.purge_on_start,
-            name=location.name,
-            rule=PurgeRule.EVERY_OPEN,
-            readonly=readonly,
-        ):
-            try:
-                await client.purge()
-            except BaseException:
-                if fresh:  # a failed open leaves nothing open
-                    await client.close()
-                raise
+        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=readonly)
         return client
 
     async def _locate(
@@ -213,11 +221,32 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         alias: str | None = None,
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
-        """A dataset client from the delegate."""
-        self._refuse_if_readonly("datasets")
-        return await self._delegate.create_dataset_client(
-            id=id, name=name, alias=alias, configuration=configuration
+        """A logkv dataset (:class:`~logkv.crawlee._dataset.LogKvDatasetClient`), or the
+        delegate's when this client was made with ``native_datasets=False``.
+
+        Unnamed datasets are purged under Crawlee's ``purge_on_start`` as key-value stores are.
+        """
+        self._refuse_if_readonly("datasets", "cannot be opened read-only yet")
+        if not self._native_datasets:
+            return await self._delegate.create_dataset_client(
+                id=id, name=name, alias=alias, configuration=configuration
+            )
+        configuration = configuration or CrawleeConfiguration.get_global_configuration()
+        location = await asyncio.to_thread(
+            dataset_location, configuration.storage_dir, id, name, alias
         )
+
+        async def open_dataset() -> LogKvDatasetClient:
+            store = await open_dataset_store(location, self._settings)
+            return LogKvDatasetClient(store, _forget_dataset)
+
+        client, fresh = await _OPEN_DATASETS.open(
+            open_key(location.registry_key, readonly=False), open_dataset
+        )
+        if fresh:
+            self._opened_datasets.append(client)
+        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
+        return client
 
     async def create_rq_client(
         self,
@@ -228,16 +257,17 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
         """A request queue client from the delegate."""
-        self._refuse_if_readonly("request queues")
+        self._refuse_if_readonly(
+            "request queues", "are opened by its delegate, which has no read-only mode"
+        )
         return await self._delegate.create_rq_client(
             id=id, name=name, alias=alias, configuration=configuration
         )
 
-    def _refuse_if_readonly(self, what: str) -> None:
+    def _refuse_if_readonly(self, what: str, why: str) -> None:
         if self._readonly:
             raise ReadOnlyStoreError(
-                f"a read-only LogKvStorageClient opens key-value stores only: {what} are opened "
-                "by its delegate, which has no read-only mode"
+                f"a read-only LogKvStorageClient opens key-value stores only: {what} {why}"
             )
 
     def get_rate_limit_errors(self) -> dict[int, int]:
@@ -246,23 +276,66 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         return errors
 
     async def close(self) -> None:
-        """Close the key-value stores this client opened (saving their timestamps and releasing
-        their locks). ``KeyValueStore.open`` afterwards, through this client or another, opens
-        the store again (a new ``KeyValueStore`` object: the closed ones are evicted from
-        Crawlee's storage cache and stay closed)."""
+        """Close the key-value stores and datasets this client opened (saving their timestamps
+        and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``) afterwards,
+        through this client or another, opens the store again (a new object: the closed ones
+        are evicted from Crawlee's storage cache and stay closed)."""
         opened, self._opened = self._opened, []
         for client in opened:
             await client.close()
+        datasets, self._opened_datasets = self._opened_datasets, []
+        for dataset in datasets:
+            await dataset.close()
+
+
+class _Purgeable(Protocol):
+    async def purge(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def _purge_if_due(
+    client: _Purgeable,
+    location: StoreLocation,
+    configuration: CrawleeConfiguration,
+    *,
+    fresh: bool,
+    readonly: bool,
+) -> None:
+    """Purge the store just opened when Crawlee's ``purge_on_start`` says so (see
+    :class:`LogKvStorageClient`); a failed purge closes a store this open opened (a failed
+    open leaves nothing open)."""
+    if not purge_on_start(
+        location.registry_key,
+        enabled=configuration.purge_on_start,
+        name=location.name,
+        rule=PurgeRule.EVERY_OPEN,
+        readonly=readonly,
+    ):
+        return
+    try:
+        await client.purge()
+    except BaseException:
+        if fresh:
+            await client.close()
+        raise
 
 
 def _forget(client: LogKvKeyValueStoreClient) -> None:
     """A store was closed or dropped: forget its client here and in Crawlee's cache."""
     _OPEN.forget(registry_key(client.path), client)
-    _evict_from_crawlee_cache(client)
+    _evict_from_crawlee_cache(client, CrawleeKeyValueStore)
 
 
-def _evict_from_crawlee_cache(client: LogKvKeyValueStoreClient) -> None:
-    """Remove the Crawlee ``KeyValueStore`` objects over ``client`` from Crawlee's storage cache.
+def _forget_dataset(client: LogKvDatasetClient) -> None:
+    """A dataset was closed or dropped: forget its client here and in Crawlee's cache."""
+    _OPEN_DATASETS.forget(registry_key(client.path), client)
+    _evict_from_crawlee_cache(client, CrawleeDataset)
+
+
+def _evict_from_crawlee_cache(client: object, storage_class: type) -> None:
+    """Remove the Crawlee storage objects (of ``storage_class``) over ``client`` from Crawlee's
+    storage cache.
 
     Crawlee 1.x keeps every opened storage in one process-wide cache (its
     ``StorageInstanceManager``) and hands the cached object back on the next ``open`` without
@@ -277,7 +350,7 @@ def _evict_from_crawlee_cache(client: LogKvKeyValueStoreClient) -> None:
     if not isinstance(by_id, dict):  # a Crawlee whose cache is laid out otherwise
         log.warning("cannot find Crawlee's storage cache: a closed store may be handed back")
         return
-    for by_key in list(by_id.get(CrawleeKeyValueStore, {}).values()):
+    for by_key in list(by_id.get(storage_class, {}).values()):
         for instance in list(by_key.values()):
             if getattr(instance, "_client", None) is client:
                 manager.remove_from_cache(instance)

@@ -1,0 +1,329 @@
+"""Crawlee's ``DatasetClient`` on a logkv store: a dataset is an append-only logkv log.
+
+A dataset is one logkv store folder, ``{storage_dir}/datasets/{name|alias|default}/``, owned by
+an :class:`~logkv.storage_clients._store.EngineStore` (engine, ``META.json``, timestamps, drop).
+Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``, so key order is
+push order and the keys of any offset and limit are computed, never searched for. Its value is
+the item serialized as Crawlee's file-system dataset client serializes it (``json.dumps`` with
+``ensure_ascii=False, indent=2, default=str``), content type JSON; a crawler reads the same
+items back from either client. (logkv's own content rules do not apply: the item is JSON text
+whatever it holds, and values that JSON cannot hold are turned into strings, as Crawlee does.)
+
+``push_data`` appends all its items with one :meth:`~logkv.Engine.set_many`: after a crash,
+all of them or none. Items are never deleted one by one, so ``item_count`` is the number of
+records; ``purge`` deletes them all.
+
+``get_data`` and ``iterate_items`` take every argument of Crawlee's ``DatasetClient`` and treat
+them as Crawlee's file-system client does: ``offset``, ``limit``, ``desc`` and ``skip_empty``
+are applied; ``clean``, ``fields``, ``omit``, ``unwind``, ``skip_hidden``, ``flatten`` and
+``view`` are not supported, which is logged as a warning (nothing is raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from crawlee.storage_clients._base import DatasetClient
+from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
+
+from ..configuration import Configuration
+from ..engine import Engine
+from ..errors import StoreNotFoundError
+from ..names import select
+from ..storage_clients._base import StoreLocation, stamp_times
+from ..storage_clients._folders import find_store_by_id, registry_key
+from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+
+#: The folder of every dataset under the storage directory.
+DATASETS_DIR: Final = "datasets"
+#: The folder (and id) of the default dataset.
+DEFAULT_DATASET: Final = "default"
+#: The content type of every item record.
+ITEM_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+#: Digits of an item's key: room for 10**12 items.
+KEY_DIGITS: Final = 12
+#: Crawlee's default ``limit`` of ``get_data``.
+_CRAWLEE_NO_LIMIT: Final = 999_999_999_999
+
+log = logging.getLogger(__name__)
+
+
+def item_key(index: int) -> str:
+    """The key of item ``index`` (0-based)."""
+    return f"{index:0{KEY_DIGITS}d}"
+
+
+def serialize_item(item: Mapping[str, Any]) -> bytes:
+    """An item's stored bytes: JSON exactly as Crawlee's file-system dataset client writes it."""
+    return json.dumps(item, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+
+
+def select_indexes(total: int, offset: int, limit: int | None, desc: bool) -> range:
+    """The item indexes a page covers: ``offset`` and ``limit`` applied after ordering (newest
+    first when ``desc``), as Crawlee's file-system client slices its sorted file list."""
+    order = range(total - 1, -1, -1) if desc else range(total)
+    chosen = order[offset:]
+    return chosen if limit is None else chosen[:limit]
+
+
+def _warn_unsupported(method: str, **arguments: Any) -> None:
+    unsupported = [name for name, value in arguments.items() if value not in (False, None)]
+    if unsupported:
+        log.warning(
+            "The arguments %s of %s are not supported by the LogKvDatasetClient client.",
+            unsupported,
+            method,
+        )
+
+
+def dataset_location(
+    storage_dir: str, id: str | None, name: str | None, alias: str | None
+) -> StoreLocation:
+    """The folder of the selected dataset (blocking when selected by id: it is looked up).
+
+    Raises ``ValueError`` as Crawlee does: more than one of ``id``/``name``/``alias``, an invalid
+    name, or no dataset with the id.
+    """
+    if alias == "__default__" and id is None and name is None:
+        alias = None
+    selector = select(id=id, name=name, alias=alias, default_id=DEFAULT_DATASET)
+    root = Path(os.path.abspath(storage_dir)) / DATASETS_DIR
+    if selector.folder_name is None:
+        assert selector.id is not None
+        try:
+            folder, meta = find_store_by_id(root, selector.id)
+        except StoreNotFoundError:
+            raise ValueError(f'Dataset with ID "{selector.id}" not found') from None
+        return StoreLocation(
+            registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
+        )
+    assert selector.kind != "id"
+    folder = root / selector.folder_name
+    # A new default dataset gets a random id, as every Crawlee storage does.
+    store_id = None if selector.kind == "default" else selector.id
+    return StoreLocation(
+        registry_key(folder), selector.kind, store_id, selector.name, selector.alias, folder
+    )
+
+
+def check_item_keys(engine: Engine) -> None:
+    """Raise ``ValueError`` unless the store's keys look like a dataset's: the first is item 0,
+    the last is item ``len - 1``, and nothing sorts after it (three index lookups, whatever the
+    size). A store written otherwise (a key-value store moved here, say) would have its items
+    overwritten or misnumbered."""
+    count = len(engine)
+    if count == 0:
+        return
+    last = item_key(count - 1)
+    if item_key(0) in engine and last in engine and not list(engine.keys(last, 1)):
+        return
+    first = next(iter(engine.keys(None, 1)), None)
+    raise ValueError(
+        f"{engine.path} is a logkv store but not a dataset: its {count} keys are not the item "
+        f"keys {item_key(0)}..{last} (its first key is {first!r})"
+    )
+
+
+async def open_dataset_store(location: StoreLocation, settings: Configuration) -> EngineStore:
+    """Open the dataset store at ``location`` (see :meth:`EngineStore.open`) and check that its
+    keys are item keys (:func:`check_item_keys`); closed again when they are not."""
+    store = await EngineStore.open(location, settings)
+    try:
+        check_item_keys(store.engine)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
+    """A Crawlee dataset whose items are records of a logkv store (see the module docstring).
+    Open one with :meth:`open`."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        on_close: Callable[[LogKvDatasetClient], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._on_close = on_close
+        #: Serialises appends: an item's index is the count of items before it.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        *,
+        id: str | None,
+        name: str | None,
+        alias: str | None,
+        storage_dir: str,
+        settings: Configuration,
+    ) -> LogKvDatasetClient:
+        """Open (creating unless selected by id) the selected dataset under ``storage_dir``."""
+        location = await asyncio.to_thread(dataset_location, storage_dir, id, name, alias)
+        return cls(await open_dataset_store(location, settings))
+
+    # ------------------------------------------------------------------ metadata
+
+    async def get_metadata(self) -> DatasetMetadata:
+        """The dataset's id, name, timestamps and item count."""
+        meta = self._store.meta
+        return DatasetMetadata(
+            id=meta.id, name=meta.name, item_count=len(self._store.engine), **stamp_times(meta)
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    async def push_data(self, data: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> None:
+        """Append ``data`` (one item or a list of them) as one atomic batch, durable (to the
+        configured level) when this returns; a batch larger than the offload threshold is
+        written in a worker thread."""
+        store = self._store
+        store.check_writable()
+        items = [data] if isinstance(data, Mapping) else list(data)
+        if not items:
+            return
+        encoded = [serialize_item(item) for item in items]
+        async with self._lock:
+            engine = store.engine
+            first = len(engine)
+            batch = [
+                (item_key(first + n), value, ITEM_CONTENT_TYPE) for n, value in enumerate(encoded)
+            ]
+            store.touch(modified=True)
+            if sum(len(value) for value in encoded) > store.offload:
+                await asyncio.to_thread(engine.set_many, batch)
+            elif store.fsync:
+                # Append inline, then await the group commit's fsync holding no thread.
+                _, commit = engine.set_many_deferred(batch)
+                await wait_for_commit(commit)
+            else:
+                engine.set_many(batch)
+
+    async def purge(self) -> None:
+        """Delete every item; the dataset, its id and its metadata remain."""
+        async with self._lock:
+            await self._store.purge()
+
+    async def drop(self) -> None:
+        """Delete the dataset and its folder, all or nothing; the client is closed afterwards."""
+        async with self._lock:
+            try:
+                await self._store.drop()
+            finally:
+                self._closed_now()
+
+    async def close(self) -> None:
+        """Save the timestamps and release the dataset's lock (idempotent)."""
+        try:
+            await self._store.close()
+        finally:
+            self._closed_now()
+
+    def close_sync(self) -> None:
+        """:meth:`close` without an event loop (at process exit)."""
+        self._store.close_sync()
+
+    def _closed_now(self) -> None:
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _read_item(self, index: int) -> Any:
+        """Item ``index``, or None when it is missing or is not JSON (logged and skipped, as
+        Crawlee's file-system client skips a corrupt item file)."""
+        key = item_key(index)
+        found = await self._store.read(key)
+        if found is None or found[1] is None:
+            return None
+        try:
+            return json.loads(found[1])
+        except ValueError:
+            log.exception("Corrupt JSON in item %s of %s, skipping", key, self._store.folder)
+            return None
+
+    async def get_data(
+        self,
+        *,
+        offset: int = 0,
+        limit: int | None = _CRAWLEE_NO_LIMIT,
+        clean: bool = False,
+        desc: bool = False,
+        fields: list[str] | None = None,
+        omit: list[str] | None = None,
+        unwind: list[str] | None = None,
+        skip_empty: bool = False,
+        skip_hidden: bool = False,
+        flatten: list[str] | None = None,
+        view: str | None = None,
+    ) -> DatasetItemsListPage:
+        """A page of items: only the records of the page are read (their keys are computed
+        from ``offset`` and ``limit``)."""
+        _warn_unsupported(
+            "get_data",
+            clean=clean,
+            fields=fields,
+            omit=omit,
+            unwind=unwind,
+            skip_hidden=skip_hidden,
+            flatten=flatten,
+            view=view,
+        )
+        self._store.check_open()
+        total = len(self._store.engine)
+        items = [item async for item in self._items(total, offset, limit, desc, skip_empty)]
+        return DatasetItemsListPage(
+            count=len(items),
+            offset=offset,
+            limit=limit or total - offset,
+            total=total,
+            desc=desc,
+            items=items,
+        )
+
+    async def iterate_items(
+        self,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        clean: bool = False,
+        desc: bool = False,
+        fields: list[str] | None = None,
+        omit: list[str] | None = None,
+        unwind: list[str] | None = None,
+        skip_empty: bool = False,
+        skip_hidden: bool = False,
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """The items one by one, each read when its turn comes."""
+        _warn_unsupported(
+            "iterate",
+            clean=clean,
+            fields=fields,
+            omit=omit,
+            unwind=unwind,
+            skip_hidden=skip_hidden,
+        )
+        self._store.check_open()
+        total = len(self._store.engine)
+        async for item in self._items(total, offset, limit, desc, skip_empty):
+            yield item
+
+    async def _items(
+        self, total: int, offset: int, limit: int | None, desc: bool, skip_empty: bool
+    ) -> AsyncIterator[Any]:
+        """The items of the page of ``total`` items that ``offset``, ``limit`` and ``desc``
+        select (:func:`select_indexes`), each read when its turn comes; missing and unreadable
+        items are left out, and empty ones when ``skip_empty``."""
+        for index in select_indexes(total, offset, limit, desc):
+            item = await self._read_item(index)
+            if item is None or (skip_empty and not item):
+                continue
+            yield item

@@ -1,0 +1,397 @@
+"""Contract tests: Crawlee's own ``Dataset`` over logkv's dataset client and, side by side,
+over Crawlee's file-system client, which must give the same results: push_data, get_data with
+each of its parameters, iterate_items, export_to CSV and JSON, purge, drop, reopening. Also:
+a page far into a large dataset reads only its own records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crawlee import service_locator
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storage_clients import FileSystemStorageClient, StorageClient
+from crawlee.storage_clients._base import DatasetClient
+from crawlee.storage_clients._file_system import FileSystemDatasetClient
+from crawlee.storages import Dataset, KeyValueStore
+
+from logkv import Configuration, Engine
+from logkv.crawlee import LogKvStorageClient
+from logkv.crawlee._dataset import (
+    ITEM_CONTENT_TYPE,
+    LogKvDatasetClient,
+    item_key,
+    select_indexes,
+    serialize_item,
+)
+from logkv.layout import is_store_folder
+from logkv.modes import Durability
+
+ITEMS: list[dict[str, Any]] = [
+    {"url": "https://a.invalid/1", "n": 1},
+    {},
+    {"url": "https://a.invalid/3", "title": "päge 日本語 🕷", "nested": {"x": [1, 2]}},
+    {"n": 4, "none": None},
+    {},
+    {"n": 6, "ok": True},
+]
+
+
+class Side:
+    """One storage client under test, in its own storage directory."""
+
+    def __init__(self, root: Path, make: Callable[[], StorageClient]) -> None:
+        self.root = root
+        self.make = make
+        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
+        self.client = make()
+
+    async def open(self, **selector: Any) -> Dataset:
+        return await Dataset.open(
+            configuration=self.configuration, storage_client=self.client, **selector
+        )
+
+    async def restart(self) -> None:
+        await _close(self.client)
+        service_locator.storage_instance_manager.clear_cache()
+        self.client = self.make()
+
+
+async def _close(client: StorageClient) -> None:
+    if isinstance(client, LogKvStorageClient):
+        await client.close()
+
+
+def _logkv() -> StorageClient:
+    return LogKvStorageClient(settings=Configuration(auto_compact=False))
+
+
+MAKERS: dict[str, Callable[[], StorageClient]] = {
+    "file-system": FileSystemStorageClient,
+    "logkv": _logkv,
+}
+
+
+@pytest.fixture
+async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
+    service_locator.storage_instance_manager.clear_cache()
+    made = {name: Side(tmp_path / name, make) for name, make in MAKERS.items()}
+    yield made
+    for side in made.values():
+        await _close(side.client)
+    service_locator.storage_instance_manager.clear_cache()
+
+
+async def _both(sides: dict[str, Side], **selector: Any) -> dict[str, Dataset]:
+    opened = {}
+    for name, side in sides.items():
+        dataset = await side.open(**selector)
+        await dataset.push_data(ITEMS[:2])
+        for item in ITEMS[2:]:
+            await dataset.push_data(item)
+        opened[name] = dataset
+    return opened
+
+
+def _same(results: dict[str, Any]) -> Any:
+    file_system, logkv = results["file-system"], results["logkv"]
+    assert logkv == file_system
+    return logkv
+
+
+PAGES: list[dict[str, Any]] = [
+    {},
+    {"offset": 2},
+    {"limit": 3},
+    {"offset": 1, "limit": 2},
+    {"offset": 4, "limit": 10},
+    {"offset": 10},
+    {"limit": 0},
+    {"desc": True},
+    {"desc": True, "offset": 1, "limit": 3},
+    {"skip_empty": True},
+    {"skip_empty": True, "offset": 1, "limit": 4, "desc": True},
+]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[json.dumps(p) for p in PAGES])
+async def test_get_data_pages_match_crawlees_file_system_client(
+    sides: dict[str, Side], page: dict[str, Any]
+) -> None:
+    datasets = await _both(sides)
+    pages = {name: (await d.get_data(**page)).model_dump() for name, d in datasets.items()}
+    got = _same(pages)
+    assert got["total"] == len(ITEMS)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[json.dumps(p) for p in PAGES])
+async def test_iterate_items_matches_crawlees_file_system_client(
+    sides: dict[str, Side], page: dict[str, Any]
+) -> None:
+    datasets = await _both(sides)
+    _same({name: [i async for i in d.iterate_items(**page)] for name, d in datasets.items()})
+
+
+UNSUPPORTED: list[dict[str, Any]] = [
+    {"clean": True},
+    {"fields": ["n"]},
+    {"omit": ["n"]},
+    {"unwind": ["nested"]},
+    {"skip_hidden": True},
+    {"flatten": ["nested"]},
+    {"view": "overview"},
+]
+
+
+@pytest.mark.parametrize("argument", UNSUPPORTED, ids=[next(iter(a)) for a in UNSUPPORTED])
+async def test_unsupported_arguments_are_ignored_with_a_warning_as_crawlee_does(
+    sides: dict[str, Side], argument: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    datasets = await _both(sides)
+    with caplog.at_level(logging.WARNING):
+        pages = {n: (await d.get_data(**argument)).items for n, d in datasets.items()}
+    assert _same(pages) == ITEMS
+    warned = [r for r in caplog.records if "not supported" in r.getMessage()]
+    assert len(warned) == 2  # one per client
+    if "flatten" not in argument and "view" not in argument:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            listed = {
+                n: [i async for i in d.iterate_items(**argument)] for n, d in datasets.items()
+            }
+        assert _same(listed) == ITEMS
+        assert len([r for r in caplog.records if "not supported" in r.getMessage()]) == 2
+
+
+async def test_metadata_counts_items(sides: dict[str, Side]) -> None:
+    datasets = await _both(sides, name="counted")
+    metadata = {n: await d.get_metadata() for n, d in datasets.items()}
+    _same({n: (m.name, m.item_count) for n, m in metadata.items()})
+    assert metadata["logkv"].item_count == len(ITEMS)
+    assert metadata["logkv"].id == datasets["logkv"].id
+
+
+@pytest.mark.parametrize("content_type", ["csv", "json"])
+async def test_export_to_matches_crawlees_file_system_client(
+    sides: dict[str, Side], content_type: Any
+) -> None:
+    datasets = await _both(sides)
+    exported = {}
+    for name, dataset in datasets.items():
+        side = sides[name]
+        await dataset.export_to(
+            "OUTPUT",
+            content_type=content_type,
+            to_kvs_configuration=side.configuration,
+            to_kvs_storage_client=side.client,
+        )
+        kvs = await KeyValueStore.open(configuration=side.configuration, storage_client=side.client)
+        exported[name] = await kvs.get_value("OUTPUT")
+    assert _same(exported)
+
+
+async def test_values_json_cannot_hold_are_stored_as_crawlee_stores_them(
+    sides: dict[str, Side],
+) -> None:
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    items = {}
+    for name, side in sides.items():
+        dataset = await side.open(alias="odd")
+        await dataset.push_data({"when": when, "path": Path("/x")})
+        items[name] = (await dataset.get_data()).items
+    assert _same(items) == [{"when": str(when), "path": "/x"}]
+
+
+async def test_items_survive_a_restart_and_purge_and_drop_match(sides: dict[str, Side]) -> None:
+    await _both(sides, name="kept")
+    for side in sides.values():
+        await side.restart()
+    reopened = {n: await s.open(name="kept") for n, s in sides.items()}
+    assert _same({n: (await d.get_data()).items for n, d in reopened.items()}) == ITEMS
+    for dataset in reopened.values():
+        await dataset.purge()
+    assert _same({n: (await d.get_data()).model_dump() for n, d in reopened.items()})["total"] == 0
+    for dataset in reopened.values():
+        await dataset.push_data({"after": "purge"})
+    assert _same({n: (await d.get_data()).items for n, d in reopened.items()}) == [
+        {"after": "purge"}
+    ]
+    for dataset in reopened.values():
+        await dataset.drop()
+    assert not (sides["logkv"].root / "datasets" / "kept").exists()
+    fresh = {n: await s.open(name="kept") for n, s in sides.items()}
+    assert _same({n: (await d.get_data()).items for n, d in fresh.items()}) == []
+
+
+async def test_open_by_id_and_alias(sides: dict[str, Side]) -> None:
+    side = sides["logkv"]
+    dataset = await side.open(alias="run")
+    await dataset.push_data([{"i": 1}])
+    await side.restart()
+    by_id = await side.open(id=dataset.id)
+    assert (await by_id.get_data()).items == [{"i": 1}]
+    with pytest.raises(ValueError, match="not found"):
+        await side.open(id="nosuchdataset0000")
+
+
+async def test_a_logkv_dataset_is_a_logkv_store_of_json_records(sides: dict[str, Side]) -> None:
+    side = sides["logkv"]
+    dataset = await side.open()
+    await dataset.push_data(ITEMS)
+    await side.restart()
+    folder = side.root / "datasets" / "default"
+    assert is_store_folder(folder)
+    with Engine.open(folder) as engine:
+        assert list(engine.keys()) == [item_key(i) for i in range(len(ITEMS))]
+        value = engine.get_with_type(item_key(2))
+        assert value == (serialize_item(ITEMS[2]), ITEM_CONTENT_TYPE)
+
+
+def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
+    for total in range(5):
+        for offset in range(6):
+            for limit in (None, 0, 1, 2, 7):
+                for desc in (False, True):
+                    order = list(range(total))[::-1] if desc else list(range(total))
+                    want = order[offset:] if limit is None else order[offset:][:limit]
+                    assert list(select_indexes(total, offset, limit, desc)) == want
+
+
+class Lone:
+    """logkv storage clients over one storage directory, closed (and Crawlee's cache cleared)
+    at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
+        self.clients: list[LogKvStorageClient] = []
+
+    def client(self, **options: Any) -> LogKvStorageClient:
+        settings = options.pop("settings", Configuration(auto_compact=False))
+        made = LogKvStorageClient(settings=settings, **options)
+        self.clients.append(made)
+        return made
+
+    async def dataset(self, client: LogKvStorageClient, **selector: Any) -> Dataset:
+        return await Dataset.open(
+            configuration=self.configuration, storage_client=client, **selector
+        )
+
+    async def raw(self, client: LogKvStorageClient, **selector: Any) -> Any:
+        return await client.create_dataset_client(configuration=self.configuration, **selector)
+
+
+@pytest.fixture
+async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
+    service_locator.storage_instance_manager.clear_cache()
+    made = Lone(tmp_path)
+    yield made
+    for client in made.clients:
+        await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:
+    lone.configuration = CrawleeConfiguration(storage_dir=str(lone.root), purge_on_start=True)
+    for round_ in range(2):
+        client = lone.client()
+        default = await lone.dataset(client)
+        named = await lone.dataset(client, name="keep")
+        assert (await default.get_metadata()).item_count == 0
+        assert (await named.get_metadata()).item_count == round_
+        await default.push_data({"r": round_})
+        await named.push_data({"r": round_})
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+
+
+async def test_a_far_page_reads_only_its_own_records(
+    lone: Lone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = await lone.dataset(lone.client())
+    for start in range(0, 20_000, 5_000):
+        await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
+    reads: list[str] = []
+    original = Engine.get_record
+
+    def counted(self: Engine, key: str, *args: Any) -> Any:
+        reads.append(key)
+        return original(self, key, *args)
+
+    def no_listing(*_: Any, **__: Any) -> Any:
+        raise AssertionError("a page must not list the dataset's keys")
+
+    monkeypatch.setattr(Engine, "get_record", counted)
+    monkeypatch.setattr(Engine, "keys", no_listing)
+    page = await dataset.get_data(offset=18_000, limit=100)
+    assert [item["i"] for item in page.items] == list(range(18_000, 18_100))
+    assert reads == [item_key(i) for i in range(18_000, 18_100)]
+    reads.clear()
+    listed = [item async for item in dataset.iterate_items(offset=19_990, desc=True)]
+    assert [item["i"] for item in listed] == list(range(9, -1, -1))
+    assert len(reads) == 10
+
+
+def test_the_client_is_crawlees_dataset_client() -> None:
+    assert issubclass(LogKvDatasetClient, DatasetClient)
+
+
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+async def test_pushes_small_and_large_under_each_durability(
+    lone: Lone, durability: Durability
+) -> None:
+    settings = Configuration(durability=durability, offload_threshold=4096, auto_compact=False)
+    dataset = await lone.dataset(lone.client(settings=settings))
+    small = [{"i": i} for i in range(3)]
+    large = [{"i": i, "body": "x" * 1000} for i in range(3, 13)]
+    await asyncio.gather(*(dataset.push_data(batch) for batch in (small, large, small)))
+    items = (await dataset.get_data()).items
+    assert len(items) == 16
+    runs = [items[:3], items[3:13], items[13:]]
+    assert sorted(runs, key=len) == [small, small, large]
+
+
+async def test_native_datasets_false_hands_datasets_to_the_delegate(lone: Lone) -> None:
+    delegating = lone.client(native_datasets=False)
+    assert isinstance(await lone.raw(delegating), FileSystemDatasetClient)
+    native = lone.client()
+    assert isinstance(await lone.raw(native, name="n"), LogKvDatasetClient)
+    keys = {c.get_storage_client_cache_key(lone.configuration) for c in (delegating, native)}
+    assert len(keys) == 2
+
+
+async def test_a_store_whose_keys_are_not_item_keys_is_refused(lone: Lone) -> None:
+    client = lone.client()
+    dataset = await lone.dataset(client, name="d")
+    await dataset.push_data([{"i": 0}, {"i": 1}])
+    await client.close()
+    folder = lone.root / "datasets" / "d"
+    for hostile in ("zzz", item_key(5), "000000000001a"):
+        with Engine.open(folder) as engine:
+            engine.set(hostile, b"{}", ITEM_CONTENT_TYPE)
+        with pytest.raises(ValueError, match="not a dataset"):
+            await lone.raw(client, name="d")
+        with Engine.open(folder) as engine:
+            engine.delete(hostile)
+    reopened = await lone.raw(client, name="d")
+    assert (await reopened.get_data()).items == [{"i": 0}, {"i": 1}]
+
+
+async def test_an_item_that_is_not_json_is_skipped_with_a_logged_error(
+    lone: Lone, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = lone.client()
+    dataset = await lone.dataset(client, name="d")
+    await dataset.push_data([{"i": 0}, {"i": 1}, {"i": 2}])
+    raw = await lone.raw(client, name="d")
+    raw.engine.set(item_key(1), b"\xff not json", ITEM_CONTENT_TYPE)
+    with caplog.at_level(logging.ERROR):
+        assert (await dataset.get_data()).items == [{"i": 0}, {"i": 2}]
+    assert any("Corrupt JSON" in record.getMessage() for record in caplog.records)
