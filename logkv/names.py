@@ -30,6 +30,11 @@ MAX_ALIAS_BYTES: Final = 255
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
 
 StoreKind = Literal["default", "named", "alias"]
+#: What a store folder holds: a key-value store, a Crawlee dataset or a Crawlee request queue
+#: (all three are logkv stores; the type says how their keys are laid out).
+StorageType = Literal["key_value_store", "dataset", "request_queue"]
+#: Every storage type, in the order operators see them.
+STORAGE_TYPES: Final[tuple[StorageType, ...]] = ("key_value_store", "dataset", "request_queue")
 
 
 @dataclass(frozen=True, slots=True)

@@ -319,7 +319,7 @@ async def test_a_far_page_reads_only_its_own_records(
     for start in range(0, 20_000, 5_000):
         await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
     reads: list[str] = []
-    original = Engine.get_record
+    original = Engine.get_small
 
     def counted(self: Engine, key: str, *args: Any) -> Any:
         reads.append(key)
@@ -328,7 +328,7 @@ async def test_a_far_page_reads_only_its_own_records(
     def no_listing(*_: Any, **__: Any) -> Any:
         raise AssertionError("a page must not list the dataset's keys")
 
-    monkeypatch.setattr(Engine, "get_record", counted)
+    monkeypatch.setattr(Engine, "get_small", counted)
     monkeypatch.setattr(Engine, "keys", no_listing)
     page = await dataset.get_data(offset=18_000, limit=100)
     assert [item["i"] for item in page.items] == list(range(18_000, 18_100))

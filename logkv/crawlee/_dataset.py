@@ -101,14 +101,26 @@ def dataset_location(
         except StoreNotFoundError:
             raise ValueError(f'Dataset with ID "{selector.id}" not found') from None
         return StoreLocation(
-            registry_key(folder), meta.kind, meta.id, meta.name, meta.alias, folder
+            registry_key(folder),
+            meta.kind,
+            meta.id,
+            meta.name,
+            meta.alias,
+            folder,
+            storage="dataset",
         )
     assert selector.kind != "id"
     folder = root / selector.folder_name
     # A new default dataset gets a random id, as every Crawlee storage does.
     store_id = None if selector.kind == "default" else selector.id
     return StoreLocation(
-        registry_key(folder), selector.kind, store_id, selector.name, selector.alias, folder
+        registry_key(folder),
+        selector.kind,
+        store_id,
+        selector.name,
+        selector.alias,
+        folder,
+        storage="dataset",
     )
 
 
@@ -242,10 +254,11 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         Crawlee's file-system client skips a corrupt item file)."""
         key = item_key(index)
         found = await self._store.read(key)
-        if found is None or found[1] is None:
+        value = None if found is None else found[0]
+        if value is None:
             return None
         try:
-            return json.loads(found[1])
+            return json.loads(value)
         except ValueError:
             log.exception("Corrupt JSON in item %s of %s, skipping", key, self._store.folder)
             return None

@@ -24,7 +24,7 @@ from ..engine import MISSING, validate_key
 from ..errors import InvalidKeyError
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
 from ..modes import MAX_KEY_LENGTH
-from ..names import Selector, StoreKind, select
+from ..names import Selector, StorageType, StoreKind, select
 from ..registry import purge_on_start
 from ._meta import new_store_id
 
@@ -100,6 +100,7 @@ class StoreLocation:
     alias: str | None = None
     path: Path | None = None
     folder_name: str | None = None
+    storage: StorageType = "key_value_store"
 
     def new_identity(self) -> Identity:
         """The identity of a store created here: its id (a new random one unless the location
@@ -109,6 +110,7 @@ class StoreLocation:
             "name": self.name,
             "alias": self.alias,
             "kind": self.kind,
+            "storage": self.storage,
         }
 
 
@@ -119,6 +121,7 @@ class Identity(TypedDict):
     name: str | None
     alias: str | None
     kind: StoreKind
+    storage: StorageType
 
 
 class Deferred:

@@ -18,7 +18,7 @@ from typing import Final
 
 from ..errors import NotALogKVStoreError, StoreNotFoundError
 from ..layout import CRAWLEE_METADATA_FILE, META_FILE, TRASH_DIR, is_own_name, is_store_folder
-from ..names import Selector, kvs_root, store_folder
+from ..names import Selector, StorageType, kvs_root, store_folder
 from ._base import StoreLocation
 from ._meta import StoreMeta, read_meta
 
@@ -111,7 +111,20 @@ def refuse_foreign_folder(folder: Path) -> None:
     )
 
 
+#: How error messages name each storage type.
+_STORAGE_WORDS: Final[dict[StorageType, str]] = {
+    "key_value_store": "key-value store",
+    "dataset": "dataset",
+    "request_queue": "request queue",
+}
+
+
 def check_kind(meta: StoreMeta, location: StoreLocation, folder: Path) -> None:
+    if meta.storage != location.storage:
+        raise ValueError(
+            f"{folder} holds a logkv {_STORAGE_WORDS[meta.storage]}; it cannot be opened as a "
+            f"{_STORAGE_WORDS[location.storage]}"
+        )
     if meta.kind == location.kind:
         return
     described = {

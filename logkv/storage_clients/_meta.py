@@ -1,4 +1,5 @@
-"""``META.json``: a logkv store folder's identity (id, name, kind) and its timestamps.
+"""``META.json``: a logkv store folder's identity (id, name, kind, storage type) and its
+timestamps.
 
 The file is small JSON, replaced atomically (temp file, fsync, rename). It is written when the
 store is created and afterwards only when its timestamps changed, on ``PERSIST_STATE`` events and
@@ -18,7 +19,7 @@ from typing import Any, Final
 from ..errors import NotALogKVStoreError
 from ..fsutil import atomic_write, read_file
 from ..layout import META_FILE
-from ..names import StoreKind
+from ..names import STORAGE_TYPES, StorageType, StoreKind
 
 FORMAT_TAG: Final = "logkv-key-value-store"
 META_VERSION: Final = 1
@@ -41,6 +42,9 @@ class StoreMeta:
     created_at: float
     accessed_at: float
     modified_at: float
+    #: What the store holds; stores written before datasets and queues existed have no
+    #: ``storage`` field and are key-value stores.
+    storage: StorageType = "key_value_store"
 
     def to_bytes(self) -> bytes:
         """The file's bytes (indented JSON, for people who look)."""
@@ -59,6 +63,9 @@ class StoreMeta:
             kind = body["kind"]
             if kind not in ("default", "named", "alias"):
                 raise ValueError(f"unknown store kind {kind!r}")
+            storage = body.get("storage", "key_value_store")
+            if storage not in STORAGE_TYPES:
+                raise ValueError(f"unknown storage type {storage!r}")
             meta = cls(
                 id=str(body["id"]),
                 name=body.get("name"),
@@ -67,6 +74,7 @@ class StoreMeta:
                 created_at=float(body["created_at"]),
                 accessed_at=float(body["accessed_at"]),
                 modified_at=float(body["modified_at"]),
+                storage=storage,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise NotALogKVStoreError(

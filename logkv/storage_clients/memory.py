@@ -101,7 +101,14 @@ class MemoryStorageClient(StorageClient):
         assert folder_name is not None
         store = self._stores.get(folder_name)
         if store is None:
-            store = _MemoryStore(**location.new_identity(), folder_name=folder_name)
+            identity = location.new_identity()
+            store = _MemoryStore(
+                id=identity["id"],
+                name=identity["name"],
+                alias=identity["alias"],
+                kind=identity["kind"],
+                folder_name=folder_name,
+            )
             self._stores[folder_name] = store
         elif store.kind != location.kind:
             raise ValueError(
