@@ -2,8 +2,9 @@
 
 A dataset is one logkv store folder, ``{storage_dir}/datasets/{name|alias|default}/``, owned by
 an :class:`~logkv.storage_clients._store.EngineStore` (engine, ``META.json``, timestamps, drop).
-Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``, so key order is
-push order and the keys of any offset and limit are computed, never searched for. Its value is
+Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``
+(:func:`logkv.storage_layout.item_key`), so key order is push order and the keys of any offset
+and limit are computed, never searched for. Its value is
 the item serialized as Crawlee's file-system dataset client serializes it (``json.dumps`` with
 ``ensure_ascii=False, indent=2, default=str``), content type JSON; a crawler reads the same
 items back from either client. (logkv's own content rules do not apply: the item is JSON text
@@ -52,26 +53,18 @@ from ..names import select
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
 from ..storage_clients._folders import find_store_by_id, registry_key
 from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+from ..storage_layout import DATASETS_DIR, item_key
 
-#: The folder of every dataset under the storage directory.
-DATASETS_DIR: Final = "datasets"
 #: The folder (and id) of the default dataset.
 DEFAULT_DATASET: Final = "default"
 #: The content type of every item record.
 ITEM_CONTENT_TYPE: Final = "application/json; charset=utf-8"
-#: Digits of an item's key: room for 10**12 items.
-KEY_DIGITS: Final = 12
 #: The first character of a hidden field's name (left out by ``skip_hidden`` and ``clean``).
 HIDDEN_PREFIX: Final = "#"
 #: Crawlee's default ``limit`` of ``get_data``.
 _CRAWLEE_NO_LIMIT: Final = 999_999_999_999
 
 log = logging.getLogger(__name__)
-
-
-def item_key(index: int) -> str:
-    """The key of item ``index`` (0-based)."""
-    return f"{index:0{KEY_DIGITS}d}"
 
 
 def serialize_item(item: Mapping[str, Any]) -> bytes:
