@@ -182,6 +182,10 @@ def test_compact_finds_every_store_and_skips_a_dataset_with_nothing_dead(storage
     queue = _json("stats", storage / "request_queues" / "q")
     assert queue["requests"] == {"pending": PENDING, "handled": HANDLED, "total": 12}
     assert queue["dead_bytes"] == 0
+    forced = compact(dataset, "--snapshot-datasets", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["stores"][0]["status"] == "compacted"
+    assert _json("stats", dataset)["snapshot_covers"] > 0
 
 
 @pytest.mark.slow
