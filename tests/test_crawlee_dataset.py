@@ -23,13 +23,14 @@ from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients._file_system import FileSystemDatasetClient
 from crawlee.storages import Dataset, KeyValueStore
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logkv import Configuration, Engine, StoreClosedError
 from logkv.crawlee import LogKvStorageClient
 from logkv.crawlee._dataset import (
     ITEM_CONTENT_TYPE,
     LogKvDatasetClient,
-    item_key,
     select_indexes,
     serialize_item,
     shape_item,
@@ -38,6 +39,7 @@ from logkv.layout import is_store_folder
 from logkv.modes import Durability
 from logkv.storage_clients import _base, _store
 from logkv.storage_clients._meta import read_meta, write_meta
+from logkv.storage_layout import item_key
 
 ITEMS: list[dict[str, Any]] = [
     {"url": "https://a.invalid/1", "n": 1},
@@ -206,6 +208,25 @@ async def test_fields_omit_skip_hidden_and_clean_shape_the_items(
     assert page.total == len(SHAPED)
     assert not [r for r in caplog.records if "not supported" in r.getMessage()]
     assert (await dataset.get_data()).items == SHAPED  # the stored items are unchanged
+
+
+_NAMES = st.sampled_from(["a", "b", "c", "#h", "#i", "", "#"])
+
+
+@given(
+    item=st.dictionaries(_NAMES, st.integers()),
+    fields=st.none() | st.lists(_NAMES),
+    omit=st.none() | st.lists(_NAMES),
+    skip_hidden=st.booleans(),
+)
+def test_shape_item_against_a_model(
+    item: dict[str, int], fields: list[str] | None, omit: list[str] | None, skip_hidden: bool
+) -> None:
+    chosen = list(item) if fields is None else [n for n in dict.fromkeys(fields) if n in item]
+    kept = [n for n in chosen if n not in (omit or []) and not (skip_hidden and n.startswith("#"))]
+    shaped = shape_item(dict(item), fields, omit, skip_hidden)
+    assert list(shaped) == kept
+    assert all(shaped[n] == item[n] for n in kept)
 
 
 def test_shape_item_keeps_what_is_not_an_object() -> None:
