@@ -208,3 +208,15 @@ def test_the_commands_import_no_crawlee() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
     assert done.returncode == 0
+
+
+def test_a_meta_json_that_does_not_parse_makes_the_type_unknown(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    build_queue(folder, handled=1, pending=1)
+    for hostile in (b"{not json", b'{"format": "logkv-key-value-store", "storage": "tape"}'):
+        (folder / "META.json").write_bytes(hostile)
+        with Engine.open(folder, readonly=True) as engine:
+            contents = store_contents(folder, engine)
+        assert contents.kind.storage == "unknown"
+        assert contents.describe().startswith("unknown (META.json unreadable: ")
+        assert contents.requests is None and contents.items is None
