@@ -929,6 +929,12 @@ class Engine:
         return self._position.seq
 
     @property
+    def last_timestamp(self) -> float:
+        """The time (``time.time()`` seconds) the newest record was written; 0.0 for an empty
+        log, and when a snapshot from before logkv kept that time ends it."""
+        return self._position.last_us / 1_000_000
+
+    @property
     def snapshot_covers(self) -> int:
         """What the installed snapshot covers: segments ``1..snapshot_covers`` (0: none)."""
         return self._compaction.covers

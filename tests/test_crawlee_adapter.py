@@ -790,11 +790,13 @@ async def test_logkv_tools_and_client_read_what_crawlee_wrote(
         await own.close()
 
 
-async def test_datasets_and_queues_go_to_the_delegate(env: Env) -> None:
+async def test_datasets_are_logkv_stores_and_the_delegate_is_crawlees_file_system(
+    env: Env,
+) -> None:
     dataset = await Dataset.open(configuration=env.configuration, storage_client=env.client)
     await dataset.push_data({"url": "https://example.com"})
     assert (await dataset.get_data()).items == [{"url": "https://example.com"}]
-    assert (env.root / "datasets").is_dir()
+    assert is_store_folder(env.root / "datasets" / "default")
     assert isinstance(env.client.delegate, FileSystemStorageClient)
 
 

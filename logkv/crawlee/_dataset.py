@@ -2,8 +2,9 @@
 
 A dataset is one logkv store folder, ``{storage_dir}/datasets/{name|alias|default}/``, owned by
 an :class:`~logkv.storage_clients._store.EngineStore` (engine, ``META.json``, timestamps, drop).
-Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``, so key order is
-push order and the keys of any offset and limit are computed, never searched for. Its value is
+Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``
+(:func:`logkv.storage_layout.item_key`), so key order is push order and the keys of any offset
+and limit are computed, never searched for. Its value is
 the item serialized as Crawlee's file-system dataset client serializes it (``json.dumps`` with
 ``ensure_ascii=False, indent=2, default=str``), content type JSON; a crawler reads the same
 items back from either client. (logkv's own content rules do not apply: the item is JSON text
@@ -13,10 +14,23 @@ whatever it holds, and values that JSON cannot hold are turned into strings, as 
 all of them or none. Items are never deleted one by one, so ``item_count`` is the number of
 records; ``purge`` deletes them all.
 
-``get_data`` and ``iterate_items`` take every argument of Crawlee's ``DatasetClient`` and treat
-them as Crawlee's file-system client does: ``offset``, ``limit``, ``desc`` and ``skip_empty``
-are applied; ``clean``, ``fields``, ``omit``, ``unwind``, ``skip_hidden``, ``flatten`` and
-``view`` are not supported, which is logged as a warning (nothing is raised).
+Timestamps follow the key-value store's rule (saved at most once per
+``persist_state_interval``, by the calls themselves, and on close), and after a crash
+``modified_at`` is moved up to the time of the newest record in the log, so a ``kill -9``
+loses no modification time (``accessed_at`` is the reopen's time anyway).
+
+After :meth:`~LogKvDatasetClient.drop`, reads behave as Crawlee's file-system client's: an
+empty page (``get_data``), no items (``iterate_items``), each with a logged warning, and
+``get_metadata`` returns the last metadata with ``item_count`` 0. ``push_data`` raises
+:class:`~logkv.StoreClosedError` where the file-system client silently re-creates the dropped
+folder: a dropped dataset must not come back under another open of its name.
+
+``get_data`` and ``iterate_items`` take every argument of Crawlee's ``DatasetClient``.
+``offset``, ``limit``, ``desc`` and ``skip_empty`` are applied as Crawlee's file-system client
+applies them. ``fields``, ``omit``, ``skip_hidden`` and ``clean``, which Crawlee's local clients
+(file system, memory, SQL) ignore with a warning, are applied as the Apify platform's dataset API
+applies them (see :func:`shape_item`); ``unwind``, ``flatten`` and ``view`` are not supported,
+which is logged as a warning as Crawlee's clients do (nothing is raised).
 """
 
 from __future__ import annotations
@@ -36,27 +50,21 @@ from ..configuration import Configuration
 from ..engine import Engine
 from ..errors import StoreNotFoundError
 from ..names import select
-from ..storage_clients._base import StoreLocation, stamp_times
+from ..storage_clients._base import Pacer, StoreLocation, stamp_times
 from ..storage_clients._folders import find_store_by_id, registry_key
 from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+from ..storage_layout import DATASETS_DIR, item_key
 
-#: The folder of every dataset under the storage directory.
-DATASETS_DIR: Final = "datasets"
 #: The folder (and id) of the default dataset.
 DEFAULT_DATASET: Final = "default"
 #: The content type of every item record.
 ITEM_CONTENT_TYPE: Final = "application/json; charset=utf-8"
-#: Digits of an item's key: room for 10**12 items.
-KEY_DIGITS: Final = 12
+#: The first character of a hidden field's name (left out by ``skip_hidden`` and ``clean``).
+HIDDEN_PREFIX: Final = "#"
 #: Crawlee's default ``limit`` of ``get_data``.
 _CRAWLEE_NO_LIMIT: Final = 999_999_999_999
 
 log = logging.getLogger(__name__)
-
-
-def item_key(index: int) -> str:
-    """The key of item ``index`` (0-based)."""
-    return f"{index:0{KEY_DIGITS}d}"
 
 
 def serialize_item(item: Mapping[str, Any]) -> bytes:
@@ -70,6 +78,24 @@ def select_indexes(total: int, offset: int, limit: int | None, desc: bool) -> ra
     order = range(total - 1, -1, -1) if desc else range(total)
     chosen = order[offset:]
     return chosen if limit is None else chosen[:limit]
+
+
+def shape_item(
+    item: Any, fields: Sequence[str] | None, omit: Sequence[str] | None, skip_hidden: bool
+) -> Any:
+    """``item`` as a page shows it: only its top-level ``fields`` (in that order; the ones it
+    lacks are left out), without those in ``omit``, and without hidden fields (names starting
+    with ``#``) when ``skip_hidden``. An item that is not a JSON object is returned as it is."""
+    if not isinstance(item, dict) or (fields is None and not omit and not skip_hidden):
+        return item
+    if fields is not None:
+        item = {name: item[name] for name in fields if name in item}
+    dropped = set(omit or ())
+    return {
+        name: value
+        for name, value in item.items()
+        if name not in dropped and not (skip_hidden and name.startswith(HIDDEN_PREFIX))
+    }
 
 
 def _warn_unsupported(method: str, **arguments: Any) -> None:
@@ -151,6 +177,7 @@ async def open_dataset_store(location: StoreLocation, settings: Configuration) -
     except BaseException:
         await store.close()
         raise
+    store.modified_from_log()
     return store
 
 
@@ -167,6 +194,9 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         self._on_close = on_close
         #: Serialises appends: an item's index is the count of items before it.
         self._lock = asyncio.Lock()
+        self._pacer = Pacer()
+        #: True once :meth:`drop` deleted the dataset (reads then find it empty).
+        self._dropped = False
 
     @classmethod
     async def open(
@@ -187,9 +217,24 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
     async def get_metadata(self) -> DatasetMetadata:
         """The dataset's id, name, timestamps and item count."""
         meta = self._store.meta
-        return DatasetMetadata(
-            id=meta.id, name=meta.name, item_count=len(self._store.engine), **stamp_times(meta)
-        )
+        count = 0 if self._dropped else len(self._store.engine)
+        return DatasetMetadata(id=meta.id, name=meta.name, item_count=count, **stamp_times(meta))
+
+    async def _tick(self) -> None:
+        """After every call: now and then yield to the event loop (see
+        :class:`~logkv.storage_clients._base.Pacer`); the store's upkeep when due."""
+        if self._pacer.due():
+            await asyncio.sleep(0)
+        await self._store.upkeep_when_due()
+
+    def _readable(self, method: str) -> bool:
+        """False (with a warning, as Crawlee's file-system client logs) once the dataset was
+        dropped; raises :class:`~logkv.StoreClosedError` once it was closed."""
+        if self._dropped:
+            log.warning("%s of a dropped dataset: %s is gone", method, self._store.folder)
+            return False
+        self._store.check_open()
+        return True
 
     # ------------------------------------------------------------------ writes
 
@@ -218,6 +263,7 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
                 await wait_for_commit(commit)
             else:
                 engine.set_many(batch)
+        await self._tick()
 
     async def purge(self) -> None:
         """Delete every item; the dataset, its id and its metadata remain."""
@@ -229,6 +275,7 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         async with self._lock:
             try:
                 await self._store.drop()
+                self._dropped = True
             finally:
                 self._closed_now()
 
@@ -279,20 +326,20 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         view: str | None = None,
     ) -> DatasetItemsListPage:
         """A page of items: only the records of the page are read (their keys are computed
-        from ``offset`` and ``limit``)."""
-        _warn_unsupported(
-            "get_data",
-            clean=clean,
-            fields=fields,
-            omit=omit,
-            unwind=unwind,
-            skip_hidden=skip_hidden,
-            flatten=flatten,
-            view=view,
-        )
-        self._store.check_open()
+        from ``offset`` and ``limit``); ``clean`` is ``skip_empty`` and ``skip_hidden``
+        together, and the fields are chosen by :func:`shape_item`."""
+        _warn_unsupported("get_data", unwind=unwind, flatten=flatten, view=view)
+        if not self._readable("get_data"):
+            return DatasetItemsListPage(
+                count=0, offset=offset, limit=limit or 0, total=0, desc=desc, items=[]
+            )
         total = len(self._store.engine)
-        items = [item async for item in self._items(total, offset, limit, desc, skip_empty)]
+        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
+        items = [
+            shape_item(item, fields, omit, skip_hidden)
+            async for item in self._items(total, offset, limit, desc, skip_empty)
+        ]
+        await self._tick()
         return DatasetItemsListPage(
             count=len(items),
             offset=offset,
@@ -315,19 +362,16 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         skip_empty: bool = False,
         skip_hidden: bool = False,
     ) -> AsyncIterator[Mapping[str, Any]]:
-        """The items one by one, each read when its turn comes."""
-        _warn_unsupported(
-            "iterate",
-            clean=clean,
-            fields=fields,
-            omit=omit,
-            unwind=unwind,
-            skip_hidden=skip_hidden,
-        )
-        self._store.check_open()
+        """The items one by one, each read when its turn comes (the arguments as in
+        :meth:`get_data`)."""
+        _warn_unsupported("iterate", unwind=unwind)
+        if not self._readable("iterate_items"):
+            return
         total = len(self._store.engine)
+        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
         async for item in self._items(total, offset, limit, desc, skip_empty):
-            yield item
+            yield shape_item(item, fields, omit, skip_hidden)
+        await self._tick()
 
     async def _items(
         self, total: int, offset: int, limit: int | None, desc: bool, skip_empty: bool

@@ -16,7 +16,9 @@ thread.
 
 Timestamps live in the store's :class:`~logkv.storage_clients._meta.StoreMeta`, updated in
 memory on every call (opening counts as an access) and written to ``META.json`` by
-:meth:`EngineStore.save_meta`: on upkeep, after a purge and on close.
+:meth:`EngineStore.save_meta`: on upkeep (driven by ``PERSIST_STATE`` events, or by the calls
+themselves through :meth:`EngineStore.upkeep_when_due` where no event reaches the store), after
+a purge and on close.
 
 A store opened read-only (``readonly=True``) reads a store that another process (or another
 open in this one) may be writing: it takes no lock, folds in the writer's new records before
@@ -86,6 +88,8 @@ class EngineStore:
         self._compaction_ratio = configuration.compaction_min_dead_ratio
         self._compaction: asyncio.Future[Any] | None = None
         self._saved_stamps = (meta.accessed_at, meta.modified_at)
+        self._upkeep_interval = configuration.persist_state_interval.total_seconds()
+        self._last_upkeep = _now()
         #: True once the store was closed or dropped.
         self.closed = False
 
@@ -344,6 +348,22 @@ class EngineStore:
         meta = self._meta_to_save()
         if meta is not None:
             await _to_thread(write_meta, self.folder, meta)
+
+    def modified_from_log(self) -> None:
+        """Move ``modified_at`` up to the time of the log's newest record when ``META.json``
+        is older (its last save was lost to a crash: the records never are)."""
+        self.meta.modified_at = max(self.meta.modified_at, self.engine.last_timestamp)
+
+    async def upkeep_when_due(self) -> None:
+        """Upkeep kept by the calls, for adapters that no ``PERSIST_STATE`` event reaches (a
+        Crawlee storage client gets none): at most once per ``persist_state_interval``, save
+        changed timestamps and maybe start a compaction (not waited for)."""
+        now = _now()
+        if now - self._last_upkeep < self._upkeep_interval:
+            return
+        self._last_upkeep = now
+        await self.save_meta()
+        self.start_compaction()
 
     def _meta_to_save(self) -> StoreMeta | None:
         """A copy of the metadata to write when the timestamps changed since the last save
