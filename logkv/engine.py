@@ -853,6 +853,14 @@ class Engine:
             if remaining is not None:
                 remaining -= len(batch)
 
+    def count_keys(self, low: str, high: str) -> int:
+        """How many keys ``k`` satisfy ``low <= k < high``, counted in the sorted keys (O(log n)
+        once the keys written since the last ordered read are merged)."""
+        self.settle_order()
+        with self._mutex:
+            self._check_open()
+            return self._index.count_range(low, high)
+
     def settle_order(self) -> None:
         """Merge the keys written since the last ordered read into the sorted keys, a batch
         per hold of the lock, so that writers in other threads go on meanwhile.
