@@ -23,22 +23,25 @@ from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storages import Dataset as CrawleeDataset
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
+from crawlee.storages import RequestQueue as CrawleeRequestQueue
 
 from ..configuration import Configuration
 from ..errors import ReadOnlyStoreError, StoreNotFoundError
-from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
-from ..names import select
+from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, is_store_folder
+from ..names import kvs_root, select
 from ..registry import OpenStores, PurgeRule, open_key, purge_on_start
 from ..storage_clients._base import StoreLocation
 from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
 from ._dataset import LogKvDatasetClient, dataset_location, open_dataset_store
+from ._request_queue import LogKvRequestQueueClient, open_queue_store, queue_location
 
 #: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
 CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
-#: The default store's folder (and id) when the delegate is Crawlee's file-system client, whose
-#: request queues write their state into ``key_value_stores/default`` themselves.
+#: The default store's folder (and id) when request queues are delegated to Crawlee's
+#: file-system client, whose request queues write their state into ``key_value_stores/default``
+#: themselves; also the folder of the default store of crawls made that way, which stays in use.
 BESIDE_FILE_SYSTEM_DEFAULT: Final = "default-logkv"
 
 #: The store clients open in this process, by the registry key of their folder; each closes
@@ -54,15 +57,24 @@ _OPEN_DATASETS: OpenStores[LogKvDatasetClient] = OpenStores(
     at_exit=LogKvDatasetClient.close_sync,
 )
 
+#: The request queue clients open in this process, by the registry key of their folder.
+_OPEN_QUEUES: OpenStores[LogKvRequestQueueClient] = OpenStores(
+    reusable=lambda client: not client.closed,
+    at_exit=LogKvRequestQueueClient.close_sync,
+)
+
 log = logging.getLogger(__name__)
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
-    """Key-value stores and datasets in logkv logs; request queues through ``delegate``.
+    """Key-value stores, datasets and request queues in logkv logs.
 
     Datasets live in ``{storage_dir}/datasets/{name|alias|default}/``, one logkv store each
     (:mod:`logkv.crawlee._dataset`); ``native_datasets=False`` hands them to the delegate
-    instead, as before logkv had datasets.
+    instead, as before logkv had datasets. Request queues live in
+    ``{storage_dir}/request_queues/{name|alias|default}/``, one logkv store each
+    (:mod:`logkv.crawlee._request_queue`); ``native_request_queues=False`` hands them to the
+    delegate (Crawlee's file-system client unless ``delegate=`` names another).
 
     Usage: ``service_locator.set_storage_client(LogKvStorageClient())``, or
     ``await KeyValueStore.open(storage_client=LogKvStorageClient())``.
@@ -70,8 +82,11 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     Stores live in ``{storage_dir}/key_value_stores/{name|alias|default}/`` (``storage_dir`` from
     Crawlee's configuration). The default store (Crawlee's alias ``__default__``) is the folder
     of ``settings.default_key_value_store_id`` (it also opens by that id): ``default``, as in
-    logkv's own client, unless the delegate is Crawlee's file-system client, whose request queues
-    keep their state in ``key_value_stores/default`` themselves; then ``default-logkv``.
+    logkv's own client. Two exceptions: when request queues are delegated to Crawlee's
+    file-system client, whose request queues keep their state in ``key_value_stores/default``
+    themselves, it is ``default-logkv``; and a storage directory whose ``default-logkv`` holds a
+    logkv store while ``default`` holds none (a crawl made that way) keeps using
+    ``default-logkv``.
 
     ``settings`` is a :class:`logkv.Configuration` for the engine: durability, segment size,
     recovery, retention, compaction, the offload threshold, and ``persist_state_interval`` (how
@@ -91,8 +106,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
     :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
     :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
-    (``ReadOnlyStoreError``): logkv's datasets have no read-only open yet, and the delegate
-    has no read-only mode.
+    (``ReadOnlyStoreError``): logkv's datasets and request queues have no read-only open yet,
+    and the delegate has no read-only mode.
     """
 
     def __init__(
@@ -102,15 +117,21 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         settings: Configuration | None = None,
         readonly: bool = False,
         native_datasets: bool = True,
+        native_request_queues: bool = True,
     ) -> None:
         self._readonly = readonly
         self._native_datasets = native_datasets
+        self._native_request_queues = native_request_queues
         self._opened_datasets: list[LogKvDatasetClient] = []
+        self._opened_queues: list[LogKvRequestQueueClient] = []
         self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
         settings = settings if settings is not None else Configuration()
-        if settings.default_key_value_store_id == "default" and isinstance(
+        # Only Crawlee's file-system request queue writes into key_value_stores/default (its
+        # file-system dataset does not).
+        delegate_owns_default = not native_request_queues and isinstance(
             self._delegate, FileSystemStorageClient
-        ):
+        )
+        if settings.default_key_value_store_id == "default" and delegate_owns_default:
             # Crawlee's file-system request queue keeps its own state in a file-system store in
             # key_value_stores/default: leave that folder to it.
             settings = settings.model_copy(
@@ -120,9 +141,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         self._opened: list[LogKvKeyValueStoreClient] = []
         #: Store folders that belong to the delegate (a logkv store there would share them).
         self._delegates_folders: frozenset[str] = (
-            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR})
-            if isinstance(self._delegate, FileSystemStorageClient)
-            else frozenset()
+            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR}) if delegate_owns_default else frozenset()
         )
 
     @property
@@ -142,6 +161,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             f"{type(self).__module__}.{type(self).__name__}",
             "read-only" if self._readonly else "read-write",
             "native datasets" if self._native_datasets else "delegated datasets",
+            "native request queues" if self._native_request_queues else "delegated queues",
             os.path.realpath(configuration.storage_dir),
             self._delegate.get_storage_client_cache_key(configuration),
         )
@@ -188,6 +208,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         if alias == CRAWLEE_DEFAULT_ALIAS and id is None and name is None:
             alias = None
         default_id = self._settings.default_key_value_store_id
+        if default_id == CRAWLEE_FILE_SYSTEM_DEFAULT_DIR and id is None and name is None:
+            default_id = await asyncio.to_thread(_default_folder, configuration.storage_dir)
         selector = select(id=id, name=name, alias=alias, default_id=default_id)
         if selector.folder_name is not None:
             self._refuse_delegates_folder(selector.folder_name)
@@ -256,13 +278,32 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         alias: str | None = None,
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
-        """A request queue client from the delegate."""
-        self._refuse_if_readonly(
-            "request queues", "are opened by its delegate, which has no read-only mode"
+        """A logkv request queue (:class:`~logkv.crawlee._request_queue.LogKvRequestQueueClient`),
+        or the delegate's when this client was made with ``native_request_queues=False``.
+
+        Unnamed queues are purged under Crawlee's ``purge_on_start`` as key-value stores are.
+        """
+        self._refuse_if_readonly("request queues", "cannot be opened read-only yet")
+        if not self._native_request_queues:
+            return await self._delegate.create_rq_client(
+                id=id, name=name, alias=alias, configuration=configuration
+            )
+        configuration = configuration or CrawleeConfiguration.get_global_configuration()
+        location = await asyncio.to_thread(
+            queue_location, configuration.storage_dir, id, name, alias
         )
-        return await self._delegate.create_rq_client(
-            id=id, name=name, alias=alias, configuration=configuration
+
+        async def open_queue() -> LogKvRequestQueueClient:
+            store, counts = await open_queue_store(location, self._settings)
+            return LogKvRequestQueueClient(store, counts, _forget_queue)
+
+        client, fresh = await _OPEN_QUEUES.open(
+            open_key(location.registry_key, readonly=False), open_queue
         )
+        if fresh:
+            self._opened_queues.append(client)
+        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
+        return client
 
     def _refuse_if_readonly(self, what: str, why: str) -> None:
         if self._readonly:
@@ -276,16 +317,20 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         return errors
 
     async def close(self) -> None:
-        """Close the key-value stores and datasets this client opened (saving their timestamps
-        and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``) afterwards,
-        through this client or another, opens the store again (a new object: the closed ones
-        are evicted from Crawlee's storage cache and stay closed)."""
+        """Close the key-value stores, datasets and request queues this client opened (saving
+        their timestamps and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``,
+        ``RequestQueue.open``) afterwards, through this client or another, opens the store again
+        (a new object: the closed ones are evicted from Crawlee's storage cache and stay
+        closed)."""
         opened, self._opened = self._opened, []
         for client in opened:
             await client.close()
         datasets, self._opened_datasets = self._opened_datasets, []
         for dataset in datasets:
             await dataset.close()
+        queues, self._opened_queues = self._opened_queues, []
+        for queue in queues:
+            await queue.close()
 
 
 class _Purgeable(Protocol):
@@ -331,6 +376,24 @@ def _forget_dataset(client: LogKvDatasetClient) -> None:
     """A dataset was closed or dropped: forget its client here and in Crawlee's cache."""
     _OPEN_DATASETS.forget(registry_key(client.path), client)
     _evict_from_crawlee_cache(client, CrawleeDataset)
+
+
+def _forget_queue(client: LogKvRequestQueueClient) -> None:
+    """A request queue was closed or dropped: forget its client here and in Crawlee's cache."""
+    _OPEN_QUEUES.forget(registry_key(client.path), client)
+    _evict_from_crawlee_cache(client, CrawleeRequestQueue)
+
+
+def _default_folder(storage_dir: str) -> str:
+    """The default store's folder when its configured folder is ``default``: ``default``, or
+    ``default-logkv`` when that holds a logkv store and ``default`` holds none (the default
+    store of a crawl whose request queues were Crawlee's; blocking, two folder looks)."""
+    root = kvs_root(storage_dir)
+    if not is_store_folder(root / CRAWLEE_FILE_SYSTEM_DEFAULT_DIR) and is_store_folder(
+        root / BESIDE_FILE_SYSTEM_DEFAULT
+    ):
+        return BESIDE_FILE_SYSTEM_DEFAULT
+    return CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 
 
 def _evict_from_crawlee_cache(client: object, storage_class: type) -> None:

@@ -39,7 +39,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -310,6 +310,27 @@ class EngineStore:
         if data is not None and len(data) > self.offload:
             return await _to_thread(self.public.publish, key, data, content_type)
         return self.public.publish(key, data or b"", content_type)
+
+    def append_batch(
+        self, items: list[tuple[str, bytes | None, str | None]], deletes: Sequence[str] = ()
+    ) -> Commit | None:
+        """Append ``items`` and the deletes of ``deletes`` inline as one atomic batch
+        (:meth:`~logkv.Engine.set_many`) and note a modification: under ``Durability.FSYNC``
+        the group commit to await (:func:`wait_for_commit`) before the batch is durable, else
+        None (it reached the OS). A batch for which :meth:`is_large` is true belongs in a
+        worker thread instead (``engine.set_many``)."""
+        self.check_writable()
+        self.touch(modified=True)
+        if self.fsync:
+            _, commit = self.engine.set_many_deferred(items, deletes)
+            return commit
+        self.engine.set_many(items, deletes)
+        return None
+
+    def is_large(self, items: list[tuple[str, bytes | None, str | None]]) -> bool:
+        """True when the values of ``items`` add up to more than the offload threshold: such a
+        batch is written in a worker thread, not inline."""
+        return sum(len(value or b"") for _, value, _ in items) > self.offload
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""

@@ -1,0 +1,190 @@
+"""The records of a logkv request queue: its keys, their order, and the requests' JSON.
+
+A request queue is one logkv store (``META.json`` storage ``request_queue``) holding two kinds
+of keys, and nothing else:
+
+``r/<h>``
+    The request whose unique key hashes to ``h`` (:func:`request_hash`: the first 160 bits of
+    the SHA-256 of the UTF-8 unique key, 32 lowercase base32 letters and digits). The value is
+    the request as Crawlee serializes it (``Request.model_dump_json(by_alias=True)``), content
+    type JSON. A pending request's JSON also holds ``"logkvOrder"``: the order of its ``p/``
+    key, so the key can be found from the request. A handled request's record is rewritten in
+    a compact form, :func:`handled_record`: its unique key, URL, method, retry count, no-retry
+    flag, loaded URL and ``handledAt``, what deduplication and ``get_request`` need (user data,
+    headers and payload are dropped, so compaction shrinks handled requests).
+``p/<order>/<h>``
+    A pending request (value empty). ``<order>`` is 16 lowercase hex digits, so key order is
+    fetch order: a request added normally gets ``2**63 + n``, ``n`` counting up; one added to
+    the forefront gets ``2**63 - n``, so the newest forefront request comes first (Crawlee's
+    forefront is last in, first out).
+
+In-progress locks are never written: they live in the memory of the process that fetched the
+request, whose ``p/`` key stays until the request is handled (or moved by a reclaim).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any, Final
+
+from crawlee import Request
+
+from ..engine import Engine
+
+#: The content type of every ``r/`` record.
+REQUEST_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+#: The prefix of request records and of pending keys.
+REQUEST_PREFIX: Final = "r/"
+PENDING_PREFIX: Final = "p/"
+#: Just after every key of a prefix (``"/"`` + 1 is ``"0"``).
+_REQUEST_END: Final = "r0"
+_PENDING_END: Final = "p0"
+#: Hex digits of an order.
+ORDER_DIGITS: Final = 16
+#: Letters of a request hash (160 bits in base32).
+HASH_LENGTH: Final = 32
+#: The order of the first normal add; forefront orders count down from just below it.
+MIDDLE: Final = 2**63
+#: Where the hash starts in a pending key: ``p/`` + order + ``/``.
+_HASH_AT: Final = len(PENDING_PREFIX) + ORDER_DIGITS + 1
+#: The JSON field of a pending record that holds its order.
+ORDER_FIELD: Final = "logkvOrder"
+#: The fields a handled request keeps (Crawlee's field names).
+HANDLED_FIELDS: Final = frozenset(
+    {"unique_key", "url", "method", "retry_count", "no_retry", "loaded_url", "handled_at"}
+)
+
+
+class HashCollisionError(RuntimeError):
+    """Two unique keys hash to the same record key: logkv refuses to merge them."""
+
+
+def request_hash(unique_key: str) -> str:
+    """The fixed-width hash of ``unique_key`` in the queue's keys (see the module docstring)."""
+    digest = hashlib.sha256(unique_key.encode("utf-8", "surrogatepass")).digest()[:20]
+    return base64.b32encode(digest).decode("ascii").lower()
+
+
+def request_key(hashed: str) -> str:
+    """The key of the record of the request with hash ``hashed``."""
+    return REQUEST_PREFIX + hashed
+
+
+def pending_key(order: int, hashed: str) -> str:
+    """The pending key of the request with hash ``hashed`` at ``order``."""
+    return f"{PENDING_PREFIX}{order:016x}/{hashed}"
+
+
+def hash_of_pending(key: str) -> str:
+    """The request hash in a pending key."""
+    return key[_HASH_AT:]
+
+
+def order_of_pending(key: str) -> int:
+    """The order in a pending key."""
+    return int(key[len(PENDING_PREFIX) : _HASH_AT - 1], 16)
+
+
+def pending_record(request: Request, order: int) -> bytes:
+    """The ``r/`` value of a pending request: Crawlee's JSON of it with its order."""
+    body = request.model_dump_json(by_alias=True)
+    return f'{{"{ORDER_FIELD}":"{order:016x}",{body[1:]}'.encode()
+
+
+def handled_record(request: Request) -> bytes:
+    """The compact ``r/`` value of a handled request (see the module docstring)."""
+    body: str = request.model_dump_json(by_alias=True, include=set(HANDLED_FIELDS))
+    return body.encode()
+
+
+def parse_record(value: bytes | None, unique_key: str | None, key: str) -> dict[str, Any]:
+    """The JSON object of the record under ``key``; raises :class:`HashCollisionError` when it
+    belongs to another unique key than ``unique_key`` (None: not checked) and ``ValueError``
+    when it is not a request record."""
+    try:
+        body = json.loads(value or b"")
+    except ValueError as exc:
+        raise ValueError(f"the request record {key!r} is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("uniqueKey"), str):
+        raise ValueError(f"the request record {key!r} has no unique key")
+    if unique_key is not None and body["uniqueKey"] != unique_key:
+        raise HashCollisionError(
+            f"the unique keys {unique_key!r} and {body['uniqueKey']!r} have the same hash "
+            f"({key!r}); logkv does not merge them. Give one of the requests another unique key"
+        )
+    return body
+
+
+def order_of_record(body: dict[str, Any]) -> int | None:
+    """The order of a pending request's record; None for a handled one."""
+    order = body.get(ORDER_FIELD)
+    return int(order, 16) if isinstance(order, str) else None
+
+
+def request_of_record(body: dict[str, Any]) -> Request:
+    """The Crawlee request a record holds."""
+    return Request.model_validate(body)
+
+
+def count_keys(engine: Engine) -> tuple[int, int]:
+    """``(pending, total)``: how many pending keys and request records the queue holds (two
+    O(log n) counts; no value is read)."""
+    pending = engine.count_keys(PENDING_PREFIX, _PENDING_END)
+    total = engine.count_keys(REQUEST_PREFIX, _REQUEST_END)
+    return pending, total
+
+
+def check_queue_keys(engine: Engine, pending: int, total: int) -> None:
+    """Raise ``ValueError`` unless every key of the store is a pending key or a request record,
+    no more pending keys than records, and the first of each looks like one (cheap checks: the
+    counts and two lookups). A store written otherwise (a dataset or a key-value store) would
+    be read as requests."""
+    problem = None
+    if pending + total != len(engine):
+        problem = f"{len(engine) - pending - total} of its keys are not request queue keys"
+    elif pending > total:
+        problem = f"it has {pending} pending keys but only {total} requests"
+    else:
+        for prefix, width in (
+            (PENDING_PREFIX, _HASH_AT + HASH_LENGTH),
+            (REQUEST_PREFIX, len(REQUEST_PREFIX) + HASH_LENGTH),
+        ):
+            first = next(iter(engine.keys(prefix, 1)), None)
+            if first is not None and first.startswith(prefix) and len(first) != width:
+                problem = f"its key {first!r} is not a request queue key"
+    if problem is not None:
+        raise ValueError(f"{engine.path} is a logkv store but not a request queue: {problem}")
+
+
+def first_pending(engine: Engine, limit: int) -> list[str]:
+    """The first ``limit`` pending keys, in fetch order."""
+    keys = list(engine.keys(PENDING_PREFIX, limit))
+    return [key for key in keys if key.startswith(PENDING_PREFIX)]
+
+
+def order_bounds(engine: Engine) -> tuple[int, int]:
+    """``(front, back)``: the next forefront ``n`` and the next normal ``n`` for new pending
+    keys, from the first and the last pending key (a bisection over orders, each step one index
+    lookup)."""
+    head = first_pending(engine, 1)
+    if not head:
+        return 1, 0
+    lowest = order_of_pending(head[0])
+    front = MIDDLE - lowest + 1 if lowest < MIDDLE else 1
+
+    def any_from(order: int) -> bool:
+        after = next(iter(engine.keys(f"{PENDING_PREFIX}{order:016x}", 1)), "")
+        return after.startswith(PENDING_PREFIX) and order_of_pending(after) >= order
+
+    if not any_from(MIDDLE):
+        return front, 0
+    low, high = MIDDLE, 2**64 - 1  # the last order present lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if any_from(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return front, low - MIDDLE + 1
