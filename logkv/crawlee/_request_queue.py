@@ -273,7 +273,9 @@ class LogKvRequestQueueClient(StoreAdapter, RequestQueueClient):  # type: ignore
                             unique_key,
                             request_key(hashed),
                         )
-                    results[unique_key] = await self._plan_add(request, forefront, items, deletes)
+                    results[unique_key] = await self._plan_add(
+                        request, hashed, forefront, items, deletes
+                    )
                 added = [r for r in results.values() if not r.was_already_present]
                 commit = await self._append(items, deletes) if items else None
             except BaseException:
@@ -293,12 +295,12 @@ class LogKvRequestQueueClient(StoreAdapter, RequestQueueClient):  # type: ignore
         )
 
     async def _plan_add(
-        self, request: Request, forefront: bool, items: Batch, deletes: list[str]
+        self, request: Request, hashed: str, forefront: bool, items: Batch, deletes: list[str]
     ) -> ProcessedRequest:
-        """Add the records that adding ``request`` writes to ``items`` and ``deletes``; what
-        Crawlee reports of it (``was_already_handled`` of a new request: it came handled)."""
+        """Add the records that adding ``request`` (whose hash is ``hashed``) writes to
+        ``items`` and ``deletes``; what Crawlee reports of it (``was_already_handled`` of a new
+        request: it came handled)."""
         unique_key = request.unique_key
-        hashed = request_hash(unique_key)
         body = await self._record(hashed, unique_key)
         if body is None:
             if request.handled_at is not None:

@@ -4,8 +4,8 @@ A request queue is one logkv store (``META.json`` storage ``request_queue``) hol
 of keys, and nothing else:
 
 ``r/<h>``
-    The request whose unique key hashes to ``h`` (:func:`request_hash`: the first 160 bits of
-    the SHA-256 of the UTF-8 unique key, 32 lowercase base32 letters and digits). The value is
+    The request whose unique key hashes to ``h`` (:func:`request_hash`: the first 128 bits of
+    the SHA-256 of the UTF-8 unique key, 32 lowercase hex digits). The value is
     the request as Crawlee serializes it (``Request.model_dump_json(by_alias=True)``), content
     type JSON. A pending request's JSON also holds ``"logkvOrder"``: the order of its ``p/``
     key, so the key can be found from the request. A handled request's record is rewritten in
@@ -24,7 +24,6 @@ request, whose ``p/`` key stays until the request is handled (or moved by a recl
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from typing import Any, Final
@@ -43,7 +42,7 @@ _REQUEST_END: Final = "r0"
 _PENDING_END: Final = "p0"
 #: Hex digits of an order.
 ORDER_DIGITS: Final = 16
-#: Letters of a request hash (160 bits in base32).
+#: Hex digits of a request hash (128 bits).
 HASH_LENGTH: Final = 32
 #: The order of the first normal add; forefront orders count down from just below it.
 MIDDLE: Final = 2**63
@@ -63,8 +62,7 @@ class HashCollisionError(RuntimeError):
 
 def request_hash(unique_key: str) -> str:
     """The fixed-width hash of ``unique_key`` in the queue's keys (see the module docstring)."""
-    digest = hashlib.sha256(unique_key.encode("utf-8", "surrogatepass")).digest()[:20]
-    return base64.b32encode(digest).decode("ascii").lower()
+    return hashlib.sha256(unique_key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
 
 
 def request_key(hashed: str) -> str:
