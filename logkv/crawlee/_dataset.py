@@ -38,9 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from crawlee.storage_clients._base import DatasetClient
@@ -48,12 +46,10 @@ from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 
 from ..configuration import Configuration
 from ..engine import Engine
-from ..errors import StoreNotFoundError
-from ..names import select
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
-from ..storage_clients._folders import find_store_by_id, registry_key
 from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
 from ..storage_layout import DATASETS_DIR, item_key
+from ._locations import StorageKind
 
 #: The folder (and id) of the default dataset.
 DEFAULT_DATASET: Final = "default"
@@ -108,46 +104,10 @@ def _warn_unsupported(method: str, **arguments: Any) -> None:
         )
 
 
-def dataset_location(
-    storage_dir: str, id: str | None, name: str | None, alias: str | None
-) -> StoreLocation:
-    """The folder of the selected dataset (blocking when selected by id: it is looked up).
-
-    Raises ``ValueError`` as Crawlee does: more than one of ``id``/``name``/``alias``, an invalid
-    name, or no dataset with the id.
-    """
-    if alias == "__default__" and id is None and name is None:
-        alias = None
-    selector = select(id=id, name=name, alias=alias, default_id=DEFAULT_DATASET)
-    root = Path(os.path.abspath(storage_dir)) / DATASETS_DIR
-    if selector.folder_name is None:
-        assert selector.id is not None
-        try:
-            folder, meta = find_store_by_id(root, selector.id)
-        except StoreNotFoundError:
-            raise ValueError(f'Dataset with ID "{selector.id}" not found') from None
-        return StoreLocation(
-            registry_key(folder),
-            meta.kind,
-            meta.id,
-            meta.name,
-            meta.alias,
-            folder,
-            storage="dataset",
-        )
-    assert selector.kind != "id"
-    folder = root / selector.folder_name
-    # A new default dataset gets a random id, as every Crawlee storage does.
-    store_id = None if selector.kind == "default" else selector.id
-    return StoreLocation(
-        registry_key(folder),
-        selector.kind,
-        store_id,
-        selector.name,
-        selector.alias,
-        folder,
-        storage="dataset",
-    )
+#: Where datasets are and how they are named.
+DATASETS: Final = StorageKind(DATASETS_DIR, DEFAULT_DATASET, "dataset", "Dataset")
+#: The folder of the selected dataset (see :meth:`StorageKind.locate`).
+dataset_location = DATASETS.locate
 
 
 def check_item_keys(engine: Engine) -> None:

@@ -34,9 +34,7 @@ import asyncio
 import datetime
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import Final
 
 from crawlee import Request
@@ -49,11 +47,10 @@ from crawlee.storage_clients.models import (
 
 from ..configuration import Configuration
 from ..engine import Commit
-from ..errors import StoreNotFoundError
-from ..names import select
 from ..storage_clients._base import StoreLocation, stamp_times
-from ..storage_clients._folders import find_store_by_id, registry_key
-from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+from ..storage_clients._store import EngineStore, wait_for_commit
+from ._closing import ClosingAdapter
+from ._locations import StorageKind
 from ._request_records import (
     MIDDLE,
     ORDER_FIELD,
@@ -85,44 +82,12 @@ Batch = list[tuple[str, bytes | None, str | None]]
 log = logging.getLogger(__name__)
 
 
-def queue_location(
-    storage_dir: str, id: str | None, name: str | None, alias: str | None
-) -> StoreLocation:
-    """The folder of the selected request queue (blocking when selected by id: it is looked
-    up). Raises ``ValueError`` as Crawlee does: more than one of ``id``/``name``/``alias``, an
-    invalid name, or no request queue with the id."""
-    if alias == "__default__" and id is None and name is None:
-        alias = None
-    selector = select(id=id, name=name, alias=alias, default_id=DEFAULT_REQUEST_QUEUE)
-    root = Path(os.path.abspath(storage_dir)) / REQUEST_QUEUES_DIR
-    if selector.folder_name is None:
-        assert selector.id is not None
-        try:
-            folder, meta = find_store_by_id(root, selector.id)
-        except StoreNotFoundError:
-            raise ValueError(f'Request queue with ID "{selector.id}" not found') from None
-        return StoreLocation(
-            registry_key(folder),
-            meta.kind,
-            meta.id,
-            meta.name,
-            meta.alias,
-            folder,
-            storage="request_queue",
-        )
-    assert selector.kind != "id"
-    folder = root / selector.folder_name
-    # A new default queue gets a random id, as every Crawlee storage does.
-    store_id = None if selector.kind == "default" else selector.id
-    return StoreLocation(
-        registry_key(folder),
-        selector.kind,
-        store_id,
-        selector.name,
-        selector.alias,
-        folder,
-        storage="request_queue",
-    )
+#: Where request queues are and how they are named.
+REQUEST_QUEUES: Final = StorageKind(
+    REQUEST_QUEUES_DIR, DEFAULT_REQUEST_QUEUE, "request_queue", "Request queue"
+)
+#: The folder of the selected request queue (see :meth:`StorageKind.locate`).
+queue_location = REQUEST_QUEUES.locate
 
 
 class _Counts:
@@ -167,7 +132,7 @@ async def open_queue_store(
     return store, counts
 
 
-class LogKvRequestQueueClient(StoreAdapter, RequestQueueClient):  # type: ignore[misc]
+class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: ignore[misc]
     """A Crawlee request queue whose requests are records of a logkv store (see the module
     docstring). Open one with :meth:`open`."""
 
@@ -378,30 +343,6 @@ class LogKvRequestQueueClient(StoreAdapter, RequestQueueClient):  # type: ignore
             await self._store.purge()
             self._counts = _Counts(0, 0, 1, 0)
             self._in_progress.clear()
-
-    async def drop(self) -> None:
-        """Delete the queue and its folder, all or nothing; the client is closed afterwards."""
-        async with self._lock:
-            try:
-                await self._store.drop()
-            finally:
-                self._closed_now()
-
-    async def close(self) -> None:
-        """Save the timestamps and release the queue's lock (idempotent). Requests in progress
-        are pending again for whoever opens the queue next."""
-        try:
-            await self._store.close()
-        finally:
-            self._closed_now()
-
-    def close_sync(self) -> None:
-        """:meth:`close` without an event loop (at process exit)."""
-        self._store.close_sync()
-
-    def _closed_now(self) -> None:
-        if self._on_close is not None:
-            self._on_close(self)
 
     # ------------------------------------------------------------------ reads
 

@@ -15,8 +15,8 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Hashable
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Final, Protocol, TypeVar
 
 from crawlee._service_locator import ServiceLocator
 from crawlee.configuration import Configuration as CrawleeConfiguration
@@ -35,10 +35,9 @@ from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
 from ._dataset import LogKvDatasetClient, dataset_location, open_dataset_store
+from ._locations import CRAWLEE_DEFAULT_ALIAS
 from ._request_queue import LogKvRequestQueueClient, open_queue_store, queue_location
 
-#: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
-CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
 #: The default store's folder (and id) when request queues are delegated to Crawlee's
 #: file-system client, whose request queues write their state into ``key_value_stores/default``
 #: themselves; also the folder of the default store of crawls made that way, which stays in use.
@@ -262,13 +261,9 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             store = await open_dataset_store(location, self._settings)
             return LogKvDatasetClient(store, _forget_dataset)
 
-        client, fresh = await _OPEN_DATASETS.open(
-            open_key(location.registry_key, readonly=False), open_dataset
+        return await _open_registered(
+            _OPEN_DATASETS, self._opened_datasets, location, configuration, open_dataset
         )
-        if fresh:
-            self._opened_datasets.append(client)
-        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
-        return client
 
     async def create_rq_client(
         self,
@@ -297,13 +292,9 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             store, counts = await open_queue_store(location, self._settings)
             return LogKvRequestQueueClient(store, counts, _forget_queue)
 
-        client, fresh = await _OPEN_QUEUES.open(
-            open_key(location.registry_key, readonly=False), open_queue
+        return await _open_registered(
+            _OPEN_QUEUES, self._opened_queues, location, configuration, open_queue
         )
-        if fresh:
-            self._opened_queues.append(client)
-        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
-        return client
 
     def _refuse_if_readonly(self, what: str, why: str) -> None:
         if self._readonly:
@@ -337,6 +328,27 @@ class _Purgeable(Protocol):
     async def purge(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+_Client = TypeVar("_Client", bound=_Purgeable)
+
+
+async def _open_registered(
+    registry: OpenStores[_Client],
+    opened: list[_Client],
+    location: StoreLocation,
+    configuration: CrawleeConfiguration,
+    open_client: Callable[[], Awaitable[_Client]],
+) -> _Client:
+    """The client of the writable store at ``location`` from ``registry``, opened with
+    ``open_client`` (and added to ``opened``) unless open already, purged when due."""
+    client, fresh = await registry.open(
+        open_key(location.registry_key, readonly=False), open_client
+    )
+    if fresh:
+        opened.append(client)
+    await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
+    return client
 
 
 async def _purge_if_due(
