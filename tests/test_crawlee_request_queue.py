@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
-from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._base import RequestQueueClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
+from test_crawlee_dataset import MAKERS
+from test_crawlee_dataset import Lone as DatasetLone
+from test_crawlee_dataset import Side as DatasetSide
+from test_crawlee_dataset import _close as close_client
 
 from logkv import Configuration, Engine
 from logkv.crawlee import LogKvRequestQueueClient, LogKvStorageClient
@@ -40,35 +43,13 @@ def url(n: int | str) -> str:
     return f"https://a.invalid/{n}"
 
 
-class Side:
+class Side(DatasetSide):
     """One storage client under test, in its own storage directory."""
 
-    def __init__(self, root: Path, make: Callable[[], StorageClient]) -> None:
-        self.root = root
-        self.make = make
-        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
-        self.client = make()
-
-    async def open(self, **selector: Any) -> RequestQueue:
+    async def open(self, **selector: Any) -> RequestQueue:  # type: ignore[override]
         return await RequestQueue.open(
             configuration=self.configuration, storage_client=self.client, **selector
         )
-
-    async def restart(self) -> None:
-        if isinstance(self.client, LogKvStorageClient):
-            await self.client.close()
-        service_locator.storage_instance_manager.clear_cache()
-        self.client = self.make()
-
-
-def _logkv() -> StorageClient:
-    return LogKvStorageClient(settings=Configuration(auto_compact=False))
-
-
-MAKERS: dict[str, Callable[[], StorageClient]] = {
-    "file-system": FileSystemStorageClient,
-    "logkv": _logkv,
-}
 
 
 @pytest.fixture
@@ -77,8 +58,7 @@ async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
     made = {name: Side(tmp_path / name, make) for name, make in MAKERS.items()}
     yield made
     for side in made.values():
-        if isinstance(side.client, LogKvStorageClient):
-            await side.client.close()
+        await close_client(side.client)
     service_locator.storage_instance_manager.clear_cache()
 
 
@@ -269,19 +249,8 @@ async def test_purge_on_start_empties_unnamed_queues_only(sides: dict[str, Side]
 # ---------------------------------------------------------------- logkv only
 
 
-class Lone:
+class Lone(DatasetLone):
     """logkv storage clients over one storage directory, closed at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
-        self.clients: list[LogKvStorageClient] = []
-
-    def client(self, **options: Any) -> LogKvStorageClient:
-        settings = options.pop("settings", Configuration(auto_compact=False))
-        made = LogKvStorageClient(settings=settings, **options)
-        self.clients.append(made)
-        return made
 
     async def queue(self, client: LogKvStorageClient, **selector: Any) -> RequestQueue:
         return await RequestQueue.open(

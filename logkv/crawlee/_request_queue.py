@@ -58,6 +58,7 @@ from ._request_records import (
     REQUEST_PREFIX,
     HashCollisionError,
     check_queue_keys,
+    check_same_request,
     count_keys,
     first_pending,
     handled_record,
@@ -232,12 +233,9 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                     if unique_key in results:
                         continue
                     hashed = request_hash(unique_key)
-                    if hashes.setdefault(hashed, unique_key) != unique_key:
-                        parse_record(
-                            json.dumps({"uniqueKey": hashes[hashed]}).encode(),
-                            unique_key,
-                            request_key(hashed),
-                        )
+                    check_same_request(
+                        hashes.setdefault(hashed, unique_key), unique_key, request_key(hashed)
+                    )
                     results[unique_key] = await self._plan_add(
                         request, hashed, forefront, items, deletes
                     )

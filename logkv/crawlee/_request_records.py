@@ -107,12 +107,19 @@ def parse_record(value: bytes | None, unique_key: str | None, key: str) -> dict[
         raise ValueError(f"the request record {key!r} is not JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("uniqueKey"), str):
         raise ValueError(f"the request record {key!r} has no unique key")
-    if unique_key is not None and body["uniqueKey"] != unique_key:
-        raise HashCollisionError(
-            f"the unique keys {unique_key!r} and {body['uniqueKey']!r} have the same hash "
-            f"({key!r}); logkv does not merge them. Give one of the requests another unique key"
-        )
+    if unique_key is not None:
+        check_same_request(body["uniqueKey"], unique_key, key)
     return body
+
+
+def check_same_request(stored: str, unique_key: str, key: str) -> None:
+    """Raise :class:`HashCollisionError` when ``stored`` (the unique key under ``key``) is not
+    ``unique_key``."""
+    if stored != unique_key:
+        raise HashCollisionError(
+            f"the unique keys {unique_key!r} and {stored!r} have the same hash ({key!r}); logkv "
+            "does not merge them. Give one of the requests another unique key"
+        )
 
 
 def order_of_record(body: dict[str, Any]) -> int | None:
