@@ -27,16 +27,12 @@ from test_crawlee_dataset import _close as close_client
 from logkv import Configuration, Engine
 from logkv.crawlee import LogKvRequestQueueClient, LogKvStorageClient
 from logkv.crawlee import _request_queue as request_queue_module
-from logkv.crawlee._request_records import (
-    REQUEST_CONTENT_TYPE,
-    HashCollisionError,
-    request_hash,
-    request_key,
-)
+from logkv.crawlee._request_records import REQUEST_CONTENT_TYPE, HashCollisionError, request_hash
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
 from logkv.errors import ReadOnlyStoreError
 from logkv.layout import is_store_folder
 from logkv.modes import Durability
+from logkv.storage_layout import request_key
 
 
 def url(n: int | str) -> str:

@@ -49,32 +49,33 @@ from ..configuration import Configuration
 from ..engine import Commit
 from ..storage_clients._base import StoreLocation, stamp_times
 from ..storage_clients._store import EngineStore, wait_for_commit
+from ..storage_layout import (
+    REQUEST_PREFIX,
+    REQUEST_QUEUES_DIR,
+    pending_key,
+    queue_counts,
+    request_key,
+)
 from ._closing import ClosingAdapter
 from ._locations import StorageKind
 from ._request_records import (
     MIDDLE,
     ORDER_FIELD,
     REQUEST_CONTENT_TYPE,
-    REQUEST_PREFIX,
     HashCollisionError,
     check_queue_keys,
     check_same_request,
-    count_keys,
     first_pending,
     handled_record,
     hash_of_pending,
     order_bounds,
     order_of_record,
     parse_record,
-    pending_key,
     pending_record,
     request_hash,
-    request_key,
     request_of_record,
 )
 
-#: The folder of every request queue under the storage directory.
-REQUEST_QUEUES_DIR: Final = "request_queues"
 #: The folder (and id) of the default request queue.
 DEFAULT_REQUEST_QUEUE: Final = "default"
 
@@ -114,7 +115,8 @@ class _Counts:
 
 def _inspect(store: EngineStore) -> _Counts:
     engine = store.engine
-    pending, total = count_keys(engine)
+    counted = queue_counts(engine)
+    pending, total = counted.pending, counted.total
     check_queue_keys(engine, pending, total)
     return _Counts(pending, total, *order_bounds(engine))
 

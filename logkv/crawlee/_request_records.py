@@ -1,4 +1,5 @@
-"""The records of a logkv request queue: its keys, their order, and the requests' JSON.
+"""The records of a logkv request queue: its keys' hashes and order, and the requests' JSON
+(the key layout itself is :mod:`logkv.storage_layout`'s).
 
 A request queue is one logkv store (``META.json`` storage ``request_queue``) holding two kinds
 of keys, and nothing else:
@@ -31,17 +32,10 @@ from typing import Any, Final
 from crawlee import Request
 
 from ..engine import Engine
+from ..storage_layout import ORDER_DIGITS, PENDING_PREFIX, REQUEST_PREFIX
 
 #: The content type of every ``r/`` record.
 REQUEST_CONTENT_TYPE: Final = "application/json; charset=utf-8"
-#: The prefix of request records and of pending keys.
-REQUEST_PREFIX: Final = "r/"
-PENDING_PREFIX: Final = "p/"
-#: Just after every key of a prefix (``"/"`` + 1 is ``"0"``).
-_REQUEST_END: Final = "r0"
-_PENDING_END: Final = "p0"
-#: Hex digits of an order.
-ORDER_DIGITS: Final = 16
 #: Hex digits of a request hash (128 bits).
 HASH_LENGTH: Final = 32
 #: The order of the first normal add; forefront orders count down from just below it.
@@ -65,16 +59,6 @@ def request_hash(unique_key: str) -> str:
     return hashlib.sha256(unique_key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
 
 
-def request_key(hashed: str) -> str:
-    """The key of the record of the request with hash ``hashed``."""
-    return REQUEST_PREFIX + hashed
-
-
-def pending_key(order: int, hashed: str) -> str:
-    """The pending key of the request with hash ``hashed`` at ``order``."""
-    return f"{PENDING_PREFIX}{order:016x}/{hashed}"
-
-
 def hash_of_pending(key: str) -> str:
     """The request hash in a pending key."""
     return key[_HASH_AT:]
@@ -88,7 +72,7 @@ def order_of_pending(key: str) -> int:
 def pending_record(request: Request, order: int) -> bytes:
     """The ``r/`` value of a pending request: Crawlee's JSON of it with its order."""
     body = request.model_dump_json(by_alias=True)
-    return f'{{"{ORDER_FIELD}":"{order:016x}",{body[1:]}'.encode()
+    return f'{{"{ORDER_FIELD}":"{order:0{ORDER_DIGITS}x}",{body[1:]}'.encode()
 
 
 def handled_record(request: Request) -> bytes:
@@ -133,14 +117,6 @@ def request_of_record(body: dict[str, Any]) -> Request:
     return Request.model_validate(body)
 
 
-def count_keys(engine: Engine) -> tuple[int, int]:
-    """``(pending, total)``: how many pending keys and request records the queue holds (two
-    O(log n) counts; no value is read)."""
-    pending = engine.count_keys(PENDING_PREFIX, _PENDING_END)
-    total = engine.count_keys(REQUEST_PREFIX, _REQUEST_END)
-    return pending, total
-
-
 def check_queue_keys(engine: Engine, pending: int, total: int) -> None:
     """Raise ``ValueError`` unless every key of the store is a pending key or a request record,
     no more pending keys than records, and the first of each looks like one (cheap checks: the
@@ -180,7 +156,7 @@ def order_bounds(engine: Engine) -> tuple[int, int]:
     front = MIDDLE - lowest + 1 if lowest < MIDDLE else 1
 
     def any_from(order: int) -> bool:
-        after = next(iter(engine.keys(f"{PENDING_PREFIX}{order:016x}", 1)), "")
+        after = next(iter(engine.keys(f"{PENDING_PREFIX}{order:0{ORDER_DIGITS}x}", 1)), "")
         return after.startswith(PENDING_PREFIX) and order_of_pending(after) >= order
 
     if not any_from(MIDDLE):
