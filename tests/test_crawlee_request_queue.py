@@ -432,3 +432,22 @@ async def test_a_crawl_whose_default_store_is_default_logkv_keeps_it(lone: Lone)
     new = await lone.restart()
     kvs = await KeyValueStore.open(configuration=lone.configuration, storage_client=new)
     assert await kvs.get_value("state") == {"page": 7}
+
+
+async def test_requests_a_crash_in_a_purge_left_behind_can_be_added_again(lone: Lone) -> None:
+    client = lone.client()
+    raw = await lone.raw(client, name="q")
+    await raw.add_batch_of_requests([Request.from_url(url(n)) for n in range(3)])
+    await client.close()
+    # A purge deletes the pending keys first, then the records: cut it after the first.
+    with Engine.open(lone.root / "request_queues" / "q") as engine:
+        engine.delete(next(iter(engine.keys("p/", 1))))
+    raw = await lone.raw(lone.client(), name="q")
+    meta = await raw.get_metadata()
+    assert (meta.pending_request_count, meta.total_request_count) == (2, 3)
+    response = await raw.add_batch_of_requests([Request.from_url(url(n)) for n in range(3)])
+    assert [p.was_already_present for p in response.processed_requests] == [False, True, True]
+    meta = await raw.get_metadata()
+    assert (meta.pending_request_count, meta.total_request_count) == (3, 3)
+    fetched = [await raw.fetch_next_request() for _ in range(4)]
+    assert sorted(r.url for r in fetched if r) == [url(n) for n in range(3)]

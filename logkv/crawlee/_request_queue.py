@@ -70,6 +70,7 @@ from ._request_records import (
     hash_of_pending,
     order_bounds,
     order_of_record,
+    order_text,
     parse_record,
     pending_record,
     request_hash,
@@ -241,7 +242,6 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                     results[unique_key] = await self._plan_add(
                         request, hashed, forefront, items, deletes
                     )
-                added = [r for r in results.values() if not r.was_already_present]
                 commit = await self._append(items, deletes) if items else None
             except BaseException:
                 counts.pending, counts.total, counts.front, counts.back = (
@@ -251,8 +251,6 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                     back,
                 )
                 raise
-            counts.total += len(added)
-            counts.pending += sum(1 for r in added if not r.was_already_handled)
         if commit is not None:
             await wait_for_commit(commit)
         return AddRequestsResponse(
@@ -263,25 +261,33 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
         self, request: Request, hashed: str, forefront: bool, items: Batch, deletes: list[str]
     ) -> ProcessedRequest:
         """Add the records that adding ``request`` (whose hash is ``hashed``) writes to
-        ``items`` and ``deletes``; what Crawlee reports of it (``was_already_handled`` of a new
-        request: it came handled)."""
+        ``items`` and ``deletes``, and count them; what Crawlee reports of it
+        (``was_already_handled`` of a new request: it came handled).
+
+        A pending record whose pending key is gone (what a crash in the middle of a purge
+        leaves: the purge deletes the pending keys first) is added again as a new request."""
         unique_key = request.unique_key
+        counts = self._counts
         body = await self._record(hashed, unique_key)
-        if body is None:
+        old_order = None if body is None else order_of_record(body)
+        orphan = old_order is not None and pending_key(old_order, hashed) not in self.engine
+        if body is None or orphan:
+            if not orphan:
+                counts.total += 1
             if request.handled_at is not None:
                 items.append((request_key(hashed), handled_record(request), REQUEST_CONTENT_TYPE))
                 return _processed(unique_key, present=False, handled=True)
-            order = self._counts.next_order(forefront)
+            order = counts.next_order(forefront)
             record = pending_record(request, order)
             items.append((request_key(hashed), record, REQUEST_CONTENT_TYPE))
             items.append((pending_key(order, hashed), b"", None))
+            counts.pending += 1
             return _processed(unique_key, present=False, handled=False)
-        old_order = order_of_record(body)
         if old_order is None:
             return _processed(unique_key, present=True, handled=True)
         if forefront and hashed not in self._in_progress:
-            order = self._counts.next_order(True)
-            body[ORDER_FIELD] = f"{order:016x}"
+            order = counts.next_order(True)
+            body[ORDER_FIELD] = order_text(order)
             record = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
             items.append((request_key(hashed), record, REQUEST_CONTENT_TYPE))
             items.append((pending_key(order, hashed), b"", None))

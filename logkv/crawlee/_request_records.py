@@ -69,10 +69,15 @@ def order_of_pending(key: str) -> int:
     return int(key[len(PENDING_PREFIX) : _HASH_AT - 1], 16)
 
 
+def order_text(order: int) -> str:
+    """``order`` as it stands in keys and in ``logkvOrder``: fixed-width hex."""
+    return f"{order:0{ORDER_DIGITS}x}"
+
+
 def pending_record(request: Request, order: int) -> bytes:
     """The ``r/`` value of a pending request: Crawlee's JSON of it with its order."""
     body = request.model_dump_json(by_alias=True)
-    return f'{{"{ORDER_FIELD}":"{order:0{ORDER_DIGITS}x}",{body[1:]}'.encode()
+    return f'{{"{ORDER_FIELD}":"{order_text(order)}",{body[1:]}'.encode()
 
 
 def handled_record(request: Request) -> bytes:
@@ -156,7 +161,7 @@ def order_bounds(engine: Engine) -> tuple[int, int]:
     front = MIDDLE - lowest + 1 if lowest < MIDDLE else 1
 
     def any_from(order: int) -> bool:
-        after = next(iter(engine.keys(f"{PENDING_PREFIX}{order:0{ORDER_DIGITS}x}", 1)), "")
+        after = next(iter(engine.keys(PENDING_PREFIX + order_text(order), 1)), "")
         return after.startswith(PENDING_PREFIX) and order_of_pending(after) >= order
 
     if not any_from(MIDDLE):
