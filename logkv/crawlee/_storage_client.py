@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
@@ -161,7 +162,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             "read-only" if self._readonly else "read-write",
             "native datasets" if self._native_datasets else "delegated datasets",
             "native request queues" if self._native_request_queues else "delegated queues",
-            os.path.realpath(configuration.storage_dir),
+            _real_path(configuration.storage_dir),
             self._delegate.get_storage_client_cache_key(configuration),
         )
 
@@ -394,6 +395,14 @@ def _forget_queue(client: LogKvRequestQueueClient) -> None:
     """A request queue was closed or dropped: forget its client here and in Crawlee's cache."""
     _OPEN_QUEUES.forget(registry_key(client.path), client)
     _evict_from_crawlee_cache(client, CrawleeRequestQueue)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_path(storage_dir: str) -> str:
+    """``storage_dir`` with its links resolved, remembered: Crawlee asks for the cache key at
+    every ``open`` of a storage (a crawler: at every ``push_data`` and request), and resolving
+    costs a ``lstat`` per path component."""
+    return os.path.realpath(storage_dir)
 
 
 def _default_folder(storage_dir: str) -> str:
