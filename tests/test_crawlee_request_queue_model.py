@@ -6,6 +6,7 @@ and open) puts every request in progress back at its place."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,12 +14,20 @@ from typing import Any
 
 import pytest
 from crawlee import Request
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from logkv import Configuration
 from logkv.crawlee import LogKvRequestQueueClient
+from logkv.crawlee._request_records import (
+    HashCollisionError,
+    handled_record,
+    pending_record,
+    record_order,
+    request_of_record,
+    with_order,
+)
 
 UNIQUE_KEYS = st.sampled_from([f"k{n}" for n in range(8)])
 
@@ -140,3 +149,26 @@ class QueueMachine(RuleBasedStateMachine):
 
 QueueMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 test_the_queue_follows_the_model = pytest.mark.slow(QueueMachine.TestCase)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    unique_key=st.text(min_size=1, max_size=40),
+    other=st.text(min_size=1, max_size=40),
+    order=st.integers(0, 2**64 - 1),
+)
+def test_a_record_is_read_back_the_same_by_its_first_bytes_or_by_parsing(
+    unique_key: str, other: str, order: int
+) -> None:
+    request = Request.from_url("https://a.invalid/x", unique_key=unique_key)
+    pending, handled = pending_record(request, order), handled_record(request)
+    assert record_order(pending, unique_key, "k") == order
+    assert record_order(handled, unique_key, "k") is None
+    # The same records written otherwise (keys reordered) are parsed instead.
+    assert record_order(json.dumps(json.loads(pending)).encode(), unique_key, "k") == order
+    assert request_of_record(with_order(pending, 7), "k").unique_key == unique_key
+    assert record_order(with_order(pending, 7), unique_key, "k") == 7
+    if other != unique_key:
+        for record in (pending, handled):
+            with pytest.raises(HashCollisionError):
+                record_order(record, other, "k")

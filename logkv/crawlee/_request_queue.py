@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
@@ -60,21 +59,18 @@ from ._closing import ClosingAdapter
 from ._locations import StorageKind
 from ._request_records import (
     MIDDLE,
-    ORDER_FIELD,
     REQUEST_CONTENT_TYPE,
-    HashCollisionError,
     check_queue_keys,
     check_same_request,
     first_pending,
     handled_record,
     hash_of_pending,
     order_bounds,
-    order_of_record,
-    order_text,
-    parse_record,
     pending_record,
+    record_order,
     request_hash,
     request_of_record,
+    with_order,
 )
 
 #: The folder (and id) of the default request queue.
@@ -208,14 +204,10 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
         await asyncio.to_thread(store.engine.set_many, items, deletes)
         return None
 
-    async def _record(self, hashed: str, unique_key: str | None) -> dict[str, object] | None:
-        """The parsed record of the request with hash ``hashed``, None when there is none;
-        raises :class:`HashCollisionError` when it belongs to another unique key."""
-        key = request_key(hashed)
-        found = await self._store.read(key)
-        if found is None:
-            return None
-        return parse_record(found[0], unique_key, key)
+    async def _record(self, hashed: str) -> bytes | None:
+        """The record of the request with hash ``hashed``, None when there is none."""
+        found = await self._store.read(request_key(hashed))
+        return None if found is None else found[0] or b""
 
     async def add_batch_of_requests(
         self, requests: Sequence[Request], *, forefront: bool = False
@@ -268,10 +260,11 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
         leaves: the purge deletes the pending keys first) is added again as a new request."""
         unique_key = request.unique_key
         counts = self._counts
-        body = await self._record(hashed, unique_key)
-        old_order = None if body is None else order_of_record(body)
+        value = await self._record(hashed)
+        key = request_key(hashed)
+        old_order = None if value is None else record_order(value, unique_key, key)
         orphan = old_order is not None and pending_key(old_order, hashed) not in self.engine
-        if body is None or orphan:
+        if value is None or orphan:
             if not orphan:
                 counts.total += 1
             if request.handled_at is not None:
@@ -287,9 +280,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
             return _processed(unique_key, present=True, handled=True)
         if forefront and hashed not in self._in_progress:
             order = counts.next_order(True)
-            body[ORDER_FIELD] = order_text(order)
-            record = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-            items.append((request_key(hashed), record, REQUEST_CONTENT_TYPE))
+            items.append((key, with_order(value, order), REQUEST_CONTENT_TYPE))
             items.append((pending_key(order, hashed), b"", None))
             deletes.append(pending_key(old_order, hashed))
         return _processed(unique_key, present=True, handled=False)
@@ -369,22 +360,23 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                 hashed = hash_of_pending(key)
                 in_progress[hashed] = key
             try:
-                body = await self._record(hashed, None)
-                if body is None:
+                value = await self._record(hashed)
+                if value is None:
                     raise ValueError(f"the pending key {key!r} has no request record")
-                return request_of_record(body)
-            except (ValueError, HashCollisionError):
+                return request_of_record(value, request_key(hashed))
+            except ValueError:
                 # Left in progress, so that the next fetch goes past it.
                 log.exception("Unreadable request in %s, skipping it", store.folder)
 
     async def get_request(self, unique_key: str) -> Request | None:
         """The request with ``unique_key`` (a handled one in its compact form), or None."""
         self._store.check_open()
-        try:
-            body = await self._record(request_hash(unique_key), unique_key)
-        except HashCollisionError:
+        key = request_key(request_hash(unique_key))
+        value = await self._record(request_hash(unique_key))
+        if value is None:
             return None
-        return None if body is None else request_of_record(body)
+        request = request_of_record(value, key)
+        return request if request.unique_key == unique_key else None  # a hash collision
 
     async def iter_requests(self) -> AsyncIterator[Request]:
         """Every request of the queue, pending and handled (handled ones with ``handled_at``
@@ -398,7 +390,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                     return
                 found = await store.read(key)
                 if found is not None:
-                    yield request_of_record(parse_record(found[0], None, key))
+                    yield request_of_record(found[0], key)
 
 
 def _processed(unique_key: str, *, present: bool, handled: bool) -> ProcessedRequest:

@@ -111,15 +111,58 @@ def check_same_request(stored: str, unique_key: str, key: str) -> None:
         )
 
 
+#: How a pending record starts (:func:`pending_record`): its order comes next.
+_ORDER_START: Final = f'{{"{ORDER_FIELD}":"'.encode()
+_ORDER_END: Final = len(_ORDER_START) + ORDER_DIGITS
+#: What follows the order in a pending record, and starts a handled one.
+_KEY_AFTER_ORDER: Final = b'","uniqueKey":'
+_HANDLED_START: Final = b'{"uniqueKey":'
+
+
+def record_order(value: bytes | None, unique_key: str, key: str) -> int | None:
+    """The order of the pending request ``unique_key`` whose record (under ``key``) is
+    ``value``; None when the record is a handled request's. Raises
+    :class:`HashCollisionError` when the record is another unique key's.
+
+    The records this module writes are recognised by their first bytes, without parsing
+    them (what deduplication reads on every add of a known request); any other JSON is
+    parsed."""
+    data = value or b""
+    quoted = json.dumps(unique_key, ensure_ascii=False).encode("utf-8", "surrogatepass") + b","
+    if data.startswith(_HANDLED_START) and data.startswith(quoted, len(_HANDLED_START)):
+        return None
+    if (
+        data.startswith(_ORDER_START)
+        and data.startswith(_KEY_AFTER_ORDER, _ORDER_END)
+        and data.startswith(quoted, _ORDER_END + len(_KEY_AFTER_ORDER))
+    ):
+        return int(data[len(_ORDER_START) : _ORDER_END], 16)
+    return order_of_record(parse_record(value, unique_key, key))
+
+
+def with_order(value: bytes | None, order: int) -> bytes:
+    """The pending record ``value`` with its order replaced by ``order``."""
+    data = value or b""
+    if data.startswith(_ORDER_START):
+        return data[: len(_ORDER_START)] + order_text(order).encode() + data[_ORDER_END:]
+    body = json.loads(data)
+    body[ORDER_FIELD] = order_text(order)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def order_of_record(body: dict[str, Any]) -> int | None:
     """The order of a pending request's record; None for a handled one."""
     order = body.get(ORDER_FIELD)
     return int(order, 16) if isinstance(order, str) else None
 
 
-def request_of_record(body: dict[str, Any]) -> Request:
-    """The Crawlee request a record holds."""
-    return Request.model_validate(body)
+def request_of_record(value: bytes | None, key: str) -> Request:
+    """The Crawlee request the record ``value`` (under ``key``) holds; ``ValueError`` when it
+    holds none."""
+    try:
+        return Request.model_validate_json(value or b"")
+    except ValueError as exc:
+        raise ValueError(f"the request record {key!r} is not a request: {exc}") from None
 
 
 def check_queue_keys(engine: Engine, pending: int, total: int) -> None:
