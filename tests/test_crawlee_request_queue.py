@@ -8,6 +8,7 @@ to a compact record, imports of handled requests, and hostile input.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -451,3 +452,28 @@ async def test_requests_a_crash_in_a_purge_left_behind_can_be_added_again(lone: 
     assert (meta.pending_request_count, meta.total_request_count) == (3, 3)
     fetched = [await raw.fetch_next_request() for _ in range(4)]
     assert sorted(r.url for r in fetched if r) == [url(n) for n in range(3)]
+
+
+async def test_handled_requests_are_compacted_automatically_as_the_queue_works(
+    lone: Lone,
+) -> None:
+    settings = Configuration(
+        persist_state_interval=datetime.timedelta(milliseconds=1),
+        compaction_min_dead_bytes=10_000,
+        compaction_min_dead_ratio=0.3,
+        segment_size=20_000,
+    )
+    raw = await lone.raw(lone.client(settings=settings))
+    body = "x" * 2000
+    await raw.add_batch_of_requests(
+        [Request.from_url(url(n), user_data={"body": body}) for n in range(40)]
+    )
+    while (request := await raw.fetch_next_request()) is not None:
+        await raw.mark_request_as_handled(request)
+    for _ in range(100):  # the compaction runs in a worker thread
+        if any(p.suffix == ".snap" for p in raw.path.iterdir()):
+            break
+        await asyncio.sleep(0.05)
+    assert any(p.suffix == ".snap" for p in raw.path.iterdir())
+    meta = await raw.get_metadata()
+    assert (meta.pending_request_count, meta.handled_request_count) == (0, 40)

@@ -46,7 +46,7 @@ from crawlee.storage_clients.models import (
 
 from ..configuration import Configuration
 from ..engine import Commit
-from ..storage_clients._base import StoreLocation, stamp_times
+from ..storage_clients._base import Pacer, StoreLocation, stamp_times
 from ..storage_clients._store import EngineStore, wait_for_commit
 from ..storage_layout import (
     REQUEST_PREFIX,
@@ -55,7 +55,7 @@ from ..storage_layout import (
     queue_counts,
     request_key,
 )
-from ._closing import ClosingAdapter
+from ._adapter import CrawleeAdapter
 from ._locations import StorageKind
 from ._request_records import (
     MIDDLE,
@@ -132,7 +132,7 @@ async def open_queue_store(
     return store, counts
 
 
-class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: ignore[misc]
+class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: ignore[misc]
     """A Crawlee request queue whose requests are records of a logkv store (see the module
     docstring). Open one with :meth:`open`."""
 
@@ -149,6 +149,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
         self._lock = asyncio.Lock()
         #: The requests in progress: hash -> pending key (memory only, never logged).
         self._in_progress: dict[str, str] = {}
+        self._pacer = Pacer()
 
     @classmethod
     async def open(
@@ -245,6 +246,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                 raise
         if commit is not None:
             await wait_for_commit(commit)
+        await self._tick()
         return AddRequestsResponse(
             processed_requests=list(results.values()), unprocessed_requests=[]
         )
@@ -308,6 +310,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
             self._counts.pending -= 1
         if commit is not None:
             await wait_for_commit(commit)
+        await self._tick()
         return _processed(request.unique_key, present=True, handled=True)
 
     async def reclaim_request(
@@ -332,6 +335,7 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
             del self._in_progress[hashed]
         if commit is not None:
             await wait_for_commit(commit)
+        await self._tick()
         return _processed(request.unique_key, present=True, handled=False)
 
     async def purge(self) -> None:
@@ -363,7 +367,9 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
                 value = await self._record(hashed)
                 if value is None:
                     raise ValueError(f"the pending key {key!r} has no request record")
-                return request_of_record(value, request_key(hashed))
+                request = request_of_record(value, request_key(hashed))
+                await self._tick()
+                return request
             except ValueError:
                 # Left in progress, so that the next fetch goes past it.
                 log.exception("Unreadable request in %s, skipping it", store.folder)
@@ -371,11 +377,12 @@ class LogKvRequestQueueClient(ClosingAdapter, RequestQueueClient):  # type: igno
     async def get_request(self, unique_key: str) -> Request | None:
         """The request with ``unique_key`` (a handled one in its compact form), or None."""
         self._store.check_open()
-        key = request_key(request_hash(unique_key))
-        value = await self._record(request_hash(unique_key))
+        hashed = request_hash(unique_key)
+        value = await self._record(hashed)
+        await self._tick()
         if value is None:
             return None
-        request = request_of_record(value, key)
+        request = request_of_record(value, request_key(hashed))
         return request if request.unique_key == unique_key else None  # a hash collision
 
     async def iter_requests(self) -> AsyncIterator[Request]:
