@@ -1,12 +1,14 @@
-"""Crawlee's ``StorageClient`` whose key-value stores are logkv stores.
+"""Crawlee's ``StorageClient`` whose key-value stores, datasets and request queues are logkv
+stores.
 
 Key-value stores are :class:`~logkv.crawlee._client.LogKvKeyValueStoreClient` objects, one per
 store folder per process (registered in a :class:`logkv.registry.OpenStores`, and closed at
 process exit when still open). Datasets are
-:class:`~logkv.crawlee._dataset.LogKvDatasetClient` objects, registered likewise. Request queues
-(and, with ``native_datasets=False``, datasets) are opened by another Crawlee storage client,
-the ``delegate`` (Crawlee's file-system client unless another one is given), under the same
-Crawlee configuration.
+:class:`~logkv.crawlee._dataset.LogKvDatasetClient` objects and request queues
+:class:`~logkv.crawlee._request_queue.LogKvRequestQueueClient` objects, registered likewise.
+With ``native_datasets=False`` or ``native_request_queues=False`` those are opened by another
+Crawlee storage client, the ``delegate`` (Crawlee's file-system client unless another one is
+given), under the same Crawlee configuration.
 """
 
 from __future__ import annotations
@@ -151,12 +153,15 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
     @property
     def delegate(self) -> Any:
-        """The Crawlee storage client that opens datasets and request queues."""
+        """The Crawlee storage client that opens datasets and request queues when they are not
+        native (``native_datasets=False``, ``native_request_queues=False``)."""
         return self._delegate
 
     def get_storage_client_cache_key(self, configuration: CrawleeConfiguration) -> Hashable:
-        """Stores are shared per storage directory (and per delegate, which opens the rest);
-        read-only and writable clients never share Crawlee's cached storage objects."""
+        """Stores are shared per storage directory (and per delegate, which opens what is not
+        native); read-only and writable clients, and clients that serve datasets or request
+        queues natively and through the delegate, never share Crawlee's cached storage
+        objects."""
         return (
             f"{type(self).__module__}.{type(self).__name__}",
             "read-only" if self._readonly else "read-write",
