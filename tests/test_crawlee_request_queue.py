@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storage_clients._base import RequestQueueClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
@@ -30,7 +31,7 @@ from logkv.crawlee import LogKvRequestQueueClient, LogKvStorageClient
 from logkv.crawlee import _request_queue as request_queue_module
 from logkv.crawlee._request_records import REQUEST_CONTENT_TYPE, HashCollisionError, request_hash
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.errors import ReadOnlyStoreError
+from logkv.errors import NotALogKVStoreError, ReadOnlyStoreError
 from logkv.layout import is_store_folder
 from logkv.modes import Durability
 from logkv.storage_layout import request_key
@@ -477,3 +478,13 @@ async def test_handled_requests_are_compacted_automatically_as_the_queue_works(
     assert any(p.suffix == ".snap" for p in raw.path.iterdir())
     meta = await raw.get_metadata()
     assert (meta.pending_request_count, meta.handled_request_count) == (0, 40)
+
+
+async def test_a_crawlee_file_system_queue_left_in_the_folder_is_refused(lone: Lone) -> None:
+    old = await RequestQueue.open(
+        storage_client=FileSystemStorageClient(), configuration=lone.configuration
+    )
+    await old.add_request(url(1))
+    service_locator.storage_instance_manager.clear_cache()
+    with pytest.raises(NotALogKVStoreError, match="Crawlee file-system"):
+        await lone.queue(lone.client())
