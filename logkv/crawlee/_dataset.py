@@ -47,8 +47,9 @@ from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 from ..configuration import Configuration
 from ..engine import Engine
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
-from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+from ..storage_clients._store import EngineStore, wait_for_commit
 from ..storage_layout import DATASETS_DIR, item_key
+from ._adapter import CrawleeAdapter
 from ._locations import StorageKind
 
 #: The folder (and id) of the default dataset.
@@ -141,7 +142,7 @@ async def open_dataset_store(location: StoreLocation, settings: Configuration) -
     return store
 
 
-class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
+class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
     """A Crawlee dataset whose items are records of a logkv store (see the module docstring).
     Open one with :meth:`open`."""
 
@@ -179,13 +180,6 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         meta = self._store.meta
         count = 0 if self._dropped else len(self._store.engine)
         return DatasetMetadata(id=meta.id, name=meta.name, item_count=count, **stamp_times(meta))
-
-    async def _tick(self) -> None:
-        """After every call: now and then yield to the event loop (see
-        :class:`~logkv.storage_clients._base.Pacer`); the store's upkeep when due."""
-        if self._pacer.due():
-            await asyncio.sleep(0)
-        await self._store.upkeep_when_due()
 
     def _readable(self, method: str) -> bool:
         """False (with a warning, as Crawlee's file-system client logs) once the dataset was
@@ -238,21 +232,6 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
                 self._dropped = True
             finally:
                 self._closed_now()
-
-    async def close(self) -> None:
-        """Save the timestamps and release the dataset's lock (idempotent)."""
-        try:
-            await self._store.close()
-        finally:
-            self._closed_now()
-
-    def close_sync(self) -> None:
-        """:meth:`close` without an event loop (at process exit)."""
-        self._store.close_sync()
-
-    def _closed_now(self) -> None:
-        if self._on_close is not None:
-            self._on_close(self)
 
     # ------------------------------------------------------------------ reads
 
