@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,10 +91,18 @@ class Pages(BaseHTTPRequestHandler):
         """Quiet."""
 
 
+class Site(ThreadingHTTPServer):
+    """The server of :class:`Pages`: a crawler killed mid-request is no error of the site."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exception(), ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture
 def site() -> Iterator[str]:
     """A local web site on the loopback interface (:class:`Pages`), stopped after the test."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    server = Site(("127.0.0.1", 0), Pages)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
