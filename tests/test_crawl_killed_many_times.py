@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import subprocess
@@ -30,13 +29,13 @@ import pytest
 from crawlee import service_locator
 from crawlee.configuration import Configuration
 from crawlee.storages import Dataset, RequestQueue
+from test_crawler_resume import child_env
 
 from logkv.cli.main import main as logkv_main
 from logkv.crawlee import LogKvStorageClient
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = 400
 KILLS = 22
 CONCURRENCY = 5
@@ -82,17 +81,6 @@ CHILD = textwrap.dedent(
     asyncio.run(main())
     '''
 )
-
-
-def child_env(storage_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        CRAWLEE_STORAGE_DIR=str(storage_dir),
-        CRAWLEE_PURGE_ON_START="false",
-        CRAWLEE_LOG_LEVEL="WARNING",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    return env
 
 
 def run_until(
