@@ -342,8 +342,10 @@ def _store_identity(source: Path) -> dict[str, Any]:
 
 def _import_kind(target: Path, crawlee_name: object) -> tuple[StoreKind, str | None, str | None]:
     """``(kind, name, alias)`` of the imported store, from the target folder's name: the
-    default store's folder makes the default store; otherwise a named Crawlee store becomes the
-    named store of the folder's name, an unnamed one the alias store of that name."""
+    default store's folder (``default``, or ``CRAWLEE_DEFAULT_KEY_VALUE_STORE_ID``: a route
+    deprecated in favour of ``logkv migrate``) makes the default store; otherwise a named
+    Crawlee store becomes the named store of the folder's name, an unnamed one the alias store
+    of that name."""
     folder = target.resolve().name
     if folder == Configuration().default_key_value_store_id:
         return "default", None, None
@@ -391,14 +393,30 @@ def _read_record(source: Path, meta_name: str) -> tuple[str, str, bytes] | str:
     return key, content_type, data
 
 
-def import_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
+def import_store(
+    source: Path,
+    target: Path,
+    bar: bool | None = None,
+    *,
+    as_default: bool = False,
+    skip: Callable[[str], bool] | None = None,
+) -> TransferResult:
     """Import the Crawlee file-system store in ``source`` into a new logkv store ``target``.
+
+    ``as_default``: the new store is the default store, whatever the target folder's name
+    (``logkv migrate`` asks the storage client which folder that is); otherwise the folder's
+    name decides (see :func:`_import_kind`). Records whose key ``skip`` accepts are left out
+    (``logkv migrate`` leaves out the request queues' state, which it moves with the queues).
 
     All or nothing: on an error, what was written to ``target`` is removed again.
     """
     started = time.perf_counter()
     identity = _store_identity(source)
-    kind, name, alias = _import_kind(target, identity.get("name"))
+    kind: StoreKind
+    if as_default:
+        kind, name, alias = "default", None, None
+    else:
+        kind, name, alias = _import_kind(target, identity.get("name"))
     store_id = identity.get("id")
     now = time.time()
     meta = StoreMeta(
@@ -424,6 +442,8 @@ def import_store(source: Path, target: Path, bar: bool | None = None) -> Transfe
                     result.skipped.append(record)
                     continue
                 key, content_type, data = record
+                if skip is not None and skip(key):
+                    continue
                 _import_record(engine, key, content_type, data)
                 result.records += 1
                 result.value_bytes += len(data)
