@@ -511,10 +511,10 @@ def migrate_storage(
     if dry_run:
         return report
     staging = staging_path(storage_dir)
-    staging.mkdir()
     build = build_logkv if to == "logkv" else build_crawlee
     to_lock = found.of("logkv") if to == "logkv" else found.of("logkv", "key_value_store")
     with locked(to_lock):
+        staging.mkdir()
         try:
             result = asyncio.run(build(found, staging, bar))
             checkpoint("built")
