@@ -259,12 +259,19 @@ async def logkv_default_folder() -> str:
 class _Build:
     """Shared state of one build: the target storage folder, the clients, the report."""
 
-    def __init__(self, source: Path, staging: Path, bar: bool | None) -> None:
+    def __init__(
+        self, source: Path, staging: Path, bar: bool | None, steps: Callable[[str], None]
+    ) -> None:
         self.source = source
+        self.steps = steps
         self.staging = staging
         self.bar = bar
         self.configuration = _crawlee_configuration(staging)
         self.result = BuildResult()
+
+    def checkpoint(self, step: str) -> None:
+        """Report that ``step`` (a store) is written."""
+        self.steps(step)
 
     def note(self, line: str, records: int) -> None:
         self.result.lines.append(line)
@@ -272,10 +279,13 @@ class _Build:
         self.result.records += records
 
 
-async def build_logkv(survey: Survey, staging: Path, bar: bool | None) -> BuildResult:
+async def build_logkv(
+    survey: Survey, staging: Path, bar: bool | None, steps: Callable[[str], None]
+) -> BuildResult:
     """Write the logkv form of every store of ``survey`` into the new storage folder
-    ``staging``: Crawlee stores converted, logkv stores copied as they are."""
-    build = _Build(survey.root, staging, bar)
+    ``staging``: Crawlee stores converted, logkv stores copied as they are; ``steps`` is
+    called after each store."""
+    build = _Build(survey.root, staging, bar, steps)
     default = await logkv_default_folder()
     kvs_dir = staging / STORAGE_DIRS["key_value_store"]
     _carry_logkv_stores(survey, build, default)
@@ -301,17 +311,15 @@ def _carry_logkv_stores(survey: Survey, build: _Build, default: str) -> None:
         meta = read_meta(store.path)
         if store.storage == "key_value_store" and meta is not None and meta.kind == "default":
             target = default
-            if survey.find("key_value_store", default) not in (None, store):
-                other = survey.find("key_value_store", default)
-                assert other is not None
-                if other.format == "crawlee" and _user_records(other.path):
-                    raise MigrationError(
-                        f"two default key-value stores: the logkv store {store.path} and the "
-                        f"Crawlee store {other.path}, which holds records of its own; import "
-                        "one into the other (logkv import/export) and run migrate again"
-                    )
-        copy_store(store.path, build.staging / STORAGE_DIRS[store.storage] / target)
+        path = build.staging / STORAGE_DIRS[store.storage] / target
+        if path.exists():
+            raise MigrationError(
+                f"two logkv stores would be {path.relative_to(build.staging)}: {store.path} "
+                "and another default store; keep one (logkv export/import) and run migrate again"
+            )
+        copy_store(store.path, path)
         build.note(f"copied the logkv {store.storage} {store.name} as {target}", 0)
+        build.checkpoint(f"{store.storage} {store.name}")
 
 
 def _user_records(folder: Path) -> list[str]:
@@ -326,19 +334,28 @@ def _user_records(folder: Path) -> list[str]:
 def _import_kvs(store: StoreFolder, build: _Build, kvs_dir: Path, default: str) -> None:
     is_default = store.name == CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
     target = kvs_dir / (default if is_default else store.name)
-    if is_default and (target.exists() or not _user_records(store.path)):
-        return  # only queue state (moved with the queues), or the logkv default was carried
+    if is_default and target.exists():  # the logkv default store was carried over
+        if _user_records(store.path):
+            raise MigrationError(
+                f"two default key-value stores: the Crawlee store {store.path}, which holds "
+                f"records of its own beside the queues' state, and the logkv store "
+                f"{target.name}; move one store's records into the other (logkv "
+                "import/export) and run migrate again"
+            )
+        return  # it holds only the queues' state, which moves with the queues
     result = import_store(
         store.path,
         target,
         build.bar,
         as_default=is_default,
         skip=lambda key: key.startswith(RQ_STATE_PREFIX),
+        label=f"key-value store {store.name}",
     )
     if result.skipped:
         raise MigrationError(f"unreadable records in {store.path}: {result.skipped[0]}")
     build.note(f"key-value store {store.name} -> {target.name}: {result.records:,} records",
                result.records)  # fmt: skip
+    build.checkpoint(f"{store.storage} {store.name}")
 
 
 async def _import_dataset(store: StoreFolder, build: _Build, client: LogKvStorageClient) -> None:
@@ -353,6 +370,7 @@ async def _import_dataset(store: StoreFolder, build: _Build, client: LogKvStorag
             await dataset.push_data([_crawlee_item(path) for path in chunk])
             step(len(chunk))
     build.note(f"dataset {store.name}: {len(files):,} items", len(files))
+    build.checkpoint(f"{store.storage} {store.name}")
 
 
 async def _import_queue(store: StoreFolder, build: _Build, client: LogKvStorageClient) -> None:
@@ -366,24 +384,28 @@ async def _import_queue(store: StoreFolder, build: _Build, client: LogKvStorageC
         f"request queue {store.name}: {len(content.handled):,} handled, "
         f"{len(content.forefront) + len(content.regular):,} pending", content.total
     )  # fmt: skip
+    build.checkpoint(f"{store.storage} {store.name}")
 
 
 # ---------------------------------------------------------------------------------- to Crawlee
 
 
-async def build_crawlee(survey: Survey, staging: Path, bar: bool | None) -> BuildResult:
+async def build_crawlee(
+    survey: Survey, staging: Path, bar: bool | None, steps: Callable[[str], None]
+) -> BuildResult:
     """Write the Crawlee file-system form of every store of ``survey`` into ``staging``:
-    logkv stores converted, Crawlee stores copied as they are."""
-    build = _Build(survey.root, staging, bar)
-    default = await logkv_default_folder()
+    logkv stores converted, Crawlee stores copied as they are; ``steps`` is called after each
+    store."""
+    build = _Build(survey.root, staging, bar, steps)
     kvs_dir = staging / STORAGE_DIRS["key_value_store"]
     for store in survey.of("logkv", "key_value_store"):
         meta = read_meta(store.path)
         is_default = meta is not None and meta.kind == "default"
         target = kvs_dir / (CRAWLEE_FILE_SYSTEM_DEFAULT_DIR if is_default else store.name)
-        result = export_store(store.path, target, bar)
+        result = export_store(store.path, target, bar, f"key-value store {store.name}")
         build.note(f"key-value store {store.name} -> {target.name}: {result.records:,} records",
                    result.records)  # fmt: skip
+        build.checkpoint(f"{store.storage} {store.name}")
     for store in survey.of("crawlee"):
         target = staging / STORAGE_DIRS[store.storage] / store.name
         if target.exists():  # Crawlee's default store beside logkv's: merge the record files
@@ -391,7 +413,6 @@ async def build_crawlee(survey: Survey, staging: Path, bar: bool | None) -> Buil
         else:
             copy_store(store.path, target)
         build.note(f"copied the Crawlee {store.storage} {store.name}", 0)
-    del default
     source = LogKvStorageClient()
     source_configuration = _crawlee_configuration(survey.root)
     target = FileSystemStorageClient()
@@ -419,6 +440,7 @@ async def build_crawlee(survey: Survey, staging: Path, bar: bool | None) -> Buil
                         await written.push_data(chunk)
                         step(len(chunk))
                 build.note(f"dataset {store.name}: {total:,} items", total)
+                build.checkpoint(f"{store.storage} {store.name}")
             for store in survey.of("logkv", "request_queue"):
                 raise MigrationError(
                     f"{store.path} is a logkv request queue, which this version cannot export"
@@ -516,7 +538,7 @@ def migrate_storage(
     with locked(to_lock):
         staging.mkdir()
         try:
-            result = asyncio.run(build(found, staging, bar))
+            result = asyncio.run(build(found, staging, bar, checkpoint))
             checkpoint("built")
             fsync_tree(staging)
             checkpoint("synced")

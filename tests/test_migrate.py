@@ -19,6 +19,7 @@ import pytest
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 
+import logkv.migrate_stores
 from logkv import Engine
 from logkv.crawlee import LogKvStorageClient
 from logkv.errors import NotALogKVStoreError
@@ -78,9 +79,14 @@ KILL_AT = textwrap.dedent(
     from pathlib import Path
     from logkv.migrate_stores import migrate_storage
 
+    import logkv.migrate
+
     def checkpoint(step):
         if step == sys.argv[3]:
             os.kill(os.getpid(), signal.SIGKILL)
+
+    if sys.argv[4] == "rename":  # as where the system cannot exchange two folders
+        logkv.migrate.exchange = lambda first, second: False
 
     migrate_storage(Path(sys.argv[1]), to=sys.argv[2], bar=False, checkpoint=checkpoint)
     """
@@ -178,6 +184,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "logkv.cli.main", *args],
         capture_output=True,
+        check=False,
         text=True,
         env=_env(),
         timeout=300,
@@ -233,12 +240,24 @@ def test_json_summary(crawlee_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------- crashes
 
-STEPS = ["built", "synced", "journal", "exchanged", "swapped"]
+STEPS = [
+    ("key_value_store default", "exchange"),
+    ("dataset default", "exchange"),
+    ("request_queue default", "exchange"),
+    ("built", "exchange"),
+    ("synced", "exchange"),
+    ("journal", "exchange"),
+    ("exchanged", "exchange"),
+    ("swapped", "exchange"),
+    ("journal", "rename"),
+    ("moved-away", "rename"),
+    ("swapped", "rename"),
+]
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(("step", "swap"), STEPS)
 def test_a_kill_at_any_step_leaves_one_whole_folder(
-    crawlee_dir: Path, tmp_path: Path, step: str
+    crawlee_dir: Path, tmp_path: Path, step: str, swap: str
 ) -> None:
     expected = _read(crawlee_dir, FileSystemStorageClient)
     original = _tree(crawlee_dir)
@@ -248,7 +267,9 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
     migrated_formats = sorted((s.storage, s.name, s.format) for s in survey(reference).stores)
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT, str(crawlee_dir), "logkv", step], env=_env()
+        [sys.executable, "-c", KILL_AT, str(crawlee_dir), "logkv", step, swap],
+        check=False,
+        env=_env(),
     )
     assert killed.returncode == -signal.SIGKILL
     if crawlee_dir.exists():
@@ -257,6 +278,7 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
             assert now == migrated_formats
             assert _read(crawlee_dir, LogKvStorageClient) == expected
     else:  # only between the two renames where the system cannot exchange folders
+        assert (step, swap) == ("moved-away", "rename")
         assert journal_path(crawlee_dir).exists()
 
     recover(crawlee_dir)  # what the next migrate does first
@@ -275,12 +297,11 @@ def test_a_failure_while_building_leaves_the_folder_untouched(
     crawlee_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = _tree(crawlee_dir)
-    import logkv.migrate_stores as stores
 
     async def broken(*_: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(stores, "_import_queue", broken)
+    monkeypatch.setattr(logkv.migrate_stores, "_import_queue", broken)
     with pytest.raises(OSError, match="No space"):
         migrate_storage(crawlee_dir, to="logkv", bar=False)
     assert _tree(crawlee_dir) == original
@@ -363,3 +384,46 @@ def test_a_crawlee_dataset_left_in_place_names_migrate(crawlee_dir: Path) -> Non
 
     with pytest.raises(NotALogKVStoreError, match=f"logkv migrate {crawlee_dir}"):
         _in_thread(open_dataset())
+
+
+# ---------------------------------------------------------------------------------- mixed folders
+
+
+def _todays_layout(crawlee_dir: Path, tmp_path: Path, keep_user_records: bool) -> None:
+    """Turn the Crawlee folder into what a crawler on logkv's earlier client left: logkv
+    key-value stores (the default one in ``default-logkv``) and datasets, Crawlee's
+    file-system queue, and Crawlee's default store holding only the queue's state."""
+    reference = tmp_path / "reference" / "storage"
+    shutil.copytree(crawlee_dir, reference)
+    migrate_storage(reference, to="logkv", bar=False)
+    kvs = crawlee_dir / "key_value_stores"
+    for store in survey(reference).stores:
+        if store.format != "logkv":
+            continue
+        meta = json.loads((store.path / "META.json").read_bytes())
+        target = crawlee_dir / store.path.parent.name / store.name
+        if store.storage == "key_value_store" and meta["kind"] == "default":
+            target = kvs / "default-logkv"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(store.path, target)
+    if not keep_user_records:
+        for path in (kvs / "default").iterdir():
+            if not path.name.startswith((RQ_STATE_PREFIX, "__metadata__")):
+                path.unlink()
+
+
+def test_a_folder_of_logkvs_earlier_client_moves_whole(crawlee_dir: Path, tmp_path: Path) -> None:
+    expected = _read(crawlee_dir, FileSystemStorageClient)
+    _todays_layout(crawlee_dir, tmp_path, keep_user_records=False)
+    report = migrate_storage(crawlee_dir, to="logkv", bar=False)
+    assert any("copied the logkv key_value_store default-logkv" in line for line in report.lines)
+    assert _read(crawlee_dir, LogKvStorageClient) == expected
+
+
+def test_two_default_stores_are_refused(crawlee_dir: Path, tmp_path: Path) -> None:
+    _todays_layout(crawlee_dir, tmp_path, keep_user_records=True)
+    original = _tree(crawlee_dir)
+    with pytest.raises(MigrationError, match="two"):
+        migrate_storage(crawlee_dir, to="logkv", bar=False)
+    assert _tree(crawlee_dir) == original
+    assert not staging_path(crawlee_dir).exists()

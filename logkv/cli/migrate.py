@@ -4,6 +4,7 @@ file-system layout to logkv, and back, all or nothing (see :mod:`logkv.migrate`)
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 def _run(args: argparse.Namespace, to: str) -> int:
     from ..migrate_stores import migrate_storage  # noqa: PLC0415 (needs Crawlee: when used)
 
+    # Crawlee warns that its event manager (which a file-system queue needs) was made
+    # implicitly: true, and of no concern to the user of this command.
+    logging.getLogger("crawlee").setLevel(logging.ERROR)
     bar = False if args.quiet else (True if args.progress else None)
     try:
         report = migrate_storage(args.storage_dir, to=to, dry_run=args.dry_run, bar=bar)

@@ -400,6 +400,7 @@ def import_store(
     *,
     as_default: bool = False,
     skip: Callable[[str], bool] | None = None,
+    label: str = "import",
 ) -> TransferResult:
     """Import the Crawlee file-system store in ``source`` into a new logkv store ``target``.
 
@@ -434,7 +435,7 @@ def import_store(
     )  # fmt: skip
     existed = _prepare_target(target)
     try:
-        with Engine.open(target) as engine, _progress("import", len(metas), bar) as step:
+        with Engine.open(target) as engine, _progress(label, len(metas), bar) as step:
             for meta_name in metas:
                 record = _read_record(source, meta_name)
                 step()
@@ -492,8 +493,11 @@ def _write_file(path: Path | str, data: bytes) -> None:
         os.close(fd)
 
 
-def export_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
-    """Export the logkv store in ``source`` as a Crawlee file-system store in ``target``.
+def export_store(
+    source: Path, target: Path, bar: bool | None = None, label: str = "export"
+) -> TransferResult:
+    """Export the logkv store in ``source`` as a Crawlee file-system store in ``target``
+    (``label`` names the progress bar).
 
     The store is read without its lock (as the other commands do). All or nothing: on an error,
     what was written to ``target`` is removed again.
@@ -513,7 +517,7 @@ def export_store(source: Path, target: Path, bar: bool | None = None) -> Transfe
         )
         existed = _prepare_target(target)
         try:
-            with _progress("export", total, bar) as step:
+            with _progress(label, total, bar) as step:
                 for key in engine.keys(None):
                     step()
                     found = engine.get_with_type(key)
