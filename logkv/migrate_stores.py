@@ -36,6 +36,7 @@ from typing import Any, Final
 from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient
+from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from pydantic import ValidationError
 from tqdm import tqdm
 
@@ -80,15 +81,16 @@ class BuildResult:
 
 @dataclass
 class QueueContent:
-    """What a request queue holds, in the order it hands requests out."""
+    """What a request queue holds, in the order it hands requests out: each request as a
+    thunk that reads it when its turn comes (a queue may be larger than memory)."""
 
     name: str | None
     #: Handled requests (``handled_at`` set).
-    handled: list[Request] = field(default_factory=list)
+    handled: list[Callable[[], Request]] = field(default_factory=list)
     #: Pending forefront requests, in fetch order (newest first).
-    forefront: list[Request] = field(default_factory=list)
+    forefront: list[Callable[[], Request]] = field(default_factory=list)
     #: Pending regular requests, in fetch order.
-    regular: list[Request] = field(default_factory=list)
+    regular: list[Callable[[], Request]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -173,8 +175,25 @@ def _queue_state(storage_dir: Path, queue_id: str) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
+def _crawlee_request(path: Path) -> Request:
+    try:
+        return Request.model_validate(_read_json(path))
+    except ValidationError as exc:
+        raise MigrationError(
+            f"{path} is not a Crawlee request ({exc.error_count()} problem(s)); repair or remove it"
+        ) from None
+
+
+def _reader(path: Path) -> Callable[[], Request]:
+    return lambda: _crawlee_request(path)
+
+
 def read_crawlee_queue(storage_dir: Path, folder: Path) -> QueueContent:
-    """What the Crawlee file-system queue in ``folder`` holds, as Crawlee's reopen sees it."""
+    """What the Crawlee file-system queue in ``folder`` holds, as Crawlee's reopen sees it.
+
+    Every request file is read once here (to sort it and to find a damaged one before
+    anything is written); only file names and unique keys are kept.
+    """
     identity = _crawlee_identity(folder)
     queue_id = identity.get("id")
     state = _queue_state(storage_dir, queue_id) if isinstance(queue_id, str) else {}
@@ -182,29 +201,27 @@ def read_crawlee_queue(storage_dir: Path, folder: Path) -> QueueContent:
     regular_seq: dict[str, int] = dict(state.get("regular_requests") or {})
     handled_keys = set(state.get("handled_requests") or ())
     content = QueueContent(identity.get("name"))
-    pending: dict[str, Request] = {}
-    orphans: list[Request] = []
+    pending: dict[str, Path] = {}
+    orphans: list[Callable[[], Request]] = []
     for path in _entry_files(folder):
-        try:
-            request = Request.model_validate(_read_json(path))
-        except ValidationError as exc:
-            raise MigrationError(f"{path} is not a Crawlee request ({exc.error_count()} "
-                                 "problem(s)); repair or remove it") from None  # fmt: skip
+        request = _crawlee_request(path)
         key = request.unique_key
         if request.handled_at is not None or key in handled_keys:
-            content.handled.append(request)
+            content.handled.append(_reader(path))
         elif key in forefront_seq or key in regular_seq:
-            pending[key] = request
+            pending[key] = path
         else:  # not in the persisted state: Crawlee's reopen appends it to the regular ones
-            orphans.append(request)
+            orphans.append(_reader(path))
     content.forefront = [
-        pending[k] for k in sorted(forefront_seq, key=forefront_seq.__getitem__, reverse=True)
+        _reader(pending[k])
+        for k in sorted(forefront_seq, key=forefront_seq.__getitem__, reverse=True)
         if k in pending
-    ]  # fmt: skip
+    ]
     content.regular = [
-        pending[k] for k in sorted(regular_seq, key=regular_seq.__getitem__)
+        _reader(pending[k])
+        for k in sorted(regular_seq, key=regular_seq.__getitem__)
         if k in pending and k not in forefront_seq
-    ]  # fmt: skip
+    ]
     content.regular.extend(orphans)
     return content
 
@@ -214,25 +231,33 @@ def read_crawlee_queue(storage_dir: Path, folder: Path) -> QueueContent:
 
 async def write_queue(client: Any, content: QueueContent, step: Step) -> None:
     """Replay ``content`` into the empty request queue ``client`` (see the module docstring)."""
-    handled = {r.unique_key: r for r in content.handled}
+    direct = not isinstance(client, FileSystemRequestQueueClient)
     for start in range(0, len(content.handled), BATCH):
-        batch = content.handled[start : start + BATCH]
-        await client.add_batch_of_requests(
-            [r.model_copy(update={"handled_at": None}) for r in batch]
-        )
-        while (fetched := await client.fetch_next_request()) is not None:
-            original = handled.get(fetched.unique_key)
-            if original is None:
-                raise MigrationError(f"the new queue handed out an unknown request {fetched.url}")
-            await client.mark_request_as_handled(original)
+        batch = [read() for read in content.handled[start : start + BATCH]]
+        if direct:  # logkv's queue stores a request added with handled_at as handled
+            await client.add_batch_of_requests(batch)
+        else:  # Crawlee's counts a request as handled only once it was fetched and marked
+            await _add_handled(client, batch)
         step(len(batch))
     for start in range(0, len(content.regular), BATCH):
-        batch = content.regular[start : start + BATCH]
+        batch = [read() for read in content.regular[start : start + BATCH]]
         await client.add_batch_of_requests(batch)
         step(len(batch))
-    for request in reversed(content.forefront):
-        await client.add_batch_of_requests([request], forefront=True)
+    for read in reversed(content.forefront):
+        await client.add_batch_of_requests([read()], forefront=True)
         step(1)
+
+
+async def _add_handled(client: Any, batch: list[Request]) -> None:
+    """Add ``batch`` (handled requests) to an empty queue, fetch each and mark it handled
+    (its own ``handled_at`` kept)."""
+    handled = {r.unique_key: r for r in batch}
+    await client.add_batch_of_requests([r.model_copy(update={"handled_at": None}) for r in batch])
+    while (fetched := await client.fetch_next_request()) is not None:
+        original = handled.get(fetched.unique_key)
+        if original is None:
+            raise MigrationError(f"the new queue handed out an unknown request {fetched.url}")
+        await client.mark_request_as_handled(original)
 
 
 # ---------------------------------------------------------------------------------- to logkv
