@@ -853,6 +853,14 @@ class Engine:
             if remaining is not None:
                 remaining -= len(batch)
 
+    def count_keys(self, low: str, high: str) -> int:
+        """How many keys ``k`` satisfy ``low <= k < high``, counted in the sorted keys (O(log n)
+        once the keys written since the last ordered read are merged)."""
+        self.settle_order()
+        with self._mutex:
+            self._check_open()
+            return self._index.count_range(low, high)
+
     def settle_order(self) -> None:
         """Merge the keys written since the last ordered read into the sorted keys, a batch
         per hold of the lock, so that writers in other threads go on meanwhile.
@@ -927,6 +935,12 @@ class Engine:
     def last_seq(self) -> int:
         """The sequence number of the newest record (0 for an empty log)."""
         return self._position.seq
+
+    @property
+    def last_timestamp(self) -> float:
+        """The time (``time.time()`` seconds) the newest record was written; 0.0 for an empty
+        log, and when a snapshot from before logkv kept that time ends it."""
+        return self._position.last_us / 1_000_000
 
     @property
     def snapshot_covers(self) -> int:

@@ -168,3 +168,13 @@ class Index:
         if start is None:
             return list(islice(self._sorted, limit))
         return list(islice(self._sorted.irange(start, inclusive=(False, True)), limit))
+
+    def count_range(self, low: str, high: str) -> int:
+        """How many keys ``k`` satisfy ``low <= k < high`` (two bisections of the sorted keys,
+        after merging whatever keys are still fresh)."""
+        while self._fresh:
+            self.merge_some()
+        if high <= low:
+            return 0
+        sorted_keys = self._sorted
+        return int(sorted_keys.bisect_left(high) - sorted_keys.bisect_left(low))

@@ -378,7 +378,8 @@ def test_dump_as_json_lines_and_as_a_table(tmp_path: Path) -> None:
     assert lines[2]["value"] is None and lines[2]["size"] == 0
     table = logkv("dump", store)
     assert table.returncode == 0
-    rows = table.stdout.splitlines()
+    title, *rows = table.stdout.splitlines()
+    assert title == f"{store}: a logkv key-value store (no META.json)"
     assert rows[0].split() == ["seq", "time", "(UTC)", "op", "key", "size", "content", "type",
                                "file", "offset"]  # fmt: skip
     assert len(rows) == 2 + len(model.records)

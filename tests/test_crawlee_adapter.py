@@ -83,6 +83,13 @@ class Env:
     def folder(self, name: str) -> Path:
         return self.root / KVS_DIR / name
 
+    def delegate_request_queues(self, **options: Any) -> None:
+        """Use a client whose request queues are Crawlee's file-system ones from now on."""
+        self.client = LogKvStorageClient(
+            settings=Configuration(auto_compact=False), native_request_queues=False, **options
+        )
+        self.clients.append(self.client)
+
 
 @pytest.fixture
 async def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Env]:
@@ -107,16 +114,23 @@ async def keys_of(kvs: KeyValueStore, **paging: Any) -> list[str]:
 # ---------------------------------------------------------------- opening
 
 
-async def test_default_store_is_a_logkv_store_beside_crawlees_default_folder(env: Env) -> None:
+@pytest.mark.parametrize("native_request_queues", [True, False])
+async def test_default_store_is_a_logkv_store_in_default_unless_crawlees_queues_write_there(
+    env: Env, native_request_queues: bool
+) -> None:
+    if not native_request_queues:
+        env.delegate_request_queues()
     kvs = await env.open()
     await kvs.set_value("k", {"a": 1})
     metadata = await kvs.get_metadata()
     assert metadata.name is None
     assert kvs.id == metadata.id
-    # The delegate is Crawlee's file-system client, whose request queues write their own state
-    # into key_value_stores/default: the logkv default store keeps out of that folder.
-    assert not env.folder("default").exists()
-    folder = env.folder(BESIDE_FILE_SYSTEM_DEFAULT)
+    # Delegated request queues are Crawlee's file-system ones, which write their own state into
+    # key_value_stores/default: the logkv default store then keeps out of that folder.
+    folder_name = "default" if native_request_queues else BESIDE_FILE_SYSTEM_DEFAULT
+    other = BESIDE_FILE_SYSTEM_DEFAULT if native_request_queues else "default"
+    assert not env.folder(other).exists()
+    folder = env.folder(folder_name)
     assert is_store_folder(folder)
     meta = json.loads((folder / META_FILE).read_text())
     assert meta["id"] == kvs.id
@@ -237,6 +251,7 @@ async def test_the_file_system_default_folder_is_refused_up_front(
 ) -> None:
     # Crawlee's file-system request queue keeps its state in key_value_stores/default: a logkv
     # store there would be mixed with it (and emptied by its purge) on the next run.
+    env.delegate_request_queues()
     with pytest.raises(ValueError, match="request queue") as info:
         await env.open(**selector)
     assert "another name" in str(info.value)
@@ -244,6 +259,7 @@ async def test_the_file_system_default_folder_is_refused_up_front(
     queue = await RequestQueue.open(storage_client=env.client, configuration=env.configuration)
     await queue.add_request("http://127.0.0.1/page")
     await env.restart()
+    env.delegate_request_queues()
     kvs = await env.open(name="default-store")  # any other name is fine
     await kvs.set_value("k", {"a": 1})
 
@@ -790,11 +806,13 @@ async def test_logkv_tools_and_client_read_what_crawlee_wrote(
         await own.close()
 
 
-async def test_datasets_and_queues_go_to_the_delegate(env: Env) -> None:
+async def test_datasets_are_logkv_stores_and_the_delegate_is_crawlees_file_system(
+    env: Env,
+) -> None:
     dataset = await Dataset.open(configuration=env.configuration, storage_client=env.client)
     await dataset.push_data({"url": "https://example.com"})
     assert (await dataset.get_data()).items == [{"url": "https://example.com"}]
-    assert (env.root / "datasets").is_dir()
+    assert is_store_folder(env.root / "datasets" / "default")
     assert isinstance(env.client.delegate, FileSystemStorageClient)
 
 

@@ -10,7 +10,9 @@ import asyncio
 import datetime
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +23,23 @@ from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients._file_system import FileSystemDatasetClient
 from crawlee.storages import Dataset, KeyValueStore
+from hypothesis import given
+from hypothesis import strategies as st
 
-from logkv import Configuration, Engine
+from logkv import Configuration, Engine, StoreClosedError
 from logkv.crawlee import LogKvStorageClient
 from logkv.crawlee._dataset import (
     ITEM_CONTENT_TYPE,
     LogKvDatasetClient,
-    item_key,
     select_indexes,
     serialize_item,
+    shape_item,
 )
 from logkv.layout import is_store_folder
 from logkv.modes import Durability
+from logkv.storage_clients import _base, _store
+from logkv.storage_clients._meta import read_meta, write_meta
+from logkv.storage_layout import item_key
 
 ITEMS: list[dict[str, Any]] = [
     {"url": "https://a.invalid/1", "n": 1},
@@ -140,11 +147,7 @@ async def test_iterate_items_matches_crawlees_file_system_client(
 
 
 UNSUPPORTED: list[dict[str, Any]] = [
-    {"clean": True},
-    {"fields": ["n"]},
-    {"omit": ["n"]},
     {"unwind": ["nested"]},
-    {"skip_hidden": True},
     {"flatten": ["nested"]},
     {"view": "overview"},
 ]
@@ -168,6 +171,70 @@ async def test_unsupported_arguments_are_ignored_with_a_warning_as_crawlee_does(
             }
         assert _same(listed) == ITEMS
         assert len([r for r in caplog.records if "not supported" in r.getMessage()]) == 2
+
+
+SHAPED: list[dict[str, Any]] = [
+    {"url": "u1", "n": 1, "#debug": "x"},
+    {},
+    {"#only": "hidden"},
+    {"n": 4, "url": "u4", "extra": [1]},
+]
+
+#: (arguments, the items expected): Apify's dataset API rules, which logkv follows.
+SHAPES: list[tuple[dict[str, Any], list[Any]]] = [
+    ({"fields": ["n", "url"]}, [{"n": 1, "url": "u1"}, {}, {}, {"n": 4, "url": "u4"}]),
+    ({"fields": ["#debug"]}, [{"#debug": "x"}, {}, {}, {}]),
+    ({"fields": ["url", "#debug"], "skip_hidden": True}, [{"url": "u1"}, {}, {}, {"url": "u4"}]),
+    ({"omit": ["url", "extra"]}, [{"n": 1, "#debug": "x"}, {}, {"#only": "hidden"}, {"n": 4}]),
+    ({"fields": ["n", "url"], "omit": ["url"]}, [{"n": 1}, {}, {}, {"n": 4}]),
+    ({"skip_hidden": True}, [{"url": "u1", "n": 1}, {}, {}, SHAPED[3]]),
+    # skip_empty looks at the item as stored: an item of hidden fields only is not empty
+    ({"clean": True}, [{"url": "u1", "n": 1}, {}, SHAPED[3]]),
+    ({"clean": True, "desc": True, "limit": 2}, [SHAPED[3], {}]),
+    ({"fields": []}, [{}, {}, {}, {}]),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), SHAPES, ids=[json.dumps(a) for a, _ in SHAPES])
+async def test_fields_omit_skip_hidden_and_clean_shape_the_items(
+    lone: Lone, arguments: dict[str, Any], expected: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    dataset = await lone.dataset(lone.client())
+    await dataset.push_data(SHAPED)
+    with caplog.at_level(logging.WARNING):
+        page = await dataset.get_data(**arguments)
+        listed = [item async for item in dataset.iterate_items(**arguments)]
+    assert page.items == listed == expected
+    assert page.total == len(SHAPED)
+    assert not [r for r in caplog.records if "not supported" in r.getMessage()]
+    assert (await dataset.get_data()).items == SHAPED  # the stored items are unchanged
+
+
+_NAMES = st.sampled_from(["a", "b", "c", "#h", "#i", "", "#"])
+
+
+@given(
+    item=st.dictionaries(_NAMES, st.integers()),
+    fields=st.none() | st.lists(_NAMES),
+    omit=st.none() | st.lists(_NAMES),
+    skip_hidden=st.booleans(),
+)
+def test_shape_item_against_a_model(
+    item: dict[str, int], fields: list[str] | None, omit: list[str] | None, skip_hidden: bool
+) -> None:
+    chosen = list(item) if fields is None else [n for n in dict.fromkeys(fields) if n in item]
+    kept = [n for n in chosen if n not in (omit or []) and not (skip_hidden and n.startswith("#"))]
+    shaped = shape_item(dict(item), fields, omit, skip_hidden)
+    assert list(shaped) == kept
+    assert all(shaped[n] == item[n] for n in kept)
+
+
+def test_shape_item_keeps_what_is_not_an_object() -> None:
+    assert shape_item([1, 2], ["a"], ["b"], True) == [1, 2]
+    assert shape_item("text", None, None, True) == "text"
+    item = {"a": 1}
+    assert shape_item(item, None, None, False) is item
+    assert shape_item({"a": 1, "b": 2, "c": 3}, ["c", "a", "zz"], None, False) == {"c": 3, "a": 1}
 
 
 async def test_metadata_counts_items(sides: dict[str, Side]) -> None:
@@ -395,3 +462,72 @@ async def test_an_item_that_is_not_json_is_skipped_with_a_logged_error(
     with caplog.at_level(logging.ERROR):
         assert (await dataset.get_data()).items == [{"i": 0}, {"i": 2}]
     assert any("Corrupt JSON" in record.getMessage() for record in caplog.records)
+
+
+async def test_reads_after_drop_find_it_empty_as_crawlees_file_system_client(
+    sides: dict[str, Side], caplog: pytest.LogCaptureFixture
+) -> None:
+    clients = {}
+    for name, side in sides.items():
+        client = await side.client.create_dataset_client(
+            name="gone", configuration=side.configuration
+        )
+        await client.push_data(ITEMS)
+        await client.drop()
+        clients[name] = client
+    with caplog.at_level(logging.WARNING):
+        pages = {n: (await c.get_data(offset=1, limit=2)).model_dump() for n, c in clients.items()}
+        listed = {n: [i async for i in c.iterate_items()] for n, c in clients.items()}
+    assert _same(pages)["items"] == []
+    assert _same(listed) == []
+    assert len(caplog.records) == 4  # each read of each client warns
+    metadata = {n: await c.get_metadata() for n, c in clients.items()}
+    _same({n: (m.id is not None, m.name) for n, m in metadata.items()})
+    # Crawlee's file-system client keeps the count it had; the dataset holds nothing now
+    assert metadata["logkv"].item_count == 0
+    with pytest.raises(StoreClosedError):
+        await clients["logkv"].push_data({"after": "drop"})
+    assert not (sides["logkv"].root / "datasets" / "gone").exists()
+
+
+async def test_timestamps_are_saved_once_per_persist_interval(
+    lone: Lone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Configuration(auto_compact=False, persist_state_interval=timedelta(seconds=30))
+    client = lone.client(settings=settings)
+    dataset = await lone.dataset(client, name="timed")
+    folder = lone.root / "datasets" / "timed"
+    created = read_meta(folder)
+    assert created is not None
+    clock = [time.time()]
+    monkeypatch.setattr(_store, "_now", lambda: clock[0])
+    monkeypatch.setattr(_base, "_now", lambda: clock[0])
+    clock[0] += 10
+    await dataset.push_data({"i": 0})
+    assert read_meta(folder) == created  # within the interval: in memory only
+    clock[0] += 31
+    await dataset.push_data({"i": 1})
+    saved = read_meta(folder)
+    assert saved is not None and saved.modified_at == clock[0]
+    clock[0] += 31
+    await dataset.get_data()
+    later = read_meta(folder)
+    assert later is not None
+    assert (later.accessed_at, later.modified_at) == (clock[0], saved.modified_at)
+
+
+async def test_modified_at_comes_back_from_the_log_when_meta_json_is_stale(lone: Lone) -> None:
+    client = lone.client()
+    dataset = await lone.dataset(client, name="stale")
+    await dataset.push_data({"i": 0})
+    folder = lone.root / "datasets" / "stale"
+    await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+    meta = read_meta(folder)
+    assert meta is not None
+    pushed_at = meta.modified_at
+    meta.modified_at = meta.created_at - 100  # as if the last save was lost
+    write_meta(folder, meta)
+    reopened = await lone.dataset(lone.client(), name="stale")
+    got = (await reopened.get_metadata()).modified_at.timestamp()
+    assert pushed_at - 1 < got <= time.time()

@@ -1,6 +1,7 @@
 """``kill -9`` of a process pushing items into a logkv dataset through Crawlee's ``Dataset``:
 every acknowledged ``push_data`` is in the dataset exactly once, and the one in flight at the
-kill is there whole or not at all.
+kill is there whole or not at all. The dataset's ``modified_at`` after the restart is no older
+than the last acknowledged push, though ``META.json`` was last saved long before it.
 
 The child (this module run with ``python -m``) pushes batches of 1 to 9 items, announcing each
 before the call and acknowledging it after (:mod:`logkv.killcheck`).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from crawlee.storages import Dataset
 from logkv import Configuration
 from logkv.crawlee import LogKvStorageClient
 from logkv.killcheck import ACK, INTENT, READY, Pump, Reporter, read_transcript, run_and_kill
+from logkv.storage_clients._meta import read_meta
 from logkv.verify import verify
 
 DATASET = "crash"
@@ -30,14 +33,16 @@ def _client() -> LogKvStorageClient:
     return LogKvStorageClient(settings=Configuration(auto_compact=False, segment_size=8192))
 
 
-async def _items(storage_dir: Path) -> list[dict[str, Any]]:
+async def _items(storage_dir: Path) -> tuple[list[dict[str, Any]], float]:
+    """The dataset's items and its ``modified_at`` (seconds) as a reopen sees them."""
     client = _client()
     configuration = CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=False)
     try:
         dataset = await Dataset.open(
             name=DATASET, configuration=configuration, storage_client=client
         )
-        return [dict(item) for item in (await dataset.get_data()).items]
+        items = [dict(item) for item in (await dataset.get_data()).items]
+        return items, (await dataset.get_metadata()).modified_at.timestamp()
     finally:
         await client.close()
 
@@ -55,7 +60,7 @@ async def _child(storage_dir: Path, seed: int) -> None:
     while True:
         size = rng.randint(1, 9)
         items = [{"batch": number, "j": j, "body": "x" * rng.randint(0, 900)} for j in range(size)]
-        reporter.say(INTENT, batch=number, size=size)
+        reporter.say(INTENT, batch=number, size=size, at=time.time())
         await dataset.push_data(items)
         reporter.say(ACK, batch=number)
         number += 1
@@ -79,7 +84,12 @@ def test_every_acknowledged_push_is_there_once_and_none_is_partial(tmp_path: Pat
         transcript = read_transcript(run.lines)
         for intent, _ in transcript.acked:
             acked[intent["batch"]] = intent["size"]
-        items = asyncio.run(_items(storage_dir))
+        saved = read_meta(storage_dir / "datasets" / DATASET)
+        items, modified_at = asyncio.run(_items(storage_dir))
+        if transcript.acked:
+            last_push = transcript.acked[-1][0]["at"]
+            assert saved is not None and saved.modified_at < last_push  # the save was lost
+            assert modified_at >= last_push, round_
         sizes: dict[int, list[int]] = {}
         for item in items:
             sizes.setdefault(item["batch"], []).append(item["j"])

@@ -20,9 +20,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -121,34 +118,6 @@ CHILD = textwrap.dedent(
     asyncio.run(main())
     '''
 )
-
-
-class Pages(BaseHTTPRequestHandler):
-    """Serves a small HTML page naming its path for every GET."""
-
-    def do_GET(self) -> None:
-        body = f"<html><body>{self.path} {'x' * 500}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def site() -> Iterator[str]:
-    """A local web site on the loopback interface for both runs of the crawler."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def child_env(storage_dir: Path) -> dict[str, str]:

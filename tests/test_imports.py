@@ -50,9 +50,7 @@ def import_graph(*, outside: bool = False) -> dict[str, set[str]]:
                 targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
             else:
                 continue
-            graph[name].update(
-                t for t in targets if (outside or t in modules) and t != name
-            )
+            graph[name].update(t for t in targets if (outside or t in modules) and t != name)
     return graph
 
 

@@ -121,3 +121,22 @@ def test_ordered_reads_while_many_new_keys_are_merged_and_written(tmp_path: Path
                 thread.join()
         assert errors == []
         assert list(engine.keys()) == sorted(engine._index.entries)
+
+
+@given(st.lists(keys, max_size=60), keys, keys)
+def test_count_range_counts_the_keys_between_two_bounds(
+    present: list[str], low: str, high: str
+) -> None:
+    index = Index()
+    for n, key in enumerate(present):
+        index.put(key, entry(n))
+    assert index.count_range(low, high) == sum(low <= key < high for key in set(present))
+
+
+def test_engine_count_keys_sees_keys_not_yet_merged(tmp_path: Path) -> None:
+    with Engine.open(tmp_path / "store") as engine:
+        for key in ("p/1", "p/2", "r/1", "r/2", "r/3"):
+            engine.set(key, b"")
+        assert engine.count_keys("p/", "p0") == 2
+        assert engine.count_keys("r/", "r0") == 3
+        assert engine.count_keys("s", "t") == 0

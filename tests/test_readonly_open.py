@@ -29,7 +29,6 @@ from logkv import (
     StoreNotFoundError,
 )
 from logkv.crawlee import LogKvStorageClient
-from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE
 
 PATIENCE = 60.0
@@ -307,7 +306,7 @@ async def test_crawlee_reads_read_only_beside_a_live_crawler_process(
     writer.write("a")
     configuration = CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=True)
     client = LogKvStorageClient(readonly=True)
-    folder = storage_dir / KVS_DIR / BESIDE_FILE_SYSTEM_DEFAULT
+    folder = storage_dir / KVS_DIR / "default"
     before = sorted(path.name for path in folder.iterdir())
     with pytest.raises(StoreLockedError, match=r"readonly=True .*LogKvStorageClient"):
         await CrawleeKeyValueStore.open(

@@ -203,7 +203,6 @@ def test_open_verify_history_and_dump_draw_the_same_line(tmp_path: Path, name: s
             assert [r.record.seq for r in logged] == list(range(1, engine.last_seq + 1))
 
 
-
 def test_key_history_raises_on_a_damaged_record_of_the_key(tmp_path: Path) -> None:
     folder = tmp_path / "store"
     ends = _without_mark(folder)

@@ -26,6 +26,7 @@ from ..layout import ARCHIVE_DIR
 from ..verify import verify
 from . import ExitCode
 from .common import CommandError
+from .contents import Contents, store_contents
 
 #: Times ``verify`` starts over when a writer's compaction retired the log it was reading.
 VERIFY_ATTEMPTS: Final = 5
@@ -35,12 +36,14 @@ VERIFY_ATTEMPTS: Final = 5
 
 @dataclass(frozen=True)
 class StoreFigures:
-    """``logkv stats``: the engine's figures plus the archive and the reach of the history."""
+    """``logkv stats``: the engine's figures plus the archive, the reach of the history and
+    what the store holds."""
 
     stats: EngineStats
     archive_segments: int
     archive_bytes: int
     history_start: int
+    contents: Contents
 
     @property
     def dead_ratio(self) -> float:
@@ -53,9 +56,10 @@ def store_figures(path: Path) -> StoreFigures:
     """Open ``path`` read-only (beside a live writer, if any) and gather its figures."""
     with Engine.open(path, readonly=True) as engine:
         stats = engine.stats()
+        contents = store_contents(path, engine)
     archive = path / ARCHIVE_DIR
     sizes = [p.stat().st_size for p in archive.iterdir() if p.is_file()] if archive.is_dir() else []
-    return StoreFigures(stats, len(sizes), sum(sizes), history_start(path))
+    return StoreFigures(stats, len(sizes), sum(sizes), history_start(path), contents)
 
 
 # ---------------------------------------------------------------------------------- verify

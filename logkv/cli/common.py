@@ -28,9 +28,11 @@ from ..errors import (
 )
 from ..history import HistoryGap, StoreChangedError
 from ..layout import KVS_DIR, TRASH_DIR, is_store_folder
+from ..storage_layout import DATASETS_DIR
 from . import ExitCode
 
-#: How deep below a storage folder stores are looked for (``key_value_stores/NAME`` is 2).
+#: How deep below a storage folder stores are looked for (``key_value_stores/NAME``,
+#: ``datasets/NAME`` and ``request_queues/NAME`` are 2).
 SEARCH_DEPTH: Final = 2
 
 
@@ -170,7 +172,7 @@ def require_store(path: Path) -> Path:
 def find_stores(root: Path) -> list[Path]:
     """The stores to work on for ``root``: ``root`` itself when it is a store, else every
     store folder below it, at most :data:`SEARCH_DEPTH` levels down (a storage folder holds
-    ``key_value_stores/NAME``), in path order.
+    ``key_value_stores/NAME``, ``datasets/NAME`` and ``request_queues/NAME``), in path order.
 
     Stores are recognised by their files (:func:`~logkv.layout.is_store_folder`), never by
     their names: a store may be named ``archive`` or ``public``, an alias may be hidden
@@ -185,8 +187,8 @@ def find_stores(root: Path) -> list[Path]:
     found = _stores_below(root, SEARCH_DEPTH)
     if not found:
         raise CommandError(
-            f"no logkv stores under {root} (looked {SEARCH_DEPTH} levels down, "
-            f"as in {Path(root.name) / KVS_DIR / 'NAME'})",
+            f"no logkv stores under {root} (looked {SEARCH_DEPTH} levels down, as in "
+            f"{Path(root.name) / KVS_DIR / 'NAME'} or {Path(root.name) / DATASETS_DIR / 'NAME'})",
             ExitCode.USAGE,
         )
     return found

@@ -1,7 +1,10 @@
 """``logkv-compact``: compact one store, or every store under a storage folder.
 
 Compaction writes a store's live records into a snapshot and retires the log segments the
-snapshot covers, which gives back the disk space of overwritten and deleted records. It runs on
+snapshot covers, which gives back the disk space of overwritten and deleted records. A dataset
+is append-only: with no dead records (none before a purge) compaction would rewrite every item
+only to add the snapshot's hint, a larger store, so such a dataset is skipped unless
+``--snapshot-datasets`` asks for the faster reopen a snapshot gives. It runs on
 stores that no writer holds; a store locked by a running writer is reported and skipped (that
 writer can compact it itself), and the other stores are still compacted.
 
@@ -41,6 +44,7 @@ from .common import (
     path_argument,
     run,
 )
+from .contents import storage_type
 from .render import human_bytes, human_seconds, json_document, table
 
 PROG: Final = "logkv-compact"
@@ -52,6 +56,9 @@ RETENTION_ENV: Final = "LOGKV_RETENTION"
 _SNAPSHOT_FIXED: Final = 16 + 8 + 8 + 200 + 16
 _HINT_PER_KEY: Final = 8 + 4 + 8 + 4 + 3
 
+#: Why a dataset with no dead records is not compacted.
+APPEND_ONLY_NOTE: Final = "an append-only dataset with nothing to reclaim"
+
 #: Most serious first: the exit status of a run with several problems.
 _SEVERITY: Final = (ExitCode.DAMAGED, ExitCode.FAILED, ExitCode.LOCKED, ExitCode.USAGE)
 
@@ -59,8 +66,11 @@ _DESCRIPTION = """\
 Compact logkv stores: write each store's live records into a snapshot and retire the log
 segments it covers, giving back the space of overwritten and deleted records. STORE is one
 store folder, or a storage folder: every store below it (up to key_value_stores/NAME) is
-compacted in turn. A store that a running writer holds is skipped with a message (exit 3);
-the others are still compacted. Stores stay readable by read-only users throughout.
+compacted in turn (key_value_stores/NAME, datasets/NAME, request_queues/NAME). A store that a
+running writer holds is skipped with a message (exit 3); the others are still compacted. A
+dataset with no dead records (append-only: none before a purge) is skipped, as compaction
+would only make it larger (--snapshot-datasets: compact it for a faster reopen). Stores stay
+readable by read-only users throughout.
 """
 
 _EPILOG = f"""\
@@ -162,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="only compact stores whose dead bytes make up at least R (0..1) of their "
         "records; others are skipped (default 0: compact every store)",
     )
+    parser.add_argument(
+        "--snapshot-datasets",
+        action="store_true",
+        help="compact datasets with no dead records too: their snapshot makes them about 25%% "
+        "larger (its hint, about 37 bytes per item), but a reopen reads that hint instead of "
+        "replaying every record (1,000,000 items: 1.6 s instead of 6.8 s)",
+    )
     add_output_options(parser, "print one JSON document")
     return parser
 
@@ -195,6 +212,12 @@ def _dead_ratio(live: int, dead: int) -> float:
     return dead / total if total else 0.0
 
 
+def _append_only_without_dead(path: Path, stats: EngineStats) -> bool:
+    """True for a dataset with no dead records: compacting it reclaims nothing (see the module
+    docstring)."""
+    return stats.dead_bytes == 0 and storage_type(path).storage == "dataset"
+
+
 def _log_after_snapshot(path: Path, covers: int) -> int:
     """Record bytes in the segments after the snapshot (0: compaction has nothing to do)."""
     total = 0
@@ -204,8 +227,9 @@ def _log_after_snapshot(path: Path, covers: int) -> int:
     return total
 
 
-def estimate(path: Path, label: str, min_dead_ratio: float) -> Outcome:
-    """A dry run for one store: its figures now and the size a compaction would leave."""
+def estimate(path: Path, label: str, min_dead_ratio: float, datasets: bool = False) -> Outcome:
+    """A dry run for one store: its figures now and the size a compaction would leave
+    (``datasets``: as :func:`compact_one`)."""
     with Engine.open(path, readonly=True) as engine:
         stats = engine.stats()
         key_bytes = sum(len(key.encode("utf-8", "surrogatepass")) for key in engine.keys(None))
@@ -213,6 +237,8 @@ def estimate(path: Path, label: str, min_dead_ratio: float) -> Outcome:
     outcome = Outcome.of(label, "would compact", stats)
     if pending == 0:
         outcome.status = "nothing to compact"
+    elif not datasets and _append_only_without_dead(path, stats):
+        outcome.status = f"would skip ({APPEND_ONLY_NOTE})"
     elif _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
         outcome.status = "would skip (few dead bytes)"
     else:
@@ -239,14 +265,23 @@ def progress_bar(label: str, total: int, enabled: bool | None) -> Iterator[Progr
 
 
 def compact_one(
-    path: Path, label: str, retention: Retention, min_dead_ratio: float, bar: bool | None
+    path: Path,
+    label: str,
+    retention: Retention,
+    min_dead_ratio: float,
+    bar: bool | None,
+    datasets: bool = False,
 ) -> Outcome:
-    """Compact one store; a locked or damaged store becomes an outcome, not an exception."""
+    """Compact one store; a locked or damaged store becomes an outcome, not an exception.
+    ``datasets``: compact a dataset with no dead records too (see ``--snapshot-datasets``)."""
     started = time.perf_counter()
     try:
         with Engine.open(path, create=False, retention=retention) as engine:
             stats = engine.stats()
             base = Outcome.of(label, "compacted", stats)
+            if not datasets and _append_only_without_dead(path, stats):
+                base.status = f"skipped ({APPEND_ONLY_NOTE})"
+                return base
             if _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
                 base.status = "skipped (few dead bytes)"
                 return base
@@ -366,13 +401,15 @@ def _command(argv: Sequence[str] | None) -> int:
         label = _label(path, root)
         if args.dry_run:
             try:
-                outcome = estimate(path, label, args.min_dead_ratio)
+                outcome = estimate(path, label, args.min_dead_ratio, args.snapshot_datasets)
             except (LogKVError, OSError) as exc:
                 code = exit_code_for(exc)
                 kind = "damaged" if code is ExitCode.DAMAGED else "failed"
                 outcome = Outcome(label, kind, error=f"{label}: {describe(exc)}", code=code)
         else:
-            outcome = compact_one(path, label, retention, args.min_dead_ratio, bar)
+            outcome = compact_one(
+                path, label, retention, args.min_dead_ratio, bar, args.snapshot_datasets
+            )
         if outcome.error:
             print(f"{PROG}: error: {outcome.error}", file=sys.stderr)
         outcomes.append(outcome)

@@ -1,7 +1,8 @@
 """``logkv``: inspect and audit one store from the command line.
 
-Subcommands, each taking the store folder: ``stats``, ``verify``, ``history KEY``,
-``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
+Subcommands, each taking the store folder (a key-value store's, a dataset's or a request
+queue's: ``stats``, ``verify`` and ``dump`` say which it is): ``stats``, ``verify``,
+``history KEY``, ``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
 move a Crawlee file-system key-value store into a new logkv store and back (see
 :mod:`logkv.cli.transfer`). All of them only read the store and take no
 lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
@@ -34,6 +35,7 @@ from .audit import (
     verify_store,
 )
 from .common import CommandError, key_argument, path_argument, require_store, run
+from .contents import storage_type
 from .dump import DumpStatus, StoreDump
 from .migrate import add_commands as add_migrate_commands
 from .render import (
@@ -90,6 +92,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             json_document(
                 {
                     "store": str(s.path),
+                    **figures.contents.as_json(),
                     "keys": s.keys,
                     "live_bytes": s.live_bytes,
                     "dead_bytes": s.dead_bytes,
@@ -115,6 +118,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     reach = "seq 1 (complete)" if start == 1 else f"seq {start:,} (earlier records compacted away)"
     rows: list[tuple[str, Cell]] = [
         ("store", str(s.path)),
+        ("holds", figures.contents.describe()),
         ("keys (live records)", s.keys),
         ("live bytes", _bytes_cell(s.live_bytes)),
         ("dead bytes", f"{_bytes_cell(s.dead_bytes)}, {100 * figures.dead_ratio:.0f}% of records"),
@@ -136,11 +140,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Check a store; list every problem and exit 1 when there is one."""
     store = require_store(args.store)
     outcome = verify_store(store)
+    kind = storage_type(store)
     if args.json:
         print(
             json_document(
                 {
                     "store": str(store),
+                    "storage": kind.storage,
                     "ok": outcome.ok,
                     "records": outcome.records,
                     "chain_checked": outcome.chain_checked,
@@ -154,6 +160,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         rows: list[tuple[str, Cell]] = [
             ("store", str(store)),
+            ("holds", kind.describe()),
             ("log records", outcome.records),
             ("hash chain checked", f"{outcome.chain_checked:,} records"),
             ("snapshot records", outcome.snapshot_records),
@@ -343,6 +350,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
         for line in lines:
             print(json_line(line))
     else:
+        if not target.is_file():
+            print(f"{target}: a logkv {storage_type(target).describe()}")
         headers = [*_DUMP_HEADERS, "value"] if args.values else list(_DUMP_HEADERS)
         _print_dump_table(_dump_rows(iter(lines), args.values), headers)
     status = lines.status
@@ -396,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "stats",
         cmd_stats,
-        "Keys, live and dead bytes, disk bytes, segments, what the snapshot covers, the "
-        "archive, the last sequence number and where the history starts.",
+        "What the store holds (key-value store, dataset with its item count, request queue "
+        "with its pending, handled and total requests), keys, live and dead bytes, disk "
+        "bytes, segments, what the snapshot covers, the archive, the last sequence number and "
+        "where the history starts.",
     )
     add(
         "verify",

@@ -12,8 +12,10 @@ or, for one store, ``await KeyValueStore.open(name="pages", storage_client=LogKv
 Every Crawlee key-value store is then a logkv store in
 ``{storage_dir}/key_value_stores/{name|alias|default}/``, which logkv's command line tools read.
 Every dataset is a logkv store in ``{storage_dir}/datasets/{name|alias|default}/``, one record
-per item (:mod:`logkv.crawlee._dataset`). Request queues (and datasets, with
-``native_datasets=False``) are delegated to another Crawlee storage client, Crawlee's
+per item (:mod:`logkv.crawlee._dataset`). Every request queue is a logkv store in
+``{storage_dir}/request_queues/{name|alias|default}/``, a record per request and a key per
+pending request (:mod:`logkv.crawlee._request_queue`). With ``native_datasets=False`` or
+``native_request_queues=False`` they are delegated to another Crawlee storage client, Crawlee's
 file-system client unless ``LogKvStorageClient(delegate=...)`` names another.
 
 Opening follows Crawlee's rules, ``purge_on_start`` included: an unnamed store is emptied at
@@ -30,6 +32,12 @@ nested deeper than ``logkv.content.MAX_NESTING_DEPTH`` (128) levels raise ``Type
 
 from ._client import LogKvKeyValueStoreClient
 from ._dataset import LogKvDatasetClient
+from ._request_queue import LogKvRequestQueueClient
 from ._storage_client import LogKvStorageClient
 
-__all__ = ["LogKvDatasetClient", "LogKvKeyValueStoreClient", "LogKvStorageClient"]
+__all__ = [
+    "LogKvDatasetClient",
+    "LogKvKeyValueStoreClient",
+    "LogKvRequestQueueClient",
+    "LogKvStorageClient",
+]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
@@ -41,7 +40,6 @@ from ._values import deserialize, serialize, shown_content_type
 
 log = logging.getLogger(__name__)
 
-_now = time.time
 _to_thread = asyncio.to_thread
 
 #: Most value bytes ``iterate_entries`` reads in one batch (at least one record per batch).
@@ -52,7 +50,8 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
     """One open logkv store, as Crawlee's ``KeyValueStore`` sees it (see the module docstring).
 
     Open stores through :class:`~logkv.crawlee.LogKvStorageClient`; one client serves each
-    store folder per process.
+    store folder per process. ``settings`` is accepted for the storage client's sake: what the
+    client needs of it (the upkeep interval, the thresholds) the store already holds.
     """
 
     def __init__(
@@ -63,8 +62,6 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
     ) -> None:
         self._store = store
         self._engine = store.engine
-        self._last_save = _now()
-        self._save_interval = settings.persist_state_interval.total_seconds()
         self._pacer = Pacer()
         self._on_close = on_close
 
@@ -77,15 +74,11 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
 
     async def _tick(self) -> None:
         """After every call: now and then, yield to the event loop (inline calls never
-        suspend: see :class:`~logkv.storage_clients._base.Pacer`); once per save interval, save
-        changed timestamps and maybe start a compaction (not waited for)."""
+        suspend: see :class:`~logkv.storage_clients._base.Pacer`); the store's upkeep when due
+        (:meth:`~logkv.storage_clients._store.EngineStore.upkeep_when_due`)."""
         if self._pacer.due():
             await asyncio.sleep(0)
-        if _now() - self._last_save < self._save_interval:
-            return
-        self._last_save = _now()
-        await self._store.save_meta()
-        self._store.start_compaction()
+        await self._store.upkeep_when_due()
 
     # ------------------------------------------------------------------ reads
 

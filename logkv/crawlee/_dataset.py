@@ -2,8 +2,9 @@
 
 A dataset is one logkv store folder, ``{storage_dir}/datasets/{name|alias|default}/``, owned by
 an :class:`~logkv.storage_clients._store.EngineStore` (engine, ``META.json``, timestamps, drop).
-Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``, so key order is
-push order and the keys of any offset and limit are computed, never searched for. Its value is
+Item ``i`` (0-based) is the record under the fixed-width key ``f"{i:012d}"``
+(:func:`logkv.storage_layout.item_key`), so key order is push order and the keys of any offset
+and limit are computed, never searched for. Its value is
 the item serialized as Crawlee's file-system dataset client serializes it (``json.dumps`` with
 ``ensure_ascii=False, indent=2, default=str``), content type JSON; a crawler reads the same
 items back from either client. (logkv's own content rules do not apply: the item is JSON text
@@ -13,10 +14,23 @@ whatever it holds, and values that JSON cannot hold are turned into strings, as 
 all of them or none. Items are never deleted one by one, so ``item_count`` is the number of
 records; ``purge`` deletes them all.
 
-``get_data`` and ``iterate_items`` take every argument of Crawlee's ``DatasetClient`` and treat
-them as Crawlee's file-system client does: ``offset``, ``limit``, ``desc`` and ``skip_empty``
-are applied; ``clean``, ``fields``, ``omit``, ``unwind``, ``skip_hidden``, ``flatten`` and
-``view`` are not supported, which is logged as a warning (nothing is raised).
+Timestamps follow the key-value store's rule (saved at most once per
+``persist_state_interval``, by the calls themselves, and on close), and after a crash
+``modified_at`` is moved up to the time of the newest record in the log, so a ``kill -9``
+loses no modification time (``accessed_at`` is the reopen's time anyway).
+
+After :meth:`~LogKvDatasetClient.drop`, reads behave as Crawlee's file-system client's: an
+empty page (``get_data``), no items (``iterate_items``), each with a logged warning, and
+``get_metadata`` returns the last metadata with ``item_count`` 0. ``push_data`` raises
+:class:`~logkv.StoreClosedError` where the file-system client silently re-creates the dropped
+folder: a dropped dataset must not come back under another open of its name.
+
+``get_data`` and ``iterate_items`` take every argument of Crawlee's ``DatasetClient``.
+``offset``, ``limit``, ``desc`` and ``skip_empty`` are applied as Crawlee's file-system client
+applies them. ``fields``, ``omit``, ``skip_hidden`` and ``clean``, which Crawlee's local clients
+(file system, memory, SQL) ignore with a warning, are applied as the Apify platform's dataset API
+applies them (see :func:`shape_item`); ``unwind``, ``flatten`` and ``view`` are not supported,
+which is logged as a warning as Crawlee's clients do (nothing is raised).
 """
 
 from __future__ import annotations
@@ -24,9 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Final
 
 from crawlee.storage_clients._base import DatasetClient
@@ -34,29 +46,22 @@ from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 
 from ..configuration import Configuration
 from ..engine import Engine
-from ..errors import StoreNotFoundError
-from ..names import select
-from ..storage_clients._base import StoreLocation, stamp_times
-from ..storage_clients._folders import find_store_by_id, registry_key
-from ..storage_clients._store import EngineStore, StoreAdapter, wait_for_commit
+from ..storage_clients._base import Pacer, StoreLocation, stamp_times
+from ..storage_clients._store import EngineStore, wait_for_commit
+from ..storage_layout import DATASETS_DIR, item_key
+from ._adapter import CrawleeAdapter
+from ._locations import StorageKind
 
-#: The folder of every dataset under the storage directory.
-DATASETS_DIR: Final = "datasets"
 #: The folder (and id) of the default dataset.
 DEFAULT_DATASET: Final = "default"
 #: The content type of every item record.
 ITEM_CONTENT_TYPE: Final = "application/json; charset=utf-8"
-#: Digits of an item's key: room for 10**12 items.
-KEY_DIGITS: Final = 12
+#: The first character of a hidden field's name (left out by ``skip_hidden`` and ``clean``).
+HIDDEN_PREFIX: Final = "#"
 #: Crawlee's default ``limit`` of ``get_data``.
 _CRAWLEE_NO_LIMIT: Final = 999_999_999_999
 
 log = logging.getLogger(__name__)
-
-
-def item_key(index: int) -> str:
-    """The key of item ``index`` (0-based)."""
-    return f"{index:0{KEY_DIGITS}d}"
 
 
 def serialize_item(item: Mapping[str, Any]) -> bytes:
@@ -72,6 +77,24 @@ def select_indexes(total: int, offset: int, limit: int | None, desc: bool) -> ra
     return chosen if limit is None else chosen[:limit]
 
 
+def shape_item(
+    item: Any, fields: Sequence[str] | None, omit: Sequence[str] | None, skip_hidden: bool
+) -> Any:
+    """``item`` as a page shows it: only its top-level ``fields`` (in that order; the ones it
+    lacks are left out), without those in ``omit``, and without hidden fields (names starting
+    with ``#``) when ``skip_hidden``. An item that is not a JSON object is returned as it is."""
+    if not isinstance(item, dict) or (fields is None and not omit and not skip_hidden):
+        return item
+    if fields is not None:
+        item = {name: item[name] for name in fields if name in item}
+    dropped = set(omit or ())
+    return {
+        name: value
+        for name, value in item.items()
+        if name not in dropped and not (skip_hidden and name.startswith(HIDDEN_PREFIX))
+    }
+
+
 def _warn_unsupported(method: str, **arguments: Any) -> None:
     unsupported = [name for name, value in arguments.items() if value not in (False, None)]
     if unsupported:
@@ -82,46 +105,10 @@ def _warn_unsupported(method: str, **arguments: Any) -> None:
         )
 
 
-def dataset_location(
-    storage_dir: str, id: str | None, name: str | None, alias: str | None
-) -> StoreLocation:
-    """The folder of the selected dataset (blocking when selected by id: it is looked up).
-
-    Raises ``ValueError`` as Crawlee does: more than one of ``id``/``name``/``alias``, an invalid
-    name, or no dataset with the id.
-    """
-    if alias == "__default__" and id is None and name is None:
-        alias = None
-    selector = select(id=id, name=name, alias=alias, default_id=DEFAULT_DATASET)
-    root = Path(os.path.abspath(storage_dir)) / DATASETS_DIR
-    if selector.folder_name is None:
-        assert selector.id is not None
-        try:
-            folder, meta = find_store_by_id(root, selector.id)
-        except StoreNotFoundError:
-            raise ValueError(f'Dataset with ID "{selector.id}" not found') from None
-        return StoreLocation(
-            registry_key(folder),
-            meta.kind,
-            meta.id,
-            meta.name,
-            meta.alias,
-            folder,
-            storage="dataset",
-        )
-    assert selector.kind != "id"
-    folder = root / selector.folder_name
-    # A new default dataset gets a random id, as every Crawlee storage does.
-    store_id = None if selector.kind == "default" else selector.id
-    return StoreLocation(
-        registry_key(folder),
-        selector.kind,
-        store_id,
-        selector.name,
-        selector.alias,
-        folder,
-        storage="dataset",
-    )
+#: Where datasets are and how they are named.
+DATASETS: Final = StorageKind(DATASETS_DIR, DEFAULT_DATASET, "dataset", "Dataset")
+#: The folder of the selected dataset (see :meth:`StorageKind.locate`).
+dataset_location = DATASETS.locate
 
 
 def check_item_keys(engine: Engine) -> None:
@@ -151,10 +138,11 @@ async def open_dataset_store(location: StoreLocation, settings: Configuration) -
     except BaseException:
         await store.close()
         raise
+    store.modified_from_log()
     return store
 
 
-class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
+class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
     """A Crawlee dataset whose items are records of a logkv store (see the module docstring).
     Open one with :meth:`open`."""
 
@@ -167,6 +155,9 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         self._on_close = on_close
         #: Serialises appends: an item's index is the count of items before it.
         self._lock = asyncio.Lock()
+        self._pacer = Pacer()
+        #: True once :meth:`drop` deleted the dataset (reads then find it empty).
+        self._dropped = False
 
     @classmethod
     async def open(
@@ -187,9 +178,17 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
     async def get_metadata(self) -> DatasetMetadata:
         """The dataset's id, name, timestamps and item count."""
         meta = self._store.meta
-        return DatasetMetadata(
-            id=meta.id, name=meta.name, item_count=len(self._store.engine), **stamp_times(meta)
-        )
+        count = 0 if self._dropped else len(self._store.engine)
+        return DatasetMetadata(id=meta.id, name=meta.name, item_count=count, **stamp_times(meta))
+
+    def _readable(self, method: str) -> bool:
+        """False (with a warning, as Crawlee's file-system client logs) once the dataset was
+        dropped; raises :class:`~logkv.StoreClosedError` once it was closed."""
+        if self._dropped:
+            log.warning("%s of a dropped dataset: %s is gone", method, self._store.folder)
+            return False
+        self._store.check_open()
+        return True
 
     # ------------------------------------------------------------------ writes
 
@@ -218,6 +217,7 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
                 await wait_for_commit(commit)
             else:
                 engine.set_many(batch)
+        await self._tick()
 
     async def purge(self) -> None:
         """Delete every item; the dataset, its id and its metadata remain."""
@@ -229,23 +229,9 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         async with self._lock:
             try:
                 await self._store.drop()
+                self._dropped = True
             finally:
                 self._closed_now()
-
-    async def close(self) -> None:
-        """Save the timestamps and release the dataset's lock (idempotent)."""
-        try:
-            await self._store.close()
-        finally:
-            self._closed_now()
-
-    def close_sync(self) -> None:
-        """:meth:`close` without an event loop (at process exit)."""
-        self._store.close_sync()
-
-    def _closed_now(self) -> None:
-        if self._on_close is not None:
-            self._on_close(self)
 
     # ------------------------------------------------------------------ reads
 
@@ -279,20 +265,20 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         view: str | None = None,
     ) -> DatasetItemsListPage:
         """A page of items: only the records of the page are read (their keys are computed
-        from ``offset`` and ``limit``)."""
-        _warn_unsupported(
-            "get_data",
-            clean=clean,
-            fields=fields,
-            omit=omit,
-            unwind=unwind,
-            skip_hidden=skip_hidden,
-            flatten=flatten,
-            view=view,
-        )
-        self._store.check_open()
+        from ``offset`` and ``limit``); ``clean`` is ``skip_empty`` and ``skip_hidden``
+        together, and the fields are chosen by :func:`shape_item`."""
+        _warn_unsupported("get_data", unwind=unwind, flatten=flatten, view=view)
+        if not self._readable("get_data"):
+            return DatasetItemsListPage(
+                count=0, offset=offset, limit=limit or 0, total=0, desc=desc, items=[]
+            )
         total = len(self._store.engine)
-        items = [item async for item in self._items(total, offset, limit, desc, skip_empty)]
+        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
+        items = [
+            shape_item(item, fields, omit, skip_hidden)
+            async for item in self._items(total, offset, limit, desc, skip_empty)
+        ]
+        await self._tick()
         return DatasetItemsListPage(
             count=len(items),
             offset=offset,
@@ -315,19 +301,16 @@ class LogKvDatasetClient(StoreAdapter, DatasetClient):  # type: ignore[misc]
         skip_empty: bool = False,
         skip_hidden: bool = False,
     ) -> AsyncIterator[Mapping[str, Any]]:
-        """The items one by one, each read when its turn comes."""
-        _warn_unsupported(
-            "iterate",
-            clean=clean,
-            fields=fields,
-            omit=omit,
-            unwind=unwind,
-            skip_hidden=skip_hidden,
-        )
-        self._store.check_open()
+        """The items one by one, each read when its turn comes (the arguments as in
+        :meth:`get_data`)."""
+        _warn_unsupported("iterate", unwind=unwind)
+        if not self._readable("iterate_items"):
+            return
         total = len(self._store.engine)
+        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
         async for item in self._items(total, offset, limit, desc, skip_empty):
-            yield item
+            yield shape_item(item, fields, omit, skip_hidden)
+        await self._tick()
 
     async def _items(
         self, total: int, offset: int, limit: int | None, desc: bool, skip_empty: bool

@@ -1,44 +1,49 @@
-"""Crawlee's ``StorageClient`` whose key-value stores are logkv stores.
+"""Crawlee's ``StorageClient`` whose key-value stores, datasets and request queues are logkv
+stores.
 
 Key-value stores are :class:`~logkv.crawlee._client.LogKvKeyValueStoreClient` objects, one per
 store folder per process (registered in a :class:`logkv.registry.OpenStores`, and closed at
 process exit when still open). Datasets are
-:class:`~logkv.crawlee._dataset.LogKvDatasetClient` objects, registered likewise. Request queues
-(and, with ``native_datasets=False``, datasets) are opened by another Crawlee storage client,
-the ``delegate`` (Crawlee's file-system client unless another one is given), under the same
-Crawlee configuration.
+:class:`~logkv.crawlee._dataset.LogKvDatasetClient` objects and request queues
+:class:`~logkv.crawlee._request_queue.LogKvRequestQueueClient` objects, registered likewise.
+With ``native_datasets=False`` or ``native_request_queues=False`` those are opened by another
+Crawlee storage client, the ``delegate`` (Crawlee's file-system client unless another one is
+given), under the same Crawlee configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import Hashable
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Final, Protocol, TypeVar
 
 from crawlee._service_locator import ServiceLocator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storages import Dataset as CrawleeDataset
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
+from crawlee.storages import RequestQueue as CrawleeRequestQueue
 
 from ..configuration import Configuration
 from ..errors import ReadOnlyStoreError, StoreNotFoundError
-from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
-from ..names import select
+from ..layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, is_store_folder
+from ..names import kvs_root, select
 from ..registry import OpenStores, PurgeRule, open_key, purge_on_start
 from ..storage_clients._base import StoreLocation
 from ..storage_clients._folders import locate_store, registry_key
 from ..storage_clients._store import EngineStore
 from ._client import LogKvKeyValueStoreClient
 from ._dataset import LogKvDatasetClient, dataset_location, open_dataset_store
+from ._locations import CRAWLEE_DEFAULT_ALIAS
+from ._request_queue import LogKvRequestQueueClient, open_queue_store, queue_location
 
-#: The alias Crawlee gives the default store; logkv keeps that store in the folder ``default``.
-CRAWLEE_DEFAULT_ALIAS: Final = "__default__"
-#: The default store's folder (and id) when the delegate is Crawlee's file-system client, whose
-#: request queues write their state into ``key_value_stores/default`` themselves.
+#: The default store's folder (and id) when request queues are delegated to Crawlee's
+#: file-system client, whose request queues write their state into ``key_value_stores/default``
+#: themselves; also the folder of the default store of crawls made that way, which stays in use.
 BESIDE_FILE_SYSTEM_DEFAULT: Final = "default-logkv"
 
 #: The store clients open in this process, by the registry key of their folder; each closes
@@ -54,15 +59,24 @@ _OPEN_DATASETS: OpenStores[LogKvDatasetClient] = OpenStores(
     at_exit=LogKvDatasetClient.close_sync,
 )
 
+#: The request queue clients open in this process, by the registry key of their folder.
+_OPEN_QUEUES: OpenStores[LogKvRequestQueueClient] = OpenStores(
+    reusable=lambda client: not client.closed,
+    at_exit=LogKvRequestQueueClient.close_sync,
+)
+
 log = logging.getLogger(__name__)
 
 
 class LogKvStorageClient(StorageClient):  # type: ignore[misc]
-    """Key-value stores and datasets in logkv logs; request queues through ``delegate``.
+    """Key-value stores, datasets and request queues in logkv logs.
 
     Datasets live in ``{storage_dir}/datasets/{name|alias|default}/``, one logkv store each
     (:mod:`logkv.crawlee._dataset`); ``native_datasets=False`` hands them to the delegate
-    instead, as before logkv had datasets.
+    instead, as before logkv had datasets. Request queues live in
+    ``{storage_dir}/request_queues/{name|alias|default}/``, one logkv store each
+    (:mod:`logkv.crawlee._request_queue`); ``native_request_queues=False`` hands them to the
+    delegate (Crawlee's file-system client unless ``delegate=`` names another).
 
     Usage: ``service_locator.set_storage_client(LogKvStorageClient())``, or
     ``await KeyValueStore.open(storage_client=LogKvStorageClient())``.
@@ -70,8 +84,11 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     Stores live in ``{storage_dir}/key_value_stores/{name|alias|default}/`` (``storage_dir`` from
     Crawlee's configuration). The default store (Crawlee's alias ``__default__``) is the folder
     of ``settings.default_key_value_store_id`` (it also opens by that id): ``default``, as in
-    logkv's own client, unless the delegate is Crawlee's file-system client, whose request queues
-    keep their state in ``key_value_stores/default`` themselves; then ``default-logkv``.
+    logkv's own client. Two exceptions: when request queues are delegated to Crawlee's
+    file-system client, whose request queues keep their state in ``key_value_stores/default``
+    themselves, it is ``default-logkv``; and a storage directory whose ``default-logkv`` holds a
+    logkv store while ``default`` holds none (a crawl made that way) keeps using
+    ``default-logkv``.
 
     ``settings`` is a :class:`logkv.Configuration` for the engine: durability, segment size,
     recovery, retention, compaction, the offload threshold, and ``persist_state_interval`` (how
@@ -91,8 +108,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
     :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
     :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
-    (``ReadOnlyStoreError``): logkv's datasets have no read-only open yet, and the delegate
-    has no read-only mode.
+    (``ReadOnlyStoreError``): logkv's datasets and request queues have no read-only open yet,
+    and the delegate has no read-only mode.
     """
 
     def __init__(
@@ -102,15 +119,21 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         settings: Configuration | None = None,
         readonly: bool = False,
         native_datasets: bool = True,
+        native_request_queues: bool = True,
     ) -> None:
         self._readonly = readonly
         self._native_datasets = native_datasets
+        self._native_request_queues = native_request_queues
         self._opened_datasets: list[LogKvDatasetClient] = []
+        self._opened_queues: list[LogKvRequestQueueClient] = []
         self._delegate: Any = delegate if delegate is not None else FileSystemStorageClient()
         settings = settings if settings is not None else Configuration()
-        if settings.default_key_value_store_id == "default" and isinstance(
+        # Only Crawlee's file-system request queue writes into key_value_stores/default (its
+        # file-system dataset does not).
+        delegate_owns_default = not native_request_queues and isinstance(
             self._delegate, FileSystemStorageClient
-        ):
+        )
+        if settings.default_key_value_store_id == "default" and delegate_owns_default:
             # Crawlee's file-system request queue keeps its own state in a file-system store in
             # key_value_stores/default: leave that folder to it.
             settings = settings.model_copy(
@@ -120,9 +143,7 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         self._opened: list[LogKvKeyValueStoreClient] = []
         #: Store folders that belong to the delegate (a logkv store there would share them).
         self._delegates_folders: frozenset[str] = (
-            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR})
-            if isinstance(self._delegate, FileSystemStorageClient)
-            else frozenset()
+            frozenset({CRAWLEE_FILE_SYSTEM_DEFAULT_DIR}) if delegate_owns_default else frozenset()
         )
 
     @property
@@ -132,17 +153,21 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
     @property
     def delegate(self) -> Any:
-        """The Crawlee storage client that opens datasets and request queues."""
+        """The Crawlee storage client that opens datasets and request queues when they are not
+        native (``native_datasets=False``, ``native_request_queues=False``)."""
         return self._delegate
 
     def get_storage_client_cache_key(self, configuration: CrawleeConfiguration) -> Hashable:
-        """Stores are shared per storage directory (and per delegate, which opens the rest);
-        read-only and writable clients never share Crawlee's cached storage objects."""
+        """Stores are shared per storage directory (and per delegate, which opens what is not
+        native); read-only and writable clients, and clients that serve datasets or request
+        queues natively and through the delegate, never share Crawlee's cached storage
+        objects."""
         return (
             f"{type(self).__module__}.{type(self).__name__}",
             "read-only" if self._readonly else "read-write",
             "native datasets" if self._native_datasets else "delegated datasets",
-            os.path.realpath(configuration.storage_dir),
+            "native request queues" if self._native_request_queues else "delegated queues",
+            _real_path(configuration.storage_dir),
             self._delegate.get_storage_client_cache_key(configuration),
         )
 
@@ -188,6 +213,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         if alias == CRAWLEE_DEFAULT_ALIAS and id is None and name is None:
             alias = None
         default_id = self._settings.default_key_value_store_id
+        if default_id == CRAWLEE_FILE_SYSTEM_DEFAULT_DIR and id is None and name is None:
+            default_id = await asyncio.to_thread(_default_folder, configuration.storage_dir)
         selector = select(id=id, name=name, alias=alias, default_id=default_id)
         if selector.folder_name is not None:
             self._refuse_delegates_folder(selector.folder_name)
@@ -240,13 +267,9 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
             store = await open_dataset_store(location, self._settings)
             return LogKvDatasetClient(store, _forget_dataset)
 
-        client, fresh = await _OPEN_DATASETS.open(
-            open_key(location.registry_key, readonly=False), open_dataset
+        return await _open_registered(
+            _OPEN_DATASETS, self._opened_datasets, location, configuration, open_dataset
         )
-        if fresh:
-            self._opened_datasets.append(client)
-        await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
-        return client
 
     async def create_rq_client(
         self,
@@ -256,12 +279,27 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         alias: str | None = None,
         configuration: CrawleeConfiguration | None = None,
     ) -> Any:
-        """A request queue client from the delegate."""
-        self._refuse_if_readonly(
-            "request queues", "are opened by its delegate, which has no read-only mode"
+        """A logkv request queue (:class:`~logkv.crawlee._request_queue.LogKvRequestQueueClient`),
+        or the delegate's when this client was made with ``native_request_queues=False``.
+
+        Unnamed queues are purged under Crawlee's ``purge_on_start`` as key-value stores are.
+        """
+        self._refuse_if_readonly("request queues", "cannot be opened read-only yet")
+        if not self._native_request_queues:
+            return await self._delegate.create_rq_client(
+                id=id, name=name, alias=alias, configuration=configuration
+            )
+        configuration = configuration or CrawleeConfiguration.get_global_configuration()
+        location = await asyncio.to_thread(
+            queue_location, configuration.storage_dir, id, name, alias
         )
-        return await self._delegate.create_rq_client(
-            id=id, name=name, alias=alias, configuration=configuration
+
+        async def open_queue() -> LogKvRequestQueueClient:
+            store, counts = await open_queue_store(location, self._settings)
+            return LogKvRequestQueueClient(store, counts, _forget_queue)
+
+        return await _open_registered(
+            _OPEN_QUEUES, self._opened_queues, location, configuration, open_queue
         )
 
     def _refuse_if_readonly(self, what: str, why: str) -> None:
@@ -276,22 +314,47 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         return errors
 
     async def close(self) -> None:
-        """Close the key-value stores and datasets this client opened (saving their timestamps
-        and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``) afterwards,
-        through this client or another, opens the store again (a new object: the closed ones
-        are evicted from Crawlee's storage cache and stay closed)."""
+        """Close the key-value stores, datasets and request queues this client opened (saving
+        their timestamps and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``,
+        ``RequestQueue.open``) afterwards, through this client or another, opens the store again
+        (a new object: the closed ones are evicted from Crawlee's storage cache and stay
+        closed)."""
         opened, self._opened = self._opened, []
         for client in opened:
             await client.close()
         datasets, self._opened_datasets = self._opened_datasets, []
         for dataset in datasets:
             await dataset.close()
+        queues, self._opened_queues = self._opened_queues, []
+        for queue in queues:
+            await queue.close()
 
 
 class _Purgeable(Protocol):
     async def purge(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+_Client = TypeVar("_Client", bound=_Purgeable)
+
+
+async def _open_registered(
+    registry: OpenStores[_Client],
+    opened: list[_Client],
+    location: StoreLocation,
+    configuration: CrawleeConfiguration,
+    open_client: Callable[[], Awaitable[_Client]],
+) -> _Client:
+    """The client of the writable store at ``location`` from ``registry``, opened with
+    ``open_client`` (and added to ``opened``) unless open already, purged when due."""
+    client, fresh = await registry.open(
+        open_key(location.registry_key, readonly=False), open_client
+    )
+    if fresh:
+        opened.append(client)
+    await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
+    return client
 
 
 async def _purge_if_due(
@@ -331,6 +394,32 @@ def _forget_dataset(client: LogKvDatasetClient) -> None:
     """A dataset was closed or dropped: forget its client here and in Crawlee's cache."""
     _OPEN_DATASETS.forget(registry_key(client.path), client)
     _evict_from_crawlee_cache(client, CrawleeDataset)
+
+
+def _forget_queue(client: LogKvRequestQueueClient) -> None:
+    """A request queue was closed or dropped: forget its client here and in Crawlee's cache."""
+    _OPEN_QUEUES.forget(registry_key(client.path), client)
+    _evict_from_crawlee_cache(client, CrawleeRequestQueue)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_path(storage_dir: str) -> str:
+    """``storage_dir`` with its links resolved, remembered: Crawlee asks for the cache key at
+    every ``open`` of a storage (a crawler: at every ``push_data`` and request), and resolving
+    costs a ``lstat`` per path component."""
+    return os.path.realpath(storage_dir)
+
+
+def _default_folder(storage_dir: str) -> str:
+    """The default store's folder when its configured folder is ``default``: ``default``, or
+    ``default-logkv`` when that holds a logkv store and ``default`` holds none (the default
+    store of a crawl whose request queues were Crawlee's; blocking, two folder looks)."""
+    root = kvs_root(storage_dir)
+    if not is_store_folder(root / CRAWLEE_FILE_SYSTEM_DEFAULT_DIR) and is_store_folder(
+        root / BESIDE_FILE_SYSTEM_DEFAULT
+    ):
+        return BESIDE_FILE_SYSTEM_DEFAULT
+    return CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
 
 
 def _evict_from_crawlee_cache(client: object, storage_class: type) -> None:

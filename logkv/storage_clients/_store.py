@@ -16,7 +16,9 @@ thread.
 
 Timestamps live in the store's :class:`~logkv.storage_clients._meta.StoreMeta`, updated in
 memory on every call (opening counts as an access) and written to ``META.json`` by
-:meth:`EngineStore.save_meta`: on upkeep, after a purge and on close.
+:meth:`EngineStore.save_meta`: on upkeep (driven by ``PERSIST_STATE`` events, or by the calls
+themselves through :meth:`EngineStore.upkeep_when_due` where no event reaches the store), after
+a purge and on close.
 
 A store opened read-only (``readonly=True``) reads a store that another process (or another
 open in this one) may be writing: it takes no lock, folds in the writer's new records before
@@ -37,7 +39,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,8 @@ class EngineStore:
         self._compaction_ratio = configuration.compaction_min_dead_ratio
         self._compaction: asyncio.Future[Any] | None = None
         self._saved_stamps = (meta.accessed_at, meta.modified_at)
+        self._upkeep_interval = configuration.persist_state_interval.total_seconds()
+        self._last_upkeep = _now()
         #: True once the store was closed or dropped.
         self.closed = False
 
@@ -307,6 +311,27 @@ class EngineStore:
             return await _to_thread(self.public.publish, key, data, content_type)
         return self.public.publish(key, data or b"", content_type)
 
+    def append_batch(
+        self, items: list[tuple[str, bytes | None, str | None]], deletes: Sequence[str] = ()
+    ) -> Commit | None:
+        """Append ``items`` and the deletes of ``deletes`` inline as one atomic batch
+        (:meth:`~logkv.Engine.set_many`) and note a modification: under ``Durability.FSYNC``
+        the group commit to await (:func:`wait_for_commit`) before the batch is durable, else
+        None (it reached the OS). A batch for which :meth:`is_large` is true belongs in a
+        worker thread instead (``engine.set_many``)."""
+        self.check_writable()
+        self.touch(modified=True)
+        if self.fsync:
+            _, commit = self.engine.set_many_deferred(items, deletes)
+            return commit
+        self.engine.set_many(items, deletes)
+        return None
+
+    def is_large(self, items: list[tuple[str, bytes | None, str | None]]) -> bool:
+        """True when the values of ``items`` add up to more than the offload threshold: such a
+        batch is written in a worker thread, not inline."""
+        return sum(len(value or b"") for _, value, _ in items) > self.offload
+
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""
         if self.readonly:
@@ -344,6 +369,22 @@ class EngineStore:
         meta = self._meta_to_save()
         if meta is not None:
             await _to_thread(write_meta, self.folder, meta)
+
+    def modified_from_log(self) -> None:
+        """Move ``modified_at`` up to the time of the log's newest record when ``META.json``
+        is older (its last save was lost to a crash: the records never are)."""
+        self.meta.modified_at = max(self.meta.modified_at, self.engine.last_timestamp)
+
+    async def upkeep_when_due(self) -> None:
+        """Upkeep kept by the calls, for adapters that no ``PERSIST_STATE`` event reaches (a
+        Crawlee storage client gets none): at most once per ``persist_state_interval``, save
+        changed timestamps and maybe start a compaction (not waited for)."""
+        now = _now()
+        if now - self._last_upkeep < self._upkeep_interval:
+            return
+        self._last_upkeep = now
+        await self.save_meta()
+        self.start_compaction()
 
     def _meta_to_save(self) -> StoreMeta | None:
         """A copy of the metadata to write when the timestamps changed since the last save
