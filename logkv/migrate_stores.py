@@ -35,13 +35,24 @@ from typing import Any, Final
 
 from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
-from crawlee.storage_clients import FileSystemStorageClient
+from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from .cli.transfer import crawlee_file_name, export_store, import_store
 from .crawlee import LogKvStorageClient
+from .crawlee._request_records import (
+    MIDDLE,
+    PENDING_PREFIX,
+    REQUEST_PREFIX,
+    hash_of_pending,
+    order_of_pending,
+    parse_record,
+    request_key,
+    request_of_record,
+)
+from .engine import Engine
 from .fsutil import read_file
 from .layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, CRAWLEE_METADATA_FILE
 from .migrate import (
@@ -467,12 +478,57 @@ async def build_crawlee(
                 build.note(f"dataset {store.name}: {total:,} items", total)
                 build.checkpoint(f"{store.storage} {store.name}")
             for store in survey.of("logkv", "request_queue"):
-                raise MigrationError(
-                    f"{store.path} is a logkv request queue, which this version cannot export"
-                )
+                await _export_queue(store, build, target)
     finally:
         await source.close()
     return build.result
+
+
+async def _export_queue(store: StoreFolder, build: _Build, target: StorageClient) -> None:
+    with Engine.open(store.path, readonly=True) as engine:
+        content = read_logkv_queue(engine)
+        queue = await target.create_rq_client(
+            **_logkv_selector(store, read_meta(store.path)), configuration=build.configuration
+        )
+        with progress(f"request queue {store.name}", content.total, build.bar) as step:
+            await write_queue(queue, content, step)
+    build.note(
+        f"request queue {store.name}: {len(content.handled):,} handled, "
+        f"{len(content.forefront) + len(content.regular):,} pending",
+        content.total,
+    )
+    build.checkpoint(f"{store.storage} {store.name}")
+
+
+def read_logkv_queue(engine: Engine) -> QueueContent:
+    """What the logkv request queue ``engine`` holds, in fetch order, from its records (see
+    :mod:`logkv.crawlee._request_records`): the pending keys in key order (forefront ones,
+    below the middle order, come first), and every request record that no pending key names
+    is a handled request. Only keys are kept; each request is read when it is written."""
+
+    def reader(hashed: str) -> Callable[[], Request]:
+        def read() -> Request:
+            key = request_key(hashed)
+            found = engine.get_with_type(key)
+            if found is None:
+                raise MigrationError(f"{engine.path}: the pending request {key!r} has no record")
+            return request_of_record(parse_record(found[0], None, key))
+
+        return read
+
+    content = QueueContent(None)
+    pending: set[str] = set()
+    for key in engine.keys(PENDING_PREFIX):
+        if key.startswith(PENDING_PREFIX):
+            hashed = hash_of_pending(key)
+            pending.add(hashed)
+            forefront = order_of_pending(key) < MIDDLE
+            (content.forefront if forefront else content.regular).append(reader(hashed))
+        elif key.startswith(REQUEST_PREFIX):
+            hashed = key[len(REQUEST_PREFIX) :]
+            if hashed not in pending:
+                content.handled.append(reader(hashed))
+    return content
 
 
 def _logkv_selector(store: StoreFolder, meta: Any) -> dict[str, str]:
@@ -559,7 +615,13 @@ def migrate_storage(
         return report
     staging = staging_path(storage_dir)
     build = build_logkv if to == "logkv" else build_crawlee
-    to_lock = found.of("logkv") if to == "logkv" else found.of("logkv", "key_value_store")
+    # The stores read without an open of their own (copied, or read by their records) are
+    # locked here; datasets exported are locked by their open.
+    to_lock = (
+        found.of("logkv")
+        if to == "logkv"
+        else [s for s in found.of("logkv") if s.storage != "dataset"]
+    )
     with locked(to_lock):
         staging.mkdir()
         try:

@@ -332,9 +332,7 @@ def test_a_corrupt_request_is_named(crawlee_dir: Path) -> None:
 
 def test_an_already_migrated_folder_is_refused(crawlee_dir: Path) -> None:
     migrate_storage(crawlee_dir, to="logkv", bar=False)
-    shutil.rmtree(crawlee_dir.parent / "storage.crawlee-backup")
-    shutil.rmtree(crawlee_dir / "request_queues")  # the queue as the delegate left it
-    shutil.rmtree(crawlee_dir / "key_value_stores" / "default")
+    assert not [s for s in survey(crawlee_dir).stores if s.format == "crawlee"]
     done = _cli("migrate", str(crawlee_dir))
     assert done.returncode == 2
     assert "logkv stores only: nothing to do" in done.stderr
@@ -374,16 +372,23 @@ def test_an_existing_backup_is_never_overwritten(crawlee_dir: Path) -> None:
 # ---------------------------------------------------------------------------------- the hint
 
 
-def test_a_crawlee_dataset_left_in_place_names_migrate(crawlee_dir: Path) -> None:
-    async def open_dataset() -> None:
+@pytest.mark.parametrize(
+    ("storage", "selector"),
+    [("dataset", {}), ("rq", {}), ("kvs", {"name": "shop"})],
+)
+def test_a_crawlee_store_left_in_place_names_migrate(
+    crawlee_dir: Path, storage: str, selector: dict[str, str]
+) -> None:
+    async def open_store() -> None:
         client = LogKvStorageClient()
+        create = getattr(client, f"create_{storage}_client")
         try:
-            await client.create_dataset_client(configuration=_configuration(crawlee_dir))
+            await create(**selector, configuration=_configuration(crawlee_dir))
         finally:
             await client.close()
 
     with pytest.raises(NotALogKVStoreError, match=f"logkv migrate {crawlee_dir}"):
-        _in_thread(open_dataset())
+        _in_thread(open_store())
 
 
 # ---------------------------------------------------------------------------------- mixed folders
@@ -398,8 +403,8 @@ def _todays_layout(crawlee_dir: Path, tmp_path: Path, keep_user_records: bool) -
     migrate_storage(reference, to="logkv", bar=False)
     kvs = crawlee_dir / "key_value_stores"
     for store in survey(reference).stores:
-        if store.format != "logkv":
-            continue
+        if store.format != "logkv" or store.storage == "request_queue":
+            continue  # the queue stays on Crawlee's file system, its state in its default store
         meta = json.loads((store.path / "META.json").read_bytes())
         target = crawlee_dir / store.path.parent.name / store.name
         if store.storage == "key_value_store" and meta["kind"] == "default":

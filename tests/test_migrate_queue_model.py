@@ -1,11 +1,12 @@
 """Any history of a Crawlee file-system request queue (adds, forefront adds, fetches, handles,
 reclaims, a crawler stopped with requests in progress) migrates to a queue that a crawler
 cannot tell apart from Crawlee's own reopen of the original: the same counts, the same fetch
-order, handled requests never fetched again, user data kept."""
+order, handled requests never fetched again, user data kept; and back again to Crawlee."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,16 @@ OPS = st.lists(
     ),
     max_size=25,
 )
+
+
+_CASES = itertools.count()
+
+
+def _fresh_crawlee(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget Crawlee's process-wide storage cache and event manager (with the listeners the
+    queues of earlier examples left on it, bound to their event loops)."""
+    service_locator.storage_instance_manager.clear_cache()
+    monkeypatch.setattr(service_locator, "_event_manager", None)
 
 
 def _configuration(folder: Path) -> CrawleeConfiguration:
@@ -59,7 +70,8 @@ async def _build(folder: Path, ops: list[tuple[Any, ...]]) -> None:
 
 async def _drain(folder: Path, client: StorageClient) -> tuple[Any, ...]:
     queue = await client.create_rq_client(configuration=_configuration(folder))
-    meta = await queue.get_metadata()
+    meta = await queue.get_metadata()  # Crawlee's file-system client's is live: copy it now
+    counts = (meta.handled_request_count, meta.pending_request_count, meta.total_request_count)
     order = []
     while (request := await queue.fetch_next_request()) is not None:
         order.append((request.url, request.user_data.get("n")))
@@ -68,25 +80,37 @@ async def _drain(folder: Path, client: StorageClient) -> tuple[Any, ...]:
     close = getattr(client, "close", None)
     if close is not None:
         await close()
-    counts = (meta.handled_request_count, meta.pending_request_count, meta.total_request_count)
     return counts, order, finished
 
 
 @settings(
-    max_examples=15,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ops=OPS)
-def test_any_queue_history_migrates_unchanged(tmp_path: Path, ops: list[tuple[Any, ...]]) -> None:
-    root = tmp_path / f"case-{abs(hash(repr(ops)))}"
-    shutil.rmtree(root, ignore_errors=True)
+def test_any_queue_history_migrates_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ops: list[tuple[Any, ...]]
+) -> None:
+    root = tmp_path / f"case-{next(_CASES)}"
     storage = root / "storage"
+    _fresh_crawlee(monkeypatch)
     asyncio.run(_build(storage, ops))
     oracle = root / "oracle"
     shutil.copytree(storage, oracle)
+    _fresh_crawlee(monkeypatch)
     expected = asyncio.run(_drain(oracle, FileSystemStorageClient()))
 
+    _fresh_crawlee(monkeypatch)
     migrate_storage(storage, to="logkv", bar=False)
-    assert asyncio.run(_drain(storage, LogKvStorageClient())) == expected
+    migrated = root / "migrated"
+    shutil.copytree(storage, migrated, ignore=shutil.ignore_patterns("LOCK"))
+    _fresh_crawlee(monkeypatch)
+    assert asyncio.run(_drain(migrated, LogKvStorageClient())) == expected
+
+    shutil.rmtree(root / "storage.crawlee-backup")
+    _fresh_crawlee(monkeypatch)
+    migrate_storage(storage, to="crawlee", bar=False)
+    _fresh_crawlee(monkeypatch)
+    assert asyncio.run(_drain(storage, FileSystemStorageClient())) == expected
     shutil.rmtree(root)
