@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -449,39 +450,41 @@ async def build_crawlee(
         else:
             copy_store(store.path, target)
         build.note(f"copied the Crawlee {store.storage} {store.name}", 0)
-    source = LogKvStorageClient()
-    source_configuration = _crawlee_configuration(survey.root)
     target = FileSystemStorageClient()
-    try:
-        async with _events():
-            for store in survey.of("logkv", "dataset"):
-                meta = read_meta(store.path)
-                selector = _logkv_selector(store, meta)
-                dataset = await source.create_dataset_client(
-                    **selector, configuration=source_configuration
-                )
-                total = (await dataset.get_metadata()).item_count
-                written = await target.create_dataset_client(
-                    **selector, configuration=build.configuration
-                )
-                with progress(f"dataset {store.name}", total, bar) as step:
-                    chunk: list[dict[str, Any]] = []
-                    async for item in dataset.iterate_items():
-                        chunk.append(item)
-                        if len(chunk) >= BATCH:
-                            await written.push_data(chunk)
-                            step(len(chunk))
-                            chunk = []
-                    if chunk:
-                        await written.push_data(chunk)
-                        step(len(chunk))
-                build.note(f"dataset {store.name}: {total:,} items", total)
-                build.checkpoint(f"{store.storage} {store.name}")
-            for store in survey.of("logkv", "request_queue"):
-                await _export_queue(store, build, target)
-    finally:
-        await source.close()
+    async with _events():
+        for store in survey.of("logkv", "dataset"):
+            await _export_dataset(store, build, target)
+        for store in survey.of("logkv", "request_queue"):
+            await _export_queue(store, build, target)
     return build.result
+
+
+async def _export_dataset(store: StoreFolder, build: _Build, target: StorageClient) -> None:
+    """Push the items of the logkv dataset ``store`` (read from its records: each is the item
+    as Crawlee's file-system client writes it) into a new Crawlee dataset, in order."""
+    with Engine.open(store.path, readonly=True) as engine:
+        total = len(engine)
+        written = await target.create_dataset_client(
+            **_logkv_selector(store, read_meta(store.path)), configuration=build.configuration
+        )
+        with progress(f"dataset {store.name}", total, build.bar) as step:
+            keys = iter(engine.keys())
+            while chunk := list(islice(keys, BATCH)):
+                await written.push_data([_logkv_item(engine, store, key) for key in chunk])
+                step(len(chunk))
+    build.note(f"dataset {store.name}: {total:,} items", total)
+    build.checkpoint(f"{store.storage} {store.name}")
+
+
+def _logkv_item(engine: Engine, store: StoreFolder, key: str) -> dict[str, Any]:
+    found = engine.get_with_type(key)
+    try:
+        item = json.loads(found[0] or b"") if found is not None else None
+    except ValueError:
+        item = None
+    if not isinstance(item, dict):
+        raise MigrationError(f"{store.path}: the item {key!r} is not a JSON object")
+    return item
 
 
 async def _export_queue(store: StoreFolder, build: _Build, target: StorageClient) -> None:
@@ -615,13 +618,8 @@ def migrate_storage(
         return report
     staging = staging_path(storage_dir)
     build = build_logkv if to == "logkv" else build_crawlee
-    # The stores read without an open of their own (copied, or read by their records) are
-    # locked here; datasets exported are locked by their open.
-    to_lock = (
-        found.of("logkv")
-        if to == "logkv"
-        else [s for s in found.of("logkv") if s.storage != "dataset"]
-    )
+    # logkv stores are copied or read by their records, never opened: they are locked here.
+    to_lock = found.of("logkv")
     with locked(to_lock):
         staging.mkdir()
         try:

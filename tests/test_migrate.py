@@ -293,6 +293,48 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
     assert _read(crawlee_dir, LogKvStorageClient) == expected
 
 
+EXPORT_STEPS = [
+    ("key_value_store default", "exchange"),
+    ("dataset default", "exchange"),
+    ("request_queue default", "exchange"),
+    ("synced", "exchange"),
+    ("exchanged", "exchange"),
+    ("moved-away", "rename"),
+]
+
+
+def _tree_without_locks(root: Path) -> dict[str, bytes]:
+    """:func:`_tree` without the lock files (a lock holder writes its pid into them)."""
+    return {k: v for k, v in _tree(root).items() if not k.endswith("LOCK")}
+
+
+@pytest.mark.parametrize(("step", "swap"), EXPORT_STEPS)
+def test_a_kill_of_export_at_any_step_leaves_one_whole_folder(
+    crawlee_dir: Path, step: str, swap: str
+) -> None:
+    expected = _read(crawlee_dir, FileSystemStorageClient)
+    migrate_storage(crawlee_dir, to="logkv", bar=False)
+    shutil.rmtree(crawlee_dir.parent / "storage.crawlee-backup")
+    original = _tree_without_locks(crawlee_dir)
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(crawlee_dir), "crawlee", step, swap],
+        check=False,
+        env=_env(),
+    )
+    assert killed.returncode == -signal.SIGKILL
+    if crawlee_dir.exists() and _tree_without_locks(crawlee_dir) != original:
+        assert not [s for s in survey(crawlee_dir).stores if s.format == "logkv"]
+    recover(crawlee_dir)
+    backup = crawlee_dir.parent / "storage.logkv-backup"
+    if backup.exists():
+        assert _tree_without_locks(backup) == original
+    else:
+        assert _tree_without_locks(crawlee_dir) == original
+        migrate_storage(crawlee_dir, to="crawlee", bar=False)
+    assert _read(crawlee_dir, FileSystemStorageClient) == expected
+
+
 def test_a_failure_while_building_leaves_the_folder_untouched(
     crawlee_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
