@@ -64,6 +64,15 @@ class MigrationError(Exception):
     """A storage folder cannot be migrated as asked; the message says why and what to do."""
 
 
+class StoreInUseError(MigrationError):
+    """A logkv store of the folder is locked by a running process."""
+
+
+class DamagedStoreError(MigrationError):
+    """A file or record of the folder cannot be read as what it should be (the message names
+    it)."""
+
+
 @dataclass(frozen=True)
 class StoreFolder:
     """One store folder of a storage folder, and the format it holds."""
@@ -164,7 +173,7 @@ def locked(stores: list[StoreFolder]) -> Iterator[None]:
             try:
                 held.append(StoreLock(store.path))
             except StoreLockedError as exc:
-                raise MigrationError(
+                raise StoreInUseError(
                     f"{store.path} is in use ({exc}); stop the crawler that uses this storage "
                     "folder and run the command again"
                 ) from None

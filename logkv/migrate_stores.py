@@ -60,6 +60,7 @@ from .migrate import (
     CRAWLEE_BACKUP_SUFFIX,
     LOGKV_BACKUP_SUFFIX,
     STORAGE_DIRS,
+    DamagedStoreError,
     MigrationError,
     StoreFolder,
     Survey,
@@ -144,13 +145,13 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(read_file(path))
     except ValueError as exc:
-        raise MigrationError(f"{path} is not valid JSON ({exc}); repair or remove it") from None
+        raise DamagedStoreError(f"{path} is not valid JSON ({exc}); repair or remove it") from None
 
 
 def _crawlee_identity(folder: Path) -> dict[str, Any]:
     body = _read_json(folder / CRAWLEE_METADATA_FILE)
     if not isinstance(body, dict):
-        raise MigrationError(f"{folder / CRAWLEE_METADATA_FILE} is not a store's metadata")
+        raise DamagedStoreError(f"{folder / CRAWLEE_METADATA_FILE} is not a store's metadata")
     return body
 
 
@@ -173,7 +174,7 @@ def crawlee_items(folder: Path) -> list[Path]:
 def _crawlee_item(path: Path) -> dict[str, Any]:
     item = _read_json(path)
     if not isinstance(item, dict):
-        raise MigrationError(f"{path} is not a dataset item (a JSON object)")
+        raise DamagedStoreError(f"{path} is not a dataset item (a JSON object)")
     return item
 
 
@@ -191,7 +192,7 @@ def _crawlee_request(path: Path) -> Request:
     try:
         return Request.model_validate(_read_json(path))
     except ValidationError as exc:
-        raise MigrationError(
+        raise DamagedStoreError(
             f"{path} is not a Crawlee request ({exc.error_count()} problem(s)); repair or remove it"
         ) from None
 
@@ -389,7 +390,7 @@ def _import_kvs(store: StoreFolder, build: _Build, kvs_dir: Path, default: str) 
         label=f"key-value store {store.name}",
     )
     if result.skipped:
-        raise MigrationError(f"unreadable records in {store.path}: {result.skipped[0]}")
+        raise DamagedStoreError(f"unreadable records in {store.path}: {result.skipped[0]}")
     build.note(f"key-value store {store.name} -> {target.name}: {result.records:,} records",
                result.records)  # fmt: skip
     build.checkpoint(f"{store.storage} {store.name}")
@@ -483,7 +484,7 @@ def _logkv_item(engine: Engine, store: StoreFolder, key: str) -> dict[str, Any]:
     except ValueError:
         item = None
     if not isinstance(item, dict):
-        raise MigrationError(f"{store.path}: the item {key!r} is not a JSON object")
+        raise DamagedStoreError(f"{store.path}: the item {key!r} is not a JSON object")
     return item
 
 
@@ -514,7 +515,7 @@ def read_logkv_queue(engine: Engine) -> QueueContent:
             key = request_key(hashed)
             found = engine.get_with_type(key)
             if found is None:
-                raise MigrationError(f"{engine.path}: the pending request {key!r} has no record")
+                raise DamagedStoreError(f"{engine.path}: the pending request {key!r} has no record")
             return request_of_record(parse_record(found[0], None, key))
 
         return read

@@ -358,7 +358,7 @@ def test_a_corrupt_item_is_named_and_nothing_changes(crawlee_dir: Path) -> None:
     item.write_text('{"i": 6, "u": ')
     original = _tree(crawlee_dir)
     done = _cli("migrate", "-q", str(crawlee_dir))
-    assert done.returncode == 2
+    assert done.returncode == 1  # damaged
     assert str(item) in done.stderr and "not valid JSON" in done.stderr
     assert _tree(crawlee_dir) == original
     assert sorted(p.name for p in crawlee_dir.parent.iterdir()) == ["storage"]
@@ -402,6 +402,7 @@ def test_a_store_in_use_is_refused(crawlee_dir: Path) -> None:
         engine.set("k", b"v")
         with pytest.raises(MigrationError, match="in use"):
             migrate_storage(crawlee_dir, to="logkv", bar=False)
+        assert _cli("migrate", str(crawlee_dir)).returncode == 3  # locked
     assert not staging_path(crawlee_dir).exists()
 
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..migrate import MigrationError
+from ..migrate import DamagedStoreError, MigrationError, StoreInUseError
 from . import ExitCode
 from .common import CommandError, add_output_options, path_argument
 from .render import json_document
@@ -27,6 +27,10 @@ def _run(args: argparse.Namespace, to: str) -> int:
     bar = False if args.quiet else (True if args.progress else None)
     try:
         report = migrate_storage(args.storage_dir, to=to, dry_run=args.dry_run, bar=bar)
+    except StoreInUseError as exc:
+        raise CommandError(str(exc), ExitCode.LOCKED) from None
+    except DamagedStoreError as exc:
+        raise CommandError(str(exc), ExitCode.DAMAGED) from None
     except MigrationError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     if args.json:
