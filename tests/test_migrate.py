@@ -24,7 +24,8 @@ from logkv import Engine
 from logkv.crawlee import LogKvStorageClient
 from logkv.errors import NotALogKVStoreError
 from logkv.migrate import MigrationError, journal_path, recover, staging_path, survey
-from logkv.migrate_stores import RQ_STATE_PREFIX, migrate_storage
+from logkv.migrate_run import migrate_storage
+from logkv.migrate_sources import RQ_STATE_PREFIX
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,7 @@ KILL_AT = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from logkv.migrate_stores import migrate_storage
+    from logkv.migrate_run import migrate_storage
 
     import logkv.migrate
 

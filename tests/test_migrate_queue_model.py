@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logkv.crawlee import LogKvStorageClient
-from logkv.migrate_stores import migrate_storage
+from logkv.migrate_run import migrate_storage
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,11 @@ from .common import CommandError, add_output_options, path_argument
 from .render import json_document
 
 if TYPE_CHECKING:
-    from ..migrate_stores import MigrationReport
+    from ..migrate_run import MigrationReport
 
 
 def _run(args: argparse.Namespace, to: str) -> int:
-    from ..migrate_stores import migrate_storage  # noqa: PLC0415 (needs Crawlee: when used)
+    from ..migrate_run import migrate_storage  # noqa: PLC0415 (needs Crawlee: when used)
 
     # Crawlee warns that its event manager (which a file-system queue needs) was made
     # implicitly: true, and of no concern to the user of this command.
