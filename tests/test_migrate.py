@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,12 +268,7 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
     assert migrate_storage(reference, to="logkv", bar=False).records > 0
     migrated_formats = sorted((s.storage, s.name, s.format) for s in survey(reference).stores)
 
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT, str(crawlee_dir), "logkv", step, swap],
-        check=False,
-        env=_env(),
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _kill_at(crawlee_dir, "logkv", step, swap)
     if crawlee_dir.exists():
         now = sorted((s.storage, s.name, s.format) for s in survey(crawlee_dir).stores)
         if _tree(crawlee_dir) != original:  # not the old folder: then the whole new one
@@ -282,16 +278,33 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
         assert (step, swap) == ("moved-away", "rename")
         assert journal_path(crawlee_dir).exists()
 
-    recover(crawlee_dir)  # what the next migrate does first
-    assert not staging_path(crawlee_dir).exists()
-    assert not journal_path(crawlee_dir).exists()
-    backup = crawlee_dir.parent / "storage.crawlee-backup"
-    if backup.exists():
-        assert _tree(backup) == original
-    else:
-        assert _tree(crawlee_dir) == original
-        migrate_storage(crawlee_dir, to="logkv", bar=False)
+    _recover_and_finish(crawlee_dir, "logkv", original, _tree)
     assert _read(crawlee_dir, LogKvStorageClient) == expected
+
+
+def _kill_at(folder: Path, to: str, step: str, swap: str) -> None:
+    """Run a migration of ``folder`` to ``to`` in a process that kills itself at ``step``."""
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(folder), to, step, swap], check=False, env=_env()
+    )
+    assert killed.returncode == -signal.SIGKILL
+
+
+def _recover_and_finish(
+    folder: Path, to: str, original: dict[str, bytes], tree: Callable[[Path], dict[str, bytes]]
+) -> None:
+    """Recover what a killed migration left (as the next one does first): the originals are
+    whole in the backup, or the folder is still the original and a new migration completes."""
+    recover(folder)
+    assert not staging_path(folder).exists()
+    assert not journal_path(folder).exists()
+    suffix = "crawlee-backup" if to == "logkv" else "logkv-backup"
+    backup = folder.parent / f"{folder.name}.{suffix}"
+    if backup.exists():
+        assert tree(backup) == original
+    else:
+        assert tree(folder) == original
+        migrate_storage(folder, to=to, bar=False)
 
 
 EXPORT_STEPS = [
@@ -318,21 +331,10 @@ def test_a_kill_of_export_at_any_step_leaves_one_whole_folder(
     shutil.rmtree(crawlee_dir.parent / "storage.crawlee-backup")
     original = _tree_without_locks(crawlee_dir)
 
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT, str(crawlee_dir), "crawlee", step, swap],
-        check=False,
-        env=_env(),
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _kill_at(crawlee_dir, "crawlee", step, swap)
     if crawlee_dir.exists() and _tree_without_locks(crawlee_dir) != original:
         assert not [s for s in survey(crawlee_dir).stores if s.format == "logkv"]
-    recover(crawlee_dir)
-    backup = crawlee_dir.parent / "storage.logkv-backup"
-    if backup.exists():
-        assert _tree_without_locks(backup) == original
-    else:
-        assert _tree_without_locks(crawlee_dir) == original
-        migrate_storage(crawlee_dir, to="crawlee", bar=False)
+    _recover_and_finish(crawlee_dir, "crawlee", original, _tree_without_locks)
     assert _read(crawlee_dir, FileSystemStorageClient) == expected
 
 
