@@ -142,6 +142,11 @@ def survey(storage_dir: Path) -> Survey:
     Raises :class:`MigrationError` when ``storage_dir`` is not a storage folder or holds a
     folder of unknown content.
     """
+    if storage_dir.is_symlink():
+        raise MigrationError(
+            f"{storage_dir} is a symbolic link; give the folder it points to (the folders are "
+            "swapped by renaming them)"
+        )
     if not storage_dir.is_dir():
         raise MigrationError(f"{storage_dir} is not a folder")
     if not any((storage_dir / sub).is_dir() for sub in STORAGE_DIRS.values()):

@@ -397,6 +397,9 @@ def test_empty_and_foreign_folders_are_refused(tmp_path: Path) -> None:
         migrate_storage(empty, to="logkv")
     with pytest.raises(MigrationError, match="is not a folder"):
         migrate_storage(tmp_path / "absent", to="logkv")
+    (tmp_path / "link").symlink_to(empty)
+    with pytest.raises(MigrationError, match="symbolic link"):
+        migrate_storage(tmp_path / "link", to="logkv")
 
 
 def test_a_store_in_use_is_refused(crawlee_dir: Path) -> None:
