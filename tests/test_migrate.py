@@ -57,6 +57,8 @@ BUILD = textwrap.dedent(
             await ds.push_data([{"i": i, "u": f"x{i}", "t": "\\u00fc"} for i in range(25)])
             other = await Dataset.open(name="other", storage_client=fs, configuration=conf)
             await other.push_data({"only": True})
+            run = await Dataset.open(alias="run", storage_client=fs, configuration=conf)
+            await run.push_data([{"alias": 1}, {"alias": 2}])
             rq = await RequestQueue.open(storage_client=fs, configuration=conf)
             await rq.add_requests([
                 Request.from_url(f"https://e.invalid/{i}", user_data={"i": i}) for i in range(8)
@@ -144,7 +146,7 @@ async def _read_all(folder: Path, client: StorageClient) -> dict[str, Any]:
             record = await kvs.get_value(key=meta.key)
             records[meta.key] = (record.value, record.content_type)
         seen[f"kvs {selector}"] = records
-    for selector in ({}, {"name": "other"}):
+    for selector in ({}, {"name": "other"}, {"alias": "run"}):
         dataset = await client.create_dataset_client(**selector, configuration=conf)
         seen[f"dataset {selector}"] = (await dataset.get_data(limit=10_000)).items
     queue = await client.create_rq_client(configuration=conf)
