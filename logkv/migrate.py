@@ -38,18 +38,11 @@ from typing import Final, Literal
 
 from .errors import StoreLockedError
 from .fsutil import atomic_write, fsync_dir
-from .layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, TRASH_DIR, is_store_folder
+from .layout import CRAWLEE_METADATA_FILE, META_FILE, TRASH_DIR, is_store_folder
 from .lock import StoreLock
 from .names import StorageType
+from .storage_layout import STORAGE_DIRS
 
-DATASETS_DIR: Final = "datasets"
-QUEUES_DIR: Final = "request_queues"
-#: The sub-folder of each storage type in a storage folder.
-STORAGE_DIRS: Final[dict[StorageType, str]] = {
-    "key_value_store": KVS_DIR,
-    "dataset": DATASETS_DIR,
-    "request_queue": QUEUES_DIR,
-}
 #: The suffix of the folder that keeps the original Crawlee folder after ``logkv migrate``.
 CRAWLEE_BACKUP_SUFFIX: Final = ".crawlee-backup"
 #: The suffix of the folder that keeps the original logkv folder after ``export-crawlee``.

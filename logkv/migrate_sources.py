@@ -28,18 +28,15 @@ from pydantic import ValidationError
 from .cli.transfer import crawlee_file_name
 from .crawlee._request_records import (
     MIDDLE,
-    PENDING_PREFIX,
-    REQUEST_PREFIX,
     hash_of_pending,
     order_of_pending,
-    parse_record,
-    request_key,
     request_of_record,
 )
 from .engine import Engine
 from .fsutil import read_file
 from .layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, CRAWLEE_METADATA_FILE
-from .migrate import STORAGE_DIRS, DamagedStoreError, StoreFolder
+from .migrate import DamagedStoreError, StoreFolder
+from .storage_layout import PENDING_PREFIX, REQUEST_PREFIX, STORAGE_DIRS, request_key
 
 #: The key prefix of Crawlee's file-system request queue state records.
 RQ_STATE_PREFIX: Final = "__RQ_STATE_"
@@ -191,7 +188,10 @@ def read_logkv_queue(engine: Engine) -> QueueContent:
             found = engine.get_with_type(key)
             if found is None:
                 raise DamagedStoreError(f"{engine.path}: the pending request {key!r} has no record")
-            return request_of_record(parse_record(found[0], None, key))
+            try:
+                return request_of_record(found[0], key)
+            except ValueError as exc:
+                raise DamagedStoreError(f"{engine.path}: {exc}") from None
 
         return read
 

@@ -16,6 +16,7 @@ so), then the pending regular requests in their order, then the pending forefron
 by one, oldest first, so that the newest is fetched first as in Crawlee. Requests that were in
 progress when the crawler stopped are pending, as Crawlee's own reopen makes them.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,6 @@ from .crawlee import LogKvStorageClient
 from .engine import Engine
 from .layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, CRAWLEE_METADATA_FILE
 from .migrate import (
-    STORAGE_DIRS,
     DamagedStoreError,
     MigrationError,
     StoreFolder,
@@ -58,6 +58,7 @@ from .migrate_sources import (
     read_logkv_queue,
 )
 from .storage_clients._meta import read_meta
+from .storage_layout import STORAGE_DIRS
 
 #: Items or requests written per call.
 BATCH: Final = 1000
