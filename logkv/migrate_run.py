@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import CRAWLEE_METADATA_FILE
 from .migrate import (
     CRAWLEE_BACKUP_SUFFIX,
     LOGKV_BACKUP_SUFFIX,
@@ -24,6 +23,7 @@ from .migrate import (
     survey,
     swap_in,
 )
+from .migrate_sources import entry_files, record_files, user_records
 from .migrate_stores import build_crawlee, build_logkv
 
 
@@ -51,11 +51,12 @@ def _plan(survey: Survey, source_format: str) -> list[str]:
     for store in survey.stores:
         verb = "convert" if store.format == source_format else "copy as it is"
         count = ""
-        if store.format == "crawlee":
-            files = [n for n in os.listdir(store.path) if n != CRAWLEE_METADATA_FILE]
-            unit = "records" if store.storage == "key_value_store" else "files"
-            n = len(files) // 2 if store.storage == "key_value_store" else len(files)
-            count = f" ({n:,} {unit})"
+        if store.format == "crawlee" and store.storage == "key_value_store":
+            records = len(user_records(store.path))
+            state = len(record_files(store.path)) - records
+            count = f" ({records:,} records" + (f", {state} of queue state)" if state else ")")
+        elif store.format == "crawlee":
+            count = f" ({len(entry_files(store.path)):,} files)"
         lines.append(f"{verb}: {store.storage} {store.name} ({store.format}){count}")
     return lines
 

@@ -78,7 +78,19 @@ def crawlee_identity(folder: Path) -> dict[str, Any]:
     return body
 
 
-def _entry_files(folder: Path) -> list[Path]:
+def record_files(folder: Path) -> list[str]:
+    """The record metadata files of a Crawlee key-value store (one per record)."""
+    suffix = "." + CRAWLEE_METADATA_FILE
+    return [n for n in os.listdir(folder) if n.endswith(suffix)]
+
+
+def user_records(folder: Path) -> list[str]:
+    """:func:`record_files` but those of request queue state."""
+    state = crawlee_file_name(RQ_STATE_PREFIX)
+    return [n for n in record_files(folder) if not n.startswith(state)]
+
+
+def entry_files(folder: Path) -> list[Path]:
     """The ``*.json`` files of a Crawlee dataset or queue folder but its metadata, by name."""
     return sorted(
         Path(entry.path)
@@ -89,7 +101,7 @@ def _entry_files(folder: Path) -> list[Path]:
 
 def crawlee_items(folder: Path) -> list[Path]:
     """The item files of a Crawlee dataset, in item order (as Crawlee sorts them)."""
-    files = _entry_files(folder)
+    files = entry_files(folder)
     files.sort(key=lambda f: int(f.stem) if f.stem.isdigit() else 0)
     return files
 
@@ -139,7 +151,7 @@ def read_crawlee_queue(storage_dir: Path, folder: Path) -> QueueContent:
     content = QueueContent(identity.get("name"))
     pending: dict[str, Path] = {}
     orphans: list[Callable[[], Request]] = []
-    for path in _entry_files(folder):
+    for path in entry_files(folder):
         request = _crawlee_request(path)
         key = request.unique_key
         if request.handled_at is not None or key in handled_keys:

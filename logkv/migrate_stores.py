@@ -36,7 +36,7 @@ from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from tqdm import tqdm
 
-from .cli.transfer import crawlee_file_name, export_store, import_store
+from .cli.transfer import export_store, import_store
 from .crawlee import LogKvStorageClient
 from .engine import Engine
 from .layout import CRAWLEE_FILE_SYSTEM_DEFAULT_DIR, CRAWLEE_METADATA_FILE
@@ -56,6 +56,7 @@ from .migrate_sources import (
     logkv_item,
     read_crawlee_queue,
     read_logkv_queue,
+    user_records,
 )
 from .storage_clients._meta import read_meta
 from .storage_layout import STORAGE_DIRS
@@ -223,20 +224,11 @@ def _carry_logkv_stores(survey: Survey, build: _Build, default: str) -> None:
         build.checkpoint(f"{store.storage} {store.name}")
 
 
-def _user_records(folder: Path) -> list[str]:
-    """The record keys of a Crawlee key-value store that are not request queue state."""
-    suffix = "." + CRAWLEE_METADATA_FILE
-    return [
-        n for n in os.listdir(folder)
-        if n.endswith(suffix) and not n.startswith(crawlee_file_name(RQ_STATE_PREFIX))
-    ]  # fmt: skip
-
-
 def _import_kvs(store: StoreFolder, build: _Build, kvs_dir: Path, default: str) -> None:
     is_default = store.name == CRAWLEE_FILE_SYSTEM_DEFAULT_DIR
     target = kvs_dir / (default if is_default else store.name)
     if is_default and target.exists():  # the logkv default store was carried over
-        if _user_records(store.path):
+        if user_records(store.path):
             raise MigrationError(
                 f"two default key-value stores: the Crawlee store {store.path}, which holds "
                 f"records of its own beside the queues' state, and the logkv store "

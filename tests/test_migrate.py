@@ -230,6 +230,9 @@ def test_dry_run_lists_the_stores_and_changes_nothing(crawlee_dir: Path) -> None
     assert shown.returncode == 0, shown.stderr
     assert "convert: dataset default (crawlee) (25 files)" in shown.stdout
     assert "convert: key_value_store shop (crawlee) (1 records)" in shown.stdout
+    assert (
+        "convert: key_value_store default (crawlee) (4 records, 1 of queue state)" in shown.stdout
+    )
     assert _tree(crawlee_dir) == before
     assert sorted(p.name for p in crawlee_dir.parent.iterdir()) == ["storage"]
 
