@@ -312,6 +312,34 @@ def _recover_and_finish(
         migrate_storage(folder, to=to, bar=False)
 
 
+@pytest.mark.parametrize("delay", [1.4, 1.6, 1.7, 1.8, 1.9, 2.0, 2.2])
+def test_a_kill_at_a_moment_in_time_leaves_one_whole_folder(
+    crawlee_dir: Path, children: list[subprocess.Popen[str]], delay: float
+) -> None:
+    """Killed after ``delay`` seconds, whatever it was doing (the checkpoints above name the
+    steps; this does not choose them). The command takes about 2 s here, 1.5 s of it imports."""
+    expected = _read(crawlee_dir, FileSystemStorageClient)
+    original = _tree(crawlee_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "logkv.cli.main", "migrate", "-q", str(crawlee_dir)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    children.append(process)
+    try:
+        process.wait(delay)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(60)
+    if crawlee_dir.exists() and _tree(crawlee_dir) != original:
+        assert not [s for s in survey(crawlee_dir).stores if s.format == "crawlee"]
+        assert _read(crawlee_dir, LogKvStorageClient) == expected
+    _recover_and_finish(crawlee_dir, "logkv", original, _tree)
+    assert _read(crawlee_dir, LogKvStorageClient) == expected
+
+
 EXPORT_STEPS = [
     ("key_value_store default", "exchange"),
     ("dataset default", "exchange"),
