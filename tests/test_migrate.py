@@ -24,9 +24,17 @@ import logkv.migrate_stores
 from logkv import Engine
 from logkv.crawlee import LogKvStorageClient
 from logkv.errors import NotALogKVStoreError
-from logkv.migrate import MigrationError, journal_path, recover, staging_path, survey
+from logkv.migrate import (
+    DamagedStoreError,
+    MigrationError,
+    journal_path,
+    recover,
+    staging_path,
+    survey,
+)
 from logkv.migrate_run import migrate_storage
 from logkv.migrate_sources import RQ_STATE_PREFIX
+from logkv.storage_layout import item_key
 
 pytestmark = pytest.mark.slow
 
@@ -406,6 +414,18 @@ def test_a_corrupt_request_is_named(crawlee_dir: Path) -> None:
     victim.write_text("[1, 2")
     with pytest.raises(MigrationError, match=str(victim)):
         migrate_storage(crawlee_dir, to="logkv", bar=False)
+
+
+def test_export_names_an_item_that_is_not_json(crawlee_dir: Path) -> None:
+    migrate_storage(crawlee_dir, to="logkv", bar=False)
+    shutil.rmtree(crawlee_dir.parent / "storage.crawlee-backup")
+    with Engine.open(crawlee_dir / "datasets" / "default") as engine:
+        engine.set(item_key(3), b"{not json", "application/json")
+    original = _tree_without_locks(crawlee_dir)
+    with pytest.raises(DamagedStoreError, match=f"the item '{item_key(3)}' is not a JSON object"):
+        migrate_storage(crawlee_dir, to="crawlee", bar=False)
+    assert _tree_without_locks(crawlee_dir) == original
+    assert sorted(p.name for p in crawlee_dir.parent.iterdir()) == ["storage"]
 
 
 def test_an_already_migrated_folder_is_refused(crawlee_dir: Path) -> None:
