@@ -13,6 +13,7 @@ from pathlib import Path
 from .migrate import (
     CRAWLEE_BACKUP_SUFFIX,
     LOGKV_BACKUP_SUFFIX,
+    Format,
     MigrationError,
     Survey,
     backup_path,
@@ -45,7 +46,7 @@ def _nothing(step: str) -> None:
     del step
 
 
-def _plan(survey: Survey, source_format: str) -> list[str]:
+def _plan(survey: Survey, source_format: Format) -> list[str]:
     """One line per store that would be converted or copied."""
     lines = []
     for store in survey.stores:
@@ -64,7 +65,7 @@ def _plan(survey: Survey, source_format: str) -> list[str]:
 def migrate_storage(
     storage_dir: Path,
     *,
-    to: str,
+    to: Format,
     dry_run: bool = False,
     bar: bool | None = None,
     checkpoint: Callable[[str], None] = _nothing,
@@ -72,14 +73,16 @@ def migrate_storage(
     """Convert every store of the storage folder ``storage_dir`` to ``to`` (``"logkv"`` or
     ``"crawlee"``), all or nothing (see :mod:`logkv.migrate`); ``checkpoint`` is called with
     the name of each step reached (tests stop the process there)."""
+    if to not in ("logkv", "crawlee"):
+        raise ValueError(f"to must be 'logkv' or 'crawlee', not {to!r}")
     storage_dir = Path(os.path.abspath(storage_dir))
-    source_format = "crawlee" if to == "logkv" else "logkv"
+    source_format: Format = "crawlee" if to == "logkv" else "logkv"
     target_words = {"logkv": "logkv", "crawlee": "Crawlee file-system"}[to]
     recovered = None if dry_run else recover(storage_dir)
     found = survey(storage_dir)
     if not found.stores:
         raise MigrationError(f"{storage_dir} holds no stores: there is nothing to migrate")
-    if not found.of(source_format):  # type: ignore[arg-type]
+    if not found.of(source_format):
         raise MigrationError(f"{storage_dir} holds {target_words} stores only: nothing to do")
     suffix = CRAWLEE_BACKUP_SUFFIX if to == "logkv" else LOGKV_BACKUP_SUFFIX
     backup = backup_path(storage_dir, suffix)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..migrate import DamagedStoreError, MigrationError, StoreInUseError
+from ..migrate import DamagedStoreError, Format, MigrationError, StoreInUseError
 from . import ExitCode
 from .common import CommandError, add_output_options, path_argument
 from .render import json_document
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ..migrate_run import MigrationReport
 
 
-def _run(args: argparse.Namespace, to: str) -> int:
+def _run(args: argparse.Namespace, to: Format) -> int:
     from ..migrate_run import migrate_storage  # noqa: PLC0415 (needs Crawlee: when used)
 
     # Crawlee warns that its event manager (which a file-system queue needs) was made
