@@ -911,7 +911,7 @@ async def test_crawlee_file_system_store_is_refused(
     (folder / "record.json").write_text("{}")
     with pytest.raises(NotALogKVStoreError, match="Crawlee file-system key-value store") as info:
         await open_log_kvs(name="crawled")
-    assert "import" in str(info.value)
+    assert "logkv migrate" in str(info.value)
     with pytest.raises(NotALogKVStoreError, match="Crawlee"):
         await open_log_kvs(id="crawlee-id")
     assert sorted(os.listdir(folder)) == [CRAWLEE_METADATA_FILE, "record.json"]  # untouched

@@ -37,6 +37,7 @@ from .audit import (
 from .common import CommandError, key_argument, path_argument, require_store, run
 from .contents import storage_type
 from .dump import DumpStatus, StoreDump
+from .migrate import add_commands as add_migrate_commands
 from .render import (
     Cell,
     human_bytes,
@@ -458,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dump the archived and current segments (every record kept) instead",
     )
     add_transfer_commands(commands, _EPILOG)
+    add_migrate_commands(commands, _EPILOG)
     return parser
 
 

@@ -342,8 +342,10 @@ def _store_identity(source: Path) -> dict[str, Any]:
 
 def _import_kind(target: Path, crawlee_name: object) -> tuple[StoreKind, str | None, str | None]:
     """``(kind, name, alias)`` of the imported store, from the target folder's name: the
-    default store's folder makes the default store; otherwise a named Crawlee store becomes the
-    named store of the folder's name, an unnamed one the alias store of that name."""
+    default store's folder (``default``, or ``CRAWLEE_DEFAULT_KEY_VALUE_STORE_ID``: a route
+    deprecated in favour of ``logkv migrate``) makes the default store; otherwise a named
+    Crawlee store becomes the named store of the folder's name, an unnamed one the alias store
+    of that name."""
     folder = target.resolve().name
     if folder == Configuration().default_key_value_store_id:
         return "default", None, None
@@ -391,14 +393,31 @@ def _read_record(source: Path, meta_name: str) -> tuple[str, str, bytes] | str:
     return key, content_type, data
 
 
-def import_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
+def import_store(
+    source: Path,
+    target: Path,
+    bar: bool | None = None,
+    *,
+    as_default: bool = False,
+    skip: Callable[[str], bool] | None = None,
+    label: str = "import",
+) -> TransferResult:
     """Import the Crawlee file-system store in ``source`` into a new logkv store ``target``.
+
+    ``as_default``: the new store is the default store, whatever the target folder's name
+    (``logkv migrate`` asks the storage client which folder that is); otherwise the folder's
+    name decides (see :func:`_import_kind`). Records whose key ``skip`` accepts are left out
+    (``logkv migrate`` leaves out the request queues' state, which it moves with the queues).
 
     All or nothing: on an error, what was written to ``target`` is removed again.
     """
     started = time.perf_counter()
     identity = _store_identity(source)
-    kind, name, alias = _import_kind(target, identity.get("name"))
+    kind: StoreKind
+    if as_default:
+        kind, name, alias = "default", None, None
+    else:
+        kind, name, alias = _import_kind(target, identity.get("name"))
     store_id = identity.get("id")
     now = time.time()
     meta = StoreMeta(
@@ -416,7 +435,7 @@ def import_store(source: Path, target: Path, bar: bool | None = None) -> Transfe
     )  # fmt: skip
     existed = _prepare_target(target)
     try:
-        with Engine.open(target) as engine, _progress("import", len(metas), bar) as step:
+        with Engine.open(target) as engine, _progress(label, len(metas), bar) as step:
             for meta_name in metas:
                 record = _read_record(source, meta_name)
                 step()
@@ -424,6 +443,8 @@ def import_store(source: Path, target: Path, bar: bool | None = None) -> Transfe
                     result.skipped.append(record)
                     continue
                 key, content_type, data = record
+                if skip is not None and skip(key):
+                    continue
                 _import_record(engine, key, content_type, data)
                 result.records += 1
                 result.value_bytes += len(data)
@@ -472,8 +493,11 @@ def _write_file(path: Path | str, data: bytes) -> None:
         os.close(fd)
 
 
-def export_store(source: Path, target: Path, bar: bool | None = None) -> TransferResult:
-    """Export the logkv store in ``source`` as a Crawlee file-system store in ``target``.
+def export_store(
+    source: Path, target: Path, bar: bool | None = None, label: str = "export"
+) -> TransferResult:
+    """Export the logkv store in ``source`` as a Crawlee file-system store in ``target``
+    (``label`` names the progress bar).
 
     The store is read without its lock (as the other commands do). All or nothing: on an error,
     what was written to ``target`` is removed again.
@@ -493,7 +517,7 @@ def export_store(source: Path, target: Path, bar: bool | None = None) -> Transfe
         )
         existed = _prepare_target(target)
         try:
-            with _progress("export", total, bar) as step:
+            with _progress(label, total, bar) as step:
                 for key in engine.keys(None):
                     step()
                     found = engine.get_with_type(key)

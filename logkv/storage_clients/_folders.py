@@ -22,10 +22,23 @@ from ..names import Selector, StorageType, kvs_root, store_folder
 from ._base import StoreLocation
 from ._meta import StoreMeta, read_meta
 
-_IMPORT_HINT: Final = (
-    "logkv never mixes formats: import the Crawlee store into a new logkv store with logkv's "
-    "Crawlee importer, or point storage_dir somewhere else"
-)
+#: How error messages name the storage type of each storage sub-folder.
+_STORAGE_OF_FOLDER: Final = {
+    "key_value_stores": "key-value store",
+    "datasets": "dataset",
+    "request_queues": "request queue",
+}
+
+
+def migrate_hint(folder: Path) -> str:
+    """What to do about the Crawlee file-system store in ``folder`` (a store folder inside a
+    storage folder): move the whole storage folder to logkv in one step."""
+    storage_dir = folder.parent.parent
+    return (
+        "logkv never mixes formats: move the whole storage folder to logkv with "
+        f"`logkv migrate {storage_dir}` (every key-value store, dataset and request queue at "
+        "once; the originals are kept), or point storage_dir somewhere else"
+    )
 
 
 def registry_key(folder: Path) -> tuple[str, str]:
@@ -52,7 +65,7 @@ def find_store_by_id(root: Path, store_id: str) -> tuple[Path, StoreMeta]:
             if meta is None and _crawlee_store_id(folder) == store_id:
                 raise NotALogKVStoreError(
                     f"the store with id {store_id!r} ({folder}) is a Crawlee file-system store, "
-                    f"not a logkv store; {_IMPORT_HINT}"
+                    f"not a logkv store; {migrate_hint(folder)}"
                 )
     raise StoreNotFoundError(f"no key-value store with id {store_id!r} in {root}")
 
@@ -85,9 +98,10 @@ def refuse_foreign_folder(folder: Path) -> None:
     shown = ", ".join(strays[:5]) + (f" and {len(strays) - 5} more" if len(strays) > 5 else "")
     ours = (folder / META_FILE).exists() or is_store_folder(folder)
     if not ours and CRAWLEE_METADATA_FILE in strays:
+        what = _STORAGE_OF_FOLDER.get(folder.parent.name, "store")
         raise NotALogKVStoreError(
-            f"{folder} holds a Crawlee file-system key-value store, not a logkv store; "
-            f"{_IMPORT_HINT}"
+            f"{folder} holds a Crawlee file-system {what}, not a logkv {what}; "
+            f"{migrate_hint(folder)}"
         )
     if not ours:
         raise NotALogKVStoreError(
