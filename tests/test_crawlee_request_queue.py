@@ -373,6 +373,36 @@ async def test_a_hash_collision_is_refused_not_merged(
     assert (await raw.get_metadata()).total_request_count == 1
 
 
+async def test_a_hash_collision_with_a_request_in_progress_is_refused(
+    lone: Lone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = await lone.raw(lone.client())
+    monkeypatch.setattr(request_queue_module, "request_hash", lambda unique_key: "a" * 32)
+    await raw.add_batch_of_requests([Request.from_url(url(1))])
+    assert (await raw.fetch_next_request()) is not None
+    with pytest.raises(HashCollisionError, match="same hash"):
+        await raw.add_batch_of_requests([Request.from_url(url(2))], forefront=True)
+    assert (await raw.get_metadata()).total_request_count == 1
+
+
+async def test_adding_a_request_in_progress_again_writes_nothing(lone: Lone) -> None:
+    raw = await lone.raw(lone.client())
+    await raw.add_batch_of_requests([Request.from_url(url(n)) for n in range(3)])
+    fetched = await raw.fetch_next_request()
+    assert fetched is not None and fetched.url == url(0)
+    seq = raw.engine.last_seq
+    for forefront in (False, True):
+        response = await raw.add_batch_of_requests([Request.from_url(url(0))], forefront=forefront)
+        (processed,) = response.processed_requests
+        assert (processed.was_already_present, processed.was_already_handled) == (True, False)
+    assert raw.engine.last_seq == seq
+    assert await raw.mark_request_as_handled(fetched) is not None
+    response = await raw.add_batch_of_requests([Request.from_url(url(0))])
+    assert response.processed_requests[0].was_already_handled
+    assert [(await raw.fetch_next_request() or fetched).url for _ in range(2)] == [url(1), url(2)]
+    assert await raw.fetch_next_request() is None
+
+
 async def test_folders_of_other_storages_are_refused(lone: Lone) -> None:
     client = lone.client()
     dataset = await Dataset.open(name="d", configuration=lone.configuration, storage_client=client)

@@ -147,8 +147,9 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._on_close = on_close
         #: Serialises the changes: each decides its batch from the state the last one left.
         self._lock = asyncio.Lock()
-        #: The requests in progress: hash -> pending key (memory only, never logged).
-        self._in_progress: dict[str, str] = {}
+        #: The requests in progress: hash -> (pending key, unique key; None until the record
+        #: was read) (memory only, never logged).
+        self._in_progress: dict[str, tuple[str, str | None]] = {}
         self._pacer = Pacer()
 
     @classmethod
@@ -261,6 +262,11 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         A pending record whose pending key is gone (what a crash in the middle of a purge
         leaves: the purge deletes the pending keys first) is added again as a new request."""
         unique_key = request.unique_key
+        progress = self._in_progress.get(hashed)
+        if progress is not None and progress[1] == unique_key:
+            # In progress, so pending with its pending key present (and never moved by a
+            # forefront add): nothing to read or write (a handler adding its own URL).
+            return _processed(unique_key, present=True, handled=False)
         counts = self._counts
         value = await self._record(hashed)
         key = request_key(hashed)
@@ -294,8 +300,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._store.check_writable()
         hashed = request_hash(request.unique_key)
         async with self._lock:
-            key = self._in_progress.get(hashed)
-            if key is None:
+            progress = self._in_progress.get(hashed)
+            if progress is None:
                 log.warning(
                     "Marking request %s as handled that is not in progress.", request.unique_key
                 )
@@ -304,7 +310,7 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 request.handled_at = datetime.datetime.now(datetime.UTC)
             record = handled_record(request)
             commit = await self._append(
-                [(request_key(hashed), record, REQUEST_CONTENT_TYPE)], [key]
+                [(request_key(hashed), record, REQUEST_CONTENT_TYPE)], [progress[0]]
             )
             del self._in_progress[hashed]
             self._counts.pending -= 1
@@ -322,8 +328,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._store.check_writable()
         hashed = request_hash(request.unique_key)
         async with self._lock:
-            old = self._in_progress.get(hashed)
-            if old is None:
+            progress = self._in_progress.get(hashed)
+            if progress is None:
                 log.info("Reclaiming request %s that is not in progress.", request.unique_key)
                 return None
             order = self._counts.next_order(forefront)
@@ -331,7 +337,7 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 (request_key(hashed), pending_record(request, order), REQUEST_CONTENT_TYPE),
                 (pending_key(order, hashed), b"", None),
             ]
-            commit = await self._append(items, [old])
+            commit = await self._append(items, [progress[0]])
             del self._in_progress[hashed]
         if commit is not None:
             await wait_for_commit(commit)
@@ -362,12 +368,14 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 if key is None:
                     return None
                 hashed = hash_of_pending(key)
-                in_progress[hashed] = key
+                in_progress[hashed] = (key, None)
             try:
                 value = await self._record(hashed)
                 if value is None:
                     raise ValueError(f"the pending key {key!r} has no request record")
                 request = request_of_record(value, request_key(hashed))
+                if in_progress.get(hashed) == (key, None):
+                    in_progress[hashed] = (key, request.unique_key)
                 await self._tick()
                 return request
             except ValueError:
