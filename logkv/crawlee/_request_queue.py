@@ -57,12 +57,12 @@ from ..storage_layout import (
 )
 from ._adapter import CrawleeAdapter
 from ._locations import StorageKind
+from ._pending_head import PendingHead
 from ._request_records import (
     MIDDLE,
     REQUEST_CONTENT_TYPE,
     check_queue_keys,
     check_same_request,
-    first_pending,
     handled_record,
     hash_of_pending,
     order_bounds,
@@ -150,6 +150,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         #: The requests in progress: hash -> (pending key, unique key; None until the record
         #: was read) (memory only, never logged).
         self._in_progress: dict[str, tuple[str, str | None]] = {}
+        #: The first pending keys, for fetches (memory only).
+        self._head = PendingHead()
         self._pacer = Pacer()
 
     @classmethod
@@ -206,6 +208,26 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         await asyncio.to_thread(store.engine.set_many, items, deletes)
         return None
 
+    async def _append_or_reset(self, items: Batch, deletes: Sequence[str]) -> Commit | None:
+        """:meth:`_append`; when it fails, the head is left to be loaded again."""
+        try:
+            return await self._append(items, deletes)
+        except BaseException:
+            self._head.reset()
+            raise
+
+    async def _written(self, commit: Commit | None, items: Batch, deletes: Sequence[str]) -> None:
+        """After a batch was appended (with the lock released): await its group commit, if
+        any, then note its pending keys in the head (as the engine's index shows them once
+        they are durable). A failed commit leaves the head to be loaded again."""
+        if commit is not None:
+            try:
+                await wait_for_commit(commit)
+            except BaseException:
+                self._head.reset()
+                raise
+        self._head.written(items, deletes)
+
     async def _record(self, hashed: str) -> bytes | None:
         """The record of the request with hash ``hashed``, None when there is none."""
         found = await self._store.read(request_key(hashed))
@@ -244,9 +266,9 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                     front,
                     back,
                 )
+                self._head.reset()
                 raise
-        if commit is not None:
-            await wait_for_commit(commit)
+        await self._written(commit, items, deletes)
         await self._tick()
         return AddRequestsResponse(
             processed_requests=list(results.values()), unprocessed_requests=[]
@@ -308,14 +330,12 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 return None
             if request.handled_at is None:
                 request.handled_at = datetime.datetime.now(datetime.UTC)
-            record = handled_record(request)
-            commit = await self._append(
-                [(request_key(hashed), record, REQUEST_CONTENT_TYPE)], [progress[0]]
-            )
+            items: Batch = [(request_key(hashed), handled_record(request), REQUEST_CONTENT_TYPE)]
+            deletes = [progress[0]]
+            commit = await self._append_or_reset(items, deletes)
             del self._in_progress[hashed]
             self._counts.pending -= 1
-        if commit is not None:
-            await wait_for_commit(commit)
+        await self._written(commit, items, deletes)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=True)
 
@@ -337,10 +357,10 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 (request_key(hashed), pending_record(request, order), REQUEST_CONTENT_TYPE),
                 (pending_key(order, hashed), b"", None),
             ]
-            commit = await self._append(items, [progress[0]])
+            deletes = [progress[0]]
+            commit = await self._append_or_reset(items, deletes)
             del self._in_progress[hashed]
-        if commit is not None:
-            await wait_for_commit(commit)
+        await self._written(commit, items, deletes)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=False)
 
@@ -350,12 +370,14 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
             await self._store.purge()
             self._counts = _Counts(0, 0, 1, 0)
             self._in_progress.clear()
+            self._head.reset()
 
     # ------------------------------------------------------------------ reads
 
     async def fetch_next_request(self) -> Request | None:
         """The first pending request not in progress, now in progress; None when there is
-        none. Looks at most one more pending key than there are requests in progress."""
+        none. The first pending keys are kept in memory (:mod:`logkv.crawlee._pending_head`):
+        the engine's sorted keys are listed only when none of them is free."""
         store = self._store
         store.check_open()
         while True:
@@ -363,8 +385,7 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 if self._counts.pending <= len(self._in_progress):
                     return None
                 in_progress = self._in_progress
-                keys = first_pending(store.engine, len(in_progress) + 1)
-                key = next((k for k in keys if hash_of_pending(k) not in in_progress), None)
+                key = self._head.first_free(store.engine, in_progress, len(in_progress))
                 if key is None:
                     return None
                 hashed = hash_of_pending(key)
