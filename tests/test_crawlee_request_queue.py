@@ -510,3 +510,41 @@ async def test_a_crawlee_file_system_queue_left_in_the_folder_is_refused(lone: L
     service_locator.storage_instance_manager.clear_cache()
     with pytest.raises(NotALogKVStoreError, match="Crawlee file-system"):
         await lone.queue(lone.client())
+
+
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+async def test_concurrent_workers_handle_a_tree_of_requests_once_each(
+    lone: Lone, durability: Durability
+) -> None:
+    """Ten workers, as a crawler's, each fetch a request, add its two children and itself
+    again, and mark it handled (every fifth one reclaimed first, half of those to the front):
+    every request is handled once, more pending keys than the in-memory head holds wait at
+    times, and under fsync the writes await group commits."""
+    total = 300
+    settings = Configuration(durability=durability, auto_compact=False)
+    raw = await lone.raw(lone.client(settings=settings))
+    await raw.add_batch_of_requests([Request.from_url(url(0))])
+    handled: list[int] = []
+    reclaimed: set[int] = set()
+
+    async def worker() -> None:
+        while True:
+            request = await raw.fetch_next_request()
+            if request is None:
+                if await raw.is_finished():
+                    return
+                await asyncio.sleep(0)
+                continue
+            number = int(request.url.rsplit("/", 1)[1])
+            if number % 5 == 0 and number not in reclaimed:
+                reclaimed.add(number)
+                assert await raw.reclaim_request(request, forefront=number % 2 == 0)
+                continue
+            children = [n for n in (2 * number + 1, 2 * number + 2, number) if n < total]
+            await raw.add_batch_of_requests([Request.from_url(url(n)) for n in children])
+            handled.append(number)
+            assert await raw.mark_request_as_handled(request) is not None
+
+    await asyncio.gather(*(worker() for _ in range(10)))
+    assert sorted(handled) == list(range(total))
+    assert await counts(raw) == (0, total, total)

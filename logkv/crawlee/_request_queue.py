@@ -10,7 +10,10 @@ configured level) before the call returns: an add writes the records and pending
 its new requests; marking a request handled rewrites its record in compact form and deletes its
 pending key; a reclaim rewrites the record (its retry count and user data persist) and moves its
 pending key to the back of the queue, or to the front with ``forefront``, as Crawlee's
-file-system client does.
+file-system client does. A change holds the queue's lock until its batch is durable and
+visible in the engine's index, so the next change or fetch is decided from the state it left
+(under ``Durability.FSYNC``, a queue's changes wait for one another's group commit rather than
+share it; the other stores' writes still share it).
 
 Semantics follow Crawlee's file-system client: deduplication by ``unique_key``; forefront
 requests come first, the newest first; a request added again with ``forefront`` while pending
@@ -45,7 +48,6 @@ from crawlee.storage_clients.models import (
 )
 
 from ..configuration import Configuration
-from ..engine import Commit
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
 from ..storage_clients._store import EngineStore, wait_for_commit
 from ..storage_layout import (
@@ -197,35 +199,25 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
 
     # ------------------------------------------------------------------ writes
 
-    async def _append(self, items: Batch, deletes: Sequence[str]) -> Commit | None:
-        """Append one atomic batch (with the lock held): inline, or in a worker thread when it
-        is large; the group commit to await (after releasing the lock) under fsync."""
+    async def _write(self, items: Batch, deletes: Sequence[str]) -> None:
+        """Append one atomic batch, with the lock held until it is durable (to the configured
+        level) and visible in the engine's index, so that the next change (or fetch) is decided
+        from the state it left: inline, or in a worker thread when it is large; under fsync,
+        awaiting its group commit (which other stores' writes share). Its pending keys are
+        then noted in the head; a failure leaves the head to be loaded again."""
         store = self._store
-        if not store.is_large(items):
-            return store.append_batch(items, deletes)
-        store.check_writable()
-        store.touch(modified=True)
-        await asyncio.to_thread(store.engine.set_many, items, deletes)
-        return None
-
-    async def _append_or_reset(self, items: Batch, deletes: Sequence[str]) -> Commit | None:
-        """:meth:`_append`; when it fails, the head is left to be loaded again."""
         try:
-            return await self._append(items, deletes)
+            if not store.is_large(items):
+                commit = store.append_batch(items, deletes)
+                if commit is not None:
+                    await wait_for_commit(commit)
+            else:
+                store.check_writable()
+                store.touch(modified=True)
+                await asyncio.to_thread(store.engine.set_many, items, deletes)
         except BaseException:
             self._head.reset()
             raise
-
-    async def _written(self, commit: Commit | None, items: Batch, deletes: Sequence[str]) -> None:
-        """After a batch was appended (with the lock released): await its group commit, if
-        any, then note its pending keys in the head (as the engine's index shows them once
-        they are durable). A failed commit leaves the head to be loaded again."""
-        if commit is not None:
-            try:
-                await wait_for_commit(commit)
-            except BaseException:
-                self._head.reset()
-                raise
         self._head.written(items, deletes)
 
     async def _record(self, hashed: str) -> bytes | None:
@@ -258,7 +250,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                     results[unique_key] = await self._plan_add(
                         request, hashed, forefront, items, deletes
                     )
-                commit = await self._append(items, deletes) if items else None
+                if items:
+                    await self._write(items, deletes)
             except BaseException:
                 counts.pending, counts.total, counts.front, counts.back = (
                     pending,
@@ -266,9 +259,7 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                     front,
                     back,
                 )
-                self._head.reset()
                 raise
-        await self._written(commit, items, deletes)
         await self._tick()
         return AddRequestsResponse(
             processed_requests=list(results.values()), unprocessed_requests=[]
@@ -331,11 +322,9 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
             if request.handled_at is None:
                 request.handled_at = datetime.datetime.now(datetime.UTC)
             items: Batch = [(request_key(hashed), handled_record(request), REQUEST_CONTENT_TYPE)]
-            deletes = [progress[0]]
-            commit = await self._append_or_reset(items, deletes)
+            await self._write(items, [progress[0]])
             del self._in_progress[hashed]
             self._counts.pending -= 1
-        await self._written(commit, items, deletes)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=True)
 
@@ -357,10 +346,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 (request_key(hashed), pending_record(request, order), REQUEST_CONTENT_TYPE),
                 (pending_key(order, hashed), b"", None),
             ]
-            deletes = [progress[0]]
-            commit = await self._append_or_reset(items, deletes)
+            await self._write(items, [progress[0]])
             del self._in_progress[hashed]
-        await self._written(commit, items, deletes)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=False)
 
