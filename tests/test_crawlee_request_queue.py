@@ -371,6 +371,28 @@ async def test_a_hash_collision_is_refused_not_merged(
         await raw.add_batch_of_requests([Request.from_url(url(3)), Request.from_url(url(4))])
     assert await raw.get_request(url(2)) is None
     assert (await raw.get_metadata()).total_request_count == 1
+    # Also while the request holding the hash is in progress.
+    assert (await raw.fetch_next_request()) is not None
+    with pytest.raises(HashCollisionError, match="same hash"):
+        await raw.add_batch_of_requests([Request.from_url(url(2))], forefront=True)
+
+
+async def test_adding_a_request_in_progress_again_writes_nothing(lone: Lone) -> None:
+    raw = await lone.raw(lone.client())
+    await raw.add_batch_of_requests([Request.from_url(url(n)) for n in range(3)])
+    fetched = await raw.fetch_next_request()
+    assert fetched is not None and fetched.url == url(0)
+    seq = raw.engine.last_seq
+    for forefront in (False, True):
+        response = await raw.add_batch_of_requests([Request.from_url(url(0))], forefront=forefront)
+        (processed,) = response.processed_requests
+        assert (processed.was_already_present, processed.was_already_handled) == (True, False)
+    assert raw.engine.last_seq == seq
+    assert await raw.mark_request_as_handled(fetched) is not None
+    response = await raw.add_batch_of_requests([Request.from_url(url(0))])
+    assert response.processed_requests[0].was_already_handled
+    assert [(await raw.fetch_next_request() or fetched).url for _ in range(2)] == [url(1), url(2)]
+    assert await raw.fetch_next_request() is None
 
 
 async def test_folders_of_other_storages_are_refused(lone: Lone) -> None:
@@ -488,3 +510,41 @@ async def test_a_crawlee_file_system_queue_left_in_the_folder_is_refused(lone: L
     service_locator.storage_instance_manager.clear_cache()
     with pytest.raises(NotALogKVStoreError, match="Crawlee file-system"):
         await lone.queue(lone.client())
+
+
+@pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
+async def test_concurrent_workers_handle_a_tree_of_requests_once_each(
+    lone: Lone, durability: Durability
+) -> None:
+    """Ten workers, as a crawler's, each fetch a request, add its two children and itself
+    again, and mark it handled (every fifth one reclaimed first, half of those to the front):
+    every request is handled once, more pending keys than the in-memory head holds wait at
+    times, and under fsync the writes await group commits."""
+    total = 300
+    settings = Configuration(durability=durability, auto_compact=False)
+    raw = await lone.raw(lone.client(settings=settings))
+    await raw.add_batch_of_requests([Request.from_url(url(0))])
+    handled: list[int] = []
+    reclaimed: set[int] = set()
+
+    async def worker() -> None:
+        while True:
+            request = await raw.fetch_next_request()
+            if request is None:
+                if await raw.is_finished():
+                    return
+                await asyncio.sleep(0)
+                continue
+            number = int(request.url.rsplit("/", 1)[1])
+            if number % 5 == 0 and number not in reclaimed:
+                reclaimed.add(number)
+                assert await raw.reclaim_request(request, forefront=number % 2 == 0)
+                continue
+            children = [n for n in (2 * number + 1, 2 * number + 2, number) if n < total]
+            await raw.add_batch_of_requests([Request.from_url(url(n)) for n in children])
+            handled.append(number)
+            assert await raw.mark_request_as_handled(request) is not None
+
+    await asyncio.gather(*(worker() for _ in range(10)))
+    assert sorted(handled) == list(range(total))
+    assert await counts(raw) == (0, total, total)

@@ -41,6 +41,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final
 
+import orjson
 from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 
@@ -64,9 +65,44 @@ _CRAWLEE_NO_LIMIT: Final = 999_999_999_999
 log = logging.getLogger(__name__)
 
 
+#: How deep :func:`_plain` follows containers before giving the item to ``json``.
+_PLAIN_DEPTH: Final = 64
+
+
 def serialize_item(item: Mapping[str, Any]) -> bytes:
-    """An item's stored bytes: JSON exactly as Crawlee's file-system dataset client writes it."""
+    """An item's stored bytes: JSON exactly as Crawlee's file-system dataset client writes it
+    (``json.dumps(item, ensure_ascii=False, indent=2, default=str)``, UTF-8).
+
+    Items made only of what :func:`_plain` accepts are written by orjson, whose indented
+    output is byte for byte ``json``'s for those (a property test holds the two to it) and
+    some thirty times faster; anything else, or anything orjson refuses (integers beyond 64
+    bits, strings with lone surrogates), goes through ``json`` itself."""
+    if _plain(item, _PLAIN_DEPTH):
+        try:
+            return orjson.dumps(item, option=orjson.OPT_INDENT_2)
+        except orjson.JSONEncodeError:
+            pass
     return json.dumps(item, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """True when ``value`` is made only of ``str``, ``int``, ``bool``, None, floats that
+    orjson writes as ``json`` does (``repr``: not ``1e-05``, ``nan`` or ``inf``), and
+    ``dict`` (with ``str`` keys), ``list`` and ``tuple`` nested at most ``depth`` deep (exact
+    types: subclasses, other mappings and whatever ``default=str`` would turn into a string
+    are not plain)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return orjson.dumps(value) == float.__repr__(value).encode()
+    if depth <= 0:
+        return False
+    if kind is dict:
+        return all(type(key) is str and _plain(member, depth - 1) for key, member in value.items())
+    if kind is list or kind is tuple:
+        return all(_plain(member, depth - 1) for member in value)
+    return False
 
 
 def select_indexes(total: int, offset: int, limit: int | None, desc: bool) -> range:

@@ -10,7 +10,10 @@ configured level) before the call returns: an add writes the records and pending
 its new requests; marking a request handled rewrites its record in compact form and deletes its
 pending key; a reclaim rewrites the record (its retry count and user data persist) and moves its
 pending key to the back of the queue, or to the front with ``forefront``, as Crawlee's
-file-system client does.
+file-system client does. A change holds the queue's lock until its batch is durable and
+visible in the engine's index, so the next change or fetch is decided from the state it left
+(under ``Durability.FSYNC``, a queue's changes wait for one another's group commit rather than
+share it; the other stores' writes still share it).
 
 Semantics follow Crawlee's file-system client: deduplication by ``unique_key``; forefront
 requests come first, the newest first; a request added again with ``forefront`` while pending
@@ -45,7 +48,6 @@ from crawlee.storage_clients.models import (
 )
 
 from ..configuration import Configuration
-from ..engine import Commit
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
 from ..storage_clients._store import EngineStore, wait_for_commit
 from ..storage_layout import (
@@ -57,12 +59,12 @@ from ..storage_layout import (
 )
 from ._adapter import CrawleeAdapter
 from ._locations import StorageKind
+from ._pending_head import PendingHead
 from ._request_records import (
     MIDDLE,
     REQUEST_CONTENT_TYPE,
     check_queue_keys,
     check_same_request,
-    first_pending,
     handled_record,
     hash_of_pending,
     order_bounds,
@@ -147,8 +149,11 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._on_close = on_close
         #: Serialises the changes: each decides its batch from the state the last one left.
         self._lock = asyncio.Lock()
-        #: The requests in progress: hash -> pending key (memory only, never logged).
-        self._in_progress: dict[str, str] = {}
+        #: The requests in progress: hash -> (pending key, unique key; None until the record
+        #: was read) (memory only, never logged).
+        self._in_progress: dict[str, tuple[str, str | None]] = {}
+        #: The first pending keys, for fetches (memory only).
+        self._head = PendingHead()
         self._pacer = Pacer()
 
     @classmethod
@@ -194,16 +199,26 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
 
     # ------------------------------------------------------------------ writes
 
-    async def _append(self, items: Batch, deletes: Sequence[str]) -> Commit | None:
-        """Append one atomic batch (with the lock held): inline, or in a worker thread when it
-        is large; the group commit to await (after releasing the lock) under fsync."""
+    async def _write(self, items: Batch, deletes: Sequence[str]) -> None:
+        """Append one atomic batch, with the lock held until it is durable (to the configured
+        level) and visible in the engine's index, so that the next change (or fetch) is decided
+        from the state it left: inline, or in a worker thread when it is large; under fsync,
+        awaiting its group commit (which other stores' writes share). Its pending keys are
+        then noted in the head; a failure leaves the head to be loaded again."""
         store = self._store
-        if not store.is_large(items):
-            return store.append_batch(items, deletes)
-        store.check_writable()
-        store.touch(modified=True)
-        await asyncio.to_thread(store.engine.set_many, items, deletes)
-        return None
+        try:
+            if not store.is_large(items):
+                commit = store.append_batch(items, deletes)
+                if commit is not None:
+                    await wait_for_commit(commit)
+            else:
+                store.check_writable()
+                store.touch(modified=True)
+                await asyncio.to_thread(store.engine.set_many, items, deletes)
+        except BaseException:
+            self._head.reset()
+            raise
+        self._head.written(items, deletes)
 
     async def _record(self, hashed: str) -> bytes | None:
         """The record of the request with hash ``hashed``, None when there is none."""
@@ -235,7 +250,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                     results[unique_key] = await self._plan_add(
                         request, hashed, forefront, items, deletes
                     )
-                commit = await self._append(items, deletes) if items else None
+                if items:
+                    await self._write(items, deletes)
             except BaseException:
                 counts.pending, counts.total, counts.front, counts.back = (
                     pending,
@@ -244,8 +260,6 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                     back,
                 )
                 raise
-        if commit is not None:
-            await wait_for_commit(commit)
         await self._tick()
         return AddRequestsResponse(
             processed_requests=list(results.values()), unprocessed_requests=[]
@@ -261,6 +275,11 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         A pending record whose pending key is gone (what a crash in the middle of a purge
         leaves: the purge deletes the pending keys first) is added again as a new request."""
         unique_key = request.unique_key
+        progress = self._in_progress.get(hashed)
+        if progress is not None and progress[1] == unique_key:
+            # In progress, so pending with its pending key present (and never moved by a
+            # forefront add): nothing to read or write (a handler adding its own URL).
+            return _processed(unique_key, present=True, handled=False)
         counts = self._counts
         value = await self._record(hashed)
         key = request_key(hashed)
@@ -294,22 +313,18 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._store.check_writable()
         hashed = request_hash(request.unique_key)
         async with self._lock:
-            key = self._in_progress.get(hashed)
-            if key is None:
+            progress = self._in_progress.get(hashed)
+            if progress is None:
                 log.warning(
                     "Marking request %s as handled that is not in progress.", request.unique_key
                 )
                 return None
             if request.handled_at is None:
                 request.handled_at = datetime.datetime.now(datetime.UTC)
-            record = handled_record(request)
-            commit = await self._append(
-                [(request_key(hashed), record, REQUEST_CONTENT_TYPE)], [key]
-            )
+            items: Batch = [(request_key(hashed), handled_record(request), REQUEST_CONTENT_TYPE)]
+            await self._write(items, [progress[0]])
             del self._in_progress[hashed]
             self._counts.pending -= 1
-        if commit is not None:
-            await wait_for_commit(commit)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=True)
 
@@ -322,8 +337,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         self._store.check_writable()
         hashed = request_hash(request.unique_key)
         async with self._lock:
-            old = self._in_progress.get(hashed)
-            if old is None:
+            progress = self._in_progress.get(hashed)
+            if progress is None:
                 log.info("Reclaiming request %s that is not in progress.", request.unique_key)
                 return None
             order = self._counts.next_order(forefront)
@@ -331,10 +346,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 (request_key(hashed), pending_record(request, order), REQUEST_CONTENT_TYPE),
                 (pending_key(order, hashed), b"", None),
             ]
-            commit = await self._append(items, [old])
+            await self._write(items, [progress[0]])
             del self._in_progress[hashed]
-        if commit is not None:
-            await wait_for_commit(commit)
         await self._tick()
         return _processed(request.unique_key, present=True, handled=False)
 
@@ -344,12 +357,14 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
             await self._store.purge()
             self._counts = _Counts(0, 0, 1, 0)
             self._in_progress.clear()
+            self._head.reset()
 
     # ------------------------------------------------------------------ reads
 
     async def fetch_next_request(self) -> Request | None:
         """The first pending request not in progress, now in progress; None when there is
-        none. Looks at most one more pending key than there are requests in progress."""
+        none. The first pending keys are kept in memory (:mod:`logkv.crawlee._pending_head`):
+        the engine's sorted keys are listed only when none of them is free."""
         store = self._store
         store.check_open()
         while True:
@@ -357,17 +372,18 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
                 if self._counts.pending <= len(self._in_progress):
                     return None
                 in_progress = self._in_progress
-                keys = first_pending(store.engine, len(in_progress) + 1)
-                key = next((k for k in keys if hash_of_pending(k) not in in_progress), None)
+                key = self._head.first_free(store.engine, in_progress, len(in_progress))
                 if key is None:
                     return None
                 hashed = hash_of_pending(key)
-                in_progress[hashed] = key
+                in_progress[hashed] = (key, None)
             try:
                 value = await self._record(hashed)
                 if value is None:
                     raise ValueError(f"the pending key {key!r} has no request record")
                 request = request_of_record(value, request_key(hashed))
+                if in_progress.get(hashed) == (key, None):
+                    in_progress[hashed] = (key, request.unique_key)
                 await self._tick()
                 return request
             except ValueError:
