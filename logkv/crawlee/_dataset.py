@@ -48,7 +48,7 @@ from crawlee.storage_clients.models import DatasetItemsListPage, DatasetMetadata
 from ..configuration import Configuration
 from ..engine import Engine
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
-from ..storage_clients._store import EngineStore, wait_for_commit
+from ..storage_clients._store import EngineStore
 from ..storage_layout import DATASETS_DIR, item_key
 from ._adapter import CrawleeAdapter
 from ._locations import StorageKind
@@ -239,20 +239,11 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
             return
         encoded = [serialize_item(item) for item in items]
         async with self._lock:
-            engine = store.engine
-            first = len(engine)
-            batch = [
+            first = len(store.engine)
+            batch: list[tuple[str, bytes | None, str | None]] = [
                 (item_key(first + n), value, ITEM_CONTENT_TYPE) for n, value in enumerate(encoded)
             ]
-            store.touch(modified=True)
-            if sum(len(value) for value in encoded) > store.offload:
-                await asyncio.to_thread(engine.set_many, batch)
-            elif store.fsync:
-                # Append inline, then await the group commit's fsync holding no thread.
-                _, commit = engine.set_many_deferred(batch)
-                await wait_for_commit(commit)
-            else:
-                engine.set_many(batch)
+            await store.write_batch(batch)
         await self._tick()
 
     async def purge(self) -> None:

@@ -49,7 +49,7 @@ from crawlee.storage_clients.models import (
 
 from ..configuration import Configuration
 from ..storage_clients._base import Pacer, StoreLocation, stamp_times
-from ..storage_clients._store import EngineStore, wait_for_commit
+from ..storage_clients._store import EngineStore
 from ..storage_layout import (
     REQUEST_PREFIX,
     REQUEST_QUEUES_DIR,
@@ -205,16 +205,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         from the state it left: inline, or in a worker thread when it is large; under fsync,
         awaiting its group commit (which other stores' writes share). Its pending keys are
         then noted in the head; a failure leaves the head to be loaded again."""
-        store = self._store
         try:
-            if not store.is_large(items):
-                commit = store.append_batch(items, deletes)
-                if commit is not None:
-                    await wait_for_commit(commit)
-            else:
-                store.check_writable()
-                store.touch(modified=True)
-                await asyncio.to_thread(store.engine.set_many, items, deletes)
+            await self._store.write_batch(items, deletes)
         except BaseException:
             self._head.reset()
             raise

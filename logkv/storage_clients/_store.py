@@ -311,26 +311,23 @@ class EngineStore:
             return await _to_thread(self.public.publish, key, data, content_type)
         return self.public.publish(key, data or b"", content_type)
 
-    def append_batch(
+    async def write_batch(
         self, items: list[tuple[str, bytes | None, str | None]], deletes: Sequence[str] = ()
-    ) -> Commit | None:
-        """Append ``items`` and the deletes of ``deletes`` inline as one atomic batch
-        (:meth:`~logkv.Engine.set_many`) and note a modification: under ``Durability.FSYNC``
-        the group commit to await (:func:`wait_for_commit`) before the batch is durable, else
-        None (it reached the OS). A batch for which :meth:`is_large` is true belongs in a
-        worker thread instead (``engine.set_many``)."""
+    ) -> None:
+        """Write ``items`` and the deletes of ``deletes`` as one atomic batch
+        (:meth:`~logkv.Engine.set_many`), durable (to the configured level) and visible in the
+        index when this returns, and note a modification: inline when small (under
+        ``Durability.FSYNC`` then awaiting the group commit, holding no thread), in a worker
+        thread when the values add up to more than the offload threshold."""
         self.check_writable()
         self.touch(modified=True)
-        if self.fsync:
+        if sum(len(value or b"") for _, value, _ in items) > self.offload:
+            await _to_thread(self.engine.set_many, items, deletes)
+        elif self.fsync:
             _, commit = self.engine.set_many_deferred(items, deletes)
-            return commit
-        self.engine.set_many(items, deletes)
-        return None
-
-    def is_large(self, items: list[tuple[str, bytes | None, str | None]]) -> bool:
-        """True when the values of ``items`` add up to more than the offload threshold: such a
-        batch is written in a worker thread, not inline."""
-        return sum(len(value or b"") for _, value, _ in items) > self.offload
+            await wait_for_commit(commit)
+        else:
+            self.engine.set_many(items, deletes)
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""
