@@ -39,7 +39,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from crawlee.storage_clients._base import DatasetClient
@@ -139,6 +139,19 @@ def _warn_unsupported(method: str, **arguments: Any) -> None:
             unsupported,
             method,
         )
+
+
+class _Page(NamedTuple):
+    """What ``get_data`` and ``iterate_items`` select (``clean`` already folded into
+    ``skip_empty`` and ``skip_hidden``)."""
+
+    offset: int
+    limit: int | None
+    desc: bool
+    skip_empty: bool
+    skip_hidden: bool
+    fields: list[str] | None
+    omit: list[str] | None
 
 
 #: Where datasets are and how they are named.
@@ -300,11 +313,8 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
                 count=0, offset=offset, limit=limit or 0, total=0, desc=desc, items=[]
             )
         total = len(self._store.engine)
-        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
-        items = [
-            shape_item(item, fields, omit, skip_hidden)
-            async for item in self._items(total, offset, limit, desc, skip_empty)
-        ]
+        page = _Page(offset, limit, desc, skip_empty or clean, skip_hidden or clean, fields, omit)
+        items = [item async for item in self._items(total, page)]
         await self._tick()
         return DatasetItemsListPage(
             count=len(items),
@@ -333,20 +343,17 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
         _warn_unsupported("iterate", unwind=unwind)
         if not self._readable("iterate_items"):
             return
-        total = len(self._store.engine)
-        skip_empty, skip_hidden = skip_empty or clean, skip_hidden or clean
-        async for item in self._items(total, offset, limit, desc, skip_empty):
-            yield shape_item(item, fields, omit, skip_hidden)
+        page = _Page(offset, limit, desc, skip_empty or clean, skip_hidden or clean, fields, omit)
+        async for item in self._items(len(self._store.engine), page):
+            yield item
         await self._tick()
 
-    async def _items(
-        self, total: int, offset: int, limit: int | None, desc: bool, skip_empty: bool
-    ) -> AsyncIterator[Any]:
-        """The items of the page of ``total`` items that ``offset``, ``limit`` and ``desc``
-        select (:func:`select_indexes`), each read when its turn comes; missing and unreadable
-        items are left out, and empty ones when ``skip_empty``."""
-        for index in select_indexes(total, offset, limit, desc):
+    async def _items(self, total: int, page: _Page) -> AsyncIterator[Any]:
+        """The items of ``page`` out of ``total`` items (:func:`select_indexes`), each read when
+        its turn comes and shaped by :func:`shape_item`; missing and unreadable items are left
+        out, and empty ones when ``page.skip_empty``."""
+        for index in select_indexes(total, page.offset, page.limit, page.desc):
             item = await self._read_item(index)
-            if item is None or (skip_empty and not item):
+            if item is None or (page.skip_empty and not item):
                 continue
-            yield item
+            yield shape_item(item, page.fields, page.omit, page.skip_hidden)
