@@ -1140,11 +1140,12 @@ class Engine:
             if op == _SET:
                 size = -1 if value is None else len(value)
                 entry = (number, offset, length - max(size, 0), size, content_type)
-            updates.append((key, entry, length))
             offset += length
+            if self._group_commit:
+                updates.append((key, entry, length))
+            else:
+                self._apply(key, entry, length)  # Durability.PROCESS: visible now
         if not self._group_commit:
-            for update in updates:
-                self._apply(*update)
             return position.seq, _DONE
         commits = self._commits
         commits.pending.extend(updates)

@@ -228,6 +228,34 @@ def test_encode_batch_chains_and_numbers_every_record() -> None:
     )
 
 
+_ITEMS = st.lists(
+    st.tuples(
+        st.sampled_from([Op.SET, Op.DELETE]),
+        st.text(min_size=1, max_size=8),
+        st.none() | st.sampled_from(["text/plain", "application/json"]),
+        st.none() | st.binary(max_size=64) | st.just(b"x" * 5000),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(items=_ITEMS, chain=st.binary(min_size=16, max_size=16))
+def test_encode_batch_writes_the_frames_of_its_records_one_by_one(
+    items: list[tuple[int, str, str | None, bytes | None]], chain: bytes
+) -> None:
+    """The batch encoder's own framing of small bodies is byte for byte the frame
+    ``encode_record`` writes for each record with its batch op, chained on the one before."""
+    frames = encode_batch(9, 1234, items, chain)
+    expected = []
+    for index, (kind, key, content_type, value) in enumerate(items):
+        op = batch_op(kind, index, len(items))
+        frame = encode_record(9 + index, 1234, op, key, content_type, value, chain)
+        chain = frame[12:28]
+        expected.append(frame)
+    assert frames == expected
+
+
 def test_set_many_under_fsync_is_durable_and_visible_when_it_returns(tmp_path: Path) -> None:
     with Engine.open(tmp_path / "s", durability="fsync") as engine:
         engine.set("gone", b"x")
