@@ -31,7 +31,7 @@ from logkv.crawlee import LogKvRequestQueueClient, LogKvStorageClient
 from logkv.crawlee import _request_queue as request_queue_module
 from logkv.crawlee._request_records import REQUEST_CONTENT_TYPE, HashCollisionError, request_hash
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
-from logkv.errors import NotALogKVStoreError, ReadOnlyStoreError
+from logkv.errors import NotALogKVStoreError, StoreNotFoundError
 from logkv.layout import is_store_folder
 from logkv.modes import Durability
 from logkv.storage_layout import request_key
@@ -434,8 +434,8 @@ async def test_native_request_queues_false_hands_queues_to_the_delegate(lone: Lo
     assert len(keys) == 2
 
 
-async def test_read_only_clients_refuse_request_queues(lone: Lone) -> None:
-    with pytest.raises(ReadOnlyStoreError, match="request queues"):
+async def test_a_read_only_client_never_creates_a_request_queue(lone: Lone) -> None:
+    with pytest.raises(StoreNotFoundError, match="no request queue at"):
         await lone.raw(lone.client(readonly=True))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crawlee import service_locator
+from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storages import Dataset, RequestQueue
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
@@ -323,9 +323,12 @@ async def test_crawlee_reads_read_only_beside_a_live_crawler_process(
             with pytest.raises(ReadOnlyStoreError):
                 await call
         assert await kvs.get_value("a") == {"key": "a"}  # still open after the refused drop
+        delegating = LogKvStorageClient(
+            readonly=True, native_datasets=False, native_request_queues=False
+        )
         for storage in (Dataset, RequestQueue):
-            with pytest.raises(ReadOnlyStoreError, match="key-value stores only"):
-                await storage.open(storage_client=client, configuration=configuration)
+            with pytest.raises(ReadOnlyStoreError, match="delegate"):
+                await storage.open(storage_client=delegating, configuration=configuration)
         # The cache key keeps read-only and writable clients apart.
         assert client.get_storage_client_cache_key(
             configuration
@@ -373,3 +376,81 @@ async def test_a_read_only_crawlee_store_does_not_change_its_folder(
     assert (await reading.get_public_url("k")).startswith("file://")
     await reader.close()
     assert files_of(storage_dir) == before
+
+
+# ---------------------------------------------------------------- datasets and request queues
+
+
+async def test_read_only_datasets_and_queues_follow_their_writer_and_change_nothing(
+    storage_dir: Path, crawlee_cache: None
+) -> None:
+    """A read-only client reads a crawler's dataset and request queue as the crawler writes
+    them (items, requests, counts), refuses every change, fetches nothing, and leaves every
+    file of the storage folder as it was."""
+    configuration = CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=False)
+    writer = LogKvStorageClient()
+    dataset = await writer.create_dataset_client(name="items", configuration=configuration)
+    queue = await writer.create_rq_client(name="todo", configuration=configuration)
+    await dataset.push_data([{"n": 0}, {"n": 1}])
+    await queue.add_batch_of_requests(
+        [Request.from_url(f"https://example.com/{i}") for i in range(3)]
+    )
+    reader = LogKvStorageClient(readonly=True)
+    try:
+        items = await reader.create_dataset_client(name="items", configuration=configuration)
+        requests = await reader.create_rq_client(name="todo", configuration=configuration)
+        assert (await items.get_data()).items == [{"n": 0}, {"n": 1}]
+        assert (await requests.get_metadata()).pending_request_count == 3
+        # The writer goes on: the reader sees it at its next call.
+        await dataset.push_data({"n": 2})
+        taken = await queue.fetch_next_request()
+        assert taken is not None
+        await queue.mark_request_as_handled(taken)
+        await queue.add_batch_of_requests([Request.from_url("https://example.com/3")])
+        assert (await items.get_metadata()).item_count == 3
+        assert [item async for item in items.iterate_items(desc=True)] == [
+            {"n": 2},
+            {"n": 1},
+            {"n": 0},
+        ]
+        metadata = await requests.get_metadata()
+        assert (metadata.pending_request_count, metadata.handled_request_count) == (3, 1)
+        assert metadata.total_request_count == 4
+        assert not await requests.is_empty()
+        assert not await requests.is_finished()
+        handled = await requests.get_request(taken.unique_key)
+        assert handled is not None and handled.handled_at is not None
+        assert len([request async for request in requests.iter_requests()]) == 4
+        before = files_of(storage_dir)
+        changes = (
+            items.push_data({"n": 9}),
+            items.purge(),
+            items.drop(),
+            requests.add_batch_of_requests([Request.from_url("https://example.com/9")]),
+            requests.fetch_next_request(),
+            requests.mark_request_as_handled(taken),
+            requests.reclaim_request(taken),
+            requests.purge(),
+            requests.drop(),
+        )
+        for change in changes:
+            with pytest.raises(ReadOnlyStoreError, match="read-only"):
+                await change
+        assert (await items.get_metadata()).item_count == 3  # still open after the refusals
+        assert files_of(storage_dir) == before
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_a_read_only_open_of_a_missing_dataset_or_queue_creates_nothing(
+    storage_dir: Path, crawlee_cache: None
+) -> None:
+    configuration = CrawleeConfiguration(storage_dir=str(storage_dir), purge_on_start=True)
+    client = LogKvStorageClient(readonly=True)
+    for storage, noun in ((Dataset, "dataset"), (RequestQueue, "request queue")):
+        for selector in ({"name": "missing"}, {"alias": "missing"}, {}):
+            with pytest.raises(StoreNotFoundError, match=f"no {noun} at .*never creates"):
+                await storage.open(storage_client=client, configuration=configuration, **selector)
+    assert not storage_dir.exists()
+    await client.close()

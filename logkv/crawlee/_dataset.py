@@ -178,10 +178,13 @@ def check_item_keys(engine: Engine) -> None:
     )
 
 
-async def open_dataset_store(location: StoreLocation, settings: Configuration) -> EngineStore:
-    """Open the dataset store at ``location`` (see :meth:`EngineStore.open`) and check that its
-    keys are item keys (:func:`check_item_keys`); closed again when they are not."""
-    store = await EngineStore.open(location, settings)
+async def open_dataset_store(
+    location: StoreLocation, settings: Configuration, *, readonly: bool = False
+) -> EngineStore:
+    """Open the dataset store at ``location`` (see :meth:`EngineStore.open`; ``readonly``: beside
+    its writer, never creating it) and check that its keys are item keys
+    (:func:`check_item_keys`); closed again when they are not."""
+    store = await EngineStore.open(location, settings, readonly=readonly)
     try:
         check_item_keys(store.engine)
     except BaseException:
@@ -227,8 +230,15 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
     async def get_metadata(self) -> DatasetMetadata:
         """The dataset's id, name, timestamps and item count."""
         meta = self._store.meta
-        count = 0 if self._dropped else len(self._store.engine)
+        count = 0 if self._dropped else self._item_count()
         return DatasetMetadata(id=meta.id, name=meta.name, item_count=count, **stamp_times(meta))
+
+    def _item_count(self) -> int:
+        """How many items the dataset holds now (a read-only dataset first takes in what its
+        writer appended since)."""
+        store = self._store
+        store.refresh()
+        return len(store.engine)
 
     def _readable(self, method: str) -> bool:
         """False (with a warning, as Crawlee's file-system client logs) once the dataset was
@@ -312,7 +322,7 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
             return DatasetItemsListPage(
                 count=0, offset=offset, limit=limit or 0, total=0, desc=desc, items=[]
             )
-        total = len(self._store.engine)
+        total = self._item_count()
         page = _Page(offset, limit, desc, skip_empty or clean, skip_hidden or clean, fields, omit)
         items = [item async for item in self._items(total, page)]
         await self._tick()
@@ -344,7 +354,7 @@ class LogKvDatasetClient(CrawleeAdapter, DatasetClient):  # type: ignore[misc]
         if not self._readable("iterate_items"):
             return
         page = _Page(offset, limit, desc, skip_empty or clean, skip_hidden or clean, fields, omit)
-        async for item in self._items(len(self._store.engine), page):
+        async for item in self._items(self._item_count(), page):
             yield item
         await self._tick()
 

@@ -121,11 +121,12 @@ def _inspect(store: EngineStore) -> _Counts:
 
 
 async def open_queue_store(
-    location: StoreLocation, settings: Configuration
+    location: StoreLocation, settings: Configuration, *, readonly: bool = False
 ) -> tuple[EngineStore, _Counts]:
-    """Open the request queue store at ``location`` (see :meth:`EngineStore.open`), check that
-    its keys are a queue's and count them; closed again when they are not a queue's."""
-    store = await EngineStore.open(location, settings)
+    """Open the request queue store at ``location`` (see :meth:`EngineStore.open`; ``readonly``:
+    beside its writer, never creating it), check that its keys are a queue's and count them;
+    closed again when they are not a queue's."""
+    store = await EngineStore.open(location, settings, readonly=readonly)
     try:
         counts = await asyncio.to_thread(_inspect, store)
     except BaseException:
@@ -173,9 +174,19 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
 
     # ------------------------------------------------------------------ metadata
 
+    def _counts_now(self) -> _Counts:
+        """The counts: a read-only queue first takes in what its writer wrote since (a count is
+        two index lookups); a writable one knows them."""
+        store, counts = self._store, self._counts
+        if store.readonly:
+            store.refresh()
+            counted = queue_counts(store.engine)
+            counts.pending, counts.total = counted.pending, counted.total
+        return counts
+
     async def get_metadata(self) -> RequestQueueMetadata:
         """The queue's id, name, timestamps and counts (pending includes in progress)."""
-        meta, counts = self._store.meta, self._counts
+        meta, counts = self._store.meta, self._counts_now()
         return RequestQueueMetadata(
             id=meta.id,
             name=meta.name,
@@ -190,12 +201,12 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         """True when no request is waiting to be fetched (some may be in progress)."""
         self._store.check_open()
         self._store.touch()
-        return self._counts.pending <= len(self._in_progress)
+        return self._counts_now().pending <= len(self._in_progress)
 
     async def is_finished(self) -> bool:
         """True when every request is handled: none waits, none is in progress."""
         self._store.check_open()
-        return self._counts.pending == 0
+        return self._counts_now().pending == 0
 
     # ------------------------------------------------------------------ writes
 
@@ -358,7 +369,7 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         none. The first pending keys are kept in memory (:mod:`logkv.crawlee._pending_head`):
         the engine's sorted keys are listed only when none of them is free."""
         store = self._store
-        store.check_open()
+        store.check_writable()  # a fetch takes the request: a change
         while True:
             async with self._lock:
                 if self._counts.pending <= len(self._in_progress):

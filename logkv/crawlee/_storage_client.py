@@ -103,13 +103,14 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
     was cleared or the store closed (:class:`logkv.registry.PurgeRule`). Named stores are never
     purged.
 
-    ``readonly=True``: key-value stores are opened read-only (:mod:`logkv.storage_clients._store`),
-    beside a writer in another process: no lock, the writer's records seen as they come, no
-    purge (``purge_on_start`` is ignored), nothing written into the store folders; writes raise
-    :class:`~logkv.ReadOnlyStoreError`, and a store that does not exist raises
-    :class:`~logkv.StoreNotFoundError`. Datasets and request queues are refused
-    (``ReadOnlyStoreError``): logkv's datasets and request queues have no read-only open yet,
-    and the delegate has no read-only mode.
+    ``readonly=True``: key-value stores, datasets and request queues are opened read-only
+    (:mod:`logkv.storage_clients._store`), beside a writer in another process (a crawler
+    running): no lock, the writer's records seen as they come (items, requests and counts), no
+    purge (``purge_on_start`` is ignored), nothing written into the store folders. Writes raise
+    :class:`~logkv.ReadOnlyStoreError`, and so does ``fetch_next_request`` (taking a request is a
+    change); a store that does not exist raises :class:`~logkv.StoreNotFoundError`. Storages
+    served by the delegate (``native_datasets=False``, ``native_request_queues=False``) are
+    refused with ``ReadOnlyStoreError``: it has no read-only mode.
     """
 
     def __init__(
@@ -253,8 +254,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
         Unnamed datasets are purged under Crawlee's ``purge_on_start`` as key-value stores are.
         """
-        self._refuse_if_readonly("datasets", "cannot be opened read-only yet")
         if not self._native_datasets:
+            self._refuse_if_readonly("datasets")
             return await self._delegate.create_dataset_client(
                 id=id, name=name, alias=alias, configuration=configuration
             )
@@ -264,11 +265,16 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         )
 
         async def open_dataset() -> LogKvDatasetClient:
-            store = await open_dataset_store(location, self._settings)
+            store = await open_dataset_store(location, self._settings, readonly=self._readonly)
             return LogKvDatasetClient(store, _forget_dataset)
 
         return await _open_registered(
-            _OPEN_DATASETS, self._opened_datasets, location, configuration, open_dataset
+            _OPEN_DATASETS,
+            self._opened_datasets,
+            location,
+            configuration,
+            open_dataset,
+            readonly=self._readonly,
         )
 
     async def create_rq_client(
@@ -284,8 +290,8 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
 
         Unnamed queues are purged under Crawlee's ``purge_on_start`` as key-value stores are.
         """
-        self._refuse_if_readonly("request queues", "cannot be opened read-only yet")
         if not self._native_request_queues:
+            self._refuse_if_readonly("request queues")
             return await self._delegate.create_rq_client(
                 id=id, name=name, alias=alias, configuration=configuration
             )
@@ -295,17 +301,28 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         )
 
         async def open_queue() -> LogKvRequestQueueClient:
-            store, counts = await open_queue_store(location, self._settings)
+            store, counts = await open_queue_store(
+                location, self._settings, readonly=self._readonly
+            )
             return LogKvRequestQueueClient(store, counts, _forget_queue)
 
         return await _open_registered(
-            _OPEN_QUEUES, self._opened_queues, location, configuration, open_queue
+            _OPEN_QUEUES,
+            self._opened_queues,
+            location,
+            configuration,
+            open_queue,
+            readonly=self._readonly,
         )
 
-    def _refuse_if_readonly(self, what: str, why: str) -> None:
+    def _refuse_if_readonly(self, what: str) -> None:
+        """Raise :class:`~logkv.ReadOnlyStoreError` for a read-only open of ``what`` that the
+        delegate would serve: it has no read-only mode."""
         if self._readonly:
             raise ReadOnlyStoreError(
-                f"a read-only LogKvStorageClient opens key-value stores only: {what} {why}"
+                f"a read-only LogKvStorageClient opens logkv's own stores only: {what} served "
+                "by its delegate (native_datasets=False or native_request_queues=False) cannot "
+                "be opened read-only"
             )
 
     def get_rate_limit_errors(self) -> dict[int, int]:
@@ -345,15 +362,18 @@ async def _open_registered(
     location: StoreLocation,
     configuration: CrawleeConfiguration,
     open_client: Callable[[], Awaitable[_Client]],
+    *,
+    readonly: bool,
 ) -> _Client:
-    """The client of the writable store at ``location`` from ``registry``, opened with
-    ``open_client`` (and added to ``opened``) unless open already, purged when due."""
+    """The client of the store at ``location`` (opened ``readonly`` or not) from ``registry``,
+    opened with ``open_client`` (and added to ``opened``) unless open already, purged when
+    due (never when read-only)."""
     client, fresh = await registry.open(
-        open_key(location.registry_key, readonly=False), open_client
+        open_key(location.registry_key, readonly=readonly), open_client
     )
     if fresh:
         opened.append(client)
-    await _purge_if_due(client, location, configuration, fresh=fresh, readonly=False)
+    await _purge_if_due(client, location, configuration, fresh=fresh, readonly=readonly)
     return client
 
 

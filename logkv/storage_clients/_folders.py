@@ -126,7 +126,7 @@ def refuse_foreign_folder(folder: Path) -> None:
 
 
 #: How error messages name each storage type.
-_STORAGE_WORDS: Final[dict[StorageType, str]] = {
+STORAGE_WORDS: Final[dict[StorageType, str]] = {
     "key_value_store": "key-value store",
     "dataset": "dataset",
     "request_queue": "request queue",
@@ -136,8 +136,8 @@ _STORAGE_WORDS: Final[dict[StorageType, str]] = {
 def check_kind(meta: StoreMeta, location: StoreLocation, folder: Path) -> None:
     if meta.storage != location.storage:
         raise ValueError(
-            f"{folder} holds a logkv {_STORAGE_WORDS[meta.storage]}; it cannot be opened as a "
-            f"{_STORAGE_WORDS[location.storage]}"
+            f"{folder} holds a logkv {STORAGE_WORDS[meta.storage]}; it cannot be opened as a "
+            f"{STORAGE_WORDS[location.storage]}"
         )
     if meta.kind == location.kind:
         return

@@ -52,7 +52,7 @@ from ..fsutil import empty_trash, move_to_trash
 from ..index import IndexEntry
 from ..modes import Durability
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
-from ._folders import check_kind, refuse_foreign_folder, trash_of
+from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
@@ -158,7 +158,8 @@ class EngineStore:
         assert folder is not None
         if not folder.is_dir():
             raise StoreNotFoundError(
-                f"no key-value store at {folder}; a read-only open never creates one"
+                f"no {STORAGE_WORDS[location.storage]} at {folder}; a read-only open never "
+                "creates one"
             )
         refuse_foreign_folder(folder)
         meta = read_meta(folder)
@@ -183,7 +184,12 @@ class EngineStore:
     def check_open(self) -> None:
         """Raise :class:`~logkv.StoreClosedError` once the store was closed or dropped."""
         if self.closed:
-            raise StoreClosedError(f"the key-value store at {self.folder} is closed or dropped")
+            raise StoreClosedError(f"the {self.noun} at {self.folder} is closed or dropped")
+
+    @property
+    def noun(self) -> str:
+        """What the store is, in messages: "key-value store", "dataset" or "request queue"."""
+        return STORAGE_WORDS[self.meta.storage]
 
     def touch(self, modified: bool = False) -> None:
         """Note an access (and a modification) now."""
@@ -195,7 +201,7 @@ class EngineStore:
         self.check_open()
         if self.readonly:
             raise ReadOnlyStoreError(
-                f"the key-value store at {self.folder} was opened read-only: it cannot be "
+                f"the {self.noun} at {self.folder} was opened read-only: it cannot be "
                 "written, purged, compacted or dropped; open it without readonly=True to write"
             )
 
@@ -261,7 +267,7 @@ class EngineStore:
             path = self.public.path_of(key, content_type)
             if not path.is_file():
                 raise ReadOnlyStoreError(
-                    f"the key-value store at {self.folder} was opened read-only and its writer "
+                    f"the {self.noun} at {self.folder} was opened read-only and its writer "
                     f"has not published {key!r}: a read-only open writes no public file"
                 )
         else:
