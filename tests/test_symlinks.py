@@ -9,6 +9,7 @@ folder may be links: they are the user's choice of where the store lives.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from logkv import Configuration, Engine, KeyValueStore, UnsafeStoreError
+from logkv.cli.main import main
 from logkv.fsutil import atomic_write
 from logkv.layout import list_segments, list_snapshots
 from logkv.storage_clients._meta import read_meta
@@ -274,3 +276,31 @@ async def test_the_storage_folder_and_its_parents_may_be_links(tmp_path: Path) -
     os.symlink(real / "storage" / "key_value_stores" / "crawl", tmp_path / "store-link")
     with Engine.open(tmp_path / "store-link") as engine:
         assert engine.get("a") is not None
+
+
+# ------------------------------------------------------------------ logkv dump
+
+
+def test_dump_reads_no_link_inside_a_store_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A segment replaced by a link to a copy of itself (valid records, outside the store)
+    is reported, not read; a file named on the command line is read even through a link."""
+    store = tmp_path / "s"
+    make_store(store)
+    segment = list_segments(store)[0][1]
+    copy = tmp_path / "outside" / segment.name
+    copy.parent.mkdir()
+    copy.write_bytes(segment.read_bytes())
+    plant_link(segment, copy)
+    code = main(["dump", "--json", str(store)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    problems = [line for line in lines if "error" in line]
+    assert code != 0
+    assert [(line["error"], line["path"]) for line in problems] == [("unreadable", str(segment))]
+    assert "symbolic link" in problems[0]["reason"]
+    assert not [line for line in lines if line.get("file") == segment.name]  # nothing read
+    given = tmp_path / "given.seg"
+    given.symlink_to(copy)
+    assert main(["dump", "--json", str(given)]) == 0
+    assert any("key" in json.loads(line) for line in capsys.readouterr().out.splitlines())

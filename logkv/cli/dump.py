@@ -41,8 +41,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, UnsafeStoreError
 from ..format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, DeleteRecord, SetRecord, decode_fields
+from ..fsutil import open_for_reading
 from ..history import missing_end
 from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
 from ..scan import ChainCheck, Damage, SegmentReader, out_of_order
@@ -102,9 +103,11 @@ def problem_line(kind: str, path: Path, offset: int, end: int, reason: str) -> d
 class _Reader:
     """Turns data files into lines; follows the hash chain and the sequence numbers."""
 
-    def __init__(self, with_values: bool, folder: Path) -> None:
+    def __init__(self, with_values: bool, folder: Path, given: Path | None = None) -> None:
         self.with_values = with_values
         self.folder = folder
+        #: The file named on the command line, if one was: the only file read through a link.
+        self.given = given
         self.last_seq = 0
         #: The hash chain the next log frame must follow; unknown when the dump starts mid-log
         #: or right after damaged bytes, then the next frame is the anchor.
@@ -132,8 +135,9 @@ class _Reader:
         return found
 
     def _scan(self, path: Path, number: int | None, is_last: bool) -> SegmentReader:
-        # A dump reads on past a bad header: the frames may be intact. It reads the file it
-        # is given, even through a link.
+        # A dump reads on past a bad header: the frames may be intact. It reads a file named
+        # on its command line even through a link (the user chose it), and never follows a
+        # link inside a store folder, as every other reader.
         return SegmentReader(
             path,
             number,
@@ -141,7 +145,7 @@ class _Reader:
             synced=self.synced,
             report=self._damaged,
             read_past_bad_header=True,
-            opener=_open,
+            opener=_open if path == self.given else open_for_reading,
         )
 
     def snapshot(self, path: Path, covers: int) -> Iterator[dict[str, Any]]:
@@ -286,14 +290,15 @@ class StoreDump:
         except OSError as exc:
             yield _unreadable(target, exc)
             return
-        reader = _Reader(self.with_values, target if target.is_dir() else target.parent)
+        given = None if target.is_dir() else target
+        reader = _Reader(self.with_values, target if given is None else target.parent, given)
         yield from chosen.problems
         expected: int | None = None
         if chosen.snapshot is not None:
             covers, path = chosen.snapshot
             try:
                 yield from reader.snapshot(path, covers)
-            except OSError as exc:  # for example retired by a compaction while we read
+            except (OSError, UnsafeStoreError) as exc:  # e.g. retired by a compaction since
                 yield _unreadable(path, exc)
             expected = covers + 1
         elif chosen.segments:
@@ -318,8 +323,9 @@ class StoreDump:
             expected = None if number is None else number + 1
             try:
                 yield from reader.segment(path, number, is_last=i == len(chosen.segments) - 1)
-            except OSError as exc:  # for example retired by a compaction while we read
+            except (OSError, UnsafeStoreError) as exc:  # e.g. retired by a compaction since
                 yield _unreadable(path, exc)
+                reader.chain.expected = None  # what the file held is unknown: re-anchor
         if target.is_dir():
             listed = [(n, p) for n, p in chosen.segments if n is not None]
             gap = missing_end(target, listed, reader.synced)
@@ -327,8 +333,9 @@ class StoreDump:
                 yield problem_line("corruption", gap.path, gap.offset, 0, gap.reason)
 
 
-def _unreadable(path: Path, exc: OSError) -> dict[str, Any]:
+def _unreadable(path: Path, exc: OSError | UnsafeStoreError) -> dict[str, Any]:
     """The line for a file that could not be read: ``retired`` when it vanished (a live
-    writer's compaction retired it after the dump listed it), else ``unreadable``."""
+    writer's compaction retired it after the dump listed it), else ``unreadable`` (a symbolic
+    link inside a store folder among them: never followed)."""
     kind = "retired" if isinstance(exc, FileNotFoundError) else "unreadable"
     return problem_line(kind, path, 0, 0, str(exc))
