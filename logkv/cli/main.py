@@ -4,7 +4,8 @@ Subcommands, each taking the store folder (a key-value store's, a dataset's or a
 queue's: ``stats``, ``verify`` and ``dump`` say which it is): ``stats``, ``verify``,
 ``history KEY``, ``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
 move a Crawlee file-system key-value store into a new logkv store and back (see
-:mod:`logkv.cli.transfer`). All of them only read the store and take no
+:mod:`logkv.cli.transfer`); ``restore`` rebuilds a store from its bucket copy in object storage
+(:mod:`logkv.cli.replica`). All of them only read the store and take no
 lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
 aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
 ``dump``). Also runs as ``python -m logkv.cli.main``.
@@ -51,6 +52,7 @@ from .render import (
     value_cell,
     value_fields,
 )
+from .replica import add_commands as add_replica_commands
 from .transfer import add_commands as add_transfer_commands
 
 PROG: Final = "logkv"
@@ -460,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_transfer_commands(commands, _EPILOG)
     add_migrate_commands(commands, _EPILOG)
+    add_replica_commands(commands, _EPILOG)
     return parser
 
 

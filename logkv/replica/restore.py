@@ -16,16 +16,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
+
 from ..errors import ReplicaError
+from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
 from ..fsutil import fsync_dir, make_dirs, open_file
 from ..layout import META_FILE, segment_name, segment_number, snapshot_name
 from ..scan import SegmentReader, fail_on_damage
 from ..verify import verify
 from .bucket import Bucket
 from .slots import Folded, Piece, digest, fold_slots
-
-#: The ``op`` bit of a record that continues a batch (docs/FORMAT.md, section 4.1).
-_CONTINUES = 8
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,13 @@ def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
     written = 0
     try:
         for piece in pieces:
-            data = bucket.get(piece.name)
+            try:
+                data = bucket.get(piece.name)
+            except FileNotFoundError:
+                raise ReplicaError(
+                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+                    f"{piece.file}) is missing: the bucket copy has a gap"
+                ) from None
             if len(data) != piece.length or digest(data) != piece.sha256:
                 raise ReplicaError(
                     f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
@@ -162,9 +168,11 @@ def _cut_after(staging: Path, files: list[str], until_seq: int, kept: int) -> in
         with SegmentReader(
             path, segment_number(name), is_last=False, synced=None, report=fail_on_damage
         ) as reader:
-            for offset, _length, body in reader.frames():
-                seq, op = body[0], body[2]
-                if not op & _CONTINUES:
+            for offset, length, body in reader.frames():
+                seq = body[0]
+                # The scanner reduces op to its kind; the batch bits are in the frame's body.
+                raw = reader.buf[offset + FRAME_HEADER_SIZE : offset + length]
+                if not msgpack.unpackb(raw, use_list=False)[2] & OP_CONTINUES:
                     batch_start, before = offset, kept
                 if seq > until_seq:
                     cut, kept = batch_start, before
