@@ -663,7 +663,8 @@ class Engine:
             self._closed = True
         self._stop_sync_thread()
         with self._mutex:
-            self._closed_end = self._log_end()
+            if self._writer is not None:
+                self._closed_end = self._log_end()
             try:
                 if keep and self._writer is not None and self._failed is None:
                     self._sync_and_mark(self._writer)

@@ -69,3 +69,87 @@ async def test_ship_and_restore_round_trip(s3, tmp_path: Path) -> None:
         assert len(await restored.list_keys(limit=1000)) == 199
     finally:
         await restored.close()
+
+
+async def test_open_restores_a_missing_folder(s3, tmp_path: Path) -> None:
+    """A crawler resumes on a new machine with one setting: the folder is missing, the open
+    restores it from the bucket, and writing goes on there."""
+    kvs = await KeyValueStore.open(name="state", configuration=config(tmp_path / "one"),
+                                   replica_url=s3.root)  # fmt: skip
+    await kvs.set_value("cursor", 41)
+    store_id = kvs.id
+    await kvs.flush_replica(timeout=30)
+    await kvs.close()
+
+    kvs = await KeyValueStore.open(
+        name="state", configuration=config(tmp_path / "two", replica_url=s3.root)
+    )
+    try:
+        assert kvs.id == store_id
+        assert await kvs.get_value("cursor") == 41
+        await kvs.set_value("cursor", 42)
+        await kvs.flush_replica(timeout=30)
+    finally:
+        await kvs.close()
+    result = restore(open_replica_bucket(store_url(s3.root, "state"), allow_http=True),
+                     tmp_path / "three")  # fmt: skip
+    assert result.last_seq == 2
+
+
+def test_cli_restore_until(s3, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from logkv.cli.main import main
+    from logkv.replica import Replica, store_bucket
+    from logkv.replica.url import parse_replica_url
+
+    bucket = store_bucket(parse_replica_url(s3.root), "key_value_stores/s", allow_http=True)
+    replica = Replica.claim(bucket, tmp_path / "s", 0.05)
+    from logkv import Engine
+
+    with Engine.open(tmp_path / "s") as engine:
+        replica.start(engine)
+        for i in range(10):
+            engine.set(f"k{i}", b"v")
+        replica.flush(30)
+    replica.close(10)
+    url = store_url(s3.root, "s")
+    assert main(["restore", url, str(tmp_path / "r"), "--until", "4", "--json"]) == 0
+    assert '"last_seq": 4' in capsys.readouterr().out
+    with Engine.open(tmp_path / "r") as restored:
+        assert list(restored.keys()) == ["k0", "k1", "k2", "k3"]
+    assert main(["restore", url, str(tmp_path / "r")]) == 2  # not empty
+    assert "not empty" in capsys.readouterr().err
+    assert main(["restore", store_url(s3.root, "nothing"), str(tmp_path / "n")]) == 2
+    assert "no store" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://bucket/x", "s3://", "s3://B/x", "s3://bucket/a//b", "s3://bucket/../x", "gs://b/x"],
+)
+def test_bad_urls_are_refused(url: str) -> None:
+    from logkv.replica.url import parse_replica_url
+
+    with pytest.raises(ReplicaError):
+        parse_replica_url(url)
+
+
+async def test_http_endpoint_needs_permission(s3, tmp_path: Path, monkeypatch) -> None:
+    if not s3.env:
+        pytest.skip("the endpoint under test is not the local http:// server")
+    monkeypatch.delenv("LOGKV_REPLICA_ALLOW_HTTP")
+    with pytest.raises(ReplicaError, match="plain http"):
+        await KeyValueStore.open(name="x", configuration=config(tmp_path), replica_url=s3.root)
+    assert not (tmp_path / "key_value_stores" / "x").exists()
+
+
+async def test_unreachable_endpoint_fails_at_open(s3, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("LOGKV_REPLICA_ALLOW_HTTP", "1")
+    with pytest.raises(ReplicaError, match="unreachable"):
+        await KeyValueStore.open(name="x", configuration=config(tmp_path), replica_url=s3.root)
+
+
+async def test_unknown_bucket_fails_at_open(s3, tmp_path: Path) -> None:
+    root = s3.root.replace("s3://logkv-", "s3://nobucket-")
+    with pytest.raises(ReplicaError):
+        await KeyValueStore.open(name="x", configuration=config(tmp_path), replica_url=root)

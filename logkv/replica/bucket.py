@@ -11,18 +11,13 @@ the endpoint down, throttling, 5xx) — while refused credentials or permissions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
-
 import obstore
 from obstore import exceptions
 from obstore.store import ObjectStore
 
 from ..errors import ReplicaError
-
-T = TypeVar("T")
-
 
 class ObjectExists(Exception):  # noqa: N818 - an outcome of a create-only put, not a failure
     """A create-only put found an object under its name."""
@@ -47,7 +42,7 @@ class Bucket:
     def put_new(self, name: str, data: bytes) -> None:
         """Write ``data`` under ``name`` only if nothing is there (``If-None-Match: *``);
         :class:`ObjectExists` otherwise."""
-        with self._errors(name):
+        with self._errors(name, found=False):
             obstore.put(self.store, self._path(name), data, mode="create", use_multipart=False)
 
     def get(self, name: str) -> bytes:
@@ -67,20 +62,26 @@ class Bucket:
         offset = None if after is None else self._path(after)
         skip = len(self.root) + 1 if self.root else 0
         names: list[str] = []
-        with self._errors(folder):
+        with self._errors(folder, found=False):
             for chunk in obstore.list(self.store, prefix, offset=offset, chunk_size=1000):
                 names.extend(meta["path"][skip:] for meta in chunk)
         names.sort()
         return names
 
     @contextmanager
-    def _errors(self, name: str) -> Iterator[None]:
+    def _errors(self, name: str, *, found: bool = True) -> Iterator[None]:
+        """Sort obstore's errors into the three kinds of the module docstring; ``found``
+        False: a request that names no object that must exist, whose 404 means no bucket."""
         try:
             yield
         except (exceptions.AlreadyExistsError, exceptions.PreconditionError) as exc:
             raise ObjectExists(name) from exc
-        except FileNotFoundError:
-            raise
+        except FileNotFoundError as exc:
+            if found:
+                raise
+            raise ReplicaError(
+                f"{self.describe}: the bucket does not exist ({_first_line(exc)})"
+            ) from exc
         except (exceptions.PermissionDeniedError, exceptions.UnauthenticatedError) as exc:
             raise ReplicaError(
                 f"{self.describe}: the endpoint refused the credentials or the permission "
@@ -100,13 +101,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-def retrying(call: Callable[[], T], attempts: int) -> T:
-    """``call()``, tried up to ``attempts`` times while it raises :class:`BucketUnavailable`
-    (with no wait: obstore's own retries already backed off)."""
-    for _ in range(attempts - 1):
-        try:
-            return call()
-        except BucketUnavailable:
-            continue
-    return call()
