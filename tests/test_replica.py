@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from logkv import Configuration, KeyValueStore, ReplicaError
+from logkv import Configuration, Engine, KeyValueStore, ReplicaError
+from logkv.cli.main import main
 from logkv.layout import list_segments, segment_name
 from logkv.verify import verify
 
 pytest.importorskip("obstore")
 
-from logkv.replica import open_replica_bucket, restore  # noqa: E402
-from logkv.replica.slots import fold_slots  # noqa: E402
+from logkv.replica import Replica, open_replica_bucket, restore, store_bucket
+from logkv.replica.url import parse_replica_url
 
 
 def config(storage: Path, **extra: object) -> Configuration:
@@ -97,14 +98,8 @@ async def test_open_restores_a_missing_folder(s3, tmp_path: Path) -> None:
 
 
 def test_cli_restore_until(s3, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from logkv.cli.main import main
-    from logkv.replica import Replica, store_bucket
-    from logkv.replica.url import parse_replica_url
-
     bucket = store_bucket(parse_replica_url(s3.root), "key_value_stores/s", allow_http=True)
     replica = Replica.claim(bucket, tmp_path / "s", 0.05)
-    from logkv import Engine
-
     with Engine.open(tmp_path / "s") as engine:
         replica.start(engine)
         for i in range(10):
@@ -127,8 +122,6 @@ def test_cli_restore_until(s3, tmp_path: Path, capsys: pytest.CaptureFixture[str
     ["http://bucket/x", "s3://", "s3://B/x", "s3://bucket/a//b", "s3://bucket/../x", "gs://b/x"],
 )
 def test_bad_urls_are_refused(url: str) -> None:
-    from logkv.replica.url import parse_replica_url
-
     with pytest.raises(ReplicaError):
         parse_replica_url(url)
 

@@ -15,13 +15,14 @@ import pytest
 from logkv import Engine, FencedError, ReplicaDivergedError, ReplicaError
 from logkv.layout import list_snapshots
 
-obstore = pytest.importorskip("obstore")
+pytest.importorskip("obstore")
 
-from obstore.store import MemoryStore  # noqa: E402
+import obstore
+from obstore.store import MemoryStore
 
-from logkv.replica import Bucket, Replica, restore  # noqa: E402
-from logkv.replica.bucket import BucketUnavailable  # noqa: E402
-from logkv.replica.slots import slot_name  # noqa: E402
+from logkv.replica import Bucket, Replica, restore
+from logkv.replica.bucket import BucketUnavailable
+from logkv.replica.slots import slot_name
 
 ROOT = "crawl/key_value_stores/pages"
 
@@ -48,7 +49,8 @@ def open_replicated(
 
 
 def state(engine: Engine) -> dict[str, bytes | None]:
-    return {key: engine.get(key) for key in engine.keys()}  # type: ignore[misc]
+    keys = list(engine.keys())
+    return {key: engine.get(key) for key in keys}  # type: ignore[misc]
 
 
 def close(engine: Engine, replica: Replica) -> None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 import obstore
 from obstore import exceptions
 from obstore.store import ObjectStore
 
 from ..errors import ReplicaError
+
 
 class ObjectExists(Exception):  # noqa: N818 - an outcome of a create-only put, not a failure
     """A create-only put found an object under its name."""
