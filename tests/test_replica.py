@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from logkv import Configuration, Engine, KeyValueStore, ReplicaError
+from logkv import Configuration, Engine, FencedError, KeyValueStore, ReplicaError
 from logkv.cli.main import main
 from logkv.layout import list_segments, segment_name
 from logkv.verify import verify
@@ -146,3 +146,28 @@ async def test_unknown_bucket_fails_at_open(s3, tmp_path: Path) -> None:
     root = s3.root.replace("s3://logkv-", "s3://nobucket-")
     with pytest.raises(ReplicaError):
         await KeyValueStore.open(name="x", configuration=config(tmp_path), replica_url=root)
+
+
+async def test_takeover_fences_the_old_writer(s3, tmp_path: Path, caplog) -> None:
+    """Writer B opens the store that writer A still has open (another machine, same root): B
+    restores what A replicated, and warns naming A; A's next upload fails, so A's flush and
+    then its writes raise FencedError; nothing A's flush acknowledged is lost."""
+    a = await KeyValueStore.open(name="s", configuration=config(tmp_path / "a"),
+                                 replica_url=s3.root)  # fmt: skip
+    await a.set_value("acked", 1)
+    await a.flush_replica(timeout=30)
+    b = await KeyValueStore.open(name="s", configuration=config(tmp_path / "b"),
+                                 replica_url=s3.root)  # fmt: skip
+    try:
+        assert "did not close it" in caplog.text
+        assert await b.get_value("acked") == 1
+        await a.set_value("late", 2)
+        with pytest.raises(FencedError):
+            await a.flush_replica(timeout=30)
+        with pytest.raises(FencedError):
+            await a.set_value("later", 3)
+        await b.set_value("b", 4)
+        assert await b.flush_replica(timeout=30)
+    finally:
+        await a.close()
+        await b.close()
