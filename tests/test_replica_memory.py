@@ -22,7 +22,7 @@ from obstore.store import MemoryStore
 
 from logkv.replica import Bucket, Replica, restore
 from logkv.replica.bucket import BucketUnavailable
-from logkv.replica.slots import slot_name
+from logkv.replica.slots import SHIP, Folded, Piece, Slot, decode_slot, encode_slot, slot_name
 
 ROOT = "crawl/key_value_stores/pages"
 
@@ -225,3 +225,30 @@ class NoConditionalPuts(Bucket):
 def test_endpoint_without_create_only_puts_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ReplicaError, match="create-only"):
         Replica.claim(NoConditionalPuts(MemoryStore(), ROOT, "lax"), tmp_path / "a", 0.1)
+
+
+def test_hostile_slots_are_refused_cleanly(tmp_path: Path) -> None:
+    """A slot cut at every byte, garbage, or one whose piece does not start where the file's
+    committed bytes end: a ReplicaError naming the slot, never another exception."""
+    good = Slot(SHIP, "w", "h", 1, 0, 1, 0, [Piece("data/w/1", "00000001.seg", 0, 10, b"x" * 32)])
+    data = encode_slot(good)
+    for cut in range(len(data)):
+        with pytest.raises(ReplicaError, match="not a valid slot"):
+            decode_slot(data[:cut], "slot 1")
+    assert decode_slot(data, "slot 1") == good
+    with pytest.raises(ReplicaError, match="not a valid slot"):
+        decode_slot(b"\x93\x01\x02\x03", "slot 1")
+
+    folded = Folded("here")
+    folded.add(1, good)
+    skipping = Slot(SHIP, "w", "h", 1, 0, 2, 0, [Piece("data/w/2", "00000001.seg", 11, 5, b"")])
+    with pytest.raises(ReplicaError, match="has a gap"):
+        folded.add(2, skipping)
+    with pytest.raises(ReplicaError, match="slot 2 is missing"):
+        folded.add(3, good)
+
+    store = MemoryStore()
+    bucket = bucket_of(store)
+    bucket.put_new(slot_name(1), b"not msgpack \xc1")
+    with pytest.raises(ReplicaError, match="not a valid slot"):
+        restore(bucket, tmp_path / "x")

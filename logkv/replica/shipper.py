@@ -221,7 +221,7 @@ class Replica:
                 self._state.wait(left if left is not None else 1.0)
             return self._committed_seq
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """After the engine closed: ship what is left and commit slot ``close`` (for at most
         ``timeout`` seconds while the bucket is unavailable), then stop."""
         thread = self._thread
