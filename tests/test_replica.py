@@ -111,6 +111,14 @@ def test_cli_restore_until(s3, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert '"last_seq": 4' in capsys.readouterr().out
     with Engine.open(tmp_path / "r") as restored:
         assert list(restored.keys()) == ["k0", "k1", "k2", "k3"]
+    assert main(["restore", url, str(tmp_path / "t"), "--until", "2000-01-01T00:00:00Z"]) == 0
+    with Engine.open(tmp_path / "t") as restored:
+        assert len(restored) == 0  # nothing was written before that time
+    assert main(["restore", url, str(tmp_path / "u"), "--until", "2999-01-01"]) == 0
+    with Engine.open(tmp_path / "u") as restored:
+        assert len(restored) == 10
+    assert main(["restore", url, str(tmp_path / "v"), "--until", "soon"]) == 2
+    capsys.readouterr()
     assert main(["restore", url, str(tmp_path / "r")]) == 2  # not empty
     assert "not empty" in capsys.readouterr().err
     assert main(["restore", store_url(s3.root, "nothing"), str(tmp_path / "n")]) == 2

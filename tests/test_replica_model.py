@@ -39,10 +39,13 @@ class ReplicatedStore(RuleBasedStateMachine):
         self.replica.start(self.engine)
         self.model: dict[str, bytes] = {}
         self.states: dict[int, dict[str, bytes]] = {0: {}}
+        self.times: dict[int, int] = {0: 0}  # seq -> its record's timestamp (µs)
         self.restores = 0
 
     def _note(self) -> None:
-        self.states[self.engine.last_seq] = dict(self.model)
+        seq = self.engine.last_seq
+        self.states[seq] = dict(self.model)
+        self.times[seq] = round(self.engine.last_timestamp * 1_000_000)
 
     @rule(key=KEYS, value=VALUES)
     def set(self, key: str, value: bytes) -> None:
@@ -76,12 +79,18 @@ class ReplicatedStore(RuleBasedStateMachine):
         with Engine.open(target) as restored:
             assert {k: restored.get(k) for k in list(restored.keys())} == self.model
         until = data.draw(st.sampled_from(sorted(self.states)))
+        by_time = data.draw(st.booleans())
         target = self.dir / f"until-{self.restores}"
         try:
-            restore(self.bucket, target, until_seq=until)
+            if by_time:
+                restore(self.bucket, target, until_us=self.times[until])
+            else:
+                restore(self.bucket, target, until_seq=until)
         except ReplicaError as exc:
             assert "incomplete" in str(exc)
             return
+        if by_time:  # records written in the same microsecond share the state of the last one
+            until = max(s for s, t in self.times.items() if t <= self.times[until])
         with Engine.open(target) as restored:
             assert {k: restored.get(k) for k in list(restored.keys())} == self.states[until]
 

@@ -35,7 +35,13 @@ from .audit import (
     store_figures,
     verify_store,
 )
-from .common import CommandError, key_argument, path_argument, require_store, run
+from .common import (
+    key_argument,
+    parse_until,
+    path_argument,
+    require_store,
+    run,
+)
 from .contents import storage_type
 from .dump import DumpStatus, StoreDump
 from .migrate import add_commands as add_migrate_commands
@@ -46,7 +52,6 @@ from .render import (
     json_document,
     json_line,
     pairs,
-    parse_time,
     table,
     table_lines,
     value_cell,
@@ -248,25 +253,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- replay
 
 
-def _until(text: str) -> tuple[int | None, int | None]:
-    """``--until``: a sequence number (digits) or an ISO 8601 time, as (seq, microseconds)."""
-    digits = text.strip()
-    if digits.isascii() and digits.isdigit():  # not '²' or '٣': digits int() cannot read
-        return int(digits), None
-    try:
-        return None, parse_time(text)
-    except ValueError:
-        raise CommandError(
-            f"--until {text!r} is neither a sequence number nor an ISO 8601 time "
-            "(for example 2026-01-31T12:00:00Z)",
-            ExitCode.USAGE,
-        ) from None
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild the store as it was at a sequence number or time into a new store folder."""
     store = require_store(args.store)
-    until_seq, until_us = _until(args.until)
+    until_seq, until_us = parse_until(args.until)
     outcome = replay_into(store, args.to, until_seq, until_us)
     point = f"seq {until_seq:,}" if until_seq is not None else iso_timestamp(until_us or 0)
     if args.json:

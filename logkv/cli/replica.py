@@ -1,4 +1,4 @@
-"""``logkv restore URL DIR [--until SEQ]``: rebuild a store from its bucket copy in object
+"""``logkv restore URL DIR [--until SEQ|TIME]``: rebuild a store from its bucket copy in object
 storage (see :mod:`logkv.replica.restore`). Needs the ``s3`` extra."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from ..configuration import Configuration
 from ..errors import ReplicaError
 from . import ExitCode
-from .common import CommandError, path_argument
+from .common import CommandError, parse_until, path_argument
 from .render import json_document
 
 
@@ -27,7 +27,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     allow_http = args.allow_http or Configuration().replica_allow_http
     try:
         bucket = open_replica_bucket(args.url, allow_http=allow_http)
-        result = restore(bucket, args.target, until_seq=args.until)
+        until_seq, until_us = (None, None) if args.until is None else parse_until(args.until)
+        result = restore(bucket, args.target, until_seq=until_seq, until_us=until_us)
     except ReplicaError as exc:
         raise CommandError(str(exc), ExitCode.USAGE) from None
     summary = {
@@ -44,16 +45,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"{result.bytes:,} bytes, records up to seq {result.last_seq}; it verifies."
         )
     return ExitCode.OK
-
-
-def _seq(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("a sequence number is 0 or more")
-    return value
 
 
 def add_commands(commands: Any, epilog: str) -> None:
@@ -73,7 +64,10 @@ def add_commands(commands: Any, epilog: str) -> None:
         "target", type=path_argument, metavar="DIR", help="the new store folder (absent or empty)"
     )
     sub.add_argument(
-        "--until", type=_seq, metavar="SEQ", help="restore the store as it was at this seq"
+        "--until",
+        metavar="SEQ|TIME",
+        help="restore the store as it was after this sequence number, or at this ISO 8601 time "
+        "(2026-01-31T12:00:00Z; no offset means UTC)",
     )
     sub.add_argument(
         "--allow-http",

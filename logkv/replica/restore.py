@@ -29,13 +29,36 @@ from .slots import Folded, Piece, digest, fold_slots
 
 
 @dataclass(frozen=True)
+class Until:
+    """A restore's target: the state after record ``seq``, or after the records written at or
+    before time ``us`` (µs since 1970); neither: the newest state."""
+
+    seq: int | None = None
+    us: int | None = None
+
+    def passed_by(self, seq: int, us: int) -> bool:
+        """Whether a record ``seq`` written at ``us`` comes after the target."""
+        if self.seq is not None:
+            return seq > self.seq
+        return self.us is not None and us > self.us
+
+    @property
+    def given(self) -> bool:
+        """Whether there is a target (else: the newest state)."""
+        return self.seq is not None or self.us is not None
+
+    def __str__(self) -> str:
+        return f"seq {self.seq}" if self.seq is not None else f"time {self.us} µs"
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     """What a restore downloads: each file's pieces in order (a snapshot first, if any, then
     segments in number order), ``META.json``'s piece, and the target seq (None: everything)."""
 
     files: list[tuple[str, list[Piece]]]
     meta: Piece | None
-    until_seq: int | None
+    until: Until
     seq: int
     start_seq: int  # the last seq of the snapshot (0: none)
 
@@ -50,13 +73,16 @@ class RestoreResult:
     last_seq: int
 
 
-def plan_restore(folded: Folded, until_seq: int | None = None) -> RestorePlan:
-    """Pick the newest complete snapshot whose last seq is at most ``until_seq`` (the newest
+def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
+    """Pick the newest complete snapshot whose last record is not after ``until`` (the newest
     state when None), then the consecutive segments after it; :class:`ReplicaError` when the
     bucket copy has a gap in that range."""
     where = folded.where
-    target = folded.seq if until_seq is None else until_seq
-    covers = max((c for c, last in folded.snapshots.items() if last <= target), default=0)
+    until = until or Until()
+    covers = max(
+        (c for c, (seq, us) in folded.snapshots.items() if not until.passed_by(seq, us)),
+        default=0,
+    )
     files: list[tuple[str, list[Piece]]] = []
     if covers:
         files.append((snapshot_name(covers), folded.files[snapshot_name(covers)]))
@@ -67,7 +93,7 @@ def plan_restore(folded: Folded, until_seq: int | None = None) -> RestorePlan:
             raise ReplicaError(
                 f"{where}: segment {expected} is missing from the bucket copy, which holds "
                 f"segment {number} after it; cannot restore "
-                + ("to that point" if until_seq is not None else "this store")
+                + ("to that point" if until.given else "this store")
             )
         name = segment_name(number)
         if number != numbers[-1] and name not in folded.sealed:
@@ -78,10 +104,10 @@ def plan_restore(folded: Folded, until_seq: int | None = None) -> RestorePlan:
             )
         files.append((name, folded.files[name]))
         expected += 1
-    if until_seq is not None and covers == 0 and numbers and numbers[0] != 1:
-        raise ReplicaError(f"{where}: the bucket copy no longer holds seq {until_seq}")
-    start = folded.snapshots[covers] if covers else 0
-    return RestorePlan(files, folded.meta, until_seq, folded.seq, start)
+    if until.given and covers == 0 and numbers and numbers[0] != 1:
+        raise ReplicaError(f"{where}: the bucket copy no longer holds the log at {until}")
+    start = folded.snapshots[covers][0] if covers else 0
+    return RestorePlan(files, folded.meta, until, folded.seq, start)
 
 
 def staging_folder(folder: Path) -> Path:
@@ -90,9 +116,15 @@ def staging_folder(folder: Path) -> Path:
 
 
 def restore(
-    bucket: Bucket, folder: Path, *, until_seq: int | None = None, folded: Folded | None = None
+    bucket: Bucket,
+    folder: Path,
+    *,
+    until_seq: int | None = None,
+    until_us: int | None = None,
+    folded: Folded | None = None,
 ) -> RestoreResult:
-    """Restore the store in ``bucket`` into ``folder``, which must not exist (or be empty).
+    """Restore the store in ``bucket`` into ``folder``, which must not exist (or be empty):
+    its newest state, or as it was after record ``until_seq`` or at time ``until_us``.
 
     All or nothing (see the module docstring). ``folded``: slots already read (a writer that
     just took the store over restores from exactly what it fenced)."""
@@ -102,7 +134,8 @@ def restore(
     folded = folded if folded is not None else fold_slots(bucket)
     if folded.number == 0:
         raise ReplicaError(f"{bucket.describe}: no store was ever replicated here")
-    plan = plan_restore(folded, until_seq)
+    until = Until(until_seq, until_us)
+    plan = plan_restore(folded, until)
     make_dirs(folder.parent, durable=True)
     staging = staging_folder(folder)
     if staging.exists():
@@ -114,8 +147,8 @@ def restore(
     if plan.meta is not None:
         total += _download(bucket, staging / META_FILE, [plan.meta])
     last_seq = plan.seq
-    if until_seq is not None:
-        last_seq = _cut_after(staging, [n for n, _ in plan.files], until_seq, plan.start_seq)
+    if until.given:
+        last_seq = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
     report = verify(staging)
     if not report.ok:
         raise ReplicaError(
@@ -156,9 +189,9 @@ def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
     return written
 
 
-def _cut_after(staging: Path, files: list[str], until_seq: int, kept: int) -> int:
-    """Cut the restored log after the last whole batch at or before ``until_seq``: truncate the
-    segment where the first later record starts, delete the segments after it. ``kept`` is
+def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:
+    """Cut the restored log before the first record after ``until``, at the start of its
+    batch: truncate the segment there and delete the segments after it. ``kept`` is
     the last seq before the segments (the snapshot's); returns the last seq kept."""
     segments = [name for name in files if segment_number(name) is not None]
     for i, name in enumerate(segments):
@@ -169,12 +202,12 @@ def _cut_after(staging: Path, files: list[str], until_seq: int, kept: int) -> in
             path, segment_number(name), is_last=False, synced=None, report=fail_on_damage
         ) as reader:
             for offset, length, body in reader.frames():
-                seq = body[0]
+                seq, us = body[0], body[1]
                 # The scanner reduces op to its kind; the batch bits are in the frame's body.
                 raw = reader.buf[offset + FRAME_HEADER_SIZE : offset + length]
                 if not msgpack.unpackb(raw, use_list=False)[2] & OP_CONTINUES:
                     batch_start, before = offset, kept
-                if seq > until_seq:
+                if until.passed_by(seq, us):
                     cut, kept = batch_start, before
                     break
                 kept = seq

@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..engine import Engine, LogEnd
 from ..errors import FencedError, ReplicaDivergedError, ReplicaError
@@ -56,6 +57,18 @@ CLAIM_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
+class _NewBytes:
+    """Bytes of one local file not committed yet: from ``offset``; ``sealed`` when the file is
+    complete with them; ``snapshot`` ``(covers, last_seq, last_us)`` for a snapshot."""
+
+    file: str
+    offset: int
+    data: bytes
+    sealed: bool
+    snapshot: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
 class Lag:
     """How far the bucket copy is behind the local log: records, and an upper bound in
     seconds on the age of the oldest record not yet committed (0 when none is behind)."""
@@ -79,6 +92,7 @@ class Replica:
         self._counter = 0
         self._engine: Engine | None = None
         self._segment = 1  # the segment the shipper reads next
+        self._files: dict[int, BinaryIO] = {}  # segments open for reading, by number
         self._meta_sha = b""
         # Guarded by _state: what is committed, and the thread's outcome.
         self._state = threading.Condition()
@@ -235,6 +249,14 @@ class Replica:
     # ------------------------------------------------------------------ the shipper thread
 
     def _run(self) -> None:
+        try:
+            self._ship_until_closed()
+        finally:
+            for file in self._files.values():
+                file.close()
+            self._files.clear()
+
+    def _ship_until_closed(self) -> None:
         failures = 0
         while True:
             backoff = min(MAX_BACKOFF_S, self.interval * 2**failures)
@@ -281,45 +303,69 @@ class Replica:
                 self._confirmed_at = cut_at
             return
         slot = self._slot(SHIP, end.seq, end.last_us)
-        for name, offset, data, sealed, snapshot_seq in files:
-            slot.pieces.extend(self._upload(name, offset, data))
-            if sealed:
-                slot.sealed.append((name, offset + len(data)))
-            if snapshot_seq is not None:
-                slot.snapshots.append((end.covers, snapshot_seq))
+        for new in files:
+            slot.pieces.extend(self._upload(new.file, new.offset, new.data))
+            if new.sealed:
+                slot.sealed.append((new.file, new.offset + len(new.data)))
+            if new.snapshot is not None:
+                slot.snapshots.append(new.snapshot)
         if meta is not None:
             slot.pieces.extend(self._upload(META_FILE, 0, meta))
         self._commit(slot)
         if meta is not None:
             self._meta_sha = digest(meta)
         self._segment = end.segment
+        for number in [n for n in self._files if n < end.segment]:
+            self._files.pop(number).close()
         with self._state:
             self._committed_seq = end.seq
             self._confirmed_at = cut_at
             self._problem = None
             self._state.notify_all()
 
-    def _new_bytes(self, end: LogEnd) -> list[tuple[str, int, bytes, bool, int | None]]:
-        """``(file, offset, bytes, sealed, snapshot's last seq)`` of what is not committed yet,
-        read from the local files (the snapshot ``end.covers`` when it is new, then the segments
-        from the one the shipper reads next up to the log's end)."""
-        found: list[tuple[str, int, bytes, bool, int | None]] = []
-        first = self._segment
+    def _new_bytes(self, end: LogEnd) -> list[_NewBytes]:
+        """What is not committed yet: the bytes of each segment from the one the shipper reads
+        next up to the log's end (whole, and sealed, for segments the writer left), then the
+        snapshot ``end.covers`` when it is new.
+
+        A segment stays open from the first time it is read until its end is committed, so
+        that a compaction that retires it meanwhile does not take its last bytes away; one
+        retired before the shipper ever opened it is covered by the snapshot."""
+        found: list[_NewBytes] = []
+        for number in range(self._segment, end.segment + 1):
+            name = segment_name(number)
+            file = self._segment_file(number)
+            if file is None:
+                if number <= end.covers:
+                    continue
+                raise FileNotFoundError(f"segment {name} is missing from {self.folder}")
+            last = number == end.segment
+            offset = self.folded.length(name)
+            stop = end.end if last else os.fstat(file.fileno()).st_size
+            data = os.pread(file.fileno(), stop - offset, offset) if stop > offset else b""
+            if data or not last:
+                found.append(_NewBytes(name, offset, data, sealed=not last))
         if end.covers > max(self.folded.snapshots, default=0):
             name = snapshot_name(end.covers)
             info, _ = load_snapshot(self.folder / name, end.covers)
-            found.append((name, 0, (self.folder / name).read_bytes(), True, info.last_seq))
-            first = max(first, end.covers + 1)
-        for number in range(first, end.segment + 1):
-            name = segment_name(number)
-            offset = self.folded.length(name)
-            last = number == end.segment
-            with open_for_reading(self.folder / name) as file:
-                file.seek(offset)
-                data = file.read(end.end - offset) if last else file.read()
-            if data or not last:
-                found.append((name, offset, data, not last, None))
+            data = (self.folder / name).read_bytes()
+            found.append(
+                _NewBytes(name, 0, data, sealed=True, snapshot=(end.covers, info.last_seq,
+                                                                 info.last_us))
+            )  # fmt: skip
         return found
+
+    def _segment_file(self, number: int) -> BinaryIO | None:
+        """Segment ``number`` opened for reading (kept open until its end is committed), or
+        None when it is gone."""
+        file = self._files.get(number)
+        if file is None:
+            try:
+                file = open_for_reading(self.folder / segment_name(number))
+            except FileNotFoundError:
+                return None
+            self._files[number] = file
+        return file
 
     def _upload(self, file: str, offset: int, data: bytes) -> list[Piece]:
         """Upload ``data`` (bytes from ``offset`` of local file ``file``) as new objects of at

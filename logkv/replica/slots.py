@@ -78,7 +78,7 @@ class Slot:
     last_us: int
     pieces: list[Piece] = field(default_factory=list)
     sealed: list[tuple[str, int]] = field(default_factory=list)
-    snapshots: list[tuple[int, int]] = field(default_factory=list)
+    snapshots: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def encode_slot(slot: Slot) -> bytes:
@@ -119,7 +119,7 @@ def decode_slot(data: bytes, where: str) -> Slot:
                 for n, f, o, ln, h in body["pieces"]
             ],
             sealed=[(str(f), int(ln)) for f, ln in body["sealed"]],
-            snapshots=[(int(c), int(s)) for c, s in body["snapshots"]],
+            snapshots=[(int(c), int(s), int(t)) for c, s, t in body["snapshots"]],
         )
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
         raise ReplicaError(f"{where} is not a valid slot: {exc}") from None
@@ -135,8 +135,8 @@ class Folded:
     last_us: int = 0
     files: dict[str, list[Piece]] = field(default_factory=dict)
     sealed: dict[str, int] = field(default_factory=dict)
-    #: Complete snapshots: covers -> the last seq they hold.
-    snapshots: dict[int, int] = field(default_factory=dict)
+    #: Complete snapshots: covers -> the last seq they hold and its timestamp (µs).
+    snapshots: dict[int, tuple[int, int]] = field(default_factory=dict)
     meta: Piece | None = None
     last: Slot | None = None  # the newest slot
 
@@ -168,8 +168,8 @@ class Folded:
                     f"{self.length(name)} are committed; the bucket copy has a gap"
                 )
             self.sealed[name] = length
-        for covers, last_seq in slot.snapshots:
-            self.snapshots[covers] = last_seq
+        for covers, last_seq, last_us in slot.snapshots:
+            self.snapshots[covers] = (last_seq, last_us)
         self.seq, self.last_us = slot.seq, slot.last_us
         self.number = number
         self.last = slot
