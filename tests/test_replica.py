@@ -8,9 +8,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from crawlee import service_locator
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storages import Dataset
 
 from logkv import Configuration, Engine, FencedError, KeyValueStore, ReplicaError
 from logkv.cli.main import main
+from logkv.crawlee import LogKvStorageClient
 from logkv.layout import list_segments, segment_name
 from logkv.verify import verify
 
@@ -179,3 +183,21 @@ async def test_takeover_fences_the_old_writer(s3, tmp_path: Path, caplog) -> Non
     finally:
         await a.close()
         await b.close()
+
+
+async def test_crawlee_datasets_replicate_through_the_same_store_core(s3, tmp_path) -> None:
+    """A dataset of the Crawlee storage client replicates under ``datasets/NAME`` with the same
+    setting, and restores."""
+    service_locator.storage_instance_manager.clear_cache()
+    client = LogKvStorageClient(settings=config(tmp_path / "crawl", replica_url=s3.root))
+    crawlee_config = CrawleeConfiguration(storage_dir=str(tmp_path / "crawl"),
+                                          purge_on_start=False)  # fmt: skip
+    dataset = await Dataset.open(name="items", configuration=crawlee_config, storage_client=client)
+    await dataset.push_data([{"n": i} for i in range(30)])
+    await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+
+    target = tmp_path / "restored"
+    restore(open_replica_bucket(f"{s3.root}/datasets/items", allow_http=True), target)
+    with Engine.open(target, readonly=True) as engine:
+        assert len(engine) >= 30
