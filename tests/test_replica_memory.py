@@ -252,3 +252,16 @@ def test_hostile_slots_are_refused_cleanly(tmp_path: Path) -> None:
     bucket.put_new(slot_name(1), b"not msgpack \xc1")
     with pytest.raises(ReplicaError, match="not a valid slot"):
         restore(bucket, tmp_path / "x")
+
+
+class Refusing(Bucket):
+    """An endpoint that refuses the credentials (HTTP 403) on every request."""
+
+    def put_new(self, name: str, data: bytes) -> None:
+        with self._errors(name):
+            raise obstore.exceptions.PermissionDeniedError("403 InvalidAccessKeyId")
+
+
+def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplicaError, match="refused the credentials"):
+        Replica.claim(Refusing(MemoryStore(), ROOT, "strict"), tmp_path / "a", 0.1)

@@ -4,13 +4,14 @@
 at or before the target, then the consecutive segments after it, refusing a gap.
 :func:`restore` downloads them (checking every object's length and SHA-256) into a hidden
 staging folder beside the target, cuts the log after the last whole batch at or before the
-target sequence number, verifies the result (every CRC and the hash chain), makes it durable
-and renames it into place in one step: a restore killed halfway leaves only the staging
-folder, which the next restore of that target removes.
+target, verifies the result (every CRC and the hash chain), makes it durable and renames it
+into place in one step: a restore killed halfway leaves only the staging folder
+(``.logkv-restoring/NAME`` beside the target), which the next restore of that target removes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import msgpack
 from ..errors import ReplicaError
 from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
 from ..fsutil import fsync_dir, make_dirs, open_file
-from ..layout import META_FILE, segment_name, segment_number, snapshot_name
+from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
 from ..scan import SegmentReader, fail_on_damage
 from ..verify import verify
 from .bucket import Bucket
@@ -112,7 +113,7 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
 
 def staging_folder(folder: Path) -> Path:
     """Where a restore into ``folder`` builds the store before renaming it into place."""
-    return folder.parent / f".{folder.name}.restoring"
+    return folder.parent / RESTORE_DIR / folder.name
 
 
 def restore(
@@ -140,7 +141,7 @@ def restore(
     staging = staging_folder(folder)
     if staging.exists():
         shutil.rmtree(staging)  # what a restore killed halfway left
-    staging.mkdir()
+    make_dirs(staging)
     total = 0
     for name, pieces in plan.files:
         total += _download(bucket, staging / name, pieces)
@@ -160,6 +161,8 @@ def restore(
         folder.rmdir()  # empty (checked above)
     os.rename(staging, folder)
     fsync_dir(folder.parent)
+    with contextlib.suppress(OSError):  # another restore may be staging beside it
+        staging.parent.rmdir()
     return RestoreResult(folder, len(plan.files), total, last_seq)
 
 

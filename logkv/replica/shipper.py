@@ -272,12 +272,15 @@ class Replica:
             except ObjectExists:
                 self._fence()
                 return
-            except (BucketUnavailable, ReplicaError, OSError) as exc:
+            except Exception as exc:  # the bucket unavailable, or anything else: retry later
                 failures += 1
                 with self._state:
                     self._problem = exc
                 if failures == 1:
-                    log.warning("%s: replication is behind, retrying: %s", self.describe, exc)
+                    log.warning(
+                        "%s: replication is behind, retrying: %s", self.describe, exc,
+                        exc_info=not isinstance(exc, BucketUnavailable | ReplicaError),
+                    )  # fmt: skip
                 if closing is not None and time.monotonic() >= closing:
                     log.warning(
                         "%s: closed with records not replicated (%s)", self.bucket.describe, exc

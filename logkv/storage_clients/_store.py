@@ -462,9 +462,11 @@ class EngineStore:
         try:
             await self.save_meta()
         finally:
-            await _to_thread(self.engine.close)
-            if self.replica is not None:
-                await _to_thread(self.replica.close)
+            try:
+                await _to_thread(self.engine.close)
+            finally:
+                if self.replica is not None:  # ship what is left, after the log's last write
+                    await _to_thread(self.replica.close)
 
     def close_sync(self) -> None:
         """:meth:`close` without an event loop (at process exit; a running compaction is left
@@ -477,9 +479,11 @@ class EngineStore:
             if meta is not None:
                 write_meta(self.folder, meta)
         finally:
-            self.engine.close()
-            if self.replica is not None:
-                self.replica.close()
+            try:
+                self.engine.close()
+            finally:
+                if self.replica is not None:
+                    self.replica.close()
 
     async def drop(self) -> None:
         """Delete the store and its folder, all or nothing (see :func:`drop_store`); the store
