@@ -121,7 +121,9 @@ def test_fencing_race_keeps_every_replicated_write(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=write_a)
     thread.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 5 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # let A replicate a few flushes first
     engine_b, replica_b = open_replicated(tmp_path / "b", bucket_of(store))
     thread.join(30)
     assert not thread.is_alive()
