@@ -12,10 +12,20 @@ from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storages import Dataset
 
-from logkv import Configuration, Engine, FencedError, KeyValueStore, ReplicaError
+from logkv import (
+    Configuration,
+    DiskStorageClient,
+    Engine,
+    FencedError,
+    KeyValueStore,
+    ReplicaError,
+    StoreLockedError,
+)
 from logkv.cli.main import main
 from logkv.crawlee import LogKvStorageClient
 from logkv.layout import list_segments, segment_name
+from logkv.names import select
+from logkv.storage_clients._store import EngineStore
 from logkv.verify import verify
 
 pytest.importorskip("obstore")
@@ -201,3 +211,21 @@ async def test_crawlee_datasets_replicate_through_the_same_store_core(s3, tmp_pa
     restore(open_replica_bucket(f"{s3.root}/datasets/items", allow_http=True), target)
     with Engine.open(target, readonly=True) as engine:
         assert len(engine) >= 30
+
+
+async def test_a_second_local_writer_fails_on_the_lock_without_fencing(s3, tmp_path) -> None:
+    """A second open of a store this machine is writing fails on the store's lock before it
+    touches the bucket, so the running writer is not fenced."""
+    configuration = config(tmp_path, replica_url=s3.root)
+    kvs = await KeyValueStore.open(name="s", configuration=configuration)
+    try:
+        await kvs.set_value("a", 1)
+        location = await DiskStorageClient().locate_kvs(
+            select(id=None, name="s", alias=None, default_id="default"), configuration
+        )
+        with pytest.raises(StoreLockedError):
+            EngineStore.open_sync(location, configuration)
+        await kvs.set_value("b", 2)
+        assert await kvs.flush_replica(timeout=30) == 2
+    finally:
+        await kvs.close()

@@ -133,7 +133,10 @@ class EngineStore:
         meta = read_meta(folder)
         if meta is not None:
             check_kind(meta, location, folder)
-        replica = claim_replica(folder, configuration)  # may restore a missing folder
+        # A missing folder is restored from its replica before the engine creates it; an
+        # existing one is claimed in the bucket only once its lock is ours (a second local
+        # writer must fail on the lock, not fence the first).
+        replica = claim_replica(folder, configuration) if not folder.exists() else None
         engine = Engine.open(
             folder,
             durability=configuration.durability,
@@ -142,6 +145,8 @@ class EngineStore:
             retention=configuration.retention,
         )
         try:
+            if replica is None:
+                replica = claim_replica(folder, configuration)
             meta = read_meta(folder)  # again, now that the lock is ours
             if meta is None:
                 now = _now()
