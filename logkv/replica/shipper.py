@@ -133,7 +133,8 @@ class Replica:
         return replica
 
     def _check_create_only(self) -> None:
-        name = self._next_data_name()
+        """Put one empty object twice, create-only: the second put must be refused."""
+        name = self._next_data_name()  # counter 0: no slot ever names it
         self.bucket.put_new(name, b"")
         try:
             self.bucket.put_new(name, b"")
@@ -192,7 +193,7 @@ class Replica:
             local = self.folder / name
             last = pieces[-1]
             size = end.end if number == end.segment else _size(local)
-            if number > end.segment or size < last.end or _read(local, last) != last.sha256:
+            if number > end.segment or size < last.end or _local_digest(local, last) != last.sha256:
                 raise ReplicaDivergedError(
                     f"{describe} holds other bytes of {name} than {self.folder} (the two "
                     "histories differ). Restore the folder from the bucket (logkv restore) into "
@@ -431,7 +432,7 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _read(path: Path, piece: Piece) -> bytes:
+def _local_digest(path: Path, piece: Piece) -> bytes:
     """The SHA-256 of ``piece``'s range of local file ``path`` (empty when it cannot be read)."""
     try:
         with open_for_reading(path) as file:
