@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
-from crawlee.storages import Dataset
+from crawlee.storages import Dataset, RequestQueue
 
 from logkv import (
     Configuration,
@@ -229,3 +229,29 @@ async def test_a_second_local_writer_fails_on_the_lock_without_fencing(s3, tmp_p
         assert await kvs.flush_replica(timeout=30) == 2
     finally:
         await kvs.close()
+
+
+async def test_crawlee_request_queues_replicate_too(s3, tmp_path) -> None:
+    service_locator.storage_instance_manager.clear_cache()
+    client = LogKvStorageClient(settings=config(tmp_path / "crawl", replica_url=s3.root))
+    crawlee_config = CrawleeConfiguration(storage_dir=str(tmp_path / "crawl"),
+                                          purge_on_start=False)  # fmt: skip
+    queue = await RequestQueue.open(name="q", configuration=crawlee_config, storage_client=client)
+    await queue.add_requests([f"https://a.invalid/{i}" for i in range(12)])
+    request = await queue.fetch_next_request()
+    assert request is not None
+    await queue.mark_request_as_handled(request)
+    await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+
+    restore(open_replica_bucket(f"{s3.root}/request_queues/q", allow_http=True),
+            tmp_path / "again" / "request_queues" / "q")  # fmt: skip
+    client = LogKvStorageClient(settings=config(tmp_path / "again"))
+    again = CrawleeConfiguration(storage_dir=str(tmp_path / "again"), purge_on_start=False)
+    try:
+        queue = await RequestQueue.open(name="q", configuration=again, storage_client=client)
+        assert await queue.get_handled_count() == 1
+        assert await queue.get_total_count() == 12
+    finally:
+        await client.close()
+        service_locator.storage_instance_manager.clear_cache()
