@@ -185,6 +185,26 @@ class Configuration(BaseSettings):
             "event loop is never blocked for long; smaller ones run inline."
         ),
     )
+    replica_url: str | None = Field(
+        validation_alias="LOGKV_REPLICA_URL",
+        default=None,
+        description=(
+            "s3://BUCKET/PREFIX: replicate every writable store to object storage, under its "
+            "own path within it (key_value_stores/{name}/), and restore a missing store folder "
+            "from there. Endpoint and credentials come from the AWS_* variables."
+        ),
+    )
+    replica_interval: float = Field(
+        validation_alias="LOGKV_REPLICA_INTERVAL",
+        default=1.0,
+        gt=0.0,
+        description="Seconds between shipments of new records to the replica.",
+    )
+    replica_allow_http: bool = Field(
+        validation_alias="LOGKV_REPLICA_ALLOW_HTTP",
+        default=False,
+        description="Allow a plain http:// S3 endpoint (unencrypted: for local test servers).",
+    )
 
 
 #: The environment variable of each field (only these are read; a blank variable is unset).

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .compaction import (
     CompactionResult,
@@ -29,6 +29,7 @@ from .compaction import (
 )
 from .errors import (
     CorruptionError,
+    FencedError,
     InvalidKeyError,
     ReadOnlyStoreError,
     StoreClosedError,
@@ -231,6 +232,17 @@ def _named(entry: Entry) -> IndexEntry:
     return tuple.__new__(IndexEntry, entry)
 
 
+class LogEnd(NamedTuple):
+    """Where a writer's log ends: the active segment and the end of its last record, that
+    record's seq and timestamp (µs), and what the installed snapshot covers."""
+
+    segment: int
+    end: int
+    seq: int
+    last_us: int
+    covers: int
+
+
 @dataclass(slots=True)
 class _LogPosition:
     """Where the log ends and what it holds. Guarded by ``Engine._mutex``."""
@@ -324,6 +336,7 @@ class Engine:
         self._commits = _GroupCommit(self._mutex)  # guarded by _mutex
         self._scanned = _ReplayCursor()  # guarded by _mutex
         self._writer: SegmentWriter | None = None  # guarded by _mutex
+        self._closed_end = LogEnd(0, 0, 0, 0, 0)  # log_end() after close; guarded by _mutex
         self._readers = SegmentReaders(path)  # thread-safe on its own
         self._folder_lock: StoreLock | None = None  # set by open, released by close
 
@@ -650,6 +663,8 @@ class Engine:
             self._closed = True
         self._stop_sync_thread()
         with self._mutex:
+            if self._writer is not None:
+                self._closed_end = self._log_end()
             try:
                 if keep and self._writer is not None and self._failed is None:
                     self._sync_and_mark(self._writer)
@@ -1168,6 +1183,8 @@ class Engine:
             raise StoreClosedError(f"the store at {self.path} is closed")
         if self.readonly:
             raise ReadOnlyStoreError(f"the store at {self.path} was opened read-only")
+        if isinstance(self._failed, FencedError):
+            raise FencedError(str(self._failed))
         if self._failed is not None:
             raise StoreFailedError(
                 f"an earlier fsync of {self.path} failed ({self._failed}); writes since the last "
@@ -1308,6 +1325,28 @@ class Engine:
                     group._finish(error)  # wake this batch's writers (and run callbacks)
                 finally:
                     self._mutex.acquire()
+
+    # ------------------------------------------------------------------ replication
+
+    def log_end(self) -> LogEnd:
+        """Where the log ends now (after close: where it ended), for a replica's shipper: taken
+        under the lock, so that it is a record boundary; the bytes are read without it."""
+        with self._mutex:
+            return self._log_end() if self._writer is not None else self._closed_end
+
+    def _log_end(self) -> LogEnd:
+        writer, position = self._writer, self._position
+        assert writer is not None
+        return LogEnd(
+            writer.number, writer.end, position.seq, position.last_us, self._compaction.covers
+        )
+
+    def refuse_writes(self, error: FencedError) -> None:
+        """Refuse every further write with ``error`` (another writer took the store over
+        through its replica). Reads go on; a close releases the store as usual."""
+        with self._mutex:
+            if self._failed is None:
+                self._failed = error
 
     # ------------------------------------------------------------------ invariants
 

@@ -101,3 +101,21 @@ class SyncFailedError(StoreFailedError, OSError):
     The write may or may not be on disk; it was not made visible. The store refuses further
     writes (:class:`StoreFailedError`) until it is closed and reopened.
     """
+
+
+class ReplicaError(LogKVError):
+    """The store's replica in object storage cannot be used: a bad replica URL, an endpoint that
+    is unreachable at open, refuses the credentials or lacks create-only writes, or a bucket
+    copy with a gap. The message names the store and the bucket path."""
+
+
+class ReplicaDivergedError(ReplicaError):
+    """The local store folder and its bucket copy hold different histories (the bucket holds
+    records the folder lacks, or other bytes): nothing was written to either. Restore the folder
+    from the bucket (``logkv restore``), or move it aside."""
+
+
+class FencedError(StoreFailedError):
+    """Another writer took this store over through its replica (it wrote the next slot in the
+    bucket): this writer's uploads are refused, and so is every further write. What the bucket
+    acknowledged (``flush_replica``) is safe; writes after that live only in this folder."""

@@ -83,6 +83,7 @@ class KeyValueStore(StoreHandle):
         storage_client: StorageClient | None = None,
         event_manager: EventManager | None = None,
         readonly: bool = False,
+        replica_url: str | None = None,
     ) -> KeyValueStore:
         """Open a store, creating it when a ``name`` or ``alias`` is new.
 
@@ -105,9 +106,16 @@ class KeyValueStore(StoreHandle):
         ``configuration`` defaults to the storage client's, else to the environment's.
         ``event_manager``: the manager whose ``PERSIST_STATE`` events save autosaved values;
         by default the store makes its own, emitting every ``persist_state_interval``.
+
+        ``replica_url`` (``s3://BUCKET/PREFIX``, else ``configuration.replica_url``): replicate
+        the store to object storage under ``PREFIX/key_value_stores/{name}/``, taking it over
+        there (a previous writer is fenced off), and restore its folder from there when the
+        folder is missing. See :meth:`flush_replica` and docs/FORMAT.md, section 13.
         """
         storage_client = DiskStorageClient() if storage_client is None else storage_client
         configuration = configuration or storage_client.configuration or Configuration()
+        if replica_url is not None:
+            configuration = configuration.model_copy(update={"replica_url": replica_url})
         selector = select(
             id=id, name=name, alias=alias, default_id=configuration.default_key_value_store_id
         )
@@ -191,6 +199,17 @@ class KeyValueStore(StoreHandle):
     async def get_info(self) -> KeyValueStoreMetadata:
         """The classic name of :meth:`get_metadata`."""
         return await self.get_metadata()
+
+    async def flush_replica(self, timeout: float | None = None) -> int | None:
+        """Wait until every write acknowledged so far is committed in the store's replica in
+        object storage; return the last committed sequence number (None: not replicated).
+
+        Raises :class:`~logkv.FencedError` when another writer took the store over, and
+        ``TimeoutError`` after ``timeout`` seconds (the endpoint unavailable meanwhile; writes
+        go on locally and replication catches up later).
+        """
+        client = self._client or await self._attach()
+        return await client.flush_replica(timeout)
 
     # ------------------------------------------------------------------ records
 

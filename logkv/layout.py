@@ -130,6 +130,11 @@ CRAWLEE_METADATA_FILE = "__metadata__.json"
 #: step before its files are deleted; whatever an interrupted drop left there is deleted on the
 #: next open of a store of that storage directory. Never listed as a store.
 TRASH_DIR = ".logkv-trash"
+#: The folder beside a store folder being restored from its bucket copy, in which the restore
+#: builds it (``.logkv-restoring/NAME``) before renaming it into place in one step; a restore
+#: killed halfway leaves it there, and the next restore of that store deletes it. It holds no
+#: store itself, so it is never listed as one.
+RESTORE_DIR = ".logkv-restoring"
 #: The folder of the default key-value store of Crawlee's file-system client, where Crawlee's
 #: file-system request queues keep their state (whatever store a crawler uses).
 CRAWLEE_FILE_SYSTEM_DEFAULT_DIR = "default"

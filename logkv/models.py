@@ -47,6 +47,8 @@ class KeyValueStoreMetadata(StorageMetadata):
     live_bytes: Annotated[int, Field(alias="liveBytes")] = 0
     log_bytes: Annotated[int, Field(alias="logBytes")] = 0
     last_seq: Annotated[int, Field(alias="lastSeq")] = 0
+    replication_lag_records: Annotated[int | None, Field(alias="replicationLagRecords")] = None
+    replication_lag_s: Annotated[float | None, Field(alias="replicationLagSeconds")] = None
 
 
 class KeyValueStoreRecordMetadata(BaseModel):

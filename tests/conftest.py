@@ -3,10 +3,14 @@ site for the crawler tests."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import subprocess
 import sys
 import threading
+import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,3 +114,59 @@ def site() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- object storage (replication)
+
+
+class S3Target:
+    """A fresh replica root for one test: ``root`` (``s3://BUCKET/PREFIX``) and the ``AWS_*``
+    variables that reach it (already set in this process; pass ``env`` to children)."""
+
+    def __init__(self, root: str, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str | None]:
+    """A local S3 protocol server (moto) for the session, on 127.0.0.1; None when
+    ``LOGKV_TEST_S3_URL`` points the tests at another endpoint instead."""
+    if os.environ.get("LOGKV_TEST_S3_URL"):
+        yield None
+        return
+    server_module = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str | None, monkeypatch: pytest.MonkeyPatch) -> S3Target:
+    """A replica root of its own for the test: a new bucket on the local server, or a new
+    prefix under ``LOGKV_TEST_S3_URL`` (whose endpoint and credentials come from the usual
+    ``AWS_*`` variables)."""
+    pytest.importorskip("obstore")
+    unique = uuid.uuid4().hex[:12]
+    external = os.environ.get("LOGKV_TEST_S3_URL")
+    if s3_endpoint is None and external:
+        return S3Target(f"{external.rstrip('/')}/logkv-test-{unique}", {})
+    bucket = f"logkv-{unique}"
+    request = urllib.request.Request(f"{s3_endpoint}/{bucket}", method="PUT")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+    env = {
+        "AWS_ENDPOINT_URL": str(s3_endpoint),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "LOGKV_REPLICA_ALLOW_HTTP": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return S3Target(f"s3://{bucket}/crawl", env)

@@ -30,6 +30,7 @@ from ..history import HistoryGap, StoreChangedError
 from ..layout import KVS_DIR, TRASH_DIR, is_store_folder
 from ..storage_layout import DATASETS_DIR
 from . import ExitCode
+from .render import parse_time
 
 #: How deep below a storage folder stores are looked for (``key_value_stores/NAME``,
 #: ``datasets/NAME`` and ``request_queues/NAME`` are 2).
@@ -212,3 +213,18 @@ def _collect_stores(folder: Path, depth: int, found: dict[Path, Path]) -> None:
             found.setdefault(child.resolve(), child)
         elif depth > 1:
             _collect_stores(child, depth - 1, found)
+
+
+def parse_until(text: str) -> tuple[int | None, int | None]:
+    """``--until``: a sequence number (digits) or an ISO 8601 time, as (seq, microseconds)."""
+    digits = text.strip()
+    if digits.isascii() and digits.isdigit():  # not '²' or '٣': digits int() cannot read
+        return int(digits), None
+    try:
+        return None, parse_time(text)
+    except ValueError:
+        raise CommandError(
+            f"--until {text!r} is neither a sequence number nor an ISO 8601 time "
+            "(for example 2026-01-31T12:00:00Z)",
+            ExitCode.USAGE,
+        ) from None

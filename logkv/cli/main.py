@@ -4,7 +4,8 @@ Subcommands, each taking the store folder (a key-value store's, a dataset's or a
 queue's: ``stats``, ``verify`` and ``dump`` say which it is): ``stats``, ``verify``,
 ``history KEY``, ``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
 move a Crawlee file-system key-value store into a new logkv store and back (see
-:mod:`logkv.cli.transfer`). All of them only read the store and take no
+:mod:`logkv.cli.transfer`); ``restore`` rebuilds a store from its bucket copy in object storage
+(:mod:`logkv.cli.replica`). All of them only read the store and take no
 lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
 aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
 ``dump``). Also runs as ``python -m logkv.cli.main``.
@@ -34,7 +35,13 @@ from .audit import (
     store_figures,
     verify_store,
 )
-from .common import CommandError, key_argument, path_argument, require_store, run
+from .common import (
+    key_argument,
+    parse_until,
+    path_argument,
+    require_store,
+    run,
+)
 from .contents import storage_type
 from .dump import DumpStatus, StoreDump
 from .migrate import add_commands as add_migrate_commands
@@ -45,12 +52,12 @@ from .render import (
     json_document,
     json_line,
     pairs,
-    parse_time,
     table,
     table_lines,
     value_cell,
     value_fields,
 )
+from .replica import add_commands as add_replica_commands
 from .transfer import add_commands as add_transfer_commands
 
 PROG: Final = "logkv"
@@ -246,25 +253,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- replay
 
 
-def _until(text: str) -> tuple[int | None, int | None]:
-    """``--until``: a sequence number (digits) or an ISO 8601 time, as (seq, microseconds)."""
-    digits = text.strip()
-    if digits.isascii() and digits.isdigit():  # not '²' or '٣': digits int() cannot read
-        return int(digits), None
-    try:
-        return None, parse_time(text)
-    except ValueError:
-        raise CommandError(
-            f"--until {text!r} is neither a sequence number nor an ISO 8601 time "
-            "(for example 2026-01-31T12:00:00Z)",
-            ExitCode.USAGE,
-        ) from None
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild the store as it was at a sequence number or time into a new store folder."""
     store = require_store(args.store)
-    until_seq, until_us = _until(args.until)
+    until_seq, until_us = parse_until(args.until)
     outcome = replay_into(store, args.to, until_seq, until_us)
     point = f"seq {until_seq:,}" if until_seq is not None else iso_timestamp(until_us or 0)
     if args.json:
@@ -460,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_transfer_commands(commands, _EPILOG)
     add_migrate_commands(commands, _EPILOG)
+    add_replica_commands(commands, _EPILOG)
     return parser
 
 

@@ -392,6 +392,11 @@ class KeyValueStoreClient(ABC):
         """Compact the store now; None where there is no log to compact (in memory)."""
         return None
 
+    async def flush_replica(self, timeout: float | None = None) -> int | None:
+        """Wait until every record written so far is committed in the store's replica; the
+        last committed seq, or None when the store is not replicated."""
+        return None
+
     def touch(self, modified: bool = False) -> None:
         """Note an access (and a modification) now."""
         touch(self.stamps, modified)

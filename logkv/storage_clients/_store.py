@@ -42,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
@@ -56,6 +56,10 @@ from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
+from ._replica import claim_replica
+
+if TYPE_CHECKING:
+    from ..replica import Replica
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class EngineStore:
         self._last_upkeep = _now()
         #: True once the store was closed or dropped.
         self.closed = False
+        #: The store's replication to object storage (None: not replicated).
+        self.replica: Replica | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -127,6 +133,10 @@ class EngineStore:
         meta = read_meta(folder)
         if meta is not None:
             check_kind(meta, location, folder)
+        # A missing folder is restored from its replica before the engine creates it; an
+        # existing one is claimed in the bucket only once its lock is ours (a second local
+        # writer must fail on the lock, not fence the first).
+        replica = claim_replica(folder, configuration) if not folder.exists() else None
         engine = Engine.open(
             folder,
             durability=configuration.durability,
@@ -135,6 +145,8 @@ class EngineStore:
             retention=configuration.retention,
         )
         try:
+            if replica is None:
+                replica = claim_replica(folder, configuration)
             meta = read_meta(folder)  # again, now that the lock is ours
             if meta is None:
                 now = _now()
@@ -147,6 +159,9 @@ class EngineStore:
             store = cls(engine, meta, configuration)
             meta.accessed_at = _now()  # saved with the next save
             store.public.reload(store._keys_from, engine.get_with_type)
+            if replica is not None:
+                replica.start(engine)
+                store.replica = replica
         except BaseException:
             engine.close()
             raise
@@ -458,7 +473,11 @@ class EngineStore:
         try:
             await self.save_meta()
         finally:
-            await _to_thread(self.engine.close)
+            try:
+                await _to_thread(self.engine.close)
+            finally:
+                if self.replica is not None:  # ship what is left, after the log's last write
+                    await _to_thread(self.replica.close)
 
     def close_sync(self) -> None:
         """:meth:`close` without an event loop (at process exit; a running compaction is left
@@ -471,13 +490,19 @@ class EngineStore:
             if meta is not None:
                 write_meta(self.folder, meta)
         finally:
-            self.engine.close()
+            try:
+                self.engine.close()
+            finally:
+                if self.replica is not None:
+                    self.replica.close()
 
     async def drop(self) -> None:
         """Delete the store and its folder, all or nothing (see :func:`drop_store`); the store
         is closed afterwards."""
         self.check_writable()
         await self._stop()
+        if self.replica is not None:  # the bucket copy stays; a later open takes it over
+            await _to_thread(self.replica.close, 5.0)
         await _to_thread(drop_store, self.engine)
 
     async def _stop(self) -> None:

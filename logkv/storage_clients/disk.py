@@ -145,6 +145,8 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         """Identity, timestamps and the engine's figures."""
         self._store.refresh()
         stats = self._engine.stats()
+        replica = self._store.replica
+        lag = None if replica is None else replica.lag()
         return KeyValueStoreMetadata(
             id=self.id,
             name=self.name,
@@ -153,7 +155,17 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
             live_bytes=stats.live_bytes,
             log_bytes=stats.disk_bytes,
             last_seq=stats.last_seq,
+            replication_lag_records=None if lag is None else lag.records,
+            replication_lag_s=None if lag is None else lag.seconds,
         )
+
+    async def flush_replica(self, timeout: float | None = None) -> int | None:
+        """Wait (in a worker thread) until every record written so far is committed in the
+        replica (see :meth:`logkv.replica.Replica.flush`)."""
+        replica = self._store.replica
+        if replica is None:
+            return None
+        return await _to_thread(replica.flush, timeout)
 
     async def get_public_url(self, key: str) -> str:
         """Materialise ``key`` as ``public/{KEY}.{EXT}`` in the store folder; its ``file://`` URL.

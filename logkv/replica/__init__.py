@@ -1,0 +1,44 @@
+"""Replication of stores to S3-compatible object storage (docs/FORMAT.md, section 13).
+
+Needs the ``s3`` extra (obstore). A writable store opened with a replica URL
+(``Configuration.replica_url``, ``LOGKV_REPLICA_URL``) takes its bucket copy over
+(:meth:`Replica.claim`, the fence), restores its folder from it when the folder is missing, and
+ships new records in the background (:class:`Replica`). :func:`restore` rebuilds a store from
+its bucket copy anywhere; :func:`store_bucket` is the bucket path of one store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bucket import Bucket
+from .restore import RestoreResult, restore
+from .shipper import Lag, Replica
+from .url import ReplicaUrl, open_object_store, parse_replica_url
+
+__all__ = [
+    "Bucket",
+    "Lag",
+    "Replica",
+    "ReplicaUrl",
+    "RestoreResult",
+    "open_replica_bucket",
+    "parse_replica_url",
+    "restore",
+    "store_bucket",
+]
+
+
+def store_bucket(url: ReplicaUrl, relative: str, *, allow_http: bool) -> Bucket:
+    """The bucket path of the store at ``relative`` (``key_value_stores/NAME``) under the
+    replica root ``url``."""
+    relative = Path(relative).as_posix().strip("/")
+    root = url.path(relative)
+    return Bucket(open_object_store(url, allow_http=allow_http), root, f"s3://{url.bucket}/{root}")
+
+
+def open_replica_bucket(url: str, *, allow_http: bool) -> Bucket:
+    """The bucket path a whole ``s3://BUCKET/PREFIX/key_value_stores/NAME`` URL names (one
+    store's copy, as ``logkv restore`` takes it)."""
+    parsed = parse_replica_url(url)
+    return Bucket(open_object_store(parsed, allow_http=allow_http), parsed.prefix, str(parsed))

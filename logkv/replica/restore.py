@@ -1,0 +1,222 @@
+"""Restore a store from its bucket copy (docs/FORMAT.md, section 13.3).
+
+:func:`plan_restore` picks what to download from the folded slots: the newest complete snapshot
+at or before the target, then the consecutive segments after it, refusing a gap.
+:func:`restore` downloads them (checking every object's length and SHA-256) into a hidden
+staging folder beside the target, cuts the log after the last whole batch at or before the
+target, verifies the result (every CRC and the hash chain), makes it durable and renames it
+into place in one step: a restore killed halfway leaves only the staging folder
+(``.logkv-restoring/NAME`` beside the target), which the next restore of that target removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+
+from ..errors import ReplicaError
+from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
+from ..fsutil import fsync_dir, make_dirs, open_file
+from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
+from ..scan import SegmentReader, fail_on_damage
+from ..verify import verify
+from .bucket import Bucket
+from .slots import Folded, Piece, digest, fold_slots
+
+
+@dataclass(frozen=True)
+class Until:
+    """A restore's target: the state after record ``seq``, or after the records written at or
+    before time ``us`` (µs since 1970); neither: the newest state."""
+
+    seq: int | None = None
+    us: int | None = None
+
+    def passed_by(self, seq: int, us: int) -> bool:
+        """Whether a record ``seq`` written at ``us`` comes after the target."""
+        if self.seq is not None:
+            return seq > self.seq
+        return self.us is not None and us > self.us
+
+    @property
+    def given(self) -> bool:
+        """Whether there is a target (else: the newest state)."""
+        return self.seq is not None or self.us is not None
+
+    def __str__(self) -> str:
+        return f"seq {self.seq}" if self.seq is not None else f"time {self.us} µs"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore downloads: each file's pieces in order (a snapshot first, if any, then
+    segments in number order), ``META.json``'s piece, and the target seq (None: everything)."""
+
+    files: list[tuple[str, list[Piece]]]
+    meta: Piece | None
+    until: Until
+    seq: int
+    start_seq: int  # the last seq of the snapshot (0: none)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore wrote: the folder, its files, their bytes and the last seq it holds."""
+
+    folder: Path
+    files: int
+    bytes: int
+    last_seq: int
+
+
+def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
+    """Pick the newest complete snapshot whose last record is not after ``until`` (the newest
+    state when None), then the consecutive segments after it; :class:`ReplicaError` when the
+    bucket copy has a gap in that range."""
+    where = folded.where
+    until = until or Until()
+    covers = max(
+        (c for c, (seq, us) in folded.snapshots.items() if not until.passed_by(seq, us)),
+        default=0,
+    )
+    files: list[tuple[str, list[Piece]]] = []
+    if covers:
+        files.append((snapshot_name(covers), folded.files[snapshot_name(covers)]))
+    numbers = sorted(n for f in folded.files if (n := segment_number(f)) is not None and n > covers)
+    expected = covers + 1
+    for number in numbers:
+        if number != expected:
+            raise ReplicaError(
+                f"{where}: segment {expected} is missing from the bucket copy, which holds "
+                f"segment {number} after it; cannot restore "
+                + ("to that point" if until.given else "this store")
+            )
+        name = segment_name(number)
+        if number != numbers[-1] and name not in folded.sealed:
+            raise ReplicaError(
+                f"{where}: segment {number} is incomplete in the bucket copy (its end was never "
+                f"shipped before compaction retired it); restore to a later point, whose "
+                "snapshot covers it"
+            )
+        files.append((name, folded.files[name]))
+        expected += 1
+    if until.given and covers == 0 and numbers and numbers[0] != 1:
+        raise ReplicaError(f"{where}: the bucket copy no longer holds the log at {until}")
+    start = folded.snapshots[covers][0] if covers else 0
+    return RestorePlan(files, folded.meta, until, folded.seq, start)
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where a restore into ``folder`` builds the store before renaming it into place."""
+    return folder.parent / RESTORE_DIR / folder.name
+
+
+def restore(
+    bucket: Bucket,
+    folder: Path,
+    *,
+    until_seq: int | None = None,
+    until_us: int | None = None,
+    folded: Folded | None = None,
+) -> RestoreResult:
+    """Restore the store in ``bucket`` into ``folder``, which must not exist (or be empty):
+    its newest state, or as it was after record ``until_seq`` or at time ``until_us``.
+
+    All or nothing (see the module docstring). ``folded``: slots already read (a writer that
+    just took the store over restores from exactly what it fenced)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ReplicaError(f"cannot restore into {folder}: it exists and is not empty")
+    folded = folded if folded is not None else fold_slots(bucket)
+    if folded.number == 0:
+        raise ReplicaError(f"{bucket.describe}: no store was ever replicated here")
+    until = Until(until_seq, until_us)
+    plan = plan_restore(folded, until)
+    make_dirs(folder.parent, durable=True)
+    staging = staging_folder(folder)
+    if staging.exists():
+        shutil.rmtree(staging)  # what a restore killed halfway left
+    make_dirs(staging)
+    total = 0
+    for name, pieces in plan.files:
+        total += _download(bucket, staging / name, pieces)
+    if plan.meta is not None:
+        total += _download(bucket, staging / META_FILE, [plan.meta])
+    last_seq = plan.seq
+    if until.given:
+        last_seq = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
+    report = verify(staging)
+    if not report.ok:
+        raise ReplicaError(
+            f"{bucket.describe}: the restored store does not verify: "
+            + "; ".join(report.problems or [])
+        )
+    fsync_dir(staging)
+    if folder.exists():
+        folder.rmdir()  # empty (checked above)
+    os.rename(staging, folder)
+    fsync_dir(folder.parent)
+    with contextlib.suppress(OSError):  # another restore may be staging beside it
+        staging.parent.rmdir()
+    return RestoreResult(folder, len(plan.files), total, last_seq)
+
+
+def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
+    """Write the pieces of one file, in order, checking each against its slot; fsync it."""
+    fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    written = 0
+    try:
+        for piece in pieces:
+            try:
+                data = bucket.get(piece.name)
+            except FileNotFoundError:
+                raise ReplicaError(
+                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+                    f"{piece.file}) is missing: the bucket copy has a gap"
+                ) from None
+            if len(data) != piece.length or digest(data) != piece.sha256:
+                raise ReplicaError(
+                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+                    f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
+                )
+            os.pwrite(fd, data, piece.offset if piece.file != META_FILE else 0)
+            written += len(data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return written
+
+
+def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:
+    """Cut the restored log before the first record after ``until``, at the start of its
+    batch: truncate the segment there and delete the segments after it. ``kept`` is
+    the last seq before the segments (the snapshot's); returns the last seq kept."""
+    segments = [name for name in files if segment_number(name) is not None]
+    for i, name in enumerate(segments):
+        path = staging / name
+        cut: int | None = None
+        batch_start, before = 0, kept
+        with SegmentReader(
+            path, segment_number(name), is_last=False, synced=None, report=fail_on_damage
+        ) as reader:
+            for offset, length, body in reader.frames():
+                seq, us = body[0], body[1]
+                # The scanner reduces op to its kind; the batch bits are in the frame's body.
+                raw = reader.buf[offset + FRAME_HEADER_SIZE : offset + length]
+                if not msgpack.unpackb(raw, use_list=False)[2] & OP_CONTINUES:
+                    batch_start, before = offset, kept
+                if until.passed_by(seq, us):
+                    cut, kept = batch_start, before
+                    break
+                kept = seq
+        if cut is not None:
+            os.truncate(path, cut)
+            for later in segments[i + 1 :]:
+                (staging / later).unlink()
+            break
+    return kept

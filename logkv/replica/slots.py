@@ -1,0 +1,195 @@
+"""Slots: the create-only, contiguously numbered commits of a store's bucket copy.
+
+A slot (docs/FORMAT.md, section 13.2) names the data objects it commits (each a byte range of
+one local file), the files it seals, the snapshots it completes and the last sequence number
+the committed bytes hold. :func:`encode_slot` and :func:`decode_slot` are its bytes;
+:class:`Folded` folds slots in number order into the committed file set, refusing a gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from ..errors import ReplicaError
+from ..layout import META_FILE
+from .bucket import Bucket
+
+SLOT_VERSION = 1
+SLOTS_DIR = "slots"
+DATA_DIR = "data"
+
+#: Slot kinds: a writer took the store over; new bytes; a clean close.
+OPEN, SHIP, CLOSE = "open", "ship", "close"
+
+
+def slot_name(number: int) -> str:
+    """The object name of slot ``number`` (zero-padded so that names sort in number order)."""
+    return f"{SLOTS_DIR}/{number:020d}"
+
+
+def slot_number(name: str) -> int | None:
+    """The number of a slot object name (relative to the store's path), or None."""
+    folder, _, digits = name.rpartition("/")
+    if folder != SLOTS_DIR or len(digits) != 20 or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def data_name(writer: str, counter: int) -> str:
+    """The object name of a writer's ``counter``-th data object."""
+    return f"{DATA_DIR}/{writer}/{counter:012d}"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes ``[offset, offset + length)`` of local file ``file``, held by object ``name``."""
+
+    name: str
+    file: str
+    offset: int
+    length: int
+    sha256: bytes
+
+    @property
+    def end(self) -> int:
+        """Where the piece's bytes end in the file."""
+        return self.offset + self.length
+
+
+def digest(data: bytes | memoryview) -> bytes:
+    """The SHA-256 a piece records for its bytes."""
+    return hashlib.sha256(data).digest()
+
+
+@dataclass
+class Slot:
+    """One commit (see the module docstring)."""
+
+    kind: str
+    writer: str
+    host: str
+    pid: int
+    at_us: int
+    seq: int
+    last_us: int
+    pieces: list[Piece] = field(default_factory=list)
+    sealed: list[tuple[str, int]] = field(default_factory=list)
+    snapshots: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+def encode_slot(slot: Slot) -> bytes:
+    """The slot's bytes (a msgpack map)."""
+    body = {
+        "v": SLOT_VERSION,
+        "kind": slot.kind,
+        "writer": slot.writer,
+        "host": slot.host,
+        "pid": slot.pid,
+        "at": slot.at_us,
+        "seq": slot.seq,
+        "last_us": slot.last_us,
+        "pieces": [[p.name, p.file, p.offset, p.length, p.sha256] for p in slot.pieces],
+        "sealed": [list(s) for s in slot.sealed],
+        "snapshots": [list(s) for s in slot.snapshots],
+    }
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def decode_slot(data: bytes, where: str) -> Slot:
+    """Parse a slot's bytes; :class:`ReplicaError` naming ``where`` when they are not one."""
+    try:
+        body: Any = msgpack.unpackb(data, raw=False)
+        if body["v"] != SLOT_VERSION:
+            raise ValueError(f"slot version {body['v']} is not supported")
+        return Slot(
+            kind=str(body["kind"]),
+            writer=str(body["writer"]),
+            host=str(body["host"]),
+            pid=int(body["pid"]),
+            at_us=int(body["at"]),
+            seq=int(body["seq"]),
+            last_us=int(body["last_us"]),
+            pieces=[
+                Piece(str(n), str(f), int(o), int(ln), bytes(h))
+                for n, f, o, ln, h in body["pieces"]
+            ],
+            sealed=[(str(f), int(ln)) for f, ln in body["sealed"]],
+            snapshots=[(int(c), int(s), int(t)) for c, s, t in body["snapshots"]],
+        )
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        raise ReplicaError(f"{where} is not a valid slot: {exc}") from None
+
+
+@dataclass
+class Folded:
+    """The committed file set after slots ``1..number`` (see docs/FORMAT.md, section 13.3)."""
+
+    where: str
+    number: int = 0  # the last slot folded
+    seq: int = 0
+    last_us: int = 0
+    files: dict[str, list[Piece]] = field(default_factory=dict)
+    sealed: dict[str, int] = field(default_factory=dict)
+    #: Complete snapshots: covers -> the last seq they hold and its timestamp (µs).
+    snapshots: dict[int, tuple[int, int]] = field(default_factory=dict)
+    meta: Piece | None = None
+    last: Slot | None = None  # the newest slot
+
+    def add(self, number: int, slot: Slot) -> None:
+        """Fold slot ``number`` in; :class:`ReplicaError` on a gap."""
+        if number != self.number + 1:
+            raise ReplicaError(
+                f"{self.where}: slot {self.number + 1} is missing (the next slot is {number}); "
+                "the bucket copy has a gap and cannot be used"
+            )
+        for piece in slot.pieces:
+            if piece.file == META_FILE:
+                self.meta = piece
+                continue
+            pieces = self.files.setdefault(piece.file, [])
+            length = self.length(piece.file)
+            if piece.file in self.sealed or piece.offset != length:
+                raise ReplicaError(
+                    f"{self.where}: slot {number} adds bytes at offset {piece.offset} of "
+                    f"{piece.file}, whose committed bytes end at {length}"
+                    + (" (sealed)" if piece.file in self.sealed else "")
+                    + "; the bucket copy has a gap and cannot be used"
+                )
+            pieces.append(piece)
+        for name, length in slot.sealed:
+            if self.length(name) != length:
+                raise ReplicaError(
+                    f"{self.where}: slot {number} seals {name} at {length} bytes, but "
+                    f"{self.length(name)} are committed; the bucket copy has a gap"
+                )
+            self.sealed[name] = length
+        for covers, last_seq, last_us in slot.snapshots:
+            self.snapshots[covers] = (last_seq, last_us)
+        self.seq, self.last_us = slot.seq, slot.last_us
+        self.number = number
+        self.last = slot
+
+    def length(self, file: str) -> int:
+        """How many bytes of local file ``file`` are committed."""
+        pieces = self.files.get(file)
+        return pieces[-1].end if pieces else 0
+
+
+def fold_slots(bucket: Bucket, folded: Folded | None = None) -> Folded:
+    """Fold the slots in ``bucket`` after those ``folded`` already holds (all of them when
+    None); listing with ``StartAfter``, so a reader that keeps its :class:`Folded` reads only
+    the new slots."""
+    if folded is None:
+        folded = Folded(bucket.describe)
+    after = slot_name(folded.number) if folded.number else None
+    for name in bucket.list_after(SLOTS_DIR, after):
+        number = slot_number(name)
+        if number is None:
+            continue  # not a slot: nothing of logkv's
+        folded.add(number, decode_slot(bucket.get(name), f"{bucket.describe}/{name}"))
+    return folded

@@ -1,0 +1,46 @@
+"""An open store's replica: claimed (and its folder restored) before the engine opens, started
+after it (see :mod:`logkv.replica`). Imports obstore only when a replica URL is configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..configuration import Configuration
+
+if TYPE_CHECKING:
+    from ..replica import Replica
+
+
+def claim_replica(folder: Path, configuration: Configuration) -> Replica | None:
+    """Take the store at ``folder`` over in its bucket copy under
+    ``configuration.replica_url`` (None without one), restoring the folder from it first when
+    the folder is missing and the bucket holds the store."""
+    if configuration.replica_url is None:
+        return None
+    from ..replica import (  # noqa: PLC0415 (the s3 extra: imported only when configured)
+        Replica,
+        parse_replica_url,
+        restore,
+        store_bucket,
+    )
+
+    url = parse_replica_url(configuration.replica_url)
+    bucket = store_bucket(
+        url, _relative(folder, configuration), allow_http=configuration.replica_allow_http
+    )
+    replica = Replica.claim(bucket, folder, configuration.replica_interval)
+    folded = replica.folded
+    if not folder.exists() and (folded.files or folded.meta is not None):
+        restore(bucket, folder, folded=folded)
+    return replica
+
+
+def _relative(folder: Path, configuration: Configuration) -> str:
+    """The store folder's path within the storage folder (``key_value_stores/NAME``): its
+    path in the bucket under the replica root."""
+    relative = os.path.relpath(folder.absolute(), Path(configuration.storage_dir).absolute())
+    if relative.startswith(".."):  # a folder outside the storage folder: its last two parts
+        return f"{folder.parent.name}/{folder.name}"
+    return Path(relative).as_posix()

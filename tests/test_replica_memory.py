@@ -1,0 +1,269 @@
+"""Replication on obstore's in-memory store, whose create-only put is atomic: the fencing race
+between two writers, compaction and rotation while replicating, ``--until`` and batches, gaps,
+a folder that diverged from its bucket copy, the endpoint down, and an endpoint without
+create-only puts (docs/FORMAT.md, section 13)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logkv import Engine, FencedError, ReplicaDivergedError, ReplicaError
+from logkv.layout import list_snapshots
+
+pytest.importorskip("obstore")
+
+import obstore
+from obstore.store import MemoryStore
+
+from logkv.replica import Bucket, Replica, restore
+from logkv.replica.bucket import BucketUnavailable
+from logkv.replica.slots import SHIP, Folded, Piece, Slot, decode_slot, encode_slot, slot_name
+
+ROOT = "crawl/key_value_stores/pages"
+
+
+def bucket_of(store: Any) -> Bucket:
+    return Bucket(store, ROOT, f"memory://{ROOT}")
+
+
+def open_replicated(
+    folder: Path, bucket: Bucket, **options: Any
+) -> tuple[Engine, Replica]:
+    """What a writable open with a replica does: claim, restore a missing folder, open,
+    start shipping."""
+    replica = Replica.claim(bucket, folder, 0.02)
+    if not folder.exists() and replica.folded.files:
+        restore(bucket, folder, folded=replica.folded)
+    engine = Engine.open(folder, segment_size=4096, **options)
+    try:
+        replica.start(engine)
+    except BaseException:
+        engine.close()
+        raise
+    return engine, replica
+
+
+def state(engine: Engine) -> dict[str, bytes | None]:
+    keys = list(engine.keys())
+    return {key: engine.get(key) for key in keys}  # type: ignore[misc]
+
+
+def close(engine: Engine, replica: Replica) -> None:
+    engine.close()
+    replica.close(5)
+
+
+def test_rotation_and_compaction_while_replicating(tmp_path: Path) -> None:
+    """Segments rotate and compaction retires them while the shipper runs: the snapshot is
+    shipped, and a restore starts from it and holds exactly the live state."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    for round_ in range(3):
+        for i in range(150):
+            engine.set(f"k{i % 60:02d}", f"{round_}-{i}".encode() * 5)
+        if round_ == 1:
+            engine.compact()
+        replica.flush(10)
+    engine.delete("k05")
+    replica.flush(10)
+    expected = state(engine)
+    assert replica.folded.snapshots, "the snapshot was shipped"
+    close(engine, replica)
+
+    restore(bucket, tmp_path / "b")
+    assert list_snapshots(tmp_path / "b"), "the restore started from the snapshot"
+    with Engine.open(tmp_path / "b") as restored:
+        assert state(restored) == expected
+
+
+def test_restore_until_cuts_before_a_batch(tmp_path: Path) -> None:
+    """``until_seq`` inside a batch keeps nothing of the batch (batches are atomic)."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    engine.set("a", b"1")  # seq 1
+    engine.set("b", b"2")  # seq 2
+    engine.set_many([("c", b"3", None), ("d", b"4", None), ("e", b"5", None)])  # seq 3..5
+    engine.set("f", b"6")  # seq 6
+    replica.flush(10)
+    close(engine, replica)
+
+    for until, keys in [(2, "ab"), (3, "ab"), (4, "ab"), (5, "abcde"), (6, "abcdef"), (0, "")]:
+        target = tmp_path / f"until-{until}"
+        result = restore(bucket, target, until_seq=until)
+        with Engine.open(target) as restored:
+            assert "".join(restored.keys()) == keys, until
+            assert result.last_seq == restored.last_seq
+
+
+def test_fencing_race_keeps_every_replicated_write(tmp_path: Path) -> None:
+    """Writer A writes and flushes in a loop while writer B takes the store over: A ends
+    fenced (FencedError on flush and on write), and B's copy holds every write A's flush
+    acknowledged."""
+    store = MemoryStore()
+    engine_a, replica_a = open_replicated(tmp_path / "a", bucket_of(store))
+    acknowledged: list[str] = []
+    failure: list[BaseException] = []
+
+    def write_a() -> None:
+        try:
+            for i in range(100_000):
+                engine_a.set(f"a{i:06d}", b"x" * 20)
+                if i % 7 == 0:
+                    replica_a.flush(10)
+                    acknowledged.append(f"a{i:06d}")
+        except FencedError as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=write_a)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(acknowledged) < 5 and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)  # let A replicate a few flushes first
+    engine_b, replica_b = open_replicated(tmp_path / "b", bucket_of(store))
+    thread.join(30)
+    assert not thread.is_alive()
+    assert failure and isinstance(failure[0], FencedError)
+    with pytest.raises(FencedError):
+        engine_a.set("late", b"1")
+    assert acknowledged
+    missing = [key for key in acknowledged if key not in engine_b]
+    assert not missing
+    engine_b.set("b", b"mine")
+    replica_b.flush(10)
+    close(engine_a, replica_a)
+    close(engine_b, replica_b)
+
+
+def test_gap_in_slots_or_data_is_refused(tmp_path: Path) -> None:
+    store = MemoryStore()
+    bucket = bucket_of(store)
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    for i in range(3):
+        engine.set(f"k{i}", b"v")
+        replica.flush(10)
+    close(engine, replica)
+    data = sorted(p for p in bucket.list_after("data") if not p.endswith("000000000000"))
+    obstore.delete(store, f"{ROOT}/{data[0]}")
+    with pytest.raises(ReplicaError, match="missing"):
+        restore(bucket, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    obstore.delete(store, f"{ROOT}/{slot_name(2)}")
+    with pytest.raises(ReplicaError, match="slot 2 is missing"):
+        restore(bucket, tmp_path / "c")
+
+
+def test_folder_behind_its_bucket_copy_is_refused(tmp_path: Path) -> None:
+    """A folder that lacks records the bucket holds (another machine wrote on) is refused,
+    never silently diverged; so is one with other bytes."""
+    store = MemoryStore()
+    engine, replica = open_replicated(tmp_path / "a", bucket_of(store))
+    engine.set("k", b"1")
+    replica.flush(10)
+    close(engine, replica)
+    engine, replica = open_replicated(tmp_path / "b", bucket_of(store))  # restored, then on
+    engine.set("k", b"2")
+    replica.flush(10)
+    close(engine, replica)
+    with pytest.raises(ReplicaDivergedError, match="behind"):
+        open_replicated(tmp_path / "a", bucket_of(store))
+
+    other = MemoryStore()
+    engine, replica = open_replicated(tmp_path / "c", bucket_of(other))
+    engine.set("k", b"3")
+    replica.flush(10)
+    close(engine, replica)
+    with Engine.open(tmp_path / "d") as stranger:
+        stranger.set("k", b"4")
+        stranger.set("k", b"5")
+    with pytest.raises(ReplicaDivergedError, match="other bytes"):
+        open_replicated(tmp_path / "d", bucket_of(other))
+
+
+class Flaky(Bucket):
+    """A bucket that can be taken down (every request fails as an unreachable endpoint)."""
+
+    down = False
+
+    def put_new(self, name: str, data: bytes) -> None:
+        if self.down:
+            raise BucketUnavailable("endpoint down")
+        super().put_new(name, data)
+
+
+def test_endpoint_down_writes_go_on_and_catch_up(tmp_path: Path) -> None:
+    bucket = Flaky(MemoryStore(), ROOT, "flaky")
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    engine.set("before", b"1")
+    replica.flush(10)
+    bucket.down = True
+    for i in range(50):
+        engine.set(f"k{i}", b"v")  # never slowed, never refused
+    time.sleep(0.2)
+    lag = replica.lag()
+    assert lag.records == 50 and lag.seconds > 0.1
+    with pytest.raises(TimeoutError):
+        replica.flush(0.2)
+    bucket.down = False
+    assert replica.flush(10) == engine.last_seq
+    assert replica.lag().records == 0
+    close(engine, replica)
+    restore(bucket, tmp_path / "b")
+    with Engine.open(tmp_path / "b") as restored:
+        assert len(restored) == 51
+
+
+class NoConditionalPuts(Bucket):
+    """An endpoint that ignores ``If-None-Match: *``."""
+
+    def put_new(self, name: str, data: bytes) -> None:
+        obstore.put(self.store, f"{self.root}/{name}", data)
+
+
+def test_endpoint_without_create_only_puts_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ReplicaError, match="create-only"):
+        Replica.claim(NoConditionalPuts(MemoryStore(), ROOT, "lax"), tmp_path / "a", 0.1)
+
+
+def test_hostile_slots_are_refused_cleanly(tmp_path: Path) -> None:
+    """A slot cut at every byte, garbage, or one whose piece does not start where the file's
+    committed bytes end: a ReplicaError naming the slot, never another exception."""
+    good = Slot(SHIP, "w", "h", 1, 0, 1, 0, [Piece("data/w/1", "00000001.seg", 0, 10, b"x" * 32)])
+    data = encode_slot(good)
+    for cut in range(len(data)):
+        with pytest.raises(ReplicaError, match="not a valid slot"):
+            decode_slot(data[:cut], "slot 1")
+    assert decode_slot(data, "slot 1") == good
+    with pytest.raises(ReplicaError, match="not a valid slot"):
+        decode_slot(b"\x93\x01\x02\x03", "slot 1")
+
+    folded = Folded("here")
+    folded.add(1, good)
+    skipping = Slot(SHIP, "w", "h", 1, 0, 2, 0, [Piece("data/w/2", "00000001.seg", 11, 5, b"")])
+    with pytest.raises(ReplicaError, match="has a gap"):
+        folded.add(2, skipping)
+    with pytest.raises(ReplicaError, match="slot 2 is missing"):
+        folded.add(3, good)
+
+    store = MemoryStore()
+    bucket = bucket_of(store)
+    bucket.put_new(slot_name(1), b"not msgpack \xc1")
+    with pytest.raises(ReplicaError, match="not a valid slot"):
+        restore(bucket, tmp_path / "x")
+
+
+class Refusing(Bucket):
+    """An endpoint that refuses the credentials (HTTP 403) on every request."""
+
+    def put_new(self, name: str, data: bytes) -> None:
+        with self._errors(name):
+            raise obstore.exceptions.PermissionDeniedError("403 InvalidAccessKeyId")
+
+
+def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ReplicaError, match="refused the credentials"):
+        Replica.claim(Refusing(MemoryStore(), ROOT, "strict"), tmp_path / "a", 0.1)
