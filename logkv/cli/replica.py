@@ -46,8 +46,6 @@ def _bucket_failure(exc: Exception) -> CommandError:
     damaged object, else another failure (exit 4: unreachable, refused)."""
     if isinstance(exc, ReplicaGapError):
         return CommandError(f"the bucket copy is damaged: {exc}", ExitCode.DAMAGED)
-    if "no store was ever replicated" in str(exc):
-        return CommandError(str(exc), ExitCode.USAGE)
     return CommandError(f"cannot read the bucket copy: {exc}", ExitCode.FAILED)
 
 

@@ -22,7 +22,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..errors import ReplicaDivergedError, ReplicaError, ReplicaGapError
+from ..errors import ReplicaDivergedError, ReplicaGapError, StoreNotFoundError
 from ..fsutil import atomic_write, fsync_dir, make_dirs, open_file, temp_file, write_all
 from ..layout import META_FILE, list_segments, list_snapshots, segment_number
 from ..lock import StoreLock
@@ -70,8 +70,9 @@ class Follower:
         """Read the new slots and bring the folder up to them; return the last seq it holds.
 
         Raises :class:`~logkv.errors.ReplicaGapError` or
-        :class:`~logkv.errors.ReplicaDivergedError` (stop following), and
-        :class:`~logkv.replica.bucket.BucketUnavailable` (try again later)."""
+        :class:`~logkv.errors.ReplicaDivergedError` (stop following),
+        :class:`~logkv.replica.bucket.BucketUnavailable` (try again later), and
+        :class:`~logkv.errors.StoreNotFoundError` when no store was replicated there."""
         try:
             fold_slots(self.bucket, self.folded)
         except FileNotFoundError as exc:  # listed, then gone: slots are never deleted
@@ -79,7 +80,7 @@ class Follower:
                 f"{self.bucket.describe}: a slot vanished while it was read ({exc})"
             ) from None
         if self.folded.number == 0:
-            raise ReplicaError(f"{self.bucket.describe}: no store was ever replicated here")
+            raise StoreNotFoundError(f"{self.bucket.describe}: no store was ever replicated here")
         if self.folded.number == self._applied:
             return self.folded.seq  # nothing new
         plan = plan_restore(self.folded)
