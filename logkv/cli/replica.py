@@ -75,7 +75,8 @@ def audit_bucket(args: argparse.Namespace, handler: Callable[[argparse.Namespace
 
     parts = PurePosixPath(bucket.root).parts
     try:
-        with remote_view(bucket, "/".join(parts[-2:]) or "store") as folder:
+        key = args.key if args.command == "history" else None
+        with remote_view(bucket, "/".join(parts[-2:]) or "store", key=key) as folder:
             args.store = folder
             out = _Renaming(sys.stdout, str(folder), url.rstrip("/"))
             err = _Renaming(sys.stderr, str(folder), url.rstrip("/"))

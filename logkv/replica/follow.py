@@ -114,7 +114,9 @@ class Follower:
             number = segment_number(name)
             if number is None:
                 covers = int(name.split(".")[0])
-                self._put_whole(name, pieces)
+                if name not in self._lengths:
+                    self._put_snapshot(name, pieces)
+                    self._lengths[name] = pieces[-1].end
         for name, pieces in plan.files:
             if segment_number(name) is not None:
                 self._append(name, pieces)
@@ -144,18 +146,22 @@ class Follower:
             fsync_dir(self.folder)
         self._lengths[name] = pieces[-1].end
 
-    def _put_whole(self, name: str, pieces: list[Piece]) -> None:
-        """Write snapshot ``name`` (complete) under a temp name and rename it into place."""
+    def _put_snapshot(self, name: str, pieces: list[Piece]) -> None:
+        """Write snapshot ``name`` (complete) unless the copy has it: each piece checked,
+        under a temp name, renamed into place. :meth:`_fill_snapshot` writes its bytes."""
         path = self.folder / name
-        if name in self._lengths or self._check_local(path, pieces) == pieces[-1].end:
+        if self._check_local(path, pieces) == pieces[-1].end:
             return
         with temp_file(path) as (fd, temp):
-            for piece in pieces:
-                write_all(fd, fetch_piece(self.bucket, piece), piece.offset)
+            self._fill_snapshot(fd, temp, pieces)
             os.fsync(fd)
             os.replace(temp, path)
         fsync_dir(self.folder)
-        self._lengths[name] = pieces[-1].end
+
+    def _fill_snapshot(self, fd: int, temp: Path, pieces: list[Piece]) -> None:
+        """Write a snapshot's bytes into ``fd`` (the temp file ``temp``): all of them."""
+        for piece in pieces:
+            write_all(fd, fetch_piece(self.bucket, piece), piece.offset)
 
     def _retire(self, covers: int) -> None:
         """Remove the segments snapshot ``covers`` holds and the older snapshots, as the

@@ -187,16 +187,21 @@ def fetch_piece(bucket: Bucket, piece: Piece) -> bytes:
     try:
         data = bucket.get(piece.name)
     except FileNotFoundError:
-        raise ReplicaGapError(
-            f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
-            f"{piece.file}) is missing: the bucket copy has a gap"
-        ) from None
+        raise piece_missing(bucket, piece) from None
     if len(data) != piece.length or digest(data) != piece.sha256:
         raise ReplicaGapError(
             f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
             f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
         )
     return data
+
+
+def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
+    """The error for a piece whose data object is not in the bucket."""
+    return ReplicaGapError(
+        f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+        f"{piece.file}) is missing: the bucket copy has a gap"
+    )
 
 
 def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:
