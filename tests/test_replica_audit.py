@@ -8,9 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from crawlee import service_locator
+from crawlee.configuration import Configuration as CrawleeConfiguration
+from crawlee.storages import Dataset, RequestQueue
 
 from logkv import Configuration, Engine, KeyValueStore
 from logkv.cli.main import main
+from logkv.crawlee import LogKvStorageClient
 
 pytest.importorskip("obstore")
 
@@ -155,6 +159,33 @@ async def test_a_missing_data_object_or_slot_is_damage(
     obstore.delete(bucket.store, f"{bucket.root}/{middle}")
     code, _, err = cli(["verify", url], capsys)
     assert code == 1 and "slot 2 is missing" in err
+
+
+@pytest.mark.slow
+async def test_dataset_and_request_queue_from_the_bucket(
+    s3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``datasets/NAME`` and ``request_queues/NAME`` copies audit like key-value stores."""
+    service_locator.storage_instance_manager.clear_cache()
+    storage = tmp_path / "crawl"
+    settings = Configuration(
+        storage_dir=str(storage), purge_on_start=False, replica_interval=0.05, replica_url=s3.root
+    )
+    client = LogKvStorageClient(settings=settings)
+    crawlee_config = CrawleeConfiguration(storage_dir=str(storage), purge_on_start=False)
+    dataset = await Dataset.open(name="items", configuration=crawlee_config, storage_client=client)
+    await dataset.push_data([{"n": i} for i in range(30)])
+    queue = await RequestQueue.open(name="q", configuration=crawlee_config, storage_client=client)
+    await queue.add_requests([f"https://example.com/{i}" for i in range(5)])
+    await client.close()
+    service_locator.storage_instance_manager.clear_cache()
+    for relative in ("datasets/items", "request_queues/q"):
+        url, folder = f"{s3.root}/{relative}", storage / relative
+        for command in (["stats", "--json"], ["verify"]):
+            local = cli([command[0], str(folder), *command[1:]], capsys)
+            remote = cli([command[0], url, *command[1:]], capsys)
+            assert local[0] == 0 and remote[0] == 0
+            assert remote[1] == local[1].replace(str(folder), url), (relative, command)
 
 
 def test_no_store_and_an_unreachable_endpoint(
