@@ -199,6 +199,7 @@ def test_a_gap_stops_the_follower_and_leaves_the_copy(bucket: Bucket, tmp_path: 
             obstore.delete(bucket.store, f"{bucket.root}/{piece.name}")
             with pytest.raises(ReplicaGapError, match="is missing"):
                 follower.catch_up()
+            assert main(["follow", bucket.describe, str(tmp_path / "g"), "--once"]) == 1
             assert {p.name: p.read_bytes() for _, p in list_segments(copy)} == held
             assert done < follower.folded.number
     finally:
@@ -219,6 +220,7 @@ def test_a_folder_with_other_bytes_is_refused(bucket: Bucket, tmp_path: Path) ->
         elsewhere.set("a", b"2" * 50)
     with pytest.raises(ReplicaDivergedError, match="not a copy"), Follower(bucket, other) as f:
         f.catch_up()
+    assert main(["follow", bucket.describe, str(other), "--once"]) == 2
 
 
 def test_a_follower_cut_short_at_every_byte_resumes(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..configuration import Configuration
-from ..errors import ReplicaError, ReplicaGapError
+from ..errors import ReplicaDivergedError, ReplicaError, ReplicaGapError
 from . import ExitCode
 from .common import CommandError, parse_until, path_argument, run
 from .render import json_document
@@ -43,9 +43,12 @@ def _bucket(url: str, allow_http: bool, command: str) -> Bucket:
 
 def _bucket_failure(exc: Exception) -> CommandError:
     """The error of a command on a bucket copy that failed: damage (exit 1) for a gap or a
-    damaged object, else another failure (exit 4: unreachable, refused)."""
+    damaged object, a usage error (exit 2) for a folder that is no copy of it, else another
+    failure (exit 4: unreachable, refused)."""
     if isinstance(exc, ReplicaGapError):
         return CommandError(f"the bucket copy is damaged: {exc}", ExitCode.DAMAGED)
+    if isinstance(exc, ReplicaDivergedError):
+        return CommandError(str(exc), ExitCode.USAGE)
     return CommandError(f"cannot read the bucket copy: {exc}", ExitCode.FAILED)
 
 
@@ -136,19 +139,15 @@ def cmd_follow(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any, epilog: str) -> None:
     """Add ``restore`` and ``follow`` to the ``logkv`` subparsers ``commands``."""
-    text = (
+    sub = _add_command(
+        commands,
+        "restore",
         "Restore a store from its bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME, the "
         "endpoint and credentials from the AWS_* variables) into a new folder: the newest "
         "snapshot at or before the target, then the segments after it (a gap is refused), "
-        "verified, then renamed into place in one step."
-    )
-    sub = commands.add_parser(
-        "restore", help=text, description=text, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
-    sub.add_argument(
-        "target", type=path_argument, metavar="DIR", help="the new store folder (absent or empty)"
+        "verified, then renamed into place in one step.",
+        epilog,
+        "the new store folder (absent or empty)",
     )
     sub.add_argument(
         "--until",
@@ -156,28 +155,17 @@ def add_commands(commands: Any, epilog: str) -> None:
         help="restore the store as it was after this sequence number, or at this ISO 8601 time "
         "(2026-01-31T12:00:00Z; no offset means UTC)",
     )
-    sub.add_argument(
-        "--allow-http",
-        action="store_true",
-        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
-    )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     sub.set_defaults(handler=cmd_restore)
-
-    text = (
+    sub = _add_command(
+        commands,
+        "follow",
         "Keep a read-only copy of a store on this machine that tails its bucket copy "
         "(s3://BUCKET/PREFIX/key_value_stores/NAME): new committed records are appended to its "
         "files every interval, new snapshots applied; open it read-only beside this command. "
-        "Never writes to the bucket; a gap or a folder holding other bytes stops it (exit 1, 2)."
-    )
-    sub = commands.add_parser(
-        "follow", help=text, description=text, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
-    sub.add_argument(
-        "target", type=path_argument, metavar="DIR", help="the copy (created when missing)"
+        "Never writes to the bucket; a gap in the bucket copy (exit 1) or a folder holding "
+        "other bytes (exit 2) stops it.",
+        epilog,
+        "the copy (created when missing)",
     )
     sub.add_argument("--once", action="store_true", help="catch up once and exit")
     sub.add_argument(
@@ -186,6 +174,18 @@ def add_commands(commands: Any, epilog: str) -> None:
         metavar="SECONDS",
         help="seconds between polls (default: LOGKV_REPLICA_INTERVAL, 1)",
     )
+    sub.set_defaults(handler=cmd_follow)
+
+
+def _add_command(commands: Any, name: str, text: str, epilog: str, target: str) -> Any:
+    """A subcommand taking a bucket copy's URL and a local folder, with the options every
+    such command has."""
+    sub = commands.add_parser(
+        name, help=text, description=text, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
+    sub.add_argument("target", type=path_argument, metavar="DIR", help=target)
     sub.add_argument(
         "--allow-http",
         action="store_true",
@@ -193,4 +193,4 @@ def add_commands(commands: Any, epilog: str) -> None:
     )
     sub.add_argument("--json", action="store_true", help="print a JSON summary")
     sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-    sub.set_defaults(handler=cmd_follow)
+    return sub
