@@ -39,10 +39,11 @@ class Follower:
     :meth:`catch_up` applies what is new once; :meth:`run` polls until stopped. Use it as a
     context manager, or :meth:`close` it, to release the folder's lock."""
 
-    def __init__(self, bucket: Bucket, folder: Path) -> None:
+    def __init__(self, bucket: Bucket, folder: Path, folded: Folded | None = None) -> None:
         self.bucket = bucket
         self.folder = Path(folder)
-        self.folded = Folded(bucket.describe)
+        #: The slots folded so far (``folded``: some already read, to go on from).
+        self.folded = folded if folded is not None else Folded(bucket.describe)
         #: Files this follower checked or wrote, and their length now.
         self._lengths: dict[str, int] = {}
         self._meta: str | None = None  # the data object of the META.json written
@@ -205,12 +206,15 @@ class Follower:
         return end
 
     def _refuse_local_extras(self, plan: RestorePlan) -> None:
-        """Refuse a folder holding segments after the bucket's last one (another history)."""
+        """Refuse a folder holding segments after the bucket's last one, or snapshots newer
+        than its newest (another history, or one ahead of the bucket)."""
         planned = [n for name, _ in plan.files if (n := segment_number(name)) is not None]
         newest = max(planned, default=0)
-        for number, path in list_segments(self.folder):
-            if number > newest:
-                raise self._diverged(path, "the bucket copy has no such segment")
+        covers = max(self.folded.snapshots, default=0)
+        extra = [p for n, p in list_segments(self.folder) if n > newest]
+        extra += [p for c, p in list_snapshots(self.folder) if c > covers]
+        if extra:
+            raise self._diverged(extra[0], "the bucket copy has no such file")
 
     def _diverged(self, path: Path, why: str) -> ReplicaDivergedError:
         return ReplicaDivergedError(

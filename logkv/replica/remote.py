@@ -2,11 +2,12 @@
 
 :func:`remote_view` folds the slots of a store's bucket copy and gives the audit readers
 (``logkv stats``, ``verify``, ``history``, ``replay``, ``dump``) the committed file set as a
-private, read-only folder held in memory (``/dev/shm`` where the system has it), built by a
+private, read-only folder held in memory (``/dev/shm`` where the system has it, with room;
+else the system's temp folder), built by a
 :class:`~logkv.replica.follow.Follower` from whole-object reads checked by SHA-256: the
 newest complete snapshot, the segments after it and ``META.json``, exactly what the writer's
-own folder holds. Nothing goes to the bucket and nothing to the local disk; the view is
-removed when the audit ends.
+own folder holds. Nothing goes to the bucket or to the store; the view is removed when the
+audit ends.
 
 The history of one key reads of the snapshot only what a local ``history`` reads of it: its
 header, tail, meta and hint blocks and the key's record, by range reads (checked by their
@@ -26,15 +27,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import CorruptionError
+from ..errors import CorruptionError, ReplicaGapError
 from ..fsutil import write_all
 from ..index import IndexEntry
 from ..replay import frame_length
 from ..snapshot import SNAPSHOT_HEADER, TAIL, hint_offset_in, load_snapshot
 from .bucket import Bucket
 from .follow import Follower
-from .restore import piece_missing
-from .slots import Piece
+from .restore import piece_missing, plan_restore
+from .slots import Folded, Piece, fold_slots
 
 #: Where views are built when the system has a memory file system there.
 MEMORY_DIR = Path("/dev/shm")
@@ -45,12 +46,20 @@ def remote_view(bucket: Bucket, relative: str, *, key: str | None = None) -> Ite
     """A read-only folder holding the committed files of the store in ``bucket``, at
     ``relative`` (``key_value_stores/NAME``) under a private temporary root; removed after.
     ``key``: only for the history of that key (the snapshot is read in part)."""
-    base = MEMORY_DIR if MEMORY_DIR.is_dir() and _writable(MEMORY_DIR) else None
-    root = Path(tempfile.mkdtemp(prefix="logkv-audit-", dir=base))
+    folded = fold_slots(bucket)
+    try:
+        need = sum(pieces[-1].end for _, pieces in plan_restore(folded).files)
+    except ReplicaGapError:
+        need = 0  # refused below, by the copy
+    root = Path(tempfile.mkdtemp(prefix="logkv-audit-", dir=_memory_with_room(need)))
     try:
         folder = root / relative
-        with Follower(bucket, folder) if key is None else _KeyView(bucket, folder, key) as follower:
-            follower.catch_up()
+        if key is None:
+            copy = Follower(bucket, folder, folded)
+        else:
+            copy = _KeyView(bucket, folder, key, folded)
+        with copy:
+            copy.catch_up()
         yield folder
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -60,8 +69,8 @@ class _KeyView(Follower):
     """A one-time copy for the history of ``key``: of the snapshot, only the ranges that
     history reads (see the module docstring)."""
 
-    def __init__(self, bucket: Bucket, folder: Path, key: str) -> None:
-        super().__init__(bucket, folder)
+    def __init__(self, bucket: Bucket, folder: Path, key: str, folded: Folded) -> None:
+        super().__init__(bucket, folder, folded)
         self.key = key
 
     def _fill_snapshot(self, fd: int, temp: Path, pieces: list[Piece]) -> None:
@@ -102,9 +111,13 @@ def read_range(bucket: Bucket, pieces: list[Piece], start: int, end: int) -> byt
     return b"".join(parts)
 
 
-def _writable(folder: Path) -> bool:
+def _memory_with_room(need: int) -> Path | None:
+    """:data:`MEMORY_DIR` when it is there, writable and has room for ``need`` bytes (and a
+    quarter more), else None (the system's temp folder)."""
     try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
+        if shutil.disk_usage(MEMORY_DIR).free < need + need // 4:
+            return None
+        with tempfile.TemporaryFile(dir=MEMORY_DIR):
+            return MEMORY_DIR
     except OSError:
-        return False
+        return None
