@@ -95,7 +95,8 @@ class Follower:
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Catch up every ``interval`` seconds until ``stop`` is set. An unreachable bucket is
-        logged and tried again; a gap or diverged bytes raise (the copy is left as it was)."""
+        logged and tried again; a gap or diverged bytes raise (the copy then holds only bytes
+        the bucket committed, up to where it stopped)."""
         while True:
             try:
                 self.catch_up()
