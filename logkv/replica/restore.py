@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..errors import ReplicaError
+from ..errors import ReplicaError, ReplicaGapError
 from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
 from ..fsutil import fsync_dir, make_dirs, open_file
 from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
@@ -76,8 +76,8 @@ class RestoreResult:
 
 def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
     """Pick the newest complete snapshot whose last record is not after ``until`` (the newest
-    state when None), then the consecutive segments after it; :class:`ReplicaError` when the
-    bucket copy has a gap in that range."""
+    state when None), then the consecutive segments after it;
+    :class:`~logkv.errors.ReplicaGapError` when the bucket copy has a gap in that range."""
     where = folded.where
     until = until or Until()
     covers = max(
@@ -91,14 +91,14 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
     expected = covers + 1
     for number in numbers:
         if number != expected:
-            raise ReplicaError(
+            raise ReplicaGapError(
                 f"{where}: segment {expected} is missing from the bucket copy, which holds "
                 f"segment {number} after it; cannot restore "
                 + ("to that point" if until.given else "this store")
             )
         name = segment_name(number)
         if number != numbers[-1] and name not in folded.sealed:
-            raise ReplicaError(
+            raise ReplicaGapError(
                 f"{where}: segment {number} is incomplete in the bucket copy (its end was never "
                 f"shipped before compaction retired it); restore to a later point, whose "
                 "snapshot covers it"
@@ -106,7 +106,7 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
         files.append((name, folded.files[name]))
         expected += 1
     if until.given and covers == 0 and numbers and numbers[0] != 1:
-        raise ReplicaError(f"{where}: the bucket copy no longer holds the log at {until}")
+        raise ReplicaGapError(f"{where}: the bucket copy no longer holds the log at {until}")
     start = folded.snapshots[covers][0] if covers else 0
     return RestorePlan(files, folded.meta, until, folded.seq, start)
 
@@ -172,24 +172,36 @@ def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
     written = 0
     try:
         for piece in pieces:
-            try:
-                data = bucket.get(piece.name)
-            except FileNotFoundError:
-                raise ReplicaError(
-                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
-                    f"{piece.file}) is missing: the bucket copy has a gap"
-                ) from None
-            if len(data) != piece.length or digest(data) != piece.sha256:
-                raise ReplicaError(
-                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
-                    f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
-                )
+            data = fetch_piece(bucket, piece)
             os.pwrite(fd, data, piece.offset if piece.file != META_FILE else 0)
             written += len(data)
         os.fsync(fd)
     finally:
         os.close(fd)
     return written
+
+
+def fetch_piece(bucket: Bucket, piece: Piece) -> bytes:
+    """The bytes of ``piece``, checked against its slot (length and SHA-256);
+    :class:`~logkv.errors.ReplicaGapError` when its object is missing or damaged."""
+    try:
+        data = bucket.get(piece.name)
+    except FileNotFoundError:
+        raise piece_missing(bucket, piece) from None
+    if len(data) != piece.length or digest(data) != piece.sha256:
+        raise ReplicaGapError(
+            f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+            f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
+        )
+    return data
+
+
+def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
+    """The error for a piece whose data object is not in the bucket."""
+    return ReplicaGapError(
+        f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+        f"{piece.file}) is missing: the bucket copy has a gap"
+    )
 
 
 def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:

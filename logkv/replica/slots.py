@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import ReplicaError
+from ..errors import ReplicaGapError
 from ..layout import META_FILE
 from .bucket import Bucket
 
@@ -101,7 +101,8 @@ def encode_slot(slot: Slot) -> bytes:
 
 
 def decode_slot(data: bytes, where: str) -> Slot:
-    """Parse a slot's bytes; :class:`ReplicaError` naming ``where`` when they are not one."""
+    """Parse a slot's bytes; :class:`~logkv.errors.ReplicaGapError` naming ``where`` when
+    they are not one."""
     try:
         body: Any = msgpack.unpackb(data, raw=False)
         if body["v"] != SLOT_VERSION:
@@ -122,7 +123,7 @@ def decode_slot(data: bytes, where: str) -> Slot:
             snapshots=[(int(c), int(s), int(t)) for c, s, t in body["snapshots"]],
         )
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise ReplicaError(f"{where} is not a valid slot: {exc}") from None
+        raise ReplicaGapError(f"{where} is not a valid slot: {exc}") from None
 
 
 @dataclass
@@ -141,9 +142,9 @@ class Folded:
     last: Slot | None = None  # the newest slot
 
     def add(self, number: int, slot: Slot) -> None:
-        """Fold slot ``number`` in; :class:`ReplicaError` on a gap."""
+        """Fold slot ``number`` in; :class:`~logkv.errors.ReplicaGapError` on a gap."""
         if number != self.number + 1:
-            raise ReplicaError(
+            raise ReplicaGapError(
                 f"{self.where}: slot {self.number + 1} is missing (the next slot is {number}); "
                 "the bucket copy has a gap and cannot be used"
             )
@@ -154,7 +155,7 @@ class Folded:
             pieces = self.files.setdefault(piece.file, [])
             length = self.length(piece.file)
             if piece.file in self.sealed or piece.offset != length:
-                raise ReplicaError(
+                raise ReplicaGapError(
                     f"{self.where}: slot {number} adds bytes at offset {piece.offset} of "
                     f"{piece.file}, whose committed bytes end at {length}"
                     + (" (sealed)" if piece.file in self.sealed else "")
@@ -163,7 +164,7 @@ class Folded:
             pieces.append(piece)
         for name, length in slot.sealed:
             if self.length(name) != length:
-                raise ReplicaError(
+                raise ReplicaGapError(
                     f"{self.where}: slot {number} seals {name} at {length} bytes, but "
                     f"{self.length(name)} are committed; the bucket copy has a gap"
                 )
