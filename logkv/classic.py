@@ -81,11 +81,11 @@ class StoreHandle(ABC):
         return self._client
 
     async def _attach_and_iterate(
-        self, method: str, exclusive_start_key: str | None, limit: int | None
+        self, method: str, exclusive_start_key: str | None, limit: int | None, prefix: str = ""
     ) -> AsyncIterator[Any]:
         """Classic handles: open the store, then iterate with the client's ``method``."""
         client = await self._attach()
-        async for item in getattr(client, method)(exclusive_start_key, limit):
+        async for item in getattr(client, method)(exclusive_start_key, limit, prefix):
             yield item
 
     @abstractmethod

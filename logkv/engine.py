@@ -60,6 +60,7 @@ from .fsutil import (
     open_for_reading,
 )
 from .index import CONTENT_TYPE, FILE_ID, OFFSET, Index, IndexEntry
+from .key_range import check_prefix
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
@@ -844,15 +845,18 @@ class Engine:
             return len(self._index)
 
     def keys(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> Iterator[str]:
-        """Keys in Python string order, after ``exclusive_start_key``, at most ``limit`` of them.
+        """Keys in Python string order, after ``exclusive_start_key``, at most ``limit`` of them;
+        with a ``prefix``, only the keys that start with it (read as a range of the sorted
+        keys: O(log n + matches)).
 
         Safe to use while other threads write: keys are copied out in small batches under the
         lock, and each batch starts strictly after the last key returned, so paging is exact.
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
+        check_prefix(prefix)
         remaining = limit
         after = exclusive_start_key
         while remaining is None or remaining > 0:
@@ -860,7 +864,7 @@ class Engine:
             self.settle_order()
             with self._mutex:
                 self._check_open()
-                batch = self._index.after(after, want)
+                batch = self._index.after(after, want, prefix)
             yield from batch
             if len(batch) < want:
                 return
@@ -891,10 +895,10 @@ class Engine:
                 time.sleep(0)  # hand the GIL (and so the lock) over to a waiting writer
 
     def infos(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> Iterator[KeyInfo]:
         """Like :meth:`keys`, yielding :class:`KeyInfo` (key, content type, value size)."""
-        for key in self.keys(exclusive_start_key, limit):
+        for key in self.keys(exclusive_start_key, limit, prefix):
             entry = self._entry(key)
             if entry is not None:
                 _, _, _, size, content_type = entry

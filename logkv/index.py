@@ -28,6 +28,7 @@ from typing import Final, NamedTuple
 
 from sortedcontainers import SortedList
 
+from .key_range import keys_after
 from .replay import Entry
 
 
@@ -157,17 +158,18 @@ class Index:
                 add(key)
         return bool(fresh)
 
-    def after(self, start: str | None, limit: int) -> list[str]:
-        """Up to ``limit`` keys in order, strictly after ``start`` (None: from the first).
+    def after(self, start: str | None, limit: int, prefix: str = "") -> list[str]:
+        """Up to ``limit`` keys in order, strictly after ``start`` (None: from the first),
+        that start with ``prefix`` (see :func:`~logkv.key_range.keys_after`).
 
         Merges whatever keys are still fresh first (the engine merges most of them in batches
         beforehand, see :meth:`merge_some`).
         """
         while self._fresh:
             self.merge_some()
-        if start is None:
+        if start is None and not prefix:
             return list(islice(self._sorted, limit))
-        return list(islice(self._sorted.irange(start, inclusive=(False, True)), limit))
+        return keys_after(self._sorted, start, limit, prefix)
 
     def count_range(self, low: str, high: str) -> int:
         """How many keys ``k`` satisfy ``low <= k < high`` (two bisections of the sorted keys,

@@ -280,32 +280,40 @@ class KeyValueStore(StoreHandle):
         return found
 
     def iterate_keys(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, *, prefix: str = ""
     ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
-        """Key, content type and size of records in key order, after ``exclusive_start_key``.
+        """Key, content type and size of records in key order, after ``exclusive_start_key``;
+        with a ``prefix``, only those whose key starts with it (read as a range of the sorted
+        keys, O(log n + matches); ``exclusive_start_key`` may lie anywhere).
 
         Paging is exact: continuing from the last key returned never skips or repeats a key.
         """
         client = self._client
         if client is not None:
-            return client.iterate_keys(exclusive_start_key, limit)
-        return self._attach_and_iterate("iterate_keys", exclusive_start_key, limit)
+            return client.iterate_keys(exclusive_start_key, limit, prefix)
+        return self._attach_and_iterate("iterate_keys", exclusive_start_key, limit, prefix)
 
     async def list_keys(
-        self, exclusive_start_key: str | None = None, limit: int = _DEFAULT_LIST_LIMIT
+        self,
+        exclusive_start_key: str | None = None,
+        limit: int = _DEFAULT_LIST_LIMIT,
+        *,
+        prefix: str = "",
     ) -> list[KeyValueStoreRecordMetadata]:
-        """Up to ``limit`` (1000) record infos after ``exclusive_start_key``, as a list."""
-        return [info async for info in self.iterate_keys(exclusive_start_key, limit)]
+        """Up to ``limit`` (1000) record infos after ``exclusive_start_key`` whose key starts
+        with ``prefix``, as a list."""
+        return [info async for info in self.iterate_keys(exclusive_start_key, limit, prefix=prefix)]
 
     async def iterate_values(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, *, prefix: str = ""
     ) -> AsyncIterator[Any]:
-        """Values in key order; each is read when the iteration reaches it."""
-        async for _, value in self.iterate_entries(exclusive_start_key, limit):
+        """Values in key order (of the keys that start with ``prefix``); each is read when the
+        iteration reaches it."""
+        async for _, value in self.iterate_entries(exclusive_start_key, limit, prefix=prefix):
             yield value
 
     def iterate_entries(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, *, prefix: str = ""
     ) -> AsyncIterator[tuple[str, Any]]:
         """``(key, value)`` pairs in key order; each value is read when its turn comes.
 
@@ -313,8 +321,8 @@ class KeyValueStore(StoreHandle):
         """
         client = self._client
         if client is not None:
-            return client.iterate_entries(exclusive_start_key, limit)
-        return self._attach_and_iterate("iterate_entries", exclusive_start_key, limit)
+            return client.iterate_entries(exclusive_start_key, limit, prefix)
+        return self._attach_and_iterate("iterate_entries", exclusive_start_key, limit, prefix)
 
     def __aiter__(self) -> AsyncIterator[str]:
         """``async for key in kvs``: every key, in order."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from .key_range import prefix_end
 from .layout import KVS_DIR
 from .names import StorageType
 
@@ -69,9 +70,10 @@ def pending_key(order: int, request_hash: str) -> str:
 def count_prefix(engine: Engine, prefix: str) -> int:
     """The number of keys of ``engine`` that start with ``prefix`` (two bisections of the
     sorted keys, :meth:`~logkv.Engine.count_keys`; no value is read)."""
-    if not prefix:
-        return len(engine)
-    return engine.count_keys(prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    end = prefix_end(prefix)
+    if end is None:
+        return len(engine) if not prefix else len(engine) - engine.count_keys("", prefix)
+    return engine.count_keys(prefix, end)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,10 @@ Value = tuple[bytes | None, str | None]
 
 # A few fixed keys make overwrites and deletes of existing keys common; the text strategy adds
 # arbitrary unicode (no lone surrogates: those are not valid keys).
+# Keys ending in the greatest character test the upper bound of a prefix listing.
+MAX_CHAR = chr(0x10FFFF)
 FIXED_KEYS = ["a", "a.", "a/b", "..", "a\x00b", "b", "é", "e\u0301", "🔑", "z" * 1024]
+FIXED_KEYS += ["a" + MAX_CHAR, "a" + MAX_CHAR * 2, MAX_CHAR, "b" + MAX_CHAR + "c"]
 keys = st.one_of(
     st.sampled_from(FIXED_KEYS),
     st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12),
@@ -66,8 +69,10 @@ class EngineVersusDict(RuleBasedStateMachine):
             self.follower.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def expected_keys(self, start: str | None, limit: int | None) -> list[str]:
-        ordered = [k for k in sorted(self.model) if start is None or k > start]
+    def expected_keys(self, start: str | None, limit: int | None, prefix: str = "") -> list[str]:
+        ordered = [
+            k for k in sorted(self.model) if (start is None or k > start) and k.startswith(prefix)
+        ]
         return ordered if limit is None else ordered[:limit]
 
     # ------------------------------------------------------------------ writes
@@ -134,6 +139,23 @@ class EngineVersusDict(RuleBasedStateMachine):
         assert list(self.engine.infos(start, limit)) == [
             KeyInfo(k, self.model[k][1], len(self.model[k][0] or b"")) for k in expected
         ]
+
+    @rule(
+        key=st.one_of(keys, stored),
+        cut=st.integers(min_value=0, max_value=3),
+        tail=st.sampled_from(["", MAX_CHAR, "\x00", "."]),
+        start=st.one_of(st.none(), keys, stored),
+        limit=limits,
+    )
+    def list_prefix(
+        self, key: str, cut: int, tail: str, start: str | None, limit: int | None
+    ) -> None:
+        """A prefix listing (a stored key's first characters, perhaps extended) agrees with
+        filtering the model, from any start."""
+        prefix = key[:cut] + tail
+        expected = self.expected_keys(start, limit, prefix)
+        assert list(self.engine.keys(start, limit, prefix)) == expected
+        assert [info.key for info in self.engine.infos(start, limit, prefix)] == expected
 
     @rule(page=st.integers(min_value=1, max_value=7))
     def page_through_everything(self, page: int) -> None:

@@ -35,12 +35,15 @@ from logkv import (
     StorageClient,
     StoreClosedError,
     StoreNotFoundError,
+    key_range,
 )
+from logkv import index as index_module
 from logkv.content import MAX_NESTING_DEPTH
 from logkv.key_value_store import close_all, open_stores
 from logkv.layout import CRAWLEE_METADATA_FILE, KVS_DIR, META_FILE, PUBLIC_DIR
 from logkv.models import StorageMetadata
 from logkv.modes import MAX_KEY_LENGTH
+from logkv.storage_clients import memory as memory_module
 
 OpenKvs = Callable[..., Awaitable[KeyValueStore]]
 PATIENCE = 10.0
@@ -468,6 +471,81 @@ async def test_paging_arguments(open_kvs: OpenKvs) -> None:
         await kvs.list_keys(limit=-1)
     with pytest.raises(TypeError, match="exclusive_start_key"):
         await kvs.list_keys(exclusive_start_key=5)  # type: ignore[arg-type]
+
+
+CRAWL_KEYS = ["page-1", "page-10", "page-2", "pagex", "page", "screenshot-1", "screenshot-2"]
+CRAWL_KEYS += ["p", "q", "a\U0010ffff", "a\U0010ffff\U0010ffff", "a", "b"]
+
+
+async def test_prefix_listing(open_kvs: OpenKvs) -> None:
+    kvs = await open_kvs(name="prefix")
+    await fill(kvs, CRAWL_KEYS)
+
+    async def listed(
+        start: str | None = None, limit: int | None = None, *, prefix: str
+    ) -> list[str]:
+        return [i.key async for i in kvs.iterate_keys(start, limit, prefix=prefix)]
+
+    pages = ["page-1", "page-10", "page-2"]
+    assert await listed(prefix="page-") == pages
+    assert [i.key for i in await kvs.list_keys(prefix="page-", limit=2)] == pages[:2]
+    assert await listed("a", prefix="page-") == pages  # a start before the range
+    assert await listed("page-1", prefix="page-") == pages[1:]  # inside it
+    assert await listed("page-10x", 1, prefix="page-") == ["page-2"]
+    assert await listed("page-2", prefix="page-") == []  # at its end
+    assert await listed("z", prefix="page-") == []  # after it
+    assert await listed(prefix="page-", limit=0) == []
+    assert await listed(prefix="nothing") == []
+    assert await listed(prefix="") == sorted(CRAWL_KEYS)
+    assert await listed(prefix="a") == ["a", "a\U0010ffff", "a\U0010ffff\U0010ffff"]
+    assert await listed(prefix="a\U0010ffff") == ["a\U0010ffff", "a\U0010ffff\U0010ffff"]
+    assert await listed(prefix="screenshot-2") == ["screenshot-2"]
+    assert [k async for k, _ in kvs.iterate_entries(prefix="screenshot-")] == [
+        "screenshot-1",
+        "screenshot-2",
+    ]
+    assert [v async for v in kvs.iterate_values("page-1", 1, prefix="page")] == [{"key": "page-10"}]
+    await kvs.delete_value("page-10")
+    assert await listed(prefix="page-") == ["page-1", "page-2"]
+    with pytest.raises(TypeError, match="prefix"):
+        await kvs.list_keys(prefix=b"page-")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="prefix"):
+        await kvs.list_keys(prefix=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("page", [1, 7, 1000])
+async def test_paging_within_a_prefix_is_exact(open_kvs: OpenKvs, page: int) -> None:
+    kvs = await open_kvs(name="prefix-paging")
+    keys = [f"{kind}-{i:04d}" for i in range(300) for kind in ("page", "shot")]
+    random.Random(page).shuffle(keys)
+    await fill(kvs, keys)
+    seen: list[str] = []
+    start: str | None = None
+    while batch := await kvs.list_keys(exclusive_start_key=start, limit=page, prefix="shot-"):
+        assert len(batch) <= page
+        seen.extend(info.key for info in batch)
+        start = batch[-1].key
+    assert seen == sorted(k for k in keys if k.startswith("shot-"))
+
+
+async def test_a_prefix_listing_hands_out_only_its_keys(
+    open_kvs: OpenKvs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both clients take a prefix listing's keys from a range of the sorted keys (the disk
+    client through the engine's index): 3 keys of 3,000 are all that is handed out."""
+    kvs = await open_kvs(name="prefix-big")
+    await fill(kvs, [f"page-{i:05d}" for i in range(3000)] + ["shot-1", "shot-2", "shot-3"])
+    handed_out: list[str] = []
+
+    def counting(sorted_keys: Any, after: str | None, limit: int, prefix: str = "") -> list[str]:
+        batch = key_range.keys_after(sorted_keys, after, limit, prefix)
+        handed_out.extend(batch)
+        return batch
+
+    monkeypatch.setattr(index_module, "keys_after", counting)
+    monkeypatch.setattr(memory_module, "keys_after", counting)
+    assert [i.key for i in await kvs.list_keys(prefix="shot-")] == ["shot-1", "shot-2", "shot-3"]
+    assert handed_out == ["shot-1", "shot-2", "shot-3"]
 
 
 async def test_list_keys_defaults_to_1000(open_kvs: OpenKvs) -> None:

@@ -410,10 +410,8 @@ class LogKvRequestQueueClient(CrawleeAdapter, RequestQueueClient):  # type: igno
         comes."""
         store = self._store
         store.check_open()
-        async for batch in store.key_batches(REQUEST_PREFIX, None):
+        async for batch in store.key_batches(None, None, REQUEST_PREFIX):
             for key in batch:
-                if not key.startswith(REQUEST_PREFIX):
-                    return
                 found = await store.read(key)
                 if found is not None:
                     yield request_of_record(found[0], key)

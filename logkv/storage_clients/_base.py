@@ -22,6 +22,7 @@ from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import MISSING, validate_key
 from ..errors import InvalidKeyError
+from ..key_range import check_prefix
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRecordMetadata
 from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StorageType, StoreKind, select
@@ -157,8 +158,9 @@ def key_is_simple(key: object) -> bool:
     return type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH and key.isascii()
 
 
-def check_paging(exclusive_start_key: object, limit: object) -> None:
+def check_paging(exclusive_start_key: object, limit: object, prefix: object = "") -> None:
     """Check the arguments shared by every iteration method."""
+    check_prefix(prefix)
     if exclusive_start_key is not None and type(exclusive_start_key) is not str:
         raise TypeError(
             f"exclusive_start_key must be a str or None, got {type(exclusive_start_key).__name__}"
@@ -348,22 +350,23 @@ class KeyValueStoreClient(ABC):
 
     @abstractmethod
     def iterate_keys(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
-        """Record metadata in key order, strictly after ``exclusive_start_key``."""
+        """Record metadata in key order, strictly after ``exclusive_start_key``, of the keys
+        that start with ``prefix``."""
 
     @abstractmethod
     def iterate_key_names(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[str]:
         """Keys only, in key order (cheaper than :meth:`iterate_keys`)."""
 
     async def iterate_entries(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[tuple[str, Any]]:
         """``(key, value)`` pairs in key order; each value is read when its turn comes (a
         record deleted before then is skipped)."""
-        async for key in self.iterate_key_names(exclusive_start_key, limit):
+        async for key in self.iterate_key_names(exclusive_start_key, limit, prefix):
             value = await self.get_value(key, MISSING)
             if value is not MISSING:
                 yield key, value

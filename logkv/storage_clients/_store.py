@@ -246,21 +246,27 @@ class EngineStore:
         self.refresh()
         return key in self.engine
 
-    def key_batches(self, start: str | None, limit: int | None) -> AsyncIterator[list[str]]:
-        """The keys after ``start`` (at most ``limit``), in batches, yielding to the event loop
-        after each (see :func:`~logkv.storage_clients._base.paced_key_batches`). An access."""
+    def key_batches(
+        self, start: str | None, limit: int | None, prefix: str = ""
+    ) -> AsyncIterator[list[str]]:
+        """The keys after ``start`` that start with ``prefix`` (at most ``limit``), in batches,
+        yielding to the event loop after each (see
+        :func:`~logkv.storage_clients._base.paced_key_batches`). An access."""
         self.meta.accessed_at = _now()
         engine = self.engine
         self.refresh()
-        return paced_key_batches(start, limit, lambda after, count: list(engine.keys(after, count)))
+        return paced_key_batches(
+            start, limit, lambda after, count: list(engine.keys(after, count, prefix))
+        )
 
     async def entries(
-        self, start: str | None, limit: int | None
+        self, start: str | None, limit: int | None, prefix: str = ""
     ) -> AsyncIterator[tuple[str, IndexEntry]]:
-        """``(key, index entry)`` in key order after ``start`` (at most ``limit`` keys); each
-        entry is looked up when its turn comes, so a record deleted before then is skipped."""
+        """``(key, index entry)`` in key order after ``start``, of the keys that start with
+        ``prefix`` (at most ``limit`` keys); each entry is looked up when its turn comes, so a
+        record deleted before then is skipped."""
         entry_of = self.engine.entry
-        async for batch in self.key_batches(start, limit):
+        async for batch in self.key_batches(start, limit, prefix):
             for key in batch:
                 entry = entry_of(key)
                 if entry is not None:

@@ -125,19 +125,19 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         return self._store.contains(key)
 
     async def iterate_keys(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
         """Record metadata in key order, fetched from the index in batches."""
-        check_paging(exclusive_start_key, limit)
-        async for key, entry in self._store.entries(exclusive_start_key, limit):
+        check_paging(exclusive_start_key, limit, prefix)
+        async for key, entry in self._store.entries(exclusive_start_key, limit, prefix):
             yield _info(key, entry)
 
     async def iterate_key_names(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[str]:
         """Keys in order, fetched from the index in batches."""
-        check_paging(exclusive_start_key, limit)
-        async for batch in self._store.key_batches(exclusive_start_key, limit):
+        check_paging(exclusive_start_key, limit, prefix)
+        async for batch in self._store.key_batches(exclusive_start_key, limit, prefix):
             for key in batch:
                 yield key
 

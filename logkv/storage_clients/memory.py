@@ -13,7 +13,6 @@ import base64
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -21,6 +20,7 @@ from sortedcontainers import SortedDict
 from ..configuration import Configuration
 from ..content import decode, encode, public_content_type
 from ..errors import StoreClosedError, StoreNotFoundError
+from ..key_range import keys_after
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StoreKind
@@ -209,28 +209,28 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
         self.touch(modified=True)
         return True
 
-    def _batch(self, after: str | None, count: int) -> list[str]:
+    def _batch(self, after: str | None, count: int, prefix: str = "") -> list[str]:
         self._check_open()
-        records = self._records
-        if after is None:
-            return list(islice(records.keys(), count))
-        return list(islice(records.irange(after, inclusive=(False, True)), count))
+        return keys_after(self._records, after, count, prefix)
 
     async def iterate_key_names(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[str]:
         """Keys in order, in batches that each start after the previous one's last key."""
-        check_paging(exclusive_start_key, limit)
+        check_paging(exclusive_start_key, limit, prefix)
         self.touch()
-        async for batch in paced_key_batches(exclusive_start_key, limit, self._batch):
+        batches = paced_key_batches(
+            exclusive_start_key, limit, lambda after, count: self._batch(after, count, prefix)
+        )
+        async for batch in batches:
             for key in batch:
                 yield key
 
     async def iterate_keys(
-        self, exclusive_start_key: str | None = None, limit: int | None = None
+        self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
     ) -> AsyncIterator[KeyValueStoreRecordMetadata]:
         """Record metadata in key order (records deleted meanwhile are skipped)."""
-        async for key in self.iterate_key_names(exclusive_start_key, limit):
+        async for key in self.iterate_key_names(exclusive_start_key, limit, prefix):
             found = self._records.get(key)
             if found is not None:
                 yield record_metadata(key, public_content_type(found[1]), len(found[0]))
