@@ -3,7 +3,9 @@
 A slot (docs/FORMAT.md, section 13.2) names the data objects it commits (each a byte range of
 one local file), the files it seals, the snapshots it completes and the last sequence number
 the committed bytes hold. :func:`encode_slot` and :func:`decode_slot` are its bytes;
-:class:`Folded` folds slots in number order into the committed file set, refusing a gap.
+:class:`Folded` folds slots in number order into the committed file set, refusing a gap, and
+notes which data objects retention retired (the markers of section 13.5, which are not slots
+and fence nobody: :func:`encode_marker`, :func:`fold_retired`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from .bucket import Bucket
 SLOT_VERSION = 1
 SLOTS_DIR = "slots"
 DATA_DIR = "data"
+RETIRED_DIR = "retired"
+#: Appended to a retirement marker's name: the object that says its objects are deleted.
+DELETED_SUFFIX = ".deleted"
 
 #: Slot kinds: a writer took the store over; new bytes; a clean close.
 OPEN, SHIP, CLOSE = "open", "ship", "close"
@@ -138,7 +143,15 @@ class Folded:
     #: Complete snapshots: covers -> the last seq they hold and its timestamp (µs).
     snapshots: dict[int, tuple[int, int]] = field(default_factory=dict)
     meta: Piece | None = None
+    #: Every piece of ``META.json`` ever committed (the newest last): older ones are garbage.
+    metas: list[Piece] = field(default_factory=list)
     last: Slot | None = None  # the newest slot
+    #: Retirement markers folded so far: name -> (when written, µs; the objects it retires).
+    markers: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    #: Markers whose objects are deleted already.
+    deleted: set[str] = field(default_factory=set)
+    #: Every data object a marker retired (gone, or going once the grace period is over).
+    retired: set[str] = field(default_factory=set)
 
     def add(self, number: int, slot: Slot) -> None:
         """Fold slot ``number`` in; :class:`ReplicaError` on a gap."""
@@ -150,6 +163,7 @@ class Folded:
         for piece in slot.pieces:
             if piece.file == META_FILE:
                 self.meta = piece
+                self.metas.append(piece)
                 continue
             pieces = self.files.setdefault(piece.file, [])
             length = self.length(piece.file)
@@ -192,4 +206,36 @@ def fold_slots(bucket: Bucket, folded: Folded | None = None) -> Folded:
         if number is None:
             continue  # not a slot: nothing of logkv's
         folded.add(number, decode_slot(bucket.get(name), f"{bucket.describe}/{name}"))
+    fold_retired(bucket, folded)
     return folded
+
+
+def marker_name(at_us: int, unique: str) -> str:
+    """The name of a retirement marker written at ``at_us`` (unique by ``unique``)."""
+    return f"{RETIRED_DIR}/{at_us:020d}-{unique}"
+
+
+def encode_marker(at_us: int, objects: list[str]) -> bytes:
+    """A retirement marker's bytes: a msgpack map of when, and the data objects it retires."""
+    data: bytes = msgpack.packb({"v": SLOT_VERSION, "at": at_us, "objects": objects})
+    return data
+
+
+def fold_retired(bucket: Bucket, folded: Folded) -> None:
+    """Fold the retirement markers not folded yet into ``folded`` (section 13.5). Markers are
+    few (one per retention run that retired something) and listed whole: their names sort by
+    the writer's clock, which another process's need not follow."""
+    for name in bucket.list_after(RETIRED_DIR):
+        if name.endswith(DELETED_SUFFIX):
+            folded.deleted.add(name.removesuffix(DELETED_SUFFIX))
+        elif name not in folded.markers:
+            where = f"{bucket.describe}/{name}"
+            try:
+                body: Any = msgpack.unpackb(bucket.get(name), raw=False)
+                at_us, objects = int(body["at"]), [str(o) for o in body["objects"]]
+            except FileNotFoundError:
+                continue
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                raise ReplicaError(f"{where} is not a valid retirement marker: {exc}") from None
+            folded.markers[name] = (at_us, objects)
+            folded.retired.update(objects)
