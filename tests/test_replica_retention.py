@@ -18,8 +18,8 @@ pytest.importorskip("obstore")
 from obstore.store import MemoryStore
 
 from logkv.replica import Bucket, Replica, RetentionPolicy, restore, retire
-from logkv.replica.slots import DATA_DIR, RETIRED_DIR, Folded, fold_slots
 from logkv.replica.retention import kept_points
+from logkv.replica.slots import DATA_DIR, RETIRED_DIR, Folded, fold_slots
 
 ROOT = "crawl/key_value_stores/pages"
 
@@ -101,7 +101,7 @@ def test_retires_exactly_the_unneeded_and_deletes_after_the_grace_period(tmp_pat
     # A reader that folds the slots now sees the marker: the dropped points are refused.
     with pytest.raises(ReplicaError, match="not retained"):
         restore(bucket, tmp_path / "old", until_seq=ends[0])
-    with pytest.raises(ReplicaError, match="not retained|segment 1 is missing"):
+    with pytest.raises(ReplicaError, match=r"not retained|segment 1 is missing"):
         restore(bucket, tmp_path / "origin", until_seq=1)
     assert not (tmp_path / "old").exists()
 
@@ -135,7 +135,7 @@ def test_keep_for_keeps_young_points(tmp_path: Path) -> None:
     result = retire(bucket, folded, RetentionPolicy(keep_snapshots=1, keep_for=3600, grace=0))
     assert result.kept == sorted(folded.snapshots)
     assert all(not n.startswith("snap") for n in result.retired)
-    with pytest.raises(ReplicaError, match="not retained|segment 1 is missing"):
+    with pytest.raises(ReplicaError, match=r"not retained|segment 1 is missing"):
         restore(bucket, tmp_path / "b", until_seq=1)  # the log from segment 1 is not kept
 
 
@@ -177,9 +177,9 @@ def test_the_writer_runs_retention_after_a_compaction(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert folded.retired, "the shipper retired the objects of the older snapshots"
     assert not folded.retired & stored(bucket)
-    expected = {k: engine.get(k) for k in engine.keys()}
+    expected = {k: engine.get(k) for k in engine}
     engine.close()
     replica.close(5)
     restore(bucket, tmp_path / "b")
     with Engine.open(tmp_path / "b") as restored:
-        assert {k: restored.get(k) for k in restored.keys()} == expected
+        assert {k: restored.get(k) for k in restored} == expected
