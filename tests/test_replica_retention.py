@@ -177,9 +177,9 @@ def test_the_writer_runs_retention_after_a_compaction(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert folded.retired, "the shipper retired the objects of the older snapshots"
     assert not folded.retired & stored(bucket)
-    expected = {k: engine.get(k) for k in engine}
+    expected = {k: engine.get(k) for k in list(engine.keys())}
     engine.close()
     replica.close(5)
     restore(bucket, tmp_path / "b")
     with Engine.open(tmp_path / "b") as restored:
-        assert {k: restored.get(k) for k in restored} == expected
+        assert {k: restored.get(k) for k in list(restored.keys())} == expected
