@@ -30,7 +30,7 @@ def claim_replica(folder: Path, configuration: Configuration) -> Replica | None:
 
     url = parse_replica_url(configuration.replica_url)
     bucket = store_bucket(
-        url, _relative(folder, configuration), allow_http=configuration.replica_allow_http
+        url, store_path(folder, configuration), allow_http=configuration.replica_allow_http
     )
     retention = RetentionPolicy(
         configuration.replica_keep_snapshots,
@@ -44,7 +44,7 @@ def claim_replica(folder: Path, configuration: Configuration) -> Replica | None:
     return replica
 
 
-def _relative(folder: Path, configuration: Configuration) -> str:
+def store_path(folder: Path, configuration: Configuration) -> str:
     """The store folder's path within the storage folder (``key_value_stores/NAME``): its
     path in the bucket under the replica root."""
     relative = os.path.relpath(folder.absolute(), Path(configuration.storage_dir).absolute())
