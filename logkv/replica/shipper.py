@@ -232,6 +232,12 @@ class Replica:
 
     # ------------------------------------------------------------------ what callers see
 
+    @property
+    def committed_seq(self) -> int:
+        """The last sequence number committed in the bucket."""
+        with self._state:
+            return self._committed_seq
+
     def lag(self) -> Lag:
         """How far the bucket copy is behind the local log now."""
         engine = self._engine
