@@ -1,0 +1,89 @@
+"""Model-based retention in the bucket: the replicated store of ``test_replica_model`` with
+retention runs (random count, grace 0 or an hour) between its writes and compactions. After
+every flush a restore of the newest state equals the engine's, a restore to every kept restore
+point equals the model's state there, a restore to any other point is exact or refused (as not
+retained, or a gap), and no object a kept point needs was ever deleted."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import precondition, rule
+
+from logkv import Engine, ReplicaError
+
+pytest.importorskip("obstore")
+
+from test_replica_model import ReplicatedStore
+
+from logkv.replica import RetentionPolicy, restore, retire
+from logkv.replica.retention import kept_points
+from logkv.replica.slots import DATA_DIR, fold_slots
+
+pytestmark = pytest.mark.slow
+
+
+class RetainedStore(ReplicatedStore):
+    @rule(keep=st.integers(min_value=1, max_value=3), grace=st.sampled_from([0.0, 3600.0]))
+    def retain(self, keep: int, grace: float) -> None:
+        self.replica.flush(10)
+        folded = fold_slots(self.bucket)
+        policy = RetentionPolicy(keep_snapshots=keep, keep_for=0.0, grace=grace)
+        result = retire(self.bucket, folded, policy)
+        stored = set(self.bucket.list_after(DATA_DIR))
+        kept = kept_points(folded, policy, time.time_ns() // 1000)
+        for file, pieces in folded.files.items():
+            needed = file.endswith(".seg") and int(file[:-4]) > kept[0]
+            needed |= file.endswith(".snap") and int(file[:-5]) in kept
+            if needed:
+                assert all(p.name in stored for p in pieces), f"{file} lost an object"
+        assert not set(result.deleted) & stored
+
+    @precondition(lambda self: self.restores < 4)
+    @rule(data=st.data())
+    def flush_and_restore(self, data: st.DataObject) -> None:
+        assert self.replica.flush(10) == self.engine.last_seq
+        self.restores += 1
+        target = self.dir / f"newest-{self.restores}"
+        restore(self.bucket, target)
+        self._check(target, self.model)
+        folded = fold_slots(self.bucket)
+        for covers in sorted(folded.snapshots):
+            last_seq = folded.snapshots[covers][0]
+            target = self.dir / f"point-{self.restores}-{covers}"
+            try:
+                restore(self.bucket, target, until_seq=last_seq)
+            except ReplicaError as exc:
+                assert "not retained" in str(exc), exc
+                assert any(p.name in folded.retired for p in folded.files[f"{covers:08d}.snap"])
+                continue
+            self._check(target, self.states[last_seq])
+        until = data.draw(st.sampled_from(sorted(self.states)))
+        target = self.dir / f"until-{self.restores}"
+        try:
+            restore(self.bucket, target, until_seq=until)
+        except ReplicaError as exc:
+            message = str(exc)
+            assert any(
+                words in message
+                for words in ("not retained", "incomplete", "cannot restore to that point")
+            ), message
+            return
+        self._check(target, self.states[until])
+
+    def _check(self, target: Path, expected: dict[str, bytes]) -> None:
+        with Engine.open(target) as restored:
+            assert {k: restored.get(k) for k in list(restored.keys())} == expected
+
+
+TestRetainedStore = RetainedStore.TestCase
+TestRetainedStore.settings = settings(
+    max_examples=10,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
