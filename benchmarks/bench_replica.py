@@ -5,11 +5,13 @@ Against a local S3 protocol server (moto) started in a process of its own on 127
 the server's work does not count as the writer's:
 
 - writer throughput (``Engine.set`` of ~200-byte values, as fast as one thread goes) with
-  replication off and on, alternated over rounds (best of each); target on/off >= 0.9;
+  replication off and on, after a warm-up, in turn first over rounds (best of each); target
+  on/off >= 0.9;
 - replication lag under a writer paced at 10,000 writes/s with the default 1 s interval: for a
   sample of records, the time from the write until the slot holding it is committed; p50 and
   p99, target p99 <= 1.5 s;
 - requests to the bucket per minute at that steady state (and while idle);
+- the latency of a write under the ``replica_sync`` durability level (one writer);
 - bytes in the bucket against bytes on disk, for that store;
 - restore of a store of 1,000,000 keys (compacted: one snapshot, then a tail of segments) into a
   new folder: time, and the keys checked.
@@ -32,6 +34,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 from logkv import Engine
@@ -153,18 +156,28 @@ def write_burst(engine: Engine, count: int, offset: int) -> float:
 
 
 def throughput(folder: Path, root: str, records: int, rounds: int) -> tuple[float, float]:
-    """Best writes/s with replication off and on, rounds alternated."""
+    """Best writes/s with replication off and on; each round runs both, in turn first."""
     off: list[float] = []
     on: list[float] = []
-    for round_ in range(rounds):
-        with Engine.open(folder / f"off-{round_}") as engine:
+
+    def without(name: str) -> None:
+        with Engine.open(folder / name) as engine:
             off.append(records / write_burst(engine, records, 0))
-        replica = Replica.claim(bucket_for(root, f"on-{round_}"), folder / f"on-{round_}", INTERVAL)
-        with Engine.open(folder / f"on-{round_}") as engine:
+
+    def with_replica(name: str) -> None:
+        replica = Replica.claim(bucket_for(root, name), folder / name, INTERVAL)
+        with Engine.open(folder / name) as engine:
             replica.start(engine)
             on.append(records / write_burst(engine, records, 0))
             replica.flush(120)
         replica.close(30)
+
+    without("warm-up")
+    off.clear()
+    for round_ in range(rounds):
+        order = (without, with_replica) if round_ % 2 == 0 else (with_replica, without)
+        for measure_one in order:
+            measure_one(f"{measure_one.__name__}-{round_}")
     return max(off), max(on)
 
 
@@ -219,6 +232,28 @@ def paced_lag(
     bucket.requests["steady_per_min"] = round(steady_requests / duration * 60)
     bucket.requests["idle_per_min"] = round(idle / (3 * INTERVAL) * 60)
     return sorted(lags), written, bucket, replica, disk
+
+
+def _set(event: threading.Event, _: BaseException | None) -> None:
+    event.set()
+
+
+def sync_latency(folder: Path, root: str, writes: int) -> list[float]:
+    """Seconds from each write until it is committed in the bucket, one writer waiting for each
+    (the ``replica_sync`` durability level: the shipper ships at once for a waiting writer)."""
+    replica = Replica.claim(bucket_for(root, "sync"), folder / "sync", INTERVAL)
+    latencies = []
+    with Engine.open(folder / "sync") as engine:
+        replica.start(engine)
+        for i in range(writes):
+            committed = threading.Event()
+            started = time.perf_counter()
+            engine.set(f"k{i:09d}", VALUE)
+            replica.when_committed(engine.last_seq, partial(_set, committed))
+            check(committed.wait(60), "a waiting write was committed")
+            latencies.append(time.perf_counter() - started)
+    replica.close(30)
+    return sorted(latencies)
 
 
 def restore_time(folder: Path, root: str, keys: int) -> tuple[float, int]:
@@ -277,6 +312,12 @@ def measure(args: argparse.Namespace, run: Run) -> str:
         in_bucket = bucket_bytes(bucket)
         report.add("bytes in the bucket / on disk", f"{mib(in_bucket)} / {mib(disk)} "
                    f"({in_bucket / max(disk, 1):.2f}x)")  # fmt: skip
+
+        sync_writes = 50 if run.quick else 500
+        print(f"replica_sync: {sync_writes} writes, each waiting for its commit", flush=True)
+        waits = sync_latency(folder, root, sync_writes)
+        report.add("replica_sync write latency p50", ms(percentile(waits, 0.5)))
+        report.add("replica_sync write latency p99", ms(percentile(waits, 0.99)))
 
         print(f"restore: a store of {keys:,} keys", flush=True)
         seconds, restored = restore_time(folder, root, keys)
