@@ -17,9 +17,20 @@ pytest.importorskip("obstore")
 
 from obstore.store import MemoryStore
 
-from logkv.replica import Bucket, Replica, RetentionPolicy, restore, retire
+from logkv.replica import Bucket, Replica, RetentionPolicy, restore, retention, retire
 from logkv.replica.retention import kept_points
-from logkv.replica.slots import DATA_DIR, RETIRED_DIR, Folded, fold_slots
+from logkv.replica.slots import (
+    CHECKPOINTS_DIR,
+    DATA_DIR,
+    RETIRED_DIR,
+    Folded,
+    checkpoint_name,
+    decode_checkpoint,
+    decode_slot,
+    fold_slots,
+    slot_name,
+    write_checkpoint,
+)
 
 ROOT = "crawl/key_value_stores/pages"
 
@@ -183,3 +194,88 @@ def test_the_writer_runs_retention_after_a_compaction(tmp_path: Path) -> None:
     restore(bucket, tmp_path / "b")
     with Engine.open(tmp_path / "b") as restored:
         assert {k: restored.get(k) for k in list(restored.keys())} == expected
+
+
+class CountingGets(Bucket):
+    """Counts the slots a fold reads."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        super().__init__(bucket.store, bucket.root, bucket.describe)
+        self.slot_gets = 0
+
+    def get(self, name: str) -> bytes:
+        self.slot_gets += name.startswith("slots/")
+        return super().get(name)
+
+
+def comparable(folded: Folded) -> tuple[object, ...]:
+    return (folded.number, folded.seq, folded.last_us, folded.files, folded.sealed,
+            folded.snapshots, folded.meta, folded.last)  # fmt: skip
+
+
+def test_a_checkpoint_lets_a_cold_reader_fold_only_the_newer_slots(tmp_path: Path) -> None:
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    write_and_compact(engine, replica, 2)
+    name = write_checkpoint(bucket, fold_slots(bucket))
+    assert name == checkpoint_name(replica.folded.number)
+    at_checkpoint = replica.folded.number
+    write_and_compact(engine, replica, 1)
+    engine.close()
+    replica.close(5)
+
+    counting = CountingGets(bucket)
+    from_checkpoint = fold_slots(counting)
+    assert counting.slot_gets == from_checkpoint.number - at_checkpoint
+    full = Folded(bucket.describe)
+    for number in range(1, from_checkpoint.number + 1):
+        full.add(number, decode_slot(bucket.get(slot_name(number)), "slot"))
+    assert comparable(from_checkpoint) == comparable(full)
+    restore(bucket, tmp_path / "b", folded=from_checkpoint)
+    with Engine.open(tmp_path / "b") as restored:
+        assert restored.get("tail") == b"after the last snapshot"
+
+    # A damaged newest checkpoint is passed over for the one before it.
+    bucket.put_new(checkpoint_name(from_checkpoint.number), b"\xc1 not msgpack")
+    assert comparable(fold_slots(bucket)) == comparable(full)
+
+    # A writer that takes the store over starts from the checkpoint too, and goes on.
+    engine, replica = open_replicated(tmp_path / "b", bucket)
+    engine.set("after", b"the takeover")
+    replica.flush(10)
+    engine.close()
+    replica.close(5)
+    restore(bucket, tmp_path / "c")
+    with Engine.open(tmp_path / "c") as restored:
+        assert restored.get("after") == b"the takeover"
+
+
+def test_retention_writes_checkpoints_without_the_deleted_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "CHECKPOINT_EVERY", 3)
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    ends = write_and_compact(engine, replica, 4)
+    engine.close()
+    replica.close(5)
+    policy = RetentionPolicy(keep_snapshots=1, keep_for=0, grace=0)
+    first = retire(bucket, fold_slots(bucket), policy)
+    assert first.checkpoint is not None and first.deleted
+    checkpoint = decode_checkpoint(bucket.get(first.checkpoint), "checkpoint")
+    assert not {p.name for ps in checkpoint.files.values() for p in ps} & set(first.deleted)
+    assert list(checkpoint.snapshots) == first.kept
+    restore(bucket, tmp_path / "b")  # from the checkpoint: the newest state
+    with Engine.open(tmp_path / "b") as restored:
+        assert restored.get("tail") == b"after the last snapshot"
+    with pytest.raises(ReplicaError, match=r"not retained|missing"):
+        restore(bucket, tmp_path / "c", until_seq=ends[1])
+    # Older checkpoints are deleted as newer ones come: the newest two stay.
+    for _ in range(3):
+        engine, replica = open_replicated(tmp_path / "b", bucket)
+        engine.set("more", b"x")
+        replica.flush(10)
+        engine.close()
+        replica.close(5)
+        retire(bucket, fold_slots(bucket), policy)
+    assert len(bucket.list_after(CHECKPOINTS_DIR)) == retention.CHECKPOINTS_KEPT

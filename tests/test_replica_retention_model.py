@@ -1,5 +1,6 @@
 """Model-based retention in the bucket: the replicated store of ``test_replica_model`` with
-retention runs (random count, grace 0 or an hour) between its writes and compactions. After
+retention runs (random count, grace 0 or an hour) and checkpoints between its writes and
+compactions. After
 every flush a restore of the newest state equals the engine's, a restore to every kept restore
 point equals the model's state there, a restore to any other point is exact or refused (as not
 retained, or a gap), and no object a kept point needs was ever deleted."""
@@ -22,7 +23,7 @@ from test_replica_model import ReplicatedStore
 
 from logkv.replica import RetentionPolicy, restore, retire
 from logkv.replica.retention import kept_points
-from logkv.replica.slots import DATA_DIR, fold_slots
+from logkv.replica.slots import DATA_DIR, fold_slots, write_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,12 @@ class RetainedStore(ReplicatedStore):
             if needed:
                 assert all(p.name in stored for p in pieces), f"{file} lost an object"
         assert not set(result.deleted) & stored
+
+    @rule()
+    def checkpoint(self) -> None:
+        """Readers that start from nothing now start from this checkpoint."""
+        self.replica.flush(10)
+        write_checkpoint(self.bucket, fold_slots(self.bucket))
 
     @precondition(lambda self: self.restores < 4)
     @rule(data=st.data())

@@ -9,7 +9,9 @@ segments the oldest kept snapshot covers, and replaced pieces of ``META.json``) 
 :func:`retire` writes a create-only **marker** naming them (readers fold it and refuse a
 restore to a point it touches as "not retained"), and deletes them only once the marker is
 older than ``grace`` seconds, so a follower or auditor that folded the slots before the marker
-can finish reading. Slots are never deleted: they are the fence.
+can finish reading. Slots are never deleted: they are the fence. Every
+:data:`CHECKPOINT_EVERY` slots a run also writes a checkpoint of the folded state (so that a
+reader starting from nothing folds only the slots after it) and deletes all but the newest two.
 
 Retention is monotone: a process whose view of the slots is behind (a stale writer) retires
 only what a newer view retires too, because slots only add snapshots and ages only grow.
@@ -24,7 +26,15 @@ from dataclasses import dataclass, field
 
 from ..layout import SNAPSHOT_SUFFIX, segment_name, segment_number, snapshot_name
 from .bucket import Bucket, ObjectExists
-from .slots import DELETED_SUFFIX, Folded, encode_marker, fold_retired, marker_name
+from .slots import (
+    CHECKPOINTS_DIR,
+    DELETED_SUFFIX,
+    Folded,
+    encode_marker,
+    fold_retired,
+    marker_name,
+    write_checkpoint,
+)
 
 #: Restore points kept at least, by count (``LOGKV_REPLICA_KEEP_SNAPSHOTS``).
 KEEP_SNAPSHOTS = 3
@@ -32,6 +42,10 @@ KEEP_SNAPSHOTS = 3
 KEEP_FOR_S = 24 * 3600.0
 #: Retired objects are deleted this many seconds after their marker (``LOGKV_REPLICA_GRACE``).
 GRACE_S = 3600.0
+#: A retention run writes a checkpoint when this many slots came after the newest one.
+CHECKPOINT_EVERY = 1000
+#: Checkpoints kept (the newest); older ones are deleted when a new one is written.
+CHECKPOINTS_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,8 @@ class RetentionResult:
     kept: list[int] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    #: The checkpoint written by this run, if any.
+    checkpoint: str | None = None
 
 
 def kept_points(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[int]:
@@ -117,6 +133,10 @@ def retire(
         with contextlib.suppress(ObjectExists):  # another run deleted them too
             bucket.put_new(name + DELETED_SUFFIX, b"")
         folded.deleted.add(name)
+    if not dry_run and folded.number - folded.checkpoint >= CHECKPOINT_EVERY:
+        result.checkpoint = write_checkpoint(bucket, folded)
+        older = [n for n in bucket.list_after(CHECKPOINTS_DIR) if n < result.checkpoint]
+        bucket.delete(older[: max(0, len(older) - (CHECKPOINTS_KEPT - 1))])
     return result
 
 
