@@ -134,6 +134,26 @@ def cmd_replica_gc(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _bucket_command(commands: Any, name: str, text: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand ``name URL ...`` of one store's bucket copy."""
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=text, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
+    return sub
+
+
+def _output_and_endpoint_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
+    )
+    sub.add_argument("--json", action="store_true", help="print a JSON summary")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
 def add_commands(commands: Any, epilog: str) -> None:
     """Add ``restore`` and ``replica-gc`` to the ``logkv`` subparsers ``commands``."""
     text = (
@@ -142,11 +162,7 @@ def add_commands(commands: Any, epilog: str) -> None:
         "snapshot at or before the target, then the segments after it (a gap is refused), "
         "verified, then renamed into place in one step."
     )
-    sub = commands.add_parser(
-        "restore", help=text, description=text, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
+    sub = _bucket_command(commands, "restore", text, epilog)
     sub.add_argument(
         "target", type=path_argument, metavar="DIR", help="the new store folder (absent or empty)"
     )
@@ -156,38 +172,23 @@ def add_commands(commands: Any, epilog: str) -> None:
         help="restore the store as it was after this sequence number, or at this ISO 8601 time "
         "(2026-01-31T12:00:00Z; no offset means UTC)",
     )
-    sub.add_argument(
-        "--allow-http",
-        action="store_true",
-        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
-    )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _output_and_endpoint_options(sub)
     sub.set_defaults(handler=cmd_restore)
 
     text = (
         "Run retention in a store's bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME): "
         "keep the restore points (snapshots) that are among the --keep-snapshots newest or "
         "younger than --keep-for seconds, retire the objects no kept point needs (a marker "
-        "readers honour), and delete those retired at least --grace seconds ago. Slots are "
-        "never deleted (they fence stale writers). Safe beside a running writer, which runs "
-        "the same retention after each compaction. Defaults: LOGKV_REPLICA_KEEP_SNAPSHOTS, "
+        "readers honour), and delete those retired at least --grace seconds ago; every 1000 "
+        "slots, write a checkpoint that cold readers start folding from. Slots are never "
+        "deleted (they fence stale writers). Safe beside a running writer, which runs the same "
+        "retention after each compaction. Defaults: LOGKV_REPLICA_KEEP_SNAPSHOTS, "
         "LOGKV_REPLICA_KEEP_FOR, LOGKV_REPLICA_GRACE."
     )
-    sub = commands.add_parser(
-        "replica-gc", help=text, description=text, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
+    sub = _bucket_command(commands, "replica-gc", text, epilog)
     sub.add_argument("--keep-snapshots", type=int, metavar="N", help="restore points kept by count")
     sub.add_argument("--keep-for", type=float, metavar="SECONDS", help="restore points kept by age")
     sub.add_argument("--grace", type=float, metavar="SECONDS", help="delay before deleting")
     sub.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
-    sub.add_argument(
-        "--allow-http",
-        action="store_true",
-        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
-    )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _output_and_endpoint_options(sub)
     sub.set_defaults(handler=cmd_replica_gc)

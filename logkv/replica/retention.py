@@ -36,12 +36,6 @@ from .slots import (
     write_checkpoint,
 )
 
-#: Restore points kept at least, by count (``LOGKV_REPLICA_KEEP_SNAPSHOTS``).
-KEEP_SNAPSHOTS = 3
-#: Restore points younger than this many seconds are kept too (``LOGKV_REPLICA_KEEP_FOR``).
-KEEP_FOR_S = 24 * 3600.0
-#: Retired objects are deleted this many seconds after their marker (``LOGKV_REPLICA_GRACE``).
-GRACE_S = 3600.0
 #: A retention run writes a checkpoint when this many slots came after the newest one.
 CHECKPOINT_EVERY = 1000
 #: Checkpoints kept (the newest); older ones are deleted when a new one is written.
@@ -50,11 +44,13 @@ CHECKPOINTS_KEPT = 2
 
 @dataclass(frozen=True)
 class RetentionPolicy:
-    """What a bucket copy keeps (see the module docstring)."""
+    """What a bucket copy keeps (see the module docstring); the defaults are the
+    configuration's (``LOGKV_REPLICA_KEEP_SNAPSHOTS``, ``LOGKV_REPLICA_KEEP_FOR``,
+    ``LOGKV_REPLICA_GRACE``)."""
 
-    keep_snapshots: int = KEEP_SNAPSHOTS
-    keep_for: float = KEEP_FOR_S
-    grace: float = GRACE_S
+    keep_snapshots: int
+    keep_for: float
+    grace: float
 
 
 @dataclass
