@@ -377,8 +377,11 @@ class Replica:
             return
         try:
             result = retire(self.bucket, self.folded, self.retention)
-        except (BucketUnavailable, ReplicaError) as exc:
-            log.warning("%s: retention in the bucket failed, retried later: %s", self.describe, exc)
+        except Exception as exc:  # retention never stops shipping (nor is taken for a fence)
+            log.warning(
+                "%s: retention in the bucket failed, retried later: %s", self.describe, exc,
+                exc_info=not isinstance(exc, BucketUnavailable | ReplicaError),
+            )  # fmt: skip
             return
         if result.retired or result.deleted:
             log.info(
