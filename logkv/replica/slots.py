@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +29,9 @@ SLOTS_DIR = "slots"
 DATA_DIR = "data"
 RETIRED_DIR = "retired"
 CHECKPOINTS_DIR = "checkpoints"
+#: A reader that keeps folding (a follower) lists ``retired/`` at most this often (seconds):
+#: retired objects stay readable for the grace period, which is much longer.
+RETIRED_LIST_EVERY_S = 60.0
 #: Appended to a retirement marker's name: the object that says its objects are deleted.
 DELETED_SUFFIX = ".deleted"
 
@@ -158,6 +162,8 @@ class Folded:
     retired: set[str] = field(default_factory=set)
     #: The slot of the newest checkpoint known (0: none).
     checkpoint: int = 0
+    #: When ``retired/`` was last listed (``time.monotonic()``; 0: never).
+    retired_listed: float = 0.0
 
     def add(self, number: int, slot: Slot) -> None:
         """Fold slot ``number`` in; :class:`ReplicaError` on a gap."""
@@ -214,7 +220,11 @@ def fold_slots(bucket: Bucket, folded: Folded | None = None) -> Folded:
         if number is None:
             continue  # not a slot: nothing of logkv's
         folded.add(number, decode_slot(bucket.get(name), f"{bucket.describe}/{name}"))
-    fold_retired(bucket, folded)
+    if (
+        time.monotonic() - folded.retired_listed >= RETIRED_LIST_EVERY_S
+        or not folded.retired_listed
+    ):
+        fold_retired(bucket, folded)
     return folded
 
 
@@ -233,6 +243,7 @@ def fold_retired(bucket: Bucket, folded: Folded) -> None:
     """Fold the retirement markers not folded yet into ``folded`` (section 13.5). Markers are
     few (one per retention run that retired something) and listed whole: their names sort by
     the writer's clock, which another process's need not follow."""
+    folded.retired_listed = time.monotonic()
     for name in bucket.list_after(RETIRED_DIR):
         if name.endswith(DELETED_SUFFIX):
             folded.deleted.add(name.removesuffix(DELETED_SUFFIX))
