@@ -5,6 +5,7 @@ writer is still fenced after retention; the writer runs retention itself after a
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,38 @@ def test_retention_writes_checkpoints_without_the_deleted_files(
         replica.close(5)
         retire(bucket, fold_slots(bucket), policy)
     assert len(bucket.list_after(CHECKPOINTS_DIR)) == retention.CHECKPOINTS_KEPT
+
+
+def test_a_damaged_marker_is_refused_not_ignored(tmp_path: Path) -> None:
+    """A marker that is not one stops the fold: which objects it retired is unknown."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    write_and_compact(engine, replica, 1)
+    engine.close()
+    replica.close(5)
+    bucket.put_new(f"{RETIRED_DIR}/00000000000000000001-x", b"\x92\x01")
+    with pytest.raises(ReplicaError, match="not a valid retirement marker"):
+        fold_slots(bucket)
+
+
+def test_a_waiting_writer_learns_it_was_fenced(tmp_path: Path) -> None:
+    bucket = bucket_of(MemoryStore())
+    engine_a, replica_a = open_replicated(tmp_path / "a", bucket)
+    engine_a.set("a", b"1")
+    replica_a.flush(10)
+    Replica.claim(bucket, tmp_path / "b", 0.02)  # takes the store over
+    engine_a.set("b", b"2")
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def committed(error: BaseException | None) -> None:
+        outcome.append(error)
+        done.set()
+
+    replica_a.when_committed(engine_a.last_seq, committed)
+    assert done.wait(10)
+    assert isinstance(outcome[0], FencedError)
+    replica_a.when_committed(engine_a.last_seq, committed)  # after the fence: at once
+    assert isinstance(outcome[1], FencedError)
+    engine_a.close()
+    replica_a.close(5)
