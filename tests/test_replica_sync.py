@@ -54,8 +54,10 @@ async def test_replica_sync_acknowledges_only_committed_writes(s3, tmp_path: Pat
             assert bucket_seq(s3.root, "key_value_stores/sync") >= i + 1
         await kvs.delete_value("k0")
         assert bucket_seq(s3.root, "key_value_stores/sync") >= 6
+        await kvs.purge()
         info = await kvs.get_info()
         assert info.replication_lag_records == 0
+        assert bucket_seq(s3.root, "key_value_stores/sync") == info.last_seq
     finally:
         await kvs.close()
 

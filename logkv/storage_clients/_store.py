@@ -403,6 +403,7 @@ class EngineStore:
             await _to_thread(self.public.clear)
         self.touch(modified=True)
         await self.save_meta()
+        await self.replicated()
 
     # ------------------------------------------------------------------ upkeep
 
