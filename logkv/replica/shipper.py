@@ -125,6 +125,7 @@ class Replica:
         self._problem: BaseException | None = None  # the last failed round's error
         self._closing_until: float | None = None  # close(): ship what is left until then
         self._waiters: list[tuple[int, Committed]] = []  # (seq, callback), for when_committed
+        self._stopped: BaseException | None = None  # why the thread ended, once it did
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -288,9 +289,7 @@ class Replica:
         """Why nothing more will be committed (call with ``_state`` held), or None."""
         if self._fenced is not None:
             return FencedError(str(self._fenced))
-        if self._thread is not None and not self._thread.is_alive():
-            return ReplicaError(f"{self.bucket.describe}: replication has stopped")
-        return None
+        return self._stopped
 
     def _release(self, error: BaseException | None = None) -> None:
         """Call back the waiters whose records are committed now (all of them, with
@@ -326,10 +325,10 @@ class Replica:
                 file.close()
             self._files.clear()
             with self._state:
-                error = self._fenced or ReplicaError(
+                self._stopped = self._fenced or ReplicaError(
                     f"{self.bucket.describe}: replication has stopped (the store was closed)"
                 )
-            self._release(error)
+            self._release(self._stopped)
 
     def _ship_until_closed(self) -> None:
         failures = 0
