@@ -115,6 +115,12 @@ class ReplicaDivergedError(ReplicaError):
     from the bucket (``logkv restore``), or move it aside."""
 
 
+class ReplicaGapError(ReplicaError):
+    """The bucket copy is damaged: a slot or a data object is missing, a slot does not parse or
+    does not continue the bytes before it, or an object's length or SHA-256 differs from what
+    its slot says. Nothing built from it is used."""
+
+
 class FencedError(StoreFailedError):
     """Another writer took this store over through its replica (it wrote the next slot in the
     bucket): this writer's uploads are refused, and so is every further write. What the bucket

@@ -249,6 +249,17 @@ def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
         ) from None
 
 
+def hint_offset_in(path: Path, meta_block: bytes) -> int:
+    """Where snapshot ``path``'s hint block starts, as its meta block says (``meta_block``: the
+    file's bytes from the meta block to the tail); :class:`CorruptionError` when it cannot say.
+    For readers that fetch a snapshot's blocks one range at a time."""
+    meta = _read_block(path, meta_block, 0, "meta")
+    try:
+        return int(meta["hint_offset"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptionError(path, 0, f"snapshot meta is incomplete: {exc}") from None
+
+
 def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entry]]:
     """Read a snapshot's meta and hint blocks: its info and its index entries (values unread).
 

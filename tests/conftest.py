@@ -28,6 +28,13 @@ OpenEngine = Callable[..., Engine]
 CHILD_PATIENCE = 60.0
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` run first, each group in its own order: the parallel workers
+    start the longest tests at once and share the short ones at the end, rather than one worker
+    starting a minutes-long test when the others are nearly done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def children() -> Iterator[list[subprocess.Popen[str]]]:
     """A list for the child processes a test starts; those still running at the end are

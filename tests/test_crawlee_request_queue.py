@@ -493,7 +493,7 @@ async def test_handled_requests_are_compacted_automatically_as_the_queue_works(
     )
     while (request := await raw.fetch_next_request()) is not None:
         await raw.mark_request_as_handled(request)
-    for _ in range(100):  # the compaction runs in a worker thread
+    for _ in range(1200):  # the compaction runs in a worker thread: a minute at most
         if any(p.suffix == ".snap" for p in raw.path.iterdir()):
             break
         await asyncio.sleep(0.05)

@@ -1,4 +1,4 @@
-"""Retention in the bucket (docs/FORMAT.md, section 13.5), on obstore's in-memory store: exactly
+"""Retention in the bucket (docs/FORMAT.md, section 13.7), on obstore's in-memory store: exactly
 the objects no kept restore point needs are retired, and deleted only after the grace period; a
 restore to a kept point works and one to a dropped point is refused as not retained; a stale
 writer is still fenced after retention; the writer runs retention itself after a compaction."""

@@ -23,6 +23,7 @@ from ..errors import (
     InvalidKeyError,
     LogKVError,
     NotALogKVStoreError,
+    ReplicaGapError,
     StoreLockedError,
     StoreNotFoundError,
 )
@@ -49,7 +50,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit status an expected error maps to."""
     if isinstance(exc, CommandError):
         return exc.code
-    if isinstance(exc, CorruptionError):
+    if isinstance(exc, CorruptionError | ReplicaGapError):
         return ExitCode.DAMAGED
     if isinstance(exc, StoreLockedError | CompactionRunningError):
         return ExitCode.LOCKED
@@ -116,6 +117,14 @@ def path_argument(text: str) -> Path:
             f"the path {text!r} cannot be encoded as a file name ({exc.reason})"
         ) from None
     return Path(text)
+
+
+def store_argument(text: str) -> Path | str:
+    """An argparse ``type`` for a store: a folder (see :func:`path_argument`), or a store's
+    bucket copy given as an ``s3://`` URL, kept as text."""
+    if text.lower().startswith("s3://"):
+        return text
+    return path_argument(text)
 
 
 def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:

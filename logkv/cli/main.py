@@ -41,6 +41,7 @@ from .common import (
     path_argument,
     require_store,
     run,
+    store_argument,
 )
 from .contents import storage_type
 from .dump import DumpStatus, StoreDump
@@ -58,7 +59,7 @@ from .render import (
     value_fields,
 )
 from .replica import add_commands as add_replica_commands
-from .replica import replication_lag
+from .replica import audit_bucket, replication_lag
 from .transfer import add_commands as add_transfer_commands
 
 PROG: Final = "logkv"
@@ -394,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("store", type=path_argument, help="the store folder")
+    common.add_argument(
+        "store",
+        type=store_argument,
+        help="the store folder, or its bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME)",
+    )
     common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
@@ -475,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    if isinstance(getattr(args, "store", None), str):  # an s3:// URL: the store's bucket copy
+        return audit_bucket(args, handler, PROG)
     return handler(args)
 
 

@@ -1,35 +1,103 @@
-"""``logkv restore URL DIR [--until SEQ|TIME]``: rebuild a store from its bucket copy in object
-storage (see :mod:`logkv.replica.restore`); ``logkv replica-gc URL``: run retention in a bucket
-copy (see :mod:`logkv.replica.retention`). Both need the ``s3`` extra."""
+"""The commands on a store's bucket copy in object storage (needs the ``s3`` extra):
+``logkv restore URL DIR [--until SEQ|TIME]`` rebuilds a store from it
+(:mod:`logkv.replica.restore`), ``logkv follow URL DIR`` keeps a read-only copy that tails it
+(:mod:`logkv.replica.follow`), ``logkv replica-gc URL`` runs retention in it
+(:mod:`logkv.replica.retention`), :func:`audit_bucket` runs ``stats``, ``verify``,
+``history``, ``replay`` and ``dump`` on it (:mod:`logkv.replica.remote`), and
+:func:`replication_lag` says how far it is behind a local store."""
 
 from __future__ import annotations
 
 import argparse
+import io
+import sys
+import threading
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..configuration import Configuration
-from ..errors import ReplicaError
+from ..errors import ReplicaDivergedError, ReplicaError, ReplicaGapError
 from . import ExitCode
-from .common import CommandError, parse_until, path_argument
+from .common import CommandError, parse_until, path_argument, run
 from .render import json_document
+
+if TYPE_CHECKING:
+    from ..replica import Bucket
+
+_NEEDS_S3 = "needs the s3 extra: pip install 'logkv[s3]'"
+
+
+def _bucket(url: str, allow_http: bool, command: str) -> Bucket:
+    """The bucket path of the store copy at ``url`` (a usage error when it is no good URL,
+    or the s3 extra is missing)."""
+    try:
+        from ..replica import open_replica_bucket  # noqa: PLC0415 (the s3 extra)
+    except ImportError:
+        raise CommandError(f"logkv {command} {_NEEDS_S3}", ExitCode.USAGE) from None
+    allow_http = allow_http or Configuration().replica_allow_http
+    try:
+        return open_replica_bucket(url, allow_http=allow_http)
+    except ReplicaError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
+
+
+def _bucket_failure(exc: Exception) -> CommandError:
+    """The error of a command on a bucket copy that failed: damage (exit 1) for a gap or a
+    damaged object, a usage error (exit 2) for a folder that is no copy of it, else another
+    failure (exit 4: unreachable, refused)."""
+    if isinstance(exc, ReplicaGapError):
+        return CommandError(f"the bucket copy is damaged: {exc}", ExitCode.DAMAGED)
+    if isinstance(exc, ReplicaDivergedError):
+        return CommandError(str(exc), ExitCode.USAGE)
+    return CommandError(f"cannot read the bucket copy: {exc}", ExitCode.FAILED)
+
+
+class _Renaming(io.TextIOBase):
+    """A text stream that shows ``old`` (an audit view's folder) as ``new`` (its URL)."""
+
+    def __init__(self, stream: TextIO, old: str, new: str) -> None:
+        self._stream, self._old, self._new = stream, old, new
+
+    def write(self, text: str) -> int:
+        self._stream.write(text.replace(self._old, self._new))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def audit_bucket(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int],
+                 prog: str) -> int:  # fmt: skip
+    """Run the audit command ``handler`` on the store copy at the URL ``args.store``: on its
+    committed files, read from the bucket into a private view (:func:`remote_view`), with the
+    same output and exit status as on a folder (the view's folder shown as the URL)."""
+    url: str = args.store
+    bucket = _bucket(url, False, args.command)
+    from ..replica.bucket import BucketUnavailable  # noqa: PLC0415 (the s3 extra)
+    from ..replica.remote import remote_view  # noqa: PLC0415
+
+    parts = PurePosixPath(bucket.root).parts
+    try:
+        key = args.key if args.command == "history" else None
+        with remote_view(bucket, "/".join(parts[-2:]) or "store", key=key) as folder:
+            args.store = folder
+            out = _Renaming(sys.stdout, str(folder), url.rstrip("/"))
+            err = _Renaming(sys.stderr, str(folder), url.rstrip("/"))
+            with redirect_stdout(out), redirect_stderr(err):
+                return run(prog, lambda: handler(args))
+    except (ReplicaError, BucketUnavailable) as exc:
+        raise _bucket_failure(exc) from None
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore the store at ``args.url`` into the new folder ``args.target``."""
+    bucket = _bucket(args.url, args.allow_http, "restore")
+    from ..replica import restore  # noqa: PLC0415 (the s3 extra: imported when used)
+
     try:
-        from ..replica import (  # noqa: PLC0415 (the s3 extra: imported when used)
-            open_replica_bucket,
-            restore,
-        )
-    except ImportError:
-        raise CommandError(
-            "logkv restore needs the s3 extra: pip install 'logkv[s3]'", ExitCode.USAGE
-        ) from None
-    allow_http = args.allow_http or Configuration().replica_allow_http
-    try:
-        bucket = open_replica_bucket(args.url, allow_http=allow_http)
         until_seq, until_us = (None, None) if args.until is None else parse_until(args.until)
         result = restore(bucket, args.target, until_seq=until_seq, until_us=until_us)
     except ReplicaError as exc:
@@ -47,6 +115,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"Restored {args.url} into {result.folder}: {result.files} file(s), "
             f"{result.bytes:,} bytes, records up to seq {result.last_seq}; it verifies."
         )
+    return ExitCode.OK
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    """Keep ``args.target`` a read-only copy of the store at ``args.url``: catch up once
+    (``--once``), or every interval until interrupted."""
+    bucket = _bucket(args.url, args.allow_http, "follow")
+    from ..replica.bucket import BucketUnavailable  # noqa: PLC0415 (the s3 extra)
+    from ..replica.follow import Follower  # noqa: PLC0415
+
+    interval = args.interval if args.interval is not None else Configuration().replica_interval
+    try:
+        with Follower(bucket, args.target) as follower:
+            if not args.once:
+                follower.run(interval, threading.Event())
+            seq = follower.catch_up()
+    except (ReplicaError, BucketUnavailable) as exc:
+        raise _bucket_failure(exc) from None
+    if args.json:
+        print(json_document({"folder": str(args.target), "last_seq": seq}))
+    elif not args.quiet:
+        print(f"{args.target} holds the records of {args.url} up to seq {seq}.")
     return ExitCode.OK
 
 
@@ -85,17 +175,11 @@ def replication_lag(store: Path, local_seq: int) -> dict[str, Any] | None:
 
 def cmd_replica_gc(args: argparse.Namespace) -> int:
     """Run retention over the bucket copy at ``args.url``."""
-    try:
-        from ..replica import (  # noqa: PLC0415 (the s3 extra: imported when used)
-            RetentionPolicy,
-            open_replica_bucket,
-            retire,
-        )
-        from ..replica.slots import fold_slots  # noqa: PLC0415
-    except ImportError:
-        raise CommandError(
-            "logkv replica-gc needs the s3 extra: pip install 'logkv[s3]'", ExitCode.USAGE
-        ) from None
+    bucket = _bucket(args.url, args.allow_http, "replica-gc")
+    from ..replica import RetentionPolicy, retire  # noqa: PLC0415 (the s3 extra)
+    from ..replica.bucket import BucketUnavailable  # noqa: PLC0415
+    from ..replica.slots import fold_slots  # noqa: PLC0415
+
     configuration = Configuration()
     policy = RetentionPolicy(
         configuration.replica_keep_snapshots
@@ -104,21 +188,20 @@ def cmd_replica_gc(args: argparse.Namespace) -> int:
         configuration.replica_keep_for if args.keep_for is None else args.keep_for,
         configuration.replica_grace if args.grace is None else args.grace,
     )
-    allow_http = args.allow_http or configuration.replica_allow_http
     try:
-        bucket = open_replica_bucket(args.url, allow_http=allow_http)
         folded = fold_slots(bucket)
         if folded.number == 0:
             raise CommandError(
                 f"{bucket.describe}: no store was ever replicated here", ExitCode.USAGE
             )
         result = retire(bucket, folded, policy, dry_run=args.dry_run)
-    except ReplicaError as exc:
-        raise CommandError(str(exc), ExitCode.USAGE) from None
+    except (ReplicaError, BucketUnavailable) as exc:
+        raise _bucket_failure(exc) from None
     summary = {
         "kept": [folded.snapshots.get(c, (0, 0))[0] for c in result.kept],
         "retired": len(result.retired),
         "deleted": len(result.deleted),
+        "checkpoint": result.checkpoint,
         "dry_run": args.dry_run,
     }
     if args.json:
@@ -134,37 +217,18 @@ def cmd_replica_gc(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _bucket_command(commands: Any, name: str, text: str, epilog: str) -> argparse.ArgumentParser:
-    """A subcommand ``name URL ...`` of one store's bucket copy."""
-    sub: argparse.ArgumentParser = commands.add_parser(
-        name, help=text, description=text, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
-    return sub
-
-
-def _output_and_endpoint_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--allow-http",
-        action="store_true",
-        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
-    )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
-
-
 def add_commands(commands: Any, epilog: str) -> None:
-    """Add ``restore`` and ``replica-gc`` to the ``logkv`` subparsers ``commands``."""
-    text = (
+    """Add ``restore``, ``follow`` and ``replica-gc`` to the ``logkv`` subparsers
+    ``commands``."""
+    sub = _add_command(
+        commands,
+        "restore",
         "Restore a store from its bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME, the "
         "endpoint and credentials from the AWS_* variables) into a new folder: the newest "
         "snapshot at or before the target, then the segments after it (a gap is refused), "
-        "verified, then renamed into place in one step."
-    )
-    sub = _bucket_command(commands, "restore", text, epilog)
-    sub.add_argument(
-        "target", type=path_argument, metavar="DIR", help="the new store folder (absent or empty)"
+        "verified, then renamed into place in one step.",
+        epilog,
+        "the new store folder (absent or empty)",
     )
     sub.add_argument(
         "--until",
@@ -172,10 +236,29 @@ def add_commands(commands: Any, epilog: str) -> None:
         help="restore the store as it was after this sequence number, or at this ISO 8601 time "
         "(2026-01-31T12:00:00Z; no offset means UTC)",
     )
-    _output_and_endpoint_options(sub)
     sub.set_defaults(handler=cmd_restore)
-
-    text = (
+    sub = _add_command(
+        commands,
+        "follow",
+        "Keep a read-only copy of a store on this machine that tails its bucket copy "
+        "(s3://BUCKET/PREFIX/key_value_stores/NAME): new committed records are appended to its "
+        "files every interval, new snapshots applied; open it read-only beside this command. "
+        "Never writes to the bucket; a gap in the bucket copy (exit 1) or a folder holding "
+        "other bytes (exit 2) stops it.",
+        epilog,
+        "the copy (created when missing)",
+    )
+    sub.add_argument("--once", action="store_true", help="catch up once and exit")
+    sub.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between polls (default: LOGKV_REPLICA_INTERVAL, 1)",
+    )
+    sub.set_defaults(handler=cmd_follow)
+    sub = _add_command(
+        commands,
+        "replica-gc",
         "Run retention in a store's bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME): "
         "keep the restore points (snapshots) that are among the --keep-snapshots newest or "
         "younger than --keep-for seconds, retire the objects no kept point needs (a marker "
@@ -183,12 +266,32 @@ def add_commands(commands: Any, epilog: str) -> None:
         "slots, write a checkpoint that cold readers start folding from. Slots are never "
         "deleted (they fence stale writers). Safe beside a running writer, which runs the same "
         "retention after each compaction. Defaults: LOGKV_REPLICA_KEEP_SNAPSHOTS, "
-        "LOGKV_REPLICA_KEEP_FOR, LOGKV_REPLICA_GRACE."
+        "LOGKV_REPLICA_KEEP_FOR, LOGKV_REPLICA_GRACE.",
+        epilog,
+        None,
     )
-    sub = _bucket_command(commands, "replica-gc", text, epilog)
     sub.add_argument("--keep-snapshots", type=int, metavar="N", help="restore points kept by count")
     sub.add_argument("--keep-for", type=float, metavar="SECONDS", help="restore points kept by age")
     sub.add_argument("--grace", type=float, metavar="SECONDS", help="delay before deleting")
     sub.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
-    _output_and_endpoint_options(sub)
     sub.set_defaults(handler=cmd_replica_gc)
+
+
+def _add_command(commands: Any, name: str, text: str, epilog: str, target: str | None) -> Any:
+    """A subcommand taking a bucket copy's URL and a local folder (described by ``target``;
+    None: none), with the options every such command has."""
+    sub = commands.add_parser(
+        name, help=text, description=text, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
+    if target is not None:
+        sub.add_argument("target", type=path_argument, metavar="DIR", help=target)
+    sub.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
+    )
+    sub.add_argument("--json", action="store_true", help="print a JSON summary")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    return sub

@@ -4,7 +4,8 @@ Needs the ``s3`` extra (obstore). A writable store opened with a replica URL
 (``Configuration.replica_url``, ``LOGKV_REPLICA_URL``) takes its bucket copy over
 (:meth:`Replica.claim`, the fence), restores its folder from it when the folder is missing, and
 ships new records in the background (:class:`Replica`). :func:`restore` rebuilds a store from
-its bucket copy anywhere; :func:`store_bucket` is the bucket path of one store.
+its bucket copy anywhere; a :class:`Follower` keeps a read-only copy that tails it;
+:func:`store_bucket` is the bucket path of one store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bucket import Bucket
+from .follow import Follower
 from .restore import RestoreResult, restore
 from .retention import RetentionPolicy, RetentionResult, retire
 from .shipper import Lag, Replica
@@ -19,6 +21,7 @@ from .url import ReplicaUrl, open_object_store, parse_replica_url
 
 __all__ = [
     "Bucket",
+    "Follower",
     "Lag",
     "Replica",
     "ReplicaUrl",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import msgpack
 
-from ..errors import ReplicaError
+from ..errors import ReplicaError, ReplicaGapError
 from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
 from ..fsutil import fsync_dir, make_dirs, open_file
 from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
@@ -79,8 +79,8 @@ class RestoreResult:
 
 def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
     """Pick the newest complete snapshot whose last record is not after ``until`` (the newest
-    state when None), then the consecutive segments after it; :class:`ReplicaError` when the
-    bucket copy has a gap in that range."""
+    state when None), then the consecutive segments after it;
+    :class:`~logkv.errors.ReplicaGapError` when the bucket copy has a gap in that range."""
     where = folded.where
     until = until or Until()
     covers = max(
@@ -92,7 +92,7 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
         raise ReplicaError(
             f"{where}: {first}, which a restore "
             + (f"to {until}" if until.given else "of this store")
-            + " starts from, is not retained: retention in the bucket retired it (section 13.5 "
+            + " starts from, is not retained: retention in the bucket retired it (section 13.7 "
             "of the format); restore to a later point"
         )
     files: list[tuple[str, list[Piece]]] = []
@@ -118,7 +118,7 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
             )
         if gap is not None:
             if not until.given:
-                raise ReplicaError(gap)
+                raise ReplicaGapError(gap)
             break  # the restore checks that the target lies before the gap
         files.append((name, folded.files[name]))
         expected += 1
@@ -166,7 +166,7 @@ def restore(
     if until.given:
         last_seq, cut = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
         if plan.gap is not None and not cut and last_seq != until.seq:
-            raise ReplicaError(plan.gap)  # the target lies after the gap
+            raise ReplicaGapError(plan.gap)  # the target lies after the gap
     report = verify(staging)
     if not report.ok:
         raise ReplicaError(
@@ -189,24 +189,36 @@ def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
     written = 0
     try:
         for piece in pieces:
-            try:
-                data = bucket.get(piece.name)
-            except FileNotFoundError:
-                raise ReplicaError(
-                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
-                    f"{piece.file}) is missing: the bucket copy has a gap"
-                ) from None
-            if len(data) != piece.length or digest(data) != piece.sha256:
-                raise ReplicaError(
-                    f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
-                    f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
-                )
+            data = fetch_piece(bucket, piece)
             os.pwrite(fd, data, piece.offset if piece.file != META_FILE else 0)
             written += len(data)
         os.fsync(fd)
     finally:
         os.close(fd)
     return written
+
+
+def fetch_piece(bucket: Bucket, piece: Piece) -> bytes:
+    """The bytes of ``piece``, checked against its slot (length and SHA-256);
+    :class:`~logkv.errors.ReplicaGapError` when its object is missing or damaged."""
+    try:
+        data = bucket.get(piece.name)
+    except FileNotFoundError:
+        raise piece_missing(bucket, piece) from None
+    if len(data) != piece.length or digest(data) != piece.sha256:
+        raise ReplicaGapError(
+            f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+            f"{piece.file}) is damaged: its length or SHA-256 differs from its slot's"
+        )
+    return data
+
+
+def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
+    """The error for a piece whose data object is not in the bucket."""
+    return ReplicaGapError(
+        f"{bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
+        f"{piece.file}) is missing: the bucket copy has a gap"
+    )
 
 
 def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> tuple[int, bool]:

@@ -1,5 +1,5 @@
 """Retention in the bucket: which restore points a store's bucket copy keeps, and deleting the
-data objects no kept point needs, after a grace period (docs/FORMAT.md, section 13.5).
+data objects no kept point needs, after a grace period (docs/FORMAT.md, section 13.7).
 
 A **restore point** is a complete snapshot, or the log from segment 1 (covers 0). A point is
 kept while it is one of the ``keep_snapshots`` newest or younger than ``keep_for`` seconds (its

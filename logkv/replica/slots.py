@@ -4,10 +4,10 @@ A slot (docs/FORMAT.md, section 13.2) names the data objects it commits (each a 
 one local file), the files it seals, the snapshots it completes and the last sequence number
 the committed bytes hold. :func:`encode_slot` and :func:`decode_slot` are its bytes;
 :class:`Folded` folds slots in number order into the committed file set, refusing a gap, and
-notes which data objects retention retired (the markers of section 13.5, which are not slots
+notes which data objects retention retired (the markers of section 13.7, which are not slots
 and fence nobody: :func:`encode_marker`, :func:`fold_retired`). A checkpoint
 (:func:`encode_checkpoint`) is a :class:`Folded` written down after slot ``N``, so that a reader
-that starts from nothing folds only the slots after the newest one (section 13.5).
+that starts from nothing folds only the slots after the newest one (section 13.7).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from ..errors import ReplicaError
+from ..errors import ReplicaError, ReplicaGapError
 from ..layout import META_FILE, snapshot_name
 from .bucket import Bucket, ObjectExists
 
@@ -114,7 +114,8 @@ def encode_slot(slot: Slot) -> bytes:
 
 
 def decode_slot(data: bytes, where: str) -> Slot:
-    """Parse a slot's bytes; :class:`ReplicaError` naming ``where`` when they are not one."""
+    """Parse a slot's bytes; :class:`~logkv.errors.ReplicaGapError` naming ``where`` when
+    they are not one."""
     try:
         body: Any = msgpack.unpackb(data, raw=False)
         if body["v"] != SLOT_VERSION:
@@ -135,7 +136,7 @@ def decode_slot(data: bytes, where: str) -> Slot:
             snapshots=[(int(c), int(s), int(t)) for c, s, t in body["snapshots"]],
         )
     except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise ReplicaError(f"{where} is not a valid slot: {exc}") from None
+        raise ReplicaGapError(f"{where} is not a valid slot: {exc}") from None
 
 
 @dataclass
@@ -166,9 +167,9 @@ class Folded:
     retired_listed: float = 0.0
 
     def add(self, number: int, slot: Slot) -> None:
-        """Fold slot ``number`` in; :class:`ReplicaError` on a gap."""
+        """Fold slot ``number`` in; :class:`~logkv.errors.ReplicaGapError` on a gap."""
         if number != self.number + 1:
-            raise ReplicaError(
+            raise ReplicaGapError(
                 f"{self.where}: slot {self.number + 1} is missing (the next slot is {number}); "
                 "the bucket copy has a gap and cannot be used"
             )
@@ -180,7 +181,7 @@ class Folded:
             pieces = self.files.setdefault(piece.file, [])
             length = self.length(piece.file)
             if piece.file in self.sealed or piece.offset != length:
-                raise ReplicaError(
+                raise ReplicaGapError(
                     f"{self.where}: slot {number} adds bytes at offset {piece.offset} of "
                     f"{piece.file}, whose committed bytes end at {length}"
                     + (" (sealed)" if piece.file in self.sealed else "")
@@ -189,7 +190,7 @@ class Folded:
             pieces.append(piece)
         for name, length in slot.sealed:
             if self.length(name) != length:
-                raise ReplicaError(
+                raise ReplicaGapError(
                     f"{self.where}: slot {number} seals {name} at {length} bytes, but "
                     f"{self.length(name)} are committed; the bucket copy has a gap"
                 )
@@ -240,7 +241,7 @@ def encode_marker(at_us: int, objects: list[str]) -> bytes:
 
 
 def fold_retired(bucket: Bucket, folded: Folded) -> None:
-    """Fold the retirement markers not folded yet into ``folded`` (section 13.5). Markers are
+    """Fold the retirement markers not folded yet into ``folded`` (section 13.7). Markers are
     few (one per retention run that retired something) and listed whole: their names sort by
     the writer's clock, which another process's need not follow."""
     folded.retired_listed = time.monotonic()
