@@ -65,6 +65,17 @@ def write_and_compact(engine: Engine, replica: Replica, rounds: int) -> list[int
     return ends
 
 
+def replicated_rounds(folder: Path, rounds: int) -> tuple[Bucket, list[int]]:
+    """A bucket holding a store written in ``rounds`` compacted rounds, its writer closed;
+    the last seq of each round."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(folder, bucket)
+    ends = write_and_compact(engine, replica, rounds)
+    engine.close()
+    replica.close(5)
+    return bucket, ends
+
+
 def committed_objects(folded: Folded) -> set[str]:
     names = {p.name for pieces in folded.files.values() for p in pieces}
     return names | {p.name for p in folded.metas}
@@ -89,11 +100,7 @@ def stored(bucket: Bucket) -> set[str]:
 
 
 def test_retires_exactly_the_unneeded_and_deletes_after_the_grace_period(tmp_path: Path) -> None:
-    bucket = bucket_of(MemoryStore())
-    engine, replica = open_replicated(tmp_path / "a", bucket)
-    ends = write_and_compact(engine, replica, 4)
-    engine.close()
-    replica.close(5)
+    bucket, ends = replicated_rounds(tmp_path / "a", 4)
 
     folded = fold_slots(bucket)
     assert len(folded.snapshots) == 4
@@ -138,11 +145,7 @@ def test_retires_exactly_the_unneeded_and_deletes_after_the_grace_period(tmp_pat
 
 def test_keep_for_keeps_young_points(tmp_path: Path) -> None:
     """Points younger than keep_for are kept whatever their count."""
-    bucket = bucket_of(MemoryStore())
-    engine, replica = open_replicated(tmp_path / "a", bucket)
-    write_and_compact(engine, replica, 3)
-    engine.close()
-    replica.close(5)
+    bucket, _ = replicated_rounds(tmp_path / "a", 3)
     folded = fold_slots(bucket)
     result = retire(bucket, folded, RetentionPolicy(keep_snapshots=1, keep_for=3600, grace=0))
     assert result.kept == sorted(folded.snapshots)
@@ -255,11 +258,7 @@ def test_retention_writes_checkpoints_without_the_deleted_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(retention, "CHECKPOINT_EVERY", 3)
-    bucket = bucket_of(MemoryStore())
-    engine, replica = open_replicated(tmp_path / "a", bucket)
-    ends = write_and_compact(engine, replica, 4)
-    engine.close()
-    replica.close(5)
+    bucket, ends = replicated_rounds(tmp_path / "a", 4)
     policy = RetentionPolicy(keep_snapshots=1, keep_for=0, grace=0)
     first = retire(bucket, fold_slots(bucket), policy)
     assert first.checkpoint is not None and first.deleted
@@ -284,11 +283,7 @@ def test_retention_writes_checkpoints_without_the_deleted_files(
 
 def test_a_damaged_marker_is_refused_not_ignored(tmp_path: Path) -> None:
     """A marker that is not one stops the fold: which objects it retired is unknown."""
-    bucket = bucket_of(MemoryStore())
-    engine, replica = open_replicated(tmp_path / "a", bucket)
-    write_and_compact(engine, replica, 1)
-    engine.close()
-    replica.close(5)
+    bucket, _ = replicated_rounds(tmp_path / "a", 1)
     bucket.put_new(f"{RETIRED_DIR}/00000000000000000001-x", b"\x92\x01")
     with pytest.raises(ReplicaError, match="not a valid retirement marker"):
         fold_slots(bucket)

@@ -6,11 +6,6 @@ replication lag in ``logkv stats``, and ``logkv replica-gc``."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,6 +20,8 @@ from logkv.cli.main import main
 from logkv.crawlee import LogKvStorageClient
 
 pytest.importorskip("obstore")
+
+from test_replica_kill9 import lose_machine
 
 from logkv.replica import Replica, open_replica_bucket, restore, store_bucket
 from logkv.replica.slots import fold_slots
@@ -87,22 +84,7 @@ WRITER = textwrap.dedent(
 def test_replica_sync_acks_survive_kill9(s3, tmp_path: Path, children) -> None:
     """kill -9 right after an acknowledgement, the folder deleted: a restore holds every
     acknowledged write."""
-    storage = tmp_path / "machine"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(storage), s3.root],
-        stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **s3.env, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    children.append(writer)
-    assert writer.stdout is not None
-    acked = -1
-    for line in writer.stdout:
-        acked = int(line.split()[1])
-        if acked >= 30:
-            break
-    writer.send_signal(signal.SIGKILL)
-    writer.wait(60)
-    shutil.rmtree(storage)
+    acked = lose_machine(WRITER, tmp_path / "machine", s3, children, 30)
     restore(
         open_replica_bucket(f"{s3.root}/key_value_stores/crawl", allow_http=True), tmp_path / "r"
     )
