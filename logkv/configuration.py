@@ -205,6 +205,35 @@ class Configuration(BaseSettings):
         default=False,
         description="Allow a plain http:// S3 endpoint (unencrypted: for local test servers).",
     )
+    replica_sync: bool = Field(
+        validation_alias="LOGKV_REPLICA_SYNC",
+        default=False,
+        description=(
+            "A durability level past the local disk: every acknowledged write waits until it is "
+            "committed in the replica (one slot commits every write waiting for it)."
+        ),
+    )
+    replica_keep_snapshots: int = Field(
+        validation_alias="LOGKV_REPLICA_KEEP_SNAPSHOTS",
+        default=3,
+        ge=1,
+        description="Restore points (snapshots) the replica keeps at least, by count.",
+    )
+    replica_keep_for: float = Field(
+        validation_alias="LOGKV_REPLICA_KEEP_FOR",
+        default=24 * 3600.0,
+        ge=0.0,
+        description="Seconds for which the replica keeps every restore point (snapshot) too.",
+    )
+    replica_grace: float = Field(
+        validation_alias="LOGKV_REPLICA_GRACE",
+        default=3600.0,
+        ge=0.0,
+        description=(
+            "Seconds between retiring an object no kept restore point needs and deleting it "
+            "from the replica (readers in the middle of a read finish meanwhile)."
+        ),
+    )
 
 
 #: The environment variable of each field (only these are read; a blank variable is unset).

@@ -76,23 +76,30 @@ def child_env(s3) -> dict[str, str]:
     return {**os.environ, **s3.env, "PYTHONPATH": str(REPO)}
 
 
-def test_machine_loss_keeps_every_flushed_write(s3, tmp_path: Path, children) -> None:
-    storage = tmp_path / "machine"
+def lose_machine(script: str, storage: Path, s3, children, until: int) -> int:
+    """Run the writer ``script`` (arguments: its storage folder and the replica root), read
+    the numbers it prints (``word N``) until one reaches ``until``, ``kill -9`` it and delete
+    its folder (the machine is gone); the last number read."""
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(storage), s3.root],
+        [sys.executable, "-c", script, str(storage), s3.root],
         stdout=subprocess.PIPE, text=True, env=child_env(s3),
     )  # fmt: skip
     children.append(writer)
     assert writer.stdout is not None
-    flushed = 0
+    last = -1
     for line in writer.stdout:
-        flushed = int(line.split()[1])
-        if flushed >= 400:
+        last = int(line.split()[1])
+        if last >= until:
             break
     writer.send_signal(signal.SIGKILL)
     writer.wait(60)
-    assert flushed >= 400
-    shutil.rmtree(storage)  # the machine is gone
+    assert last >= until
+    shutil.rmtree(storage)
+    return last
+
+
+def test_machine_loss_keeps_every_flushed_write(s3, tmp_path: Path, children) -> None:
+    flushed = lose_machine(WRITER, tmp_path / "machine", s3, children, 400)
 
     target = tmp_path / "elsewhere"
     url = f"{s3.root}/key_value_stores/crawl"

@@ -59,7 +59,7 @@ from .render import (
     value_fields,
 )
 from .replica import add_commands as add_replica_commands
-from .replica import audit_bucket
+from .replica import audit_bucket, replication_lag
 from .transfer import add_commands as add_transfer_commands
 
 PROG: Final = "logkv"
@@ -96,12 +96,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     store = require_store(args.store)
     figures = store_figures(store)
     s = figures.stats
+    lag = replication_lag(store, s.last_seq)  # None: no LOGKV_REPLICA_URL
     if args.json:
         print(
             json_document(
                 {
                     "store": str(s.path),
                     **figures.contents.as_json(),
+                    **({} if lag is None else {"replication_lag": lag}),
                     "keys": s.keys,
                     "live_bytes": s.live_bytes,
                     "dead_bytes": s.dead_bytes,
@@ -138,8 +140,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("last seq", s.last_seq),
         ("history from", reach),
     ]
+    if lag is not None:
+        rows.append(("replication lag", _lag_cell(lag)))
     print(pairs(rows))
     return ExitCode.OK
+
+
+def _lag_cell(lag: dict[str, Any]) -> str:
+    if "error" in lag:
+        return f"unknown ({lag['error']})"
+    return f"{lag['records']:,} records, {lag['seconds']:.1f} s behind {lag['url']}"
 
 
 # ---------------------------------------------------------------------------------- verify

@@ -1,8 +1,10 @@
 """The commands on a store's bucket copy in object storage (needs the ``s3`` extra):
 ``logkv restore URL DIR [--until SEQ|TIME]`` rebuilds a store from it
 (:mod:`logkv.replica.restore`), ``logkv follow URL DIR`` keeps a read-only copy that tails it
-(:mod:`logkv.replica.follow`), and :func:`audit_bucket` runs ``stats``, ``verify``,
-``history``, ``replay`` and ``dump`` on it (:mod:`logkv.replica.remote`)."""
+(:mod:`logkv.replica.follow`), ``logkv replica-gc URL`` runs retention in it
+(:mod:`logkv.replica.retention`), :func:`audit_bucket` runs ``stats``, ``verify``,
+``history``, ``replay`` and ``dump`` on it (:mod:`logkv.replica.remote`), and
+:func:`replication_lag` says how far it is behind a local store."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import argparse
 import io
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..configuration import Configuration
@@ -137,8 +140,86 @@ def cmd_follow(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def replication_lag(store: Path, local_seq: int) -> dict[str, Any] | None:
+    """How far the bucket copy of ``store`` (under ``LOGKV_REPLICA_URL``) is behind its local
+    log ending at ``local_seq``: ``records`` behind, and ``seconds``, an upper bound on the age
+    of the oldest record not in the bucket (the age of the bucket's newest record; 0 when none
+    is behind). None without a replica configured; ``error`` when the bucket cannot be read."""
+    configuration = Configuration()
+    if configuration.replica_url is None:
+        return None
+    try:
+        from ..replica import parse_replica_url, store_bucket  # noqa: PLC0415 (the s3 extra)
+        from ..replica.bucket import BucketUnavailable  # noqa: PLC0415
+        from ..replica.slots import fold_slots  # noqa: PLC0415
+        from ..storage_clients._replica import store_path  # noqa: PLC0415
+    except ImportError:
+        return {"error": "the s3 extra is not installed"}
+    url = parse_replica_url(configuration.replica_url)
+    bucket = store_bucket(
+        url, store_path(store, configuration), allow_http=configuration.replica_allow_http
+    )
+    try:
+        folded = fold_slots(bucket)
+    except (ReplicaError, BucketUnavailable) as exc:
+        return {"url": bucket.describe, "error": str(exc)}
+    behind = max(0, local_seq - folded.seq)
+    age = time.time() - folded.last_us / 1e6 if folded.last_us else 0.0
+    return {
+        "url": bucket.describe,
+        "records": behind,
+        "seconds": round(max(0.0, age), 3) if behind else 0.0,
+        "bucket_seq": folded.seq,
+    }
+
+
+def cmd_replica_gc(args: argparse.Namespace) -> int:
+    """Run retention over the bucket copy at ``args.url``."""
+    bucket = _bucket(args.url, args.allow_http, "replica-gc")
+    from ..replica import RetentionPolicy, retire  # noqa: PLC0415 (the s3 extra)
+    from ..replica.bucket import BucketUnavailable  # noqa: PLC0415
+    from ..replica.slots import fold_slots  # noqa: PLC0415
+
+    configuration = Configuration()
+    policy = RetentionPolicy(
+        configuration.replica_keep_snapshots
+        if args.keep_snapshots is None
+        else args.keep_snapshots,
+        configuration.replica_keep_for if args.keep_for is None else args.keep_for,
+        configuration.replica_grace if args.grace is None else args.grace,
+    )
+    try:
+        folded = fold_slots(bucket)
+        if folded.number == 0:
+            raise CommandError(
+                f"{bucket.describe}: no store was ever replicated here", ExitCode.USAGE
+            )
+        result = retire(bucket, folded, policy, dry_run=args.dry_run)
+    except (ReplicaError, BucketUnavailable) as exc:
+        raise _bucket_failure(exc) from None
+    summary = {
+        "kept": [folded.snapshots.get(c, (0, 0))[0] for c in result.kept],
+        "retired": len(result.retired),
+        "deleted": len(result.deleted),
+        "checkpoint": result.checkpoint,
+        "dry_run": args.dry_run,
+    }
+    if args.json:
+        print(json_document(summary))
+    elif not args.quiet:
+        verb = "would retire" if args.dry_run else "retired"
+        print(
+            f"{args.url}: {len(result.kept)} restore point(s) kept (from seq "
+            f"{', '.join(str(s) for s in summary['kept'])}); {verb} {len(result.retired)} "
+            f"object(s), {'would delete' if args.dry_run else 'deleted'} "
+            f"{len(result.deleted)} retired at least {policy.grace:g} s ago."
+        )
+    return ExitCode.OK
+
+
 def add_commands(commands: Any, epilog: str) -> None:
-    """Add ``restore`` and ``follow`` to the ``logkv`` subparsers ``commands``."""
+    """Add ``restore``, ``follow`` and ``replica-gc`` to the ``logkv`` subparsers
+    ``commands``."""
     sub = _add_command(
         commands,
         "restore",
@@ -175,17 +256,37 @@ def add_commands(commands: Any, epilog: str) -> None:
         help="seconds between polls (default: LOGKV_REPLICA_INTERVAL, 1)",
     )
     sub.set_defaults(handler=cmd_follow)
+    sub = _add_command(
+        commands,
+        "replica-gc",
+        "Run retention in a store's bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME): "
+        "keep the restore points (snapshots) that are among the --keep-snapshots newest or "
+        "younger than --keep-for seconds, retire the objects no kept point needs (a marker "
+        "readers honour), and delete those retired at least --grace seconds ago; every 1000 "
+        "slots, write a checkpoint that cold readers start folding from. Slots are never "
+        "deleted (they fence stale writers). Safe beside a running writer, which runs the same "
+        "retention after each compaction. Defaults: LOGKV_REPLICA_KEEP_SNAPSHOTS, "
+        "LOGKV_REPLICA_KEEP_FOR, LOGKV_REPLICA_GRACE.",
+        epilog,
+        None,
+    )
+    sub.add_argument("--keep-snapshots", type=int, metavar="N", help="restore points kept by count")
+    sub.add_argument("--keep-for", type=float, metavar="SECONDS", help="restore points kept by age")
+    sub.add_argument("--grace", type=float, metavar="SECONDS", help="delay before deleting")
+    sub.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    sub.set_defaults(handler=cmd_replica_gc)
 
 
-def _add_command(commands: Any, name: str, text: str, epilog: str, target: str) -> Any:
-    """A subcommand taking a bucket copy's URL and a local folder, with the options every
-    such command has."""
+def _add_command(commands: Any, name: str, text: str, epilog: str, target: str | None) -> Any:
+    """A subcommand taking a bucket copy's URL and a local folder (described by ``target``;
+    None: none), with the options every such command has."""
     sub = commands.add_parser(
         name, help=text, description=text, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub.add_argument("url", metavar="URL", help="the store's bucket copy (s3://...)")
-    sub.add_argument("target", type=path_argument, metavar="DIR", help=target)
+    if target is not None:
+        sub.add_argument("target", type=path_argument, metavar="DIR", help=target)
     sub.add_argument(
         "--allow-http",
         action="store_true",

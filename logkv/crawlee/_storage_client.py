@@ -330,6 +330,19 @@ class LogKvStorageClient(StorageClient):  # type: ignore[misc]
         errors: dict[int, int] = self._delegate.get_rate_limit_errors()
         return errors
 
+    async def flush_replica(self, timeout: float | None = None) -> int:
+        """Wait until every record written so far to the key-value stores, datasets and request
+        queues this client opened is committed in their replicas (see
+        :meth:`logkv.KeyValueStore.flush_replica`); return how many replicated stores were
+        flushed. Raises :class:`~logkv.FencedError` when another writer took one over, and
+        ``TimeoutError`` after ``timeout`` seconds for one store."""
+        clients = [*self._opened, *self._opened_datasets, *self._opened_queues]
+        flushed = 0
+        for client in clients:
+            if not client.closed and await client.flush_replica(timeout) is not None:
+                flushed += 1
+        return flushed
+
     async def close(self) -> None:
         """Close the key-value stores, datasets and request queues this client opened (saving
         their timestamps and releasing their locks). ``KeyValueStore.open`` (or ``Dataset.open``,

@@ -15,6 +15,7 @@ from pathlib import Path
 from .bucket import Bucket
 from .follow import Follower
 from .restore import RestoreResult, restore
+from .retention import RetentionPolicy, RetentionResult, retire
 from .shipper import Lag, Replica
 from .url import ReplicaUrl, open_object_store, parse_replica_url
 
@@ -25,9 +26,12 @@ __all__ = [
     "Replica",
     "ReplicaUrl",
     "RestoreResult",
+    "RetentionPolicy",
+    "RetentionResult",
     "open_replica_bucket",
     "parse_replica_url",
     "restore",
+    "retire",
     "store_bucket",
 ]
 

@@ -1,12 +1,13 @@
 """The narrow object-store interface replication needs, over obstore.
 
 A :class:`Bucket` is one store's path in object storage: create-only puts, whole and ranged
-gets, and listings after a name (``StartAfter``). Any obstore store works: ``S3Store`` for real
-endpoints, ``MemoryStore`` in tests (its create-only put is atomic, so fencing races can be
-proved on it). Errors come out in three kinds: :class:`ObjectExists` (a create-only put met an
-object: HTTP 412), ``FileNotFoundError``, and :class:`BucketUnavailable` (anything that may pass:
-the endpoint down, throttling, 5xx) — while refused credentials or permissions are a
-:class:`~logkv.errors.ReplicaError`, which retrying does not cure.
+gets, listings after a name (``StartAfter``), and deletes (of retired objects only). Any
+obstore store works: ``S3Store`` for real endpoints, ``MemoryStore`` in tests (its create-only
+put is atomic, so fencing races can be proved on it). Errors come out in three kinds:
+:class:`ObjectExists` (a create-only put met an object: HTTP 412), ``FileNotFoundError``, and
+:class:`BucketUnavailable` (anything that may pass: the endpoint down, throttling, 5xx) — while
+refused credentials or permissions are a :class:`~logkv.errors.ReplicaError`, which retrying
+does not cure.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class Bucket:
         """Bytes ``[start, end)`` of object ``name``."""
         with self._errors(name):
             return bytes(obstore.get_range(self.store, self._path(name), start=start, end=end))
+
+    def delete(self, names: list[str]) -> None:
+        """Delete the objects ``names`` (in batches: S3's DeleteObjects); a name already gone
+        is no error."""
+        for start in range(0, len(names), 1000):
+            chunk = names[start : start + 1000]
+            with self._errors(chunk[0], found=False):
+                obstore.delete(self.store, [self._path(name) for name in chunk])
 
     def list_after(self, folder: str, after: str | None = None) -> list[str]:
         """The names (relative to this bucket path) of the objects in ``folder/``, in name

@@ -62,6 +62,9 @@ class RestorePlan:
     until: Until
     seq: int
     start_seq: int  # the last seq of the snapshot (0: none)
+    #: A gap after the planned segments (only with a target): the restore is refused unless
+    #: the target lies before it.
+    gap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,31 +87,43 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
         (c for c, (seq, us) in folded.snapshots.items() if not until.passed_by(seq, us)),
         default=0,
     )
+    first = snapshot_name(covers) if covers else segment_name(1)
+    if any(piece.name in folded.retired for piece in folded.files.get(first, [])):
+        raise ReplicaError(
+            f"{where}: {first}, which a restore "
+            + (f"to {until}" if until.given else "of this store")
+            + " starts from, is not retained: retention in the bucket retired it (section 13.7 "
+            "of the format); restore to a later point"
+        )
     files: list[tuple[str, list[Piece]]] = []
     if covers:
         files.append((snapshot_name(covers), folded.files[snapshot_name(covers)]))
     numbers = sorted(n for f in folded.files if (n := segment_number(f)) is not None and n > covers)
     expected = covers + 1
+    gap: str | None = None
     for number in numbers:
+        name = segment_name(number)
         if number != expected:
-            raise ReplicaGapError(
+            gap = (
                 f"{where}: segment {expected} is missing from the bucket copy, which holds "
                 f"segment {number} after it; cannot restore "
                 + ("to that point" if until.given else "this store")
             )
-        name = segment_name(number)
-        if number != numbers[-1] and name not in folded.sealed:
-            raise ReplicaGapError(
+        elif number != numbers[-1] and name not in folded.sealed:
+            files.append((name, folded.files[name]))  # a prefix: the target may lie in it
+            gap = (
                 f"{where}: segment {number} is incomplete in the bucket copy (its end was never "
                 f"shipped before compaction retired it); restore to a later point, whose "
                 "snapshot covers it"
             )
+        if gap is not None:
+            if not until.given:
+                raise ReplicaGapError(gap)
+            break  # the restore checks that the target lies before the gap
         files.append((name, folded.files[name]))
         expected += 1
-    if until.given and covers == 0 and numbers and numbers[0] != 1:
-        raise ReplicaGapError(f"{where}: the bucket copy no longer holds the log at {until}")
     start = folded.snapshots[covers][0] if covers else 0
-    return RestorePlan(files, folded.meta, until, folded.seq, start)
+    return RestorePlan(files, folded.meta, until, folded.seq, start, gap)
 
 
 def staging_folder(folder: Path) -> Path:
@@ -149,7 +164,9 @@ def restore(
         total += _download(bucket, staging / META_FILE, [plan.meta])
     last_seq = plan.seq
     if until.given:
-        last_seq = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
+        last_seq, cut = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
+        if plan.gap is not None and not cut and last_seq != until.seq:
+            raise ReplicaGapError(plan.gap)  # the target lies after the gap
     report = verify(staging)
     if not report.ok:
         raise ReplicaError(
@@ -204,10 +221,11 @@ def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
     )
 
 
-def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:
+def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> tuple[int, bool]:
     """Cut the restored log before the first record after ``until``, at the start of its
     batch: truncate the segment there and delete the segments after it. ``kept`` is
-    the last seq before the segments (the snapshot's); returns the last seq kept."""
+    the last seq before the segments (the snapshot's); returns the last seq kept, and whether
+    a record after the target was found (so the restore reached it)."""
     segments = [name for name in files if segment_number(name) is not None]
     for i, name in enumerate(segments):
         path = staging / name
@@ -230,5 +248,5 @@ def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> int:
             os.truncate(path, cut)
             for later in segments[i + 1 :]:
                 (staging / later).unlink()
-            break
-    return kept
+            return kept, True
+    return kept, False

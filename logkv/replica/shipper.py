@@ -9,6 +9,12 @@ snapshot (without the lock), uploads them as new objects and commits one slot. T
 never slowed: an upload never holds the engine's lock, and a bucket that is down only makes the
 shipper retry with backoff while the lag grows (:meth:`Replica.lag`). A fenced shipper stops and
 makes the engine refuse writes with :class:`~logkv.errors.FencedError`.
+
+A writer that waits for a record to be committed (:meth:`Replica.when_committed`, the
+``replica_sync`` durability level) wakes the shipper at once instead of at the next interval:
+every waiter whose record one slot commits is released by it (group commit). After a slot that
+commits a snapshot, and now and then, the shipper runs retention in the bucket
+(:mod:`logkv.replica.retention`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +36,7 @@ from ..fsutil import open_for_reading
 from ..layout import META_FILE, segment_name, segment_number, snapshot_name
 from ..snapshot import load_snapshot
 from .bucket import Bucket, BucketUnavailable, ObjectExists
+from .retention import RetentionPolicy, retire
 from .slots import (
     CLOSE,
     OPEN,
@@ -54,6 +62,12 @@ RECENT_WRITER_S = 60.0
 MAX_BACKOFF_S = 30.0
 #: How many times a claim re-reads the slots when another writer commits meanwhile.
 CLAIM_ATTEMPTS = 5
+#: Retention runs after every slot that commits a snapshot, and at least this often (seconds)
+#: so that retired objects are deleted once their grace period is over.
+RETENTION_EVERY_S = 300.0
+
+#: Called once a record is committed in the bucket (None), or cannot be (the error).
+Committed = Callable[[BaseException | None], None]
 
 
 @dataclass(frozen=True)
@@ -80,10 +94,19 @@ class Lag:
 class Replica:
     """One writable store's replication (see the module docstring)."""
 
-    def __init__(self, bucket: Bucket, folder: Path, interval: float) -> None:
+    def __init__(
+        self,
+        bucket: Bucket,
+        folder: Path,
+        interval: float,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self.bucket = bucket
         self.folder = folder
         self.interval = interval
+        #: What the bucket copy keeps (None: retention off, nothing is ever deleted).
+        self.retention = retention
+        self._retained_at = time.monotonic()
         self.writer = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.pid = os.getpid()
@@ -101,17 +124,25 @@ class Replica:
         self._fenced: FencedError | None = None
         self._problem: BaseException | None = None  # the last failed round's error
         self._closing_until: float | None = None  # close(): ship what is left until then
+        self._waiters: list[tuple[int, Committed]] = []  # (seq, callback), for when_committed
+        self._stopped: BaseException | None = None  # why the thread ended, once it did
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ taking the store over
 
     @classmethod
-    def claim(cls, bucket: Bucket, folder: Path, interval: float) -> Replica:
+    def claim(
+        cls,
+        bucket: Bucket,
+        folder: Path,
+        interval: float,
+        retention: RetentionPolicy | None = None,
+    ) -> Replica:
         """Take the store over in ``bucket``: check create-only puts, fold the slots, warn
         about a writer that may still be running, and write slot ``open``. Every failure is a
         :class:`~logkv.errors.ReplicaError` that says what to fix."""
-        replica = cls(bucket, folder, interval)
+        replica = cls(bucket, folder, interval, retention)
         try:
             replica._check_create_only()
             for _ in range(CLAIM_ATTEMPTS):
@@ -202,6 +233,12 @@ class Replica:
 
     # ------------------------------------------------------------------ what callers see
 
+    @property
+    def committed_seq(self) -> int:
+        """The last sequence number committed in the bucket."""
+        with self._state:
+            return self._committed_seq
+
     def lag(self) -> Lag:
         """How far the bucket copy is behind the local log now."""
         engine = self._engine
@@ -236,6 +273,37 @@ class Replica:
                 self._state.wait(left if left is not None else 1.0)
             return self._committed_seq
 
+    def when_committed(self, seq: int, callback: Committed) -> None:
+        """Call ``callback(None)`` (in the shipper thread, or now) once record ``seq`` is
+        committed in the bucket, or ``callback(error)`` when it cannot be (fenced, replication
+        stopped); wakes the shipper so that it ships at once."""
+        with self._state:
+            error = self._stopped_error()
+            if error is None and self._committed_seq < seq:
+                self._waiters.append((seq, callback))
+                self._wake.set()
+                return
+        callback(error)
+
+    def _stopped_error(self) -> BaseException | None:
+        """Why nothing more will be committed (call with ``_state`` held), or None."""
+        if self._fenced is not None:
+            return FencedError(str(self._fenced))
+        return self._stopped
+
+    def _release(self, error: BaseException | None = None) -> None:
+        """Call back the waiters whose records are committed now (all of them, with
+        ``error``, when nothing more will be)."""
+        with self._state:
+            done: list[tuple[int, Committed]] = []
+            waiting: list[tuple[int, Committed]] = []
+            for waiter in self._waiters:
+                ready = error is not None or waiter[0] <= self._committed_seq
+                (done if ready else waiting).append(waiter)
+            self._waiters = waiting
+        for _, callback in done:
+            callback(error)
+
     def close(self, timeout: float = 10.0) -> None:
         """After the engine closed: ship what is left and commit slot ``close`` (for at most
         ``timeout`` seconds while the bucket is unavailable), then stop."""
@@ -256,6 +324,11 @@ class Replica:
             for file in self._files.values():
                 file.close()
             self._files.clear()
+            with self._state:
+                self._stopped = self._fenced or ReplicaError(
+                    f"{self.bucket.describe}: replication has stopped (the store was closed)"
+                )
+            self._release(self._stopped)
 
     def _ship_until_closed(self) -> None:
         failures = 0
@@ -266,7 +339,10 @@ class Replica:
             with self._state:
                 closing = self._closing_until
             try:
-                self._ship_once()
+                shipped_snapshot = self._ship_once()
+                self._release()
+                if shipped_snapshot or time.monotonic() - self._retained_at >= RETENTION_EVERY_S:
+                    self._retain()
                 if closing is not None:
                     self._commit(self._slot(CLOSE, self.folded.seq, self.folded.last_us))
                     return
@@ -292,8 +368,29 @@ class Replica:
                 log.warning("%s: replication caught up", self.bucket.describe)
             failures = 0
 
-    def _ship_once(self) -> None:
-        """One round: upload what is new, commit it in one slot."""
+    def _retain(self) -> None:
+        """Run retention in the bucket (when configured); a failure is logged, and retried at
+        the next run."""
+        self._retained_at = time.monotonic()
+        if self.retention is None:
+            return
+        try:
+            result = retire(self.bucket, self.folded, self.retention)
+        except Exception as exc:  # retention never stops shipping (nor is taken for a fence)
+            log.warning(
+                "%s: retention in the bucket failed, retried later: %s", self.describe, exc,
+                exc_info=not isinstance(exc, BucketUnavailable | ReplicaError),
+            )  # fmt: skip
+            return
+        if result.retired or result.deleted:
+            log.info(
+                "%s: retention retired %d object(s) and deleted %d",
+                self.describe, len(result.retired), len(result.deleted),
+            )  # fmt: skip
+
+    def _ship_once(self) -> bool:
+        """One round: upload what is new, commit it in one slot; whether the slot committed a
+        snapshot."""
         engine = self._engine
         assert engine is not None
         cut_at = time.monotonic()
@@ -305,7 +402,7 @@ class Replica:
         if not files and meta is None and end.seq == self._committed_seq:
             with self._state:
                 self._confirmed_at = cut_at
-            return
+            return False
         slot = self._slot(SHIP, end.seq, end.last_us)
         for new in files:
             slot.pieces.extend(self._upload(new.file, new.offset, new.data))
@@ -326,6 +423,7 @@ class Replica:
             self._confirmed_at = cut_at
             self._problem = None
             self._state.notify_all()
+        return bool(slot.snapshots)
 
     def _new_bytes(self, end: LogEnd) -> list[_NewBytes]:
         """What is not committed yet: the bytes of each segment from the one the shipper reads

@@ -3,24 +3,37 @@
 A slot (docs/FORMAT.md, section 13.2) names the data objects it commits (each a byte range of
 one local file), the files it seals, the snapshots it completes and the last sequence number
 the committed bytes hold. :func:`encode_slot` and :func:`decode_slot` are its bytes;
-:class:`Folded` folds slots in number order into the committed file set, refusing a gap.
+:class:`Folded` folds slots in number order into the committed file set, refusing a gap, and
+notes which data objects retention retired (the markers of section 13.7, which are not slots
+and fence nobody: :func:`encode_marker`, :func:`fold_retired`). A checkpoint
+(:func:`encode_checkpoint`) is a :class:`Folded` written down after slot ``N``, so that a reader
+that starts from nothing folds only the slots after the newest one (section 13.7).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import msgpack
 
-from ..errors import ReplicaGapError
-from ..layout import META_FILE
-from .bucket import Bucket
+from ..errors import ReplicaError, ReplicaGapError
+from ..layout import META_FILE, snapshot_name
+from .bucket import Bucket, ObjectExists
 
 SLOT_VERSION = 1
 SLOTS_DIR = "slots"
 DATA_DIR = "data"
+RETIRED_DIR = "retired"
+CHECKPOINTS_DIR = "checkpoints"
+#: A reader that keeps folding (a follower) lists ``retired/`` at most this often (seconds):
+#: retired objects stay readable for the grace period, which is much longer.
+RETIRED_LIST_EVERY_S = 60.0
+#: Appended to a retirement marker's name: the object that says its objects are deleted.
+DELETED_SUFFIX = ".deleted"
 
 #: Slot kinds: a writer took the store over; new bytes; a clean close.
 OPEN, SHIP, CLOSE = "open", "ship", "close"
@@ -139,7 +152,19 @@ class Folded:
     #: Complete snapshots: covers -> the last seq they hold and its timestamp (µs).
     snapshots: dict[int, tuple[int, int]] = field(default_factory=dict)
     meta: Piece | None = None
+    #: Every piece of ``META.json`` ever committed (the newest last): older ones are garbage.
+    metas: list[Piece] = field(default_factory=list)
     last: Slot | None = None  # the newest slot
+    #: Retirement markers folded so far: name -> (when written, µs; the objects it retires).
+    markers: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    #: Markers whose objects are deleted already.
+    deleted: set[str] = field(default_factory=set)
+    #: Every data object a marker retired (gone, or going once the grace period is over).
+    retired: set[str] = field(default_factory=set)
+    #: The slot of the newest checkpoint known (0: none).
+    checkpoint: int = 0
+    #: When ``retired/`` was last listed (``time.monotonic()``; 0: never).
+    retired_listed: float = 0.0
 
     def add(self, number: int, slot: Slot) -> None:
         """Fold slot ``number`` in; :class:`~logkv.errors.ReplicaGapError` on a gap."""
@@ -151,6 +176,7 @@ class Folded:
         for piece in slot.pieces:
             if piece.file == META_FILE:
                 self.meta = piece
+                self.metas.append(piece)
                 continue
             pieces = self.files.setdefault(piece.file, [])
             length = self.length(piece.file)
@@ -187,10 +213,144 @@ def fold_slots(bucket: Bucket, folded: Folded | None = None) -> Folded:
     the new slots."""
     if folded is None:
         folded = Folded(bucket.describe)
+    if folded.number == 0:
+        start_from_checkpoint(bucket, folded)
     after = slot_name(folded.number) if folded.number else None
     for name in bucket.list_after(SLOTS_DIR, after):
         number = slot_number(name)
         if number is None:
             continue  # not a slot: nothing of logkv's
         folded.add(number, decode_slot(bucket.get(name), f"{bucket.describe}/{name}"))
+    if (
+        time.monotonic() - folded.retired_listed >= RETIRED_LIST_EVERY_S
+        or not folded.retired_listed
+    ):
+        fold_retired(bucket, folded)
     return folded
+
+
+def marker_name(at_us: int, unique: str) -> str:
+    """The name of a retirement marker written at ``at_us`` (unique by ``unique``)."""
+    return f"{RETIRED_DIR}/{at_us:020d}-{unique}"
+
+
+def encode_marker(at_us: int, objects: list[str]) -> bytes:
+    """A retirement marker's bytes: a msgpack map of when, and the data objects it retires."""
+    data: bytes = msgpack.packb({"v": SLOT_VERSION, "at": at_us, "objects": objects})
+    return data
+
+
+def fold_retired(bucket: Bucket, folded: Folded) -> None:
+    """Fold the retirement markers not folded yet into ``folded`` (section 13.7). Markers are
+    few (one per retention run that retired something) and listed whole: their names sort by
+    the writer's clock, which another process's need not follow."""
+    folded.retired_listed = time.monotonic()
+    for name in bucket.list_after(RETIRED_DIR):
+        if name.endswith(DELETED_SUFFIX):
+            folded.deleted.add(name.removesuffix(DELETED_SUFFIX))
+        elif name not in folded.markers:
+            where = f"{bucket.describe}/{name}"
+            try:
+                body: Any = msgpack.unpackb(bucket.get(name), raw=False)
+                at_us, objects = int(body["at"]), [str(o) for o in body["objects"]]
+            except FileNotFoundError:
+                continue
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                raise ReplicaError(f"{where} is not a valid retirement marker: {exc}") from None
+            folded.markers[name] = (at_us, objects)
+            folded.retired.update(objects)
+
+
+def checkpoint_name(number: int) -> str:
+    """The name of the checkpoint of the folded state after slot ``number``."""
+    return f"{CHECKPOINTS_DIR}/{number:020d}"
+
+
+def encode_checkpoint(folded: Folded) -> bytes:
+    """``folded`` as a checkpoint's bytes (a msgpack map). Files whose every piece is deleted
+    by retention are left out, with their snapshots: no restore can use them any more."""
+    gone = {o for name in folded.deleted for o in folded.markers.get(name, (0, []))[1]}
+
+    def alive(pieces: list[Piece]) -> bool:
+        return not all(p.name in gone for p in pieces)
+
+    files = {f: pieces for f, pieces in folded.files.items() if alive(pieces)}
+    body = {
+        "v": SLOT_VERSION,
+        "number": folded.number,
+        "seq": folded.seq,
+        "last_us": folded.last_us,
+        "files": {
+            f: [[p.name, p.offset, p.length, p.sha256] for p in ps] for f, ps in files.items()
+        },
+        "sealed": folded.sealed,
+        "snapshots": [
+            [c, s, us] for c, (s, us) in folded.snapshots.items() if snapshot_name(c) in files
+        ],
+        "metas": [[p.name, p.length, p.sha256] for p in folded.metas if p.name not in gone],
+        "last": None if folded.last is None else encode_slot(folded.last),
+        "markers": {
+            name: [at, [] if name in folded.deleted else objects]
+            for name, (at, objects) in folded.markers.items()
+        },
+        "deleted": sorted(folded.deleted),
+    }
+    data: bytes = msgpack.packb(body, use_bin_type=True)
+    return data
+
+
+def decode_checkpoint(data: bytes, where: str) -> Folded:
+    """Parse a checkpoint's bytes; :class:`ReplicaError` naming ``where`` when they are not
+    one."""
+    try:
+        body: Any = msgpack.unpackb(data, raw=False)
+        if body["v"] != SLOT_VERSION:
+            raise ValueError(f"checkpoint version {body['v']} is not supported")
+        folded = Folded(where, number=int(body["number"]), seq=int(body["seq"]),
+                        last_us=int(body["last_us"]))  # fmt: skip
+        for file, pieces in body["files"].items():
+            folded.files[str(file)] = [
+                Piece(str(n), str(file), int(o), int(ln), bytes(h)) for n, o, ln, h in pieces
+            ]
+        folded.sealed = {str(f): int(n) for f, n in body["sealed"].items()}
+        folded.snapshots = {int(c): (int(s), int(us)) for c, s, us in body["snapshots"]}
+        folded.metas = [
+            Piece(str(n), META_FILE, 0, int(ln), bytes(h)) for n, ln, h in body["metas"]
+        ]
+        folded.meta = folded.metas[-1] if folded.metas else None
+        if body["last"] is not None:
+            folded.last = decode_slot(bytes(body["last"]), where)
+        for name, (at, objects) in body["markers"].items():
+            folded.markers[str(name)] = (int(at), [str(o) for o in objects])
+            folded.retired.update(str(o) for o in objects)
+        folded.deleted = {str(name) for name in body["deleted"]}
+    except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
+        raise ReplicaError(f"{where} is not a valid checkpoint: {exc}") from None
+    return folded
+
+
+def write_checkpoint(bucket: Bucket, folded: Folded) -> str:
+    """Write the checkpoint of ``folded`` (create-only; one already there for that slot is
+    the same state, and is kept). Returns its name."""
+    name = checkpoint_name(folded.number)
+    with contextlib.suppress(ObjectExists):  # the same state, written by another run
+        bucket.put_new(name, encode_checkpoint(folded))
+    folded.checkpoint = folded.number
+    return name
+
+
+def start_from_checkpoint(bucket: Bucket, folded: Folded) -> None:
+    """Load the newest valid checkpoint into the empty ``folded`` (nothing when there is
+    none; a damaged one is passed over for the one before it)."""
+    names = [n for n in bucket.list_after(CHECKPOINTS_DIR) if n.rpartition("/")[2].isdigit()]
+    for name in reversed(names):
+        where = f"{bucket.describe}/{name}"
+        try:
+            loaded = decode_checkpoint(bucket.get(name), where)
+        except (ReplicaError, FileNotFoundError):
+            continue
+        for item in fields(Folded):
+            if item.name != "where":
+                setattr(folded, item.name, getattr(loaded, item.name))
+        folded.checkpoint = folded.number
+        return

@@ -3,6 +3,7 @@ after it (see :mod:`logkv.replica`). Imports obstore only when a replica URL is 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ def claim_replica(folder: Path, configuration: Configuration) -> Replica | None:
         return None
     from ..replica import (  # noqa: PLC0415 (the s3 extra: imported only when configured)
         Replica,
+        RetentionPolicy,
         parse_replica_url,
         restore,
         store_bucket,
@@ -28,19 +30,45 @@ def claim_replica(folder: Path, configuration: Configuration) -> Replica | None:
 
     url = parse_replica_url(configuration.replica_url)
     bucket = store_bucket(
-        url, _relative(folder, configuration), allow_http=configuration.replica_allow_http
+        url, store_path(folder, configuration), allow_http=configuration.replica_allow_http
     )
-    replica = Replica.claim(bucket, folder, configuration.replica_interval)
+    retention = RetentionPolicy(
+        configuration.replica_keep_snapshots,
+        configuration.replica_keep_for,
+        configuration.replica_grace,
+    )
+    replica = Replica.claim(bucket, folder, configuration.replica_interval, retention)
     folded = replica.folded
     if not folder.exists() and (folded.files or folded.meta is not None):
         restore(bucket, folder, folded=folded)
     return replica
 
 
-def _relative(folder: Path, configuration: Configuration) -> str:
+def store_path(folder: Path, configuration: Configuration) -> str:
     """The store folder's path within the storage folder (``key_value_stores/NAME``): its
     path in the bucket under the replica root."""
     relative = os.path.relpath(folder.absolute(), Path(configuration.storage_dir).absolute())
     if relative.startswith(".."):  # a folder outside the storage folder: its last two parts
         return f"{folder.parent.name}/{folder.name}"
     return Path(relative).as_posix()
+
+
+async def wait_replicated(replica: Replica, seq: int) -> None:
+    """Wait, holding no thread, until record ``seq`` is committed in ``replica``; raises what
+    keeps it from being committed (:class:`~logkv.errors.FencedError`, replication stopped)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def from_shipper(error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(settle, error)
+
+    replica.when_committed(seq, from_shipper)
+    await future

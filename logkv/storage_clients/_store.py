@@ -56,7 +56,7 @@ from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
-from ._replica import claim_replica
+from ._replica import claim_replica, wait_replicated
 
 if TYPE_CHECKING:
     from ..replica import Replica
@@ -98,6 +98,8 @@ class EngineStore:
         self.closed = False
         #: The store's replication to object storage (None: not replicated).
         self.replica: Replica | None = None
+        #: Writes are acknowledged only once committed in the replica (``replica_sync``).
+        self.replica_sync = configuration.replica_sync
 
     # ------------------------------------------------------------------ opening
 
@@ -301,8 +303,28 @@ class EngineStore:
         self, key: str, data: bytes | None, content_type: str | None
     ) -> Coroutine[Any, Any, None] | None:
         """Append a record of ``key``: None once written inline, or a coroutine to await that
-        finishes a large write (in a worker thread) or waits for the write's fsync; the write
-        is durable (to the chosen level) when it returns."""
+        finishes a large write (in a worker thread) or waits for the write's fsync (and, with
+        ``replica_sync``, its commit in the replica); the write is durable (to the chosen
+        level) when it returns."""
+        pending = self._write_locally(key, data, content_type)
+        if self.replica_sync and self.replica is not None:
+            return self._replicated_after(pending)
+        return pending
+
+    async def _replicated_after(self, pending: Coroutine[Any, Any, None] | None) -> None:
+        if pending is not None:
+            await pending
+        await self.replicated()
+
+    async def replicated(self) -> None:
+        """With ``replica_sync``: wait until every record written so far is committed in the
+        replica (the shipper ships at once; one slot releases every write waiting for it)."""
+        if self.replica_sync and self.replica is not None:
+            await wait_replicated(self.replica, self.engine.last_seq)
+
+    def _write_locally(
+        self, key: str, data: bytes | None, content_type: str | None
+    ) -> Coroutine[Any, Any, None] | None:
         if self.readonly:
             self.check_writable()
         now = _now()
@@ -355,6 +377,7 @@ class EngineStore:
             await wait_for_commit(commit)
         else:
             self.engine.set_many(items, deletes)
+        await self.replicated()
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""
@@ -371,6 +394,8 @@ class EngineStore:
             self.meta.modified_at = now
         if key in self.public.published:
             self.public.remove(key)
+        if existed:
+            await self.replicated()
         return existed
 
     async def purge(self) -> None:
@@ -384,6 +409,7 @@ class EngineStore:
             await _to_thread(self.public.clear)
         self.touch(modified=True)
         await self.save_meta()
+        await self.replicated()
 
     # ------------------------------------------------------------------ upkeep
 
@@ -547,6 +573,15 @@ class StoreAdapter:
     def readonly(self) -> bool:
         """True when the store was opened read-only."""
         return self._store.readonly
+
+    async def flush_replica(self, timeout: float | None = None) -> int | None:
+        """Wait (in a worker thread) until every record written so far is committed in the
+        store's replica; the last committed seq, or None when the store is not replicated
+        (see :meth:`logkv.replica.Replica.flush`)."""
+        replica = self._store.replica
+        if replica is None:
+            return None
+        return await _to_thread(replica.flush, timeout)
 
 
 def drop_store(engine: Engine) -> None:

@@ -159,14 +159,6 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
             replication_lag_s=None if lag is None else lag.seconds,
         )
 
-    async def flush_replica(self, timeout: float | None = None) -> int | None:
-        """Wait (in a worker thread) until every record written so far is committed in the
-        replica (see :meth:`logkv.replica.Replica.flush`)."""
-        replica = self._store.replica
-        if replica is None:
-            return None
-        return await _to_thread(replica.flush, timeout)
-
     async def get_public_url(self, key: str) -> str:
         """Materialise ``key`` as ``public/{KEY}.{EXT}`` in the store folder; its ``file://`` URL.
 

@@ -1,0 +1,148 @@
+"""Retention in the bucket: which restore points a store's bucket copy keeps, and deleting the
+data objects no kept point needs, after a grace period (docs/FORMAT.md, section 13.7).
+
+A **restore point** is a complete snapshot, or the log from segment 1 (covers 0). A point is
+kept while it is one of the ``keep_snapshots`` newest or younger than ``keep_for`` seconds (its
+age: that of its last record); the newest is always kept. The objects the kept points need are
+their snapshots and every segment after the oldest kept one; the others (older snapshots, the
+segments the oldest kept snapshot covers, and replaced pieces of ``META.json``) are retired:
+:func:`retire` writes a create-only **marker** naming them (readers fold it and refuse a
+restore to a point it touches as "not retained"), and deletes them only once the marker is
+older than ``grace`` seconds, so a follower or auditor that folded the slots before the marker
+can finish reading. Slots are never deleted: they are the fence. Every
+:data:`CHECKPOINT_EVERY` slots a run also writes a checkpoint of the folded state (so that a
+reader starting from nothing folds only the slots after it) and deletes all but the newest two.
+
+Retention is monotone: a process whose view of the slots is behind (a stale writer) retires
+only what a newer view retires too, because slots only add snapshots and ages only grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ..layout import SNAPSHOT_SUFFIX, segment_name, segment_number, snapshot_name
+from .bucket import Bucket, ObjectExists
+from .slots import (
+    CHECKPOINTS_DIR,
+    DELETED_SUFFIX,
+    Folded,
+    encode_marker,
+    fold_retired,
+    marker_name,
+    write_checkpoint,
+)
+
+#: A retention run writes a checkpoint when this many slots came after the newest one.
+CHECKPOINT_EVERY = 1000
+#: Checkpoints kept (the newest); older ones are deleted when a new one is written.
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What a bucket copy keeps (see the module docstring); the defaults are the
+    configuration's (``LOGKV_REPLICA_KEEP_SNAPSHOTS``, ``LOGKV_REPLICA_KEEP_FOR``,
+    ``LOGKV_REPLICA_GRACE``)."""
+
+    keep_snapshots: int
+    keep_for: float
+    grace: float
+
+
+@dataclass
+class RetentionResult:
+    """What one retention run did: the restore points kept (by the snapshot each covers; 0 the
+    log from segment 1), the objects it retired now, and those it deleted (retired at least a
+    grace period ago)."""
+
+    kept: list[int] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    #: The checkpoint written by this run, if any.
+    checkpoint: str | None = None
+
+
+def kept_points(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[int]:
+    """The restore points ``policy`` keeps, oldest first (``covers``; 0: the log from
+    segment 1, whose age counts as infinite). Points already retired are never kept again."""
+    points = {c: us for c, (_, us) in folded.snapshots.items()}
+    if segment_name(1) in folded.files:
+        points[0] = 0
+    points = {c: us for c, us in points.items() if not _retired(folded, c)}
+    newest_first = sorted(points, reverse=True)
+    keep_for_us = policy.keep_for * 1e6
+    kept = [
+        c
+        for i, c in enumerate(newest_first)
+        if i == 0 or i < policy.keep_snapshots or (points[c] and now_us - points[c] < keep_for_us)
+    ]
+    return sorted(kept)
+
+
+def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
+    """The data objects no kept restore point needs and no marker retired yet."""
+    kept = kept_points(folded, policy, now_us)
+    if not kept:
+        return []
+    oldest = kept[0]
+    names: list[str] = []
+    for file, pieces in folded.files.items():
+        covers = _snapshot_covers(file)
+        if covers is not None:
+            needed = covers in kept
+        else:
+            number = segment_number(file)
+            needed = number is None or number > oldest
+        if not needed:
+            names.extend(p.name for p in pieces)
+    names.extend(p.name for p in folded.metas[:-1])
+    return [name for name in names if name not in folded.retired]
+
+
+def retire(
+    bucket: Bucket, folded: Folded, policy: RetentionPolicy, *, dry_run: bool = False
+) -> RetentionResult:
+    """One retention run over ``folded`` (the slots already folded by the caller): write a
+    marker retiring what no kept point needs, then delete the objects of markers older than
+    the grace period and mark them deleted. ``dry_run``: only say what would be done."""
+    fold_retired(bucket, folded)
+    now_us = time.time_ns() // 1000
+    result = RetentionResult(kept=kept_points(folded, policy, now_us))
+    result.retired = unneeded(folded, policy, now_us)
+    if result.retired and not dry_run:
+        name = marker_name(now_us, uuid.uuid4().hex)
+        bucket.put_new(name, encode_marker(now_us, result.retired))
+        folded.markers[name] = (now_us, result.retired)
+        folded.retired.update(result.retired)
+    due = now_us - policy.grace * 1e6
+    for name, (at_us, objects) in sorted(folded.markers.items()):
+        if name in folded.deleted or at_us > due:
+            continue
+        result.deleted.extend(objects)
+        if dry_run:
+            continue
+        bucket.delete(objects)
+        with contextlib.suppress(ObjectExists):  # another run deleted them too
+            bucket.put_new(name + DELETED_SUFFIX, b"")
+        folded.deleted.add(name)
+    if not dry_run and folded.number - folded.checkpoint >= CHECKPOINT_EVERY:
+        result.checkpoint = write_checkpoint(bucket, folded)
+        older = [n for n in bucket.list_after(CHECKPOINTS_DIR) if n < result.checkpoint]
+        bucket.delete(older[: max(0, len(older) - (CHECKPOINTS_KEPT - 1))])
+    return result
+
+
+def _retired(folded: Folded, covers: int) -> bool:
+    """Whether restore point ``covers`` lost an object to a marker."""
+    file = snapshot_name(covers) if covers else segment_name(1)
+    return any(p.name in folded.retired for p in folded.files.get(file, []))
+
+
+def _snapshot_covers(file: str) -> int | None:
+    """The segment a snapshot file name covers, or None when it is no snapshot."""
+    digits = file.removesuffix(SNAPSHOT_SUFFIX)
+    return int(digits) if digits != file and digits.isdigit() else None
