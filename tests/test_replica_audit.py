@@ -143,10 +143,11 @@ async def test_a_missing_data_object_or_slot_is_damage(
     piece = next(p for pieces in folded.files.values() for p in pieces)
     data = bucket.get(piece.name)
     obstore.delete(bucket.store, f"{bucket.root}/{piece.name}")
-    for command in (["verify"], ["stats"], ["history", "k001"]):
-        code, _, err = cli([command[0], url, *command[1:]], capsys)
+    for command in (["verify"], ["stats"], ["history", "k001"], ["restore", tmp_path / "r"]):
+        code, _, err = cli([command[0], url, *map(str, command[1:])], capsys)
         assert code == 1, command
         assert "is missing: the bucket copy has a gap" in err
+    assert not (tmp_path / "r").exists()  # a refused restore leaves nothing
     # the object back, but damaged: its SHA-256 no longer matches the slot's
     obstore.put(bucket.store, f"{bucket.root}/{piece.name}", data[:-1] + b"\x00")
     code, _, err = cli(["verify", url], capsys)

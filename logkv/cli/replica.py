@@ -100,7 +100,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         until_seq, until_us = (None, None) if args.until is None else parse_until(args.until)
         result = restore(bucket, args.target, until_seq=until_seq, until_us=until_us)
-    except ReplicaError as exc:
+    except ReplicaGapError as exc:  # damage, as for the audits
+        raise _bucket_failure(exc) from None
+    except ReplicaError as exc:  # not retained, not a copy, a folder in the way
         raise CommandError(str(exc), ExitCode.USAGE) from None
     summary = {
         "folder": str(result.folder),
