@@ -39,7 +39,7 @@ from .format import (
 )
 from .fsutil import open_for_reading
 from .index import IndexEntry
-from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name
+from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
 from .replay import Entry, frame_length
 from .scan import SegmentReader, fail_on_damage, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
@@ -451,7 +451,9 @@ def _snapshot_time(info: SnapshotInfo) -> int:
 
 def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     """The records a snapshot holds, in key order (values included)."""
-    covers = int(path.name.split(".")[0])
+    covers = snapshot_number(path.name)
+    if covers is None:
+        raise ValueError(f"{path} is not a snapshot file")
     _, entries = load_snapshot(path, covers)
     with (
         open_for_reading(path) as file,

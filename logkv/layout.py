@@ -99,13 +99,19 @@ def snapshot_name(covers: int) -> str:
     return f"{covers:08d}{SNAPSHOT_SUFFIX}"
 
 
+def snapshot_number(name: str) -> int | None:
+    """What a snapshot file name says it covers, or None when ``name`` is not a snapshot."""
+    match = _SNAPSHOT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
 def list_snapshots(folder: Path) -> list[tuple[int, Path]]:
     """The snapshots in ``folder`` as ``(covers, path)`` pairs, oldest first."""
     found = []
     for entry in folder.iterdir():
-        match = _SNAPSHOT_RE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry))
+        covers = snapshot_number(entry.name)
+        if covers is not None:
+            found.append((covers, entry))
     found.sort()
     return found
 

@@ -23,12 +23,12 @@ import threading
 from pathlib import Path
 
 from ..errors import ReplicaDivergedError, ReplicaGapError, StoreNotFoundError
-from ..fsutil import atomic_write, fsync_dir, make_dirs, open_file, temp_file, write_all
-from ..layout import META_FILE, list_segments, list_snapshots, segment_number
+from ..fsutil import atomic_write, fsync_dir, make_dirs, open_file, temp_file
+from ..layout import META_FILE, list_segments, list_snapshots, segment_number, snapshot_number
 from ..lock import StoreLock
 from .bucket import Bucket, BucketUnavailable
-from .restore import RestorePlan, fetch_piece, plan_restore
-from .slots import Folded, Piece, digest, fold_slots
+from .restore import RestorePlan, fetch_piece, plan_restore, write_pieces
+from .slots import Folded, Piece, fold_slots, local_digest
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ class Follower:
         covers goes."""
         covers = 0
         for name, pieces in plan.files:
-            number = segment_number(name)
-            if number is None:
-                covers = int(name.split(".")[0])
+            snapshot = snapshot_number(name)
+            if snapshot is not None:
+                covers = snapshot
                 if name not in self._lengths:
                     self._put_snapshot(name, pieces)
                     self._lengths[name] = pieces[-1].end
@@ -139,8 +139,7 @@ class Follower:
             return
         fd = open_file(path, os.O_WRONLY | os.O_CREAT)
         try:
-            for piece in new:
-                write_all(fd, fetch_piece(self.bucket, piece), piece.offset)
+            write_pieces(self.bucket, fd, new)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -162,8 +161,7 @@ class Follower:
 
     def _fill_snapshot(self, fd: int, temp: Path, pieces: list[Piece]) -> None:
         """Write a snapshot's bytes into ``fd`` (the temp file ``temp``): all of them."""
-        for piece in pieces:
-            write_all(fd, fetch_piece(self.bucket, piece), piece.offset)
+        write_pieces(self.bucket, fd, pieces)
 
     def _retire(self, covers: int) -> None:
         """Remove the segments snapshot ``covers`` holds and the older snapshots, as the
@@ -194,12 +192,7 @@ class Follower:
         end = whole[-1].end if whole else 0
         if end:
             last = whole[-1]
-            fd = open_file(path, os.O_RDONLY)
-            try:
-                data = os.pread(fd, last.length, last.offset)
-            finally:
-                os.close(fd)
-            if digest(data) != last.sha256:
+            if local_digest(path, last) != last.sha256:
                 raise self._diverged(path, f"bytes {last.offset}..{last.end} differ")
         if size > end:
             os.truncate(path, end)  # an append of this follower's, cut short

@@ -30,6 +30,7 @@ from pathlib import Path
 from ..errors import CorruptionError, ReplicaGapError
 from ..fsutil import write_all
 from ..index import IndexEntry
+from ..layout import snapshot_number
 from ..replay import frame_length
 from ..snapshot import SNAPSHOT_HEADER, TAIL, hint_offset_in, load_snapshot
 from .bucket import Bucket
@@ -87,7 +88,9 @@ class _KeyView(Follower):
             meta_offset, _ = TAIL.unpack(fetch(size - TAIL.size, size))
             meta = fetch(meta_offset, size - TAIL.size)
             fetch(hint_offset_in(temp, meta), meta_offset)
-            covers = int(pieces[0].file.split(".")[0])
+            covers = snapshot_number(pieces[0].file)
+            if covers is None:
+                raise ValueError(f"{pieces[0].file} is not a snapshot")
             entry = load_snapshot(temp, covers)[1].get(self.key)
         except (CorruptionError, ValueError, struct.error):
             super()._fill_snapshot(fd, temp, pieces)  # damaged: let the reader report it

@@ -21,7 +21,7 @@ import msgpack
 
 from ..errors import ReplicaError, ReplicaGapError
 from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
-from ..fsutil import fsync_dir, make_dirs, open_file
+from ..fsutil import fsync_dir, make_dirs, open_file, write_all
 from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
 from ..scan import SegmentReader, fail_on_damage
 from ..verify import verify
@@ -186,15 +186,22 @@ def restore(
 def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:
     """Write the pieces of one file, in order, checking each against its slot; fsync it."""
     fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    written = 0
     try:
-        for piece in pieces:
-            data = fetch_piece(bucket, piece)
-            os.pwrite(fd, data, piece.offset if piece.file != META_FILE else 0)
-            written += len(data)
+        written = write_pieces(bucket, fd, pieces)
         os.fsync(fd)
     finally:
         os.close(fd)
+    return written
+
+
+def write_pieces(bucket: Bucket, fd: int, pieces: list[Piece]) -> int:
+    """Write ``pieces`` (each checked against its slot: :func:`fetch_piece`) into ``fd`` where
+    they lie in their file (``META.json``'s piece, replaced whole, at 0); the bytes written."""
+    written = 0
+    for piece in pieces:
+        data = fetch_piece(bucket, piece)
+        write_all(fd, data, piece.offset if piece.file != META_FILE else 0)
+        written += len(data)
     return written
 
 

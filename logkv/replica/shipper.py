@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from ..engine import Engine, LogEnd
 from ..errors import FencedError, ReplicaDivergedError, ReplicaError
-from ..fsutil import open_for_reading
+from ..fsutil import open_for_reading, read_file
 from ..layout import META_FILE, segment_name, segment_number, snapshot_name
 from ..snapshot import load_snapshot
 from .bucket import Bucket, BucketUnavailable, ObjectExists
@@ -49,6 +49,7 @@ from .slots import (
     digest,
     encode_slot,
     fold_slots,
+    local_digest,
     slot_name,
 )
 
@@ -224,7 +225,7 @@ class Replica:
             local = self.folder / name
             last = pieces[-1]
             size = end.end if number == end.segment else _size(local)
-            if number > end.segment or size < last.end or _local_digest(local, last) != last.sha256:
+            if number > end.segment or size < last.end or local_digest(local, last) != last.sha256:
                 raise ReplicaDivergedError(
                     f"{describe} holds other bytes of {name} than {self.folder} (the two "
                     "histories differ). Restore the folder from the bucket (logkv restore) into "
@@ -530,19 +531,8 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _local_digest(path: Path, piece: Piece) -> bytes:
-    """The SHA-256 of ``piece``'s range of local file ``path`` (empty when it cannot be read)."""
-    try:
-        with open_for_reading(path) as file:
-            file.seek(piece.offset)
-            return digest(file.read(piece.length))
-    except FileNotFoundError:
-        return b""
-
-
 def _read_whole(path: Path) -> bytes | None:
     try:
-        with open_for_reading(path) as file:
-            return file.read()
+        return read_file(path)
     except FileNotFoundError:
         return None

@@ -16,11 +16,13 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import msgpack
 
 from ..errors import ReplicaError, ReplicaGapError
+from ..fsutil import open_for_reading
 from ..layout import META_FILE, snapshot_name
 from .bucket import Bucket, ObjectExists
 
@@ -76,6 +78,18 @@ class Piece:
 def digest(data: bytes | memoryview) -> bytes:
     """The SHA-256 a piece records for its bytes."""
     return hashlib.sha256(data).digest()
+
+
+def local_digest(path: Path, piece: Piece) -> bytes:
+    """The SHA-256 of ``piece``'s range of the local file ``path``, read never through a link
+    (empty when the file is not there): equal to ``piece.sha256`` when the file holds the
+    bucket's bytes there."""
+    try:
+        with open_for_reading(path) as file:
+            file.seek(piece.offset)
+            return digest(file.read(piece.length))
+    except FileNotFoundError:
+        return b""
 
 
 @dataclass
