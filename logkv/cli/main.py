@@ -280,14 +280,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "until": None if until_us is None else iso_timestamp(until_us),
                     "to": str(outcome.target),
                     "keys": outcome.keys,
-                    "value_bytes": outcome.value_bytes,
+                    "last_seq": outcome.last_seq,
+                    "last_chain": outcome.chain.hex(),
+                    "last_time": iso_timestamp(outcome.last_us) if outcome.last_us else None,
+                    "records": outcome.records,
+                    "snapshot": outcome.snapshot,
+                    "bytes": outcome.bytes,
                 }
             )
         )
     else:
+        start = f" from snapshot {outcome.snapshot}" if outcome.snapshot else ""
         print(
-            f"Rebuilt {store} as of {point} into {outcome.target}: {outcome.keys:,} keys, "
-            f"{human_bytes(outcome.value_bytes)} of values."
+            f"Rebuilt {store} as of {point} into {outcome.target}{start}: {outcome.keys:,} keys, "
+            f"{outcome.records:,} records, last seq {outcome.last_seq:,} "
+            f"(chain {outcome.chain.hex()}), {human_bytes(outcome.bytes)}; its origin is in "
+            "PROVENANCE.json."
         )
     return ExitCode.OK
 
