@@ -15,20 +15,26 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import mmap
+import zlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
 
+from .checkpoints import checkpoints_of, load_checkpoint
 from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .format import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     RECORD_MAGIC,
     SEGMENT_HEADER_SIZE,
     BadFrame,
+    Op,
     Record,
     SetRecord,
     SyncedMark,
@@ -40,6 +46,7 @@ from .format import (
 from .fsutil import open_for_reading
 from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
+from .log_cut import Until, batch_first_seq, continues_batch
 from .replay import Entry, frame_length
 from .scan import SegmentReader, fail_on_damage, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
@@ -47,6 +54,7 @@ from .synced import read_synced_mark
 
 _T = TypeVar("_T")
 _ATTEMPTS = 10  # reads that race a live writer's compactions
+_SET = int(Op.SET)
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -414,32 +422,156 @@ def _fold_state(
     # One view for both where the history starts and what is replayed: a compaction between
     # two listings could otherwise pair a log that starts late with no snapshot.
     log = survey(folder).checked()
-    state: dict[str, _T] = {}
+    until = Until(until_seq, until_us)
+    while True:
+        start = _starting_point(folder, log, until)
+        folded, inside_batch = _fold_entries(log, start, until)
+        if inside_batch is None:
+            return _materialize(log, start, folded, keep)
+        until = Until(inside_batch)  # the target lies inside a batch: the state before it
+
+
+@dataclass
+class _Start:
+    """Where a fold of the log starts: the state after record ``seq`` as index entries (into
+    the base snapshot, or into segments for a checkpoint), and where the next record is."""
+
+    entries: dict[str, Entry]
+    seq: int
+    segment: int
+    offset: int
+    snapshot: Path | None = None
+
+
+def _starting_point(folder: Path, log: RetainedLog, until: Until) -> _Start:
+    """The newest point at or before ``until`` that a fold can start from: a checkpoint of
+    the archived log (:mod:`logkv.checkpoints`), the base snapshot the retained history
+    starts from, or record 1. :class:`HistoryGap` when ``until`` lies before the history."""
+    start = _Start({}, 0, log.segments[0][0] if log.segments else 1, 0)
     if log.base is not None:
-        info = log.base[0]
-        if (until_seq is not None and until_seq < info.last_seq) or (
-            until_us is not None and until_us < (info.last_us or _snapshot_time(info))
+        info, entries = log.base
+        if (until.seq is not None and until.seq < info.last_seq) or (
+            until.us is not None and until.us < (info.last_us or _snapshot_time(info))
         ):
             raise HistoryGap(
                 f"the history of {folder} before sequence {info.last_seq + 1} is not retained: "
                 "it was compacted away (retention delete), or archived segments were removed; "
                 "compact with retention archive to keep it"
             )
-        for kept in iter_snapshot_records(info.path):
-            state[kept.key] = keep(kept)
-    # Segments the snapshot covers may still be listed (a compaction was retiring them):
-    # replaying their records again over the snapshot's state leaves that state unchanged.
-    for logged in log.records():
-        record = logged.record
-        if until_seq is not None and record.seq > until_seq:
+        start = _Start(dict(entries), info.last_seq, info.covers + 1, 0, info.path)
+    if not log.segments:
+        return start
+    first, last = log.segments[0][0], log.segments[-1][0]
+    for checkpoint in reversed(checkpoints_of(folder)):
+        if checkpoint.seq <= start.seq:
             break
-        if until_us is not None and record.timestamp_us > until_us:
-            break
-        if isinstance(record, SetRecord):
-            state[record.key] = keep(record)
-        else:
-            state.pop(record.key, None)
+        usable = first <= checkpoint.first_segment and checkpoint.segment <= last
+        if usable and not until.passed_by(checkpoint.seq, checkpoint.max_us):
+            _, entries = load_checkpoint(checkpoint.path)
+            return _Start(entries, checkpoint.seq, checkpoint.segment, checkpoint.offset)
+    return start
+
+
+def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folded, int | None]:
+    """Fold the records after ``start`` up to ``until``. Returns what the fold holds, and
+    None; or, when the first record after ``until`` continues a batch, the sequence number
+    before that batch (the caller folds again up to it)."""
+    entries = start.entries
+    pop = entries.pop
+    decoded: dict[str, tuple[Any, ...]] = {}
+    forget = decoded.pop
+    segments = log.segments
+    for i, (number, path) in enumerate(segments):
+        if number < start.segment:
+            continue  # before the start (or covered by the base snapshot)
+        offset = start.offset if number == start.segment else 0
+        with SegmentReader(
+            path, number, is_last=i == len(segments) - 1, synced=log.synced,
+            report=fail_on_damage,
+        ) as reader:  # fmt: skip
+            for pos, length, fields in reader.frames(offset if offset > SEGMENT_HEADER_SIZE else 0):
+                if until.passed_by(fields[0], fields[1]):
+                    if continues_batch(reader.buf, pos, length):
+                        return _Folded(entries, decoded), batch_first_seq(reader, pos) - 1
+                    return _Folded(entries, decoded), None
+                key = fields[3]
+                pop(key, None)
+                if fields[2] == _SET:
+                    decoded[key] = fields
+                else:
+                    forget(key, None)
+    return _Folded(entries, decoded), None
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """The state a fold reached: keys still at their start entry (values unread), and keys
+    set since, with their records' fields as decoded."""
+
+    entries: dict[str, Entry]
+    decoded: dict[str, tuple[Any, ...]]
+
+
+def _materialize(
+    log: RetainedLog, start: _Start, folded: _Folded, keep: Callable[[SetRecord], _T]
+) -> dict[str, _T]:
+    """Each live key's record, turned into ``keep(record)``: the records set during the fold
+    as decoded, the others read where their start entry points (each checked)."""
+    paths = dict(log.segments)
+    state: dict[str, _T] = {}
+    unpack_header, unpackb, crc32 = FRAME_HEADER.unpack_from, msgpack.unpackb, zlib.crc32
+    with ExitStack() as stack:
+        maps: dict[int, tuple[Path, Any, memoryview]] = {}
+        for key, entry in folded.entries.items():
+            file_id, offset = entry[0], entry[1]
+            found = maps.get(file_id)
+            if found is None:
+                found = maps[file_id] = _mapped(stack, paths, start, file_id)
+            path, buf, view = found
+            # The checks of read_frame, inlined for the common case (an intact frame of the
+            # key); anything else is read again by _record_in, which names the damage.
+            magic, crc, length, _ = unpack_header(buf, offset)
+            stop = offset + FRAME_HEADER_SIZE + length
+            fields = None
+            if (
+                magic == RECORD_MAGIC
+                and stop - offset == frame_length(entry)
+                and stop <= len(buf)
+                and crc32(view[offset + 8 : stop]) == crc
+            ):
+                fields = unpackb(view[offset + FRAME_HEADER_SIZE : stop], use_list=False)
+            if (
+                type(fields) is tuple
+                and len(fields) == 6
+                and fields[3] == key
+                and fields[2] & 7 == _SET
+            ):
+                record = SetRecord(fields[0], fields[1], key, fields[4], fields[5])
+            else:
+                record = _record_in(buf, path, key, entry)
+            state[key] = keep(record)
+        maps.clear()
+    for key, fields in folded.decoded.items():
+        state[key] = keep(SetRecord(fields[0], fields[1], key, fields[4], fields[5]))
     return state
+
+
+def _is_set_of(fields: Any, key: str) -> bool:
+    """Whether decoded body ``fields`` is a set record of ``key``."""
+    return type(fields) is tuple and len(fields) == 6 and fields[3] == key and fields[2] & 7 == _SET
+
+
+def _mapped(
+    stack: ExitStack, paths: dict[int, Path], start: _Start, file_id: int
+) -> tuple[Path, Any, memoryview]:
+    """The file an entry's ``file_id`` names (a segment, or the base snapshot), mapped."""
+    path = paths.get(file_id) if file_id > 0 else start.snapshot
+    if path is None:
+        raise FileNotFoundError(f"file {file_id} of the history is no longer listed")
+    with open_for_reading(path) as file:
+        buf = stack.enter_context(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+    view = stack.enter_context(memoryview(buf))
+    return path, buf, view
 
 
 def _snapshot_time(info: SnapshotInfo) -> int:

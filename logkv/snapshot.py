@@ -201,6 +201,12 @@ class SnapshotWriter:
         self._end += BLOCK_HEADER.size + len(body)
 
 
+def block(body: bytes) -> bytes:
+    """The bytes of a block holding ``body``: ``u32 crc32(body) || u32 length || body`` (the
+    framing of a snapshot's hint and meta, and of a checkpoint's)."""
+    return BLOCK_HEADER.pack(zlib.crc32(body), len(body)) + body
+
+
 #: Keys packed per msgpack call when writing the hint (msgpack holds the GIL while it packs).
 _KEYS_PER_PACK = 8192
 

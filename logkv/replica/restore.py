@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import ReplicaError, ReplicaGapError
 from ..fsutil import fsync_dir, make_dirs, open_file, write_all
 from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
-from ..rebuild import Until, find_cut
+from ..log_cut import Until, find_cut
 from ..verify import verify
 from .bucket import Bucket
 from .slots import Folded, Piece, digest, fold_slots
@@ -204,7 +204,7 @@ def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
 
 def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> tuple[int, bool]:
     """Cut the restored log before the first record after ``until``, at the start of its
-    batch (:func:`~logkv.rebuild.find_cut`): truncate the segment there and delete the
+    batch (:func:`~logkv.log_cut.find_cut`): truncate the segment there and delete the
     segments after it. ``kept`` is the last seq before the segments (the snapshot's); returns
     the last seq kept, and whether a record after the target was found (so the restore
     reached it)."""
