@@ -14,6 +14,7 @@ Reads take no lock and change nothing, so they run beside a live writer.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import zlib
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 _ATTEMPTS = 10  # reads that race a live writer's compactions
 _SET = int(Op.SET)
 
@@ -467,7 +469,11 @@ def _starting_point(folder: Path, log: RetainedLog, until: Until) -> _Start:
             break
         usable = first <= checkpoint.first_segment and checkpoint.segment <= last
         if usable and not until.passed_by(checkpoint.seq, checkpoint.max_us):
-            _, entries = load_checkpoint(checkpoint.path)
+            try:
+                _, entries = load_checkpoint(checkpoint.path)
+            except CorruptionError as exc:  # derived data: an older point will do
+                logger.warning("checkpoint %s is damaged and not used: %s", exc.path, exc.reason)
+                continue
             return _Start(entries, checkpoint.seq, checkpoint.segment, checkpoint.offset)
     return start
 
