@@ -445,8 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay = add(
         "replay",
         cmd_replay,
-        "Rebuild the store as it was at a sequence number or a time into a new store folder. "
-        "Exit 2 when compaction (retention delete) removed that part of the history.",
+        "Copy the store as it was at a sequence number or a time into a new store folder: the "
+        "original's own records (sequence numbers, times and hash chain kept), its origin in "
+        "PROVENANCE.json, all or nothing. Exit 2 for a sequence number after the end, or when "
+        "compaction (retention delete) removed that part of the history.",
     )
     replay.add_argument(
         "--until",
