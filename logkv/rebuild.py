@@ -32,7 +32,15 @@ from typing import Any, Final
 from .engine import Engine
 from .errors import LogKVError
 from .format import GENESIS_CHAIN
-from .fsutil import atomic_write, fsync_dir, make_dirs, open_file, open_for_reading, write_all
+from .fsutil import (
+    atomic_write,
+    fsync_dir,
+    install_folder,
+    make_dirs,
+    open_file,
+    open_for_reading,
+    write_all,
+)
 from .history import HistoryGap, RetainedLog, retained_log, retrying
 from .layout import META_FILE, PROVENANCE_FILE, REPLAY_DIR
 from .log_cut import LogCut, Until, find_cut
@@ -119,12 +127,7 @@ def replay_store(
         with contextlib.suppress(OSError):
             staging.parent.rmdir()
         raise
-    if target.exists():
-        target.rmdir()  # empty (checked above)
-    os.rename(staging, target)
-    fsync_dir(target.parent)
-    with contextlib.suppress(OSError):  # another replay may be staging beside it
-        staging.parent.rmdir()
+    install_folder(staging, target)
     return ReplayResult(
         target, cut.last_seq, cut.chain, cut.last_us, cut.records, files, written, snapshot, keys
     )

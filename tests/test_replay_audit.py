@@ -272,12 +272,17 @@ def test_checkpoints_are_written_by_archiving_compactions(tmp_path: Path) -> Non
         assert state_at(store, until_seq=seq) == full_replay_state(store, tmp_path / "p", seq)
 
 
-def test_checkpoint_retention_keeps_the_newest_and_the_young(tmp_path: Path) -> None:
-    store = tmp_path / "store"
+def archived_store(store: Path, records: int, keys: int) -> Path:
+    """A store of ``records`` writes to ``keys`` keys, archived with a checkpoint every 10."""
     with checkpoint_every(10), Engine.open(store, segment_size=4096) as engine:
-        for i in range(100):
-            engine.set(f"k{i % 7}", str(i).encode())
+        for i in range(records):
+            engine.set(f"k{i % keys}", str(i).encode())
         engine.compact(retention="archive")
+    return store
+
+
+def test_checkpoint_retention_keeps_the_newest_and_the_young(tmp_path: Path) -> None:
+    store = archived_store(tmp_path / "store", 100, 7)
     assert len(checkpoints_of(store)) == 10
     assert prune_checkpoints(store, CheckpointPolicy(keep=None, keep_for_s=3600.0)) == 0
     assert prune_checkpoints(store, CheckpointPolicy(keep=3), now_us=2**62) == 7
@@ -290,11 +295,7 @@ def test_checkpoint_retention_keeps_the_newest_and_the_young(tmp_path: Path) -> 
 
 
 def test_a_damaged_checkpoint_is_not_used(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    with checkpoint_every(10), Engine.open(store, segment_size=4096) as engine:
-        for i in range(60):
-            engine.set(f"k{i % 5}", str(i).encode())
-        engine.compact(retention="archive")
+    store = archived_store(tmp_path / "store", 60, 5)
     path = checkpoints_of(store)[-1].path
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF

@@ -11,14 +11,13 @@ into place in one step: a restore killed halfway leaves only the staging folder
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ReplicaError, ReplicaGapError
-from ..fsutil import fsync_dir, make_dirs, open_file, write_all
+from ..fsutil import fsync_dir, install_folder, make_dirs, open_file, write_all
 from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
 from ..log_cut import Until, find_cut
 from ..verify import verify
@@ -148,12 +147,7 @@ def restore(
             + "; ".join(report.problems or [])
         )
     fsync_dir(staging)
-    if folder.exists():
-        folder.rmdir()  # empty (checked above)
-    os.rename(staging, folder)
-    fsync_dir(folder.parent)
-    with contextlib.suppress(OSError):  # another restore may be staging beside it
-        staging.parent.rmdir()
+    install_folder(staging, folder)
     return RestoreResult(folder, len(plan.files), total, last_seq)
 
 
