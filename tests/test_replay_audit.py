@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,9 +28,10 @@ from hypothesis import strategies as st
 
 from logkv import Engine
 from logkv.checkpoints import CheckpointPolicy, checkpoints_of, prune_checkpoints
+from logkv.cli.audit import store_figures
 from logkv.format import GENESIS_CHAIN, SetRecord
 from logkv.history import HistoryGap, iter_log, newest_snapshot, state_at
-from logkv.layout import PROVENANCE_FILE, REPLAY_DIR
+from logkv.layout import PROVENANCE_FILE, REPLAY_DIR, list_segments
 from logkv.rebuild import ReplayTargetError, read_provenance, replay_store
 from logkv.verify import verify
 
@@ -302,3 +305,37 @@ def test_a_damaged_checkpoint_is_not_used(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     for seq in (45, 55, 60):
         assert state_at(store, until_seq=seq) == full_replay_state(store, tmp_path / "p", seq)
+
+
+@pytest.mark.slow
+def test_the_replay_command_keeps_the_chain_and_refuses_the_end(tmp_path: Path) -> None:
+    store = archived_store(tmp_path / "store", 30, 4)
+    (store / "META.json").write_text(
+        json.dumps({"format": "logkv-key-value-store", "version": 1, "id": "abcdefghijklmnopq",
+                    "name": "store", "alias": None, "kind": "named", "created_at": 1.0,
+                    "accessed_at": 1.0, "modified_at": 1.0, "storage": "key_value_store"})
+    )  # fmt: skip
+    assert store_figures(store).archive_segments == len(list_segments(store / "archive"))
+
+    def logkv(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "logkv.cli.main", *map(str, args)],
+            capture_output=True, text=True, check=False, timeout=300,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )  # fmt: skip
+
+    done = logkv("replay", store, "--until", "17", "--to", tmp_path / "copy", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["last_seq"] == 17
+    assert answer["last_chain"] == chain_at(store, 17).hex()
+    meta = json.loads((tmp_path / "copy" / "META.json").read_text())
+    assert meta["id"] != "abcdefghijklmnopq" and meta["name"] == "copy"
+    provenance = read_provenance(tmp_path / "copy")
+    assert provenance is not None and provenance["source"]["store_id"] == "abcdefghijklmnopq"
+
+    past = logkv("replay", store, "--until", "31", "--to", tmp_path / "past")
+    assert past.returncode == 2
+    assert "after the end" in past.stderr and "last sequence number is 30" in past.stderr
+    assert "Traceback" not in past.stderr
+    assert not (tmp_path / "past").exists()

@@ -22,7 +22,7 @@ from ..history import (
     history_start,
     key_log,
 )
-from ..layout import ARCHIVE_DIR, META_FILE
+from ..layout import ARCHIVE_DIR, META_FILE, list_segments
 from ..rebuild import ReplayResult, ReplayTargetError, check_target, replay_store
 from ..storage_clients._meta import new_store_id, read_meta
 from ..verify import verify
@@ -61,7 +61,8 @@ def store_figures(path: Path) -> StoreFigures:
         contents = store_contents(path, engine)
     archive = path / ARCHIVE_DIR
     sizes = [p.stat().st_size for p in archive.iterdir() if p.is_file()] if archive.is_dir() else []
-    return StoreFigures(stats, len(sizes), sum(sizes), history_start(path), contents)
+    segments = len(list_segments(archive)) if archive.is_dir() else 0  # not its checkpoints
+    return StoreFigures(stats, segments, sum(sizes), history_start(path), contents)
 
 
 # ---------------------------------------------------------------------------------- verify
