@@ -9,6 +9,10 @@ Every read first takes one view of the retained history (:func:`retained_log`): 
 numbered without a gap, from segment 1 or from an intact snapshot that holds what is before
 them; a hole that no snapshot explains (a lost segment, a damaged snapshot) raises
 :class:`~logkv.errors.CorruptionError`, never a shorter answer.
+The state at a point (:func:`state_at`) starts from the newest checkpoint of the archived log
+at or before it (:mod:`logkv.checkpoints`), or the base snapshot, or record 1, and folds only
+the records after that start: index entries, not decoded values, until the end, when each live
+key's record is read once. A point inside a batch gives the state before the batch.
 Reads take no lock and change nothing, so they run beside a live writer.
 """
 
@@ -394,7 +398,9 @@ def state_at(
     folder: Path, *, until_seq: int | None = None, until_us: int | None = None
 ) -> dict[str, SetRecord]:
     """The store's contents as of sequence ``until_seq`` or time ``until_us`` (microseconds
-    since the epoch; records written at or before it count), as key -> its :class:`SetRecord`.
+    since the epoch; the records up to the first one written after it count), as key -> its
+    :class:`SetRecord`. A point inside a batch gives the state before the batch (a batch is
+    applied whole or not at all). Starts from the newest checkpoint at or before the point.
 
     Raises :class:`HistoryGap` when that point lies before the retained history, and
     :class:`~logkv.errors.CorruptionError` when the history has a hole.
