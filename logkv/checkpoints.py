@@ -67,7 +67,8 @@ class CheckpointPolicy:
 
     ``every``: records between two checkpoints (0: write none). A checkpoint is kept while it
     is one of the ``keep`` newest or its point in history is younger than ``keep_for_s``
-    seconds; with neither set (the default) every checkpoint is kept. From the environment:
+    seconds, and the newest is always kept; with neither set (the default) every checkpoint
+    is kept. From the environment:
     ``LOGKV_CHECKPOINT_EVERY``, ``LOGKV_CHECKPOINT_KEEP`` and ``LOGKV_CHECKPOINT_KEEP_FOR``."""
 
     every: int = DEFAULT_EVERY
@@ -387,7 +388,9 @@ def prune_checkpoints(folder: Path, policy: CheckpointPolicy, now_us: int | None
         return 0
     now_us = time.time_ns() // 1000 if now_us is None else now_us
     found = checkpoints_of(folder)
-    newest = {c.path for c in found[len(found) - policy.keep :]} if policy.keep else set()
+    # The newest is always kept: the next compaction folds on from it (else it would fold the
+    # whole archive again, and write the checkpoints retention just removed).
+    newest = {c.path for c in found[len(found) - max(policy.keep or 0, 1) :]}
     removed = 0
     for checkpoint in found:
         young = (

@@ -293,6 +293,8 @@ def test_checkpoint_retention_keeps_the_newest_and_the_young(tmp_path: Path) -> 
     assert values_of(state_at(store, until_seq=25)) == values_of(
         full_replay_state(store, tmp_path / "p", 25)
     )
+    assert prune_checkpoints(store, CheckpointPolicy(keep=0, keep_for_s=1.0), now_us=2**62) == 2
+    assert [c.seq for c in checkpoints_of(store)] == [100]  # the next compaction folds from it
     with pytest.raises(ValueError, match="negative"):
         CheckpointPolicy(every=-1)
 
