@@ -21,7 +21,7 @@ pytest.importorskip("obstore")
 import obstore
 
 from logkv.replica import Bucket, open_replica_bucket
-from logkv.replica.remote import remote_view
+from logkv.replica.remote import BucketFiles, remote_store
 from logkv.replica.slots import decode_slot, fold_slots, slot_name
 
 
@@ -98,40 +98,6 @@ def contents(folder: Path) -> dict[str, bytes | None]:
     with Engine.open(folder, readonly=True) as engine:
         keys = list(engine.keys())
         return {key: engine.get(key) for key in keys}
-
-
-class Counting(Bucket):
-    """A bucket path that counts the bytes it reads."""
-
-    read = 0
-
-    def get(self, name: str) -> bytes:
-        data = super().get(name)
-        self.read += len(data)
-        return data
-
-    def get_range(self, name: str, start: int, end: int) -> bytes:
-        data = super().get_range(name, start, end)
-        self.read += len(data)
-        return data
-
-
-async def test_history_of_a_key_reads_the_snapshot_in_part(s3, tmp_path: Path) -> None:
-    """Of the snapshot, the history of one key reads the header, tail, meta and hint blocks
-    and the key's record; the whole view reads all of it."""
-    folder, url = await written_store(s3, tmp_path, compact=True)
-    plain = open_replica_bucket(url, allow_http=True)
-    snapshot = next(folder.glob("*.snap"))
-    size = snapshot.stat().st_size
-    reads = []
-    for key in (None, "k007"):
-        bucket = Counting(plain.store, plain.root, plain.describe)
-        with remote_view(bucket, "key_value_stores/pages", key=key) as view:
-            segments = sum(p.stat().st_size for p in view.glob("*.seg"))
-            assert (view / snapshot.name).stat().st_size == size
-        reads.append(bucket.read - segments)
-    whole, partial = reads
-    assert whole >= size > 2 * partial
 
 
 async def test_a_missing_data_object_or_slot_is_damage(
