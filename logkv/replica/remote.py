@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ..errors import ReplicaGapError, StoreNotFoundError
 from ..files import SourcePath, mount
 from ..layout import META_FILE
-from .bucket import Bucket
+from .bucket import Bucket, BucketUnavailable
 from .restore import fetch_piece, piece_missing, plan_restore
 from .slots import Piece, fold_slots
 
@@ -83,10 +83,17 @@ class BucketFiles:
         end = min(size, offset + max(n, 0))
         if offset >= end:
             return b""
+        held = []
         with self._lock:
-            cached = self._cached(name, offset, end)
-        if cached is not None:
-            return cached
+            while offset < end and (cached := self._cached(name, offset, end)):
+                held.append(cached)
+                offset += len(cached)
+        if offset < end:
+            held.append(self._fetch_ahead(name, offset, end, size))
+        return held[0] if len(held) == 1 else b"".join(held)
+
+    def _fetch_ahead(self, name: str, offset: int, end: int, size: int) -> bytes:
+        """Bytes ``[offset, end)`` of file ``name``, fetched with what the read-ahead adds."""
         if end - offset >= MAX_READ_AHEAD:  # a scan's window: fetched as asked, not kept
             return self._fetch(name, offset, end)
         start, stop, ahead = self._last.get(name, (-1, -1, 0))
@@ -99,9 +106,9 @@ class BucketFiles:
         return data[: end - offset]
 
     def _cached(self, name: str, offset: int, end: int) -> bytes | None:
-        """The bytes from a kept block that holds all of ``[offset, end)``, or None."""
+        """The bytes from ``offset`` (up to ``end``) a kept block holds, or None."""
         for (file, start), data in reversed(self._blocks.items()):
-            if file == name and start <= offset and end <= start + len(data):
+            if file == name and start <= offset < start + len(data):
                 self._blocks.move_to_end((file, start))
                 return data[offset - start : end - start]
         return None
@@ -135,6 +142,10 @@ class BucketFiles:
                 data = self.bucket.get_range(piece.name, lo - piece.offset, hi - piece.offset)
             except FileNotFoundError:
                 raise piece_missing(self.bucket, piece) from None
+            except BucketUnavailable:  # also what a range past the end of the object gets
+                if self._object_size(piece) == piece.length:
+                    raise
+                data = b""
             if len(data) != hi - lo:
                 raise ReplicaGapError(
                     f"{self.bucket.describe}/{piece.name} (bytes {piece.offset}..{piece.end} of "
@@ -144,6 +155,12 @@ class BucketFiles:
             self.counts.requests += 1
             self.counts.bytes += len(data)
         return data
+
+    def _object_size(self, piece: Piece) -> int:
+        try:
+            return self.bucket.size(piece.name)
+        except FileNotFoundError:
+            raise piece_missing(self.bucket, piece) from None
 
     def close(self) -> None:
         """Stop the fetching threads and let go of the cache."""
