@@ -37,7 +37,7 @@ from .errors import (
     StoreNotFoundError,
     SyncFailedError,
 )
-from .files import file_set
+from .files import file_set, source_of
 from .format import (
     CHAIN_SIZE,
     FORMAT_VERSION,
@@ -373,7 +373,8 @@ class Engine:
             # created is made durable in its parent (the new files' entries in the store
             # folder are synced with the first segment's header).
             make_dirs(folder, durable=durability is Durability.FSYNC)
-        check_store_entries(folder)  # nothing in a store folder is followed if it is a link
+        if source_of(folder) is None:  # a file set has no links
+            check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,

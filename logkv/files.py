@@ -23,6 +23,8 @@ from pathlib import Path, PosixPath
 from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
+from .fsutil import open_for_reading, read_file
+
 
 class FileSet(Protocol):
     """The read-only files of one store folder (no subfolders)."""
@@ -170,8 +172,6 @@ class ByteSource:
             self._files, self._name = found
             self.size = self._files.size(self._name)
             return
-        from .fsutil import open_for_reading  # noqa: PLC0415 (fsutil reads through this module)
-
         with open_for_reading(path) as file:
             self.size = os.fstat(file.fileno()).st_size
             if self.size:
@@ -206,6 +206,18 @@ class ByteSource:
 def open_bytes(path: Path) -> ByteSource:
     """The bytes of the file ``path`` (local or in a file set), to read by ranges."""
     return ByteSource(path)
+
+
+def read_whole(path: Path) -> bytes:
+    """The bytes of the small file ``path`` (``META.json``, ``SYNCED``), local or in a file
+    set; ``FileNotFoundError`` when there is none."""
+    found = source_of(path)
+    if found is None:
+        return read_file(path)
+    files, name = found
+    if name not in files.names():
+        raise FileNotFoundError(2, "no such file", str(path))
+    return files.read(name, 0, files.size(name))
 
 
 def file_set(folder: Path) -> FileSet:

@@ -15,7 +15,6 @@ links.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import secrets
 import shutil
@@ -47,15 +46,7 @@ def open_file(path: Path | str, flags: int) -> int:
 
 
 def open_for_reading(path: Path) -> BinaryIO:
-    """The file at ``path`` opened for reading (``"rb"``), never through a symbolic link. A
-    file of a file set (:class:`~logkv.files.SourcePath`: small files such as ``META.json``;
-    data files are read by ranges, :func:`~logkv.files.open_bytes`) is read whole."""
-    from .files import source_of  # noqa: PLC0415 (files reads local files through this module)
-
-    found = source_of(path)
-    if found is not None:
-        files, name = found
-        return io.BytesIO(files.read(name, 0, files.size(name)))
+    """The file at ``path`` opened for reading (``"rb"``), never through a symbolic link."""
     return open(open_file(path, os.O_RDONLY), "rb")
 
 
@@ -73,12 +64,7 @@ def refuse_link(path: Path) -> None:
 
 def check_store_entries(folder: Path) -> None:
     """Raise :class:`~logkv.errors.UnsafeStoreError` when a name logkv uses in the store
-    folder ``folder`` (or in its ``archive/`` or ``public/`` folder) is a symbolic link. A file
-    set (:class:`~logkv.files.SourcePath`) has no links."""
-    from .files import source_of  # noqa: PLC0415 (files reads local files through this module)
-
-    if source_of(folder) is not None:
-        return
+    folder ``folder`` (or in its ``archive/`` or ``public/`` folder) is a symbolic link."""
     _check_entries(folder, is_store_entry)
     for sub in (ARCHIVE_DIR, PUBLIC_DIR):
         if (folder / sub).is_dir():  # not a link: checked above

@@ -229,7 +229,7 @@ class SegmentReader:
             files, name = found
             self._window = window = WindowBuffer(files, name, files.size(name))
             self.size, self.buf = window.size, window.buf
-            window.fill(0, SCAN_WINDOW)  # the header, and what a scan reads first
+            window.fill(0, max(SCAN_WINDOW, SEGMENT_HEADER_SIZE))  # the header, and a window
             if self._claimed is None:
                 self.number = stored_segment_number(window.buf[:SEGMENT_HEADER_SIZE])
             return self

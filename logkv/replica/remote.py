@@ -93,17 +93,38 @@ class BucketFiles:
         return held[0] if len(held) == 1 else b"".join(held)
 
     def _fetch_ahead(self, name: str, offset: int, end: int, size: int) -> bytes:
-        """Bytes ``[offset, end)`` of file ``name``, fetched with what the read-ahead adds."""
-        if end - offset >= MAX_READ_AHEAD:  # a scan's window: fetched as asked, not kept
-            return self._fetch(name, offset, end)
+        """Bytes ``[offset, end)`` of file ``name``, fetched with what the read-ahead adds:
+        a scan's window (:data:`MAX_READ_AHEAD` or more) as asked, a smaller read that goes on
+        where the last one ended twice as much as the last, else :data:`MIN_READ_AHEAD`; what
+        a smaller read fetched is kept. A fetch that goes on reading sequentially ends where an
+        object ends, when that is within the read-ahead: each object is then fetched whole and
+        checked by its SHA-256 (the bytes of a window's fetch past ``end`` are kept for the
+        next read)."""
         start, stop, ahead = self._last.get(name, (-1, -1, 0))
-        ahead = min(MAX_READ_AHEAD, ahead * 2) if start <= offset <= stop else MIN_READ_AHEAD
-        block_end = min(size, max(end, offset + ahead))
+        window = end - offset >= MAX_READ_AHEAD  # a scan's: the window holds it, not the cache
+        if window:
+            ahead, block_end = MAX_READ_AHEAD, end
+        else:
+            ahead = min(MAX_READ_AHEAD, ahead * 2) if start <= offset <= stop else MIN_READ_AHEAD
+            block_end = min(size, max(end, offset + ahead))
+        if start <= offset <= stop or offset == 0:
+            block_end = self._object_end(name, block_end, ahead)
         data = self._fetch(name, offset, block_end)
         with self._lock:
             self._last[name] = (offset, block_end, ahead)
-            self._keep(name, offset, data)
+            if not window:
+                self._keep(name, offset, data)
+            elif block_end > end:
+                self._keep(name, end, data[end - offset :])
         return data[: end - offset]
+
+    def _object_end(self, name: str, end: int, within: int) -> int:
+        """``end``, moved on to where the object holding byte ``end - 1`` ends when that is
+        at most ``within`` bytes further."""
+        for piece in self._files[name]:
+            if piece.offset < end <= piece.end:
+                return piece.end if piece.end - end <= within else end
+        return end
 
     def _cached(self, name: str, offset: int, end: int) -> bytes | None:
         """The bytes from ``offset`` (up to ``end``) a kept block holds, or None."""
