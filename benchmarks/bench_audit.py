@@ -62,12 +62,6 @@ def measure(args: argparse.Namespace, run: Run) -> str:
     keys = args.keys or (20_000 if run.quick else 100_000)
     report = Report()
     with moto_server() as endpoint, run.scratch() as scratch:
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_REGION="us-east-1",
-        )
         folder = scratch / "audited"
         print(f"writing and replicating a store of {keys:,} keys", flush=True)
         bucket = written(folder, new_root(endpoint), keys)

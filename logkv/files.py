@@ -19,8 +19,8 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path, PosixPath
-from types import TracebackType
 from typing import Any, ClassVar, Protocol
 
 from .fsutil import open_for_reading, read_file
@@ -160,7 +160,7 @@ def source_of(path: Path) -> tuple[FileSet, str] | None:
 
 class ByteSource:
     """One file's bytes, read by ranges: a local file through a read-only memory map (its
-    size fixed at open), a file of a :class:`FileSet` through the set. A context manager."""
+    size fixed at open), a file of a :class:`FileSet` through the set."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -191,21 +191,12 @@ class ByteSource:
             self._map.close()
             self._map = None
 
-    def __enter__(self) -> ByteSource:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
-def open_bytes(path: Path) -> ByteSource:
-    """The bytes of the file ``path`` (local or in a file set), to read by ranges."""
-    return ByteSource(path)
+def open_bytes(path: Path) -> closing[ByteSource]:
+    """The bytes of the file ``path`` (local or in a file set), to read by ranges; closed at
+    the end of the ``with`` block."""
+    return closing(ByteSource(path))
 
 
 def read_whole(path: Path) -> bytes:
