@@ -129,6 +129,7 @@ def test_a_scan_reads_each_byte_about_once_and_holds_a_window(tmp_path: Path) ->
     assert total <= files.read_bytes <= total * 1.2
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
