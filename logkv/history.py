@@ -19,7 +19,6 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import logging
-import mmap
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -32,6 +31,7 @@ import msgpack
 from .checkpoints import checkpoints_of, load_checkpoint
 from .engine import validate_key
 from .errors import CorruptionError, LogKVError
+from .files import ByteSource, open_bytes
 from .format import (
     FRAME_HEADER,
     FRAME_HEADER_SIZE,
@@ -48,7 +48,6 @@ from .format import (
     in_batch,
     read_frame,
 )
-from .fsutil import open_for_reading
 from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
 from .log_cut import Until, batch_first_seq, continues_batch
@@ -350,6 +349,8 @@ def _key_in_segment(
     with SegmentReader(
         path, number, is_last=is_last, synced=synced, report=fail_on_damage
     ) as reader:
+        if reader.windowed:  # not a local file: read once, front to back, a window at a time
+            return list(_records_of(reader, key))
         if not reader.check_header():
             return []  # a torn tail: nothing was written yet
         buf, size = reader.buf, reader.size
@@ -533,36 +534,31 @@ def _materialize(
     state: dict[str, _T] = {}
     unpack_header, unpackb, crc32 = FRAME_HEADER.unpack_from, msgpack.unpackb, zlib.crc32
     with ExitStack() as stack:
-        maps: dict[int, tuple[Path, Any, memoryview]] = {}
+        sources: dict[int, tuple[Path, ByteSource]] = {}
         for key, entry in folded.entries.items():
-            file_id, offset = entry[0], entry[1]
-            found = maps.get(file_id)
+            file_id = entry[0]
+            found = sources.get(file_id)
             if found is None:
-                found = maps[file_id] = _mapped(stack, paths, start, file_id)
-            path, buf, view = found
+                found = sources[file_id] = _opened(stack, paths, start, file_id)
+            path, source = found
+            length = frame_length(entry)
+            frame = source.read(entry[1], length)
             # The checks of read_frame, inlined for the common case (an intact frame of the
             # key); anything else is read again by _record_in, which names the damage.
-            magic, crc, length, _ = unpack_header(buf, offset)
-            stop = offset + FRAME_HEADER_SIZE + length
             fields = None
-            if (
-                magic == RECORD_MAGIC
-                and stop - offset == frame_length(entry)
-                and stop <= len(buf)
-                and crc32(view[offset + 8 : stop]) == crc
-            ):
-                fields = unpackb(view[offset + FRAME_HEADER_SIZE : stop], use_list=False)
-            if (
-                type(fields) is tuple
-                and len(fields) == 6
-                and fields[3] == key
-                and fields[2] & 7 == _SET
-            ):
-                record = SetRecord(fields[0], fields[1], key, fields[4], fields[5])
+            if len(frame) == length >= FRAME_HEADER_SIZE:
+                magic, crc, body, _ = unpack_header(frame, 0)
+                if (
+                    magic == RECORD_MAGIC
+                    and body + FRAME_HEADER_SIZE == length
+                    and crc32(memoryview(frame)[8:]) == crc
+                ):
+                    fields = unpackb(memoryview(frame)[FRAME_HEADER_SIZE:], use_list=False)
+            if _is_set_of(fields, key):
+                record = SetRecord(fields[0], fields[1], key, fields[4], fields[5])  # type: ignore[index]
             else:
-                record = _record_in(buf, path, key, entry)
+                record = _record_in(source, path, key, entry)
             state[key] = keep(record)
-        maps.clear()
     for key, fields in folded.decoded.items():
         state[key] = keep(SetRecord(fields[0], fields[1], key, fields[4], fields[5]))
     return state
@@ -573,17 +569,14 @@ def _is_set_of(fields: Any, key: str) -> bool:
     return type(fields) is tuple and len(fields) == 6 and fields[3] == key and fields[2] & 7 == _SET
 
 
-def _mapped(
+def _opened(
     stack: ExitStack, paths: dict[int, Path], start: _Start, file_id: int
-) -> tuple[Path, Any, memoryview]:
-    """The file an entry's ``file_id`` names (a segment, or the base snapshot), mapped."""
+) -> tuple[Path, ByteSource]:
+    """The file an entry's ``file_id`` names (a segment, or the base snapshot), opened."""
     path = paths.get(file_id) if file_id > 0 else start.snapshot
     if path is None:
         raise FileNotFoundError(f"file {file_id} of the history is no longer listed")
-    with open_for_reading(path) as file:
-        buf = stack.enter_context(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
-    view = stack.enter_context(memoryview(buf))
-    return path, buf, view
+    return path, stack.enter_context(open_bytes(path))
 
 
 def _snapshot_time(info: SnapshotInfo) -> int:
@@ -599,30 +592,25 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     if covers is None:
         raise ValueError(f"{path} is not a snapshot file")
     _, entries = load_snapshot(path, covers)
-    with (
-        open_for_reading(path) as file,
-        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-    ):
+    with open_bytes(path) as source:  # frames in key order: the file read front to back
         for key, entry in entries.items():
-            yield _record_in(buf, path, key, entry)
+            yield _record_in(source, path, key, entry)
 
 
 def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
     """The record of ``key`` that snapshot ``path`` holds where its hint ``entry`` says."""
-    with (
-        open_for_reading(path) as file,
-        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-    ):
-        return _record_in(buf, path, key, entry)
+    with open_bytes(path) as source:
+        return _record_in(source, path, key, entry)
 
 
-def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
-    """The set record of ``key`` at hint ``entry`` in ``buf`` (the bytes of snapshot ``path``),
-    checked: a bad frame, or a record of another key, is :class:`CorruptionError`."""
+def _record_in(source: ByteSource, path: Path, key: str, entry: Entry) -> SetRecord:
+    """The set record of ``key`` at hint ``entry`` in ``source`` (snapshot ``path``), checked:
+    a bad frame, or a record of another key, is :class:`CorruptionError`."""
     hint = IndexEntry._make(entry)
     offset = hint.offset
+    length = frame_length(hint)
     try:
-        _, fields = read_frame(buf, offset, offset + frame_length(hint))
+        _, fields = read_frame(source.read(offset, length), 0, length)
     except BadFrame as bad:
         raise CorruptionError(path, offset, bad.reason) from None
     record = decode_fields(fields)

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from .engine import Engine
 from .errors import LogKVError
+from .files import open_bytes, read_whole
 from .format import GENESIS_CHAIN
 from .fsutil import (
     atomic_write,
@@ -208,10 +209,10 @@ def _copy_file(source: Path, target: Path, end: int | None) -> int:
     fd = open_file(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     written = 0
     try:
-        with open_for_reading(source) as src:
-            while end is None or written < end:
-                want = _COPY_CHUNK if end is None else min(_COPY_CHUNK, end - written)
-                chunk = src.read(want)
+        with open_bytes(source) as src:  # a local file, or one a file set serves by ranges
+            end = src.size if end is None else min(end, src.size)
+            while written < end:
+                chunk = src.read(written, min(_COPY_CHUNK, end - written))
                 if not chunk:
                     break
                 write_all(fd, chunk, written)
@@ -225,8 +226,7 @@ def _copy_file(source: Path, target: Path, end: int | None) -> int:
 def _source_meta(source: Path) -> dict[str, Any] | None:
     """The source's ``META.json`` as JSON, or None when it has none (or it is not JSON)."""
     try:
-        with open_for_reading(source / META_FILE) as file:
-            meta = json.loads(file.read())
+        meta = json.loads(read_whole(source / META_FILE))
     except (FileNotFoundError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
