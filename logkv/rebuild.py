@@ -110,7 +110,8 @@ def replay_store(
     more files for the copy, by name (the caller's ``META.json`` for it, say), written in the
     staging folder with the rest.
     """
-    source, target = Path(source), Path(target)
+    source = source if isinstance(source, Path) else Path(source)  # a file set's path stays one
+    target = Path(target)
     check_target(source, target)
     until = Until(until_seq, until_us)
     make_dirs(target.parent, durable=True)
