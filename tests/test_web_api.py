@@ -1,0 +1,212 @@
+"""The web console's JSON API and pages, in process (Starlette's test client): what each view
+shows, paging, history and diffs, the state at a time, a writer appending beside it, and
+damaged or foreign stores shown as such, never as a server error."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("jinja2")
+
+from web_support import HOSTILE_KEY, client, make_storage
+
+from logkv import Engine
+from logkv.cli.main import main as logkv_main
+
+SHOP = "/api/stores/key_value_stores/shop"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    return make_storage(tmp_path / "storage")
+
+
+@pytest.fixture
+def api(storage: Path) -> Any:
+    with client(storage) as c:
+        yield c
+
+
+def get(api: Any, url: str, status: int = 200, **params: Any) -> Any:
+    response = api.get(url, params=params)
+    assert response.status_code == status, response.text
+    return (
+        response.json()
+        if response.headers["content-type"].startswith("application/json")
+        else response.text
+    )
+
+
+def test_overview_lists_every_kind_with_figures(api: Any) -> None:
+    data = get(api, "/api/stores")
+    stores = {(s["kind"], s["name"]): s for s in data["stores"]}
+    assert set(stores) == {
+        ("key_value_stores", "shop"),
+        ("datasets", "items"),
+        ("request_queues", "queue"),
+    }
+    shop = stores["key_value_stores", "shop"]
+    assert shop["status"] == "ok" and shop["keys"] == 256 and shop["last_seq"] > 256
+    assert shop["dead_bytes"] > 0 and shop["disk_bytes"] > 0 and shop["last_write"]
+    assert stores["datasets", "items"]["items"] == 3
+    assert stores["request_queues", "queue"]["requests"] == {"pending": 1, "handled": 1, "total": 2}
+    assert "Storage" in get(api, "/")
+
+
+def test_keys_page_through_a_prefix_exactly(api: Any) -> None:
+    seen: list[str] = []
+    after = None
+    while True:
+        params = {"prefix": "item-", "limit": 100, **({"after": after} if after else {})}
+        page = get(api, f"{SHOP}/keys", **params)
+        assert page["matching"] == 250
+        seen += [row["key"] for row in page["keys"]]
+        after = page["next"]
+        if after is None:
+            break
+    assert seen == [f"item-{i:04d}" for i in range(250)]
+    row = get(api, f"{SHOP}/keys", prefix="product")["keys"][0]
+    assert row["key"] == "product-1" and row["seq"] == 3 and row["modified"]
+    assert row["content_type"].startswith("application/json")
+    assert get(api, f"{SHOP}/keys", prefix="zzz")["keys"] == []
+    get(api, f"{SHOP}/keys", 400, limit="0")
+    get(api, f"{SHOP}/keys", 400, limit="many")
+
+
+def test_record_views_by_content_type(api: Any) -> None:
+    record = get(api, f"{SHOP}/record", key="product-1")
+    assert record["view"] == "json" and json.loads(record["text"])["price"] == 703
+    assert get(api, f"{SHOP}/record", key="notes")["view"] == "text"
+    assert get(api, f"{SHOP}/record", key="logo.png")["view"] == "image"
+    assert get(api, f"{SHOP}/record", key="page-hostile")["view"] == "page"
+    assert get(api, f"{SHOP}/record", key="nothing")["view"] == "none"
+    old = get(api, f"{SHOP}/record", key="product-1", seq=1)
+    assert json.loads(old["text"])["price"] == 701 and not old["current"]
+    get(api, f"{SHOP}/record", 404, key="gone")
+    get(api, f"{SHOP}/record", 404, key="product-1", seq=999)
+    get(api, f"{SHOP}/record", 400, key="")
+    get(api, f"{SHOP}/record", 400)
+    page = get(api, "/stores/key_value_stores/shop/record", key="product-1")
+    assert "<details" in page and "&#34;Phone&#34;" in page
+
+
+def test_history_paging_and_diffs(api: Any) -> None:
+    history = get(api, f"{SHOP}/history", key="product-1")
+    assert [c["seq"] for c in history["changes"]] == [1, 2, 3] and history["starts_at"] == 1
+    assert get(api, f"{SHOP}/history", key="product-1", offset=1, limit=1)["changes"][0]["seq"] == 2
+    diff = get(api, f"{SHOP}/diff", key="product-1", a=1, b=3)
+    assert '-  "price": 701,' in diff["lines"] and '+  "price": 703,' in diff["lines"]
+    text = get(api, f"{SHOP}/diff", key="notes", a=4, b=5)
+    assert "-line two" in text["lines"] and "+line three" in text["lines"]
+    gone = get(api, f"{SHOP}/history", key="gone")["changes"]
+    assert [c["op"] for c in gone] == ["set", "delete"]
+    assert get(api, f"{SHOP}/diff", key="gone", a=gone[0]["seq"], b=gone[1]["seq"])["lines"]
+    get(api, f"{SHOP}/diff", 404, key="product-1", a=1, b=99)
+    get(api, f"{SHOP}/diff", 400, key="product-1", a=1)
+    page = get(api, "/stores/key_value_stores/shop/history", key="product-1", a=1, b=2)
+    assert 'class="diff"' in page and "&#34;price&#34;: 702" in page
+
+
+def test_state_at_a_seq_and_a_time(api: Any) -> None:
+    state = get(api, f"{SHOP}/state", at="2")
+    assert state["keys_then"] == 1 and state["keys"][0]["seq"] == 2
+    everything = get(api, f"{SHOP}/state", at="2999-01-01T00:00:00Z", limit=1000)
+    assert everything["keys_then"] == 256
+    assert get(api, f"{SHOP}/state", at="1970-01-01")["keys_then"] == 0
+    get(api, f"{SHOP}/state", 400, at="yesterday")
+    get(api, f"{SHOP}/state", 400)
+
+
+def test_follows_a_live_writer(storage: Path, api: Any) -> None:
+    path = storage / "key_value_stores" / "shop"
+    assert get(api, f"{SHOP}/keys", prefix="new-")["matching"] == 0
+    with Engine.open(path) as writer:
+        writer.set("new-1", b"fresh", "text/plain")
+        summary = get(api, SHOP)
+        assert summary["writer_pid"] == os.getpid()
+        assert get(api, f"{SHOP}/keys", prefix="new-")["matching"] == 1
+        writer.set("new-1", b"fresher", "text/plain")
+        writer.compact()
+        writer.set("new-2", b"after the compaction", "text/plain")
+        assert [r["key"] for r in get(api, f"{SHOP}/keys", prefix="new-")["keys"]] == [
+            "new-1",
+            "new-2",
+        ]
+        assert get(api, f"{SHOP}/record", key="new-1")["text"] == "fresher"
+    assert get(api, SHOP)["writer_pid"] is None
+
+
+def test_verify(api: Any) -> None:
+    result = get(api, f"{SHOP}/verify")
+    assert result["ok"] is True and result["keys_read"] == 256
+    listed = {s["name"]: s for s in get(api, "/api/stores")["stores"]}
+    assert listed["shop"]["verify"]["ok"] is True
+
+
+def _flip_byte_in_the_middle(store: Path) -> None:
+    segment = sorted(store.glob("*.seg"))[0]
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+
+
+def test_damaged_and_foreign_stores_are_shown_never_a_server_error(storage: Path, api: Any) -> None:
+    _flip_byte_in_the_middle(storage / "key_value_stores" / "shop")
+    garbage = storage / "key_value_stores" / "garbage"
+    garbage.mkdir()
+    (garbage / "00000001.seg").write_bytes(os.urandom(300))
+    (storage / "datasets" / "items" / "META.json").write_text("{not json")
+    listed = {s["name"]: s for s in get(api, "/api/stores")["stores"]}
+    assert listed["shop"]["status"] == "damaged" and "offset" in listed["shop"]["error"]
+    assert listed["garbage"]["status"] == "damaged" and listed["garbage"]["error"]
+    assert "META.json unreadable" in listed["items"]["holds"]
+    assert "damaged" in get(api, "/")
+    assert "damaged" in get(api, "/stores/key_value_stores/shop")
+    assert get(api, SHOP)["status"] == "damaged"
+    get(api, f"{SHOP}/keys", 409)
+    assert get(api, f"{SHOP}/verify")["ok"] is False
+    assert "problems" in get(api, "/stores/key_value_stores/shop/verify").lower()
+
+
+def test_unknown_stores_are_404(api: Any) -> None:
+    get(api, "/api/stores/key_value_stores/nope", 404)
+    get(api, "/api/stores/elsewhere/shop", 404)
+    assert get(api, "/stores/datasets/shop", 404)
+
+
+def test_raw_download_is_an_attachment(api: Any) -> None:
+    response = api.get("/raw/key_value_stores/shop", params={"key": "logo.png", "download": "1"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert response.content.startswith(b"\x89PNG")
+    old = api.get("/raw/key_value_stores/shop", params={"key": "product-1", "seq": "1"})
+    assert json.loads(old.content)["price"] == 701
+
+
+def test_hostile_key_in_the_json_api(api: Any) -> None:
+    rows = get(api, f"{SHOP}/keys", prefix="<")["keys"]
+    assert [r["key"] for r in rows] == [HOSTILE_KEY]
+    assert get(api, f"{SHOP}/record", key=HOSTILE_KEY)["key"] == HOSTILE_KEY
+
+
+def test_serve_without_the_extra_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    (tmp_path / "key_value_stores").mkdir()
+    assert logkv_main(["serve", str(tmp_path)]) == 2
+    assert "pip install 'logkv[web]'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_store_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Engine.open(tmp_path / "store") as engine:
+        engine.set("k", b"v")
+    assert logkv_main(["serve", str(tmp_path / "store")]) == 2
+    assert "storage folder" in capsys.readouterr().err
