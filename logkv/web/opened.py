@@ -8,6 +8,7 @@ Also here: the time of a record without reading its value, and whether a writer 
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -68,6 +69,9 @@ class OpenedStores:
                 engine = Engine.open(path, readonly=True)
                 opened = Opened(engine, SegmentReaders(path), engine.snapshot_covers)
                 self._opened[path] = opened
+                # The index lives as long as the console: keep the collector's passes off it
+                # (a full pass over a million entries would stall a page by a tenth of a second).
+                gc.freeze()
             if opened.covers != opened.engine.snapshot_covers:  # the writer compacted
                 opened.covers = opened.engine.snapshot_covers
                 opened.readers.retire(opened.covers)

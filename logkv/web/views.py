@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..cli.audit import Change, key_changes, verify_store
+from ..cli.audit import Change, KeyHistory, key_changes, verify_store
 from ..cli.contents import store_contents
 from ..cli.render import iso_timestamp, parse_time
 from ..configuration import Configuration
@@ -37,6 +38,8 @@ KEYS_PAGE: Final = 100
 HISTORY_PAGE: Final = 500
 #: The most rows any page or API call returns.
 MAX_PAGE: Final = 1000
+#: Key histories kept in memory (see :func:`key_history`).
+HISTORIES_KEPT: Final = 8
 
 
 class BadInputError(ValueError):
@@ -56,6 +59,32 @@ class Console:
     opened: OpenedStores = field(default_factory=OpenedStores)
     verified: dict[Path, dict[str, Any]] = field(default_factory=dict)
     guard: threading.Lock = field(default_factory=threading.Lock)
+    #: Whether ``LOGKV_REPLICA_URL`` is set (read once: the environment does not change).
+    replicated: bool = field(default_factory=lambda: Configuration().replica_url is not None)
+    #: The histories read last, by store folder and key, with the store's position then
+    #: (:func:`key_history`): paging a timeline and diffing its versions read it once.
+    histories: OrderedDict[tuple[Path, str], tuple[tuple[int, int], KeyHistory]] = field(
+        default_factory=OrderedDict
+    )
+
+
+def key_history(console: Console, ref: StoreRef, key: str) -> KeyHistory:
+    """The retained history of ``key`` (:func:`logkv.cli.audit.key_changes`), read again only
+    when the store moved on (a write or a compaction) since it was last read."""
+    with console.opened.use(ref.path) as opened:
+        position = (opened.engine.last_seq, opened.engine.snapshot_covers)
+    slot = (ref.path, key)
+    with console.guard:
+        cached = console.histories.get(slot)
+        if cached is not None and cached[0] == position:
+            console.histories.move_to_end(slot)
+            return cached[1]
+    history = key_changes(ref.path, key)
+    with console.guard:
+        console.histories[slot] = (position, history)
+        while len(console.histories) > HISTORIES_KEPT:
+            console.histories.popitem(last=False)
+    return history
 
 
 def _time(timestamp_us: int | None) -> str | None:
@@ -151,12 +180,12 @@ def store_detail(console: Console, ref: StoreRef) -> dict[str, Any]:
     first = segments[0][0] if segments else None
     summary["history_from_segment"] = first
     summary["history_complete"] = first in (None, 1)
-    summary["replication"] = _replication(ref.path, summary.get("last_seq"))
+    summary["replication"] = _replication(console.replicated, ref.path, summary.get("last_seq"))
     return summary
 
 
-def _replication(path: Path, last_seq: int | None) -> dict[str, Any]:
-    if Configuration().replica_url is None:
+def _replication(replicated: bool, path: Path, last_seq: int | None) -> dict[str, Any]:
+    if not replicated:
         return {"configured": False}
     if last_seq is None:
         return {"configured": True}
@@ -226,7 +255,7 @@ def record_value(
             entry, value = found
             stamp = record_stamp(opened.readers, entry)
         return (value, entry.content_type, *(stamp or (None, None)))
-    for change in key_changes(ref.path, key).changes:
+    for change in key_history(console, ref, key).changes:
         if change.seq == seq and change.op == "set":
             return change.value, change.content_type, change.seq, change.timestamp_us
     raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
@@ -283,7 +312,7 @@ def history_view(
 ) -> dict[str, Any]:
     """Every retained change of ``key``, oldest first, ``limit`` of them from ``offset``;
     ``total`` counts them all, ``starts_at`` is the first seq the log still holds."""
-    history = key_changes(ref.path, key)
+    history = key_history(console, ref, key)
     changes = history.changes
     return {
         "store": ref_json(ref),
@@ -299,7 +328,7 @@ def history_view(
 def diff_view(console: Console, ref: StoreRef, key: str, a: int, b: int) -> dict[str, Any]:
     """The diff of ``key`` between its versions at seqs ``a`` and ``b`` (a delete counts as
     an empty version); capped (:mod:`logkv.web.diffs`)."""
-    found = {c.seq: c for c in key_changes(ref.path, key).changes if c.seq in (a, b)}
+    found = {c.seq: c for c in key_history(console, ref, key).changes if c.seq in (a, b)}
     for seq in (a, b):
         if seq not in found:
             raise NotFoundError(f"key {key!r} has no change at seq {seq}")
