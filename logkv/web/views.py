@@ -35,7 +35,7 @@ from .values import json_tree, pretty_json, value_text, view_kind
 #: Keys per page of a store's key list (at most :data:`MAX_PAGE` when asked).
 KEYS_PAGE: Final = 100
 #: Changes per page of a key's timeline.
-HISTORY_PAGE: Final = 500
+HISTORY_PAGE: Final = 200
 #: The most rows any page or API call returns.
 MAX_PAGE: Final = 1000
 #: Key histories kept in memory (see :func:`key_history`).
