@@ -213,3 +213,25 @@ def test_nothing_the_console_serves_writes(storage: Path, api: Any) -> None:
     for method in ("post", "put", "delete", "patch"):
         assert getattr(api, method)("/api/stores/key_value_stores/shop/keys").status_code == 405
     assert _fingerprint(storage) == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/stores/key_value_stores/shop/record?key=" + "k" * 1025,
+        "/api/stores/key_value_stores/shop/record?key=",
+        "/api/stores/key_value_stores/shop/record?key=product-1&seq=-1",
+        "/api/stores/key_value_stores/shop/record?key=product-1&seq=%C2%B2",
+        "/api/stores/key_value_stores/shop/keys?limit=1000000",
+        "/api/stores/key_value_stores/shop/keys?limit=%00",
+        "/api/stores/key_value_stores/shop/history?key=product-1&offset=x",
+        "/api/stores/key_value_stores/shop/diff?key=product-1&a=1&b=",
+        "/api/stores/key_value_stores/shop/state?at=%FF%FE",
+        "/stores/key_value_stores/shop/record?key=%FF",
+        "/stores/key_value_stores/shop/history?key=product-1&a=1&b=x",
+    ],
+)
+def test_bad_parameters_are_400_or_404_never_500(api: Any, url: str) -> None:
+    response = api.get(url)
+    assert response.status_code in (400, 404), (url, response.status_code, response.text)
+    assert "Traceback" not in response.text

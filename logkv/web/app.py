@@ -29,10 +29,10 @@ from starlette.staticfiles import StaticFiles
 
 from ..cli.render import human_bytes
 from ..content import extension_for, public_content_type
-from ..errors import InvalidKeyError, LogKVError
+from ..errors import InvalidKeyError, LogKVError, StoreNotFoundError
 from ..history import HistoryGap, StoreChangedError
 from . import views
-from .catalog import StoreRef, resolve
+from .catalog import StoreRef, UnknownStoreError, resolve
 from .security import RAW_POLICY, Guard
 from .values import PREVIEW_BYTES
 from .views import Console
@@ -205,8 +205,10 @@ def create_app(
         routes=routes,
         middleware=[Middleware(Guard, allowed_hosts=allowed_hosts, token=token)],
         exception_handlers={
-            LookupError: on_error(404),
-            ValueError: on_error(400),
+            UnknownStoreError: on_error(404),
+            views.NotFoundError: on_error(404),
+            StoreNotFoundError: on_error(404),
+            views.BadInputError: on_error(400),
             InvalidKeyError: on_error(400),
             HistoryGap: on_error(409),
             StoreChangedError: on_error(503),

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..cli.audit import Change, KeyHistory, key_changes, verify_store
+from ..cli.common import CommandError, parse_until
 from ..cli.contents import store_contents
-from ..cli.render import iso_timestamp, parse_time
+from ..cli.render import iso_timestamp
 from ..configuration import Configuration
 from ..content import public_content_type
 from ..engine import validate_key
@@ -349,19 +350,14 @@ def diff_view(console: Console, ref: StoreRef, key: str, a: int, b: int) -> dict
 
 
 def parse_point(text: str | None) -> tuple[int | None, int | None]:
-    """``at``: a sequence number, or an ISO 8601 time (no offset: UTC), as (seq, us)."""
+    """``at``: a sequence number, or an ISO 8601 time (no offset: UTC), as (seq, us); read
+    as ``logkv replay --until`` reads its point."""
     if text is None or not text.strip():
         raise BadInputError("the at parameter is missing: a seq or an ISO 8601 time")
-    text = text.strip()
-    if text.isascii() and text.isdigit():
-        return int(text), None
     try:
-        return None, parse_time(text)
-    except ValueError:
-        raise BadInputError(
-            f"at={text!r} is neither a sequence number nor an ISO 8601 time "
-            "(for example 2026-01-31T12:00:00Z)"
-        ) from None
+        return parse_until(text)
+    except CommandError as exc:
+        raise BadInputError(str(exc).replace("--until ", "at=", 1)) from None
 
 
 def state_view(
