@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,22 @@ def test_serve_refuses_a_store_folder(tmp_path: Path, capsys: pytest.CaptureFixt
         engine.set("k", b"v")
     assert logkv_main(["serve", str(tmp_path / "store")]) == 2
     assert "storage folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_log_cut_short_anywhere_is_never_a_server_error(storage: Path, tmp_path: Path) -> None:
+    """A log cut at any point (a crash mid-append, a copy cut short) is shown as what it is.
+    Each cut is a fresh console: files never shrink under an open store (the engine's rule;
+    a writer's open only cuts bytes past the last record)."""
+    segment = sorted((storage / "key_value_stores" / "shop").glob("*.seg"))[0]
+    data = segment.read_bytes()
+    for n, cut in enumerate((len(data) - 1, len(data) - 40, len(data) * 2 // 3, 20, 0)):
+        copy = tmp_path / f"cut-{n}"
+        shutil.copytree(storage, copy)
+        (copy / "key_value_stores" / "shop" / segment.name).write_bytes(data[:cut])
+        with client(copy) as api:
+            for url in ("/api/stores", SHOP, "/", "/stores/key_value_stores/shop"):
+                response = api.get(url)
+                assert response.status_code == 200, (cut, url, response.text)
+            assert get(api, SHOP)["status"] in ("ok", "damaged"), cut
+            assert api.get(f"{SHOP}/keys").status_code in (200, 409), cut
