@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import msgpack
 
@@ -25,6 +26,10 @@ from ..index import IndexEntry
 from ..layout import LOCK_FILE
 from ..lock import read_holder_pid
 from ..segments import SegmentReaders
+
+#: Stores with at least this many keys have their index moved out of the collector's sight
+#: when they are opened (:func:`gc.freeze`).
+FREEZE_KEYS: Final = 100_000
 
 
 @dataclass
@@ -69,9 +74,11 @@ class OpenedStores:
                 engine = Engine.open(path, readonly=True)
                 opened = Opened(engine, SegmentReaders(path), engine.snapshot_covers)
                 self._opened[path] = opened
-                # The index lives as long as the console: keep the collector's passes off it
-                # (a full pass over a million entries would stall a page by a tenth of a second).
-                gc.freeze()
+                if len(engine) >= FREEZE_KEYS:
+                    # A big index lives as long as the console: keep the collector's passes
+                    # off it (a full pass over a million entries stalls a page).
+                    gc.collect()
+                    gc.freeze()
             if opened.covers != opened.engine.snapshot_covers:  # the writer compacted
                 opened.covers = opened.engine.snapshot_covers
                 opened.readers.retire(opened.covers)

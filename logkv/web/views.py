@@ -39,8 +39,10 @@ KEYS_PAGE: Final = 100
 HISTORY_PAGE: Final = 200
 #: The most rows any page or API call returns.
 MAX_PAGE: Final = 1000
-#: Key histories kept in memory (see :func:`key_history`).
-HISTORIES_KEPT: Final = 8
+#: Key histories kept in memory (see :func:`key_history`), each at most
+#: :data:`HISTORY_BYTES_KEPT` bytes of values.
+HISTORIES_KEPT: Final = 4
+HISTORY_BYTES_KEPT: Final = 16 << 20
 
 
 class BadInputError(ValueError):
@@ -81,6 +83,8 @@ def key_history(console: Console, ref: StoreRef, key: str) -> KeyHistory:
             console.histories.move_to_end(slot)
             return cached[1]
     history = key_changes(ref.path, key)
+    if sum(change.size or 0 for change in history.changes) > HISTORY_BYTES_KEPT:
+        return history  # too big to keep: read again each time
     with console.guard:
         console.histories[slot] = (position, history)
         while len(console.histories) > HISTORIES_KEPT:
