@@ -109,7 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token, hosts = serve_settings(args.host, args.token or os.environ.get(TOKEN_VARIABLE),
                                   args.allow_host)  # fmt: skip
     app = create_app(folder, token=token, allowed_hosts=hosts)
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{host}]" if ":" in host else host
     address = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"logkv console for {folder} (read-only): {address}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False,
