@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
 
-from web_support import HOSTILE_KEY, client, make_storage
+from web_support import HOSTILE_KEY, client
 
 from logkv import Engine
 from logkv.web.cli import serve_settings
@@ -33,29 +33,18 @@ PAGES = [
 ]
 
 
-@pytest.fixture
-def storage(tmp_path: Path) -> Path:
-    return make_storage(tmp_path / "storage")
-
-
-@pytest.fixture
-def api(storage: Path) -> Any:
-    with client(storage) as c:
-        yield c
-
-
 @pytest.mark.parametrize(
     "host", ["evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "", "10.0.0.1:8000"]
 )
-def test_a_foreign_host_name_is_refused(api: Any, host: str) -> None:
-    response = api.get("/api/stores", headers={"host": host})
+def test_a_foreign_host_name_is_refused(web_api: Any, host: str) -> None:
+    response = web_api.get("/api/stores", headers={"host": host})
     assert response.status_code == 400
     assert "stores" not in response.text
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost", "LOCALHOST:1", "[::1]:8000"])
-def test_loopback_host_names_are_served(api: Any, host: str) -> None:
-    assert api.get("/api/stores", headers={"host": host}).status_code == 200
+def test_loopback_host_names_are_served(web_api: Any, host: str) -> None:
+    assert web_api.get("/api/stores", headers={"host": host}).status_code == 200
 
 
 def test_host_name_parsing() -> None:
@@ -64,14 +53,14 @@ def test_host_name_parsing() -> None:
     assert host_name("localhost") == "localhost"
 
 
-def test_allowed_hosts_are_added(storage: Path) -> None:
-    with client(storage, allowed_hosts=("console.lan",)) as c:
+def test_allowed_hosts_are_added(web_storage: Path) -> None:
+    with client(web_storage, allowed_hosts=("console.lan",)) as c:
         assert c.get("/api/stores", headers={"host": "console.lan:8000"}).status_code == 200
         assert c.get("/api/stores", headers={"host": "other.lan"}).status_code == 400
 
 
-def test_token_is_required_and_kept_in_a_cookie(storage: Path) -> None:
-    with client(storage, token="s3cret-token") as c:
+def test_token_is_required_and_kept_in_a_cookie(web_storage: Path) -> None:
+    with client(web_storage, token="s3cret-token") as c:
         assert c.get("/api/stores").status_code == 401
         assert c.get("/static/console.css").status_code == 401
         assert c.get("/api/stores", params={"token": "wrong"}).status_code == 401
@@ -90,8 +79,8 @@ def test_token_is_required_and_kept_in_a_cookie(storage: Path) -> None:
         assert c.get("/api/stores").status_code == 401
 
 
-def test_token_redirect_stays_on_the_console(storage: Path) -> None:
-    with client(storage, token="t") as c:
+def test_token_redirect_stays_on_the_console(web_storage: Path) -> None:
+    with client(web_storage, token="t") as c:
         response = c.get("/%2Fevil.example/x", params={"token": "t"})  # path //evil.example/x
         assert response.status_code == 303
         assert response.headers["location"].startswith("/evil.example")
@@ -120,25 +109,25 @@ def test_a_bind_beyond_loopback_gets_a_token() -> None:
         "/static/%2e%2e/app.py",
     ],
 )
-def test_names_cannot_leave_the_storage_folder(storage: Path, api: Any, url: str) -> None:
-    outside = storage.parent / "outside"
+def test_names_cannot_leave_the_storage_folder(web_storage: Path, web_api: Any, url: str) -> None:
+    outside = web_storage.parent / "outside"
     with Engine.open(outside) as engine:
         engine.set("secret", b"from outside")
-    (storage / "key_value_stores" / "linked").symlink_to(outside)
-    response = api.get(url)
+    (web_storage / "key_value_stores" / "linked").symlink_to(outside)
+    response = web_api.get(url)
     assert response.status_code in (400, 404), (url, response.status_code)
     assert "from outside" not in response.text and "import" not in response.text
-    names = {s["name"] for s in api.get("/api/stores").json()["stores"]}
+    names = {s["name"] for s in web_api.get("/api/stores").json()["stores"]}
     assert "linked" not in names
 
 
-def test_hostile_keys_are_escaped_in_every_page(api: Any) -> None:
+def test_hostile_keys_are_escaped_in_every_page(web_api: Any) -> None:
     pages = [
-        api.get("/stores/key_value_stores/shop", params={"prefix": "<"}).text,
-        api.get("/stores/key_value_stores/shop/record", params={"key": HOSTILE_KEY}).text,
-        api.get("/stores/key_value_stores/shop/history", params={"key": HOSTILE_KEY}).text,
-        api.get("/stores/key_value_stores/shop", params={"prefix": "<script>\"'"}).text,
-        api.get("/stores/key_value_stores/<script>").text,
+        web_api.get("/stores/key_value_stores/shop", params={"prefix": "<"}).text,
+        web_api.get("/stores/key_value_stores/shop/record", params={"key": HOSTILE_KEY}).text,
+        web_api.get("/stores/key_value_stores/shop/history", params={"key": HOSTILE_KEY}).text,
+        web_api.get("/stores/key_value_stores/shop", params={"prefix": "<script>\"'"}).text,
+        web_api.get("/stores/key_value_stores/<script>").text,
     ]
     for page in pages:
         assert "<script>console" not in page and '<script>"' not in page
@@ -146,14 +135,16 @@ def test_hostile_keys_are_escaped_in_every_page(api: Any) -> None:
         assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/console.js" defer>']
     assert "&lt;script&gt;console.log(&#39;EXECUTED&#39;)&lt;/script&gt;" in pages[1]
     assert "%3Cscript%3E" in pages[0]  # in links, the key is URL-encoded
-    record = api.get("/stores/key_value_stores/shop/record", params={"key": "page-hostile"}).text
+    record = web_api.get(
+        "/stores/key_value_stores/shop/record", params={"key": "page-hostile"}
+    ).text
     assert "&lt;script&gt;console.log" in record  # the stored page's source, escaped
     assert "<script>console.log" not in record
 
 
-def test_every_response_carries_the_headers(api: Any) -> None:
+def test_every_response_carries_the_headers(web_api: Any) -> None:
     for url in PAGES:
-        response = api.get(url)
+        response = web_api.get(url)
         headers = response.headers
         assert headers["x-content-type-options"] == "nosniff", url
         assert headers["cache-control"] == "no-store"
@@ -165,9 +156,11 @@ def test_every_response_carries_the_headers(api: Any) -> None:
 
 
 @pytest.mark.parametrize("key", ["page-hostile", HOSTILE_KEY, "logo.png", "product-1"])
-def test_raw_values_are_served_sandboxed(api: Any, key: str) -> None:
+def test_raw_values_are_served_sandboxed(web_api: Any, key: str) -> None:
     for download in ("0", "1"):
-        response = api.get("/raw/key_value_stores/shop", params={"key": key, "download": download})
+        response = web_api.get(
+            "/raw/key_value_stores/shop", params={"key": key, "download": download}
+        )
         assert response.status_code == 200
         policy = response.headers["content-security-policy"]
         assert policy.split(";")[0] == "sandbox" and "allow-scripts" not in policy
@@ -179,19 +172,19 @@ def test_raw_values_are_served_sandboxed(api: Any, key: str) -> None:
         assert '"' not in disposition.split("filename=")[1].strip('"').split('";')[0]
 
 
-def test_stored_pages_are_previewed_in_a_sandboxed_frame(api: Any) -> None:
-    page = api.get("/stores/key_value_stores/shop/record", params={"key": "page-hostile"}).text
+def test_stored_pages_are_previewed_in_a_sandboxed_frame(web_api: Any) -> None:
+    page = web_api.get("/stores/key_value_stores/shop/record", params={"key": "page-hostile"}).text
     frames = re.findall(r"<iframe[^>]*>", page)
     assert len(frames) == 1 and " sandbox " in frames[0] and "allow-" not in frames[0]
     assert 'src="/raw/key_value_stores/shop?key=page-hostile"' in frames[0]
 
 
 def test_a_content_type_that_no_header_can_carry_is_served_as_bytes(
-    storage: Path, api: Any
+    web_storage: Path, web_api: Any
 ) -> None:
-    with Engine.open(storage / "key_value_stores" / "shop") as engine:
+    with Engine.open(web_storage / "key_value_stores" / "shop") as engine:
         engine.set("crlf", b"<b>x</b>", "text/html\r\nSet-Cookie: a=b")
-    response = api.get("/raw/key_value_stores/shop", params={"key": "crlf"})
+    response = web_api.get("/raw/key_value_stores/shop", params={"key": "crlf"})
     assert response.headers["content-type"] == "application/octet-stream"
     assert "set-cookie" not in response.headers
 
@@ -204,15 +197,15 @@ def _fingerprint(root: Path) -> dict[str, str]:
     }
 
 
-def test_nothing_the_console_serves_writes(storage: Path, api: Any) -> None:
-    before = _fingerprint(storage)
+def test_nothing_the_console_serves_writes(web_storage: Path, web_api: Any) -> None:
+    before = _fingerprint(web_storage)
     for url in PAGES:
-        api.get(url)
-    api.get("/api/stores/key_value_stores/shop/verify")
-    api.get("/raw/key_value_stores/shop", params={"key": "logo.png", "download": "1"})
+        web_api.get(url)
+    web_api.get("/api/stores/key_value_stores/shop/verify")
+    web_api.get("/raw/key_value_stores/shop", params={"key": "logo.png", "download": "1"})
     for method in ("post", "put", "delete", "patch"):
-        assert getattr(api, method)("/api/stores/key_value_stores/shop/keys").status_code == 405
-    assert _fingerprint(storage) == before
+        assert getattr(web_api, method)("/api/stores/key_value_stores/shop/keys").status_code == 405
+    assert _fingerprint(web_storage) == before
 
 
 @pytest.mark.parametrize(
@@ -231,7 +224,7 @@ def test_nothing_the_console_serves_writes(storage: Path, api: Any) -> None:
         "/stores/key_value_stores/shop/history?key=product-1&a=1&b=x",
     ],
 )
-def test_bad_parameters_are_400_or_404_never_500(api: Any, url: str) -> None:
-    response = api.get(url)
+def test_bad_parameters_are_400_or_404_never_500(web_api: Any, url: str) -> None:
+    response = web_api.get(url)
     assert response.status_code in (400, 404), (url, response.status_code, response.text)
     assert "Traceback" not in response.text
