@@ -691,7 +691,12 @@ class Engine:
         size = entry[3]
         if size > max_size:
             return size
-        found = self._record(key, entry)
+        try:
+            return self.read(entry), entry[4]  # the common case, with no further call
+        except FileNotFoundError:
+            if not self._was_retired(entry[FILE_ID]):
+                raise
+        found = self._record(key, None)  # a compaction moved it: look it up again
         if found is None:
             return None
         entry, value = found
@@ -994,7 +999,11 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        seq, commit = self._append(_SET, key, content_type, _checked_set(key, value, content_type))
+        if type(value) is not bytes or type(content_type) is not str:  # else checked inline
+            value = _checked_set(key, value, content_type)
+        elif type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            validate_key(key)
+        seq, commit = self._append(_SET, key, content_type, value)
         if commit is not DONE:
             self._wait(commit)
         return seq
