@@ -3,6 +3,7 @@ site for the crawler tests."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -177,3 +178,39 @@ def s3(s3_endpoint: str | None, monkeypatch: pytest.MonkeyPatch) -> S3Target:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return S3Target(f"s3://{bucket}/crawl", env)
+
+
+class HeldSyncs:
+    """``os.fdatasync`` that records which thread called it, can hold the first call until
+    :attr:`release` is set, and can fail every call with EIO (group-commit tests)."""
+
+    def __init__(self, *, hold_first: bool = False, fail: bool = False) -> None:
+        self.threads: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.fail = fail
+        self._guard = threading.Lock()
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        with self._guard:
+            self.threads.append(threading.get_ident())
+        self.entered.set()
+        assert self.release.wait(10.0), "a held fdatasync was never released"
+        if self.fail:
+            raise OSError(errno.EIO, "simulated EIO")
+        self._real(fd)
+
+
+@pytest.fixture
+def held_syncs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., HeldSyncs]:
+    """Install a :class:`HeldSyncs` as ``os.fdatasync`` (keyword arguments as its own)."""
+
+    def install(*, hold_first: bool = False, fail: bool = False) -> HeldSyncs:
+        syncs = HeldSyncs(hold_first=hold_first, fail=fail)
+        monkeypatch.setattr(os, "fdatasync", syncs)
+        return syncs
+
+    return install
