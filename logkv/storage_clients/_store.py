@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import Engine
-from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
+from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError, SyncFailedError
 from ..fsutil import empty_trash, move_to_trash
 from ..group_commit import Commit
 from ..index import IndexEntry
@@ -642,8 +642,9 @@ async def wait_for_commit(engine: Engine, commit: Commit) -> None:
 async def _lead(engine: Engine, commit: Commit) -> None:
     try:
         await asyncio.sleep(0)  # the tasks ready now append first, and join this batch
-    except BaseException:
-        commit.wait()  # cancelled: still sync the batch, whose other writers count on it
+    except BaseException:  # cancelled: still sync the batch, whose other writers count on it
+        with contextlib.suppress(SyncFailedError):  # they hear of a failure; this task is gone
+            commit.wait()
         raise
     if engine.sync_seconds <= INLINE_SYNC_LIMIT:
         commit.wait()
