@@ -13,13 +13,14 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from logkv import Engine
+from logkv import Configuration, Durability, Engine
 from logkv.configuration import ENVIRONMENT
 
 OpenEngine = Callable[..., Engine]
@@ -214,3 +215,13 @@ def held_syncs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., HeldSyncs]:
         return syncs
 
     return install
+
+
+def fsync_configuration(folder: Path) -> Configuration:
+    """Stores under ``folder`` with ``durability="fsync"``, no purge, no upkeep during a test."""
+    return Configuration(
+        storage_dir=str(folder),
+        purge_on_start=False,
+        persist_state_interval=timedelta(hours=1),
+        durability=Durability.FSYNC,
+    )

@@ -16,29 +16,20 @@ import asyncio
 import json
 import random
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import fsync_configuration
 
-from logkv import Configuration, Durability, KeyValueStore
+from logkv import KeyValueStore
 from logkv.killcheck import ACK, INTENT, READY, Pump, Reporter, run_and_kill
 
 TASKS = 16
 
 
-def _configuration(folder: Path) -> Configuration:
-    return Configuration(
-        storage_dir=str(folder),
-        purge_on_start=False,
-        persist_state_interval=timedelta(hours=1),
-        durability=Durability.FSYNC,
-    )
-
-
 async def _child(folder: Path, round_: int) -> None:
     reporter = Reporter(sys.stdout)
-    kvs = await KeyValueStore.open(name="kill", configuration=_configuration(folder))
+    kvs = await KeyValueStore.open(name="kill", configuration=fsync_configuration(folder))
     reporter.say(READY)
 
     async def writer(task: int) -> None:
@@ -73,7 +64,7 @@ def test_no_acknowledged_fsync_write_is_lost_across_kills(tmp_path: Path) -> Non
 
 async def _missing(folder: Path, keys: list[str]) -> list[str]:
     """The keys of ``keys`` the store (reopened) does not hold."""
-    kvs = await KeyValueStore.open(name="kill", configuration=_configuration(folder))
+    kvs = await KeyValueStore.open(name="kill", configuration=fsync_configuration(folder))
     try:
         return [key for key in keys if await kvs.get_value(key) is None]
     finally:

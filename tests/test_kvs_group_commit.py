@@ -10,34 +10,23 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import HeldSyncs
+from conftest import HeldSyncs, fsync_configuration
 
-from logkv import Configuration, KeyValueStore
+from logkv import KeyValueStore
 from logkv.errors import StoreFailedError, SyncFailedError
-from logkv.modes import Durability
 from logkv.storage_clients import _store
 
 #: Long enough for any healthy wait here; a stranded writer fails the test instead of hanging.
 _PATIENCE = 10.0
 
 
-def _configuration(tmp_path: Path) -> Configuration:
-    return Configuration(
-        storage_dir=str(tmp_path),
-        purge_on_start=False,
-        persist_state_interval=timedelta(hours=1),
-        durability=Durability.FSYNC,
-    )
-
-
 async def test_concurrent_tasks_share_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configuration = _configuration(tmp_path)
+    configuration = fsync_configuration(tmp_path)
     kvs = await KeyValueStore.open(name="grouped", configuration=configuration)
     real = os.fdatasync
     syncs = 0
@@ -74,7 +63,7 @@ async def test_concurrent_tasks_share_fsyncs(
 async def test_failed_fsync_fails_the_waiting_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kvs = await KeyValueStore.open(name="failing", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
     await kvs.set_value("safe", "synced")
 
     def failing(fd: int) -> None:
@@ -93,7 +82,7 @@ async def test_failed_fsync_fails_the_waiting_tasks(
         await kvs.set_value("after", 1)
     with contextlib.suppress(StoreFailedError):
         await kvs.close()  # it cannot persist into a failed store, but it releases the lock
-    reopened = await KeyValueStore.open(name="failing", configuration=_configuration(tmp_path))
+    reopened = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
     assert await reopened.get_value("safe") == "synced"
     await reopened.close()
 
@@ -101,7 +90,7 @@ async def test_failed_fsync_fails_the_waiting_tasks(
 async def test_a_lone_task_syncs_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
-    kvs = await KeyValueStore.open(name="lone", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="lone", configuration=fsync_configuration(tmp_path))
     monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", 60.0)  # however slow this disk is now
     syncs = held_syncs()
     for i in range(10):
@@ -114,7 +103,7 @@ async def test_a_lone_task_syncs_on_the_event_loop(
 async def test_tasks_share_a_sync_in_a_worker_thread_when_syncs_are_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
-    kvs = await KeyValueStore.open(name="slow", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="slow", configuration=fsync_configuration(tmp_path))
     monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", -1.0)  # every sync counts as slow
     syncs = held_syncs()
     await asyncio.gather(*(kvs.set_value(f"k{i}", i) for i in range(32)))
@@ -130,7 +119,7 @@ async def test_a_cancelled_leader_still_syncs_its_batch(
 ) -> None:
     """The first task of a batch is cancelled while it yields to the others: the batch is
     synced all the same, and the tasks that joined it are acknowledged."""
-    kvs = await KeyValueStore.open(name="cancel", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="cancel", configuration=fsync_configuration(tmp_path))
     leader = asyncio.create_task(kvs.set_value("leader", 0))
     await asyncio.sleep(0)  # the leader appended and now yields
     followers = [asyncio.create_task(kvs.set_value(f"f{i}", i)) for i in range(5)]
@@ -141,7 +130,7 @@ async def test_a_cancelled_leader_still_syncs_its_batch(
     for task in followers:
         task.result()
     await kvs.close()
-    kvs = await KeyValueStore.open(name="cancel", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="cancel", configuration=fsync_configuration(tmp_path))
     assert await kvs.get_value("leader") == 0  # appended and synced before the cancel landed
     assert [await kvs.get_value(f"f{i}") for i in range(5)] == list(range(5))
     await kvs.close()
@@ -150,7 +139,7 @@ async def test_a_cancelled_leader_still_syncs_its_batch(
 async def test_a_failed_sync_reaches_every_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
-    kvs = await KeyValueStore.open(name="failing", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
     await kvs.set_value("safe", 1)
     held_syncs(fail=True)
     results = await asyncio.wait_for(
