@@ -194,9 +194,10 @@ class BadFrame(Exception):  # noqa: N818 - internal control-flow signal, never e
         self.resume = resume
 
 
-def encode_segment_header(number: int) -> bytes:
-    """The 16 bytes that open segment ``number``."""
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, number)
+def encode_segment_header(number: int, version: int = FORMAT_VERSION) -> bytes:
+    """The 16 bytes that open segment ``number`` (of ``version``: an older one only for a
+    segment rewritten with its own frames, which salvage does)."""
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, version, number)
 
 
 def check_segment_header(data: bytes, number: int) -> str | None:

@@ -114,3 +114,23 @@ def test_history_reads_a_version_2_archive(tmp_path: Path) -> None:
     state = state_at(store, until_seq=5)
     assert sorted(state) == [f"s{i:03d}" for i in range(5)]
     assert state["s004"].value == b"v" * 52
+
+
+def test_salvage_rewrites_a_damaged_version_2_segment_as_version_2(tmp_path: Path) -> None:
+    store = tmp_path / "log"
+    shutil.copytree(FIXTURES / "log", store)
+    segment = store / "00000004.seg"
+    data = bytearray(segment.read_bytes())
+    data[SEGMENT_HEADER.size + 40] ^= 0x01  # damage the first record of the last segment
+    segment.write_bytes(bytes(data))
+    (store / "SYNCED").unlink()  # so that only what lies before good records is damage
+    with Engine.open(store, recovery="salvage") as engine:
+        assert engine.report.dropped
+        engine.set("after", b"salvage")
+    header = segment.read_bytes()[: SEGMENT_HEADER.size]
+    assert SEGMENT_HEADER.unpack(header)[1] == 2  # its frames are version 2 frames
+    assert SEGMENT_HEADER.unpack((store / "00000005.seg").read_bytes()[:16])[1] == 3
+    assert set(_magics(segment, SEGMENT_HEADER.size)) == {RECORD_MAGIC_V2}
+    assert verify(store).ok is False  # the dropped record broke the chain, visibly
+    with Engine.open(store) as engine:
+        assert engine.report.clean and engine.get("after") == b"salvage"
