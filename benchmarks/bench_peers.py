@@ -12,9 +12,10 @@ shelve, each at its own default durability (the results say which that is). In o
 so that the ratios hold on a noisy machine, the benchmark measures:
 
 - the raw limit of this machine: a plain loop that frames the same records (msgpack body,
-  length and CRC-32) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
+  length and CRC-32C) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
 - small JSON sets (distinct keys), point gets of random keys, ordered iteration of every key,
-  overwrites of a few hot keys, and 1 MB values, in rounds on fresh stores (best round kept);
+  overwrites of a few hot keys, and values of 1, 16 and 256 MiB, in rounds on fresh stores (best
+  round kept);
 - disk bytes after the writes;
 - reopen of stores of 100k and 1M keys in a fresh interpreter (open + one get), with the memory
   that took; logkv both from its log and after compaction;
@@ -47,7 +48,7 @@ from logkv.content import encode
 
 from .harness import Run, Script, check, positive_float, positive_int, run_writers, start_clock
 from .machine import disk_usage, rss_anon
-from .peer_report import RAW, Results, render, write_chart
+from .peer_report import RAW, Results, render, value_workload, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
 from .workload import raw_sync_rate, raw_write_loop
 
@@ -67,8 +68,8 @@ class Settings:
     records: int
     hot_keys: int
     overwrites: int
-    big_values: int
-    big_size: int
+    #: Large values: ``(size in bytes, how many)`` per row, smallest first.
+    values: tuple[tuple[int, int], ...]
     reopen_sizes: tuple[int, ...]
     sync_seconds: float
     writers: int
@@ -77,6 +78,11 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------- workload
+
+#: The large values of a full run, ``(size, count)``: 16 of 1 MiB, 4 of 16 MiB, 1 of 256 MiB
+#: (about 1 GB written and read per store and round, so the run stays within minutes).
+VALUES = ((1 << 20, 16), (16 << 20, 4), (256 << 20, 1))
+VALUES_QUICK = ((1 << 20, 4), (16 << 20, 2))
 
 
 def make_docs(
@@ -155,7 +161,8 @@ class Data:
     #: ``orjson.dumps`` of each document
     encoded: list[bytes]
     gets: list[str]
-    blobs: list[bytes]
+    #: The large values of each size (random bytes), by size.
+    blobs: dict[int, list[bytes]]
     doc_of: dict[str, dict[str, Any]] = field(init=False)
     sorted_keys: list[str] = field(init=False)
 
@@ -165,13 +172,13 @@ class Data:
 
 
 def make_data(settings: Settings) -> Data:
-    """Keys, documents, the order of the gets and the 1 MB values (random bytes)."""
+    """Keys, documents, the order of the gets and the large values (random bytes)."""
     seed = settings.run.seed
     keys, docs = make_docs(settings.records, seed)
     gets = keys[:]
     random.Random(seed + 1).shuffle(gets)
     rng = random.Random(seed + 2)
-    blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
+    blobs = {size: [rng.randbytes(size) for _ in range(count)] for size, count in settings.values}
     return Data(keys, docs, [orjson.dumps(doc) for doc in docs], gets, blobs)
 
 
@@ -210,13 +217,15 @@ async def run_round(
     for key, doc in last.items():
         got = await store.call(store.get_json, key)
         check(got == doc, f"{peer.name}: the last overwrite of {key} reads back")
-    big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
-    figures.per_op["big set"] = (
-        await timed_sets(store, big_keys, data.blobs, blob=True) / settings.big_values
-    )
-    seconds, sample = await timed_gets(store, big_keys, blob=True)
-    figures.per_op["big get"] = seconds / settings.big_values
-    check(sample == data.blobs[: len(sample)], f"{peer.name}: 1 MB values read back")
+    for size, blobs in data.blobs.items():
+        name = value_workload(size)
+        big_keys = [f"blob-{size >> 20}m-{i:03d}" for i in range(len(blobs))]
+        seconds = await timed_sets(store, big_keys, blobs, blob=True)
+        figures.per_op[f"{name} set"] = seconds / len(blobs)
+        seconds, sample = await timed_gets(store, big_keys, blob=True)
+        figures.per_op[f"{name} get"] = seconds / len(blobs)
+        check(sample == blobs[: len(sample)], f"{peer.name}: {size >> 20} MiB values read back")
+        del sample
     await store.close()
     if first and peer.persistent:
         figures.disk = disk_usage(folder)
@@ -489,8 +498,7 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
         records=records,
         hot_keys=16,
         overwrites=max(records // 4, 16),
-        big_values=4 if quick else 16,
-        big_size=1 << 20,
+        values=VALUES_QUICK if quick else VALUES,
         reopen_sizes=tuple(int(size) for size in reopen.split(",") if size),
         sync_seconds=args.sync_seconds or (0.5 if quick else 2.0),
         writers=args.writers,
@@ -502,10 +510,10 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
 def describe(settings: Settings) -> str:
     """The sizes of this run, in words."""
     sizes = ", ".join(f"{size:,}" for size in settings.reopen_sizes)
+    values = ", ".join(f"{count} of {size >> 20} MiB" for size, count in settings.values)
     return (
         f"{settings.records:,} small JSON records; {settings.overwrites:,} overwrites of"
-        f" {settings.hot_keys} hot keys; {settings.big_values} values of"
-        f" {settings.big_size >> 20} MiB; reopen of {sizes}"
+        f" {settings.hot_keys} hot keys; {values} values; reopen of {sizes}"
         f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
         f" writers; best of {settings.rounds} rounds"
     )
