@@ -99,9 +99,11 @@ def check_an_older_store(
     assert last_segment.name != segment_name(1)
 
 
-def test_history_reads_a_version_1_archive(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "size"), [(1, 11), (2, 13)])
+def test_history_reads_an_older_archive(tmp_path: Path, version: int, size: int) -> None:
+    # Both fixtures' snapshot stores begin with sets of s000, s001, ... of size * i bytes.
     store = tmp_path / "snapshot"
-    shutil.copytree(FIXTURES / "snapshot", store)
+    shutil.copytree(FIXTURES.parent / f"v{version}" / "snapshot", store)
     state = state_at(store, until_seq=5)
     assert sorted(state) == [f"s{i:03d}" for i in range(5)]
-    assert state["s004"].value == b"v" * 44
+    assert state["s004"].value == b"v" * size * 4

@@ -24,7 +24,7 @@ from logkv.format import (
     SEGMENT_HEADER,
     iter_frames,
 )
-from logkv.history import iter_log, state_at
+from logkv.history import iter_log
 from logkv.snapshot import load_snapshot
 from logkv.verify import verify
 
@@ -106,14 +106,6 @@ def test_version_3_appends_segments_and_keeps_version_2_frames_verbatim(tmp_path
     assert verify(store).ok
     with Engine.open(store, readonly=True) as reader:
         assert read_state(reader) == expected
-
-
-def test_history_reads_a_version_2_archive(tmp_path: Path) -> None:
-    store = tmp_path / "snapshot"
-    shutil.copytree(FIXTURES / "snapshot", store)
-    state = state_at(store, until_seq=5)
-    assert sorted(state) == [f"s{i:03d}" for i in range(5)]
-    assert state["s004"].value == b"v" * 52
 
 
 def test_salvage_rewrites_a_damaged_version_2_segment_as_version_2(tmp_path: Path) -> None:
