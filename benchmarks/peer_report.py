@@ -208,6 +208,11 @@ def targets(results: Results) -> list[tuple[str, str, str, str]]:
 # ---------------------------------------------------------------------------------- report
 
 
+def measured_workloads(results: Results) -> list[tuple[str, str, str]]:
+    """The :data:`WORKLOADS` this run measured (a quick run has no 256 MiB values)."""
+    return [w for w in WORKLOADS if any(w[0] in ops for ops in results.per_op.values())]
+
+
 def render(results: Results, run: Run, chart: Path | None) -> str:
     """The results as a Markdown document (``chart``: the chart's file, shown under the
     summary)."""
@@ -220,7 +225,7 @@ def render(results: Results, run: Run, chart: Path | None) -> str:
         summary += f"\n\n![logkv against its peers]({chart.name})"
     body = section("Targets", table(("Target", "Measured", "How", "Status"), targets(results)))
     rows = [["durability", "none (a loop of write())", *map(results.durability_of, names)]]
-    for key, label, _ in WORKLOADS:
+    for key, label, _ in measured_workloads(results):
         cells = [per_op_text(results.per_op.get(RAW, {})[key]) if key == "set" else ""]
         cells += [
             per_op_text(results.per_op[n][key]) if key in results.per_op.get(n, {}) else ""
@@ -375,7 +380,7 @@ def write_chart(results: Results, path: Path) -> None:
     durability = {p.name: p.durability for p in results.peers}
     durability["logkv (compacted)"] = "process"
     panels: list[Panel] = []
-    for key, label, unit in WORKLOADS:
+    for key, label, unit in measured_workloads(results):
         values = {n: 1 / ops[key] for n, ops in results.per_op.items() if key in ops and n != RAW}
         limit = 1 / results.per_op[RAW]["set"] if key == "set" and RAW in results.per_op else None
         panels.append(Panel(label, values, f"{unit}s/s (more is better)", limit, durability))

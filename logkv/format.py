@@ -608,9 +608,10 @@ def check_frame(buf: Any, pos: int, size: int) -> str | None:
 
     Checks the magic, the length and the checksum without decoding the body.
     """
-    crc_of, crc = _frame_header(buf, pos, size)
-    if crc_of is None:
-        return "record header does not match the index" if crc else "record is cut short"
+    header = _indexed_header(buf, pos, size)
+    if isinstance(header, str):
+        return header
+    crc_of, crc = header
     if size <= _COPY_TO_CHECK:
         actual = crc_of(buf[pos + _CRC_START : pos + size], 0)  # a small copy beats a view
     else:
@@ -628,7 +629,8 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     over the header and **the very bytes returned**.
 
     Raises :class:`BadFrame` (``reason`` as :func:`check_frame` gives it) when the frame is not
-    intact. A point read's whole cost for a large value: one copy and one checksum pass.
+    intact. A point read's whole cost for a large value: one copy and one checksum pass (over
+    the copy, which the copy has just brought into the cache).
     """
     total = head + size if size > 0 else head
     if total <= _COPY_TO_CHECK:
@@ -636,10 +638,10 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
         if problem is not None:
             raise BadFrame(problem, False, pos)
         return None if size < 0 else buf[pos + head : pos + total]
-    crc_of, crc = _frame_header(buf, pos, total)
-    if crc_of is None:
-        reason = "record header does not match the index" if crc else "record is cut short"
-        raise BadFrame(reason, False, pos)
+    header = _indexed_header(buf, pos, total)
+    if isinstance(header, str):
+        raise BadFrame(header, False, pos)
+    crc_of, crc = header
     with memoryview(buf) as view:
         start = crc_of(view[pos + _CRC_START : pos + head], 0)
     value: bytes = buf[pos + head : pos + total]
@@ -648,14 +650,13 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     return value
 
 
-def _frame_header(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int] | None, int]:
-    """For the ``size``-byte frame the index expects at ``pos``: its checksum function and
-    stored CRC; ``(None, 0)`` when the frame is cut short, ``(None, 1)`` when its magic or
-    length do not match."""
+def _indexed_header(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
+    """For the ``size``-byte frame the index expects at ``pos``: its checksum function (by its
+    magic) and its stored CRC; or why the frame cannot be that one."""
     if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
-        return None, 0
+        return "record is cut short"
     magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
     crc_of = _CRC_OF.get(magic)
     if crc_of is None or length != size - FRAME_HEADER_SIZE:
-        return None, 1
+        return "record header does not match the index"
     return crc_of, crc
