@@ -171,6 +171,13 @@ class Data:
         self.sorted_keys = sorted(self.keys)
 
 
+def random_bytes(rng: random.Random, size: int) -> bytes:
+    """``size`` random bytes from ``rng``, made 16 MiB at a time (``randbytes`` of 256 MiB
+    overflows)."""
+    step = 16 << 20
+    return b"".join(rng.randbytes(min(step, size - at)) for at in range(0, size, step))
+
+
 def make_data(settings: Settings) -> Data:
     """Keys, documents, the order of the gets and the large values (random bytes)."""
     seed = settings.run.seed
@@ -178,7 +185,9 @@ def make_data(settings: Settings) -> Data:
     gets = keys[:]
     random.Random(seed + 1).shuffle(gets)
     rng = random.Random(seed + 2)
-    blobs = {size: [rng.randbytes(size) for _ in range(count)] for size, count in settings.values}
+    blobs = {
+        size: [random_bytes(rng, size) for _ in range(count)] for size, count in settings.values
+    }
     return Data(keys, docs, [orjson.dumps(doc) for doc in docs], gets, blobs)
 
 
