@@ -19,7 +19,6 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -33,10 +32,8 @@ from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .files import ByteSource, open_bytes
 from .format import (
-    FRAME_HEADER,
-    FRAME_HEADER_SIZE,
+    FRAME_MAGIC_PREFIX,
     GENESIS_CHAIN,
-    RECORD_MAGIC,
     SEGMENT_HEADER_SIZE,
     BadFrame,
     Op,
@@ -384,12 +381,12 @@ def _records_of(reader: SegmentReader, key: str) -> Iterator[LoggedRecord]:
 
 def _frame_around(buf: Any, pos: int, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
     """The valid frame that contains byte ``pos``, or None when it lies in none."""
-    start = buf.rfind(RECORD_MAGIC, SEGMENT_HEADER_SIZE, pos)
+    start = buf.rfind(FRAME_MAGIC_PREFIX, SEGMENT_HEADER_SIZE, pos)
     while start >= 0:
         try:
             length, fields = read_frame(buf, start, size)
         except BadFrame:
-            start = buf.rfind(RECORD_MAGIC, SEGMENT_HEADER_SIZE, start)
+            start = buf.rfind(FRAME_MAGIC_PREFIX, SEGMENT_HEADER_SIZE, start)
             continue
         return (start, length, fields) if pos < start + length else None
     return None
@@ -529,44 +526,20 @@ def _materialize(
     log: RetainedLog, start: _Start, folded: _Folded, keep: Callable[[SetRecord], _T]
 ) -> dict[str, _T]:
     """Each live key's record, turned into ``keep(record)``: the records set during the fold
-    as decoded, the others read where their start entry points (each checked)."""
+    as decoded, the others read where their start entry points (each checked:
+    :func:`_record_in`)."""
     paths = dict(log.segments)
     state: dict[str, _T] = {}
-    unpack_header, unpackb, crc32 = FRAME_HEADER.unpack_from, msgpack.unpackb, zlib.crc32
     with ExitStack() as stack:
         sources: dict[int, tuple[Path, ByteSource]] = {}
         for key, entry in folded.entries.items():
-            file_id = entry[0]
-            found = sources.get(file_id)
+            found = sources.get(entry[0])
             if found is None:
-                found = sources[file_id] = _opened(stack, paths, start, file_id)
-            path, source = found
-            length = frame_length(entry)
-            frame = source.read(entry[1], length)
-            # The checks of read_frame, inlined for the common case (an intact frame of the
-            # key); anything else is read again by _record_in, which names the damage.
-            fields = None
-            if len(frame) == length >= FRAME_HEADER_SIZE:
-                magic, crc, body, _ = unpack_header(frame, 0)
-                if (
-                    magic == RECORD_MAGIC
-                    and body + FRAME_HEADER_SIZE == length
-                    and crc32(memoryview(frame)[8:]) == crc
-                ):
-                    fields = unpackb(memoryview(frame)[FRAME_HEADER_SIZE:], use_list=False)
-            if _is_set_of(fields, key):
-                record = SetRecord(fields[0], fields[1], key, fields[4], fields[5])  # type: ignore[index]
-            else:
-                record = _record_in(source, path, key, entry)
-            state[key] = keep(record)
+                found = sources[entry[0]] = _opened(stack, paths, start, entry[0])
+            state[key] = keep(_record_in(found[1], found[0], key, entry))
     for key, fields in folded.decoded.items():
         state[key] = keep(SetRecord(fields[0], fields[1], key, fields[4], fields[5]))
     return state
-
-
-def _is_set_of(fields: Any, key: str) -> bool:
-    """Whether decoded body ``fields`` is a set record of ``key``."""
-    return type(fields) is tuple and len(fields) == 6 and fields[3] == key and fields[2] & 7 == _SET
 
 
 def _opened(
