@@ -49,7 +49,9 @@ from .format import (
     check_frame,
     encode_batch,
     encode_record,
+    encode_value_ref,
     stored_segment_version,
+    value_ref_of_frame,
 )
 from .fsutil import (
     atomic_write,
@@ -67,6 +69,7 @@ from .layout import (
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
     TEMP_SUFFIX,
+    VALUES_DIR,
     data_file_name,
     list_segments,
     list_snapshots,
@@ -83,12 +86,22 @@ from .replay import (
     RecoveryReport,
     Replayer,
     frame_length,
+    streamed_entry_size,
     synced_shortfall,
 )
 from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
+from .values import (
+    ValueFileReader,
+    ValueFileWriter,
+    ValueSource,
+    ValueStream,
+    iter_inline,
+    remove_leftovers,
+    value_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,7 @@ _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
 _DELETE: Final = int(Op.DELETE)
+_SET_STREAMED: Final = int(Op.SET_STREAMED)
 _now_ns = time.time_ns
 
 
@@ -409,6 +423,10 @@ class Engine:
         self._index = Index(replayer.entries)
         self._position.take_from(replayer)
         if not self.readonly:
+            for leftover in remove_leftovers(self.path, self._position.seq):
+                log.warning(
+                    "%s: removed a value file no record commits (a cut-off stream)", leftover
+                )
             self._retire_stale()
             self._writer = SegmentWriter(
                 self.path,
@@ -831,8 +849,58 @@ class Engine:
         if problem is not None:
             raise CorruptionError(self.path / data_file_name(number), offset, problem)
         if size < 0:
-            return None
+            if size == -1:
+                return None
+            with self._value_file(buf, pos, total) as reader:
+                return b"".join(reader)
         return buf[pos + head : pos + total]
+
+    def _value_file(self, buf: Any, pos: int, total: int) -> ValueFileReader:
+        """The value file of the checked streamed set at ``pos`` of ``buf``, opened."""
+        ref = value_ref_of_frame(buf, pos, total)
+        return ValueFileReader(value_path(self.path, ref.seq), ref)
+
+    def open_value(self, key: str) -> ValueStream | None:
+        """The value of ``key`` as a stream of chunks (at most 1 MiB each; see
+        :class:`~logkv.values.ValueStream`), or None when ``key`` is absent.
+
+        A streamed value (:meth:`set_stream`) is read from its value file a chunk at a time:
+        each chunk's checksum is verified before it is yielded, and the value's size and
+        digest after the last one (a mismatch raises :class:`~logkv.errors.CorruptionError`).
+        A value held in the log is read and checked whole, then handed out in chunks. The
+        stream holds its file open: a compaction meanwhile does not take it away. Close the
+        stream (or use it as a context manager) when stopping early.
+        """
+        validate_key(key)
+        attempt = 1
+        while True:
+            entry = self._entry(key)
+            if entry is None:
+                return None
+            try:
+                return self.open_entry(entry)
+            except FileNotFoundError:
+                if attempt >= _REPLAY_ATTEMPTS or not self._was_retired(entry[FILE_ID]):
+                    raise
+            attempt += 1
+
+    def open_entry(self, entry: Entry) -> ValueStream:
+        """The value an index entry points to, as :meth:`open_value` streams it.
+
+        ``FileNotFoundError`` when a compaction retired its file since the entry was looked up
+        (:meth:`open_value` looks the key up again then)."""
+        number, offset, head, size, content_type = entry
+        if size >= -1:
+            value = self.read(entry)
+            if value is None:
+                return ValueStream(content_type, None, iter(()))
+            return ValueStream(content_type, len(value), iter_inline(value))
+        buf, pos = self._readers.view(number, head, offset)
+        problem = check_frame(buf, pos, head)
+        if problem is not None:
+            raise CorruptionError(self.path / data_file_name(number), offset, problem)
+        reader = self._value_file(buf, pos, head)
+        return ValueStream(content_type, reader.size, iter(reader), reader.close, reader.ref.digest)
 
     def __contains__(self, key: object) -> bool:
         with self._mutex:
@@ -902,6 +970,8 @@ class Engine:
             entry = self._entry(key)
             if entry is not None:
                 _, _, _, size, content_type = entry
+                if size < -1:
+                    size = -2 - size  # a streamed value's size
                 yield KeyInfo(key, content_type, max(size, 0))
 
     def stats(self) -> EngineStats:
@@ -926,11 +996,16 @@ class Engine:
         )
 
     def disk_bytes(self) -> int:
-        """Bytes of the store's data files (segments and snapshots; not the archive)."""
+        """Bytes of the store's data files (segments, snapshots and value files; not the
+        archive)."""
         total = 0
         for entry in os.scandir(self.path):
             if entry.name.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX)) and entry.is_file():
                 total += entry.stat().st_size
+        if (self.path / VALUES_DIR).is_dir():
+            for entry in os.scandir(self.path / VALUES_DIR):
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
         return total
 
     def should_compact(self, min_bytes: int, min_dead_ratio: float) -> bool:
@@ -1089,6 +1164,55 @@ class Engine:
                 return False, _DONE
         return True, self._append(_DELETE, key, None, None)[1]
 
+    def set_stream(self, key: str, source: ValueSource, content_type: str | None = None) -> int:
+        """Store the value read from ``source`` under ``key`` without holding it in memory;
+        return its seq.
+
+        ``source`` is a binary file object (read a chunk at a time until it returns nothing)
+        or an iterable of bytes. The value goes into a value file of its own, a chunk at a
+        time (docs/FORMAT.md, section 14); once it is whole, one record commits it. If the
+        source raises, or the process dies, before that record, nothing is visible and the
+        partial file is removed (at once, or by the next writable open).
+        """
+        _checked_set(key, None, content_type)
+        writer = self.value_writer()
+        try:
+            writer.write_from(source)
+            seq, commit = self.commit_value(key, writer, content_type)
+        except BaseException:
+            writer.abort()
+            raise
+        if commit is not _DONE:
+            self._wait(commit)
+        return seq
+
+    def value_writer(self) -> ValueFileWriter:
+        """A new value file to :meth:`~logkv.values.ValueFileWriter.write` a streamed value
+        into, then commit with :meth:`commit_value` (or drop with its ``abort``): the pieces of
+        :meth:`set_stream`, for a caller that gets the value's bytes a piece at a time."""
+        with self._mutex:
+            self._check_writable()
+        return ValueFileWriter(self.path, durable=self._group_commit)
+
+    def commit_value(
+        self, key: str, writer: ValueFileWriter, content_type: str | None = None
+    ) -> tuple[int, Commit]:
+        """Finish ``writer``'s value file and append the one record that makes it ``key``'s
+        value: ``(seq, commit)`` as :meth:`set_deferred` returns. On failure the value file is
+        removed and nothing is visible."""
+        _checked_set(key, None, content_type)
+        size, digest = writer.finish()
+        ref = encode_value_ref(size, digest)
+        with self._mutex:
+            if self._closed or self.readonly or self._failed is not None:
+                self._check_writable()
+            final = writer.install(self._position.seq + 1)  # named after its record's seq
+            try:
+                return self._append_batch([(_SET_STREAMED, key, content_type, ref)])
+            except BaseException:
+                os.unlink(final)
+                raise
+
     def set_many(
         self,
         items: Iterable[tuple[str, bytes | None, str | None]],
@@ -1159,6 +1283,9 @@ class Engine:
             if op == _SET:
                 size = -1 if value is None else len(value)
                 entry = (number, offset, length - max(size, 0), size, content_type)
+            elif op == _SET_STREAMED:
+                assert value is not None
+                entry = (number, offset, length, streamed_entry_size(value), content_type)
             offset += length
             if self._group_commit:
                 updates.append((key, entry, length))
@@ -1397,7 +1524,7 @@ class Engine:
             for key, entry in index.entries.items():
                 file_id, offset, head, size, _ = entry
                 assert covers < file_id <= last or file_id in snapshots, (key, file_id, covers)
-                assert head > 0 and size >= -1, (key, head, size)
+                assert head > 0, (key, head, size)
                 length = frame_length(entry)
                 live += length
                 if sizes is not None:

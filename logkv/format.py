@@ -30,9 +30,10 @@ from typing import Any
 import msgpack
 
 #: The version new segments, snapshots and synced marks are written with.
-FORMAT_VERSION = 2
-#: Every version this logkv reads (version 1 has no batches: its ops are plain kinds).
-READABLE_VERSIONS = frozenset({1, 2})
+FORMAT_VERSION = 3
+#: Every version this logkv reads (version 1 has no batches: its ops are plain kinds; version 3
+#: adds the streamed set, whose value is in a value file).
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 SEGMENT_MAGIC = b"\x89LKVSEG\n"
 SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, segment number
@@ -70,6 +71,8 @@ class Op(IntEnum):
 
     SET = 1
     DELETE = 2
+    #: A set whose value is in a value file (format version 3): see :data:`VALUE_REF`.
+    SET_STREAMED = 3
 
 
 #: ``op`` bits (format version 2, docs/FORMAT.md section 4.1): the kind (:class:`Op`) in bits
@@ -88,14 +91,35 @@ def batch_op(kind: int, index: int, count: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ValueRef:
+    """What a streamed set records of its value: the value file is the one named after the
+    record's own ``seq``; ``size`` bytes whose BLAKE3 digest is ``digest``."""
+
+    seq: int
+    size: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SetRecord:
-    """A decoded set record: ``key`` now holds ``value`` (``None`` is a stored None)."""
+    """A decoded set record: ``key`` now holds ``value`` (``None`` is a stored None).
+
+    A streamed set (:attr:`Op.SET_STREAMED`) has ``value`` None and its value file in
+    ``streamed``."""
 
     seq: int
     timestamp_us: int
     key: str
     content_type: str | None
     value: bytes | None
+    streamed: ValueRef | None = None
+
+    @property
+    def value_size(self) -> int:
+        """Bytes of the value (0 for a stored None), in the log or in its value file."""
+        if self.streamed is not None:
+            return self.streamed.size
+        return 0 if self.value is None else len(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +283,8 @@ def decode_fields(fields: Any) -> Record:
     seq, ts, op, key = fields[0], fields[1], fields[2], fields[3]
     if op == Op.SET:
         return SetRecord(seq, ts, key, fields[4], fields[5])
+    if op == Op.SET_STREAMED:
+        return SetRecord(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
     return DeleteRecord(seq, ts, key)
 
 
@@ -293,6 +319,35 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     return stop - pos, member[0]
 
 
+# ---------------------------------------------------------------- streamed sets (version 3)
+
+#: The value of a streamed set's body: u64 LE size of the value, then its 32-byte BLAKE3 digest.
+#: The value file is the one named after the record's seq (docs/FORMAT.md, section 14).
+VALUE_REF = struct.Struct("<Q32s")
+
+
+def encode_value_ref(size: int, digest: bytes) -> bytes:
+    """The body value of a streamed set of a ``size``-byte value with BLAKE3 ``digest``."""
+    return VALUE_REF.pack(size, digest)
+
+
+def is_value_ref(value: object) -> bool:
+    """Whether ``value`` (a decoded body's last element) is the value of a streamed set."""
+    return type(value) is bytes and len(value) == VALUE_REF.size
+
+
+def decode_value_ref(seq: int, value: bytes) -> ValueRef:
+    """The :class:`ValueRef` of record ``seq``, a streamed set whose body value is ``value``."""
+    size, digest = VALUE_REF.unpack(value)
+    return ValueRef(seq, size, digest)
+
+
+def value_ref_of_frame(buf: Any, pos: int, length: int) -> ValueRef:
+    """The :class:`ValueRef` of the checked ``length``-byte frame at ``pos``, a streamed set."""
+    fields = _unpackb(buf[pos + FRAME_HEADER_SIZE : pos + length], use_list=False)
+    return decode_value_ref(fields[0], fields[5])
+
+
 def in_batch(buf: Any, pos: int, length: int) -> bool:
     """Whether the valid ``length``-byte frame at ``pos`` is a record of a batch of several
     (section 4.1 of docs/FORMAT.md): only a scan of its segment can tell if the batch is whole."""
@@ -316,7 +371,9 @@ def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     op = fields[2]
     kind = op & OP_KIND_MASK
     if op < 0 or not (
-        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes)) or kind == Op.DELETE
+        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
+        or kind == Op.DELETE
+        or (kind == Op.SET_STREAMED and is_value_ref(fields[5]))
     ):
         return None
     if op != kind:
@@ -373,6 +430,7 @@ def iter_frames(
                         and (
                             (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))
                             or fields[2] == 2
+                            or (fields[2] == 3 and is_value_ref(fields[5]))
                         )
                     ):
                         if not batch:

@@ -46,7 +46,8 @@ class IndexEntry(NamedTuple):
     offset: int
     #: The frame's length up to the value (header, checksum, key, content type).
     head: int
-    #: The value's length in bytes; -1 when the stored value is None.
+    #: The value's length in bytes; -1 when the stored value is None; ``-2 - length`` for a
+    #: streamed value, which is in a value file (the frame holds only its reference).
     size: int
     #: The record's content type, as stored.
     content_type: str | None
@@ -54,7 +55,13 @@ class IndexEntry(NamedTuple):
     @property
     def value_size(self) -> int:
         """The value's length in bytes (0 for None)."""
-        return max(self.size, 0)
+        size = self.size
+        return size if size >= 0 else (-2 - size if size < -1 else 0)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the value is in a value file (written by ``Engine.set_stream``)."""
+        return self.size < -1
 
 
 # Where the fields read one at a time sit in an :data:`~logkv.replay.Entry` tuple (code that

@@ -22,6 +22,7 @@ from ..history import (
     key_log,
     state_at,
 )
+from ..index import IndexEntry
 from ..layout import ARCHIVE_DIR
 from ..verify import verify
 from . import ExitCode
@@ -133,7 +134,7 @@ def _verify_once(path: Path) -> VerifyOutcome:
             try:
                 # not get_record: a reload would move past last_seq; a retired file raises
                 # FileNotFoundError, and verify_store starts over
-                value = engine.read(entry)
+                got = (entry.content_type, _read_digest(engine, entry))
             except CorruptionError as exc:
                 outcome.problems.append(
                     f"key {key!r}: its record at {exc.path} offset {exc.offset} is damaged "
@@ -143,7 +144,6 @@ def _verify_once(path: Path) -> VerifyOutcome:
             if expected is None:
                 continue
             want = expected.pop(key, None)
-            got = (entry.content_type, _digest(value))
             if want is None:
                 outcome.problems.append(f"key {key!r} is in the index but not in the log")
             elif want != got:
@@ -153,6 +153,17 @@ def _verify_once(path: Path) -> VerifyOutcome:
         for key in sorted(expected or ()):
             outcome.problems.append(f"key {key!r} is in the log but missing from the index")
     return outcome
+
+
+def _read_digest(engine: Engine, entry: IndexEntry) -> bytes | None:
+    """The digest of the value ``entry`` points to, read and checked: a streamed value's own
+    (its value file is read a chunk at a time and checked against it), else :func:`_digest`."""
+    if entry.streamed:
+        stream = engine.open_entry(entry)
+        for _ in stream:
+            pass
+        return stream.digest
+    return _digest(engine.read(entry))
 
 
 def _digest(value: bytes | None) -> bytes | None:
@@ -166,6 +177,8 @@ def _replayed_state(path: Path, last_seq: int) -> dict[str, tuple[str | None, by
 
 
 def _digest_of(record: SetRecord) -> tuple[str | None, bytes | None]:
+    if record.streamed is not None:  # its value file is checked against this digest on read
+        return record.content_type, record.streamed.digest
     return record.content_type, _digest(record.value)
 
 
