@@ -780,6 +780,8 @@ class Engine:
         size = entry[3]
         if size > max_size:
             return size
+        if size < -1:  # a streamed value: its size, whatever it is (reading it means file I/O)
+            return -2 - size
         found = self._record(key, entry)
         if found is None:
             return None

@@ -4,9 +4,9 @@ Every frame's checksum, the order of sequence numbers, the hash chain across all
 segments (from the genesis value, or from the snapshot's chain head when older segments were
 deleted), every snapshot record against its hint entry, every value file a retained record
 names (each chunk's checksum, the size and the digest its record holds), and the log's end
-against the synced mark. Damage is classified by the same torn-tail rule as an open (:mod:`logkv.scan`), so a
-store that verify passes opens, and one that it fails does not open in strict mode. Takes no
-lock and changes nothing, so it runs beside a live writer.
+against the synced mark. Damage is classified by the same torn-tail rule as an open
+(:mod:`logkv.scan`), so a store that verify passes opens, and one that it fails does not open in
+strict mode. Takes no lock and changes nothing, so it runs beside a live writer.
 """
 
 from __future__ import annotations

@@ -51,12 +51,14 @@ from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
 from ..index import IndexEntry
 from ..modes import Durability
+from ..values import Piece
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
 from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
 from ._replica import claim_replica, wait_replicated
+from ._streams import read_stream, write_stream
 
 if TYPE_CHECKING:
     from ..replica import Replica
@@ -378,6 +380,26 @@ class EngineStore:
         else:
             self.engine.set_many(items, deletes)
         await self.replicated()
+
+    async def write_stream(
+        self, key: str, pieces: AsyncIterator[Piece], content_type: str | None
+    ) -> None:
+        """Stream ``pieces`` into a value file and commit it as ``key``'s value
+        (:func:`~logkv.storage_clients._streams.write_stream`); durable (to the configured
+        level) when this returns, and noted as a modification."""
+        self.check_writable()
+        commit = await write_stream(self.engine, key, pieces, content_type)
+        await wait_for_commit(commit)
+        self.touch(modified=True)
+        if key in self.public.published:
+            self.public.remove(key)  # the public copy is made again on the next request
+        await self.replicated()
+
+    def read_stream(self, key: str) -> AsyncIterator[bytes]:
+        """The value of ``key`` a chunk at a time (an access; nothing when it is absent)."""
+        self.meta.accessed_at = _now()
+        self.refresh()
+        return read_stream(self.engine, key)
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""
