@@ -6,7 +6,8 @@ commits it (a streamed set, :attr:`~logkv.format.Op.SET_STREAMED`). The record c
 value's size and BLAKE3 digest, so the hash chain of the log covers the value's bytes too. The
 file is::
 
-    header  16 bytes  b"\\x89LKVVAL\\n", u32 LE format version, u32 LE chunk size
+    header  20 bytes  b"\\x89LKVVAL\\n", u32 LE format version, u32 LE chunk size,
+                      u32 LE checksum of the 16 bytes before it
     chunks            u32 LE length, u32 LE checksum, then ``length`` bytes of the value
 
 Every chunk but the last holds exactly the chunk size; the checksum is the log's frame
@@ -48,7 +49,9 @@ from .layout import (
 )
 
 VALUE_MAGIC: Final = b"\x89LKVVAL\n"
-VALUE_HEADER: Final = struct.Struct("<8sII")  # magic, format version, chunk size
+VALUE_HEADER: Final = struct.Struct("<8sIII")  # magic, format version, chunk size, checksum
+#: Value files exist from format version 3 on.
+VALUE_FILE_VERSIONS: Final = frozenset(v for v in READABLE_VERSIONS if v >= 3)
 CHUNK_HEADER: Final = struct.Struct("<II")  # length, checksum
 _CHUNK_PLACE: Final = struct.Struct("<QI")  # what the checksum covers ahead of the bytes
 #: The chunk size value files are written with: the most a reader holds of a value at once.
@@ -103,6 +106,12 @@ def _checked_piece(piece: object) -> Piece:
     return piece
 
 
+def _header(chunk_size: int) -> bytes:
+    """The header of a value file of ``chunk_size``-byte chunks."""
+    head = VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, chunk_size, 0)[:-4]
+    return head + struct.pack("<I", _checksum(head))
+
+
 class ValueFileWriter:
     """Writes one value file: :meth:`write` the value's bytes in pieces of any size, then
     :meth:`finish`; the engine then installs the temp file under its record's seq
@@ -129,7 +138,7 @@ class ValueFileWriter:
         self.size = 0  # bytes of the value written so far
         self._end = 0  # bytes of the file written so far
         self._next_sync = _SYNC_EVERY
-        self._put(VALUE_HEADER.pack(VALUE_MAGIC, FORMAT_VERSION, chunk_size))
+        self._put(_header(chunk_size))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Add ``data`` to the value."""
@@ -228,10 +237,12 @@ class ValueFileReader:
     def _check_header(self, header: bytes) -> int:
         if len(header) < VALUE_HEADER.size:
             raise CorruptionError(self.path, 0, "value file header is cut short")
-        magic, version, chunk_size = VALUE_HEADER.unpack(header)
+        magic, version, chunk_size, crc = VALUE_HEADER.unpack(header)
         if magic != VALUE_MAGIC:
             raise CorruptionError(self.path, 0, "not a logkv value file (bad magic)")
-        if version not in READABLE_VERSIONS:
+        if crc != _checksum(header[: VALUE_HEADER.size - 4]):
+            raise CorruptionError(self.path, 0, "value file header checksum mismatch")
+        if version not in VALUE_FILE_VERSIONS:
             raise CorruptionError(self.path, 0, f"value file format version {version} unknown")
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise CorruptionError(self.path, 0, f"bad chunk size {chunk_size}")
