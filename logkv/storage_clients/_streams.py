@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -39,6 +40,17 @@ async def async_pieces(source: StreamSource) -> AsyncIterator[Piece]:
     pieces = iter_source(source)  # a file object or an iterable of bytes (TypeError otherwise)
     while (piece := await _to_thread(next, pieces, None)) is not None:
         yield piece
+
+
+def is_stream_source(value: object) -> bool:
+    """Whether ``value``, given to a ``set_value`` as Crawlee's API allows any value, is a
+    stream to store as a streamed value rather than a value to serialise: an async iterable
+    (not a str or bytes), an async binary file (a coroutine ``read``), or a binary file object
+    (``io.BufferedIOBase`` or ``io.RawIOBase``)."""
+    if isinstance(value, io.BufferedIOBase | io.RawIOBase | AsyncIterable):
+        return True
+    read = getattr(value, "read", None)
+    return callable(read) and inspect.iscoroutinefunction(read)
 
 
 def _checked(piece: object) -> Piece:
@@ -81,4 +93,4 @@ def _next_chunk(stream: ValueStream) -> bytes | None:
     return next(stream, None)
 
 
-__all__ = ["StreamSource", "async_pieces", "read_stream", "write_stream"]
+__all__ = ["StreamSource", "async_pieces", "is_stream_source", "read_stream", "write_stream"]
