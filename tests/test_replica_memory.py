@@ -265,3 +265,21 @@ class Refusing(Bucket):
 def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReplicaError, match="refused the credentials"):
         Replica.claim(Refusing(MemoryStore(), ROOT, "strict"), tmp_path / "a", 0.1)
+
+
+@pytest.mark.slow
+def test_streamed_values_are_refused_not_dropped(tmp_path: Path) -> None:
+    """Replication does not ship value files yet: a streamed value written to a replicated
+    store holds the shipper back with ReplicaError, logged (flush times out naming it; nothing
+    is committed without its value), and a store holding value files is refused at the start of replication."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    engine.set("a", b"1")
+    replica.flush(10)
+    engine.set_stream("video", [b"frames" * 1000])
+    with pytest.raises(TimeoutError, match="streamed values"):
+        replica.flush(0.5)
+    assert replica.committed_seq == 1
+    close(engine, replica)
+    with pytest.raises(ReplicaError, match="streamed values"):
+        open_replicated(tmp_path / "a", bucket)

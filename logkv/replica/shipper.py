@@ -33,7 +33,14 @@ from typing import BinaryIO
 from ..engine import Engine, LogEnd
 from ..errors import FencedError, ReplicaDivergedError, ReplicaError
 from ..fsutil import open_for_reading, read_file
-from ..layout import META_FILE, segment_name, segment_number, snapshot_name
+from ..layout import (
+    META_FILE,
+    VALUES_DIR,
+    list_value_files,
+    segment_name,
+    segment_number,
+    snapshot_name,
+)
 from ..snapshot import load_snapshot
 from .bucket import Bucket, BucketUnavailable, ObjectExists
 from .retention import RetentionPolicy, retire
@@ -198,6 +205,7 @@ class Replica:
 
         :class:`~logkv.errors.ReplicaDivergedError` when the bucket holds records this folder
         lacks or other bytes than it (nothing is written then)."""
+        _refuse_value_files(self.folder)
         end = engine.log_end()
         self._check_prefix(end)
         start = max(end.covers, max(self.folded.snapshots, default=0)) + 1
@@ -396,6 +404,7 @@ class Replica:
         assert engine is not None
         cut_at = time.monotonic()
         end = engine.log_end()
+        _refuse_value_files(self.folder)  # shipping records without their values: never
         files = self._new_bytes(end)
         meta = _read_whole(self.folder / META_FILE)
         if meta is not None and digest(meta) == self._meta_sha:
@@ -522,6 +531,18 @@ class Replica:
         with self._state:
             self._fenced = error
             self._state.notify_all()
+
+
+def _refuse_value_files(folder: Path) -> None:
+    """Streamed values are not replicated yet: a store that holds value files
+    (``values/``, docs/FORMAT.md section 14) is refused with :class:`ReplicaError` rather than
+    shipped without them (a restore would hold records whose values are missing)."""
+    if list_value_files(folder):
+        raise ReplicaError(
+            f"{folder} holds streamed values (value files in {VALUES_DIR}/), which replication "
+            "does not ship yet: its replica stops here instead of holding records without "
+            "their values"
+        )
 
 
 def _size(path: Path) -> int:
