@@ -33,7 +33,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -47,13 +47,15 @@ from .format import value_ref_of_frame
 from .index import FILE_ID, Index
 from .layout import list_segments, list_snapshots
 from .modes import Retention
-from .replay import Entry
+from .replay import Entry, frame_length
 from .retire import retire_files
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
 from .values import remove_dead_values
 
 _BATCH = 512  # index entries handled per lock hold
+#: Frames up to this size are read whole to be copied; larger ones a piece at a time.
+COPY_WHOLE = 4 << 20
 
 #: Called as ``progress(records_done, records_total)`` while compaction copies records.
 Progress = Callable[[int, int], None]
@@ -240,6 +242,11 @@ class CompactionHost(Protocol):
         """The whole frame ``entry`` points to, its checksum verified."""
         ...
 
+    def frame_pieces(self, entry: Entry) -> Iterator[bytes]:
+        """The frame ``entry`` points to, a piece at a time, its checksum verified as they
+        pass (``CorruptionError`` after the last when it fails)."""
+        ...
+
     def stop_freezing(self) -> None:
         """End of step 2: :meth:`CompactionState.stop_freezing` under the lock."""
         ...
@@ -382,6 +389,10 @@ def _copy_live_records(
         for key, entry in batch:
             if entry[FILE_ID] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
+            if frame_length(entry) > COPY_WHOLE:
+                # a big value held in the log: copied a piece at a time, never whole
+                snapshot.add(host.frame_pieces(entry), key, entry)
+                continue
             frame = host.read_frame(entry)
             if entry[3] < -1:  # a streamed set: the snapshot holds its value file's reference
                 streamed.add(value_ref_of_frame(frame, 0, len(frame)).seq)

@@ -43,10 +43,12 @@ from .format import (
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
+    BadFrame,
     BatchItem,
     Op,
     SyncedMark,
     check_frame,
+    checked_frame_pieces,
     encode_batch,
     encode_record,
     encode_value_ref,
@@ -106,6 +108,7 @@ from .values import (
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 512  # keys copied per lock hold while iterating
+_COPY_PIECE: Final = 1 << 20  # bytes of a big frame compaction reads at a time
 _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
@@ -1095,6 +1098,26 @@ class Engine:
         if problem is not None:
             raise CorruptionError(self.path / data_file_name(number), offset, problem)
         return frame
+
+    def frame_pieces(self, entry: Entry) -> Iterator[bytes]:
+        """The frame an index entry points to, read a piece at a time (compaction copies a big
+        one this way, never holding it whole); its checksum is verified as the pieces pass
+        and :class:`~logkv.errors.CorruptionError` raised after the last if it fails."""
+        number, offset, length = entry[FILE_ID], entry[OFFSET], frame_length(entry)
+
+        def read() -> Iterator[bytes]:
+            done = 0
+            while done < length:
+                piece = self._readers.pread(number, min(_COPY_PIECE, length - done), offset + done)
+                if not piece:
+                    return
+                done += len(piece)
+                yield piece
+
+        try:
+            yield from checked_frame_pieces(read(), length)
+        except BadFrame as bad:
+            raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
 
     def stop_freezing(self) -> None:
         """End of compaction's step 2: writes need no longer keep entries as of the rotation."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -346,6 +346,35 @@ def value_ref_of_frame(buf: Any, pos: int, length: int) -> ValueRef:
     """The :class:`ValueRef` of the checked ``length``-byte frame at ``pos``, a streamed set."""
     fields = _unpackb(buf[pos + FRAME_HEADER_SIZE : pos + length], use_list=False)
     return decode_value_ref(fields[0], fields[5])
+
+
+# ---------------------------------------------------------------- frames copied in pieces
+
+
+def checked_frame_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The pieces of the ``size``-byte frame read back (in order, from its first byte) by
+    ``pieces``, each passed on as it comes: a copy of a frame too big to hold whole. The first
+    piece must hold the frame header. The magic and length are checked first, the checksum
+    after the last piece: a frame that is not intact raises :class:`BadFrame` (offset 0), once
+    the pieces before the fault were passed on (the caller drops its copy)."""
+    it = iter(pieces)
+    first = next(it, b"")
+    if len(first) < _MAGIC_CRC_LENGTH.size:
+        raise BadFrame("record is cut short", True, 0)
+    magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(first, 0)
+    if magic != RECORD_MAGIC or length != size - FRAME_HEADER_SIZE:
+        raise BadFrame("record header does not match the index", False, 0)
+    running = _crc32(memoryview(first)[_CRC_START:])
+    done = len(first)
+    yield first
+    for piece in it:
+        running = _crc32(piece, running)
+        done += len(piece)
+        yield piece
+    if done != size:
+        raise BadFrame("record is cut short", True, 0)
+    if running != crc:
+        raise BadFrame("checksum mismatch", False, 0)
 
 
 def in_batch(buf: Any, pos: int, length: int) -> bool:

@@ -271,7 +271,8 @@ def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> 
 def test_streamed_values_are_refused_not_dropped(tmp_path: Path) -> None:
     """Replication does not ship value files yet: a streamed value written to a replicated
     store holds the shipper back with ReplicaError, logged (flush times out naming it; nothing
-    is committed without its value), and a store holding value files is refused at the start of replication."""
+    is committed without its value), and a store holding value files is refused at the start
+    of replication."""
     bucket = bucket_of(MemoryStore())
     engine, replica = open_replicated(tmp_path / "a", bucket)
     engine.set("a", b"1")
