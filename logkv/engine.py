@@ -96,6 +96,7 @@ from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 from .values import (
+    INLINE_LIMIT,
     ValueFileReader,
     ValueFileWriter,
     ValueSource,
@@ -1157,8 +1158,15 @@ class Engine:
     # ------------------------------------------------------------------ writes
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
-        """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        seq, commit = self._append(_SET, key, content_type, _checked_set(key, value, content_type))
+        """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq.
+
+        A value larger than :data:`~logkv.values.INLINE_LIMIT` (64 MiB) goes into a value file
+        of its own, as :meth:`set_stream` writes it."""
+        value = _checked_set(key, value, content_type)
+        if value is not None and len(value) > INLINE_LIMIT:
+            seq, commit = self._write_value_file(key, (value,), content_type)
+        else:
+            seq, commit = self._append(_SET, key, content_type, value)
         if commit is not _DONE:
             self._wait(commit)
         return seq
@@ -1178,7 +1186,10 @@ class Engine:
         Under ``FSYNC`` the write becomes durable and visible when ``commit`` is done (wait on
         it, or add a callback); under ``PROCESS`` it already is and ``commit`` is done.
         """
-        return self._append(_SET, key, content_type, _checked_set(key, value, content_type))
+        value = _checked_set(key, value, content_type)
+        if value is not None and len(value) > INLINE_LIMIT:
+            return self._write_value_file(key, (value,), content_type)
+        return self._append(_SET, key, content_type, value)
 
     def delete_deferred(self, key: str) -> tuple[bool, Commit]:
         """Like :meth:`delete`, but return right after the append: ``(existed, commit)``."""
@@ -1200,16 +1211,23 @@ class Engine:
         partial file is removed (at once, or by the next writable open).
         """
         _checked_set(key, None, content_type)
-        writer = self.value_writer()
-        try:
-            writer.write_from(source)
-            seq, commit = self.commit_value(key, writer, content_type)
-        except BaseException:
-            writer.abort()
-            raise
+        seq, commit = self._write_value_file(key, source, content_type)
         if commit is not _DONE:
             self._wait(commit)
         return seq
+
+    def _write_value_file(
+        self, key: str, source: ValueSource, content_type: str | None
+    ) -> tuple[int, Commit]:
+        """Write ``source`` into a new value file and commit it as ``key``'s value; on any
+        failure the file is removed."""
+        writer = self.value_writer()
+        try:
+            writer.write_from(source)
+            return self.commit_value(key, writer, content_type)
+        except BaseException:
+            writer.abort()
+            raise
 
     def value_writer(self) -> ValueFileWriter:
         """A new value file to :meth:`~logkv.values.ValueFileWriter.write` a streamed value

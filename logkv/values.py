@@ -56,6 +56,10 @@ CHUNK_HEADER: Final = struct.Struct("<II")  # length, checksum
 _CHUNK_PLACE: Final = struct.Struct("<QI")  # what the checksum covers ahead of the bytes
 #: The chunk size value files are written with: the most a reader holds of a value at once.
 CHUNK_SIZE: Final = 1 << 20
+#: A value held in memory that is larger than this is stored as a streamed value all the same
+#: (:meth:`Engine.set <logkv.engine.Engine.set>`): no compaction copies it, and no log
+#: segment is made of a single record.
+INLINE_LIMIT: Final = 64 << 20
 #: The largest chunk size a reader accepts in a header (a damaged header must not make it
 #: allocate gigabytes).
 MAX_CHUNK_SIZE: Final = 64 << 20
@@ -140,22 +144,24 @@ class ValueFileWriter:
         self._next_sync = _SYNC_EVERY
         self._put(_header(chunk_size))
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Add ``data`` to the value."""
+    def write(self, data: Piece) -> None:
+        """Add ``data`` to the value (whole chunks of it are written straight from it; only
+        the part of a chunk it leaves unfinished is kept)."""
         pending = self._pending
         size = self.chunk_size
-        if not pending and len(data) == size:
-            self._chunk(data)
-            return
-        pending += data
-        if len(pending) < size:
-            return
-        with memoryview(pending) as view:
+        with memoryview(data) as whole, whole.cast("B") as view:
             start = 0
-            while len(pending) - start >= size:
+            if pending:
+                start = min(size - len(pending), len(view))
+                pending += view[:start]
+                if len(pending) < size:
+                    return
+                self._chunk(pending)
+                pending.clear()
+            while len(view) - start >= size:
                 self._chunk(view[start : start + size])
                 start += size
-        del pending[:start]
+            pending += view[start:]
 
     def write_from(self, source: ValueSource) -> None:
         """:meth:`write` every piece of ``source`` (see :func:`iter_source`)."""

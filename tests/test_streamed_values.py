@@ -32,7 +32,7 @@ from logkv.format import Op, decode_value_ref
 from logkv.history import key_log
 from logkv.layout import VALUES_DIR, list_value_files, value_file_name
 from logkv.scan import SegmentReader
-from logkv.values import CHUNK_HEADER, CHUNK_SIZE, VALUE_HEADER, ValueFileWriter
+from logkv.values import CHUNK_HEADER, CHUNK_SIZE, INLINE_LIMIT, VALUE_HEADER, ValueFileWriter
 from logkv.verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -537,6 +537,24 @@ def test_a_2_gib_value_in_bounded_memory(tmp_path: Path) -> None:
 # ------------------------------------------------------- big values held in the log, compacted
 
 
+@pytest.mark.slow
+def test_a_value_set_above_the_inline_limit_goes_to_a_value_file(
+    open_engine: OpenEngine,
+) -> None:
+    engine = open_engine(durability="fsync")
+    data = pattern(INLINE_LIMIT + 1, seed=4)
+    engine.set("big", data)
+    _, commit = engine.set_deferred("big2", data, "application/zip")
+    commit.wait()
+    del data
+    for key in ("big", "big2"):
+        entry = engine.entry(key)
+        assert entry is not None and entry.streamed and entry.value_size == INLINE_LIMIT + 1
+    assert engine.get("big2") == pattern(INLINE_LIMIT + 1, seed=4)
+    engine.set("at-the-limit", pattern(INLINE_LIMIT))
+    assert not engine.entry("at-the-limit").streamed  # type: ignore[union-attr]
+
+
 def test_compaction_copies_a_big_inline_value_in_pieces(open_engine: OpenEngine) -> None:
     engine = open_engine()
     data = pattern(COPY_WHOLE + 3 * CHUNK_SIZE + 7, seed=5)
@@ -568,8 +586,9 @@ def test_damage_in_a_big_inline_value_fails_its_compaction(open_engine: OpenEngi
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_compacting_big_inline_values_holds_none_whole(tmp_path: Path) -> None:
     with Engine.open(tmp_path / "store") as engine:
-        for i in range(3):
-            engine.set(f"big{i}", pattern(200 << 20, seed=i))  # 200 MiB each, in the log
+        for i in range(3):  # 200 MiB each, in the log (a batch keeps values of any size there)
+            engine.set_many([(f"big{i}", pattern(200 << 20, seed=i), None)])
+            assert not engine.entry(f"big{i}").streamed  # type: ignore[union-attr]
         engine.set("big0", b"overwritten: the rest is copied")
         before = _rss_anon()
         sampler = _PeakSampler()
