@@ -23,6 +23,7 @@ store's folder is renamed into ``{storage_dir}/.logkv-trash/`` before its files 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 LOCK_FILE = "LOCK"
@@ -54,13 +55,7 @@ def segment_number(name: str) -> int | None:
 
 def list_segments(folder: Path) -> list[tuple[int, Path]]:
     """The segments in ``folder`` as ``(number, path)`` pairs, in replay order."""
-    found = []
-    for entry in folder.iterdir():
-        number = segment_number(entry.name)
-        if number is not None:
-            found.append((number, entry))
-    found.sort()
-    return found
+    return _numbered(folder, segment_number)
 
 
 def is_store_folder(folder: Path) -> bool:
@@ -112,13 +107,7 @@ def snapshot_number(name: str) -> int | None:
 
 def list_snapshots(folder: Path) -> list[tuple[int, Path]]:
     """The snapshots in ``folder`` as ``(covers, path)`` pairs, oldest first."""
-    found = []
-    for entry in folder.iterdir():
-        covers = snapshot_number(entry.name)
-        if covers is not None:
-            found.append((covers, entry))
-    found.sort()
-    return found
+    return _numbered(folder, snapshot_number)
 
 
 def value_file_name(seq: int) -> str:
@@ -136,11 +125,15 @@ def list_value_files(folder: Path) -> list[tuple[int, Path]]:
     """The value files of the store in ``folder`` as ``(seq, path)`` pairs, oldest first
     (none when it has no ``values/`` folder)."""
     values = folder / VALUES_DIR
-    if not values.is_dir():
-        return []
+    return _numbered(values, value_file_number) if values.is_dir() else []
+
+
+def _numbered(folder: Path, number_of: Callable[[str], int | None]) -> list[tuple[int, Path]]:
+    """The entries of ``folder`` whose name ``number_of`` gives a number, as ``(number,
+    path)`` pairs in number order."""
     found = []
-    for entry in values.iterdir():
-        number = value_file_number(entry.name)
+    for entry in folder.iterdir():
+        number = number_of(entry.name)
         if number is not None:
             found.append((number, entry))
     found.sort()
