@@ -24,6 +24,7 @@ from ..history import (
 )
 from ..index import IndexEntry
 from ..layout import ARCHIVE_DIR
+from ..values import ValueFileReader, value_path
 from ..verify import verify
 from . import ExitCode
 from .common import CommandError
@@ -222,7 +223,7 @@ def key_changes(path: Path, key: str) -> KeyHistory:
 
 def _change(record: SetRecord | DeleteRecord, source: str) -> Change:
     if isinstance(record, SetRecord):
-        size = 0 if record.value is None else len(record.value)
+        size = record.value_size  # a streamed value's too (its bytes stay in its value file)
         return Change(
             record.seq, record.timestamp_us, "set", record.key, record.content_type, size,
             record.value, source,
@@ -267,6 +268,10 @@ def replay_into(
     with Engine.open(target) as engine:
         for key in sorted(state):
             record = state[key]
-            engine.set(key, record.value, record.content_type)
-            written += 0 if record.value is None else len(record.value)
+            if record.streamed is not None:  # copied a checked chunk at a time
+                with ValueFileReader(value_path(source, record.seq), record.streamed) as value:
+                    engine.set_stream(key, value, record.content_type)
+            else:
+                engine.set(key, record.value, record.content_type)
+            written += record.value_size
     return ReplayOutcome(target, len(state), written)
