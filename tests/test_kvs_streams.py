@@ -200,3 +200,14 @@ async def test_crawlee_set_value_of_a_file_stores_a_streamed_value(
     assert b"".join(streamed) == DATA
     await kvs.set_value("plain", {"a": [1, 2]})  # any other value: serialised as before
     assert await kvs.get_value("plain") == {"a": [1, 2]}
+
+
+async def test_public_url_of_a_streamed_value(kvs: KeyValueStore) -> None:
+    if kvs.path is None:
+        pytest.skip("the in-memory client keeps public files of its own")
+    await kvs.set_value_stream("video", agen(DATA), "video/mp4")
+    url = await kvs.get_public_url("video")
+    path = Path(url.removeprefix("file://"))
+    assert path.suffix == ".mp4" and path.read_bytes() == DATA
+    await kvs.set_value_stream("video", agen(DATA[:5000]), "video/mp4")  # the file follows
+    assert path.read_bytes() == DATA[:5000]

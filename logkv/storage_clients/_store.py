@@ -284,6 +284,9 @@ class EngineStore:
         returns the URL of the file the writer made, and raises
         :class:`~logkv.ReadOnlyStoreError` when there is none.
         """
+        entry = self.engine.entry(key)
+        if entry is not None and entry.streamed and not self.readonly:
+            return (await self._publish_streamed(key)).absolute().as_uri()
         found = await self.read(key)
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
@@ -398,8 +401,16 @@ class EngineStore:
         await wait_for_commit(commit)
         self.touch(modified=True)
         if key in self.public.published:
-            self.public.remove(key)  # the public copy is made again on the next request
+            await self._publish_streamed(key)
         await self.replicated()
+
+    async def _publish_streamed(self, key: str) -> Path:
+        """Write the public file of ``key``'s streamed value a chunk at a time."""
+        stream = await _to_thread(self.engine.open_value, key)
+        if stream is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        with stream:
+            return await _to_thread(self.public.publish_chunks, key, stream, stream.content_type)
 
     def read_stream(self, key: str) -> AsyncIterator[bytes]:
         """The value of ``key`` a chunk at a time (an access; nothing when it is absent)."""
