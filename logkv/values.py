@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Final
 
 import blake3
 
-from .errors import CorruptionError
+from .errors import CorruptionError, MissingValueFileError
 from .format import FORMAT_VERSION, READABLE_VERSIONS, ValueRef
 from .format import _crc32 as _checksum
 from .fsutil import fsync_dir, make_dir, open_file, open_for_reading, remove_quietly, write_all
@@ -232,7 +232,10 @@ class ValueFileReader:
         self.path = path
         self.ref = ref
         self.size = ref.size
-        self._file: BinaryIO | None = open_for_reading(path)
+        try:
+            self._file: BinaryIO | None = open_for_reading(path)
+        except FileNotFoundError:
+            raise MissingValueFileError(path, ref.seq) from None
         try:
             header = self._file.read(VALUE_HEADER.size)
             self.chunk_size = self._check_header(header)
@@ -364,8 +367,6 @@ def check_value_file(store: Path, ref: ValueRef) -> str | None:
         with ValueFileReader(path, ref) as reader:
             for _ in reader:
                 pass
-    except FileNotFoundError:
-        return f"{path}: the value file of record {ref.seq} is missing"
     except CorruptionError as exc:
         return f"{exc.path} offset {exc.offset}: {exc.reason}"
     return None

@@ -232,8 +232,10 @@ def test_chunks_swapped_between_files_or_places_are_caught(open_engine: OpenEngi
 def test_a_missing_value_file_is_reported(open_engine: OpenEngine) -> None:
     engine, path, _ = _one_value_store(open_engine, 100)
     path.unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CorruptionError, match="value file of record"):
         engine.get("k")
+    with pytest.raises(CorruptionError, match="value file of record"):
+        engine.open_value("k")
     report = verify(engine.path)
     assert not report.ok and "missing" in " ".join(report.problems or [])
 
