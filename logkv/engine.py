@@ -90,6 +90,7 @@ from .replay import (
     frame_length,
     streamed_entry_size,
     synced_shortfall,
+    value_size,
 )
 from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
@@ -785,7 +786,7 @@ class Engine:
         if size > max_size:
             return size
         if size < -1:  # a streamed value: its size, whatever it is (reading it means file I/O)
-            return -2 - size
+            return value_size(entry)
         found = self._record(key, entry)
         if found is None:
             return None
@@ -975,10 +976,7 @@ class Engine:
         for key in self.keys(exclusive_start_key, limit, prefix):
             entry = self._entry(key)
             if entry is not None:
-                _, _, _, size, content_type = entry
-                if size < -1:
-                    size = -2 - size  # a streamed value's size
-                yield KeyInfo(key, content_type, max(size, 0))
+                yield KeyInfo(key, entry[CONTENT_TYPE], value_size(entry))
 
     def stats(self) -> EngineStats:
         """Figures about the store (cheap: counters kept as records are written, plus a

@@ -29,7 +29,7 @@ from typing import Final, NamedTuple
 from sortedcontainers import SortedList
 
 from .key_range import keys_after
-from .replay import Entry
+from .replay import Entry, value_size
 
 
 class IndexEntry(NamedTuple):
@@ -55,8 +55,7 @@ class IndexEntry(NamedTuple):
     @property
     def value_size(self) -> int:
         """The value's length in bytes (0 for None)."""
-        size = self.size
-        return size if size >= 0 else (-2 - size if size < -1 else 0)
+        return value_size(self)
 
     @property
     def streamed(self) -> bool:

@@ -7,7 +7,7 @@ An index entry is the tuple ``(segment, offset, head, value_size, content_type)`
 starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
 starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
 whole frame). A streamed set, whose value is in a value file (:mod:`logkv.values`), has
-``value_size == -2 - the value's size`` (and ``head`` the whole frame): :func:`streamed_size`.
+``value_size == -2 - the value's size`` (and ``head`` the whole frame): :func:`value_size`.
 Keeping ``head`` rather than the frame length lets most entries share Python's cached small
 ints, which keeps the index small.
 """
@@ -66,9 +66,11 @@ def streamed_entry_size(ref: bytes) -> int:
     return -2 - size
 
 
-def streamed_size(entry: Entry) -> int | None:
-    """The size of the value of a streamed set's index entry; None for any other entry."""
-    return -2 - entry[3] if entry[3] < -1 else None
+def value_size(entry: Entry) -> int:
+    """The size of the value an index entry points to: in the log, or in its value file (0
+    for a stored None)."""
+    size = entry[3]
+    return size if size >= 0 else (-2 - size if size < -1 else 0)
 
 
 def frame_length(entry: Entry) -> int:
