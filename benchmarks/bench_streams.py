@@ -34,6 +34,7 @@ from typing import Any
 from logkv import Engine
 
 from .harness import Report, Run, Script, check, mib, results_file, section, table
+from .machine import rss_anon
 
 SCRIPT = Script(
     "bench_streams",
@@ -48,10 +49,7 @@ MEMORY_TARGET = 64 << 20
 
 
 def _rss_anon() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return rss_anon() or 0
 
 
 class _Peak(threading.Thread):
