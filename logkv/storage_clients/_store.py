@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import Commit, Engine
-from ..errors import ReadOnlyStoreError, ReplicaError, StoreClosedError, StoreNotFoundError
+from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
 from ..index import IndexEntry
 from ..modes import Durability
@@ -391,12 +391,6 @@ class EngineStore:
         (:func:`~logkv.storage_clients._streams.write_stream`); durable (to the configured
         level) when this returns, and noted as a modification."""
         self.check_writable()
-        if self.replica is not None:
-            raise ReplicaError(
-                f"{self.folder}: streamed values are not replicated yet, and this store has a "
-                "replica; nothing was written (store the value with set_value, or open the "
-                "store without a replica)"
-            )
         commit = await write_stream(self.engine, key, pieces, content_type)
         await wait_for_commit(commit)
         self.touch(modified=True)
