@@ -859,7 +859,7 @@ class Engine:
             if size == -1:
                 return None
             with self._value_file(buf, pos, total) as reader:
-                return b"".join(reader)
+                return reader.read_all()
         return buf[pos + head : pos + total]
 
     def _value_file(self, buf: Any, pos: int, total: int) -> ValueFileReader:

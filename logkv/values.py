@@ -24,6 +24,7 @@ the bytes of value files and nothing of the engine.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import struct
@@ -243,6 +244,11 @@ class ValueFileReader:
             self.close()
             raise
 
+    def read_all(self) -> bytes:
+        """The whole value in one piece, every chunk checked (a buffer that grows as they
+        come: about the value's size in memory, not twice it)."""
+        return _gather(self)
+
     def _check_header(self, header: bytes) -> int:
         if len(header) < VALUE_HEADER.size:
             raise CorruptionError(self.path, 0, "value file header is cut short")
@@ -338,7 +344,7 @@ class ValueStream:
     def read_all(self) -> bytes | None:
         """The rest of the value in one piece (None for a stored None)."""
         with self:
-            data = b"".join(self._chunks)
+            data = _gather(self._chunks)
         return None if self.size is None else data
 
     def close(self) -> None:
@@ -352,6 +358,15 @@ class ValueStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _gather(chunks: Iterable[bytes]) -> bytes:
+    """``chunks`` in one piece, gathered in a buffer that grows as they come (about the
+    value's size in memory at the end, where a join would hold twice it)."""
+    out = io.BytesIO()
+    for chunk in chunks:
+        out.write(chunk)
+    return out.getvalue()
 
 
 def value_path(store: Path, seq: int) -> Path:
