@@ -37,6 +37,7 @@ from .errors import (
     StoreNotFoundError,
     SyncFailedError,
 )
+from .files import file_set, source_of
 from .format import (
     CHAIN_SIZE,
     FORMAT_VERSION,
@@ -71,10 +72,10 @@ from .layout import (
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
     TEMP_SUFFIX,
-    VALUES_DIR,
     data_file_name,
     list_segments,
     list_snapshots,
+    list_value_files,
     segment_name,
     segment_number,
     torn_tail_copy_name,
@@ -380,7 +381,7 @@ class Engine:
         another writer holds it), cuts a torn tail off the last segment and removes leftover
         temp files. A read-only open takes no lock, changes nothing, and can :meth:`refresh`.
         """
-        folder = Path(path)
+        folder = path if isinstance(path, Path) else Path(path)  # keeps a file set's path
         durability = Durability(durability)
         if segment_size < 4096:
             raise ValueError(f"segment_size must be at least 4096 bytes, got {segment_size}")
@@ -391,7 +392,8 @@ class Engine:
             # created is made durable in its parent (the new files' entries in the store
             # folder are synced with the first segment's header).
             make_dirs(folder, durable=durability is Durability.FSYNC)
-        check_store_entries(folder)  # nothing in a store folder is followed if it is a link
+        if source_of(folder) is None:  # a file set has no links
+            check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,
@@ -1002,15 +1004,10 @@ class Engine:
     def disk_bytes(self) -> int:
         """Bytes of the store's data files (segments, snapshots and value files; not the
         archive)."""
-        total = 0
-        for entry in os.scandir(self.path):
-            if entry.name.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX)) and entry.is_file():
-                total += entry.stat().st_size
-        if (self.path / VALUES_DIR).is_dir():
-            for entry in os.scandir(self.path / VALUES_DIR):
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-        return total
+        files = file_set(self.path)
+        names = [n for n in files.names() if n.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX))]
+        values = [path.stat().st_size for _, path in list_value_files(self.path)]
+        return sum(files.size(name) for name in names) + sum(values)
 
     def should_compact(self, min_bytes: int, min_dead_ratio: float) -> bool:
         """The compaction policy: the log passed ``min_bytes`` and dead bytes make up at least

@@ -31,14 +31,15 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 import blake3
 
 from .errors import CorruptionError, MissingValueFileError
+from .files import ByteSource
 from .format import FORMAT_VERSION, READABLE_VERSIONS, ValueRef
 from .format import _crc32 as _checksum
-from .fsutil import fsync_dir, make_dir, open_file, open_for_reading, remove_quietly, write_all
+from .fsutil import fsync_dir, make_dir, open_file, remove_quietly, write_all
 from .layout import (
     ARCHIVE_DIR,
     TEMP_SUFFIX,
@@ -226,7 +227,9 @@ class ValueFileReader:
     mismatch raises :class:`~logkv.errors.CorruptionError`). Close it (or use it as a context
     manager) when stopping early.
 
-    The file is opened at once: a compaction that deletes it afterwards does not take it away.
+    The file is opened at once (a local file through a read-only map, a bucket copy's through
+    its file set, :mod:`logkv.files`): a compaction that deletes it afterwards does not take
+    it away.
     """
 
     def __init__(self, path: Path, ref: ValueRef) -> None:
@@ -234,19 +237,18 @@ class ValueFileReader:
         self.ref = ref
         self.size = ref.size
         try:
-            self._file: BinaryIO | None = open_for_reading(path)
+            self._source: ByteSource | None = ByteSource(path)
         except FileNotFoundError:
             raise MissingValueFileError(path, ref.seq) from None
         try:
-            header = self._file.read(VALUE_HEADER.size)
-            self.chunk_size = self._check_header(header)
+            self.chunk_size = self._check_header(self._source.read(0, VALUE_HEADER.size))
         except BaseException:
             self.close()
             raise
 
     def read_all(self) -> bytes:
-        """The whole value in one piece, every chunk checked (a buffer that grows as they
-        come: about the value's size in memory, not twice it)."""
+        """The whole value in one piece, every chunk checked (about the value's size in
+        memory, not twice it)."""
         return _gather(self)
 
     def _check_header(self, header: bytes) -> int:
@@ -264,27 +266,27 @@ class ValueFileReader:
         return int(chunk_size)
 
     def __iter__(self) -> Iterator[bytes]:
-        file = self._file
-        if file is None:
+        source = self._source
+        if source is None:
             raise ValueError("the value file reader is closed")
         try:
-            yield from self._chunks(file)
+            yield from self._chunks(source)
         finally:
             self.close()
 
-    def _chunks(self, file: BinaryIO) -> Iterator[bytes]:
+    def _chunks(self, source: ByteSource) -> Iterator[bytes]:
         digest = new_digest()
         done = 0
         offset = VALUE_HEADER.size
         while done < self.size:
-            header = file.read(CHUNK_HEADER.size)
+            header = source.read(offset, CHUNK_HEADER.size)
             if len(header) < CHUNK_HEADER.size:
                 raise self._damage(offset, f"value file ends after {done} of {self.size} bytes")
             length, crc = CHUNK_HEADER.unpack(header)
             expected = min(self.chunk_size, self.size - done)
             if length != expected:
                 raise self._damage(offset, f"chunk of {length} bytes where {expected} belong")
-            data = file.read(length)
+            data = source.read(offset + CHUNK_HEADER.size, length)
             if len(data) < length:
                 raise self._damage(offset, f"value file ends after {done} of {self.size} bytes")
             if _checksum(data, _checksum(_CHUNK_PLACE.pack(done, length))) != crc:
@@ -293,7 +295,7 @@ class ValueFileReader:
             done += length
             offset += CHUNK_HEADER.size + length
             yield data
-        if file.read(1):
+        if source.size > offset:
             raise self._damage(offset, "bytes follow the value's last chunk")
         if digest.digest() != self.ref.digest:
             raise self._damage(offset, "the value's digest does not match its record")
@@ -303,9 +305,9 @@ class ValueFileReader:
 
     def close(self) -> None:
         """Let go of the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
     def __enter__(self) -> ValueFileReader:
         return self

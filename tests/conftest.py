@@ -177,3 +177,23 @@ def s3(s3_endpoint: str | None, monkeypatch: pytest.MonkeyPatch) -> S3Target:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return S3Target(f"s3://{bucket}/crawl", env)
+
+
+# ---------------------------------------------------------------- the web console
+
+
+@pytest.fixture
+def web_storage(tmp_path: Path) -> Path:
+    """A storage folder with a store of every kind (``web_support.make_storage``)."""
+    from web_support import make_storage  # noqa: PLC0415 (the web tests' own helpers)
+
+    return make_storage(tmp_path / "storage")
+
+
+@pytest.fixture
+def web_api(web_storage: Path) -> Iterator[Any]:
+    """A test client of the web console over ``web_storage``; its stores closed after."""
+    from web_support import client  # noqa: PLC0415 (needs the web extra)
+
+    with client(web_storage) as api:
+        yield api

@@ -22,7 +22,7 @@ from obstore.store import MemoryStore
 
 from logkv.replica import Bucket, Follower, Replica, restore
 from logkv.replica.bucket import BucketUnavailable
-from logkv.replica.remote import remote_view
+from logkv.replica.remote import remote_store
 from logkv.replica.retention import RetentionPolicy, unneeded
 from logkv.replica.slots import SHIP, Folded, Piece, Slot, decode_slot, encode_slot, slot_name
 from logkv.verify import verify
@@ -305,6 +305,6 @@ def test_streamed_values_reach_the_bucket_and_come_back(tmp_path: Path) -> None:
         follower.catch_up()
     with Engine.open(tmp_path / "copy", readonly=True) as copy:
         assert copy.get("video") == b"second" and copy.get("other") == b"third"
-    with remote_view(bucket, "pages") as view:  # an audit straight from the bucket
+    with remote_store(bucket) as view:  # an audit straight from the bucket, by range reads
         report = verify(view)
         assert report.ok and report.value_files == 2, report.problems
