@@ -38,7 +38,7 @@ import blake3
 from .errors import CorruptionError, MissingValueFileError
 from .files import ByteSource
 from .format import FORMAT_VERSION, READABLE_VERSIONS, ValueRef
-from .format import _crc32 as _checksum
+from .format import checksum as _checksum
 from .fsutil import fsync_dir, make_dir, open_file, remove_quietly, write_all
 from .layout import (
     ARCHIVE_DIR,

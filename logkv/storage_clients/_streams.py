@@ -14,7 +14,8 @@ import io
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from ..engine import Commit, Engine
+from ..engine import Engine
+from ..group_commit import Commit
 from ..values import CHUNK_SIZE, Piece, ValueStream, iter_source
 
 _to_thread = asyncio.to_thread
