@@ -42,11 +42,11 @@ from typing import Final
 import msgpack
 
 from .errors import CorruptionError
-from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, Op, chain_of
+from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, chain_of
 from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
 from .layout import ARCHIVE_DIR, TEMP_SUFFIX, checkpoint_name, list_checkpoints, list_segments
 from .log_cut import continues_batch
-from .replay import Entry
+from .replay import Entry, set_entry
 from .scan import SegmentReader, fail_on_damage
 from .snapshot import TAIL, TAIL_MAGIC, _le_bytes, _le_column, _pack_keys, _read_block, block
 
@@ -58,7 +58,6 @@ CHECKPOINT_HEADER: Final = struct.Struct("<8sII")  # magic, version, 0
 
 #: Records between two checkpoints, by default (``LOGKV_CHECKPOINT_EVERY``).
 DEFAULT_EVERY: Final = 250_000
-_SET: Final = int(Op.SET)
 
 
 @dataclass(frozen=True)
@@ -343,12 +342,9 @@ def _fold_segment(
                 fold.chain = chain_of(buf, last)
                 written.append(_write(archive, fold, number, pos))
             key = fields[3]
-            if fields[2] == _SET:
-                value = fields[5]
-                if value is None:
-                    entries[key] = (number, pos, length, -1, fields[4])
-                else:
-                    entries[key] = (number, pos, length - len(value), len(value), fields[4])
+            entry = set_entry(number, pos, length, fields)  # a streamed set is a set too
+            if entry is not None:
+                entries[key] = entry
             else:
                 entries.pop(key, None)
             fold.seq, fold.last_us = fields[0], fields[1]

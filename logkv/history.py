@@ -56,7 +56,7 @@ from .synced import read_synced_mark
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 10  # reads that race a live writer's compactions
-_SET = int(Op.SET)
+_DELETE = int(Op.DELETE)
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -81,9 +81,7 @@ class LoggedRecord:
     @property
     def value_size(self) -> int:
         """Bytes of the value (0 for a delete or a stored None)."""
-        if isinstance(self.record, SetRecord) and self.record.value is not None:
-            return len(self.record.value)
-        return 0
+        return self.record.value_size if isinstance(self.record, SetRecord) else 0
 
 
 def log_segments(folder: Path) -> list[tuple[int, Path]]:
@@ -506,7 +504,7 @@ def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folde
                     return _Folded(entries, decoded), None
                 key = fields[3]
                 pop(key, None)
-                if fields[2] == _SET:
+                if fields[2] != _DELETE:  # a set, or a streamed set
                     decoded[key] = fields
                 else:
                     forget(key, None)
@@ -538,7 +536,9 @@ def _materialize(
                 found = sources[entry[0]] = _opened(stack, paths, start, entry[0])
             state[key] = keep(_record_in(found[1], found[0], key, entry))
     for key, fields in folded.decoded.items():
-        state[key] = keep(SetRecord(fields[0], fields[1], key, fields[4], fields[5]))
+        record = decode_fields(fields)
+        assert isinstance(record, SetRecord), "the fold keeps sets only"
+        state[key] = keep(record)
     return state
 
 

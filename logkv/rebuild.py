@@ -3,13 +3,15 @@
 The copy is built from the original's own bytes. Its files are the original's retained history
 (the archived segments, the current ones, and the snapshot the history starts from when older
 segments were deleted), copied byte for byte and cut after the last record at or before the
-target. So every record keeps its sequence number, timestamp and chain value, and the copy's
+target. The value files the kept records name (streamed values, docs/FORMAT.md section 14)
+come along, hard-linked where the file system allows (they never change) or copied. So every
+record keeps its sequence number, timestamp and chain value, and the copy's
 chain value at sequence ``N`` is the original's: ``logkv verify`` on the copy checks the same
 links the original holds. A target inside a batch cuts before the batch (a batch is applied
 whole or not at all, so no state inside it ever existed); the same rule as a restore from the
 bucket (:func:`find_cut` is shared).
 
-The copy records where it came from in ``PROVENANCE.json`` (docs/FORMAT.md, section 14). It is
+The copy records where it came from in ``PROVENANCE.json`` (docs/FORMAT.md, section 16). It is
 built in a hidden staging folder beside the target (``.logkv-replaying/NAME``), checked (every
 checksum and the chain, then an open), made durable and renamed into place in one step: a
 replay killed at any moment leaves no store at the target, only the staging folder, which the
@@ -31,8 +33,8 @@ from typing import Any, Final
 
 from .engine import Engine
 from .errors import LogKVError
-from .files import open_bytes, read_whole
-from .format import GENESIS_CHAIN
+from .files import SourcePath, open_bytes, read_whole
+from .format import GENESIS_CHAIN, Op, value_ref_of_frame
 from .fsutil import (
     atomic_write,
     fsync_dir,
@@ -43,13 +45,26 @@ from .fsutil import (
     write_all,
 )
 from .history import HistoryGap, RetainedLog, retained_log, retrying
-from .layout import META_FILE, PROVENANCE_FILE, REPLAY_DIR
+from .layout import (
+    META_FILE,
+    PROVENANCE_FILE,
+    REPLAY_DIR,
+    VALUES_DIR,
+    list_value_files,
+    segment_number,
+    snapshot_number,
+    value_file_name,
+)
 from .log_cut import LogCut, Until, find_cut
+from .scan import SegmentReader, fail_on_damage
+from .snapshot import load_snapshot
+from .values import value_path
 from .verify import verify
 
 PROVENANCE_FORMAT: Final = "logkv-provenance"
 PROVENANCE_VERSION: Final = 1
 _COPY_CHUNK: Final = 1 << 20
+_STREAMED: Final = int(Op.SET_STREAMED)
 
 
 class ReplayTargetError(LogKVError):
@@ -200,7 +215,72 @@ def _copy_files(log: RetainedLog, cut: LogCut, staging: Path) -> tuple[list[str]
     written = 0
     for path, end in copies:
         written += _copy_file(path, staging / path.name, end)
-    return [path.name for path, _ in copies], written
+    names = [path.name for path, _ in copies]
+    values, value_bytes = _carry_values(log.folder, staging, names, cut)
+    return names + values, written + value_bytes
+
+
+def _carry_values(
+    source: Path, staging: Path, names: list[str], cut: LogCut
+) -> tuple[list[str], int]:
+    """Give the copy the value files its records name (streamed sets of its snapshot and of
+    its segments as cut), each hard-linked from ``source`` (value files never change once
+    installed) or, where a link cannot be made (another file system, a bucket copy), copied;
+    ``values/`` is fsynced. The copy's verify reads each one whole against its record. The
+    names (``values/NNNNNNNN.val``) and bytes carried."""
+    if not any(seq <= cut.last_seq for seq, _ in list_value_files(source)):
+        return [], 0  # no streamed value in reach: the records need not be read again
+    seqs = _named_values(staging, names)
+    if not seqs:
+        return [], 0
+    folder = staging / VALUES_DIR
+    make_dirs(folder)
+    carried, written = [], 0
+    for seq in sorted(seqs):
+        name = value_file_name(seq)
+        written += _link_or_copy(value_path(source, seq), folder / name)
+        carried.append(f"{VALUES_DIR}/{name}")
+    fsync_dir(folder)
+    return carried, written
+
+
+def _named_values(staging: Path, names: list[str]) -> set[int]:
+    """The seqs of the value files named by the records of the copy's files ``names`` in
+    ``staging``: its snapshot's streamed entries and its segments' streamed sets."""
+    seqs: set[int] = set()
+    for name in names:
+        path = staging / name
+        covers = snapshot_number(name)
+        if covers is not None:
+            _, entries = load_snapshot(path, covers)
+            with open_bytes(path) as snapshot:
+                for entry in entries.values():
+                    if entry[3] < -1:  # a streamed set: its frame holds the reference
+                        frame = snapshot.read(entry[1], entry[2])
+                        seqs.add(value_ref_of_frame(frame, 0, entry[2]).seq)
+            continue
+        number = segment_number(name)
+        if number is None:
+            continue
+        with SegmentReader(
+            path, number, is_last=False, synced=None, report=fail_on_damage
+        ) as reader:
+            seqs.update(fields[0] for _, _, fields in reader.frames() if fields[2] == _STREAMED)
+    return seqs
+
+
+def _link_or_copy(source: Path, target: Path) -> int:
+    """Hard-link the value file ``source`` as ``target`` (never through a symbolic link), or
+    copy it where that fails for any reason but its absence; its size."""
+    if not isinstance(source, SourcePath):
+        try:
+            os.link(source, target, follow_symlinks=False)
+            return os.lstat(target).st_size
+        except FileNotFoundError:
+            raise  # retired by a live writer's compaction: the caller starts over
+        except OSError:
+            pass  # another file system, no hard links there: copied below
+    return _copy_file(source, target, None)
 
 
 def _copy_file(source: Path, target: Path, end: int | None) -> int:

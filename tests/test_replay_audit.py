@@ -1,7 +1,8 @@
 """Audit-grade replay and point-in-time history against a model of the store's history.
 
-Random programs of sets, deletes, batches, compactions (retention delete and archive, so
-checkpoints are written) and reopens run on a store; then, for any target sequence number:
+Random programs of sets, streamed sets (values in value files), deletes, batches,
+compactions (retention delete and archive, so checkpoints are written) and reopens run on a
+store; then, for any target sequence number:
 ``replay_store`` gives a copy whose state is the model's at that point (before a batch the
 target lies inside), whose chain value is the original's at the same record, which verifies,
 records its origin and accepts new writes; ``state_at`` gives the same state with checkpoints
@@ -33,6 +34,7 @@ from logkv.format import GENESIS_CHAIN, SetRecord
 from logkv.history import HistoryGap, iter_log, newest_snapshot, state_at
 from logkv.layout import PROVENANCE_FILE, REPLAY_DIR, list_segments
 from logkv.rebuild import ReplayTargetError, read_provenance, replay_store
+from logkv.values import ValueFileReader, value_path
 from logkv.verify import verify
 
 KEYS = ["a", "b", "c", "d"]
@@ -44,6 +46,7 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("set"), keys, values),
         st.tuples(st.just("delete"), keys),
+        st.tuples(st.just("stream"), keys, st.binary(max_size=3000)),
         st.tuples(
             st.just("batch"),
             st.lists(st.tuples(keys, values), min_size=1, max_size=4),
@@ -115,6 +118,11 @@ def run_program(store: Path, program: list[tuple[object, ...]]) -> Model:
                 seq = engine.set(str(key), value)  # type: ignore[arg-type]
                 model.records.append((seq, str(key), value))
                 current[str(key)] = value
+            elif op[0] == "stream":  # a streamed set: its value in a value file
+                _, key, value = op
+                seq = engine.set_stream(str(key), [value])
+                model.records.append((seq, str(key), value))
+                current[str(key)] = value
             elif op[0] == "delete":
                 if engine.delete(str(op[1])):
                     model.records.append((engine.last_seq, str(op[1]), DELETED))
@@ -174,8 +182,16 @@ def full_replay_state(store: Path, scratch: Path, seq: int) -> dict[str, SetReco
         shutil.rmtree(scratch)
 
 
-def values_of(state: dict[str, SetRecord]) -> dict[str, bytes | None]:
-    return {key: record.value for key, record in state.items()}
+def values_of(store: Path, state: dict[str, SetRecord]) -> dict[str, bytes | None]:
+    """The values ``state`` names: a streamed set's read (and checked) from its value file."""
+    return {key: value_of(store, record) for key, record in state.items()}
+
+
+def value_of(store: Path, record: SetRecord) -> bytes | None:
+    if record.streamed is None:
+        return record.value
+    with ValueFileReader(value_path(store, record.seq), record.streamed) as reader:
+        return reader.read_all()
 
 
 @pytest.mark.slow
@@ -228,7 +244,7 @@ def test_replay_and_state_at_follow_the_model(
                 assert (logged.record, logged.chain) == (twin.record, twin.chain)
 
         state = state_at(store, until_seq=target)
-        assert values_of(state) == expected
+        assert values_of(store, state) == expected
         assert state == full_replay_state(store, root / "plain", target)
 
         # The copy is a normal store: new writes continue its chain.
@@ -252,7 +268,7 @@ def test_replay_and_state_at_follow_the_model(
             done = replay_store(store, at_time, until_us=moment)
             assert done.last_seq == model.effective(prefix)
             assert read_store(at_time) == model.state(model.effective(prefix))
-            assert values_of(state_at(store, until_us=moment)) == model.state(
+            assert values_of(store, state_at(store, until_us=moment)) == model.state(
                 model.effective(prefix)
             )
 
@@ -290,13 +306,59 @@ def test_checkpoint_retention_keeps_the_newest_and_the_young(tmp_path: Path) -> 
     assert prune_checkpoints(store, CheckpointPolicy(keep=None, keep_for_s=3600.0)) == 0
     assert prune_checkpoints(store, CheckpointPolicy(keep=3), now_us=2**62) == 7
     assert [c.seq for c in checkpoints_of(store)] == [80, 90, 100]
-    assert values_of(state_at(store, until_seq=25)) == values_of(
-        full_replay_state(store, tmp_path / "p", 25)
+    assert values_of(store, state_at(store, until_seq=25)) == values_of(
+        store, full_replay_state(store, tmp_path / "p", 25)
     )
     assert prune_checkpoints(store, CheckpointPolicy(keep=0, keep_for_s=1.0), now_us=2**62) == 2
     assert [c.seq for c in checkpoints_of(store)] == [100]  # the next compaction folds from it
     with pytest.raises(ValueError, match="negative"):
         CheckpointPolicy(every=-1)
+
+
+def test_streamed_values_through_checkpoints_and_replayed_copies(tmp_path: Path) -> None:
+    """A streamed set is a set in a checkpoint and in ``state_at``'s fold, and a replayed copy
+    carries exactly the value files its records name: none before the streamed set, the
+    overwritten one's and the live one's after, none committed after the target."""
+    store = tmp_path / "store"
+    big = bytes(range(256)) * 12
+    with checkpoint_every(5), Engine.open(store, segment_size=4096) as engine:
+        for i in range(6):
+            engine.set(f"k{i}", b"small")  # 1..6
+        first = engine.set_stream("s", [big[:1000], big[1000:]], "application/octet-stream")
+        engine.set("k0", b"after")  # 8
+        second = engine.set_stream("t", [big[::-1]])  # 9
+        engine.set_stream("s", [b"again"])  # 10: the first stream is dead from here
+        for i in range(6):
+            engine.set(f"m{i}", b"x")  # 11..16
+        engine.compact(retention="archive")
+        late = engine.set_stream("u", [b"late"])  # 17, after the checkpoints
+    checkpoints = [c.seq for c in checkpoints_of(store)]
+    assert checkpoints and first < checkpoints[-1]  # the streamed sets went through one
+
+    state = state_at(store, until_seq=9)
+    assert state["s"].streamed is not None and state["s"].seq == first
+    assert values_of(store, state) == values_of(store, full_replay_state(store, tmp_path / "p", 9))
+    assert value_of(store, state["s"]) == big and value_of(store, state["t"]) == big[::-1]
+    through = state_at(store, until_seq=16)  # from the checkpoint at 15, which holds them
+    assert value_of(store, through["s"]) == b"again"
+    assert value_of(store, through["t"]) == big[::-1]
+
+    before = replay_store(store, tmp_path / "before", until_seq=first - 1)
+    assert not (before.target / "values").exists()
+    assert read_store(before.target) == {f"k{i}": b"small" for i in range(6)}
+
+    after = replay_store(store, tmp_path / "after", until_seq=second)
+    assert sorted(p.name for p in (after.target / "values").iterdir()) == [
+        f"{first:08d}.val",
+        f"{second:08d}.val",
+    ]
+    assert read_store(after.target)["s"] == big
+    assert verify(after.target).value_files == 2
+
+    whole = replay_store(store, tmp_path / "whole", until_seq=late)
+    assert f"values/{late:08d}.val" in whole.files
+    report = verify(whole.target)
+    assert report.ok and report.value_files == 4, report.problems
 
 
 def test_a_damaged_checkpoint_is_not_used(tmp_path: Path) -> None:
