@@ -52,8 +52,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from tqdm import tqdm
-
 from ..configuration import Configuration
 from ..content import (
     MARKER_PARAM,
@@ -73,7 +71,8 @@ from ..layout import CRAWLEE_METADATA_FILE
 from ..names import StoreKind, validate_alias, validate_name
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from . import ExitCode
-from .common import CommandError, add_output_options, path_argument, require_store
+from .common import CommandError, path_argument, progress_choice, require_store
+from .progress import progress
 from .render import human_bytes, human_seconds, json_document
 
 PROG: Final = "logkv"
@@ -289,14 +288,11 @@ def _undo_target(target: Path, existed: bool) -> None:
 
 @contextmanager
 def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable[[], None]]:
-    """A step callback driving a tqdm bar on stderr (``enabled`` None: only on a terminal)."""
-    disable = None if enabled is None else not enabled
-    with tqdm(
-        desc=label, total=total, unit="rec", file=sys.stderr, disable=disable, leave=False
-    ) as bar:
+    """A step callback drawing a bar on stderr (``enabled`` None: only on a terminal)."""
+    with progress(label, total, enabled=enabled, unit="records") as shown:
 
         def step() -> None:
-            bar.update(1)
+            shown.advance()
 
         yield step
 
@@ -565,10 +561,6 @@ def _export_record(target: Path, key: str, data: bytes | None, stored: str | Non
 # ---------------------------------------------------------------------------------- commands
 
 
-def _bar(args: argparse.Namespace) -> bool | None:
-    return False if args.quiet else (True if args.progress else None)
-
-
 def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
     for problem in result.skipped[:SHOWN_PROBLEMS]:
         print(f"{PROG}: warning: skipped {problem}", file=sys.stderr)
@@ -593,12 +585,12 @@ def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a Crawlee file-system key-value store into a new logkv store."""
-    return _report(args, import_store(args.source, args.target, _bar(args)), "Imported")
+    return _report(args, import_store(args.source, args.target, progress_choice(args)), "Imported")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a logkv store as a Crawlee file-system key-value store."""
-    return _report(args, export_store(args.source, args.target, _bar(args)), "Exported")
+    return _report(args, export_store(args.source, args.target, progress_choice(args)), "Exported")
 
 
 def add_commands(commands: Any, epilog: str) -> None:
@@ -633,5 +625,4 @@ def add_commands(commands: Any, epilog: str) -> None:
             metavar=target,
             help="the new store folder (absent or empty)",
         )
-        add_output_options(sub, "print a JSON summary")
         sub.set_defaults(handler=handler)
