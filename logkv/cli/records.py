@@ -232,7 +232,11 @@ def cmd_set(args: argparse.Namespace) -> int:
         else:
             entry = engine.entry(args.key)
             content_type = entry.content_type if entry and entry.content_type else suggested
-        check_fits_type(value, content_type, "the value")
+        try:
+            check_fits_type(value, content_type, "the value")
+        except CommandError as exc:
+            hint = "give --content-type application/octet-stream to store it as bytes"
+            raise CommandError(f"{exc} ({hint})", exc.code) from None
         seq = engine.set(args.key, value, content_type)
     if args.json:
         print(json_document({"store": str(store), "key": args.key, "seq": seq,
