@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Final
 
 from rich.console import Console
 from rich.progress import (
@@ -27,6 +28,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+#: The width of progress written to stderr that is no terminal: long labels are not cut.
+_LOG_WIDTH: Final = 1000
 
 
 def stderr_is_terminal() -> bool:
@@ -97,8 +101,10 @@ def progress(
         return
     console = Console(stderr=True, markup=False, highlight=False, emoji=False)
     # Asked for where stderr is no terminal (a log file): no redrawing there, so the final
-    # state is printed once, and stays.
+    # state is printed once, whole, and stays.
     transient = console.is_terminal
+    if not transient:
+        console.width = _LOG_WIDTH
     with Progress(*_columns(total, unit), console=console, transient=transient) as bar:
         task = bar.add_task(label, total=total)
         yield Tracker(bar, task)
