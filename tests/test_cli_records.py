@@ -447,3 +447,20 @@ def test_a_missing_extra_is_named(module: str, library: str, extra: str) -> None
                           text=True, check=False, timeout=120)  # fmt: skip
     assert done.returncode != 0
     assert f"pip install 'logkv[{extra}]'" in done.stderr
+
+
+@pytest.mark.slow
+async def test_get_and_keys_read_a_bucket_copy(
+    s3: Any, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    pytest.importorskip("obstore")
+    pytest.importorskip("crawlee")
+    from test_replica_audit import written_store  # noqa: PLC0415 (needs the extras)
+
+    folder, url = await written_store(s3, tmp_path)
+    for argv in (["get", "k007"], ["get", "k007", "--json"], ["keys", "--prefix", "k00"]):
+        local = logkv_cli.main([argv[0], str(folder), *argv[1:]]), capsysbinary.readouterr()
+        remote = logkv_cli.main([argv[0], url, *argv[1:]]), capsysbinary.readouterr()
+        assert local[0] == remote[0] == 0, (argv, remote)
+        assert remote[1].out == local[1].out.replace(str(folder).encode(), url.encode()), argv
+    assert logkv_cli.main(["set", url, "k", "v"]) == ExitCode.USAGE  # writes are local only

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from ..configuration import Configuration
 from ..errors import ReplicaDivergedError, ReplicaError, ReplicaGapError
@@ -64,6 +64,11 @@ class _Renaming(io.TextIOBase):
     def write(self, text: str) -> int:
         self._stream.write(text.replace(self._old, self._new))
         return len(text)
+
+    @property
+    def buffer(self) -> BinaryIO:
+        """The bytes underneath, unchanged (``logkv get`` writes a value there as stored)."""
+        return self._stream.buffer
 
     def flush(self) -> None:
         self._stream.flush()
