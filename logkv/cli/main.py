@@ -1,14 +1,17 @@
-"""``logkv``: inspect and audit one store from the command line.
+"""``logkv``: one command to read, fix, audit, compact and move stores.
 
-Subcommands, each taking the store folder (a key-value store's, a dataset's or a request
-queue's: ``stats``, ``verify`` and ``dump`` say which it is): ``stats``, ``verify``,
-``history KEY``, ``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
-move a Crawlee file-system key-value store into a new logkv store and back (see
-:mod:`logkv.cli.transfer`); ``restore`` rebuilds a store from its bucket copy in object storage
-(:mod:`logkv.cli.replica`). All of them only read the store and take no
-lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
-aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
-``dump``). Also runs as ``python -m logkv.cli.main``.
+Subcommands taking a store (the store folder, or a storage folder with ``--store NAME`` and
+``--kind``; a Crawlee folder is refused with a hint to ``import`` or ``migrate``): ``get``,
+``keys``, ``set``, ``rm`` and ``edit`` (:mod:`logkv.cli.records`), ``stats``, ``verify``,
+``history KEY``, ``replay --until SEQ|TIME --to DIR``, ``dump`` (with filters) and ``compact``
+(:mod:`logkv.cli.compact`). ``import`` and ``export`` move a Crawlee file-system key-value
+store into a new logkv store and back (:mod:`logkv.cli.transfer`), ``migrate`` a whole
+storage folder; ``restore`` rebuilds a store from its bucket copy in object storage
+(:mod:`logkv.cli.replica`). The audits only read the store and take no lock, so they work
+beside a live writer; ``replay`` writes into a new folder; ``set``, ``rm`` and ``edit`` take
+the writer lock while they write. Output is an aligned table by default; ``--json`` (before or
+after the command's name, as ``-q`` and ``--progress``) prints one JSON document (JSON lines
+for ``history``, ``dump`` and ``keys``). Also runs as ``python -m logkv``.
 
 Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
 found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
