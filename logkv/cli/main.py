@@ -14,10 +14,12 @@ after the command's name, as ``-q`` and ``--progress``) prints one JSON document
 for ``history``, ``dump`` and ``keys``). Also runs as ``python -m logkv``.
 
 Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
-found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
-store at the path, history compacted away, or a replay target that is not empty; 3 the store
-is locked by a running writer; 4 another failure, such as an I/O error; 5 the store changed
-while it was checked (a live writer compacted it meanwhile): run the command again.
+found a problem, ``dump`` or ``get`` met corrupt data, or the store does not open); 2 bad
+arguments, no store at the path, an absent key, a value not valid for its content type,
+history compacted away, or a replay target that is not empty; 3 the store is locked by a
+running writer; 4 another failure, such as an I/O error; 5 the store changed while it was
+checked (a live writer compacted it meanwhile: run the command again), or the record changed
+while ``edit`` had it open.
 """
 
 from __future__ import annotations
@@ -87,16 +89,20 @@ PAGE: Final = 1000
 _EPILOG = """\
 exit status:
   0  success
-  1  the store is damaged (verify found a problem, dump met corrupt data,
-     or the store does not open)
-  2  bad arguments, no store at the path, history compacted away, or a
-     replay target that is not empty
+  1  the store is damaged (verify found a problem, dump or get met corrupt
+     data, or the store does not open)
+  2  bad arguments, no store at the path (a Crawlee folder: with the command
+     that converts it), an absent key, a value not valid for its content
+     type, history compacted away, or a replay target that is not empty
   3  the store is locked by a running writer
   4  another failure, such as an I/O error
   5  the store changed while it was checked (a live writer compacted it
-     meanwhile); nothing was found wrong: run the command again
+     meanwhile; nothing was found wrong: run the command again), or the
+     record changed while edit had it open (nothing written)
 
-Every command reads without taking the store's lock, so it works beside a live writer.
+The reads take no lock, so they work beside a live writer; set, rm and edit take
+the writer lock only while they write. --json, -q and --progress may come
+before or after the command's name.
 """
 
 
