@@ -62,7 +62,7 @@ from .progress import progress
 from .records import add_commands as add_record_commands
 from .render import (
     Cell,
-    column_widths,
+    Listing,
     human_bytes,
     iso_timestamp,
     json_document,
@@ -70,8 +70,6 @@ from .render import (
     pairs,
     parse_time,
     printable,
-    render,
-    rich_table,
     table,
     value_cell,
     value_fields,
@@ -362,31 +360,22 @@ def _dump_rows(lines: Iterator[dict[str, Any]], with_values: bool) -> Iterator[l
 
 
 def _print_dump_table(rows: Iterator[list[Cell] | str], headers: list[str]) -> None:
-    """Print rows a page at a time: the header once, columns as wide as seen so far, and each
-    problem line between the records it came between."""
-    widths: list[int] = []
-    header_done = False
+    """Print rows a page at a time (:class:`~logkv.cli.render.Listing`), each problem line
+    between the records it came between."""
+    listing = Listing(headers, _DUMP_RIGHT)
     records: list[list[Cell]] = []
-
-    def flush() -> None:
-        nonlocal widths, header_done
-        if not records:
-            return
-        seen = column_widths(headers, records)
-        widths = [max(pair) for pair in zip(seen, widths or seen, strict=True)]
-        grid = rich_table(headers, records, _DUMP_RIGHT, widths, show_header=not header_done)
-        print(render(grid))
-        header_done = True
-        records.clear()
-
     while page := list(islice(rows, PAGE)):
         for item in page:
             if isinstance(item, str):
-                flush()
+                if records:
+                    print(listing.page(records))
+                    records.clear()
                 print(item)
             else:
                 records.append(item)
-        flush()
+        if records:
+            print(listing.page(records))
+            records.clear()
 
 
 def cmd_dump(args: argparse.Namespace) -> int:

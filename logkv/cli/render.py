@@ -126,18 +126,19 @@ def stdout_is_terminal() -> bool:
         return False
 
 
-def render(renderable: RenderableType) -> str:
+def render(renderable: RenderableType, fit: bool = True) -> str:
     """``renderable`` as text for standard output, without trailing spaces.
 
-    On a terminal it fits the terminal's width (long cells wrap) and may use colour; elsewhere
-    (a pipe, a file) lines are as long as their content, so that nothing is cut or wrapped.
-    Text is never read as rich markup or emoji codes: a key like ``[b]`` stays ``[b]``.
+    On a terminal it fits the terminal's width (long cells wrap; ``fit`` False: lines as long
+    as their content there too) and may use colour; elsewhere (a pipe, a file) lines are as
+    long as their content, so that nothing is cut or wrapped. Text is never read as rich
+    markup or emoji codes: a key like ``[b]`` stays ``[b]``.
     """
     terminal = stdout_is_terminal()
     buffer = io.StringIO()
     console = Console(
         file=buffer,
-        width=shutil.get_terminal_size().columns if terminal else _UNBOUNDED_WIDTH,
+        width=shutil.get_terminal_size().columns if terminal and fit else _UNBOUNDED_WIDTH,
         force_terminal=terminal,
         color_system="standard" if terminal else None,
         markup=False,
@@ -191,13 +192,37 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], right: Iterabl
     return render(rich_table(headers, rows, right))
 
 
-def column_widths(headers: Sequence[str], rows: Iterable[Sequence[Cell]]) -> list[int]:
-    """The width each column of :func:`rich_table` needs for ``headers`` and ``rows``."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(_text(cell)))
-    return widths
+class Listing:
+    """A table printed a page at a time, for listings too long to hold (a dump of millions of
+    records): rich draws the header once; the rows, which rich would lay out a thousand times
+    slower, are aligned here to the same columns (two spaces apart, numbers to the right).
+    Columns widen as wider cells come; a page is aligned to the widths seen so far."""
+
+    def __init__(self, headers: Sequence[str], right: Iterable[int]) -> None:
+        self.headers = list(headers)
+        self.right = frozenset(right)
+        self.widths = [len(h) for h in headers]
+        self._header_done = False
+
+    def page(self, rows: Sequence[Sequence[Cell]]) -> str:
+        """The lines of ``rows`` (the header before the first page)."""
+        texts = [[_text(cell) for cell in row] for row in rows]
+        for row in texts:
+            for i, cell in enumerate(row):
+                self.widths[i] = max(self.widths[i], len(cell))
+        lines = []
+        if not self._header_done:
+            head = rich_table(self.headers, [], self.right, self.widths)
+            lines.append(render(head, fit=False))
+            self._header_done = True
+        right, widths = self.right, self.widths
+        for row in texts:
+            cells = [
+                cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                for i, cell in enumerate(row)
+            ]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join(lines)
 
 
 def pairs(items: Iterable[tuple[str, Cell]]) -> str:
