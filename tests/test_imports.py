@@ -29,7 +29,7 @@ SYNC_CORE = {
     for name in [
         *("engine", "compaction", "index", "key_range", "segments", "snapshot", "retire"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
-        *("format", "layout", "fsutil", "errors"),
+        *("format", "layout", "fsutil", "files", "errors"),
     ]
 }
 
