@@ -278,6 +278,4 @@ def _add_command(commands: Any, name: str, text: str, epilog: str, target: str |
         action="store_true",
         help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
     )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return sub
