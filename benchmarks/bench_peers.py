@@ -14,7 +14,9 @@ so that the ratios hold on a noisy machine, the benchmark measures:
 - the raw limit of this machine: a plain loop that frames the same records (msgpack body,
   length and CRC-32) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
 - small JSON sets (distinct keys), point gets of random keys, ordered iteration of every key,
-  overwrites of a few hot keys, and 1 MB values, in rounds on fresh stores (best round kept);
+  overwrites of a few hot keys, sets and gets of ~1 KB JSON documents, and 1 MB values, in
+  rounds on fresh stores (best round kept); for the documents, the floor of a set: a loop that
+  JSON-encodes each document, frames and chains it as logkv does and ``write``\\ s it;
 - disk bytes after the writes;
 - reopen of stores of 100k and 1M keys in a fresh interpreter (open + one get), with the memory
   that took; logkv both from its log and after compaction;
@@ -49,7 +51,7 @@ from .harness import Run, Script, check, positive_float, positive_int, run_write
 from .machine import disk_usage, rss_anon
 from .peer_report import RAW, Results, render, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
-from .workload import raw_sync_rate, raw_write_loop
+from .workload import floor_write_loop, raw_sync_rate, raw_write_loop
 
 SCRIPT = Script(
     "bench_peers",
@@ -101,6 +103,25 @@ def doc_for(number: int) -> dict[str, Any]:
         "price": round(rng.uniform(1, 500), 2),
         "tags": [rng.choice("abcdefgh") for _ in range(3)],
         "seen": rng.random() < 0.5,
+    }
+
+
+def make_page_docs(count: int, seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Keys in shuffled order and a ~1 KB JSON document per key (:func:`page_doc_for`)."""
+    numbers = list(range(count))
+    random.Random(seed).shuffle(numbers)
+    return [f"doc-{n:07d}" for n in numbers], [page_doc_for(n) for n in numbers]
+
+
+def page_doc_for(number: int) -> dict[str, Any]:
+    """A ~1 KB JSON document (a crawled page): a URL, a 200-character title, a price, three
+    tags and a 600-character body."""
+    return {
+        "url": f"https://shop.example/item/{number}",
+        "title": "t" * 200,
+        "price": round(random.Random(number).uniform(1, 500), 2),
+        "tags": ["a", "b", "c"],
+        "body": "x" * 600,
     }
 
 
@@ -156,11 +177,16 @@ class Data:
     encoded: list[bytes]
     gets: list[str]
     blobs: list[bytes]
+    #: keys and ~1 KB documents of the page-document workload, and the order of its gets
+    page_keys: list[str]
+    page_docs: list[dict[str, Any]]
+    page_gets: list[str]
     doc_of: dict[str, dict[str, Any]] = field(init=False)
     sorted_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.doc_of = dict(zip(self.keys, self.docs, strict=True))
+        self.doc_of.update(zip(self.page_keys, self.page_docs, strict=True))
         self.sorted_keys = sorted(self.keys)
 
 
@@ -172,7 +198,11 @@ def make_data(settings: Settings) -> Data:
     random.Random(seed + 1).shuffle(gets)
     rng = random.Random(seed + 2)
     blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
-    return Data(keys, docs, [orjson.dumps(doc) for doc in docs], gets, blobs)
+    page_keys, page_docs = make_page_docs(settings.records, seed + 3)
+    page_gets = page_keys[:]
+    random.Random(seed + 4).shuffle(page_gets)
+    encoded = [orjson.dumps(doc) for doc in docs]
+    return Data(keys, docs, encoded, gets, blobs, page_keys, page_docs, page_gets)
 
 
 # ---------------------------------------------------------------------------------- one round
@@ -210,6 +240,14 @@ async def run_round(
     for key, doc in last.items():
         got = await store.call(store.get_json, key)
         check(got == doc, f"{peer.name}: the last overwrite of {key} reads back")
+    pages = len(data.page_keys)
+    figures.per_op["doc set"] = (
+        await timed_sets(store, data.page_keys, data.page_docs, blob=False) / pages
+    )
+    seconds, sample = await timed_gets(store, data.page_gets, blob=False)
+    figures.per_op["doc get"] = seconds / pages
+    expected = [data.doc_of[k] for k in data.page_gets[:100]]
+    check(sample == expected, f"{peer.name}: 1 KB documents read back")
     big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
     figures.per_op["big set"] = (
         await timed_sets(store, big_keys, data.blobs, blob=True) / settings.big_values
@@ -237,6 +275,9 @@ async def measure_rounds(
         gc.collect()
         seconds = raw_write_loop(raw, data.keys, data.docs, JSON_TYPE, orjson.dumps)
         results.keep(RAW, "set json", seconds / n)
+        gc.collect()
+        seconds = floor_write_loop(raw, data.page_keys, data.page_docs, JSON_TYPE, orjson.dumps)
+        results.keep(RAW, "doc set", seconds / len(data.page_keys))
         done = []
         for peer in chosen:
             if number > 0 and peer.name == "crawlee file system":
@@ -395,47 +436,69 @@ async def measure_durable(
 
 
 async def measure_breakdown(settings: Settings, data: Data, work: Path, results: Results) -> None:
-    """Where logkv's time per small JSON record goes, layer by layer (best of the rounds)."""
-    encoded = [encode(doc) for doc in data.docs]
+    """Where logkv's time per record goes, layer by layer (best of the rounds), for the small
+    JSON records and for the ~1 KB documents."""
+    kinds = (
+        ("small JSON", data.keys, data.docs, data.gets),
+        ("1 KB doc", data.page_keys, data.page_docs, data.page_gets),
+    )
     for number in range(settings.rounds):
-        start = start_clock()
-        for doc in data.docs:
-            encode(doc)
-        results.keep_part("encode (content.encode: check + orjson)", time.perf_counter() - start)
-        folder = work / f"parts-{number}"
-        with Engine.open(folder / "engine") as engine:
-            set_, get = engine.set, engine.get
-            start = start_clock()
-            for key, (value, content_type) in zip(data.keys, encoded, strict=True):
-                set_(key, value, content_type)
-            results.keep_part(
-                "Engine.set (frame, chain, write(), index)", time.perf_counter() - start
-            )
-            start = start_clock()
-            for key in data.gets:
-                get(key)
-            results.keep_part(
-                "Engine.get (index, copy from the map, CRC)", time.perf_counter() - start
-            )
-        kvs = await KeyValueStore.open(
-            name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
-        )
-        start = start_clock()
-        for key, doc in zip(data.keys, data.docs, strict=True):
-            await kvs.set_value(key, doc)
-        results.keep_part(
-            "KeyValueStore.set_value (all of the above + facade)", time.perf_counter() - start
-        )
-        start = start_clock()
-        for key in data.gets:
-            await kvs.get_value(key)
-        results.keep_part(
-            "KeyValueStore.get_value (get + decode + facade)", time.perf_counter() - start
-        )
-        await kvs.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        for kind, keys, docs, gets in kinds:
+            await breakdown_round(kind, keys, docs, gets, work / f"parts-{number}", results)
+    counts = {kind: len(keys) for kind, keys, _, _ in kinds}
     for name in list(results.parts):
-        results.parts[name] /= len(data.keys)
+        results.parts[name] /= counts[name.split(": ", 1)[0]]
+
+
+async def breakdown_round(
+    kind: str,
+    keys: list[str],
+    docs: list[dict[str, Any]],
+    gets: list[str],
+    folder: Path,
+    results: Results,
+) -> None:
+    """One round of the breakdown of ``kind`` records (each part's total seconds kept under
+    ``"{kind}: {part}"``)."""
+    encoded = [encode(doc) for doc in docs]
+    start = start_clock()
+    for doc in docs:
+        encode(doc)
+    results.keep_part(
+        f"{kind}: encode (content.encode: check + orjson)", time.perf_counter() - start
+    )
+    with Engine.open(folder / "engine") as engine:
+        set_, get = engine.set, engine.get
+        start = start_clock()
+        for key, (value, content_type) in zip(keys, encoded, strict=True):
+            set_(key, value, content_type)
+        results.keep_part(
+            f"{kind}: Engine.set (frame, chain, write(), index)", time.perf_counter() - start
+        )
+        start = start_clock()
+        for key in gets:
+            get(key)
+        results.keep_part(
+            f"{kind}: Engine.get (index, copy from the map, CRC)", time.perf_counter() - start
+        )
+    kvs = await KeyValueStore.open(
+        name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
+    )
+    start = start_clock()
+    for key, doc in zip(keys, docs, strict=True):
+        await kvs.set_value(key, doc)
+    results.keep_part(
+        f"{kind}: KeyValueStore.set_value (all of the above + facade)",
+        time.perf_counter() - start,
+    )
+    start = start_clock()
+    for key in gets:
+        await kvs.get_value(key)
+    results.keep_part(
+        f"{kind}: KeyValueStore.get_value (get + decode + facade)", time.perf_counter() - start
+    )
+    await kvs.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- main

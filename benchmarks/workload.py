@@ -19,6 +19,8 @@ from typing import Any
 
 import msgpack
 
+from logkv.format import CHAIN_SIZE, FRAME_HEADER_SIZE, GENESIS_CHAIN, Op, encode_record
+
 from .harness import rate
 
 #: The content type of records whose values are plain bytes.
@@ -29,6 +31,8 @@ VALUE_POOL = 1024
 POOL_MASK = VALUE_POOL - 1
 #: The raw loops' frame header: the body's length and its CRC-32.
 RAW_HEADER = struct.Struct("<II")
+#: Where a logkv frame holds its chain value.
+_CHAIN = slice(FRAME_HEADER_SIZE - CHAIN_SIZE, FRAME_HEADER_SIZE)
 
 
 def make_keys(prefix: str, count: int, seed: int | None) -> list[str]:
@@ -80,6 +84,33 @@ def raw_write_loop(
             for seq, (key, value) in records:
                 body = pack((seq, now() // 1000, 1, key, content_type, encode(value)))
                 write(fd, header(len(body), crc32(body)) + body)
+        return time.perf_counter() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def floor_write_loop(
+    path: Path,
+    keys: Sequence[str],
+    values: Sequence[Any],
+    content_type: str,
+    encode: Callable[[Any], bytes],
+) -> float:
+    """Seconds for the floor of a durable set (then ``path`` is removed): a loop that encodes
+    ``values[i]`` with ``encode``, frames it under ``keys[i]`` exactly as logkv does (its record
+    format, checksum and chain: :func:`logkv.format.encode_record`), chains it on the record
+    before and ``os.write``\\ s the frame to an ``O_APPEND`` file. No index, no checks, no
+    layers: what any writer of logkv's records must do at least."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    frame_of, write, now, op = encode_record, os.write, time.time_ns, int(Op.SET)
+    chain = GENESIS_CHAIN
+    try:
+        start = time.perf_counter()
+        for seq, (key, value) in enumerate(zip(keys, values, strict=True), 1):
+            frame = frame_of(seq, now() // 1000, op, key, content_type, encode(value), chain)
+            chain = frame[_CHAIN]
+            write(fd, frame)
         return time.perf_counter() - start
     finally:
         os.close(fd)

@@ -29,6 +29,7 @@ SYNC_CORE = {
     for name in [
         *("engine", "compaction", "index", "key_range", "segments", "snapshot", "retire"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
+        "group_commit",
         *("format", "layout", "fsutil", "files", "errors"),
     ]
 }

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..content import public_content_type
+from ..web.cli import add_command as add_serve_command
 from . import ExitCode
 from .audit import (
     Change,
@@ -552,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_transfer_commands(commands, _EPILOG)
     add_migrate_commands(commands, _EPILOG)
     add_replica_commands(commands, _EPILOG)
+    add_serve_command(commands, _EPILOG)
     for sub in commands.choices.values():
         add_global_options(sub, top=False)
     return parser
