@@ -37,7 +37,7 @@ from ..content import (
 from ..engine import Engine
 from ..errors import StoreLockedError
 from ..format import SetRecord, decode_fields, read_frame
-from ..layout import LOCK_FILE
+from ..lock import writer_pid
 from . import ExitCode
 from .common import CommandError, add_store_options, key_argument, path_argument, store_argument
 from .render import iso_timestamp, json_document, json_line, printable
@@ -169,25 +169,6 @@ def _held(store: Path, command: str, pid: int | None) -> CommandError:
     )
 
 
-def _live_holder(store: Path) -> int | None:
-    """The pid of a live process named in the store's lock file (a writer holding it), or
-    None. A hint only: the lock itself decides when the write is made."""
-    try:
-        text = (store / LOCK_FILE).read_text("ascii").strip()
-        pid = int(text) if text else None
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if pid is None or pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, owned by someone else
-    return pid
-
-
 def check_fits_type(value: bytes | None, content_type: str | None, what: str) -> None:
     """Refuse ``value`` when it does not read back under ``content_type`` (JSON that does not
     parse, text not valid in its charset)."""
@@ -287,7 +268,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if before.value is None:
         raise CommandError(f"{args.key!r} holds None, which has no bytes to edit; replace it "
                            "with 'logkv set'", ExitCode.USAGE)  # fmt: skip
-    holder = _live_holder(store)
+    holder = writer_pid(store)
     if holder is not None:
         raise _held(store, "edit", holder)
     folder = Path(tempfile.mkdtemp(prefix="logkv-edit-"))
