@@ -12,11 +12,12 @@ shelve, each at its own default durability (the results say which that is). In o
 so that the ratios hold on a noisy machine, the benchmark measures:
 
 - the raw limit of this machine: a plain loop that frames the same records (msgpack body,
-  length and CRC-32) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
+  length and CRC-32C) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
 - small JSON sets (distinct keys), point gets of random keys, ordered iteration of every key,
-  overwrites of a few hot keys, sets and gets of ~1 KB JSON documents, and 1 MB values, in
-  rounds on fresh stores (best round kept); for the documents, the floor of a set: a loop that
-  JSON-encodes each document, frames and chains it as logkv does and ``write``\\ s it;
+  overwrites of a few hot keys, sets and gets of ~1 KB JSON documents, and values of 1, 16
+  and 256 MiB, in rounds on fresh stores (best round kept); for the documents, the floor of
+  a set: a loop that JSON-encodes each document, frames and chains it as logkv does and
+  ``write``\\ s it;
 - disk bytes after the writes;
 - reopen of stores of 100k and 1M keys in a fresh interpreter (open + one get), with the memory
   that took; logkv both from its log and after compaction;
@@ -49,7 +50,7 @@ from logkv.content import encode
 
 from .harness import Run, Script, check, positive_float, positive_int, run_writers, start_clock
 from .machine import disk_usage, rss_anon
-from .peer_report import RAW, Results, render, write_chart
+from .peer_report import RAW, Results, render, value_workload, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
 from .workload import floor_write_loop, raw_sync_rate, raw_write_loop
 
@@ -69,8 +70,8 @@ class Settings:
     records: int
     hot_keys: int
     overwrites: int
-    big_values: int
-    big_size: int
+    #: Large values: ``(size in bytes, how many)`` per row, smallest first.
+    values: tuple[tuple[int, int], ...]
     reopen_sizes: tuple[int, ...]
     sync_seconds: float
     writers: int
@@ -79,6 +80,11 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------- workload
+
+#: The large values of a full run, ``(size, count)``: 16 of 1 MiB, 4 of 16 MiB, 1 of 256 MiB
+#: (about 1 GB written and read per store and round, so the run stays within minutes).
+VALUES = ((1 << 20, 16), (16 << 20, 4), (256 << 20, 1))
+VALUES_QUICK = ((1 << 20, 4), (16 << 20, 2))
 
 
 def make_docs(
@@ -176,7 +182,8 @@ class Data:
     #: ``orjson.dumps`` of each document
     encoded: list[bytes]
     gets: list[str]
-    blobs: list[bytes]
+    #: The large values of each size (random bytes), by size.
+    blobs: dict[int, list[bytes]]
     #: keys and ~1 KB documents of the page-document workload, and the order of its gets
     page_keys: list[str]
     page_docs: list[dict[str, Any]]
@@ -190,14 +197,23 @@ class Data:
         self.sorted_keys = sorted(self.keys)
 
 
+def random_bytes(rng: random.Random, size: int) -> bytes:
+    """``size`` random bytes from ``rng``, made 16 MiB at a time (``randbytes`` of 256 MiB
+    overflows)."""
+    step = 16 << 20
+    return b"".join(rng.randbytes(min(step, size - at)) for at in range(0, size, step))
+
+
 def make_data(settings: Settings) -> Data:
-    """Keys, documents, the order of the gets and the 1 MB values (random bytes)."""
+    """Keys, documents, the order of the gets and the large values (random bytes)."""
     seed = settings.run.seed
     keys, docs = make_docs(settings.records, seed)
     gets = keys[:]
     random.Random(seed + 1).shuffle(gets)
     rng = random.Random(seed + 2)
-    blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
+    blobs = {
+        size: [random_bytes(rng, size) for _ in range(count)] for size, count in settings.values
+    }
     page_keys, page_docs = make_page_docs(settings.records, seed + 3)
     page_gets = page_keys[:]
     random.Random(seed + 4).shuffle(page_gets)
@@ -248,13 +264,15 @@ async def run_round(
     figures.per_op["doc get"] = seconds / pages
     expected = [data.doc_of[k] for k in data.page_gets[:100]]
     check(sample == expected, f"{peer.name}: 1 KB documents read back")
-    big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
-    figures.per_op["big set"] = (
-        await timed_sets(store, big_keys, data.blobs, blob=True) / settings.big_values
-    )
-    seconds, sample = await timed_gets(store, big_keys, blob=True)
-    figures.per_op["big get"] = seconds / settings.big_values
-    check(sample == data.blobs[: len(sample)], f"{peer.name}: 1 MB values read back")
+    for size, blobs in data.blobs.items():
+        name = value_workload(size)
+        big_keys = [f"blob-{size >> 20}m-{i:03d}" for i in range(len(blobs))]
+        seconds = await timed_sets(store, big_keys, blobs, blob=True)
+        figures.per_op[f"{name} set"] = seconds / len(blobs)
+        seconds, sample = await timed_gets(store, big_keys, blob=True)
+        figures.per_op[f"{name} get"] = seconds / len(blobs)
+        check(sample == blobs[: len(sample)], f"{peer.name}: {size >> 20} MiB values read back")
+        del sample
     await store.close()
     if first and peer.persistent:
         figures.disk = disk_usage(folder)
@@ -552,8 +570,7 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
         records=records,
         hot_keys=16,
         overwrites=max(records // 4, 16),
-        big_values=4 if quick else 16,
-        big_size=1 << 20,
+        values=VALUES_QUICK if quick else VALUES,
         reopen_sizes=tuple(int(size) for size in reopen.split(",") if size),
         sync_seconds=args.sync_seconds or (0.5 if quick else 2.0),
         writers=args.writers,
@@ -565,10 +582,10 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
 def describe(settings: Settings) -> str:
     """The sizes of this run, in words."""
     sizes = ", ".join(f"{size:,}" for size in settings.reopen_sizes)
+    values = ", ".join(f"{count} of {size >> 20} MiB" for size, count in settings.values)
     return (
         f"{settings.records:,} small JSON records; {settings.overwrites:,} overwrites of"
-        f" {settings.hot_keys} hot keys; {settings.big_values} values of"
-        f" {settings.big_size >> 20} MiB; reopen of {sizes}"
+        f" {settings.hot_keys} hot keys; {values} values; reopen of {sizes}"
         f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
         f" writers; best of {settings.rounds} rounds"
     )

@@ -44,10 +44,12 @@ from .format import (
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
+    BadFrame,
     BatchItem,
     Op,
     SyncedMark,
     check_frame,
+    checked_value,
     encode_batch,
     encode_record,
     stored_segment_version,
@@ -763,12 +765,10 @@ class Engine:
         number, offset, head, size, _ = entry
         total = head + size if size > 0 else head
         buf, pos = self._readers.view(number, total, offset)
-        problem = check_frame(buf, pos, total)
-        if problem is not None:
-            raise CorruptionError(self.path / data_file_name(number), offset, problem)
-        if size < 0:
-            return None
-        return buf[pos + head : pos + total]
+        try:
+            return checked_value(buf, pos, head, size)
+        except BadFrame as bad:
+            raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
 
     def __contains__(self, key: object) -> bool:
         with self._mutex:

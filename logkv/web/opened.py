@@ -20,7 +20,7 @@ from typing import Final
 import msgpack
 
 from ..engine import Engine
-from ..format import FRAME_HEADER_SIZE, RECORD_MAGIC
+from ..format import FRAME_HEADER_SIZE, FRAME_KINDS
 from ..index import IndexEntry
 from ..segments import SegmentReaders
 
@@ -103,7 +103,7 @@ def record_stamp(readers: SegmentReaders, entry: IndexEntry) -> tuple[int, int] 
         head = readers.pread(entry.file_id, entry.head, entry.offset)
     except OSError:
         return None
-    if head[:4] != RECORD_MAGIC:
+    if head[:4] not in FRAME_KINDS:  # a frame of any version (docs/FORMAT.md, section 3)
         return None
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(head[FRAME_HEADER_SIZE:])
