@@ -29,7 +29,7 @@ from typing import Final, NamedTuple
 from sortedcontainers import SortedList
 
 from .key_range import keys_after
-from .replay import Entry
+from .replay import Entry, value_size
 
 
 class IndexEntry(NamedTuple):
@@ -46,7 +46,8 @@ class IndexEntry(NamedTuple):
     offset: int
     #: The frame's length up to the value (header, checksum, key, content type).
     head: int
-    #: The value's length in bytes; -1 when the stored value is None.
+    #: The value's length in bytes; -1 when the stored value is None; ``-2 - length`` for a
+    #: streamed value, which is in a value file (the frame holds only its reference).
     size: int
     #: The record's content type, as stored.
     content_type: str | None
@@ -54,7 +55,12 @@ class IndexEntry(NamedTuple):
     @property
     def value_size(self) -> int:
         """The value's length in bytes (0 for None)."""
-        return max(self.size, 0)
+        return value_size(self)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the value is in a value file (written by ``Engine.set_stream``)."""
+        return self.size < -1
 
 
 # Where the fields read one at a time sit in an :data:`~logkv.replay.Entry` tuple (code that

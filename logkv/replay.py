@@ -6,19 +6,22 @@ rule; this module decides what open does with damage (:class:`Recovery`) and wha
 An index entry is the tuple ``(segment, offset, head, value_size, content_type)``: the frame
 starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
 starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
-whole frame). Keeping ``head`` rather than the frame length lets most entries share Python's
-cached small ints, which keeps the index small.
+whole frame). A streamed set, whose value is in a value file (:mod:`logkv.values`), has
+``value_size == -2 - the value's size`` (and ``head`` the whole frame): :func:`value_size`.
+Keeping ``head`` rather than the frame length lets most entries share Python's cached small
+ints, which keeps the index small.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import CorruptionError
-from .format import GENESIS_CHAIN, Op, SyncedMark, chain_of
+from .format import GENESIS_CHAIN, VALUE_REF, Op, SyncedMark, chain_of
 from .modes import Recovery
 from .scan import Damage, SegmentReader, out_of_order, synced_shortfall
 
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 Entry = tuple[int, int, int, int, str | None]
 
 _SET = int(Op.SET)
+_SET_STREAMED = int(Op.SET_STREAMED)
+_REF_SIZE = struct.Struct("<Q")  # the first field of a streamed set's VALUE_REF
+assert _REF_SIZE.size < VALUE_REF.size
 
 
 class EntryMap(Protocol):
@@ -51,6 +57,20 @@ class EntryMap(Protocol):
 
 
 _Map = TypeVar("_Map", bound=EntryMap)
+
+
+def streamed_entry_size(ref: bytes) -> int:
+    """The ``value_size`` field of the index entry of a streamed set whose body value (its
+    :data:`~logkv.format.VALUE_REF`) is ``ref``."""
+    size: int = _REF_SIZE.unpack_from(ref)[0]
+    return -2 - size
+
+
+def value_size(entry: Entry) -> int:
+    """The size of the value an index entry points to: in the log, or in its value file (0
+    for a stored None)."""
+    size = entry[3]
+    return size if size >= 0 else (-2 - size if size < -1 else 0)
 
 
 def frame_length(entry: Entry) -> int:
@@ -192,6 +212,17 @@ class Replayer(Generic[_Map]):
                     else:
                         size = len(value)
                         entries[key] = (number, offset, length - size, size, content_type)
+                    live_bytes += length
+                elif fields[2] == _SET_STREAMED:
+                    content_type = fields[4]
+                    content_type = content_types.setdefault(content_type, content_type)
+                    entries[key] = (
+                        number,
+                        offset,
+                        length,
+                        streamed_entry_size(fields[5]),
+                        content_type,
+                    )
                     live_bytes += length
                 elif old is not None:
                     pop(key)

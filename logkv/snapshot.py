@@ -23,6 +23,7 @@ import sys
 import time
 import zlib
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -88,19 +89,15 @@ class SnapshotWriter:
         self.live_bytes = 0
         self._next_sync = _SYNC_EVERY
 
-    def add(self, frame: bytes, key: str, entry: Entry) -> int:
-        """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log)."""
+    def add(self, frame: bytes | Iterable[bytes], key: str, entry: Entry) -> int:
+        """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log): the
+        frame, or its pieces in order (a frame too big to hold whole)."""
         offset = self._end
-        self._file.write(frame)
-        self._end += len(frame)
-        if self._end >= self._next_sync:
-            # Sync as we go, so that the final fsync has little left and the disk never holds
-            # a gigabyte of dirty snapshot in front of the writers' appends.
-            self._file.flush()
-            os.fdatasync(self._file.fileno())
-            self._next_sync = self._end + _SYNC_EVERY
-        self.record_bytes += len(frame)
-        self.live_bytes += len(frame)
+        for piece in [frame] if isinstance(frame, bytes) else frame:
+            self._write_piece(piece)
+        length = self._end - offset
+        self.record_bytes += length
+        self.live_bytes += length
         _, _, head, size, content_type = entry
         self.keys.append(key)
         self.offsets.append(offset)
@@ -111,6 +108,16 @@ class SnapshotWriter:
             type_id = self._types[content_type] = len(self._types)
         self._type_ids.append(type_id)
         return offset
+
+    def _write_piece(self, piece: bytes) -> None:
+        self._file.write(piece)
+        self._end += len(piece)
+        if self._end >= self._next_sync:
+            # Sync as we go, so that the final fsync has little left and the disk never holds
+            # a gigabyte of dirty snapshot in front of the writers' appends.
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._next_sync = self._end + _SYNC_EVERY
 
     def entry(self, i: int) -> Entry:
         """The index entry of the ``i``-th added record, pointing into this snapshot."""

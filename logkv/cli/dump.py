@@ -51,9 +51,11 @@ from ..layout import (
     ARCHIVE_DIR,
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
+    VALUES_DIR,
     data_file_name,
     list_segments,
     list_snapshots,
+    value_file_name,
 )
 from ..scan import ChainCheck, Damage, SegmentReader, out_of_order
 from ..snapshot import load_snapshot
@@ -171,9 +173,16 @@ def record_line(
             op="set",
             key=record.key,
             content_type=public_content_type(record.content_type),
-            size=0 if value is None else len(value),
+            size=record.value_size,
         )
-        if with_value:
+        if record.streamed is not None:
+            # The value is in its value file (checked by logkv verify); a dump never holds
+            # a streamed value in memory, so it names the file and the digest instead.
+            line.update(
+                value_file=f"{VALUES_DIR}/{value_file_name(record.seq)}",
+                value_digest=record.streamed.digest.hex(),
+            )
+        elif with_value:
             line.update(value_fields(value))
     else:
         assert isinstance(record, DeleteRecord)

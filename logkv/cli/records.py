@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -78,8 +78,8 @@ def _record_json(store: Path, record: SetRecord) -> dict[str, Any]:
         "seq": record.seq,
         "timestamp": iso_timestamp(record.timestamp_us),
         "content_type": public_content_type(record.content_type),
-        "size": 0 if record.value is None else len(record.value),
-        "none": record.value is None,
+        "size": record.value_size,
+        "none": record.value is None and record.streamed is None,
     }
 
 
@@ -95,30 +95,39 @@ def cmd_get(args: argparse.Namespace) -> int:
     store: Path = args.store
     with Engine.open(store, readonly=True) as engine:
         record = current_record(engine, args.key)
-    if record is None:
-        raise _missing(store, args.key)
-    if args.json:
-        print(json_document(_record_json(store, record)))
-        return ExitCode.OK
-    value = b"" if record.value is None else record.value
-    if record.value is None and not args.quiet:
-        print(f"logkv: note: {args.key!r} holds None (no bytes)", file=sys.stderr)
-    if args.output is not None and str(args.output) != "-":
-        _write_output(args.output, value)
-        return ExitCode.OK
-    sys.stdout.flush()
-    sys.stdout.buffer.write(value)
-    sys.stdout.buffer.flush()
+        if record is None:
+            raise _missing(store, args.key)
+        if args.json:
+            print(json_document(_record_json(store, record)))
+            return ExitCode.OK
+        if record.value is None and record.streamed is None and not args.quiet:
+            print(f"logkv: note: {args.key!r} holds None (no bytes)", file=sys.stderr)
+        # A streamed value is copied a checked chunk at a time, never held whole.
+        stream = engine.open_value(args.key) if record.streamed is not None else None
+        chunks: Iterable[bytes] = stream if stream is not None else [record.value or b""]
+        try:
+            if args.output is not None and str(args.output) != "-":
+                _write_output(args.output, chunks)
+                return ExitCode.OK
+            sys.stdout.flush()
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        finally:
+            if stream is not None:
+                stream.close()
     return ExitCode.OK
 
 
-def _write_output(path: Path, value: bytes) -> None:
-    """Write ``value`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+def _write_output(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``path`` whole or not at all (a temporary file renamed into
+    place)."""
     folder = path.parent if str(path.parent) else Path(".")
     fd, temp = tempfile.mkstemp(prefix=".logkv-get-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(value)
+            for chunk in chunks:
+                out.write(chunk)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -265,6 +274,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if before is None:
         raise CommandError(f"no key {args.key!r} in {store} (create it with 'logkv set')",
                            ExitCode.USAGE)  # fmt: skip
+    if before.streamed is not None:
+        raise CommandError(f"{args.key!r} holds a streamed value ({before.value_size:,} bytes), "
+                           "which edit does not load; use 'logkv get -o FILE' and "
+                           "'logkv set KEY @FILE'", ExitCode.USAGE)  # fmt: skip
     if before.value is None:
         raise CommandError(f"{args.key!r} holds None, which has no bytes to edit; replace it "
                            "with 'logkv set'", ExitCode.USAGE)  # fmt: skip
