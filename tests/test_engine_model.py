@@ -192,9 +192,13 @@ class EngineVersusDict(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ reopen and follow
 
-    @rule(durability=st.sampled_from(Durability))
-    def reopen(self, durability: Durability) -> None:
+    @rule(durability=st.sampled_from(Durability), hints=st.booleans())
+    def reopen(self, durability: Durability, hints: bool) -> None:
+        """Close and open again; with ``hints``, once every sealed segment's hint is written
+        (the open reads those instead of scanning), else with whatever the hint thread did."""
         before = self.engine.stats()
+        if hints and self.engine._hints is not None:
+            self.engine._hints.wait()
         self.engine.close()
         self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE, durability=durability)
         assert self.engine.report.clean

@@ -74,7 +74,7 @@ def test_fresh_keys_merge_a_batch_at_a_time() -> None:
     index.put("k00000x", entry(1))  # one fresh key: merged by the ordered read
     index.remove("k00001")
     assert index.after(None, 3) == ["k00000", "k00000x", "k00002"]
-    assert index.after(None, 10**6) == sorted(index.entries)
+    assert index.after(None, 10**6) == sorted(index.packed)
 
 
 def test_a_key_removed_and_put_again_before_a_merge_is_listed_once() -> None:
@@ -120,7 +120,7 @@ def test_ordered_reads_while_many_new_keys_are_merged_and_written(tmp_path: Path
             for thread in threads:
                 thread.join()
         assert errors == []
-        assert list(engine.keys()) == sorted(engine._index.entries)
+        assert list(engine.keys()) == sorted(engine._index.packed)
 
 
 @given(st.lists(keys, max_size=60), keys, keys)
