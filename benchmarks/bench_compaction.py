@@ -241,6 +241,9 @@ class CompactionRun:
     copy_ended_at: float
     dirty: int | None
     gc: GcWatch
+    #: Objects the garbage collector tracked when the compaction started (what a full
+    #: collection walks; the index adds none of its own).
+    tracked: int
 
 
 def compact_under_writer(
@@ -261,6 +264,7 @@ def compact_under_writer(
         copied[0] = time.perf_counter()
 
     gc.collect()
+    tracked = len(gc.get_objects())
     os.sync()  # see METHOD: the build's gigabytes of dirty pages are not compaction's doing
     writer.start()
     time.sleep(0.2)  # the writer is in its loop before compaction starts
@@ -290,6 +294,7 @@ def compact_under_writer(
         copied[0] - started,
         dirty,
         watch,
+        tracked,
     )
 
 
@@ -315,7 +320,8 @@ def add_stall_rows(report: Report, label: str, run: CompactionRun) -> None:
     report.add(
         f"{label}: longest lock hold (longest_lock_hold_s)",
         f"{ms(hold)}; longest garbage-collector pass {ms(run.gc.longest)} "
-        f"({run.gc.full_collections} full collection(s))",
+        f"({run.gc.full_collections} full collection(s); {run.tracked:,} objects tracked by the "
+        "collector when the compaction started)",
         f"<= {ms(TARGET_STALL_S)}",
         hold <= TARGET_STALL_S,
     )

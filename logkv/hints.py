@@ -55,6 +55,8 @@ from .index import (
     ContentTypes,
     Entry,
     file_base,
+    pack,
+    unpack,
 )
 from .layout import hint_name, list_hints, segment_name
 from .scan import Damage, SegmentReader
@@ -305,7 +307,12 @@ def write_segment_hint(folder: Path, number: int) -> bool:
 def _write_segment_hint(folder: Path, number: int) -> bool:
     """:func:`write_segment_hint` but for removing an old hint when none can be written."""
     path = folder / segment_name(number)
-    last: dict[str, tuple[int, int, int, str | None] | None] = {}
+    # Each key's last record as a packed entry (None: a delete): ints, which the garbage
+    # collector does not track (tuples kept here would pile up as young objects while the
+    # decoded records are freed, until one young pass walked them all, stalling writers).
+    last: dict[str, int | None] = {}
+    types = ContentTypes()
+    type_id = types.id
     damaged: list[Damage] = []
     first_seq = last_seq = last_us = 0
     try:
@@ -325,7 +332,7 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
                     value = fields[5]
                     size = -1 if value is None else len(value)
                     head = length - size if size > 0 else length
-                    last[fields[3]] = (offset, head, size, fields[4])
+                    last[fields[3]] = pack(number, offset, head, size, type_id(fields[4]))
                 else:
                     last[fields[3]] = None
                 last_offset = offset
@@ -338,12 +345,13 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
         return False
     columns = Columns()
     deleted: list[str] = []
+    names = types.names
     for key in _sorted_in_pieces(list(last)):
-        row = last[key]
-        if row is None:
+        packed = last[key]
+        if packed is None:
             deleted.append(key)
         else:
-            columns.add(key, *row)
+            columns.add(key, *unpack(packed, names)[1:])
     meta = msgpack.packb(
         {
             "segment": number,
@@ -386,7 +394,8 @@ def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint |
     """The hint of segment ``number`` (the file ``segment``), checked against it; None when
     there is none. :class:`CorruptionError` (naming the hint file) when the hint is damaged
     or does not describe the segment as it is: another size, another last frame or chain
-    value, a bad segment header."""
+    value, a bad segment header. The checksum of the segment's bytes is the caller's to check
+    (:func:`segment_changed`: it reads the whole segment, so the open runs it in a thread)."""
     path = folder / hint_name(number)
     try:
         with open_for_reading(path) as file:
