@@ -263,6 +263,25 @@ class Round:
     log_bytes: int
 
 
+def timed_open(store: Path, workload: Workload, source: str, *, compact: bool = False) -> float:
+    """Seconds to open the store at ``store`` (checked: every key there, the first and last
+    values right); then, with ``compact``, compact it (untimed)."""
+    keys, pool, n = workload.keys, workload.pool, len(workload.keys)
+    gc.collect()
+    start = time.perf_counter()
+    engine = Engine.open(store)
+    seconds = time.perf_counter() - start
+    try:
+        check(len(engine) == n, f"{len(engine)} keys after an open from {source}, expected {n}")
+        check(engine.get(keys[0]) == value_for(1, pool), f"wrong value from {source}")
+        check(engine.get(keys[-1]) == value_for(n, pool), f"wrong value from {source}")
+        if compact:
+            engine.compact()
+    finally:
+        engine.close()
+    return seconds
+
+
 def run_round(store: Path, work: Path, settings: Settings, workload: Workload) -> Round:
     """Raw loop, then append/get/iterate on a fresh store at ``store``, then replay it."""
     n = settings.records
@@ -284,28 +303,9 @@ def run_round(store: Path, work: Path, settings: Settings, workload: Workload) -
     finally:
         engine.close()
         del engine
-    gc.collect()
-    start = time.perf_counter()
-    engine = Engine.open(store)
-    replay_seconds = time.perf_counter() - start
-    try:
-        check(len(engine) == n, f"{len(engine)} keys after replay, expected {n}")
-        check(engine.get(keys[-1]) == value_for(n, pool), "wrong value after replay")
-        log_bytes = disk_usage(store)[1]
-        engine.compact()
-    finally:
-        engine.close()
-        del engine
-    gc.collect()
-    start = time.perf_counter()
-    engine = Engine.open(store)
-    compacted_seconds = time.perf_counter() - start
-    try:
-        check(len(engine) == n, f"{len(engine)} keys after compaction, expected {n}")
-        check(engine.get(keys[0]) == value_for(1, pool), "wrong value after compaction")
-    finally:
-        engine.close()
-        del engine
+    log_bytes = disk_usage(store)[1]
+    replay_seconds = timed_open(store, workload, "the log", compact=True)
+    compacted_seconds = timed_open(store, workload, "the snapshot")
     return Round(
         raw_seconds,
         append_seconds,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
+from . import hints as hints_module
 from .compaction import (
     CompactionResult,
     CompactionRunningError,
@@ -357,8 +358,13 @@ class Engine:
         self._writer: SegmentWriter | None = None  # guarded by _mutex
         self._closed_end = LogEnd(0, 0, 0, 0, 0)  # log_end() after close; guarded by _mutex
         self._readers = SegmentReaders(path)  # thread-safe on its own
-        #: Writes the hint files of sealed segments (a writer's); thread-safe on its own.
-        self._hints: HintWriter | None = None if readonly else HintWriter(path)
+        #: Writes the hint files of sealed segments (a writer's, unless its segments are so
+        #: small that a scan costs less); thread-safe on its own.
+        self._hints: HintWriter | None = (
+            HintWriter(path)
+            if not readonly and segment_size >= hints_module.MIN_HINTED_SEGMENT
+            else None
+        )
         #: Sealed segments the last replay scanned (no usable hint): a writer hints them once
         #: its open succeeded (an open that fails changes nothing).
         self._unhinted: list[int] = []

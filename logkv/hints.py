@@ -70,6 +70,9 @@ HINT_VERSION: Final = 1
 HINT_HEADER: Final = struct.Struct("<8sII")  # magic, hint version, segment number
 #: Keys packed per msgpack call when writing (msgpack holds the GIL while it packs).
 _KEYS_PER_PACK: Final = 8192
+#: A store whose ``segment_size`` is smaller gets no hint files: scanning a segment that small
+#: costs less than reading and checking its hint (the default size is 64 MiB).
+MIN_HINTED_SEGMENT = 1 << 20
 #: Bytes of a segment read per call while checking its checksum.
 _CHECK_CHUNK: Final = 8 << 20
 #: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).

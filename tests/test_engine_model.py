@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 )
 
 from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
+from logkv import hints as hints_module
 
 SEGMENT_SIZE = 4096
 QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
@@ -59,11 +60,14 @@ class EngineVersusDict(RuleBasedStateMachine):
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="logkv-model-"))
         self.path = self.folder / "store"
+        self._min_hinted = hints_module.MIN_HINTED_SEGMENT
+        hints_module.MIN_HINTED_SEGMENT = 0  # these tiny segments get hint files too
         self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
         self.follower: Engine | None = None
         self.model: dict[str, Value] = {}
 
     def teardown(self) -> None:
+        hints_module.MIN_HINTED_SEGMENT = self._min_hinted
         self.engine.close()
         if self.follower is not None:
             self.follower.close()

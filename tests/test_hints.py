@@ -20,12 +20,19 @@ import pytest
 
 from logkv import Engine
 from logkv import engine as engine_module
+from logkv import hints as hints_module
 from logkv.errors import CorruptionError
 from logkv.hints import load_segment_hint, write_segment_hint
 from logkv.layout import hint_name, list_hints, list_segments, segment_name
 from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
+
+
+@pytest.fixture(autouse=True)
+def _hint_small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny segments (many of them, quickly) get hints too in these tests."""
+    monkeypatch.setattr(hints_module, "MIN_HINTED_SEGMENT", 0)
 
 
 def fill(path: Path, rounds: int = 3, seed: int = 0) -> dict[str, bytes | None]:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logkv import Engine
+from logkv import hints as hints_module
 from logkv import index as index_module
 from logkv.index import MERGE_BATCH, Index
 from logkv.replay import Entry
@@ -148,13 +149,10 @@ def test_the_index_holds_nothing_the_garbage_collector_tracks(tmp_path: Path) ->
     the index, and an overwrite allocates nothing tracked (after an open from a snapshot, a
     hinted segment and a scanned one alike)."""
     path = tmp_path / "store"
-    with Engine.open(path, segment_size=4096) as engine:
-        for i in range(300):
-            engine.set(f"k{i % 120:03d}", b"v" * (i % 50), "text/plain" if i % 3 else None)
-        engine.compact()
-        for i in range(200):
-            engine.set(f"k{i % 150:03d}", None if i % 7 == 0 else b"w" * i, "application/json")
-        engine.wait_for_hints()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hints_module, "MIN_HINTED_SEGMENT", 0)  # hints for these tiny segments
+        _fill_compact_and_hint(path)
+    assert list(path.glob("*.hint"))  # the open applies hints, scans the last segment
     with Engine.open(path) as engine:
         index = engine._index
         assert not gc.is_tracked(index.packed)
@@ -165,3 +163,13 @@ def test_the_index_holds_nothing_the_garbage_collector_tracks(tmp_path: Path) ->
         assert not gc.is_tracked(index.packed)
         assert all(type(p) is int for p in index.packed.values())
         assert not any(gc.is_tracked(p) for p in index.packed.values())
+
+
+def _fill_compact_and_hint(path: Path) -> None:
+    with Engine.open(path, segment_size=4096) as engine:
+        for i in range(300):
+            engine.set(f"k{i % 120:03d}", b"v" * (i % 50), "text/plain" if i % 3 else None)
+        engine.compact()
+        for i in range(200):
+            engine.set(f"k{i % 150:03d}", None if i % 7 == 0 else b"w" * i, "application/json")
+        engine.wait_for_hints()
