@@ -132,9 +132,9 @@ class Sections:
 class GcWatch:
     """A ``gc.callbacks`` hook that records how long the collector ran while installed.
 
-    A collection of the oldest generation walks every tracked object (the index holds millions)
-    with the GIL held, so it stalls every thread; recording it tells such a stall from a lock
-    hold.
+    A collection walks the tracked objects of its generations with the GIL held (an index of
+    tuples held millions; packed entries are not tracked), so it stalls every thread; recording
+    it tells such a stall from a lock hold.
     """
 
     def __init__(self) -> None:
