@@ -98,7 +98,8 @@ class CountingBucket(Bucket):
 
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
-    """A moto S3 server in its own process on 127.0.0.1; yields its endpoint."""
+    """A moto S3 server in its own process on 127.0.0.1, set as this process's endpoint (the
+    ``AWS_*`` variables); yields the endpoint."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -117,6 +118,12 @@ def moto_server() -> Iterator[str]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the moto server did not start") from None
                 time.sleep(0.1)
+        os.environ.update(  # what obstore reads: this process's clients use the server
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_REGION="us-east-1",
+        )
         yield endpoint
     finally:
         server.terminate()
@@ -286,12 +293,6 @@ def measure(args: argparse.Namespace, run: Run) -> str:
     keys = args.restore_keys or (100_000 if run.quick else 1_000_000)
     report = Report()
     with moto_server() as endpoint, run.scratch() as folder:
-        os.environ.update(
-            AWS_ENDPOINT_URL=endpoint,
-            AWS_ACCESS_KEY_ID="bench",
-            AWS_SECRET_ACCESS_KEY="bench",
-            AWS_REGION="us-east-1",
-        )
         root = new_root(endpoint)
         print(f"throughput: {records:,} writes x {rounds} rounds, off and on", flush=True)
         off, on = throughput(folder / "throughput", root, records, rounds)

@@ -39,6 +39,7 @@ from .errors import (
     StoreNotFoundError,
     SyncFailedError,
 )
+from .files import file_set, source_of
 from .format import (
     CHAIN_SIZE,
     FORMAT_VERSION,
@@ -390,7 +391,7 @@ class Engine:
         another writer holds it), cuts a torn tail off the last segment and removes leftover
         temp files. A read-only open takes no lock, changes nothing, and can :meth:`refresh`.
         """
-        folder = Path(path)
+        folder = path if isinstance(path, Path) else Path(path)  # keeps a file set's path
         durability = Durability(durability)
         if segment_size < 4096:
             raise ValueError(f"segment_size must be at least 4096 bytes, got {segment_size}")
@@ -401,7 +402,8 @@ class Engine:
             # created is made durable in its parent (the new files' entries in the store
             # folder are synced with the first segment's header).
             make_dirs(folder, durable=durability is Durability.FSYNC)
-        check_store_entries(folder)  # nothing in a store folder is followed if it is a link
+        if source_of(folder) is None:  # a file set has no links
+            check_store_entries(folder)  # nothing in a store folder is followed if it is a link
         engine = cls(
             folder,
             readonly=readonly,
@@ -1019,11 +1021,9 @@ class Engine:
 
     def disk_bytes(self) -> int:
         """Bytes of the store's data files (segments and snapshots; not the archive)."""
-        total = 0
-        for entry in os.scandir(self.path):
-            if entry.name.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX)) and entry.is_file():
-                total += entry.stat().st_size
-        return total
+        files = file_set(self.path)
+        names = [n for n in files.names() if n.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX))]
+        return sum(files.size(name) for name in names)
 
     def should_compact(self, min_bytes: int, min_dead_ratio: float) -> bool:
         """The compaction policy: the log passed ``min_bytes`` and dead bytes make up at least

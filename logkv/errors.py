@@ -21,7 +21,7 @@ class CorruptionError(LogKVError):
     """
 
     def __init__(self, path: Path | str, offset: int, reason: str) -> None:
-        self.path = Path(path)
+        self.path = path if isinstance(path, Path) else Path(path)  # a file set's path stays
         self.offset = offset
         self.reason = reason
         super().__init__(

@@ -14,7 +14,6 @@ Reads take no lock and change nothing, so they run beside a live writer.
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import msgpack
 
 from .engine import validate_key
 from .errors import CorruptionError, LogKVError
+from .files import ByteSource, open_bytes
 from .format import (
     GENESIS_CHAIN,
     RECORD_MAGIC,
@@ -37,7 +37,6 @@ from .format import (
     in_batch,
     read_frame,
 )
-from .fsutil import open_for_reading
 from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
 from .replay import Entry, frame_length
@@ -336,6 +335,8 @@ def _key_in_segment(
     with SegmentReader(
         path, number, is_last=is_last, synced=synced, report=fail_on_damage
     ) as reader:
+        if reader.windowed:  # not a local file: read once, front to back, a window at a time
+            return list(_records_of(reader, key))
         if not reader.check_header():
             return []  # a torn tail: nothing was written yet
         buf, size = reader.buf, reader.size
@@ -455,30 +456,25 @@ def iter_snapshot_records(path: Path) -> Iterator[SetRecord]:
     if covers is None:
         raise ValueError(f"{path} is not a snapshot file")
     _, entries = load_snapshot(path, covers)
-    with (
-        open_for_reading(path) as file,
-        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-    ):
+    with open_bytes(path) as source:  # frames in key order: the file read front to back
         for key, entry in entries.items():
-            yield _record_in(buf, path, key, entry)
+            yield _record_in(source, path, key, entry)
 
 
 def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
     """The record of ``key`` that snapshot ``path`` holds where its hint ``entry`` says."""
-    with (
-        open_for_reading(path) as file,
-        mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-    ):
-        return _record_in(buf, path, key, entry)
+    with open_bytes(path) as source:
+        return _record_in(source, path, key, entry)
 
 
-def _record_in(buf: Any, path: Path, key: str, entry: Entry) -> SetRecord:
-    """The set record of ``key`` at hint ``entry`` in ``buf`` (the bytes of snapshot ``path``),
-    checked: a bad frame, or a record of another key, is :class:`CorruptionError`."""
+def _record_in(source: ByteSource, path: Path, key: str, entry: Entry) -> SetRecord:
+    """The set record of ``key`` at hint ``entry`` in ``source`` (snapshot ``path``), checked:
+    a bad frame, or a record of another key, is :class:`CorruptionError`."""
     hint = IndexEntry._make(entry)
     offset = hint.offset
+    length = frame_length(hint)
     try:
-        _, fields = read_frame(buf, offset, offset + frame_length(hint))
+        _, fields = read_frame(source.read(offset, length), 0, length)
     except BadFrame as bad:
         raise CorruptionError(path, offset, bad.reason) from None
     record = decode_fields(fields)

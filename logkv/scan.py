@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from .errors import CorruptionError
+from .files import WindowBuffer, source_of
 from .format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
@@ -49,6 +50,9 @@ _SYNCED_DAMAGE = (
     "not a torn write)"
 )
 _SYNCED_EMPTY = "the last segment is empty, but it was synced when the writer last closed cleanly"
+#: A file that is not local (a :class:`~logkv.files.SourcePath`) is scanned this many bytes
+#: at a time (more for a frame or batch that does not fit), and only that much is held.
+SCAN_WINDOW = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,11 @@ class SegmentReader:
     reads a lone file by the number its header claims. A bad segment header is reported, and
     the frames after it are read only with ``read_past_bad_header``. ``opener`` opens the file
     (by default never through a symbolic link).
+
+    A file that is not local (:class:`~logkv.files.SourcePath`: a file set serves it, such as a
+    store's bucket copy) is not mapped: :attr:`buf` is then a :class:`~logkv.files.WindowBuffer`
+    of it, which :meth:`frames` reads :data:`SCAN_WINDOW` bytes at a time and gives back
+    behind the scan (:attr:`windowed`; a search of the whole file must use :meth:`frames`).
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class SegmentReader:
         self._claimed = number
         self._opener = opener
         self._file: BinaryIO | None = None
+        self._window: WindowBuffer | None = None
         self._frames: Generator[Frame, None, None] | None = None
         self._stop = 0
         #: The segment's number (the claimed one, or its header's).
@@ -214,6 +224,15 @@ class SegmentReader:
         self.end = 0
 
     def __enter__(self) -> SegmentReader:
+        found = source_of(self.path)
+        if found is not None:
+            files, name = found
+            self._window = window = WindowBuffer(files, name, files.size(name))
+            self.size, self.buf = window.size, window.buf
+            window.fill(0, max(SCAN_WINDOW, SEGMENT_HEADER_SIZE))  # the header, and a window
+            if self._claimed is None:
+                self.number = stored_segment_number(window.buf[:SEGMENT_HEADER_SIZE])
+            return self
         file = self._opener(self.path)
         try:
             size = os.fstat(file.fileno()).st_size
@@ -234,7 +253,9 @@ class SegmentReader:
     ) -> None:
         if self._frames is not None:
             self._frames.close()  # let go of its view of the map, so that the map can close
-        if isinstance(self.buf, mmap.mmap):
+        if self._window is not None:
+            self._window.close()
+        elif isinstance(self.buf, mmap.mmap):
             self.buf.close()
         if self._file is not None:
             self._file.close()
@@ -278,9 +299,58 @@ class SegmentReader:
             if not self.check_header() and not self.read_past_bad_header:
                 return iter(())
             start = SEGMENT_HEADER_SIZE
-        frames = iter_frames(self.buf, start, stop, self._resync, batches)
+        if self._window is not None:
+            frames = self._windowed(start, stop, batches)
+        else:
+            frames = iter_frames(self.buf, start, stop, self._resync, batches)
         self._frames = frames
         return frames
+
+    @property
+    def windowed(self) -> bool:
+        """Whether only a window of the file is present in :attr:`buf` (not a local file)."""
+        return self._window is not None
+
+    def _windowed(self, pos: int, stop: int, batches: bool) -> Generator[Frame, None, None]:
+        """:meth:`frames` of a file that is not local: the same scan, a window at a time. A
+        frame (or batch) cut short by a window's end is read again from its start in a
+        larger window; the damage rules, which look past bad bytes, see the file to its end.
+        The pages before the last frame yielded are given back."""
+        window = self._window
+        assert window is not None
+        size, last = SCAN_WINDOW, pos
+        while pos < stop:
+            end = min(stop, pos + size)
+            window.release(last)
+            window.fill(pos, end)
+            state: dict[str, int | None] = {"restart": None, "resumed": end, "stopped": 0}
+
+            def resync(bad: BadFrame, end: int = end, state: dict[str, int | None] = state
+                       ) -> int | None:  # fmt: skip
+                if bad.cut_short and end < stop:
+                    state["restart"] = bad.start
+                    return None
+                window.fill(end, stop)
+                following = self._resync(bad)
+                if following is None:
+                    state["stopped"] = 1
+                else:
+                    state["resumed"] = max(end, following)
+                return following
+
+            for frame in iter_frames(window.buf, pos, end, resync, batches):
+                last = frame[0]
+                yield frame
+            restart = state["restart"]
+            if restart is not None:
+                size = size * 2 if restart == pos else SCAN_WINDOW
+                pos = restart
+            elif state["stopped"]:
+                return
+            else:
+                resumed = state["resumed"]
+                assert resumed is not None
+                pos, size = resumed, SCAN_WINDOW
 
     def _resync(self, bad: BadFrame) -> int | None:
         """Report the bad frame ``bad`` (with the batch it cut short, from ``bad.start``);

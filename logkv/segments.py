@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import SyncFailedError
+from .files import file_set, source_of
 from .format import encode_segment_header
 from .fsutil import fsync_dir, open_file, write_all
 from .layout import data_file_name, segment_name
@@ -203,6 +204,8 @@ class SegmentReaders:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        #: The file set of a folder that is not local (:mod:`logkv.files`): read by ranges.
+        self._source = file_set(folder) if source_of(folder) is not None else None
         self._files: OrderedDict[int, _File] = OrderedDict()  # least recently read first
         self._descriptors = 0  # held by the files in _files
         self._paths: dict[int, Path] = {}  # files read where they are, not in the folder
@@ -245,6 +248,8 @@ class SegmentReaders:
         """
         if len(file_ids) > self._hold_limit:
             return False
+        if self._source is not None:
+            return True  # a file set's files stay as they are
         with self._lock:
             for file_id in file_ids:
                 if file_id not in self._held and not self._closed:
@@ -265,6 +270,8 @@ class SegmentReaders:
 
         ``FileNotFoundError`` when the file is not there (a compaction retired it).
         """
+        if self._source is not None:
+            return self._source.read(data_file_name(number), offset, size), 0
         files = self._files
         try:
             found = files[number]

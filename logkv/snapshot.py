@@ -27,8 +27,9 @@ from typing import Any, BinaryIO
 import msgpack
 
 from .errors import CorruptionError
+from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
-from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
+from .fsutil import create_temp, fsync_dir, remove_quietly
 from .hints import BLOCK_HEADER, Columns, Rows, decode_rows, encode_block, pack_rows, read_block
 from .index import Entry, Index
 from .layout import snapshot_name
@@ -166,17 +167,6 @@ def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
     return read_block(path, data, offset, f"snapshot {what}")
 
 
-def hint_offset_in(path: Path, meta_block: bytes) -> int:
-    """Where snapshot ``path``'s hint block starts, as its meta block says (``meta_block``: the
-    file's bytes from the meta block to the tail); :class:`CorruptionError` when it cannot say.
-    For readers that fetch a snapshot's blocks one range at a time."""
-    meta = _read_block(path, meta_block, 0, "meta")
-    try:
-        return int(meta["hint_offset"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptionError(path, 0, f"snapshot meta is incomplete: {exc}") from None
-
-
 def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entry]]:
     """Read a snapshot's meta and hint blocks: its info and its index entries (values unread).
 
@@ -196,19 +186,17 @@ def load_snapshot_into(path: Path, covers: int, index: Index) -> SnapshotInfo:
 
 
 def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
-    with open_for_reading(path) as file:
-        size = os.fstat(file.fileno()).st_size
+    with open_bytes(path) as file:  # a local file, or one a file set serves by ranges
+        size = file.size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
             raise CorruptionError(path, 0, "snapshot is cut short")
-        magic, version, stored_covers = SNAPSHOT_HEADER.unpack(file.read(SNAPSHOT_HEADER.size))
+        magic, version, stored_covers = SNAPSHOT_HEADER.unpack(file.read(0, SNAPSHOT_HEADER.size))
         if magic != SNAPSHOT_MAGIC or version not in READABLE_VERSIONS or stored_covers != covers:
             raise CorruptionError(path, 0, "bad snapshot header")
-        file.seek(size - TAIL.size)
-        meta_offset, tail_magic = TAIL.unpack(file.read(TAIL.size))
+        meta_offset, tail_magic = TAIL.unpack(file.read(size - TAIL.size, TAIL.size))
         if tail_magic != TAIL_MAGIC or meta_offset >= size:
             raise CorruptionError(path, size - TAIL.size, "bad snapshot tail (unfinished write?)")
-        file.seek(meta_offset)
-        meta = _read_block(path, file.read(size - TAIL.size - meta_offset), 0, "meta")
+        meta = _read_block(path, file.read(meta_offset, size - TAIL.size - meta_offset), 0, "meta")
         try:
             hint_offset = int(meta["hint_offset"])
             info = SnapshotInfo(
@@ -227,8 +215,9 @@ def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
             raise CorruptionError(
                 path, meta_offset, f"snapshot meta is incomplete: {exc}"
             ) from None
-        file.seek(hint_offset)
-        hint = _read_block(path, file.read(meta_offset - hint_offset), 0, "hint")
+        if not 0 <= hint_offset <= meta_offset:
+            raise CorruptionError(path, meta_offset, "snapshot hint block lies outside the file")
+        hint = _read_block(path, file.read(hint_offset, meta_offset - hint_offset), 0, "hint")
     try:
         rows = decode_rows(hint)
     except (TypeError, ValueError, IndexError) as exc:

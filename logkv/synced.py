@@ -12,8 +12,9 @@ import logging
 import os
 from pathlib import Path
 
+from .files import read_whole
 from .format import SyncedMark, decode_synced_mark, encode_synced_mark
-from .fsutil import fsync_dir, open_file, open_for_reading, write_all
+from .fsutil import fsync_dir, open_file, write_all
 from .layout import SYNCED_FILE
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,7 @@ def read_synced_mark(folder: Path) -> SyncedMark | None:
     """The store's synced mark, or None when it has none (never closed cleanly, or written by
     an older logkv) or it is unreadable (then a warning is logged)."""
     try:
-        with open_for_reading(folder / SYNCED_FILE) as file:
-            data = file.read(64)
+        data = read_whole(folder / SYNCED_FILE)[:64]  # the folder's, or a file set's
     except (FileNotFoundError, NotADirectoryError):
         return None
     mark = decode_synced_mark(data)

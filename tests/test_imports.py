@@ -30,7 +30,7 @@ SYNC_CORE = {
         *("engine", "compaction", "index", "hints", "key_range", "segments", "snapshot"),
         "retire",
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
-        *("format", "layout", "fsutil", "errors"),
+        *("format", "layout", "fsutil", "files", "errors"),
     ]
 }
 

@@ -5,6 +5,7 @@ the bucket copy is damage (docs/FORMAT.md, section 13.6)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,8 @@ from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storages import Dataset, RequestQueue
 
-from logkv import Configuration, Engine, KeyValueStore
+from logkv import Configuration, CorruptionError, Engine, KeyValueStore, ReplicaGapError
+from logkv.cli.audit import key_changes, store_figures, verify_store
 from logkv.cli.main import main
 from logkv.crawlee import LogKvStorageClient
 
@@ -21,8 +23,9 @@ pytest.importorskip("obstore")
 import obstore
 
 from logkv.replica import Bucket, open_replica_bucket
-from logkv.replica.remote import remote_view
+from logkv.replica.remote import BucketFiles, remote_store
 from logkv.replica.slots import decode_slot, fold_slots, slot_name
+from logkv.verify import verify
 
 
 def config(storage: Path) -> Configuration:
@@ -100,40 +103,6 @@ def contents(folder: Path) -> dict[str, bytes | None]:
         return {key: engine.get(key) for key in keys}
 
 
-class Counting(Bucket):
-    """A bucket path that counts the bytes it reads."""
-
-    read = 0
-
-    def get(self, name: str) -> bytes:
-        data = super().get(name)
-        self.read += len(data)
-        return data
-
-    def get_range(self, name: str, start: int, end: int) -> bytes:
-        data = super().get_range(name, start, end)
-        self.read += len(data)
-        return data
-
-
-async def test_history_of_a_key_reads_the_snapshot_in_part(s3, tmp_path: Path) -> None:
-    """Of the snapshot, the history of one key reads the header, tail, meta and hint blocks
-    and the key's record; the whole view reads all of it."""
-    folder, url = await written_store(s3, tmp_path, compact=True)
-    plain = open_replica_bucket(url, allow_http=True)
-    snapshot = next(folder.glob("*.snap"))
-    size = snapshot.stat().st_size
-    reads = []
-    for key in (None, "k007"):
-        bucket = Counting(plain.store, plain.root, plain.describe)
-        with remote_view(bucket, "key_value_stores/pages", key=key) as view:
-            segments = sum(p.stat().st_size for p in view.glob("*.seg"))
-            assert (view / snapshot.name).stat().st_size == size
-        reads.append(bucket.read - segments)
-    whole, partial = reads
-    assert whole >= size > 2 * partial
-
-
 async def test_a_missing_data_object_or_slot_is_damage(
     s3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,3 +166,141 @@ def test_no_store_and_an_unreachable_endpoint(
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
     code, _, err = cli(["verify", f"{s3.root}/key_value_stores/pages"], capsys)
     assert code == 4 and "cannot read the bucket copy" in err
+
+
+# ------------------------------------------------------------------ range reads (MemoryStore)
+
+MEMORY_ROOT = "crawl/key_value_stores/pages"
+
+
+def replicated(folder: Path, *, keys: int, value: int, compact: bool) -> Bucket:
+    """A store of ``keys`` random values of ``value`` bytes over many 256 KiB segments,
+    compacted (then a few more writes) when asked, shipped to an in-memory bucket and closed."""
+    from obstore.store import MemoryStore  # noqa: PLC0415
+
+    from logkv.replica import Replica  # noqa: PLC0415
+
+    bucket = Bucket(MemoryStore(), MEMORY_ROOT, f"memory://{MEMORY_ROOT}")
+    replica = Replica.claim(bucket, folder, 0.02)
+    engine = Engine.open(folder, segment_size=256 * 1024)
+    replica.start(engine)
+    try:
+        for i in range(keys):
+            engine.set(f"k{i:05d}", os.urandom(value))
+        if compact:
+            engine.compact()
+            for i in range(0, keys, 97):
+                engine.set(f"k{i:05d}", os.urandom(value))
+            engine.delete("k00001")
+    finally:
+        engine.close()
+        replica.close(10)
+    return bucket
+
+
+def committed_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".seg", ".snap"))
+
+
+def fetched(source: Path) -> int:
+    assert isinstance(source.files, BucketFiles)  # type: ignore[attr-defined]
+    return int(source.files.counts.bytes)  # type: ignore[attr-defined]
+
+
+def shown(value: object, folder: Path, url: str) -> str:
+    return repr(value).replace(str(folder), url).replace("PosixPath", "SourcePath")
+
+
+@pytest.mark.slow
+def test_history_of_one_key_fetches_a_small_fraction(tmp_path: Path) -> None:
+    """Of a store of many segments folded into a snapshot, the history of one key fetches the
+    snapshot's blocks, the key's record and the few segments after it: a small fraction."""
+    folder = tmp_path / "s"
+    bucket = replicated(folder, keys=3000, value=1000, compact=True)
+    total = committed_bytes(folder)
+    assert total > 3_000_000
+    for key in ("k00194", "k00001", "k00500", "nothing"):
+        with remote_store(bucket) as source:
+            remote = key_changes(source, key)
+            assert fetched(source) < total / 8, key
+        assert repr(remote) == shown(key_changes(folder, key), folder, str(source))
+
+
+@pytest.mark.slow
+def test_audits_read_each_byte_about_once_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checksum and chain pass of verify fetches each committed byte about once, stats
+    fetch the log after the snapshot and the snapshot's blocks only, and the whole of
+    ``logkv verify`` (checksums, replay, every value read back) holds far less than the store
+    in memory at any time: windows and a read-ahead cache much smaller than the store."""
+    import tracemalloc  # noqa: PLC0415
+
+    from logkv.replica import remote  # noqa: PLC0415
+
+    monkeypatch.setattr("logkv.scan.SCAN_WINDOW", 128 * 1024)
+    monkeypatch.setattr(remote, "MAX_READ_AHEAD", 128 * 1024)
+    monkeypatch.setattr(remote, "CACHE_BYTES", 512 * 1024)
+    for compact in (False, True):
+        folder = tmp_path / f"s{compact}"
+        bucket = replicated(folder, keys=1500, value=8000, compact=compact)
+        total = committed_bytes(folder)
+        with remote_store(bucket) as source:
+            assert verify(source).ok
+            assert total <= fetched(source) <= total * 1.1
+        with remote_store(bucket) as source:
+            figures = store_figures(source)
+            assert shown(store_figures(folder), folder, str(source)) == repr(figures)
+            if compact:
+                assert fetched(source) < total / 4
+        with remote_store(bucket) as source:
+            tracemalloc.start()
+            try:
+                outcome = verify_store(source)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert outcome.ok and outcome.keys_read == len(contents(folder))
+            assert peak < total / 4, (peak, total)  # the index and the replayed digests
+
+
+def test_a_damaged_or_short_piece_is_damage(tmp_path: Path) -> None:
+    """A bit flipped in a data object, or an object cut short: a read that covers the whole
+    object fails its SHA-256 or length (ReplicaGapError), a range read of part of it fails
+    the CRC of the record read (CorruptionError), never a wrong answer."""
+    folder = tmp_path / "s"
+    bucket = replicated(folder, keys=400, value=300, compact=True)
+    folded = fold_slots(bucket)
+    snapshot = next(f for f in folded.files if f.endswith(".snap"))
+    piece = folded.files[snapshot][-1]
+    data = bucket.get(piece.name)
+    flipped = bytearray(data)
+    flipped[200] ^= 0x04  # inside the first records of the snapshot
+    path = f"{bucket.root}/{piece.name}"
+    obstore.put(bucket.store, path, bytes(flipped))
+    with remote_store(bucket) as source:
+        assert "checksum" in " ".join(verify(source).problems or [])
+    with remote_store(bucket) as source:
+        (damaged,) = [k for k in keys_near_the_start(folder, 200)]
+        with pytest.raises(CorruptionError):
+            key_changes(source, damaged)
+    obstore.put(bucket.store, path, data[:-10])
+    with remote_store(bucket) as source, pytest.raises(ReplicaGapError, match="is damaged"):
+        verify_store(source)
+    obstore.put(bucket.store, path, data[:100])  # a range read starts past its end
+    with remote_store(bucket) as source, pytest.raises(ReplicaGapError, match="is damaged"):
+        key_changes(source, "k00399")
+    obstore.put(bucket.store, path, data)
+    with remote_store(bucket) as source:
+        assert verify_store(source).ok
+
+
+def keys_near_the_start(folder: Path, offset: int) -> list[str]:
+    """The keys whose snapshot record holds byte ``offset`` of the snapshot."""
+    from logkv.layout import list_snapshots  # noqa: PLC0415
+    from logkv.replay import frame_length  # noqa: PLC0415
+    from logkv.snapshot import load_snapshot  # noqa: PLC0415
+
+    covers, path = list_snapshots(folder)[-1]
+    _, entries = load_snapshot(path, covers)
+    return [k for k, e in entries.items() if e[1] <= offset < e[1] + frame_length(e)]

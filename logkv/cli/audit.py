@@ -125,31 +125,33 @@ def _verify_once(path: Path) -> VerifyOutcome:
             expected = _replayed_state(path, engine.last_seq)
         except CorruptionError:
             expected = None  # verify() has reported the damage; nothing sound to compare with
-        for key in engine.keys(None):
-            entry = engine.entry(key)
-            if entry is None:
-                continue
+        # Values are read in the order they lie in the files (each file front to back, as a
+        # bucket copy is best read); problems are reported in key order.
+        found: list[tuple[str, str]] = []
+        located = ((key, engine.entry(key)) for key in engine.keys(None))
+        for key, entry in sorted(
+            ((k, e) for k, e in located if e is not None), key=lambda ke: (ke[1][0], ke[1][1])
+        ):
             outcome.keys_read += 1
             try:
                 # not get_record: a reload would move past last_seq; a retired file raises
                 # FileNotFoundError, and verify_store starts over
                 value = engine.read(entry)
             except CorruptionError as exc:
-                outcome.problems.append(
-                    f"key {key!r}: its record at {exc.path} offset {exc.offset} is damaged "
-                    f"({exc.reason})"
-                )
+                found.append((key, f"key {key!r}: its record at {exc.path} offset {exc.offset} "
+                                   f"is damaged ({exc.reason})"))  # fmt: skip
                 continue
             if expected is None:
                 continue
             want = expected.pop(key, None)
             got = (entry.content_type, _digest(value))
             if want is None:
-                outcome.problems.append(f"key {key!r} is in the index but not in the log")
+                found.append((key, f"key {key!r} is in the index but not in the log"))
             elif want != got:
-                outcome.problems.append(
-                    f"key {key!r}: the index points at a value other than the log's last one"
+                found.append(
+                    (key, f"key {key!r}: the index points at a value other than the log's last one")
                 )
+        outcome.problems.extend(problem for _, problem in sorted(found))
         for key in sorted(expected or ()):
             outcome.problems.append(f"key {key!r} is in the log but missing from the index")
     return outcome

@@ -9,14 +9,11 @@
 from __future__ import annotations
 
 import argparse
-import io
-import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..configuration import Configuration
 from ..errors import ReplicaDivergedError, ReplicaError, ReplicaGapError
@@ -55,39 +52,26 @@ def _bucket_failure(exc: Exception) -> CommandError:
     return CommandError(f"cannot read the bucket copy: {exc}", ExitCode.FAILED)
 
 
-class _Renaming(io.TextIOBase):
-    """A text stream that shows ``old`` (an audit view's folder) as ``new`` (its URL)."""
-
-    def __init__(self, stream: TextIO, old: str, new: str) -> None:
-        self._stream, self._old, self._new = stream, old, new
-
-    def write(self, text: str) -> int:
-        self._stream.write(text.replace(self._old, self._new))
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-
 def audit_bucket(args: argparse.Namespace, handler: Callable[[argparse.Namespace], int],
                  prog: str) -> int:  # fmt: skip
-    """Run the audit command ``handler`` on the store copy at the URL ``args.store``: on its
-    committed files, read from the bucket into a private view (:func:`remote_view`), with the
-    same output and exit status as on a folder (the view's folder shown as the URL)."""
+    """Run the audit command ``handler`` on the store copy at the URL ``args.store``: the
+    same readers read its committed files from the bucket by ranges (:func:`remote_store`),
+    with the same output and exit status as on a folder (the folder shown as the URL)."""
     url: str = args.store
     bucket = _bucket(url, False, args.command)
     from ..replica.bucket import BucketUnavailable  # noqa: PLC0415 (the s3 extra)
-    from ..replica.remote import remote_view  # noqa: PLC0415
+    from ..replica.remote import remote_store  # noqa: PLC0415
 
-    parts = PurePosixPath(bucket.root).parts
+    def audit() -> int:
+        try:
+            return handler(args)
+        except (ReplicaError, BucketUnavailable) as exc:  # met while reading the files
+            raise _bucket_failure(exc) from None
+
     try:
-        key = args.key if args.command == "history" else None
-        with remote_view(bucket, "/".join(parts[-2:]) or "store", key=key) as folder:
+        with remote_store(bucket) as folder:
             args.store = folder
-            out = _Renaming(sys.stdout, str(folder), url.rstrip("/"))
-            err = _Renaming(sys.stderr, str(folder), url.rstrip("/"))
-            with redirect_stdout(out), redirect_stderr(err):
-                return run(prog, lambda: handler(args))
+            return run(prog, audit)
     except (ReplicaError, BucketUnavailable) as exc:
         raise _bucket_failure(exc) from None
 

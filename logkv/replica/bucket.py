@@ -58,6 +58,11 @@ class Bucket:
         with self._errors(name):
             return bytes(obstore.get_range(self.store, self._path(name), start=start, end=end))
 
+    def size(self, name: str) -> int:
+        """The size of object ``name`` (a HEAD request; ``FileNotFoundError`` when none)."""
+        with self._errors(name):
+            return int(obstore.head(self.store, self._path(name))["size"])
+
     def delete(self, names: list[str]) -> None:
         """Delete the objects ``names`` (in batches: S3's DeleteObjects); a name already gone
         is no error."""

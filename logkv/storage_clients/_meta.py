@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..errors import NotALogKVStoreError
-from ..fsutil import atomic_write, read_file
+from ..files import read_whole
+from ..fsutil import atomic_write
 from ..layout import META_FILE
 from ..names import STORAGE_TYPES, StorageType, StoreKind
 
@@ -88,7 +89,7 @@ def read_meta(folder: Path) -> StoreMeta | None:
     """The metadata of the store in ``folder``, or None when it has no ``META.json``."""
     path = folder / META_FILE
     try:
-        data = read_file(path)
+        data = read_whole(path)  # the folder's, or a file set's
     except FileNotFoundError:
         return None
     return StoreMeta.from_bytes(data, path)
