@@ -530,7 +530,11 @@ class Engine:
         """Sealed segment ``number``'s hint, checked against the segment; None when there is
         none, or it is damaged or stale (then the segment is scanned, and a writer rewrites
         the hint), or the open salvages (which scans every frame)."""
-        if self.recovery_mode is Recovery.SALVAGE or seg_path.parent != self.path:
+        if (
+            self.recovery_mode is Recovery.SALVAGE
+            or seg_path.parent != self.path
+            or source_of(self.path) is not None  # a file set (a bucket copy) has no hints
+        ):
             return None
         try:
             return load_segment_hint(self.path, number, seg_path)
