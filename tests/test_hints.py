@@ -152,6 +152,15 @@ def _hint_bytes(path: Path) -> tuple[Path, bytes]:
     return hint, hint.read_bytes()
 
 
+def _hinted_store(tmp_path: Path, rounds: int = 3) -> tuple[Path, tuple[object, ...], Path, bytes]:
+    """A filled store, the state a scan gives, and one sealed segment's hint file and bytes."""
+    path = tmp_path / "store"
+    fill(path, rounds=rounds)
+    expected = scanned_state(path, tmp_path)
+    hint, data = _hint_bytes(path)
+    return path, expected, hint, data
+
+
 def _opens_like_a_scan(path: Path, expected: tuple[object, ...]) -> None:
     with Engine.open(path, readonly=True) as engine:
         assert engine.report.clean
@@ -160,10 +169,7 @@ def _opens_like_a_scan(path: Path, expected: tuple[object, ...]) -> None:
 
 @pytest.mark.slow
 def test_every_cut_of_a_hint_falls_back_to_the_scan(tmp_path: Path) -> None:
-    path = tmp_path / "store"
-    fill(path)
-    expected = scanned_state(path, tmp_path)
-    hint, data = _hint_bytes(path)
+    path, expected, hint, data = _hinted_store(tmp_path)
     for cut in range(len(data)):
         hint.write_bytes(data[:cut])
         _opens_like_a_scan(path, expected)
@@ -173,10 +179,7 @@ def test_every_cut_of_a_hint_falls_back_to_the_scan(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_flipped_bit_of_a_hint_falls_back_to_the_scan(tmp_path: Path) -> None:
-    path = tmp_path / "store"
-    fill(path)
-    expected = scanned_state(path, tmp_path)
-    hint, data = _hint_bytes(path)
+    path, expected, hint, data = _hinted_store(tmp_path)
     for offset in range(len(data)):
         for bit in (0, 5) if offset % 3 else (7,):
             damaged = bytearray(data)
@@ -187,10 +190,7 @@ def test_every_flipped_bit_of_a_hint_falls_back_to_the_scan(tmp_path: Path) -> N
 
 def test_a_few_cuts_and_flips_of_a_hint(tmp_path: Path) -> None:
     """The fast loop's sample of the two tests above."""
-    path = tmp_path / "store"
-    fill(path, rounds=1)
-    expected = scanned_state(path, tmp_path)
-    hint, data = _hint_bytes(path)
+    path, expected, hint, data = _hinted_store(tmp_path, rounds=1)
     rng = random.Random(5)
     for cut in [0, 1, 15, 16, 20, len(data) // 2, len(data) - 1]:
         hint.write_bytes(data[:cut])
