@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from . import hints as hints_module
 from .compaction import (
     CompactionResult,
     CompactionRunningError,
@@ -65,6 +64,7 @@ from .fsutil import (
 from .hints import (
     HintWriter,
     SegmentHint,
+    hints_wanted,
     load_segment_hint,
     remove_hint,
     remove_stale_hints,
@@ -362,9 +362,7 @@ class Engine:
         #: Writes the hint files of sealed segments (a writer's, unless its segments are so
         #: small that a scan costs less); thread-safe on its own.
         self._hints: HintWriter | None = (
-            HintWriter(path)
-            if not readonly and segment_size >= hints_module.MIN_HINTED_SEGMENT
-            else None
+            HintWriter(path) if not readonly and hints_wanted(segment_size) else None
         )
         #: Sealed segments the last replay scanned (no usable hint): a writer hints them once
         #: its open succeeded (an open that fails changes nothing).

@@ -192,7 +192,6 @@ class ByteSource:
             self._map = None
 
 
-
 def open_bytes(path: Path) -> closing[ByteSource]:
     """The bytes of the file ``path`` (local or in a file set), to read by ranges; closed at
     the end of the ``with`` block."""

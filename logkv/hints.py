@@ -73,6 +73,13 @@ _KEYS_PER_PACK: Final = 8192
 #: A store whose ``segment_size`` is smaller gets no hint files: scanning a segment that small
 #: costs less than reading and checking its hint (the default size is 64 MiB).
 MIN_HINTED_SEGMENT = 1 << 20
+
+
+def hints_wanted(segment_size: int) -> bool:
+    """Whether a writer with segments of ``segment_size`` bytes writes hint files."""
+    return segment_size >= MIN_HINTED_SEGMENT
+
+
 #: Bytes of a segment read per call while checking its checksum.
 _CHECK_CHUNK: Final = 8 << 20
 #: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).
