@@ -12,7 +12,7 @@ Three parts, measured in one process run:
    while a writer thread keeps calling ``set()``: compaction throughput, disk after compaction
    against the live bytes, the longest single ``set()`` during compaction (and its p99), the
    longest lock hold compaction reports, and open of the compacted store.
-2. *Hash chain.* What the per-record SHA-256 of the hash chain costs an append:
+2. *Hash chain.* What the per-record BLAKE3 of the hash chain costs an append:
    :func:`logkv.format.encode_record` against the same framing without the hash, next to the
    full ``Engine.set``.
 3. *History.* :func:`logkv.history.key_history` of one key in a 10M-record log compacted with
@@ -34,7 +34,6 @@ import struct
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from logkv.format import (
     MAX_BODY_SIZE,
     RECORD_MAGIC,
     SetRecord,
+    checksum,
     encode_record,
 )
 from logkv.history import key_history, state_at
@@ -454,10 +454,10 @@ def encode_record_unchained(
     prev_chain: bytes = GENESIS_CHAIN,
 ) -> bytes:
     """MEASUREMENT BASELINE, not a logkv format: :func:`logkv.format.encode_record` step for
-    step without the SHA-256.
+    step without the chain hash.
 
-    Same body, length check, CRC and frame header; the chain field carries ``prev_chain``
-    unchanged instead of ``SHA-256(prev_chain || body)``. Timing both shows what the hash chain
+    Same body, length check, CRC-32C and frame header; the chain field carries ``prev_chain``
+    unchanged instead of ``BLAKE3(prev_chain || body)``. Timing both shows what the hash chain
     costs per record. Frames it makes fail logkv's chain check and are never written anywhere.
     """
     body = _baseline_pack((seq, timestamp_us, op, key, content_type, value))
@@ -465,7 +465,7 @@ def encode_record_unchained(
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
     chain = prev_chain
-    crc = zlib.crc32(body, zlib.crc32(_BASELINE_LENGTH.pack(length) + chain))
+    crc = checksum(body, checksum(_BASELINE_LENGTH.pack(length) + chain))
     frame: bytes = FRAME_HEADER.pack(RECORD_MAGIC, crc, length, chain) + body
     return frame
 
@@ -525,7 +525,7 @@ def measure_chain(work: Path, settings: Settings, report: Report) -> None:
         cost = with_hash - without
         share = 100 * cost / set_us
         report.add(
-            f"{size} B values: encode_record / same framing without SHA-256",
+            f"{size} B values: encode_record / same framing without the chain hash",
             f"{with_hash:.2f} / {without:.2f} us per record (hash chain {cost:.2f} us)",
         )
         report.add(
@@ -672,9 +672,9 @@ METHOD = [
     " compaction (snapshot plus the short segment written during it), page cache warm; best of"
     " {repeat}, the count of keys checked each time.",
     "**Hash chain.** The engine always chains: each record carries the first 16 bytes of"
-    " SHA-256(previous chain value || body). `encode_record` (the engine's frame encoder) is"
+    " BLAKE3(previous chain value || body). `encode_record` (the engine's frame encoder) is"
     " timed against `encode_record_unchained`, a measurement baseline in the benchmark that does"
-    " the same steps (msgpack body, length check, CRC-32, header) but puts the previous chain"
+    " the same steps (msgpack body, length check, CRC-32C, header) but puts the previous chain"
     " value in the frame instead of hashing; both encode {chain_records:,} records with the"
     " workload's keys, values and content type, each chained after the previous one. The"
     " difference is the hash chain's cost per record; it is given as a share of a full"

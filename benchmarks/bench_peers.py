@@ -12,9 +12,12 @@ shelve, each at its own default durability (the results say which that is). In o
 so that the ratios hold on a noisy machine, the benchmark measures:
 
 - the raw limit of this machine: a plain loop that frames the same records (msgpack body,
-  length and CRC-32) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
+  length and CRC-32C) and ``os.write``\\ s each, and a loop of ``write`` + ``fdatasync``;
 - small JSON sets (distinct keys), point gets of random keys, ordered iteration of every key,
-  overwrites of a few hot keys, and 1 MB values, in rounds on fresh stores (best round kept);
+  overwrites of a few hot keys, sets and gets of ~1 KB JSON documents, and values of 1, 16
+  and 256 MiB, in rounds on fresh stores (best round kept); for the documents, the floor of
+  a set: a loop that JSON-encodes each document, frames and chains it as logkv does and
+  ``write``\\ s it;
 - disk bytes after the writes;
 - reopen of stores of 100k and 1M keys in a fresh interpreter (open + one get), with the memory
   that took; logkv both from its log and after compaction;
@@ -47,9 +50,9 @@ from logkv.content import encode
 
 from .harness import Run, Script, check, positive_float, positive_int, run_writers, start_clock
 from .machine import disk_usage, rss_anon
-from .peer_report import RAW, Results, render, write_chart
+from .peer_report import RAW, Results, render, value_workload, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
-from .workload import raw_sync_rate, raw_write_loop
+from .workload import floor_write_loop, raw_sync_rate, raw_write_loop
 
 SCRIPT = Script(
     "bench_peers",
@@ -67,8 +70,8 @@ class Settings:
     records: int
     hot_keys: int
     overwrites: int
-    big_values: int
-    big_size: int
+    #: Large values: ``(size in bytes, how many)`` per row, smallest first.
+    values: tuple[tuple[int, int], ...]
     reopen_sizes: tuple[int, ...]
     sync_seconds: float
     writers: int
@@ -77,6 +80,11 @@ class Settings:
 
 
 # ---------------------------------------------------------------------------------- workload
+
+#: The large values of a full run, ``(size, count)``: 16 of 1 MiB, 4 of 16 MiB, 1 of 256 MiB
+#: (about 1 GB written and read per store and round, so the run stays within minutes).
+VALUES = ((1 << 20, 16), (16 << 20, 4), (256 << 20, 1))
+VALUES_QUICK = ((1 << 20, 4), (16 << 20, 2))
 
 
 def make_docs(
@@ -101,6 +109,25 @@ def doc_for(number: int) -> dict[str, Any]:
         "price": round(rng.uniform(1, 500), 2),
         "tags": [rng.choice("abcdefgh") for _ in range(3)],
         "seen": rng.random() < 0.5,
+    }
+
+
+def make_page_docs(count: int, seed: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Keys in shuffled order and a ~1 KB JSON document per key (:func:`page_doc_for`)."""
+    numbers = list(range(count))
+    random.Random(seed).shuffle(numbers)
+    return [f"doc-{n:07d}" for n in numbers], [page_doc_for(n) for n in numbers]
+
+
+def page_doc_for(number: int) -> dict[str, Any]:
+    """A ~1 KB JSON document (a crawled page): a URL, a 200-character title, a price, three
+    tags and a 600-character body."""
+    return {
+        "url": f"https://shop.example/item/{number}",
+        "title": "t" * 200,
+        "price": round(random.Random(number).uniform(1, 500), 2),
+        "tags": ["a", "b", "c"],
+        "body": "x" * 600,
     }
 
 
@@ -155,24 +182,43 @@ class Data:
     #: ``orjson.dumps`` of each document
     encoded: list[bytes]
     gets: list[str]
-    blobs: list[bytes]
+    #: The large values of each size (random bytes), by size.
+    blobs: dict[int, list[bytes]]
+    #: keys and ~1 KB documents of the page-document workload, and the order of its gets
+    page_keys: list[str]
+    page_docs: list[dict[str, Any]]
+    page_gets: list[str]
     doc_of: dict[str, dict[str, Any]] = field(init=False)
     sorted_keys: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.doc_of = dict(zip(self.keys, self.docs, strict=True))
+        self.doc_of.update(zip(self.page_keys, self.page_docs, strict=True))
         self.sorted_keys = sorted(self.keys)
 
 
+def random_bytes(rng: random.Random, size: int) -> bytes:
+    """``size`` random bytes from ``rng``, made 16 MiB at a time (``randbytes`` of 256 MiB
+    overflows)."""
+    step = 16 << 20
+    return b"".join(rng.randbytes(min(step, size - at)) for at in range(0, size, step))
+
+
 def make_data(settings: Settings) -> Data:
-    """Keys, documents, the order of the gets and the 1 MB values (random bytes)."""
+    """Keys, documents, the order of the gets and the large values (random bytes)."""
     seed = settings.run.seed
     keys, docs = make_docs(settings.records, seed)
     gets = keys[:]
     random.Random(seed + 1).shuffle(gets)
     rng = random.Random(seed + 2)
-    blobs = [rng.randbytes(settings.big_size) for _ in range(settings.big_values)]
-    return Data(keys, docs, [orjson.dumps(doc) for doc in docs], gets, blobs)
+    blobs = {
+        size: [random_bytes(rng, size) for _ in range(count)] for size, count in settings.values
+    }
+    page_keys, page_docs = make_page_docs(settings.records, seed + 3)
+    page_gets = page_keys[:]
+    random.Random(seed + 4).shuffle(page_gets)
+    encoded = [orjson.dumps(doc) for doc in docs]
+    return Data(keys, docs, encoded, gets, blobs, page_keys, page_docs, page_gets)
 
 
 # ---------------------------------------------------------------------------------- one round
@@ -210,13 +256,23 @@ async def run_round(
     for key, doc in last.items():
         got = await store.call(store.get_json, key)
         check(got == doc, f"{peer.name}: the last overwrite of {key} reads back")
-    big_keys = [f"blob-{i:03d}" for i in range(settings.big_values)]
-    figures.per_op["big set"] = (
-        await timed_sets(store, big_keys, data.blobs, blob=True) / settings.big_values
+    pages = len(data.page_keys)
+    figures.per_op["doc set"] = (
+        await timed_sets(store, data.page_keys, data.page_docs, blob=False) / pages
     )
-    seconds, sample = await timed_gets(store, big_keys, blob=True)
-    figures.per_op["big get"] = seconds / settings.big_values
-    check(sample == data.blobs[: len(sample)], f"{peer.name}: 1 MB values read back")
+    seconds, sample = await timed_gets(store, data.page_gets, blob=False)
+    figures.per_op["doc get"] = seconds / pages
+    expected = [data.doc_of[k] for k in data.page_gets[:100]]
+    check(sample == expected, f"{peer.name}: 1 KB documents read back")
+    for size, blobs in data.blobs.items():
+        name = value_workload(size)
+        big_keys = [f"blob-{size >> 20}m-{i:03d}" for i in range(len(blobs))]
+        seconds = await timed_sets(store, big_keys, blobs, blob=True)
+        figures.per_op[f"{name} set"] = seconds / len(blobs)
+        seconds, sample = await timed_gets(store, big_keys, blob=True)
+        figures.per_op[f"{name} get"] = seconds / len(blobs)
+        check(sample == blobs[: len(sample)], f"{peer.name}: {size >> 20} MiB values read back")
+        del sample
     await store.close()
     if first and peer.persistent:
         figures.disk = disk_usage(folder)
@@ -237,6 +293,9 @@ async def measure_rounds(
         gc.collect()
         seconds = raw_write_loop(raw, data.keys, data.docs, JSON_TYPE, orjson.dumps)
         results.keep(RAW, "set json", seconds / n)
+        gc.collect()
+        seconds = floor_write_loop(raw, data.page_keys, data.page_docs, JSON_TYPE, orjson.dumps)
+        results.keep(RAW, "doc set", seconds / len(data.page_keys))
         done = []
         for peer in chosen:
             if number > 0 and peer.name == "crawlee file system":
@@ -395,47 +454,69 @@ async def measure_durable(
 
 
 async def measure_breakdown(settings: Settings, data: Data, work: Path, results: Results) -> None:
-    """Where logkv's time per small JSON record goes, layer by layer (best of the rounds)."""
-    encoded = [encode(doc) for doc in data.docs]
+    """Where logkv's time per record goes, layer by layer (best of the rounds), for the small
+    JSON records and for the ~1 KB documents."""
+    kinds = (
+        ("small JSON", data.keys, data.docs, data.gets),
+        ("1 KB doc", data.page_keys, data.page_docs, data.page_gets),
+    )
     for number in range(settings.rounds):
-        start = start_clock()
-        for doc in data.docs:
-            encode(doc)
-        results.keep_part("encode (content.encode: check + orjson)", time.perf_counter() - start)
-        folder = work / f"parts-{number}"
-        with Engine.open(folder / "engine") as engine:
-            set_, get = engine.set, engine.get
-            start = start_clock()
-            for key, (value, content_type) in zip(data.keys, encoded, strict=True):
-                set_(key, value, content_type)
-            results.keep_part(
-                "Engine.set (frame, chain, write(), index)", time.perf_counter() - start
-            )
-            start = start_clock()
-            for key in data.gets:
-                get(key)
-            results.keep_part(
-                "Engine.get (index, copy from the map, CRC)", time.perf_counter() - start
-            )
-        kvs = await KeyValueStore.open(
-            name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
-        )
-        start = start_clock()
-        for key, doc in zip(data.keys, data.docs, strict=True):
-            await kvs.set_value(key, doc)
-        results.keep_part(
-            "KeyValueStore.set_value (all of the above + facade)", time.perf_counter() - start
-        )
-        start = start_clock()
-        for key in data.gets:
-            await kvs.get_value(key)
-        results.keep_part(
-            "KeyValueStore.get_value (get + decode + facade)", time.perf_counter() - start
-        )
-        await kvs.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        for kind, keys, docs, gets in kinds:
+            await breakdown_round(kind, keys, docs, gets, work / f"parts-{number}", results)
+    counts = {kind: len(keys) for kind, keys, _, _ in kinds}
     for name in list(results.parts):
-        results.parts[name] /= len(data.keys)
+        results.parts[name] /= counts[name.split(": ", 1)[0]]
+
+
+async def breakdown_round(
+    kind: str,
+    keys: list[str],
+    docs: list[dict[str, Any]],
+    gets: list[str],
+    folder: Path,
+    results: Results,
+) -> None:
+    """One round of the breakdown of ``kind`` records (each part's total seconds kept under
+    ``"{kind}: {part}"``)."""
+    encoded = [encode(doc) for doc in docs]
+    start = start_clock()
+    for doc in docs:
+        encode(doc)
+    results.keep_part(
+        f"{kind}: encode (content.encode: check + orjson)", time.perf_counter() - start
+    )
+    with Engine.open(folder / "engine") as engine:
+        set_, get = engine.set, engine.get
+        start = start_clock()
+        for key, (value, content_type) in zip(keys, encoded, strict=True):
+            set_(key, value, content_type)
+        results.keep_part(
+            f"{kind}: Engine.set (frame, chain, write(), index)", time.perf_counter() - start
+        )
+        start = start_clock()
+        for key in gets:
+            get(key)
+        results.keep_part(
+            f"{kind}: Engine.get (index, copy from the map, CRC)", time.perf_counter() - start
+        )
+    kvs = await KeyValueStore.open(
+        name="parts", configuration=Configuration(storage_dir=str(folder), purge_on_start=False)
+    )
+    start = start_clock()
+    for key, doc in zip(keys, docs, strict=True):
+        await kvs.set_value(key, doc)
+    results.keep_part(
+        f"{kind}: KeyValueStore.set_value (all of the above + facade)",
+        time.perf_counter() - start,
+    )
+    start = start_clock()
+    for key in gets:
+        await kvs.get_value(key)
+    results.keep_part(
+        f"{kind}: KeyValueStore.get_value (get + decode + facade)", time.perf_counter() - start
+    )
+    await kvs.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -489,8 +570,7 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
         records=records,
         hot_keys=16,
         overwrites=max(records // 4, 16),
-        big_values=4 if quick else 16,
-        big_size=1 << 20,
+        values=VALUES_QUICK if quick else VALUES,
         reopen_sizes=tuple(int(size) for size in reopen.split(",") if size),
         sync_seconds=args.sync_seconds or (0.5 if quick else 2.0),
         writers=args.writers,
@@ -502,10 +582,10 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
 def describe(settings: Settings) -> str:
     """The sizes of this run, in words."""
     sizes = ", ".join(f"{size:,}" for size in settings.reopen_sizes)
+    values = ", ".join(f"{count} of {size >> 20} MiB" for size, count in settings.values)
     return (
         f"{settings.records:,} small JSON records; {settings.overwrites:,} overwrites of"
-        f" {settings.hot_keys} hot keys; {settings.big_values} values of"
-        f" {settings.big_size >> 20} MiB; reopen of {sizes}"
+        f" {settings.hot_keys} hot keys; {values} values; reopen of {sizes}"
         f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
         f" writers; best of {settings.rounds} rounds"
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import logkv
 
 #: Libraries whose versions every *Machine* table lists: logkv's own dependencies.
-LIBRARIES = ("msgpack", "sortedcontainers")
+LIBRARIES = ("msgpack", "sortedcontainers", "crc32c", "blake3")
 
 
 def cpu_model() -> str:

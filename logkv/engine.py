@@ -45,10 +45,12 @@ from .format import (
     FRAME_HEADER_SIZE,
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
+    BadFrame,
     BatchItem,
     Op,
     SyncedMark,
     check_frame,
+    checked_value,
     encode_batch,
     encode_record,
     stored_segment_version,
@@ -61,6 +63,7 @@ from .fsutil import (
     open_file,
     open_for_reading,
 )
+from .group_commit import DONE, Commit, GroupCommit, Update
 from .hints import (
     HintWriter,
     SegmentHint,
@@ -196,56 +199,6 @@ def _checked_set(key: str, value: object, content_type: object) -> bytes | None:
     return bytes(value)
 
 
-class Commit:
-    """Appends that one ``fdatasync`` makes durable (a group-commit batch).
-
-    Returned by :meth:`Engine.set_deferred` and :meth:`Engine.delete_deferred`: :meth:`wait`
-    blocks until the batch is durable and visible; :meth:`add_done_callback` lets an event loop
-    be told instead of parking a thread per write.
-    """
-
-    __slots__ = ("_callbacks", "_guard", "done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self._callbacks: list[Callable[[BaseException | None], None]] = []
-        self._guard = threading.Lock()
-
-    def wait(self) -> None:
-        """Block until durable; raise :class:`SyncFailedError` if the ``fdatasync`` failed."""
-        self.done.wait()
-        if self.error is not None:
-            error = self.error
-            errno = error.errno if isinstance(error, OSError) else None
-            raise SyncFailedError(errno, f"fsync failed: {error}") from error
-
-    def add_done_callback(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Call ``callback(error)`` once the batch is durable (``error`` None) or failed; from
-        the syncer thread, or right away if that already happened."""
-        with self._guard:
-            if not self.done.is_set():
-                self._callbacks.append(callback)
-                return
-        callback(self.error)
-
-    def _finish(self, error: BaseException | None) -> None:
-        with self._guard:
-            self.error = error
-            self.done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback(error)
-            except Exception:  # a callback's bug must not kill the syncer
-                log.exception("commit callback failed")
-
-
-#: The commit of a write that needed no sync (``Durability.PROCESS``): already done.
-_DONE = Commit()
-_DONE.done.set()
-
-
 def _named(entry: Entry) -> IndexEntry:
     """An engine entry as the named :class:`IndexEntry` (``tuple.__new__``: half the cost of
     ``IndexEntry._make``, which checks the length the engine already guarantees)."""
@@ -294,29 +247,6 @@ class _ReplayCursor:
     synced: SyncedMark | None = None  # the synced mark read by the last replay
 
 
-class _GroupCommit:
-    """Group commit (``Durability.FSYNC``): appended-but-unsynced index updates, in log order.
-
-    A syncer thread makes each batch durable with one ``fdatasync``, applies it to the index,
-    then wakes that batch's writers (and no one else). Every field is guarded by
-    ``Engine._mutex``; the two conditions are over that lock.
-    """
-
-    __slots__ = ("applied", "batch", "pending", "stopping", "syncing", "thread", "wake_syncer")
-
-    def __init__(self, mutex: threading.Lock) -> None:
-        #: (key, packed entry or None for a delete, frame length), in log order.
-        self.pending: list[tuple[str, int | None, int]] = []
-        self.batch = Commit()  # the batch new appends join
-        self.syncing = False  # the syncer is syncing a batch (with the lock released)
-        self.thread: threading.Thread | None = None  # the syncer, started by the first write
-        self.stopping = False  # the store is closing: the syncer ends once the queue is empty
-        #: Signalled when there is work for the syncer (appends, or ``stopping``).
-        self.wake_syncer = threading.Condition(mutex)
-        #: Signalled when the syncer applied a batch or failed to sync it.
-        self.applied = threading.Condition(mutex)
-
-
 class Engine:
     """A store: an append-only log of set/delete records and a sorted index of their locations.
 
@@ -354,7 +284,7 @@ class Engine:
         self._index = Index()  # guarded by _mutex
         self._position = _LogPosition()  # guarded by _mutex
         self._compaction = CompactionState(retention)  # guarded by _mutex
-        self._commits = _GroupCommit(self._mutex)  # guarded by _mutex
+        self._commits = GroupCommit(self._mutex, self._begin_sync, self._end_sync)  # by _mutex
         self._scanned = _ReplayCursor()  # guarded by _mutex
         self._writer: SegmentWriter | None = None  # guarded by _mutex
         self._closed_end = LogEnd(0, 0, 0, 0, 0)  # log_end() after close; guarded by _mutex
@@ -737,9 +667,10 @@ class Engine:
         """Make pending writes durable, record the synced mark, release the lock, close files.
 
         The store is marked closed first, so that every write that starts from then on raises
-        :class:`~logkv.errors.StoreClosedError`; then the syncer finishes every write already
-        appended (each is acknowledged or fails), and only then are the files closed. No writer
-        is left waiting on a batch that nobody will sync. A second call returns at once.
+        :class:`~logkv.errors.StoreClosedError`; then close itself syncs every batch already
+        appended that no writer is syncing (each write is acknowledged or fails), and only then
+        are the files closed. No writer is left waiting on a batch that nobody will sync. A
+        second call returns at once.
 
         ``keep=False`` is for a store being deleted (its folder already moved away): the log is
         not synced and no synced mark is recorded.
@@ -748,8 +679,7 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
-        self._stop_sync_thread()
-        with self._mutex:
+            self._commits.drain()  # every write appended so far is acknowledged or fails
             if self._writer is not None:
                 self._closed_end = self._log_end()
             try:
@@ -850,7 +780,12 @@ class Engine:
         size = entry[3]
         if size > max_size:
             return size
-        found = self._record(key, entry)
+        try:
+            return self.read(entry), entry[4]  # the common case, with no further call
+        except FileNotFoundError:
+            if not self._was_retired(entry[FILE_ID]):
+                raise
+        found = self._record(key, None)  # a compaction moved it: look it up again
         if found is None:
             return None
         entry, value = found
@@ -915,12 +850,10 @@ class Engine:
         number, offset, head, size, _ = entry
         total = head + size if size > 0 else head
         buf, pos = self._readers.view(number, total, offset)
-        problem = check_frame(buf, pos, total)
-        if problem is not None:
-            raise CorruptionError(self.path / data_file_name(number), offset, problem)
-        if size < 0:
-            return None
-        return buf[pos + head : pos + total]
+        try:
+            return checked_value(buf, pos, head, size)
+        except BadFrame as bad:
+            raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
 
     def __contains__(self, key: object) -> bool:
         with self._mutex:
@@ -1056,6 +989,13 @@ class Engine:
         return self._position.last_us / 1_000_000
 
     @property
+    def sync_seconds(self) -> float:
+        """How long a group commit's ``fdatasync`` takes lately (a recent average, seconds;
+        0.0 before the first): the async facade syncs on its event loop only while it is
+        short."""
+        return self._commits.sync_seconds
+
+    @property
     def snapshot_covers(self) -> int:
         """What the installed snapshot covers: segments ``1..snapshot_covers`` (0: none)."""
         return self._compaction.covers
@@ -1073,7 +1013,7 @@ class Engine:
             if compaction.running:
                 raise CompactionRunningError(f"a compaction of {self.path} is already running")
             with timer:
-                self._drain_pending()
+                self._commits.drain()
                 writer = self._writer
                 assert writer is not None
                 position = self._position
@@ -1152,15 +1092,19 @@ class Engine:
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
         """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
-        seq, commit = self._append(_SET, key, content_type, _checked_set(key, value, content_type))
-        if commit is not _DONE:
+        if type(value) is not bytes or type(content_type) is not str:  # else checked inline
+            value = _checked_set(key, value, content_type)
+        elif type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
+            validate_key(key)
+        seq, commit = self._append(_SET, key, content_type, value)
+        if commit is not DONE:
             self._wait(commit)
         return seq
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True if it existed. Deleting a missing key writes nothing."""
         existed, commit = self.delete_deferred(key)
-        if commit is not _DONE:
+        if commit is not DONE:
             self._wait(commit)
         return existed
 
@@ -1180,7 +1124,7 @@ class Engine:
         with self._mutex:
             self._check_writable()
             if key not in self._index:
-                return False, _DONE
+                return False, DONE
         return True, self._append(_DELETE, key, None, None)[1]
 
     def set_many(
@@ -1195,7 +1139,7 @@ class Engine:
         of the last record (the store's last one when nothing was written).
         """
         seq, commit = self.set_many_deferred(items, deletes)
-        if commit is not _DONE:
+        if commit is not DONE:
             self._wait(commit)
         return seq
 
@@ -1225,10 +1169,10 @@ class Engine:
 
     def _append_batch(self, batch: list[BatchItem]) -> tuple[int, Commit]:
         """With the lock held: append ``batch`` with one write; under ``PROCESS`` make it
-        visible now, under ``FSYNC`` queue it for the syncer and return the batch it joined."""
+        visible now, under ``FSYNC`` queue it for group commit and return the batch it joined."""
         position = self._position
         if not batch:
-            return position.seq, _DONE
+            return position.seq, DONE
         writer = self._writer
         assert writer is not None
         first = position.seq + 1
@@ -1247,7 +1191,7 @@ class Engine:
         if number != before:
             position.segments += 1
             self._sealed(before)
-        updates: list[tuple[str, int | None, int]] = []
+        updates: list[Update] = []
         type_id = self._index.types.id
         for (op, key, content_type, value), frame in zip(batch, frames, strict=True):
             length = len(frame)
@@ -1261,15 +1205,8 @@ class Engine:
             else:
                 self._apply(key, entry, length)  # Durability.PROCESS: visible now
         if not self._group_commit:
-            return position.seq, _DONE
-        commits = self._commits
-        commits.pending.extend(updates)
-        group = commits.batch
-        if commits.thread is None:
-            self._start_sync_thread()
-        elif not commits.syncing:
-            commits.wake_syncer.notify()
-        return position.seq, group
+            return position.seq, DONE
+        return position.seq, self._commits.join(updates)
 
     def sync(self) -> None:
         """Make everything written so far durable now (``fdatasync``), whatever the level."""
@@ -1303,7 +1240,7 @@ class Engine:
         self, op: int, key: str, content_type: str | None, value: bytes | None
     ) -> tuple[int, Commit]:
         """Append one record; under ``PROCESS`` make it visible now, under ``FSYNC`` queue it
-        for the syncer and return the batch it joined."""
+        for group commit and return the batch it joined."""
         with self._mutex:
             if self._closed or self.readonly or self._failed is not None:
                 self._check_writable()
@@ -1339,16 +1276,9 @@ class Engine:
             if not self._group_commit:
                 # Durability.PROCESS: the record is with the OS; make it visible now.
                 self._apply(key, entry, length)
-                return seq, _DONE
-            # Durability.FSYNC: queue for the syncer; visible once its batch is synced.
-            commits = self._commits
-            commits.pending.append((key, entry, length))
-            batch = commits.batch
-            if commits.thread is None:
-                self._start_sync_thread()
-            elif not commits.syncing:
-                commits.wake_syncer.notify()
-        return seq, batch
+                return seq, DONE
+            # Durability.FSYNC: queued; visible once a waiter of its batch synced it.
+            return seq, self._commits.join_one((key, entry, length))
 
     def _sealed(self, number: int) -> None:
         """Segment ``number`` was rotated away from: have its hint file written (off the
@@ -1372,67 +1302,28 @@ class Engine:
             if compaction.frozen is not None and packed_file(old) <= compaction.frozen_covers:
                 compaction.frozen[key] = old  # compaction copies the entry as of its rotation
 
-    def _drain_pending(self) -> None:
-        """Group commit: with the lock held, wait until every appended record is durable and
-        visible (or the sync failed)."""
-        commits = self._commits
-        while (commits.syncing or commits.pending) and self._failed is None:
-            commits.wake_syncer.notify()
-            commits.applied.wait()
+    def _begin_sync(self) -> Callable[[], None]:
+        """Group commit's first step, with the lock held: what makes the log durable, to be
+        called with the lock released (the active segment's sync as of now: records appended
+        meanwhile may be synced too, never fewer)."""
+        writer = self._writer
+        if writer is None:  # closed from a commit callback before this batch
+            return self._refuse_sync
+        return writer.sync
 
-    def _start_sync_thread(self) -> None:
-        self._commits.thread = threading.Thread(
-            target=self._sync_loop, name=f"logkv-sync {self.path.name}", daemon=True
-        )
-        self._commits.thread.start()
+    def _refuse_sync(self) -> None:
+        raise StoreClosedError(f"the store at {self.path} was closed")
 
-    def _stop_sync_thread(self) -> None:
-        """Let the syncer handle every queued write, then end it. Called once the store is
-        closed, so that no write can queue behind its last batch."""
-        with self._mutex:
-            syncer = self._commits.thread
-            if syncer is None:
-                return
-            self._commits.stopping = True
-            self._commits.wake_syncer.notify()
-        if syncer is not threading.current_thread():  # close() from a commit callback
-            syncer.join()
-
-    def _sync_loop(self) -> None:
-        """The syncer thread: one ``fdatasync`` per batch of appends, then wake its writers."""
-        commits = self._commits
-        with self._mutex:
-            while True:
-                while not commits.pending and not commits.stopping:
-                    commits.wake_syncer.wait()
-                if not commits.pending:
-                    return
-                batch, commits.pending = commits.pending, []
-                group, commits.batch = commits.batch, Commit()
-                writer = self._writer
-                commits.syncing = True
-                self._mutex.release()
-                error: BaseException | None = None
-                try:
-                    if writer is None:  # closed from a commit callback before this batch
-                        raise StoreClosedError(f"the store at {self.path} was closed")
-                    writer.sync()
-                except BaseException as exc:
-                    error = exc
-                finally:
-                    self._mutex.acquire()
-                commits.syncing = False
-                if error is None:
-                    for key, entry, length in batch:
-                        self._apply(key, entry, length)
-                else:
-                    self._failed = error
-                commits.applied.notify_all()  # compaction or close waiting for the drain
-                self._mutex.release()
-                try:
-                    group._finish(error)  # wake this batch's writers (and run callbacks)
-                finally:
-                    self._mutex.acquire()
+    def _end_sync(self, updates: list[Update], error: BaseException | None) -> None:
+        """Group commit's last step, with the lock held: make a durable batch visible in log
+        order, or poison the store when its sync failed (none of its updates is applied)."""
+        if error is not None:
+            if self._failed is None:
+                self._failed = error
+            return
+        apply = self._apply
+        for key, entry, length in updates:
+            apply(key, entry, length)
 
     # ------------------------------------------------------------------ replication
 
@@ -1480,7 +1371,7 @@ class Engine:
             assert covers == 0 or position.seq > 0, "a snapshot of an empty log"
             assert 0 <= position.live_bytes <= position.record_bytes
             commits = self._commits
-            assert self._group_commit or not (commits.pending or commits.thread), "group commit"
+            assert self._group_commit or not commits.pending, "group commit"
             snapshots = {-covers} if covers else set()
             if compaction.running:
                 snapshots.add(-compaction.frozen_covers)

@@ -2,11 +2,15 @@
 
 A segment is a 16-byte header followed by frames. A frame is::
 
-    magic   4 bytes  b"\\x89LKR"
-    crc     u32 LE   CRC-32 of everything after it (length, chain, body)
+    magic   4 bytes  b"\\x89LK3" (version 3; b"\\x89LKR" in versions 1 and 2)
+    crc     u32 LE   CRC-32C of everything after it (length, chain, body); CRC-32 before 3
     length  u32 LE   length of the body in bytes
-    chain   16 bytes SHA-256(previous record's chain || body), first 16 bytes
+    chain   16 bytes BLAKE3(previous record's chain || body), first 16 bytes; SHA-256 before 3
     body    msgpack  [seq, timestamp_us, op, key, content_type, value]
+
+The frame's magic says which checksum and hash it carries (:class:`FrameKind`): every check
+of a frame looks its kind up by the magic, here and only here, so frames of versions 2 and 3
+are told apart one by one (a snapshot of an older store holds both).
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
@@ -28,18 +32,26 @@ from enum import IntEnum
 from typing import Any
 
 import msgpack
+from blake3 import blake3 as _blake3
+from crc32c import crc32c as _crc32c
 
 #: The version new segments, snapshots and synced marks are written with.
-FORMAT_VERSION = 2
-#: Every version this logkv reads (version 1 has no batches: its ops are plain kinds).
-READABLE_VERSIONS = frozenset({1, 2})
+FORMAT_VERSION = 3
+#: Every version this logkv reads (version 1 has no batches: its ops are plain kinds; versions
+#: 1 and 2 check frames with CRC-32 and chain them with SHA-256).
+READABLE_VERSIONS = frozenset({1, 2, 3})
 
 SEGMENT_MAGIC = b"\x89LKVSEG\n"
 SEGMENT_HEADER = struct.Struct("<8sII")  # magic, format version, segment number
 SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size
 
-RECORD_MAGIC = b"\x89LKR"
-FRAME_HEADER = struct.Struct("<4sII16s")  # magic, crc32(length || chain || body), length, chain
+#: The magic of the frames this logkv writes (version 3: CRC-32C, BLAKE3 chain).
+RECORD_MAGIC = b"\x89LK3"
+#: The magic of frames of versions 1 and 2 (CRC-32, SHA-256 chain), read but never written.
+RECORD_MAGIC_V2 = b"\x89LKR"
+#: What every frame magic starts with: where a search for the next frame looks.
+FRAME_MAGIC_PREFIX = b"\x89LK"
+FRAME_HEADER = struct.Struct("<4sII16s")  # magic, crc(length || chain || body), length, chain
 FRAME_HEADER_SIZE = FRAME_HEADER.size
 CHAIN_SIZE = 16
 #: The chain value before a store's first record.
@@ -57,12 +69,59 @@ _COPY_TO_CHECK = 4096  # frames up to this size are copied to be checksummed
 #: Largest body a frame may carry (the length field is 32 bits; keep a margin).
 MAX_BODY_SIZE = 0xFFFF_0000
 
-_crc32 = zlib.crc32
-_sha256 = hashlib.sha256
 # One reused packer: packing str/bytes/int/None runs no Python code, so a call holds the GIL
 # from start to finish and the packer is safe to share between threads.
 _pack = msgpack.Packer(use_bin_type=True).pack
 _unpackb = msgpack.unpackb
+
+
+#: ``checksum(data, start=0)``: the CRC-32C (Castagnoli) of ``data`` continued from ``start``,
+#: the checksum of version 3 frames (hardware-accelerated; it lets go of the GIL for large
+#: inputs, so threads reading or writing large values run side by side).
+checksum: Callable[..., int] = _crc32c
+
+
+def _blake3_chain(prev_chain: bytes, body: Any) -> bytes:
+    """Version 3: BLAKE3(prev_chain || body), first 16 bytes."""
+    if len(body) <= _ONE_SHOT_HASH:
+        return _blake3(prev_chain + body).digest(CHAIN_SIZE)  # one call: cheapest when small
+    hasher = _blake3(prev_chain)
+    hasher.update(body)  # no copy of a large body
+    return hasher.digest(CHAIN_SIZE)
+
+
+def _sha256_chain(prev_chain: bytes, body: Any) -> bytes:
+    """Versions 1 and 2: SHA-256(prev_chain || body), first 16 bytes."""
+    hasher = hashlib.sha256(prev_chain)
+    hasher.update(body)
+    return hasher.digest()[:CHAIN_SIZE]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameKind:
+    """How the frames with one magic are checked and chained (docs/FORMAT.md, section 3).
+
+    The one place that maps a frame to its checksum and its chain hash: every reader of frames
+    looks the kind up by the frame's magic (:data:`FRAME_KINDS`), so a file may hold frames of
+    several kinds (a version 3 snapshot of a store first written by version 2).
+    """
+
+    magic: bytes
+    #: The format versions whose files hold frames of this kind.
+    versions: frozenset[int]
+    #: ``crc(data, start)``: the checksum of ``data`` continued from ``start``.
+    crc: Callable[[Any, int], int]
+    #: ``chain(prev_chain, body)``: the chain value of a frame holding ``body``.
+    chain: Callable[[bytes, Any], bytes]
+
+
+#: Every frame kind this logkv reads, by magic; the first is the one it writes.
+FRAME_KINDS: dict[bytes, FrameKind] = {
+    RECORD_MAGIC: FrameKind(RECORD_MAGIC, frozenset({3}), checksum, _blake3_chain),
+    RECORD_MAGIC_V2: FrameKind(RECORD_MAGIC_V2, frozenset({1, 2}), zlib.crc32, _sha256_chain),
+}
+#: The checksum function of each frame magic (the hot loops' view of :data:`FRAME_KINDS`).
+_CRC_OF: dict[bytes, Callable[[Any, int], int]] = {m: k.crc for m, k in FRAME_KINDS.items()}
 
 
 class Op(IntEnum):
@@ -135,9 +194,10 @@ class BadFrame(Exception):  # noqa: N818 - internal control-flow signal, never e
         self.resume = resume
 
 
-def encode_segment_header(number: int) -> bytes:
-    """The 16 bytes that open segment ``number``."""
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, number)
+def encode_segment_header(number: int, version: int = FORMAT_VERSION) -> bytes:
+    """The 16 bytes that open segment ``number`` (of ``version``: an older one only for a
+    segment rewritten with its own frames, which salvage does)."""
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, version, number)
 
 
 def check_segment_header(data: bytes, number: int) -> str | None:
@@ -186,6 +246,10 @@ def encode_record(
 
     ``value`` must be the last body element (see module docstring).
     """
+    if value is not None and len(value) > _ONE_SHOT_HASH:
+        return _frame_of_large(
+            _head(seq, timestamp_us, op, key, content_type, value), value, prev_chain
+        )
     return _frame(_pack((seq, timestamp_us, op, key, content_type, value)), prev_chain)
 
 
@@ -213,13 +277,22 @@ def encode_batch(
         else:
             op = kind | (OP_CONTINUES if seq != first_seq else 0) | (left << OP_LEFT_SHIFT)
             left -= 1
+        if value is not None and len(value) > _ONE_SHOT_HASH:
+            frame = _frame_of_large(
+                _head(seq, timestamp_us, op, key, content_type, value), value, chain
+            )
+            seq += 1
+            chain = frame[_CHAIN]
+            frames.append(frame)
+            continue
         body = _pack((seq, timestamp_us, op, key, content_type, value))
         seq += 1
         length = len(body)
         if length <= _ONE_SHOT_HASH:
-            chain = _sha256(chain + body).digest()[:CHAIN_SIZE]
+            chain = _blake3(chain + body).digest(CHAIN_SIZE)
             tail = _LENGTH_CHAIN.pack(length, chain)
-            frames.append(_MAGIC_CRC.pack(RECORD_MAGIC, _crc32(body, _crc32(tail))) + tail + body)
+            crc = _crc32c(body, _crc32c(tail))
+            frames.append(_MAGIC_CRC.pack(RECORD_MAGIC, crc) + tail + body)
         else:
             frame = _frame(body, chain)
             chain = frame[_CHAIN]
@@ -230,17 +303,44 @@ def encode_batch(
 def _frame(body: bytes, prev_chain: bytes) -> bytes:
     """The frame holding ``body``, chained after ``prev_chain``."""
     length = len(body)
-    if length <= _ONE_SHOT_HASH:
-        chain = _sha256(prev_chain + body).digest()[:CHAIN_SIZE]  # one call: cheapest when small
-    elif length <= MAX_BODY_SIZE:
-        hasher = _sha256(prev_chain)
-        hasher.update(body)  # no copy of a large body
-        chain = hasher.digest()[:CHAIN_SIZE]
-    else:
+    if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    tail = _LENGTH_CHAIN.pack(length, chain)
-    frame: bytes = _MAGIC_CRC.pack(RECORD_MAGIC, _crc32(body, _crc32(tail))) + tail + body
+    tail = _LENGTH_CHAIN.pack(length, _blake3_chain(prev_chain, body))
+    frame: bytes = _MAGIC_CRC.pack(RECORD_MAGIC, _crc32c(body, _crc32c(tail))) + tail + body
     return frame
+
+
+def _head(
+    seq: int, timestamp_us: int, op: int, key: str, content_type: str | None, value: bytes
+) -> bytes:
+    """The bytes of the body of a record holding ``value`` up to the value's own bytes: the
+    msgpack of the six-element array up to and including the value's ``bin`` header, exactly
+    as packing the whole array would write them (without copying the value)."""
+    size = len(value)
+    fields: bytes = _pack((seq, timestamp_us, op, key, content_type))  # fixarray 5: 0x95, ...
+    if size <= 0xFF:
+        header = b"\xc4" + size.to_bytes(1, "big")
+    elif size <= 0xFFFF:
+        header = b"\xc5" + size.to_bytes(2, "big")
+    elif size <= 0xFFFF_FFFF:
+        header = b"\xc6" + size.to_bytes(4, "big")
+    else:
+        raise ValueError(f"value of {size} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    return b"\x96" + fields[1:] + header
+
+
+def _frame_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
+    """The frame whose body is ``head`` followed by ``value`` (see :func:`_head`): the same
+    bytes as :func:`_frame` of the packed body, with one copy of the value instead of two."""
+    length = len(head) + len(value)
+    if length > MAX_BODY_SIZE:
+        raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    hasher = _blake3(prev_chain)
+    hasher.update(head)
+    hasher.update(value)
+    tail = _LENGTH_CHAIN.pack(length, hasher.digest(CHAIN_SIZE))
+    crc = _crc32c(value, _crc32c(head, _crc32c(tail)))
+    return b"".join((_MAGIC_CRC.pack(RECORD_MAGIC, crc), tail, head, value))
 
 
 def chain_of(buf: Any, pos: int) -> bytes:
@@ -249,9 +349,11 @@ def chain_of(buf: Any, pos: int) -> bytes:
 
 
 def next_chain(prev_chain: bytes, buf: Any, pos: int, length: int) -> bytes:
-    """The chain value the frame at ``pos`` (``length`` bytes) should carry after ``prev_chain``."""
-    body = bytes(buf[pos + FRAME_HEADER_SIZE : pos + length])
-    return _sha256(prev_chain + body).digest()[:CHAIN_SIZE]
+    """The chain value the frame at ``pos`` (``length`` bytes, valid: its kind known by its
+    magic) should carry after ``prev_chain``."""
+    kind = FRAME_KINDS[bytes(buf[pos : pos + 4])]
+    with memoryview(buf) as view:
+        return kind.chain(prev_chain, view[pos + FRAME_HEADER_SIZE : pos + length])
 
 
 def decode_fields(fields: Any) -> Record:
@@ -271,14 +373,15 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     if end - pos < FRAME_HEADER_SIZE:
         raise BadFrame("frame header is cut short", True, pos)
     magic, crc, length, _ = FRAME_HEADER.unpack_from(buf, pos)
-    if magic != RECORD_MAGIC:
+    crc_of = _CRC_OF.get(magic)
+    if crc_of is None:
         raise BadFrame("no record magic", False, pos)
     stop = pos + FRAME_HEADER_SIZE + length
     if stop > end:
         raise BadFrame(f"record of {length} bytes runs past the end of the file", True, pos)
     view = memoryview(buf)[pos + _CRC_START : stop]
     try:
-        if _crc32(view) != crc:
+        if crc_of(view, 0) != crc:
             raise BadFrame("checksum mismatch", False, pos)
         fields = _unpackb(view[FRAME_HEADER_SIZE - _CRC_START :], use_list=False)
     except BadFrame:
@@ -346,9 +449,8 @@ def iter_frames(
     a bad frame; :mod:`logkv.scan` supplies ``resync`` (the torn-tail rule and the reports).
     """
     unpack_header = FRAME_HEADER.unpack_from
-    crc32 = _crc32
+    crc_of = _CRC_OF.get
     unpackb = _unpackb
-    magic_expected = RECORD_MAGIC
     header = FRAME_HEADER_SIZE
     batch: list[tuple[int, int, tuple[Any, ...]]] = []  # the batch being read
     left = 0  # how many records the batch still lacks
@@ -359,7 +461,8 @@ def iter_frames(
             if end - pos >= header:
                 magic, crc, length, _ = unpack_header(buf, pos)
                 stop = pos + header + length
-                if magic == magic_expected and stop <= end and crc32(view[pos + 8 : stop]) == crc:
+                crc32 = crc_of(magic)
+                if crc32 is not None and stop <= end and crc32(view[pos + 8 : stop], 0) == crc:
                     try:
                         fields = unpackb(view[pos + header : stop], use_list=False)
                     except Exception:
@@ -448,7 +551,7 @@ def _explain(buf: Any, pos: int, end: int) -> BadFrame:
 def find_next_frame(buf: Any, pos: int, end: int) -> int | None:
     """The offset of the first valid frame strictly after ``pos``, or None if there is none."""
     while True:
-        pos = buf.find(RECORD_MAGIC, pos + 1, end)
+        pos = buf.find(FRAME_MAGIC_PREFIX, pos + 1, end)
         if pos < 0:
             return None
         try:
@@ -483,7 +586,7 @@ class SyncedMark:
 def encode_synced_mark(mark: SyncedMark) -> bytes:
     """The bytes of the synced mark file."""
     body = SYNCED_MARK.pack(SYNCED_MAGIC, FORMAT_VERSION, mark.segment, mark.offset)
-    return body + _SYNCED_CRC.pack(_crc32(body))
+    return body + _SYNCED_CRC.pack(zlib.crc32(body))
 
 
 def decode_synced_mark(data: bytes) -> SyncedMark | None:
@@ -494,7 +597,7 @@ def decode_synced_mark(data: bytes) -> SyncedMark | None:
     body = data[: SYNCED_MARK.size]
     (crc,) = _SYNCED_CRC.unpack_from(data, SYNCED_MARK.size)
     magic, version, segment, offset = SYNCED_MARK.unpack(body)
-    if magic != SYNCED_MAGIC or version not in READABLE_VERSIONS or crc != _crc32(body):
+    if magic != SYNCED_MAGIC or version not in READABLE_VERSIONS or crc != zlib.crc32(body):
         return None
     return SyncedMark(segment, offset)
 
@@ -505,16 +608,55 @@ def check_frame(buf: Any, pos: int, size: int) -> str | None:
 
     Checks the magic, the length and the checksum without decoding the body.
     """
-    if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
-        return "record is cut short"
-    magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
-    if magic != RECORD_MAGIC or length != size - FRAME_HEADER_SIZE:
-        return "record header does not match the index"
+    header = _indexed_header(buf, pos, size)
+    if isinstance(header, str):
+        return header
+    crc_of, crc = header
     if size <= _COPY_TO_CHECK:
-        actual = _crc32(buf[pos + _CRC_START : pos + size])  # a small copy beats a memoryview
+        actual = crc_of(buf[pos + _CRC_START : pos + size], 0)  # a small copy beats a view
     else:
         with memoryview(buf) as view:
-            actual = _crc32(view[pos + _CRC_START : pos + size])
+            actual = crc_of(view[pos + _CRC_START : pos + size], 0)
     if actual != crc:
         return "checksum mismatch"
     return None
+
+
+def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
+    """The value of the frame at ``pos`` of ``buf`` whose value of ``size`` bytes starts
+    ``head`` bytes into it (``size`` -1: a stored None, the frame ``head`` bytes long), as the
+    index describes it: copied out of ``buf`` and returned once the frame's checksum matches
+    over the header and **the very bytes returned**.
+
+    Raises :class:`BadFrame` (``reason`` as :func:`check_frame` gives it) when the frame is not
+    intact. A point read's whole cost for a large value: one copy and one checksum pass (over
+    the copy, which the copy has just brought into the cache).
+    """
+    total = head + size if size > 0 else head
+    if total <= _COPY_TO_CHECK:
+        problem = check_frame(buf, pos, total)
+        if problem is not None:
+            raise BadFrame(problem, False, pos)
+        return None if size < 0 else buf[pos + head : pos + total]
+    header = _indexed_header(buf, pos, total)
+    if isinstance(header, str):
+        raise BadFrame(header, False, pos)
+    crc_of, crc = header
+    with memoryview(buf) as view:
+        start = crc_of(view[pos + _CRC_START : pos + head], 0)
+    value: bytes = buf[pos + head : pos + total]
+    if crc_of(value, start) != crc:
+        raise BadFrame("checksum mismatch", False, pos)
+    return value
+
+
+def _indexed_header(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
+    """For the ``size``-byte frame the index expects at ``pos``: its checksum function (by its
+    magic) and its stored CRC; or why the frame cannot be that one."""
+    if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
+        return "record is cut short"
+    magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
+    crc_of = _CRC_OF.get(magic)
+    if crc_of is None or length != size - FRAME_HEADER_SIZE:
+        return "record header does not match the index"
+    return crc_of, crc

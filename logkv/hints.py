@@ -39,7 +39,7 @@ from .errors import CorruptionError
 from .format import (
     FRAME_HEADER,
     FRAME_HEADER_SIZE,
-    RECORD_MAGIC,
+    FRAME_MAGIC_PREFIX,
     SEGMENT_HEADER_SIZE,
     Op,
     chain_of,
@@ -463,7 +463,7 @@ def _disagreement(segment: Path, number: int, hint: SegmentHint, last_offset: in
             return "its last frame lies outside the segment"
         frame = os.pread(file.fileno(), FRAME_HEADER_SIZE, last_offset)
     magic, _, length, chain = FRAME_HEADER.unpack(frame)
-    if magic != RECORD_MAGIC or last_offset + FRAME_HEADER_SIZE + length != size:
+    if not magic.startswith(FRAME_MAGIC_PREFIX) or last_offset + FRAME_HEADER_SIZE + length != size:
         return "no frame ends the segment where the hint says"
     if chain != hint.chain:
         return "the chain value of the last frame differs"

@@ -25,8 +25,8 @@ from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .files import ByteSource, open_bytes
 from .format import (
+    FRAME_MAGIC_PREFIX,
     GENESIS_CHAIN,
-    RECORD_MAGIC,
     SEGMENT_HEADER_SIZE,
     BadFrame,
     Record,
@@ -370,12 +370,12 @@ def _records_of(reader: SegmentReader, key: str) -> Iterator[LoggedRecord]:
 
 def _frame_around(buf: Any, pos: int, size: int) -> tuple[int, int, tuple[Any, ...]] | None:
     """The valid frame that contains byte ``pos``, or None when it lies in none."""
-    start = buf.rfind(RECORD_MAGIC, SEGMENT_HEADER_SIZE, pos)
+    start = buf.rfind(FRAME_MAGIC_PREFIX, SEGMENT_HEADER_SIZE, pos)
     while start >= 0:
         try:
             length, fields = read_frame(buf, start, size)
         except BadFrame:
-            start = buf.rfind(RECORD_MAGIC, SEGMENT_HEADER_SIZE, start)
+            start = buf.rfind(FRAME_MAGIC_PREFIX, SEGMENT_HEADER_SIZE, start)
             continue
         return (start, length, fields) if pos < start + length else None
     return None

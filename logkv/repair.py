@@ -9,7 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .format import encode_segment_header
+from .format import (
+    FORMAT_VERSION,
+    READABLE_VERSIONS,
+    SEGMENT_HEADER_SIZE,
+    encode_segment_header,
+    stored_segment_version,
+)
 from .fsutil import fsync_dir, temp_file, write_all
 from .layout import DAMAGED_SUFFIX, list_segments
 from .scan import Damage, SegmentReader
@@ -33,17 +39,22 @@ def rewrite_valid_frames(path: Path, number: int) -> int:
 
 
 def _copy_valid_frames(path: Path, number: int, fd: int) -> int:
-    """Write a segment header and every valid frame of segment ``path`` to ``fd``; return
-    how many frames were copied."""
+    """Write a segment header (of the segment's own version) and every valid frame of segment
+    ``path`` to ``fd``; return how many frames were copied."""
     kept = 0
-    out = encode_segment_header(number)
-    write_all(fd, out, 0)
-    end = len(out)
     is_last = number >= max((n for n, _ in list_segments(path.parent)), default=number)
     with SegmentReader(
         path, number, is_last=is_last, synced=None, report=_skip, read_past_bad_header=True
     ) as reader:
         buf = reader.buf
+        # The segment keeps its version (its frames are of that version's kind); one whose
+        # header is unreadable gets the current version.
+        version = stored_segment_version(buf[:SEGMENT_HEADER_SIZE])
+        out = encode_segment_header(
+            number, version if version in READABLE_VERSIONS else FORMAT_VERSION
+        )
+        write_all(fd, out, 0)
+        end = len(out)
         for offset, length, _ in reader.frames():
             write_all(fd, buf[offset : offset + length], end)
             end += length

@@ -3,6 +3,7 @@ site for the crawler tests."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -12,13 +13,14 @@ import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from logkv import Engine
+from logkv import Configuration, Durability, Engine
 from logkv.configuration import ENVIRONMENT
 
 OpenEngine = Callable[..., Engine]
@@ -177,3 +179,72 @@ def s3(s3_endpoint: str | None, monkeypatch: pytest.MonkeyPatch) -> S3Target:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return S3Target(f"s3://{bucket}/crawl", env)
+
+
+# ---------------------------------------------------------------- the web console
+
+
+@pytest.fixture
+def web_storage(tmp_path: Path) -> Path:
+    """A storage folder with a store of every kind (``web_support.make_storage``)."""
+    from web_support import make_storage  # noqa: PLC0415 (the web tests' own helpers)
+
+    return make_storage(tmp_path / "storage")
+
+
+@pytest.fixture
+def web_api(web_storage: Path) -> Iterator[Any]:
+    """A test client of the web console over ``web_storage``; its stores closed after."""
+    from web_support import client  # noqa: PLC0415 (needs the web extra)
+
+    with client(web_storage) as api:
+        yield api
+
+
+# ---------------------------------------------------------------- group commit
+
+
+class HeldSyncs:
+    """``os.fdatasync`` that records which thread called it, can hold the first call until
+    :attr:`release` is set, and can fail every call with EIO (group-commit tests)."""
+
+    def __init__(self, *, hold_first: bool = False, fail: bool = False) -> None:
+        self.threads: list[int] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.fail = fail
+        self._guard = threading.Lock()
+        self._real = os.fdatasync
+
+    def __call__(self, fd: int) -> None:
+        with self._guard:
+            self.threads.append(threading.get_ident())
+        self.entered.set()
+        assert self.release.wait(10.0), "a held fdatasync was never released"
+        if self.fail:
+            raise OSError(errno.EIO, "simulated EIO")
+        self._real(fd)
+
+
+@pytest.fixture
+def held_syncs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., HeldSyncs]:
+    """Install a :class:`HeldSyncs` as ``os.fdatasync`` (keyword arguments as its own)."""
+
+    def install(*, hold_first: bool = False, fail: bool = False) -> HeldSyncs:
+        syncs = HeldSyncs(hold_first=hold_first, fail=fail)
+        monkeypatch.setattr(os, "fdatasync", syncs)
+        return syncs
+
+    return install
+
+
+def fsync_configuration(folder: Path) -> Configuration:
+    """Stores under ``folder`` with ``durability="fsync"``, no purge, no upkeep during a test."""
+    return Configuration(
+        storage_dir=str(folder),
+        purge_on_start=False,
+        persist_state_interval=timedelta(hours=1),
+        durability=Durability.FSYNC,
+    )

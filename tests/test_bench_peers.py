@@ -48,3 +48,29 @@ def test_the_raw_limit_target_compares_times_per_set(logkv_set: float, expected:
     row = next(r for r in targets(results) if r[2] == "logkv, small JSON set")
     assert row[3] == expected
     assert row[1].startswith(f"{2e-6 / logkv_set:.0%}")
+
+
+def test_the_page_document_targets_compare_against_crawlee_memory_and_the_floor() -> None:
+    results = Results("", peers=peers())
+    results.keep(RAW, "doc set", 6e-6)
+    results.keep("crawlee memory", "doc set", 7e-6)
+    results.keep("crawlee memory", "doc get", 4e-6)
+    results.keep("logkv", "doc set", 9e-6)  # 0.78x Crawlee's, 67 % of the floor
+    results.keep("logkv", "doc get", 6e-6)  # 0.67x Crawlee's
+    rows = {r[0]: r for r in targets(results)}
+    set_row = rows["`set_value` of a 1 KB JSON document ≥ 0.7x Crawlee's memory client"]
+    get_row = rows["`get_value` of a 1 KB JSON document ≥ 0.8x Crawlee's memory client"]
+    floor_row = rows["`set_value` of a 1 KB JSON document ≥ 60 % of the floor"]
+    assert (set_row[3], get_row[3], floor_row[3]) == ("PASS", "**MISS**", "PASS")
+    assert set_row[1].startswith("0.78x") and floor_row[1].startswith("67%")
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(950.0, "PASS"), (850.0, "**MISS**")])
+def test_the_synced_writer_target_compares_with_the_raw_sync_loop(
+    rate: float, expected: str
+) -> None:
+    results = Results("", peers=peers())
+    results.durable[("raw write + fdatasync", 1)] = 1000.0
+    results.durable[("logkv", 1)] = rate
+    row = next(r for r in targets(results) if r[0].startswith("`fsync` durability, one writer"))
+    assert row[3] == expected

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from logkv.cli import ExitCode, audit
 from logkv.cli import compact as compact_cli
 from logkv.cli import dump as dump_module
 from logkv.cli import main as logkv_cli
-from logkv.format import FRAME_HEADER_SIZE
+from logkv.format import FRAME_HEADER_SIZE, checksum
 from logkv.layout import TRASH_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +235,7 @@ def test_verify_reports_the_first_broken_link_of_a_tampered_store(tmp_path: Path
     body = data[start + FRAME_HEADER_SIZE : start + length]
     at = body.rindex(b"page 5")
     data[start + FRAME_HEADER_SIZE + at + 5] = ord("6")  # the record now claims page 6 ...
-    crc = zlib.crc32(data[start + 8 : start + length])  # ... with a forged, matching CRC
+    crc = checksum(data[start + 8 : start + length])  # ... with a forged, matching CRC
     data[start + 4 : start + 8] = crc.to_bytes(4, "little")
     path.write_bytes(bytes(data))
 

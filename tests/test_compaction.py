@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import struct
 import threading
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import pytest
 
 from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
 from logkv.compaction import CompactionResult, CompactionRunningError
-from logkv.format import FRAME_HEADER_SIZE, SetRecord
+from logkv.format import FRAME_HEADER_SIZE, FRAME_KINDS, RECORD_MAGIC, SetRecord, checksum
 from logkv.history import (
     HistoryGap,
     LoggedRecord,
@@ -654,7 +652,7 @@ def rewrite_record(path: Path, offset: int, new_body: bytes, chain: bytes | None
     if chain is not None:
         data[offset + 12 : offset + 28] = chain
     data[offset + FRAME_HEADER_SIZE : offset + FRAME_HEADER_SIZE + length] = new_body
-    crc = zlib.crc32(bytes(data[offset + 8 : offset + FRAME_HEADER_SIZE + length]))
+    crc = checksum(bytes(data[offset + 8 : offset + FRAME_HEADER_SIZE + length]))
     struct.pack_into("<I", data, offset + 4, crc)
     path.write_bytes(bytes(data))
 
@@ -710,7 +708,7 @@ def test_verify_catches_a_forgery_that_also_rewrote_its_own_chain_value(tmp_path
     data = victim.path.read_bytes()
     body = data[victim.offset + FRAME_HEADER_SIZE : victim.offset + victim.length]
     forged = body.replace(b"value 019", b"value 666")
-    chain = hashlib.sha256(previous + forged).digest()[:16]
+    chain = FRAME_KINDS[RECORD_MAGIC].chain(previous, forged)
     rewrite_record(victim.path, victim.offset, forged, chain=chain)
     report = verify(path)
     assert report.problems is not None

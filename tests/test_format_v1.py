@@ -45,7 +45,7 @@ def _snapshot_state() -> dict[str, tuple[bytes | None, str | None]]:
 EXPECTED = {"log": _log_state, "snapshot": _snapshot_state}
 
 
-def _read(engine: Engine) -> dict[str, tuple[bytes | None, str | None]]:
+def read_state(engine: Engine) -> dict[str, tuple[bytes | None, str | None]]:
     found: dict[str, tuple[bytes | None, str | None]] = {}
     for key in list(engine.keys()):
         value = engine.get_with_type(key)
@@ -56,35 +56,42 @@ def _read(engine: Engine) -> dict[str, tuple[bytes | None, str | None]]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_a_version_1_store_opens_reads_verifies_and_compacts(tmp_path: Path, name: str) -> None:
-    store = tmp_path / name
-    shutil.copytree(FIXTURES / name, store)
-    expected = EXPECTED[name]()
+    check_an_older_store(tmp_path / name, FIXTURES / name, EXPECTED[name](), 1)
+
+
+def check_an_older_store(
+    store: Path, fixture: Path, expected: dict[str, tuple[bytes | None, str | None]], version: int
+) -> None:
+    """The store ``fixture`` of format ``version`` (holding ``expected``), copied to ``store``,
+    verifies, opens read-only and writable, takes new records in new segments of the current
+    version (its own segments unchanged), and compacts into a current snapshot."""
+    shutil.copytree(fixture, store)
     assert verify(store).ok
     with Engine.open(store, readonly=True) as reader:
-        assert _read(reader) == expected and reader.report.clean
+        assert read_state(reader) == expected and reader.report.clean
     with Engine.open(store, segment_size=4096) as engine:
-        assert _read(engine) == expected and engine.report.clean
+        assert read_state(engine) == expected and engine.report.clean
         engine.set_many([("new", b"batch", None), ("k001", None, None)])
         expected.update({"new": (b"batch", None), "k001": (None, None)})
-        assert _read(engine) == expected
+        assert read_state(engine) == expected
         last = engine.last_seq
-    # The old segments stay version 1 and unchanged; the writer starts a version 2 segment
-    # (an older logkv refuses it rather than misreading its batches).
+    # The old segments stay as they were; the writer starts a segment of the current version
+    # (an older logkv refuses it rather than misreading its frames).
     versions = [
         SEGMENT_HEADER.unpack(path.read_bytes()[:16])[1] for path in sorted(store.glob("*.seg"))
     ]
-    assert versions[-1] == FORMAT_VERSION and set(versions[:-1]) == {1}
-    for path in (FIXTURES / name).glob("*.seg"):
+    assert versions[-1] == FORMAT_VERSION and set(versions[:-1]) == {version}
+    for path in fixture.glob("*.seg"):
         assert (store / path.name).read_bytes() == path.read_bytes()
     assert verify(store).ok
     with Engine.open(store, segment_size=4096) as engine:
-        assert _read(engine) == expected and engine.last_seq == last
+        assert read_state(engine) == expected and engine.last_seq == last
         engine.compact()
         engine.set("later", b"x")
         expected["later"] = (b"x", None)
     assert verify(store).ok
     with Engine.open(store) as engine:
-        assert _read(engine) == expected and engine.report.clean
+        assert read_state(engine) == expected and engine.report.clean
     snapshots = sorted(store.glob("*.snap"))
     assert SEGMENT_HEADER.unpack(snapshots[-1].read_bytes()[:16])[1] == FORMAT_VERSION
     last_segment = sorted(store.glob("*.seg"))[-1]
@@ -92,9 +99,11 @@ def test_a_version_1_store_opens_reads_verifies_and_compacts(tmp_path: Path, nam
     assert last_segment.name != segment_name(1)
 
 
-def test_history_reads_a_version_1_archive(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "size"), [(1, 11), (2, 13)])
+def test_history_reads_an_older_archive(tmp_path: Path, version: int, size: int) -> None:
+    # Both fixtures' snapshot stores begin with sets of s000, s001, ... of size * i bytes.
     store = tmp_path / "snapshot"
-    shutil.copytree(FIXTURES / "snapshot", store)
+    shutil.copytree(FIXTURES.parent / f"v{version}" / "snapshot", store)
     state = state_at(store, until_seq=5)
     assert sorted(state) == [f"s{i:03d}" for i in range(5)]
-    assert state["s004"].value == b"v" * 44
+    assert state["s004"].value == b"v" * size * 4

@@ -22,6 +22,7 @@ from logkv import Engine
 from logkv import engine as engine_module
 from logkv import hints as hints_module
 from logkv.errors import CorruptionError
+from logkv.format import RECORD_MAGIC
 from logkv.hints import load_segment_hint, write_segment_hint
 from logkv.layout import hint_name, list_hints, list_segments, segment_name
 from logkv.verify import verify
@@ -233,7 +234,7 @@ def test_a_hint_that_disagrees_with_its_segment_is_not_used(tmp_path: Path) -> N
     data = segment.read_bytes()
     hinted = load_segment_hint(path, target, segment)
     assert hinted is not None
-    last_frame_chain = data.rindex(b"\x89LKR") + 12
+    last_frame_chain = data.rindex(RECORD_MAGIC) + 12
     damaged = bytearray(data)
     damaged[last_frame_chain] ^= 1
     segment.write_bytes(bytes(damaged))

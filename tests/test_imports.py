@@ -30,6 +30,7 @@ SYNC_CORE = {
         *("engine", "compaction", "index", "hints", "key_range", "segments", "snapshot"),
         "retire",
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
+        "group_commit",
         *("format", "layout", "fsutil", "files", "errors"),
     ]
 }

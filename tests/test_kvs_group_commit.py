@@ -1,4 +1,6 @@
-"""Durability "fsync" through the async facade: tasks share fdatasyncs, nothing is lost."""
+"""Durability "fsync" through the async facade: tasks share fdatasyncs, nothing is lost; the
+first task waiting for a batch leads it (on the event loop while syncs are quick), a cancelled
+leader still syncs, a failed sync reaches every task."""
 
 from __future__ import annotations
 
@@ -6,29 +8,25 @@ import asyncio
 import contextlib
 import errno
 import os
-from datetime import timedelta
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import HeldSyncs, fsync_configuration
 
-from logkv import Configuration, KeyValueStore
+from logkv import KeyValueStore
 from logkv.errors import StoreFailedError, SyncFailedError
-from logkv.modes import Durability
+from logkv.storage_clients import _store
 
-
-def _configuration(tmp_path: Path) -> Configuration:
-    return Configuration(
-        storage_dir=str(tmp_path),
-        purge_on_start=False,
-        persist_state_interval=timedelta(hours=1),
-        durability=Durability.FSYNC,
-    )
+#: Long enough for any healthy wait here; a stranded writer fails the test instead of hanging.
+_PATIENCE = 10.0
 
 
 async def test_concurrent_tasks_share_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configuration = _configuration(tmp_path)
+    configuration = fsync_configuration(tmp_path)
     kvs = await KeyValueStore.open(name="grouped", configuration=configuration)
     real = os.fdatasync
     syncs = 0
@@ -65,7 +63,7 @@ async def test_concurrent_tasks_share_fsyncs(
 async def test_failed_fsync_fails_the_waiting_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kvs = await KeyValueStore.open(name="failing", configuration=_configuration(tmp_path))
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
     await kvs.set_value("safe", "synced")
 
     def failing(fd: int) -> None:
@@ -84,6 +82,71 @@ async def test_failed_fsync_fails_the_waiting_tasks(
         await kvs.set_value("after", 1)
     with contextlib.suppress(StoreFailedError):
         await kvs.close()  # it cannot persist into a failed store, but it releases the lock
-    reopened = await KeyValueStore.open(name="failing", configuration=_configuration(tmp_path))
+    reopened = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
     assert await reopened.get_value("safe") == "synced"
     await reopened.close()
+
+
+async def test_a_lone_task_syncs_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    kvs = await KeyValueStore.open(name="lone", configuration=fsync_configuration(tmp_path))
+    monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", 60.0)  # however slow this disk is now
+    syncs = held_syncs()
+    for i in range(10):
+        await kvs.set_value(f"k{i}", {"i": i})
+    monkeypatch.undo()
+    assert syncs.threads == [threading.get_ident()] * 10  # no hand-off to another thread
+    await kvs.close()
+
+
+async def test_tasks_share_a_sync_in_a_worker_thread_when_syncs_are_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    kvs = await KeyValueStore.open(name="slow", configuration=fsync_configuration(tmp_path))
+    monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", -1.0)  # every sync counts as slow
+    syncs = held_syncs()
+    await asyncio.gather(*(kvs.set_value(f"k{i}", i) for i in range(32)))
+    monkeypatch.undo()
+    assert 1 <= len(syncs.threads) < 8
+    assert threading.get_ident() not in syncs.threads  # the loop was never blocked by a sync
+    assert [await kvs.get_value(f"k{i}") for i in range(32)] == list(range(32))
+    await kvs.close()
+
+
+async def test_a_cancelled_leader_still_syncs_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first task of a batch is cancelled while it yields to the others: the batch is
+    synced all the same, and the tasks that joined it are acknowledged."""
+    kvs = await KeyValueStore.open(name="cancel", configuration=fsync_configuration(tmp_path))
+    leader = asyncio.create_task(kvs.set_value("leader", 0))
+    await asyncio.sleep(0)  # the leader appended and now yields
+    followers = [asyncio.create_task(kvs.set_value(f"f{i}", i)) for i in range(5)]
+    leader.cancel()
+    _, pending = await asyncio.wait([leader, *followers], timeout=_PATIENCE)
+    assert not pending
+    assert leader.cancelled()
+    for task in followers:
+        task.result()
+    await kvs.close()
+    kvs = await KeyValueStore.open(name="cancel", configuration=fsync_configuration(tmp_path))
+    assert await kvs.get_value("leader") == 0  # appended and synced before the cancel landed
+    assert [await kvs.get_value(f"f{i}") for i in range(5)] == list(range(5))
+    await kvs.close()
+
+
+async def test_a_failed_sync_reaches_every_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
+    await kvs.set_value("safe", 1)
+    held_syncs(fail=True)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(kvs.set_value(f"w{i}", i) for i in range(20)), return_exceptions=True),
+        _PATIENCE,
+    )
+    assert all(isinstance(r, StoreFailedError) for r in results), results
+    monkeypatch.undo()
+    with contextlib.suppress(StoreFailedError):
+        await kvs.close()  # it cannot persist into a failed store, but it releases the lock

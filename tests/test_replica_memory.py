@@ -31,9 +31,7 @@ def bucket_of(store: Any) -> Bucket:
     return Bucket(store, ROOT, f"memory://{ROOT}")
 
 
-def open_replicated(
-    folder: Path, bucket: Bucket, **options: Any
-) -> tuple[Engine, Replica]:
+def open_replicated(folder: Path, bucket: Bucket, **options: Any) -> tuple[Engine, Replica]:
     """What a writable open with a replica does: claim, restore a missing folder, open,
     start shipping."""
     replica = Replica.claim(bucket, folder, 0.02)

@@ -7,6 +7,7 @@ so they must draw the same line between a torn tail and damage on every store.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pytest
 from logkv import CorruptionError, Engine
 from logkv.cli.dump import DumpStatus, StoreDump
 from logkv.format import (
+    RECORD_MAGIC,
+    RECORD_MAGIC_V2,
     SEGMENT_HEADER_SIZE,
     BadFrame,
     Op,
@@ -165,7 +168,46 @@ def _short_middle_segment(folder: Path) -> None:
     (folder / segment_name(3)).write_bytes(encode_segment_header(3))
 
 
+def _version_2_then_3(folder: Path) -> int:
+    """The version 2 fixture ``log`` (segments 1-4) written on by version 3 (segment 5), left
+    without a synced mark; return where segment 5's last record starts."""
+    shutil.copytree(Path(__file__).parent / "fixtures" / "v2" / "log", folder)
+    with Engine.open(folder) as engine:
+        engine.set("v3-first", b"f" * 5000)
+        last = (folder / segment_name(5)).stat().st_size
+        engine.set("v3-last", b"l" * 100)
+    (folder / SYNCED_FILE).unlink()
+    return last
+
+
+def _torn_version_3_record_after_version_2(folder: Path) -> None:
+    last = _version_2_then_3(folder)
+    os.truncate(folder / segment_name(5), last + 50)
+
+
+def _bad_version_2_frame_before_version_3(folder: Path) -> None:
+    _version_2_then_3(folder)
+    _flip(folder / segment_name(3), SEGMENT_HEADER_SIZE + 60)
+
+
+def _version_2_magic_turned_version_3(folder: Path) -> None:
+    # The last byte of a version 2 frame's magic ("R") made "3": a version 3 frame by its
+    # magic, whose CRC-32C does not match its CRC-32.
+    _version_2_then_3(folder)
+    path = folder / segment_name(2)
+    data = bytearray(path.read_bytes())
+    assert data[SEGMENT_HEADER_SIZE : SEGMENT_HEADER_SIZE + 4] == RECORD_MAGIC_V2
+    data[SEGMENT_HEADER_SIZE + 3] = RECORD_MAGIC[3]
+    path.write_bytes(bytes(data))
+
+
 SCENARIOS: dict[str, tuple[Callable[[Path], None], bool]] = {
+    "torn version 3 record after version 2 segments": (
+        _torn_version_3_record_after_version_2,
+        False,
+    ),
+    "bad version 2 frame before version 3 records": (_bad_version_2_frame_before_version_3, True),
+    "version 2 magic turned version 3": (_version_2_magic_turned_version_3, True),
     "torn last record, no mark": (_cut_last_record_unmarked, False),
     "last record cut before the mark": (_cut_last_record_marked, True),
     "garbage past the mark": (_garbage_past_the_mark, False),

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import zlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import msgpack
 import pytest
 
 from logkv import Engine
-from logkv.format import FRAME_HEADER_SIZE, Op, encode_record
+from logkv.format import FRAME_HEADER_SIZE, RECORD_MAGIC, Op, checksum, encode_record
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 20
@@ -216,7 +215,7 @@ def test_dump_json_detects_a_tampered_record_through_the_hash_chain(tmp_path: Pa
     body = data[start + FRAME_HEADER_SIZE : start + length]
     at = body.rindex(b"<p>7</p>")
     data[start + FRAME_HEADER_SIZE + at + 3] = ord("8")  # the page now claims to be page 8 ...
-    crc = zlib.crc32(data[start + 8 : start + length])  # ... and its CRC was forged to match
+    crc = checksum(data[start + 8 : start + length])  # ... and its CRC was forged to match
     data[start + 4 : start + 8] = crc.to_bytes(4, "little")
     path.write_bytes(bytes(data))
     code, lines, _ = dump_json(store, "--values")
@@ -237,7 +236,7 @@ def test_a_frame_whose_value_is_not_last_is_rejected(tmp_path: Path) -> None:
         engine.set("a", b"1")
     body = msgpack.packb([2, 0, 1, "b", None, b"value", "extra"])
     tail = len(body).to_bytes(4, "little") + bytes(16) + body
-    frame = b"\x89LKR" + zlib.crc32(tail).to_bytes(4, "little") + tail
+    frame = RECORD_MAGIC + checksum(tail).to_bytes(4, "little") + tail
     with open(store / "00000001.seg", "ab") as file:
         file.write(frame)
     with Engine.open(store) as engine:

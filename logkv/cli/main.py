@@ -27,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
+from ..web.cli import add_command as add_serve_command
 from . import ExitCode
 from .audit import (
     Change,
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_transfer_commands(commands, _EPILOG)
     add_migrate_commands(commands, _EPILOG)
     add_replica_commands(commands, _EPILOG)
+    add_serve_command(commands, _EPILOG)
     return parser
 
 

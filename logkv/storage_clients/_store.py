@@ -38,17 +38,19 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
-from ..engine import Commit, Engine
-from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
+from ..engine import Engine
+from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError, SyncFailedError
 from ..fsutil import empty_trash, move_to_trash
+from ..group_commit import Commit
 from ..index import IndexEntry
 from ..modes import Durability
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
@@ -351,7 +353,7 @@ class EngineStore:
     async def _publish_after(
         self, commit: Commit, key: str, data: bytes | None, content_type: str | None
     ) -> None:
-        await wait_for_commit(commit)
+        await wait_for_commit(self.engine, commit)
         if key in self.public.published:
             await self._publish(key, data, content_type)
 
@@ -374,7 +376,7 @@ class EngineStore:
             await _to_thread(self.engine.set_many, items, deletes)
         elif self.fsync:
             _, commit = self.engine.set_many_deferred(items, deletes)
-            await wait_for_commit(commit)
+            await wait_for_commit(self.engine, commit)
         else:
             self.engine.set_many(items, deletes)
         await self.replicated()
@@ -387,7 +389,7 @@ class EngineStore:
         self.meta.accessed_at = now
         if self.fsync:
             existed, commit = self.engine.delete_deferred(key)
-            await wait_for_commit(commit)
+            await wait_for_commit(self.engine, commit)
         else:
             existed = self.engine.delete(key)
         if existed:
@@ -611,24 +613,59 @@ def _delete_all(engine: Engine) -> None:
             engine.delete(key)
 
 
-async def wait_for_commit(commit: Commit) -> None:
-    """Await a group-commit batch: the syncer thread resolves a future on this event loop.
+#: The longest a store's syncs may take lately (their recent average, seconds) for the task
+#: that leads a group commit to run the ``fdatasync`` on the event loop's thread; past it the
+#: sync runs in a worker thread.
+INLINE_SYNC_LIMIT: Final = 0.002
 
-    Raises :class:`~logkv.errors.SyncFailedError` when the batch's fdatasync failed.
+
+async def wait_for_commit(engine: Engine, commit: Commit) -> None:
+    """Await a group-commit batch of ``engine``; raise :class:`~logkv.errors.SyncFailedError`
+    when its fdatasync failed.
+
+    The first task to wait for a batch leads it (:meth:`~logkv.engine.Commit.claim`): it yields
+    once, so that the tasks ready to run append to the same batch, then syncs the batch. The
+    others await it without holding a thread. A lone writer so pays one ``fdatasync`` and no
+    thread hand-off per write, and many writers share one ``fdatasync`` per batch. The leader
+    syncs on the event loop's thread while the store's syncs are quick (see
+    :data:`INLINE_SYNC_LIMIT`: a hand-off to a thread and back costs about as much as such a
+    sync), in a worker thread once they are not.
     """
-    if commit.done.is_set():
+    if not commit.done.is_set():
+        if commit.claim():
+            await _lead(engine, commit)
+        else:
+            await _follow(commit)
+    commit.wait()  # done by now: raises SyncFailedError if the fdatasync failed
+
+
+async def _lead(engine: Engine, commit: Commit) -> None:
+    try:
+        await asyncio.sleep(0)  # the tasks ready now append first, and join this batch
+    except BaseException:  # cancelled: still sync the batch, whose other writers count on it
+        with contextlib.suppress(SyncFailedError):  # they hear of a failure; this task is gone
+            commit.wait()
+        raise
+    if engine.sync_seconds <= INLINE_SYNC_LIMIT:
         commit.wait()
-        return
+    else:
+        await _to_thread(commit.wait)
+
+
+async def _follow(commit: Commit) -> None:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
+    loop_thread = threading.get_ident()
 
-    def settle(_: BaseException | None) -> None:
+    def settle() -> None:
         if not future.done():
             future.set_result(None)
 
-    def from_syncer(error: BaseException | None) -> None:
-        loop.call_soon_threadsafe(settle, error)
+    def told(_: BaseException | None) -> None:
+        if threading.get_ident() == loop_thread:  # the leader synced on this loop's thread
+            settle()
+        else:
+            loop.call_soon_threadsafe(settle)
 
-    commit.add_done_callback(from_syncer)
+    commit.add_done_callback(told)
     await future
-    commit.wait()  # raises SyncFailedError if the fdatasync failed

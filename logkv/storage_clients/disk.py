@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..compaction import CompactionResult
@@ -70,6 +70,9 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         self._engine = store.engine
         self._offload = store.offload
         self._readonly = store.readonly
+        #: The content type of the last value read, and its decoder.
+        self._last_type: str | None = None
+        self._last_decoder: Callable[[bytes], Any] = decoder_for(None)
 
     @classmethod
     def open_sync(
@@ -97,8 +100,11 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         data, content_type = found
         if data is None:
             return None
+        if content_type is not self._last_type:  # content types repeat: keep the last decoder
+            self._last_decoder = decoder_for(content_type)
+            self._last_type = content_type
         try:
-            return decoder_for(content_type)(data)
+            return self._last_decoder(data)
         except ValueError:  # foreign bytes the fast decoder refuses: decode() explains or copes
             return decode(data, content_type)
 

@@ -1,0 +1,424 @@
+"""What each page and each JSON API call of the console shows, as plain JSON-ready data.
+
+The pages render these dictionaries with templates and the API returns them as they are, so
+the two always agree. Every function only reads: stores through the shared read-only opens
+(:mod:`logkv.web.opened`), history through :mod:`logkv.history` (via the commands' audit
+helpers). Bad input raises :class:`BadInputError`; a key or version that is not there,
+:class:`NotFoundError`; a damaged store, the :class:`~logkv.errors.LogKVError` that says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..cli.audit import Change, KeyHistory, key_changes, verify_store
+from ..cli.common import CommandError, parse_until
+from ..cli.contents import store_contents
+from ..cli.render import iso_timestamp
+from ..configuration import Configuration
+from ..content import public_content_type
+from ..engine import validate_key
+from ..errors import CorruptionError, LogKVError, NotALogKVStoreError
+from ..history import StoreChangedError, log_segments, state_at
+from ..layout import ARCHIVE_DIR
+from ..storage_layout import count_prefix
+from .catalog import KIND_WORDS, StoreRef, list_stores
+from .diffs import diff_values
+from .opened import OpenedStores, record_stamp, writer_pid
+from .values import json_tree, pretty_json, value_text, view_kind
+
+#: Keys per page of a store's key list (at most :data:`MAX_PAGE` when asked).
+KEYS_PAGE: Final = 100
+#: Changes per page of a key's timeline.
+HISTORY_PAGE: Final = 200
+#: The most rows any page or API call returns.
+MAX_PAGE: Final = 1000
+#: Key histories kept in memory (see :func:`key_history`), each at most
+#: :data:`HISTORY_BYTES_KEPT` bytes of values.
+HISTORIES_KEPT: Final = 4
+HISTORY_BYTES_KEPT: Final = 16 << 20
+
+
+class BadInputError(ValueError):
+    """A request's parameter is not what the call takes."""
+
+
+class NotFoundError(LookupError):
+    """The key, or the version of it, is not in the store."""
+
+
+@dataclass
+class Console:
+    """What every view reads: the storage folder, the shared opens, and the outcome of the
+    last verification of each store (by folder)."""
+
+    storage_dir: Path
+    opened: OpenedStores = field(default_factory=OpenedStores)
+    verified: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    #: Whether ``LOGKV_REPLICA_URL`` is set (read once: the environment does not change).
+    replicated: bool = field(default_factory=lambda: Configuration().replica_url is not None)
+    #: The histories read last, by store folder and key, with the store's position then
+    #: (:func:`key_history`): paging a timeline and diffing its versions read it once.
+    histories: OrderedDict[tuple[Path, str], tuple[tuple[int, int], KeyHistory]] = field(
+        default_factory=OrderedDict
+    )
+
+
+def key_history(console: Console, ref: StoreRef, key: str) -> KeyHistory:
+    """The retained history of ``key`` (:func:`logkv.cli.audit.key_changes`), read again only
+    when the store moved on (a write or a compaction) since it was last read."""
+    with console.opened.use(ref.path) as opened:
+        position = (opened.engine.last_seq, opened.engine.snapshot_covers)
+    slot = (ref.path, key)
+    with console.guard:
+        cached = console.histories.get(slot)
+        if cached is not None and cached[0] == position:
+            console.histories.move_to_end(slot)
+            return cached[1]
+    history = key_changes(ref.path, key)
+    if sum(change.size or 0 for change in history.changes) > HISTORY_BYTES_KEPT:
+        return history  # too big to keep: read again each time
+    with console.guard:
+        console.histories[slot] = (position, history)
+        while len(console.histories) > HISTORIES_KEPT:
+            console.histories.popitem(last=False)
+    return history
+
+
+def _time(timestamp_us: int | None) -> str | None:
+    return None if not timestamp_us else iso_timestamp(timestamp_us)
+
+
+def page_size(text: str | None, default: int) -> int:
+    """A ``limit`` parameter: 1 to :data:`MAX_PAGE` (``default`` when absent)."""
+    if text is None or text == "":
+        return default
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
+        raise BadInputError(f"limit must be a whole number from 1 to {MAX_PAGE}, got {text!r}")
+    return int(text)
+
+
+def whole_number(text: str | None, what: str) -> int | None:
+    """A non-negative integer parameter (None when absent)."""
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise BadInputError(f"{what} must be a whole number, got {text!r}")
+    return int(text)
+
+
+def checked_key(key: str | None) -> str:
+    """The ``key`` parameter, which every record view needs, as a valid key."""
+    if key is None:
+        raise BadInputError("the key parameter is missing")
+    return validate_key(key)
+
+
+# ---------------------------------------------------------------------------------- stores
+
+
+def overview(console: Console) -> dict[str, Any]:
+    """Every store of the storage folder, each with :func:`store_summary`."""
+    stores = [store_summary(console, ref) for ref in list_stores(console.storage_dir)]
+    return {"storage_dir": str(console.storage_dir), "kinds": KIND_WORDS, "stores": stores}
+
+
+def store_summary(console: Console, ref: StoreRef) -> dict[str, Any]:
+    """A store's figures and state. A store that does not open is described, never raised:
+    ``status`` is ``ok``, ``damaged``, ``not a logkv store``, ``changing`` (a compaction
+    raced the read: reload) or ``unreadable``; ``error`` says why."""
+    summary: dict[str, Any] = {
+        "kind": ref.kind,
+        "name": ref.name,
+        "status": "ok",
+        "error": None,
+        "writer_pid": writer_pid(ref.path),
+        "verify": console.verified.get(ref.path),
+    }
+    try:
+        with console.opened.use(ref.path) as opened:
+            engine = opened.engine
+            stats = engine.stats()
+            contents = store_contents(ref.path, engine)
+            last_write = engine.last_timestamp
+    except CorruptionError as exc:
+        return {**summary, "status": "damaged", "error": str(exc)}
+    except NotALogKVStoreError as exc:
+        return {**summary, "status": "not a logkv store", "error": str(exc)}
+    except (StoreChangedError, FileNotFoundError) as exc:
+        return {**summary, "status": "changing", "error": str(exc)}
+    except (LogKVError, OSError) as exc:
+        return {**summary, "status": "unreadable", "error": str(exc)}
+    records = stats.live_bytes + stats.dead_bytes
+    archive = ref.path / ARCHIVE_DIR
+    archived = [p.stat().st_size for p in archive.iterdir()] if archive.is_dir() else []
+    return {
+        **summary,
+        "holds": contents.describe(),
+        **contents.as_json(),
+        "keys": stats.keys,
+        "live_bytes": stats.live_bytes,
+        "dead_bytes": stats.dead_bytes,
+        "dead_ratio": round(stats.dead_bytes / records, 4) if records else 0.0,
+        "disk_bytes": stats.disk_bytes,
+        "segments": stats.segments,
+        "snapshot_covers": stats.snapshot_covers,
+        "archive_segments": len(archived),
+        "archive_bytes": sum(archived),
+        "last_seq": stats.last_seq,
+        "last_write": _time(int(last_write * 1_000_000)),
+    }
+
+
+def store_detail(console: Console, ref: StoreRef) -> dict[str, Any]:
+    """:func:`store_summary` plus where the retained history starts and the replication
+    state (the bucket is asked how far behind it is when ``LOGKV_REPLICA_URL`` is set)."""
+    summary = store_summary(console, ref)
+    segments = log_segments(ref.path)
+    first = segments[0][0] if segments else None
+    summary["history_from_segment"] = first
+    summary["history_complete"] = first in (None, 1)
+    summary["replication"] = _replication(console.replicated, ref.path, summary.get("last_seq"))
+    return summary
+
+
+def _replication(replicated: bool, path: Path, last_seq: int | None) -> dict[str, Any]:
+    if not replicated:
+        return {"configured": False}
+    if last_seq is None:
+        return {"configured": True}
+    from ..cli.replica import replication_lag  # noqa: PLC0415 (asks the bucket)
+
+    return {"configured": True, **(replication_lag(path, last_seq) or {})}
+
+
+def key_page(
+    console: Console, ref: StoreRef, prefix: str, after: str | None, limit: int
+) -> dict[str, Any]:
+    """Up to ``limit`` keys that start with ``prefix``, after ``after``, in key order, each
+    with its content type, size and last change; ``next`` is the ``after`` of the next page
+    (None: this is the last), ``matching`` how many keys start with the prefix. Read from the
+    sorted index as a range (O(log n + limit)), whatever the store's size."""
+    with console.opened.use(ref.path) as opened:
+        engine = opened.engine
+        keys = list(engine.keys(after, limit + 1, prefix))
+        matching = count_prefix(engine, prefix)
+        rows = []
+        for key in keys[:limit]:
+            entry = engine.entry(key)
+            if entry is None:
+                continue  # deleted since it was listed
+            stamp = record_stamp(opened.readers, entry)
+            rows.append(
+                {
+                    "key": key,
+                    "content_type": public_content_type(entry.content_type),
+                    "size": entry.value_size,
+                    "is_none": entry.size < 0,
+                    "seq": None if stamp is None else stamp[0],
+                    "modified": None if stamp is None else _time(stamp[1]),
+                }
+            )
+    more = len(keys) > limit
+    return {
+        "store": ref_json(ref),
+        "prefix": prefix,
+        "after": after,
+        "limit": limit,
+        "matching": matching,
+        "keys": rows,
+        "next": keys[limit - 1] if more else None,
+    }
+
+
+def ref_json(ref: StoreRef) -> dict[str, str]:
+    return {"kind": ref.kind, "name": ref.name}
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+def record_value(
+    console: Console, ref: StoreRef, key: str, seq: int | None
+) -> tuple[bytes | None, str | None, int | None, int | None]:
+    """``(value, content_type, seq, timestamp_us)`` of ``key`` now (``seq`` None; seq and
+    time of the current record, None when not known) or of its version ``seq`` from the
+    history. :class:`NotFoundError` when there is no such key or version (a delete's seq
+    included)."""
+    if seq is None:
+        with console.opened.use(ref.path) as opened:
+            found = opened.engine.get_record(key)
+            if found is None:
+                raise NotFoundError(f"no key {key!r} in {ref.kind}/{ref.name}")
+            entry, value = found
+            stamp = record_stamp(opened.readers, entry)
+        return (value, entry.content_type, *(stamp or (None, None)))
+    for change in key_history(console, ref, key).changes:
+        if change.seq == seq and change.op == "set":
+            return change.value, change.content_type, change.seq, change.timestamp_us
+    raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
+
+
+def record_view(console: Console, ref: StoreRef, key: str, seq: int | None) -> dict[str, Any]:
+    """A record: its content type, size and version, and its value as the page shows it
+    (``view``: json, text, image, page, binary or none; ``text`` capped, JSON indented)."""
+    value, content_type, at_seq, at_us = record_value(console, ref, key, seq)
+    kind = view_kind(content_type, value)
+    text, truncated = (
+        (None, False) if kind in ("image", "binary") else value_text(value, content_type)
+    )
+    if kind == "json" and value is not None and not truncated:
+        text = pretty_json(value) or text
+    return {
+        "store": ref_json(ref),
+        "key": key,
+        "seq": at_seq,
+        "modified": _time(at_us),
+        "current": seq is None,
+        "content_type": public_content_type(content_type),
+        "size": 0 if value is None else len(value),
+        "view": kind,
+        "text": text,
+        "truncated": truncated,
+    }
+
+
+def record_tree(console: Console, ref: StoreRef, key: str, seq: int | None) -> Any:
+    """A JSON record's value as a capped tree of nodes for the page (None: not JSON)."""
+    value, content_type, _, _ = record_value(console, ref, key, seq)
+    if value is None or view_kind(content_type, value) != "json":
+        return None
+    return json_tree(value)
+
+
+# ---------------------------------------------------------------------------------- history
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    return {
+        "seq": change.seq,
+        "time": _time(change.timestamp_us),
+        "op": change.op,
+        "content_type": None if change.op == "delete" else public_content_type(change.content_type),
+        "size": change.size,
+        "source": change.source,
+    }
+
+
+def history_view(
+    console: Console, ref: StoreRef, key: str, offset: int, limit: int
+) -> dict[str, Any]:
+    """Every retained change of ``key``, oldest first, ``limit`` of them from ``offset``;
+    ``total`` counts them all, ``starts_at`` is the first seq the log still holds."""
+    history = key_history(console, ref, key)
+    changes = history.changes
+    return {
+        "store": ref_json(ref),
+        "key": key,
+        "starts_at": history.starts_at,
+        "total": len(changes),
+        "offset": offset,
+        "limit": limit,
+        "changes": [_change_json(c) for c in changes[offset : offset + limit]],
+    }
+
+
+def diff_view(console: Console, ref: StoreRef, key: str, a: int, b: int) -> dict[str, Any]:
+    """The diff of ``key`` between its versions at seqs ``a`` and ``b`` (a delete counts as
+    an empty version); capped (:mod:`logkv.web.diffs`)."""
+    found = {c.seq: c for c in key_history(console, ref, key).changes if c.seq in (a, b)}
+    for seq in (a, b):
+        if seq not in found:
+            raise NotFoundError(f"key {key!r} has no change at seq {seq}")
+    old, new = found[a], found[b]
+    diff = diff_values(
+        old.value, old.content_type, new.value, new.content_type,
+        f"seq {a} ({_time(old.timestamp_us)})", f"seq {b} ({_time(new.timestamp_us)})",
+    )  # fmt: skip
+    return {
+        "store": ref_json(ref),
+        "key": key,
+        "a": _change_json(old),
+        "b": _change_json(new),
+        "lines": diff.lines,
+        "truncated": diff.truncated,
+        "note": diff.note,
+    }
+
+
+def parse_point(text: str | None) -> tuple[int | None, int | None]:
+    """``at``: a sequence number, or an ISO 8601 time (no offset: UTC), as (seq, us); read
+    as ``logkv replay --until`` reads its point."""
+    if text is None or not text.strip():
+        raise BadInputError("the at parameter is missing: a seq or an ISO 8601 time")
+    try:
+        return parse_until(text)
+    except CommandError as exc:
+        raise BadInputError(str(exc).replace("--until ", "at=", 1)) from None
+
+
+def state_view(
+    console: Console, ref: StoreRef, at: str | None, after: str | None, limit: int
+) -> dict[str, Any]:
+    """The store as it was at ``at`` (a seq or a time; records at or before it count): how
+    many keys it held, and ``limit`` of them after ``after`` with the version each held.
+    Rebuilt from the log (:func:`logkv.history.state_at`), so it takes a replay's time."""
+    until_seq, until_us = parse_point(at)
+    state = state_at(ref.path, until_seq=until_seq, until_us=until_us)
+    keys = sorted(state)
+    start = 0 if after is None else bisect_right(keys, after)
+    page = keys[start : start + limit]
+    rows = []
+    for key in page:
+        record = state[key]
+        rows.append(
+            {
+                "key": key,
+                "seq": record.seq,
+                "time": _time(record.timestamp_us),
+                "content_type": public_content_type(record.content_type),
+                "size": 0 if record.value is None else len(record.value),
+            }
+        )
+    more = start + limit < len(keys)
+    return {
+        "store": ref_json(ref),
+        "at": at,
+        "until_seq": until_seq,
+        "until": _time(until_us),
+        "keys_then": len(keys),
+        "after": after,
+        "limit": limit,
+        "keys": rows,
+        "next": page[-1] if more and page else None,
+    }
+
+
+def verify_view(console: Console, ref: StoreRef) -> dict[str, Any]:
+    """Check the store (every checksum, the hash chain, every key read back: ``logkv
+    verify``) and remember the outcome for the overview."""
+    started = time.time()
+    try:
+        outcome = verify_store(ref.path)
+    except StoreChangedError as exc:
+        result: dict[str, Any] = {"ok": None, "problems": [str(exc)]}
+    else:
+        result = {
+            "ok": outcome.ok,
+            "records": outcome.records,
+            "chain_checked": outcome.chain_checked,
+            "keys_read": outcome.keys_read,
+            "problems": outcome.problems,
+            "torn_tail": outcome.torn_tail,
+        }
+    result["checked_at"] = _time(int(started * 1_000_000))
+    with console.guard:
+        console.verified[ref.path] = result
+    return {"store": ref_json(ref), **result}
