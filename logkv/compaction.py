@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -42,14 +42,19 @@ from typing import Protocol
 from sortedcontainers import SortedDict
 
 from .errors import LogKVError
+from .format import value_ref_of_frame
 from .index import FILE_ID, Entry, Index, packed_file, unpack
 from .layout import list_segments, list_snapshots
 from .modes import Retention
+from .replay import frame_length
 from .retire import retire_files
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
+from .values import remove_dead_values
 
 _BATCH = 512  # index entries handled per lock hold
+#: Frames up to this size are read whole to be copied; larger ones a piece at a time.
+COPY_WHOLE = 4 << 20
 
 #: Called as ``progress(records_done, records_total)`` while compaction copies records.
 Progress = Callable[[int, int], None]
@@ -238,6 +243,11 @@ class CompactionHost(Protocol):
         """The whole frame ``entry`` points to, its checksum verified."""
         ...
 
+    def frame_pieces(self, entry: Entry) -> Iterator[bytes]:
+        """The frame ``entry`` points to, a piece at a time, its checksum verified as they
+        pass (``CorruptionError`` after the last when it fails)."""
+        ...
+
     def stop_freezing(self) -> None:
         """End of step 2: :meth:`CompactionState.stop_freezing` under the lock."""
         ...
@@ -296,7 +306,7 @@ def compact(
         # Inside the try: a snapshot that cannot even be created (a full disk) must still
         # end the compaction, or every later one would find it "already running".
         snapshot = SnapshotWriter(host.path, covers)
-        _copy_live_records(host, snapshot, cut, watch, progress)
+        streamed = _copy_live_records(host, snapshot, cut, watch, progress)
         host.stop_freezing()
         info = snapshot.finish(cut.last_seq, cut.chain, cut.last_us, retention.value)
         _switch_index(host, snapshot, covers, watch)
@@ -310,6 +320,8 @@ def compact(
             let_go.clear()  # frees the deleted files' blocks, outside the lock
             for fd in held:
                 os.close(fd)
+        if retention is Retention.DELETE:
+            remove_dead_values(host.path, cut.last_seq, streamed)
     except BaseException:
         if snapshot is not None:
             snapshot.abort()
@@ -363,19 +375,29 @@ def _copy_live_records(
     cut: Cut,
     watch: _Stopwatch,
     progress: Progress | None,
-) -> None:
+) -> set[int]:
+    """Copy every record live at the rotation into ``snapshot``; return the seqs of the
+    streamed sets among them (their value files are carried by reference, never copied)."""
     covers, total = cut.covers, cut.keys
     after: str | None = None
     done = 0
+    streamed: set[int] = set()
     while True:
         host.settle_order()  # keys written since: merged a batch per lock hold
         last, batch = host.entries_at_rotation(after, watch)
         if last is None:
-            return
+            return streamed
         for key, entry in batch:
             if entry[FILE_ID] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
-            snapshot.add(host.read_frame(entry), key, entry)
+            if frame_length(entry) > COPY_WHOLE:
+                # a big value held in the log: copied a piece at a time, never whole
+                snapshot.add(host.frame_pieces(entry), key, entry)
+                continue
+            frame = host.read_frame(entry)
+            if entry[3] < -1:  # a streamed set: the snapshot holds its value file's reference
+                streamed.add(value_ref_of_frame(frame, 0, len(frame)).seq)
+            snapshot.add(frame, key, entry)
         after = last
         done += len(batch)
         if progress is not None:

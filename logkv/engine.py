@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .compaction import (
     CompactionResult,
@@ -50,10 +50,14 @@ from .format import (
     Op,
     SyncedMark,
     check_frame,
+    checked_frame_pieces,
     checked_value,
     encode_batch,
     encode_record,
+    encode_value_ref,
     stored_segment_version,
+    streamed_entry_size,
+    value_ref_of_frame,
 )
 from .fsutil import (
     atomic_write,
@@ -74,6 +78,7 @@ from .hints import (
     segment_changed,
 )
 from .index import (
+    CONTENT_TYPE,
     FILE_ID,
     OFFSET,
     Index,
@@ -81,6 +86,7 @@ from .index import (
     pack,
     packed_file,
     packed_frame_length,
+    value_size,
 )
 from .key_range import check_prefix
 from .layout import (
@@ -92,6 +98,7 @@ from .layout import (
     data_file_name,
     list_segments,
     list_snapshots,
+    list_value_files,
     segment_name,
     segment_number,
     torn_tail_copy_name,
@@ -111,15 +118,27 @@ from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot_into
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
+from .values import (
+    INLINE_LIMIT,
+    ValueFileReader,
+    ValueFileWriter,
+    ValueSource,
+    ValueStream,
+    iter_inline,
+    remove_leftovers,
+    value_path,
+)
 
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 512  # keys copied per lock hold while iterating
+_COPY_PIECE: Final = 1 << 20  # bytes of a big frame compaction reads at a time
 _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
 _DELETE: Final = int(Op.DELETE)
+_SET_STREAMED: Final = int(Op.SET_STREAMED)
 _now_ns = time.time_ns
 
 
@@ -370,6 +389,10 @@ class Engine:
         self._index.sort_all()
         self._position.take_from(replayer)
         if not self.readonly:
+            for leftover in remove_leftovers(self.path, self._position.seq):
+                log.warning(
+                    "%s: removed a value file no record commits (a cut-off stream)", leftover
+                )
             self._retire_stale()
             self._writer = SegmentWriter(
                 self.path,
@@ -780,6 +803,8 @@ class Engine:
         size = entry[3]
         if size > max_size:
             return size
+        if size < -1:  # a streamed value: its size, whatever it is (reading it means file I/O)
+            return value_size(entry)
         try:
             return self.read(entry), entry[4]  # the common case, with no further call
         except FileNotFoundError:
@@ -850,10 +875,63 @@ class Engine:
         number, offset, head, size, _ = entry
         total = head + size if size > 0 else head
         buf, pos = self._readers.view(number, total, offset)
+        if size < -1:  # a streamed set: its value is in its value file
+            problem = check_frame(buf, pos, total)
+            if problem is not None:
+                raise CorruptionError(self.path / data_file_name(number), offset, problem)
+            with self._value_file(buf, pos, total) as reader:
+                return reader.read_all()
         try:
             return checked_value(buf, pos, head, size)
         except BadFrame as bad:
             raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
+
+    def _value_file(self, buf: Any, pos: int, total: int) -> ValueFileReader:
+        """The value file of the checked streamed set at ``pos`` of ``buf``, opened."""
+        ref = value_ref_of_frame(buf, pos, total)
+        return ValueFileReader(value_path(self.path, ref.seq), ref)
+
+    def open_value(self, key: str) -> ValueStream | None:
+        """The value of ``key`` as a stream of chunks (at most 1 MiB each; see
+        :class:`~logkv.values.ValueStream`), or None when ``key`` is absent.
+
+        A streamed value (:meth:`set_stream`) is read from its value file a chunk at a time:
+        each chunk's checksum is verified before it is yielded, and the value's size and
+        digest after the last one (a mismatch raises :class:`~logkv.errors.CorruptionError`).
+        A value held in the log is read and checked whole, then handed out in chunks. The
+        stream holds its file open: a compaction meanwhile does not take it away. Close the
+        stream (or use it as a context manager) when stopping early.
+        """
+        validate_key(key)
+        attempt = 1
+        while True:
+            entry = self._entry(key)
+            if entry is None:
+                return None
+            try:
+                return self.open_entry(entry)
+            except FileNotFoundError:
+                if attempt >= _REPLAY_ATTEMPTS or not self._was_retired(entry[FILE_ID]):
+                    raise
+            attempt += 1
+
+    def open_entry(self, entry: Entry) -> ValueStream:
+        """The value an index entry points to, as :meth:`open_value` streams it.
+
+        ``FileNotFoundError`` when a compaction retired its file since the entry was looked up
+        (:meth:`open_value` looks the key up again then)."""
+        number, offset, head, size, content_type = entry
+        if size >= -1:
+            value = self.read(entry)
+            if value is None:
+                return ValueStream(content_type, None, iter(()))
+            return ValueStream(content_type, len(value), iter_inline(value))
+        buf, pos = self._readers.view(number, head, offset)
+        problem = check_frame(buf, pos, head)
+        if problem is not None:
+            raise CorruptionError(self.path / data_file_name(number), offset, problem)
+        reader = self._value_file(buf, pos, head)
+        return ValueStream(content_type, reader.size, iter(reader), reader.close, reader.ref.digest)
 
     def __contains__(self, key: object) -> bool:
         with self._mutex:
@@ -905,7 +983,7 @@ class Engine:
         """Block until the hint file of every segment sealed so far is written (or given up
         on: a damaged segment gets none). Hints are written in the background after each
         rotation; an open reads them instead of scanning those segments (docs/FORMAT.md,
-        section 14). For benchmarks and tests, and before copying a store folder."""
+        section 15). For benchmarks and tests, and before copying a store folder."""
         if self._hints is not None:
             self._hints.wait()
 
@@ -930,8 +1008,7 @@ class Engine:
         for key in self.keys(exclusive_start_key, limit, prefix):
             entry = self._entry(key)
             if entry is not None:
-                _, _, _, size, content_type = entry
-                yield KeyInfo(key, content_type, max(size, 0))
+                yield KeyInfo(key, entry[CONTENT_TYPE], value_size(entry))
 
     def stats(self) -> EngineStats:
         """Figures about the store (cheap: counters kept as records are written, plus a
@@ -955,10 +1032,12 @@ class Engine:
         )
 
     def disk_bytes(self) -> int:
-        """Bytes of the store's data files (segments and snapshots; not the archive)."""
+        """Bytes of the store's data files (segments, snapshots and value files; not the
+        archive)."""
         files = file_set(self.path)
         names = [n for n in files.names() if n.endswith((SEGMENT_SUFFIX, SNAPSHOT_SUFFIX))]
-        return sum(files.size(name) for name in names)
+        values = [path.stat().st_size for _, path in list_value_files(self.path)]
+        return sum(files.size(name) for name in names) + sum(values)
 
     def should_compact(self, min_bytes: int, min_dead_ratio: float) -> bool:
         """The compaction policy: the log passed ``min_bytes`` and dead bytes make up at least
@@ -1053,6 +1132,26 @@ class Engine:
             raise CorruptionError(self.path / data_file_name(number), offset, problem)
         return frame
 
+    def frame_pieces(self, entry: Entry) -> Iterator[bytes]:
+        """The frame an index entry points to, read a piece at a time (compaction copies a big
+        one this way, never holding it whole); its checksum is verified as the pieces pass
+        and :class:`~logkv.errors.CorruptionError` raised after the last if it fails."""
+        number, offset, length = entry[FILE_ID], entry[OFFSET], frame_length(entry)
+
+        def read() -> Iterator[bytes]:
+            done = 0
+            while done < length:
+                piece = self._readers.pread(number, min(_COPY_PIECE, length - done), offset + done)
+                if not piece:
+                    return
+                done += len(piece)
+                yield piece
+
+        try:
+            yield from checked_frame_pieces(read(), length)
+        except BadFrame as bad:
+            raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
+
     def stop_freezing(self) -> None:
         """End of compaction's step 2: writes need no longer keep entries as of the rotation."""
         with self._mutex:
@@ -1091,12 +1190,18 @@ class Engine:
     # ------------------------------------------------------------------ writes
 
     def set(self, key: str, value: bytes | None, content_type: str | None = None) -> int:
-        """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq."""
+        """Store ``value`` (bytes, or None as a stored None) under ``key``; return its seq.
+
+        A value larger than :data:`~logkv.values.INLINE_LIMIT` (64 MiB) goes into a value file
+        of its own, as :meth:`set_stream` writes it."""
         if type(value) is not bytes or type(content_type) is not str:  # else checked inline
             value = _checked_set(key, value, content_type)
         elif type(key) is not str or not key or len(key) > MAX_KEY_LENGTH or not key.isascii():
             validate_key(key)
-        seq, commit = self._append(_SET, key, content_type, value)
+        if value is not None and len(value) > INLINE_LIMIT:
+            seq, commit = self._write_value_file(key, (value,), content_type)
+        else:
+            seq, commit = self._append(_SET, key, content_type, value)
         if commit is not DONE:
             self._wait(commit)
         return seq
@@ -1116,7 +1221,10 @@ class Engine:
         Under ``FSYNC`` the write becomes durable and visible when ``commit`` is done (wait on
         it, or add a callback); under ``PROCESS`` it already is and ``commit`` is done.
         """
-        return self._append(_SET, key, content_type, _checked_set(key, value, content_type))
+        value = _checked_set(key, value, content_type)
+        if value is not None and len(value) > INLINE_LIMIT:
+            return self._write_value_file(key, (value,), content_type)
+        return self._append(_SET, key, content_type, value)
 
     def delete_deferred(self, key: str) -> tuple[bool, Commit]:
         """Like :meth:`delete`, but return right after the append: ``(existed, commit)``."""
@@ -1126,6 +1234,62 @@ class Engine:
             if key not in self._index:
                 return False, DONE
         return True, self._append(_DELETE, key, None, None)[1]
+
+    def set_stream(self, key: str, source: ValueSource, content_type: str | None = None) -> int:
+        """Store the value read from ``source`` under ``key`` without holding it in memory;
+        return its seq.
+
+        ``source`` is a binary file object (read a chunk at a time until it returns nothing)
+        or an iterable of bytes. The value goes into a value file of its own, a chunk at a
+        time (docs/FORMAT.md, section 14); once it is whole, one record commits it. If the
+        source raises, or the process dies, before that record, nothing is visible and the
+        partial file is removed (at once, or by the next writable open).
+        """
+        _checked_set(key, None, content_type)
+        seq, commit = self._write_value_file(key, source, content_type)
+        if commit is not DONE:
+            self._wait(commit)
+        return seq
+
+    def _write_value_file(
+        self, key: str, source: ValueSource, content_type: str | None
+    ) -> tuple[int, Commit]:
+        """Write ``source`` into a new value file and commit it as ``key``'s value; on any
+        failure the file is removed."""
+        writer = self.value_writer()
+        try:
+            writer.write_from(source)
+            return self.commit_value(key, writer, content_type)
+        except BaseException:
+            writer.abort()
+            raise
+
+    def value_writer(self) -> ValueFileWriter:
+        """A new value file to :meth:`~logkv.values.ValueFileWriter.write` a streamed value
+        into, then commit with :meth:`commit_value` (or drop with its ``abort``): the pieces of
+        :meth:`set_stream`, for a caller that gets the value's bytes a piece at a time."""
+        with self._mutex:
+            self._check_writable()
+        return ValueFileWriter(self.path, durable=self._group_commit)
+
+    def commit_value(
+        self, key: str, writer: ValueFileWriter, content_type: str | None = None
+    ) -> tuple[int, Commit]:
+        """Finish ``writer``'s value file and append the one record that makes it ``key``'s
+        value: ``(seq, commit)`` as :meth:`set_deferred` returns. On failure the value file is
+        removed and nothing is visible."""
+        _checked_set(key, None, content_type)
+        size, digest = writer.finish()
+        ref = encode_value_ref(size, digest)
+        with self._mutex:
+            if self._closed or self.readonly or self._failed is not None:
+                self._check_writable()
+            final = writer.install(self._position.seq + 1)  # named after its record's seq
+            try:
+                return self._append_batch([(_SET_STREAMED, key, content_type, ref)])
+            except BaseException:
+                os.unlink(final)
+                raise
 
     def set_many(
         self,
@@ -1199,6 +1363,11 @@ class Engine:
             if op == _SET:
                 size = -1 if value is None else len(value)
                 entry = pack(number, offset, length - max(size, 0), size, type_id(content_type))
+            elif op == _SET_STREAMED:
+                assert value is not None
+                entry = pack(
+                    number, offset, length, streamed_entry_size(value), type_id(content_type)
+                )
             offset += length
             if self._group_commit:
                 updates.append((key, entry, length))
@@ -1392,7 +1561,7 @@ class Engine:
             for key, entry in index.entries().items():
                 file_id, offset, head, size, _ = entry
                 assert covers < file_id <= last or file_id in snapshots, (key, file_id, covers)
-                assert head > 0 and size >= -1, (key, head, size)
+                assert head > 0, (key, head, size)
                 length = frame_length(entry)
                 live += length
                 if sizes is not None:

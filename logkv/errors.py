@@ -31,6 +31,15 @@ class CorruptionError(LogKVError):
         )
 
 
+class MissingValueFileError(CorruptionError, FileNotFoundError):
+    """The value file of a streamed value is not there (docs/FORMAT.md, section 14): damage
+    when its record is live. Also a ``FileNotFoundError``: a read that raced a compaction that
+    removed it looks the key up again."""
+
+    def __init__(self, path: Path | str, seq: int) -> None:
+        CorruptionError.__init__(self, path, 0, f"the value file of record {seq} is missing")
+
+
 class ConfigurationError(LogKVError, ValueError):
     """An environment variable holds a value its setting refuses: the message names the
     variable, its value and what was wrong. (Bad arguments to ``Configuration`` raise pydantic's

@@ -27,7 +27,8 @@ from .fsutil import open_for_reading, read_file
 
 
 class FileSet(Protocol):
-    """The read-only files of one store folder (no subfolders)."""
+    """The read-only files of one store folder. A name is a file of the folder, or of one of
+    its subfolders as ``SUBFOLDER/NAME`` (the value files, ``values/NNNNNNNN.val``)."""
 
     def names(self) -> list[str]:
         """The file names, in no particular order."""
@@ -75,12 +76,10 @@ class SourcePath(PosixPath):
 
     def _file_name(self) -> str | None:
         """The file's name in the file set ("" for the folder; None: not in it)."""
-        parts = tuple(self.parts)
-        if parts == self.folder_parts:
-            return ""
-        if len(parts) == len(self.folder_parts) + 1 and parts[:-1] == self.folder_parts:
-            return parts[-1]
-        return None
+        parts, folder = tuple(self.parts), self.folder_parts
+        if parts[: len(folder)] != folder or len(parts) > len(folder) + 2:
+            return None
+        return "/".join(parts[len(folder) :])
 
     def _name_or_missing(self) -> str:
         name = self._file_name()
@@ -99,15 +98,23 @@ class SourcePath(PosixPath):
         return f"SourcePath({str(self)!r})"
 
     def iterdir(self) -> Iterator[Path]:  # type: ignore[override]
-        """The folder's files."""
-        if self._file_name() != "":
+        """The files (and subfolders) of the folder, or of a subfolder."""
+        if not self.is_dir():
             raise NotADirectoryError(2, "not a folder", str(self))
-        for name in sorted(self.files.names()):
+        prefix = self._file_name()
+        prefix = prefix + "/" if prefix else ""
+        inside = {
+            n[len(prefix) :].split("/")[0] for n in self.files.names() if n.startswith(prefix)
+        }
+        for name in sorted(inside):
             yield self / name
 
     def is_dir(self) -> bool:
-        """True for the folder only."""
-        return self._file_name() == ""
+        """True for the folder, and for a subfolder that holds files."""
+        name = self._file_name()
+        if name is None or "/" in name:
+            return False
+        return name == "" or any(n.startswith(name + "/") for n in self.files.names())
 
     def is_file(self) -> bool:
         """True for a file of the file set."""

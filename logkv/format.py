@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -38,7 +38,8 @@ from crc32c import crc32c as _crc32c
 #: The version new segments, snapshots and synced marks are written with.
 FORMAT_VERSION = 3
 #: Every version this logkv reads (version 1 has no batches: its ops are plain kinds; versions
-#: 1 and 2 check frames with CRC-32 and chain them with SHA-256).
+#: 1 and 2 check frames with CRC-32 and chain them with SHA-256; version 3 adds the streamed
+#: set, whose value is in a value file).
 READABLE_VERSIONS = frozenset({1, 2, 3})
 
 SEGMENT_MAGIC = b"\x89LKVSEG\n"
@@ -129,6 +130,8 @@ class Op(IntEnum):
 
     SET = 1
     DELETE = 2
+    #: A set whose value is in a value file (format version 3): see :data:`VALUE_REF`.
+    SET_STREAMED = 3
 
 
 #: ``op`` bits (format version 2, docs/FORMAT.md section 4.1): the kind (:class:`Op`) in bits
@@ -147,14 +150,35 @@ def batch_op(kind: int, index: int, count: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class ValueRef:
+    """What a streamed set records of its value: the value file is the one named after the
+    record's own ``seq``; ``size`` bytes whose BLAKE3 digest is ``digest``."""
+
+    seq: int
+    size: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SetRecord:
-    """A decoded set record: ``key`` now holds ``value`` (``None`` is a stored None)."""
+    """A decoded set record: ``key`` now holds ``value`` (``None`` is a stored None).
+
+    A streamed set (:attr:`Op.SET_STREAMED`) has ``value`` None and its value file in
+    ``streamed``."""
 
     seq: int
     timestamp_us: int
     key: str
     content_type: str | None
     value: bytes | None
+    streamed: ValueRef | None = None
+
+    @property
+    def value_size(self) -> int:
+        """Bytes of the value (0 for a stored None), in the log or in its value file."""
+        if self.streamed is not None:
+            return self.streamed.size
+        return 0 if self.value is None else len(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +385,8 @@ def decode_fields(fields: Any) -> Record:
     seq, ts, op, key = fields[0], fields[1], fields[2], fields[3]
     if op == Op.SET:
         return SetRecord(seq, ts, key, fields[4], fields[5])
+    if op == Op.SET_STREAMED:
+        return SetRecord(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
     return DeleteRecord(seq, ts, key)
 
 
@@ -396,6 +422,76 @@ def read_frame(buf: Any, pos: int, end: int) -> tuple[int, tuple[Any, ...]]:
     return stop - pos, member[0]
 
 
+# ---------------------------------------------------------------- streamed sets (version 3)
+
+#: The value of a streamed set's body: u64 LE size of the value, then its 32-byte BLAKE3 digest.
+#: The value file is the one named after the record's seq (docs/FORMAT.md, section 14).
+VALUE_REF = struct.Struct("<Q32s")
+
+
+def encode_value_ref(size: int, digest: bytes) -> bytes:
+    """The body value of a streamed set of a ``size``-byte value with BLAKE3 ``digest``."""
+    return VALUE_REF.pack(size, digest)
+
+
+_REF_SIZE = struct.Struct("<Q")  # the first field of a VALUE_REF
+assert _REF_SIZE.size < VALUE_REF.size
+
+
+def streamed_entry_size(ref: bytes) -> int:
+    """The ``size`` field of the index entry of a streamed set whose body value (its
+    :data:`VALUE_REF`) is ``ref``: ``-2 - the value's size``."""
+    size: int = _REF_SIZE.unpack_from(ref)[0]
+    return -2 - size
+
+
+def is_value_ref(value: object) -> bool:
+    """Whether ``value`` (a decoded body's last element) is the value of a streamed set."""
+    return type(value) is bytes and len(value) == VALUE_REF.size
+
+
+def decode_value_ref(seq: int, value: bytes) -> ValueRef:
+    """The :class:`ValueRef` of record ``seq``, a streamed set whose body value is ``value``."""
+    size, digest = VALUE_REF.unpack(value)
+    return ValueRef(seq, size, digest)
+
+
+def value_ref_of_frame(buf: Any, pos: int, length: int) -> ValueRef:
+    """The :class:`ValueRef` of the checked ``length``-byte frame at ``pos``, a streamed set."""
+    fields = _unpackb(buf[pos + FRAME_HEADER_SIZE : pos + length], use_list=False)
+    return decode_value_ref(fields[0], fields[5])
+
+
+# ---------------------------------------------------------------- frames copied in pieces
+
+
+def checked_frame_pieces(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The pieces of the ``size``-byte frame read back (in order, from its first byte) by
+    ``pieces``, each passed on as it comes: a copy of a frame too big to hold whole. The first
+    piece must hold the frame header. The magic and length are checked first, the checksum
+    after the last piece: a frame that is not intact raises :class:`BadFrame` (offset 0), once
+    the pieces before the fault were passed on (the caller drops its copy)."""
+    it = iter(pieces)
+    first = next(it, b"")
+    if len(first) < _MAGIC_CRC_LENGTH.size:
+        raise BadFrame("record is cut short", True, 0)
+    magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(first, 0)
+    crc_of = _CRC_OF.get(magic)  # the frame's version's checksum, by its magic
+    if crc_of is None or length != size - FRAME_HEADER_SIZE:
+        raise BadFrame("record header does not match the index", False, 0)
+    running = crc_of(memoryview(first)[_CRC_START:], 0)
+    done = len(first)
+    yield first
+    for piece in it:
+        running = crc_of(piece, running)
+        done += len(piece)
+        yield piece
+    if done != size:
+        raise BadFrame("record is cut short", True, 0)
+    if running != crc:
+        raise BadFrame("checksum mismatch", False, 0)
+
+
 def in_batch(buf: Any, pos: int, length: int) -> bool:
     """Whether the valid ``length``-byte frame at ``pos`` is a record of a batch of several
     (section 4.1 of docs/FORMAT.md): only a scan of its segment can tell if the batch is whole."""
@@ -419,7 +515,9 @@ def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     op = fields[2]
     kind = op & OP_KIND_MASK
     if op < 0 or not (
-        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes)) or kind == Op.DELETE
+        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
+        or kind == Op.DELETE
+        or (kind == Op.SET_STREAMED and is_value_ref(fields[5]))
     ):
         return None
     if op != kind:
@@ -476,6 +574,7 @@ def iter_frames(
                         and (
                             (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))
                             or fields[2] == 2
+                            or (fields[2] == 3 and is_value_ref(fields[5]))
                         )
                     ):
                         if not batch:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from .errors import UnsafeStoreError
-from .layout import ARCHIVE_DIR, PUBLIC_DIR, TEMP_SUFFIX, is_store_entry
+from .layout import ARCHIVE_DIR, PUBLIC_DIR, TEMP_SUFFIX, VALUES_DIR, is_store_entry
 
 #: The mode of every file logkv creates (less the umask): segments, snapshots, temp files,
 #: ``LOCK``, ``META.json``, public files, exported files.
@@ -64,9 +64,10 @@ def refuse_link(path: Path) -> None:
 
 def check_store_entries(folder: Path) -> None:
     """Raise :class:`~logkv.errors.UnsafeStoreError` when a name logkv uses in the store
-    folder ``folder`` (or in its ``archive/`` or ``public/`` folder) is a symbolic link."""
+    folder ``folder`` (or in its ``archive/``, ``values/`` or ``public/`` folder) is a symbolic
+    link."""
     _check_entries(folder, is_store_entry)
-    for sub in (ARCHIVE_DIR, PUBLIC_DIR):
+    for sub in (ARCHIVE_DIR, VALUES_DIR, PUBLIC_DIR):
         if (folder / sub).is_dir():  # not a link: checked above
             _check_entries(folder / sub, None if sub == PUBLIC_DIR else is_store_entry)
 

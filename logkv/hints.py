@@ -1,7 +1,7 @@
 """Hint data: where each key's record sits in a data file, so that an open builds the index
 without reading (or decoding) a single value.
 
-Two kinds of file carry it (docs/FORMAT.md, sections 7.2 and 14):
+Two kinds of file carry it (docs/FORMAT.md, sections 7.2 and 15):
 
 - a snapshot's *hint block*: six columns (keys, offsets, heads, sizes, type ids, types), one
   row per frame, written by :class:`~logkv.snapshot.SnapshotWriter` through :class:`Columns`;
@@ -44,12 +44,14 @@ from .format import (
     Op,
     chain_of,
     check_segment_header,
+    streamed_entry_size,
 )
 from .fsutil import create_temp, open_for_reading, remove_quietly
 from .index import (
     HEAD_SHIFT,
     MAX_OFFSET,
     MAX_SIZE,
+    MAX_STREAMED_SIZE,
     SIZE_SHIFT,
     TYPE_SHIFT,
     ContentTypes,
@@ -85,6 +87,7 @@ _CHECK_CHUNK: Final = 8 << 20
 #: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).
 _KEYS_PER_SORT: Final = 4096
 _SET: Final = int(Op.SET)
+_SET_STREAMED: Final = int(Op.SET_STREAMED)
 
 
 # ---------------------------------------------------------------------------------- blocks
@@ -134,7 +137,8 @@ class Columns:
 
     def add(self, key: str, offset: int, head: int, size: int, content_type: str | None) -> None:
         """One row: ``key``'s frame at ``offset``, its value ``head`` bytes in, ``size`` bytes
-        long (-1: a stored None)."""
+        long (-1: a stored None; below -1: a streamed set, ``-2 - size`` bytes in its value
+        file, and ``head`` the whole frame)."""
         self.keys.append(key)
         self.offsets.append(offset)
         self.heads.append(head)
@@ -205,9 +209,8 @@ class Rows:
         )
 
     def frame_bytes(self) -> int:
-        """The bytes of the frames the rows point to (head + value size each)."""
-        sizes = self.sizes
-        return sum(self.heads) + sum(sizes) + sizes.count(-1)
+        """The bytes of the frames the rows point to (head + value size in the log each)."""
+        return sum(self.heads) + sum(size for size in self.sizes if size > 0)
 
 
 def decode_rows(hint: Any) -> Rows:
@@ -226,7 +229,7 @@ def decode_rows(hint: Any) -> Rows:
         raise TypeError("a content type is not a str or nil")
     if keys and (
         max(offsets) > MAX_OFFSET
-        or min(sizes) < -1
+        or min(sizes) < -2 - MAX_STREAMED_SIZE
         or max(sizes) > MAX_SIZE
         or max(type_ids) >= len(types)
     ):
@@ -239,9 +242,12 @@ def pack_rows(rows: Rows, file_id: int, types: ContentTypes) -> list[int]:
     """Row ``i`` as a packed index entry (:func:`~logkv.index.pack`) in file ``file_id``, its
     content type numbered in ``types``."""
     base = file_base(file_id)
-    shifted = [i << TYPE_SHIFT for i in types.ids_of(rows.types)]
+    ids = types.ids_of(rows.types)
+    shifted = [i << TYPE_SHIFT for i in ids]
     return [
         base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | shifted[type_id]
+        if size >= -1
+        else pack(file_id, offset, head, size, ids[type_id])  # a streamed set
         for offset, head, size, type_id in zip(
             rows.offsets, rows.heads, rows.sizes, rows.type_ids, strict=True
         )
@@ -343,6 +349,9 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
                     size = -1 if value is None else len(value)
                     head = length - size if size > 0 else length
                     last[fields[3]] = pack(number, offset, head, size, type_id(fields[4]))
+                elif fields[2] == _SET_STREAMED:
+                    size = streamed_entry_size(fields[5])
+                    last[fields[3]] = pack(number, offset, length, size, type_id(fields[4]))
                 else:
                     last[fields[3]] = None
                 last_offset = offset

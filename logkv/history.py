@@ -70,9 +70,7 @@ class LoggedRecord:
     @property
     def value_size(self) -> int:
         """Bytes of the value (0 for a delete or a stored None)."""
-        if isinstance(self.record, SetRecord) and self.record.value is not None:
-            return len(self.record.value)
-        return 0
+        return self.record.value_size if isinstance(self.record, SetRecord) else 0
 
 
 def log_segments(folder: Path) -> list[tuple[int, Path]]:

@@ -3,11 +3,13 @@ demand.
 
 **Packed entries.** An entry (the tuple :data:`Entry`: file, offset, head, size,
 content type) is kept as one Python ``int`` with the five fields at fixed bit positions (see
-:func:`pack`); the content type as a small id into the index's :class:`ContentTypes`. An ``int``
-is not an object the garbage collector tracks, and a ``dict`` holding only ``str`` keys and
-``int`` values is not tracked either: the collector never walks the index, and an overwrite
-allocates nothing it tracks. An entry costs one 48-byte ``int`` (five 30-bit digits) and its
-dict slot, instead of a 5-tuple and the ``int`` objects of its fields.
+:func:`pack`); the content type as a small id into the index's :class:`ContentTypes`. A
+streamed set, whose value is in a value file and may be bigger than any value the log holds,
+is packed as a negative ``int`` with room for its size (rare, so its extra bytes are too).
+An ``int`` is not an object the garbage collector tracks, and a ``dict`` holding only ``str``
+keys and ``int`` values is not tracked either: the collector never walks the index, and an
+overwrite allocates nothing it tracks. An entry costs one 48-byte ``int`` (five 30-bit
+digits) and its dict slot, instead of a 5-tuple and the ``int`` objects of its fields.
 
 **Order.** Point operations (get, set, delete) use the plain ``dict``. The keys are also kept in
 a ``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
@@ -43,7 +45,16 @@ from sortedcontainers import SortedList
 from .key_range import keys_after
 
 #: An entry unpacked: ``(file_id, offset, head, size, content_type)`` (see :class:`IndexEntry`).
+#: ``size`` is the value's length in the log, -1 for a stored None, and ``-2 - the value's
+#: size`` for a streamed set, whose value is in a value file (then ``head`` is the whole frame).
 Entry = tuple[int, int, int, int, str | None]
+
+
+def value_size(entry: Entry) -> int:
+    """The size of the value an index entry points to: in the log, or in its value file (0
+    for a stored None)."""
+    size = entry[3]
+    return size if size >= 0 else (-2 - size if size < -1 else 0)
 
 
 class IndexEntry(NamedTuple):
@@ -61,7 +72,8 @@ class IndexEntry(NamedTuple):
     offset: int
     #: The frame's length up to the value (header, checksum, key, content type).
     head: int
-    #: The value's length in bytes; -1 when the stored value is None.
+    #: The value's length in bytes; -1 when the stored value is None; ``-2 - length`` for a
+    #: streamed value, which is in a value file (the frame holds only its reference).
     size: int
     #: The record's content type, as stored.
     content_type: str | None
@@ -69,7 +81,12 @@ class IndexEntry(NamedTuple):
     @property
     def value_size(self) -> int:
         """The value's length in bytes (0 for None)."""
-        return max(self.size, 0)
+        return value_size(self)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the value is in a value file (written by ``Engine.set_stream``)."""
+        return self.size < -1
 
 
 # Where the fields read one at a time sit in an :data:`Entry` tuple (code that
@@ -84,15 +101,22 @@ MERGE_BATCH: Final = 4096
 
 # The packed layout, from the lowest bit: offset (48 bits), size + 1 (33 bits), head (32 bits),
 # file id + FILE_BIAS (34 bits), then the content type id (the top bits, as many as it needs).
+# A streamed set (size < -1) is packed as a negative int, ``~p``, where ``p`` has the same
+# fields as a stored None (size + 1 = 0) up to the file id, then the value's size (64 bits),
+# then the content type id: its frame length, file and offset read from ``p`` as for any
+# entry, and the value size, which may exceed MAX_SIZE, fits.
 OFFSET_BITS: Final = 48
 SIZE_SHIFT: Final = 48
 HEAD_SHIFT: Final = 81
 FILE_SHIFT: Final = 113
 TYPE_SHIFT: Final = 147
+STREAMED_SIZE_SHIFT: Final = TYPE_SHIFT
+STREAMED_TYPE_SHIFT: Final = TYPE_SHIFT + 64
 OFFSET_MASK: Final = (1 << 48) - 1
 SIZE_MASK: Final = (1 << 33) - 1
 HEAD_MASK: Final = (1 << 32) - 1
 FILE_MASK: Final = (1 << 34) - 1
+STREAMED_SIZE_MASK: Final = (1 << 64) - 1
 FILE_BIAS: Final = 1 << 33
 #: Adds to a packed entry what its value size (``size + 1``) takes there.
 SIZE_ONE: Final = 1 << SIZE_SHIFT
@@ -101,16 +125,29 @@ MAX_OFFSET: Final = OFFSET_MASK
 MAX_HEAD: Final = HEAD_MASK
 MAX_SIZE: Final = SIZE_MASK - 1
 MAX_FILE: Final = FILE_BIAS - 1
+#: The largest size of a streamed value (its entry's size field is ``-2 - size``).
+MAX_STREAMED_SIZE: Final = STREAMED_SIZE_MASK
 
 
 def pack(file_id: int, offset: int, head: int, size: int, type_id: int) -> int:
-    """One entry as an ``int`` (``size`` -1: a stored None; ``type_id`` from
-    :class:`ContentTypes`). The fields must lie within the ``MAX_*`` bounds.
+    """One entry as an ``int`` (``size`` -1: a stored None; below -1: a streamed set of
+    ``-2 - size`` bytes; ``type_id`` from :class:`ContentTypes`). The fields must lie within
+    the ``MAX_*`` bounds.
 
     >>> p = pack(-3, 16, 40, -1, 2)
     >>> unpack(p, [None, "a", "b"])
     (-3, 16, 40, -1, 'b')
+    >>> unpack(pack(5, 16, 90, -2 - (1 << 40), 1), [None, "a"])
+    (5, 16, 90, -1099511627778, 'a')
     """
+    if size < -1:
+        return ~(
+            offset
+            | head << HEAD_SHIFT
+            | (file_id + FILE_BIAS) << FILE_SHIFT
+            | (-2 - size) << STREAMED_SIZE_SHIFT
+            | type_id << STREAMED_TYPE_SHIFT
+        )
     return (
         offset
         | (size + 1) << SIZE_SHIFT
@@ -122,12 +159,22 @@ def pack(file_id: int, offset: int, head: int, size: int, type_id: int) -> int:
 
 def file_base(file_id: int) -> int:
     """What :func:`pack` adds for ``file_id`` (for loaders that pack many entries of one file:
-    ``base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | type_id << TYPE_SHIFT``)."""
+    ``base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | type_id << TYPE_SHIFT``,
+    for sizes of -1 and up)."""
     return (file_id + FILE_BIAS) << FILE_SHIFT
 
 
 def unpack(packed: int, names: list[str | None]) -> Entry:
     """The entry tuple of a packed entry (``names``: :attr:`ContentTypes.names`)."""
+    if packed < 0:
+        packed = ~packed
+        return (
+            (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
+            packed & OFFSET_MASK,
+            packed >> HEAD_SHIFT & HEAD_MASK,
+            -2 - (packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK),
+            names[packed >> STREAMED_TYPE_SHIFT],
+        )
     return (
         (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
         packed & OFFSET_MASK,
@@ -139,16 +186,27 @@ def unpack(packed: int, names: list[str | None]) -> Entry:
 
 def packed_file(packed: int) -> int:
     """The file id of a packed entry."""
+    if packed < 0:
+        packed = ~packed
     return (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS
 
 
 def packed_size(packed: int) -> int:
-    """The value size of a packed entry (-1: a stored None)."""
+    """The size field of a packed entry (-1: a stored None; below: a streamed set)."""
+    if packed < 0:
+        return -2 - (~packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK)
     return (packed >> SIZE_SHIFT & SIZE_MASK) - 1
 
 
+def packed_type_id(packed: int) -> int:
+    """The content type id of a packed entry."""
+    return ~packed >> STREAMED_TYPE_SHIFT if packed < 0 else packed >> TYPE_SHIFT
+
+
 def packed_frame_length(packed: int) -> int:
-    """The length of the frame a packed entry points to (head + value size)."""
+    """The length of the frame a packed entry points to (head + value size in the log)."""
+    if packed < 0:
+        packed = ~packed  # its size field is that of a None: the frame is its head
     size = (packed >> SIZE_SHIFT & SIZE_MASK) - 1
     head = packed >> HEAD_SHIFT & HEAD_MASK
     return head + size if size > 0 else head
@@ -222,7 +280,7 @@ class Index:
         assert all(key in self.packed for key in fresh), "a fresh key has no entry"
         assert all(key in self.packed for key in sorted_keys), "a sorted key has no entry"
         count = len(self.types.names)
-        assert all(type(p) is int and p >> TYPE_SHIFT < count for p in self.packed.values())
+        assert all(type(p) is int and packed_type_id(p) < count for p in self.packed.values())
 
     def sort_all(self) -> None:
         """Sort every key into the sorted keys at once (after a bulk load into ``packed``):

@@ -41,6 +41,7 @@ from .storage_clients import (
     check_key,
 )
 from .storage_clients._base import Deferred, Pacer
+from .storage_clients._streams import StreamSource, async_pieces
 from .store_events import StoreEvents
 
 T = TypeVar("T")
@@ -253,6 +254,41 @@ class KeyValueStore(StoreHandle):
             self._autosave.forget_saved(key)
         if self._pacer.due():
             await asyncio.sleep(0)
+
+    async def set_value_stream(
+        self, key: str, source: StreamSource, content_type: str | None = None
+    ) -> None:
+        """Store a value too big to hold in memory under ``key``, read from ``source`` a piece
+        at a time: an async iterable of bytes, an async binary file (``aiofiles``), a binary
+        file object or an iterable of bytes (synchronous reads run in a worker thread).
+
+        The bytes are stored as they come (never encoded), with ``content_type`` or else
+        ``application/octet-stream``. On disk they go into a value file of their own and one
+        record commits them once they are whole: if ``source`` raises, the task is cancelled or
+        the process dies first, the key keeps its old value. When this returns, the value is
+        durable to the configured level. Read it back with :meth:`iterate_value_chunks`
+        (:meth:`get_value` returns it whole).
+        """
+        client = self._client or await self._attach()
+        await client.set_value_stream(key, async_pieces(source), content_type)
+        if self._autosave.entries:
+            self._autosave.forget_saved(key)
+
+    def iterate_value_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key`` a chunk at a time (at most 1 MiB each), without holding
+        the value whole: each chunk is checked before it is yielded, and a streamed value's
+        digest once its last chunk is read (:class:`~logkv.CorruptionError` otherwise).
+        Yields nothing for an absent key or a stored None. The bytes are those stored: a
+        value that :meth:`set_value` encoded (JSON, text) comes back encoded."""
+        client = self._client
+        if client is not None:
+            return client.iterate_value_chunks(key)
+        return self._attach_and_stream(key)
+
+    async def _attach_and_stream(self, key: str) -> AsyncIterator[bytes]:
+        client = await self._attach()
+        async for chunk in client.iterate_value_chunks(key):
+            yield chunk
 
     async def delete_value(self, key: str) -> None:
         """Delete the record under ``key`` (nothing happens when there is none)."""

@@ -8,6 +8,7 @@ A store folder holds::
     00000004.snap            a snapshot: the live records of segments 1..4, in key order
     00000005.hint ...        hint data of a sealed segment: where its records are (derived)
     archive/00000001.seg ... segments retired by compaction under retention "archive"
+    values/00000009.val ...  streamed values, each committed by the record whose seq it bears
     *.tmp                    files being written; removed on the next writable open
     *.damaged                originals of files that salvage rewrote, kept for inspection
     META.json                the store's identity and timestamps (written by the async facade)
@@ -23,6 +24,7 @@ store's folder is renamed into ``{storage_dir}/.logkv-trash/`` before its files 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 LOCK_FILE = "LOCK"
@@ -31,6 +33,8 @@ SEGMENT_SUFFIX = ".seg"
 SNAPSHOT_SUFFIX = ".snap"
 HINT_SUFFIX = ".hint"
 ARCHIVE_DIR = "archive"
+VALUES_DIR = "values"
+VALUE_SUFFIX = ".val"
 TEMP_SUFFIX = ".tmp"
 DAMAGED_SUFFIX = ".damaged"
 
@@ -38,6 +42,7 @@ _SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
 _SNAPSHOT_RE = re.compile(r"^(\d{8,})\.snap$")
 _HINT_RE = re.compile(r"^(\d{8,})\.hint$")
 _TORN_TAIL_RE = re.compile(r"^\d{8,}\.seg\.tail-\d+$")
+_VALUE_RE = re.compile(r"^(\d{8,})\.val$")
 
 
 def segment_name(number: int) -> str:
@@ -53,13 +58,7 @@ def segment_number(name: str) -> int | None:
 
 def list_segments(folder: Path) -> list[tuple[int, Path]]:
     """The segments in ``folder`` as ``(number, path)`` pairs, in replay order."""
-    found = []
-    for entry in folder.iterdir():
-        number = segment_number(entry.name)
-        if number is not None:
-            found.append((number, entry))
-    found.sort()
-    return found
+    return _numbered(folder, segment_number)
 
 
 def is_store_folder(folder: Path) -> bool:
@@ -83,6 +82,7 @@ def is_store_entry(name: str) -> bool:
         or _SNAPSHOT_RE.match(base) is not None
         or _HINT_RE.match(name) is not None
         or (base != name and _TORN_TAIL_RE.match(base) is not None)
+        or _VALUE_RE.match(name) is not None
     )
 
 
@@ -127,11 +127,35 @@ def snapshot_number(name: str) -> int | None:
 
 def list_snapshots(folder: Path) -> list[tuple[int, Path]]:
     """The snapshots in ``folder`` as ``(covers, path)`` pairs, oldest first."""
+    return _numbered(folder, snapshot_number)
+
+
+def value_file_name(seq: int) -> str:
+    """The file name of the value file that record ``seq`` commits (``00000009.val``)."""
+    return f"{seq:08d}{VALUE_SUFFIX}"
+
+
+def value_file_number(name: str) -> int | None:
+    """The seq a value file name bears, or None when ``name`` is not a value file."""
+    match = _VALUE_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def list_value_files(folder: Path) -> list[tuple[int, Path]]:
+    """The value files of the store in ``folder`` as ``(seq, path)`` pairs, oldest first
+    (none when it has no ``values/`` folder)."""
+    values = folder / VALUES_DIR
+    return _numbered(values, value_file_number) if values.is_dir() else []
+
+
+def _numbered(folder: Path, number_of: Callable[[str], int | None]) -> list[tuple[int, Path]]:
+    """The entries of ``folder`` whose name ``number_of`` gives a number, as ``(number,
+    path)`` pairs in number order."""
     found = []
     for entry in folder.iterdir():
-        covers = snapshot_number(entry.name)
-        if covers is not None:
-            found.append((covers, entry))
+        number = number_of(entry.name)
+        if number is not None:
+            found.append((number, entry))
     found.sort()
     return found
 
@@ -165,4 +189,4 @@ RESTORE_DIR = ".logkv-restoring"
 #: file-system request queues keep their state (whatever store a crawler uses).
 CRAWLEE_FILE_SYSTEM_DEFAULT_DIR = "default"
 
-_OWN_NAMES = frozenset({LOCK_FILE, SYNCED_FILE, ARCHIVE_DIR, META_FILE, PUBLIC_DIR})
+_OWN_NAMES = frozenset({LOCK_FILE, SYNCED_FILE, ARCHIVE_DIR, VALUES_DIR, META_FILE, PUBLIC_DIR})

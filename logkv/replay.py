@@ -6,8 +6,11 @@ rule; this module decides what open does with damage (:class:`Recovery`) and wha
 An index entry is the tuple ``(segment, offset, head, value_size, content_type)``: the frame
 starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
 starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
-whole frame). Keeping ``head`` rather than the frame length lets most entries share Python's
-cached small ints, which keeps the index small.
+whole frame). A streamed set, whose value is in a value file (:mod:`logkv.values`), has
+``value_size == -2 - the value's size`` (and ``head`` the whole frame):
+:func:`~logkv.index.value_size`.
+Keeping ``head`` rather than the frame length lets most entries share Python's cached small
+ints, which keeps the index small.
 """
 
 from __future__ import annotations
@@ -17,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CorruptionError
-from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, Op, SyncedMark, chain_of
+from .format import (
+    GENESIS_CHAIN,
+    SEGMENT_HEADER_SIZE,
+    Op,
+    SyncedMark,
+    chain_of,
+    streamed_entry_size,
+)
 from .hints import SegmentHint, pack_rows
 from .index import (
     HEAD_MASK,
@@ -28,6 +38,7 @@ from .index import (
     Entry,
     Index,
     file_base,
+    pack,
     packed_frame_length,
 )
 from .modes import Recovery
@@ -47,6 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SET = int(Op.SET)
+_SET_STREAMED = int(Op.SET_STREAMED)
 
 
 def frame_length(entry: Entry) -> int:
@@ -218,6 +230,8 @@ class Replayer:
                 key = fields[3]
                 old = get(key)
                 if old is not None:
+                    if old < 0:  # a streamed set: the size field of ~old is that of a None
+                        old = ~old
                     size = (old >> SIZE_SHIFT & SIZE_MASK) - 1
                     head = old >> HEAD_SHIFT & HEAD_MASK
                     live_bytes -= head + size if size > 0 else head
@@ -230,6 +244,17 @@ class Replayer:
                         | (size + 1) << SIZE_SHIFT
                         | (length - size if size > 0 else length) << HEAD_SHIFT
                         | type_id(fields[4]) << TYPE_SHIFT
+                    )
+                    if old is None and fresh is not None:
+                        fresh.add(key)
+                    live_bytes += length
+                elif fields[2] == _SET_STREAMED:
+                    packed[key] = pack(
+                        reader.number,
+                        offset,
+                        length,
+                        streamed_entry_size(fields[5]),
+                        type_id(fields[4]),
                     )
                     if old is None and fresh is not None:
                         fresh.add(key)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,22 +80,28 @@ class SnapshotWriter:
         self.live_bytes = 0
         self._next_sync = _SYNC_EVERY
 
-    def add(self, frame: bytes, key: str, entry: Entry) -> int:
-        """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log)."""
+    def add(self, frame: bytes | Iterable[bytes], key: str, entry: Entry) -> int:
+        """Append a verbatim copy of ``key``'s frame (``entry`` locates it in the log): the
+        frame, or its pieces in order (a frame too big to hold whole)."""
         offset = self._end
-        self._file.write(frame)
-        self._end += len(frame)
+        for piece in [frame] if isinstance(frame, bytes) else frame:
+            self._write_piece(piece)
+        length = self._end - offset
+        self.record_bytes += length
+        self.live_bytes += length
+        _, _, head, size, content_type = entry
+        self.columns.add(key, offset, head, size, content_type)
+        return offset
+
+    def _write_piece(self, piece: bytes) -> None:
+        self._file.write(piece)
+        self._end += len(piece)
         if self._end >= self._next_sync:
             # Sync as we go, so that the final fsync has little left and the disk never holds
             # a gigabyte of dirty snapshot in front of the writers' appends.
             self._file.flush()
             os.fdatasync(self._file.fileno())
             self._next_sync = self._end + _SYNC_EVERY
-        self.record_bytes += len(frame)
-        self.live_bytes += len(frame)
-        _, _, head, size, content_type = entry
-        self.columns.add(key, offset, head, size, content_type)
-        return offset
 
     def entry(self, i: int) -> Entry:
         """The index entry of the ``i``-th added record, pointing into this snapshot."""

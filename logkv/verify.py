@@ -2,10 +2,11 @@
 
 Every frame's checksum, the order of sequence numbers, the hash chain across all retained
 segments (from the genesis value, or from the snapshot's chain head when older segments were
-deleted), every snapshot record against its hint entry, and the log's end against the synced
-mark. Damage is classified by the same torn-tail rule as an open (:mod:`logkv.scan`), so a
-store that verify passes opens, and one that it fails does not open in strict mode. Takes no
-lock and changes nothing, so it runs beside a live writer.
+deleted), every snapshot record against its hint entry, every value file a retained record
+names (each chunk's checksum, the size and the digest its record holds), and the log's end
+against the synced mark. Damage is classified by the same torn-tail rule as an open
+(:mod:`logkv.scan`), so a store that verify passes opens, and one that it fails does not open in
+strict mode. Takes no lock and changes nothing, so it runs beside a live writer.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CorruptionError
+from .format import Op, ValueRef, decode_value_ref
 from .history import RetainedLog, iter_snapshot_records, retrying, survey
 from .layout import list_snapshots
 from .scan import ChainCheck, Damage, SegmentReader, out_of_order, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
+from .values import check_value_file
 
 
 @dataclass
@@ -27,6 +30,8 @@ class VerifyReport:
     records: int = 0
     snapshot_records: int = 0
     chain_checked: int = 0
+    #: Value files (streamed values) read whole and checked against their records.
+    value_files: int = 0
     problems: list[str] | None = None
     #: A torn tail found at the end of the log (open drops it; not a problem).
     torn_tail: str | None = None
@@ -51,12 +56,21 @@ def _verify(folder: Path) -> VerifyReport:
     if retained.gap is not None:
         problems.append(str(retained.gap))
     snap = _check_snapshots(folder, problems)
+    refs: dict[int, ValueRef] = {}  # the value files the retained records name, by seq
     if snap is not None:
         try:
-            report.snapshot_records = sum(1 for _ in iter_snapshot_records(snap.path))
+            for record in iter_snapshot_records(snap.path):
+                report.snapshot_records += 1
+                if record.streamed is not None:
+                    refs[record.seq] = record.streamed
         except CorruptionError as exc:
             problems.append(str(exc))
-    last_end = _check_segments(retained, report, problems)
+    last_end = _check_segments(retained, report, problems, refs)
+    for ref in refs.values():
+        problem = check_value_file(folder, ref)
+        report.value_files += 1
+        if problem is not None:
+            problems.append(problem)
     segments = retained.segments
     last = segments[-1][0] if segments else 0
     covers = 0 if snap is None else snap.covers
@@ -78,9 +92,12 @@ def _check_snapshots(folder: Path, problems: list[str]) -> SnapshotInfo | None:
     return newest
 
 
-def _check_segments(retained: RetainedLog, report: VerifyReport, problems: list[str]) -> int:
+def _check_segments(
+    retained: RetainedLog, report: VerifyReport, problems: list[str], refs: dict[int, ValueRef]
+) -> int:
     """Scan the segments of ``retained``, counting records and checking sequence numbers and
-    the hash chain; return where the valid data of the last segment ends (0: no segment)."""
+    the hash chain, and noting the value files streamed sets name in ``refs``; return where the
+    valid data of the last segment ends (0: no segment)."""
     chain = ChainCheck(retained.first_chain)
     broken = False
     last_seq = 0
@@ -110,6 +127,8 @@ def _check_segments(retained: RetainedLog, report: VerifyReport, problems: list[
                 if seq <= last_seq:
                     problems.append(f"{path} offset {offset}: {out_of_order(seq, last_seq)}")
                 last_seq = seq
+                if fields[2] == Op.SET_STREAMED:
+                    refs[seq] = decode_value_ref(seq, fields[5])
                 linked = chain.follows(buf, offset, length)
                 if linked is None or broken:
                     continue

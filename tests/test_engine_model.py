@@ -2,13 +2,17 @@
 
 Every rule applies one operation to both and compares what they say. Reopening (close + open,
 with either durability) is a rule too, and segments are tiny so that rotation happens often; a
-read-only follower refreshes alongside and must see exactly what the writer sees.
+read-only follower refreshes alongside and must see exactly what the writer sees. Streamed
+values (value files) are written, read back a chunk at a time, cut off by a failing source, and
+carried through compactions, which remove the value files no record needs any more.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,10 @@ from hypothesis.stateful import (
 
 from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
 from logkv import hints as hints_module
+from logkv.format import value_ref_of_frame
+from logkv.layout import list_snapshots, list_value_files
+from logkv.snapshot import load_snapshot
+from logkv.values import CHUNK_SIZE
 
 SEGMENT_SIZE = 4096
 QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
@@ -48,6 +56,31 @@ values = st.one_of(
     st.binary(min_size=300, max_size=1500),  # a few of these fill a segment
 )
 content_types = st.sampled_from([None, "application/json", "text/plain; charset=utf-8", ""])
+# Streamed values: empty, a few bytes, or just over a chunk (so a value file has two chunks);
+# the pieces a source yields are cut at arbitrary places.
+streamed_values = st.one_of(
+    st.binary(max_size=64),
+    st.binary(max_size=64),
+    st.binary(max_size=64),
+    st.integers(min_value=0, max_value=255).map(lambda b: bytes([b]) * (CHUNK_SIZE + 17)),
+)
+cuts = st.lists(st.integers(min_value=0, max_value=CHUNK_SIZE + 17), max_size=4)
+
+
+def _pieces(value: bytes, cut: list[int]) -> Iterator[bytes]:
+    """``value`` as the pieces between the offsets of ``cut``."""
+    start = 0
+    for at in sorted(set(cut)):
+        if start < at <= len(value):
+            yield value[start:at]
+            start = at
+    yield value[start:]
+
+
+class SourceFailed(Exception):
+    """Raised by a source of a streamed value in the middle of the value."""
+
+
 limits = st.one_of(st.none(), st.integers(min_value=0, max_value=8))
 
 
@@ -104,6 +137,76 @@ class EngineVersusDict(RuleBasedStateMachine):
                 del self.model[key]
                 written += 1
         assert self.engine.set_many(batch, deletes) == seq_before + written
+
+    @rule(
+        target=stored,
+        key=keys,
+        value=streamed_values,
+        cut=cuts,
+        as_file=st.booleans(),
+        content_type=content_types,
+    )
+    def set_stream(
+        self, key: str, value: bytes, cut: list[int], as_file: bool, content_type: str | None
+    ) -> str:
+        seq_before = self.engine.last_seq
+        source = io.BytesIO(value) if as_file else _pieces(value, cut)
+        assert self.engine.set_stream(key, source, content_type) == seq_before + 1
+        self.model[key] = (value, content_type)
+        return key
+
+    @rule(key=keys, value=streamed_values, cut=cuts)
+    def set_stream_cut_off(self, key: str, value: bytes, cut: list[int]) -> None:
+        def failing() -> Iterator[bytes]:
+            yield from _pieces(value[: len(value) // 2], cut)
+            raise SourceFailed
+
+        seq_before = self.engine.last_seq
+        with pytest.raises(SourceFailed):
+            self.engine.set_stream(key, failing())
+        assert self.engine.last_seq == seq_before  # nothing written, nothing visible
+        assert not list((self.path / "values").glob("*.tmp"))
+
+    @rule(key=st.one_of(keys, stored))
+    def read_chunks(self, key: str) -> None:
+        expected = self.model.get(key)
+        stream = self.engine.open_value(key)
+        if expected is None:
+            assert stream is None
+            return
+        assert stream is not None
+        with stream:
+            chunks = list(stream)
+        assert all(0 < len(c) <= CHUNK_SIZE for c in chunks)
+        assert stream.content_type == expected[1]
+        if expected[0] is None:
+            assert chunks == [] and stream.size is None
+        else:
+            assert b"".join(chunks) == expected[0] and stream.size == len(expected[0])
+
+    @rule()
+    def compact(self) -> None:
+        self.engine.compact()
+        self.check_value_files(compacted=True)
+
+    def check_value_files(self, compacted: bool = False) -> None:
+        """Every live streamed value has its file; no file is named past the last record; and
+        after a compaction (retention delete) no file of a record the snapshot covers is left
+        unless the snapshot holds it."""
+        files = {seq for seq, _ in list_value_files(self.path)}
+        live = set()
+        for key in self.model:
+            entry = self.engine.entry(key)
+            assert entry is not None
+            if entry.streamed:
+                frame = self.engine.read_frame(entry)
+                live.add(value_ref_of_frame(frame, 0, len(frame)).seq)
+        assert live <= files, (live, files)
+        assert all(seq <= self.engine.last_seq for seq in files)
+        snapshots = list_snapshots(self.path)
+        if compacted and snapshots:
+            info, _ = load_snapshot(snapshots[-1][1], snapshots[-1][0])
+            assert not {seq for seq in files - live if seq <= info.last_seq}, (files, live)
 
     @rule(key=stored)
     def overwrite_stored(self, key: str) -> None:
@@ -181,12 +284,13 @@ class EngineVersusDict(RuleBasedStateMachine):
         assert stats.dead_bytes >= 0
         assert stats.last_seq == self.engine.last_seq
         assert stats.disk_bytes == sum(
-            p.stat().st_size for p in self.path.iterdir() if p.suffix == ".seg"
-        )
+            p.stat().st_size for p in self.path.iterdir() if p.suffix in (".seg", ".snap")
+        ) + sum(p.stat().st_size for _, p in list_value_files(self.path))
 
     @invariant()
     def same_length(self) -> None:
         assert len(self.engine) == len(self.model)
+        self.check_value_files()
 
     @invariant()
     def engine_invariants(self) -> None:

@@ -1,5 +1,5 @@
 """Hint files of sealed segments: written after rotation, read by open instead of a scan, and
-never trusted when they do not describe their segment as it is (docs/FORMAT.md, section 14).
+never trusted when they do not describe their segment as it is (docs/FORMAT.md, section 15).
 
 Every damaged, cut, stale or foreign hint must make the open scan the segment and build exactly
 the index a scan builds; a writable open then writes the hint again.
@@ -24,7 +24,8 @@ from logkv import hints as hints_module
 from logkv.errors import CorruptionError
 from logkv.format import RECORD_MAGIC
 from logkv.hints import load_segment_hint, write_segment_hint
-from logkv.layout import hint_name, list_hints, list_segments, segment_name
+from logkv.layout import hint_name, list_hints, list_segments, list_snapshots, segment_name
+from logkv.snapshot import load_snapshot
 from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
@@ -96,14 +97,8 @@ def sealed(path: Path) -> list[int]:
     return [n for n, _ in list_segments(path)][:-1]
 
 
-def test_sealed_segments_get_hints_and_open_reads_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "store"
-    model = fill(path)
-    numbers = sealed(path)
-    assert len(numbers) >= 5
-    assert [n for n, _ in list_hints(path)] == numbers  # every sealed segment, not the last
+def record_scans(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The numbers of the segments opens scan from now on (not those read from hints)."""
     scans: list[int] = []
     real_scan = engine_module.Replayer.scan
 
@@ -114,6 +109,18 @@ def test_sealed_segments_get_hints_and_open_reads_them(
         return real_scan(self, p, number, start, is_last)
 
     monkeypatch.setattr(engine_module.Replayer, "scan", spy)
+    return scans
+
+
+def test_sealed_segments_get_hints_and_open_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store"
+    model = fill(path)
+    numbers = sealed(path)
+    assert len(numbers) >= 5
+    assert [n for n, _ in list_hints(path)] == numbers  # every sealed segment, not the last
+    scans = record_scans(monkeypatch)
     with Engine.open(path, readonly=True) as engine:
         assert scans == [numbers[-1] + 1]  # only the active segment is scanned
         assert contents(engine) == model
@@ -327,3 +334,67 @@ def test_kill9_while_writing_hints_never_leaves_a_wrong_index(tmp_path: Path) ->
     with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
         assert state(engine)[:-3] == expected[:-3]
     assert not list(path.glob("*.tmp"))
+
+
+def _fill_streamed(path: Path, seed: int = 0) -> dict[str, bytes | None]:
+    """A store of many small segments whose keys hold streamed values (in value files), values
+    in the log and stored Nones, each overwritten by the other kinds and some deleted; every
+    sealed segment's hint written. Returns the expected contents."""
+    rng = random.Random(seed)
+    model: dict[str, bytes | None] = {}
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        for i in range(150):
+            key = f"k{rng.randrange(40):02d}"
+            kind = rng.random()
+            if kind < 0.1 and key in model:
+                engine.delete(key)
+                del model[key]
+            elif kind < 0.45:
+                value = rng.randbytes(rng.randrange(0, 3000))
+                engine.set_stream(key, [value[:1000], value[1000:]], "video/mp4")
+                model[key] = value
+            else:
+                value = None if kind > 0.95 else rng.randbytes(rng.randrange(0, 200))
+                engine.set(key, value, rng.choice([None, "text/plain"]))
+                model[key] = value
+            if i == 100:
+                engine.compact()  # a snapshot whose hint block carries streamed entries
+        engine.wait_for_hints()
+    return model
+
+
+def test_hints_and_snapshot_hints_carry_streamed_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed set's entry (size -2 - its value's size) goes through a segment's hint and a
+    snapshot's hint block exactly: the hinted open builds the index a scan would, and every
+    value, streamed or not, reads back."""
+    path = tmp_path / "store"
+    model = _fill_streamed(path)
+    streamed_rows = 0
+    for number, _ in list_hints(path):
+        hint = load_segment_hint(path, number, path / segment_name(number))
+        assert hint is not None
+        streamed_rows += sum(1 for size in hint.rows.sizes if size < -1)
+    assert streamed_rows  # the hint files hold streamed entries
+    snapshot_path, covers = list_snapshots(path)[-1][1], list_snapshots(path)[-1][0]
+    _, snapshot_entries = load_snapshot(snapshot_path, covers)
+    assert any(entry[3] < -1 for entry in snapshot_entries.values())
+    scans = record_scans(monkeypatch)
+    with Engine.open(path, readonly=True) as engine:
+        assert scans == [sealed(path)[-1] + 1]  # only the active segment is scanned
+        assert contents(engine) == model
+        engine._check()
+        hinted = state(engine)
+        streamed = {k: e for k, e in engine._index.entries().items() if e[3] < -1}
+        assert streamed
+        for key, entry in streamed.items():
+            assert engine.entry(key).streamed
+            assert engine.entry(key).value_size == len(model[key] or b"") == -2 - entry[3]
+    monkeypatch.undo()
+    assert hinted == scanned_state(path, tmp_path)
+    with Engine.open(path) as engine:  # a writable open from hints, then more writes
+        assert contents(engine) == model
+        engine.set_stream("k00", [b"again"])
+        engine.compact()
+        assert engine.get("k00") == b"again"

@@ -28,7 +28,7 @@ SYNC_CORE = {
     f"logkv.{name}"
     for name in [
         *("engine", "compaction", "index", "hints", "key_range", "segments", "snapshot"),
-        "retire",
+        *("retire", "values"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
         "group_commit",
         *("format", "layout", "fsutil", "files", "errors"),

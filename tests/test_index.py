@@ -14,7 +14,22 @@ from hypothesis import strategies as st
 from logkv import Engine
 from logkv import hints as hints_module
 from logkv import index as index_module
-from logkv.index import MERGE_BATCH, Index
+from logkv.index import (
+    MAX_FILE,
+    MAX_HEAD,
+    MAX_OFFSET,
+    MAX_SIZE,
+    MAX_STREAMED_SIZE,
+    MERGE_BATCH,
+    Index,
+    pack,
+    packed_file,
+    packed_frame_length,
+    packed_size,
+    packed_type_id,
+    unpack,
+    value_size,
+)
 from logkv.replay import Entry
 
 keys = st.text(alphabet="abcdé\U0001f600", min_size=1, max_size=4)
@@ -142,6 +157,39 @@ def test_engine_count_keys_sees_keys_not_yet_merged(tmp_path: Path) -> None:
         assert engine.count_keys("p/", "p0") == 2
         assert engine.count_keys("r/", "r0") == 3
         assert engine.count_keys("s", "t") == 0
+
+
+sizes = st.one_of(
+    st.sampled_from([-1, 0, 1, MAX_SIZE, -2, -3, -2 - MAX_STREAMED_SIZE]),
+    st.integers(-1, MAX_SIZE),  # a value in the log, or a stored None (-1)
+    st.integers(-2 - MAX_STREAMED_SIZE, -2),  # a streamed value: -2 - its size
+)
+
+
+@given(
+    file_id=st.integers(-MAX_FILE, MAX_FILE),
+    offset=st.integers(0, MAX_OFFSET),
+    head=st.integers(0, MAX_HEAD),
+    size=sizes,
+    type_id=st.integers(0, 300),
+)
+def test_pack_and_unpack_round_trip_every_size(
+    file_id: int, offset: int, head: int, size: int, type_id: int
+) -> None:
+    """A packed entry gives back every field exactly: stored Nones, values in the log of any
+    size, and streamed values (size field -2 - their size, far beyond what the log holds)."""
+    names: list[str | None] = [None, *(f"t{i}" for i in range(1, 301))]
+    packed = pack(file_id, offset, head, size, type_id)
+    assert unpack(packed, names) == (file_id, offset, head, size, names[type_id])
+    assert packed_file(packed) == file_id
+    assert packed_size(packed) == size
+    assert packed_type_id(packed) == type_id
+    assert packed_frame_length(packed) == (head + size if size > 0 else head)
+    entry = unpack(packed, names)
+    assert value_size(entry) == (size if size >= 0 else 0 if size == -1 else -2 - size)
+    index = Index({"k": entry})
+    assert index.get("k") == entry
+    index._check()
 
 
 def test_the_index_holds_nothing_the_garbage_collector_tracks(tmp_path: Path) -> None:

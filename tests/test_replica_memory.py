@@ -13,16 +13,19 @@ from typing import Any
 import pytest
 
 from logkv import Engine, FencedError, ReplicaDivergedError, ReplicaError
-from logkv.layout import list_snapshots
+from logkv.layout import list_snapshots, list_value_files
 
 pytest.importorskip("obstore")
 
 import obstore
 from obstore.store import MemoryStore
 
-from logkv.replica import Bucket, Replica, restore
+from logkv.replica import Bucket, Follower, Replica, restore
 from logkv.replica.bucket import BucketUnavailable
+from logkv.replica.remote import remote_store
+from logkv.replica.retention import RetentionPolicy, unneeded
 from logkv.replica.slots import SHIP, Folded, Piece, Slot, decode_slot, encode_slot, slot_name
+from logkv.verify import verify
 
 ROOT = "crawl/key_value_stores/pages"
 
@@ -265,3 +268,44 @@ class Refusing(Bucket):
 def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReplicaError, match="refused the credentials"):
         Replica.claim(Refusing(MemoryStore(), ROOT, "strict"), tmp_path / "a", 0.1)
+
+
+@pytest.mark.slow
+def test_streamed_values_reach_the_bucket_and_come_back(tmp_path: Path) -> None:
+    """Value files are shipped whole (in parts) and sealed; a restore, also to a point before
+    a later streamed value, brings back exactly the files its records name; a follower and a
+    retention run keep them."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    big = bytes(range(256)) * 80_000  # 20 MB: two parts of the bucket's objects
+    engine.set_stream("video", [big], "video/mp4")
+    engine.set("page", b"<p>")
+    middle = engine.last_seq
+    engine.set_stream("video", [b"second"])
+    engine.set_stream("other", [b"third"])
+    replica.flush(10)  # shipped before the compaction removes the first (dead) value file
+    engine.compact()  # the snapshot names two value files; the first is dead
+    replica.flush(10)
+    folded = replica.folded
+    sealed = sorted(name for name in folded.sealed if name.startswith("values/"))
+    assert len(sealed) == 3 and len(folded.files[sealed[0]]) == 2
+    objects = {piece.name for name in sealed for piece in folded.files[name]}
+    assert not objects & set(unneeded(folded, RetentionPolicy(1, 0.0, 0.0), 1 << 62))
+    close(engine, replica)
+
+    restore(bucket, tmp_path / "newest")
+    with Engine.open(tmp_path / "newest") as restored:
+        assert restored.get("video") == b"second" and restored.get("other") == b"third"
+    restore(bucket, tmp_path / "then", until_seq=middle)
+    with Engine.open(tmp_path / "then") as then:
+        assert then.get("video") == big and then.get("page") == b"<p>"
+        assert "other" not in then
+        assert all(seq <= middle for seq, _ in list_value_files(tmp_path / "then"))
+
+    with Follower(bucket, tmp_path / "copy") as follower:
+        follower.catch_up()
+    with Engine.open(tmp_path / "copy", readonly=True) as copy:
+        assert copy.get("video") == b"second" and copy.get("other") == b"third"
+    with remote_store(bucket) as view:  # an audit straight from the bucket, by range reads
+        report = verify(view)
+        assert report.ok and report.value_files == 2, report.problems

@@ -22,7 +22,9 @@ from ..history import (
     key_log,
     state_at,
 )
+from ..index import IndexEntry
 from ..layout import ARCHIVE_DIR
+from ..values import ValueFileReader, value_path
 from ..verify import verify
 from . import ExitCode
 from .common import CommandError
@@ -136,7 +138,7 @@ def _verify_once(path: Path) -> VerifyOutcome:
             try:
                 # not get_record: a reload would move past last_seq; a retired file raises
                 # FileNotFoundError, and verify_store starts over
-                value = engine.read(entry)
+                got = (entry.content_type, _read_digest(engine, entry))
             except CorruptionError as exc:
                 found.append((key, f"key {key!r}: its record at {exc.path} offset {exc.offset} "
                                    f"is damaged ({exc.reason})"))  # fmt: skip
@@ -144,7 +146,6 @@ def _verify_once(path: Path) -> VerifyOutcome:
             if expected is None:
                 continue
             want = expected.pop(key, None)
-            got = (entry.content_type, _digest(value))
             if want is None:
                 found.append((key, f"key {key!r} is in the index but not in the log"))
             elif want != got:
@@ -155,6 +156,17 @@ def _verify_once(path: Path) -> VerifyOutcome:
         for key in sorted(expected or ()):
             outcome.problems.append(f"key {key!r} is in the log but missing from the index")
     return outcome
+
+
+def _read_digest(engine: Engine, entry: IndexEntry) -> bytes | None:
+    """The digest of the value ``entry`` points to, read and checked: a streamed value's own
+    (its value file is read a chunk at a time and checked against it), else :func:`_digest`."""
+    if entry.streamed:
+        stream = engine.open_entry(entry)
+        for _ in stream:
+            pass
+        return stream.digest
+    return _digest(engine.read(entry))
 
 
 def _digest(value: bytes | None) -> bytes | None:
@@ -168,6 +180,8 @@ def _replayed_state(path: Path, last_seq: int) -> dict[str, tuple[str | None, by
 
 
 def _digest_of(record: SetRecord) -> tuple[str | None, bytes | None]:
+    if record.streamed is not None:  # its value file is checked against this digest on read
+        return record.content_type, record.streamed.digest
     return record.content_type, _digest(record.value)
 
 
@@ -211,7 +225,7 @@ def key_changes(path: Path, key: str) -> KeyHistory:
 
 def _change(record: SetRecord | DeleteRecord, source: str) -> Change:
     if isinstance(record, SetRecord):
-        size = 0 if record.value is None else len(record.value)
+        size = record.value_size  # a streamed value's too (its bytes stay in its value file)
         return Change(
             record.seq, record.timestamp_us, "set", record.key, record.content_type, size,
             record.value, source,
@@ -256,6 +270,10 @@ def replay_into(
     with Engine.open(target) as engine:
         for key in sorted(state):
             record = state[key]
-            engine.set(key, record.value, record.content_type)
-            written += 0 if record.value is None else len(record.value)
+            if record.streamed is not None:  # copied a checked chunk at a time
+                with ValueFileReader(value_path(source, record.seq), record.streamed) as value:
+                    engine.set_stream(key, value, record.content_type)
+            else:
+                engine.set(key, record.value, record.content_type)
+            written += record.value_size
     return ReplayOutcome(target, len(state), written)

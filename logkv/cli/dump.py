@@ -45,7 +45,15 @@ from ..errors import CorruptionError, UnsafeStoreError
 from ..format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, DeleteRecord, SetRecord, decode_fields
 from ..fsutil import open_for_reading
 from ..history import missing_end
-from ..layout import ARCHIVE_DIR, SEGMENT_SUFFIX, SNAPSHOT_SUFFIX, list_segments, list_snapshots
+from ..layout import (
+    ARCHIVE_DIR,
+    SEGMENT_SUFFIX,
+    SNAPSHOT_SUFFIX,
+    VALUES_DIR,
+    list_segments,
+    list_snapshots,
+    value_file_name,
+)
 from ..scan import ChainCheck, Damage, SegmentReader, out_of_order
 from ..snapshot import load_snapshot
 from ..synced import read_synced_mark
@@ -82,12 +90,16 @@ def record_line(
     if isinstance(record, SetRecord):
         value = record.value
         line.update(
-            op="set",
-            key=record.key,
-            content_type=record.content_type,
-            size=0 if value is None else len(value),
+            op="set", key=record.key, content_type=record.content_type, size=record.value_size
         )
-        if with_value:
+        if record.streamed is not None:
+            # The value is in its value file (checked by logkv verify); a dump never holds
+            # a streamed value in memory, so it names the file and the digest instead.
+            line.update(
+                value_file=f"{VALUES_DIR}/{value_file_name(record.seq)}",
+                value_digest=record.streamed.digest.hex(),
+            )
+        elif with_value:
             line.update(value_fields(value))
     else:
         assert isinstance(record, DeleteRecord)

@@ -36,7 +36,10 @@ from ..engine import Engine
 from ..index import IndexEntry
 from ..storage_clients._base import Pacer, check_key, check_paging, stamp_times
 from ..storage_clients._store import EngineStore, StoreAdapter
+from ..storage_clients._streams import async_pieces, is_stream_source
 from ._values import deserialize, serialize, shown_content_type
+
+_OCTET_STREAM: Final = "application/octet-stream"
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +154,32 @@ class LogKvKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):  # type: igno
     # ------------------------------------------------------------------ writes
 
     async def set_value(self, *, key: str, value: Any, content_type: str | None = None) -> None:
-        """Serialise ``value`` by Crawlee's rules and append it (``None`` is stored as a record)."""
+        """Serialise ``value`` by Crawlee's rules and append it (``None`` is stored as a record).
+
+        A ``value`` that is a stream (an async iterable of bytes, an ``aiofiles`` file or a
+        binary file object: :func:`~logkv.storage_clients._streams.is_stream_source`) is stored
+        as a streamed value instead, a chunk at a time and never whole in memory, as its bytes
+        (content type ``application/octet-stream`` unless given); ``get_value`` returns it
+        whole, :meth:`iterate_value_chunks` a chunk at a time."""
         self._store.check_open()
         check_key(key)
+        if is_stream_source(value):
+            pieces = async_pieces(value)
+            await self._store.write_stream(key, pieces, content_type or _OCTET_STREAM)
+            await self._tick()
+            return
         pending = self._store.write_nowait(key, *serialize(value, content_type))
         if pending is not None:
             await pending
         await self._tick()
+
+    def iterate_value_chunks(self, *, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key`` a chunk at a time (nothing when there is no record),
+        each checked before it is yielded. Not part of Crawlee's client API, which has no
+        streams: reach it through the store client (``LogKvStorageClient``)."""
+        self._store.check_open()
+        check_key(key)
+        return self._store.read_stream(key)
 
     async def delete_value(self, *, key: str) -> None:
         """Append a delete record for ``key`` if it holds a record (else nothing happens)."""

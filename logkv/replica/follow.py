@@ -27,7 +27,7 @@ from ..fsutil import atomic_write, fsync_dir, make_dirs, open_file, temp_file
 from ..layout import META_FILE, list_segments, list_snapshots, segment_number, snapshot_number
 from ..lock import StoreLock
 from .bucket import Bucket, BucketUnavailable
-from .restore import RestorePlan, fetch_piece, plan_restore, write_pieces
+from .restore import RestorePlan, fetch_piece, plan_restore, value_file_seq, write_pieces
 from .slots import Folded, Piece, fold_slots, local_digest
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,9 @@ class Follower:
         after it), then the segments' new bytes, then ``META.json``, then what the snapshot
         covers goes."""
         covers = 0
+        for name, pieces in plan.files:  # first: the records that name them may follow
+            if value_file_seq(name) is not None:
+                self._put_value_file(name, pieces)
         for name, pieces in plan.files:
             snapshot = snapshot_number(name)
             if snapshot is not None:
@@ -158,6 +161,21 @@ class Follower:
             os.fsync(fd)
             os.replace(temp, path)
         fsync_dir(self.folder)
+
+    def _put_value_file(self, name: str, pieces: list[Piece]) -> None:
+        """Write value file ``name`` (sealed, immutable) unless the copy has it whole: each
+        piece checked, under a temp name, renamed into place."""
+        path, size = self.folder / name, pieces[-1].end
+        if self._lengths.get(name) == size:
+            return
+        if self._check_local(path, pieces) != size:
+            make_dirs(path.parent)
+            with temp_file(path) as (fd, temp):
+                write_pieces(self.bucket, fd, pieces)
+                os.fsync(fd)
+                os.replace(temp, path)
+            fsync_dir(path.parent)
+        self._lengths[name] = size
 
     def _fill_snapshot(self, fd: int, temp: Path, pieces: list[Piece]) -> None:
         """Write a snapshot's bytes into ``fd`` (the temp file ``temp``): all of them."""

@@ -22,7 +22,16 @@ import msgpack
 from ..errors import ReplicaError, ReplicaGapError
 from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
 from ..fsutil import fsync_dir, make_dirs, open_file, write_all
-from ..layout import META_FILE, RESTORE_DIR, segment_name, segment_number, snapshot_name
+from ..layout import (
+    META_FILE,
+    RESTORE_DIR,
+    VALUES_DIR,
+    list_value_files,
+    segment_name,
+    segment_number,
+    snapshot_name,
+    value_file_number,
+)
 from ..scan import SegmentReader, fail_on_damage
 from ..verify import verify
 from .bucket import Bucket
@@ -122,8 +131,24 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
             break  # the restore checks that the target lies before the gap
         files.append((name, folded.files[name]))
         expected += 1
+    # The value files of streamed sets (sealed: shipped whole), every one the slots hold up to
+    # the newest record: they never change, and which of them the records kept name is known
+    # only once the log is cut (restore removes the others then).
+    values = sorted(
+        (seq, name)
+        for name in folded.files
+        if (seq := value_file_seq(name)) is not None and name in folded.sealed and seq <= folded.seq
+    )
+    files.extend((name, folded.files[name]) for _, name in values)
     start = folded.snapshots[covers][0] if covers else 0
     return RestorePlan(files, folded.meta, until, folded.seq, start, gap)
+
+
+def value_file_seq(name: str) -> int | None:
+    """The seq of a value file by its name in the slots (``values/NNNNNNNN.val``), or None
+    when ``name`` is no value file."""
+    folder, _, base = name.partition("/")
+    return value_file_number(base) if folder == VALUES_DIR else None
 
 
 def staging_folder(folder: Path) -> Path:
@@ -157,6 +182,8 @@ def restore(
     if staging.exists():
         shutil.rmtree(staging)  # what a restore killed halfway left
     make_dirs(staging)
+    if any(value_file_seq(name) is not None for name, _ in plan.files):
+        make_dirs(staging / VALUES_DIR)
     total = 0
     for name, pieces in plan.files:
         total += _download(bucket, staging / name, pieces)
@@ -167,6 +194,9 @@ def restore(
         last_seq, cut = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
         if plan.gap is not None and not cut and last_seq != until.seq:
             raise ReplicaGapError(plan.gap)  # the target lies after the gap
+        for seq, path in list_value_files(staging):
+            if seq > last_seq:
+                path.unlink()  # committed by a record after the target
     report = verify(staging)
     if not report.ok:
         raise ReplicaError(

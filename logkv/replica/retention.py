@@ -4,7 +4,8 @@ data objects no kept point needs, after a grace period (docs/FORMAT.md, section 
 A **restore point** is a complete snapshot, or the log from segment 1 (covers 0). A point is
 kept while it is one of the ``keep_snapshots`` newest or younger than ``keep_for`` seconds (its
 age: that of its last record); the newest is always kept. The objects the kept points need are
-their snapshots and every segment after the oldest kept one; the others (older snapshots, the
+their snapshots, every segment after the oldest kept one and every value file (streamed
+values: records of any point may name them); the others (older snapshots, the
 segments the oldest kept snapshot covers, and replaced pieces of ``META.json``) are retired:
 :func:`retire` writes a create-only **marker** naming them (readers fold it and refuse a
 restore to a point it touches as "not retained"), and deletes them only once the marker is
@@ -24,7 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..layout import SNAPSHOT_SUFFIX, segment_name, segment_number, snapshot_name
+from ..layout import SNAPSHOT_SUFFIX, VALUES_DIR, segment_name, segment_number, snapshot_name
 from .bucket import Bucket, ObjectExists
 from .slots import (
     CHECKPOINTS_DIR,
@@ -83,6 +84,10 @@ def kept_points(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[in
     return sorted(kept)
 
 
+#: The prefix of the names of value files in the slots (``values/NNNNNNNN.val``).
+VALUE_FILES = VALUES_DIR + "/"
+
+
 def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
     """The data objects no kept restore point needs and no marker retired yet."""
     kept = kept_points(folded, policy, now_us)
@@ -92,6 +97,8 @@ def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
     names: list[str] = []
     for file, pieces in folded.files.items():
         covers = _snapshot_covers(file)
+        if file.startswith(VALUE_FILES):
+            continue  # value files stay: records of any restore point may name them
         if covers is not None:
             needed = covers in kept
         else:

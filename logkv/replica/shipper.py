@@ -33,7 +33,14 @@ from typing import BinaryIO
 from ..engine import Engine, LogEnd
 from ..errors import FencedError, ReplicaDivergedError, ReplicaError
 from ..fsutil import open_for_reading, read_file
-from ..layout import META_FILE, segment_name, segment_number, snapshot_name
+from ..layout import (
+    META_FILE,
+    VALUES_DIR,
+    list_value_files,
+    segment_name,
+    segment_number,
+    snapshot_name,
+)
 from ..snapshot import load_snapshot
 from .bucket import Bucket, BucketUnavailable, ObjectExists
 from .retention import RetentionPolicy, retire
@@ -397,6 +404,7 @@ class Replica:
         cut_at = time.monotonic()
         end = engine.log_end()
         files = self._new_bytes(end)
+        values = self._new_value_files(end)
         meta = _read_whole(self.folder / META_FILE)
         if meta is not None and digest(meta) == self._meta_sha:
             meta = None
@@ -411,6 +419,8 @@ class Replica:
                 slot.sealed.append((new.file, new.offset + len(new.data)))
             if new.snapshot is not None:
                 slot.snapshots.append(new.snapshot)
+        for name, path in values:
+            self._ship_value_file(slot, name, path)
         if meta is not None:
             slot.pieces.extend(self._upload(META_FILE, 0, meta))
         self._commit(slot)
@@ -457,6 +467,32 @@ class Replica:
                                                                  info.last_us))
             )  # fmt: skip
         return found
+
+    def _new_value_files(self, end: LogEnd) -> list[tuple[str, Path]]:
+        """The value files (streamed values, docs/FORMAT.md section 14) not in the bucket yet
+        whose records the log holds up to ``end``: ``(name in the slots, path)``. A value file
+        is immutable, so it is shipped whole, once, and sealed."""
+        found = []
+        for seq, path in list_value_files(self.folder):
+            name = f"{VALUES_DIR}/{path.name}"
+            if seq <= end.seq and name not in self.folded.sealed:
+                found.append((name, path))
+        return found
+
+    def _ship_value_file(self, slot: Slot, name: str, path: Path) -> None:
+        """Upload value file ``path`` into ``slot`` as ``name``, :data:`PART_SIZE` bytes at a
+        time (a value file may be bigger than memory), and seal it. A file a compaction
+        removed meanwhile (its record is dead) is skipped."""
+        try:
+            file = open_for_reading(path)
+        except FileNotFoundError:
+            return
+        with file:
+            offset = 0
+            while part := file.read(PART_SIZE):
+                slot.pieces.extend(self._upload(name, offset, part))
+                offset += len(part)
+        slot.sealed.append((name, offset))
 
     def _segment_file(self, number: int) -> BinaryIO | None:
         """Segment ``number`` opened for reading (kept open until its end is committed), or

@@ -27,6 +27,7 @@ from ..models import KeyValueStoreMetadata, KeyValueStoreRecord, KeyValueStoreRe
 from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StorageType, StoreKind, select
 from ..registry import purge_on_start
+from ..values import Piece
 from ._meta import new_store_id
 
 #: Keys (and their infos) fetched per batch while iterating.
@@ -343,6 +344,24 @@ class KeyValueStoreClient(ABC):
     @abstractmethod
     async def delete_value(self, key: str) -> bool:
         """Remove ``key``; True if it existed."""
+
+    async def set_value_stream(
+        self, key: str, pieces: AsyncIterator[Piece], content_type: str | None
+    ) -> None:
+        """Store the bytes of ``pieces`` under ``key`` without holding them whole in memory.
+
+        This default gathers them and stores them as one value: for clients without value
+        files (the in-memory client holds every value in memory anyway)."""
+        data = bytearray()
+        async for piece in pieces:
+            data += piece
+        await self.set_value(key, bytes(data), content_type)
+
+    async def iterate_value_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key`` a chunk at a time (nothing when it is absent or holds
+        None). This default reads the value whole: for clients without value files."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stream values")
+        yield b""  # pragma: no cover - makes this an async generator
 
     @abstractmethod
     async def record_exists(self, key: str) -> bool:

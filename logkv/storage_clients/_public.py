@@ -16,6 +16,7 @@ against the store and rewritten or removed.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Final
 from urllib.parse import quote, unquote
 
 from ..content import extension_for
-from ..fsutil import atomic_write, make_dir, refuse_link
+from ..fsutil import make_dir, refuse_link, temp_file, write_all
 from ..layout import PUBLIC_DIR, TEMP_SUFFIX
 
 #: Longest file name written (bytes); file systems allow 255.
@@ -87,11 +88,21 @@ class PublicFiles:
 
     def publish(self, key: str, data: bytes, content_type: str | None) -> Path:
         """Write the file of ``key`` (replacing an older one) and remember it as published."""
+        return self.publish_chunks(key, (data,), content_type)
+
+    def publish_chunks(self, key: str, chunks: Iterable[bytes], content_type: str | None) -> Path:
+        """:meth:`publish` of a value given a chunk at a time (a streamed value, never whole
+        in memory); the file replaces the older one all at once."""
         name = public_file_name(key, content_type)
         old = self.published.get(key)
         make_dir(self.folder)
         target = self.folder / name
-        atomic_write(target, data, durable=False)
+        with temp_file(target) as (fd, temp):
+            offset = 0
+            for chunk in chunks:
+                write_all(fd, chunk, offset)
+                offset += len(chunk)
+            os.replace(temp, target)
         self.published[key] = name
         if old is not None and old != name:
             (self.folder / old).unlink(missing_ok=True)

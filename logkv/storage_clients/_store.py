@@ -53,12 +53,14 @@ from ..fsutil import empty_trash, move_to_trash
 from ..group_commit import Commit
 from ..index import IndexEntry
 from ..modes import Durability
+from ..values import Piece
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
 from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
 from ._public import PublicFiles
 from ._replica import claim_replica, wait_replicated
+from ._streams import read_stream, write_stream
 
 if TYPE_CHECKING:
     from ..replica import Replica
@@ -284,6 +286,9 @@ class EngineStore:
         returns the URL of the file the writer made, and raises
         :class:`~logkv.ReadOnlyStoreError` when there is none.
         """
+        entry = self.engine.entry(key)
+        if entry is not None and entry.streamed and not self.readonly:
+            return (await self._publish_streamed(key)).absolute().as_uri()
         found = await self.read(key)
         if found is None:
             raise KeyError(f"no record under key {key!r}: there is nothing to publish")
@@ -380,6 +385,34 @@ class EngineStore:
         else:
             self.engine.set_many(items, deletes)
         await self.replicated()
+
+    async def write_stream(
+        self, key: str, pieces: AsyncIterator[Piece], content_type: str | None
+    ) -> None:
+        """Stream ``pieces`` into a value file and commit it as ``key``'s value
+        (:func:`~logkv.storage_clients._streams.write_stream`); durable (to the configured
+        level) when this returns, and noted as a modification."""
+        self.check_writable()
+        commit = await write_stream(self.engine, key, pieces, content_type)
+        await wait_for_commit(self.engine, commit)
+        self.touch(modified=True)
+        if key in self.public.published:
+            await self._publish_streamed(key)
+        await self.replicated()
+
+    async def _publish_streamed(self, key: str) -> Path:
+        """Write the public file of ``key``'s streamed value a chunk at a time."""
+        stream = await _to_thread(self.engine.open_value, key)
+        if stream is None:
+            raise KeyError(f"no record under key {key!r}: there is nothing to publish")
+        with stream:
+            return await _to_thread(self.public.publish_chunks, key, stream, stream.content_type)
+
+    def read_stream(self, key: str) -> AsyncIterator[bytes]:
+        """The value of ``key`` a chunk at a time (an access; nothing when it is absent)."""
+        self.meta.accessed_at = _now()
+        self.refresh()
+        return read_stream(self.engine, key)
 
     async def delete(self, key: str) -> bool:
         """Append a delete record for ``key`` if it holds a record; True if it did."""

@@ -19,12 +19,13 @@ from typing import Any
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
-from ..content import decode, decoder_for, encode, public_content_type
+from ..content import check_content_type, decode, decoder_for, encode, public_content_type
 from ..engine import Engine
 from ..index import IndexEntry
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..modes import MAX_KEY_LENGTH
 from ..names import Selector
+from ..values import Piece
 from ._base import (
     Deferred,
     KeyValueStoreClient,
@@ -192,6 +193,19 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
         if pending is not None:
             await pending.awaitable
 
+    async def set_value_stream(
+        self, key: str, pieces: AsyncIterator[Piece], content_type: str | None
+    ) -> None:
+        """Stream ``pieces`` into a value file and commit it (docs/FORMAT.md, section 14);
+        ``content_type`` defaults to ``application/octet-stream``."""
+        check_key(key)
+        await self._store.write_stream(key, pieces, _stream_type(content_type))
+
+    def iterate_value_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key`` a chunk at a time, each checked before it is yielded."""
+        check_key(key)
+        return self._store.read_stream(key)
+
     async def delete_value(self, key: str) -> bool:
         """Append a delete record for ``key`` if it exists; True if it did."""
         check_key(key)
@@ -218,6 +232,15 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
     async def drop(self) -> None:
         """Delete the store and its folder, all or nothing; the client is closed afterwards."""
         await self._store.drop()
+
+
+def _stream_type(content_type: str | None) -> str:
+    """The content type a streamed value is stored with: the one given (checked), else
+    ``application/octet-stream`` (its bytes are stored as they come, never encoded)."""
+    if content_type is None:
+        return "application/octet-stream"
+    check_content_type(content_type)
+    return content_type
 
 
 def _info(key: str, entry: IndexEntry) -> KeyValueStoreRecordMetadata:

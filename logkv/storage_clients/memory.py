@@ -24,6 +24,7 @@ from ..key_range import keys_after
 from ..models import KeyValueStoreMetadata, KeyValueStoreRecordMetadata, record_metadata
 from ..modes import MAX_KEY_LENGTH
 from ..names import Selector, StoreKind
+from ..values import iter_inline
 from ._base import (
     KeyValueStoreClient,
     StorageClient,
@@ -195,6 +196,15 @@ class MemoryKeyValueStoreClient(KeyValueStoreClient):
     async def set_value(self, key: str, value: Any, content_type: str | None = None) -> None:
         """Encode and keep ``value``."""
         self.set_value_nowait(key, value, content_type)
+
+    async def iterate_value_chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key`` a chunk at a time (nothing when it is absent)."""
+        check_key(key)
+        self._check_open()
+        found = self._records.get(key)
+        if found is not None:
+            for chunk in iter_inline(found[0]):
+                yield chunk
 
     async def delete_value(self, key: str) -> bool:
         """Forget ``key``; True if it existed."""
