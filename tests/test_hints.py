@@ -350,9 +350,9 @@ def _fill_streamed(path: Path, seed: int = 0) -> dict[str, bytes | None]:
                 engine.delete(key)
                 del model[key]
             elif kind < 0.45:
-                value = rng.randbytes(rng.randrange(0, 3000))
-                engine.set_stream(key, [value[:1000], value[1000:]], "video/mp4")
-                model[key] = value
+                data = rng.randbytes(rng.randrange(0, 3000))
+                engine.set_stream(key, [data[:1000], data[1000:]], "video/mp4")
+                model[key] = data
             else:
                 value = None if kind > 0.95 else rng.randbytes(rng.randrange(0, 200))
                 engine.set(key, value, rng.choice([None, "text/plain"]))
@@ -389,8 +389,9 @@ def test_hints_and_snapshot_hints_carry_streamed_values(
         streamed = {k: e for k, e in engine._index.entries().items() if e[3] < -1}
         assert streamed
         for key, entry in streamed.items():
-            assert engine.entry(key).streamed
-            assert engine.entry(key).value_size == len(model[key] or b"") == -2 - entry[3]
+            named = engine.entry(key)
+            assert named is not None and named.streamed
+            assert named.value_size == len(model[key] or b"") == -2 - entry[3]
     monkeypatch.undo()
     assert hinted == scanned_state(path, tmp_path)
     with Engine.open(path) as engine:  # a writable open from hints, then more writes
