@@ -88,8 +88,8 @@ HISTORY_VALUE_SIZE = 8
 
 #: Targets (seconds, ratios, percent).
 TARGET_DISK_RATIO = 1.2
-TARGET_OPEN_S = 1.5
-TARGET_STALL_S = 0.050
+TARGET_OPEN_S = 0.5  # per 1M keys
+TARGET_STALL_S = 0.020
 TARGET_CHAIN_PCT = 10.0
 
 _CHAIN_START = FRAME_HEADER_SIZE - CHAIN_SIZE
@@ -113,6 +113,7 @@ class Settings:
     history_keys: int
     writer_pause_ms: float
     repeat: int
+    runs: int = 1
 
 
 @dataclass
@@ -131,9 +132,9 @@ class Sections:
 class GcWatch:
     """A ``gc.callbacks`` hook that records how long the collector ran while installed.
 
-    A collection of the oldest generation walks every tracked object (the index holds millions)
-    with the GIL held, so it stalls every thread; recording it tells such a stall from a lock
-    hold.
+    A collection walks the tracked objects of its generations with the GIL held (an index of
+    tuples held millions; packed entries are not tracked), so it stalls every thread; recording
+    it tells such a stall from a lock hold.
     """
 
     def __init__(self) -> None:
@@ -240,6 +241,9 @@ class CompactionRun:
     copy_ended_at: float
     dirty: int | None
     gc: GcWatch
+    #: Objects the garbage collector tracked when the compaction started (what a full
+    #: collection walks; the index adds none of its own).
+    tracked: int
 
 
 def compact_under_writer(
@@ -260,6 +264,7 @@ def compact_under_writer(
         copied[0] = time.perf_counter()
 
     gc.collect()
+    tracked = len(gc.get_objects())
     os.sync()  # see METHOD: the build's gigabytes of dirty pages are not compaction's doing
     writer.start()
     time.sleep(0.2)  # the writer is in its loop before compaction starts
@@ -289,6 +294,7 @@ def compact_under_writer(
         copied[0] - started,
         dirty,
         watch,
+        tracked,
     )
 
 
@@ -314,15 +320,19 @@ def add_stall_rows(report: Report, label: str, run: CompactionRun) -> None:
     report.add(
         f"{label}: longest lock hold (longest_lock_hold_s)",
         f"{ms(hold)}; longest garbage-collector pass {ms(run.gc.longest)} "
-        f"({run.gc.full_collections} full collection(s))",
+        f"({run.gc.full_collections} full collection(s); {run.tracked:,} objects tracked by the "
+        "collector when the compaction started)",
         f"<= {ms(TARGET_STALL_S)}",
         hold <= TARGET_STALL_S,
     )
 
 
-def measure_compaction(work: Path, settings: Settings, report: Report, notes: list[str]) -> None:
+def measure_compaction(
+    work: Path, settings: Settings, report: Report, notes: list[str]
+) -> list[float]:
     """Part 1: build the overwritten store and compact it under a writer; write every key once
-    more and compact again (the steady state of a long-running store); open it again."""
+    more and compact again (the steady state of a long-running store); open it again. Returns
+    the longest writer stall (due to done) of each of the two compactions."""
     n, k = settings.keys, settings.overwrites
     store = work / "compaction"
     print(f"part 1: {n:,} keys x {k} writes of {settings.value_size} B values", flush=True)
@@ -400,13 +410,15 @@ def measure_compaction(work: Path, settings: Settings, report: Report, notes: li
         return elapsed
 
     best, worst = repeat_timed(settings.repeat, open_once)
+    per_million = best * 1_000_000 / n
     report.add(
         f"open after compaction (best of {settings.repeat})",
-        f"{best:,.2f} s (slowest {worst:,.2f} s) for {n:,} keys",
-        f"<= {TARGET_OPEN_S} s",
-        best <= TARGET_OPEN_S,
+        f"{best:,.2f} s (slowest {worst:,.2f} s) for {n:,} keys ({per_million:,.2f} s per 1M)",
+        f"<= {TARGET_OPEN_S} s per 1M keys",
+        per_million <= TARGET_OPEN_S,
     )
     shutil.rmtree(store)
+    return [first.delays[-1], second.delays[-1]]
 
 
 def verify_store(
@@ -769,13 +781,31 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeat", type=positive_int, default=3, help="runs of each repeated timing, best kept (3)"
     )
+    parser.add_argument(
+        "--runs",
+        type=positive_int,
+        default=1,
+        help="runs of the compaction part, each on a fresh store (the stalls of each reported)",
+    )
     return parser
 
 
 def measure(settings: Settings, sections: Sections) -> None:
     """Run the three parts in order in a temporary folder, removed afterwards."""
     with settings.run.scratch() as work:
-        measure_compaction(work, settings, sections.compaction, sections.notes)
+        stalls = [measure_compaction(work, settings, sections.compaction, sections.notes)]
+        for number in range(2, settings.runs + 1):
+            print(f"part 1 again: run {number} of {settings.runs}", flush=True)
+            gc.collect()
+            stalls.append(measure_compaction(work, settings, Report(), []))
+        if settings.runs > 1:
+            longest = max(max(run) for run in stalls)
+            sections.compaction.add(
+                f"longest writer stall of each of {settings.runs} runs (first, second compaction)",
+                "; ".join(f"{ms(a)}, {ms(b)}" for a, b in stalls) + " (the rows above are run 1's)",
+                f"<= {ms(TARGET_STALL_S)} in each",
+                longest <= TARGET_STALL_S,
+            )
         gc.collect()
         measure_chain(work, settings, sections.chain)
         gc.collect()
@@ -796,6 +826,7 @@ def benchmark(args: argparse.Namespace, run: Run) -> str:
         history_keys=min(args.history_keys or (2_000 if quick else 100_000), history_records),
         writer_pause_ms=args.writer_pause_ms,
         repeat=args.repeat,
+        runs=args.runs,
     )
     sections = Sections()
     measure(settings, sections)

@@ -44,11 +44,12 @@ import msgpack
 from .errors import CorruptionError
 from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, chain_of
 from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
+from .hints import _le_bytes, _le_column, encode_block, pack_keys, read_block
 from .layout import ARCHIVE_DIR, TEMP_SUFFIX, checkpoint_name, list_checkpoints, list_segments
 from .log_cut import continues_batch
 from .replay import Entry, set_entry
 from .scan import SegmentReader, fail_on_damage
-from .snapshot import TAIL, TAIL_MAGIC, _le_bytes, _le_column, _pack_keys, _read_block, block
+from .snapshot import TAIL, TAIL_MAGIC
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,13 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
     hint = b"".join(
         [
             msgpack.Packer().pack_array_header(7),
-            _pack_keys(keys),
+            pack_keys(keys),
             *(msgpack.packb(_le_bytes(column)) for column in columns),
             msgpack.packb(list(types)),
         ]
     )
     header = CHECKPOINT_HEADER.pack(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, 0)
-    hint_block = block(hint)
+    hint_block = encode_block(hint)
     meta = msgpack.packb(
         {
             "seq": info.seq,
@@ -162,7 +163,7 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
         with open(fd, "wb", closefd=True) as file:
             file.write(header)
             file.write(hint_block)
-            file.write(block(meta))
+            file.write(encode_block(meta))
             file.write(TAIL.pack(meta_offset, TAIL_MAGIC))
             file.flush()
             os.fsync(file.fileno())
@@ -188,7 +189,7 @@ def load_checkpoint(path: Path, *, entries: bool = True) -> tuple[CheckpointInfo
         if tail_magic != TAIL_MAGIC or not CHECKPOINT_HEADER.size <= meta_offset < size:
             raise CorruptionError(path, size - TAIL.size, "bad checkpoint tail")
         file.seek(meta_offset)
-        meta = _read_block(path, file.read(size - TAIL.size - meta_offset), 0, "meta")
+        meta = read_block(path, file.read(size - TAIL.size - meta_offset), 0, "checkpoint meta")
         data = b""
         if entries:
             file.seek(0)
@@ -210,7 +211,7 @@ def load_checkpoint(path: Path, *, entries: bool = True) -> tuple[CheckpointInfo
         raise CorruptionError(path, meta_offset, f"checkpoint meta is incomplete: {exc}") from None
     if not entries:
         return info, {}
-    hint = _read_block(path, data[:meta_offset], hint_offset, "hint")
+    hint = read_block(path, data[:meta_offset], hint_offset, "checkpoint hint")
     try:
         keys, *raw, types = hint
         segments = _le_column("I", raw[0])

@@ -31,7 +31,6 @@ a :class:`CompactionHost`, which takes its lock for each step that needs it and 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -47,10 +46,10 @@ from sortedcontainers import SortedDict
 from .checkpoints import CheckpointPolicy, update_checkpoints
 from .errors import LogKVError
 from .format import value_ref_of_frame
-from .index import FILE_ID, Index
+from .index import FILE_ID, Entry, Index, packed_file, unpack
 from .layout import list_segments, list_snapshots
 from .modes import Retention
-from .replay import Entry, frame_length
+from .replay import frame_length
 from .retire import retire_files
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
@@ -132,7 +131,7 @@ class CompactionState:
         self.running = False
         #: While a compaction copies: the entry each key had at its rotation, for the keys
         #: changed since (their entry at or below ``frozen_covers`` was replaced or deleted).
-        self.frozen: SortedDict[str, Entry] | None = None
+        self.frozen: SortedDict[str, int] | None = None  # key -> packed entry
         self.frozen_covers = 0
 
     def start(self, covers: int) -> None:
@@ -167,12 +166,13 @@ class CompactionState:
         if not keys:
             return None, []
         batch = []
+        names, current = index.types.names, index.packed.get
         for key in keys:
-            entry = frozen.get(key)
-            if entry is None:
-                entry = index.get(key)
-            if entry is not None:
-                batch.append((key, entry))
+            packed = frozen.get(key)
+            if packed is None:
+                packed = current(key)
+            if packed is not None:
+                batch.append((key, unpack(packed, names)))
         return keys[-1], batch
 
     def _check(self) -> None:
@@ -182,7 +182,7 @@ class CompactionState:
         if self.frozen is not None:
             covers = self.frozen_covers
             assert covers > self.covers, (covers, self.covers)
-            assert all(e[FILE_ID] <= covers for e in self.frozen.values()), "a newer entry frozen"
+            assert all(packed_file(p) <= covers for p in self.frozen.values()), "newer, frozen"
 
 
 def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int) -> None:
@@ -192,10 +192,11 @@ def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int
     Entries at or below ``covers`` can only be the ones copied: newer writes point past
     ``covers``, and only compaction (one at a time) rewrites old entries.
     """
+    current, put = index.packed.get, index.put_packed
     for key, entry in batch:
-        old = index.get(key)
-        if old is not None and old[FILE_ID] <= covers:
-            index[key] = entry
+        old = current(key)
+        if old is not None and packed_file(old) <= covers:
+            put(key, index.pack(entry))
 
 
 class CompactionHost(Protocol):
@@ -425,17 +426,11 @@ def _copy_live_records(
 def _switch_index(
     host: CompactionHost, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch
 ) -> None:
-    keys, entry = snapshot.keys, snapshot.entry
+    keys, entry = snapshot.columns.keys, snapshot.entry
     for start in range(0, len(keys), _BATCH):
         # The new entries are made before the lock is taken: it is held only to swap them in.
         stop = min(start + _BATCH, len(keys))
         host.switch_to_snapshot([(keys[i], entry(i)) for i in range(start, stop)], covers, watch)
-        # Each new entry is a tuple the garbage collector tracks while the old one is freed, so
-        # its allocation count stays flat as young objects pile up, until one young pass walks
-        # them all, perhaps with the lock held (over half a second for 1M keys): collect them a
-        # batch at a time.
-        if gc.isenabled():
-            gc.collect(0)
         # This loop does no I/O, so it would keep the GIL for whole switch intervals and take
         # the lock again before a waiting writer runs; sleep(0) hands the GIL over.
         time.sleep(0)

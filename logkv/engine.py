@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -55,6 +56,7 @@ from .format import (
     encode_record,
     encode_value_ref,
     stored_segment_version,
+    streamed_entry_size,
     value_ref_of_frame,
 )
 from .fsutil import (
@@ -66,7 +68,26 @@ from .fsutil import (
     open_for_reading,
 )
 from .group_commit import DONE, Commit, GroupCommit, Update
-from .index import CONTENT_TYPE, FILE_ID, OFFSET, Index, IndexEntry
+from .hints import (
+    HintWriter,
+    SegmentHint,
+    hints_wanted,
+    load_segment_hint,
+    remove_hint,
+    remove_stale_hints,
+    segment_changed,
+)
+from .index import (
+    CONTENT_TYPE,
+    FILE_ID,
+    OFFSET,
+    Index,
+    IndexEntry,
+    pack,
+    packed_file,
+    packed_frame_length,
+    value_size,
+)
 from .key_range import check_prefix
 from .layout import (
     ARCHIVE_DIR,
@@ -91,13 +112,11 @@ from .replay import (
     RecoveryReport,
     Replayer,
     frame_length,
-    streamed_entry_size,
     synced_shortfall,
-    value_size,
 )
 from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
-from .snapshot import load_snapshot
+from .snapshot import load_snapshot_into
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
 from .values import (
     INLINE_LIMIT,
@@ -227,12 +246,12 @@ class _LogPosition:
     live_bytes: int = 0  # bytes of the records the index points to
     segments: int = 0  # segment files after the snapshot
 
-    def take_from(self, r: Replayer[Any]) -> None:
+    def take_from(self, r: Replayer) -> None:
         """Adopt where a replay ended (``segments`` is counted by the caller)."""
         self.seq, self.chain, self.last_us = r.last_seq, r.chain, r.last_timestamp_us
         self.record_bytes, self.live_bytes = r.record_bytes, r.live_bytes
 
-    def hand_to(self, r: Replayer[Any]) -> None:
+    def hand_to(self, r: Replayer) -> None:
         """Let a replay go on from here (after a snapshot; a read-only store refreshing)."""
         r.last_seq, r.chain, r.last_timestamp_us = self.seq, self.chain, self.last_us
         r.record_bytes, r.live_bytes = self.record_bytes, self.live_bytes
@@ -289,6 +308,14 @@ class Engine:
         self._writer: SegmentWriter | None = None  # guarded by _mutex
         self._closed_end = LogEnd(0, 0, 0, 0, 0)  # log_end() after close; guarded by _mutex
         self._readers = SegmentReaders(path)  # thread-safe on its own
+        #: Writes the hint files of sealed segments (a writer's, unless its segments are so
+        #: small that a scan costs less); thread-safe on its own.
+        self._hints: HintWriter | None = (
+            HintWriter(path) if not readonly and hints_wanted(segment_size) else None
+        )
+        #: Sealed segments the last replay scanned (no usable hint): a writer hints them once
+        #: its open succeeded (an open that fails changes nothing).
+        self._unhinted: list[int] = []
         self._folder_lock: StoreLock | None = None  # set by open, released by close
 
     # ------------------------------------------------------------------ opening and closing
@@ -351,13 +378,15 @@ class Engine:
         if replayer.dropped and not self.readonly:
             # Salvage: make the repair stick, so the next open needs no salvage.
             for number in sorted({_segment_of(d.path) for d in replayer.dropped}):
+                remove_hint(self.path, number)
                 kept = rewrite_valid_frames(self.path / segment_name(number), number)
                 log.warning("salvage: rewrote segment %d with its %d valid records", number, kept)
             forget_synced_mark(self.path)  # the rewritten segments' offsets changed
             first = self.report
             replayer, scan_end = self._replay()
             self.report = first
-        self._index = Index(replayer.entries)
+        self._index = replayer.index
+        self._index.sort_all()
         self._position.take_from(replayer)
         if not self.readonly:
             for leftover in remove_leftovers(self.path, self._position.seq):
@@ -373,6 +402,8 @@ class Engine:
                 sync_on_rotate=self.durability is Durability.FSYNC,
             )
             self._position.segments = max(self._position.segments, 1)
+            for number in self._unhinted:
+                self._sealed(number)
             if self._writer.end and self._writes_older_version(self._writer.number):
                 # Records of this version go to a segment of this version, never after an
                 # older header: an older logkv then refuses the segment instead of misreading
@@ -385,10 +416,10 @@ class Engine:
         with open_for_reading(self.path / segment_name(number)) as file:
             return stored_segment_version(file.read(SEGMENT_HEADER_SIZE)) < FORMAT_VERSION
 
-    def _replay(self) -> tuple[Replayer[dict[str, Entry]], int]:
+    def _replay(self) -> tuple[Replayer, int]:
         """Load the newest good snapshot, then scan the segments after it; return the
         :class:`Replayer` and where the log's valid data ends."""
-        replayer: Replayer[dict[str, Entry]] = Replayer({}, self.recovery_mode)
+        replayer = Replayer(Index(), self.recovery_mode)
         scanned = self._scanned
         replayer.synced = scanned.synced = read_synced_mark(self.path)
         self.report = RecoveryReport(dropped=replayer.dropped)
@@ -396,18 +427,73 @@ class Engine:
         segments = self._segments_after(covers)
         end = 0
         scanned.segment = 0
-        for i, (number, seg_path) in enumerate(segments):
-            scan = replayer.scan(seg_path, number, 0, is_last=i == len(segments) - 1)
-            if scan.torn_tail is not None:
-                self._drop_torn_tail(scan.torn_tail)
-            end = scan.valid_end
-            scanned.segment = number
+        self._unhinted = []
+        # Sealed segments with a hint: their bytes are checksummed in a thread while this one
+        # applies the hints before them (the checksum releases the GIL).
+        checker = ThreadPoolExecutor(1, "logkv-open")
+        try:
+            hinted: list[tuple[SegmentHint, Future[str | None]] | None] = []
+            for i, (number, seg_path) in enumerate(segments):
+                hint = None if i == len(segments) - 1 else self._segment_hint(number, seg_path)
+                hinted.append(
+                    None
+                    if hint is None
+                    else (hint, checker.submit(segment_changed, seg_path, hint))
+                )
+            for i, (number, seg_path) in enumerate(segments):
+                is_last = i == len(segments) - 1
+                end = self._replay_segment(replayer, number, seg_path, is_last, hinted[i])
+                scanned.segment = number
+        finally:
+            checker.shutdown(cancel_futures=True)
+        replayer.count_live()
         self._check_synced_mark(replayer, end, covers)
         self._position.segments = sum(1 for _, p in segments if p.parent == self.path)
         scanned.offset = end
         return replayer, end
 
-    def _replay_settled(self) -> tuple[Replayer[dict[str, Entry]], int]:
+    def _replay_segment(
+        self,
+        replayer: Replayer,
+        number: int,
+        seg_path: Path,
+        is_last: bool,
+        hinted: tuple[SegmentHint, Future[str | None]] | None,
+    ) -> int:
+        """Fold segment ``number`` into ``replayer``: from its hint when it has one and its
+        bytes are those the hint was written from, else by a scan (a writer queues a new hint
+        for a sealed segment scanned whole). Returns where its valid data ends."""
+        if hinted is not None:
+            hint, changed = hinted
+            problem = changed.result()
+            if problem is None:
+                replayer.apply_hint(hint, seg_path)
+                return hint.size
+            log.info("%s: %s; scanning it instead of using its hint", seg_path, problem)
+        scan = replayer.scan(seg_path, number, 0, is_last=is_last)
+        if scan.torn_tail is not None:
+            self._drop_torn_tail(scan.torn_tail)
+        if not is_last and seg_path.parent == self.path:
+            self._unhinted.append(number)  # a writer (re)writes its hint once open
+        return scan.valid_end
+
+    def _segment_hint(self, number: int, seg_path: Path) -> SegmentHint | None:
+        """Sealed segment ``number``'s hint, checked against the segment; None when there is
+        none, or it is damaged or stale (then the segment is scanned, and a writer rewrites
+        the hint), or the open salvages (which scans every frame)."""
+        if (
+            self.recovery_mode is Recovery.SALVAGE
+            or seg_path.parent != self.path
+            or source_of(self.path) is not None  # a file set (a bucket copy) has no hints
+        ):
+            return None
+        try:
+            return load_segment_hint(self.path, number, seg_path)
+        except CorruptionError as exc:
+            log.info("%s; scanning the segment instead", exc)
+            return None
+
+    def _replay_settled(self) -> tuple[Replayer, int]:
         """:meth:`_replay`; a read-only store replays again when a writer's compaction retired
         files while it read them (a file vanished, or the log seemed to have a gap, and the
         newest snapshot changed meanwhile)."""
@@ -425,7 +511,7 @@ class Engine:
                 ):
                     raise
 
-    def _load_snapshot(self, replayer: Replayer[dict[str, Entry]]) -> int:
+    def _load_snapshot(self, replayer: Replayer) -> int:
         """Seed ``replayer`` from the newest snapshot that loads; return what it covers (0 if
         none). Damaged newer snapshots are noted in the report; the log must still hold what
         they covered (checked by :meth:`_segments_after`), else open fails."""
@@ -434,19 +520,16 @@ class Engine:
         self.report.damaged_snapshots = []
         for covers, path in reversed(list_snapshots(self.path)):
             try:
-                info, entries = load_snapshot(path, covers)
+                info = load_snapshot_into(path, covers, replayer.index)
             except CorruptionError as exc:
                 log.warning("%s; falling back to an older snapshot and the log", exc)
                 self.report.damaged_snapshots.append(exc)
                 continue
-            replayer.entries = entries
             at_snapshot = _LogPosition(
                 info.last_seq, info.chain, info.last_us, info.record_bytes, info.live_bytes
             )
             at_snapshot.hand_to(replayer)
             compaction.retention = Retention(info.retention)
-            types = {e[CONTENT_TYPE] for e in entries.values()}
-            replayer.content_types.update((t, t) for t in types)
             compaction.covers = covers
             return covers
         return 0
@@ -491,8 +574,10 @@ class Engine:
 
     def _retire_stale(self) -> None:
         """After a crash between a snapshot's install and its cleanup: retire what the newest
-        snapshot covers, set damaged snapshots aside, remove older snapshots."""
+        snapshot covers, set damaged snapshots aside, remove older snapshots and the hints
+        of segments that are gone."""
         retire_files(self.path, self._compaction.covers, self._compaction.retention)
+        remove_stale_hints(self.path, self._compaction.covers)
         if self.report.damaged_snapshots:
             self._restore_archived()
         for exc in self.report.damaged_snapshots:
@@ -513,9 +598,7 @@ class Engine:
             fsync_dir(self.path)
             fsync_dir(archive)
 
-    def _check_synced_mark(
-        self, replayer: Replayer[dict[str, Entry]], end: int, covers: int
-    ) -> None:
+    def _check_synced_mark(self, replayer: Replayer, end: int, covers: int) -> None:
         """Fail (strict) or report (salvage) a log that ends before the synced mark: records
         that were durable when the writer last closed cleanly are missing."""
         lost = synced_shortfall(replayer.synced, self.path, self._scanned.segment, end, covers)
@@ -582,7 +665,7 @@ class Engine:
 
     def _refresh_segments(self) -> None:
         scanned, position, covers = self._scanned, self._position, self._compaction.covers
-        replayer = Replayer(self._index, self.recovery_mode)
+        replayer = Replayer(self._index, self.recovery_mode, bulk=False)
         replayer.synced = scanned.synced
         position.hand_to(replayer)
         every = list_segments(self.path)
@@ -598,7 +681,8 @@ class Engine:
     def _reload(self) -> None:
         """Read-only stores: rebuild the index from the newest snapshot and the log."""
         replayer, _ = self._replay_settled()
-        self._index = Index(replayer.entries)
+        self._index = replayer.index
+        self._index.sort_all()
         self._position.take_from(replayer)
         self._readers.retire(self._compaction.covers)  # let go of the files it replaced
 
@@ -640,6 +724,8 @@ class Engine:
             log.warning("%s: no synced mark recorded at close (%s)", self.path, exc)
 
     def _release(self) -> None:
+        if self._hints is not None:
+            self._hints.close()  # waits for a hint being written, drops the rest
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -670,14 +756,14 @@ class Engine:
         with self._mutex:  # as _entry, inlined: this is every client read's first step
             if self._closed:
                 self._check_open()
-            found = self._index.entries.get(key)
+            found = self._index.get(key)
         return None if found is None else tuple.__new__(IndexEntry, found)
 
     def _entry(self, key: str) -> Entry | None:
         with self._mutex:
             if self._closed:
                 self._check_open()
-            return self._index.entries.get(key)
+            return self._index.get(key)
 
     def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
@@ -689,7 +775,7 @@ class Engine:
         with self._mutex:
             if self._closed:
                 raise StoreClosedError(f"the store at {self.path} is closed")
-            entry = self._index.entries.get(key)
+            entry = self._index.get(key)
         if entry is None:
             return default
         found = self._record(key, entry)
@@ -711,7 +797,7 @@ class Engine:
         with self._mutex:
             if self._closed:
                 self._check_open()
-            entry = self._index.entries.get(key)
+            entry = self._index.get(key)
         if entry is None:
             return None
         size = entry[3]
@@ -892,6 +978,14 @@ class Engine:
         with self._mutex:
             self._check_open()
             return self._index.count_range(low, high)
+
+    def wait_for_hints(self) -> None:
+        """Block until the hint file of every segment sealed so far is written (or given up
+        on: a damaged segment gets none). Hints are written in the background after each
+        rotation; an open reads them instead of scanning those segments (docs/FORMAT.md,
+        section 15). For benchmarks and tests, and before copying a store folder."""
+        if self._hints is not None:
+            self._hints.wait()
 
     def settle_order(self) -> None:
         """Merge the keys written since the last ordered read into the sorted keys, a batch
@@ -1260,16 +1354,20 @@ class Engine:
         position.chain = frames[-1][_CHAIN_START:_CHAIN_STOP]
         if number != before:
             position.segments += 1
+            self._sealed(before)
         updates: list[Update] = []
+        type_id = self._index.types.id
         for (op, key, content_type, value), frame in zip(batch, frames, strict=True):
             length = len(frame)
-            entry: Entry | None = None
+            entry: int | None = None
             if op == _SET:
                 size = -1 if value is None else len(value)
-                entry = (number, offset, length - max(size, 0), size, content_type)
+                entry = pack(number, offset, length - max(size, 0), size, type_id(content_type))
             elif op == _SET_STREAMED:
                 assert value is not None
-                entry = (number, offset, length, streamed_entry_size(value), content_type)
+                entry = pack(
+                    number, offset, length, streamed_entry_size(value), type_id(content_type)
+                )
             offset += length
             if self._group_commit:
                 updates.append((key, entry, length))
@@ -1334,14 +1432,16 @@ class Engine:
             position.chain = frame[_CHAIN_START:_CHAIN_STOP]
             if number != before:
                 position.segments += 1
+                self._sealed(before)
             length = len(frame)
-            entry: Entry | None = None
+            entry: int | None = None
             if op == _SET:
+                type_id = self._index.types.id(content_type)
                 if value is None:
-                    entry = (number, offset, length, -1, content_type)
+                    entry = pack(number, offset, length, -1, type_id)
                 else:
                     size = len(value)
-                    entry = (number, offset, length - size, size, content_type)
+                    entry = pack(number, offset, length - size, size, type_id)
             if not self._group_commit:
                 # Durability.PROCESS: the record is with the OS; make it visible now.
                 self._apply(key, entry, length)
@@ -1349,20 +1449,26 @@ class Engine:
             # Durability.FSYNC: queued; visible once a waiter of its batch synced it.
             return seq, self._commits.join_one((key, entry, length))
 
-    def _apply(self, key: str, entry: Entry | None, length: int) -> None:
-        """Make an appended record visible: point the index at it (or drop the key)."""
+    def _sealed(self, number: int) -> None:
+        """Segment ``number`` was rotated away from: have its hint file written (off the
+        writer's path, by the hint thread)."""
+        if self._hints is not None:
+            self._hints.submit(number)
+
+    def _apply(self, key: str, entry: int | None, length: int) -> None:
+        """Make an appended record visible: point the index at its packed entry (None: drop
+        the key)."""
         position = self._position
         position.record_bytes += length
         if entry is not None:
-            old = self._index.put(key, entry)
+            old = self._index.put_packed(key, entry)
             position.live_bytes += length
         else:
-            old = self._index.remove(key)
+            old = self._index.remove_packed(key)
         if old is not None:
-            file_id, _, head, size, _ = old
-            position.live_bytes -= head + size if size > 0 else head
+            position.live_bytes -= packed_frame_length(old)
             compaction = self._compaction
-            if compaction.frozen is not None and file_id <= compaction.frozen_covers:
+            if compaction.frozen is not None and packed_file(old) <= compaction.frozen_covers:
                 compaction.frozen[key] = old  # compaction copies the entry as of its rotation
 
     def _begin_sync(self) -> Callable[[], None]:
@@ -1452,7 +1558,7 @@ class Engine:
                 sizes.update((-n, p.stat().st_size) for n, p in list_snapshots(self.path))
                 assert sizes[last] >= writer.end, (sizes[last], writer.end)
             live = 0
-            for key, entry in index.entries.items():
+            for key, entry in index.entries().items():
                 file_id, offset, head, size, _ = entry
                 assert covers < file_id <= last or file_id in snapshots, (key, file_id, covers)
                 assert head > 0, (key, head, size)

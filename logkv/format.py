@@ -434,6 +434,17 @@ def encode_value_ref(size: int, digest: bytes) -> bytes:
     return VALUE_REF.pack(size, digest)
 
 
+_REF_SIZE = struct.Struct("<Q")  # the first field of a VALUE_REF
+assert _REF_SIZE.size < VALUE_REF.size
+
+
+def streamed_entry_size(ref: bytes) -> int:
+    """The ``size`` field of the index entry of a streamed set whose body value (its
+    :data:`VALUE_REF`) is ``ref``: ``-2 - the value's size``."""
+    size: int = _REF_SIZE.unpack_from(ref)[0]
+    return -2 - size
+
+
 def is_value_ref(value: object) -> bool:
     """Whether ``value`` (a decoded body's last element) is the value of a streamed set."""
     return type(value) is bytes and len(value) == VALUE_REF.size

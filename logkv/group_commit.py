@@ -25,13 +25,12 @@ from collections.abc import Callable
 from typing import Final
 
 from .errors import SyncFailedError
-from .replay import Entry
 
 log = logging.getLogger(__name__)
 
 #: An appended record's index update, applied once its batch is durable:
-#: ``(key, entry or None for a delete, frame length)``.
-Update = tuple[str, "Entry | None", int]
+#: ``(key, packed entry (logkv.index.pack) or None for a delete, frame length)``.
+Update = tuple[str, int | None, int]
 
 #: Weight of the newest sync in :attr:`GroupCommit.sync_seconds` (an exponential average).
 _NEWEST_WEIGHT: Final = 0.25

@@ -1,7 +1,18 @@
-"""The in-memory index: key -> :data:`~logkv.replay.Entry`, with the keys in order on demand.
+"""The in-memory index: key -> where its record is, packed into one ``int``; keys in order on
+demand.
 
-Point operations (get, set, delete) use a plain ``dict``. The keys are also kept in a
-``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
+**Packed entries.** An entry (the tuple :data:`Entry`: file, offset, head, size,
+content type) is kept as one Python ``int`` with the five fields at fixed bit positions (see
+:func:`pack`); the content type as a small id into the index's :class:`ContentTypes`. A
+streamed set, whose value is in a value file and may be bigger than any value the log holds,
+is packed as a negative ``int`` with room for its size (rare, so its extra bytes are too).
+An ``int`` is not an object the garbage collector tracks, and a ``dict`` holding only ``str``
+keys and ``int`` values is not tracked either: the collector never walks the index, and an
+overwrite allocates nothing it tracks. An entry costs one 48-byte ``int`` (five 30-bit
+digits) and its dict slot, instead of a 5-tuple and the ``int`` objects of its fields.
+
+**Order.** Point operations (get, set, delete) use the plain ``dict``. The keys are also kept in
+a ``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
 written for the first time is not inserted into it there and then: it joins a set of *fresh*
 keys, and fresh keys are merged into the sorted list, a sorted batch at a time, before keys are
 next read in order.
@@ -14,8 +25,11 @@ lists after every write pays what an insert costs, as before.
 
 Merging works in batches of at most :data:`MERGE_BATCH` keys and mutates the sorted list in
 place, so the engine can release its lock between batches (writers go on meanwhile) and no big
-new container appears at once (a rebuilt list of a million keys would make the garbage
-collector's next young pass walk all of it, holding the GIL for tens of milliseconds).
+new container appears at once.
+
+An open fills the dict first (:meth:`Index.load`) and sorts all its keys once at the end
+(:meth:`Index.sort_all`): the keys of a snapshot and of each segment's hint come in key order,
+so the sort merges a few sorted runs instead of sorting a million keys.
 
 The sets stay exact: every key of the index is either in the sorted list or fresh, never both.
 Not thread-safe: the engine calls it with its lock held.
@@ -29,15 +43,27 @@ from typing import Final, NamedTuple
 from sortedcontainers import SortedList
 
 from .key_range import keys_after
-from .replay import Entry, value_size
+
+#: An entry unpacked: ``(file_id, offset, head, size, content_type)`` (see :class:`IndexEntry`).
+#: ``size`` is the value's length in the log, -1 for a stored None, and ``-2 - the value's
+#: size`` for a streamed set, whose value is in a value file (then ``head`` is the whole frame).
+Entry = tuple[int, int, int, int, str | None]
+
+
+def value_size(entry: Entry) -> int:
+    """The size of the value an index entry points to: in the log, or in its value file (0
+    for a stored None)."""
+    size = entry[3]
+    return size if size >= 0 else (-2 - size if size < -1 else 0)
 
 
 class IndexEntry(NamedTuple):
     """Where the current record of a key is, and what it holds: what :meth:`Engine.entry
     <logkv.engine.Engine.entry>` returns.
 
-    Inside the engine an entry is the plain tuple :data:`~logkv.replay.Entry` (replay builds
-    millions of them); this is the same five fields, named, for everyone else.
+    Inside the engine an entry is packed into an ``int`` (:func:`pack`), unpacked to the plain
+    tuple :data:`Entry` where it is read; this is the same five fields, named,
+    for everyone else.
     """
 
     #: The data file: a segment number (> 0) or a snapshot, as ``-covers`` (< 0).
@@ -63,7 +89,7 @@ class IndexEntry(NamedTuple):
         return self.size < -1
 
 
-# Where the fields read one at a time sit in an :data:`~logkv.replay.Entry` tuple (code that
+# Where the fields read one at a time sit in an :data:`Entry` tuple (code that
 # needs more of them unpacks the tuple, as the hot paths do).
 FILE_ID: Final = 0
 OFFSET: Final = 1
@@ -73,62 +99,232 @@ CONTENT_TYPE: Final = 4
 #: Fresh keys merged per call of :meth:`Index.merge_some` (about 7 ms at 1.6 µs a key).
 MERGE_BATCH: Final = 4096
 
+# The packed layout, from the lowest bit: offset (48 bits), size + 1 (33 bits), head (32 bits),
+# file id + FILE_BIAS (34 bits), then the content type id (the top bits, as many as it needs).
+# A streamed set (size < -1) is packed as a negative int, ``~p``, where ``p`` has the same
+# fields as a stored None (size + 1 = 0) up to the file id, then the value's size (64 bits),
+# then the content type id: its frame length, file and offset read from ``p`` as for any
+# entry, and the value size, which may exceed MAX_SIZE, fits.
+OFFSET_BITS: Final = 48
+SIZE_SHIFT: Final = 48
+HEAD_SHIFT: Final = 81
+FILE_SHIFT: Final = 113
+TYPE_SHIFT: Final = 147
+STREAMED_SIZE_SHIFT: Final = TYPE_SHIFT
+STREAMED_TYPE_SHIFT: Final = TYPE_SHIFT + 64
+OFFSET_MASK: Final = (1 << 48) - 1
+SIZE_MASK: Final = (1 << 33) - 1
+HEAD_MASK: Final = (1 << 32) - 1
+FILE_MASK: Final = (1 << 34) - 1
+STREAMED_SIZE_MASK: Final = (1 << 64) - 1
+FILE_BIAS: Final = 1 << 33
+#: Adds to a packed entry what its value size (``size + 1``) takes there.
+SIZE_ONE: Final = 1 << SIZE_SHIFT
+#: The largest offset, head, value size and file number (either sign) a packed entry holds.
+MAX_OFFSET: Final = OFFSET_MASK
+MAX_HEAD: Final = HEAD_MASK
+MAX_SIZE: Final = SIZE_MASK - 1
+MAX_FILE: Final = FILE_BIAS - 1
+#: The largest size of a streamed value (its entry's size field is ``-2 - size``).
+MAX_STREAMED_SIZE: Final = STREAMED_SIZE_MASK
+
+
+def pack(file_id: int, offset: int, head: int, size: int, type_id: int) -> int:
+    """One entry as an ``int`` (``size`` -1: a stored None; below -1: a streamed set of
+    ``-2 - size`` bytes; ``type_id`` from :class:`ContentTypes`). The fields must lie within
+    the ``MAX_*`` bounds.
+
+    >>> p = pack(-3, 16, 40, -1, 2)
+    >>> unpack(p, [None, "a", "b"])
+    (-3, 16, 40, -1, 'b')
+    >>> unpack(pack(5, 16, 90, -2 - (1 << 40), 1), [None, "a"])
+    (5, 16, 90, -1099511627778, 'a')
+    """
+    if size < -1:
+        return ~(
+            offset
+            | head << HEAD_SHIFT
+            | (file_id + FILE_BIAS) << FILE_SHIFT
+            | (-2 - size) << STREAMED_SIZE_SHIFT
+            | type_id << STREAMED_TYPE_SHIFT
+        )
+    return (
+        offset
+        | (size + 1) << SIZE_SHIFT
+        | head << HEAD_SHIFT
+        | (file_id + FILE_BIAS) << FILE_SHIFT
+        | type_id << TYPE_SHIFT
+    )
+
+
+def file_base(file_id: int) -> int:
+    """What :func:`pack` adds for ``file_id`` (for loaders that pack many entries of one file:
+    ``base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | type_id << TYPE_SHIFT``,
+    for sizes of -1 and up)."""
+    return (file_id + FILE_BIAS) << FILE_SHIFT
+
+
+def unpack(packed: int, names: list[str | None]) -> Entry:
+    """The entry tuple of a packed entry (``names``: :attr:`ContentTypes.names`)."""
+    if packed < 0:
+        packed = ~packed
+        return (
+            (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
+            packed & OFFSET_MASK,
+            packed >> HEAD_SHIFT & HEAD_MASK,
+            -2 - (packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK),
+            names[packed >> STREAMED_TYPE_SHIFT],
+        )
+    return (
+        (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
+        packed & OFFSET_MASK,
+        packed >> HEAD_SHIFT & HEAD_MASK,
+        (packed >> SIZE_SHIFT & SIZE_MASK) - 1,
+        names[packed >> TYPE_SHIFT],
+    )
+
+
+def packed_file(packed: int) -> int:
+    """The file id of a packed entry."""
+    if packed < 0:
+        packed = ~packed
+    return (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS
+
+
+def packed_size(packed: int) -> int:
+    """The size field of a packed entry (-1: a stored None; below: a streamed set)."""
+    if packed < 0:
+        return -2 - (~packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK)
+    return (packed >> SIZE_SHIFT & SIZE_MASK) - 1
+
+
+def packed_type_id(packed: int) -> int:
+    """The content type id of a packed entry."""
+    return ~packed >> STREAMED_TYPE_SHIFT if packed < 0 else packed >> TYPE_SHIFT
+
+
+def packed_frame_length(packed: int) -> int:
+    """The length of the frame a packed entry points to (head + value size in the log)."""
+    if packed < 0:
+        packed = ~packed  # its size field is that of a None: the frame is its head
+    size = (packed >> SIZE_SHIFT & SIZE_MASK) - 1
+    head = packed >> HEAD_SHIFT & HEAD_MASK
+    return head + size if size > 0 else head
+
+
+class ContentTypes:
+    """The content types an index has seen, each once, numbered from 0 (None) in order of
+    first use: a packed entry holds the number. Never shrinks (a store has few types)."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(self) -> None:
+        self.names: list[str | None] = [None]
+        self.ids: dict[str | None, int] = {None: 0}
+
+    def id(self, content_type: str | None) -> int:
+        """The number of ``content_type`` (given one on first use)."""
+        found = self.ids.get(content_type)
+        if found is None:
+            found = self.ids[content_type] = len(self.names)
+            self.names.append(content_type)
+        return found
+
+    def ids_of(self, types: list[str | None]) -> list[int]:
+        """The numbers of ``types`` (a file's own type table), in order."""
+        return [self.id(t) for t in types]
+
 
 class Index:
-    """``key -> Entry`` for point operations, plus the keys in Python string order.
+    """``key -> entry`` for point operations, plus the keys in Python string order.
 
-    ``entries`` is the dict itself, for reads on hot paths. Writes go through :meth:`put` and
-    :meth:`remove`, which keep the sorted keys (lazily) in step.
+    ``packed`` is the dict of packed entries, for reads on hot paths (:func:`unpack` with
+    ``types.names``). Writes go through :meth:`put` / :meth:`put_packed` and :meth:`remove`,
+    which keep the sorted keys (lazily) in step.
 
     >>> index = Index({"b": (1, 16, 40, 3, None)})
-    >>> _ = index.put("a", (1, 59, 40, 5, None))
+    >>> _ = index.put("a", (1, 59, 40, 5, "text/plain"))
     >>> index.after(None, 10)
     ['a', 'b']
-    >>> index.after("a", 10)
-    ['b']
+    >>> index.get("a")
+    (1, 59, 40, 5, 'text/plain')
     """
 
-    __slots__ = ("_fresh", "_sorted", "entries")
+    __slots__ = ("_fresh", "_sorted", "packed", "types")
 
     def __init__(self, entries: dict[str, Entry] | None = None) -> None:
-        self.entries: dict[str, Entry] = {} if entries is None else entries
-        self._sorted = SortedList(self.entries)
-        self._fresh: set[str] = set()  # in entries, not yet in _sorted
+        self.packed: dict[str, int] = {}
+        self.types = ContentTypes()
+        self._sorted: SortedList = SortedList()
+        self._fresh: set[str] = set()  # in packed, not yet in _sorted
+        if entries:
+            type_id = self.types.id
+            self.packed = {
+                key: pack(f, o, h, s, type_id(t)) for key, (f, o, h, s, t) in entries.items()
+            }
+            self.sort_all()
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.packed)
 
     def __contains__(self, key: object) -> bool:
-        return key in self.entries
+        return key in self.packed
 
     def _check(self) -> None:
         """Assert the invariants (for tests): every key is either sorted or fresh, never
-        both, and the sorted keys are in order."""
+        both, and the sorted keys are in order; every entry is an int whose type is known."""
         sorted_keys, fresh = self._sorted, self._fresh
         sorted_keys._check()
-        assert len(sorted_keys) + len(fresh) == len(self.entries), "keys lost or doubled"
+        assert len(sorted_keys) + len(fresh) == len(self.packed), "keys lost or doubled"
         assert fresh.isdisjoint(sorted_keys), "a key is both sorted and fresh"
-        assert all(key in self.entries for key in fresh), "a fresh key has no entry"
-        assert all(key in self.entries for key in sorted_keys), "a sorted key has no entry"
+        assert all(key in self.packed for key in fresh), "a fresh key has no entry"
+        assert all(key in self.packed for key in sorted_keys), "a sorted key has no entry"
+        count = len(self.types.names)
+        assert all(type(p) is int and packed_type_id(p) < count for p in self.packed.values())
+
+    def sort_all(self) -> None:
+        """Sort every key into the sorted keys at once (after a bulk load into ``packed``):
+        one sort of the dict's keys, which come in a few sorted runs after an open."""
+        self._sorted = SortedList(self.packed)
+        self._fresh = set()
+
+    def entries(self) -> dict[str, Entry]:
+        """Every entry, unpacked (for tests and checks; an index of millions is big)."""
+        names = self.types.names
+        return {key: unpack(p, names) for key, p in self.packed.items()}
 
     def get(self, key: str) -> Entry | None:
         """The entry of ``key``, or None."""
-        return self.entries.get(key)
+        found = self.packed.get(key)
+        return None if found is None else unpack(found, self.types.names)
+
+    def pack(self, entry: Entry) -> int:
+        """``entry`` packed, its content type numbered in this index."""
+        file_id, offset, head, size, content_type = entry
+        return pack(file_id, offset, head, size, self.types.id(content_type))
 
     def put(self, key: str, entry: Entry) -> Entry | None:
         """Point ``key`` at ``entry``; return the entry it replaced (None: a new key)."""
-        entries = self.entries
+        old = self.put_packed(key, self.pack(entry))
+        return None if old is None else unpack(old, self.types.names)
+
+    def put_packed(self, key: str, packed: int) -> int | None:
+        """Point ``key`` at a packed entry; return the packed entry it replaced (None: new)."""
+        entries = self.packed
         old = entries.get(key)
         if old is None:
             self._fresh.add(key)
-        entries[key] = entry
+        entries[key] = packed
         return old
-
-    __setitem__ = put
 
     def remove(self, key: str) -> Entry | None:
         """Forget ``key``; return its entry (None: it was not there)."""
-        old = self.entries.pop(key, None)
+        old = self.remove_packed(key)
+        return None if old is None else unpack(old, self.types.names)
+
+    def remove_packed(self, key: str) -> int | None:
+        """Forget ``key``; return its packed entry (None: it was not there)."""
+        old = self.packed.pop(key, None)
         if old is not None:
             fresh = self._fresh
             if key in fresh:
@@ -137,9 +333,11 @@ class Index:
                 self._sorted.discard(key)
         return old
 
-    def pop(self, key: str) -> Entry | None:
-        """:meth:`remove` (the name a mapping's users expect)."""
-        return self.remove(key)
+    def new_keys(self) -> set[str]:
+        """The set of fresh keys, for a replay that adds keys straight into :attr:`packed`:
+        it adds each key new to the index here (and removes keys with :meth:`remove_packed`),
+        so the keys stay exact."""
+        return self._fresh
 
     @property
     def unsorted(self) -> int:
@@ -162,6 +360,8 @@ class Index:
             add = sorted_keys.add
             for key in batch:
                 add(key)
+        if not fresh:
+            self._fresh = set()  # a set keeps its table when emptied: let a big one go
         return bool(fresh)
 
     def after(self, start: str | None, limit: int, prefix: str = "") -> list[str]:

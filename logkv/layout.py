@@ -6,6 +6,7 @@ A store folder holds::
     SYNCED                   how far the log was synced at the writer's last clean close
     00000001.seg ...         log segments, numbered from 1, replayed in number order
     00000004.snap            a snapshot: the live records of segments 1..4, in key order
+    00000005.hint ...        hint data of a sealed segment: where its records are (derived)
     archive/00000001.seg ... segments retired by compaction under retention "archive"
     values/00000009.val ...  streamed values, each committed by the record whose seq it bears
     *.tmp                    files being written; removed on the next writable open
@@ -33,6 +34,7 @@ LOCK_FILE = "LOCK"
 SYNCED_FILE = "SYNCED"
 SEGMENT_SUFFIX = ".seg"
 SNAPSHOT_SUFFIX = ".snap"
+HINT_SUFFIX = ".hint"
 ARCHIVE_DIR = "archive"
 VALUES_DIR = "values"
 VALUE_SUFFIX = ".val"
@@ -45,6 +47,7 @@ PROVENANCE_FILE = "PROVENANCE.json"
 _SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
 _CHECKPOINT_RE = re.compile(r"^(\d{20})\.ckpt$")
 _SNAPSHOT_RE = re.compile(r"^(\d{8,})\.snap$")
+_HINT_RE = re.compile(r"^(\d{8,})\.hint$")
 _TORN_TAIL_RE = re.compile(r"^\d{8,}\.seg\.tail-\d+$")
 _VALUE_RE = re.compile(r"^(\d{8,})\.val$")
 
@@ -85,6 +88,7 @@ def is_store_entry(name: str) -> bool:
         segment_number(base) is not None
         or _SNAPSHOT_RE.match(base) is not None
         or _CHECKPOINT_RE.match(base) is not None
+        or _HINT_RE.match(name) is not None
         or (base != name and _TORN_TAIL_RE.match(base) is not None)
         or _VALUE_RE.match(name) is not None
     )
@@ -100,6 +104,22 @@ def torn_tail_copy_name(segment: str, offset: int) -> str:
     """Where a writable open keeps the bytes of a torn tail of complete but bad frames that it
     cut off segment file ``segment`` at ``offset``: ``NNNNNNNN.seg.tail-OFFSET.damaged``."""
     return f"{segment}.tail-{offset}{DAMAGED_SUFFIX}"
+
+
+def hint_name(number: int) -> str:
+    """The file name of segment ``number``'s hint file (``00000007.hint``)."""
+    return f"{number:08d}{HINT_SUFFIX}"
+
+
+def list_hints(folder: Path) -> list[tuple[int, Path]]:
+    """The segment hint files in ``folder`` as ``(segment number, path)`` pairs, in order."""
+    found = []
+    for entry in folder.iterdir():
+        match = _HINT_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    found.sort()
+    return found
 
 
 def snapshot_name(covers: int) -> str:

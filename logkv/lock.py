@@ -55,3 +55,26 @@ def read_holder_pid(fd: int) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+
+
+def writer_pid(folder: Path) -> int | None:
+    """The pid of the writer that holds the store's lock, as far as its lock file says: the
+    pid written there, when a process of that pid runs (None: no writer). The lock itself is
+    not tried, so a crawler opening the store meanwhile is never refused."""
+    try:
+        fd = open_file(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        pid = read_holder_pid(fd)
+    finally:
+        os.close(fd)
+    if pid is None or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # it runs, as another user
+    return pid

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -34,8 +33,8 @@ from crawlee import Request, service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
-from tqdm import tqdm
 
+from .cli.progress import progress as cli_progress
 from .cli.transfer import export_store, import_store
 from .crawlee import LogKvStorageClient
 from .engine import Engine
@@ -78,16 +77,9 @@ class BuildResult:
 
 @contextmanager
 def progress(label: str, total: int, enabled: bool | None) -> Iterator[Step]:
-    """A tqdm bar on stderr for one store (``enabled`` None: only on a terminal)."""
-    disable = None if enabled is None else not enabled
-    with tqdm(
-        desc=label, total=total, unit="item", file=sys.stderr, disable=disable, leave=False
-    ) as bar:
-
-        def step(count: int) -> None:
-            bar.update(count)
-
-        yield step
+    """A bar on stderr for one store (``enabled`` None: only on a terminal)."""
+    with cli_progress(label, total, enabled=enabled, unit="items") as shown:
+        yield shown.advance
 
 
 def _crawlee_configuration(storage_dir: Path) -> CrawleeConfiguration:

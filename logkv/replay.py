@@ -7,7 +7,8 @@ An index entry is the tuple ``(segment, offset, head, value_size, content_type)`
 starts at ``offset`` in ``segment``; its value is the last ``value_size`` bytes of the frame and
 starts ``head`` bytes in. ``value_size == -1`` marks a stored ``None`` (then ``head`` is the
 whole frame). A streamed set, whose value is in a value file (:mod:`logkv.values`), has
-``value_size == -2 - the value's size`` (and ``head`` the whole frame): :func:`value_size`.
+``value_size == -2 - the value's size`` (and ``head`` the whole frame):
+:func:`~logkv.index.value_size`.
 Keeping ``head`` rather than the frame length lets most entries share Python's cached small
 ints, which keeps the index small.
 """
@@ -15,20 +16,38 @@ ints, which keeps the index small.
 from __future__ import annotations
 
 import logging
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 from .errors import CorruptionError
-from .format import GENESIS_CHAIN, VALUE_REF, Op, SyncedMark, chain_of
+from .format import (
+    GENESIS_CHAIN,
+    SEGMENT_HEADER_SIZE,
+    Op,
+    SyncedMark,
+    chain_of,
+    streamed_entry_size,
+)
+from .hints import SegmentHint, pack_rows
+from .index import (
+    HEAD_MASK,
+    HEAD_SHIFT,
+    SIZE_MASK,
+    SIZE_SHIFT,
+    TYPE_SHIFT,
+    Entry,
+    Index,
+    file_base,
+    pack,
+    packed_frame_length,
+)
 from .modes import Recovery
 from .scan import Damage, SegmentReader, out_of_order, synced_shortfall
 
 __all__ = [
     "DroppedRange",
     "Entry",
-    "EntryMap",
     "Recovery",
     "RecoveryReport",
     "Replayer",
@@ -39,38 +58,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[int, int, int, int, str | None]
-
 _SET = int(Op.SET)
 _SET_STREAMED = int(Op.SET_STREAMED)
-_REF_SIZE = struct.Struct("<Q")  # the first field of a streamed set's VALUE_REF
-assert _REF_SIZE.size < VALUE_REF.size
 
 
-class EntryMap(Protocol):
-    """What replay folds records into: a ``dict`` on open, the live
-    :class:`~logkv.index.Index` when a read-only store refreshes."""
-
-    def get(self, key: str, /) -> Entry | None: ...
-    def __setitem__(self, key: str, entry: Entry, /) -> Any: ...
-    def pop(self, key: str, /) -> Entry | None: ...
-
-
-_Map = TypeVar("_Map", bound=EntryMap)
-
-
-def streamed_entry_size(ref: bytes) -> int:
-    """The ``value_size`` field of the index entry of a streamed set whose body value (its
-    :data:`~logkv.format.VALUE_REF`) is ``ref``."""
-    size: int = _REF_SIZE.unpack_from(ref)[0]
-    return -2 - size
+def frame_length(entry: Entry) -> int:
+    """The length in bytes of the frame an index entry points to."""
+    return entry[2] + entry[3] if entry[3] > 0 else entry[2]
 
 
 def set_entry(number: int, offset: int, length: int, fields: Any) -> Entry | None:
-    """The index entry of the valid ``length``-byte frame at ``offset`` of file ``number``
-    whose body is ``fields``: a set's, a streamed set's (its size ``-2 - value size``), or
-    None for a delete. (:meth:`Replayer.replay`'s loop has the same rule inlined: it is the
-    hot path of an open.)"""
+    """The unpacked index entry of the valid ``length``-byte frame at ``offset`` of file
+    ``number`` whose body is ``fields``: a set's, a streamed set's (its size ``-2 - value
+    size``), or None for a delete (point-in-time folds and checkpoints; an open packs the
+    same fields straight into ints in :meth:`Replayer.replay`)."""
     op = fields[2]
     if op == _SET:
         value = fields[5]
@@ -80,18 +81,6 @@ def set_entry(number: int, offset: int, length: int, fields: Any) -> Entry | Non
     if op == _SET_STREAMED:
         return (number, offset, length, streamed_entry_size(fields[5]), fields[4])
     return None
-
-
-def value_size(entry: Entry) -> int:
-    """The size of the value an index entry points to: in the log, or in its value file (0
-    for a stored None)."""
-    size = entry[3]
-    return size if size >= 0 else (-2 - size if size < -1 else 0)
-
-
-def frame_length(entry: Entry) -> int:
-    """The length in bytes of the frame an index entry points to."""
-    return entry[2] + entry[3] if entry[3] > 0 else entry[2]
 
 
 @dataclass(frozen=True)
@@ -139,27 +128,36 @@ class SegmentScan:
     damaged: bool = False
 
 
-class Replayer(Generic[_Map]):
-    """Folds the records of segments, in order, into ``entries`` (key -> :data:`Entry`).
+class Replayer:
+    """Folds the records of segments, in order, into ``index`` (key -> packed entry).
 
-    ``entries`` may be a plain dict (open: the index is built from it once at the end) or the
-    live :class:`~logkv.index.Index` (a read-only store refreshing). Tracks the last sequence
-    number, the bytes of all records and of live records, and interns content types.
+    ``index`` is a fresh :class:`~logkv.index.Index` on open (``bulk``: keys go into its dict
+    only, and the engine sorts them all once at the end), or the live index when a read-only
+    store refreshes (new keys join its fresh keys). Tracks the last sequence number, the bytes
+    of all records and of live records; content types are numbered in the index.
     """
 
-    def __init__(self, entries: _Map, recovery: Recovery) -> None:
-        self.entries = entries
+    def __init__(self, index: Index, recovery: Recovery, *, bulk: bool = True) -> None:
+        self.index = index
+        self.bulk = bulk
         self.recovery = recovery
         self.last_seq = 0
         self.chain = GENESIS_CHAIN  # chain value of the last record folded
         self.last_timestamp_us = 0
         self.record_bytes = 0
         self.live_bytes = 0
-        self.content_types: dict[str | None, str | None] = {None: None}
         self.dropped: list[DroppedRange] = []  # salvage mode: what was skipped
         #: How far the log was synced at the last clean close (None: nothing known).
         self.synced: SyncedMark | None = None
         self._segment = SegmentScan(0)  # what the scan under way found
+        self._recount = False  # live_bytes is to be counted again from the index
+
+    def count_live(self) -> None:
+        """Make :attr:`live_bytes` exact after hints that replaced entries (see
+        :meth:`apply_hint`): the frame lengths of every entry of the index, summed."""
+        if self._recount:
+            self.live_bytes = sum(map(packed_frame_length, self.index.packed.values()))
+            self._recount = False
 
     def scan(self, path: Path, number: int, start: int, is_last: bool) -> SegmentScan:
         """Fold the records of segment ``path`` from offset ``start`` (0 = read its header).
@@ -176,6 +174,35 @@ class Replayer(Generic[_Map]):
             self._fold(reader, start)
             outcome.valid_end = reader.end
         return outcome
+
+    def apply_hint(self, hint: SegmentHint, path: Path) -> None:
+        """Fold sealed segment ``path`` from its hint (checked against it by
+        :func:`~logkv.hints.load_segment_hint`) instead of scanning it: the keys it sets, in
+        bulk, then the keys it deletes. Only on open (``bulk``)."""
+        assert self.bulk, "hints are applied on open only"
+        if hint.first_seq <= self.last_seq:
+            raise CorruptionError(
+                path, SEGMENT_HEADER_SIZE, out_of_order(hint.first_seq, self.last_seq)
+            )
+        index = self.index
+        packed = index.packed
+        rows = hint.rows
+        live = self.live_bytes
+        before = len(packed)
+        packed.update(zip(rows.keys, pack_rows(rows, hint.number, index.types), strict=True))
+        live += rows.frame_bytes()
+        if before + len(rows.keys) != len(packed):
+            # The segment replaced entries, whose lengths are gone with them: count the live
+            # bytes again once the replay ends (looking every key up first would cost as much
+            # as the update, for the common case of keys new to the index).
+            self._recount = True
+        for key in hint.deleted:
+            old = packed.pop(key, None)
+            if old is not None:
+                live -= packed_frame_length(old)
+        self.live_bytes = live
+        self.record_bytes += hint.size - SEGMENT_HEADER_SIZE
+        self.last_seq, self.chain, self.last_timestamp_us = hint.last_seq, hint.chain, hint.last_us
 
     def _damaged(self, damage: Damage) -> None:
         """The reporter of :meth:`scan`: note a torn tail; raise, or in salvage mode drop."""
@@ -197,11 +224,13 @@ class Replayer(Generic[_Map]):
         )
 
     def _fold(self, reader: SegmentReader, start: int) -> None:
-        number = reader.number
-        entries = self.entries
-        get = entries.get
-        pop = entries.pop
-        content_types = self.content_types
+        index = self.index
+        packed = index.packed
+        get = packed.get
+        remove = index.remove_packed
+        fresh = None if self.bulk else index.new_keys()
+        type_id = index.types.id
+        base = file_base(reader.number)
         last_seq = self.last_seq
         record_bytes = self.record_bytes
         live_bytes = self.live_bytes
@@ -218,30 +247,37 @@ class Replayer(Generic[_Map]):
                 key = fields[3]
                 old = get(key)
                 if old is not None:
-                    live_bytes -= old[2] + old[3] if old[3] > 0 else old[2]
+                    if old < 0:  # a streamed set: the size field of ~old is that of a None
+                        old = ~old
+                    size = (old >> SIZE_SHIFT & SIZE_MASK) - 1
+                    head = old >> HEAD_SHIFT & HEAD_MASK
+                    live_bytes -= head + size if size > 0 else head
                 if fields[2] == _SET:
                     value = fields[5]
-                    content_type = fields[4]
-                    content_type = content_types.setdefault(content_type, content_type)
-                    if value is None:
-                        entries[key] = (number, offset, length, -1, content_type)
-                    else:
-                        size = len(value)
-                        entries[key] = (number, offset, length - size, size, content_type)
+                    size = -1 if value is None else len(value)
+                    packed[key] = (
+                        base
+                        | offset
+                        | (size + 1) << SIZE_SHIFT
+                        | (length - size if size > 0 else length) << HEAD_SHIFT
+                        | type_id(fields[4]) << TYPE_SHIFT
+                    )
+                    if old is None and fresh is not None:
+                        fresh.add(key)
                     live_bytes += length
                 elif fields[2] == _SET_STREAMED:
-                    content_type = fields[4]
-                    content_type = content_types.setdefault(content_type, content_type)
-                    entries[key] = (
-                        number,
+                    packed[key] = pack(
+                        reader.number,
                         offset,
                         length,
                         streamed_entry_size(fields[5]),
-                        content_type,
+                        type_id(fields[4]),
                     )
+                    if old is None and fresh is not None:
+                        fresh.add(key)
                     live_bytes += length
                 elif old is not None:
-                    pop(key)
+                    remove(key)
                 last_offset = offset
         finally:
             if last_offset >= 0:

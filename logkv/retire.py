@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .fsutil import fsync_dir, make_dir
-from .layout import ARCHIVE_DIR, list_segments, list_snapshots
+from .layout import ARCHIVE_DIR, list_hints, list_segments, list_snapshots
 from .modes import Retention
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,8 @@ def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
     """Retire the segments ``1..covers`` and the snapshots older than ``covers``.
 
     Segments are deleted or (``Retention.ARCHIVE``) moved to ``archive/``; older snapshots are
-    always deleted (the archived segments hold the whole history). Returns the file ids
+    always deleted (the archived segments hold the whole history), and so are the covered
+    segments' hint files (an archived segment is read whole when it is read). Returns the file ids
     retired (segments > 0, snapshots < 0). Safe to repeat after a crash part-way.
     """
     retired: list[int] = []
@@ -37,6 +38,9 @@ def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
         if snap_covers < covers:
             path.unlink()
             retired.append(-snap_covers)
+    for number, path in list_hints(folder):  # derived data of the retired segments
+        if number <= covers:
+            path.unlink(missing_ok=True)
     if retired:
         if retention is Retention.ARCHIVE and archive.is_dir():
             fsync_dir(archive)

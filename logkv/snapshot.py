@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 import time
-import zlib
-from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,8 +31,9 @@ from .errors import CorruptionError
 from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, remove_quietly
+from .hints import BLOCK_HEADER, Columns, Rows, decode_rows, encode_block, pack_rows, read_block
+from .index import Entry, Index
 from .layout import snapshot_name
-from .replay import Entry
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
 #: The snapshot version written: the segment format's (frames are copied from the log).
@@ -44,7 +41,6 @@ SNAPSHOT_VERSION = FORMAT_VERSION
 SNAPSHOT_HEADER = struct.Struct("<8sII")  # magic, version, covers
 TAIL = struct.Struct("<Q8s")  # offset of the meta block, end magic
 TAIL_MAGIC = b"\x89LKVEND\n"
-BLOCK_HEADER = struct.Struct("<II")  # crc32(body), length
 _SYNC_EVERY = 64 * 1024 * 1024  # bytes of snapshot written between fdatasyncs
 
 
@@ -78,13 +74,8 @@ class SnapshotWriter:
         header = SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, covers)
         self._file.write(header)
         self._end = len(header)
-        self.keys: list[str] = []
-        self.offsets = array("Q")
-        self._heads = array("I")
-        self._sizes = array("q")
-        self._type_ids = array("I")
-        self._types: dict[str | None, int] = {}
-        self._type_list: list[str | None] = []
+        #: Where each record went, in key order: the snapshot's hint block.
+        self.columns = Columns()
         self.record_bytes = 0
         self.live_bytes = 0
         self._next_sync = _SYNC_EVERY
@@ -99,14 +90,7 @@ class SnapshotWriter:
         self.record_bytes += length
         self.live_bytes += length
         _, _, head, size, content_type = entry
-        self.keys.append(key)
-        self.offsets.append(offset)
-        self._heads.append(head)
-        self._sizes.append(size)
-        type_id = self._types.get(content_type)
-        if type_id is None:
-            type_id = self._types[content_type] = len(self._types)
-        self._type_ids.append(type_id)
+        self.columns.add(key, offset, head, size, content_type)
         return offset
 
     def _write_piece(self, piece: bytes) -> None:
@@ -121,15 +105,7 @@ class SnapshotWriter:
 
     def entry(self, i: int) -> Entry:
         """The index entry of the ``i``-th added record, pointing into this snapshot."""
-        if len(self._type_list) != len(self._types):
-            self._type_list = list(self._types)
-        return (
-            -self.covers,
-            self.offsets[i],
-            self._heads[i],
-            self._sizes[i],
-            self._type_list[self._type_ids[i]],
-        )
+        return self.columns.entry(i, -self.covers)
 
     def finish(
         self, last_seq: int, chain: bytes, last_us: int = 0, retention: str = "delete"
@@ -138,21 +114,7 @@ class SnapshotWriter:
 
         ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
         (its sequence number, chain value and timestamp)."""
-        columns = [
-            _le_bytes(self.offsets),
-            _le_bytes(self._heads),
-            _le_bytes(self._sizes),
-            _le_bytes(self._type_ids),
-            list(self._types),
-        ]
-        # The same bytes as msgpack.packb([keys, *columns]), keys packed a chunk at a time.
-        hint = b"".join(
-            [
-                msgpack.Packer().pack_array_header(1 + len(columns)),
-                _pack_keys(self.keys),
-                *(msgpack.packb(column) for column in columns),
-            ]
-        )
+        hint = self.columns.encode()
         hint_offset = self._end
         self._write_block(hint)
         meta = msgpack.packb(
@@ -161,7 +123,7 @@ class SnapshotWriter:
                 "last_seq": last_seq,
                 "chain": chain,
                 "last_us": last_us,
-                "records": len(self.keys),
+                "records": len(self.columns),
                 "record_bytes": self.record_bytes,
                 "live_bytes": self.live_bytes,
                 "hint_offset": hint_offset,
@@ -183,7 +145,7 @@ class SnapshotWriter:
             self.covers,
             last_seq,
             chain,
-            len(self.keys),
+            len(self.columns),
             self.record_bytes,
             self.live_bytes,
             self._end,
@@ -204,63 +166,12 @@ class SnapshotWriter:
             remove_quietly(self._temp)
 
     def _write_block(self, body: bytes) -> None:
-        self._file.write(BLOCK_HEADER.pack(zlib.crc32(body), len(body)))
-        self._file.write(body)
+        self._file.write(encode_block(body))
         self._end += BLOCK_HEADER.size + len(body)
 
 
-def block(body: bytes) -> bytes:
-    """The bytes of a block holding ``body``: ``u32 crc32(body) || u32 length || body`` (the
-    framing of a snapshot's hint and meta, and of a checkpoint's)."""
-    return BLOCK_HEADER.pack(zlib.crc32(body), len(body)) + body
-
-
-#: Keys packed per msgpack call when writing the hint (msgpack holds the GIL while it packs).
-_KEYS_PER_PACK = 8192
-
-
-def _pack_keys(keys: list[str]) -> bytes:
-    """``msgpack.packb(keys)``, packed a chunk at a time: one call for a million keys holds the
-    GIL for 200 ms, stalling every writer while compaction finishes; between chunks other
-    threads run."""
-    packer = msgpack.Packer()
-    parts = [packer.pack_array_header(len(keys))]
-    for start in range(0, len(keys), _KEYS_PER_PACK):
-        chunk = keys[start : start + _KEYS_PER_PACK]
-        header = len(packer.pack_array_header(len(chunk)))
-        parts.append(packer.pack(chunk)[header:])
-    return b"".join(parts)
-
-
-def _le_bytes(column: array[int]) -> bytes:
-    """A column's bytes in little-endian order, whatever this machine's order is."""
-    if sys.byteorder == "big":
-        column = array(column.typecode, column)
-        column.byteswap()
-    return column.tobytes()
-
-
-def _le_column(typecode: str, raw: bytes) -> array[int]:
-    """A column read back from little-endian bytes (item sizes: Q/q 8 bytes, I 4 bytes)."""
-    column = array(typecode, raw)
-    if sys.byteorder == "big":
-        column.byteswap()
-    return column
-
-
 def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
-    if offset < 0 or offset + BLOCK_HEADER.size > len(data):
-        raise CorruptionError(path, offset, f"snapshot {what} block lies outside the file")
-    crc, length = BLOCK_HEADER.unpack_from(data, offset)
-    body = data[offset + BLOCK_HEADER.size : offset + BLOCK_HEADER.size + length]
-    if len(body) != length or zlib.crc32(body) != crc:
-        raise CorruptionError(path, offset, f"snapshot {what} block fails its checksum")
-    try:
-        return msgpack.unpackb(body)
-    except Exception as exc:
-        raise CorruptionError(
-            path, offset, f"snapshot {what} block is undecodable: {exc}"
-        ) from None
+    return read_block(path, data, offset, f"snapshot {what}")
 
 
 def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entry]]:
@@ -269,6 +180,19 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
     Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
     damaged. Record frames are checked when read (``get``) and by ``verify``.
     """
+    info, rows = _load(path, covers)
+    return info, rows.entries(-covers)
+
+
+def load_snapshot_into(path: Path, covers: int, index: Index) -> SnapshotInfo:
+    """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty), packed
+    in bulk; the index is left unchanged when the snapshot fails to load."""
+    info, rows = _load(path, covers)
+    index.packed = dict(zip(rows.keys, pack_rows(rows, -covers, index.types), strict=True))
+    return info
+
+
+def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
     with open_bytes(path) as file:  # a local file, or one a file set serves by ranges
         size = file.size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
@@ -302,25 +226,7 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
             raise CorruptionError(path, meta_offset, "snapshot hint block lies outside the file")
         hint = _read_block(path, file.read(hint_offset, meta_offset - hint_offset), 0, "hint")
     try:
-        keys, offsets_raw, heads_raw, sizes_raw, type_ids_raw, types = hint
-        offsets, heads = _le_column("Q", offsets_raw), _le_column("I", heads_raw)
-        sizes, type_ids = _le_column("q", sizes_raw), _le_column("I", type_ids_raw)
-        if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
-            raise ValueError("columns differ in length")
-        content_types = [t if t is None else sys.intern(t) for t in types]
-        entries = dict(
-            zip(
-                keys,
-                zip(  # not strict: repeat() is endless; the columns' lengths were checked
-                    repeat(-covers),
-                    offsets.tolist(),
-                    heads.tolist(),
-                    sizes.tolist(),
-                    map(content_types.__getitem__, type_ids),
-                ),
-                strict=True,
-            )
-        )
+        rows = decode_rows(hint)
     except (TypeError, ValueError, IndexError) as exc:
         raise CorruptionError(path, hint_offset, f"snapshot hint is malformed: {exc}") from None
-    return info, entries
+    return info, rows

@@ -417,7 +417,7 @@ def test_compact_shrinks_the_store_and_keeps_its_data(tmp_path: Path) -> None:
     estimate = json.loads(compact(store, "--dry-run", "--json").stdout)["stores"][0]
     done = compact(store, "--json", "--progress")
     assert done.returncode == 0, done.stderr
-    assert "store:" in done.stderr and "rec" in done.stderr  # the bar, forced on a pipe
+    assert "compacting " in done.stderr and "records" in done.stderr  # forced on a pipe
     (result,) = json.loads(done.stdout)["stores"]
     assert result["status"] == "compacted"
     assert result["bytes_after"] < result["bytes_before"]
@@ -465,12 +465,21 @@ def test_compact_a_storage_folder_with_two_stores(tmp_path: Path) -> None:
         "key_value_stores/beta",
     ]
     assert all(s["status"] == "compacted" for s in report["stores"])
-    assert report["total"]["reclaimed"] == sum(s["reclaimed"] for s in report["stores"]) > 0
+    # Retention archive moves the log to archive/: counted, nothing is claimed as reclaimed
+    # that only moved there.
+    assert report["total"]["reclaimed"] == sum(s["reclaimed"] for s in report["stores"])
+    assert report["total"]["archived"] == sum(s["archived"] for s in report["stores"]) > 0
+    assert report["total"]["bytes_after"] == sum(
+        p.stat().st_size
+        for store in stores
+        for p in store.rglob("*")
+        if p.suffix == ".seg" or p.suffix == ".snap"
+    )
     for store in stores:
         assert read_all(store) == data[store]
         assert (store / "archive").is_dir()
     table = compact(storage)
-    assert "total (2 of 2 stores)" in table.stdout
+    assert "total (2 stores)" in table.stdout
 
 
 @pytest.mark.slow
@@ -637,6 +646,14 @@ def _hostile_commands(store: Path, fresh: Path, text: str) -> list[tuple[Any, li
         (logkv_cli.main, ["export", text, out + "-x"]),
         (logkv_cli.main, ["import", text, out + "-i"]),
         (logkv_cli.main, [text]),
+        (logkv_cli.main, ["get", str(store), text]),
+        (logkv_cli.main, ["get", text, "text", "--json"]),
+        (logkv_cli.main, ["keys", str(store), "--prefix", text, "--start-after", text]),
+        (logkv_cli.main, ["keys", str(fresh), "--store", text]),
+        (logkv_cli.main, ["rm", str(store), text + "\x00"]),
+        (logkv_cli.main, ["set", text, "key", "value"]),
+        (logkv_cli.main, ["dump", str(store), "--seq", text, "--key", "text"]),
+        (logkv_cli.main, ["dump", str(store), "--since", text]),
         (compact_cli.main, [text, "--dry-run"]),
         (compact_cli.main, [str(store), "--retention", text]),
         (compact_cli.main, [str(store), "--min-dead-ratio", text, "--dry-run"]),

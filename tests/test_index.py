@@ -3,6 +3,7 @@ at a time, also while other threads write."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -11,8 +12,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logkv import Engine
+from logkv import hints as hints_module
 from logkv import index as index_module
-from logkv.index import MERGE_BATCH, Index
+from logkv.index import (
+    MAX_FILE,
+    MAX_HEAD,
+    MAX_OFFSET,
+    MAX_SIZE,
+    MAX_STREAMED_SIZE,
+    MERGE_BATCH,
+    Index,
+    pack,
+    packed_file,
+    packed_frame_length,
+    packed_size,
+    packed_type_id,
+    unpack,
+    value_size,
+)
 from logkv.replay import Entry
 
 keys = st.text(alphabet="abcdé\U0001f600", min_size=1, max_size=4)
@@ -74,7 +91,7 @@ def test_fresh_keys_merge_a_batch_at_a_time() -> None:
     index.put("k00000x", entry(1))  # one fresh key: merged by the ordered read
     index.remove("k00001")
     assert index.after(None, 3) == ["k00000", "k00000x", "k00002"]
-    assert index.after(None, 10**6) == sorted(index.entries)
+    assert index.after(None, 10**6) == sorted(index.packed)
 
 
 def test_a_key_removed_and_put_again_before_a_merge_is_listed_once() -> None:
@@ -120,7 +137,7 @@ def test_ordered_reads_while_many_new_keys_are_merged_and_written(tmp_path: Path
             for thread in threads:
                 thread.join()
         assert errors == []
-        assert list(engine.keys()) == sorted(engine._index.entries)
+        assert list(engine.keys()) == sorted(engine._index.packed)
 
 
 @given(st.lists(keys, max_size=60), keys, keys)
@@ -140,3 +157,67 @@ def test_engine_count_keys_sees_keys_not_yet_merged(tmp_path: Path) -> None:
         assert engine.count_keys("p/", "p0") == 2
         assert engine.count_keys("r/", "r0") == 3
         assert engine.count_keys("s", "t") == 0
+
+
+sizes = st.one_of(
+    st.sampled_from([-1, 0, 1, MAX_SIZE, -2, -3, -2 - MAX_STREAMED_SIZE]),
+    st.integers(-1, MAX_SIZE),  # a value in the log, or a stored None (-1)
+    st.integers(-2 - MAX_STREAMED_SIZE, -2),  # a streamed value: -2 - its size
+)
+
+
+@given(
+    file_id=st.integers(-MAX_FILE, MAX_FILE),
+    offset=st.integers(0, MAX_OFFSET),
+    head=st.integers(0, MAX_HEAD),
+    size=sizes,
+    type_id=st.integers(0, 300),
+)
+def test_pack_and_unpack_round_trip_every_size(
+    file_id: int, offset: int, head: int, size: int, type_id: int
+) -> None:
+    """A packed entry gives back every field exactly: stored Nones, values in the log of any
+    size, and streamed values (size field -2 - their size, far beyond what the log holds)."""
+    names: list[str | None] = [None, *(f"t{i}" for i in range(1, 301))]
+    packed = pack(file_id, offset, head, size, type_id)
+    assert unpack(packed, names) == (file_id, offset, head, size, names[type_id])
+    assert packed_file(packed) == file_id
+    assert packed_size(packed) == size
+    assert packed_type_id(packed) == type_id
+    assert packed_frame_length(packed) == (head + size if size > 0 else head)
+    entry = unpack(packed, names)
+    assert value_size(entry) == (size if size >= 0 else 0 if size == -1 else -2 - size)
+    index = Index({"k": entry})
+    assert index.get("k") == entry
+    index._check()
+
+
+def test_the_index_holds_nothing_the_garbage_collector_tracks(tmp_path: Path) -> None:
+    """Entries are ints in a dict of str -> int: neither is tracked, so no collection walks
+    the index, and an overwrite allocates nothing tracked (after an open from a snapshot, a
+    hinted segment and a scanned one alike)."""
+    path = tmp_path / "store"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hints_module, "MIN_HINTED_SEGMENT", 0)  # hints for these tiny segments
+        _fill_compact_and_hint(path)
+    assert list(path.glob("*.hint"))  # the open applies hints, scans the last segment
+    with Engine.open(path) as engine:
+        index = engine._index
+        assert not gc.is_tracked(index.packed)
+        assert all(type(p) is int for p in index.packed.values())
+        for i in range(500):
+            engine.set(f"k{i % 150:03d}", b"x", "text/plain")
+            engine.delete(f"k{(i * 7) % 150:03d}")
+        assert not gc.is_tracked(index.packed)
+        assert all(type(p) is int for p in index.packed.values())
+        assert not any(gc.is_tracked(p) for p in index.packed.values())
+
+
+def _fill_compact_and_hint(path: Path) -> None:
+    with Engine.open(path, segment_size=4096) as engine:
+        for i in range(300):
+            engine.set(f"k{i % 120:03d}", b"v" * (i % 50), "text/plain" if i % 3 else None)
+        engine.compact()
+        for i in range(200):
+            engine.set(f"k{i % 150:03d}", None if i % 7 == 0 else b"w" * i, "application/json")
+        engine.wait_for_hints()

@@ -1,9 +1,12 @@
-"""The operator and auditor command-line tools: ``logkv`` and ``logkv-compact``.
+"""The command-line tool ``logkv`` (also ``python -m logkv``).
 
-``logkv`` (:mod:`logkv.cli.main`) inspects one store: ``stats``, ``verify``, ``history``,
-``replay`` and ``dump``. ``logkv-compact`` (:mod:`logkv.cli.compact`) compacts one store or
-every store under a storage folder. Both print aligned tables by default and JSON with
-``--json``, and end with one of the :class:`ExitCode` statuses.
+:mod:`logkv.cli.main` parses the command line and holds the audits (``stats``, ``verify``,
+``history``, ``replay``, ``dump``); :mod:`logkv.cli.records` reads and fixes single records
+(``get``, ``keys``, ``set``, ``rm``, ``edit``); :mod:`logkv.cli.compact` compacts one store or
+every store under a storage folder (``logkv compact``, also ``logkv-compact``). Every command
+prints aligned tables by default (rich, :mod:`logkv.cli.render`) and JSON with ``--json``, draws
+progress on stderr (:mod:`logkv.cli.progress`), and ends with one of the :class:`ExitCode`
+statuses.
 """
 
 from __future__ import annotations

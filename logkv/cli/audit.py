@@ -60,10 +60,18 @@ def store_figures(path: Path) -> StoreFigures:
     with Engine.open(path, readonly=True) as engine:
         stats = engine.stats()
         contents = store_contents(path, engine)
+    sizes = archive_sizes(path)  # its segments and checkpoints
     archive = path / ARCHIVE_DIR
-    sizes = [p.stat().st_size for p in archive.iterdir() if p.is_file()] if archive.is_dir() else []
     segments = len(list_segments(archive)) if archive.is_dir() else 0  # not its checkpoints
     return StoreFigures(stats, segments, sum(sizes), history_start(path), contents)
+
+
+def archive_sizes(path: Path) -> list[int]:
+    """The sizes of the files in the store's ``archive/`` folder (none: no archive)."""
+    archive = path / ARCHIVE_DIR
+    if not archive.is_dir():
+        return []
+    return [p.stat().st_size for p in archive.iterdir() if p.is_file()]
 
 
 # ---------------------------------------------------------------------------------- verify

@@ -11,6 +11,7 @@ import argparse
 import errno
 import io
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +29,11 @@ from ..errors import (
     StoreNotFoundError,
 )
 from ..history import HistoryGap, StoreChangedError
-from ..layout import KVS_DIR, TRASH_DIR, is_store_folder
-from ..storage_layout import DATASETS_DIR
+from ..layout import CRAWLEE_METADATA_FILE, KVS_DIR, TRASH_DIR, is_store_folder
+from ..names import StorageType, validate_alias
+from ..storage_layout import DATASETS_DIR, STORAGE_DIRS
 from . import ExitCode
+from .contents import STORAGE_WORDS
 from .render import parse_time
 
 #: How deep below a storage folder stores are looked for (``key_value_stores/NAME``,
@@ -127,18 +130,125 @@ def store_argument(text: str) -> Path | str:
     return path_argument(text)
 
 
-def add_output_options(parser: argparse.ArgumentParser, json_help: str) -> None:
-    """``--json``, and ``-q``/``--quiet`` or ``--progress`` for the progress bar on stderr."""
-    parser.add_argument("--json", action="store_true", help=json_help)
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar (errors are still printed)"
+def add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--json``, ``-q``/``--quiet`` and ``--progress``: accepted before or after the
+    command's name (``logkv --json stats S`` and ``logkv stats S --json`` alike). ``top``: the
+    main parser, which holds the defaults; a command's parser leaves an option it was not
+    given unset, so that it does not undo the same option given before the command."""
+    default: object = False if top else argparse.SUPPRESS
+    group = parser.add_argument_group("output options (before or after the command)")
+    group.add_argument(
+        "--json", action="store_true", default=default, help="machine-readable JSON output"
     )
-    output.add_argument(
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no progress on stderr, and no summary where a command has nothing else to say "
+        "(errors are still printed)",
+    )
+    group.add_argument(
         "--progress",
         action="store_true",
-        help="show the progress bar even when stderr is not a terminal",
+        default=default,
+        help="draw progress on stderr even when it is not a terminal",
     )
+
+
+def progress_choice(args: argparse.Namespace) -> bool | None:
+    """Whether to draw progress: False for ``-q``, True for ``--progress``, else None (only
+    when stderr is a terminal)."""
+    if getattr(args, "quiet", False):
+        return False
+    return True if getattr(args, "progress", False) else None
+
+
+#: ``--kind`` values and the storage type each names.
+KINDS: Final[dict[str, StorageType]] = {
+    "kvs": "key_value_store",
+    "dataset": "dataset",
+    "queue": "request_queue",
+}
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--store NAME`` and ``--kind``: one store of a storage folder given as STORE."""
+    parser.add_argument(
+        "--store",
+        dest="store_name",
+        metavar="NAME",
+        help="STORE is a storage folder: use its store NAME (key_value_stores/NAME, or with "
+        "--kind datasets/NAME or request_queues/NAME)",
+    )
+    parser.add_argument(
+        "--kind",
+        dest="store_kind",
+        choices=list(KINDS),
+        default="kvs",
+        help="with --store: a key-value store (kvs, the default), a dataset or a request queue",
+    )
+
+
+def locate_store(path: Path, name: str | None, kind: str = "kvs") -> Path:
+    """The store folder a command works on: ``path`` itself, or with ``name`` (``--store``)
+    the store of that name and ``kind`` in the storage folder ``path``."""
+    if name is None:
+        return path
+    try:
+        validate_alias(name, "name")
+    except ValueError as exc:
+        raise CommandError(f"--store {name!r}: {exc}", ExitCode.USAGE) from None
+    storage = KINDS[kind]
+    if is_store_folder(path):
+        raise CommandError(
+            f"{path} is a store, not a storage folder: give it without --store", ExitCode.USAGE
+        )
+    if not path.is_dir():
+        raise CommandError(f"no storage folder at {path}", ExitCode.USAGE)
+    folder = path / STORAGE_DIRS[storage]
+    target = folder / name
+    if is_store_folder(target):
+        return target
+    hint = _crawlee_hint(target)
+    if hint is not None:
+        raise CommandError(hint, ExitCode.USAGE)
+    names = []
+    if folder.is_dir():
+        names = sorted(p.name for p in folder.iterdir() if is_store_folder(p))
+    have = f"it has: {', '.join(names)}" if names else "it has none"
+    raise CommandError(
+        f"no {STORAGE_WORDS[storage]} named {name!r} in {path} ({folder} holds the "
+        f"{STORAGE_WORDS[storage]}s; {have})",
+        ExitCode.USAGE,
+    )
+
+
+def _crawlee_hint(path: Path) -> str | None:
+    """What to run when ``path`` is a Crawlee file-system store or storage folder, else None."""
+    quoted = shlex.quote(str(path))
+    if (path / CRAWLEE_METADATA_FILE).is_file():
+        storage = path.parent
+        if storage.name == KVS_DIR or storage.name not in STORAGE_DIRS.values():
+            return (
+                f"{path} is a Crawlee file-system key-value store, not a logkv store: copy it "
+                f"into a new logkv store with 'logkv import {quoted} NEW_DIR', or convert its "
+                f"whole storage folder with 'logkv migrate {shlex.quote(str(storage.parent))}'"
+            )
+        return (
+            f"{path} is a Crawlee file-system store, not a logkv store: convert its storage "
+            f"folder with 'logkv migrate {shlex.quote(str(storage.parent))}'"
+        )
+    for kind_dir in STORAGE_DIRS.values():
+        folder = path / kind_dir
+        if folder.is_dir() and any(
+            (child / CRAWLEE_METADATA_FILE).is_file() for child in folder.iterdir()
+        ):
+            return (
+                f"{path} is a Crawlee file-system storage folder: convert it to logkv with "
+                f"'logkv migrate {quoted}' (or one key-value store with 'logkv import')"
+            )
+    return None
 
 
 def key_argument(text: str) -> str:
@@ -170,9 +280,14 @@ def require_store(path: Path) -> Path:
         shown = ", ".join(str(store) for store in below[:5])
         more = f" and {len(below) - 5} more" if len(below) > 5 else ""
         raise CommandError(
-            f"{path} is a storage folder, not one store; give one of its stores: {shown}{more}",
+            f"{path} is a storage folder, not one store; name one with --store NAME (and "
+            f"--kind dataset or queue for a dataset or a request queue), or give one of its "
+            f"stores: {shown}{more}",
             ExitCode.USAGE,
         )
+    hint = _crawlee_hint(path) if path.is_dir() else None
+    if hint is not None:
+        raise CommandError(hint, ExitCode.USAGE)
     raise CommandError(
         f"{path} is not a logkv store (it has no LOCK, segment or snapshot file)",
         ExitCode.USAGE,
@@ -195,6 +310,9 @@ def find_stores(root: Path) -> list[Path]:
     if is_store_folder(root):
         return [root]
     found = _stores_below(root, SEARCH_DEPTH)
+    hint = None if found else _crawlee_hint(root)
+    if hint is not None:
+        raise CommandError(hint, ExitCode.USAGE)
     if not found:
         raise CommandError(
             f"no logkv stores under {root} (looked {SEARCH_DEPTH} levels down, as in "

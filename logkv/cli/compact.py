@@ -20,31 +20,33 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from tqdm import tqdm
-
-from ..compaction import CompactionResult, Progress
+from ..compaction import CompactionResult
 from ..engine import Engine, EngineStats
 from ..errors import LogKVError, StoreLockedError
 from ..format import SEGMENT_HEADER_SIZE
 from ..layout import list_segments
 from ..modes import Retention
 from . import ExitCode
+from .audit import archive_sizes
 from .common import (
     CommandError,
-    add_output_options,
+    add_global_options,
+    add_store_options,
     describe,
     exit_code_for,
     find_stores,
+    locate_store,
     path_argument,
+    progress_choice,
     run,
 )
 from .contents import storage_type
+from .progress import progress
 from .render import human_bytes, human_seconds, json_document, table
 
 PROG: Final = "logkv-compact"
@@ -95,12 +97,15 @@ exit status:
 
 @dataclass
 class Outcome:
-    """What happened to one store (``bytes_*`` are its data files; estimates in a dry run)."""
+    """What happened to one store. ``bytes_*`` are its disk use: its data files and its
+    ``archive/`` folder, so that segments moved to the archive are not counted as reclaimed
+    (estimates in a dry run); ``archived`` is how much the archive grew."""
 
     path: str
     status: str
     bytes_before: int = 0
     bytes_after: int = 0
+    archived: int = 0
     records: int = 0
     retired_files: int = 0
     seconds: float = 0.0
@@ -111,13 +116,14 @@ class Outcome:
     code: ExitCode = ExitCode.OK
 
     @classmethod
-    def of(cls, path: str, status: str, stats: EngineStats) -> Outcome:
-        """An outcome that starts from a store's figures: nothing reclaimed yet."""
+    def of(cls, path: str, status: str, stats: EngineStats, archive: int) -> Outcome:
+        """An outcome that starts from a store's figures (``archive``: the bytes in its
+        archive): nothing reclaimed yet."""
         return cls(
             path,
             status,
-            bytes_before=stats.disk_bytes,
-            bytes_after=stats.disk_bytes,
+            bytes_before=stats.disk_bytes + archive,
+            bytes_after=stats.disk_bytes + archive,
             live_bytes=stats.live_bytes,
             dead_bytes=stats.dead_bytes,
             keys=stats.keys,
@@ -125,7 +131,8 @@ class Outcome:
 
     @property
     def reclaimed(self) -> int:
-        """Bytes given back (estimated in a dry run)."""
+        """Disk bytes given back, the archive counted (estimated in a dry run; negative when
+        the store grew)."""
         return self.bytes_before - self.bytes_after
 
     def as_json(self) -> dict[str, Any]:
@@ -137,19 +144,41 @@ class Outcome:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``logkv-compact`` argument parser."""
+    """The ``logkv-compact`` argument parser (the same as ``logkv compact``)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(parser)
+    add_global_options(parser, top=True)
+    return parser
+
+
+def add_command(commands: Any) -> None:
+    """Add ``compact`` to the ``logkv`` subparsers ``commands``."""
+    sub = commands.add_parser(
+        "compact",
+        help="Compact one store, or every store under a storage folder (also runs as "
+        "logkv-compact).",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(sub)
+    sub.set_defaults(handler=cmd_compact, storage_ok=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``logkv compact`` (without the output options)."""
     parser.add_argument(
         "store",
         type=path_argument,
         metavar="STORE",
-        help="a store folder, or a storage folder of stores",
+        help="a store folder, or a storage folder of stores (--store NAME: only that one)",
     )
+    add_store_options(parser)
     parser.add_argument(
         "--retention",
         choices=[r.value for r in Retention],
@@ -179,8 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
         "larger (its hint, about 37 bytes per item), but a reopen reads that hint instead of "
         "replaying every record (1,000,000 items: 1.6 s instead of 6.8 s)",
     )
-    add_output_options(parser, "print one JSON document")
-    return parser
 
 
 def _ratio(text: str) -> float:
@@ -227,14 +254,22 @@ def _log_after_snapshot(path: Path, covers: int) -> int:
     return total
 
 
-def estimate(path: Path, label: str, min_dead_ratio: float, datasets: bool = False) -> Outcome:
-    """A dry run for one store: its figures now and the size a compaction would leave
-    (``datasets``: as :func:`compact_one`)."""
+def estimate(
+    path: Path,
+    label: str,
+    min_dead_ratio: float,
+    datasets: bool = False,
+    retention: Retention = Retention.DELETE,
+) -> Outcome:
+    """A dry run for one store: its figures now and the disk use a compaction would leave,
+    its archive counted (``datasets``: as :func:`compact_one`)."""
     with Engine.open(path, readonly=True) as engine:
         stats = engine.stats()
         key_bytes = sum(len(key.encode("utf-8", "surrogatepass")) for key in engine.keys(None))
         pending = _log_after_snapshot(path, stats.snapshot_covers)
-    outcome = Outcome.of(label, "would compact", stats)
+        segments = sum(p.stat().st_size for _, p in list_segments(path))
+    archive = sum(archive_sizes(path))
+    outcome = Outcome.of(label, "would compact", stats, archive)
     if pending == 0:
         outcome.status = "nothing to compact"
     elif not datasets and _append_only_without_dead(path, stats):
@@ -243,25 +278,16 @@ def estimate(path: Path, label: str, min_dead_ratio: float, datasets: bool = Fal
         outcome.status = "would skip (few dead bytes)"
     else:
         snapshot = _SNAPSHOT_FIXED + stats.live_bytes + key_bytes + _HINT_PER_KEY * stats.keys
-        outcome.bytes_after = min(snapshot + SEGMENT_HEADER_SIZE, stats.disk_bytes)
+        data_after = min(snapshot + SEGMENT_HEADER_SIZE, stats.disk_bytes)
+        moved = segments if retention is Retention.ARCHIVE else 0
+        outcome.archived = moved
+        outcome.bytes_after = data_after + archive + moved
+        if stats.dead_bytes == 0:
+            outcome.status = (
+                "would compact: nothing to reclaim (no dead bytes), only a snapshot for a "
+                "faster open"
+            )
     return outcome
-
-
-@contextmanager
-def progress_bar(label: str, total: int, enabled: bool | None) -> Iterator[Progress]:
-    """A compaction progress callback that drives a tqdm bar on stderr (``enabled`` None: only
-    when stderr is a terminal)."""
-    disable = None if enabled is None else not enabled  # tqdm: None = off unless a terminal
-    with tqdm(
-        desc=label, total=total, unit="rec", file=sys.stderr, disable=disable, leave=False
-    ) as bar:
-
-        def report(done: int, total: int) -> None:
-            if bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
-
-        yield report
 
 
 def compact_one(
@@ -276,17 +302,23 @@ def compact_one(
     ``datasets``: compact a dataset with no dead records too (see ``--snapshot-datasets``)."""
     started = time.perf_counter()
     try:
-        with Engine.open(path, create=False, retention=retention) as engine:
+        archive = sum(archive_sizes(path))
+        with progress(f"opening {label}", enabled=bar):
+            engine = Engine.open(path, create=False, retention=retention)
+        with engine:
             stats = engine.stats()
-            base = Outcome.of(label, "compacted", stats)
+            base = Outcome.of(label, "compacted", stats, archive)
             if not datasets and _append_only_without_dead(path, stats):
                 base.status = f"skipped ({APPEND_ONLY_NOTE})"
+                base.seconds = time.perf_counter() - started
                 return base
             if _dead_ratio(stats.live_bytes, stats.dead_bytes) < min_dead_ratio:
                 base.status = "skipped (few dead bytes)"
+                base.seconds = time.perf_counter() - started
                 return base
-            with progress_bar(label, stats.keys, bar) as report:
-                result = engine.compact(retention, progress=report)
+            with progress(f"compacting {label}", stats.keys, enabled=bar, unit="records") as shown:
+                result = engine.compact(retention, progress=shown.update)
+        archive_after = sum(archive_sizes(path))
     except StoreLockedError as exc:
         who = f"process {exc.holder_pid}" if exc.holder_pid else "another process"
         return Outcome(
@@ -301,16 +333,21 @@ def compact_one(
         code = exit_code_for(exc)
         status = "damaged" if code is ExitCode.DAMAGED else "failed"
         return Outcome(label, status, error=f"{label}: {describe(exc)}", code=code)
-    return _from_result(base, result)
+    return _from_result(base, result, archive, archive_after, time.perf_counter() - started)
 
 
-def _from_result(base: Outcome, result: CompactionResult) -> Outcome:
+def _from_result(
+    base: Outcome, result: CompactionResult, archive: int, archive_after: int, seconds: float
+) -> Outcome:
+    """The outcome of a compaction: disk use before and after with the archive counted, and
+    the time from opening the store to closing it."""
     base.status = "; ".join(result.notes) if result.notes else "compacted"
-    base.bytes_before = result.bytes_before
-    base.bytes_after = result.bytes_after
+    base.bytes_before = result.bytes_before + archive
+    base.bytes_after = result.bytes_after + archive_after
+    base.archived = archive_after - archive
     base.records = result.records
     base.retired_files = result.retired_files
-    base.seconds = result.seconds
+    base.seconds = seconds
     return base
 
 
@@ -320,10 +357,23 @@ def _label(path: Path, root: Path) -> str:
     return str(path.relative_to(root))
 
 
-def render_text(outcomes: list[Outcome], retention: Retention, dry_run: bool) -> str:
-    """The human-readable summary: one row per store and a total."""
+def _stores(count: int) -> str:
+    return f"{count} store" if count == 1 else f"{count} stores"
+
+
+def _signed_bytes(size: int) -> str:
+    """Bytes reclaimed: negative when the store grew (say, its segments went to archive/)."""
+    return human_bytes(size) if size >= 0 else f"-{human_bytes(-size)}"
+
+
+def render_text(
+    outcomes: list[Outcome], retention: Retention, dry_run: bool, seconds: float = 0.0
+) -> str:
+    """The human-readable summary: one row per store and a total (``seconds``: the whole
+    command, opening the stores included)."""
     before = sum(o.bytes_before for o in outcomes)
     after = sum(o.bytes_after for o in outcomes)
+    archived = sum(o.archived for o in outcomes)
     if dry_run:
         rows: list[list[str | int | None]] = [
             [
@@ -333,7 +383,7 @@ def render_text(outcomes: list[Outcome], retention: Retention, dry_run: bool) ->
                 human_bytes(o.dead_bytes),
                 f"{100 * _dead_ratio(o.live_bytes, o.dead_bytes):.0f}%",
                 human_bytes(o.bytes_after),
-                human_bytes(o.reclaimed),
+                _signed_bytes(o.reclaimed),
                 o.status,
             ]
             if o.code is ExitCode.OK
@@ -341,39 +391,51 @@ def render_text(outcomes: list[Outcome], retention: Retention, dry_run: bool) ->
             for o in outcomes
         ]
         rows.append(
-            [f"total ({len(outcomes)} stores)", human_bytes(before), None, None, None,
-             human_bytes(after), human_bytes(before - after), None]
+            [f"total ({_stores(len(outcomes))})", human_bytes(before), None, None, None,
+             human_bytes(after), _signed_bytes(before - after), None]
         )  # fmt: skip
-        headers = ["store", "log bytes", "live", "dead", "dead %", "est. after", "est. reclaim"]
+        headers = ["store", "disk", "live", "dead", "dead %", "est. after", "est. reclaim"]
         head = (
             f"Dry run (nothing was changed). With retention {retention.value}, compaction "
-            f"would {_retention_effect(retention)}."
+            f"would {_retention_effect(retention)}. Disk use counts each store's archive/."
         )
+        if all(o.bytes_after >= o.bytes_before for o in outcomes if o.code is ExitCode.OK):
+            head += " Nothing to reclaim."
         return head + "\n\n" + table([*headers, "result"], rows, right=range(1, 7))
     rows = [
         [
             o.path,
             human_bytes(o.bytes_before),
             human_bytes(o.bytes_after),
-            human_bytes(o.reclaimed),
+            _signed_bytes(o.reclaimed),
+            human_bytes(o.archived),
             o.records,
             o.retired_files,
             human_seconds(o.seconds),
             o.status,
         ]
         if o.code is ExitCode.OK
-        else [o.path, None, None, None, None, None, None, o.status]
+        else [o.path, None, None, None, None, None, None, None, o.status]
         for o in outcomes
     ]
     done = [o for o in outcomes if o.code is ExitCode.OK]
+    total = (
+        f"total ({len(done)} of {_stores(len(outcomes))})"
+        if len(done) != len(outcomes)
+        else (f"total ({_stores(len(outcomes))})")
+    )
     rows.append(
-        [f"total ({len(done)} of {len(outcomes)} stores)", human_bytes(before), human_bytes(after),
-         human_bytes(before - after), sum(o.records for o in outcomes),
-         sum(o.retired_files for o in outcomes),
-         human_seconds(sum(o.seconds for o in outcomes)), None]
+        [total, human_bytes(before), human_bytes(after), _signed_bytes(before - after),
+         human_bytes(archived), sum(o.records for o in outcomes),
+         sum(o.retired_files for o in outcomes), human_seconds(seconds), None]
     )  # fmt: skip
-    headers = ["store", "before", "after", "reclaimed", "records", "retired", "time", "result"]
-    return f"Retention {retention.value}.\n\n" + table(headers, rows, right=range(1, 7))
+    headers = [
+        "store", "disk before", "disk after", "reclaimed", "to archive", "records", "retired",
+        "time", "result",
+    ]  # fmt: skip
+    head = f"Retention {retention.value}. Disk use counts each store's archive/"
+    head += "; times include opening the stores." if outcomes else "."
+    return head + "\n\n" + table(headers, rows, right=range(1, 8))
 
 
 def _retention_effect(retention: Retention) -> str:
@@ -390,18 +452,22 @@ def worst(codes: Sequence[ExitCode]) -> ExitCode:
     return ExitCode.OK
 
 
-def _command(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Compact the store or the stores of ``args.store`` (``logkv compact``)."""
+    started = time.perf_counter()
     retention = resolve_retention(args.retention)
     root: Path = args.store
     stores = find_stores(root)
-    bar: bool | None = False if args.quiet else (True if args.progress else None)
+    bar = progress_choice(args)
     outcomes: list[Outcome] = []
     for path in stores:
         label = _label(path, root)
         if args.dry_run:
             try:
-                outcome = estimate(path, label, args.min_dead_ratio, args.snapshot_datasets)
+                with progress(f"reading {label}", enabled=bar):
+                    outcome = estimate(
+                        path, label, args.min_dead_ratio, args.snapshot_datasets, retention
+                    )
             except (LogKVError, OSError) as exc:
                 code = exit_code_for(exc)
                 kind = "damaged" if code is ExitCode.DAMAGED else "failed"
@@ -414,6 +480,7 @@ def _command(argv: Sequence[str] | None) -> int:
             print(f"{PROG}: error: {outcome.error}", file=sys.stderr)
         outcomes.append(outcome)
     status = worst([o.code for o in outcomes])
+    seconds = time.perf_counter() - started
     if args.json:
         document = {
             "dry_run": args.dry_run,
@@ -424,16 +491,25 @@ def _command(argv: Sequence[str] | None) -> int:
                 "bytes_before": sum(o.bytes_before for o in outcomes),
                 "bytes_after": sum(o.bytes_after for o in outcomes),
                 "reclaimed": sum(o.reclaimed for o in outcomes),
+                "archived": sum(o.archived for o in outcomes),
                 "records": sum(o.records for o in outcomes),
                 "retired_files": sum(o.retired_files for o in outcomes),
-                "seconds": sum(o.seconds for o in outcomes),
+                "seconds": seconds,
             },
             "exit_code": int(status),
         }
         print(json_document(document))
     else:
-        print(render_text(outcomes, retention, args.dry_run))
+        print(render_text(outcomes, retention, args.dry_run, seconds))
     return status
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet and args.progress:
+        raise CommandError("-q and --progress contradict each other", ExitCode.USAGE)
+    args.store = locate_store(args.store, args.store_name, args.store_kind)
+    return cmd_compact(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

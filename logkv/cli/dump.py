@@ -41,6 +41,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from ..content import public_content_type
+from ..engine import Engine
 from ..errors import CorruptionError, UnsafeStoreError
 from ..format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, DeleteRecord, SetRecord, decode_fields
 from ..fsutil import open_for_reading
@@ -50,6 +52,7 @@ from ..layout import (
     SEGMENT_SUFFIX,
     SNAPSHOT_SUFFIX,
     VALUES_DIR,
+    data_file_name,
     list_segments,
     list_snapshots,
     value_file_name,
@@ -57,6 +60,8 @@ from ..layout import (
 from ..scan import ChainCheck, Damage, SegmentReader, out_of_order
 from ..snapshot import load_snapshot
 from ..synced import read_synced_mark
+from . import ExitCode
+from .common import CommandError
 from .render import iso_timestamp, value_fields
 
 _LEADING_NUMBER: Final = re.compile(r"^(\d+)(\.seg|\.snap)")
@@ -75,6 +80,81 @@ class DumpStatus(IntEnum):
     CHANGED = 3
 
 
+@dataclass(frozen=True)
+class DumpFilter:
+    """Which record lines a dump keeps (problem lines are always kept): each field set narrows
+    it. ``live``: only the current record of each key, as the index of an open at the start
+    of the dump points to it."""
+
+    key: str | None = None
+    prefix: str | None = None
+    seq_from: int | None = None
+    seq_to: int | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    live: bool = False
+
+    @property
+    def timed(self) -> bool:
+        """Whether the filter looks at the records' times."""
+        return self.since_us is not None or self.until_us is not None
+
+    def keeps(self, record: SetRecord | DeleteRecord) -> bool:
+        """Whether a record passes the key, sequence and time conditions."""
+        key = record.key
+        if self.key is not None and key != self.key:
+            return False
+        if self.prefix is not None and not key.startswith(self.prefix):
+            return False
+        seq = record.seq
+        if (self.seq_from is not None and seq < self.seq_from) or (
+            self.seq_to is not None and seq > self.seq_to
+        ):
+            return False
+        moment = record.timestamp_us
+        if self.since_us is not None and moment < self.since_us:
+            return False
+        return self.until_us is None or moment <= self.until_us
+
+
+def parse_seq_range(text: str) -> tuple[int | None, int | None]:
+    """``--seq``: ``FROM..TO``, ``FROM..``, ``..TO`` or ``N`` as (from, to), both included."""
+    low, sep, high = text.strip().partition("..")
+    if not sep:
+        high = low
+
+    def number(part: str) -> int | None:
+        part = part.strip()
+        if not part:
+            return None
+        if not (part.isascii() and part.isdigit()):
+            raise CommandError(
+                f"--seq {text!r} is not FROM..TO (sequence numbers, for example 100..200, "
+                "100.. or ..200)",
+                ExitCode.USAGE,
+            )
+        return int(part)
+
+    first, last = number(low), number(high)
+    if first is None and last is None and not sep:
+        raise CommandError("--seq needs a sequence number or a range FROM..TO", ExitCode.USAGE)
+    if first is not None and last is not None and first > last:
+        raise CommandError(f"--seq {text!r}: FROM is after TO", ExitCode.USAGE)
+    return first, last
+
+
+def live_places(folder: Path) -> dict[str, tuple[str, int]]:
+    """key -> (data file name, offset) of the current record of every key of the store in
+    ``folder`` (opened read-only: beside a live writer)."""
+    places: dict[str, tuple[str, int]] = {}
+    with Engine.open(folder, readonly=True) as engine:
+        for key in engine.keys(None):
+            entry = engine.entry(key)
+            if entry is not None:
+                places[key] = (data_file_name(entry.file_id), entry.offset)
+    return places
+
+
 def record_line(
     file: str, segment: int | None, offset: int, fields: Any, with_value: bool
 ) -> dict[str, Any]:
@@ -90,7 +170,10 @@ def record_line(
     if isinstance(record, SetRecord):
         value = record.value
         line.update(
-            op="set", key=record.key, content_type=record.content_type, size=record.value_size
+            op="set",
+            key=record.key,
+            content_type=public_content_type(record.content_type),
+            size=record.value_size,
         )
         if record.streamed is not None:
             # The value is in its value file (checked by logkv verify); a dump never holds
@@ -115,8 +198,17 @@ def problem_line(kind: str, path: Path, offset: int, end: int, reason: str) -> d
 class _Reader:
     """Turns data files into lines; follows the hash chain and the sequence numbers."""
 
-    def __init__(self, with_values: bool, folder: Path, given: Path | None = None) -> None:
+    def __init__(
+        self,
+        with_values: bool,
+        folder: Path,
+        given: Path | None = None,
+        only: DumpFilter | None = None,
+    ) -> None:
         self.with_values = with_values
+        #: Which record lines to keep (None: all), and where the live records are (--live).
+        self.only = only
+        self.live = live_places(folder) if only is not None and only.live else None
         self.folder = folder
         #: The file named on the command line, if one was: the only file read through a link.
         self.given = given
@@ -127,6 +219,20 @@ class _Reader:
         #: How far the log was synced at the last clean close: no torn tail before it.
         self.synced = read_synced_mark(folder)
         self._problems: list[dict[str, Any]] = []  # found by the scan, not yet dumped
+
+    def _line(
+        self, label: str, number: int | None, offset: int, fields: Any
+    ) -> dict[str, Any] | None:
+        """The line of a valid frame, or None when the filter leaves it out."""
+        only = self.only
+        if only is None:
+            return record_line(label, number, offset, fields, self.with_values)
+        record = decode_fields(fields)
+        if not only.keeps(record):
+            return None
+        if self.live is not None and self.live.get(record.key) != (label, offset):
+            return None
+        return record_line(label, number, offset, fields, self.with_values)
 
     def _label(self, path: Path) -> str:
         try:
@@ -173,7 +279,9 @@ class _Reader:
             for offset, _, fields in reader.frames(SEGMENT_HEADER_SIZE, end, batches=False):
                 if self._problems:
                     yield from self._reported()
-                yield record_line(label, None, offset, fields, self.with_values)
+                line = self._line(label, None, offset, fields)
+                if line is not None:
+                    yield line
         yield from self._reported()
         self.chain.expected, self.last_seq = info.chain, info.last_seq
 
@@ -198,7 +306,9 @@ class _Reader:
                     reason = out_of_order(seq, self.last_seq)
                     yield problem_line("corruption", path, offset, offset + length, reason)
                 self.last_seq = seq
-                yield record_line(label, reader.number, offset, fields, self.with_values)
+                line = self._line(label, reader.number, offset, fields)
+                if line is not None:
+                    yield line
         yield from self._reported()
 
 
@@ -263,10 +373,17 @@ class StoreDump:
     writer's compaction removed it while the dump ran) and the dump goes on with the next file.
     """
 
-    def __init__(self, target: Path, with_values: bool = False, history: bool = False) -> None:
+    def __init__(
+        self,
+        target: Path,
+        with_values: bool = False,
+        history: bool = False,
+        only: DumpFilter | None = None,
+    ) -> None:
         self.target = target
         self.with_values = with_values
         self.history = history
+        self.only = only
         self.damaged = False
         self.unreadable = False
         self.changed = False
@@ -303,7 +420,9 @@ class StoreDump:
             yield _unreadable(target, exc)
             return
         given = None if target.is_dir() else target
-        reader = _Reader(self.with_values, target if given is None else target.parent, given)
+        reader = _Reader(
+            self.with_values, target if given is None else target.parent, given, self.only
+        )
         yield from chosen.problems
         expected: int | None = None
         if chosen.snapshot is not None:

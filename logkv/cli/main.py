@@ -1,20 +1,25 @@
-"""``logkv``: inspect and audit one store from the command line.
+"""``logkv``: one command to read, fix, audit, compact and move stores.
 
-Subcommands, each taking the store folder (a key-value store's, a dataset's or a request
-queue's: ``stats``, ``verify`` and ``dump`` say which it is): ``stats``, ``verify``,
-``history KEY``, ``replay --until SEQ|TIME --to DIR`` and ``dump``. ``import`` and ``export``
-move a Crawlee file-system key-value store into a new logkv store and back (see
-:mod:`logkv.cli.transfer`); ``restore`` rebuilds a store from its bucket copy in object storage
-(:mod:`logkv.cli.replica`). All of them only read the store and take no
-lock, so they work beside a live writer; ``replay`` writes into a new folder. Output is an
-aligned table by default; ``--json`` prints one JSON document (JSON lines for ``history`` and
-``dump``). Also runs as ``python -m logkv.cli.main``.
+Subcommands taking a store (the store folder, or a storage folder with ``--store NAME`` and
+``--kind``; a Crawlee folder is refused with a hint to ``import`` or ``migrate``): ``get``,
+``keys``, ``set``, ``rm`` and ``edit`` (:mod:`logkv.cli.records`), ``stats``, ``verify``,
+``history KEY``, ``replay --until SEQ|TIME --to DIR``, ``dump`` (with filters) and ``compact``
+(:mod:`logkv.cli.compact`). ``import`` and ``export`` move a Crawlee file-system key-value
+store into a new logkv store and back (:mod:`logkv.cli.transfer`), ``migrate`` a whole
+storage folder; ``restore`` rebuilds a store from its bucket copy in object storage
+(:mod:`logkv.cli.replica`). The audits only read the store and take no lock, so they work
+beside a live writer; ``replay`` writes into a new folder; ``set``, ``rm`` and ``edit`` take
+the writer lock while they write. Output is an aligned table by default; ``--json`` (before or
+after the command's name, as ``-q`` and ``--progress``) prints one JSON document (JSON lines
+for ``history``, ``dump`` and ``keys``). Also runs as ``python -m logkv``.
 
 Exit status (:class:`~logkv.cli.ExitCode`): 0 success; 1 the store is damaged (``verify``
-found a problem, ``dump`` met corrupt data, or the store does not open); 2 bad arguments, no
-store at the path, history compacted away, or a replay target that is not empty; 3 the store
-is locked by a running writer; 4 another failure, such as an I/O error; 5 the store changed
-while it was checked (a live writer compacted it meanwhile): run the command again.
+found a problem, ``dump`` or ``get`` met corrupt data, or the store does not open); 2 bad
+arguments, no store at the path, an absent key, a value not valid for its content type,
+history compacted away, or a replay target that is not empty; 3 the store is locked by a
+running writer; 4 another failure, such as an I/O error; 5 the store changed while it was
+checked (a live writer compacted it meanwhile: run the command again), or the record changed
+while ``edit`` had it open.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
+from ..content import public_content_type
 from ..web.cli import add_command as add_serve_command
 from . import ExitCode
 from .audit import (
@@ -37,25 +43,35 @@ from .audit import (
     verify_store,
 )
 from .common import (
+    CommandError,
+    add_global_options,
+    add_store_options,
     key_argument,
+    locate_store,
     parse_until,
     path_argument,
+    progress_choice,
     require_store,
     run,
     store_argument,
 )
+from .compact import add_command as add_compact_command
 from .contents import storage_type
-from .dump import DumpStatus, StoreDump
+from .dump import DumpFilter, DumpStatus, StoreDump, parse_seq_range
 from .migrate import add_commands as add_migrate_commands
+from .progress import progress
+from .records import add_commands as add_record_commands
 from .render import (
     Cell,
+    Listing,
     human_bytes,
     iso_timestamp,
     json_document,
     json_line,
     pairs,
+    parse_time,
+    printable,
     table,
-    table_lines,
     value_cell,
     value_fields,
 )
@@ -72,16 +88,20 @@ PAGE: Final = 1000
 _EPILOG = """\
 exit status:
   0  success
-  1  the store is damaged (verify found a problem, dump met corrupt data,
-     or the store does not open)
-  2  bad arguments, no store at the path, history compacted away, or a
-     replay target that is not empty
+  1  the store is damaged (verify found a problem, dump or get met corrupt
+     data, or the store does not open)
+  2  bad arguments, no store at the path (a Crawlee folder: with the command
+     that converts it), an absent key, a value not valid for its content
+     type, history compacted away, or a replay target that is not empty
   3  the store is locked by a running writer
   4  another failure, such as an I/O error
   5  the store changed while it was checked (a live writer compacted it
-     meanwhile); nothing was found wrong: run the command again
+     meanwhile; nothing was found wrong: run the command again), or the
+     record changed while edit had it open (nothing written)
 
-Every command reads without taking the store's lock, so it works beside a live writer.
+The reads take no lock, so they work beside a live writer; set, rm and edit take
+the writer lock only while they write. --json, -q and --progress may come
+before or after the command's name.
 """
 
 
@@ -95,7 +115,8 @@ def _bytes_cell(size: int) -> str:
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print a store's figures."""
     store = require_store(args.store)
-    figures = store_figures(store)
+    with progress(f"reading {store}", enabled=progress_choice(args)):
+        figures = store_figures(store)
     s = figures.stats
     lag = replication_lag(store, s.last_seq)  # None: no LOGKV_REPLICA_URL
     if args.json:
@@ -159,7 +180,8 @@ def _lag_cell(lag: dict[str, Any]) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a store; list every problem and exit 1 when there is one."""
     store = require_store(args.store)
-    outcome = verify_store(store)
+    with progress(f"verifying {store}", enabled=progress_choice(args)):
+        outcome = verify_store(store)
     kind = storage_type(store)
     if args.json:
         print(
@@ -207,13 +229,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- history
 
 
+def _shown_type(change: Change) -> str | None:
+    """A change's content type as the user gave it (None for a delete)."""
+    return None if change.op == "delete" else public_content_type(change.content_type)
+
+
 def _change_json(change: Change, with_values: bool) -> dict[str, Any]:
     line: dict[str, Any] = {
         "seq": change.seq,
         "timestamp": iso_timestamp(change.timestamp_us),
         "op": change.op,
         "key": change.key,
-        "content_type": change.content_type,
+        "content_type": _shown_type(change),
         "size": change.size,
         "source": change.source,
     }
@@ -225,7 +252,8 @@ def _change_json(change: Change, with_values: bool) -> dict[str, Any]:
 def cmd_history(args: argparse.Namespace) -> int:
     """Print every retained change of one key, oldest first."""
     store = require_store(args.store)
-    history = key_changes(store, args.key)
+    with progress(f"reading the history of {args.key!r}", enabled=progress_choice(args)):
+        history = key_changes(store, args.key)
     if history.starts_at > 1:
         print(
             f"{PROG}: note: the history of {store} starts at seq {history.starts_at:,}; earlier "
@@ -248,7 +276,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             iso_timestamp(c.timestamp_us),
             c.op,
             c.size,
-            c.content_type,
+            _shown_type(c),
             c.source,
         ]
         for c in history.changes
@@ -270,7 +298,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Rebuild the store as it was at a sequence number or time into a new store folder."""
     store = require_store(args.store)
     until_seq, until_us = parse_until(args.until)
-    outcome = replay_into(store, args.to, until_seq, until_us)
+    with progress(f"replaying {store}", enabled=progress_choice(args)):
+        outcome = replay_into(store, args.to, until_seq, until_us)
     point = f"seq {until_seq:,}" if until_seq is not None else iso_timestamp(until_us or 0)
     if args.json:
         print(
@@ -304,6 +333,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- dump
 
 _DUMP_HEADERS: Final = ["seq", "time (UTC)", "op", "key", "size", "content type", "file", "offset"]
+#: The dump table's columns of numbers (right-aligned on every page).
+_DUMP_RIGHT: Final = (0, 4, 7)
 
 
 def _dump_rows(lines: Iterator[dict[str, Any]], with_values: bool) -> Iterator[list[Cell] | str]:
@@ -319,7 +350,7 @@ def _dump_rows(lines: Iterator[dict[str, Any]], with_values: bool) -> Iterator[l
             line["seq"],
             line["timestamp"],
             line["op"],
-            line["key"],
+            printable(line["key"]),
             line["size"],
             line["content_type"],
             line["file"],
@@ -338,19 +369,22 @@ def _dump_rows(lines: Iterator[dict[str, Any]], with_values: bool) -> Iterator[l
 
 
 def _print_dump_table(rows: Iterator[list[Cell] | str], headers: list[str]) -> None:
-    """Print rows a page at a time: the header once, columns as wide as seen so far."""
-    widths: list[int] = []
-    header_done = False
+    """Print rows a page at a time (:class:`~logkv.cli.render.Listing`), each problem line
+    between the records it came between."""
+    listing = Listing(headers, _DUMP_RIGHT)
+    records: list[list[Cell]] = []
     while page := list(islice(rows, PAGE)):
-        records = [r for r in page if not isinstance(r, str)]
-        lines, widths = table_lines(headers, records, min_widths=widths)
-        if not header_done and records:
-            print(lines[0])
-            print(lines[1])
-            header_done = True
-        body = iter(lines[2:])
         for item in page:
-            print(item if isinstance(item, str) else next(body))
+            if isinstance(item, str):
+                if records:
+                    print(listing.page(records))
+                    records.clear()
+                print(item)
+            else:
+                records.append(item)
+        if records:
+            print(listing.page(records))
+            records.clear()
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
@@ -358,15 +392,21 @@ def cmd_dump(args: argparse.Namespace) -> int:
     target: Path = args.store
     if not target.is_file():
         require_store(target)
-    lines = StoreDump(target, args.values, history=args.history)
-    if args.json:
-        for line in lines:
-            print(json_line(line))
-    else:
-        if not target.is_file():
-            print(f"{target}: a logkv {storage_type(target).describe()}")
-        headers = [*_DUMP_HEADERS, "value"] if args.values else list(_DUMP_HEADERS)
-        _print_dump_table(_dump_rows(iter(lines), args.values), headers)
+    chosen = _dump_filter(args)
+    if chosen.live and (args.history or target.is_file()):
+        raise CommandError("--live shows the current record of each key of a store: not with "
+                           "--history, nor for a single file", ExitCode.USAGE)  # fmt: skip
+    lines = StoreDump(target, args.values, history=args.history, only=chosen)
+    with progress(f"dumping {target}", enabled=progress_choice(args), unit="lines") as shown:
+        counted = _counting(iter(lines), shown.advance)
+        if args.json:
+            for line in counted:
+                print(json_line(line))
+        else:
+            if not target.is_file():
+                print(f"{target}: a logkv {storage_type(target).describe()}")
+            headers = [*_DUMP_HEADERS, "value"] if args.values else list(_DUMP_HEADERS)
+            _print_dump_table(_dump_rows(counted, args.values), headers)
     status = lines.status
     if status is DumpStatus.DAMAGED:
         print(f"{PROG}: error: corrupt data found in {target} (see the '!!'/error lines)",
@@ -383,6 +423,31 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _counting(lines: Iterator[dict[str, Any]], step: Callable[[int], None]) -> Iterator[
+        dict[str, Any]]:  # fmt: skip
+    for line in lines:
+        step(1)
+        yield line
+
+
+def _dump_filter(args: argparse.Namespace) -> DumpFilter:
+    """The lines ``dump`` keeps, from its options (a usage error for a bad range or time)."""
+    try:
+        since = None if args.since is None else parse_time(args.since)
+        until = None if args.until is None else parse_time(args.until)
+    except ValueError:
+        raise CommandError(
+            f"--since/--until {args.since or args.until!r} is not an ISO 8601 time "
+            "(for example 2026-01-31T12:00:00Z)",
+            ExitCode.USAGE,
+        ) from None
+    seq = (None, None) if args.seq is None else parse_seq_range(args.seq)
+    return DumpFilter(
+        key=args.key, prefix=args.prefix, seq_from=seq[0], seq_to=seq[1], since_us=since,
+        until_us=until, live=args.live,
+    )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- parser
 
 
@@ -397,28 +462,32 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``logkv`` argument parser, one subparser per command."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Inspect and audit a logkv store. Every command takes the store folder.",
+        description="Read, fix, audit, compact and move logkv stores. Every command on one "
+        "store takes the store folder, or a storage folder with --store NAME.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    add_global_options(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "store",
-        type=store_argument,
-        help="the store folder, or its bucket copy (s3://BUCKET/PREFIX/key_value_stores/NAME)",
-    )
-    common.add_argument("--json", action="store_true", help="machine-readable JSON output")
 
     def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
         sub = commands.add_parser(
-            name, parents=[common], help=text, description=text, epilog=_EPILOG,
+            name, help=text, description=text, epilog=_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
+        sub.add_argument(
+            "store",
+            type=store_argument,
+            metavar="STORE",
+            help="the store folder, or its bucket copy (s3://BUCKET/PREFIX/key_value_stores/"
+            "NAME); a storage folder with --store NAME",
+        )
+        add_store_options(sub)
         sub.set_defaults(handler=handler)
         return sub
 
+    add_record_commands(commands, _EPILOG)
     add(
         "stats",
         cmd_stats,
@@ -469,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
         "dump",
         cmd_dump,
         "Every record as an open reads it (the snapshot, then the later segments), with "
-        "damaged spots marked. --json prints JSON lines.",
+        "damaged spots marked. --json prints JSON lines. Damage is always shown, whatever the "
+        "filters.",
     )
     dump.add_argument("--values", action="store_true", help="include values")
     dump.add_argument(
@@ -477,10 +547,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="dump the archived and current segments (every record kept) instead",
     )
+    dump.add_argument("--key", type=key_argument, metavar="KEY", help="only the records of KEY")
+    dump.add_argument("--prefix", metavar="P", help="only records whose key starts with P")
+    dump.add_argument(
+        "--seq", metavar="FROM..TO", help="only sequence numbers FROM to TO, both included "
+        "(FROM.. or ..TO leave one end open; N alone: just N)",
+    )  # fmt: skip
+    dump.add_argument("--since", metavar="TIME", help="only records written at or after TIME")
+    dump.add_argument("--until", metavar="TIME", help="only records written at or before TIME")
+    dump.add_argument(
+        "--live", action="store_true", help="only the current record of each live key"
+    )
+    dump.set_defaults(storage_ok=True)  # STORE may be one data file
+    add_compact_command(commands)
     add_transfer_commands(commands, _EPILOG)
     add_migrate_commands(commands, _EPILOG)
     add_replica_commands(commands, _EPILOG)
     add_serve_command(commands, _EPILOG)
+    for sub in commands.choices.values():
+        add_global_options(sub, top=False)
     return parser
 
 
@@ -491,9 +576,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet and args.progress:
+        raise CommandError("-q and --progress contradict each other", ExitCode.USAGE)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    if isinstance(getattr(args, "store", None), str):  # an s3:// URL: the store's bucket copy
+    store = getattr(args, "store", None)
+    if isinstance(store, str):  # an s3:// URL: the store's bucket copy
+        if args.store_name is not None:
+            raise CommandError("--store names a store of a local storage folder; give the "
+                               "store's own s3:// URL instead", ExitCode.USAGE)  # fmt: skip
         return audit_bucket(args, handler, PROG)
+    if isinstance(store, Path) and hasattr(args, "store_name"):
+        args.store = locate_store(store, args.store_name, args.store_kind)
+        if args.store_name is None and not getattr(args, "storage_ok", False):
+            require_store(args.store)
     return handler(args)
 
 

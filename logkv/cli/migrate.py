@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..migrate import DamagedStoreError, Format, MigrationError, StoreInUseError
 from . import ExitCode
-from .common import CommandError, add_output_options, path_argument
+from .common import CommandError, path_argument, progress_choice
 from .render import json_document
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace, to: Format) -> int:
     # Crawlee warns that its event manager (which a file-system queue needs) was made
     # implicitly: true, and of no concern to the user of this command.
     logging.getLogger("crawlee").setLevel(logging.ERROR)
-    bar = False if args.quiet else (True if args.progress else None)
+    bar = progress_choice(args)
     try:
         report = migrate_storage(args.storage_dir, to=to, dry_run=args.dry_run, bar=bar)
     except StoreInUseError as exc:
@@ -89,5 +89,4 @@ def add_commands(commands: Any, epilog: str) -> None:
         sub.add_argument(
             "--dry-run", action="store_true", help="list what would move; change nothing"
         )
-        add_output_options(sub, "print a JSON summary")
         sub.set_defaults(handler=handler)

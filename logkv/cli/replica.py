@@ -2,8 +2,8 @@
 ``logkv restore URL DIR [--until SEQ|TIME]`` rebuilds a store from it
 (:mod:`logkv.replica.restore`), ``logkv follow URL DIR`` keeps a read-only copy that tails it
 (:mod:`logkv.replica.follow`), ``logkv replica-gc URL`` runs retention in it
-(:mod:`logkv.replica.retention`), :func:`audit_bucket` runs ``stats``, ``verify``,
-``history``, ``replay`` and ``dump`` on it (:mod:`logkv.replica.remote`), and
+(:mod:`logkv.replica.retention`), :func:`audit_bucket` runs ``get``, ``keys``, ``stats``,
+``verify``, ``history``, ``replay`` and ``dump`` on it (:mod:`logkv.replica.remote`), and
 :func:`replication_lag` says how far it is behind a local store."""
 
 from __future__ import annotations
@@ -278,6 +278,4 @@ def _add_command(commands: Any, name: str, text: str, epilog: str, target: str |
         action="store_true",
         help="allow a plain http:// endpoint (also LOGKV_REPLICA_ALLOW_HTTP=1)",
     )
-    sub.add_argument("--json", action="store_true", help="print a JSON summary")
-    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return sub

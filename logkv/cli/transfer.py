@@ -52,8 +52,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from tqdm import tqdm
-
 from ..configuration import Configuration
 from ..content import (
     MARKER_PARAM,
@@ -67,13 +65,14 @@ from ..content import (
     text_charset,
 )
 from ..engine import Engine, validate_key
-from ..errors import InvalidKeyError
+from ..errors import InvalidKeyError, NotALogKVStoreError
 from ..fsutil import fsync_dir, make_dirs, open_file
-from ..layout import CRAWLEE_METADATA_FILE
+from ..layout import CRAWLEE_METADATA_FILE, is_store_folder
 from ..names import StoreKind, validate_alias, validate_name
 from ..storage_clients._meta import StoreMeta, new_store_id, read_meta, write_meta
 from . import ExitCode
-from .common import CommandError, add_output_options, path_argument, require_store
+from .common import CommandError, path_argument, progress_choice, require_store
+from .progress import progress
 from .render import human_bytes, human_seconds, json_document
 
 PROG: Final = "logkv"
@@ -111,6 +110,11 @@ class TransferResult:
     skipped: list[str] = field(default_factory=list)
     #: Files of the source that belong to no record (Crawlee ignores them too).
     stray_files: int = 0
+    #: The Crawlee store's id when a store beside the target already had it: the imported
+    #: store got the new id ``store_id`` instead (one id, one store).
+    original_id: str | None = None
+    #: The store that already had ``original_id``.
+    id_taken_by: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The summary for ``--json``."""
@@ -289,14 +293,11 @@ def _undo_target(target: Path, existed: bool) -> None:
 
 @contextmanager
 def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable[[], None]]:
-    """A step callback driving a tqdm bar on stderr (``enabled`` None: only on a terminal)."""
-    disable = None if enabled is None else not enabled
-    with tqdm(
-        desc=label, total=total, unit="rec", file=sys.stderr, disable=disable, leave=False
-    ) as bar:
+    """A step callback drawing a bar on stderr (``enabled`` None: only on a terminal)."""
+    with progress(label, total, enabled=enabled, unit="records") as shown:
 
         def step() -> None:
-            bar.update(1)
+            shown.advance()
 
         yield step
 
@@ -419,9 +420,11 @@ def import_store(
     else:
         kind, name, alias = _import_kind(target, identity.get("name"))
     store_id = identity.get("id")
+    given_id = store_id if isinstance(store_id, str) and store_id else None
+    holder = None if given_id is None else store_with_id(target, given_id)
     now = time.time()
     meta = StoreMeta(
-        id=store_id if isinstance(store_id, str) and store_id else new_store_id(),
+        id=given_id if given_id is not None and holder is None else new_store_id(),
         name=name,
         alias=alias,
         kind=kind,
@@ -433,6 +436,8 @@ def import_store(
     result = TransferResult(
         str(source), str(target), meta.id, name, kind, stray_files=stray
     )  # fmt: skip
+    if holder is not None:
+        result.original_id, result.id_taken_by = given_id, str(holder)
     existed = _prepare_target(target)
     try:
         with Engine.open(target) as engine, _progress(label, len(metas), bar) as step:
@@ -455,6 +460,24 @@ def import_store(
         raise
     result.seconds = time.perf_counter() - started
     return result
+
+
+def store_with_id(target: Path, store_id: str) -> Path | None:
+    """The store beside ``target`` (in the same folder: ``key_value_stores/``) whose
+    ``META.json`` has the id ``store_id``, or None."""
+    parent = target.absolute().parent
+    if not parent.is_dir():
+        return None
+    for child in sorted(parent.iterdir()):
+        if child.name == target.name or not is_store_folder(child):
+            continue
+        try:
+            meta = read_meta(child)
+        except NotALogKVStoreError:
+            continue  # unreadable: not this command's to judge
+        if meta is not None and meta.id == store_id:
+            return child
+    return None
 
 
 def _import_record(engine: Engine, key: str, content_type: str, data: bytes) -> None:
@@ -565,10 +588,6 @@ def _export_record(target: Path, key: str, data: bytes | None, stored: str | Non
 # ---------------------------------------------------------------------------------- commands
 
 
-def _bar(args: argparse.Namespace) -> bool | None:
-    return False if args.quiet else (True if args.progress else None)
-
-
 def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
     for problem in result.skipped[:SHOWN_PROBLEMS]:
         print(f"{PROG}: warning: skipped {problem}", file=sys.stderr)
@@ -584,6 +603,11 @@ def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
         f"{result.source} into {result.target} in {human_seconds(result.seconds)}: store id "
         f"{result.store_id}, {label.get(result.kind, result.kind)} store."
     )
+    if result.original_id is not None:
+        print(
+            f"The Crawlee store's id {result.original_id} is already the id of "
+            f"{result.id_taken_by}: the imported store has the new id {result.store_id}."
+        )
     if result.skipped:
         print(f"Skipped {len(result.skipped):,} unreadable record(s) (see the warnings).")
     if result.stray_files:
@@ -593,12 +617,12 @@ def _report(args: argparse.Namespace, result: TransferResult, verb: str) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import a Crawlee file-system key-value store into a new logkv store."""
-    return _report(args, import_store(args.source, args.target, _bar(args)), "Imported")
+    return _report(args, import_store(args.source, args.target, progress_choice(args)), "Imported")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a logkv store as a Crawlee file-system key-value store."""
-    return _report(args, export_store(args.source, args.target, _bar(args)), "Exported")
+    return _report(args, export_store(args.source, args.target, progress_choice(args)), "Exported")
 
 
 def add_commands(commands: Any, epilog: str) -> None:
@@ -633,5 +657,4 @@ def add_commands(commands: Any, epilog: str) -> None:
             metavar=target,
             help="the new store folder (absent or empty)",
         )
-        add_output_options(sub, "print a JSON summary")
         sub.set_defaults(handler=handler)

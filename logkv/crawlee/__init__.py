@@ -30,10 +30,14 @@ UTF-8, and a charset that is unknown or not a text encoding raises ``ValueError`
 nested deeper than ``logkv.content.MAX_NESTING_DEPTH`` (128) levels raise ``TypeError``.
 """
 
-from ._client import LogKvKeyValueStoreClient
-from ._dataset import LogKvDatasetClient
-from ._request_queue import LogKvRequestQueueClient
-from ._storage_client import LogKvStorageClient
+from ..extras import require_extra
+
+require_extra("crawlee", "crawlee", "logkv.crawlee")
+
+from ._client import LogKvKeyValueStoreClient  # noqa: E402 (after the check of the extra)
+from ._dataset import LogKvDatasetClient  # noqa: E402
+from ._request_queue import LogKvRequestQueueClient  # noqa: E402
+from ._storage_client import LogKvStorageClient  # noqa: E402
 
 __all__ = [
     "LogKvDatasetClient",

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bucket import Bucket
-from .follow import Follower
-from .restore import RestoreResult, restore
-from .retention import RetentionPolicy, RetentionResult, retire
-from .shipper import Lag, Replica
-from .url import ReplicaUrl, open_object_store, parse_replica_url
+from ..extras import require_extra
+
+require_extra("obstore", "s3", "logkv.replica (replication to object storage)")
+
+from .bucket import Bucket  # noqa: E402 (after the check of the extra)
+from .follow import Follower  # noqa: E402
+from .restore import RestoreResult, restore  # noqa: E402
+from .retention import RetentionPolicy, RetentionResult, retire  # noqa: E402
+from .shipper import Lag, Replica  # noqa: E402
+from .url import ReplicaUrl, open_object_store, parse_replica_url  # noqa: E402
 
 __all__ = [
     "Bucket",

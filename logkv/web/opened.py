@@ -3,13 +3,13 @@
 A store is opened read-only on first use (no lock, nothing written: it runs beside the
 crawler writing it) and refreshed before each later use, so pages follow the writer as it
 appends and compacts. A store that fails to refresh is closed and opened again on the next use.
-Also here: the time of a record without reading its value, and whether a writer runs.
+Also here: the time of a record without reading its value (whether a writer runs is
+:func:`logkv.lock.writer_pid`, which the record commands use too).
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,10 +21,7 @@ import msgpack
 
 from ..engine import Engine
 from ..format import FRAME_HEADER_SIZE, FRAME_KINDS
-from ..fsutil import open_file
 from ..index import IndexEntry
-from ..layout import LOCK_FILE
-from ..lock import read_holder_pid
 from ..segments import SegmentReaders
 
 #: Stores with at least this many keys have their index moved out of the collector's sight
@@ -118,26 +115,3 @@ def record_stamp(readers: SegmentReaders, entry: IndexEntry) -> tuple[int, int] 
     if type(seq) is not int or type(timestamp_us) is not int:
         return None
     return seq, timestamp_us
-
-
-def writer_pid(folder: Path) -> int | None:
-    """The pid of the writer that holds the store's lock, as far as its lock file says: the
-    pid written there, when a process of that pid runs (None: no writer). The lock itself is
-    not tried, so a crawler opening the store meanwhile is never refused."""
-    try:
-        fd = open_file(folder / LOCK_FILE, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        pid = read_holder_pid(fd)
-    finally:
-        os.close(fd)
-    if pid is None or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # it runs, as another user
-    return pid

@@ -27,10 +27,11 @@ from ..engine import validate_key
 from ..errors import CorruptionError, LogKVError, NotALogKVStoreError
 from ..history import StoreChangedError, log_segments, state_at
 from ..layout import ARCHIVE_DIR
+from ..lock import writer_pid
 from ..storage_layout import count_prefix
 from .catalog import KIND_WORDS, StoreRef, list_stores
 from .diffs import diff_values
-from .opened import OpenedStores, record_stamp, writer_pid
+from .opened import OpenedStores, record_stamp
 from .values import json_tree, pretty_json, value_text, view_kind
 
 #: Keys per page of a store's key list (at most :data:`MAX_PAGE` when asked).

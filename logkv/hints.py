@@ -1,0 +1,578 @@
+"""Hint data: where each key's record sits in a data file, so that an open builds the index
+without reading (or decoding) a single value.
+
+Two kinds of file carry it (docs/FORMAT.md, sections 7.2 and 15):
+
+- a snapshot's *hint block*: six columns (keys, offsets, heads, sizes, type ids, types), one
+  row per frame, written by :class:`~logkv.snapshot.SnapshotWriter` through :class:`Columns`;
+- a sealed segment's *hint file* ``NNNNNNNN.hint``: a header, a meta block saying which bytes
+  of the segment it describes (size, last frame, chain value there, seq range), and the same
+  columns for the last record of each key the segment sets, plus the keys it deletes. It is
+  written after the segment is sealed (:func:`write_segment_hint`, from a scan that checks
+  every frame) and read by an open (:func:`load_segment_hint`), which checks it against the
+  segment and falls back to scanning the segment when it is missing, damaged or stale.
+
+A hint is derived data: it is never the only copy of anything, it is not synced, and every
+use checks it. Packing its columns into index entries is :func:`pack_rows`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import struct
+import sys
+import threading
+import zlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Final
+
+import crc32c
+import msgpack
+
+from .errors import CorruptionError
+from .format import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC_PREFIX,
+    SEGMENT_HEADER_SIZE,
+    Op,
+    chain_of,
+    check_segment_header,
+    streamed_entry_size,
+)
+from .fsutil import create_temp, open_for_reading, remove_quietly
+from .index import (
+    HEAD_SHIFT,
+    MAX_OFFSET,
+    MAX_SIZE,
+    MAX_STREAMED_SIZE,
+    SIZE_SHIFT,
+    TYPE_SHIFT,
+    ContentTypes,
+    Entry,
+    file_base,
+    pack,
+    unpack,
+)
+from .layout import hint_name, list_hints, segment_name
+from .scan import Damage, SegmentReader
+
+log = logging.getLogger(__name__)
+
+#: A block: ``u32 crc32(body) || u32 length || body`` (snapshot meta and hint blocks too).
+BLOCK_HEADER: Final = struct.Struct("<II")
+HINT_MAGIC: Final = b"\x89LKVHNT\n"
+HINT_VERSION: Final = 1
+HINT_HEADER: Final = struct.Struct("<8sII")  # magic, hint version, segment number
+#: Keys packed per msgpack call when writing (msgpack holds the GIL while it packs).
+_KEYS_PER_PACK: Final = 8192
+#: A store whose ``segment_size`` is smaller gets no hint files: scanning a segment that small
+#: costs less than reading and checking its hint (the default size is 64 MiB).
+MIN_HINTED_SEGMENT = 1 << 20
+
+
+def hints_wanted(segment_size: int) -> bool:
+    """Whether a writer with segments of ``segment_size`` bytes writes hint files."""
+    return segment_size >= MIN_HINTED_SEGMENT
+
+
+#: Bytes of a segment read per call while checking its checksum.
+_CHECK_CHUNK: Final = 8 << 20
+#: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).
+_KEYS_PER_SORT: Final = 4096
+_SET: Final = int(Op.SET)
+_SET_STREAMED: Final = int(Op.SET_STREAMED)
+
+
+# ---------------------------------------------------------------------------------- blocks
+
+
+def encode_block(body: bytes) -> bytes:
+    """``body`` framed as a block (its CRC-32 and length in front)."""
+    return BLOCK_HEADER.pack(zlib.crc32(body), len(body)) + body
+
+
+def read_block(path: Path, data: Any, offset: int, what: str) -> Any:
+    """The msgpack value of the block at ``offset`` of ``data`` (bytes of file ``path``);
+    :class:`CorruptionError` naming ``what`` when it lies outside, fails its CRC or does not
+    decode."""
+    if offset < 0 or offset + BLOCK_HEADER.size > len(data):
+        raise CorruptionError(path, offset, f"{what} block lies outside the file")
+    crc, length = BLOCK_HEADER.unpack_from(data, offset)
+    body = data[offset + BLOCK_HEADER.size : offset + BLOCK_HEADER.size + length]
+    if len(body) != length or zlib.crc32(body) != crc:
+        raise CorruptionError(path, offset, f"{what} block fails its checksum")
+    try:
+        return msgpack.unpackb(body)
+    except Exception as exc:
+        raise CorruptionError(path, offset, f"{what} block is undecodable: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------- columns
+
+
+class Columns:
+    """The columns of hint data being written: :meth:`add` a row per record, then
+    :meth:`encode` (the msgpack array ``[keys, offsets, heads, sizes, type_ids, types]``)."""
+
+    __slots__ = ("_type_list", "heads", "keys", "offsets", "sizes", "type_ids", "types")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.offsets = array("Q")
+        self.heads = array("I")
+        self.sizes = array("q")
+        self.type_ids = array("I")
+        self.types: dict[str | None, int] = {}
+        self._type_list: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: str, offset: int, head: int, size: int, content_type: str | None) -> None:
+        """One row: ``key``'s frame at ``offset``, its value ``head`` bytes in, ``size`` bytes
+        long (-1: a stored None; below -1: a streamed set, ``-2 - size`` bytes in its value
+        file, and ``head`` the whole frame)."""
+        self.keys.append(key)
+        self.offsets.append(offset)
+        self.heads.append(head)
+        self.sizes.append(size)
+        type_id = self.types.get(content_type)
+        if type_id is None:
+            type_id = self.types[content_type] = len(self.types)
+        self.type_ids.append(type_id)
+
+    def entry(self, i: int, file_id: int) -> Entry:
+        """Row ``i`` as an index entry in file ``file_id``."""
+        if len(self._type_list) != len(self.types):
+            self._type_list = list(self.types)
+        return (
+            file_id,
+            self.offsets[i],
+            self.heads[i],
+            self.sizes[i],
+            self._type_list[self.type_ids[i]],
+        )
+
+    def encode(self, deleted: list[str] | None = None) -> bytes:
+        """The msgpack array of the six columns (a segment hint: and the ``deleted`` keys as a
+        seventh), keys packed a chunk at a time, with exactly the bytes of one ``packb``."""
+        columns: list[Any] = [
+            _le_bytes(self.offsets),
+            _le_bytes(self.heads),
+            _le_bytes(self.sizes),
+            _le_bytes(self.type_ids),
+            list(self.types),
+        ]
+        parts = [
+            msgpack.Packer().pack_array_header(1 + len(columns) + (deleted is not None)),
+            pack_keys(self.keys),
+            *(msgpack.packb(column) for column in columns),
+        ]
+        if deleted is not None:
+            parts.append(pack_keys(deleted))
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Hint columns read back and checked: row ``i`` is ``keys[i]``'s record."""
+
+    keys: list[str]
+    offsets: array[int]
+    heads: array[int]
+    sizes: array[int]
+    type_ids: array[int]
+    types: list[str | None]
+
+    def entries(self, file_id: int) -> dict[str, Entry]:
+        """Every row as an index entry in file ``file_id`` (for readers other than open)."""
+        types = self.types
+        return dict(
+            zip(
+                self.keys,
+                zip(  # not strict: repeat() is endless; the columns' lengths were checked
+                    repeat(file_id),
+                    self.offsets.tolist(),
+                    self.heads.tolist(),
+                    self.sizes.tolist(),
+                    map(types.__getitem__, self.type_ids),
+                ),
+                strict=True,
+            )
+        )
+
+    def frame_bytes(self) -> int:
+        """The bytes of the frames the rows point to (head + value size in the log each)."""
+        return sum(self.heads) + sum(size for size in self.sizes if size > 0)
+
+
+def decode_rows(hint: Any) -> Rows:
+    """The six columns of a decoded hint value, checked (lengths, bounds, types); ``ValueError``
+    or ``TypeError`` when they are malformed. Extra elements after the six are ignored."""
+    keys, offsets_raw, heads_raw, sizes_raw, type_ids_raw, types = hint[:6]
+    offsets, heads = _le_column("Q", offsets_raw), _le_column("I", heads_raw)
+    sizes, type_ids = _le_column("q", sizes_raw), _le_column("I", type_ids_raw)
+    if type(keys) is not list or type(types) is not list:
+        raise TypeError("keys and types must be arrays")
+    if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
+        raise ValueError("columns differ in length")
+    if not set(map(type, keys)) <= {str}:
+        raise TypeError("a key is not a str")
+    if not all(t is None or type(t) is str for t in types):
+        raise TypeError("a content type is not a str or nil")
+    if keys and (
+        max(offsets) > MAX_OFFSET
+        or min(sizes) < -2 - MAX_STREAMED_SIZE
+        or max(sizes) > MAX_SIZE
+        or max(type_ids) >= len(types)
+    ):
+        raise ValueError("a value lies out of range")
+    content_types = [t if t is None else sys.intern(t) for t in types]
+    return Rows(keys, offsets, heads, sizes, type_ids, content_types)
+
+
+def pack_rows(rows: Rows, file_id: int, types: ContentTypes) -> list[int]:
+    """Row ``i`` as a packed index entry (:func:`~logkv.index.pack`) in file ``file_id``, its
+    content type numbered in ``types``."""
+    base = file_base(file_id)
+    ids = types.ids_of(rows.types)
+    shifted = [i << TYPE_SHIFT for i in ids]
+    return [
+        base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | shifted[type_id]
+        if size >= -1
+        else pack(file_id, offset, head, size, ids[type_id])  # a streamed set
+        for offset, head, size, type_id in zip(
+            rows.offsets, rows.heads, rows.sizes, rows.type_ids, strict=True
+        )
+    ]
+
+
+def pack_keys(keys: list[str]) -> bytes:
+    """``msgpack.packb(keys)``, packed a chunk at a time: one call for a million keys holds the
+    GIL for 200 ms, stalling every writer; between chunks other threads run."""
+    packer = msgpack.Packer()
+    parts = [packer.pack_array_header(len(keys))]
+    for start in range(0, len(keys), _KEYS_PER_PACK):
+        chunk = keys[start : start + _KEYS_PER_PACK]
+        header = len(packer.pack_array_header(len(chunk)))
+        parts.append(packer.pack(chunk)[header:])
+    return b"".join(parts)
+
+
+def _le_bytes(column: array[int]) -> bytes:
+    """A column's bytes in little-endian order, whatever this machine's order is."""
+    if sys.byteorder == "big":
+        column = array(column.typecode, column)
+        column.byteswap()
+    return column.tobytes()
+
+
+def _le_column(typecode: str, raw: bytes) -> array[int]:
+    """A column read back from little-endian bytes (item sizes: Q/q 8 bytes, I 4 bytes)."""
+    if type(raw) is not bytes:
+        raise TypeError("a packed column is not bin")
+    column = array(typecode, raw)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column
+
+
+# ---------------------------------------------------------------------------------- segment hints
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentHint:
+    """A sealed segment's hint, read back and checked against the segment.
+
+    ``rows`` are the keys the segment leaves set (the last record of each, in key order),
+    ``deleted`` the keys whose last record in it is a delete (in key order).
+    """
+
+    number: int
+    #: The segment's size, and what a scan of it would end with.
+    size: int
+    first_seq: int
+    last_seq: int
+    last_us: int
+    chain: bytes
+    #: CRC-32C of the segment's bytes ``[0, size)``.
+    checksum: int
+    rows: Rows
+    deleted: list[str]
+
+
+def write_segment_hint(folder: Path, number: int) -> bool:
+    """Scan sealed segment ``number`` of the store in ``folder`` (every frame checked) and write
+    its hint file; False when the segment is damaged or empty, or is gone (a compaction
+    retired it): then it has no hint file (one left from before is removed). The file appears
+    whole or not at all (a temp file renamed into place); it is not synced: a hint lost or
+    damaged by a crash is rebuilt."""
+    if _write_segment_hint(folder, number):
+        return True
+    remove_hint(folder, number)
+    return False
+
+
+def _write_segment_hint(folder: Path, number: int) -> bool:
+    """:func:`write_segment_hint` but for removing an old hint when none can be written."""
+    path = folder / segment_name(number)
+    # Each key's last record as a packed entry (None: a delete): ints, which the garbage
+    # collector does not track (tuples kept here would pile up as young objects while the
+    # decoded records are freed, until one young pass walked them all, stalling writers).
+    last: dict[str, int | None] = {}
+    types = ContentTypes()
+    type_id = types.id
+    damaged: list[Damage] = []
+    first_seq = last_seq = last_us = 0
+    try:
+        with SegmentReader(
+            path, number, is_last=False, synced=None, report=damaged.append
+        ) as reader:
+            last_offset = -1
+            for offset, length, fields in reader.frames(0):
+                if damaged:
+                    return False
+                seq = fields[0]
+                if seq <= last_seq:
+                    return False
+                first_seq = first_seq or seq
+                last_seq, last_us = seq, fields[1]
+                if fields[2] == _SET:
+                    value = fields[5]
+                    size = -1 if value is None else len(value)
+                    head = length - size if size > 0 else length
+                    last[fields[3]] = pack(number, offset, head, size, type_id(fields[4]))
+                elif fields[2] == _SET_STREAMED:
+                    size = streamed_entry_size(fields[5])
+                    last[fields[3]] = pack(number, offset, length, size, type_id(fields[4]))
+                else:
+                    last[fields[3]] = None
+                last_offset = offset
+            if damaged or last_offset < 0 or reader.end != reader.size:
+                return False
+            size = reader.size
+            chain = chain_of(reader.buf, last_offset)
+            checksum = crc32c.crc32c(reader.buf)  # releases the GIL while it runs
+    except FileNotFoundError:
+        return False
+    columns = Columns()
+    deleted: list[str] = []
+    names = types.names
+    for key in _sorted_in_pieces(list(last)):
+        packed = last[key]
+        if packed is None:
+            deleted.append(key)
+        else:
+            columns.add(key, *unpack(packed, names)[1:])
+    meta = msgpack.packb(
+        {
+            "segment": number,
+            "size": size,
+            "last_offset": last_offset,
+            "chain": chain,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "last_us": last_us,
+            "crc32c": checksum,
+        }
+    )
+    body = columns.encode(deleted)
+    target = folder / hint_name(number)
+    fd, temp = create_temp(target)
+    try:
+        with open(fd, "wb") as file:
+            file.write(HINT_HEADER.pack(HINT_MAGIC, HINT_VERSION, number))
+            file.write(encode_block(meta))
+            file.write(encode_block(body))
+        os.replace(temp, target)
+    except BaseException:
+        remove_quietly(temp)
+        raise
+    if not path.exists():  # retired while we wrote: no hint for a segment that is gone
+        remove_quietly(target)
+        return False
+    return True
+
+
+def _sorted_in_pieces(keys: list[str]) -> Iterator[str]:
+    """``keys`` in order, sorted a piece at a time and merged: one ``sorted()`` of a segment's
+    60,000 keys holds the GIL for tens of milliseconds, stalling every writer of the store;
+    this background work must not."""
+    pieces = [sorted(keys[i : i + _KEYS_PER_SORT]) for i in range(0, len(keys), _KEYS_PER_SORT)]
+    return heapq.merge(*pieces)
+
+
+def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint | None:
+    """The hint of segment ``number`` (the file ``segment``), checked against it; None when
+    there is none. :class:`CorruptionError` (naming the hint file) when the hint is damaged
+    or does not describe the segment as it is: another size, another last frame or chain
+    value, a bad segment header. The checksum of the segment's bytes is the caller's to check
+    (:func:`segment_changed`: it reads the whole segment, so the open runs it in a thread)."""
+    path = folder / hint_name(number)
+    try:
+        with open_for_reading(path) as file:
+            data = file.read()
+    except FileNotFoundError:
+        return None
+    if len(data) < HINT_HEADER.size:
+        raise CorruptionError(path, 0, "hint is cut short")
+    magic, version, stored = HINT_HEADER.unpack_from(data)
+    if magic != HINT_MAGIC or version != HINT_VERSION or stored != number:
+        raise CorruptionError(path, 0, "bad hint header")
+    meta = read_block(path, data, HINT_HEADER.size, "hint meta")
+    body_at = HINT_HEADER.size + BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(data, 16)[1]
+    body = read_block(path, data, body_at, "hint columns")
+    if body_at + BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(data, body_at)[1] != len(data):
+        raise CorruptionError(path, body_at, "hint has bytes after its columns")
+    try:
+        hint = SegmentHint(
+            number,
+            int(meta["size"]),
+            int(meta["first_seq"]),
+            int(meta["last_seq"]),
+            int(meta["last_us"]),
+            bytes(meta["chain"]),
+            int(meta["crc32c"]),
+            decode_rows(body),
+            list(body[6]) if len(body) == 7 else [],
+        )
+        if int(meta["segment"]) != number or len(body) != 7:
+            raise ValueError("the hint names another segment, or lacks its deleted keys")
+        if not set(map(type, hint.deleted)) <= {str}:
+            raise TypeError("a deleted key is not a str")
+        last_offset = int(meta["last_offset"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CorruptionError(path, 0, f"hint is malformed: {exc}") from None
+    problem = _disagreement(segment, number, hint, last_offset)
+    if problem is not None:
+        raise CorruptionError(path, 0, f"hint does not describe segment {number}: {problem}")
+    return hint
+
+
+def _disagreement(segment: Path, number: int, hint: SegmentHint, last_offset: int) -> str | None:
+    """Why ``hint`` does not describe ``segment`` as it is on disk (None: it does): its size,
+    header, and the frame header at the hint's last offset (the frame must end the file and
+    carry the hint's chain value)."""
+    with open_for_reading(segment) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size != hint.size:
+            return f"the segment is {size} bytes, the hint describes {hint.size}"
+        header = os.pread(file.fileno(), SEGMENT_HEADER_SIZE, 0)
+        problem = check_segment_header(header, number)
+        if problem is not None:
+            return problem
+        if not SEGMENT_HEADER_SIZE <= last_offset <= size - FRAME_HEADER_SIZE:
+            return "its last frame lies outside the segment"
+        frame = os.pread(file.fileno(), FRAME_HEADER_SIZE, last_offset)
+    magic, _, length, chain = FRAME_HEADER.unpack(frame)
+    if not magic.startswith(FRAME_MAGIC_PREFIX) or last_offset + FRAME_HEADER_SIZE + length != size:
+        return "no frame ends the segment where the hint says"
+    if chain != hint.chain:
+        return "the chain value of the last frame differs"
+    return None
+
+
+def segment_changed(segment: Path, hint: SegmentHint) -> str | None:
+    """Why ``segment``'s bytes are not those ``hint`` was written from (None: they are): its
+    CRC-32C over the whole file, read a chunk at a time (the GIL is released while each chunk
+    is checksummed, so this runs beside the open's other work). Any damage since, anywhere
+    in the segment, shows here; the open then scans the segment and finds it."""
+    buffer = bytearray(_CHECK_CHUNK)
+    view = memoryview(buffer)
+    value = 0
+    total = 0
+    with open_for_reading(segment) as file:
+        while True:
+            read = os.readv(file.fileno(), [buffer])
+            if not read:
+                break
+            value = crc32c.crc32c(view[:read], value)
+            total += read
+    view.release()
+    if total != hint.size:
+        return f"the segment is {total} bytes, the hint describes {hint.size}"
+    if value != hint.checksum:
+        return "the segment's bytes changed since its hint was written (CRC-32C)"
+    return None
+
+
+def remove_hint(folder: Path, number: int) -> None:
+    """Remove segment ``number``'s hint file, if any."""
+    remove_quietly(folder / hint_name(number))
+
+
+def remove_stale_hints(folder: Path, covers: int) -> None:
+    """Remove the hint files of segments a snapshot covers (``<= covers``) and of segments that
+    are gone (a hint written while compaction retired its segment)."""
+    for number, path in list_hints(folder):
+        if number <= covers or not (folder / segment_name(number)).exists():
+            remove_quietly(path)
+
+
+class HintWriter:
+    """Writes the hint files of sealed segments, one at a time, in a background thread (started
+    by the first :meth:`submit`), so that no writer waits for a segment's scan."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._queue: list[int] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self._closed = False
+
+    def submit(self, number: int) -> None:
+        """Write segment ``number``'s hint soon (it is sealed: nothing is appended to it)."""
+        with self._wake:
+            if self._closed:
+                return
+            self._queue.append(number)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"logkv-hints {self.folder.name}", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def wait(self) -> None:
+        """Block until every submitted hint is written (or given up on)."""
+        with self._wake:
+            while self._queue or self._busy:
+                self._wake.wait()
+
+    def close(self) -> None:
+        """Drop the hints not started yet; wait for the one being written. Idempotent."""
+        with self._wake:
+            self._closed = True
+            self._queue.clear()
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                number = self._queue.pop(0)
+                self._busy = True
+            try:
+                write_segment_hint(self.folder, number)
+            except Exception as exc:  # a hint is an optimisation: open scans without it
+                log.warning(
+                    "could not write the hint of segment %d in %s: %s", number, self.folder, exc
+                )
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
