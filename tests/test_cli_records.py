@@ -439,7 +439,11 @@ def test_importing_a_crawlee_store_twice_gives_a_new_id(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "library", "extra"),
-    [("logkv.crawlee", "crawlee", "crawlee"), ("logkv.replica", "obstore", "s3")],
+    [
+        ("logkv.crawlee", "crawlee", "crawlee"),
+        ("logkv.replica", "obstore", "s3"),
+        ("logkv.web.app", "starlette", "web"),
+    ],
 )
 def test_a_missing_extra_is_named(module: str, library: str, extra: str) -> None:
     code = f"import sys; sys.modules[{library!r}] = None; import {module}"

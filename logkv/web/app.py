@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from ..extras import require_extra
+
+require_extra("starlette", "web", "logkv serve (the web console)")
+
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette

@@ -24,6 +24,10 @@ from http.cookies import SimpleCookie
 from typing import Final
 from urllib.parse import parse_qsl, quote, urlencode
 
+from ..extras import require_extra
+
+require_extra("starlette", "web", "logkv serve (the web console)")
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The Content-Security-Policy of the console's own pages.
