@@ -686,8 +686,9 @@ METHOD = [
     " `key_history(folder, key)` (which searches each segment for the key's encoded bytes and"
     " decodes only the frames around the hits) runs {repeat} times on the closed store, page"
     " cache warm; every run is checked (record count, order, values). `state_at(until_seq=...)`"
-    " runs once with the sequence number half-way through the log; it decodes every record up"
-    " to it, and the state is checked (key count and a value).",
+    " runs once with the sequence number half-way through the log, from the checkpoint the"
+    " compaction wrote there (benchmarks/bench_point_in_time.py measures it in full), and the"
+    " state is checked (key count and a value).",
 ]
 
 

@@ -14,7 +14,8 @@ The steps, and why a crash at any of them loses nothing:
    uses the snapshot and ignores segments ``<= N`` even if they are still there.
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
    point into the snapshot.
-5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``) and older snapshots.
+5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``, and then write the
+   archived log's checkpoints, :mod:`logkv.checkpoints`) and older snapshots.
    A crash before or during this step is finished by the next writable open. Compaction holds
    these files open meanwhile (the largest, up to a bound), so that deleting one under the lock
    only removes its name; its blocks are freed (milliseconds per segment, seconds for
@@ -30,6 +31,7 @@ a :class:`CompactionHost`, which takes its lock for each step that needs it and 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +43,7 @@ from typing import Protocol
 
 from sortedcontainers import SortedDict
 
+from .checkpoints import CheckpointPolicy, update_checkpoints
 from .errors import LogKVError
 from .format import value_ref_of_frame
 from .index import FILE_ID, Entry, Index, packed_file, unpack
@@ -55,6 +58,8 @@ from .values import remove_dead_values
 _BATCH = 512  # index entries handled per lock hold
 #: Frames up to this size are read whole to be copied; larger ones a piece at a time.
 COPY_WHOLE = 4 << 20
+
+log = logging.getLogger(__name__)
 
 #: Called as ``progress(records_done, records_total)`` while compaction copies records.
 Progress = Callable[[int, int], None]
@@ -328,6 +333,7 @@ def compact(
         raise
     finally:
         host.end_compaction()
+    notes = archive_checkpoints(host.path) if retention is Retention.ARCHIVE else []
     return CompactionResult(
         host.path,
         covers,
@@ -339,7 +345,20 @@ def compact(
         len(retired),
         time.perf_counter() - started,
         watch.longest,
+        notes,
     )
+
+
+def archive_checkpoints(folder: Path) -> list[str]:
+    """After a compaction with retention archive: the checkpoints of the archived log that
+    make point-in-time history fast (:mod:`logkv.checkpoints`). Outside the lock; a failure
+    is a note, never a failed compaction (the next one folds on from the newest checkpoint)."""
+    try:
+        written = update_checkpoints(folder, CheckpointPolicy.from_env())
+    except (OSError, ValueError, LogKVError) as exc:
+        log.warning("checkpoints of %s not written: %s", folder, exc)
+        return [f"checkpoints not written: {exc}"]
+    return [f"{len(written)} checkpoint(s) written"] if written else []
 
 
 def _hold_open(folder: Path, covers: int) -> list[int]:

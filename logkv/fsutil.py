@@ -209,3 +209,16 @@ def empty_trash(trash: Path) -> None:
         return
     for entry in leftovers:
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def install_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder ``staging`` (``fsync``ed, in a hidden folder of its own beside
+    ``target``'s parent) in place as ``target``, which is missing or an empty folder, with one
+    rename; ``fsync`` the parent, and remove the staging folder's parent when it is empty (a
+    restore or replay builds there). A crash before the rename leaves ``target`` as it was."""
+    if target.exists():
+        target.rmdir()  # empty: checked by the caller before it began
+    os.rename(staging, target)
+    fsync_dir(target.parent)
+    with suppress(OSError):  # another build may be staging beside it
+        staging.parent.rmdir()

@@ -9,18 +9,25 @@ Every read first takes one view of the retained history (:func:`retained_log`): 
 numbered without a gap, from segment 1 or from an intact snapshot that holds what is before
 them; a hole that no snapshot explains (a lost segment, a damaged snapshot) raises
 :class:`~logkv.errors.CorruptionError`, never a shorter answer.
+The state at a point (:func:`state_at`) starts from the newest checkpoint of the archived log
+at or before it (:mod:`logkv.checkpoints`), or the base snapshot, or record 1, and folds only
+the records after that start: index entries, not decoded values, until the end, when each live
+key's record is read once. A point inside a batch gives the state before the batch.
 Reads take no lock and change nothing, so they run beside a live writer.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
 
+from .checkpoints import checkpoints_of, load_checkpoint
 from .engine import validate_key
 from .errors import CorruptionError, LogKVError
 from .files import ByteSource, open_bytes
@@ -29,6 +36,7 @@ from .format import (
     GENESIS_CHAIN,
     SEGMENT_HEADER_SIZE,
     BadFrame,
+    Op,
     Record,
     SetRecord,
     SyncedMark,
@@ -39,13 +47,16 @@ from .format import (
 )
 from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
+from .log_cut import Until, batch_first_seq, continues_batch
 from .replay import Entry, frame_length
 from .scan import SegmentReader, fail_on_damage, synced_shortfall
 from .snapshot import SnapshotInfo, load_snapshot
 from .synced import read_synced_mark
 
 _T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 _ATTEMPTS = 10  # reads that race a live writer's compactions
+_DELETE = int(Op.DELETE)
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -383,7 +394,9 @@ def state_at(
     folder: Path, *, until_seq: int | None = None, until_us: int | None = None
 ) -> dict[str, SetRecord]:
     """The store's contents as of sequence ``until_seq`` or time ``until_us`` (microseconds
-    since the epoch; records written at or before it count), as key -> its :class:`SetRecord`.
+    since the epoch; the records up to the first one written after it count), as key -> its
+    :class:`SetRecord`. A point inside a batch gives the state before the batch (a batch is
+    applied whole or not at all). Starts from the newest checkpoint at or before the point.
 
     Raises :class:`HistoryGap` when that point lies before the retained history, and
     :class:`~logkv.errors.CorruptionError` when the history has a hole.
@@ -413,32 +426,130 @@ def _fold_state(
     # One view for both where the history starts and what is replayed: a compaction between
     # two listings could otherwise pair a log that starts late with no snapshot.
     log = survey(folder).checked()
-    state: dict[str, _T] = {}
+    until = Until(until_seq, until_us)
+    while True:
+        start = _starting_point(folder, log, until)
+        folded, inside_batch = _fold_entries(log, start, until)
+        if inside_batch is None:
+            return _materialize(log, start, folded, keep)
+        until = Until(inside_batch)  # the target lies inside a batch: the state before it
+
+
+@dataclass
+class _Start:
+    """Where a fold of the log starts: the state after record ``seq`` as index entries (into
+    the base snapshot, or into segments for a checkpoint), and where the next record is."""
+
+    entries: dict[str, Entry]
+    seq: int
+    segment: int
+    offset: int
+    snapshot: Path | None = None
+
+
+def _starting_point(folder: Path, log: RetainedLog, until: Until) -> _Start:
+    """The newest point at or before ``until`` that a fold can start from: a checkpoint of
+    the archived log (:mod:`logkv.checkpoints`), the base snapshot the retained history
+    starts from, or record 1. :class:`HistoryGap` when ``until`` lies before the history."""
+    start = _Start({}, 0, log.segments[0][0] if log.segments else 1, 0)
     if log.base is not None:
-        info = log.base[0]
-        if (until_seq is not None and until_seq < info.last_seq) or (
-            until_us is not None and until_us < (info.last_us or _snapshot_time(info))
+        info, entries = log.base
+        if (until.seq is not None and until.seq < info.last_seq) or (
+            until.us is not None and until.us < (info.last_us or _snapshot_time(info))
         ):
             raise HistoryGap(
                 f"the history of {folder} before sequence {info.last_seq + 1} is not retained: "
                 "it was compacted away (retention delete), or archived segments were removed; "
                 "compact with retention archive to keep it"
             )
-        for kept in iter_snapshot_records(info.path):
-            state[kept.key] = keep(kept)
-    # Segments the snapshot covers may still be listed (a compaction was retiring them):
-    # replaying their records again over the snapshot's state leaves that state unchanged.
-    for logged in log.records():
-        record = logged.record
-        if until_seq is not None and record.seq > until_seq:
+        start = _Start(dict(entries), info.last_seq, info.covers + 1, 0, info.path)
+    if not log.segments:
+        return start
+    first, last = log.segments[0][0], log.segments[-1][0]
+    for checkpoint in reversed(checkpoints_of(folder)):
+        if checkpoint.seq <= start.seq:
             break
-        if until_us is not None and record.timestamp_us > until_us:
-            break
-        if isinstance(record, SetRecord):
-            state[record.key] = keep(record)
-        else:
-            state.pop(record.key, None)
+        usable = first <= checkpoint.first_segment and checkpoint.segment <= last
+        if usable and not until.passed_by(checkpoint.seq, checkpoint.max_us):
+            try:
+                _, entries = load_checkpoint(checkpoint.path)
+            except CorruptionError as exc:  # derived data: an older point will do
+                logger.warning("checkpoint %s is damaged and not used: %s", exc.path, exc.reason)
+                continue
+            return _Start(entries, checkpoint.seq, checkpoint.segment, checkpoint.offset)
+    return start
+
+
+def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folded, int | None]:
+    """Fold the records after ``start`` up to ``until``. Returns what the fold holds, and
+    None; or, when the first record after ``until`` continues a batch, the sequence number
+    before that batch (the caller folds again up to it)."""
+    entries = start.entries
+    pop = entries.pop
+    decoded: dict[str, tuple[Any, ...]] = {}
+    forget = decoded.pop
+    segments = log.segments
+    for i, (number, path) in enumerate(segments):
+        if number < start.segment:
+            continue  # before the start (or covered by the base snapshot)
+        offset = start.offset if number == start.segment else 0
+        with SegmentReader(
+            path, number, is_last=i == len(segments) - 1, synced=log.synced,
+            report=fail_on_damage,
+        ) as reader:  # fmt: skip
+            for pos, length, fields in reader.frames(offset if offset > SEGMENT_HEADER_SIZE else 0):
+                if until.passed_by(fields[0], fields[1]):
+                    if continues_batch(reader.buf, pos, length):
+                        return _Folded(entries, decoded), batch_first_seq(reader, pos) - 1
+                    return _Folded(entries, decoded), None
+                key = fields[3]
+                pop(key, None)
+                if fields[2] != _DELETE:  # a set, or a streamed set
+                    decoded[key] = fields
+                else:
+                    forget(key, None)
+    return _Folded(entries, decoded), None
+
+
+@dataclass(frozen=True)
+class _Folded:
+    """The state a fold reached: keys still at their start entry (values unread), and keys
+    set since, with their records' fields as decoded."""
+
+    entries: dict[str, Entry]
+    decoded: dict[str, tuple[Any, ...]]
+
+
+def _materialize(
+    log: RetainedLog, start: _Start, folded: _Folded, keep: Callable[[SetRecord], _T]
+) -> dict[str, _T]:
+    """Each live key's record, turned into ``keep(record)``: the records set during the fold
+    as decoded, the others read where their start entry points (each checked:
+    :func:`_record_in`)."""
+    paths = dict(log.segments)
+    state: dict[str, _T] = {}
+    with ExitStack() as stack:
+        sources: dict[int, tuple[Path, ByteSource]] = {}
+        for key, entry in folded.entries.items():
+            found = sources.get(entry[0])
+            if found is None:
+                found = sources[entry[0]] = _opened(stack, paths, start, entry[0])
+            state[key] = keep(_record_in(found[1], found[0], key, entry))
+    for key, fields in folded.decoded.items():
+        record = decode_fields(fields)
+        assert isinstance(record, SetRecord), "the fold keeps sets only"
+        state[key] = keep(record)
     return state
+
+
+def _opened(
+    stack: ExitStack, paths: dict[int, Path], start: _Start, file_id: int
+) -> tuple[Path, ByteSource]:
+    """The file an entry's ``file_id`` names (a segment, or the base snapshot), opened."""
+    path = paths.get(file_id) if file_id > 0 else start.snapshot
+    if path is None:
+        raise FileNotFoundError(f"file {file_id} of the history is no longer listed")
+    return path, stack.enter_context(open_bytes(path))
 
 
 def _snapshot_time(info: SnapshotInfo) -> int:

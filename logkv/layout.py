@@ -12,6 +12,9 @@ A store folder holds::
     *.tmp                    files being written; removed on the next writable open
     *.damaged                originals of files that salvage rewrote, kept for inspection
     META.json                the store's identity and timestamps (written by the async facade)
+    PROVENANCE.json          in a copy made by ``logkv replay``: where it came from
+    archive/N.ckpt           a checkpoint: where the live records of the archived log were after
+                             record N (20 digits), so history starts there instead of at record 1
     public/KEY.EXT           records materialised by ``get_public_url`` (derived copies)
 
 Any other name (but hidden ``.*`` names) is another program's: opening the store refuses it
@@ -37,8 +40,12 @@ VALUES_DIR = "values"
 VALUE_SUFFIX = ".val"
 TEMP_SUFFIX = ".tmp"
 DAMAGED_SUFFIX = ".damaged"
+CHECKPOINT_SUFFIX = ".ckpt"
+#: In a copy made by ``logkv replay``: the store it came from and the last record copied.
+PROVENANCE_FILE = "PROVENANCE.json"
 
 _SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
+_CHECKPOINT_RE = re.compile(r"^(\d{20})\.ckpt$")
 _SNAPSHOT_RE = re.compile(r"^(\d{8,})\.snap$")
 _HINT_RE = re.compile(r"^(\d{8,})\.hint$")
 _TORN_TAIL_RE = re.compile(r"^\d{8,}\.seg\.tail-\d+$")
@@ -80,6 +87,7 @@ def is_store_entry(name: str) -> bool:
     return (
         segment_number(base) is not None
         or _SNAPSHOT_RE.match(base) is not None
+        or _CHECKPOINT_RE.match(base) is not None
         or _HINT_RE.match(name) is not None
         or (base != name and _TORN_TAIL_RE.match(base) is not None)
         or _VALUE_RE.match(name) is not None
@@ -160,6 +168,22 @@ def _numbered(folder: Path, number_of: Callable[[str], int | None]) -> list[tupl
     return found
 
 
+def checkpoint_name(seq: int) -> str:
+    """The file name of the checkpoint after record ``seq`` (``00000000000000250000.ckpt``)."""
+    return f"{seq:020d}{CHECKPOINT_SUFFIX}"
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The checkpoints in ``folder`` (a store's ``archive/``) as ``(seq, path)``, oldest first."""
+    found = []
+    for entry in folder.iterdir():
+        match = _CHECKPOINT_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    found.sort()
+    return found
+
+
 def data_file_name(file_id: int) -> str:
     """The file an index entry's file id names: segment ``n`` for ``n > 0``, else the
     snapshot covering ``-n``."""
@@ -185,8 +209,14 @@ TRASH_DIR = ".logkv-trash"
 #: killed halfway leaves it there, and the next restore of that store deletes it. It holds no
 #: store itself, so it is never listed as one.
 RESTORE_DIR = ".logkv-restoring"
+#: The folder beside a replay's target in which ``logkv replay`` builds the copy
+#: (``.logkv-replaying/NAME``) before renaming it into place; the next replay into that target
+#: deletes what a killed one left.
+REPLAY_DIR = ".logkv-replaying"
 #: The folder of the default key-value store of Crawlee's file-system client, where Crawlee's
 #: file-system request queues keep their state (whatever store a crawler uses).
 CRAWLEE_FILE_SYSTEM_DEFAULT_DIR = "default"
 
-_OWN_NAMES = frozenset({LOCK_FILE, SYNCED_FILE, ARCHIVE_DIR, VALUES_DIR, META_FILE, PUBLIC_DIR})
+_OWN_NAMES = frozenset(
+    {LOCK_FILE, SYNCED_FILE, ARCHIVE_DIR, VALUES_DIR, META_FILE, PUBLIC_DIR, PROVENANCE_FILE}
+)

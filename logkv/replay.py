@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import CorruptionError
 from .format import (
@@ -64,6 +65,22 @@ _SET_STREAMED = int(Op.SET_STREAMED)
 def frame_length(entry: Entry) -> int:
     """The length in bytes of the frame an index entry points to."""
     return entry[2] + entry[3] if entry[3] > 0 else entry[2]
+
+
+def set_entry(number: int, offset: int, length: int, fields: Any) -> Entry | None:
+    """The unpacked index entry of the valid ``length``-byte frame at ``offset`` of file
+    ``number`` whose body is ``fields``: a set's, a streamed set's (its size ``-2 - value
+    size``), or None for a delete (point-in-time folds and checkpoints; an open packs the
+    same fields straight into ints in :meth:`Replayer.replay`)."""
+    op = fields[2]
+    if op == _SET:
+        value = fields[5]
+        if value is None:
+            return (number, offset, length, -1, fields[4])
+        return (number, offset, length - len(value), len(value), fields[4])
+    if op == _SET_STREAMED:
+        return (number, offset, length, streamed_entry_size(fields[5]), fields[4])
+    return None
 
 
 @dataclass(frozen=True)

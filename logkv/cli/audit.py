@@ -7,7 +7,8 @@ except :func:`replay_into`, which writes the rebuilt state into a new store fold
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -20,11 +21,11 @@ from ..history import (
     fold_state,
     history_start,
     key_log,
-    state_at,
 )
 from ..index import IndexEntry
-from ..layout import ARCHIVE_DIR
-from ..values import ValueFileReader, value_path
+from ..layout import ARCHIVE_DIR, META_FILE, list_segments
+from ..rebuild import ReplayResult, ReplayTargetError, check_target, replay_store
+from ..storage_clients._meta import new_store_id, read_meta
 from ..verify import verify
 from . import ExitCode
 from .common import CommandError
@@ -59,8 +60,10 @@ def store_figures(path: Path) -> StoreFigures:
     with Engine.open(path, readonly=True) as engine:
         stats = engine.stats()
         contents = store_contents(path, engine)
-    sizes = archive_sizes(path)
-    return StoreFigures(stats, len(sizes), sum(sizes), history_start(path), contents)
+    sizes = archive_sizes(path)  # its segments and checkpoints
+    archive = path / ARCHIVE_DIR
+    segments = len(list_segments(archive)) if archive.is_dir() else 0  # not its checkpoints
+    return StoreFigures(stats, segments, sum(sizes), history_start(path), contents)
 
 
 def archive_sizes(path: Path) -> list[int]:
@@ -243,44 +246,34 @@ def _change(record: SetRecord | DeleteRecord, source: str) -> Change:
 # ---------------------------------------------------------------------------------- replay
 
 
-@dataclass(frozen=True)
-class ReplayOutcome:
-    """``logkv replay``: the keys and value bytes written into the new store."""
-
-    target: Path
-    keys: int
-    value_bytes: int
-
-
 def check_replay_target(source: Path, target: Path) -> None:
-    """Refuse a target that is not empty, or that lies inside the source store."""
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CommandError(
-            f"{target} is not an empty folder; replay writes a new store and never into an "
-            "existing one. Choose a new folder.",
-            ExitCode.USAGE,
-        )
-    resolved, store = target.resolve(), source.resolve()
-    if resolved == store or store in resolved.parents:
-        raise CommandError(f"{target} lies inside the store {source}", ExitCode.USAGE)
+    """Refuse a target that is not empty, or that lies inside the source store (exit 2)."""
+    try:
+        check_target(source, target)
+    except ReplayTargetError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None
 
 
 def replay_into(
     source: Path, target: Path, until_seq: int | None, until_us: int | None
-) -> ReplayOutcome:
-    """Rebuild ``source`` as of sequence ``until_seq`` or time ``until_us`` into the new store
-    folder ``target`` (records at or before the point count). Raises
-    :class:`~logkv.history.HistoryGap` when compaction deleted that part of the history."""
+) -> ReplayResult:
+    """Write a copy of ``source`` as of sequence ``until_seq`` or time ``until_us`` into the
+    new store folder ``target`` (:func:`logkv.rebuild.replay_store`: byte-identical records,
+    their sequence numbers, times and chain kept, all or nothing). The copy gets the source's
+    ``META.json`` with a new id. Raises :class:`~logkv.history.HistoryGap` when compaction
+    deleted that part of the history; a sequence number after the end is exit 2."""
     check_replay_target(source, target)
-    state = state_at(source, until_seq=until_seq, until_us=until_us)
-    written = 0
-    with Engine.open(target) as engine:
-        for key in sorted(state):
-            record = state[key]
-            if record.streamed is not None:  # copied a checked chunk at a time
-                with ValueFileReader(value_path(source, record.seq), record.streamed) as value:
-                    engine.set_stream(key, value, record.content_type)
-            else:
-                engine.set(key, record.value, record.content_type)
-            written += record.value_size
-    return ReplayOutcome(target, len(state), written)
+    meta = read_meta(source)
+    extra = {}
+    if meta is not None:
+        copy = replace(meta, id=new_store_id(), created_at=time.time())
+        copy.accessed_at = copy.modified_at = copy.created_at
+        if copy.name is not None:
+            copy.name = target.name
+        if copy.alias is not None:
+            copy.alias = target.name
+        extra[META_FILE] = copy.to_bytes()
+    try:
+        return replay_store(source, target, until_seq=until_seq, until_us=until_us, extra=extra)
+    except ReplayTargetError as exc:
+        raise CommandError(str(exc), ExitCode.USAGE) from None

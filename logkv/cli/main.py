@@ -310,14 +310,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "until": None if until_us is None else iso_timestamp(until_us),
                     "to": str(outcome.target),
                     "keys": outcome.keys,
-                    "value_bytes": outcome.value_bytes,
+                    "last_seq": outcome.last_seq,
+                    "last_chain": outcome.chain.hex(),
+                    "last_time": iso_timestamp(outcome.last_us) if outcome.last_us else None,
+                    "records": outcome.records,
+                    "snapshot": outcome.snapshot,
+                    "bytes": outcome.bytes,
                 }
             )
         )
     else:
+        start = f" from snapshot {outcome.snapshot}" if outcome.snapshot else ""
         print(
-            f"Rebuilt {store} as of {point} into {outcome.target}: {outcome.keys:,} keys, "
-            f"{human_bytes(outcome.value_bytes)} of values."
+            f"Rebuilt {store} as of {point} into {outcome.target}{start}: {outcome.keys:,} keys, "
+            f"{outcome.records:,} records, last seq {outcome.last_seq:,} "
+            f"(chain {outcome.chain.hex()}), {human_bytes(outcome.bytes)}; its origin is in "
+            "PROVENANCE.json."
         )
     return ExitCode.OK
 
@@ -507,8 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay = add(
         "replay",
         cmd_replay,
-        "Rebuild the store as it was at a sequence number or a time into a new store folder. "
-        "Exit 2 when compaction (retention delete) removed that part of the history.",
+        "Copy the store as it was at a sequence number or a time into a new store folder: the "
+        "original's own records (sequence numbers, times and hash chain kept), its origin in "
+        "PROVENANCE.json, all or nothing. Exit 2 for a sequence number after the end, or when "
+        "compaction (retention delete) removed that part of the history.",
     )
     replay.add_argument(
         "--until",

@@ -11,17 +11,13 @@ into place in one step: a restore killed halfway leaves only the staging folder
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
-
 from ..errors import ReplicaError, ReplicaGapError
-from ..format import FRAME_HEADER_SIZE, OP_CONTINUES
-from ..fsutil import fsync_dir, make_dirs, open_file, write_all
+from ..fsutil import fsync_dir, install_folder, make_dirs, open_file, write_all
 from ..layout import (
     META_FILE,
     RESTORE_DIR,
@@ -32,33 +28,10 @@ from ..layout import (
     snapshot_name,
     value_file_number,
 )
-from ..scan import SegmentReader, fail_on_damage
+from ..log_cut import Until, find_cut
 from ..verify import verify
 from .bucket import Bucket
 from .slots import Folded, Piece, digest, fold_slots
-
-
-@dataclass(frozen=True)
-class Until:
-    """A restore's target: the state after record ``seq``, or after the records written at or
-    before time ``us`` (µs since 1970); neither: the newest state."""
-
-    seq: int | None = None
-    us: int | None = None
-
-    def passed_by(self, seq: int, us: int) -> bool:
-        """Whether a record ``seq`` written at ``us`` comes after the target."""
-        if self.seq is not None:
-            return seq > self.seq
-        return self.us is not None and us > self.us
-
-    @property
-    def given(self) -> bool:
-        """Whether there is a target (else: the newest state)."""
-        return self.seq is not None or self.us is not None
-
-    def __str__(self) -> str:
-        return f"seq {self.seq}" if self.seq is not None else f"time {self.us} µs"
 
 
 @dataclass(frozen=True)
@@ -204,12 +177,7 @@ def restore(
             + "; ".join(report.problems or [])
         )
     fsync_dir(staging)
-    if folder.exists():
-        folder.rmdir()  # empty (checked above)
-    os.rename(staging, folder)
-    fsync_dir(folder.parent)
-    with contextlib.suppress(OSError):  # another restore may be staging beside it
-        staging.parent.rmdir()
+    install_folder(staging, folder)
     return RestoreResult(folder, len(plan.files), total, last_seq)
 
 
@@ -260,30 +228,15 @@ def piece_missing(bucket: Bucket, piece: Piece) -> ReplicaGapError:
 
 def _cut_after(staging: Path, files: list[str], until: Until, kept: int) -> tuple[int, bool]:
     """Cut the restored log before the first record after ``until``, at the start of its
-    batch: truncate the segment there and delete the segments after it. ``kept`` is
-    the last seq before the segments (the snapshot's); returns the last seq kept, and whether
-    a record after the target was found (so the restore reached it)."""
-    segments = [name for name in files if segment_number(name) is not None]
-    for i, name in enumerate(segments):
-        path = staging / name
-        cut: int | None = None
-        batch_start, before = 0, kept
-        with SegmentReader(
-            path, segment_number(name), is_last=False, synced=None, report=fail_on_damage
-        ) as reader:
-            for offset, length, body in reader.frames():
-                seq, us = body[0], body[1]
-                # The scanner reduces op to its kind; the batch bits are in the frame's body.
-                raw = reader.buf[offset + FRAME_HEADER_SIZE : offset + length]
-                if not msgpack.unpackb(raw, use_list=False)[2] & OP_CONTINUES:
-                    batch_start, before = offset, kept
-                if until.passed_by(seq, us):
-                    cut, kept = batch_start, before
-                    break
-                kept = seq
-        if cut is not None:
-            os.truncate(path, cut)
-            for later in segments[i + 1 :]:
-                (staging / later).unlink()
-            return kept, True
-    return kept, False
+    batch (:func:`~logkv.log_cut.find_cut`): truncate the segment there and delete the
+    segments after it. ``kept`` is the last seq before the segments (the snapshot's); returns
+    the last seq kept, and whether a record after the target was found (so the restore
+    reached it)."""
+    segments = [(n, staging / name) for name in files if (n := segment_number(name)) is not None]
+    cut = find_cut(segments, until, kept_seq=kept, tail=False)
+    if cut.index is None:
+        return cut.last_seq, False
+    os.truncate(segments[cut.index][1], cut.offset)
+    for _, later in segments[cut.index + 1 :]:
+        later.unlink()
+    return cut.last_seq, True
