@@ -57,6 +57,10 @@ _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
 _ATTEMPTS = 10  # reads that race a live writer's compactions
 _DELETE = int(Op.DELETE)
+_SET = int(Op.SET)
+#: A fold holds the decoded record of a key set during it when its value is at most this many
+#: bytes; a bigger value is held as its location and read again at the end (if still live).
+_HELD_VALUE_LIMIT = 256
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -504,17 +508,24 @@ def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folde
                     return _Folded(entries, decoded), None
                 key = fields[3]
                 pop(key, None)
-                if fields[2] != _DELETE:  # a set, or a streamed set
+                forget(key, None)
+                if fields[2] == _DELETE:
+                    continue
+                value = fields[5]
+                if fields[2] == _SET and value is not None and len(value) > _HELD_VALUE_LIMIT:
+                    # a big value is not held: its location is, and it is read (and checked)
+                    # again if it is still live at the end, so a fold holds little memory
+                    entries[key] = (number, pos, length - len(value), len(value), fields[4])
+                else:  # a small set, or a streamed set (its 40-byte reference)
                     decoded[key] = fields
-                else:
-                    forget(key, None)
     return _Folded(entries, decoded), None
 
 
 @dataclass(frozen=True)
 class _Folded:
-    """The state a fold reached: keys still at their start entry (values unread), and keys
-    set since, with their records' fields as decoded."""
+    """The state a fold reached: keys at an entry (values unread: the start's entries, and
+    keys set since with a value bigger than ``_HELD_VALUE_LIMIT``), and the other keys set
+    since, with their records' fields as decoded."""
 
     entries: dict[str, Entry]
     decoded: dict[str, tuple[Any, ...]]
