@@ -732,18 +732,27 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     the copy, which the copy has just brought into the cache).
     """
     total = head + size if size > 0 else head
-    if total <= _COPY_TO_CHECK:
-        problem = check_frame(buf, pos, total)
-        if problem is not None:
-            raise BadFrame(problem, False, pos)
-        return None if size < 0 else buf[pos + head : pos + total]
+    if total <= _COPY_TO_CHECK and FRAME_HEADER_SIZE <= total <= len(buf) - pos:
+        # A small frame, in one pass with no further call (every point read comes here): the
+        # header, then the CRC over the bytes after it, the returned value's own bytes last.
+        magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
+        crc_of = _CRC_OF.get(magic)
+        if crc_of is not None and length == total - FRAME_HEADER_SIZE:
+            if size < 0:
+                if crc_of(buf[pos + _CRC_START : pos + total], 0) == crc:
+                    return None
+            else:
+                value: bytes = buf[pos + head : pos + total]
+                if crc_of(value, crc_of(buf[pos + _CRC_START : pos + head], 0)) == crc:
+                    return value
+        raise BadFrame(check_frame(buf, pos, total) or "checksum mismatch", False, pos)
     header = _indexed_header(buf, pos, total)
     if isinstance(header, str):
         raise BadFrame(header, False, pos)
     crc_of, crc = header
     with memoryview(buf) as view:
         start = crc_of(view[pos + _CRC_START : pos + head], 0)
-    value: bytes = buf[pos + head : pos + total]
+    value = buf[pos + head : pos + total]
     if crc_of(value, start) != crc:
         raise BadFrame("checksum mismatch", False, pos)
     return value
