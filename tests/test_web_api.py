@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +232,44 @@ def test_a_log_cut_short_anywhere_is_never_a_server_error(
                 assert response.status_code == 200, (cut, url, response.text)
             assert get(web_api, SHOP)["status"] in ("ok", "damaged"), cut
             assert web_api.get(f"{SHOP}/keys").status_code in (200, 409), cut
+
+
+@pytest.mark.slow
+def test_serve_on_port_0_prints_the_port_it_bound(web_storage: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "logkv", "serve", str(web_storage), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/$", line.strip())
+        assert match is not None, line + (server.stderr.read() if server.poll() else "")
+        port = int(match.group(1))
+        assert port != 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/stores", timeout=5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert {s["name"] for s in answer.json()["stores"]} >= {"shop"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_names_a_port_it_cannot_bind(
+    web_storage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert logkv_main(["serve", str(web_storage), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1 port {port}" in capsys.readouterr().err
