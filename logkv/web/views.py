@@ -29,6 +29,7 @@ from ..history import StoreChangedError, log_segments, retrying, state_at
 from ..layout import ARCHIVE_DIR
 from ..lock import writer_pid
 from ..storage_layout import count_prefix
+from ..values import ValueFileReader, ValueStream, iter_inline, value_path
 from .catalog import KIND_WORDS, StoreRef, list_stores
 from .diffs import diff_values
 from .opened import OpenedStores, record_stamp
@@ -259,6 +260,35 @@ def record_value(
         record = version[1]
         return record.value, record.content_type, record.seq, record.timestamp_us
     raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
+
+
+def value_stream(console: Console, ref: StoreRef, key: str, seq: int | None) -> ValueStream:
+    """The value of ``key`` now (``seq`` None) or of its version ``seq``, as a stream of
+    checked chunks (at most 1 MiB each): a streamed value is read from its value file a chunk
+    at a time, never whole. Close the stream when done. :class:`NotFoundError` when there is
+    no such key or version, or when the value file of an old version was removed."""
+    if seq is None:
+        with console.opened.use(ref.path) as opened:
+            stream = opened.engine.open_value(key)
+        if stream is None:
+            raise NotFoundError(f"no key {key!r} in {ref.kind}/{ref.name}")
+        return stream
+    version = key_records(console, ref, key, [seq])[0]
+    if version is None or not isinstance(version[1], SetRecord):
+        raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
+    record = version[1]
+    if record.streamed is None:
+        value = record.value
+        size = None if value is None else len(value)
+        return ValueStream(record.content_type, size, iter_inline(value or b""))
+    try:
+        reader = ValueFileReader(value_path(ref.path, record.streamed.seq), record.streamed)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"the value file of key {key!r} at seq {seq} was removed by a compaction"
+        ) from None
+    return ValueStream(record.content_type, reader.size, iter(reader), reader.close,
+                       record.streamed.digest)  # fmt: skip
 
 
 def record_view(console: Console, ref: StoreRef, key: str, seq: int | None) -> dict[str, Any]:
