@@ -22,17 +22,16 @@ KEYS = ("a", "b", "c")
 
 def _same_as_full_read(opened: OpenedStores, timelines: Timelines, folder: Path) -> None:
     for key in KEYS:
-        with opened.use(folder) as store:
-            timeline = timelines.get(store, folder, key)
-            full = key_changes(folder, key)
-            assert [(v.seq, v.op, v.size) for v in timeline.versions] == [
-                (c.seq, c.op, c.size) for c in full.changes
-            ], key
-            assert timeline.starts_at == full.starts_at
-            for version, change in zip(timeline.versions, full.changes, strict=True):
-                record = read_version(version)
-                if change.op == "set":
-                    assert isinstance(record, SetRecord) and record.value == change.value
+        timeline = timelines.get(opened, folder, key)
+        full = key_changes(folder, key)
+        assert [(v.seq, v.op, v.size) for v in timeline.versions] == [
+            (c.seq, c.op, c.size) for c in full.changes
+        ], key
+        assert timeline.starts_at == full.starts_at
+        for version, change in zip(timeline.versions, full.changes, strict=True):
+            record = read_version(version)
+            if change.op == "set":
+                assert isinstance(record, SetRecord) and record.value == change.value
 
 
 # An op: (0 set, 1 delete, 2 compact archive, 3 compact delete, 4 look), key index, size.
@@ -83,11 +82,9 @@ def test_a_record_torn_at_the_first_view_is_found_once_whole(tmp_path: Path) -> 
     segment.write_bytes(whole[:-5])  # the last frame cut after its key
     opened, timelines = OpenedStores(), Timelines()
     try:
-        with opened.use(folder) as store:
-            assert len(timelines.get(store, folder, "k").versions) == 5
+        assert len(timelines.get(opened, folder, "k").versions) == 5
         segment.write_bytes(whole)  # the writer finished the frame
-        with opened.use(folder) as store:
-            versions = timelines.get(store, folder, "k").versions
+        versions = timelines.get(opened, folder, "k").versions
         assert [v.seq for v in versions] == [c.seq for c in key_changes(folder, "k").changes]
         assert len(versions) == 6
     finally:
@@ -112,11 +109,9 @@ def test_only_the_appended_bytes_are_searched_after_the_first_view(
         with Engine.open(folder) as writer:
             for i in range(50):
                 writer.set(rng.choice(KEYS), f"{i}".encode())
-            with opened.use(folder) as store:
-                first = len(timelines.get(store, folder, "a").versions)
+            first = len(timelines.get(opened, folder, "a").versions)
             writer.set("a", b"new")
-            with opened.use(folder) as store:
-                assert len(timelines.get(store, folder, "a").versions) == first + 1
+            assert len(timelines.get(opened, folder, "a").versions) == first + 1
         assert len(searched) == 1 and searched[0][1] > 16  # from where the first view stopped
     finally:
         opened.close()

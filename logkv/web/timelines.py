@@ -25,7 +25,7 @@ from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_fram
 from ..fsutil import open_for_reading
 from ..history import LoggedRecord, key_log, key_records_from
 from ..layout import ARCHIVE_DIR
-from .opened import Opened
+from .opened import OpenedStores
 
 #: Timelines kept (by store folder and key); each holds no values, ~150 bytes per change.
 TIMELINES_KEPT: Final = 16
@@ -84,12 +84,20 @@ class Timelines:
         self._kept = kept
         self._held: OrderedDict[tuple[Path, str], Timeline] = OrderedDict()
         self._guard = threading.Lock()  # held for the dict only, never for I/O
+        #: Held while a timeline is read or brought up to date (one at a time: two views of a
+        #: key never extend it twice); the store's own lock is not held meanwhile.
+        self._reading = threading.Lock()
 
-    def get(self, opened: Opened, folder: Path, key: str) -> Timeline:
-        """``key``'s timeline in the store at ``folder``, which ``opened`` (just refreshed)
-        holds open: the one kept brought up to date, or read whole (first view, or the store
-        was compacted since)."""
-        covers, read_to = opened.engine.snapshot_covers, opened.engine.read_to
+    def get(self, opened: OpenedStores, folder: Path, key: str) -> Timeline:
+        """``key``'s timeline in the store at ``folder`` (refreshed through ``opened`` first):
+        the one kept brought up to date, or read whole (first view, or the store was
+        compacted since)."""
+        with opened.use(folder) as store:
+            covers, read_to = store.engine.snapshot_covers, store.engine.read_to
+        with self._reading:
+            return self._get(folder, key, covers, read_to)
+
+    def _get(self, folder: Path, key: str, covers: int, read_to: tuple[int, int]) -> Timeline:
         slot = (folder, key)
         with self._guard:
             held = self._held.get(slot)
@@ -162,7 +170,7 @@ def read_version(version: Version) -> SetRecord | DeleteRecord:
 
 
 def records_at(
-    timelines: Timelines, opened: Opened, folder: Path, key: str, seqs: list[int]
+    timelines: Timelines, opened: OpenedStores, folder: Path, key: str, seqs: list[int]
 ) -> list[tuple[Version, SetRecord | DeleteRecord] | None]:
     """For each of ``seqs``: that change of ``key`` and its record (None: ``key`` has no
     change at that seq). A version whose file a compaction retired meanwhile has its timeline

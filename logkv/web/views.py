@@ -70,8 +70,7 @@ class Console:
 def key_timeline(console: Console, ref: StoreRef, key: str) -> Timeline:
     """``key``'s timeline (:class:`~logkv.web.timelines.Timeline`): read whole on its first
     view, then only what the writer appended since."""
-    with console.opened.use(ref.path) as opened:
-        return console.timelines.get(opened, ref.path, key)
+    return console.timelines.get(console.opened, ref.path, key)
 
 
 def key_records(
@@ -81,8 +80,7 @@ def key_records(
     None for a seq at which ``key`` did not change."""
 
     def read() -> list[tuple[Version, SetRecord | DeleteRecord] | None]:
-        with console.opened.use(ref.path) as opened:
-            return records_at(console.timelines, opened, ref.path, key, seqs)
+        return records_at(console.timelines, console.opened, ref.path, key, seqs)
 
     return retrying(read)
 
