@@ -4,6 +4,7 @@ compaction, and always what a full read of the key's history says (seqs, operati
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,5 +114,37 @@ def test_only_the_appended_bytes_are_searched_after_the_first_view(
             writer.set("a", b"new")
             assert len(timelines.get(opened, folder, "a").versions) == first + 1
         assert len(searched) == 1 and searched[0][1] > 16  # from where the first view stopped
+    finally:
+        opened.close()
+
+
+def test_views_from_many_threads_beside_a_writer_agree_with_a_full_read(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    opened, timelines = OpenedStores(), Timelines()
+    problems: list[BaseException] = []
+    stop = threading.Event()
+
+    def view() -> None:
+        try:
+            while not stop.is_set():
+                versions = timelines.get(opened, folder, "a").versions
+                seqs = [v.seq for v in versions]
+                assert seqs == sorted(set(seqs))
+        except BaseException as exc:  # reported by the test
+            problems.append(exc)
+
+    try:
+        with Engine.open(folder, segment_size=4096) as writer:
+            writer.set("a", b"0")
+            threads = [threading.Thread(target=view) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            for i in range(300):
+                writer.set(KEYS[i % 3], b"v" * (i % 50))
+            stop.set()
+            for thread in threads:
+                thread.join()
+            assert not problems, problems
+            _same_as_full_read(opened, timelines, folder)
     finally:
         opened.close()

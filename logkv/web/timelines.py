@@ -103,8 +103,10 @@ class Timelines:
             held = self._held.get(slot)
             if held is not None:
                 self._held.move_to_end(slot)
+        if held is not None and held.covers > covers:
+            return held  # brought up to a newer state by a view that came after this one
         if held is not None and held.covers == covers:
-            if held.read_to != read_to:
+            if read_to > held.read_to:
                 try:
                     found = key_records_from(folder, key, *held.read_to)
                 except FileNotFoundError:  # a compaction retired a file meanwhile
