@@ -110,7 +110,10 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
     values = sorted(
         (seq, name)
         for name in folded.files
-        if (seq := value_file_seq(name)) is not None and name in folded.sealed and seq <= folded.seq
+        if (seq := value_file_seq(name)) is not None
+        and name in folded.sealed
+        and seq <= folded.seq
+        and not any(piece.name in folded.retired for piece in folded.files[name])
     )
     files.extend((name, folded.files[name]) for _, name in values)
     start = folded.snapshots[covers][0] if covers else 0
