@@ -380,13 +380,37 @@ def next_chain(prev_chain: bytes, buf: Any, pos: int, length: int) -> bytes:
         return kind.chain(prev_chain, view[pos + FRAME_HEADER_SIZE : pos + length])
 
 
+_new = object.__new__
+_SET_SEQ, _SET_TS, _SET_KEY, _SET_TYPE, _SET_VALUE, _SET_STREAMED = (
+    SetRecord.__dict__[name].__set__
+    for name in ("seq", "timestamp_us", "key", "content_type", "value", "streamed")
+)
+
+
+def _set_record(
+    seq: int, ts: int, key: str, content_type: str | None, value: bytes | None,
+    streamed: ValueRef | None,
+) -> SetRecord:  # fmt: skip
+    """``SetRecord(...)`` at half the cost: a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``; this fills the slots directly. Point-in-time folds build
+    one per live key (100,000s), where the difference is a tenth of a second."""
+    record = _new(SetRecord)
+    _SET_SEQ(record, seq)
+    _SET_TS(record, ts)
+    _SET_KEY(record, key)
+    _SET_TYPE(record, content_type)
+    _SET_VALUE(record, value)
+    _SET_STREAMED(record, streamed)
+    return record
+
+
 def decode_fields(fields: Any) -> Record:
     """A :data:`Record` from the body list of a frame that passed its checksum."""
     seq, ts, op, key = fields[0], fields[1], fields[2], fields[3]
     if op == Op.SET:
-        return SetRecord(seq, ts, key, fields[4], fields[5])
+        return _set_record(seq, ts, key, fields[4], fields[5], None)
     if op == Op.SET_STREAMED:
-        return SetRecord(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
+        return _set_record(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
     return DeleteRecord(seq, ts, key)
 
 
