@@ -670,7 +670,11 @@ class Engine:
         replayer.synced = scanned.synced
         position.hand_to(replayer)
         every = list_segments(self.path)
-        segments = [s for s in every if s[0] >= scanned.segment]
+        # Only the segments after the loaded snapshot: the ones it covers may still be there
+        # (a compaction retires them after installing it) and hold records already folded.
+        # After a load that found no segment after the snapshot (a follower installs the
+        # snapshot before the segment after it), the cursor is at segment 0.
+        segments = [s for s in every if s[0] > covers and s[0] >= scanned.segment]
         for i, (number, seg_path) in enumerate(segments):
             start = scanned.offset if number == scanned.segment else 0
             scan = replayer.scan(seg_path, number, start, i == len(segments) - 1)

@@ -732,3 +732,54 @@ def test_verify_catches_a_snapshot_record_swapped_for_another_key(tmp_path: Path
     assert not report.ok
     assert report.problems is not None
     assert any("'c'" in p and "'b'" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("retention", ["delete", "archive"])
+@pytest.mark.parametrize("write_between", [False, True])
+def test_a_reader_refreshed_at_every_step_of_a_compaction_sees_whole_states(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retention: str, write_between: bool
+) -> None:
+    """A read-only open beside the writer, refreshed between any two steps of its compaction
+    (rotation, snapshot install, index switch, retirement, end), sees a state the writer had
+    (the newest one once refreshed): never an error, never a mix. With ``write_between``
+    the writer also sets a key at each step (writes go on during compaction)."""
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        for i in range(600):
+            engine.set(f"k{i % 90}", f"{i}".encode() * 12)
+        states = [dump(engine)]
+        with Engine.open(path, readonly=True) as reader:
+            seen: list[Model] = []
+            steps = 0
+
+            def step_done() -> None:
+                nonlocal steps
+                if write_between:
+                    steps += 1
+                    engine.set(f"during{steps}", b"d" * steps)
+                    states.append(dump(engine))
+                reader.refresh()
+                seen.append(dump(reader))
+                assert seen[-1] == states[-1]
+
+            def around(owner: Any, name: str) -> None:
+                step = getattr(owner, name)
+
+                def wrapped(*args: Any, **kwargs: Any) -> Any:
+                    step_done()
+                    try:
+                        return step(*args, **kwargs)
+                    finally:
+                        step_done()
+
+                monkeypatch.setattr(owner, name, wrapped)
+
+            for name in ("rotate_for_compaction", "stop_freezing", "retire_covered"):
+                around(Engine, name)
+            around(Engine, "end_compaction")
+            around(SnapshotWriter, "finish")
+            engine.compact(retention=retention)
+            monkeypatch.undo()
+            step_done()
+            assert len(seen) >= 10
+    assert verify(path).ok

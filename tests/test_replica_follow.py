@@ -140,6 +140,69 @@ def test_follower_across_a_compaction(bucket: Bucket, tmp_path: Path) -> None:
     assert verify(copy).ok
 
 
+def refreshing_at_every_step(
+    monkeypatch: pytest.MonkeyPatch, reader: Engine, seen: list[dict[str, bytes | None]]
+) -> None:
+    """Make each install step of a follower (a value file, the snapshot, a segment's new
+    bytes, ``META.json``, the retirement of covered files) refresh ``reader`` before and
+    after it, and note what the reader holds each time."""
+
+    def look() -> None:
+        reader.refresh()
+        seen.append(contents(reader))
+
+    def around(name: str) -> None:
+        step = getattr(Follower, name)
+
+        def wrapped(self: Follower, *args: Any) -> Any:
+            look()
+            try:
+                return step(self, *args)
+            finally:
+                look()
+
+        monkeypatch.setattr(Follower, name, wrapped)
+
+    for name in ("_put_value_file", "_put_snapshot", "_append", "_retire"):
+        around(name)
+
+
+def test_a_reader_refreshed_at_every_step_of_a_followed_compaction_sees_whole_states(
+    bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only open of the copy, refreshed between any two steps of the follower's install
+    of a compaction (the snapshot is in place before the segment after it, and the segments it
+    covers go last), sees a state the writer had: never an error, never a mix."""
+    engine, replica = writer(tmp_path / "w" / "pages", bucket)
+    copy = tmp_path / "f" / "pages"
+    try:
+        for i in range(120):  # several 4 KiB segments
+            engine.set(f"k{i % 40}", f"{i}".encode() * 20)
+        replica.flush(10)
+        states = [contents(engine)]
+        with Follower(bucket, copy) as follower:
+            follower.catch_up()
+            reader = Engine.open(copy, readonly=True)
+            try:
+                engine.compact()
+                for i in range(60):
+                    engine.set(f"n{i}", b"after" * 20)
+                    states.append(contents(engine))
+                replica.flush(10)
+                seen: list[dict[str, bytes | None]] = []
+                with monkeypatch.context() as patch:
+                    refreshing_at_every_step(patch, reader, seen)
+                    follower.catch_up()
+                assert seen and all(state in states for state in seen)
+                reader.refresh()
+                assert contents(reader) == states[-1]
+            finally:
+                reader.close()
+    finally:
+        engine.close()
+        replica.close(5)
+
+
 @pytest.mark.slow
 def test_follower_thread_tails_a_live_writer(bucket: Bucket, tmp_path: Path) -> None:
     """A writer thread writes and compacts while a follower polls; a read-only open of the
