@@ -14,7 +14,8 @@ are told apart one by one (a snapshot of an older store holds both).
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
-frame (in a memory map of the file) and checks the CRC before returning the value.
+frame (in a memory map of the file; a large value with ``pread``, into the object returned)
+and checks the CRC before returning the value.
 
 A batch (format version 2) is a run of such frames whose ``op`` carries, besides the kind, how
 many records of the batch follow and whether the record continues one; :func:`iter_frames`
@@ -66,11 +67,6 @@ _LENGTH_CHAIN = struct.Struct("<I16s")
 _ONE_SHOT_HASH = 4096  # bodies up to this size are hashed as one concatenated buffer
 _MAGIC_CRC_LENGTH = struct.Struct("<4sII")
 _COPY_TO_CHECK = 4096  # frames up to this size are copied to be checksummed
-#: Bodies of at least this many bytes are hashed (BLAKE3) by several threads at once
-#: (``blake3.AUTO``); smaller ones by the calling thread alone, which was as fast or faster
-#: on two cores (benchmarks/results/large-values.md).
-PARALLEL_HASH = 8 << 20
-_HASH_THREADS: int = _blake3.AUTO
 
 #: Largest body a frame may carry (the length field is 32 bits; keep a margin).
 MAX_BODY_SIZE = 0xFFFF_0000
@@ -383,7 +379,9 @@ def _start_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
     length = len(head) + len(value)
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
-    hasher = _blake3(prev_chain, max_threads=_HASH_THREADS if length >= PARALLEL_HASH else 1)
+    # One thread: blake3's own threads (max_threads=AUTO) never won on two cores, at 1 to 16
+    # MiB (benchmarks/results/large-values.md).
+    hasher = _blake3(prev_chain)
     hasher.update(head)
     hasher.update(value)
     tail = _LENGTH_CHAIN.pack(length, hasher.digest(CHAIN_SIZE))
