@@ -139,7 +139,7 @@ _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
 #: Values of at least this many bytes are read with ``pread`` into the object returned, not
 #: copied out of a memory map, and written with ``pwritev`` from where they are, never copied
 #: into a frame first (docs/ARCHITECTURE.md, "Large values").
-LARGE_VALUE: Final = 64 << 10
+LARGE_VALUE = 64 << 10
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
@@ -774,8 +774,8 @@ class Engine:
     def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
 
-        The record is found in a memory map of its file (or read with ``pread``); its checksum
-        is verified before the value is copied out and returned
+        The record is found in a memory map of its file (a large value, or the newest records,
+        are read with ``pread``); its checksum is verified over the bytes returned
         (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
         """
         with self._mutex:
