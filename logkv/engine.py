@@ -1089,6 +1089,14 @@ class Engine:
         return self._commits.sync_seconds
 
     @property
+    def read_to(self) -> tuple[int, int]:
+        """Read-only stores: ``(segment, offset)``, where the last open or :meth:`refresh`
+        stopped reading the log (the end of the valid data of that segment; ``(0, 0)``: no
+        segment read). Every record before it is whole, its batch included."""
+        with self._mutex:
+            return self._scanned.segment, self._scanned.offset
+
+    @property
     def snapshot_covers(self) -> int:
         """What the installed snapshot covers: segments ``1..snapshot_covers`` (0: none)."""
         return self._compaction.covers

@@ -333,10 +333,38 @@ def _key_log(folder: Path, key: str) -> KeyLog:
     return KeyLog(log, found, kept)
 
 
+def key_records_from(folder: Path, key: str, segment: int, offset: int) -> list[LoggedRecord]:
+    """The records of ``key`` in the store's segments from offset ``offset`` of segment
+    ``segment`` on (that segment and every later one), oldest first: what a history read up
+    to there lacks. ``offset`` must be where a frame starts (or the end of the valid data, as
+    :attr:`logkv.Engine.read_to` gives it). Raises :class:`FileNotFoundError` when a
+    compaction retired ``segment`` (read the whole history again)."""
+    validate_key(key)
+    segments = [s for s in log_segments(folder) if s[0] >= segment]
+    if segment and (not segments or segments[0][0] != segment):
+        raise FileNotFoundError(f"segment {segment} of {folder} was retired")
+    synced = read_synced_mark(folder)
+    needle = msgpack.packb(key)
+    found: list[LoggedRecord] = []
+    for i, (number, path) in enumerate(segments):
+        start = offset if number == segment else 0
+        is_last = i == len(segments) - 1
+        found.extend(_key_in_segment(path, number, is_last, synced, key, needle, start))
+    found.sort(key=lambda r: r.record.seq)
+    return found
+
+
 def _key_in_segment(
-    path: Path, number: int, is_last: bool, synced: SyncedMark | None, key: str, needle: bytes
+    path: Path,
+    number: int,
+    is_last: bool,
+    synced: SyncedMark | None,
+    key: str,
+    needle: bytes,
+    start: int = 0,
 ) -> list[LoggedRecord]:
-    """The records of ``key`` in segment ``path``.
+    """The records of ``key`` in segment ``path`` (from offset ``start``, a frame's start,
+    when not 0).
 
     The fast way: search for ``needle`` (the key's encoded bytes) and decode only the valid
     frames around the hits. Every byte of an intact segment lies in a valid frame, so a hit
@@ -349,22 +377,22 @@ def _key_in_segment(
         path, number, is_last=is_last, synced=synced, report=fail_on_damage
     ) as reader:
         if reader.windowed:  # not a local file: read once, front to back, a window at a time
-            return list(_records_of(reader, key))
+            return [r for r in _records_of(reader, key) if r.offset >= start]
         if not reader.check_header():
             return []  # a torn tail: nothing was written yet
         buf, size = reader.buf, reader.size
         found: list[LoggedRecord] = []
-        hit = buf.find(needle, SEGMENT_HEADER_SIZE)
+        hit = buf.find(needle, max(start, SEGMENT_HEADER_SIZE))
         while hit >= 0:
             frame = _frame_around(buf, hit, size)
-            if frame is None:
-                return list(_records_of(reader, key))
-            start, length, fields = frame
+            if frame is None or frame[0] < start:
+                return [r for r in _records_of(reader, key) if r.offset >= start]
+            at, length, fields = frame
             if fields[3] == key:
-                if in_batch(buf, start, length):  # kept only if its whole batch is there
-                    return list(_records_of(reader, key))
-                found.append(_logged(path, buf, start, length, fields))
-            hit = buf.find(needle, start + length)
+                if in_batch(buf, at, length):  # kept only if its whole batch is there
+                    return [r for r in _records_of(reader, key) if r.offset >= start]
+                found.append(_logged(path, buf, at, length, fields))
+            hit = buf.find(needle, at + length)
         return found
 
 
