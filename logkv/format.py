@@ -14,7 +14,8 @@ are told apart one by one (a snapshot of an older store holds both).
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
-frame (in a memory map of the file) and checks the CRC before returning the value.
+frame (in a memory map of the file; a large value with ``pread``, into the object returned)
+and checks the CRC before returning the value.
 
 A batch (format version 2) is a run of such frames whose ``op`` carries, besides the kind, how
 many records of the batch follow and whether the record continues one; :func:`iter_frames`
@@ -353,18 +354,46 @@ def _head(
     return b"\x96" + fields[1:] + header
 
 
-def _frame_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
-    """The frame whose body is ``head`` followed by ``value`` (see :func:`_head`): the same
-    bytes as :func:`_frame` of the packed body, with one copy of the value instead of two."""
+def encode_record_start(
+    seq: int,
+    timestamp_us: int,
+    op: int,
+    key: str,
+    content_type: str | None,
+    value: bytes,
+    prev_chain: bytes,
+) -> bytes:
+    """The bytes of :func:`encode_record`'s frame that come before the value's own bytes
+    (header, then the body up to the value): the frame is these bytes followed by ``value``.
+
+    The write of a large value: the writer hands both to one ``pwritev``, so the value is never
+    copied before it reaches the file (its chain value: :func:`chain_of` at offset 0)."""
+    return _start_of_large(
+        _head(seq, timestamp_us, op, key, content_type, value), value, prev_chain
+    )
+
+
+def _start_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
+    """The first bytes of the frame whose body is ``head`` followed by ``value`` (see
+    :func:`_head`), up to the value's own bytes; the whole frame is these bytes then ``value``."""
     length = len(head) + len(value)
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    # One thread: blake3's own threads (max_threads=AUTO) took 483 µs against 379 µs for 1 MiB
+    # on an idle two-core machine; on a loaded one they win only by taking a larger share of
+    # the contended cores from the rest of the process (benchmarks/results/large-values.md).
     hasher = _blake3(prev_chain)
     hasher.update(head)
     hasher.update(value)
     tail = _LENGTH_CHAIN.pack(length, hasher.digest(CHAIN_SIZE))
     crc = _crc32c(value, _crc32c(head, _crc32c(tail)))
-    return b"".join((_MAGIC_CRC.pack(RECORD_MAGIC, crc), tail, head, value))
+    return _MAGIC_CRC.pack(RECORD_MAGIC, crc) + tail + head
+
+
+def _frame_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
+    """The frame whose body is ``head`` followed by ``value`` (see :func:`_head`): the same
+    bytes as :func:`_frame` of the packed body, with one copy of the value instead of two."""
+    return _start_of_large(head, value, prev_chain) + value
 
 
 def chain_of(buf: Any, pos: int) -> bytes:
@@ -782,11 +811,32 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     return value
 
 
+def check_value_read(start: bytes, value: bytes, size: int) -> None:
+    """Check a frame read back in two parts, as the index describes it: ``start``, its bytes
+    up to the value, and ``value``, the ``size`` bytes of the value (a fresh object of its
+    own, which the caller returns). The frame's checksum must match over ``start`` and **the
+    very bytes of** ``value``; raises :class:`BadFrame` (offset 0) when the frame is not
+    intact or either part came back short (the end of the file)."""
+    if len(value) != size or len(start) < FRAME_HEADER_SIZE:
+        raise BadFrame("record is cut short", True, 0)
+    header = _header_of(start, 0, len(start) + size)
+    if isinstance(header, str):
+        raise BadFrame(header, False, 0)
+    crc_of, crc = header
+    if crc_of(value, crc_of(start[_CRC_START:], 0)) != crc:
+        raise BadFrame("checksum mismatch", False, 0)
+
+
 def _indexed_header(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
     """For the ``size``-byte frame the index expects at ``pos``: its checksum function (by its
     magic) and its stored CRC; or why the frame cannot be that one."""
     if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
         return "record is cut short"
+    return _header_of(buf, pos, size)
+
+
+def _header_of(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
+    """:func:`_indexed_header` of a frame whose header (at least) is in ``buf`` at ``pos``."""
     magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
     crc_of = _CRC_OF.get(magic)
     if crc_of is None or length != size - FRAME_HEADER_SIZE:
