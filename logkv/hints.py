@@ -336,7 +336,9 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
             path, number, is_last=False, synced=None, report=damaged.append
         ) as reader:
             last_offset = -1
-            for offset, length, fields in reader.frames(0):
+            # values=False: a big value's size stands for it (the frame's CRC is still
+            # checked), so the scan never copies a value out of the segment
+            for offset, length, fields in reader.frames(0, values=False):
                 if damaged:
                     return False
                 seq = fields[0]
