@@ -50,7 +50,7 @@ from .index import FILE_ID, Entry, Index, packed_file, unpack
 from .layout import list_segments, list_snapshots
 from .modes import Retention
 from .replay import frame_length
-from .retire import retire_files
+from .retire import retire_files, sync_retired
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
 from .values import remove_dead_values
@@ -319,12 +319,17 @@ def compact(
         let_go: list[object] = []  # what the readers held of the retired files
         try:
             retired, let_go = host.retire_covered(
-                cut, info.record_bytes, lambda: retire_files(host.path, covers, retention), watch
+                cut,
+                info.record_bytes,
+                lambda: retire_files(host.path, covers, retention, sync=False),
+                watch,
             )
         finally:
             let_go.clear()  # frees the deleted files' blocks, outside the lock
             for fd in held:
                 os.close(fd)
+        if retired:
+            sync_retired(host.path, retention)  # outside the lock: writers go on meanwhile
         if retention is Retention.DELETE:
             remove_dead_values(host.path, cut.last_seq, streamed)
     except BaseException:

@@ -26,8 +26,9 @@ import sys
 import threading
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
@@ -86,6 +87,8 @@ def hints_wanted(segment_size: int) -> bool:
 _CHECK_CHUNK: Final = 8 << 20
 #: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).
 _KEYS_PER_SORT: Final = 4096
+#: The hint writer asks whether to give up when it has seen a multiple of this many keys + 1.
+_ASK_EVERY: Final = 4095
 _SET: Final = int(Op.SET)
 _SET_STREAMED: Final = int(Op.SET_STREAMED)
 
@@ -308,19 +311,22 @@ class SegmentHint:
     deleted: list[str]
 
 
-def write_segment_hint(folder: Path, number: int) -> bool:
+def write_segment_hint(
+    folder: Path, number: int, given_up: Callable[[], bool] | None = None
+) -> bool:
     """Scan sealed segment ``number`` of the store in ``folder`` (every frame checked) and write
     its hint file; False when the segment is damaged or empty, or is gone (a compaction
-    retired it): then it has no hint file (one left from before is removed). The file appears
+    retired it), or ``given_up()`` turned true during the scan (asked every few thousand
+    frames): then it has no hint file (one left from before is removed). The file appears
     whole or not at all (a temp file renamed into place); it is not synced: a hint lost or
     damaged by a crash is rebuilt."""
-    if _write_segment_hint(folder, number):
+    if _write_segment_hint(folder, number, given_up):
         return True
     remove_hint(folder, number)
     return False
 
 
-def _write_segment_hint(folder: Path, number: int) -> bool:
+def _write_segment_hint(folder: Path, number: int, given_up: Callable[[], bool] | None) -> bool:
     """:func:`write_segment_hint` but for removing an old hint when none can be written."""
     path = folder / segment_name(number)
     # Each key's last record as a packed entry (None: a delete): ints, which the garbage
@@ -340,6 +346,8 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
             # checked), so the scan never copies a value out of the segment
             for offset, length, fields in reader.frames(0, values=False):
                 if damaged:
+                    return False
+                if given_up is not None and not len(last) & _ASK_EVERY and given_up():
                     return False
                 seq = fields[0]
                 if seq <= last_seq:
@@ -529,6 +537,19 @@ class HintWriter:
         self._thread: threading.Thread | None = None
         self._busy = False
         self._closed = False
+        #: Segments ``1..covered`` are being compacted away: their hints are not worth writing.
+        self._covered = 0
+
+    def skip_through(self, covers: int) -> None:
+        """A compaction covers segments ``1..covers``: drop their queued hints, and give up the
+        one being written if it is one of them. Compaction retires those segments, so their
+        hints would be deleted unread, and scanning them would only compete with compaction
+        and the writers for the interpreter. (A compaction that fails leaves them without
+        hints: the next open scans them and queues their hints again.)"""
+        with self._wake:
+            self._covered = max(self._covered, covers)
+            self._queue = [n for n in self._queue if n > covers]
+            self._wake.notify_all()
 
     def submit(self, number: int) -> None:
         """Write segment ``number``'s hint soon (it is sealed: nothing is appended to it)."""
@@ -559,6 +580,10 @@ class HintWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _covers(self, number: int) -> bool:
+        """Whether a compaction under way covers segment ``number``."""
+        return self._covered >= number
+
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -567,9 +592,11 @@ class HintWriter:
                 if self._closed:
                     return
                 number = self._queue.pop(0)
+                if number <= self._covered:
+                    continue
                 self._busy = True
             try:
-                write_segment_hint(self.folder, number)
+                write_segment_hint(self.folder, number, partial(self._covers, number))
             except Exception as exc:  # a hint is an optimisation: open scans without it
                 log.warning(
                     "could not write the hint of segment %d in %s: %s", number, self.folder, exc
