@@ -429,4 +429,4 @@ def test_hints_wait_out_a_compaction_and_open_agrees(tmp_path: Path) -> None:
         assert all(n > covers for n, _ in list_hints(tmp_path / "s"))
     model["after"] = b"x" * 5000
     with Engine.open(tmp_path / "s", readonly=True) as engine:
-        assert {k: engine.get(k) for k in engine.keys()} == model
+        assert {k: engine.get(k) for k in engine.keys()} == model  # noqa: SIM118
