@@ -213,7 +213,11 @@ class Rows:
 
     def frame_bytes(self) -> int:
         """The bytes of the frames the rows point to (head + value size in the log each)."""
-        return sum(self.heads) + sum(size for size in self.sizes if size > 0)
+        sizes = self.sizes
+        total = sum(self.heads) + sum(sizes)  # sums in C; then take the negative sizes out
+        if sizes and min(sizes) < 0:
+            total -= sum(size for size in sizes if size < 0)
+        return total
 
 
 def decode_rows(hint: Any) -> Rows:

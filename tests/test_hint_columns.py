@@ -109,3 +109,10 @@ def test_bulk_packing_equals_packing_one_at_a_time(
     expected = [pack(file_id, o, h, s, one_types.id(t)) for o, h, s, t in rows]
     assert pack_rows(decoded, file_id, bulk_types) == expected
     assert bulk_types.names == one_types.names
+
+
+def test_frame_bytes_count_a_value_only_when_it_is_in_the_frame() -> None:
+    rows = decode_rows(_hint(["a", "b", "c", "d"], [16, 20, 30, 40], [40, 41, 90, 30],
+                             [5, -1, -2 - (1 << 40), 0], [0, 0, 0, 0], [None]))  # fmt: skip
+    assert rows.frame_bytes() == 45 + 41 + 90 + 30
+    assert decode_rows(_hint([], [], [], [], [], [])).frame_bytes() == 0
