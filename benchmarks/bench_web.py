@@ -1,6 +1,9 @@
 """The web console's server-side time: the key list of a 1M-key store and the history of a key
 with 10,000 versions (target: 200 ms each), beside the key list of a 100-key store.
 
+The history page is measured three ways: the first view of a key (a search of the whole log),
+repeated views, and views while a writer appends between them (each takes in only the new log).
+
 Run: ``python -m benchmarks.bench_web`` (``--quick``: 100,000 keys, 1,000 versions). Needs the
 ``web`` extra. The console runs in this process (Starlette's test client, no network); each
 figure is the ``Server-Timing`` the console reports: from the request reaching it to the
@@ -69,6 +72,33 @@ def timed(client: Any, url: str, repeats: int) -> tuple[float, float]:
     return statistics.median(times), percentile(times, 0.95)
 
 
+def appending(
+    client: Any, root: Path, big: str, versions: int, repeats: int
+) -> tuple[str, str, str, bool]:
+    """The history page of ``hot`` while a writer appends: before each request the writer
+    adds a version of ``hot`` and 99 other records, so every view has new log to take in (the
+    console searches only what was appended since its last view)."""
+    url = f"{big}/history?key=hot&offset={max(versions - PAGE, 0)}"  # a full page of 200
+    times = []
+    with Engine.open(root / "key_value_stores" / "big") as writer:
+        for round_ in range(repeats):
+            for i in range(99):
+                writer.set(f"page-new-{round_:03d}-{i:02d}", b'{"new": true}', "application/json")
+            writer.set(
+                "hot", json.dumps({"cursor": versions + round_}).encode(), "application/json"
+            )
+            times.append(server_ms(client, url))
+    times.sort()
+    median, p95 = statistics.median(times), percentile(times, 0.95)
+    return (
+        f"history page while a writer appends ({PAGE} changes; 100 records, one of them the "
+        "key's, appended between views)",
+        f"{median:,.1f} ms median, {p95:,.1f} ms p95",
+        f"≤ {TARGET_MS:.0f} ms",
+        median <= TARGET_MS,
+    )
+
+
 def measure(args: argparse.Namespace, run: Run) -> str:
     keys, versions = (100_000, 1_000) if run.quick else (args.keys, args.versions)
     from logkv.web.app import create_app  # noqa: PLC0415 (the web extra)
@@ -91,8 +121,11 @@ def measure(args: argparse.Namespace, run: Run) -> str:
         report.add("first key list page, including the read-only open", f"{opened:,.0f} ms")
         searched = server_ms(client, f"{big}/history?key=hot")
         report.add(
-            f"first history page of the key (its {versions:,} records found in the log)",
+            f"first view of the key's history (its {versions:,} records searched for in the "
+            "whole log)",
             f"{searched:,.0f} ms",
+            f"≤ {TARGET_MS:.0f} ms",
+            searched <= TARGET_MS,
         )
         first_two = client.get(f"{api}/history", params={"key": "hot", "limit": 2}).json()
         a, b = (change["seq"] for change in first_two["changes"])
@@ -114,6 +147,7 @@ def measure(args: argparse.Namespace, run: Run) -> str:
             ),
             (f"history, JSON API ({PAGE} changes)", f"{api}/history?key=hot", False),
         ]
+        report.add(*appending(client, root, big, versions, args.repeats))
         for label, url, targeted in pages:
             server_ms(client, url)  # the first request of a page compiles its template
             median, p95 = timed(client, url, args.repeats)
@@ -140,11 +174,15 @@ def measure(args: argparse.Namespace, run: Run) -> str:
             "Key lists read one page (100 keys) from the sorted index as a range, with each "
             "key's last change read from its record's head: the page costs the same in a "
             "1M-key store as in a 100-key one.",
-            f"A history page lists {PAGE} changes of the key's timeline. Finding them reads "
-            "the segments with a byte search for the key and decodes only the frames around "
-            "hits (`logkv.history.key_log`); the console keeps the last histories it read until "
-            "the store moves on, so the repeated pages (and paging, and diffs) reuse it: the "
-            "first request is shown apart.",
+            f"A history page lists {PAGE} changes of the key's timeline. The first view of a "
+            "key finds them with a byte search of the whole log for the key, decoding only the "
+            "frames around hits (`logkv.history.key_log`): it costs the log's size, and is "
+            "shown apart. The console keeps the timeline (each change's seq, time, size and "
+            "location; no values) with where its read-only open had read the log to, and a "
+            "later view searches only what was appended since "
+            "(`logkv.history.key_records_from`): the row 'while a writer appends' measures "
+            "that. A compaction makes the next view search the whole log again (the first-view "
+            "cost). Values are read only for the two versions a diff shows.",
         ],
         notes=[
             "Measured on the shared 2-core development machine, under load from other work: "

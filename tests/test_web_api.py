@@ -4,14 +4,21 @@ damaged or foreign stores shown as such, never as a server error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
+from blake3 import blake3
 
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
@@ -228,3 +235,109 @@ def test_a_log_cut_short_anywhere_is_never_a_server_error(
                 assert response.status_code == 200, (cut, url, response.text)
             assert get(web_api, SHOP)["status"] in ("ok", "damaged"), cut
             assert web_api.get(f"{SHOP}/keys").status_code in (200, 409), cut
+
+
+@pytest.mark.slow
+def test_serve_on_port_0_prints_the_port_it_bound(web_storage: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "logkv", "serve", str(web_storage), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/$", line.strip())
+        assert match is not None, line + (server.stderr.read() if server.poll() else "")
+        port = int(match.group(1))
+        assert port != 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/stores", timeout=5)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        assert {s["name"] for s in answer.json()["stores"]} >= {"shop"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_serve_names_a_port_it_cannot_bind(
+    web_storage: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert logkv_main(["serve", str(web_storage), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1 port {port}" in capsys.readouterr().err
+
+
+async def _download(app: Any, path: str, query: str) -> tuple[dict[str, str], int, str]:
+    """Request ``path`` of the ASGI ``app`` and read the body as it comes, keeping none of
+    it: the headers, the bytes received and their BLAKE3 digest."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": path, "raw_path": path.encode(),
+        "query_string": query.encode(), "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")], "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    headers: dict[str, str] = {}
+    received = [0]
+    digest = blake3()
+
+    asked, done = [False], asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if not asked[0]:
+            asked[0] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()  # the client stays until the whole body came
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers.update((k.decode(), v.decode()) for k, v in message["headers"])
+        elif message["type"] == "http.response.body":
+            received[0] += len(message.get("body", b""))
+            digest.update(message.get("body", b""))
+            if not message.get("more_body", False):
+                done.set()
+
+    await app(scope, receive, send)
+    return headers, received[0], digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_a_big_streamed_value_downloads_in_bounded_memory(tmp_path: Path) -> None:
+    """A 96 MiB streamed value, now and as an old version, is sent a chunk at a time: the
+    console never holds more than a few chunks of it."""
+    from logkv.web.app import create_app  # noqa: PLC0415
+
+    size, piece = 96 << 20, bytes(range(256)) * 4096  # 1 MiB
+    folder = tmp_path / "key_value_stores" / "big"
+    with Engine.open(folder) as engine:
+        first = engine.set_stream("blob", (piece for _ in range(size // len(piece))), "video/mp4")
+        engine.set("blob", b"small now", "text/plain")
+    expected = blake3(piece * (size // len(piece))).hexdigest()
+    app = create_app(tmp_path)
+    tracemalloc.start()
+    try:
+        headers, received, digest = asyncio.run(
+            _download(app, "/raw/key_value_stores/big", f"key=blob&seq={first}&download=1")
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (received, digest) == (size, expected)
+    assert headers["content-length"] == str(size)
+    assert headers["content-disposition"].startswith("attachment;")
+    assert headers["content-security-policy"].startswith("sandbox")
+    assert headers["content-type"] == "video/mp4"
+    assert peak < 16 << 20, f"peak {peak:,} bytes for a {size:,}-byte value"

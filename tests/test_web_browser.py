@@ -2,10 +2,12 @@
 by Playwright for Python; never a downloaded browser) against ``logkv serve``'s application on
 127.0.0.1, over the storage of a small Crawlee crawl on logkv.
 
-It navigates the overview, filters keys, opens a record and a history diff, checks what each
-page shows, and saves screenshots in ``artifacts/web/`` (or ``$LOGKV_TEST_ARTIFACTS/web``). A
-stored page with a ``<script>`` and an ``<img onerror>`` is previewed and must not run: no
-console message, no request, no title change. Skipped, with the reason, where
+It navigates the overview, filters and pages keys, opens a record, pages a timeline and diffs
+two versions (the filter, the paging and the diff are drawn by the page's script from the JSON
+API, without loading a page), checks what each page shows, and saves screenshots in
+``artifacts/web/`` (or ``$LOGKV_TEST_ARTIFACTS/web``). A stored page with a ``<script>`` and an
+``<img onerror>`` is previewed and must not run: no console message, no request, no title
+change; nor may a hostile key drawn by the script. Skipped, with the reason, where
 ``/usr/bin/chromium`` is missing, except under CI (``CI`` set), where that is a failure.
 """
 
@@ -112,6 +114,10 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
     requests: list[str] = []
     page.on("console", lambda message: messages.append(message.text))
     page.on("request", lambda request: requests.append(request.url))
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    navigations: list[str] = []  # documents loaded (a redraw from the API loads none)
+    page.on("load", lambda loaded: navigations.append(loaded.url))
 
     # the overview: every store of the crawl, by kind
     page.goto(console + "/")
@@ -122,15 +128,31 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
     expect(page.locator("main")).to_contain_text(f"{crawled_pages} items")
     shot(page, "overview")
 
-    # a store's keys, filtered by a prefix
+    # a store's keys, filtered by a prefix as it is typed: the script asks the JSON API and
+    # redraws the list in place (the page is not loaded again)
     page.get_by_role("link", name="pages", exact=True).click()
     expect(page.locator("table.keys tbody tr")).to_have_count(crawled_pages)
-    page.get_by_label("Prefix").fill("p1")
-    page.get_by_role("button", name="filter").click()
+    loaded = len(navigations)
+    with page.expect_response(lambda r: "/api/stores/key_value_stores/pages/keys" in r.url):
+        page.get_by_label("Prefix").fill("p1")
+    expect(page.locator("#matching")).to_contain_text("start with this prefix")
     keys = page.locator("table.keys td.key").all_inner_texts()
     assert keys and all(key.startswith("p1") for key in keys), keys
     expect(page.locator("#filter")).to_contain_text(f"{len(keys)} key(s) start with this prefix")
+    assert page.url.endswith("?prefix=p1") and len(navigations) == loaded
     shot(page, "keys")
+
+    # paging the keys through the API, two at a time
+    page.goto(console + "/stores/key_value_stores/pages?limit=2")
+    first_two = page.locator("table.keys td.key").all_inner_texts()
+    assert len(first_two) == 2
+    loaded = len(navigations)
+    with page.expect_response(lambda r: "/api/" in r.url and "after=" in r.url):
+        page.get_by_role("link", name="next page").click()
+    expect(page.locator("#keys-pager")).to_contain_text("first page")
+    next_two = page.locator("table.keys td.key").all_inner_texts()
+    assert len(next_two) == 2 and next_two[0] > first_two[1], (first_two, next_two)
+    assert len(navigations) == loaded
 
     # a record: JSON, collapsible
     page.goto(console + "/stores/key_value_stores/products")
@@ -142,20 +164,44 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
     page.get_by_role("button", name="expand all").click()
     shot(page, "record")
 
-    # its history, and a diff of the first and last versions
+    # its history, and a diff of the first and last versions, drawn from the API
     page.get_by_role("link", name="history").click()
     expect(page.locator("table.timeline tbody tr")).to_have_count(3)
     page.locator("table.timeline tbody tr").nth(0).locator("input[name=a]").check()
     page.locator("table.timeline tbody tr").nth(2).locator("input[name=b]").check()
-    page.get_by_role("button", name="diff the two chosen versions").click()
+    loaded = len(navigations)
+    with page.expect_response(lambda r: "/api/stores/key_value_stores/products/diff" in r.url):
+        page.get_by_role("button", name="diff the two chosen versions").click()
     diff = page.locator("pre.diff")
     expect(diff).to_contain_text('-  "price": 799,')
     expect(diff).to_contain_text('+  "price": 699,')
+    assert len(navigations) == loaded
     shot(page, "history")
 
-    # a hostile key is shown as text
+    # the timeline a version at a time: choose a on the first page and b on the last
+    page.goto(console + "/stores/key_value_stores/products/history?key=product-1&limit=1")
+    expect(page.locator("table.timeline tbody tr")).to_have_count(1)
+    page.locator("input[name=a]").check()
+    loaded = len(navigations)
+    for _ in range(2):
+        with page.expect_response(lambda r: "/api/" in r.url and "/history?" in r.url):
+            page.get_by_role("link", name="later").click()
+    expect(page.locator("#history-pager")).not_to_contain_text("later")
+    page.locator("input[name=b]").check()
+    with page.expect_response(lambda r: "/diff?" in r.url):
+        page.get_by_role("button", name="diff the two chosen versions").click()
+    expect(page.locator("pre.diff")).to_contain_text('+  "price": 699,')
+    assert len(navigations) == loaded
+
+    # a hostile key is shown as text, in the server's page and as the script draws it
     page.goto(console + "/stores/key_value_stores/products?prefix=%3C")
     expect(page.locator("td.key")).to_contain_text("<script>console.log('EXECUTED')</script>")
+    page.get_by_label("Prefix").fill("")
+    with page.expect_response(lambda r: "/keys?" in r.url and "prefix=%3C" in r.url):
+        page.get_by_label("Prefix").fill("<")
+    expect(page.locator("td.key")).to_have_count(1)
+    expect(page.locator("td.key")).to_contain_text("<script>console.log('EXECUTED')</script>")
+    assert page.locator("table.keys script").count() == 0
 
     # a stored page with a script and an onerror image: previewed, never run
     page.goto(console + "/stores/key_value_stores/products")
@@ -167,6 +213,7 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
     page.wait_for_timeout(500)  # time for a script or an image error to have fired
     shot(page, "hostile-page")
     assert "EXECUTED" not in messages, messages
+    assert not script_errors, script_errors
     assert not [url for url in requests if "pwned" in url or "onerror" in url]
     assert page.title() == "page-hostile · logkv console"
     inner = [f for f in page.frames if f != page.main_frame]

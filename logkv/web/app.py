@@ -25,6 +25,7 @@ require_extra("starlette", "web", "logkv serve (the web console)")
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
@@ -35,6 +36,7 @@ from ..cli.render import human_bytes
 from ..content import extension_for, public_content_type
 from ..errors import InvalidKeyError, LogKVError, StoreNotFoundError
 from ..history import HistoryGap, StoreChangedError
+from ..values import ValueStream
 from . import views
 from .catalog import StoreRef, UnknownStoreError, resolve
 from .security import RAW_POLICY, Guard
@@ -44,8 +46,6 @@ from .views import Console
 log = logging.getLogger(__name__)
 
 HERE: Final = Path(__file__).parent
-#: Bytes per chunk of a streamed raw value.
-CHUNK: Final = 64 * 1024
 _HEADER_SAFE: Final = re.compile(r"^[\x20-\x7e]*$")
 
 Endpoint = Callable[[Request], Response]
@@ -167,8 +167,8 @@ def create_app(
         q = request.query_params
         key = views.checked_key(q.get("key"))
         seq = views.whole_number(q.get("seq"), "seq")
-        value, content_type, _, _ = views.record_value(console, ref, key, seq)
-        return raw_response(value, content_type, key, download=q.get("download") == "1")
+        stream = views.value_stream(console, ref, key, seq)
+        return raw_response(stream, key, download=q.get("download") == "1")
 
     routes = [
         Route("/", overview_page),
@@ -244,32 +244,31 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def raw_response(
-    value: bytes | None, content_type: str | None, key: str, *, download: bool
-) -> Response:
-    """A value as stored, streamed, under :data:`~logkv.web.security.RAW_POLICY` (a sandbox:
-    stored HTML or SVG never runs as the console); ``download``: as an attachment."""
-    shown = public_content_type(content_type)
+def raw_response(stream: ValueStream, key: str, *, download: bool) -> Response:
+    """A value as stored, streamed a chunk at a time as ``stream`` reads it (never whole in
+    memory), under :data:`~logkv.web.security.RAW_POLICY` (a sandbox: stored HTML or SVG never
+    runs as the console); ``download``: as an attachment. The stream is closed when the
+    response ends or the client goes away."""
+    shown = public_content_type(stream.content_type)
     if not _HEADER_SAFE.match(shown):  # a content type no header can carry as it is
         shown = "application/octet-stream"
-    body = b"" if value is None else value
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:100].strip("._") or "value"
-    name = f"{name}.{extension_for(content_type)}"
+    name = f"{name}.{extension_for(stream.content_type)}"
     disposition = "attachment" if download else "inline"
     headers = {
         "content-security-policy": RAW_POLICY,
         "x-frame-options": "SAMEORIGIN",
         "content-disposition": f'{disposition}; filename="{name}"; '
         f"filename*=UTF-8''{quote(name)}",
-        "content-length": str(len(body)),
+        "content-length": str(stream.size or 0),
     }
-    return StreamingResponse(_chunks(body), media_type=shown, headers=headers)
+    return StreamingResponse(_chunks(stream), media_type=shown, headers=headers,
+                             background=BackgroundTask(stream.close))  # fmt: skip
 
 
-def _chunks(body: bytes) -> Iterator[bytes]:
-    view = memoryview(body)
-    for start in range(0, len(view), CHUNK):
-        yield bytes(view[start : start + CHUNK])
+def _chunks(stream: ValueStream) -> Iterator[bytes]:
+    with stream:
+        yield from stream
 
 
 def _templates() -> Environment:

@@ -109,10 +109,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token, hosts = serve_settings(args.host, args.token or os.environ.get(TOKEN_VARIABLE),
                                   args.allow_host)  # fmt: skip
     app = create_app(folder, token=token, allowed_hosts=hosts)
+    listener = listen(args.host, args.port)
+    port = listener.getsockname()[1]  # the port bound: --port 0 picks a free one
     host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
     shown = f"[{host}]" if ":" in host else host
-    address = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
+    address = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"logkv console for {folder} (read-only): {address}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False,
-                proxy_headers=False)  # fmt: skip
+    config = uvicorn.Config(app, log_level="warning", server_header=False, proxy_headers=False)
+    with listener:
+        uvicorn.Server(config).run(sockets=[listener])
     return ExitCode.OK
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host`` and ``port`` (0: a free port), bound before the address is
+    printed so that the address names the port actually bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        listener.close()
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CommandError(
+            f"cannot listen on {host} port {port}: {reason}", ExitCode.USAGE
+        ) from None
+    return listener

@@ -12,12 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_right
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..cli.audit import Change, KeyHistory, key_changes, verify_store
+from ..cli.audit import verify_store
 from ..cli.common import CommandError, parse_until
 from ..cli.contents import store_contents
 from ..cli.render import iso_timestamp
@@ -25,13 +24,16 @@ from ..configuration import Configuration
 from ..content import public_content_type
 from ..engine import validate_key
 from ..errors import CorruptionError, LogKVError, NotALogKVStoreError
-from ..history import StoreChangedError, log_segments, state_at
+from ..format import DeleteRecord, SetRecord
+from ..history import StoreChangedError, log_segments, retrying, state_at
 from ..layout import ARCHIVE_DIR
 from ..lock import writer_pid
 from ..storage_layout import count_prefix
+from ..values import ValueFileReader, ValueStream, iter_inline, value_path
 from .catalog import KIND_WORDS, StoreRef, list_stores
 from .diffs import diff_values
 from .opened import OpenedStores, record_stamp
+from .timelines import Timeline, Timelines, Version, records_at
 from .values import json_tree, pretty_json, value_text, view_kind
 
 #: Keys per page of a store's key list (at most :data:`MAX_PAGE` when asked).
@@ -40,10 +42,6 @@ KEYS_PAGE: Final = 100
 HISTORY_PAGE: Final = 200
 #: The most rows any page or API call returns.
 MAX_PAGE: Final = 1000
-#: Key histories kept in memory (see :func:`key_history`), each at most
-#: :data:`HISTORY_BYTES_KEPT` bytes of values.
-HISTORIES_KEPT: Final = 4
-HISTORY_BYTES_KEPT: Final = 16 << 20
 
 
 class BadInputError(ValueError):
@@ -65,32 +63,26 @@ class Console:
     guard: threading.Lock = field(default_factory=threading.Lock)
     #: Whether ``LOGKV_REPLICA_URL`` is set (read once: the environment does not change).
     replicated: bool = field(default_factory=lambda: Configuration().replica_url is not None)
-    #: The histories read last, by store folder and key, with the store's position then
-    #: (:func:`key_history`): paging a timeline and diffing its versions read it once.
-    histories: OrderedDict[tuple[Path, str], tuple[tuple[int, int], KeyHistory]] = field(
-        default_factory=OrderedDict
-    )
+    #: The key timelines read last, kept fresh as the writer appends (:mod:`.timelines`).
+    timelines: Timelines = field(default_factory=Timelines)
 
 
-def key_history(console: Console, ref: StoreRef, key: str) -> KeyHistory:
-    """The retained history of ``key`` (:func:`logkv.cli.audit.key_changes`), read again only
-    when the store moved on (a write or a compaction) since it was last read."""
-    with console.opened.use(ref.path) as opened:
-        position = (opened.engine.last_seq, opened.engine.snapshot_covers)
-    slot = (ref.path, key)
-    with console.guard:
-        cached = console.histories.get(slot)
-        if cached is not None and cached[0] == position:
-            console.histories.move_to_end(slot)
-            return cached[1]
-    history = key_changes(ref.path, key)
-    if sum(change.size or 0 for change in history.changes) > HISTORY_BYTES_KEPT:
-        return history  # too big to keep: read again each time
-    with console.guard:
-        console.histories[slot] = (position, history)
-        while len(console.histories) > HISTORIES_KEPT:
-            console.histories.popitem(last=False)
-    return history
+def key_timeline(console: Console, ref: StoreRef, key: str) -> Timeline:
+    """``key``'s timeline (:class:`~logkv.web.timelines.Timeline`): read whole on its first
+    view, then only what the writer appended since."""
+    return console.timelines.get(console.opened, ref.path, key)
+
+
+def key_records(
+    console: Console, ref: StoreRef, key: str, seqs: list[int]
+) -> list[tuple[Version, SetRecord | DeleteRecord] | None]:
+    """The changes of ``key`` at ``seqs`` with their records (values read from the log);
+    None for a seq at which ``key`` did not change."""
+
+    def read() -> list[tuple[Version, SetRecord | DeleteRecord] | None]:
+        return records_at(console.timelines, console.opened, ref.path, key, seqs)
+
+    return retrying(read)
 
 
 def _time(timestamp_us: int | None) -> str | None:
@@ -261,10 +253,40 @@ def record_value(
             entry, value = found
             stamp = record_stamp(opened.readers, entry)
         return (value, entry.content_type, *(stamp or (None, None)))
-    for change in key_history(console, ref, key).changes:
-        if change.seq == seq and change.op == "set":
-            return change.value, change.content_type, change.seq, change.timestamp_us
+    version = key_records(console, ref, key, [seq])[0]
+    if version is not None and isinstance(version[1], SetRecord):
+        record = version[1]
+        return record.value, record.content_type, record.seq, record.timestamp_us
     raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
+
+
+def value_stream(console: Console, ref: StoreRef, key: str, seq: int | None) -> ValueStream:
+    """The value of ``key`` now (``seq`` None) or of its version ``seq``, as a stream of
+    checked chunks (at most 1 MiB each): a streamed value is read from its value file a chunk
+    at a time, never whole. Close the stream when done. :class:`NotFoundError` when there is
+    no such key or version, or when the value file of an old version was removed."""
+    if seq is None:
+        with console.opened.use(ref.path) as opened:
+            stream = opened.engine.open_value(key)
+        if stream is None:
+            raise NotFoundError(f"no key {key!r} in {ref.kind}/{ref.name}")
+        return stream
+    version = key_records(console, ref, key, [seq])[0]
+    if version is None or not isinstance(version[1], SetRecord):
+        raise NotFoundError(f"key {key!r} has no value written at seq {seq}")
+    record = version[1]
+    if record.streamed is None:
+        value = record.value
+        size = None if value is None else len(value)
+        return ValueStream(record.content_type, size, iter_inline(value or b""))
+    try:
+        reader = ValueFileReader(value_path(ref.path, record.streamed.seq), record.streamed)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"the value file of key {key!r} at seq {seq} was removed by a compaction"
+        ) from None
+    return ValueStream(record.content_type, reader.size, iter(reader), reader.close,
+                       record.streamed.digest)  # fmt: skip
 
 
 def record_view(console: Console, ref: StoreRef, key: str, seq: int | None) -> dict[str, Any]:
@@ -302,7 +324,7 @@ def record_tree(console: Console, ref: StoreRef, key: str, seq: int | None) -> A
 # ---------------------------------------------------------------------------------- history
 
 
-def _change_json(change: Change) -> dict[str, Any]:
+def _change_json(change: Version) -> dict[str, Any]:
     return {
         "seq": change.seq,
         "time": _time(change.timestamp_us),
@@ -317,13 +339,14 @@ def history_view(
     console: Console, ref: StoreRef, key: str, offset: int, limit: int
 ) -> dict[str, Any]:
     """Every retained change of ``key``, oldest first, ``limit`` of them from ``offset``;
-    ``total`` counts them all, ``starts_at`` is the first seq the log still holds."""
-    history = key_history(console, ref, key)
-    changes = history.changes
+    ``total`` counts them all, ``starts_at`` is the first seq the log still holds. Only the
+    page's changes are rendered; no value is read."""
+    timeline = key_timeline(console, ref, key)
+    changes = timeline.versions
     return {
         "store": ref_json(ref),
         "key": key,
-        "starts_at": history.starts_at,
+        "starts_at": timeline.starts_at,
         "total": len(changes),
         "offset": offset,
         "limit": limit,
@@ -334,13 +357,13 @@ def history_view(
 def diff_view(console: Console, ref: StoreRef, key: str, a: int, b: int) -> dict[str, Any]:
     """The diff of ``key`` between its versions at seqs ``a`` and ``b`` (a delete counts as
     an empty version); capped (:mod:`logkv.web.diffs`)."""
-    found = {c.seq: c for c in key_history(console, ref, key).changes if c.seq in (a, b)}
-    for seq in (a, b):
-        if seq not in found:
+    found = key_records(console, ref, key, [a, b])
+    for seq, pair in zip((a, b), found, strict=True):
+        if pair is None:
             raise NotFoundError(f"key {key!r} has no change at seq {seq}")
-    old, new = found[a], found[b]
+    (old, old_record), (new, new_record) = found  # type: ignore[misc]
     diff = diff_values(
-        old.value, old.content_type, new.value, new.content_type,
+        _value_of(old_record), old.content_type, _value_of(new_record), new.content_type,
         f"seq {a} ({_time(old.timestamp_us)})", f"seq {b} ({_time(new.timestamp_us)})",
     )  # fmt: skip
     return {
@@ -352,6 +375,10 @@ def diff_view(console: Console, ref: StoreRef, key: str, a: int, b: int) -> dict
         "truncated": diff.truncated,
         "note": diff.note,
     }
+
+
+def _value_of(record: SetRecord | DeleteRecord) -> bytes | None:
+    return record.value if isinstance(record, SetRecord) else None
 
 
 def parse_point(text: str | None) -> tuple[int | None, int | None]:
