@@ -1131,6 +1131,8 @@ class Engine:
                 if covers <= compaction.covers:
                     return None
                 compaction.start(covers)
+                if self._hints is not None:
+                    self._hints.skip_through(covers)
                 return Cut(
                     covers,
                     position.seq,

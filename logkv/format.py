@@ -552,6 +552,65 @@ def in_batch(buf: Any, pos: int, length: int) -> bool:
     return op & ~OP_KIND_MASK != 0
 
 
+# ---------------------------------------------------------------- bodies without their value
+
+#: Bodies longer than this are decoded without their value by a scan that asks for sizes only
+#: (:func:`iter_frames` with ``values`` False): the five fields before the value are decoded
+#: and the value is given as its size, so a big value is never copied out of the file.
+HEAD_ONLY_BODY = 64 << 10
+_HEAD_PREFIX = 16 << 10  # bytes of a body fed to the decoder first (more if the head is longer)
+_BIN_HEADERS = {0xC4: (2, ">B"), 0xC5: (3, ">H"), 0xC6: (5, ">I")}  # msgpack bin 8/16/32
+
+
+class ValueSize(int):
+    """The value of a record that a scan did not decode (``values`` False): its size in bytes.
+    ``len()`` gives the size, as it would of the value's bytes."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return int(self)
+
+
+def decode_head(body: Any) -> tuple[Any, ...] | None:
+    """The fields of a record ``body`` (a buffer) whose value is a msgpack ``bin`` or nil, with
+    the value replaced by its :class:`ValueSize` (nil stays None), without copying the value;
+    None when the body is not six elements ending with such a value exactly at its end (the
+    caller then decodes it whole to find out what it is)."""
+    size = len(body)
+    prefix = _HEAD_PREFIX
+    while True:
+        unpacker = msgpack.Unpacker(use_list=False)
+        unpacker.feed(body[:prefix])
+        try:
+            if unpacker.read_array_header() != 6:
+                return None
+            head = (unpacker.unpack(), unpacker.unpack(), unpacker.unpack(), unpacker.unpack(),
+                    unpacker.unpack())  # fmt: skip
+        except msgpack.OutOfData:
+            if prefix >= size:
+                return None
+            prefix *= 4
+            continue
+        except Exception:
+            return None
+        at = unpacker.tell()
+        break
+    if at >= size:
+        return None
+    marker = body[at]
+    if marker == 0xC0:
+        return (*head, None) if at + 1 == size else None
+    found = _BIN_HEADERS.get(marker)
+    if found is None:
+        return None
+    header, layout = found
+    if at + header > size:
+        return None
+    (length,) = struct.unpack_from(layout, body, at + 1)
+    return (*head, ValueSize(length)) if at + header + length == size else None
+
+
 def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     """For decoded body ``fields``: the fields with ``op`` reduced to its kind, whether the
     record continues a batch, and how many records of its batch follow it; None when the body
@@ -568,7 +627,10 @@ def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     op = fields[2]
     kind = op & OP_KIND_MASK
     if op < 0 or not (
-        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
+        (
+            kind == Op.SET
+            and (fields[5] is None or type(fields[5]) is bytes or type(fields[5]) is ValueSize)
+        )
         or kind == Op.DELETE
         or (kind == Op.SET_STREAMED and is_value_ref(fields[5]))
     ):
@@ -584,6 +646,7 @@ def iter_frames(
     end: int,
     resync: Callable[[BadFrame], int | None] | None = None,
     batches: bool = True,
+    values: bool = True,
 ) -> Generator[tuple[int, int, tuple[Any, ...]], None, None]:
     """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos`` to
     ``end``, ``op`` reduced to its kind (:class:`Op`).
@@ -593,6 +656,9 @@ def iter_frames(
     one bad frame starting where the batch starts (:attr:`BadFrame.start`).
     With ``batches`` False every valid frame is yielded on its own: the frames of a snapshot,
     which are live records in key order, not a log (their batch bits mean nothing there).
+    With ``values`` False a set's value longer than :data:`HEAD_ONLY_BODY` is not decoded: the
+    fields hold its :class:`ValueSize` instead (the frame's CRC is still checked over every
+    byte), for scans that need where records are, not what they hold.
 
     At a bad frame it raises :class:`BadFrame`, or, given ``resync``, calls ``resync(bad)``,
     which returns the offset to read on from (None: stop there). This is replay's inner loop,
@@ -614,10 +680,14 @@ def iter_frames(
                 stop = pos + header + length
                 crc32 = crc_of(magic)
                 if crc32 is not None and stop <= end and crc32(view[pos + 8 : stop], 0) == crc:
-                    try:
-                        fields = unpackb(view[pos + header : stop], use_list=False)
-                    except Exception:
-                        fields = None
+                    fields = None
+                    if not values and length > HEAD_ONLY_BODY:
+                        fields = decode_head(view[pos + header : stop])
+                    if fields is None:
+                        try:
+                            fields = unpackb(view[pos + header : stop], use_list=False)
+                        except Exception:
+                            fields = None
                     if (
                         type(fields) is tuple
                         and len(fields) == 6
@@ -625,7 +695,14 @@ def iter_frames(
                         and type(fields[1]) is int
                         and type(fields[3]) is str
                         and (
-                            (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))
+                            (
+                                fields[2] == 1
+                                and (
+                                    fields[5] is None
+                                    or type(fields[5]) is bytes
+                                    or type(fields[5]) is ValueSize
+                                )
+                            )
                             or fields[2] == 2
                             or (fields[2] == 3 and is_value_ref(fields[5]))
                         )
