@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import CorruptionError
-from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_frame
+from ..format import BadFrame, DeleteRecord, Record, SetRecord, decode_fields, read_frame
 from ..fsutil import open_for_reading
-from ..history import LoggedRecord, key_log, key_records_from
+from ..history import base_record, key_log, key_records_from
 from ..layout import ARCHIVE_DIR
+from .key_index import HistoryIndexes, versions_at
 from .opened import OpenedStores
 
 #: Timelines kept (by store folder and key); each holds no values, ~150 bytes per change.
@@ -80,8 +81,10 @@ class Timeline:
 class Timelines:
     """The timelines the console read last, by store folder and key (thread-safe)."""
 
-    def __init__(self, kept: int = TIMELINES_KEPT) -> None:
+    def __init__(self, kept: int = TIMELINES_KEPT, indexes: HistoryIndexes | None = None) -> None:
         self._kept = kept
+        #: The stores' history indexes: a first view is read from them once they are ready.
+        self.indexes = HistoryIndexes() if indexes is None else indexes
         self._held: OrderedDict[tuple[Path, str], Timeline] = OrderedDict()
         self._guard = threading.Lock()  # held for the dict only, never for I/O
         #: Held while a timeline is read or brought up to date (one at a time: two views of a
@@ -112,16 +115,39 @@ class Timelines:
                 except FileNotFoundError:  # a compaction retired a file meanwhile
                     held = None
                 else:
-                    held.extend([_version(r) for r in found], read_to)
+                    held.extend(
+                        [_version(r.path, r.offset, r.length, r.record) for r in found], read_to
+                    )
             if held is not None:
                 return held
-        timeline = _read_whole(folder, key, covers, read_to)
+        timeline = self._from_index(folder, key, covers)
+        if timeline is None:
+            timeline = _read_whole(folder, key, covers, read_to)
         with self._guard:
             self._held[slot] = timeline
             self._held.move_to_end(slot)
             while len(self._held) > self._kept:
                 self._held.popitem(last=False)
         return timeline
+
+    def _from_index(self, folder: Path, key: str, covers: int) -> Timeline | None:
+        """``key``'s timeline from the store's history index (brought up to date first);
+        None when it is not ready, or the log changed under it (the caller searches)."""
+        index = self.indexes.ready(folder, covers)
+        if index is None:
+            return None
+        try:
+            with index.lock:
+                index.catch_up()
+                locations, read_to = index.locations(key), index.read_to
+            found = list(versions_at(index, key, locations))
+        except (FileNotFoundError, BadFrame, CorruptionError):
+            self.indexes.drop(folder)  # retired or damaged under it: built again next use
+            return None
+        kept = base_record(index.log, key, {f.record.seq for f in found})
+        versions = [] if kept is None else [_kept_version(kept)]
+        versions.extend(_version(f.path, f.offset, f.length, f.record) for f in found)
+        return Timeline(key, index.log.start, versions, covers, read_to)
 
     def forget(self, folder: Path, key: str) -> None:
         """Drop ``key``'s timeline (its files were retired: read it whole next time)."""
@@ -132,7 +158,7 @@ class Timelines:
 def _read_whole(folder: Path, key: str, covers: int, read_to: tuple[int, int]) -> Timeline:
     found = key_log(folder, key)
     versions = [] if found.kept is None else [_kept_version(found.kept)]
-    versions.extend(_version(r) for r in found.records)
+    versions.extend(_version(r.path, r.offset, r.length, r.record) for r in found.records)
     return Timeline(key, found.log.start, versions, covers, read_to)
 
 
@@ -141,15 +167,13 @@ def _kept_version(record: SetRecord) -> Version:
                    record.value_size, "snapshot", None, kept=record)  # fmt: skip
 
 
-def _version(logged: LoggedRecord) -> Version:
-    record = logged.record
-    source = "archive" if logged.path.parent.name == ARCHIVE_DIR else "log"
+def _version(path: Path, offset: int, length: int, record: Record) -> Version:
+    source = "archive" if path.parent.name == ARCHIVE_DIR else "log"
     if isinstance(record, DeleteRecord):
         return Version(record.seq, record.timestamp_us, "delete", None, None, source,
-                       logged.path, logged.offset, logged.length)  # fmt: skip
+                       path, offset, length)  # fmt: skip
     return Version(record.seq, record.timestamp_us, "set", record.content_type,
-                   record.value_size, source, logged.path, logged.offset,
-                   logged.length)  # fmt: skip
+                   record.value_size, source, path, offset, length)  # fmt: skip
 
 
 def read_version(version: Version) -> SetRecord | DeleteRecord:
