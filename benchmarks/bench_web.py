@@ -99,6 +99,51 @@ def appending(
     )
 
 
+def indexed_first_views(
+    client: Any, root: Path, big: str, versions: int, repeats: int
+) -> list[tuple[Any, ...]]:
+    """Rows for the store's history index: its build time and memory once it is ready, and
+    first views of ``hot`` read from it (its timeline dropped before each view)."""
+    console = client.app.state.console
+    folder = root / "key_value_stores" / "big"
+    indexes = console.timelines.indexes
+    indexes.join()
+    status = indexes.status(folder)
+    check(status["state"] == "ready", f"the history index is {status['state']}")
+    index = indexes.ready(folder, _covers(console, folder))
+    check(index is not None, "the history index is not ready")
+    memory = index.memory()
+    records = index.records
+    times = []
+    for _ in range(repeats):
+        console.timelines.forget(folder, "hot")
+        times.append(server_ms(client, f"{big}/history?key=hot"))
+    times.sort()
+    median, p95 = statistics.median(times), percentile(times, 0.95)
+    return [
+        (
+            f"history index of the store built in the background ({records:,} records)",
+            f"{status['build_s']:,.1f} s",
+        ),
+        (
+            "history index memory (dict of key hashes, packed locations)",
+            f"{memory / 1e6:,.1f} MB, {memory / records:,.0f} bytes per record",
+        ),
+        (
+            f"first view of the key's history from the store's index ({versions:,} "
+            "records read by location)",
+            f"{median:,.1f} ms median, {p95:,.1f} ms p95",
+            f"≤ {TARGET_MS:.0f} ms",
+            median <= TARGET_MS,
+        ),
+    ]
+
+
+def _covers(console: Any, folder: Path) -> int:
+    with console.opened.use(folder) as store:
+        return int(store.engine.snapshot_covers)
+
+
 def measure(args: argparse.Namespace, run: Run) -> str:
     keys, versions = (100_000, 1_000) if run.quick else (args.keys, args.versions)
     from logkv.web.app import create_app  # noqa: PLC0415 (the web extra)
@@ -121,12 +166,12 @@ def measure(args: argparse.Namespace, run: Run) -> str:
         report.add("first key list page, including the read-only open", f"{opened:,.0f} ms")
         searched = server_ms(client, f"{big}/history?key=hot")
         report.add(
-            f"first view of the key's history (its {versions:,} records searched for in the "
-            "whole log)",
+            f"first view of the key's history while the store's index is built (its "
+            f"{versions:,} records searched for in the whole log)",
             f"{searched:,.0f} ms",
-            f"≤ {TARGET_MS:.0f} ms",
-            searched <= TARGET_MS,
         )
+        for row in indexed_first_views(client, root, big, versions, args.repeats):
+            report.add(*row)
         first_two = client.get(f"{api}/history", params={"key": "hot", "limit": 2}).json()
         a, b = (change["seq"] for change in first_two["changes"])
         pages = [

@@ -5,7 +5,6 @@ is whole; a view racing the build falls back to the search; at most a few stores
 from __future__ import annotations
 
 import threading
-from array import array
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from logkv import Engine
 from logkv.cli.audit import key_changes
 from logkv.format import SetRecord
 from logkv.web import key_index
-from logkv.web.key_index import HistoryIndexes, StoreIndex, build_index, versions_at
+from logkv.web.key_index import HistoryIndexes, StoreIndex, build_index, read_located
 from logkv.web.opened import OpenedStores
 from logkv.web.timelines import Timelines, read_version
 
@@ -107,8 +106,8 @@ def test_a_torn_tail_is_left_out_of_the_index_until_it_is_whole(tmp_path: Path) 
         segment.write_bytes(whole)  # the writer finished the frame
         index.catch_up()
         assert index.records == 7
-        found = list(versions_at(index, "k", index.locations("k")))
-        assert [f.record.seq for f in found] == [c.seq for c in key_changes(folder, "k").changes]
+        found = [read_located(path, offset)[1] for path, offset in index.located("k")]
+        assert [r.seq for r in found] == [c.seq for c in key_changes(folder, "k").changes]
 
 
 def test_a_view_racing_the_build_falls_back_to_the_search(
@@ -164,19 +163,6 @@ def test_the_index_is_what_a_first_view_reads(
         assert len(timelines.get(opened, folder, "a").versions) == 10
     finally:
         opened.close()
-
-
-def test_a_key_sharing_a_hash_reads_only_its_own_records(tmp_path: Path) -> None:
-    folder = tmp_path / "store"
-    with Engine.open(folder) as writer:
-        writer.set("a", b"1")
-        writer.set("b", b"2")
-        writer.set("a", b"3")
-    index = build_index(folder, 0)
-    mixed = sorted(index.locations("a") + index.locations("b"))
-    index.keys[hash("a")] = array("q", mixed)  # as if "b" hashed like "a"
-    found = list(versions_at(index, "a", index.locations("a")))
-    assert [f.record.value for f in found if isinstance(f.record, SetRecord)] == [b"1", b"3"]
 
 
 def test_at_most_the_bound_of_stores_is_indexed(tmp_path: Path) -> None:

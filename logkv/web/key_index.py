@@ -6,9 +6,8 @@ log through :class:`~logkv.scan.SegmentReader`, the reader every scan uses), kep
 reading only what the writer appended since (:meth:`StoreIndex.catch_up`), and built again
 when a compaction installs a newer snapshot (the files it names may be retired). Nothing but
 locations is held: per key, one int (a key with one record) or a packed ``array('q')`` of
-them, keyed by the key's :func:`hash` (a key is checked against the record when it is read,
-so two keys with one hash only cost a read). A record's seq, time, operation and size are
-read from its frame when a timeline is made (:func:`versions_at`).
+them. A record's seq, time, operation and size are read from its frame only when a page shows
+it (:func:`read_located`).
 
 Until a store's index is ready (or when it cannot be built: damage, a store changing too fast)
 a view falls back to the per-key search (:func:`logkv.history.key_log`), which is never wrong.
@@ -17,25 +16,32 @@ At most :data:`INDEXED_STORES` stores are indexed; the one used longest ago is d
 
 from __future__ import annotations
 
-import mmap
+import os
 import sys
 import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from ..errors import LogKVError
-from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_frame
+from ..errors import CorruptionError, LogKVError
+from ..format import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    BadFrame,
+    DeleteRecord,
+    SetRecord,
+    decode_fields,
+    read_frame,
+)
 from ..fsutil import open_for_reading
 from ..history import RetainedLog, segments_from, survey
 from ..scan import SegmentReader, fail_on_damage
 from ..synced import read_synced_mark
 
-#: Stores whose index is held at once (each ~100 bytes per key, 8 per further record).
+#: Stores whose index is held at once (each ~150 bytes per key, 8 per further record).
 INDEXED_STORES: Final = 4
 #: A location packs the segment number above this many bits of offset.
 OFFSET_BITS: Final = 40
@@ -62,18 +68,17 @@ class StoreIndex:
     covers: int
     log: RetainedLog
     paths: dict[int, Path] = field(default_factory=dict)
-    keys: dict[int, int | array[int]] = field(default_factory=dict)
+    keys: dict[str, int | array[int]] = field(default_factory=dict)
     read_to: tuple[int, int] = (0, 0)
     records: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _add(self, key: str, at: int) -> None:
-        slot = hash(key)
-        held = self.keys.get(slot)
+        held = self.keys.get(key)
         if held is None:
-            self.keys[slot] = at
+            self.keys[key] = at
         elif isinstance(held, int):
-            self.keys[slot] = array("q", (held, at))
+            self.keys[key] = array("q", (held, at))
         else:
             held.append(at)
         self.records += 1
@@ -98,17 +103,22 @@ class StoreIndex:
         self._scan(segments_from(self.folder, segment), offset)
 
     def locations(self, key: str) -> list[int]:
-        """The locations of the records indexed under ``key``'s hash, oldest first."""
-        held = self.keys.get(hash(key))
+        """The locations of ``key``'s records, oldest first."""
+        held = self.keys.get(key)
         if held is None:
             return []
         return [held] if isinstance(held, int) else list(held)
 
+    def located(self, key: str) -> list[tuple[Path, int]]:
+        """``(segment path, offset)`` of each of ``key``'s records, oldest first."""
+        paths = self.paths
+        return [(paths[at >> OFFSET_BITS], at & _OFFSET_MASK) for at in self.locations(key)]
+
     def memory(self) -> int:
-        """Bytes the index holds (its dict, the arrays and the ints in it; keys are hashes)."""
+        """Bytes the index holds: its dict, and the keys, ints and arrays in it."""
         total = sys.getsizeof(self.keys)
-        for slot, held in self.keys.items():
-            total += sys.getsizeof(slot) + sys.getsizeof(held)
+        for key, held in self.keys.items():
+            total += sys.getsizeof(key) + sys.getsizeof(held)
         return total
 
 
@@ -123,36 +133,21 @@ def build_index(folder: Path, covers: int) -> StoreIndex:
     return index
 
 
-@dataclass(frozen=True)
-class Located:
-    """One record of a key as its frame says: the record and where its frame is."""
-
-    path: Path
-    offset: int
-    length: int
-    record: SetRecord | DeleteRecord
-
-
-def versions_at(index: StoreIndex, key: str, locations: list[int]) -> Iterator[Located]:
-    """The records of ``key`` at ``locations`` (each read from its frame, checksum checked;
-    a record of another key with the same hash is skipped). Raises
-    :class:`FileNotFoundError` when a compaction retired a file meanwhile, and
-    :class:`BadFrame` when a frame is no longer intact."""
-    by_segment: dict[int, list[int]] = {}
-    for at in locations:
-        segment, offset = split(at)
-        by_segment.setdefault(segment, []).append(offset)
-    for segment, offsets in by_segment.items():
-        path = index.paths[segment]
-        with (
-            open_for_reading(path) as file,
-            mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-        ):
-            size = len(buf)
-            for offset in offsets:
-                length, fields = read_frame(buf, offset, size)
-                if fields[3] == key:
-                    yield Located(path, offset, length, decode_fields(fields))
+def read_located(path: Path, offset: int) -> tuple[int, SetRecord | DeleteRecord]:
+    """The length and record of the frame at ``offset`` of segment ``path`` (checksum
+    checked). Raises :class:`FileNotFoundError` when a compaction retired the file, and
+    :class:`~logkv.errors.CorruptionError` when the frame is not intact."""
+    with open_for_reading(path) as file:
+        head = os.pread(file.fileno(), FRAME_HEADER_SIZE, offset)
+        if len(head) < FRAME_HEADER_SIZE:
+            raise CorruptionError(path, offset, "the record is cut short")
+        length = FRAME_HEADER.unpack(head)[2]
+        data = os.pread(file.fileno(), FRAME_HEADER_SIZE + length, offset)
+    try:
+        size, fields = read_frame(data, 0, len(data))
+    except BadFrame as exc:
+        raise CorruptionError(path, offset, exc.reason) from None
+    return size, decode_fields(fields)
 
 
 @dataclass

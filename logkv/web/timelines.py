@@ -13,19 +13,19 @@ A value is read from its frame (checksum checked) when a record or a diff asks f
 
 from __future__ import annotations
 
-import os
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, overload
 
 from ..errors import CorruptionError
-from ..format import BadFrame, DeleteRecord, Record, SetRecord, decode_fields, read_frame
-from ..fsutil import open_for_reading
+from ..format import DeleteRecord, Record, SetRecord
 from ..history import base_record, key_log, key_records_from
 from ..layout import ARCHIVE_DIR
-from .key_index import HistoryIndexes, versions_at
+from .key_index import HistoryIndexes, read_located
 from .opened import OpenedStores
 
 #: Timelines kept (by store folder and key); each holds no values, ~150 bytes per change.
@@ -50,6 +50,41 @@ class Version:
     kept: SetRecord | None = None
 
 
+class Versions(Sequence[Version]):
+    """A timeline's changes, oldest first. A change known only by its location in the log
+    (a ``(path, offset)`` pair, as the store's history index gives it) is read from its frame
+    when first asked for, so a page of 200 changes reads 200 records, whatever the total."""
+
+    def __init__(self, items: Iterable[Version | tuple[Path, int]] = ()) -> None:
+        self._items: list[Version | tuple[Path, int]] = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Version: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Version]: ...
+    def __getitem__(self, i: int | slice) -> Version | list[Version]:
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self._items)))]
+        return self._at(i)
+
+    def _at(self, i: int) -> Version:
+        item = self._items[i]
+        if isinstance(item, Version):
+            return item
+        path, offset = item
+        length, record = read_located(path, offset)
+        version = _version(path, offset, length, record)
+        self._items[i] = version
+        return version
+
+    def append(self, version: Version) -> None:
+        """Add ``version`` as the newest change."""
+        self._items.append(version)
+
+
 @dataclass
 class Timeline:
     """Every retained change of a key, oldest first; ``starts_at``: the first seq the log
@@ -58,13 +93,16 @@ class Timeline:
 
     key: str
     starts_at: int
-    versions: list[Version]
+    versions: Versions
     covers: int
     read_to: tuple[int, int]
-    by_seq: dict[int, Version] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.by_seq = {v.seq: v for v in self.versions}
+    def find(self, seq: int) -> Version | None:
+        """The change at ``seq`` (None: the key did not change then); reads a few records
+        (a binary search: seqs grow along the timeline)."""
+        versions = self.versions
+        i = bisect_left(versions, seq, key=lambda v: v.seq)
+        return versions[i] if i < len(versions) and versions[i].seq == seq else None
 
     def extend(self, versions: list[Version], read_to: tuple[int, int]) -> None:
         """Add the changes found after :attr:`read_to` (those already held are skipped: the
@@ -73,7 +111,6 @@ class Timeline:
         for version in versions:
             if version.seq > last:
                 self.versions.append(version)
-                self.by_seq[version.seq] = version
                 last = version.seq
         self.read_to = read_to
 
@@ -139,15 +176,17 @@ class Timelines:
         try:
             with index.lock:
                 index.catch_up()
-                locations, read_to = index.locations(key), index.read_to
-            found = list(versions_at(index, key, locations))
-        except (FileNotFoundError, BadFrame, CorruptionError):
+                located, read_to = index.located(key), index.read_to
+            timeline = Timeline(key, index.log.start, Versions(located), covers, read_to)
+            if index.log.base is not None:  # the snapshot may keep a change the log lost
+                first = timeline.versions[0].seq if located else None
+                kept = base_record(index.log, key, () if first is None else (first,))
+                if kept is not None and (first is None or kept.seq < first):
+                    timeline.versions = Versions([_kept_version(kept), *located])
+        except (FileNotFoundError, CorruptionError):
             self.indexes.drop(folder)  # retired or damaged under it: built again next use
             return None
-        kept = base_record(index.log, key, {f.record.seq for f in found})
-        versions = [] if kept is None else [_kept_version(kept)]
-        versions.extend(_version(f.path, f.offset, f.length, f.record) for f in found)
-        return Timeline(key, index.log.start, versions, covers, read_to)
+        return timeline
 
     def forget(self, folder: Path, key: str) -> None:
         """Drop ``key``'s timeline (its files were retired: read it whole next time)."""
@@ -159,7 +198,7 @@ def _read_whole(folder: Path, key: str, covers: int, read_to: tuple[int, int]) -
     found = key_log(folder, key)
     versions = [] if found.kept is None else [_kept_version(found.kept)]
     versions.extend(_version(r.path, r.offset, r.length, r.record) for r in found.records)
-    return Timeline(key, found.log.start, versions, covers, read_to)
+    return Timeline(key, found.log.start, Versions(versions), covers, read_to)
 
 
 def _kept_version(record: SetRecord) -> Version:
@@ -183,13 +222,7 @@ def read_version(version: Version) -> SetRecord | DeleteRecord:
     if version.path is None:
         assert version.kept is not None
         return version.kept
-    with open_for_reading(version.path) as file:
-        data = os.pread(file.fileno(), version.length, version.offset)
-    try:
-        _, fields = read_frame(data, 0, len(data))
-    except BadFrame as exc:
-        raise CorruptionError(version.path, version.offset, exc.reason) from None
-    record = decode_fields(fields)
+    _, record = read_located(version.path, version.offset)
     if record.seq != version.seq:
         raise CorruptionError(version.path, version.offset, "the record moved")
     return record
@@ -204,11 +237,11 @@ def records_at(
     timeline = timelines.get(opened, folder, key)
     out: list[tuple[Version, SetRecord | DeleteRecord] | None] = []
     for seq in seqs:
-        version = timeline.by_seq.get(seq)
-        if version is None:
-            out.append(None)
-            continue
         try:
+            version = timeline.find(seq)
+            if version is None:
+                out.append(None)
+                continue
             out.append((version, read_version(version)))
         except FileNotFoundError:
             timelines.forget(folder, key)
