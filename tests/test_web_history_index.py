@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logkv import Engine
+from logkv.errors import CorruptionError
 from logkv.cli.audit import key_changes
 from logkv.format import SetRecord
 from logkv.web import key_index
@@ -183,5 +184,29 @@ def test_at_most_the_bound_of_stores_is_indexed(tmp_path: Path) -> None:
         with opened.use(folders[3]):  # used again: the most recent
             pass
         assert timelines.indexes.held() == [folders[4], folders[3]]
+    finally:
+        opened.close()
+
+
+def test_damage_in_the_log_leaves_no_index_and_the_view_reports_it(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    with Engine.open(folder) as writer:
+        for i in range(20):
+            writer.set(KEYS[i % 3], f"value number {i}".encode())
+    segment = sorted(folder.glob("*.seg"))[-1]
+    data = bytearray(segment.read_bytes())
+    at = data.index(b"value number 5")
+    data[at] ^= 0x01  # a bit flipped inside a record written whole
+    opened, timelines = _console()
+    try:
+        segment.write_bytes(bytes(data))
+        with pytest.raises(CorruptionError):
+            build_index(folder, 0)
+        timelines.indexes.ensure(folder, 0)
+        timelines.indexes.join()
+        assert timelines.indexes.status(folder) == {"state": "none"}
+        assert timelines.indexes.ready(folder, 0) is None
+        with pytest.raises(CorruptionError):  # the search reports it, as without an index
+            timelines.get(opened, folder, "a")
     finally:
         opened.close()

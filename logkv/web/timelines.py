@@ -1,14 +1,20 @@
 """A key's timeline as the console pages it: where each of its changes is in the log, kept
 fresh as the writer appends, with values read only for the versions a page shows.
 
-The first view of a key searches the whole retained log for it (:func:`logkv.history.key_log`:
-a byte search, decoding only the frames around its hits). The console keeps what it found as
-:class:`Timeline` (each change's seq, time, operation, size and location; no values) with the
-point the read-only open had read the log to then (:attr:`logkv.Engine.read_to`). A later view
-searches only what the writer appended since (:func:`logkv.history.key_records_from`), so it
-costs the new bytes, not the whole log. A compaction (the snapshot covers more segments: the
-files the locations name may be retired) makes the next view search the whole log again.
+The first view of a key reads where its changes are from the store's history index
+(:mod:`.key_index`) when that is ready; each change's seq, time, operation and size are then
+read from its record only when a page shows it (:class:`Versions`). Before the index is ready
+the first view searches the whole retained log for the key (:func:`logkv.history.key_log`: a
+byte search, decoding only the frames around its hits). The console keeps what it found as
+:class:`Timeline` with the point the log had been read to. A later view searches only what the
+writer appended since (:func:`logkv.history.key_records_from`), so it costs the new bytes, not
+the whole log. A compaction (the snapshot covers more segments: the files the locations name
+may be retired) makes the next view read the key again (from the index once it is rebuilt).
 A value is read from its frame (checksum checked) when a record or a diff asks for that version.
+
+The timelines stay beside the index: they hold what a page has already read of a key (the
+index holds locations alone), so paging and repeated views read no record twice, and they are
+what a view uses while the index is not ready.
 """
 
 from __future__ import annotations
