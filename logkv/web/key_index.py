@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -155,40 +155,56 @@ class _Slot:
     covers: int
     index: StoreIndex | None = None
     error: str | None = None
-    started: float = 0.0
     built_s: float | None = None
 
 
 class HistoryIndexes:
-    """The history indexes of the stores the console used last (thread-safe)."""
+    """The history indexes of the stores the console used last (thread-safe). One background
+    thread builds them, one at a time, the store used first first; a store dropped from the
+    last used before its turn is not built (an overview of many stores starts no pile of
+    builds)."""
 
     def __init__(self, kept: int = INDEXED_STORES) -> None:
         self._kept = kept
         self._held: OrderedDict[Path, _Slot] = OrderedDict()
-        self._guard = threading.Lock()  # held for the dict only, never for I/O
-        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()  # held for the dict and the queue only, never for I/O
+        self._queue: deque[tuple[Path, _Slot]] = deque()
+        self._worker: threading.Thread | None = None
 
     def ensure(self, folder: Path, covers: int) -> None:
-        """Start building the index of the store at ``folder`` unless one is held for its
-        snapshot ``covers`` (built, or being built)."""
+        """Have the index of the store at ``folder`` built unless one is held for its
+        snapshot ``covers`` (built, or to be built)."""
         with self._guard:
             slot = self._held.get(folder)
             if slot is not None and slot.covers >= covers:
                 self._held.move_to_end(folder)
                 return
-            slot = _Slot(covers, started=time.perf_counter())
+            slot = _Slot(covers)
             self._held[folder] = slot
             self._held.move_to_end(folder)
             while len(self._held) > self._kept:
                 self._held.popitem(last=False)
-            self._threads = [t for t in self._threads if t.is_alive()]
-            thread = threading.Thread(
-                target=self._build, args=(folder, slot), name="logkv-history-index", daemon=True
+            self._queue.append((folder, slot))
+            if self._worker is not None:
+                return
+            self._worker = worker = threading.Thread(
+                target=self._work, name="logkv-history-index", daemon=True
             )
-            self._threads.append(thread)
-        thread.start()
+        worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._guard:
+                if not self._queue:
+                    self._worker = None
+                    return
+                folder, slot = self._queue.popleft()
+                if self._held.get(folder) is not slot:
+                    continue  # dropped, or renewed, before its turn
+            self._build(folder, slot)
 
     def _build(self, folder: Path, slot: _Slot) -> None:
+        started = time.perf_counter()
         try:
             index = build_index(folder, slot.covers)
         except (LogKVError, OSError, BadFrame) as exc:
@@ -197,7 +213,7 @@ class HistoryIndexes:
                 if self._held.get(folder) is slot:
                     del self._held[folder]
             return
-        slot.built_s = time.perf_counter() - slot.started
+        slot.built_s = time.perf_counter() - started
         slot.index = index
 
     def ready(self, folder: Path, covers: int) -> StoreIndex | None:
@@ -230,9 +246,11 @@ class HistoryIndexes:
         with self._guard:
             return list(self._held)
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the builds under way (tests and benchmarks)."""
-        with self._guard:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
+    def join(self) -> None:
+        """Wait until every build asked for has ended (tests and benchmarks)."""
+        while True:
+            with self._guard:
+                worker = self._worker
+            if worker is None:
+                return
+            worker.join()
