@@ -73,6 +73,8 @@ class Settings:
     #: Large values: ``(size in bytes, how many)`` per row, smallest first.
     values: tuple[tuple[int, int], ...]
     reopen_sizes: tuple[int, ...]
+    #: Store sizes of the prefix listings, smaller first.
+    prefix_sizes: tuple[int, ...]
     sync_seconds: float
     writers: int
     rounds: int
@@ -395,6 +397,79 @@ async def compact_logkv(folder: Path) -> None:
     await kvs.close()
 
 
+# ---------------------------------------------------------------------------------- prefix listing
+
+#: Keys of the prefix listings fall into this many sites (``site-NN/``): one prefix, 1 %.
+SITES = 100
+
+
+def site_keys(count: int, seed: int) -> list[str]:
+    """``count`` keys ``site-NN/page-NNNNNNN`` (page ``n`` on site ``n % 100``), shuffled."""
+    numbers = list(range(count))
+    random.Random(seed).shuffle(numbers)
+    return [f"site-{n % SITES:02d}/page-{n:07d}" for n in numbers]
+
+
+#: The prefixes listed: ``(label, prefix)``; the second matches 10 keys at any size of at least
+#: 2,000 (pages 1000..1999 of one site), so its time shows what the store size adds.
+PREFIXES = (("1 % of the keys", "site-42/"), ("10 keys", "site-07/page-00001"))
+
+
+async def prefix_listing(
+    peer: Peer, folder: Path, keys: list[str], rounds: int
+) -> list[float] | None:
+    """Seconds to list the keys under each of :data:`PREFIXES` in a store of ``keys`` (best of
+    ``rounds``), the lists checked; None when the store cannot list them."""
+    docs = [{"n": n} for n in range(len(keys))]
+    if peer.bulk_load is not None:
+        await asyncio.to_thread(peer.bulk_load, folder, list(zip(keys, docs, strict=True)))
+        store = await peer.open(folder, False)
+    else:
+        store = await peer.open(folder, False)
+        await timed_sets(store, keys, docs, blob=False)
+    if store.list_prefix is None:
+        await store.close()
+        return None
+    best = []
+    for _, prefix in PREFIXES:
+        expected = sorted(key for key in keys if key.startswith(prefix))
+        seconds = float("inf")
+        for _ in range(rounds):
+            gc.collect()
+            start = start_clock()
+            found = await store.call(store.list_prefix, prefix)
+            seconds = min(seconds, time.perf_counter() - start)
+            check(found == expected, f"{peer.name}: the keys under {prefix!r} are listed in order")
+        best.append(seconds)
+    await store.close()
+    return best
+
+
+async def measure_prefix(
+    chosen: list[Peer], settings: Settings, work: Path, results: Results
+) -> None:
+    """List the keys under a prefix in stores of each of ``settings.prefix_sizes`` keys, for
+    each peer that can list them (the others are marked n/a)."""
+    for size in settings.prefix_sizes:
+        keys = site_keys(size, settings.run.seed + 7)
+        for peer in chosen:
+            if peer.name == "crawlee file system" and size > 20_000:
+                results.notes.append(
+                    f"crawlee file system: no prefix listing of {size:,} keys (writing them takes"
+                    f" about {size * 1.5e-3 / 60:,.0f} min; see the smaller store)"
+                )
+                continue
+            folder = work / f"prefix-{peer.name.replace(' ', '-')}-{size}"
+            seconds = await prefix_listing(peer, folder, keys, settings.rounds)
+            shutil.rmtree(folder, ignore_errors=True)
+            if seconds is None:
+                continue
+            for (label, _), took in zip(PREFIXES, seconds, strict=True):
+                results.prefix[(peer.name, size, label)] = took
+            shown = ", ".join(f"{took * 1e3:.2f} ms" for took in seconds)
+            print(f"prefix listing, {peer.name}, {size:,} keys: {shown}", flush=True)
+
+
 # ---------------------------------------------------------------------------------- durable writes
 
 
@@ -531,6 +606,7 @@ async def measure(settings: Settings, results: Results) -> None:
         await measure_durable(chosen, settings, work, results)
         await measure_rounds(chosen, settings, data, work, results)
         await measure_breakdown(settings, data, work, results)
+        await measure_prefix(chosen, settings, work, results)
         await measure_reopen(chosen, settings, work, results)
 
 
@@ -572,6 +648,7 @@ def settings_from(args: argparse.Namespace, run: Run) -> Settings:
         overwrites=max(records // 4, 16),
         values=VALUES_QUICK if quick else VALUES,
         reopen_sizes=tuple(int(size) for size in reopen.split(",") if size),
+        prefix_sizes=(records, 10 * records),
         sync_seconds=args.sync_seconds or (0.5 if quick else 2.0),
         writers=args.writers,
         rounds=args.rounds or (2 if quick else 3),
@@ -583,10 +660,12 @@ def describe(settings: Settings) -> str:
     """The sizes of this run, in words."""
     sizes = ", ".join(f"{size:,}" for size in settings.reopen_sizes)
     values = ", ".join(f"{count} of {size >> 20} MiB" for size, count in settings.values)
+    listed = " and ".join(f"{size:,}" for size in settings.prefix_sizes)
     return (
         f"{settings.records:,} small JSON records; {settings.overwrites:,} overwrites of"
         f" {settings.hot_keys} hot keys; {values} values; reopen of {sizes}"
-        f" keys; durable writes for {settings.sync_seconds:g} s with 1 and {settings.writers}"
+        f" keys; prefix listings in stores of {listed} keys; durable writes for"
+        f" {settings.sync_seconds:g} s with 1 and {settings.writers}"
         f" writers; best of {settings.rounds} rounds"
     )
 

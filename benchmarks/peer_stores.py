@@ -30,6 +30,7 @@ from crawlee.storage_clients import MemoryStorageClient as CrawleeMemoryStorageC
 from crawlee.storages import KeyValueStore as CrawleeKeyValueStore
 
 from logkv import MISSING, Configuration, Durability, Engine, KeyValueStore
+from logkv.key_range import prefix_end
 
 from .workload import BINARY_TYPE
 
@@ -56,6 +57,9 @@ class OpenStore:
     ordered_keys: Callable[[], Any]
     close: Callable[[], Awaitable[None]]
     is_async: bool
+    #: ``list_prefix(prefix)``: every key that starts with ``prefix``, in key order (None: the
+    #: store has no way to list them but reading every key).
+    list_prefix: Callable[[str], Any] | None = None
 
     async def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` of this store, awaited when the store is async (for checks and
@@ -80,6 +84,8 @@ class Peer:
     fsync_setting: str | None = None
     #: Its own way of loading many records at once, ``(folder, items)`` (None: one set each).
     bulk_load: Callable[[Path, list[tuple[str, Any]]], None] | None = None
+    #: How it lists the keys under a prefix (``OpenStore.list_prefix``).
+    prefix_listing: str = "n/a"
 
 
 #: Durability classes, weakest first.
@@ -101,8 +107,18 @@ async def open_logkv(folder: Path, fsync: bool) -> OpenStore:
     async def ordered_keys() -> list[str]:
         return [info.key async for info in kvs.iterate_keys()]
 
+    async def list_prefix(prefix: str) -> list[str]:
+        return [info.key async for info in kvs.iterate_keys(prefix=prefix)]
+
     return OpenStore(
-        kvs.set_value, kvs.get_value, kvs.set_value, kvs.get_value, ordered_keys, kvs.close, True
+        kvs.set_value,
+        kvs.get_value,
+        kvs.set_value,
+        kvs.get_value,
+        ordered_keys,
+        kvs.close,
+        True,
+        list_prefix,
     )
 
 
@@ -128,7 +144,14 @@ async def open_logkv_engine(folder: Path, fsync: bool) -> OpenStore:
         engine.close()
 
     return OpenStore(
-        set_json, get_json, set_blob, get_blob, lambda: list(engine.keys()), close, False
+        set_json,
+        get_json,
+        set_blob,
+        get_blob,
+        lambda: list(engine.keys()),
+        close,
+        False,
+        lambda prefix: list(engine.keys(prefix=prefix)),
     )
 
 
@@ -149,12 +172,23 @@ def _crawlee_opener(file_system: bool) -> Callable[[Path, bool], Awaitable[OpenS
         async def ordered_keys() -> list[str]:
             return [info.key async for info in kvs.iterate_keys()]
 
+        async def list_prefix(prefix: str) -> list[str]:
+            found = [info.key async for info in kvs.iterate_keys() if info.key.startswith(prefix)]
+            return sorted(found)
+
         async def close() -> None:
             # Crawlee's stores have no close: forget the instance, so the next open is real.
             service_locator.storage_instance_manager.remove_from_cache(kvs)
 
         return OpenStore(
-            kvs.set_value, kvs.get_value, kvs.set_value, kvs.get_value, ordered_keys, close, True
+            kvs.set_value,
+            kvs.get_value,
+            kvs.set_value,
+            kvs.get_value,
+            ordered_keys,
+            close,
+            True,
+            list_prefix,
         )
 
     return open_crawlee
@@ -174,8 +208,18 @@ async def open_diskcache(folder: Path, fsync: bool) -> OpenStore:
     async def close() -> None:
         cache.close()
 
+    def list_prefix(prefix: str) -> list[str]:
+        return sorted(key for key in cache.iterkeys() if key.startswith(prefix))
+
     return OpenStore(
-        cache.set, cache.get, cache.set, cache.get, lambda: list(cache.iterkeys()), close, False
+        cache.set,
+        cache.get,
+        cache.set,
+        cache.get,
+        lambda: list(cache.iterkeys()),
+        close,
+        False,
+        list_prefix,
     )
 
 
@@ -197,12 +241,25 @@ async def open_sqlitedict(folder: Path, fsync: bool) -> OpenStore:
     def get(key: str) -> Any:
         return store.get(key)
 
+    query = f'SELECT key FROM "{store.tablename}" WHERE key >= ? AND key < ? ORDER BY key'
+
+    def list_prefix(prefix: str) -> list[str]:  # a range of its primary key (a B-tree)
+        store.commit()
+        return [key for (key,) in store.conn.select(query, (prefix, prefix_end(prefix)))]
+
     async def close() -> None:
         store.commit()
         store.close()
 
     return OpenStore(
-        store.__setitem__, get, store.__setitem__, get, lambda: sorted(store.keys()), close, False
+        store.__setitem__,
+        get,
+        store.__setitem__,
+        get,
+        lambda: sorted(store.keys()),
+        close,
+        False,
+        list_prefix,
     )
 
 
@@ -234,10 +291,22 @@ async def open_lmdb(folder: Path, fsync: bool) -> OpenStore:
         with begin() as txn:
             return [key.decode() for key in txn.cursor().iternext(values=False)]
 
+    def list_prefix(prefix: str) -> list[str]:
+        start = prefix.encode()
+        found = []
+        with begin() as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(start):  # the first key >= prefix, then on while they match
+                for key in cursor.iternext(values=False):
+                    if not key.startswith(start):
+                        break
+                    found.append(key.decode())
+        return found
+
     async def close() -> None:
         env.close()
 
-    return OpenStore(set_json, get_json, put, fetch, ordered_keys, close, False)
+    return OpenStore(set_json, get_json, put, fetch, ordered_keys, close, False, list_prefix)
 
 
 def lmdb_bulk_load(folder: Path, items: list[tuple[str, Any]]) -> None:
@@ -265,8 +334,18 @@ async def open_shelve(folder: Path, fsync: bool) -> OpenStore:
     async def close() -> None:
         shelf.close()
 
+    def list_prefix(prefix: str) -> list[str]:
+        return sorted(key for key in shelf if key.startswith(prefix))
+
     return OpenStore(
-        shelf.__setitem__, get, shelf.__setitem__, get, lambda: sorted(shelf.keys()), close, False
+        shelf.__setitem__,
+        get,
+        shelf.__setitem__,
+        get,
+        lambda: sorted(shelf.keys()),
+        close,
+        False,
+        list_prefix,
     )
 
 
@@ -295,6 +374,7 @@ def peers() -> list[Peer]:
             "JSON (orjson)",
             "sorted index",
             open_logkv,
+            prefix_listing="iterate_keys(prefix=...): a range of the sorted index",
             fsync_setting="durability=fsync (group commit)",
         ),
         Peer(
@@ -305,6 +385,7 @@ def peers() -> list[Peer]:
             "bytes (orjson by the caller)",
             "sorted index",
             open_logkv_engine,
+            prefix_listing="Engine.keys(prefix=...): a range of the sorted index",
             fsync_setting="durability=fsync (group commit)",
         ),
         Peer(
@@ -315,6 +396,7 @@ def peers() -> list[Peer]:
             "none (keeps the object)",
             "sorts on iteration",
             _crawlee_opener(file_system=False),
+            prefix_listing="iterate_keys() over every key, filtered",
             persistent=False,
         ),
         Peer(
@@ -325,6 +407,7 @@ def peers() -> list[Peer]:
             "JSON (json)",
             "sorts on iteration",
             _crawlee_opener(file_system=True),
+            prefix_listing="iterate_keys() over every key, filtered",
         ),
         Peer(
             "diskcache",
@@ -334,6 +417,7 @@ def peers() -> list[Peer]:
             "pickle (small values in SQLite, large in files)",
             "SQLite index",
             open_diskcache,
+            prefix_listing="iterkeys() over every key, filtered",
             fsync_setting="sqlite_synchronous=2 (FULL)",
             bulk_load=diskcache_bulk_load,
         ),
@@ -345,6 +429,7 @@ def peers() -> list[Peer]:
             "pickle",
             "sorted() of its keys",
             open_sqlitedict,
+            prefix_listing="SQL range on its primary key",
             fsync_setting="autocommit=True (a synced commit per write)",
         ),
         Peer(
@@ -355,6 +440,7 @@ def peers() -> list[Peer]:
             "bytes (orjson by the caller)",
             "B+tree",
             open_lmdb,
+            prefix_listing="cursor set_range, then on while keys match",
             fsync_setting="its default (sync=True)",
             bulk_load=lmdb_bulk_load,
         ),
@@ -367,5 +453,6 @@ def peers() -> list[Peer]:
             "pickle",
             "sorted() of its keys",
             open_shelve,
+            prefix_listing="keys() over every key, filtered",
         ),
     ]

@@ -435,20 +435,43 @@ def _check_types(value: Any) -> None:
     orjson would write but not read back as it was (UUIDs, enum members, dates, NaN, ...), and
     for nesting deeper than :data:`MAX_NESTING_DEPTH`.
 
-    It walks the value with a list of pending containers, not by recursion, so that its answer
-    does not depend on how deep the caller's stack is. Keys are not looked at here: orjson
-    itself refuses keys that are not ``str``.
+    The items of the top container are looked at in a loop of their own (a document is mostly
+    leaves there); nested containers are then walked with a list of pending containers, not by
+    recursion, so that the answer does not depend on how deep the caller's stack is. Keys are
+    not looked at here: orjson itself refuses keys that are not ``str``.
     """
     top = _children(value)
     if top is None:
         return
-    pending: list[tuple[Iterable[Any], int]] = [(top, 1)]
+    pending: list[tuple[Iterable[Any], int]] | None = None
+    leaves = _LEAVES
+    for item in top:
+        sub = type(item)
+        if sub is str or sub in leaves:
+            continue
+        if sub is float:
+            if not _isfinite(item):
+                raise TypeError(f"{item!r} is not a JSON number")
+            continue
+        inner = _children(item)
+        if inner is not None:
+            if pending is None:
+                pending = [(inner, 2)]
+            else:
+                pending.append((inner, 2))
+    if pending is not None:
+        _check_nested(pending)
+
+
+def _check_nested(pending: list[tuple[Iterable[Any], int]]) -> None:
+    """:func:`_check_types` below the top container: ``pending`` holds the containers still to
+    look at, each with its depth."""
     leaves = _LEAVES
     while pending:
         items, depth = pending.pop()
         for item in items:
             sub = type(item)
-            if sub in leaves:
+            if sub is str or sub in leaves:
                 continue
             if sub is float:  # the commonest non-leaf, checked here rather than by a call
                 if not _isfinite(item):

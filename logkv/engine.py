@@ -86,6 +86,7 @@ from .index import (
     pack,
     packed_file,
     packed_frame_length,
+    unpack,
     value_size,
 )
 from .key_range import check_prefix
@@ -797,18 +798,23 @@ class Engine:
         with self._mutex:
             if self._closed:
                 self._check_open()
-            entry = self._index.get(key)
-        if entry is None:
+            index = self._index
+            packed = index.packed.get(key)
+        if packed is None:
             return None
-        size = entry[3]
+        entry = unpack(packed, index.types.names)
+        number, offset, head, size, content_type = entry
         if size > max_size:
             return size
         if size < -1:  # a streamed value: its size, whatever it is (reading it means file I/O)
             return value_size(entry)
-        try:
-            return self.read(entry), entry[4]  # the common case, with no further call
+        try:  # the common case, read as read() does, with no further call
+            buf, pos = self._readers.view(number, head + size if size > 0 else head, offset)
+            return checked_value(buf, pos, head, size), content_type
+        except BadFrame as bad:
+            raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
         except FileNotFoundError:
-            if not self._was_retired(entry[FILE_ID]):
+            if not self._was_retired(number):
                 raise
         found = self._record(key, None)  # a compaction moved it: look it up again
         if found is None:

@@ -380,13 +380,37 @@ def next_chain(prev_chain: bytes, buf: Any, pos: int, length: int) -> bytes:
         return kind.chain(prev_chain, view[pos + FRAME_HEADER_SIZE : pos + length])
 
 
+_new = object.__new__
+_SET_SEQ, _SET_TS, _SET_KEY, _SET_TYPE, _SET_VALUE, _SET_STREAMED = (
+    SetRecord.__dict__[name].__set__
+    for name in ("seq", "timestamp_us", "key", "content_type", "value", "streamed")
+)
+
+
+def _set_record(
+    seq: int, ts: int, key: str, content_type: str | None, value: bytes | None,
+    streamed: ValueRef | None,
+) -> SetRecord:  # fmt: skip
+    """``SetRecord(...)`` at half the cost: a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``; this fills the slots directly. Point-in-time folds build
+    one per live key (100,000s), where the difference is a tenth of a second."""
+    record = _new(SetRecord)
+    _SET_SEQ(record, seq)
+    _SET_TS(record, ts)
+    _SET_KEY(record, key)
+    _SET_TYPE(record, content_type)
+    _SET_VALUE(record, value)
+    _SET_STREAMED(record, streamed)
+    return record
+
+
 def decode_fields(fields: Any) -> Record:
     """A :data:`Record` from the body list of a frame that passed its checksum."""
     seq, ts, op, key = fields[0], fields[1], fields[2], fields[3]
     if op == Op.SET:
-        return SetRecord(seq, ts, key, fields[4], fields[5])
+        return _set_record(seq, ts, key, fields[4], fields[5], None)
     if op == Op.SET_STREAMED:
-        return SetRecord(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
+        return _set_record(seq, ts, key, fields[4], None, decode_value_ref(seq, fields[5]))
     return DeleteRecord(seq, ts, key)
 
 
@@ -732,18 +756,27 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     the copy, which the copy has just brought into the cache).
     """
     total = head + size if size > 0 else head
-    if total <= _COPY_TO_CHECK:
-        problem = check_frame(buf, pos, total)
-        if problem is not None:
-            raise BadFrame(problem, False, pos)
-        return None if size < 0 else buf[pos + head : pos + total]
+    if total <= _COPY_TO_CHECK and FRAME_HEADER_SIZE <= total <= len(buf) - pos:
+        # A small frame, in one pass with no further call (every point read comes here): the
+        # header, then the CRC over the bytes after it, the returned value's own bytes last.
+        magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
+        crc_of = _CRC_OF.get(magic)
+        if crc_of is not None and length == total - FRAME_HEADER_SIZE:
+            if size < 0:
+                if crc_of(buf[pos + _CRC_START : pos + total], 0) == crc:
+                    return None
+            else:
+                value: bytes = buf[pos + head : pos + total]
+                if crc_of(value, crc_of(buf[pos + _CRC_START : pos + head], 0)) == crc:
+                    return value
+        raise BadFrame(check_frame(buf, pos, total) or "checksum mismatch", False, pos)
     header = _indexed_header(buf, pos, total)
     if isinstance(header, str):
         raise BadFrame(header, False, pos)
     crc_of, crc = header
     with memoryview(buf) as view:
         start = crc_of(view[pos + _CRC_START : pos + head], 0)
-    value: bytes = buf[pos + head : pos + total]
+    value = buf[pos + head : pos + total]
     if crc_of(value, start) != crc:
         raise BadFrame("checksum mismatch", False, pos)
     return value

@@ -43,9 +43,9 @@ from .format import (
     chain_of,
     decode_fields,
     in_batch,
+    iter_frames,
     read_frame,
 )
-from .index import IndexEntry
 from .layout import ARCHIVE_DIR, list_segments, list_snapshots, segment_name, snapshot_number
 from .log_cut import Until, batch_first_seq, continues_batch
 from .replay import Entry, frame_length
@@ -61,6 +61,10 @@ _SET = int(Op.SET)
 #: A fold holds the decoded record of a key set during it when its value is at most this many
 #: bytes; a bigger value is held as its location and read again at the end (if still live).
 _HELD_VALUE_LIMIT = 256
+#: The length of a record's decoded fields (an index entry has 5).
+_FIELDS = 6
+#: The most bytes of records lying end to end that a point-in-time read reads at once.
+_RUN_BYTES = 1 << 22
 
 
 class HistoryGap(LogKVError):  # noqa: N818 - reads as what it is: a gap in the history
@@ -526,11 +530,16 @@ def _starting_point(folder: Path, log: RetainedLog, until: Until) -> _Start:
 def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folded, int | None]:
     """Fold the records after ``start`` up to ``until``. Returns what the fold holds, and
     None; or, when the first record after ``until`` continues a batch, the sequence number
-    before that batch (the caller folds again up to it)."""
-    entries = start.entries
-    pop = entries.pop
-    decoded: dict[str, tuple[Any, ...]] = {}
-    forget = decoded.pop
+    before that batch (the caller folds again up to it).
+
+    This is the inner loop of every point-in-time read (up to a checkpoint interval of
+    records): one dict holds each live key's entry or decoded fields, and the target is
+    compared inline."""
+    held: dict[str, tuple[Any, ...]] = start.entries
+    drop = held.pop
+    inf = float("inf")
+    last_seq = until.seq if until.seq is not None else inf
+    last_us = until.us if until.seq is None and until.us is not None else inf
     segments = log.segments
     for i, (number, path) in enumerate(segments):
         if number < start.segment:
@@ -541,55 +550,114 @@ def _fold_entries(log: RetainedLog, start: _Start, until: Until) -> tuple[_Folde
             report=fail_on_damage,
         ) as reader:  # fmt: skip
             for pos, length, fields in reader.frames(offset if offset > SEGMENT_HEADER_SIZE else 0):
-                if until.passed_by(fields[0], fields[1]):
+                if fields[0] > last_seq or fields[1] > last_us:
                     if continues_batch(reader.buf, pos, length):
-                        return _Folded(entries, decoded), batch_first_seq(reader, pos) - 1
-                    return _Folded(entries, decoded), None
-                key = fields[3]
-                pop(key, None)
-                forget(key, None)
-                if fields[2] == _DELETE:
+                        return _Folded(held), batch_first_seq(reader, pos) - 1
+                    return _Folded(held), None
+                op = fields[2]
+                if op == _DELETE:
+                    drop(fields[3], None)
                     continue
                 value = fields[5]
-                if fields[2] == _SET and value is not None and len(value) > _HELD_VALUE_LIMIT:
+                if op == _SET and value is not None and len(value) > _HELD_VALUE_LIMIT:
                     # a big value is not held: its location is, and it is read (and checked)
                     # again if it is still live at the end, so a fold holds little memory
-                    entries[key] = (number, pos, length - len(value), len(value), fields[4])
+                    size = len(value)
+                    held[fields[3]] = (number, pos, length - size, size, fields[4])
                 else:  # a small set, or a streamed set (its 40-byte reference)
-                    decoded[key] = fields
-    return _Folded(entries, decoded), None
+                    held[fields[3]] = fields
+    return _Folded(held), None
 
 
 @dataclass(frozen=True)
 class _Folded:
-    """The state a fold reached: keys at an entry (values unread: the start's entries, and
-    keys set since with a value bigger than ``_HELD_VALUE_LIMIT``), and the other keys set
-    since, with their records' fields as decoded."""
+    """The state a fold reached: each live key's index entry (5 fields: values unread, the
+    start's entries and keys set since with a value bigger than ``_HELD_VALUE_LIMIT``) or its
+    record's fields as decoded (6 fields: the other keys set since)."""
 
-    entries: dict[str, Entry]
-    decoded: dict[str, tuple[Any, ...]]
+    held: dict[str, tuple[Any, ...]]
 
 
 def _materialize(
     log: RetainedLog, start: _Start, folded: _Folded, keep: Callable[[SetRecord], _T]
 ) -> dict[str, _T]:
     """Each live key's record, turned into ``keep(record)``: the records set during the fold
-    as decoded, the others read where their start entry points (each checked:
-    :func:`_record_in`)."""
+    as decoded, the others read where their entry points (each checked: :func:`_read_into`),
+    file by file in offset order."""
     paths = dict(log.segments)
     state: dict[str, _T] = {}
+    unread: dict[int, list[tuple[str, Entry]]] = {}
+    for key, held in folded.held.items():
+        if len(held) == _FIELDS:
+            record = decode_fields(held)
+            assert isinstance(record, SetRecord), "the fold keeps sets only"
+            state[key] = keep(record)
+        else:
+            unread.setdefault(held[0], []).append((key, held))
     with ExitStack() as stack:
-        sources: dict[int, tuple[Path, ByteSource]] = {}
-        for key, entry in folded.entries.items():
-            found = sources.get(entry[0])
-            if found is None:
-                found = sources[entry[0]] = _opened(stack, paths, start, entry[0])
-            state[key] = keep(_record_in(found[1], found[0], key, entry))
-    for key, fields in folded.decoded.items():
-        record = decode_fields(fields)
-        assert isinstance(record, SetRecord), "the fold keeps sets only"
-        state[key] = keep(record)
+        for file_id, wanted in unread.items():
+            path, source = _opened(stack, paths, start, file_id)
+            wanted.sort(key=_offset_of)
+            _read_into(state, keep, source, path, wanted)
     return state
+
+
+def _offset_of(item: tuple[str, Entry]) -> int:
+    return item[1][1]
+
+
+def _read_into(
+    state: dict[str, _T],
+    keep: Callable[[SetRecord], _T],
+    source: ByteSource,
+    path: Path,
+    wanted: list[tuple[str, Entry]],
+) -> None:
+    """Put ``keep(record)`` into ``state`` for the set record of each key ``wanted`` (in
+    offset order) at its entry in ``source``, each checked (:class:`CorruptionError` for a bad
+    frame, or a record of another key). Records that lie end to end (most of a checkpoint's
+    or a snapshot's) are read a run of up to ``_RUN_BYTES`` at a time by the log scanner's
+    inner loop, a record apart on its own."""
+    for run in _runs(wanted):
+        if len(run) == 1:
+            key, entry = run[0]
+            state[key] = keep(_record_in(source, path, key, entry))
+            continue
+        first = run[0][1][1]
+        last = run[-1][1]
+        buf = source.read(first, last[1] + frame_length(last) - first)
+        frames = iter_frames(buf, 0, len(buf), batches=False)
+        read = 0
+        try:
+            for (key, entry), (pos, _, fields) in zip(run, frames, strict=False):
+                if pos + first != entry[1]:
+                    raise CorruptionError(path, entry[1], "a record is not where its entry says")
+                if fields[3] != key or fields[2] == _DELETE:
+                    _checked_set(path, entry[1], key, fields)  # raises
+                state[key] = keep(decode_fields(fields))  # type: ignore[arg-type]
+                read += 1
+        except BadFrame as bad:
+            raise CorruptionError(path, first + bad.offset, bad.reason) from None
+        if read != len(run):
+            raise CorruptionError(path, first + len(buf), "records are cut short")
+
+
+def _runs(wanted: list[tuple[str, Entry]]) -> Iterator[list[tuple[str, Entry]]]:
+    """``wanted`` (in offset order) cut into runs of records that lie end to end, each at
+    most about ``_RUN_BYTES`` long."""
+    run: list[tuple[str, Entry]] = []
+    begin = end = 0
+    for item in wanted:
+        offset = item[1][1]
+        if run and (offset != end or end - begin > _RUN_BYTES):
+            yield run
+            run = []
+        if not run:
+            begin = offset
+        run.append(item)
+        end = offset + frame_length(item[1])
+    if run:
+        yield run
 
 
 def _opened(
@@ -629,17 +697,23 @@ def _snapshot_record(path: Path, key: str, entry: Entry) -> SetRecord:
 def _record_in(source: ByteSource, path: Path, key: str, entry: Entry) -> SetRecord:
     """The set record of ``key`` at hint ``entry`` in ``source`` (snapshot ``path``), checked:
     a bad frame, or a record of another key, is :class:`CorruptionError`."""
-    hint = IndexEntry._make(entry)
-    offset = hint.offset
-    length = frame_length(hint)
+    offset = entry[1]
+    length = frame_length(entry)
     try:
         _, fields = read_frame(source.read(offset, length), 0, length)
     except BadFrame as bad:
         raise CorruptionError(path, offset, bad.reason) from None
-    record = decode_fields(fields)
-    if not isinstance(record, SetRecord) or record.key != key:
-        found = f"key {record.key!r}" if isinstance(record, SetRecord) else "a delete"
+    return _checked_set(path, offset, key, fields)
+
+
+def _checked_set(path: Path, offset: int, key: str, fields: tuple[Any, ...]) -> SetRecord:
+    """The set record of a valid frame's ``fields`` that an entry of ``key`` points to;
+    :class:`CorruptionError` when it is a delete or a record of another key."""
+    if fields[3] != key or fields[2] == _DELETE:
+        found = "a delete" if fields[2] == _DELETE else f"key {fields[3]!r}"
         raise CorruptionError(
             path, offset, f"snapshot record holds {found}, its hint says key {key!r}"
         )
+    record = decode_fields(fields)
+    assert isinstance(record, SetRecord)
     return record

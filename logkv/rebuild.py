@@ -34,7 +34,7 @@ from typing import Any, Final
 from .engine import Engine
 from .errors import LogKVError
 from .files import SourcePath, open_bytes, read_whole
-from .format import GENESIS_CHAIN, Op, value_ref_of_frame
+from .format import GENESIS_CHAIN
 from .fsutil import (
     atomic_write,
     fsync_dir,
@@ -51,20 +51,16 @@ from .layout import (
     REPLAY_DIR,
     VALUES_DIR,
     list_value_files,
-    segment_number,
-    snapshot_number,
     value_file_name,
 )
 from .log_cut import LogCut, Until, find_cut
-from .scan import SegmentReader, fail_on_damage
-from .snapshot import load_snapshot
+from .value_refs import named_value_seqs
 from .values import value_path
 from .verify import verify
 
 PROVENANCE_FORMAT: Final = "logkv-provenance"
 PROVENANCE_VERSION: Final = 1
 _COPY_CHUNK: Final = 1 << 20
-_STREAMED: Final = int(Op.SET_STREAMED)
 
 
 class ReplayTargetError(LogKVError):
@@ -230,7 +226,7 @@ def _carry_values(
     names (``values/NNNNNNNN.val``) and bytes carried."""
     if not any(seq <= cut.last_seq for seq, _ in list_value_files(source)):
         return [], 0  # no streamed value in reach: the records need not be read again
-    seqs = _named_values(staging, names)
+    seqs = named_value_seqs(staging, names)
     if not seqs:
         return [], 0
     folder = staging / VALUES_DIR
@@ -242,31 +238,6 @@ def _carry_values(
         carried.append(f"{VALUES_DIR}/{name}")
     fsync_dir(folder)
     return carried, written
-
-
-def _named_values(staging: Path, names: list[str]) -> set[int]:
-    """The seqs of the value files named by the records of the copy's files ``names`` in
-    ``staging``: its snapshot's streamed entries and its segments' streamed sets."""
-    seqs: set[int] = set()
-    for name in names:
-        path = staging / name
-        covers = snapshot_number(name)
-        if covers is not None:
-            _, entries = load_snapshot(path, covers)
-            with open_bytes(path) as snapshot:
-                for entry in entries.values():
-                    if entry[3] < -1:  # a streamed set: its frame holds the reference
-                        frame = snapshot.read(entry[1], entry[2])
-                        seqs.add(value_ref_of_frame(frame, 0, entry[2]).seq)
-            continue
-        number = segment_number(name)
-        if number is None:
-            continue
-        with SegmentReader(
-            path, number, is_last=False, synced=None, report=fail_on_damage
-        ) as reader:
-            seqs.update(fields[0] for _, _, fields in reader.frames() if fields[2] == _STREAMED)
-    return seqs
 
 
 def _link_or_copy(source: Path, target: Path) -> int:

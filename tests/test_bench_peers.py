@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peer_report import RAW, Results, targets
+from benchmarks.peer_report import RAW, Results, render_prefix, targets
 from benchmarks.peer_stores import peers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +26,8 @@ def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path)
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
-    for section in ("## Targets", "## Time per operation", "## Durable writes", "## Reopen"):
+    sections = ("## Targets", "## Time per operation", "## Durable writes", "## Reopen")
+    for section in (*sections, "## Prefix listing"):
         assert section in text
     for peer in peers():
         assert f"| {peer.name} |" in text
@@ -74,3 +75,19 @@ def test_the_synced_writer_target_compares_with_the_raw_sync_loop(
     results.durable[("logkv", 1)] = rate
     row = next(r for r in targets(results) if r[0].startswith("`fsync` durability, one writer"))
     assert row[3] == expected
+
+
+def test_the_prefix_listing_table_shows_each_size_and_what_was_not_run() -> None:
+    results = Results("", peers=peers())
+    for size, took in ((1000, 2e-4), (10_000, 2e-3)):
+        results.prefix[("logkv", size, "1 % of the keys")] = took
+        results.prefix[("logkv", size, "10 keys")] = 2e-5
+    results.prefix[("lmdb", 1000, "1 % of the keys")] = 1e-4
+    lines = render_prefix(results)
+    header = next(line for line in lines if line.startswith("| store"))
+    assert "1 % of the keys, 1,000 keys" in header and "10 keys, 10,000 keys" in header
+    logkv = next(line for line in lines if line.startswith("| logkv |"))
+    assert "200 µs" in logkv and "2.0 ms" not in logkv and "2,000 µs" in logkv
+    lmdb = next(line for line in lines if line.startswith("| lmdb |"))
+    assert "100 µs" in lmdb and "not run" in lmdb
+    assert render_prefix(Results("", peers=peers())) == []

@@ -14,16 +14,21 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import BINARY, ROOT, fill, writer_in_child
+from test_cli import BINARY, ROOT, files_of, fill, writer_in_child
 
 from logkv import Engine
 from logkv.cli import ExitCode
 from logkv.cli import main as logkv_cli
+from logkv.cli.render import iso_timestamp
 from logkv.format import FRAME_HEADER_SIZE
+from logkv.history import key_history
+from logkv.names import StorageType
+from logkv.storage_clients._meta import StoreMeta, new_store_id, write_meta
 
 #: Keys a user can make but no terminal shows as they are.
 HOSTILE_KEYS = [
@@ -175,6 +180,71 @@ def test_get_and_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert out.splitlines() == ["esc\\x1b[31mred", "k" * 1024]
     code, _, err = logkv(capsys, "keys", store, "--limit", "-1")
     assert code == ExitCode.USAGE
+
+
+def test_keys_long_lists_each_keys_last_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = small_store(tmp_path / "s")
+    with Engine.open(store) as engine:
+        engine.set("doc", b'{"n": 2}', "application/json")  # a later change of one key
+        keys = list(engine.keys())
+    history = {}
+    for key in keys:
+        last = key_history(store, key)[-1].record
+        history[key] = (last.seq, last.timestamp_us)
+    code, out, _ = logkv(capsys, "keys", store, "--long", "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["key"] for r in rows] == sorted(history)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["doc"]["seq"] == history["doc"][0] == 5 + len(HOSTILE_KEYS)
+    assert by_key["page"]["content_type"] == "text/html"  # as given
+    assert (by_key["bin"]["size"], by_key["none"]["size"]) == (len(BINARY), 0)
+    for key, (seq, timestamp_us) in history.items():
+        assert by_key[key]["seq"] == seq
+        assert by_key[key]["timestamp"] == iso_timestamp(timestamp_us)
+    assert set(rows[0]) == {"key", "content_type", "size", "seq", "timestamp"}
+
+    code, out, _ = logkv(capsys, "keys", store, "-l", "--prefix", "d")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["key", "content", "type", "size", "seq", "changed"]
+    assert lines[2].split()[:4] == ["doc", "application/json", "8", "bytes"]
+    assert lines[2].split()[4:] == [str(by_key["doc"]["seq"]), by_key["doc"]["timestamp"]]
+    code, out, _ = logkv(capsys, "keys", store, "--long", "--prefix", "zz")
+    assert code == 0 and out.splitlines()[0].split()[0] == "key" and len(out.splitlines()) == 2
+
+
+@pytest.mark.parametrize("storage", ["dataset", "request_queue"])
+def test_record_writes_refuse_datasets_and_request_queues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: StorageType
+) -> None:
+    store = event_log_store(tmp_path / "s", storage)
+    before = files_of(store)
+    writes: list[list[str | Path]] = [
+        ["set", store, "000000000000", "{}"],
+        ["rm", store, "000000000000"],
+        ["edit", store, "000000000000"],
+    ]
+    for argv in writes:
+        code, out, err = logkv(capsys, *argv)
+        assert (code, out) == (ExitCode.USAGE, ""), argv
+        one_error(err, "not a key-value store")
+    assert files_of(store) == before
+    code, out, _ = logkv(capsys, "get", store, "000000000000")  # reads stay open
+    assert (code, out) == (0, '{"a": 1}')
+
+
+def event_log_store(path: Path, storage: StorageType) -> Path:
+    """A store whose META.json says it is a dataset or a request queue, with one record."""
+    with Engine.open(path) as engine:
+        engine.set("000000000000", b'{"a": 1}', "application/json")
+    now = time.time()
+    meta = StoreMeta(id=new_store_id(), name="x", alias=None, kind="named", created_at=now,
+                     accessed_at=now, modified_at=now, storage=storage)  # fmt: skip
+    write_meta(path, meta)
+    return path
 
 
 @pytest.mark.slow

@@ -149,6 +149,15 @@ def test_marker_only_when_the_python_type_differs_from_the_default() -> None:
         ({1: "int key"}, None, "key"),
         ({"a": {(1, 2): "tuple key"}}, None, "key"),
         ({"a": 2**70, 3: "int key beside a big int"}, None, "key"),
+        # The top container is checked in a loop of its own: what follows a run of leaves
+        # there, or sits below it, is refused alike.
+        ({"url": "u", "title": "t", "price": float("nan")}, None, "nan"),
+        (["a", "b", 1, True, None, -math.inf], None, "inf"),
+        ({"url": "u", "tags": ["a", "b", Color.RED]}, None, "Color"),
+        ({"url": "u", "id": uuid.UUID(int=2)}, None, "UUID"),
+        ({"url": "u", "body": b"raw bytes"}, None, "bytes"),
+        ({"url": "u", "nested": [1, {"deeper": [{"when": datetime(2024, 1, 1)}]}]}, None, "date"),
+        ([{"ok": 1}, {"n": float("nan")}], None, "nan"),
         ({"a": 1}, "text/plain", "cannot be stored as 'text/plain'"),
         ([1], "application/octet-stream", "cannot be stored"),
         (5, "text/plain", "cannot be stored"),
@@ -568,3 +577,25 @@ def test_reading_a_record_does_not_make_its_type_writable(content_type: str) -> 
     content.decoder_for(content_type)
     with pytest.raises(ValueError):
         encode("x", content_type)
+
+
+async def test_the_public_door_refuses_what_json_cannot_hold(tmp_path: Path) -> None:
+    """``KeyValueStore.set_value`` raises the encoder's clear TypeError and writes nothing."""
+    kvs = await KeyValueStore.open(
+        name="door", configuration=Configuration(storage_dir=str(tmp_path), purge_on_start=False)
+    )
+    bad = [
+        {"price": float("nan")},
+        {1: "non-str key"},
+        {"tags": ["a", Color.RED]},
+        {"body": b"bytes"},
+        {"n": 2**70, 5: "int key beside a big int"},
+        _nested(content.MAX_NESTING_DEPTH + 1),
+    ]
+    for value in bad:
+        with pytest.raises(TypeError):
+            await kvs.set_value("k", value)
+    assert await kvs.get_value("k") is None
+    await kvs.set_value("k", {"n": 2**70, "deep": _nested(content.MAX_NESTING_DEPTH - 1)})
+    assert await kvs.get_value("k") == {"n": 2**70, "deep": _nested(content.MAX_NESTING_DEPTH - 1)}
+    await kvs.close()

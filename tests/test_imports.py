@@ -30,7 +30,7 @@ SYNC_CORE = {
         *("engine", "compaction", "index", "hints", "key_range", "segments", "snapshot"),
         *("retire", "values"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
-        *("rebuild", "log_cut", "checkpoints", "group_commit"),
+        *("rebuild", "log_cut", "checkpoints", "group_commit", "value_refs"),
         *("format", "layout", "fsutil", "files", "errors"),
     ]
 }

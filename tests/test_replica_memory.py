@@ -20,11 +20,23 @@ pytest.importorskip("obstore")
 import obstore
 from obstore.store import MemoryStore
 
+from logkv.rebuild import replay_store
 from logkv.replica import Bucket, Follower, Replica, restore
 from logkv.replica.bucket import BucketUnavailable
 from logkv.replica.remote import remote_store
-from logkv.replica.retention import RetentionPolicy, unneeded
-from logkv.replica.slots import SHIP, Folded, Piece, Slot, decode_slot, encode_slot, slot_name
+from logkv.replica.restore import value_file_seq
+from logkv.replica.retention import RetentionPolicy, retire, unneeded
+from logkv.replica.slots import (
+    SHIP,
+    Folded,
+    Piece,
+    Slot,
+    decode_slot,
+    encode_slot,
+    fold_slots,
+    slot_name,
+)
+from logkv.value_refs import named_value_seqs
 from logkv.verify import verify
 
 ROOT = "crawl/key_value_stores/pages"
@@ -268,6 +280,96 @@ class Refusing(Bucket):
 def test_refused_credentials_fail_at_open_with_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReplicaError, match="refused the credentials"):
         Replica.claim(Refusing(MemoryStore(), ROOT, "strict"), tmp_path / "a", 0.1)
+
+
+def value_files(folder: Path) -> set[int]:
+    """The seqs of the value files in a store folder."""
+    return {seq for seq, _ in list_value_files(folder)}
+
+
+def named_by_records(folder: Path) -> set[int]:
+    """The seqs of the value files a store folder's own records name."""
+    return named_value_seqs(folder, [p.name for p in folder.iterdir() if p.is_file()])
+
+
+def test_restore_and_replay_keep_exactly_the_value_files_their_records_name(
+    tmp_path: Path,
+) -> None:
+    """One rule for both copies: a value file no kept record names (a dead streamed value the
+    bucket still holds, one committed after the target) is never brought back."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    first = engine.set_stream("video", [b"first" * 100], "video/mp4")
+    engine.set("page", b"<p>")
+    middle = engine.last_seq
+    second = engine.set_stream("video", [b"second"])  # the first is dead from here
+    third = engine.set_stream("other", [b"third"])
+    replica.flush(10)  # the dead value file is shipped and sealed before it goes locally
+    engine.compact(retention="archive")  # history kept: replay reaches every point
+    engine.set("after", b"x")
+    replica.flush(10)
+    close(engine, replica)
+    sealed = {value_file_seq(n) for n in replica.folded.sealed if n.startswith("values/")}
+    assert sealed == {first, second, third}
+
+    restore(bucket, tmp_path / "newest")  # its snapshot names the two live values alone
+    assert value_files(tmp_path / "newest") == named_by_records(tmp_path / "newest")
+    assert value_files(tmp_path / "newest") == {second, third}
+    assert verify(tmp_path / "newest").ok
+    replayed = replay_store(tmp_path / "a", tmp_path / "replayed", until_seq=third + 1)
+    assert value_files(replayed.target) == named_by_records(replayed.target)
+    assert value_files(replayed.target) == {first, second, third}  # its log holds all three
+    assert verify(replayed.target).ok
+    restore(bucket, tmp_path / "then", until_seq=middle)
+    then = replay_store(tmp_path / "a", tmp_path / "then-replayed", until_seq=middle)
+    for copy in (tmp_path / "then", then.target):
+        assert value_files(copy) == named_by_records(copy) == {first}, copy
+        with Engine.open(copy, readonly=True) as engine:
+            assert engine.get("video") == b"first" * 100
+
+
+def test_retention_retires_the_value_files_no_kept_point_names(tmp_path: Path) -> None:
+    """A dead streamed value's file goes with the last restore point whose records name it;
+    the files the kept points name stay, and restores and followers still work."""
+    bucket = bucket_of(MemoryStore())
+    engine, replica = open_replicated(tmp_path / "a", bucket)
+    first = engine.set_stream("video", [b"first" * 100], "video/mp4")
+    engine.set("page", b"<p>")
+    replica.flush(10)
+    engine.compact()  # a snapshot that names the first value file: kept while it is a point
+    second = engine.set_stream("video", [b"second"])  # the first is dead from here
+    third = engine.set_stream("other", [b"third"])
+    replica.flush(10)
+    engine.compact()  # the newest snapshot names the second and third alone
+    engine.set("after", b"x")
+    replica.flush(10)
+    close(engine, replica)
+    folded = fold_slots(bucket)
+    value_objects = {
+        value_file_seq(name): {p.name for p in pieces}
+        for name, pieces in folded.files.items()
+        if name.startswith("values/")
+    }
+    assert set(value_objects) == {first, second, third}
+
+    both = retire(bucket, folded, RetentionPolicy(2, 0.0, 3600.0), dry_run=True)
+    assert not value_objects[first] & set(both.retired)  # the older snapshot still names it
+    result = retire(bucket, folded, RetentionPolicy(1, 0.0, 0.0))
+    assert value_objects[first] <= set(result.retired) and value_objects[first] <= set(
+        result.deleted
+    )
+    for seq in (second, third):
+        assert not value_objects[seq] & set(result.retired)
+
+    restore(bucket, tmp_path / "newest")
+    assert value_files(tmp_path / "newest") == {second, third}
+    with Engine.open(tmp_path / "newest", readonly=True) as restored:
+        assert restored.get("video") == b"second" and restored.get("other") == b"third"
+    with Follower(bucket, tmp_path / "copy") as follower:
+        follower.catch_up()
+    assert value_files(tmp_path / "copy") == {second, third}
+    with remote_store(bucket) as view:
+        assert verify(view).ok
 
 
 @pytest.mark.slow

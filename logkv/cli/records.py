@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,16 +35,21 @@ from ..content import (
     extension_for,
     public_content_type,
 )
-from ..engine import Engine
+from ..engine import Engine, KeyInfo
 from ..errors import StoreLockedError
 from ..format import SetRecord, decode_fields, read_frame
 from ..lock import writer_pid
 from . import ExitCode
 from .common import CommandError, add_store_options, key_argument, path_argument, store_argument
-from .render import iso_timestamp, json_document, json_line, printable
+from .contents import storage_type
+from .render import Listing, human_bytes, iso_timestamp, json_document, json_line, printable
 
 #: The content type of a value given on the command line as text, when none is given.
 TEXT_CONTENT_TYPE: Final = "text/plain; charset=utf-8"
+#: The storage types whose records form an event log that single-record writes would break.
+EVENT_LOGS: Final = frozenset({"dataset", "request_queue"})
+#: Rows of ``keys --long`` aligned and printed at a time.
+PAGE: Final = 1000
 #: Times a read looks a key up again when a live writer's compaction moved its record.
 READ_ATTEMPTS: Final = 5
 
@@ -135,11 +141,17 @@ def _write_output(path: Path, chunks: Iterable[bytes]) -> None:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    """List live keys in order, one a line (``--json``: JSON lines with size and type)."""
+    """List live keys in order, one a line (``--json``: JSON lines with size and type);
+    ``--long``: with each key's content type, size, and the sequence number and time of its
+    last change (a table, or those fields in ``--json``)."""
     if args.limit is not None and args.limit < 0:
         raise CommandError(f"--limit must be 0 or more, got {args.limit}", ExitCode.USAGE)
     with Engine.open(args.store, readonly=True) as engine:
-        for info in engine.infos(args.start_after, args.limit, args.prefix):
+        infos = engine.infos(args.start_after, args.limit, args.prefix)
+        if args.long:
+            _print_long(engine, infos, args.json)
+            return ExitCode.OK
+        for info in infos:
             if args.json:
                 line = {
                     "key": info.key,
@@ -152,14 +164,72 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _long_rows(engine: Engine, infos: Iterable[KeyInfo]) -> Iterator[dict[str, Any]]:
+    """Each listed key's fields for ``keys --long``: its current record's header, read (and
+    checked) from the log; a key deleted since it was listed is left out."""
+    for info in infos:
+        record = current_record(engine, info.key)
+        if record is None:
+            continue
+        yield {
+            "key": record.key,
+            "content_type": public_content_type(record.content_type),
+            "size": record.value_size,
+            "seq": record.seq,
+            "timestamp": iso_timestamp(record.timestamp_us),
+        }
+
+
+def _print_long(engine: Engine, infos: Iterable[KeyInfo], as_json: bool) -> None:
+    """Print ``keys --long``: JSON lines, or a table printed a page at a time."""
+    rows = _long_rows(engine, infos)
+    if as_json:
+        for row in rows:
+            print(json_line(row))
+        return
+    listing = Listing(["key", "content type", "size", "seq", "changed"], right=(2, 3))
+    printed = False
+    while page := list(islice(rows, PAGE)):
+        printed = True
+        cells = [
+            (printable(r["key"]), r["content_type"] or "", human_bytes(r["size"]), r["seq"],
+             r["timestamp"])
+            for r in page
+        ]  # fmt: skip
+        print(listing.page(cells))
+    if not printed:
+        print(listing.page([]))  # the header alone
+
+
 # ---------------------------------------------------------------------------------- writes
+
+
+def refuse_event_logs(store: Path, command: str) -> None:
+    """Refuse to write single records into a dataset or a request queue (exit 2).
+
+    Their keys are not names a user chose but the positions of an event log: a dataset's item
+    numbers (dense, counted by the item count in ``META.json``'s readers) and a request queue's
+    ``p/``, ``r/`` and head records, which must change together. A record set or removed by
+    hand would leave a gap, a count that lies, or a request both pending and handled, so no
+    write through ``set``, ``rm`` or ``edit`` has a safe meaning there."""
+    kind = storage_type(store)
+    if kind.storage not in EVENT_LOGS:
+        return
+    raise CommandError(
+        f"{store} is a {kind.describe()}, an event log written by its own client, not a "
+        f"key-value store: 'logkv {command}' would break its item or request counts; read it "
+        "with 'logkv keys', 'get' or 'dump', and change it through Crawlee",
+        ExitCode.USAGE,
+    )
 
 
 @contextmanager
 def writing(store: Path, command: str) -> Iterator[Engine]:
     """The store open for writing (its lock taken) while the block runs; a store held by a
-    running writer is refused with the holder's pid (exit 3). The writes are synced before the
-    lock is given back."""
+    running writer is refused with the holder's pid (exit 3), a dataset or a request queue
+    always (:func:`refuse_event_logs`, exit 2). The writes are synced before the lock is given
+    back."""
+    refuse_event_logs(store, command)
     try:
         engine = Engine.open(store, create=False)
     except StoreLockedError as exc:
@@ -269,6 +339,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     """Edit one value in ``$EDITOR``; write it back only if changed, valid and not changed
     meanwhile (see the module docstring)."""
     store: Path = args.store
+    refuse_event_logs(store, "edit")
     with Engine.open(store, readonly=True) as engine:
         before = current_record(engine, args.key)
     if before is None:
@@ -381,12 +452,20 @@ def add_commands(commands: Any, epilog: str) -> None:
         "keys",
         cmd_keys,
         "List the live keys in order, one a line (control characters escaped); --json: JSON "
-        "lines with each key's size and content type.",
+        "lines with each key's size and content type; --long: a table with each key's last "
+        "change too.",
         True,
     )
     sub.add_argument("--prefix", default="", metavar="P", help="only keys that start with P")
     sub.add_argument("--start-after", metavar="K", help="only keys after K (for paging)")
     sub.add_argument("--limit", type=int, metavar="N", help="at most N keys")
+    sub.add_argument(
+        "-l",
+        "--long",
+        action="store_true",
+        help="a table of each key's content type, size, and the sequence number and time of "
+        "its last change (--json: JSON lines with those fields); reads each key's record",
+    )
     sub = add("set", cmd_set, "Write one record, taking the store's writer lock (a store held "
               "by a running writer is refused: exit 3).", False)  # fmt: skip
     sub.add_argument("key", type=key_argument, metavar="KEY")

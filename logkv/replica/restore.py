@@ -22,13 +22,13 @@ from ..layout import (
     META_FILE,
     RESTORE_DIR,
     VALUES_DIR,
-    list_value_files,
     segment_name,
     segment_number,
     snapshot_name,
     value_file_number,
 )
 from ..log_cut import Until, find_cut
+from ..value_refs import named_value_seqs
 from ..verify import verify
 from .bucket import Bucket
 from .slots import Folded, Piece, digest, fold_slots
@@ -106,11 +106,14 @@ def plan_restore(folded: Folded, until: Until | None = None) -> RestorePlan:
         expected += 1
     # The value files of streamed sets (sealed: shipped whole), every one the slots hold up to
     # the newest record: they never change, and which of them the records kept name is known
-    # only once the log is cut (restore removes the others then).
+    # only once the log is cut (restore downloads those alone then).
     values = sorted(
         (seq, name)
         for name in folded.files
-        if (seq := value_file_seq(name)) is not None and name in folded.sealed and seq <= folded.seq
+        if (seq := value_file_seq(name)) is not None
+        and name in folded.sealed
+        and seq <= folded.seq
+        and not any(piece.name in folded.retired for piece in folded.files[name])
     )
     files.extend((name, folded.files[name]) for _, name in values)
     start = folded.snapshots[covers][0] if covers else 0
@@ -155,21 +158,19 @@ def restore(
     if staging.exists():
         shutil.rmtree(staging)  # what a restore killed halfway left
     make_dirs(staging)
-    if any(value_file_seq(name) is not None for name, _ in plan.files):
-        make_dirs(staging / VALUES_DIR)
+    log_files = [(name, pieces) for name, pieces in plan.files if value_file_seq(name) is None]
     total = 0
-    for name, pieces in plan.files:
+    for name, pieces in log_files:
         total += _download(bucket, staging / name, pieces)
     if plan.meta is not None:
         total += _download(bucket, staging / META_FILE, [plan.meta])
     last_seq = plan.seq
     if until.given:
-        last_seq, cut = _cut_after(staging, [n for n, _ in plan.files], until, plan.start_seq)
+        last_seq, cut = _cut_after(staging, [n for n, _ in log_files], until, plan.start_seq)
         if plan.gap is not None and not cut and last_seq != until.seq:
             raise ReplicaGapError(plan.gap)  # the target lies after the gap
-        for seq, path in list_value_files(staging):
-            if seq > last_seq:
-                path.unlink()  # committed by a record after the target
+    values, value_bytes = _download_named_values(bucket, staging, plan, [n for n, _ in log_files])
+    total += value_bytes
     report = verify(staging)
     if not report.ok:
         raise ReplicaError(
@@ -178,7 +179,28 @@ def restore(
         )
     fsync_dir(staging)
     install_folder(staging, folder)
-    return RestoreResult(folder, len(plan.files), total, last_seq)
+    return RestoreResult(folder, len(log_files) + values, total, last_seq)
+
+
+def _download_named_values(
+    bucket: Bucket, staging: Path, plan: RestorePlan, log_files: list[str]
+) -> tuple[int, int]:
+    """Download the value files the restored records name (:func:`~logkv.value_refs.
+    named_value_seqs`, the rule a replay keeps too), after the log was cut: no file of a record
+    after the target, nor one no kept record names. One named but absent from the bucket copy
+    is left for verify to report. The files and bytes written."""
+    kept = [name for name in log_files if (staging / name).exists()]
+    named = named_value_seqs(staging, kept)
+    if not named:
+        return 0, 0
+    make_dirs(staging / VALUES_DIR)
+    files = total = 0
+    for name, pieces in plan.files:
+        if (seq := value_file_seq(name)) is not None and seq in named:
+            total += _download(bucket, staging / name, pieces)
+            files += 1
+    fsync_dir(staging / VALUES_DIR)
+    return files, total
 
 
 def _download(bucket: Bucket, path: Path, pieces: list[Piece]) -> int:

@@ -4,9 +4,10 @@ data objects no kept point needs, after a grace period (docs/FORMAT.md, section 
 A **restore point** is a complete snapshot, or the log from segment 1 (covers 0). A point is
 kept while it is one of the ``keep_snapshots`` newest or younger than ``keep_for`` seconds (its
 age: that of its last record); the newest is always kept. The objects the kept points need are
-their snapshots, every segment after the oldest kept one and every value file (streamed
-values: records of any point may name them); the others (older snapshots, the
-segments the oldest kept snapshot covers, and replaced pieces of ``META.json``) are retired:
+their snapshots, every segment after the oldest kept one and the value files (streamed
+values) their records name; the others (older snapshots, the segments the oldest kept snapshot
+covers, the value files only records before it name, and replaced pieces of ``META.json``)
+are retired:
 :func:`retire` writes a create-only **marker** naming them (readers fold it and refuse a
 restore to a point it touches as "not retained"), and deletes them only once the marker is
 older than ``grace`` seconds, so a follower or auditor that folded the slots before the marker
@@ -23,10 +24,15 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..files import mount
 from ..layout import SNAPSHOT_SUFFIX, VALUES_DIR, segment_name, segment_number, snapshot_name
+from ..value_refs import named_value_seqs
 from .bucket import Bucket, ObjectExists
+from .remote import BucketFiles
+from .restore import value_file_seq
 from .slots import (
     CHECKPOINTS_DIR,
     DELETED_SUFFIX,
@@ -88,8 +94,18 @@ def kept_points(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[in
 VALUE_FILES = VALUES_DIR + "/"
 
 
-def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
-    """The data objects no kept restore point needs and no marker retired yet."""
+def unneeded(
+    folded: Folded,
+    policy: RetentionPolicy,
+    now_us: int,
+    named: Callable[[list[str]], set[int]] | None = None,
+) -> list[str]:
+    """The data objects no kept restore point needs and no marker retired yet.
+
+    A value file is needed while a kept point's records name it. The records of the segments
+    after the oldest kept point name only files after that point's last seq, so a file up to
+    it is needed only when a kept snapshot names it; ``named(snapshot names)`` says which
+    files those are (:func:`snapshot_values`). Without ``named``, value files all stay."""
     kept = kept_points(folded, policy, now_us)
     if not kept:
         return []
@@ -98,7 +114,7 @@ def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
     for file, pieces in folded.files.items():
         covers = _snapshot_covers(file)
         if file.startswith(VALUE_FILES):
-            continue  # value files stay: records of any restore point may name them
+            continue  # below: by the records of the kept points
         if covers is not None:
             needed = covers in kept
         else:
@@ -106,8 +122,44 @@ def unneeded(folded: Folded, policy: RetentionPolicy, now_us: int) -> list[str]:
             needed = number is None or number > oldest
         if not needed:
             names.extend(p.name for p in pieces)
+    names.extend(_dead_values(folded, kept, named))
     names.extend(p.name for p in folded.metas[:-1])
     return [name for name in names if name not in folded.retired]
+
+
+def _dead_values(
+    folded: Folded, kept: list[int], named: Callable[[list[str]], set[int]] | None
+) -> list[str]:
+    """The objects of the value files no kept point's records name (see :func:`unneeded`)."""
+    if named is None or kept[0] == 0:
+        return []  # the log from segment 1 is kept: its records may name any file
+    before = folded.snapshots[kept[0]][0]  # the oldest kept point's last seq
+    candidates = {
+        seq: name
+        for name in folded.files
+        if (seq := value_file_seq(name)) is not None and seq <= before
+    }
+    if not candidates:
+        return []
+    live = named([snapshot_name(covers) for covers in kept])
+    return [
+        piece.name
+        for seq, name in sorted(candidates.items())
+        if seq not in live
+        for piece in folded.files[name]
+    ]
+
+
+def snapshot_values(bucket: Bucket, folded: Folded, snapshots: list[str]) -> set[int]:
+    """The seqs of the value files the bucket copy's ``snapshots`` name, read by ranges (each
+    snapshot's hint block and its streamed entries' frames)."""
+    files = {name: folded.files[name] for name in snapshots}
+    source = BucketFiles(bucket, files)
+    try:
+        view = mount(source, f"bucket://{bucket.describe}")
+        return named_value_seqs(view, snapshots)
+    finally:
+        source.close()
 
 
 def retire(
@@ -119,7 +171,9 @@ def retire(
     fold_retired(bucket, folded)
     now_us = time.time_ns() // 1000
     result = RetentionResult(kept=kept_points(folded, policy, now_us))
-    result.retired = unneeded(folded, policy, now_us)
+    result.retired = unneeded(
+        folded, policy, now_us, lambda names: snapshot_values(bucket, folded, names)
+    )
     if result.retired and not dry_run:
         name = marker_name(now_us, uuid.uuid4().hex)
         bucket.put_new(name, encode_marker(now_us, result.retired))
