@@ -319,7 +319,9 @@ def add_stall_rows(report: Report, label: str, run: CompactionRun) -> None:
     hold = run.result.longest_lock_hold_s
     report.add(
         f"{label}: longest lock hold (longest_lock_hold_s)",
-        f"{ms(hold)}; longest garbage-collector pass {ms(run.gc.longest)} "
+        f"{ms(hold)} on the clock, {ms(run.result.longest_lock_hold_cpu_s)} of the compacting "
+        "thread's CPU time at most in one hold; longest garbage-collector pass "
+        f"{ms(run.gc.longest)} "
         f"({run.gc.full_collections} full collection(s); {run.tracked:,} objects tracked by the "
         "collector when the compaction started)",
         f"<= {ms(TARGET_STALL_S)}",
@@ -662,7 +664,10 @@ METHOD = [
     " the longest write was due is given against the end of the copy of the live records"
     " (reported by compaction's `progress` callback); after it come the snapshot's `fsync` and"
     " install, the index switch and the retiring of the old files. `longest_lock_hold_s` is"
-    " compaction's own figure: the longest time it held the store's lock.",
+    " compaction's own figure: the longest time it held the store's lock, on the clock; next to"
+    " it, `longest_lock_hold_cpu_s`, the most CPU time the compacting thread spent in one hold"
+    " (`time.thread_time`): the work a hold does. The difference is time the holder waited for"
+    " the GIL or for a processor while holding the lock, which on a loaded machine dominates.",
     "**Second compaction.** Then every key is written once more ({keys:,} records) and the"
     " store compacted again under the same writer: the steady state of a long-running store,"
     " which replaces the previous snapshot and closes the files the previous compaction kept"

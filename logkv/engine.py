@@ -50,10 +50,12 @@ from .format import (
     Op,
     SyncedMark,
     check_frame,
+    check_value_read,
     checked_frame_pieces,
     checked_value,
     encode_batch,
     encode_record,
+    encode_record_start,
     encode_value_ref,
     stored_segment_version,
     streamed_entry_size,
@@ -135,6 +137,10 @@ log = logging.getLogger(__name__)
 _CHUNK: Final = 512  # keys copied per lock hold while iterating
 _COPY_PIECE: Final = 1 << 20  # bytes of a big frame compaction reads at a time
 _REPLAY_ATTEMPTS: Final = 10  # replays and reads racing a writer's compactions
+#: Values of at least this many bytes are read with ``pread`` into the object returned, not
+#: copied out of a memory map, and written with ``pwritev`` from where they are, never copied
+#: into a frame first (docs/ARCHITECTURE.md, "Large values").
+LARGE_VALUE = 64 << 10
 _SET: Final = int(Op.SET)
 _CHAIN_START: Final = FRAME_HEADER_SIZE - CHAIN_SIZE
 _CHAIN_STOP: Final = FRAME_HEADER_SIZE
@@ -769,8 +775,8 @@ class Engine:
     def get(self, key: str, default: object = MISSING) -> bytes | object | None:
         """The value of ``key`` (``bytes``, or ``None`` when None was stored), else ``default``.
 
-        The record is found in a memory map of its file (or read with ``pread``); its checksum
-        is verified before the value is copied out and returned
+        The record is found in a memory map of its file (a large value, or the newest records,
+        are read with ``pread``); its checksum is verified over the bytes returned
         (:class:`~logkv.errors.CorruptionError` if the bytes changed on disk).
         """
         with self._mutex:
@@ -879,6 +885,14 @@ class Engine:
         :meth:`get_record` looks the key up again then, and is the read to use for a key.
         """
         number, offset, head, size, _ = entry
+        if size >= LARGE_VALUE:
+            start, value = self._readers.read_apart(number, offset, head, size)
+            try:
+                check_value_read(start, value, size)
+            except BadFrame as bad:
+                path = self.path / data_file_name(number)
+                raise CorruptionError(path, offset, bad.reason) from None
+            return value
         total = head + size if size > 0 else head
         buf, pos = self._readers.view(number, total, offset)
         if size < -1:  # a streamed set: its value is in its value file
@@ -1117,6 +1131,8 @@ class Engine:
                 if covers <= compaction.covers:
                     return None
                 compaction.start(covers)
+                if self._hints is not None:
+                    self._hints.skip_through(covers)
                 return Cut(
                     covers,
                     position.seq,
@@ -1432,22 +1448,33 @@ class Engine:
             position = self._position
             seq = position.seq + 1
             now_us = _now_ns() // 1000
+            # A large value is written from where it is, after the bytes that frame it.
+            large = value if value is not None and len(value) >= LARGE_VALUE else None
             try:
-                frame = encode_record(seq, now_us, op, key, content_type, value, position.chain)
+                if large is not None:
+                    frame = encode_record_start(
+                        seq, now_us, op, key, content_type, large, position.chain
+                    )
+                else:
+                    frame = encode_record(seq, now_us, op, key, content_type, value, position.chain)
             except UnicodeEncodeError as exc:
                 raise InvalidKeyError(
                     f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
                     f"({exc.reason})"
                 ) from None
             before = writer.number
-            number, offset = writer.append(frame)
+            if large is not None:
+                number, offset = writer.append_pieces((frame, large))
+                length = len(frame) + len(large)
+            else:
+                number, offset = writer.append(frame)
+                length = len(frame)
             position.seq = seq
             position.last_us = now_us
             position.chain = frame[_CHAIN_START:_CHAIN_STOP]
             if number != before:
                 position.segments += 1
                 self._sealed(before)
-            length = len(frame)
             entry: int | None = None
             if op == _SET:
                 type_id = self._index.types.id(content_type)

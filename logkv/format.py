@@ -14,7 +14,8 @@ are told apart one by one (a snapshot of an older store holds both).
 
 ``value`` is always the last element of the body, so its bytes end exactly where the frame ends:
 the index stores where a record starts and how long its value is, and a read fetches the whole
-frame (in a memory map of the file) and checks the CRC before returning the value.
+frame (in a memory map of the file; a large value with ``pread``, into the object returned)
+and checks the CRC before returning the value.
 
 A batch (format version 2) is a run of such frames whose ``op`` carries, besides the kind, how
 many records of the batch follow and whether the record continues one; :func:`iter_frames`
@@ -353,18 +354,46 @@ def _head(
     return b"\x96" + fields[1:] + header
 
 
-def _frame_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
-    """The frame whose body is ``head`` followed by ``value`` (see :func:`_head`): the same
-    bytes as :func:`_frame` of the packed body, with one copy of the value instead of two."""
+def encode_record_start(
+    seq: int,
+    timestamp_us: int,
+    op: int,
+    key: str,
+    content_type: str | None,
+    value: bytes,
+    prev_chain: bytes,
+) -> bytes:
+    """The bytes of :func:`encode_record`'s frame that come before the value's own bytes
+    (header, then the body up to the value): the frame is these bytes followed by ``value``.
+
+    The write of a large value: the writer hands both to one ``pwritev``, so the value is never
+    copied before it reaches the file (its chain value: :func:`chain_of` at offset 0)."""
+    return _start_of_large(
+        _head(seq, timestamp_us, op, key, content_type, value), value, prev_chain
+    )
+
+
+def _start_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
+    """The first bytes of the frame whose body is ``head`` followed by ``value`` (see
+    :func:`_head`), up to the value's own bytes; the whole frame is these bytes then ``value``."""
     length = len(head) + len(value)
     if length > MAX_BODY_SIZE:
         raise ValueError(f"record of {length} bytes exceeds the {MAX_BODY_SIZE}-byte limit")
+    # One thread: blake3's own threads (max_threads=AUTO) took 483 µs against 379 µs for 1 MiB
+    # on an idle two-core machine; on a loaded one they win only by taking a larger share of
+    # the contended cores from the rest of the process (benchmarks/results/large-values.md).
     hasher = _blake3(prev_chain)
     hasher.update(head)
     hasher.update(value)
     tail = _LENGTH_CHAIN.pack(length, hasher.digest(CHAIN_SIZE))
     crc = _crc32c(value, _crc32c(head, _crc32c(tail)))
-    return b"".join((_MAGIC_CRC.pack(RECORD_MAGIC, crc), tail, head, value))
+    return _MAGIC_CRC.pack(RECORD_MAGIC, crc) + tail + head
+
+
+def _frame_of_large(head: bytes, value: bytes, prev_chain: bytes) -> bytes:
+    """The frame whose body is ``head`` followed by ``value`` (see :func:`_head`): the same
+    bytes as :func:`_frame` of the packed body, with one copy of the value instead of two."""
+    return _start_of_large(head, value, prev_chain) + value
 
 
 def chain_of(buf: Any, pos: int) -> bytes:
@@ -523,6 +552,65 @@ def in_batch(buf: Any, pos: int, length: int) -> bool:
     return op & ~OP_KIND_MASK != 0
 
 
+# ---------------------------------------------------------------- bodies without their value
+
+#: Bodies longer than this are decoded without their value by a scan that asks for sizes only
+#: (:func:`iter_frames` with ``values`` False): the five fields before the value are decoded
+#: and the value is given as its size, so a big value is never copied out of the file.
+HEAD_ONLY_BODY = 64 << 10
+_HEAD_PREFIX = 16 << 10  # bytes of a body fed to the decoder first (more if the head is longer)
+_BIN_HEADERS = {0xC4: (2, ">B"), 0xC5: (3, ">H"), 0xC6: (5, ">I")}  # msgpack bin 8/16/32
+
+
+class ValueSize(int):
+    """The value of a record that a scan did not decode (``values`` False): its size in bytes.
+    ``len()`` gives the size, as it would of the value's bytes."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return int(self)
+
+
+def decode_head(body: Any) -> tuple[Any, ...] | None:
+    """The fields of a record ``body`` (a buffer) whose value is a msgpack ``bin`` or nil, with
+    the value replaced by its :class:`ValueSize` (nil stays None), without copying the value;
+    None when the body is not six elements ending with such a value exactly at its end (the
+    caller then decodes it whole to find out what it is)."""
+    size = len(body)
+    prefix = _HEAD_PREFIX
+    while True:
+        unpacker = msgpack.Unpacker(use_list=False)
+        unpacker.feed(body[:prefix])
+        try:
+            if unpacker.read_array_header() != 6:
+                return None
+            head = (unpacker.unpack(), unpacker.unpack(), unpacker.unpack(), unpacker.unpack(),
+                    unpacker.unpack())  # fmt: skip
+        except msgpack.OutOfData:
+            if prefix >= size:
+                return None
+            prefix *= 4
+            continue
+        except Exception:
+            return None
+        at = unpacker.tell()
+        break
+    if at >= size:
+        return None
+    marker = body[at]
+    if marker == 0xC0:
+        return (*head, None) if at + 1 == size else None
+    found = _BIN_HEADERS.get(marker)
+    if found is None:
+        return None
+    header, layout = found
+    if at + header > size:
+        return None
+    (length,) = struct.unpack_from(layout, body, at + 1)
+    return (*head, ValueSize(length)) if at + header + length == size else None
+
+
 def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     """For decoded body ``fields``: the fields with ``op`` reduced to its kind, whether the
     record continues a batch, and how many records of its batch follow it; None when the body
@@ -539,7 +627,10 @@ def _member(fields: Any) -> tuple[tuple[Any, ...], int, int] | None:
     op = fields[2]
     kind = op & OP_KIND_MASK
     if op < 0 or not (
-        (kind == Op.SET and (fields[5] is None or type(fields[5]) is bytes))
+        (
+            kind == Op.SET
+            and (fields[5] is None or type(fields[5]) is bytes or type(fields[5]) is ValueSize)
+        )
         or kind == Op.DELETE
         or (kind == Op.SET_STREAMED and is_value_ref(fields[5]))
     ):
@@ -555,6 +646,7 @@ def iter_frames(
     end: int,
     resync: Callable[[BadFrame], int | None] | None = None,
     batches: bool = True,
+    values: bool = True,
 ) -> Generator[tuple[int, int, tuple[Any, ...]], None, None]:
     """Yield ``(offset, frame_length, fields)`` for consecutive valid frames from ``pos`` to
     ``end``, ``op`` reduced to its kind (:class:`Op`).
@@ -564,6 +656,9 @@ def iter_frames(
     one bad frame starting where the batch starts (:attr:`BadFrame.start`).
     With ``batches`` False every valid frame is yielded on its own: the frames of a snapshot,
     which are live records in key order, not a log (their batch bits mean nothing there).
+    With ``values`` False a set's value longer than :data:`HEAD_ONLY_BODY` is not decoded: the
+    fields hold its :class:`ValueSize` instead (the frame's CRC is still checked over every
+    byte), for scans that need where records are, not what they hold.
 
     At a bad frame it raises :class:`BadFrame`, or, given ``resync``, calls ``resync(bad)``,
     which returns the offset to read on from (None: stop there). This is replay's inner loop,
@@ -585,10 +680,14 @@ def iter_frames(
                 stop = pos + header + length
                 crc32 = crc_of(magic)
                 if crc32 is not None and stop <= end and crc32(view[pos + 8 : stop], 0) == crc:
-                    try:
-                        fields = unpackb(view[pos + header : stop], use_list=False)
-                    except Exception:
-                        fields = None
+                    fields = None
+                    if not values and length > HEAD_ONLY_BODY:
+                        fields = decode_head(view[pos + header : stop])
+                    if fields is None:
+                        try:
+                            fields = unpackb(view[pos + header : stop], use_list=False)
+                        except Exception:
+                            fields = None
                     if (
                         type(fields) is tuple
                         and len(fields) == 6
@@ -596,7 +695,14 @@ def iter_frames(
                         and type(fields[1]) is int
                         and type(fields[3]) is str
                         and (
-                            (fields[2] == 1 and (fields[5] is None or type(fields[5]) is bytes))
+                            (
+                                fields[2] == 1
+                                and (
+                                    fields[5] is None
+                                    or type(fields[5]) is bytes
+                                    or type(fields[5]) is ValueSize
+                                )
+                            )
                             or fields[2] == 2
                             or (fields[2] == 3 and is_value_ref(fields[5]))
                         )
@@ -782,11 +888,32 @@ def checked_value(buf: Any, pos: int, head: int, size: int) -> bytes | None:
     return value
 
 
+def check_value_read(start: bytes, value: bytes, size: int) -> None:
+    """Check a frame read back in two parts, as the index describes it: ``start``, its bytes
+    up to the value, and ``value``, the ``size`` bytes of the value (a fresh object of its
+    own, which the caller returns). The frame's checksum must match over ``start`` and **the
+    very bytes of** ``value``; raises :class:`BadFrame` (offset 0) when the frame is not
+    intact or either part came back short (the end of the file)."""
+    if len(value) != size or len(start) < FRAME_HEADER_SIZE:
+        raise BadFrame("record is cut short", True, 0)
+    header = _header_of(start, 0, len(start) + size)
+    if isinstance(header, str):
+        raise BadFrame(header, False, 0)
+    crc_of, crc = header
+    if crc_of(value, crc_of(start[_CRC_START:], 0)) != crc:
+        raise BadFrame("checksum mismatch", False, 0)
+
+
 def _indexed_header(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
     """For the ``size``-byte frame the index expects at ``pos``: its checksum function (by its
     magic) and its stored CRC; or why the frame cannot be that one."""
     if size < FRAME_HEADER_SIZE or len(buf) - pos < size:
         return "record is cut short"
+    return _header_of(buf, pos, size)
+
+
+def _header_of(buf: Any, pos: int, size: int) -> tuple[Callable[[Any, int], int], int] | str:
+    """:func:`_indexed_header` of a frame whose header (at least) is in ``buf`` at ``pos``."""
     magic, crc, length = _MAGIC_CRC_LENGTH.unpack_from(buf, pos)
     crc_of = _CRC_OF.get(magic)
     if crc_of is None or length != size - FRAME_HEADER_SIZE:

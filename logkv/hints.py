@@ -26,8 +26,9 @@ import sys
 import threading
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import repeat
 from pathlib import Path
 from typing import Any, Final
@@ -86,6 +87,8 @@ def hints_wanted(segment_size: int) -> bool:
 _CHECK_CHUNK: Final = 8 << 20
 #: Keys sorted per ``sorted()`` call when writing a segment's hint (a few milliseconds).
 _KEYS_PER_SORT: Final = 4096
+#: The hint writer asks whether to give up when it has seen a multiple of this many keys + 1.
+_ASK_EVERY: Final = 4095
 _SET: Final = int(Op.SET)
 _SET_STREAMED: Final = int(Op.SET_STREAMED)
 
@@ -210,7 +213,11 @@ class Rows:
 
     def frame_bytes(self) -> int:
         """The bytes of the frames the rows point to (head + value size in the log each)."""
-        return sum(self.heads) + sum(size for size in self.sizes if size > 0)
+        sizes = self.sizes
+        total = sum(self.heads) + sum(sizes)  # sums in C; then take the negative sizes out
+        if sizes and min(sizes) < 0:
+            total -= sum(size for size in sizes if size < 0)
+        return total
 
 
 def decode_rows(hint: Any) -> Rows:
@@ -223,33 +230,66 @@ def decode_rows(hint: Any) -> Rows:
         raise TypeError("keys and types must be arrays")
     if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
         raise ValueError("columns differ in length")
-    if not set(map(type, keys)) <= {str}:
-        raise TypeError("a key is not a str")
+    "".join(keys)  # TypeError unless every key is a str: one pass in C
     if not all(t is None or type(t) is str for t in types):
         raise TypeError("a content type is not a str or nil")
+    # Bounds, checked on the little-endian bytes where a pass in C does it (a Python-level
+    # max() of a million-row column costs tens of milliseconds): an offset's top two bytes
+    # are zero (MAX_OFFSET is 48 bits); every type id is one of the ids in ``types``. Any
+    # i64 size is at least -2 - MAX_STREAMED_SIZE: sizes have an upper bound only.
     if keys and (
-        max(offsets) > MAX_OFFSET
-        or min(sizes) < -2 - MAX_STREAMED_SIZE
+        (offsets_raw[6::8] + offsets_raw[7::8]).strip(b"\0")
+        or not _only_small_ids(type_ids_raw, len(types))
         or max(sizes) > MAX_SIZE
-        or max(type_ids) >= len(types)
     ):
         raise ValueError("a value lies out of range")
     content_types = [t if t is None else sys.intern(t) for t in types]
     return Rows(keys, offsets, heads, sizes, type_ids, content_types)
 
 
+assert MAX_OFFSET == (1 << 48) - 1 and MAX_STREAMED_SIZE == (1 << 64) - 1  # see decode_rows
+
+
+def _only_small_ids(raw: bytes, count: int) -> bool:
+    """Whether every u32 LE of ``raw`` is below ``count`` (checked in C when ``count`` fits a
+    byte: the other three bytes of each are zero and the low one is a known id)."""
+    if count > 256:
+        return max(_le_column("I", raw), default=0) < count
+    rest = raw[1::4] + raw[2::4] + raw[3::4]
+    return not rest.strip(b"\0") and not raw[0::4].translate(None, bytes(range(count)))
+
+
+#: The packed entry's ``size + 1 | head << _HEAD_AFTER_SIZE`` is shifted by SIZE_SHIFT once.
+_HEAD_AFTER_SIZE: Final = HEAD_SHIFT - SIZE_SHIFT
+
+
 def pack_rows(rows: Rows, file_id: int, types: ContentTypes) -> list[int]:
     """Row ``i`` as a packed index entry (:func:`~logkv.index.pack`) in file ``file_id``, its
-    content type numbered in ``types``."""
+    content type numbered in ``types``.
+
+    An open packs a million rows here, so the loop does as little as it can: the file and
+    content type bits are one precomputed ``int`` per type, and size and head are combined
+    while they are small ints and shifted into place once (three operations on big ints a
+    row, instead of five). The columns are read as arrays (``tolist()`` first was slower here,
+    and holds three more lists of a million ints at the open's peak)."""
     base = file_base(file_id)
     ids = types.ids_of(rows.types)
-    shifted = [i << TYPE_SHIFT for i in ids]
+    tops = [base | i << TYPE_SHIFT for i in ids]
+    offsets, heads, sizes = rows.offsets, rows.heads, rows.sizes
+    if len(tops) == 1:
+        top = tops[0]
+        return [
+            offset | top | (size + 1 | head << _HEAD_AFTER_SIZE) << SIZE_SHIFT
+            if size >= -1
+            else pack(file_id, offset, head, size, ids[0])  # a streamed set
+            for offset, head, size in zip(offsets, heads, sizes, strict=True)
+        ]
     return [
-        base | offset | (size + 1) << SIZE_SHIFT | head << HEAD_SHIFT | shifted[type_id]
+        offset | tops[type_id] | (size + 1 | head << _HEAD_AFTER_SIZE) << SIZE_SHIFT
         if size >= -1
         else pack(file_id, offset, head, size, ids[type_id])  # a streamed set
         for offset, head, size, type_id in zip(
-            rows.offsets, rows.heads, rows.sizes, rows.type_ids, strict=True
+            offsets, heads, sizes, rows.type_ids, strict=True
         )
     ]
 
@@ -308,19 +348,22 @@ class SegmentHint:
     deleted: list[str]
 
 
-def write_segment_hint(folder: Path, number: int) -> bool:
+def write_segment_hint(
+    folder: Path, number: int, given_up: Callable[[], bool] | None = None
+) -> bool:
     """Scan sealed segment ``number`` of the store in ``folder`` (every frame checked) and write
     its hint file; False when the segment is damaged or empty, or is gone (a compaction
-    retired it): then it has no hint file (one left from before is removed). The file appears
+    retired it), or ``given_up()`` turned true during the scan (asked every few thousand
+    frames): then it has no hint file (one left from before is removed). The file appears
     whole or not at all (a temp file renamed into place); it is not synced: a hint lost or
     damaged by a crash is rebuilt."""
-    if _write_segment_hint(folder, number):
+    if _write_segment_hint(folder, number, given_up):
         return True
     remove_hint(folder, number)
     return False
 
 
-def _write_segment_hint(folder: Path, number: int) -> bool:
+def _write_segment_hint(folder: Path, number: int, given_up: Callable[[], bool] | None) -> bool:
     """:func:`write_segment_hint` but for removing an old hint when none can be written."""
     path = folder / segment_name(number)
     # Each key's last record as a packed entry (None: a delete): ints, which the garbage
@@ -336,8 +379,12 @@ def _write_segment_hint(folder: Path, number: int) -> bool:
             path, number, is_last=False, synced=None, report=damaged.append
         ) as reader:
             last_offset = -1
-            for offset, length, fields in reader.frames(0):
+            # values=False: a big value's size stands for it (the frame's CRC is still
+            # checked), so the scan never copies a value out of the segment
+            for offset, length, fields in reader.frames(0, values=False):
                 if damaged:
+                    return False
+                if given_up is not None and not len(last) & _ASK_EVERY and given_up():
                     return False
                 seq = fields[0]
                 if seq <= last_seq:
@@ -527,6 +574,19 @@ class HintWriter:
         self._thread: threading.Thread | None = None
         self._busy = False
         self._closed = False
+        #: Segments ``1..covered`` are being compacted away: their hints are not worth writing.
+        self._covered = 0
+
+    def skip_through(self, covers: int) -> None:
+        """A compaction covers segments ``1..covers``: drop their queued hints, and give up the
+        one being written if it is one of them. Compaction retires those segments, so their
+        hints would be deleted unread, and scanning them would only compete with compaction
+        and the writers for the interpreter. (A compaction that fails leaves them without
+        hints: the next open scans them and queues their hints again.)"""
+        with self._wake:
+            self._covered = max(self._covered, covers)
+            self._queue = [n for n in self._queue if n > covers]
+            self._wake.notify_all()
 
     def submit(self, number: int) -> None:
         """Write segment ``number``'s hint soon (it is sealed: nothing is appended to it)."""
@@ -557,6 +617,10 @@ class HintWriter:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _covers(self, number: int) -> bool:
+        """Whether a compaction under way covers segment ``number``."""
+        return self._covered >= number
+
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -565,9 +629,11 @@ class HintWriter:
                 if self._closed:
                     return
                 number = self._queue.pop(0)
+                if number <= self._covered:
+                    continue
                 self._busy = True
             try:
-                write_segment_hint(self.folder, number)
+                write_segment_hint(self.folder, number, partial(self._covers, number))
             except Exception as exc:  # a hint is an optimisation: open scans without it
                 log.warning(
                     "could not write the hint of segment %d in %s: %s", number, self.folder, exc

@@ -237,7 +237,7 @@ class Replayer:
         timestamp = self.last_timestamp_us
         last_offset = -1
         try:
-            for offset, length, fields in reader.frames(start):
+            for offset, length, fields in reader.frames(start, values=False):
                 seq = fields[0]
                 if seq <= last_seq:
                     raise CorruptionError(reader.path, offset, out_of_order(seq, last_seq))

@@ -13,13 +13,19 @@ from .modes import Retention
 log = logging.getLogger(__name__)
 
 
-def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
+def retire_files(
+    folder: Path, covers: int, retention: Retention, *, sync: bool = True
+) -> list[int]:
     """Retire the segments ``1..covers`` and the snapshots older than ``covers``.
 
     Segments are deleted or (``Retention.ARCHIVE``) moved to ``archive/``; older snapshots are
     always deleted (the archived segments hold the whole history), and so are the covered
     segments' hint files (an archived segment is read whole when it is read). Returns the file ids
     retired (segments > 0, snapshots < 0). Safe to repeat after a crash part-way.
+
+    ``sync`` False leaves the folders' ``fsync`` to the caller (:func:`sync_retired`), which
+    compaction runs after releasing the store lock: a retirement lost to a crash is finished
+    by the next writable open, so only its durability waits, never its correctness.
     """
     retired: list[int] = []
     if covers <= 0:
@@ -42,8 +48,16 @@ def retire_files(folder: Path, covers: int, retention: Retention) -> list[int]:
         if number <= covers:
             path.unlink(missing_ok=True)
     if retired:
-        if retention is Retention.ARCHIVE and archive.is_dir():
-            fsync_dir(archive)
-        fsync_dir(folder)
+        if sync:
+            sync_retired(folder, retention)
         log.info("retired %d files of %s (%s)", len(retired), folder, retention.value)
     return retired
+
+
+def sync_retired(folder: Path, retention: Retention) -> None:
+    """Make a retirement durable: ``fsync`` the store folder (and ``archive/`` under retention
+    archive)."""
+    archive = folder / ARCHIVE_DIR
+    if retention is Retention.ARCHIVE and archive.is_dir():
+        fsync_dir(archive)
+    fsync_dir(folder)

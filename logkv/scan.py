@@ -283,7 +283,12 @@ class SegmentReader:
         return False
 
     def frames(
-        self, start: int = 0, end: int | None = None, *, batches: bool = True
+        self,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        batches: bool = True,
+        values: bool = True,
     ) -> Iterator[Frame]:
         """The valid frames from offset ``start`` (0: check the segment header first) up to
         ``end`` (None: the end of the file). Bad bytes are reported as they are met; unless
@@ -292,7 +297,9 @@ class SegmentReader:
 
         A batch's records are yielded once the whole batch has been read, and a broken batch
         is reported as bad bytes from its first record (docs/FORMAT.md, section 4.1);
-        ``batches`` False reads every frame on its own, for the frames of a snapshot."""
+        ``batches`` False reads every frame on its own, for the frames of a snapshot.
+        ``values`` False leaves big values undecoded (their size stands for them, see
+        :func:`~logkv.format.iter_frames`): for scans that need locations, not values."""
         stop = self.size if end is None else end
         self._stop = self.end = stop
         if start == 0:
@@ -300,9 +307,9 @@ class SegmentReader:
                 return iter(())
             start = SEGMENT_HEADER_SIZE
         if self._window is not None:
-            frames = self._windowed(start, stop, batches)
+            frames = self._windowed(start, stop, batches, values)
         else:
-            frames = iter_frames(self.buf, start, stop, self._resync, batches)
+            frames = iter_frames(self.buf, start, stop, self._resync, batches, values)
         self._frames = frames
         return frames
 
@@ -311,7 +318,9 @@ class SegmentReader:
         """Whether only a window of the file is present in :attr:`buf` (not a local file)."""
         return self._window is not None
 
-    def _windowed(self, pos: int, stop: int, batches: bool) -> Generator[Frame, None, None]:
+    def _windowed(
+        self, pos: int, stop: int, batches: bool, values: bool
+    ) -> Generator[Frame, None, None]:
         """:meth:`frames` of a file that is not local: the same scan, a window at a time. A
         frame (or batch) cut short by a window's end is read again from its start in a
         larger window; the damage rules, which look past bad bytes, see the file to its end.
@@ -338,7 +347,7 @@ class SegmentReader:
                     state["resumed"] = max(end, following)
                 return following
 
-            for frame in iter_frames(window.buf, pos, end, resync, batches):
+            for frame in iter_frames(window.buf, pos, end, resync, batches, values):
                 last = frame[0]
                 yield frame
             restart = state["restart"]

@@ -14,7 +14,7 @@ import os
 import resource
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -73,13 +73,36 @@ class SegmentWriter:
             if os.pwrite(self._fd, frame, offset) != len(frame):
                 write_all(self._fd, frame, offset)  # finish a short write (rare)
         except BaseException:
-            try:
-                os.ftruncate(self._fd, offset)
-            except OSError:
-                self._dirty_tail = True
+            self._cut_back(offset)
             raise
         self.end = offset + len(frame)
         return self.number, offset
+
+    def append_pieces(self, pieces: Sequence[bytes]) -> tuple[int, int]:
+        """Write the frame made of ``pieces`` (in order) at the end of the log, with one
+        ``pwritev``: a large value is written from where it is, never copied into a frame
+        first. Returns ``(segment number, offset)``; an I/O error leaves the log as
+        :meth:`append` does."""
+        offset = self.end
+        if self._sync_error is not None or self._dirty_tail or offset >= self.segment_size:
+            offset = self._prepare()
+        size = sum(map(len, pieces))
+        try:
+            written = _pwritev(self._fd, pieces, offset)
+            if written != size:  # finish a short write (rare)
+                write_all(self._fd, memoryview(b"".join(pieces))[written:], offset + written)
+        except BaseException:
+            self._cut_back(offset)
+            raise
+        self.end = offset + size
+        return self.number, offset
+
+    def _cut_back(self, offset: int) -> None:
+        """After a failed append: cut off what it wrote past ``offset`` (else before the next)."""
+        try:
+            os.ftruncate(self._fd, offset)
+        except OSError:
+            self._dirty_tail = True
 
     def _prepare(self) -> int:
         """Before an append: refuse after a failed sync, cut off what a failed append left,
@@ -283,6 +306,33 @@ class SegmentReaders:
             return view, offset
         return self._read_past_map(number, found, size, offset)
 
+    def read_apart(self, number: int, offset: int, head: int, size: int) -> tuple[bytes, bytes]:
+        """The ``head`` bytes at ``offset`` of data file ``number`` and the ``size`` bytes that
+        follow them, each in a ``bytes`` object of its own (shorter only at end of file).
+
+        The read of a large value: ``pread`` copies it once, in the kernel, straight into the
+        object returned, and touches no memory map (whose pages fault in one by one on a first
+        touch). ``FileNotFoundError`` when the file is not there (a compaction retired it)."""
+        if self._source is not None:
+            data = self._source.read(data_file_name(number), offset, head + size)
+            return data[:head], data[head:]
+        fd = self._descriptor(number).fd
+        return _pread(fd, head, offset), _pread(fd, size, offset + head)
+
+    def _descriptor(self, number: int) -> _Descriptor:
+        """A descriptor of data file ``number``, kept with its map (if any) from now on."""
+        found = self._files.get(number)
+        if found is not None and found.descriptor is not None:
+            self._files.move_to_end(number)
+            return found.descriptor
+        with self._lock:
+            found = self._files.get(number)
+            if found is not None and found.descriptor is not None:
+                return found.descriptor
+            descriptor = self._open_descriptor(number)
+            self._keep(number, _File(None if found is None else found.mapped, descriptor))
+            return descriptor
+
     def _open(self, number: int) -> _File:
         with self._lock:  # two threads must not both open (and keep) the same file
             found = self._files.get(number)
@@ -363,6 +413,18 @@ def _map(fd: int) -> mmap.mmap | None:
         return mmap.mmap(fd, size, access=mmap.ACCESS_READ) if size else None
     except (OSError, ValueError):  # a file system without mmap: keep using pread
         return None
+
+
+def _pwritev(fd: int, pieces: Sequence[bytes], offset: int) -> int:
+    """Write ``pieces`` at ``offset`` of ``fd`` with one system call where the platform has
+    ``pwritev``; return the bytes written (fewer than asked only on a short write)."""
+    if _HAS_PWRITEV:
+        return os.pwritev(fd, pieces, offset)
+    data = b"".join(pieces)  # pragma: no cover - platforms without pwritev
+    return os.pwrite(fd, data, offset)  # pragma: no cover
+
+
+_HAS_PWRITEV = hasattr(os, "pwritev")
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:

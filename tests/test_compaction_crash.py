@@ -152,10 +152,10 @@ def fail_on_call(n: int, real: Callable[..., Any], before: Callable[[], None] | 
     return stand_in
 
 
-def partial_retire(count: int) -> Callable[[Path, int, Retention], list[int]]:
+def partial_retire(count: int) -> Callable[..., list[int]]:
     """A ``retire_files`` that retires only the first ``count`` covered segments."""
 
-    def retire(folder: Path, covers: int, retention: Retention) -> list[int]:
+    def retire(folder: Path, covers: int, retention: Retention, *, sync: bool = True) -> list[int]:
         for number, path in list_segments(folder)[:count]:
             assert number <= covers
             if retention is Retention.ARCHIVE:

@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert config.retention is Retention.DELETE
     assert config.auto_compact is True
     assert 0 < config.compaction_min_dead_ratio <= 1
-    assert config.offload_threshold == 256 * 1024
+    assert config.offload_threshold == 1024 * 1024
 
 
 def test_crawlee_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from hypothesis.stateful import (
 )
 
 from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
+from logkv import engine as engine_module
 from logkv import hints as hints_module
 from logkv.format import value_ref_of_frame
 from logkv.layout import list_snapshots, list_value_files
@@ -95,12 +96,15 @@ class EngineVersusDict(RuleBasedStateMachine):
         self.path = self.folder / "store"
         self._min_hinted = hints_module.MIN_HINTED_SEGMENT
         hints_module.MIN_HINTED_SEGMENT = 0  # these tiny segments get hint files too
+        self._large_value = engine_module.LARGE_VALUE
+        engine_module.LARGE_VALUE = 1000  # values over 1000 bytes take the large-value paths
         self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
         self.follower: Engine | None = None
         self.model: dict[str, Value] = {}
 
     def teardown(self) -> None:
         hints_module.MIN_HINTED_SEGMENT = self._min_hinted
+        engine_module.LARGE_VALUE = self._large_value
         self.engine.close()
         if self.follower is not None:
             self.follower.close()

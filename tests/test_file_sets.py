@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from logkv import CorruptionError, Engine
 from logkv.cli.audit import key_changes, store_figures, verify_store
 from logkv.cli.dump import StoreDump
+from logkv.engine import LARGE_VALUE
 from logkv.files import LocalFiles, SourcePath, WindowBuffer, mount
 from logkv.history import state_at
 from logkv.layout import SYNCED_FILE, list_segments, list_snapshots
@@ -193,3 +194,24 @@ def test_a_window_buffer_gives_back_what_it_read(tmp_path: Path) -> None:
         assert window.buf[2500:4000] == content[2500:4000]
     finally:
         window.close()
+
+
+def test_a_large_value_reads_through_a_file_set_checked(tmp_path: Path) -> None:
+    # Values of LARGE_VALUE bytes or more are read apart from their frame's first bytes.
+    folder = tmp_path / "s"
+    value = os.urandom(LARGE_VALUE + 5)
+    with Engine.open(folder) as engine:
+        engine.set("small", b"s")
+        engine.set("large", value)
+        entry = engine.entry("large")
+    assert entry is not None
+    (folder / SYNCED_FILE).unlink()
+    with Engine.open(served(folder), readonly=True) as remote:
+        assert remote.get("large") == value and remote.get("small") == b"s"
+    segment = folder / list_segments(folder)[0][1].name
+    data = bytearray(segment.read_bytes())
+    data[entry.offset + entry.head + LARGE_VALUE // 2] ^= 0x10
+    with Engine.open(served(folder), readonly=True) as remote:
+        segment.write_bytes(bytes(data))  # damaged after the open
+        with pytest.raises(CorruptionError):
+            remote.get("large")

@@ -20,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_recovery import flip
 
-from logkv import CorruptionError, Engine
+from logkv import CorruptionError, Engine, KeyValueStore
+from logkv.configuration import Configuration
+from logkv.engine import LARGE_VALUE
 from logkv.format import (
     FRAME_HEADER_SIZE,
     FRAME_KINDS,
@@ -32,10 +34,12 @@ from logkv.format import (
     Op,
     chain_of,
     check_frame,
+    check_value_read,
     checked_value,
     checksum,
     encode_batch,
     encode_record,
+    encode_record_start,
     read_frame,
 )
 from logkv.layout import segment_name
@@ -69,7 +73,7 @@ def test_the_worked_example_of_the_format_document() -> None:
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(
-    size=st.sampled_from([4097, 4200, 65535, 65536, 70_000]),
+    size=st.sampled_from([4097, 4200, 65535, 65536, 70_000, 1 << 20]),
     key=st.text(min_size=1, max_size=20),
     content_type=st.none() | st.text(max_size=30),
     seq=st.integers(1, 2**63),
@@ -89,6 +93,8 @@ def test_a_large_value_is_framed_as_its_packed_body_would_be(
     assert int.from_bytes(frame[4:8], "little") == checksum(frame[8:])
     (batched,) = encode_batch(seq, 7, [(op, key, content_type, value)], chain)
     assert batched == frame
+    # What a large write hands to pwritev: the bytes before the value, then the value.
+    assert encode_record_start(seq, 7, op, key, content_type, value, chain) + value == frame
     assert read_frame(frame, 0, len(frame))[0] == len(frame)
 
 
@@ -122,10 +128,32 @@ def test_a_point_read_checks_every_byte_it_returns(size: int) -> None:
                 checked_value(flip(frame, position, bit), 3, head, size)
 
 
-def _large_store(path: Path) -> tuple[int, int, int, bytes]:
-    """A store whose middle record holds a 20,000-byte value; that record's offset, head and
-    length, and the segment's bytes."""
-    value = bytes(i % 253 for i in range(20_000))
+@pytest.mark.parametrize("size", [LARGE_VALUE, 100_000])
+def test_a_large_read_in_two_parts_checks_every_byte_it_returns(size: int) -> None:
+    # Values of LARGE_VALUE bytes or more are read with pread: the bytes before the value and
+    # the value itself, each a fresh object, checked together.
+    value = bytes(i % 251 for i in range(size))
+    frame = encode_record(3, 0, Op.SET, "key", "t/t", value)
+    head = len(frame) - size
+    check_value_read(frame[:head], frame[head:], size)
+    positions = [*range(head + 64), *range(head, len(frame), 997)]
+    for position in [*positions, len(frame) - 1]:
+        damaged = flip(frame, position, position % 8)
+        with pytest.raises(BadFrame):
+            check_value_read(damaged[:head], damaged[head:], size)
+    for short in (0, 1, size // 2, size - 1):  # a file that ends inside the value
+        with pytest.raises(BadFrame, match="cut short"):
+            check_value_read(frame[:head], frame[head : head + short], size)
+    with pytest.raises(BadFrame, match="cut short"):
+        check_value_read(frame[: FRAME_HEADER_SIZE - 1], frame[head:], size)
+    with pytest.raises(BadFrame, match="does not match the index"):
+        check_value_read(frame[:head], frame[head:] + b"x", size + 1)
+
+
+def _large_store(path: Path, size: int = 20_000) -> tuple[int, int, int, bytes]:
+    """A store whose middle record holds a value of ``size`` bytes (``i % 253``); that
+    record's offset, head and length, and the segment's bytes."""
+    value = bytes(i % 253 for i in range(size))
     with Engine.open(path) as engine:
         engine.set("before", b"b")
         engine.set("large", value, "application/octet-stream")
@@ -137,13 +165,16 @@ def _large_store(path: Path) -> tuple[int, int, int, bytes]:
 
 
 @pytest.mark.slow
-def test_a_flipped_bit_in_a_large_frame_fails_its_get_and_the_open(tmp_path: Path) -> None:
-    offset, head, length, data = _large_store(tmp_path / "original")
+@pytest.mark.parametrize("size", [20_000, 3 * LARGE_VALUE], ids=["mapped", "pread"])
+def test_a_flipped_bit_in_a_large_frame_fails_its_get_and_the_open(
+    tmp_path: Path, size: int
+) -> None:
+    offset, head, length, data = _large_store(tmp_path / "original", size)
     store = tmp_path / "store"
     shutil.copytree(tmp_path / "original", store)
     segment = store / segment_name(1)
     header_and_head = range(offset + 4, offset + head)  # all but the magic (not a frame then)
-    sampled = range(offset + head, offset + length, 997)
+    sampled = range(offset + head, offset + length, 997 * (size // 20_000))
     for position in [*header_and_head, *sampled, offset + length - 1]:
         damaged = flip(data, position, position % 8)
         segment.write_bytes(damaged)
@@ -157,29 +188,59 @@ def test_a_flipped_bit_in_a_large_frame_fails_its_get_and_the_open(tmp_path: Pat
         assert not verified.ok and str(offset) in " ".join(verified.problems or [])
 
 
-def test_a_large_value_damaged_after_the_open_fails_its_get(tmp_path: Path) -> None:
-    offset, head, length, data = _large_store(tmp_path / "store")
+@pytest.mark.parametrize("size", [20_000, LARGE_VALUE, 1 << 20], ids=["mapped", "pread", "1MiB"])
+def test_a_large_value_damaged_after_the_open_fails_its_get(tmp_path: Path, size: int) -> None:
+    offset, head, length, data = _large_store(tmp_path / "store", size)
     segment = tmp_path / "store" / segment_name(1)
+    middle = offset + head + (length - head) // 2
+    positions = (offset + 4, offset + 8, offset + 12, offset + head - 1, offset + head, middle)
     with Engine.open(tmp_path / "store", readonly=True) as reader:
-        for position in (offset + 8, offset + head - 1, offset + head, offset + length - 1):
+        for position in (*positions, offset + length - 1):
             segment.write_bytes(flip(data, position, 3))
             with pytest.raises(CorruptionError) as caught:
                 reader.get("large")
             assert caught.value.offset == offset
             segment.write_bytes(data)
-            assert reader.get("large") == bytes(i % 253 for i in range(20_000))
+            assert reader.get("large") == bytes(i % 253 for i in range(size))
+        # A file cut inside the value, read with pread (a mapped file never shrinks).
+        if size >= LARGE_VALUE:
+            segment.write_bytes(data[: offset + length - 1])
+            with pytest.raises(CorruptionError, match="cut short"):
+                reader.get("large")
+
+
+async def test_a_flipped_bit_in_a_1_mib_value_fails_the_stores_get(tmp_path: Path) -> None:
+    # Read on the event loop (not offloaded: at most the offload threshold), checked all the same.
+    kvs = await KeyValueStore.open(
+        name="big", configuration=Configuration(storage_dir=str(tmp_path), purge_on_start=False)
+    )
+    value = bytes(i % 253 for i in range(1 << 20))
+    await kvs.set_value("big", value)
+    engine = kvs._client.engine  # type: ignore[union-attr]
+    entry = engine.entry("big")
+    assert entry is not None
+    segment = engine.path / segment_name(entry[0])
+    data = segment.read_bytes()
+    segment.write_bytes(flip(data, entry[1] + entry[2] + 123_456, 6))
+    with pytest.raises(CorruptionError):
+        await kvs.get_value("big")
+    segment.write_bytes(data)
+    assert await kvs.get_value("big") == value
+    await kvs.close()
 
 
 @pytest.mark.slow
-def test_a_large_last_record_cut_anywhere_is_a_torn_tail(tmp_path: Path) -> None:
-    value = bytes(i % 241 for i in range(30_000))
+@pytest.mark.parametrize("size", [30_000, 2 * LARGE_VALUE], ids=["mapped", "pread"])
+def test_a_large_last_record_cut_anywhere_is_a_torn_tail(tmp_path: Path, size: int) -> None:
+    value = bytes(i % 241 for i in range(size))
     original = tmp_path / "original"
     with Engine.open(original) as engine:
         engine.set("small", b"s")
         end = (original / segment_name(1)).stat().st_size
         engine.set("large", value)
     data = (original / segment_name(1)).read_bytes()
-    cuts = [*range(end + 1, end + 64), *range(end + 64, len(data), 1201), len(data) - 1]
+    step = 1201 * (size // 30_000)
+    cuts = [*range(end + 1, end + 64), *range(end + 64, len(data), step), len(data) - 1]
     for length in cuts:
         store = tmp_path / f"cut-{length}"
         store.mkdir()

@@ -399,3 +399,34 @@ def test_hints_and_snapshot_hints_carry_streamed_values(
         engine.set_stream("k00", [b"again"])
         engine.compact()
         assert engine.get("k00") == b"again"
+
+
+def test_a_hint_given_up_during_its_scan_is_not_written(tmp_path: Path) -> None:
+    fill(tmp_path / "s")
+    store = tmp_path / "s"
+    (number, _), *_ = list_segments(store)
+    assert write_segment_hint(store, number, lambda: True) is False
+    assert not (store / hint_name(number)).exists()
+    assert write_segment_hint(store, number, lambda: False) is True
+
+
+def test_compaction_drops_the_queued_hints_of_the_segments_it_covers(tmp_path: Path) -> None:
+    writer = hints_module.HintWriter(tmp_path)
+    writer._queue = [1, 2, 5]  # queued, the thread not started: nothing runs meanwhile
+    writer.skip_through(2)
+    assert writer._queue == [5]
+    assert writer._covers(2) and not writer._covers(3)
+    writer.close()
+
+
+def test_hints_wait_out_a_compaction_and_open_agrees(tmp_path: Path) -> None:
+    model = fill(tmp_path / "s")
+    with Engine.open(tmp_path / "s", segment_size=SEGMENT_SIZE) as engine:
+        engine.set("after", b"x" * 5000)  # rotates: its segment's hint is queued
+        engine.compact()
+        engine.wait_for_hints()
+        covers = engine.snapshot_covers
+        assert all(n > covers for n, _ in list_hints(tmp_path / "s"))
+    model["after"] = b"x" * 5000
+    with Engine.open(tmp_path / "s", readonly=True) as engine:
+        assert {k: engine.get(k) for k in engine.keys()} == model  # noqa: SIM118

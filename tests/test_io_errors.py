@@ -21,12 +21,14 @@ from typing import Any
 import pytest
 
 from logkv import MISSING, Engine, StoreFailedError
+from logkv.engine import LARGE_VALUE
 from logkv.layout import list_segments
 from logkv.replay import frame_length
 
 OpenEngine = Callable[..., Engine]
 
 _real_pwrite = os.pwrite
+_real_pwritev = os.pwritev
 _real_pread = os.pread
 _real_ftruncate = os.ftruncate
 _real_fdatasync = os.fdatasync
@@ -62,7 +64,8 @@ def fill_two_segments(engine: Engine, path: Path) -> dict[str, Any]:
 
 
 class FailingWrites:
-    """A stand-in for ``os.pwrite`` that writes ``fraction`` of the data, then raises."""
+    """A stand-in for ``os.pwrite`` (and ``os.pwritev``, whose buffers it takes as one) that
+    writes ``fraction`` of the data, then raises."""
 
     def __init__(self, error: int, fraction: float, only_at_offset: int | None = None) -> None:
         self.error = error
@@ -73,7 +76,7 @@ class FailingWrites:
     def __call__(self, fd: int, data: Any, offset: int) -> int:
         if self.only_at_offset is not None and offset != self.only_at_offset:
             return _real_pwrite(fd, data, offset)
-        view = memoryview(data)
+        view = memoryview(b"".join(data) if isinstance(data, list | tuple) else data)
         part = int(len(view) * self.fraction)
         if part:
             _real_pwrite(fd, view[:part], offset)
@@ -99,7 +102,7 @@ def populated(open_engine: OpenEngine) -> Iterator[tuple[Engine, dict[str, Any]]
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO, errno.EDQUOT])
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 0.999])
-@pytest.mark.parametrize("operation", ["new-key", "overwrite", "delete"])
+@pytest.mark.parametrize("operation", ["new-key", "overwrite", "delete", "large"])
 def test_failed_append_leaves_the_log_as_it_was(
     populated: tuple[Engine, dict[str, Any]],
     store_path: Path,
@@ -114,10 +117,13 @@ def test_failed_append_leaves_the_log_as_it_was(
     before_stats = engine.stats()
     failing = FailingWrites(error, fraction)
     monkeypatch.setattr(os, "pwrite", failing)
+    monkeypatch.setattr(os, "pwritev", failing)  # a large value's frame is written in pieces
 
     with pytest.raises(OSError) as caught:
         if operation == "new-key":
             engine.set("failed", b"x" * 5000)
+        elif operation == "large":
+            engine.set("key-3", os.urandom(LARGE_VALUE + 1000))
         elif operation == "overwrite":
             engine.set("key-3", b"x" * 5000)
         else:
@@ -131,6 +137,7 @@ def test_failed_append_leaves_the_log_as_it_was(
     assert log_bytes(store_path) == before_bytes  # no garbage after the last good record
 
     monkeypatch.setattr(os, "pwrite", _real_pwrite)  # space is back
+    monkeypatch.setattr(os, "pwritev", _real_pwritev)
     assert engine.set("later", b"works") == before_stats.last_seq + 1
     model["later"] = b"works"
     assert state_of(engine) == model
@@ -208,6 +215,28 @@ def test_disk_full_while_rotating(
         assert reopened.stats().segments == len(list_segments(store_path))
 
 
+def test_a_short_write_of_a_large_frame_is_finished(
+    populated: tuple[Engine, dict[str, Any]], store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, model = populated
+    calls = []
+
+    def short_pwritev(fd: int, buffers: list[bytes], offset: int) -> int:
+        calls.append(offset)
+        data = b"".join(buffers)
+        return _real_pwrite(fd, data[: len(data) // 3], offset)  # writes a third, no error
+
+    monkeypatch.setattr(os, "pwritev", short_pwritev)
+    value = os.urandom(LARGE_VALUE * 2)
+    engine.set("large", value)
+    model["large"] = value
+    monkeypatch.undo()
+    assert calls and state_of(engine) == model
+    engine.close()
+    with Engine.open(store_path) as reopened:
+        assert reopened.report.clean and state_of(reopened) == model
+
+
 def test_read_error_propagates(
     populated: tuple[Engine, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +259,13 @@ def test_read_error_propagates(
     assert state_of(engine) == model  # read with pread, the map still refused
     monkeypatch.undo()
     assert state_of(engine) == model
+    engine.set("large", b"L" * LARGE_VALUE)  # read with pread whether mapped or not
+    monkeypatch.setattr(os, "pread", failing_pread)
+    with pytest.raises(OSError) as caught:
+        engine.get("large")
+    assert caught.value.errno == errno.EIO
+    monkeypatch.undo()
+    assert engine.get("large") == b"L" * LARGE_VALUE
 
 
 def test_reads_of_records_appended_after_the_map_are_current(open_engine: OpenEngine) -> None:

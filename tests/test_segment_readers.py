@@ -168,20 +168,25 @@ def pause_before_first_read(
     them). Returns the file ids the paused reads were for."""
     paused: list[int] = []
     readers = engine._readers
-    original = SegmentReaders.view
 
-    def view(number: int, size: int, offset: int) -> Any:
-        if paused:
-            return original(readers, number, size, offset)
-        paused.append(number)
-        if after_view:
-            found = original(readers, number, size, offset)
+    def paused_at_first(name: str) -> Any:
+        original = getattr(SegmentReaders, name)
+
+        def read(number: int, *args: int) -> Any:
+            if paused:
+                return original(readers, number, *args)
+            paused.append(number)
+            if after_view:
+                found = original(readers, number, *args)
+                meanwhile()
+                return found
             meanwhile()
-            return found
-        meanwhile()
-        return original(readers, number, size, offset)
+            return original(readers, number, *args)
 
-    patch.setattr(readers, "view", view)
+        return read
+
+    patch.setattr(readers, "view", paused_at_first("view"))  # values read out of a map
+    patch.setattr(readers, "read_apart", paused_at_first("read_apart"))  # large values
     return paused
 
 

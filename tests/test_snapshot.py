@@ -92,7 +92,7 @@ def build(path: Path, retention: str, *, interrupt_last_retire: bool = False) ->
     return model
 
 
-def _raise_oserror(*args: object) -> list[int]:
+def _raise_oserror(*args: object, **kwargs: object) -> list[int]:
     raise OSError("injected failure")
 
 

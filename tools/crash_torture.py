@@ -6,7 +6,7 @@ Usage::
 
 Each round starts a child process (this module in ``child`` mode) that opens the store with
 :class:`logkv.Engine` and writes random sets, overwrites and deletes of a small key space, with
-values of 0 bytes to 64 KiB and sometimes a stored ``None``. Around every call the child prints
+values of 0 bytes to 192 KiB and sometimes a stored ``None``. Around every call the child prints
 one JSON line to stdout, flushed: an *intent* line (what it is about to write) before the call
 and an *ack* line after the call returned. The parent kills the child with ``SIGKILL`` at a
 random moment (sometimes before it has even finished opening the store), then reopens the store
@@ -49,8 +49,9 @@ PROG = "python -m tools.crash_torture"
 DEFAULT_SEGMENT_SIZE = 256 * 1024
 #: How many distinct keys the child writes; small, so most sets overwrite a key.
 KEY_SPACE = 120
-#: Largest value the child writes.
-MAX_VALUE_SIZE = 64 * 1024
+#: Largest value the child writes: past the engine's LARGE_VALUE (64 KiB), so that kills also
+#: land in the writes of large values (one ``pwritev`` of the frame's start and the value).
+MAX_VALUE_SIZE = 192 * 1024
 _CONTENT_TYPES = (None, "application/json", "text/html; charset=utf-8", "application/octet-stream")
 
 

@@ -85,7 +85,7 @@ class DiskKeyValueStoreClient(StoreAdapter, KeyValueStoreClient):
     # ------------------------------------------------------------------ reads
 
     def get_value_nowait(self, key: str, default: Any = None) -> Any:
-        """The value of ``key`` from one read of the log (memory-mapped), or ``default``; a
+        """The value of ``key`` from one checked read of the log, or ``default``; a
         :class:`Deferred` read in a worker thread for values over the offload threshold."""
         if type(key) is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             check_key(key)
