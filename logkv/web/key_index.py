@@ -2,7 +2,8 @@
 log, so that the first view of a key's history is a lookup, not a search of the whole log.
 
 Built in a background thread when the console first uses a store (one pass over the retained
-log through :class:`~logkv.scan.SegmentReader`, the reader every scan uses), kept fresh by
+log through :class:`~logkv.scan.SegmentReader`, the reader every scan uses, with big values
+left undecoded), kept fresh by
 reading only what the writer appended since (:meth:`StoreIndex.catch_up`), and built again
 when a compaction installs a newer snapshot (the files it names may be retired). Nothing but
 locations is held: per key, one int (a key with one record) or a packed ``array('q')`` of
@@ -92,7 +93,7 @@ class StoreIndex:
             with SegmentReader(
                 path, number, is_last=is_last, synced=synced, report=fail_on_damage
             ) as reader:
-                for offset, _, fields in reader.frames(start if i == 0 else 0):
+                for offset, _, fields in reader.frames(start if i == 0 else 0, values=False):
                     self._add(fields[3], location(number, offset))
                 self.read_to = (number, reader.end)
 
