@@ -19,7 +19,7 @@ Reads take no lock and change nothing, so they run beside a live writer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -329,12 +329,16 @@ def _key_log(folder: Path, key: str) -> KeyLog:
         is_last = i == len(log.segments) - 1
         found.extend(_key_in_segment(path, number, is_last, log.synced, key, needle))
     found.sort(key=lambda r: r.record.seq)
-    kept = None
-    if log.base is not None and (entry := log.base[1].get(key)) is not None:
-        kept = _snapshot_record(log.base[0].path, key, entry)
-        if any(r.record.seq == kept.seq for r in found):
-            kept = None  # the run reaches back to that record itself
-    return KeyLog(log, found, kept)
+    return KeyLog(log, found, base_record(log, key, {r.record.seq for r in found}))
+
+
+def base_record(log: RetainedLog, key: str, seqs: Collection[int]) -> SetRecord | None:
+    """The record the base snapshot of ``log`` kept for ``key`` when the run of segments
+    does not hold it (``seqs``: the seqs of ``key``'s records in the run); else None."""
+    if log.base is None or (entry := log.base[1].get(key)) is None:
+        return None
+    kept = _snapshot_record(log.base[0].path, key, entry)
+    return None if kept.seq in seqs else kept  # else the run reaches back to that record
 
 
 def key_records_from(folder: Path, key: str, segment: int, offset: int) -> list[LoggedRecord]:
@@ -344,9 +348,7 @@ def key_records_from(folder: Path, key: str, segment: int, offset: int) -> list[
     :attr:`logkv.Engine.read_to` gives it). Raises :class:`FileNotFoundError` when a
     compaction retired ``segment`` (read the whole history again)."""
     validate_key(key)
-    segments = [s for s in log_segments(folder) if s[0] >= segment]
-    if segment and (not segments or segments[0][0] != segment):
-        raise FileNotFoundError(f"segment {segment} of {folder} was retired")
+    segments = segments_from(folder, segment)
     synced = read_synced_mark(folder)
     needle = msgpack.packb(key)
     found: list[LoggedRecord] = []
@@ -356,6 +358,15 @@ def key_records_from(folder: Path, key: str, segment: int, offset: int) -> list[
         found.extend(_key_in_segment(path, number, is_last, synced, key, needle, start))
     found.sort(key=lambda r: r.record.seq)
     return found
+
+
+def segments_from(folder: Path, segment: int) -> list[tuple[int, Path]]:
+    """The store's segments from number ``segment`` on (all of them for 0). Raises
+    :class:`FileNotFoundError` when a compaction retired ``segment``."""
+    segments = [s for s in log_segments(folder) if s[0] >= segment]
+    if segment and (not segments or segments[0][0] != segment):
+        raise FileNotFoundError(f"segment {segment} of {folder} was retired")
+    return segments
 
 
 def _key_in_segment(

@@ -9,37 +9,21 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from timeline_model import (
+    KEYS,
+    OPS,
+    index_ready,
+    indexed_console,
+    run_ops,
+    same_as_full_read,
+    with_last_record_to_tear,
+)
 
 from logkv import Engine
 from logkv.cli.audit import key_changes
-from logkv.format import SetRecord
 from logkv.web import timelines as module
 from logkv.web.opened import OpenedStores
-from logkv.web.timelines import Timelines, read_version
-
-KEYS = ("a", "b", "c")
-
-
-def _same_as_full_read(opened: OpenedStores, timelines: Timelines, folder: Path) -> None:
-    for key in KEYS:
-        timeline = timelines.get(opened, folder, key)
-        full = key_changes(folder, key)
-        assert [(v.seq, v.op, v.size) for v in timeline.versions] == [
-            (c.seq, c.op, c.size) for c in full.changes
-        ], key
-        assert timeline.starts_at == full.starts_at
-        for version, change in zip(timeline.versions, full.changes, strict=True):
-            record = read_version(version)
-            if change.op == "set":
-                assert isinstance(record, SetRecord) and record.value == change.value
-
-
-# An op: (0 set, 1 delete, 2 compact archive, 3 compact delete, 4 look), key index, size.
-OPS = st.lists(
-    st.tuples(st.integers(0, 4), st.integers(0, len(KEYS) - 1), st.integers(0, 900)),
-    max_size=40,
-)
+from logkv.web.timelines import Timelines
 
 
 @pytest.mark.slow
@@ -47,39 +31,30 @@ OPS = st.lists(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(ops=OPS)
+@pytest.mark.parametrize("indexed", [False, True], ids=["searched", "from-the-index"])
 def test_a_timeline_kept_fresh_matches_a_full_read(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[int, int, int]]
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[int, int, int]], indexed: bool
 ) -> None:
+    """Timelines kept fresh (searched), or every view a first view read from the store's
+    history index once it is ready, are what the per-key search of the whole log says."""
     folder = tmp_path_factory.mktemp("t") / "store"
-    opened, timelines = OpenedStores(), Timelines()
+    opened, timelines = indexed_console() if indexed else (OpenedStores(), Timelines())
+
+    def look() -> None:
+        if indexed:
+            index_ready(opened, timelines, folder)
+        same_as_full_read(opened, timelines, folder)
+
     with Engine.open(folder, segment_size=4096) as writer:
-        writer.set("a", b"first")
         try:
-            for op, k, size in ops:
-                key = KEYS[k]
-                if op == 0:
-                    writer.set(key, bytes([65 + size % 26]) * size, "text/plain")
-                elif op == 1:
-                    writer.delete(key)
-                elif op in (2, 3):
-                    writer.compact("archive" if op == 2 else "delete")
-                else:
-                    _same_as_full_read(opened, timelines, folder)
-            _same_as_full_read(opened, timelines, folder)
+            run_ops(writer, ops, look)
         finally:
             opened.close()
 
 
 def test_a_record_torn_at_the_first_view_is_found_once_whole(tmp_path: Path) -> None:
     folder = tmp_path / "store"
-    with Engine.open(folder) as writer:
-        for i in range(5):
-            writer.set("k", f"value {i}".encode())
-        writer.set("other", b"x" * 100)
-        writer.set("k", b"the last one, torn at first")
-    segment = sorted(folder.glob("*.seg"))[-1]
-    whole = segment.read_bytes()
-    (folder / "SYNCED").unlink()  # a writer mid-append: nothing synced past the cut
+    segment, whole = with_last_record_to_tear(folder)
     segment.write_bytes(whole[:-5])  # the last frame cut after its key
     opened, timelines = OpenedStores(), Timelines()
     try:
@@ -145,6 +120,6 @@ def test_views_from_many_threads_beside_a_writer_agree_with_a_full_read(tmp_path
             for thread in threads:
                 thread.join()
             assert not problems, problems
-            _same_as_full_read(opened, timelines, folder)
+            same_as_full_read(opened, timelines, folder)
     finally:
         opened.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +46,10 @@ class Opened:
 class OpenedStores:
     """Read-only opens of stores by folder, opened once and refreshed on each use."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_use: Callable[[Path, int], None] | None = None) -> None:
+        #: Told of each use of a store: its folder and what its snapshot covers (the console
+        #: starts the store's history index from it).
+        self.on_use = on_use
         self._opened: dict[Path, Opened] = {}
         self._locks: dict[Path, threading.Lock] = {}
         self._guard = threading.Lock()  # guards the two dicts, never held for I/O
@@ -79,6 +82,9 @@ class OpenedStores:
             if opened.covers != opened.engine.snapshot_covers:  # the writer compacted
                 opened.covers = opened.engine.snapshot_covers
                 opened.readers.retire(opened.covers)
+            covers = opened.covers
+        if self.on_use is not None:
+            self.on_use(path, covers)
         yield opened
 
     def _forget(self, path: Path) -> None:

@@ -1,30 +1,37 @@
 """A key's timeline as the console pages it: where each of its changes is in the log, kept
 fresh as the writer appends, with values read only for the versions a page shows.
 
-The first view of a key searches the whole retained log for it (:func:`logkv.history.key_log`:
-a byte search, decoding only the frames around its hits). The console keeps what it found as
-:class:`Timeline` (each change's seq, time, operation, size and location; no values) with the
-point the read-only open had read the log to then (:attr:`logkv.Engine.read_to`). A later view
-searches only what the writer appended since (:func:`logkv.history.key_records_from`), so it
-costs the new bytes, not the whole log. A compaction (the snapshot covers more segments: the
-files the locations name may be retired) makes the next view search the whole log again.
+The first view of a key reads where its changes are from the store's history index
+(:mod:`.key_index`) when that is ready; each change's seq, time, operation and size are then
+read from its record only when a page shows it (:class:`Versions`). Before the index is ready
+the first view searches the whole retained log for the key (:func:`logkv.history.key_log`: a
+byte search, decoding only the frames around its hits). The console keeps what it found as
+:class:`Timeline` with the point the log had been read to. A later view searches only what the
+writer appended since (:func:`logkv.history.key_records_from`), so it costs the new bytes, not
+the whole log. A compaction (the snapshot covers more segments: the files the locations name
+may be retired) makes the next view read the key again (from the index once it is rebuilt).
 A value is read from its frame (checksum checked) when a record or a diff asks for that version.
+
+The timelines stay beside the index: they hold what a page has already read of a key (the
+index holds locations alone), so paging and repeated views read no record twice, and they are
+what a view uses while the index is not ready.
 """
 
 from __future__ import annotations
 
-import os
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, overload
 
 from ..errors import CorruptionError
-from ..format import BadFrame, DeleteRecord, SetRecord, decode_fields, read_frame
-from ..fsutil import open_for_reading
-from ..history import LoggedRecord, key_log, key_records_from
+from ..format import DeleteRecord, Record, SetRecord
+from ..history import base_record, key_log, key_records_from
 from ..layout import ARCHIVE_DIR
+from .key_index import HistoryIndexes, read_located
 from .opened import OpenedStores
 
 #: Timelines kept (by store folder and key); each holds no values, ~150 bytes per change.
@@ -49,6 +56,41 @@ class Version:
     kept: SetRecord | None = None
 
 
+class Versions(Sequence[Version]):
+    """A timeline's changes, oldest first. A change known only by its location in the log
+    (a ``(path, offset)`` pair, as the store's history index gives it) is read from its frame
+    when first asked for, so a page of 200 changes reads 200 records, whatever the total."""
+
+    def __init__(self, items: Iterable[Version | tuple[Path, int]] = ()) -> None:
+        self._items: list[Version | tuple[Path, int]] = list(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, i: int) -> Version: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Version]: ...
+    def __getitem__(self, i: int | slice) -> Version | list[Version]:
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self._items)))]
+        return self._at(i)
+
+    def _at(self, i: int) -> Version:
+        item = self._items[i]
+        if isinstance(item, Version):
+            return item
+        path, offset = item
+        length, record = read_located(path, offset)
+        version = _version(path, offset, length, record)
+        self._items[i] = version
+        return version
+
+    def append(self, version: Version) -> None:
+        """Add ``version`` as the newest change."""
+        self._items.append(version)
+
+
 @dataclass
 class Timeline:
     """Every retained change of a key, oldest first; ``starts_at``: the first seq the log
@@ -57,13 +99,16 @@ class Timeline:
 
     key: str
     starts_at: int
-    versions: list[Version]
+    versions: Versions
     covers: int
     read_to: tuple[int, int]
-    by_seq: dict[int, Version] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.by_seq = {v.seq: v for v in self.versions}
+    def find(self, seq: int) -> Version | None:
+        """The change at ``seq`` (None: the key did not change then); reads a few records
+        (a binary search: seqs grow along the timeline)."""
+        versions = self.versions
+        i = bisect_left(versions, seq, key=lambda v: v.seq)
+        return versions[i] if i < len(versions) and versions[i].seq == seq else None
 
     def extend(self, versions: list[Version], read_to: tuple[int, int]) -> None:
         """Add the changes found after :attr:`read_to` (those already held are skipped: the
@@ -72,7 +117,6 @@ class Timeline:
         for version in versions:
             if version.seq > last:
                 self.versions.append(version)
-                self.by_seq[version.seq] = version
                 last = version.seq
         self.read_to = read_to
 
@@ -80,8 +124,10 @@ class Timeline:
 class Timelines:
     """The timelines the console read last, by store folder and key (thread-safe)."""
 
-    def __init__(self, kept: int = TIMELINES_KEPT) -> None:
+    def __init__(self, kept: int = TIMELINES_KEPT, indexes: HistoryIndexes | None = None) -> None:
         self._kept = kept
+        #: The stores' history indexes: a first view is read from them once they are ready.
+        self.indexes = HistoryIndexes() if indexes is None else indexes
         self._held: OrderedDict[tuple[Path, str], Timeline] = OrderedDict()
         self._guard = threading.Lock()  # held for the dict only, never for I/O
         #: Held while a timeline is read or brought up to date (one at a time: two views of a
@@ -112,15 +158,40 @@ class Timelines:
                 except FileNotFoundError:  # a compaction retired a file meanwhile
                     held = None
                 else:
-                    held.extend([_version(r) for r in found], read_to)
+                    held.extend(
+                        [_version(r.path, r.offset, r.length, r.record) for r in found], read_to
+                    )
             if held is not None:
                 return held
-        timeline = _read_whole(folder, key, covers, read_to)
+        timeline = self._from_index(folder, key, covers)
+        if timeline is None:
+            timeline = _read_whole(folder, key, covers, read_to)
         with self._guard:
             self._held[slot] = timeline
             self._held.move_to_end(slot)
             while len(self._held) > self._kept:
                 self._held.popitem(last=False)
+        return timeline
+
+    def _from_index(self, folder: Path, key: str, covers: int) -> Timeline | None:
+        """``key``'s timeline from the store's history index (brought up to date first);
+        None when it is not ready, or the log changed under it (the caller searches)."""
+        index = self.indexes.ready(folder, covers)
+        if index is None:
+            return None
+        try:
+            with index.lock:
+                index.catch_up()
+                located, read_to = index.located(key), index.read_to
+            timeline = Timeline(key, index.log.start, Versions(located), covers, read_to)
+            if index.log.base is not None:  # the snapshot may keep a change the log lost
+                first = timeline.versions[0].seq if located else None
+                kept = base_record(index.log, key, () if first is None else (first,))
+                if kept is not None and (first is None or kept.seq < first):
+                    timeline.versions = Versions([_kept_version(kept), *located])
+        except (FileNotFoundError, CorruptionError):
+            self.indexes.drop(folder)  # retired or damaged under it: built again next use
+            return None
         return timeline
 
     def forget(self, folder: Path, key: str) -> None:
@@ -132,8 +203,8 @@ class Timelines:
 def _read_whole(folder: Path, key: str, covers: int, read_to: tuple[int, int]) -> Timeline:
     found = key_log(folder, key)
     versions = [] if found.kept is None else [_kept_version(found.kept)]
-    versions.extend(_version(r) for r in found.records)
-    return Timeline(key, found.log.start, versions, covers, read_to)
+    versions.extend(_version(r.path, r.offset, r.length, r.record) for r in found.records)
+    return Timeline(key, found.log.start, Versions(versions), covers, read_to)
 
 
 def _kept_version(record: SetRecord) -> Version:
@@ -141,15 +212,13 @@ def _kept_version(record: SetRecord) -> Version:
                    record.value_size, "snapshot", None, kept=record)  # fmt: skip
 
 
-def _version(logged: LoggedRecord) -> Version:
-    record = logged.record
-    source = "archive" if logged.path.parent.name == ARCHIVE_DIR else "log"
+def _version(path: Path, offset: int, length: int, record: Record) -> Version:
+    source = "archive" if path.parent.name == ARCHIVE_DIR else "log"
     if isinstance(record, DeleteRecord):
         return Version(record.seq, record.timestamp_us, "delete", None, None, source,
-                       logged.path, logged.offset, logged.length)  # fmt: skip
+                       path, offset, length)  # fmt: skip
     return Version(record.seq, record.timestamp_us, "set", record.content_type,
-                   record.value_size, source, logged.path, logged.offset,
-                   logged.length)  # fmt: skip
+                   record.value_size, source, path, offset, length)  # fmt: skip
 
 
 def read_version(version: Version) -> SetRecord | DeleteRecord:
@@ -159,13 +228,7 @@ def read_version(version: Version) -> SetRecord | DeleteRecord:
     if version.path is None:
         assert version.kept is not None
         return version.kept
-    with open_for_reading(version.path) as file:
-        data = os.pread(file.fileno(), version.length, version.offset)
-    try:
-        _, fields = read_frame(data, 0, len(data))
-    except BadFrame as exc:
-        raise CorruptionError(version.path, version.offset, exc.reason) from None
-    record = decode_fields(fields)
+    _, record = read_located(version.path, version.offset)
     if record.seq != version.seq:
         raise CorruptionError(version.path, version.offset, "the record moved")
     return record
@@ -180,11 +243,11 @@ def records_at(
     timeline = timelines.get(opened, folder, key)
     out: list[tuple[Version, SetRecord | DeleteRecord] | None] = []
     for seq in seqs:
-        version = timeline.by_seq.get(seq)
-        if version is None:
-            out.append(None)
-            continue
         try:
+            version = timeline.find(seq)
+            if version is None:
+                out.append(None)
+                continue
             out.append((version, read_version(version)))
         except FileNotFoundError:
             timelines.forget(folder, key)

@@ -66,6 +66,10 @@ class Console:
     #: The key timelines read last, kept fresh as the writer appends (:mod:`.timelines`).
     timelines: Timelines = field(default_factory=Timelines)
 
+    def __post_init__(self) -> None:
+        # Any use of a store starts (or, after a compaction, renews) its history index.
+        self.opened.on_use = self.timelines.indexes.ensure
+
 
 def key_timeline(console: Console, ref: StoreRef, key: str) -> Timeline:
     """``key``'s timeline (:class:`~logkv.web.timelines.Timeline`): read whole on its first
@@ -179,6 +183,7 @@ def store_detail(console: Console, ref: StoreRef) -> dict[str, Any]:
     summary["history_from_segment"] = first
     summary["history_complete"] = first in (None, 1)
     summary["replication"] = _replication(console.replicated, ref.path, summary.get("last_seq"))
+    summary["history_index"] = console.timelines.indexes.status(ref.path)
     return summary
 
 
