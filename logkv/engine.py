@@ -818,7 +818,10 @@ class Engine:
             return size
         if size < -1:  # a streamed value: its size, whatever it is (reading it means file I/O)
             return value_size(entry)
-        try:  # the common case, read as read() does, with no further call
+        try:
+            if size >= LARGE_VALUE:  # a pread into the value returned, as read() does
+                return self.read(entry), content_type
+            # the common case, read as read() does, with no further call
             buf, pos = self._readers.view(number, head + size if size > 0 else head, offset)
             return checked_value(buf, pos, head, size), content_type
         except BadFrame as bad:

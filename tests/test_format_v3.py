@@ -200,8 +200,15 @@ def test_a_large_value_damaged_after_the_open_fails_its_get(tmp_path: Path, size
             with pytest.raises(CorruptionError) as caught:
                 reader.get("large")
             assert caught.value.offset == offset
+            with pytest.raises(CorruptionError) as caught:  # the store clients' read
+                reader.get_small("large", size)
+            assert caught.value.offset == offset
             segment.write_bytes(data)
             assert reader.get("large") == bytes(i % 253 for i in range(size))
+            assert reader.get_small("large", size) == (
+                reader.get("large"),
+                "application/octet-stream",
+            )
         # A file cut inside the value, read with pread (a mapped file never shrinks).
         if size >= LARGE_VALUE:
             segment.write_bytes(data[: offset + length - 1])
