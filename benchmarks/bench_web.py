@@ -239,8 +239,9 @@ def measure(args: argparse.Namespace, run: Run) -> str:
             "two versions a diff shows.",
         ],
         notes=[
-            "Measured on the shared 2-core development machine, under load from other work: "
-            "ratios between rows of this run are more telling than the figures."
+            "The machine's load at the start and end of the run is in the machine table: "
+            "on a loaded machine, ratios between rows of one run are more telling than the "
+            "figures."
         ],
     )
 
