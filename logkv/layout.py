@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 LOCK_FILE = "LOCK"
@@ -57,10 +58,15 @@ def segment_name(number: int) -> str:
     return f"{number:08d}{SEGMENT_SUFFIX}"
 
 
+def _number_in(pattern: re.Pattern[str], name: str) -> int | None:
+    """The number ``pattern``'s group captures in ``name``, or None when it does not match."""
+    match = pattern.match(name)
+    return int(match.group(1)) if match else None
+
+
 def segment_number(name: str) -> int | None:
     """The number of a segment file name, or None when ``name`` is not a segment."""
-    match = _SEGMENT_RE.match(name)
-    return int(match.group(1)) if match else None
+    return _number_in(_SEGMENT_RE, name)
 
 
 def list_segments(folder: Path) -> list[tuple[int, Path]]:
@@ -113,13 +119,7 @@ def hint_name(number: int) -> str:
 
 def list_hints(folder: Path) -> list[tuple[int, Path]]:
     """The segment hint files in ``folder`` as ``(segment number, path)`` pairs, in order."""
-    found = []
-    for entry in folder.iterdir():
-        match = _HINT_RE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry))
-    found.sort()
-    return found
+    return _numbered(folder, partial(_number_in, _HINT_RE))
 
 
 def snapshot_name(covers: int) -> str:
@@ -129,8 +129,7 @@ def snapshot_name(covers: int) -> str:
 
 def snapshot_number(name: str) -> int | None:
     """What a snapshot file name says it covers, or None when ``name`` is not a snapshot."""
-    match = _SNAPSHOT_RE.match(name)
-    return int(match.group(1)) if match else None
+    return _number_in(_SNAPSHOT_RE, name)
 
 
 def list_snapshots(folder: Path) -> list[tuple[int, Path]]:
@@ -145,8 +144,7 @@ def value_file_name(seq: int) -> str:
 
 def value_file_number(name: str) -> int | None:
     """The seq a value file name bears, or None when ``name`` is not a value file."""
-    match = _VALUE_RE.match(name)
-    return int(match.group(1)) if match else None
+    return _number_in(_VALUE_RE, name)
 
 
 def list_value_files(folder: Path) -> list[tuple[int, Path]]:
@@ -175,13 +173,7 @@ def checkpoint_name(seq: int) -> str:
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """The checkpoints in ``folder`` (a store's ``archive/``) as ``(seq, path)``, oldest first."""
-    found = []
-    for entry in folder.iterdir():
-        match = _CHECKPOINT_RE.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry))
-    found.sort()
-    return found
+    return _numbered(folder, partial(_number_in, _CHECKPOINT_RE))
 
 
 def data_file_name(file_id: int) -> str:
