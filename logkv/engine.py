@@ -1213,6 +1213,7 @@ class Engine:
             position = self._position
             position.record_bytes = snapshot_bytes + (position.record_bytes - cut.record_bytes)
             self._compaction.covers = cut.covers
+            self._index.drop_rows(cut.covers)  # every entry in them points at the snapshot now
             retired = retire()
             position.segments -= sum(1 for i in retired if i > 0)
             return retired, [*self._readers.retire(cut.covers)]

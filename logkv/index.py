@@ -37,6 +37,10 @@ Not thread-safe: the engine calls it with its lock held.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from array import array
+from dataclasses import dataclass
 from itertools import islice
 from typing import Final, NamedTuple
 
@@ -166,7 +170,9 @@ def file_base(file_id: int) -> int:
 
 def unpack(packed: int, names: list[str | None]) -> Entry:
     """The entry tuple of a packed entry (``names``: :attr:`ContentTypes.names`)."""
-    if packed < 0:
+    if packed < ROW_LIMIT:
+        if packed >= 0:  # a row of a hint loaded in bulk
+            return _row_tables[packed >> ROW_SHIFT].entry(packed & ROW_MASK)  # type: ignore[union-attr]
         packed = ~packed
         return (
             (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
@@ -186,30 +192,102 @@ def unpack(packed: int, names: list[str | None]) -> Entry:
 
 def packed_file(packed: int) -> int:
     """The file id of a packed entry."""
-    if packed < 0:
+    if packed < ROW_LIMIT:
+        if packed >= 0:
+            return _row_tables[packed >> ROW_SHIFT].file_id  # type: ignore[union-attr]
         packed = ~packed
     return (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS
 
 
 def packed_size(packed: int) -> int:
     """The size field of a packed entry (-1: a stored None; below: a streamed set)."""
-    if packed < 0:
+    if packed < ROW_LIMIT:
+        if packed >= 0:
+            return _row_tables[packed >> ROW_SHIFT].sizes[packed & ROW_MASK]  # type: ignore[union-attr]
         return -2 - (~packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK)
     return (packed >> SIZE_SHIFT & SIZE_MASK) - 1
 
 
 def packed_type_id(packed: int) -> int:
-    """The content type id of a packed entry."""
+    """The content type id of a packed entry (not a row reference: its type is its table's)."""
     return ~packed >> STREAMED_TYPE_SHIFT if packed < 0 else packed >> TYPE_SHIFT
 
 
 def packed_frame_length(packed: int) -> int:
     """The length of the frame a packed entry points to (head + value size in the log)."""
-    if packed < 0:
+    if packed < ROW_LIMIT:
+        if packed >= 0:
+            return _row_tables[packed >> ROW_SHIFT].frame_length(packed & ROW_MASK)  # type: ignore[union-attr]
         packed = ~packed  # its size field is that of a None: the frame is its head
     size = (packed >> SIZE_SHIFT & SIZE_MASK) - 1
     head = packed >> HEAD_SHIFT & HEAD_MASK
     return head + size if size > 0 else head
+
+
+# ---------------------------------------------------------------------------------- row tables
+
+#: A packed entry ``0 <= p < ROW_LIMIT`` is a *row reference*: row ``p & ROW_MASK`` of the
+#: row table in slot ``p >> ROW_SHIFT`` (an entry packed by :func:`pack` is at least
+#: ``1 << FILE_SHIFT``, or negative).
+ROW_SHIFT: Final = 32
+ROW_MASK: Final = (1 << ROW_SHIFT) - 1
+ROW_LIMIT: Final = 1 << 60
+_MAX_SLOT: Final = (ROW_LIMIT >> ROW_SHIFT) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class RowTable:
+    """The columns of a hint loaded in bulk (a snapshot's or a sealed segment's): row ``i``
+    is the entry ``(file_id, offsets[i], heads[i], sizes[i], types[type_ids[i]])``.
+
+    An open points each key of the hint at its row with a small ``int`` (a *row reference*,
+    made in C by ``range``) instead of packing every row into an entry one at a time in
+    Python: packing a million rows cost more than half a second."""
+
+    file_id: int
+    offsets: array[int]
+    heads: array[int]
+    sizes: array[int]
+    type_ids: array[int]
+    types: list[str | None]
+
+    def entry(self, row: int) -> Entry:
+        """Row ``row`` as an entry."""
+        return (
+            self.file_id,
+            self.offsets[row],
+            self.heads[row],
+            self.sizes[row],
+            self.types[self.type_ids[row]],
+        )
+
+    def frame_length(self, row: int) -> int:
+        """The length of row ``row``'s frame (head + value size in the log)."""
+        size = self.sizes[row]
+        return self.heads[row] + size if size > 0 else self.heads[row]
+
+
+# Every row table of the process, by slot (None: released). A slot is never given out again,
+# so a row reference to a released table fails loudly instead of reading another's rows.
+_row_tables: list[RowTable | None] = []
+_row_tables_lock = threading.Lock()
+
+
+def _register_rows(table: RowTable) -> int | None:
+    """A new slot holding ``table`` (None: the slots are used up)."""
+    with _row_tables_lock:
+        slot = len(_row_tables)
+        if slot > _MAX_SLOT:
+            return None
+        _row_tables.append(table)
+        return slot
+
+
+def _release_rows(slots: list[int]) -> None:
+    """Let the tables in ``slots`` go (their index is gone, or holds no reference to them)."""
+    for slot in slots:
+        _row_tables[slot] = None
+    slots.clear()
 
 
 class ContentTypes:
@@ -250,13 +328,15 @@ class Index:
     (1, 59, 40, 5, 'text/plain')
     """
 
-    __slots__ = ("_fresh", "_sorted", "packed", "types")
+    __slots__ = ("__weakref__", "_fresh", "_rows", "_sorted", "packed", "types")
 
     def __init__(self, entries: dict[str, Entry] | None = None) -> None:
         self.packed: dict[str, int] = {}
         self.types = ContentTypes()
         self._sorted: SortedList = SortedList()
         self._fresh: set[str] = set()  # in packed, not yet in _sorted
+        self._rows: list[int] = []  # the slots of the row tables this index refers to
+        weakref.finalize(self, _release_rows, self._rows)
         if entries:
             type_id = self.types.id
             self.packed = {
@@ -280,7 +360,35 @@ class Index:
         assert all(key in self.packed for key in fresh), "a fresh key has no entry"
         assert all(key in self.packed for key in sorted_keys), "a sorted key has no entry"
         count = len(self.types.names)
-        assert all(type(p) is int and packed_type_id(p) < count for p in self.packed.values())
+        for p in self.packed.values():
+            assert type(p) is int
+            if 0 <= p < ROW_LIMIT:
+                assert p >> ROW_SHIFT in self._rows, "a row reference to another index's table"
+                table = _row_tables[p >> ROW_SHIFT]
+                assert table is not None and (p & ROW_MASK) < len(table.offsets)
+            else:
+                assert packed_type_id(p) < count
+
+    def add_rows(self, table: RowTable) -> range | None:
+        """The row references of ``table``'s rows, in order, for entries of this index (None:
+        none can be given: the table is too long, or the process ran out of slots; then the
+        caller packs its rows)."""
+        if len(table.offsets) > ROW_MASK + 1:
+            return None
+        slot = _register_rows(table)
+        if slot is None:
+            return None
+        self._rows.append(slot)
+        base = slot << ROW_SHIFT
+        return range(base, base + len(table.offsets))
+
+    def drop_rows(self, covers: int) -> None:
+        """Let go of the row tables of files ``<= covers`` (segments ``1..covers`` and older
+        snapshots): a compaction has pointed every entry in them at its new snapshot."""
+        gone = [s for s in self._rows if _row_tables[s].file_id <= covers]  # type: ignore[union-attr]
+        if gone:
+            self._rows[:] = [s for s in self._rows if s not in gone]
+            _release_rows(gone)
 
     def sort_all(self) -> None:
         """Sort every key into the sorted keys at once (after a bulk load into ``packed``):

@@ -29,10 +29,11 @@ from .format import (
     chain_of,
     streamed_entry_size,
 )
-from .hints import SegmentHint, pack_rows
+from .hints import SegmentHint, index_rows
 from .index import (
     HEAD_MASK,
     HEAD_SHIFT,
+    ROW_LIMIT,
     SIZE_MASK,
     SIZE_SHIFT,
     TYPE_SHIFT,
@@ -189,7 +190,7 @@ class Replayer:
         rows = hint.rows
         live = self.live_bytes
         before = len(packed)
-        packed.update(zip(rows.keys, pack_rows(rows, hint.number, index.types), strict=True))
+        packed.update(zip(rows.keys, index_rows(rows, hint.number, index), strict=True))
         live += rows.frame_bytes()
         if before + len(rows.keys) != len(packed):
             # The segment replaced entries, whose lengths are gone with them: count the live
@@ -247,11 +248,12 @@ class Replayer:
                 key = fields[3]
                 old = get(key)
                 if old is not None:
-                    if old < 0:  # a streamed set: the size field of ~old is that of a None
-                        old = ~old
-                    size = (old >> SIZE_SHIFT & SIZE_MASK) - 1
-                    head = old >> HEAD_SHIFT & HEAD_MASK
-                    live_bytes -= head + size if size > 0 else head
+                    if old < ROW_LIMIT:  # a streamed set, or a row of a hint
+                        live_bytes -= packed_frame_length(old)
+                    else:
+                        size = (old >> SIZE_SHIFT & SIZE_MASK) - 1
+                        head = old >> HEAD_SHIFT & HEAD_MASK
+                        live_bytes -= head + size if size > 0 else head
                 if fields[2] == _SET:
                     value = fields[5]
                     size = -1 if value is None else len(value)

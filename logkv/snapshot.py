@@ -31,7 +31,7 @@ from .errors import CorruptionError
 from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, remove_quietly
-from .hints import BLOCK_HEADER, Columns, Rows, decode_rows, encode_block, pack_rows, read_block
+from .hints import BLOCK_HEADER, Columns, Rows, decode_rows, encode_block, index_rows, read_block
 from .index import Entry, Index
 from .layout import snapshot_name
 
@@ -188,7 +188,7 @@ def load_snapshot_into(path: Path, covers: int, index: Index) -> SnapshotInfo:
     """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty), packed
     in bulk; the index is left unchanged when the snapshot fails to load."""
     info, rows = _load(path, covers)
-    index.packed = dict(zip(rows.keys, pack_rows(rows, -covers, index.types), strict=True))
+    index.packed = dict(zip(rows.keys, index_rows(rows, -covers, index), strict=True))
     return info
 
 

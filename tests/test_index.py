@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from array import array
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from logkv.index import (
     MAX_SIZE,
     MAX_STREAMED_SIZE,
     MERGE_BATCH,
+    ROW_LIMIT,
     Index,
+    RowTable,
     pack,
     packed_file,
     packed_frame_length,
@@ -221,3 +224,69 @@ def _fill_compact_and_hint(path: Path) -> None:
         for i in range(200):
             engine.set(f"k{i % 150:03d}", None if i % 7 == 0 else b"w" * i, "application/json")
         engine.wait_for_hints()
+
+
+def test_row_references_read_their_table_and_are_let_go(tmp_path: Path) -> None:
+    """Entries loaded in bulk from a hint are row references into its columns: they unpack
+    (and give file, size and frame length) exactly as packed entries do, a compaction lets go
+    of the tables of the files it retired, and a dropped index lets go of the rest."""
+    index = Index()
+    table = RowTable(
+        5,
+        array("Q", [16, 70, 200]),
+        array("I", [40, 44, 90]),
+        array("q", [3, -1, -2 - (1 << 40)]),
+        array("I", [0, 1, 0]),
+        ["text/plain", None],
+    )
+    refs = index.add_rows(table)
+    assert refs is not None and all(0 <= r < ROW_LIMIT for r in refs)
+    index.packed = dict(zip(["a", "b", "c"], refs, strict=True))
+    index.sort_all()
+    index._check()
+    assert index.get("a") == (5, 16, 40, 3, "text/plain")
+    assert index.get("b") == (5, 70, 44, -1, None)
+    assert index.get("c") == (5, 200, 90, -2 - (1 << 40), "text/plain")
+    assert [packed_file(r) for r in refs] == [5, 5, 5]
+    assert [packed_size(r) for r in refs] == [3, -1, -2 - (1 << 40)]
+    assert [packed_frame_length(r) for r in refs] == [43, 44, 90]
+    index.put("a", (6, 16, 40, 1, None))
+    index.remove("b")
+    index.drop_rows(4)  # a compaction of segments 1..4 leaves segment 5 referenced
+    index._check()
+    assert index.get("c") == (5, 200, 90, -2 - (1 << 40), "text/plain")
+    slot = refs[0] >> index_module.ROW_SHIFT
+    assert index_module._row_tables[slot] is table
+    index.put("c", (6, 60, 40, 1, None))
+    index.drop_rows(5)
+    assert index_module._row_tables[slot] is None
+    index._check()
+    again = Index()
+    refs = again.add_rows(table)
+    assert refs is not None
+    slot = refs[0] >> index_module.ROW_SHIFT
+    del again
+    gc.collect()
+    assert index_module._row_tables[slot] is None
+
+
+def test_an_open_from_hints_then_compaction_keeps_no_stale_row_reference(tmp_path: Path) -> None:
+    """After an open that loads a snapshot and segment hints, overwrites, deletes and a
+    compaction leave every entry pointing at a live file, with the same values."""
+    path = tmp_path / "store"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hints_module, "MIN_HINTED_SEGMENT", 0)
+        _fill_compact_and_hint(path)
+        with Engine.open(path, segment_size=4096) as engine:
+            expected = {k: engine.get(k) for k in list(engine.keys())}
+            assert any(0 <= p < ROW_LIMIT for p in engine._index.packed.values())
+            for i in range(40):
+                engine.set(f"k{i * 3:03d}", b"n" * i)
+                expected[f"k{i * 3:03d}"] = b"n" * i
+                engine.delete(f"k{i * 3 + 1:03d}")
+                expected.pop(f"k{i * 3 + 1:03d}", None)
+            engine.compact()
+            engine._check()
+            assert not any(0 <= p < ROW_LIMIT for p in engine._index.packed.values())
+            assert not engine._index._rows
+            assert {k: engine.get(k) for k in list(engine.keys())} == expected
