@@ -196,6 +196,9 @@ class Rows:
     sizes: array[int]
     type_ids: array[int]
     types: list[str | None]
+    #: Whether any size is negative (a stored None or a streamed set); False only when
+    #: known that none is.
+    negative_sizes: bool = True
 
     def entries(self, file_id: int) -> dict[str, Entry]:
         """Every row as an index entry in file ``file_id`` (for readers other than open)."""
@@ -218,7 +221,7 @@ class Rows:
         """The bytes of the frames the rows point to (head + value size in the log each)."""
         sizes = self.sizes
         total = sum(self.heads) + sum(sizes)  # sums in C; then take the negative sizes out
-        if sizes and min(sizes) < 0:
+        if self.negative_sizes and sizes and min(sizes) < 0:
             total -= sum(size for size in sizes if size < 0)
         return total
 
@@ -240,14 +243,18 @@ def decode_rows(hint: Any) -> Rows:
     # max() of a million-row column costs tens of milliseconds): an offset's top two bytes
     # are zero (MAX_OFFSET is 48 bits); every type id is one of the ids in ``types``. Any
     # i64 size is at least -2 - MAX_STREAMED_SIZE: sizes have an upper bound only.
+    # A size below 2**32 and not negative has four zero top bytes (the common case, checked
+    # in C); else the sizes are looked at one by one.
+    size_tops = sizes_raw[4::8] + sizes_raw[5::8] + sizes_raw[6::8] + sizes_raw[7::8]
+    small_sizes = not size_tops.strip(b"\0")
     if keys and (
         (offsets_raw[6::8] + offsets_raw[7::8]).strip(b"\0")
         or not _only_small_ids(type_ids_raw, len(types))
-        or max(sizes) > MAX_SIZE
+        or (not small_sizes and max(sizes) > MAX_SIZE)
     ):
         raise ValueError("a value lies out of range")
     content_types = [t if t is None else sys.intern(t) for t in types]
-    return Rows(keys, offsets, heads, sizes, type_ids, content_types)
+    return Rows(keys, offsets, heads, sizes, type_ids, content_types, not small_sizes)
 
 
 assert MAX_OFFSET == (1 << 48) - 1 and MAX_STREAMED_SIZE == (1 << 64) - 1  # see decode_rows

@@ -13,8 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logkv.hints import Columns, decode_rows, pack_rows
-from logkv.index import MAX_OFFSET, MAX_SIZE, ContentTypes, pack
+from logkv.hints import Columns, decode_rows, index_rows, pack_rows
+from logkv.index import (
+    MAX_OFFSET,
+    MAX_SIZE,
+    ContentTypes,
+    Index,
+    pack,
+    packed_frame_length,
+    unpack,
+)
 
 
 def _hint(
@@ -89,7 +97,7 @@ rows_strategy = st.lists(
     st.tuples(
         st.integers(0, MAX_OFFSET),
         st.integers(0, (1 << 32) - 1),
-        st.one_of(st.integers(-1, MAX_SIZE), st.integers(-(1 << 50), -2)),
+        st.one_of(st.integers(-1, 3000), st.integers(-1, MAX_SIZE), st.integers(-(1 << 50), -2)),
         st.sampled_from([None, "text/html", "application/json"]),
     ),
     max_size=30,
@@ -109,6 +117,12 @@ def test_bulk_packing_equals_packing_one_at_a_time(
     expected = [pack(file_id, o, h, s, one_types.id(t)) for o, h, s, t in rows]
     assert pack_rows(decoded, file_id, bulk_types) == expected
     assert bulk_types.names == one_types.names
+    index = Index()  # an open's way: row references into the columns, read as the same entries
+    refs = list(index_rows(decoded, file_id, index))
+    unpacked = [unpack(p, one_types.names) for p in expected]
+    assert [unpack(r, index.types.names) for r in refs] == unpacked
+    assert [packed_frame_length(r) for r in refs] == list(map(packed_frame_length, expected))
+    assert decoded.frame_bytes() == sum(map(packed_frame_length, expected))
 
 
 def test_frame_bytes_count_a_value_only_when_it_is_in_the_frame() -> None:
