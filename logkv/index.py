@@ -11,6 +11,15 @@ keys and ``int`` values is not tracked either: the collector never walks the ind
 overwrite allocates nothing it tracks. An entry costs one 48-byte ``int`` (five 30-bit
 digits) and its dict slot, instead of a 5-tuple and the ``int`` objects of its fields.
 
+**Row references.** An open loads a snapshot's and each sealed segment's hint in bulk; packing
+each of a million rows into an entry, one at a time in Python, cost more than half a second.
+Instead the hint's columns are kept as a :class:`RowTable` and each of its keys gets a *row
+reference*, a small ``int`` (``slot << 32 | row``, below :data:`ROW_LIMIT`) made in C by
+``range``; :func:`unpack` and the ``packed_*`` readers resolve it through the table. A row
+reference costs a 32-byte ``int`` plus its row (24 bytes of columns) where a packed entry costs
+48 bytes. Writes after the open make packed entries, as before; a compaction lets go of the
+tables of the files it retires (:meth:`Index.drop_rows`), and a dropped index of all of its own.
+
 **Order.** Point operations (get, set, delete) use the plain ``dict``. The keys are also kept in
 a ``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
 written for the first time is not inserted into it there and then: it joins a set of *fresh*

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from logkv import index as index_module
 from logkv.hints import Columns, decode_rows, index_rows, pack_rows
 from logkv.index import (
     MAX_OFFSET,
@@ -130,3 +131,18 @@ def test_frame_bytes_count_a_value_only_when_it_is_in_the_frame() -> None:
                              [5, -1, -2 - (1 << 40), 0], [0, 0, 0, 0], [None]))  # fmt: skip
     assert rows.frame_bytes() == 45 + 41 + 90 + 30
     assert decode_rows(_hint([], [], [], [], [], [])).frame_bytes() == 0
+
+
+def test_row_tables_keep_narrow_columns_when_the_values_fit() -> None:
+    """Offsets below 4 GiB, heads below 64 KiB and few content types are kept in narrower
+    arrays (the index keeps them as long as it refers to them); wider ones as they came."""
+    small = decode_rows(_hint(["a", "b"], [16, (1 << 32) - 1], [40, 65535], [1, 2], [0, 0], [None]))
+    wide = decode_rows(_hint(["a", "b"], [16, 1 << 32], [40, 65536], [1, 2], [0, 0], [None]))
+    for rows, itemsizes in ((small, (4, 2, 1)), (wide, (8, 4, 1))):
+        index = Index()
+        refs = list(index_rows(rows, 3, index))
+        table = index_module._row_tables[refs[0] >> index_module.ROW_SHIFT]
+        assert table is not None
+        assert (table.offsets.itemsize, table.heads.itemsize, table.type_ids.itemsize) == itemsizes
+        index.packed = dict(zip(rows.keys, refs, strict=True))
+        assert [index.get(k) for k in rows.keys] == list(rows.entries(3).values())
