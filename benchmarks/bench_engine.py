@@ -7,9 +7,10 @@ Run from the repository root::
     python -m benchmarks.bench_engine --records 200000 --out other.md
     python -m benchmarks.bench_engine --light    # 10M records of 100 B, 1 round, no compaction
 
-The light mode measures the index at ten times the usual size in a run of about ten minutes
-on two quiet cores: small values keep the log and the page cache small, one round and no
-compaction keep the time down; everything else is measured as in the full mode.
+The light mode measures the index at ten times the usual size in a run of 8-10 minutes on
+two quiet cores (an estimate; about 5 GB of memory): small values keep the log and the page
+cache small, one round and no compaction keep the time down; everything else is measured as
+in the full mode.
 
 Everything is measured in one process run, so the ratios between figures hold. The stores live
 in a temporary folder in the repository root (on the same disk as the repository, never a RAM
