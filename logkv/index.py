@@ -180,8 +180,16 @@ def file_base(file_id: int) -> int:
 def unpack(packed: int, names: list[str | None]) -> Entry:
     """The entry tuple of a packed entry (``names``: :attr:`ContentTypes.names`)."""
     if packed < ROW_LIMIT:
-        if packed >= 0:  # a row of a hint loaded in bulk
-            return _row_tables[packed >> ROW_SHIFT].entry(packed & ROW_MASK)  # type: ignore[union-attr]
+        if packed >= 0:  # a row of a hint loaded in bulk (RowTable.entry, inlined: gets)
+            table = _row_tables[packed >> ROW_SHIFT]
+            row = packed & ROW_MASK
+            return (
+                table.file_id,
+                table.offsets[row],
+                table.heads[row],
+                table.sizes[row],
+                table.types[table.type_ids[row]],
+            )
         packed = ~packed
         return (
             (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS,
@@ -203,7 +211,7 @@ def packed_file(packed: int) -> int:
     """The file id of a packed entry."""
     if packed < ROW_LIMIT:
         if packed >= 0:
-            return _row_tables[packed >> ROW_SHIFT].file_id  # type: ignore[union-attr]
+            return _row_tables[packed >> ROW_SHIFT].file_id
         packed = ~packed
     return (packed >> FILE_SHIFT & FILE_MASK) - FILE_BIAS
 
@@ -212,7 +220,7 @@ def packed_size(packed: int) -> int:
     """The size field of a packed entry (-1: a stored None; below: a streamed set)."""
     if packed < ROW_LIMIT:
         if packed >= 0:
-            return _row_tables[packed >> ROW_SHIFT].sizes[packed & ROW_MASK]  # type: ignore[union-attr]
+            return _row_tables[packed >> ROW_SHIFT].sizes[packed & ROW_MASK]
         return -2 - (~packed >> STREAMED_SIZE_SHIFT & STREAMED_SIZE_MASK)
     return (packed >> SIZE_SHIFT & SIZE_MASK) - 1
 
@@ -226,7 +234,7 @@ def packed_frame_length(packed: int) -> int:
     """The length of the frame a packed entry points to (head + value size in the log)."""
     if packed < ROW_LIMIT:
         if packed >= 0:
-            return _row_tables[packed >> ROW_SHIFT].frame_length(packed & ROW_MASK)  # type: ignore[union-attr]
+            return _row_tables[packed >> ROW_SHIFT].frame_length(packed & ROW_MASK)
         packed = ~packed  # its size field is that of a None: the frame is its head
     size = (packed >> SIZE_SHIFT & SIZE_MASK) - 1
     head = packed >> HEAD_SHIFT & HEAD_MASK
@@ -276,9 +284,11 @@ class RowTable:
         return self.heads[row] + size if size > 0 else self.heads[row]
 
 
-# Every row table of the process, by slot (None: released). A slot is never given out again,
-# so a row reference to a released table fails loudly instead of reading another's rows.
-_row_tables: list[RowTable | None] = []
+#: What a released slot holds: a table without rows (reading one raises IndexError).
+RELEASED: Final = RowTable(0, array("Q"), array("I"), array("q"), array("I"), [])
+# Every row table of the process, by slot. A slot is never given out again, so a row
+# reference to a released table fails loudly instead of reading another table's rows.
+_row_tables: list[RowTable] = []
 _row_tables_lock = threading.Lock()
 
 
@@ -295,7 +305,7 @@ def _register_rows(table: RowTable) -> int | None:
 def _release_rows(slots: list[int]) -> None:
     """Let the tables in ``slots`` go (their index is gone, or holds no reference to them)."""
     for slot in slots:
-        _row_tables[slot] = None
+        _row_tables[slot] = RELEASED
     slots.clear()
 
 
@@ -374,7 +384,7 @@ class Index:
             if 0 <= p < ROW_LIMIT:
                 assert p >> ROW_SHIFT in self._rows, "a row reference to another index's table"
                 table = _row_tables[p >> ROW_SHIFT]
-                assert table is not None and (p & ROW_MASK) < len(table.offsets)
+                assert (p & ROW_MASK) < len(table.offsets)
             else:
                 assert packed_type_id(p) < count
 
@@ -394,7 +404,7 @@ class Index:
     def drop_rows(self, covers: int) -> None:
         """Let go of the row tables of files ``<= covers`` (segments ``1..covers`` and older
         snapshots): a compaction has pointed every entry in them at its new snapshot."""
-        gone = [s for s in self._rows if _row_tables[s].file_id <= covers]  # type: ignore[union-attr]
+        gone = [s for s in self._rows if _row_tables[s].file_id <= covers]
         if gone:
             self._rows[:] = [s for s in self._rows if s not in gone]
             _release_rows(gone)

@@ -142,7 +142,6 @@ def test_row_tables_keep_narrow_columns_when_the_values_fit() -> None:
         index = Index()
         refs = list(index_rows(rows, 3, index))
         table = index_module._row_tables[refs[0] >> index_module.ROW_SHIFT]
-        assert table is not None
         assert (table.offsets.itemsize, table.heads.itemsize, table.type_ids.itemsize) == itemsizes
         index.packed = dict(zip(rows.keys, refs, strict=True))
         assert [index.get(k) for k in rows.keys] == list(rows.entries(3).values())

@@ -259,7 +259,7 @@ def test_row_references_read_their_table_and_are_let_go(tmp_path: Path) -> None:
     assert index_module._row_tables[slot] is table
     index.put("c", (6, 60, 40, 1, None))
     index.drop_rows(5)
-    assert index_module._row_tables[slot] is None
+    assert index_module._row_tables[slot] is index_module.RELEASED
     index._check()
     again = Index()
     refs = again.add_rows(table)
@@ -267,7 +267,7 @@ def test_row_references_read_their_table_and_are_let_go(tmp_path: Path) -> None:
     slot = refs[0] >> index_module.ROW_SHIFT
     del again
     gc.collect()
-    assert index_module._row_tables[slot] is None
+    assert index_module._row_tables[slot] is index_module.RELEASED
 
 
 def test_an_open_from_hints_then_compaction_keeps_no_stale_row_reference(tmp_path: Path) -> None:
