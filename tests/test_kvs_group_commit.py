@@ -182,31 +182,22 @@ async def test_a_lone_task_syncs_without_a_pass_of_the_event_loop(
 
 
 async def test_writers_that_join_a_lone_writer_share_syncs_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
     """A lone writer's leaders stop yielding; when many tasks start writing, the next yield
     (at most YIELD_INTERVAL later) gathers them, and their writes share fdatasyncs."""
     kvs = await KeyValueStore.open(name="racing", configuration=fsync_configuration(tmp_path))
     monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", 60.0)  # the inline path, however slow
     await _lonely(kvs, 20)
-    real = os.fdatasync
-    syncs = 0
-
-    def counting(fd: int) -> None:
-        nonlocal syncs
-        syncs += 1
-        real(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counting)
+    syncs = held_syncs()
 
     async def writer(task: int) -> None:
         for i in range(5):
             await kvs.set_value(f"t{task:02d}-{i}", i)
 
     await asyncio.gather(_lonely(kvs, 50), *(writer(t) for t in range(64)))
-    monkeypatch.setattr(os, "fdatasync", real)
-    writes = 50 + 64 * 5
-    assert 0 < syncs < writes / 4, f"{syncs} fdatasyncs for {writes} writes: no group commit"
+    writes, synced = 50 + 64 * 5, len(syncs.threads)
+    assert 0 < synced < writes / 4, f"{synced} fdatasyncs for {writes} writes: no group commit"
     assert [await kvs.get_value(f"t{t:02d}-4") for t in range(64)] == [4] * 64
     await kvs.close()
 
