@@ -33,10 +33,12 @@ _clock = time.perf_counter
 #: sync runs in a worker thread.
 INLINE_SYNC_LIMIT: Final = 0.002
 
-#: The longest leaders go without yielding to the event loop (seconds), however lonely the
-#: writes: the inline syncs block the event loop meanwhile, and the next yield is how
-#: writers that have come since are noticed.
-YIELD_INTERVAL: Final = 0.001
+#: The longest leaders go without yielding to the event loop before a sync (seconds), however
+#: lonely the writes: that yield is how writers that have come since are noticed (until then
+#: each syncs alone). About 20 syncs of a quick disk, so that a lone writer yields for one
+#: write in 20 or so. (The event loop is not blocked that long meanwhile: the facade yields
+#: every few dozen calls anyway, after the call's write.)
+YIELD_INTERVAL: Final = 0.005
 
 
 class LeadPace:
