@@ -41,20 +41,31 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import orjson
 
 from logkv import Configuration, Engine, KeyValueStore
 from logkv.content import encode
+from logkv.format import (
+    FRAME_KINDS,
+    GENESIS_CHAIN,
+    RECORD_MAGIC,
+    checksum,
+    encode_record,
+)
 
 from .harness import Run, Script, check, positive_float, positive_int, run_writers, start_clock
 from .machine import disk_usage, rss_anon
 from .peer_report import RAW, Results, render, value_workload, write_chart
 from .peer_stores import JSON_TYPE, OpenStore, Peer, peers
 from .workload import floor_write_loop, raw_sync_rate, raw_write_loop
+
+_pack_body = msgpack.Packer(use_bin_type=True).pack
 
 SCRIPT = Script(
     "bench_peers",
@@ -565,6 +576,7 @@ async def measure_breakdown(settings: Settings, data: Data, work: Path, results:
     for number in range(settings.rounds):
         for kind, keys, docs, gets in kinds:
             await breakdown_round(kind, keys, docs, gets, work / f"parts-{number}", results)
+        append_steps(data.page_keys, data.page_docs, work / f"steps-{number}", results)
     counts = {kind: len(keys) for kind, keys, _, _ in kinds}
     for name in list(results.parts):
         results.parts[name] /= counts[name.split(": ", 1)[0]]
@@ -619,6 +631,56 @@ async def breakdown_round(
     )
     await kvs.close()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def append_steps(keys: list[str], docs: list[dict[str, Any]], path: Path, results: Results) -> None:
+    """The steps of one append of a ~1 KB document, each timed over every document on its own
+    (kept under ``"1 KB doc: step: ..."``): the same steps ``Engine.set`` takes, without the
+    engine's lock, checks and index."""
+    encoded = [encode(doc) for doc in docs]
+    bodies = [
+        _pack_body((seq, 1_700_000_000_000_000, 1, key, content_type, value))
+        for seq, (key, (value, content_type)) in enumerate(zip(keys, encoded, strict=True), 1)
+    ]
+    chain_of = FRAME_KINDS[RECORD_MAGIC].chain
+    chain = GENESIS_CHAIN
+    parts: list[tuple[str, Callable[[], object]]] = [
+        (
+            "msgpack body",
+            lambda: [
+                _pack_body((1, 1_700_000_000_000_000, 1, key, content_type, value))
+                for key, (value, content_type) in zip(keys, encoded, strict=True)
+            ],
+        ),
+        ("BLAKE3 chain value", lambda: [chain_of(chain, body) for body in bodies]),
+        ("CRC-32C of the frame", lambda: [checksum(body) for body in bodies]),
+        (
+            "whole frame (format.encode_record: the three above + header)",
+            lambda: [
+                encode_record(1, 1_700_000_000_000_000, 1, key, content_type, value, chain)
+                for key, (value, content_type) in zip(keys, encoded, strict=True)
+            ],
+        ),
+    ]
+    for name, run in parts:
+        start = start_clock()
+        run()
+        results.keep_part(f"1 KB doc: step: {name}", time.perf_counter() - start)
+    frames = [
+        encode_record(1, 1_700_000_000_000_000, 1, key, content_type, value, chain)
+        for key, (value, content_type) in zip(keys, encoded, strict=True)
+    ]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write, offset = os.pwrite, 0
+        start = start_clock()
+        for frame in frames:
+            write(fd, frame, offset)
+            offset += len(frame)
+        results.keep_part("1 KB doc: step: os.pwrite of the frame", time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
 
 
 # ---------------------------------------------------------------------------------- main

@@ -82,7 +82,10 @@ from .hints import (
 from .index import (
     CONTENT_TYPE,
     FILE_ID,
+    HEAD_OVER_SIZE,
+    HEAD_SHIFT,
     OFFSET,
+    SIZE_SHIFT,
     Index,
     IndexEntry,
     pack,
@@ -1483,13 +1486,14 @@ class Engine:
                 position.segments += 1
                 self._sealed(before)
             entry: int | None = None
-            if op == _SET:
-                type_id = self._index.types.id(content_type)
-                if value is None:
-                    entry = pack(number, offset, length, -1, type_id)
+            if op == _SET:  # packed as index.pack() packs it, with the file and type's base
+                base = self._index.base(number, content_type)
+                if value is None:  # a stored None: head is the whole frame, size + 1 is 0
+                    entry = base | offset | length << HEAD_SHIFT
                 else:
                     size = len(value)
-                    entry = pack(number, offset, length - size, size, type_id)
+                    head = length - size
+                    entry = base | offset | (head << HEAD_OVER_SIZE | size + 1) << SIZE_SHIFT
             if not self._group_commit:
                 # Durability.PROCESS: the record is with the OS; make it visible now.
                 self._apply(key, entry, length)
