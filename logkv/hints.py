@@ -735,8 +735,8 @@ class HintWriter:
         """Write a sealed segment's hint soon (nothing is appended to it any more): from the
         hint data collected while it was written, or, given its number, from a scan of it."""
         with self._wake:
-            if self._closed:
-                return
+            if self._closed or _number_of(job) <= self._covered:
+                return  # closed, or a compaction retires the segment
             if isinstance(job, CollectedHint):
                 collected = [
                     i for i, queued in enumerate(self._queue) if isinstance(queued, CollectedHint)
