@@ -8,9 +8,12 @@ Two kinds of file carry it (docs/FORMAT.md, sections 7.2 and 15):
 - a sealed segment's *hint file* ``NNNNNNNN.hint``: a header, a meta block saying which bytes
   of the segment it describes (size, last frame, chain value there, seq range), and the same
   columns for the last record of each key the segment sets, plus the keys it deletes. It is
-  written after the segment is sealed (:func:`write_segment_hint`, from a scan that checks
-  every frame) and read by an open (:func:`load_segment_hint`), which checks it against the
-  segment and falls back to scanning the segment when it is missing, damaged or stale.
+  written after the segment is sealed, by :class:`HintWriter`'s thread: from the hint data the
+  writer collected as it appended (:class:`CollectedHint`, :func:`write_collected_hint`,
+  which reads no record), or from a scan that checks every frame (:func:`write_segment_hint`,
+  for a segment the writer did not see whole); both give the same bytes. An open reads it
+  (:func:`load_segment_hint`), checks it against the segment and falls back to scanning the
+  segment when it is missing, damaged or stale.
 
 A hint is derived data: it is never the only copy of anything, it is not synced, and every
 use checks it. Packing its columns into index entries is :func:`pack_rows`.
@@ -18,7 +21,6 @@ use checks it. Packing its columns into index entries is :func:`pack_rows`.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import struct
@@ -26,12 +28,12 @@ import sys
 import threading
 import zlib
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import crc32c
 import msgpack
@@ -49,10 +51,13 @@ from .format import (
 )
 from .fsutil import create_temp, open_for_reading, remove_quietly
 from .index import (
+    HEAD_MASK,
     HEAD_SHIFT,
     MAX_OFFSET,
     MAX_SIZE,
     MAX_STREAMED_SIZE,
+    OFFSET_MASK,
+    SIZE_MASK,
     SIZE_SHIFT,
     TYPE_SHIFT,
     ContentTypes,
@@ -150,6 +155,25 @@ class Columns:
         if type_id is None:
             type_id = self.types[content_type] = len(self.types)
         self.type_ids.append(type_id)
+
+    def add_packed(self, keys: list[str], entries: list[int], names: list[str | None]) -> None:
+        """A row per key of ``keys`` (into empty columns), from its packed index entry in
+        ``entries`` (type ids indexing ``names``): the rows :meth:`add` would give, a column
+        at a time (a loop of :meth:`add` costs the hint thread, and the writers waiting for
+        the GIL meanwhile, several times more)."""
+        assert not self.keys, "add_packed fills empty columns"
+        if entries and min(entries) < 0:  # a streamed set is packed otherwise: row by row
+            for key, packed in zip(keys, entries, strict=True):
+                self.add(key, *unpack(packed, names)[1:])
+            return
+        self.keys = keys
+        self.offsets = array("Q", [packed & OFFSET_MASK for packed in entries])
+        self.heads = array("I", [packed >> HEAD_SHIFT & HEAD_MASK for packed in entries])
+        self.sizes = array("q", [(packed >> SIZE_SHIFT & SIZE_MASK) - 1 for packed in entries])
+        ids: dict[int, int] = {}  # the index's type id -> this file's, in order of first use
+        number = ids.setdefault
+        self.type_ids = array("I", [number(packed >> TYPE_SHIFT, len(ids)) for packed in entries])
+        self.types = {names[type_id]: i for type_id, i in ids.items()}
 
     def entry(self, i: int, file_id: int) -> Entry:
         """Row ``i`` as an index entry in file ``file_id``."""
@@ -536,14 +560,15 @@ def _write_hint_file(
     ``last`` (its packed entry, type ids indexing ``names``) or a deleted key (None), in key
     order. False (and no file) when the segment is gone once it is written."""
     number = meta.segment
-    columns = Columns()
+    keys = _sorted_in_pieces(list(last))
+    entries = list(map(last.__getitem__, keys))
     deleted: list[str] = []
-    for key in _sorted_in_pieces(list(last)):
-        packed = last[key]
-        if packed is None:
-            deleted.append(key)
-        else:
-            columns.add(key, *unpack(packed, names)[1:])
+    if None in entries:
+        deleted = [key for key, packed in zip(keys, entries, strict=True) if packed is None]
+        keys = [key for key, packed in zip(keys, entries, strict=True) if packed is not None]
+        entries = [packed for packed in entries if packed is not None]
+    columns = Columns()
+    columns.add_packed(keys, cast(list[int], entries), names)
     meta_body = msgpack.packb(
         {
             "segment": number,
@@ -574,12 +599,15 @@ def _write_hint_file(
     return True
 
 
-def _sorted_in_pieces(keys: list[str]) -> Iterator[str]:
-    """``keys`` in order, sorted a piece at a time and merged: one ``sorted()`` of a segment's
-    60,000 keys holds the GIL for tens of milliseconds, stalling every writer of the store;
-    this background work must not."""
-    pieces = [sorted(keys[i : i + _KEYS_PER_SORT]) for i in range(0, len(keys), _KEYS_PER_SORT)]
-    return heapq.merge(*pieces)
+def _sorted_in_pieces(keys: list[str]) -> list[str]:
+    """``keys`` in order, sorted a piece at a time, then the sorted pieces merged by one more
+    ``sorted()`` (which finds them as runs and only merges them): one ``sorted()`` of a
+    segment's 60,000 keys in random order holds the GIL for tens of milliseconds, stalling
+    every writer of the store, and a merge in Python code (``heapq.merge``) costs several times
+    more in all, which the writers wait for as well."""
+    step = _KEYS_PER_SORT
+    pieces = [sorted(keys[i : i + step]) for i in range(0, len(keys), step)]
+    return pieces[0] if len(pieces) == 1 else sorted(chain.from_iterable(pieces))
 
 
 def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint | None:
