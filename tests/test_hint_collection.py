@@ -10,8 +10,12 @@ import errno
 import logging
 import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,8 @@ from logkv import Engine
 from logkv import hints as hints_module
 from logkv.engine import LARGE_VALUE
 from logkv.format import SEGMENT_HEADER_SIZE
-from logkv.hints import CollectedHint, HintWriter, write_segment_hint
-from logkv.layout import hint_name, list_hints, list_segments
+from logkv.hints import CollectedHint, HintWriter, load_segment_hint, write_segment_hint
+from logkv.layout import hint_name, list_hints, list_segments, segment_name
 from logkv.scan import Damage, SegmentReader
 
 SEGMENT_SIZE = 4096
@@ -308,3 +312,49 @@ def test_queued_collected_hints_are_bounded(tmp_path: Path) -> None:
     assert [getattr(job, "number", job) for job in after_skip] == list(range(3, limit + 3))
     writer.wait()
     writer.close()
+
+
+@pytest.mark.slow
+def test_kill9_while_a_writer_collects_and_writes_hints(tmp_path: Path) -> None:
+    """A child appends (sets, deletes, batches) to a store of small segments, its hint thread
+    writing each sealed segment's hint from collected data, and is killed at random moments;
+    every open afterwards builds the index a scan without any hint builds."""
+    from test_hints import scanned_state, state  # noqa: PLC0415 (a sibling test module)
+
+    path = tmp_path / "store"
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from logkv import Engine, hints\n"
+        "hints.MIN_HINTED_SEGMENT = 0\n"
+        "with Engine.open(Path(sys.argv[1]), segment_size=4096) as engine:\n"
+        "    print('ready', flush=True)\n"
+        "    i = int(sys.argv[2])\n"
+        "    while True:\n"
+        "        i += 1\n"
+        "        engine.set(f'k{i % 97}', b'v' * (i % 400), 'text/plain' if i % 3 else None)\n"
+        "        if i % 7 == 0:\n"
+        "            engine.delete(f'k{(i * 5) % 97}')\n"
+        "        if i % 11 == 0:\n"
+        "            engine.set_many([(f'b{i % 13}', b'b' * 50, None)], deletes=[f'k{i % 89}'])\n"
+    )
+    rng = random.Random(14)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for round_number in range(8):
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(round_number * 100_000)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.2, 0.8))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        loaded = [load_segment_hint(path, n, path / segment_name(n)) for n, _ in list_hints(path)]
+        assert loaded and all(hint is not None for hint in loaded)  # whole, and describing
+        expected = scanned_state(path, tmp_path)
+        with Engine.open(path, readonly=True) as engine:
+            assert engine.report.clean or engine.report.torn_tail is not None
+            assert state(engine) == expected
