@@ -10,12 +10,8 @@ import errno
 import logging
 import os
 import random
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +315,7 @@ def test_kill9_while_a_writer_collects_and_writes_hints(tmp_path: Path) -> None:
     """A child appends (sets, deletes, batches) to a store of small segments, its hint thread
     writing each sealed segment's hint from collected data, and is killed at random moments;
     every open afterwards builds the index a scan without any hint builds."""
-    from test_hints import scanned_state, state  # noqa: PLC0415 (a sibling test module)
+    from test_hints import kill_child, scanned_state, state  # noqa: PLC0415 (a sibling module)
 
     path = tmp_path / "store"
     script = (
@@ -339,19 +335,8 @@ def test_kill9_while_a_writer_collects_and_writes_hints(tmp_path: Path) -> None:
         "            engine.set_many([(f'b{i % 13}', b'b' * 50, None)], deletes=[f'k{i % 89}'])\n"
     )
     rng = random.Random(14)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for round_number in range(8):
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, str(path), str(round_number * 100_000)],
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.2, 0.8))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+        kill_child(script, [str(path), str(round_number * 100_000)], rng.uniform(0.2, 0.8))
         loaded = [load_segment_hint(path, n, path / segment_name(n)) for n, _ in list_hints(path)]
         assert loaded and all(hint is not None for hint in loaded)  # whole, and describing
         expected = scanned_state(path, tmp_path)
