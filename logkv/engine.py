@@ -1535,8 +1535,12 @@ class Engine:
         """A segment was sealed: have its hint file written off the writer's path, by the hint
         thread, from the hint data collected while it was written, or (given its number) from
         a scan of it."""
-        if self._hints is not None:
+        if self._hints is None:
+            return
+        try:
             self._hints.submit(segment)
+        except Exception as exc:  # never fail the append that sealed it: a hint is optional
+            log.warning("%s: no hint for a sealed segment (%s); an open scans it", self.path, exc)
 
     def _apply(self, key: str, entry: int | None, length: int) -> None:
         """Make an appended record visible: point the index at its packed entry (None: drop
@@ -1651,7 +1655,6 @@ class Engine:
                 if sizes is not None:
                     assert offset + length <= sizes.get(file_id, -1), (key, file_id, offset)
             assert live == position.live_bytes, (live, position.live_bytes)
-
 
     def _check_collected(self, active: int) -> None:
         """With the lock held, for :meth:`_check`: the hint data collected is the active
