@@ -5,6 +5,12 @@ Run from the repository root::
     python -m benchmarks.bench_engine            # 1M records, best of 3 rounds, writes the results
     python -m benchmarks.bench_engine --quick    # 50k records, best of 3 rounds, prints only
     python -m benchmarks.bench_engine --records 200000 --out other.md
+    python -m benchmarks.bench_engine --light    # 10M records of 100 B, 1 round, no compaction
+
+The light mode measures the index at ten times the usual size in a run of 8-10 minutes on
+two quiet cores (an estimate; about 5 GB of memory): small values keep the log and the page
+cache small, one round and no compaction keep the time down; everything else is measured as
+in the full mode.
 
 Everything is measured in one process run, so the ratios between figures hold. The stores live
 in a temporary folder in the repository root (on the same disk as the repository, never a RAM
@@ -26,7 +32,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from unittest import mock
@@ -70,6 +76,10 @@ SCRIPT = Script(
 VALUE_SIZE = 1000
 FULL_RECORDS = 1_000_000
 QUICK_RECORDS = 50_000
+#: The light mode (``--light``): many records of small values, one round, no compaction.
+LIGHT_RECORDS = 10_000_000
+LIGHT_VALUE_SIZE = 100
+LIGHT_OUT = Path("benchmarks/results/engine-light.md")
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,16 @@ class Settings:
 
     run: Run
     records: int
+    #: Bytes of each value.
+    value_size: int
     gets: int
     fsync_seconds: float
     repeat: int
     writers: int
     key_order: str
+    #: Whether each round compacts its store and times the open after compaction.
+    compaction: bool
+    light: bool
 
 
 def value_for(ordinal: int, values: list[bytes]) -> bytes:
@@ -208,7 +223,8 @@ class FsyncRun:
 
 
 def fsync_writers(folder: Path, threads: int, seconds: float, values: list[bytes]) -> FsyncRun:
-    """``threads`` threads ``set`` distinct ~1 KB records for ``seconds`` on one FSYNC store."""
+    """``threads`` threads ``set`` distinct records (values from ``values``) for ``seconds``
+    on one FSYNC store."""
     engine = Engine.open(folder, durability=Durability.FSYNC)
     try:
         set_ = engine.set
@@ -243,7 +259,7 @@ def measure(settings: Settings, report: Report) -> None:
     print(f"preparing {n:,} keys ({settings.key_order}) and {VALUE_POOL} random values", flush=True)
     seed = settings.run.seed
     keys = make_keys("page-", n, seed if settings.key_order == "shuffled" else None)
-    pool = make_values(VALUE_SIZE, seed)
+    pool = make_values(settings.value_size, seed)
     workload = Workload(keys, pool, [value_for(i, pool) for i in range(1, n + 1)])
     with settings.run.scratch() as work:
         _measure_in(work, settings, report, workload)
@@ -259,7 +275,8 @@ class Round:
     first_iterate: float  # the first ordered read: merges the keys appended into the index
     iterate: float
     replay: float
-    compacted_open: float  # open after compaction: the snapshot's hint, no segment to scan
+    #: Open after compaction (the snapshot's hint, no segment to scan); None without compaction.
+    compacted_open: float | None
     log_bytes: int
 
 
@@ -283,7 +300,8 @@ def timed_open(store: Path, workload: Workload, source: str, *, compact: bool = 
 
 
 def run_round(store: Path, work: Path, settings: Settings, workload: Workload) -> Round:
-    """Raw loop, then append/get/iterate on a fresh store at ``store``, then replay it."""
+    """Raw loop, then append/get/iterate on a fresh store at ``store``, then replay it (and,
+    with ``settings.compaction``, compact it and open it again)."""
     n = settings.records
     keys, pool = workload.keys, workload.pool
     gc.collect()
@@ -304,8 +322,8 @@ def run_round(store: Path, work: Path, settings: Settings, workload: Workload) -
         engine.close()
         del engine
     log_bytes = disk_usage(store)[1]
-    replay_seconds = timed_open(store, workload, "the log", compact=True)
-    compacted_seconds = timed_open(store, workload, "the snapshot")
+    replay_seconds = timed_open(store, workload, "the log", compact=settings.compaction)
+    compacted_seconds = timed_open(store, workload, "the snapshot") if settings.compaction else None
     return Round(
         raw_seconds,
         append_seconds,
@@ -337,7 +355,7 @@ def _measure_syncs(work: Path, settings: Settings, report: Report, values: list[
     """
     print(f"sync rounds, {settings.fsync_seconds:g} s per run", flush=True)
     os.sync()  # start without anyone's pending writeback in the way
-    seconds, frame_body = settings.fsync_seconds, VALUE_SIZE + 40
+    seconds, frame_body = settings.fsync_seconds, settings.value_size + 40
     fdatasyncs: list[float] = []
     fsyncs: list[float] = []
     singles: list[FsyncRun] = []
@@ -393,11 +411,16 @@ def _measure_bulk(
         print(f"round {number}/{settings.repeat}: raw loop and engine, {n:,} records", flush=True)
         done = run_round(store, work, settings, workload)
         rounds.append(done)
+        compacted = (
+            f", after compaction {done.compacted_open:.2f} s"
+            if done.compacted_open is not None
+            else ""
+        )
         print(
             f"  raw {rate(n, done.raw):,.0f} rec/s, append {rate(n, done.append):,.0f} rec/s, "
             f"get {rate(gets, done.get):,.0f}/s, iterate {done.first_iterate:.3f} s"
-            f" then {done.iterate:.3f} s, "
-            f"open {done.replay:.2f} s, after compaction {done.compacted_open:.2f} s",
+            f" then {done.iterate:.3f} s, open {done.replay:.2f} s{compacted}"
+            f" ({settings.run.elapsed():.0f} s into the run)",
             flush=True,
         )
 
@@ -418,7 +441,7 @@ def _measure_bulk(
     append_seconds, append_note = best(lambda r: r.append, per_n)
     append = rate(n, append_seconds)
     report.add(
-        f"append {n:,} x ~1 KB records",
+        f"append {n:,} records of {settings.value_size:,} B values",
         f"{per_second(append, 'rec/s')} ({append_seconds:.2f} s; {append / raw:.2f}x raw"
         f"{append_note})",
         "≥ 150,000 rec/s",
@@ -456,7 +479,10 @@ def _measure_bulk(
         "≤ 1.0 s per 1M keys",
         per_million <= 1.0,
     )
-    compacted_seconds, compacted_note = best(lambda r: r.compacted_open, plain)
+    if not settings.compaction:
+        return
+    # with compaction, every round measured the open after it
+    compacted_seconds, compacted_note = best(lambda r: r.compacted_open or 0.0, plain)
     per_million = compacted_seconds * 1_000_000 / n
     report.add(
         f"open after compaction ({n:,} keys in the snapshot)",
@@ -498,10 +524,10 @@ def _measure_memory(store: Path, n: int, report: Report) -> None:
 
 METHOD = [
     "**Workload.** Distinct keys `page-0000001` ... (`page-` and a zero-padded number), written in"
-    " {order} order (seeded). Values are 1000 random bytes (incompressible), drawn round-robin"
-    " from a pool of {pool} distinct values made up front; every record carries the content type"
-    " `{ctype}`. Keys and values exist before any clock starts; `gc.collect()` runs between"
-    " phases.",
+    " {order} order (seeded). Values are {value_size:,} random bytes (incompressible), drawn"
+    " round-robin from a pool of {pool} distinct values made up front; every record carries the"
+    " content type `{ctype}`. Keys and values exist before any clock starts; `gc.collect()`"
+    " runs between phases.",
     "**Raw limit.** A plain Python loop that msgpack-packs (with one reused packer, as the"
     " engine does) the same 6-field body the engine writes"
     " (seq, timestamp, op, key, content type, value), puts an 8-byte header (length, CRC-32) in"
@@ -509,7 +535,7 @@ METHOD = [
     " the fastest a Python writer of such a format can go here. It does nothing more, so the"
     " ratio to it shows the engine's own work per record (its frame format, locking, index"
     " update). The `fdatasync`/`fsync` rows"
-    " write a ~1 KB frame and sync after every write, for {fsync_seconds:g} s each.",
+    " write a frame of the same size and sync after every write, for {fsync_seconds:g} s each.",
     "**Rounds.** The raw loop and the append, get, iteration and replay phases run in rounds of"
     " their own (a fresh store each, raw loop first so both see the same conditions); with more"
     " than one round (`--repeat`, default 3) the best of each phase is reported, with the slowest"
@@ -532,8 +558,7 @@ METHOD = [
     " segments' hint files (written in the background after each rotation; the round waits for"
     " them with `Engine.wait_for_hints()` before closing) give their records' locations, the"
     " last segment is scanned (every frame read and checked), and the sorted index is built."
-    " **Open after compaction** compacts that store, then times `Engine.open()` again: the"
-    " snapshot's hint block gives the whole index.",
+    " {compaction}",
     "**Index memory.** The store is opened again with `tracemalloc` tracing. The bytes still"
     " allocated after the open (and a `gc.collect()`) minus those allocated before are what the"
     " engine holds. From that the key strings themselves are subtracted (`sys.getsizeof` of every"
@@ -545,21 +570,32 @@ METHOD = [
     " strings, divided by the keys. RSS also counts allocator slack and memory freed during the"
     " open but not returned to the system.",
     "**fsync durability.** A fresh store with `Durability.FSYNC`; 1 thread, then {writers}"
-    " threads, each `set` distinct ~1 KB records in a loop for {fsync_seconds:g} s. Writes/s is"
+    " threads, each `set` distinct records of {value_size:,} B values in a loop for"
+    " {fsync_seconds:g} s. Writes/s is"
     " acknowledged writes over the wall time. Syncs are counted by wrapping `os.fdatasync` and"
     " `os.fsync` while the writers run (any sync the engine makes, e.g. on segment rotation,"
     " counts).",
 ]
+#: What the method says of compaction, with it and without it.
+COMPACTION = {
+    True: "**Open after compaction** compacts that store, then times `Engine.open()` again: the"
+    " snapshot's hint block gives the whole index.",
+    False: "No compaction in this run (`--no-compaction`, the light mode's default): the open"
+    " after compaction is not measured.",
+}
 
 
 def render(settings: Settings, report: Report) -> str:
     """The results as a Markdown document."""
     run = settings.run
+    mode = ("quick light" if run.quick else "light") if settings.light else run.mode
     method = (
         bullet.format(
             order=settings.key_order,
             pool=VALUE_POOL,
             ctype=BINARY_TYPE,
+            value_size=settings.value_size,
+            compaction=COMPACTION[settings.compaction],
             fsync_seconds=settings.fsync_seconds,
             writers=settings.writers,
             repeat=settings.repeat,
@@ -569,8 +605,9 @@ def render(settings: Settings, report: Report) -> str:
     return results_file(
         run,
         "logkv engine benchmark",
-        f"Mode: {run.mode}, {settings.records:,} records, {settings.repeat} round(s), whole run"
-        f" {run.elapsed():.0f} s.",
+        f"Mode: {mode}, {settings.records:,} records of {settings.value_size:,} B values,"
+        f" {settings.repeat} round(s), {'with' if settings.compaction else 'no'} compaction,"
+        f" whole run {run.elapsed():.0f} s.",
         section("Results", [*report.table(), "", TARGETS_NOTE]),
         method=method,
         notes=report.notes,
@@ -584,10 +621,23 @@ def parser() -> argparse.ArgumentParser:
     """The command line: the common options and the engine benchmark's own."""
     parser = SCRIPT.parser()
     parser.add_argument(
+        "--light",
+        action="store_true",
+        help=f"{LIGHT_RECORDS:,} records of {LIGHT_VALUE_SIZE} B values, 1 round, no"
+        f" compaction (each can be changed by its own option); writes {LIGHT_OUT} unless --out",
+    )
+    parser.add_argument(
         "--records",
         type=positive_int,
         default=None,
-        help=f"records to write and replay (default {FULL_RECORDS:,}; {QUICK_RECORDS:,} quick)",
+        help=f"records to write and replay (default {FULL_RECORDS:,}; {QUICK_RECORDS:,} quick;"
+        f" {LIGHT_RECORDS:,} light)",
+    )
+    parser.add_argument(
+        "--value-size",
+        type=positive_int,
+        default=None,
+        help=f"bytes of each value (default {VALUE_SIZE:,}; {LIGHT_VALUE_SIZE} light)",
     )
     parser.add_argument(
         "--gets", type=positive_int, default=None, help="point gets (default min(records, 200k))"
@@ -601,8 +651,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeat",
         type=positive_int,
-        default=3,
-        help="rounds of every timed phase but memory, the best one kept (default 3)",
+        default=None,
+        help="rounds of every timed phase but memory, the best one kept (default 3; 1 light)",
+    )
+    parser.add_argument(
+        "--compaction",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compact each round's store and time the open after compaction (default: yes;"
+        " no when light)",
     )
     parser.add_argument(
         "--writers", type=positive_int, default=64, help="concurrent fsync writers (default 64)"
@@ -616,26 +673,41 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def benchmark(args: argparse.Namespace, run: Run) -> str:
-    """Measure what ``args`` ask for; the results as Markdown."""
-    records = args.records or (QUICK_RECORDS if run.quick else FULL_RECORDS)
-    settings = Settings(
+def settings_for(args: argparse.Namespace, run: Run) -> Settings:
+    """The settings ``args`` ask for: each option given, else its default for the mode (quick,
+    light, full; quick sizes win over light ones)."""
+    light: bool = args.light
+    default_records = QUICK_RECORDS if run.quick else LIGHT_RECORDS if light else FULL_RECORDS
+    records: int = args.records or default_records
+    return Settings(
         run=run,
         records=records,
+        value_size=args.value_size or (LIGHT_VALUE_SIZE if light else VALUE_SIZE),
         gets=args.gets or min(records, 200_000),
         fsync_seconds=args.fsync_seconds or (0.5 if run.quick else 1.0),
-        repeat=args.repeat,
+        repeat=args.repeat or (1 if light else 3),
         writers=args.writers,
         key_order=args.key_order,
+        compaction=not light if args.compaction is None else args.compaction,
+        light=light,
     )
+
+
+def benchmark(args: argparse.Namespace, run: Run) -> str:
+    """Measure what ``args`` ask for; the results as Markdown."""
+    settings = settings_for(args, run)
     report = Report()
     measure(settings, report)
     return render(settings, report)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the results and write them to ``--out``."""
-    return SCRIPT.main(argv, parser(), benchmark, lambda args: rss_probe(Path(args[0])))
+    """Run the benchmark; print the results and write them to ``--out`` (by default the light
+    mode's own results file for ``--light``, so a light run leaves the full run's alone)."""
+    command_line = parser()
+    light = command_line.parse_args(argv).light
+    script = replace(SCRIPT, default_out=LIGHT_OUT) if light else SCRIPT
+    return script.main(argv, command_line, benchmark, lambda args: rss_probe(Path(args[0])))
 
 
 if __name__ == "__main__":

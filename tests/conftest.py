@@ -1,5 +1,5 @@
-"""Shared fixtures: a store folder per test, an opener that closes what it opened, and a local web
-site for the crawler tests."""
+"""Shared fixtures and helpers: a store folder per test, an opener that closes what it opened, a
+local web site for the crawler tests, and the one way the tests run a command as a process."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import sys
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import pytest
 
@@ -24,10 +24,15 @@ from logkv import Configuration, Durability, Engine
 from logkv.configuration import ENVIRONMENT
 
 OpenEngine = Callable[..., Engine]
+#: One argument of a command: text, bytes (a file name that is not UTF-8) or a path.
+Arg = str | bytes | os.PathLike[str]
 
-
+#: The repository root: where the commands the tests run start.
+ROOT = Path(__file__).resolve().parent.parent
 #: How long a test waits for a child process it started to end after it was killed.
 CHILD_PATIENCE = 60.0
+#: How long a test waits for a command it runs to finish.
+COMMAND_PATIENCE = 180.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,6 +52,68 @@ def children() -> Iterator[list[subprocess.Popen[str]]]:
         if process.poll() is None:
             process.kill()
         process.wait(CHILD_PATIENCE)
+
+
+@overload
+def run_command(
+    *args: Arg,
+    module: str = ...,
+    program: Sequence[Arg] = ...,
+    text: Literal[True],
+    stdin: str | None = ...,
+    env: Mapping[str, str] | None = ...,
+    timeout: float = ...,
+    code: int | None = ...,
+) -> subprocess.CompletedProcess[str]: ...
+
+
+@overload
+def run_command(
+    *args: Arg,
+    module: str = ...,
+    program: Sequence[Arg] = ...,
+    text: Literal[False] = ...,
+    stdin: bytes | None = ...,
+    env: Mapping[str, str] | None = ...,
+    timeout: float = ...,
+    code: int | None = ...,
+) -> subprocess.CompletedProcess[bytes]: ...
+
+
+def run_command(
+    *args: Arg,
+    module: str = "logkv",
+    program: Sequence[Arg] = (),
+    text: bool = False,
+    stdin: str | bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = COMMAND_PATIENCE,
+    code: int | None = None,
+) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
+    """Run ``python -m MODULE ARGS`` (or ``PROGRAM ARGS``) from the repository root, as its
+    users run it, and wait for it to end.
+
+    Its stdout and stderr are captured, as bytes or, with ``text``, as text; ``stdin`` is what
+    it reads (else nothing); ``env`` is added to this process's environment. With ``code``,
+    the exit status must be that one (the command, its status and its output otherwise)."""
+    command = [*(program or (sys.executable, "-m", module)), *args]
+    if stdin is None:
+        stdin = "" if text else b""  # nothing to read: the end of its input at once
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if code is not None:
+        assert done.returncode == code, (
+            f"{command}: exit {done.returncode}, not {code}\n{done.stdout!r}\n{done.stderr!r}"
+        )
+    return done
 
 
 @pytest.fixture

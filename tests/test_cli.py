@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT, Arg, run_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,32 +27,17 @@ from logkv.cli import main as logkv_cli
 from logkv.format import FRAME_HEADER_SIZE, checksum
 from logkv.layout import TRASH_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 4
 
 
-def run(
-    module: str, *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
+def logkv(*args: Arg, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``logkv ARGS`` as a process; its output as text."""
+    return run_command(*args, module="logkv.cli.main", text=True, env=env)
 
 
-def logkv(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return run("logkv.cli.main", *args)
-
-
-def compact(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return run("logkv.cli.compact", *args, env=env)
+def compact(*args: Arg, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``logkv-compact ARGS`` as a process; its output as text."""
+    return run_command(*args, module="logkv.cli.compact", text=True, env=env)
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -590,10 +576,7 @@ def test_single_store_commands_name_the_stores_of_a_storage_folder(tmp_path: Pat
 def test_a_key_that_is_not_utf8_is_a_usage_error(tmp_path: Path) -> None:
     store = tmp_path / "store"
     fill(store, rounds=1)
-    done = subprocess.run(
-        [sys.executable, "-m", "logkv.cli.main", "history", os.fsencode(store), b"\xff"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = logkv("history", os.fsencode(store), b"\xff")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert "argument key" in done.stderr and "UTF-8" in done.stderr
@@ -606,12 +589,9 @@ def test_a_store_path_that_is_not_utf8_is_printed_escaped(tmp_path: Path) -> Non
     that gives the path back."""
     store = Path(os.fsdecode(os.fsencode(tmp_path) + b"/st\xff"))
     fill(store, rounds=1)
-    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
     for args in (["stats"], ["verify"], ["dump"], ["stats", "--json"], ["history", "text"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "logkv.cli.main", args[0], os.fsencode(store), *args[1:]],
-            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=strict,
-        )  # fmt: skip
+        done = logkv(args[0], os.fsencode(store), *args[1:], env=strict)
         assert done.returncode == 0, (args, done.stderr)
         assert "Traceback" not in done.stderr
         if args == ["stats", "--json"]:

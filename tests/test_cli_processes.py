@@ -11,9 +11,7 @@ Processes start slowly (about a second each on a loaded machine), so the module 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import BINARY, ROOT, Model, files_of, fill, writer_in_child
+from conftest import run_command
+from test_cli import BINARY, Model, files_of, fill, writer_in_child
 from test_import_export import new_crawlee_folder, write_record
 
 from logkv import Engine
@@ -76,18 +75,16 @@ class Done:
         return self
 
 
-def command(argv: Argv, env: dict[str, str] | None = None, program: Sequence[str] = ()) -> Done:
-    """Run ``python -m logkv ARGV`` (or ``program ARGV``) as its users do."""
-    args = [str(a) for a in argv]
-    done = subprocess.run(
-        [*(program or [sys.executable, "-m", "logkv"]), *args],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=180,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-    return Done(args, done.returncode, done.stdout, done.stderr.decode("utf-8", "replace"))
+def command(
+    argv: Argv,
+    env: dict[str, str] | None = None,
+    program: Sequence[str] = (),
+    stdin: bytes | None = None,
+) -> Done:
+    """Run ``python -m logkv ARGV`` (or ``program ARGV``, reading ``stdin``) as its users do."""
+    done = run_command(*argv, program=program, env=env, stdin=stdin)
+    err = done.stderr.decode("utf-8", "replace")
+    return Done([str(a) for a in argv], done.returncode, done.stdout, err)
 
 
 def commands(*argvs: Argv) -> list[Done]:
@@ -301,12 +298,8 @@ def test_set_rm_and_edit_with_a_scripted_editor(folders: Folders) -> None:
 
 def test_set_reads_stdin(folders: Folders) -> None:
     store = folders.copy(folders.plain, "stdin")
-    done = subprocess.run(
-        [sys.executable, "-m", "logkv", "set", str(store), "raw", "-", "--json"],
-        cwd=ROOT, input=BINARY, capture_output=True, check=False, timeout=180,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["size"] == len(BINARY)
+    done = command(["set", store, "raw", "-", "--json"], stdin=BINARY)
+    assert done.json()["size"] == len(BINARY)
     assert command(["get", store, "raw"]).ok().raw == BINARY
 
 

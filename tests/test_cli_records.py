@@ -10,8 +10,6 @@ and are marked slow.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -19,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import BINARY, ROOT, files_of, fill, writer_in_child
+from conftest import ROOT, run_command
+from test_cli import BINARY, files_of, fill, writer_in_child
 
 from logkv import Engine
 from logkv.cli import ExitCode
@@ -45,20 +44,6 @@ def logkv(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, s
     code = logkv_cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def run(*argv: str | Path, env: dict[str, str] | None = None,
-        stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-    """Run ``python -m logkv ARGV`` as its users do."""
-    return subprocess.run(
-        [sys.executable, "-m", "logkv", *map(str, argv)],
-        cwd=ROOT,
-        capture_output=True,
-        input=stdin,
-        timeout=120,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def one_error(err: str, words: str) -> None:
@@ -140,13 +125,10 @@ def test_a_crawlee_folder_gets_a_hint_to_import_or_migrate(
 @pytest.mark.slow
 def test_python_dash_m_logkv_and_logkv_compact_alias(tmp_path: Path) -> None:
     store = small_store(tmp_path / "s")
-    done = run("keys", store, "--prefix", "d")
-    assert (done.returncode, done.stdout) == (0, b"doc\n")
-    alias = subprocess.run(
-        [sys.executable, "-m", "logkv.cli.compact", store, "--dry-run", "--json"],
-        cwd=ROOT, capture_output=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert alias.returncode == 0 and json.loads(alias.stdout)["total"]["stores"] == 1
+    done = run_command("keys", store, "--prefix", "d", code=0)
+    assert done.stdout == b"doc\n"
+    alias = run_command(store, "--dry-run", "--json", module="logkv.cli.compact", code=0)
+    assert json.loads(alias.stdout)["total"]["stores"] == 1
 
 
 # ---------------------------------------------------------------------------------- reads
@@ -250,9 +232,9 @@ def event_log_store(path: Path, storage: StorageType) -> Path:
 @pytest.mark.slow
 def test_get_prints_the_value_byte_for_byte_even_with_progress(tmp_path: Path) -> None:
     store = small_store(tmp_path / "s")
-    done = run("get", store, "bin", "--progress")
-    assert (done.returncode, done.stdout) == (0, BINARY)
-    done = run("get", store, "line\nbreak")
+    done = run_command("get", store, "bin", "--progress", code=0)
+    assert done.stdout == BINARY
+    done = run_command("get", store, "line\nbreak")
     assert done.stdout == b"line\nbreak"
 
 
@@ -267,8 +249,7 @@ def test_get_of_a_damaged_record_is_damage(tmp_path: Path) -> None:
     data = bytearray(segment.read_bytes())
     data[entry.offset + FRAME_HEADER_SIZE + 50] ^= 0xFF
     segment.write_bytes(bytes(data))
-    done = run("get", store, "a")
-    assert done.returncode == ExitCode.DAMAGED
+    done = run_command("get", store, "a", code=ExitCode.DAMAGED)
     assert done.stdout == b""
     one_error(done.stderr.decode(), "checksum")
 
@@ -313,8 +294,7 @@ def test_set_and_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 @pytest.mark.slow
 def test_set_reads_stdin(tmp_path: Path) -> None:
     store = small_store(tmp_path / "s")
-    done = run("set", store, "blob", "-", stdin=BINARY)
-    assert done.returncode == 0, done.stderr
+    run_command("set", store, "blob", "-", stdin=BINARY, code=0)
     with Engine.open(store, readonly=True) as engine:
         assert engine.get_with_type("blob") == (BINARY, "application/octet-stream")
 
@@ -517,8 +497,7 @@ def test_importing_a_crawlee_store_twice_gives_a_new_id(
 )
 def test_a_missing_extra_is_named(module: str, library: str, extra: str) -> None:
     code = f"import sys; sys.modules[{library!r}] = None; import {module}"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, check=False, timeout=120)  # fmt: skip
+    done = run_command(program=[sys.executable, "-c", code], text=True)
     assert done.returncode != 0
     assert f"pip install 'logkv[{extra}]'" in done.stderr
 

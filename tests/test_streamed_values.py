@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHILD_PATIENCE, OpenEngine
+from conftest import CHILD_PATIENCE, ROOT, OpenEngine
+from test_cli import logkv
 
 from logkv import CorruptionError, Engine, KeyInfo, ReadOnlyStoreError
 from logkv.cli.dump import record_line
@@ -34,8 +35,6 @@ from logkv.layout import VALUES_DIR, list_value_files, value_file_name
 from logkv.scan import SegmentReader
 from logkv.values import CHUNK_HEADER, CHUNK_SIZE, INLINE_LIMIT, VALUE_HEADER, ValueFileWriter
 from logkv.verify import verify
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
@@ -609,17 +608,6 @@ def test_compacting_big_inline_values_holds_none_whole(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- the command line
 
 
-def _logkv(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "logkv.cli.main", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_the_commands_understand_streamed_values(tmp_path: Path) -> None:
     store = tmp_path / "store"
@@ -630,18 +618,17 @@ def test_the_commands_understand_streamed_values(tmp_path: Path) -> None:
         middle = engine.last_seq
         engine.set_stream("video", [b"later"])
         engine.compact()
-    checked = _logkv("verify", store)  # also reads every key and compares it with the log
+    checked = logkv("verify", store)  # also reads every key and compares it with the log
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = [
-        json.loads(line)
-        for line in _logkv("dump", store, "--history", "--json").stdout.splitlines()
+        json.loads(line) for line in logkv("dump", store, "--history", "--json").stdout.splitlines()
     ]
     streamed = [line for line in lines if line.get("value_file")]
     assert [line["size"] for line in streamed] == [len(data), 5]
-    history = _logkv("history", store, "video", "--json")
+    history = logkv("history", store, "video", "--json")
     assert history.returncode == 0, history.stderr
     assert [json.loads(line)["size"] for line in history.stdout.splitlines()] == [len(data), 5]
-    done = _logkv("replay", store, "--until", str(middle), "--to", tmp_path / "then")
+    done = logkv("replay", store, "--until", str(middle), "--to", tmp_path / "then")
     assert done.returncode == 0, done.stderr
     with Engine.open(tmp_path / "then") as replayed:
         assert replayed.get("video") == data and replayed.entry("video").streamed  # type: ignore[union-attr]
@@ -649,4 +636,4 @@ def test_the_commands_understand_streamed_values(tmp_path: Path) -> None:
     damaged = bytearray(value_file.read_bytes())
     damaged[-1] ^= 1
     value_file.write_bytes(damaged)
-    assert _logkv("verify", store).returncode == 1
+    assert logkv("verify", store).returncode == 1
