@@ -199,7 +199,7 @@ def entry_base(file_id: int, type_id: int) -> int:
 def unpack(packed: int, names: list[str | None]) -> Entry:
     """The entry tuple of a packed entry (``names``: :attr:`ContentTypes.names`)."""
     if packed < ROW_LIMIT:
-        if packed >= 0:  # a row of a hint loaded in bulk (RowTable.entry, inlined: gets)
+        if packed >= 0:  # row ``packed & ROW_MASK`` of a hint loaded in bulk (a RowTable)
             table = _row_tables[packed >> ROW_SHIFT]
             row = packed & ROW_MASK
             return (
@@ -287,16 +287,6 @@ class RowTable:
     sizes: array[int]
     type_ids: array[int]
     types: list[str | None]
-
-    def entry(self, row: int) -> Entry:
-        """Row ``row`` as an entry."""
-        return (
-            self.file_id,
-            self.offsets[row],
-            self.heads[row],
-            self.sizes[row],
-            self.types[self.type_ids[row]],
-        )
 
     def frame_length(self, row: int) -> int:
         """The length of row ``row``'s frame (head + value size in the log)."""
