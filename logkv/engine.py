@@ -1644,6 +1644,8 @@ class Engine:
             else:
                 last = writer.number
                 segments = [(n, p) for n, p in list_segments(self.path) if n > covers]
+                if segments[-1][0] == last + 1 and writer.end >= writer.segment_size:
+                    segments.pop()  # left by a rotation that failed; the next append redoes it
                 assert [n for n, _ in segments] == list(range(covers + 1, last + 1)), segments
                 assert position.segments == len(segments), (position.segments, segments)
                 sizes = {n: p.stat().st_size for n, p in segments}
