@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, run_state_machine_as_test
+from store_model import Model
 
 from logkv import Engine
 
@@ -18,9 +19,6 @@ from logkv import Engine
 SEGMENT_SIZE = 4096
 #: The fast loop's run of a machine; CI also runs the full one.
 QUICK_EXAMPLES = 15
-
-#: What the model holds for a key: its value (None for a set to None) and its content type.
-Value = tuple[bytes | None, str | None]
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -36,7 +34,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.path = self.folder / "store"
         self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
         self.follower: Engine | None = None
-        self.model: dict[str, Value] = {}
+        self.model: Model = {}
 
     def teardown(self) -> None:
         self.engine.close()

@@ -15,10 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine_machine import SEGMENT_SIZE, EngineMachine, Value, machine_settings, run_a_few_examples
+from engine_machine import SEGMENT_SIZE, EngineMachine, machine_settings, run_a_few_examples
 from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
+from store_model import Model, Value, dump
 
 from logkv import MISSING, Engine, KeyInfo, SetRecord
 from logkv.history import HistoryGap, iter_snapshot_records, key_history, state_at
@@ -26,7 +27,6 @@ from logkv.layout import list_snapshots
 from logkv.replay import Entry
 from logkv.snapshot import SnapshotWriter, load_snapshot
 
-Model = dict[str, Value]
 Op = tuple[str, str, bytes | None]  # ("set" | "delete", key, value)
 
 FIXED_KEYS = ["a", "a/b", "b", "é", "🔑", "k1", "k2", "k10", "z" * 200]
@@ -83,19 +83,11 @@ class CompactionVersusDict(EngineMachine):
             else:
                 self.do_delete(key)
 
-    def contents(self, engine: Engine) -> Model:
-        state: Model = {}
-        for key in engine.keys(exclusive_start_key=None):
-            found = engine.get_with_type(key)
-            assert found is not None
-            state[key] = found
-        return state
-
     def readonly_contents(self) -> tuple[Model, tuple[int, ...]]:
         """What a fresh read-only open finds, and its figures (which must match the writer's
         running figures exactly, compaction or not)."""
         with Engine.open(self.path, readonly=True) as reader:
-            return self.contents(reader), figures(reader)
+            return dump(reader), figures(reader)
 
     # ------------------------------------------------------------------ writes
 
@@ -160,7 +152,7 @@ class CompactionVersusDict(EngineMachine):
             stats.dead_bytes,
             stats.last_seq,
         )
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
 
     @rule()
     def readonly_open(self) -> None:
@@ -172,7 +164,7 @@ class CompactionVersusDict(EngineMachine):
     @rule()
     def start_follower(self) -> None:
         self.follower = Engine.open(self.path, readonly=True)
-        assert self.contents(self.follower) == self.model
+        assert dump(self.follower) == self.model
 
     @precondition(lambda self: self.follower is not None)
     @rule()
@@ -180,7 +172,7 @@ class CompactionVersusDict(EngineMachine):
         """A read-only follower beside the writer sees every write and compaction."""
         assert self.follower is not None
         self.follower.refresh()
-        assert self.contents(self.follower) == self.model
+        assert dump(self.follower) == self.model
         assert figures(self.follower) == figures_of_writer(self.engine)
 
     # ------------------------------------------------------------------ compaction
@@ -216,7 +208,7 @@ class CompactionVersusDict(EngineMachine):
         assert after == before == self.model  # open after compaction == open before
         assert figures_after[:3] == figures[:3]  # keys, live bytes, last seq
         assert figures_after == figures_of_writer(self.engine)
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
         self.compacted(rotation_seq, result.snapshot, result.covers, retention)
 
     @rule(retention=retentions, batch=ops)
@@ -236,7 +228,7 @@ class CompactionVersusDict(EngineMachine):
             result = self.engine.compact(retention=retention)
         if pending:  # nothing was copied (no live records): write now
             self.apply(pending.pop())
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
         state, fresh = self.readonly_contents()
         assert state == self.model
         assert fresh == figures_of_writer(self.engine)
