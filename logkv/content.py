@@ -440,19 +440,34 @@ def _check_types(value: Any) -> None:
     recursion, so that the answer does not depend on how deep the caller's stack is. Keys are
     not looked at here: orjson itself refuses keys that are not ``str``.
     """
-    top = _children(value)
-    if top is None:
-        return
+    kind = type(value)
+    top: Iterable[Any] | None
+    if kind is dict:
+        top = value.values()
+    elif kind is list:
+        top = value
+    else:
+        top = _children(value)
+        if top is None:
+            return
     pending: list[tuple[Iterable[Any], int]] | None = None
     leaves = _LEAVES
     for item in top:
         sub = type(item)
-        if sub is str or sub in leaves:
+        if sub is str:
             continue
         if sub is float:
             if not _isfinite(item):
                 raise TypeError(f"{item!r} is not a JSON number")
             continue
+        if sub in leaves:
+            continue
+        if sub is list:  # a list of str, int, bool or None (tags, ids) is done here
+            for leaf in item:
+                if type(leaf) not in leaves:
+                    break
+            else:
+                continue
         inner = _children(item)
         if inner is not None:
             if pending is None:

@@ -71,6 +71,7 @@ from .fsutil import (
 )
 from .group_commit import DONE, Commit, GroupCommit, Update
 from .hints import (
+    CollectedHint,
     HintWriter,
     SegmentHint,
     hints_wanted,
@@ -82,7 +83,10 @@ from .hints import (
 from .index import (
     CONTENT_TYPE,
     FILE_ID,
+    HEAD_OVER_SIZE,
+    HEAD_SHIFT,
     OFFSET,
+    SIZE_SHIFT,
     Index,
     IndexEntry,
     pack,
@@ -323,6 +327,9 @@ class Engine:
         #: Sealed segments the last replay scanned (no usable hint): a writer hints them once
         #: its open succeeded (an open that fails changes nothing).
         self._unhinted: list[int] = []
+        #: A writer's hint data of its active segment, collected as it appends (set by open;
+        #: guarded by _mutex); handed to the hint writer when the segment is sealed.
+        self._collected = CollectedHint(0, 0, [], whole=False)
         self._folder_lock: StoreLock | None = None  # set by open, released by close
 
     # ------------------------------------------------------------------ opening and closing
@@ -411,12 +418,19 @@ class Engine:
             self._position.segments = max(self._position.segments, 1)
             for number in self._unhinted:
                 self._sealed(number)
+            # Records the segment holds already were not collected: its hint is a scan's.
+            self._collected = CollectedHint(
+                self._writer.number,
+                self._position.seq + 1,
+                self._index.types.names,
+                whole=self._writer.end <= SEGMENT_HEADER_SIZE,
+            )
             if self._writer.end and self._writes_older_version(self._writer.number):
                 # Records of this version go to a segment of this version, never after an
                 # older header: an older logkv then refuses the segment instead of misreading
                 # its records.
                 self._writer.rotate()
-                self._position.segments += 1
+                self._follow_rotation(self._writer.number)
 
     def _writes_older_version(self, number: int) -> bool:
         """Whether segment ``number`` has the header of an older format version."""
@@ -1133,21 +1147,25 @@ class Engine:
                 position = self._position
                 if writer.end > SEGMENT_HEADER_SIZE:
                     writer.rotate()
-                    position.segments += 1
                 covers = writer.number - 1
-                if covers <= compaction.covers:
-                    return None
-                compaction.start(covers)
-                if self._hints is not None:
-                    self._hints.skip_through(covers)
-                return Cut(
-                    covers,
-                    position.seq,
-                    position.chain,
-                    position.last_us,
-                    position.record_bytes,
-                    len(self._index),
-                )
+                cut = None
+                if covers > compaction.covers:
+                    compaction.start(covers)
+                    if self._hints is not None:
+                        self._hints.skip_through(covers)
+                    cut = Cut(
+                        covers,
+                        position.seq,
+                        position.chain,
+                        position.last_us,
+                        position.record_bytes,
+                        len(self._index),
+                    )
+                if self._collected.number != writer.number:
+                    # after skip_through: the hint writer drops the sealed segment's hint
+                    # when the compaction covers it
+                    self._follow_rotation(writer.number)
+                return cut
 
     def entries_at_rotation(
         self, after: str | None, timer: HoldTimer
@@ -1384,16 +1402,17 @@ class Engine:
             raise InvalidKeyError(
                 f"a key or content type of the batch cannot be encoded as UTF-8 ({exc.reason})"
             ) from None
-        before = writer.number
         number, offset = writer.append(b"".join(frames))
+        collected = self._collected
+        if number != collected.number:
+            collected = self._follow_rotation(number)
         position.seq = first + len(batch) - 1
         position.last_us = now_us
         position.chain = frames[-1][_CHAIN_START:_CHAIN_STOP]
-        if number != before:
-            position.segments += 1
-            self._sealed(before)
         updates: list[Update] = []
         type_id = self._index.types.id
+        last = collected.last
+        length = 0
         for (op, key, content_type, value), frame in zip(batch, frames, strict=True):
             length = len(frame)
             entry: int | None = None
@@ -1405,11 +1424,13 @@ class Engine:
                 entry = pack(
                     number, offset, length, streamed_entry_size(value), type_id(content_type)
                 )
+            last[key] = entry
             offset += length
             if self._group_commit:
                 updates.append((key, entry, length))
             else:
                 self._apply(key, entry, length)  # Durability.PROCESS: visible now
+        collected.last_offset = offset - length
         if not self._group_commit:
             return position.seq, DONE
         return position.seq, self._commits.join(updates)
@@ -1469,27 +1490,29 @@ class Engine:
                     f"key {key!r} or content type {content_type!r} cannot be encoded as UTF-8 "
                     f"({exc.reason})"
                 ) from None
-            before = writer.number
             if large is not None:
                 number, offset = writer.append_pieces((frame, large))
                 length = len(frame) + len(large)
             else:
                 number, offset = writer.append(frame)
                 length = len(frame)
+            collected = self._collected
+            if number != collected.number:
+                collected = self._follow_rotation(number)
             position.seq = seq
             position.last_us = now_us
             position.chain = frame[_CHAIN_START:_CHAIN_STOP]
-            if number != before:
-                position.segments += 1
-                self._sealed(before)
             entry: int | None = None
-            if op == _SET:
-                type_id = self._index.types.id(content_type)
-                if value is None:
-                    entry = pack(number, offset, length, -1, type_id)
+            if op == _SET:  # packed as index.pack() packs it, with the file and type's base
+                base = self._index.base(number, content_type)
+                if value is None:  # a stored None: head is the whole frame, size + 1 is 0
+                    entry = base | offset | length << HEAD_SHIFT
                 else:
                     size = len(value)
-                    entry = pack(number, offset, length - size, size, type_id)
+                    head = length - size
+                    entry = base | offset | (head << HEAD_OVER_SIZE | size + 1) << SIZE_SHIFT
+            collected.last[key] = entry
+            collected.last_offset = offset
             if not self._group_commit:
                 # Durability.PROCESS: the record is with the OS; make it visible now.
                 self._apply(key, entry, length)
@@ -1497,11 +1520,31 @@ class Engine:
             # Durability.FSYNC: queued; visible once a waiter of its batch synced it.
             return seq, self._commits.join_one((key, entry, length))
 
-    def _sealed(self, number: int) -> None:
-        """Segment ``number`` was rotated away from: have its hint file written (off the
-        writer's path, by the hint thread)."""
-        if self._hints is not None:
-            self._hints.submit(number)
+    def _follow_rotation(self, number: int) -> CollectedHint:
+        """With the lock held, before the position moves past the records of segment
+        ``number``: the writer rotated to that segment, so the one before is sealed. Count the
+        new segment, hand the sealed one's collected hint data to the hint writer, and collect
+        segment ``number``'s from now on (returned)."""
+        position = self._position
+        position.segments += 1
+        sealed = self._collected
+        sealed.seal(position.seq, position.last_us, position.chain)
+        self._collected = collected = CollectedHint(
+            number, position.seq + 1, self._index.types.names, whole=True
+        )
+        self._sealed(sealed if sealed.whole else sealed.number)
+        return collected
+
+    def _sealed(self, segment: int | CollectedHint) -> None:
+        """A segment was sealed: have its hint file written off the writer's path, by the hint
+        thread, from the hint data collected while it was written, or (given its number) from
+        a scan of it."""
+        if self._hints is None:
+            return
+        try:
+            self._hints.submit(segment)
+        except Exception as exc:  # never fail the append that sealed it: a hint is optional
+            log.warning("%s: no hint for a sealed segment (%s); an open scans it", self.path, exc)
 
     def _apply(self, key: str, entry: int | None, length: int) -> None:
         """Make an appended record visible: point the index at its packed entry (None: drop
@@ -1605,6 +1648,7 @@ class Engine:
                 sizes = {n: p.stat().st_size for n, p in segments}
                 sizes.update((-n, p.stat().st_size) for n, p in list_snapshots(self.path))
                 assert sizes[last] >= writer.end, (sizes[last], writer.end)
+                self._check_collected(writer.number)
             live = 0
             for key, entry in index.entries().items():
                 file_id, offset, head, size, _ = entry
@@ -1615,6 +1659,24 @@ class Engine:
                 if sizes is not None:
                     assert offset + length <= sizes.get(file_id, -1), (key, file_id, offset)
             assert live == position.live_bytes, (live, position.live_bytes)
+
+    def _check_collected(self, active: int) -> None:
+        """With the lock held, for :meth:`_check`: the hint data collected is the active
+        segment's (or, after an append that rotated and then failed, the one before), and, when
+        no write waits for group commit, says of every key what the index says of the keys it
+        points into that segment: the same packed entry, or no entry for a deleted key."""
+        collected = self._collected
+        assert active - 1 <= collected.number <= active, (collected.number, active)
+        assert collected.names is self._index.types.names
+        packed = self._index.packed
+        if self._commits.pending:
+            return
+        for key, entry in collected.last.items():
+            assert entry is None or packed_file(entry) == collected.number, (key, entry)
+            assert packed.get(key) == entry, (key, entry, packed.get(key))
+        if collected.whole:
+            in_segment = [k for k, e in packed.items() if packed_file(e) == collected.number]
+            assert all(key in collected.last for key in in_segment), "an entry not collected"
 
 
 def _newest_covers(folder: Path) -> int:

@@ -97,6 +97,11 @@ class Commit:
             self._claimed = True
             return True
 
+    def followed(self) -> bool:
+        """True while waiters that do not lead (:meth:`add_done_callback`) wait for the batch:
+        a hint for a leader, read without the guard."""
+        return bool(self._callbacks)
+
     def add_done_callback(self, callback: Callable[[BaseException | None], None]) -> None:
         """Call ``callback(error)`` once the batch is durable (``error`` None) or failed; in the
         thread that synced it, or right away if that already happened."""

@@ -8,9 +8,12 @@ Two kinds of file carry it (docs/FORMAT.md, sections 7.2 and 15):
 - a sealed segment's *hint file* ``NNNNNNNN.hint``: a header, a meta block saying which bytes
   of the segment it describes (size, last frame, chain value there, seq range), and the same
   columns for the last record of each key the segment sets, plus the keys it deletes. It is
-  written after the segment is sealed (:func:`write_segment_hint`, from a scan that checks
-  every frame) and read by an open (:func:`load_segment_hint`), which checks it against the
-  segment and falls back to scanning the segment when it is missing, damaged or stale.
+  written after the segment is sealed, by :class:`HintWriter`'s thread: from the hint data the
+  writer collected as it appended (:class:`CollectedHint`, :func:`write_collected_hint`,
+  which reads no record), or from a scan that checks every frame (:func:`write_segment_hint`,
+  for a segment the writer did not see whole); both give the same bytes. An open reads it
+  (:func:`load_segment_hint`), checks it against the segment and falls back to scanning the
+  segment when it is missing, damaged or stale.
 
 A hint is derived data: it is never the only copy of anything, it is not synced, and every
 use checks it. Packing its columns into index entries is :func:`pack_rows`.
@@ -18,7 +21,6 @@ use checks it. Packing its columns into index entries is :func:`pack_rows`.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import struct
@@ -26,12 +28,12 @@ import sys
 import threading
 import zlib
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import crc32c
 import msgpack
@@ -49,10 +51,13 @@ from .format import (
 )
 from .fsutil import create_temp, open_for_reading, remove_quietly
 from .index import (
+    HEAD_MASK,
     HEAD_SHIFT,
     MAX_OFFSET,
     MAX_SIZE,
     MAX_STREAMED_SIZE,
+    OFFSET_MASK,
+    SIZE_MASK,
     SIZE_SHIFT,
     TYPE_SHIFT,
     ContentTypes,
@@ -150,6 +155,25 @@ class Columns:
         if type_id is None:
             type_id = self.types[content_type] = len(self.types)
         self.type_ids.append(type_id)
+
+    def add_packed(self, keys: list[str], entries: list[int], names: list[str | None]) -> None:
+        """A row per key of ``keys`` (into empty columns), from its packed index entry in
+        ``entries`` (type ids indexing ``names``): the rows :meth:`add` would give, a column
+        at a time (a loop of :meth:`add` costs the hint thread, and the writers waiting for
+        the GIL meanwhile, several times more)."""
+        assert not self.keys, "add_packed fills empty columns"
+        if entries and min(entries) < 0:  # a streamed set is packed otherwise: row by row
+            for key, packed in zip(keys, entries, strict=True):
+                self.add(key, *unpack(packed, names)[1:])
+            return
+        self.keys = keys
+        self.offsets = array("Q", [packed & OFFSET_MASK for packed in entries])
+        self.heads = array("I", [packed >> HEAD_SHIFT & HEAD_MASK for packed in entries])
+        self.sizes = array("q", [(packed >> SIZE_SHIFT & SIZE_MASK) - 1 for packed in entries])
+        ids: dict[int, int] = {}  # the index's type id -> this file's, in order of first use
+        number = ids.setdefault
+        self.type_ids = array("I", [number(packed >> TYPE_SHIFT, len(ids)) for packed in entries])
+        self.types = {names[type_id]: i for type_id, i in ids.items()}
 
     def entry(self, i: int, file_id: int) -> Entry:
         """Row ``i`` as an index entry in file ``file_id``."""
@@ -409,25 +433,152 @@ def _write_segment_hint(folder: Path, number: int, given_up: Callable[[], bool] 
             checksum = crc32c.crc32c(reader.buf)  # releases the GIL while it runs
     except FileNotFoundError:
         return False
-    columns = Columns()
+    meta = _Meta(number, size, last_offset, chain, first_seq, last_seq, last_us, checksum)
+    return _write_hint_file(folder, meta, last, types.names)
+
+
+class CollectedHint:
+    """The hint data of the active segment, collected by the writer as it appends: each key's
+    last record there as its packed index entry (None: a delete) in :attr:`last`, and where
+    the last record starts. Once the segment is sealed (:meth:`seal`), :class:`HintWriter`
+    writes its hint file from this without reading a record of the segment
+    (:func:`write_collected_hint`).
+
+    The writer's part costs one dict store and one attribute store per record. Entries are
+    ints, which the garbage collector does not track; the dict holds one segment's keys at most.
+    A segment that held records when the writer opened it is not collected ``whole``: its
+    hint comes from a scan.
+    """
+
+    __slots__ = (
+        "chain",
+        "first_seq",
+        "last",
+        "last_offset",
+        "last_seq",
+        "last_us",
+        "names",
+        "number",
+        "whole",
+    )
+
+    def __init__(
+        self, number: int, first_seq: int, names: list[str | None], *, whole: bool
+    ) -> None:
+        #: The segment whose records these are.
+        self.number = number
+        #: Whether every record of the segment is collected here (False: it held records
+        #: before this writer appended to it).
+        self.whole = whole
+        #: The sequence number of its first record.
+        self.first_seq = first_seq
+        #: The content type names the packed entries' type ids index (the store's index's,
+        #: which only ever grows).
+        self.names = names
+        self.last: dict[str, int | None] = {}
+        #: Where the segment's last record starts (-1: no record yet).
+        self.last_offset = -1
+        # Set by seal(): the last record's sequence number, timestamp and chain value.
+        self.last_seq = self.last_us = 0
+        self.chain = b""
+
+    def seal(self, last_seq: int, last_us: int, chain: bytes) -> None:
+        """The segment is sealed; its last record has sequence number ``last_seq``, timestamp
+        ``last_us`` and chain value ``chain``."""
+        self.last_seq, self.last_us, self.chain = last_seq, last_us, chain
+
+
+def write_collected_hint(
+    folder: Path, hint: CollectedHint, given_up: Callable[[], bool] | None = None
+) -> bool:
+    """Write the hint file of sealed segment ``hint.number`` from what the writer collected,
+    without decoding the segment: the meta is checked against the segment (its header, and a
+    frame at the last record's offset that ends the file and carries the last chain value),
+    and the CRC-32C of the segment's bytes is computed from the file (without the GIL). When
+    they disagree, the segment is scanned as :func:`write_segment_hint` does. The bytes
+    written are those a scan writes for the same segment. Returns, and leaves the files, as
+    :func:`write_segment_hint` does (``given_up`` is asked once, before the hint is built)."""
+    if _write_collected_hint(folder, hint, given_up):
+        return True
+    remove_hint(folder, hint.number)
+    return False
+
+
+def _write_collected_hint(
+    folder: Path, hint: CollectedHint, given_up: Callable[[], bool] | None
+) -> bool:
+    """:func:`write_collected_hint` but for removing an old hint when none can be written."""
+    number = hint.number
+    if hint.last_offset < 0:
+        return False  # nothing appended: no hint, as a scan of an empty segment writes none
+    path = folder / segment_name(number)
+    try:
+        size = os.stat(path).st_size
+        problem = _disagreement(path, number, size, hint.last_offset, hint.chain)
+        if problem is None:
+            total, checksum = _crc32c_of(path)
+            if total != size:
+                problem = f"the segment was {size} bytes, then {total}"
+    except FileNotFoundError:
+        return False
+    if problem is not None:
+        log.info("segment %d in %s: %s; scanning it for its hint", number, folder, problem)
+        return _write_segment_hint(folder, number, given_up)
+    if given_up is not None and given_up():
+        return False
+    meta = _Meta(
+        number,
+        size,
+        hint.last_offset,
+        hint.chain,
+        hint.first_seq,
+        hint.last_seq,
+        hint.last_us,
+        checksum,
+    )
+    return _write_hint_file(folder, meta, hint.last, hint.names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """A segment hint's meta block (docs/FORMAT.md, section 15.1)."""
+
+    segment: int
+    size: int
+    last_offset: int
+    chain: bytes
+    first_seq: int
+    last_seq: int
+    last_us: int
+    crc32c: int
+
+
+def _write_hint_file(
+    folder: Path, meta: _Meta, last: dict[str, int | None], names: list[str | None]
+) -> bool:
+    """Write segment ``meta.segment``'s hint file: ``meta``, and a row for each key of
+    ``last`` (its packed entry, type ids indexing ``names``) or a deleted key (None), in key
+    order. False (and no file) when the segment is gone once it is written."""
+    number = meta.segment
+    keys = _sorted_in_pieces(list(last))
+    entries = list(map(last.__getitem__, keys))
     deleted: list[str] = []
-    names = types.names
-    for key in _sorted_in_pieces(list(last)):
-        packed = last[key]
-        if packed is None:
-            deleted.append(key)
-        else:
-            columns.add(key, *unpack(packed, names)[1:])
-    meta = msgpack.packb(
+    if None in entries:
+        deleted = [key for key, packed in zip(keys, entries, strict=True) if packed is None]
+        keys = [key for key, packed in zip(keys, entries, strict=True) if packed is not None]
+        entries = [packed for packed in entries if packed is not None]
+    columns = Columns()
+    columns.add_packed(keys, cast(list[int], entries), names)
+    meta_body = msgpack.packb(
         {
             "segment": number,
-            "size": size,
-            "last_offset": last_offset,
-            "chain": chain,
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-            "last_us": last_us,
-            "crc32c": checksum,
+            "size": meta.size,
+            "last_offset": meta.last_offset,
+            "chain": meta.chain,
+            "first_seq": meta.first_seq,
+            "last_seq": meta.last_seq,
+            "last_us": meta.last_us,
+            "crc32c": meta.crc32c,
         }
     )
     body = columns.encode(deleted)
@@ -436,24 +587,27 @@ def _write_segment_hint(folder: Path, number: int, given_up: Callable[[], bool] 
     try:
         with open(fd, "wb") as file:
             file.write(HINT_HEADER.pack(HINT_MAGIC, HINT_VERSION, number))
-            file.write(encode_block(meta))
+            file.write(encode_block(meta_body))
             file.write(encode_block(body))
         os.replace(temp, target)
     except BaseException:
         remove_quietly(temp)
         raise
-    if not path.exists():  # retired while we wrote: no hint for a segment that is gone
+    if not (folder / segment_name(number)).exists():  # retired while we wrote: no hint for it
         remove_quietly(target)
         return False
     return True
 
 
-def _sorted_in_pieces(keys: list[str]) -> Iterator[str]:
-    """``keys`` in order, sorted a piece at a time and merged: one ``sorted()`` of a segment's
-    60,000 keys holds the GIL for tens of milliseconds, stalling every writer of the store;
-    this background work must not."""
-    pieces = [sorted(keys[i : i + _KEYS_PER_SORT]) for i in range(0, len(keys), _KEYS_PER_SORT)]
-    return heapq.merge(*pieces)
+def _sorted_in_pieces(keys: list[str]) -> list[str]:
+    """``keys`` in order, sorted a piece at a time, then the sorted pieces merged by one more
+    ``sorted()`` (which finds them as runs and only merges them): one ``sorted()`` of a
+    segment's 60,000 keys in random order holds the GIL for tens of milliseconds, stalling
+    every writer of the store, and a merge in Python code (``heapq.merge``) costs several times
+    more in all, which the writers wait for as well."""
+    step = _KEYS_PER_SORT
+    pieces = [sorted(keys[i : i + step]) for i in range(0, len(keys), step)]
+    return pieces[0] if len(pieces) == 1 else sorted(chain.from_iterable(pieces))
 
 
 def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint | None:
@@ -497,20 +651,23 @@ def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint |
         last_offset = int(meta["last_offset"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CorruptionError(path, 0, f"hint is malformed: {exc}") from None
-    problem = _disagreement(segment, number, hint, last_offset)
+    problem = _disagreement(segment, number, hint.size, last_offset, hint.chain)
     if problem is not None:
         raise CorruptionError(path, 0, f"hint does not describe segment {number}: {problem}")
     return hint
 
 
-def _disagreement(segment: Path, number: int, hint: SegmentHint, last_offset: int) -> str | None:
-    """Why ``hint`` does not describe ``segment`` as it is on disk (None: it does): its size,
-    header, and the frame header at the hint's last offset (the frame must end the file and
-    carry the hint's chain value)."""
+def _disagreement(
+    segment: Path, number: int, size: int, last_offset: int, chain: bytes
+) -> str | None:
+    """Why a hint of a segment of ``size`` bytes whose last frame is at ``last_offset`` with
+    chain value ``chain`` does not describe ``segment`` as it is on disk (None: it does): its
+    size, header, and the frame header at ``last_offset`` (the frame must end the file and
+    carry ``chain``)."""
     with open_for_reading(segment) as file:
-        size = os.fstat(file.fileno()).st_size
-        if size != hint.size:
-            return f"the segment is {size} bytes, the hint describes {hint.size}"
+        actual = os.fstat(file.fileno()).st_size
+        if actual != size:
+            return f"the segment is {actual} bytes, the hint describes {size}"
         header = os.pread(file.fileno(), SEGMENT_HEADER_SIZE, 0)
         problem = check_segment_header(header, number)
         if problem is not None:
@@ -518,24 +675,35 @@ def _disagreement(segment: Path, number: int, hint: SegmentHint, last_offset: in
         if not SEGMENT_HEADER_SIZE <= last_offset <= size - FRAME_HEADER_SIZE:
             return "its last frame lies outside the segment"
         frame = os.pread(file.fileno(), FRAME_HEADER_SIZE, last_offset)
-    magic, _, length, chain = FRAME_HEADER.unpack(frame)
+    magic, _, length, stored_chain = FRAME_HEADER.unpack(frame)
     if not magic.startswith(FRAME_MAGIC_PREFIX) or last_offset + FRAME_HEADER_SIZE + length != size:
         return "no frame ends the segment where the hint says"
-    if chain != hint.chain:
+    if stored_chain != chain:
         return "the chain value of the last frame differs"
     return None
 
 
 def segment_changed(segment: Path, hint: SegmentHint) -> str | None:
     """Why ``segment``'s bytes are not those ``hint`` was written from (None: they are): its
-    CRC-32C over the whole file, read a chunk at a time (the GIL is released while each chunk
-    is checksummed, so this runs beside the open's other work). Any damage since, anywhere
-    in the segment, shows here; the open then scans the segment and finds it."""
+    CRC-32C over the whole file (:func:`_crc32c_of`: without the GIL, so this runs beside the
+    open's other work). Any damage since, anywhere in the segment, shows here; the open then
+    scans the segment and finds it."""
+    total, value = _crc32c_of(segment)
+    if total != hint.size:
+        return f"the segment is {total} bytes, the hint describes {hint.size}"
+    if value != hint.checksum:
+        return "the segment's bytes changed since its hint was written (CRC-32C)"
+    return None
+
+
+def _crc32c_of(path: Path) -> tuple[int, int]:
+    """``(size, CRC-32C)`` of file ``path``'s bytes, read a chunk at a time: the GIL is let go
+    while each chunk is read and checksummed, so other threads run meanwhile."""
     buffer = bytearray(_CHECK_CHUNK)
     view = memoryview(buffer)
     value = 0
     total = 0
-    with open_for_reading(segment) as file:
+    with open_for_reading(path) as file:
         while True:
             read = os.readv(file.fileno(), [buffer])
             if not read:
@@ -543,11 +711,7 @@ def segment_changed(segment: Path, hint: SegmentHint) -> str | None:
             value = crc32c.crc32c(view[:read], value)
             total += read
     view.release()
-    if total != hint.size:
-        return f"the segment is {total} bytes, the hint describes {hint.size}"
-    if value != hint.checksum:
-        return "the segment's bytes changed since its hint was written (CRC-32C)"
-    return None
+    return total, value
 
 
 def remove_hint(folder: Path, number: int) -> None:
@@ -563,13 +727,20 @@ def remove_stale_hints(folder: Path, covers: int) -> None:
             remove_quietly(path)
 
 
+#: Collected hints queued at most: past this, the oldest queued one is let go and its segment
+#: scanned instead, so that a hint thread that falls behind holds a few segments' keys, not more.
+MAX_QUEUED_COLLECTED = 4
+
+
 class HintWriter:
     """Writes the hint files of sealed segments, one at a time, in a background thread (started
-    by the first :meth:`submit`), so that no writer waits for a segment's scan."""
+    by the first :meth:`submit`), so that no writer waits for one: from the hint data the
+    writer collected (:class:`CollectedHint`), or by a scan of the segment (a segment replayed
+    by an open, or one the writer did not see whole)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._queue: list[int] = []
+        self._queue: list[int | CollectedHint] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
@@ -580,20 +751,28 @@ class HintWriter:
     def skip_through(self, covers: int) -> None:
         """A compaction covers segments ``1..covers``: drop their queued hints, and give up the
         one being written if it is one of them. Compaction retires those segments, so their
-        hints would be deleted unread, and scanning them would only compete with compaction
+        hints would be deleted unread, and writing them would only compete with compaction
         and the writers for the interpreter. (A compaction that fails leaves them without
         hints: the next open scans them and queues their hints again.)"""
         with self._wake:
             self._covered = max(self._covered, covers)
-            self._queue = [n for n in self._queue if n > covers]
+            self._queue = [job for job in self._queue if _number_of(job) > covers]
             self._wake.notify_all()
 
-    def submit(self, number: int) -> None:
-        """Write segment ``number``'s hint soon (it is sealed: nothing is appended to it)."""
+    def submit(self, job: int | CollectedHint) -> None:
+        """Write a sealed segment's hint soon (nothing is appended to it any more): from the
+        hint data collected while it was written, or, given its number, from a scan of it."""
         with self._wake:
-            if self._closed:
-                return
-            self._queue.append(number)
+            if self._closed or _number_of(job) <= self._covered:
+                return  # closed, or a compaction retires the segment
+            if isinstance(job, CollectedHint):
+                collected = [
+                    i for i, queued in enumerate(self._queue) if isinstance(queued, CollectedHint)
+                ]
+                if len(collected) >= MAX_QUEUED_COLLECTED:
+                    oldest = collected[0]
+                    self._queue[oldest] = _number_of(self._queue[oldest])
+            self._queue.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"logkv-hints {self.folder.name}", daemon=True
@@ -628,17 +807,28 @@ class HintWriter:
                     self._wake.wait()
                 if self._closed:
                     return
-                number = self._queue.pop(0)
+                job = self._queue.pop(0)
+                number = _number_of(job)
                 if number <= self._covered:
                     continue
                 self._busy = True
             try:
-                write_segment_hint(self.folder, number, partial(self._covers, number))
+                given_up = partial(self._covers, number)
+                if isinstance(job, CollectedHint):
+                    write_collected_hint(self.folder, job, given_up)
+                else:
+                    write_segment_hint(self.folder, job, given_up)
             except Exception as exc:  # a hint is an optimisation: open scans without it
                 log.warning(
                     "could not write the hint of segment %d in %s: %s", number, self.folder, exc
                 )
             finally:
+                del job  # a collected hint's keys go now, not when the next one is taken
                 with self._wake:
                     self._busy = False
                     self._wake.notify_all()
+
+
+def _number_of(job: int | CollectedHint) -> int:
+    """The segment a queued hint job is for."""
+    return job.number if isinstance(job, CollectedHint) else job

@@ -69,13 +69,14 @@ class SegmentWriter:
         offset = self.end
         if self._sync_error is not None or self._dirty_tail or offset >= self.segment_size:
             offset = self._prepare()
+        size = len(frame)
         try:
-            if os.pwrite(self._fd, frame, offset) != len(frame):
+            if os.pwrite(self._fd, frame, offset) != size:
                 write_all(self._fd, frame, offset)  # finish a short write (rare)
         except BaseException:
             self._cut_back(offset)
             raise
-        self.end = offset + len(frame)
+        self.end = offset + size
         return self.number, offset
 
     def append_pieces(self, pieces: Sequence[bytes]) -> tuple[int, int]:

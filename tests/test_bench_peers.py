@@ -32,6 +32,23 @@ def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["peers.md", "peers.png"]
 
 
+@pytest.mark.slow
+def test_the_durable_writes_run_alone_in_rounds_after_the_raw_sync_loop(tmp_path: Path) -> None:
+    out = tmp_path / "sync.md"
+    command = [sys.executable, "-m", "benchmarks.bench_peers", "--quick", "--durable-only"]
+    command += ["--rounds", "2", "--sync-seconds", "0.05", "--writers", "4"]
+    command += ["--only", "logkv,logkv Engine", "--out", str(out), "--tmp-dir", str(tmp_path)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("raw loop:") == 4  # before each peer, in each round
+    text = out.read_text(encoding="utf-8")
+    assert "## Durable writes" in text and "## Time per operation" not in text
+    assert "| raw write + fdatasync |" in text and "| logkv Engine |" in text
+    assert "durable writes, logkv, 1 writer against the raw" in text
+
+
 @pytest.mark.parametrize(
     ("logkv_set", "expected"), [(4e-6, "PASS"), (5e-6, "**MISS**")], ids=["pass", "miss"]
 )

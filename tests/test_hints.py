@@ -317,23 +317,25 @@ def test_kill9_while_writing_hints_never_leaves_a_wrong_index(tmp_path: Path) ->
         "        write_segment_hint(folder, n)\n"
     )
     rng = random.Random(9)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for _ in range(8):
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, str(path), *map(str, sealed(path))],
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
-        time.sleep(rng.uniform(0.0, 0.3))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
+        kill_child(script, [str(path), *map(str, sealed(path))], rng.uniform(0.0, 0.3))
         _opens_like_a_scan(path, expected)
     with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
         assert state(engine)[:-3] == expected[:-3]
     assert not list(path.glob("*.tmp"))
+
+
+def kill_child(script: str, args: list[str], seconds: float) -> None:
+    """Run Python ``script`` with ``args`` in a child (this logkv on its path), and kill it
+    (``SIGKILL``) ``seconds`` after it printed ``ready``."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, env=env)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == b"ready"
+    time.sleep(seconds)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
 
 
 def _fill_streamed(path: Path, seed: int = 0) -> dict[str, bytes | None]:

@@ -15,13 +15,16 @@ from logkv import Engine
 from logkv import hints as hints_module
 from logkv import index as index_module
 from logkv.index import (
+    HEAD_OVER_SIZE,
     MAX_FILE,
     MAX_HEAD,
     MAX_OFFSET,
     MAX_SIZE,
     MAX_STREAMED_SIZE,
     MERGE_BATCH,
+    SIZE_SHIFT,
     Index,
+    entry_base,
     pack,
     packed_file,
     packed_frame_length,
@@ -190,6 +193,13 @@ def test_pack_and_unpack_round_trip_every_size(
     index = Index({"k": entry})
     assert index.get("k") == entry
     index._check()
+    if size >= -1 and file_id:  # what an append packs: the index's base of file and type
+        content_type = names[type_id]
+        for other in (file_id, file_id - 1 if file_id > 1 else file_id + 1, file_id):
+            base = index.base(other, content_type)  # another file between: a base of its own
+        assert base == entry_base(file_id, index.types.id(content_type))
+        appended = base | offset | (head << HEAD_OVER_SIZE | size + 1) << SIZE_SHIFT
+        assert unpack(appended, index.types.names) == entry
 
 
 def test_the_index_holds_nothing_the_garbage_collector_tracks(tmp_path: Path) -> None:

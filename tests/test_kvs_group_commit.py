@@ -17,7 +17,8 @@ from conftest import HeldSyncs, fsync_configuration
 
 from logkv import KeyValueStore
 from logkv.errors import StoreFailedError, SyncFailedError
-from logkv.storage_clients import _store
+from logkv.group_commit import Commit
+from logkv.storage_clients import _commits
 
 #: Long enough for any healthy wait here; a stranded writer fails the test instead of hanging.
 _PATIENCE = 10.0
@@ -91,7 +92,7 @@ async def test_a_lone_task_syncs_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
     kvs = await KeyValueStore.open(name="lone", configuration=fsync_configuration(tmp_path))
-    monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", 60.0)  # however slow this disk is now
+    monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", 60.0)  # however slow this disk is now
     syncs = held_syncs()
     for i in range(10):
         await kvs.set_value(f"k{i}", {"i": i})
@@ -104,7 +105,7 @@ async def test_tasks_share_a_sync_in_a_worker_thread_when_syncs_are_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
 ) -> None:
     kvs = await KeyValueStore.open(name="slow", configuration=fsync_configuration(tmp_path))
-    monkeypatch.setattr(_store, "INLINE_SYNC_LIMIT", -1.0)  # every sync counts as slow
+    monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", -1.0)  # every sync counts as slow
     syncs = held_syncs()
     await asyncio.gather(*(kvs.set_value(f"k{i}", i) for i in range(32)))
     monkeypatch.undo()
@@ -150,3 +151,97 @@ async def test_a_failed_sync_reaches_every_task(
     monkeypatch.undo()
     with contextlib.suppress(StoreFailedError):
         await kvs.close()  # it cannot persist into a failed store, but it releases the lock
+
+
+async def _lonely(kvs: KeyValueStore, count: int) -> None:
+    """``count`` writes of a lone task: the first leader yields and gathers no one."""
+    for i in range(count):
+        await kvs.set_value(f"lone-{i}", i)
+
+
+async def test_a_lone_task_syncs_without_a_pass_of_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    """Once a yield gathered no other writer, a lone task's write is appended and synced within
+    the call: the coroutine finishes on its first step, and the sync ran on the loop's thread."""
+    kvs = await KeyValueStore.open(name="lone", configuration=fsync_configuration(tmp_path))
+    monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", 60.0)  # however slow this disk is now
+    monkeypatch.setattr(_commits, "YIELD_INTERVAL", 60.0)  # no yield to look for new writers
+    await _lonely(kvs, 1)
+    syncs = held_syncs()
+    for i in range(5):
+        step = kvs.set_value(f"k{i}", {"i": i})
+        with pytest.raises(StopIteration):  # done without ever suspending
+            step.send(None)
+        assert await kvs.get_value(f"k{i}") == {"i": i}
+    assert syncs.threads == [threading.get_ident()] * 5
+    await kvs.close()
+    kvs = await KeyValueStore.open(name="lone", configuration=fsync_configuration(tmp_path))
+    assert [await kvs.get_value(f"k{i}") for i in range(5)] == [{"i": i} for i in range(5)]
+    await kvs.close()
+
+
+async def test_writers_that_join_a_lone_writer_share_syncs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    """A lone writer's leaders stop yielding; when many tasks start writing, the next yield
+    (at most YIELD_INTERVAL later) gathers them, and their writes share fdatasyncs."""
+    kvs = await KeyValueStore.open(name="racing", configuration=fsync_configuration(tmp_path))
+    monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", 60.0)  # the inline path, however slow
+    await _lonely(kvs, 20)
+    syncs = held_syncs()
+
+    async def writer(task: int) -> None:
+        for i in range(5):
+            await kvs.set_value(f"t{task:02d}-{i}", i)
+
+    await asyncio.gather(_lonely(kvs, 50), *(writer(t) for t in range(64)))
+    writes, synced = 50 + 64 * 5, len(syncs.threads)
+    assert 0 < synced < writes / 4, f"{synced} fdatasyncs for {writes} writes: no group commit"
+    assert [await kvs.get_value(f"t{t:02d}-4") for t in range(64)] == [4] * 64
+    await kvs.close()
+
+
+async def test_a_failed_sync_of_a_lone_task_poisons_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_syncs: Callable[..., HeldSyncs]
+) -> None:
+    """The sync a lone task runs within its call fails: the call raises, the write is never
+    visible, and the store refuses every later write until it is reopened."""
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
+    monkeypatch.setattr(_commits, "INLINE_SYNC_LIMIT", 60.0)
+    monkeypatch.setattr(_commits, "YIELD_INTERVAL", 60.0)
+    await _lonely(kvs, 3)
+    held_syncs(fail=True)
+    step = kvs.set_value("lost", 1)
+    with pytest.raises(SyncFailedError) as raised:  # raised within the call's first step
+        step.send(None)
+    assert raised.value.errno == errno.EIO
+    assert await kvs.get_value("lost") is None  # never made visible
+    assert await kvs.get_value("lone-2") == 2
+    with pytest.raises(StoreFailedError):
+        await kvs.set_value("after", 1)
+    monkeypatch.undo()
+    with contextlib.suppress(StoreFailedError):
+        await kvs.close()
+    kvs = await KeyValueStore.open(name="failing", configuration=fsync_configuration(tmp_path))
+    assert await kvs.get_value("lone-2") == 2  # acknowledged, so kept ("lost" may be too)
+    await kvs.close()
+
+
+def test_lead_pace_yields_while_yields_gather_writers(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_commits, "_clock", lambda: now[0])
+    pace = _commits.LeadPace()
+    assert pace.should_yield()  # a new store looks for other writers first
+    lonely, followed = Commit(), Commit()
+    followed.add_done_callback(lambda _: None)
+    pace.yielded(lonely)
+    assert not pace.should_yield()  # the yield gathered no one
+    now[0] += _commits.YIELD_INTERVAL / 2
+    assert not pace.should_yield()
+    now[0] += _commits.YIELD_INTERVAL
+    assert pace.should_yield()  # long enough: look again
+    pace.yielded(followed)
+    assert pace.should_yield()  # writers came: yield for every batch
+    pace.yielded(lonely)
+    assert not pace.should_yield()

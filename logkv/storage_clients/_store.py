@@ -12,7 +12,7 @@ less than a hop to a worker thread would. Only what could block the event loop f
 a thread: values larger than ``Configuration.offload_threshold``, opening (log replay),
 compaction, purge, close and drop. Under ``Durability.FSYNC`` a write is appended inline and its
 task awaits the engine's group commit (one fsync shared by the tasks that wait), holding no
-thread.
+thread; a lone writer's quick sync runs inline too (:mod:`._commits`).
 
 Timestamps live in the store's :class:`~logkv.storage_clients._meta.StoreMeta`, updated in
 memory on every call (opening counts as an access) and written to ``META.json`` by
@@ -38,23 +38,23 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ..compaction import CompactionResult
 from ..configuration import Configuration
 from ..engine import Engine
-from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError, SyncFailedError
+from ..errors import ReadOnlyStoreError, StoreClosedError, StoreNotFoundError
 from ..fsutil import empty_trash, move_to_trash
 from ..group_commit import Commit
 from ..index import IndexEntry
 from ..modes import Durability
 from ..values import Piece
 from ._base import ITERATION_BATCH, StoreLocation, paced_key_batches, touch
+from ._commits import LeadPace, lead_at_once, wait_for_commit
 from ._folders import STORAGE_WORDS, check_kind, refuse_foreign_folder, trash_of
 from ._follow import Follower
 from ._meta import StoreMeta, read_meta, write_meta
@@ -91,6 +91,7 @@ class EngineStore:
         #: Values larger than this many bytes are read and written in a worker thread.
         self.offload = configuration.offload_threshold
         self.fsync = configuration.durability is Durability.FSYNC
+        self._pace = LeadPace()  # whether a leader of this store's group commits yields first
         self._auto_compact = configuration.auto_compact
         self._compaction_bytes = configuration.compaction_min_dead_bytes
         self._compaction_ratio = configuration.compaction_min_dead_ratio
@@ -341,11 +342,14 @@ class EngineStore:
         if data is not None and len(data) > self.offload:
             return self._write_in_thread(key, data, content_type)
         if self.fsync:
-            # Durability.FSYNC: append inline, then await the batch's fsync without parking a
-            # thread per write; concurrent tasks share one fdatasync (group commit).
+            # Durability.FSYNC: append inline; a lone writer syncs at once, in this call, else
+            # the batch's fsync is awaited without parking a thread per write (concurrent
+            # tasks share one fdatasync: group commit).
             _, commit = self.engine.set_deferred(key, data, content_type)
-            return self._publish_after(commit, key, data, content_type)
-        self.engine.set(key, data, content_type)
+            if not lead_at_once(self.engine, commit, self._pace):
+                return self._publish_after(commit, key, data, content_type)
+        else:
+            self.engine.set(key, data, content_type)
         if key in self.public.published:
             self.public.publish(key, data or b"", content_type)
         return None
@@ -358,7 +362,7 @@ class EngineStore:
     async def _publish_after(
         self, commit: Commit, key: str, data: bytes | None, content_type: str | None
     ) -> None:
-        await wait_for_commit(self.engine, commit)
+        await wait_for_commit(self.engine, commit, self._pace)
         if key in self.public.published:
             await self._publish(key, data, content_type)
 
@@ -381,7 +385,7 @@ class EngineStore:
             await _to_thread(self.engine.set_many, items, deletes)
         elif self.fsync:
             _, commit = self.engine.set_many_deferred(items, deletes)
-            await wait_for_commit(self.engine, commit)
+            await wait_for_commit(self.engine, commit, self._pace)
         else:
             self.engine.set_many(items, deletes)
         await self.replicated()
@@ -394,7 +398,7 @@ class EngineStore:
         level) when this returns, and noted as a modification."""
         self.check_writable()
         commit = await write_stream(self.engine, key, pieces, content_type)
-        await wait_for_commit(self.engine, commit)
+        await wait_for_commit(self.engine, commit, self._pace)
         self.touch(modified=True)
         if key in self.public.published:
             await self._publish_streamed(key)
@@ -422,7 +426,7 @@ class EngineStore:
         self.meta.accessed_at = now
         if self.fsync:
             existed, commit = self.engine.delete_deferred(key)
-            await wait_for_commit(self.engine, commit)
+            await wait_for_commit(self.engine, commit, self._pace)
         else:
             existed = self.engine.delete(key)
         if existed:
@@ -644,61 +648,3 @@ def _delete_all(engine: Engine) -> None:
             return
         for key in keys:
             engine.delete(key)
-
-
-#: The longest a store's syncs may take lately (their recent average, seconds) for the task
-#: that leads a group commit to run the ``fdatasync`` on the event loop's thread; past it the
-#: sync runs in a worker thread.
-INLINE_SYNC_LIMIT: Final = 0.002
-
-
-async def wait_for_commit(engine: Engine, commit: Commit) -> None:
-    """Await a group-commit batch of ``engine``; raise :class:`~logkv.errors.SyncFailedError`
-    when its fdatasync failed.
-
-    The first task to wait for a batch leads it (:meth:`~logkv.engine.Commit.claim`): it yields
-    once, so that the tasks ready to run append to the same batch, then syncs the batch. The
-    others await it without holding a thread. A lone writer so pays one ``fdatasync`` and no
-    thread hand-off per write, and many writers share one ``fdatasync`` per batch. The leader
-    syncs on the event loop's thread while the store's syncs are quick (see
-    :data:`INLINE_SYNC_LIMIT`: a hand-off to a thread and back costs about as much as such a
-    sync), in a worker thread once they are not.
-    """
-    if not commit.done.is_set():
-        if commit.claim():
-            await _lead(engine, commit)
-        else:
-            await _follow(commit)
-    commit.wait()  # done by now: raises SyncFailedError if the fdatasync failed
-
-
-async def _lead(engine: Engine, commit: Commit) -> None:
-    try:
-        await asyncio.sleep(0)  # the tasks ready now append first, and join this batch
-    except BaseException:  # cancelled: still sync the batch, whose other writers count on it
-        with contextlib.suppress(SyncFailedError):  # they hear of a failure; this task is gone
-            commit.wait()
-        raise
-    if engine.sync_seconds <= INLINE_SYNC_LIMIT:
-        commit.wait()
-    else:
-        await _to_thread(commit.wait)
-
-
-async def _follow(commit: Commit) -> None:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    loop_thread = threading.get_ident()
-
-    def settle() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    def told(_: BaseException | None) -> None:
-        if threading.get_ident() == loop_thread:  # the leader synced on this loop's thread
-            settle()
-        else:
-            loop.call_soon_threadsafe(settle)
-
-    commit.add_done_callback(told)
-    await future

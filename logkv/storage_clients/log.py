@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import warnings
 
+from ._commits import wait_for_commit
 from ._folders import find_store_by_id, refuse_foreign_folder, registry_key, trash_of
-from ._store import drop_store, wait_for_commit
+from ._store import drop_store
 from .disk import DiskKeyValueStoreClient as LogKeyValueStoreClient
 from .disk import DiskStorageClient as LogStorageClient
 
