@@ -35,12 +35,10 @@ def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path)
 @pytest.mark.slow
 def test_the_durable_writes_run_alone_in_rounds_after_the_raw_sync_loop(tmp_path: Path) -> None:
     out = tmp_path / "sync.md"
-    command = [sys.executable, "-m", "benchmarks.bench_peers", "--quick", "--durable-only"]
+    command = ["--quick", "--durable-only"]
     command += ["--rounds", "2", "--sync-seconds", "0.05", "--writers", "4"]
     command += ["--only", "logkv,logkv Engine", "--out", str(out), "--tmp-dir", str(tmp_path)]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
+    done = run_command(*command, module="benchmarks.bench_peers", text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("raw loop:") == 4  # before each peer, in each round
     text = out.read_text(encoding="utf-8")
