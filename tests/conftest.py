@@ -116,6 +116,16 @@ def run_command(
     return done
 
 
+def assert_one_error(err: str, words: str, explain: str | None = None) -> None:
+    """An expected error as a command reports it on stderr (``err``): no traceback, and one
+    line with ``: error:`` that says ``words``. ``explain`` is shown if not (else ``err``)."""
+    about = err if explain is None else explain
+    assert "Traceback" not in err, about
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, about
+    assert words in errors[0], about
+
+
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     """A store folder that does not exist yet (the engine creates it)."""

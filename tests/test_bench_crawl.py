@@ -3,13 +3,12 @@ resume after kill -9 checked by the benchmark itself), and its checks reject wro
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 
 from benchmarks.bench_crawl import (
     CLIENTS,
@@ -20,18 +19,15 @@ from benchmarks.bench_crawl import (
 )
 from benchmarks.harness import Report, WrongAnswerError
 
-ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 5
 
 
 @pytest.mark.slow
 def test_the_crawl_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "crawl.md"
-    command = [sys.executable, "-m", "benchmarks.bench_crawl", "--quick", "--sizes", "40"]
+    command = ["--quick", "--sizes", "40"]
     command += ["--resume", "80", "--out", str(out), "--tmp-dir", str(tmp_path)]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
+    done = run_command(*command, module="benchmarks.bench_crawl", text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
     for heading in ("## Crawl of 40 requests", "## Resume after kill -9", "## Targets"):

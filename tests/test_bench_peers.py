@@ -3,27 +3,22 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 from benchmarks.peer_report import RAW, Results, render_prefix, targets
 from benchmarks.peer_stores import peers
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
 def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path) -> None:
     out = tmp_path / "peers.md"
-    command = [sys.executable, "-m", "benchmarks.bench_peers", "--quick", "--records", "300"]
+    command = ["--quick", "--records", "300"]
     command += ["--reopen", "1000", "--rounds", "1", "--sync-seconds", "0.1", "--writers", "4"]
     command += ["--out", str(out), "--tmp-dir", str(tmp_path)]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
+    done = run_command(*command, module="benchmarks.bench_peers", text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
     sections = ("## Targets", "## Time per operation", "## Durable writes", "## Reopen")
@@ -40,12 +35,10 @@ def test_the_peer_benchmark_runs_and_writes_its_report_and_chart(tmp_path: Path)
 @pytest.mark.slow
 def test_the_durable_writes_run_alone_in_rounds_after_the_raw_sync_loop(tmp_path: Path) -> None:
     out = tmp_path / "sync.md"
-    command = [sys.executable, "-m", "benchmarks.bench_peers", "--quick", "--durable-only"]
+    command = ["--quick", "--durable-only"]
     command += ["--rounds", "2", "--sync-seconds", "0.05", "--writers", "4"]
     command += ["--only", "logkv,logkv Engine", "--out", str(out), "--tmp-dir", str(tmp_path)]
-    done = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
-    )
+    done = run_command(*command, module="benchmarks.bench_peers", text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("raw loop:") == 4  # before each peer, in each round
     text = out.read_text(encoding="utf-8")

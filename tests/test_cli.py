@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Arg, run_command
+from conftest import ROOT, Arg, assert_one_error, run_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,10 +47,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def assert_one_clean_error(done: subprocess.CompletedProcess[str], code: int, words: str) -> None:
     """An expected error: the exit code, one line on stderr that says ``words``, no traceback."""
     assert done.returncode == code, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    errors = [line for line in done.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, done.stderr
-    assert words in errors[0]
+    assert_one_error(done.stderr, words)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_command
+from conftest import assert_one_error, run_command
 from test_cli import BINARY, Model, files_of, fill, writer_in_child
 from test_import_export import new_crawlee_folder, write_record
 
@@ -69,9 +69,7 @@ class Done:
     def refused(self, code: int, words: str) -> Done:
         """An expected error: ``code``, one error line on stderr saying ``words``."""
         assert self.code == code, self.explain()
-        assert "Traceback" not in self.err, self.explain()
-        errors = [line for line in self.err.splitlines() if ": error: " in line]
-        assert len(errors) == 1 and words in errors[0], self.explain()
+        assert_one_error(self.err, words, self.explain())
         return self
 
 

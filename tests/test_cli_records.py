@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_command
+from conftest import ROOT, assert_one_error, run_command
 from test_cli import BINARY, files_of, fill, writer_in_child
 
 from logkv import Engine
@@ -46,13 +46,6 @@ def logkv(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, s
     return code, out, err
 
 
-def one_error(err: str, words: str) -> None:
-    lines = [line for line in err.splitlines() if ": error: " in line]
-    assert len(lines) == 1, err
-    assert words in lines[0], err
-    assert "Traceback" not in err
-
-
 def small_store(path: Path) -> Path:
     with Engine.open(path) as engine:
         engine.set("doc", b'{"n": 1}', "application/json")
@@ -78,7 +71,7 @@ def test_global_options_before_or_after_the_command(
     assert logkv(capsys, "-q", "keys", store)[1] == logkv(capsys, "keys", store, "-q")[1]
     code, _, err = logkv(capsys, "-q", "stats", store, "--progress")
     assert code == ExitCode.USAGE
-    one_error(err, "contradict")
+    assert_one_error(err, "contradict")
 
 
 def test_a_storage_folder_with_store_and_kind(
@@ -90,7 +83,7 @@ def test_a_storage_folder_with_store_and_kind(
         engine.set("000000000000", b'{"a": 1}', "application/json")
     code, _, err = logkv(capsys, "get", storage, "doc")
     assert code == ExitCode.USAGE
-    one_error(err, "--store NAME")
+    assert_one_error(err, "--store NAME")
     code, out, _ = logkv(capsys, "get", storage, "doc", "--store", "shop", "--json")
     assert code == 0 and json.loads(out)["content_type"] == "application/json"
     code, out, _ = logkv(capsys, "keys", storage, "--store", "items", "--kind", "dataset")
@@ -99,7 +92,7 @@ def test_a_storage_folder_with_store_and_kind(
     assert code == 0 and "dataset" in out
     code, _, err = logkv(capsys, "keys", storage, "--store", "nope")
     assert code == ExitCode.USAGE
-    one_error(err, "it has: shop")
+    assert_one_error(err, "it has: shop")
     code, _, err = logkv(capsys, "keys", storage, "--store", "../x")
     assert code == ExitCode.USAGE
     code, out, _ = logkv(capsys, "compact", storage, "--store", "shop", "--dry-run", "--json")
@@ -116,10 +109,10 @@ def test_a_crawlee_folder_gets_a_hint_to_import_or_migrate(
     for argv in (["stats", storage], ["keys", storage], ["compact", storage, "--dry-run"]):
         code, _, err = logkv(capsys, *argv)
         assert code == ExitCode.USAGE, argv
-        one_error(err, f"logkv migrate {storage}")
+        assert_one_error(err, f"logkv migrate {storage}")
     code, _, err = logkv(capsys, "verify", default)
     assert code == ExitCode.USAGE
-    one_error(err, f"logkv import {default} NEW_DIR")
+    assert_one_error(err, f"logkv import {default} NEW_DIR")
 
 
 @pytest.mark.slow
@@ -148,7 +141,7 @@ def test_get_and_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert json.loads(out)["none"] is True
     code, _, err = logkv(capsys, "get", store, "absent")
     assert code == ExitCode.USAGE
-    one_error(err, "no key 'absent'")
+    assert_one_error(err, "no key 'absent'")
 
     code, out, _ = logkv(capsys, "keys", store)
     lines = out.splitlines()
@@ -212,7 +205,7 @@ def test_record_writes_refuse_datasets_and_request_queues(
     for argv in writes:
         code, out, err = logkv(capsys, *argv)
         assert (code, out) == (ExitCode.USAGE, ""), argv
-        one_error(err, "not a key-value store")
+        assert_one_error(err, "not a key-value store")
     assert files_of(store) == before
     code, out, _ = logkv(capsys, "get", store, "000000000000")  # reads stay open
     assert (code, out) == (0, '{"a": 1}')
@@ -251,7 +244,7 @@ def test_get_of_a_damaged_record_is_damage(tmp_path: Path) -> None:
     segment.write_bytes(bytes(data))
     done = run_command("get", store, "a", code=ExitCode.DAMAGED)
     assert done.stdout == b""
-    one_error(done.stderr.decode(), "checksum")
+    assert_one_error(done.stderr.decode(), "checksum")
 
 
 # ---------------------------------------------------------------------------------- writes
@@ -264,7 +257,7 @@ def test_set_and_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert code == 0 and json.loads(out)["content_type"] == "application/json"  # kept
     code, _, err = logkv(capsys, "set", store, "doc", "{not json")
     assert code == ExitCode.USAGE
-    one_error(err, "not valid")
+    assert_one_error(err, "not valid")
     code, _, err = logkv(capsys, "set", store, "new", "x", "--content-type",
                          "text/plain; x-logkv-value=bytes")  # fmt: skip
     assert code == ExitCode.USAGE
@@ -272,7 +265,7 @@ def test_set_and_rm(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     source.write_bytes(b"<h1>\xff</h1>")  # not UTF-8: text/html would not read back
     code, _, err = logkv(capsys, "set", store, "file", f"@{source}")
     assert code == ExitCode.USAGE
-    one_error(err, "--content-type application/octet-stream")
+    assert_one_error(err, "--content-type application/octet-stream")
     source.write_bytes("<h1>é</h1>".encode())
     assert logkv(capsys, "set", store, "file", f"@{source}")[0] == 0
     assert logkv(capsys, "set", store, "at", "@@home")[0] == 0
@@ -308,7 +301,7 @@ def test_writes_refuse_a_store_held_by_a_live_writer(
         for argv in (["set", store, "doc", "{}"], ["rm", store, "doc"], ["edit", store, "doc"]):
             code, _, err = logkv(capsys, *argv)
             assert code == ExitCode.LOCKED, argv
-            one_error(err, f"process {pid}")
+            assert_one_error(err, f"process {pid}")
         code, out, _ = logkv(capsys, "get", store, "doc")  # reads work beside it
         assert (code, out) == (0, "") or code == 0
     with Engine.open(store, readonly=True) as engine:
@@ -350,7 +343,7 @@ def test_edit_with_a_scripted_editor(tmp_path: Path, capsys: pytest.CaptureFixtu
     """))  # fmt: skip
     code, _, err = logkv(capsys, "edit", store, "doc")
     assert code == ExitCode.USAGE
-    one_error(err, "the edited copy is kept in")
+    assert_one_error(err, "the edited copy is kept in")
 
     # Meanwhile (while the editor runs, no lock held), a writer changes the record.
     monkeypatch.setenv("EDITOR", _editor(tmp_path, f"""
@@ -363,7 +356,7 @@ def test_edit_with_a_scripted_editor(tmp_path: Path, capsys: pytest.CaptureFixtu
     """))  # fmt: skip
     code, _, err = logkv(capsys, "edit", store, "doc")
     assert code == ExitCode.CHANGED
-    one_error(err, "was rewritten")
+    assert_one_error(err, "was rewritten")
     with Engine.open(store, readonly=True) as engine:
         assert engine.get("doc") == b'{"n": 100}'  # the other writer's value stands
         assert engine.last_seq == seq + 1
@@ -371,7 +364,7 @@ def test_edit_with_a_scripted_editor(tmp_path: Path, capsys: pytest.CaptureFixtu
     monkeypatch.setenv("EDITOR", _editor(tmp_path, "import sys\nsys.exit(3)\n"))
     code, _, err = logkv(capsys, "edit", store, "doc")
     assert code == ExitCode.FAILED
-    one_error(err, "status 3")
+    assert_one_error(err, "status 3")
 
 
 # ---------------------------------------------------------------------------------- dump
@@ -415,7 +408,7 @@ def test_dump_filters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     ):
         code, _, err = logkv(capsys, "dump", store, *bad)
         assert code == ExitCode.USAGE, bad
-        one_error(err, "")
+        assert_one_error(err, "")
 
 
 def test_content_types_are_shown_as_given(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_model import Model, Value, dump
 
 from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
 from logkv.compaction import CompactionResult, CompactionRunningError
@@ -39,19 +40,7 @@ from logkv.snapshot import SnapshotInfo, SnapshotWriter, load_snapshot
 from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
-Value = tuple[bytes | None, str | None]
-Model = dict[str, Value]
 DELETED = "deleted"
-
-
-def dump(engine: Engine) -> Model:
-    """Every key of an open store with its value and content type, read back from disk."""
-    state: Model = {}
-    for key in engine.keys(exclusive_start_key=None):
-        found = engine.get_with_type(key)
-        assert found is not None, key
-        state[key] = found
-    return state
 
 
 def as_model(state: dict[str, SetRecord]) -> Model:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_model import Model, dump
 
 from logkv import Engine
 from logkv.fsutil import fsync_dir, write_all
@@ -31,7 +32,6 @@ from logkv.verify import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENT_SIZE = 4096
-Model = dict[str, tuple[bytes | None, str | None]]
 
 
 class InjectedCrash(Exception):
@@ -122,16 +122,6 @@ def check_reopened(store: Store) -> None:
                 for r in key_history(store.path, key)
             ]
             assert found == changes, key
-
-
-def dump(engine: Engine) -> Model:
-    """Every key of an open store with its value and content type."""
-    state: Model = {}
-    for key in engine.keys(exclusive_start_key=None):
-        found = engine.get_with_type(key)
-        assert found is not None
-        state[key] = found
-    return state
 
 
 # ---------------------------------------------------------------------------- the faults

@@ -12,20 +12,14 @@ compaction with retention delete removed it.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, settings
+from engine_machine import SEGMENT_SIZE, EngineMachine, machine_settings, run_a_few_examples
+from hypothesis import event
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import invariant, precondition, rule
+from store_model import Model, Value, dump
 
 from logkv import MISSING, Engine, KeyInfo, SetRecord
 from logkv.history import HistoryGap, iter_snapshot_records, key_history, state_at
@@ -33,10 +27,6 @@ from logkv.layout import list_snapshots
 from logkv.replay import Entry
 from logkv.snapshot import SnapshotWriter, load_snapshot
 
-SEGMENT_SIZE = 4096
-QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
-Value = tuple[bytes | None, str | None]
-Model = dict[str, Value]
 Op = tuple[str, str, bytes | None]  # ("set" | "delete", key, value)
 
 FIXED_KEYS = ["a", "a/b", "b", "é", "🔑", "k1", "k2", "k10", "z" * 200]
@@ -55,27 +45,18 @@ ops = st.lists(st.tuples(st.sampled_from(["set", "delete"]), keys, values), min_
 retentions = st.sampled_from(["delete", "archive"])
 
 
-class CompactionVersusDict(RuleBasedStateMachine):
+class CompactionVersusDict(EngineMachine):
     """The engine, reopened, read-only or compacted, always agrees with the model."""
+
+    folder_prefix = "logkv-compaction-model-"
 
     def __init__(self) -> None:
         super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="logkv-compaction-model-"))
-        self.path = self.folder / "store"
-        self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
-        self.model: Model = {}
         self.states: list[Model] = [{}]  # the model as of each sequence number
         self.events: dict[str, list[tuple[int, Value | None]]] = {}
         self.state_from = 0  # state_at is exact from here on (HistoryGap before)
         self.history_from = 0  # key_history lists the records after this sequence number
         self.compactions = 0
-        self.follower: Engine | None = None
-
-    def teardown(self) -> None:
-        self.engine.close()
-        if self.follower is not None:
-            self.follower.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ helpers
 
@@ -102,19 +83,11 @@ class CompactionVersusDict(RuleBasedStateMachine):
             else:
                 self.do_delete(key)
 
-    def contents(self, engine: Engine) -> Model:
-        state: Model = {}
-        for key in engine.keys(exclusive_start_key=None):
-            found = engine.get_with_type(key)
-            assert found is not None
-            state[key] = found
-        return state
-
     def readonly_contents(self) -> tuple[Model, tuple[int, ...]]:
         """What a fresh read-only open finds, and its figures (which must match the writer's
         running figures exactly, compaction or not)."""
         with Engine.open(self.path, readonly=True) as reader:
-            return self.contents(reader), figures(reader)
+            return dump(reader), figures(reader)
 
     # ------------------------------------------------------------------ writes
 
@@ -162,15 +135,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
 
     @rule(size=st.integers(min_value=1, max_value=5))
     def page_through(self, size: int) -> None:
-        collected: list[str] = []
-        start: str | None = None
-        while True:
-            batch = list(self.engine.keys(exclusive_start_key=start, limit=size))
-            collected.extend(batch)
-            if len(batch) < size:
-                break
-            start = batch[-1]
-        assert collected == sorted(self.model)
+        self.check_pages_through(size)
 
     # ------------------------------------------------------------------ reopen, read-only
 
@@ -187,7 +152,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
             stats.dead_bytes,
             stats.last_seq,
         )
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
 
     @rule()
     def readonly_open(self) -> None:
@@ -199,7 +164,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
     @rule()
     def start_follower(self) -> None:
         self.follower = Engine.open(self.path, readonly=True)
-        assert self.contents(self.follower) == self.model
+        assert dump(self.follower) == self.model
 
     @precondition(lambda self: self.follower is not None)
     @rule()
@@ -207,7 +172,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
         """A read-only follower beside the writer sees every write and compaction."""
         assert self.follower is not None
         self.follower.refresh()
-        assert self.contents(self.follower) == self.model
+        assert dump(self.follower) == self.model
         assert figures(self.follower) == figures_of_writer(self.engine)
 
     # ------------------------------------------------------------------ compaction
@@ -243,7 +208,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
         assert after == before == self.model  # open after compaction == open before
         assert figures_after[:3] == figures[:3]  # keys, live bytes, last seq
         assert figures_after == figures_of_writer(self.engine)
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
         self.compacted(rotation_seq, result.snapshot, result.covers, retention)
 
     @rule(retention=retentions, batch=ops)
@@ -263,7 +228,7 @@ class CompactionVersusDict(RuleBasedStateMachine):
             result = self.engine.compact(retention=retention)
         if pending:  # nothing was copied (no live records): write now
             self.apply(pending.pop())
-        assert self.contents(self.engine) == self.model
+        assert dump(self.engine) == self.model
         state, fresh = self.readonly_contents()
         assert state == self.model
         assert fresh == figures_of_writer(self.engine)
@@ -298,12 +263,6 @@ class CompactionVersusDict(RuleBasedStateMachine):
         assert len(self.engine) == len(self.model)
         assert self.engine.last_seq == len(self.states) - 1
 
-    @invariant()
-    def engine_invariants(self) -> None:
-        self.engine._check()
-        if self.follower is not None:
-            self.follower._check()
-
 
 def figures(engine: Engine) -> tuple[int, ...]:
     """The figures of ``stats()`` that the writer, a follower and a fresh open share."""
@@ -323,17 +282,10 @@ def figures_of_writer(engine: Engine) -> tuple[int, ...]:
     return figures(engine)
 
 
-CompactionVersusDict.TestCase.settings = settings(
-    max_examples=800,
-    stateful_step_count=60,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+CompactionVersusDict.TestCase.settings = machine_settings(max_examples=800, stateful_step_count=60)
 TestCompactionVersusDict = pytest.mark.slow(CompactionVersusDict.TestCase)
 
 
 def test_compaction_versus_dict_a_few_examples() -> None:
     """The same machine at a few examples, so that the fast loop runs every rule too."""
-    quick = settings(CompactionVersusDict.TestCase.settings, max_examples=QUICK_EXAMPLES)
-    run_state_machine_as_test(CompactionVersusDict, settings=quick)
+    run_a_few_examples(CompactionVersusDict)

@@ -7,34 +7,21 @@ runs it; its JSON summary says how many kills happened and what was checked.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 
 # Every test here runs the torture's child processes and kills them: all of it is slow.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_module(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m *args`` from the source tree, its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
 
 def torture(store: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     """Run the torture on ``store``; return its exit code, JSON summary and stderr."""
-    done = run_module("tools.crash_torture", "--store", str(store), "--json", *args)
+    done = run_command(
+        "--store", str(store), "--json", *args, module="tools.crash_torture", text=True, timeout=300
+    )
     return done.returncode, json.loads(done.stdout), done.stderr
 
 
@@ -63,7 +50,9 @@ def test_no_acknowledged_write_is_lost_across_kills(
     # (each reopen cut its torn tail off, and the next record chained on the last kept one),
     # both as an open reads it and through the archived history.
     for options in ([], ["--history"]):
-        dump = run_module("logkv.cli.main", "dump", str(store), "--json", *options)
+        dump = run_command(
+            "dump", str(store), "--json", *options, module="logkv.cli.main", text=True, timeout=300
+        )
         assert dump.returncode == 0, dump.stderr
         errors = [line for line in map(json.loads, dump.stdout.splitlines()) if "error" in line]
         assert {e["error"] for e in errors} <= {"history_gap"}, errors[:3]

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from crawlee import service_locator
@@ -354,15 +354,55 @@ class Lone:
     async def raw(self, client: LogKvStorageClient, **selector: Any) -> Any:
         return await client.create_dataset_client(configuration=self.configuration, **selector)
 
+    @classmethod
+    async def serving(cls, root: Path) -> AsyncIterator[Self]:
+        """One over ``root`` from a clear cache, for a fixture to yield; its clients are
+        closed after, and the cache cleared again."""
+        service_locator.storage_instance_manager.clear_cache()
+        made = cls(root)
+        yield made
+        await made.close_clients()
+
+    async def close_clients(self) -> None:
+        """Close every client made so far and clear Crawlee's cache of opened storages."""
+        for client in self.clients:
+            await client.close()
+        service_locator.storage_instance_manager.clear_cache()
+
+    async def check_native_switch(self, option: str, delegated: type, native: type) -> None:
+        """With ``option`` false the storage goes to the delegate (as ``delegated``), by
+        default it is logkv's own (``native``), and the two clients are cached apart."""
+        delegating = self.client(**{option: False})
+        assert isinstance(await self.raw(delegating), delegated)
+        default = self.client()
+        assert isinstance(await self.raw(default, name="n"), native)
+        keys = {c.get_storage_client_cache_key(self.configuration) for c in (delegating, default)}
+        assert len(keys) == 2
+
+    async def check_hostile_keys_refused(
+        self,
+        client: Callable[[], LogKvStorageClient],
+        name: str,
+        folder: Path,
+        hostile_keys: tuple[str, ...],
+        content_type: str,
+        match: str,
+    ) -> None:
+        """A store ``name`` (at ``folder``) holding any one of ``hostile_keys`` is refused with
+        ``match`` by a client ``client()`` returns; the key is taken away again after each."""
+        for hostile in hostile_keys:
+            with Engine.open(folder) as engine:
+                engine.set(hostile, b"{}", content_type)
+            with pytest.raises(ValueError, match=match):
+                await self.raw(client(), name=name)
+            with Engine.open(folder) as engine:
+                engine.delete(hostile)
+
 
 @pytest.fixture
 async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    service_locator.storage_instance_manager.clear_cache()
-    made = Lone(tmp_path)
-    yield made
-    for client in made.clients:
-        await client.close()
-    service_locator.storage_instance_manager.clear_cache()
+    async for made in Lone.serving(tmp_path):
+        yield made
 
 
 async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:
@@ -426,12 +466,7 @@ async def test_pushes_small_and_large_under_each_durability(
 
 
 async def test_native_datasets_false_hands_datasets_to_the_delegate(lone: Lone) -> None:
-    delegating = lone.client(native_datasets=False)
-    assert isinstance(await lone.raw(delegating), FileSystemDatasetClient)
-    native = lone.client()
-    assert isinstance(await lone.raw(native, name="n"), LogKvDatasetClient)
-    keys = {c.get_storage_client_cache_key(lone.configuration) for c in (delegating, native)}
-    assert len(keys) == 2
+    await lone.check_native_switch("native_datasets", FileSystemDatasetClient, LogKvDatasetClient)
 
 
 async def test_a_store_whose_keys_are_not_item_keys_is_refused(lone: Lone) -> None:
@@ -439,14 +474,14 @@ async def test_a_store_whose_keys_are_not_item_keys_is_refused(lone: Lone) -> No
     dataset = await lone.dataset(client, name="d")
     await dataset.push_data([{"i": 0}, {"i": 1}])
     await client.close()
-    folder = lone.root / "datasets" / "d"
-    for hostile in ("zzz", item_key(5), "000000000001a"):
-        with Engine.open(folder) as engine:
-            engine.set(hostile, b"{}", ITEM_CONTENT_TYPE)
-        with pytest.raises(ValueError, match="not a dataset"):
-            await lone.raw(client, name="d")
-        with Engine.open(folder) as engine:
-            engine.delete(hostile)
+    await lone.check_hostile_keys_refused(
+        lambda: client,
+        "d",
+        lone.root / "datasets" / "d",
+        ("zzz", item_key(5), "000000000001a"),
+        ITEM_CONTENT_TYPE,
+        "not a dataset",
+    )
     reopened = await lone.raw(client, name="d")
     assert (await reopened.get_data()).items == [{"i": 0}, {"i": 1}]
 

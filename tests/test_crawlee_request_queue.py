@@ -259,20 +259,14 @@ class Lone(DatasetLone):
         return await client.create_rq_client(configuration=self.configuration, **selector)
 
     async def restart(self) -> LogKvStorageClient:
-        for client in self.clients:
-            await client.close()
-        service_locator.storage_instance_manager.clear_cache()
+        await self.close_clients()
         return self.client()
 
 
 @pytest.fixture
 async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    service_locator.storage_instance_manager.clear_cache()
-    made = Lone(tmp_path)
-    yield made
-    for client in made.clients:
-        await client.close()
-    service_locator.storage_instance_manager.clear_cache()
+    async for made in Lone.serving(tmp_path):
+        yield made
 
 
 def test_the_client_is_crawlees_request_queue_client() -> None:
@@ -415,23 +409,21 @@ async def test_folders_of_other_storages_are_refused(lone: Lone) -> None:
     queue = await lone.raw(lone.client(), name="q")
     await queue.add_batch_of_requests([Request.from_url(url(1))])
     await queue.close()
-    for hostile in ("zzz", "a", "r/!short", "p/0/x"):
-        with Engine.open(root / "q") as engine:
-            engine.set(hostile, b"{}", REQUEST_CONTENT_TYPE)
-        with pytest.raises(ValueError, match="not a request queue"):
-            await lone.raw(lone.client(), name="q")
-        with Engine.open(root / "q") as engine:
-            engine.delete(hostile)
+    await lone.check_hostile_keys_refused(
+        lone.client,
+        "q",
+        root / "q",
+        ("zzz", "a", "r/!short", "p/0/x"),
+        REQUEST_CONTENT_TYPE,
+        "not a request queue",
+    )
     assert (await lone.raw(lone.client(), name="q")).engine is not None
 
 
 async def test_native_request_queues_false_hands_queues_to_the_delegate(lone: Lone) -> None:
-    delegating = lone.client(native_request_queues=False)
-    assert isinstance(await lone.raw(delegating), FileSystemRequestQueueClient)
-    native = lone.client()
-    assert isinstance(await lone.raw(native, name="n"), LogKvRequestQueueClient)
-    keys = {c.get_storage_client_cache_key(lone.configuration) for c in (delegating, native)}
-    assert len(keys) == 2
+    await lone.check_native_switch(
+        "native_request_queues", FileSystemRequestQueueClient, LogKvRequestQueueClient
+    )
 
 
 async def test_a_read_only_client_never_creates_a_request_queue(lone: Lone) -> None:

@@ -10,23 +10,12 @@ carried through compactions, which remove the value files no record needs any mo
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from engine_machine import SEGMENT_SIZE, EngineMachine, machine_settings, run_a_few_examples
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    consumes,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import Bundle, consumes, invariant, precondition, rule
 
 from logkv import MISSING, Durability, Engine, EngineStats, KeyInfo
 from logkv import engine as engine_module
@@ -35,11 +24,6 @@ from logkv.format import value_ref_of_frame
 from logkv.layout import list_snapshots, list_value_files
 from logkv.snapshot import load_snapshot
 from logkv.values import CHUNK_SIZE
-
-SEGMENT_SIZE = 4096
-QUICK_EXAMPLES = 15  # the fast loop's run of the machine; CI also runs the full one
-
-Value = tuple[bytes | None, str | None]
 
 # A few fixed keys make overwrites and deletes of existing keys common; the text strategy adds
 # arbitrary unicode (no lone surrogates: those are not valid keys).
@@ -85,30 +69,23 @@ class SourceFailed(Exception):
 limits = st.one_of(st.none(), st.integers(min_value=0, max_value=8))
 
 
-class EngineVersusDict(RuleBasedStateMachine):
+class EngineVersusDict(EngineMachine):
     """The engine must always agree with a dict of key -> (value, content type)."""
 
     stored = Bundle("stored")
 
     def __init__(self) -> None:
-        super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="logkv-model-"))
-        self.path = self.folder / "store"
+        # Set before the engine opens (in the base class), put back at teardown.
         self._min_hinted = hints_module.MIN_HINTED_SEGMENT
         hints_module.MIN_HINTED_SEGMENT = 0  # these tiny segments get hint files too
         self._large_value = engine_module.LARGE_VALUE
         engine_module.LARGE_VALUE = 1000  # values over 1000 bytes take the large-value paths
-        self.engine = Engine.open(self.path, segment_size=SEGMENT_SIZE)
-        self.follower: Engine | None = None
-        self.model: dict[str, Value] = {}
+        super().__init__()
 
     def teardown(self) -> None:
         hints_module.MIN_HINTED_SEGMENT = self._min_hinted
         engine_module.LARGE_VALUE = self._large_value
-        self.engine.close()
-        if self.follower is not None:
-            self.follower.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        super().teardown()
 
     def expected_keys(self, start: str | None, limit: int | None, prefix: str = "") -> list[str]:
         ordered = [
@@ -270,15 +247,7 @@ class EngineVersusDict(RuleBasedStateMachine):
 
     @rule(page=st.integers(min_value=1, max_value=7))
     def page_through_everything(self, page: int) -> None:
-        collected: list[str] = []
-        start: str | None = None
-        while True:
-            batch = list(self.engine.keys(exclusive_start_key=start, limit=page))
-            collected.extend(batch)
-            if len(batch) < page:
-                break
-            start = batch[-1]
-        assert collected == sorted(self.model)
+        self.check_pages_through(page)
 
     @rule()
     def stats(self) -> None:
@@ -295,12 +264,6 @@ class EngineVersusDict(RuleBasedStateMachine):
     def same_length(self) -> None:
         assert len(self.engine) == len(self.model)
         self.check_value_files()
-
-    @invariant()
-    def engine_invariants(self) -> None:
-        self.engine._check()
-        if self.follower is not None:
-            self.follower._check()
 
     # ------------------------------------------------------------------ reopen and follow
 
@@ -354,17 +317,10 @@ def _figures(stats: EngineStats) -> tuple[int, ...]:
     )
 
 
-EngineVersusDict.TestCase.settings = settings(
-    max_examples=1000,
-    stateful_step_count=50,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+EngineVersusDict.TestCase.settings = machine_settings(max_examples=1000, stateful_step_count=50)
 TestEngineVersusDict = pytest.mark.slow(EngineVersusDict.TestCase)
 
 
 def test_engine_versus_dict_a_few_examples() -> None:
     """The same machine at a few examples, so that the fast loop runs every rule too."""
-    quick = settings(EngineVersusDict.TestCase.settings, max_examples=QUICK_EXAMPLES)
-    run_state_machine_as_test(EngineVersusDict, settings=quick)
+    run_a_few_examples(EngineVersusDict)

@@ -57,6 +57,28 @@ def start(
     return process
 
 
+def start_holder(
+    started: list[subprocess.Popen[str]],
+    storage_dir: Path,
+    name: str,
+    work: str,
+    interval_ms: int = 60_000,
+) -> subprocess.Popen[str]:
+    """Start a child that opens the store ``name``, does ``work`` (statements on ``kvs``),
+    and then, never closing it, waits to be killed; return once it has done its work."""
+    body = f"""
+async def main():
+    kvs = await KeyValueStore.open(name={name!r}, configuration=config)
+{textwrap.indent(textwrap.dedent(work), "    ")}
+    say("HOLDING")
+    await asyncio.sleep(3600)  # killed here: never closed
+asyncio.run(main())
+"""
+    process = start(started, storage_dir, body, interval_ms)
+    expect_line(process, "HOLDING")
+    return process
+
+
 def expect_line(process: subprocess.Popen[str], wanted: str) -> str:
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -76,10 +98,15 @@ def configuration(storage_dir: Path) -> Configuration:
     return Configuration(storage_dir=str(storage_dir), purge_on_start=False)
 
 
+async def open_store(storage_dir: Path, name: str) -> KeyValueStore:
+    """The store ``name`` opened in this process."""
+    return await KeyValueStore.open(name=name, configuration=configuration(storage_dir))
+
+
 async def test_second_process_gets_a_clear_lock_error(
     storage_dir: Path, child: list[subprocess.Popen[str]]
 ) -> None:
-    kvs = await KeyValueStore.open(name="shared", configuration=configuration(storage_dir))
+    kvs = await open_store(storage_dir, "shared")
     await kvs.set_value("owner", os.getpid())
     try:
         process = start(
@@ -111,52 +138,31 @@ async def test_second_process_gets_a_clear_lock_error(
 async def test_lock_is_released_on_close_and_when_the_holder_dies(
     storage_dir: Path, child: list[subprocess.Popen[str]]
 ) -> None:
-    process = start(
-        child,
-        storage_dir,
-        """
-        async def main():
-            kvs = await KeyValueStore.open(name="handover", configuration=config)
-            await kvs.set_value("writer", "child")
-            say("HOLDING")
-            await asyncio.sleep(3600)
-        asyncio.run(main())
-        """,
-    )
-    expect_line(process, "HOLDING")
+    process = start_holder(child, storage_dir, "handover", 'await kvs.set_value("writer", "child")')
     with pytest.raises(StoreLockedError):
-        await KeyValueStore.open(name="handover", configuration=configuration(storage_dir))
+        await open_store(storage_dir, "handover")
     kill(process)
-    async with await KeyValueStore.open(
-        name="handover", configuration=configuration(storage_dir)
-    ) as kvs:
+    async with await open_store(storage_dir, "handover") as kvs:
         assert await kvs.get_value("writer") == "child"
 
 
 async def test_writes_of_a_killed_process_survive(
     storage_dir: Path, child: list[subprocess.Popen[str]]
 ) -> None:
-    process = start(
+    process = start_holder(
         child,
         storage_dir,
+        "crawl",
         """
-        async def main():
-            kvs = await KeyValueStore.open(name="crawl", configuration=config)
-            async def task(t):
-                for i in range(100):
-                    await kvs.set_value(f"t{t:02d}-{i:03d}", {"t": t, "i": i, "pad": "x" * 200})
-            await asyncio.gather(*(task(t) for t in range(30)))
-            await kvs.set_value("big", b"b" * 400_000, "application/octet-stream")
-            say("WRITTEN")
-            await asyncio.sleep(3600)  # killed here: never closed
-        asyncio.run(main())
+        async def task(t):
+            for i in range(100):
+                await kvs.set_value(f"t{t:02d}-{i:03d}", {"t": t, "i": i, "pad": "x" * 200})
+        await asyncio.gather(*(task(t) for t in range(30)))
+        await kvs.set_value("big", b"b" * 400_000, "application/octet-stream")
         """,
     )
-    expect_line(process, "WRITTEN")
     kill(process)
-    async with await KeyValueStore.open(
-        name="crawl", configuration=configuration(storage_dir)
-    ) as kvs:
+    async with await open_store(storage_dir, "crawl") as kvs:
         entries = {key: value async for key, value in kvs.iterate_entries()}
         assert len(entries) == 3001
         assert entries["big"] == b"b" * 400_000
@@ -168,21 +174,16 @@ async def test_writes_of_a_killed_process_survive(
 async def test_autosave_timer_persists_before_a_kill(
     storage_dir: Path, child: list[subprocess.Popen[str]]
 ) -> None:
-    process = start(
+    process = start_holder(  # once it holds, only the PERSIST_STATE timer can save the state
         child,
         storage_dir,
+        "stateful",
         """
-        async def main():
-            kvs = await KeyValueStore.open(name="stateful", configuration=config)
-            state = await kvs.get_auto_saved_value("STATE", {"pages": 0})
-            state["pages"] = 17
-            say("CHANGED")
-            await asyncio.sleep(3600)  # only the PERSIST_STATE timer can save it now
-        asyncio.run(main())
+        state = await kvs.get_auto_saved_value("STATE", {"pages": 0})
+        state["pages"] = 17
         """,
         interval_ms=50,
     )
-    expect_line(process, "CHANGED")
     folder = storage_dir / KVS_DIR / "stateful"
     deadline = time.monotonic() + PATIENCE
     saved = None
@@ -196,14 +197,14 @@ async def test_autosave_timer_persists_before_a_kill(
             time.sleep(0.02)
     assert saved is not None, "the timer never saved the autosaved value"
     kill(process)
-    kvs = await KeyValueStore.open(name="stateful", configuration=configuration(storage_dir))
+    kvs = await open_store(storage_dir, "stateful")
     try:
         state = await kvs.get_auto_saved_value("STATE")
         assert state == {"pages": 17}
         state["pages"] += 1
     finally:
         await kvs.close()
-    kvs = await KeyValueStore.open(name="stateful", configuration=configuration(storage_dir))
+    kvs = await open_store(storage_dir, "stateful")
     assert await kvs.get_value("STATE") == {"pages": 18}
     await close_all()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 
@@ -116,7 +117,7 @@ def _env() -> dict[str, str]:
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Crawlee file-system storage folder made by Crawlee (built once, copied per test)."""
     folder = tmp_path_factory.mktemp("pristine") / "storage"
-    subprocess.run([sys.executable, "-c", BUILD, str(folder)], check=True, env=_env())
+    run_command(str(folder), program=(sys.executable, "-c", BUILD), env=_env(), timeout=600, code=0)
     return folder
 
 
@@ -193,14 +194,7 @@ def _in_thread(coroutine: Any) -> Any:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "logkv.cli.main", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        env=_env(),
-        timeout=300,
-    )
+    return run_command(*args, module="logkv.cli.main", text=True, env=_env(), timeout=300)
 
 
 # ---------------------------------------------------------------------------------- round trips
@@ -297,10 +291,16 @@ def test_a_kill_at_any_step_leaves_one_whole_folder(
 
 def _kill_at(folder: Path, to: str, step: str, swap: str) -> None:
     """Run a migration of ``folder`` to ``to`` in a process that kills itself at ``step``."""
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_AT, str(folder), to, step, swap], check=False, env=_env()
+    run_command(
+        str(folder),
+        to,
+        step,
+        swap,
+        program=(sys.executable, "-c", KILL_AT),
+        env=_env(),
+        timeout=600,
+        code=-signal.SIGKILL,
     )
-    assert killed.returncode == -signal.SIGKILL
 
 
 def _recover_and_finish(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ pytest.importorskip("obstore")
 
 import obstore
 from obstore.store import MemoryStore
+from replica_memory_bucket import ROOT, bucket_of, open_replicated
 
 from logkv.rebuild import replay_store
 from logkv.replica import Bucket, Follower, Replica, restore
@@ -38,27 +38,6 @@ from logkv.replica.slots import (
 )
 from logkv.value_refs import named_value_seqs
 from logkv.verify import verify
-
-ROOT = "crawl/key_value_stores/pages"
-
-
-def bucket_of(store: Any) -> Bucket:
-    return Bucket(store, ROOT, f"memory://{ROOT}")
-
-
-def open_replicated(folder: Path, bucket: Bucket, **options: Any) -> tuple[Engine, Replica]:
-    """What a writable open with a replica does: claim, restore a missing folder, open,
-    start shipping."""
-    replica = Replica.claim(bucket, folder, 0.02)
-    if not folder.exists() and replica.folded.files:
-        restore(bucket, folder, folded=replica.folded)
-    engine = Engine.open(folder, segment_size=4096, **options)
-    try:
-        replica.start(engine)
-    except BaseException:
-        engine.close()
-        raise
-    return engine, replica
 
 
 def state(engine: Engine) -> dict[str, bytes | None]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from logkv import Engine, FencedError, ReplicaError
 pytest.importorskip("obstore")
 
 from obstore.store import MemoryStore
+from replica_memory_bucket import bucket_of, open_replicated
 
 from logkv.replica import Bucket, Replica, RetentionPolicy, restore, retention, retire
 from logkv.replica.retention import kept_points
@@ -32,23 +32,6 @@ from logkv.replica.slots import (
     slot_name,
     write_checkpoint,
 )
-
-ROOT = "crawl/key_value_stores/pages"
-
-
-def bucket_of(store: Any) -> Bucket:
-    return Bucket(store, ROOT, f"memory://{ROOT}")
-
-
-def open_replicated(
-    folder: Path, bucket: Bucket, retention: RetentionPolicy | None = None
-) -> tuple[Engine, Replica]:
-    replica = Replica.claim(bucket, folder, 0.02, retention)
-    if not folder.exists() and replica.folded.files:
-        restore(bucket, folder, folded=replica.folded)
-    engine = Engine.open(folder, segment_size=4096)
-    replica.start(engine)
-    return engine, replica
 
 
 def write_and_compact(engine: Engine, replica: Replica, rounds: int) -> list[int]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from store_model import Model, dump
 
 from logkv import MISSING, CorruptionError, Engine
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
@@ -33,17 +34,6 @@ from logkv.snapshot import (
 from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
-Model = dict[str, tuple[bytes | None, str | None]]
-
-
-def dump(engine: Engine) -> Model:
-    """Every key of an open store with its value and content type, read back from disk."""
-    state: Model = {}
-    for key in engine.keys(exclusive_start_key=None):
-        found = engine.get_with_type(key)
-        assert found is not None, key
-        state[key] = found
-    return state
 
 
 def write(engine: Engine, model: Model, start: int, stop: int, tag: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from conftest import run_command
 
 from logkv import Engine
 from logkv.format import FRAME_HEADER_SIZE, RECORD_MAGIC, Op, checksum, encode_record
@@ -22,20 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BINARY = bytes(range(256)) * 20
 
 
-def run_module(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def dump_json(store: Path, *options: str) -> tuple[int, list[dict[str, Any]], str]:
     """``logkv dump --json``: its exit status, its JSON lines and its stderr."""
-    done = run_module("logkv.cli.main", "dump", str(store), "--json", *options)
+    done = run_command("dump", str(store), "--json", *options, module="logkv.cli.main", text=True)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     return done.returncode, lines, done.stderr
 
@@ -293,7 +283,7 @@ def test_dump_json_and_open_agree_on_a_torn_record_whose_value_holds_frames(
 
 
 def test_dump_json_on_a_missing_store_fails_cleanly(tmp_path: Path) -> None:
-    done = run_module("logkv.cli.main", "dump", str(tmp_path / "nope"), "--json")
+    done = run_command("dump", str(tmp_path / "nope"), "--json", module="logkv.cli.main", text=True)
     assert done.returncode == 2
     assert "does not exist" in done.stderr
 
