@@ -28,10 +28,11 @@ import sys
 import threading
 import zlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -637,15 +638,41 @@ def _write_hint_file(
     return True
 
 
-def _sorted_in_pieces(keys: list[str]) -> list[str]:
-    """``keys`` in order, sorted a piece at a time, then the sorted pieces merged by one more
-    ``sorted()`` (which finds them as runs and only merges them): one ``sorted()`` of a
-    segment's 60,000 keys in random order holds the GIL for tens of milliseconds, stalling
-    every writer of the store, and a merge in Python code (``heapq.merge``) costs several times
-    more in all, which the writers wait for as well."""
-    step = _KEYS_PER_SORT
-    pieces = [sorted(keys[i : i + step]) for i in range(0, len(keys), step)]
-    return pieces[0] if len(pieces) == 1 else sorted(chain.from_iterable(pieces))
+def _sorted_in_pieces(keys: list[str], step: int = _KEYS_PER_SORT) -> list[str]:
+    """``keys`` in order, with no single call holding the GIL for long.
+
+    One ``sorted()`` of a segment's 60,000 keys in random order holds the GIL for tens of
+    milliseconds, and every writer of the store waits for it; so does one ``sorted()`` that
+    merges many sorted pieces, or even two long ones. So the keys are sorted ``step`` at a
+    time, and the sorted runs are merged two at a time by :func:`_merged`, whose calls each
+    take at most ``2 * step`` keys. (A merge in Python code, ``heapq.merge``, costs several
+    times more in all, which the writers wait for as well.)"""
+    runs = [sorted(keys[i : i + step]) for i in range(0, len(keys), step)]
+    while len(runs) > 1:
+        merged = [_merged(runs[i], runs[i + 1], step) for i in range(0, len(runs) - 1, 2)]
+        runs = merged + runs[-1:] if len(runs) % 2 else merged
+    return runs[0] if runs else []
+
+
+def _merged(a: list[str], b: list[str], step: int) -> list[str]:
+    """Sorted lists ``a`` and ``b`` merged, in pieces: the next ``step`` keys of the list whose
+    piece ends lower, with the keys of the other list up to that end (fewer than ``step``),
+    merged by one ``sorted()`` that finds the two runs."""
+    out: list[str] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        a_end, b_end = min(i + step, len(a)), min(j + step, len(b))
+        if a[a_end - 1] <= b[b_end - 1]:
+            upto = bisect_right(b, a[a_end - 1], j, b_end)
+            out += sorted(a[i:a_end] + b[j:upto])
+            i, j = a_end, upto
+        else:
+            upto = bisect_right(a, b[b_end - 1], i, a_end)
+            out += sorted(a[i:upto] + b[j:b_end])
+            i, j = upto, b_end
+    out += a[i:]
+    out += b[j:]
+    return out
 
 
 def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint | None:

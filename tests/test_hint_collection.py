@@ -346,3 +346,27 @@ def test_kill9_while_a_writer_collects_and_writes_hints(tmp_path: Path) -> None:
         with Engine.open(path, readonly=True) as engine:
             assert engine.report.clean or engine.report.torn_tail is not None
             assert state(engine) == expected
+
+
+@given(
+    keys=st.lists(st.text(max_size=6), unique=True, max_size=300),
+    step=st.integers(1, 40),
+)
+def test_keys_sorted_in_pieces_and_merged_two_runs_at_a_time_are_in_order(
+    keys: list[str], step: int
+) -> None:
+    """The hint thread's sort, with pieces small enough that every merge level runs (an odd
+    run left over included): the keys in Python's order, each once."""
+    assert hints_module._sorted_in_pieces(list(keys), step) == sorted(keys)
+
+
+@given(
+    a=st.lists(st.text(max_size=4), max_size=120),
+    b=st.lists(st.text(max_size=4), max_size=120),
+    step=st.integers(1, 30),
+)
+def test_two_sorted_runs_merged_in_pieces_are_their_sorted_union(
+    a: list[str], b: list[str], step: int
+) -> None:
+    """The merge of two sorted runs in bounded pieces, repeats and all."""
+    assert hints_module._merged(sorted(a), sorted(b), step) == sorted(a + b)
