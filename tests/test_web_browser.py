@@ -130,7 +130,8 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
 
     # a store's keys, filtered by a prefix as it is typed: the script asks the JSON API and
     # redraws the list in place (the page is not loaded again)
-    page.get_by_role("link", name="pages", exact=True).click()
+    with page.expect_event("load"):  # counted in navigations before `loaded` is taken below
+        page.get_by_role("link", name="pages", exact=True).click()
     expect(page.locator("table.keys tbody tr")).to_have_count(crawled_pages)
     loaded = len(navigations)
     with page.expect_response(lambda r: "/api/stores/key_value_stores/pages/keys" in r.url):
@@ -165,7 +166,8 @@ def test_console_in_chromium(console: str, crawled: Path, browser_page: Any) -> 
     shot(page, "record")
 
     # its history, and a diff of the first and last versions, drawn from the API
-    page.get_by_role("link", name="history").click()
+    with page.expect_event("load"):
+        page.get_by_role("link", name="history").click()
     expect(page.locator("table.timeline tbody tr")).to_have_count(3)
     page.locator("table.timeline tbody tr").nth(0).locator("input[name=a]").check()
     page.locator("table.timeline tbody tr").nth(2).locator("input[name=b]").check()
