@@ -30,7 +30,7 @@ import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from itertools import repeat
 from pathlib import Path
@@ -580,7 +580,8 @@ def _write_collected_hint(
 
 @dataclass(frozen=True, slots=True)
 class _Meta:
-    """A segment hint's meta block (docs/FORMAT.md, section 15.1)."""
+    """A segment hint's meta block (docs/FORMAT.md, section 15.1): its keys are these fields'
+    names, in this order."""
 
     segment: int
     size: int
@@ -608,18 +609,7 @@ def _write_hint_file(
         entries = [packed for packed in entries if packed is not None]
     columns = Columns()
     columns.add_packed(keys, cast(list[int], entries), names)
-    meta_body = msgpack.packb(
-        {
-            "segment": number,
-            "size": meta.size,
-            "last_offset": meta.last_offset,
-            "chain": meta.chain,
-            "first_seq": meta.first_seq,
-            "last_seq": meta.last_seq,
-            "last_us": meta.last_us,
-            "crc32c": meta.crc32c,
-        }
-    )
+    meta_body = msgpack.packb(asdict(meta))  # the fields in order, named as the block's keys
     body = columns.encode(deleted)
     target = folder / hint_name(number)
     fd, temp = create_temp(target)
