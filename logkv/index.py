@@ -132,8 +132,8 @@ FILE_MASK: Final = (1 << 34) - 1
 STREAMED_SIZE_MASK: Final = (1 << 64) - 1
 #: How far above the size field the head field sits (see :func:`entry_base`).
 HEAD_OVER_SIZE: Final = HEAD_SHIFT - SIZE_SHIFT
-# The shifts of the fields above the size, from the bits above the offset (see :func:`unpack`).
-_HEAD_FROM_SIZE: Final = HEAD_OVER_SIZE
+# The shifts of the file and type fields, from the bits above the offset (see :func:`unpack`;
+# the head's is HEAD_OVER_SIZE).
 _FILE_FROM_SIZE: Final = FILE_SHIFT - SIZE_SHIFT
 _TYPE_FROM_SIZE: Final = TYPE_SHIFT - SIZE_SHIFT
 FILE_BIAS: Final = 1 << 33
@@ -221,7 +221,7 @@ def unpack(packed: int, names: list[str | None]) -> Entry:
     return (
         (rest >> _FILE_FROM_SIZE & FILE_MASK) - FILE_BIAS,
         packed & OFFSET_MASK,
-        rest >> _HEAD_FROM_SIZE & HEAD_MASK,
+        rest >> HEAD_OVER_SIZE & HEAD_MASK,
         (rest & SIZE_MASK) - 1,
         names[rest >> _TYPE_FROM_SIZE],
     )
