@@ -14,15 +14,20 @@ The steps, and why a crash at any of them loses nothing:
    uses the snapshot and ignores segments ``<= N`` even if they are still there.
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
    point into the snapshot.
-5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``, and then write the
-   archived log's checkpoints, :mod:`logkv.checkpoints`) and older snapshots.
+5. *Retire* (lock held only to record the snapshot as installed and let the readers go of
+   the files it replaced): delete segments ``<= N`` (or move them to ``archive/``, and then
+   write the archived log's checkpoints, :mod:`logkv.checkpoints`) and older snapshots, with
+   the lock released: a deletion waits for the file system's journal (milliseconds each, more
+   right after the snapshot's ``fsync``), and writers must not wait for it. Once the host
+   records the snapshot, no index entry points into those files and its readers keep none of
+   them open, so nothing needs them; a read that looked its entry up before the switch reads
+   the file while it is still there, or finds it gone and looks the key up again.
    A crash before or during this step is finished by the next writable open. Compaction holds
-   these files open meanwhile (the largest, up to a bound), so that deleting one under the lock
-   only removes its name; its blocks are freed (milliseconds per segment, seconds for
-   gigabytes) when compaction closes it, after releasing the lock. The engine's readers let go
-   of the retired files they had open at the same time, so once compaction returns the store
-   holds none of them and the space is back (a read still running finishes first; a read that
-   looked its entry up before the switch finds the file gone and looks the key up again).
+   these files open meanwhile (the largest, up to a bound), so that deleting one only removes
+   its name; its blocks are freed (milliseconds per segment, seconds for gigabytes) when
+   compaction closes it, after the deletions. The engine's readers let go of the retired files
+   they had open at the same time, so once compaction returns the store holds none of them and
+   the space is back (a read still running finishes first).
 
 This module holds the algorithm and knows nothing else of the engine: the store it runs on is
 a :class:`CompactionHost`, which takes its lock for each step that needs it and keeps a
@@ -267,13 +272,13 @@ class CompactionHost(Protocol):
         """Step 4, per batch: :func:`switch_entries` on the index under the lock."""
         ...
 
-    def retire_covered(
-        self, cut: Cut, snapshot_bytes: int, retire: Callable[[], list[int]], timer: HoldTimer
-    ) -> tuple[list[int], list[object]]:
+    def retire_covered(self, cut: Cut, snapshot_bytes: int, timer: HoldTimer) -> list[object]:
         """Step 5, under the lock: count the snapshot's ``snapshot_bytes`` of records in place
-        of the log it covers, record it as installed, ``retire()`` the files it replaced and
-        let the readers go of them. Returns the file ids retired and what the readers held of
-        those files, for the caller to drop after the lock (that frees their blocks)."""
+        of the log it covers, record it as installed (segments ``<= cut.covers`` no longer
+        count as the store's) and let the readers go of the files it replaced, and keep none
+        of them from now on. Returns what the readers held of those files, for the caller to
+        drop once it deleted them (that frees their blocks). The caller deletes the files
+        after the lock is released."""
         ...
 
     def end_compaction(self) -> None:
@@ -327,18 +332,15 @@ def compact(
         held = _hold_open(host.path, covers)
         let_go: list[object] = []  # what the readers held of the retired files
         try:
-            retired, let_go = host.retire_covered(
-                cut,
-                info.record_bytes,
-                lambda: retire_files(host.path, covers, retention, sync=False),
-                watch,
-            )
+            let_go = host.retire_covered(cut, info.record_bytes, watch)
+            # Outside the lock: writers go on while the file system deletes (or moves) them.
+            retired = retire_files(host.path, covers, retention, sync=False)
         finally:
-            let_go.clear()  # frees the deleted files' blocks, outside the lock
+            let_go.clear()  # frees the deleted files' blocks
             for fd in held:
                 os.close(fd)
         if retired:
-            sync_retired(host.path, retention)  # outside the lock: writers go on meanwhile
+            sync_retired(host.path, retention)
         if retention is Retention.DELETE:
             remove_dead_values(host.path, cut.last_seq, streamed)
     except BaseException:

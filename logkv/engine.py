@@ -1221,20 +1221,19 @@ class Engine:
             self._check_open()
             switch_entries(self._index, batch, covers)
 
-    def retire_covered(
-        self, cut: Cut, snapshot_bytes: int, retire: Callable[[], list[int]], timer: HoldTimer
-    ) -> tuple[list[int], list[object]]:
+    def retire_covered(self, cut: Cut, snapshot_bytes: int, timer: HoldTimer) -> list[object]:
         """Compaction's step 5 (see :meth:`CompactionHost.retire_covered
         <logkv.compaction.CompactionHost.retire_covered>`)."""
         with self._mutex, timer:
             self._check_open()  # closed meanwhile: the next open retires the log
-            position = self._position
+            position, compaction = self._position, self._compaction
             position.record_bytes = snapshot_bytes + (position.record_bytes - cut.record_bytes)
-            self._compaction.covers = cut.covers
+            # The segments after the old snapshot are consecutive (see _check): those up to
+            # the new one's cut are no longer the store's, whenever their files go.
+            position.segments -= cut.covers - compaction.covers
+            compaction.covers = cut.covers
             self._index.drop_rows(cut.covers)  # every entry in them points at the snapshot now
-            retired = retire()
-            position.segments -= sum(1 for i in retired if i > 0)
-            return retired, [*self._readers.retire(cut.covers)]
+            return [*self._readers.retire(cut.covers)]
 
     def end_compaction(self) -> None:
         """Whatever happened, the compaction is over."""
