@@ -51,7 +51,7 @@ from sortedcontainers import SortedDict
 from .checkpoints import CheckpointPolicy, update_checkpoints
 from .errors import LogKVError
 from .format import value_ref_of_frame
-from .index import FILE_ID, Entry, Index, packed_file, unpack
+from .index import FILE_ID, Entry, Index, packed_file
 from .layout import list_segments, list_snapshots
 from .modes import Retention
 from .replay import frame_length
@@ -61,6 +61,14 @@ from .snapshot import SnapshotWriter
 from .values import remove_dead_values
 
 _BATCH = 512  # index entries handled per lock hold
+#: Compaction works at most about this long (seconds) before it lets other threads run.
+WORK_SLICE = 0.002
+#: How long it lets them: a real sleep, during which a writer waiting for the interpreter
+#: takes it. ``sleep(0)`` drops the interpreter lock and takes it straight back, before a
+#: waiting thread has woken up; the waiting thread then gets it only when the interpreter
+#: forces a switch, after 5 ms (``sys.getswitchinterval()``), twice per write (before it
+#: and after its ``pwrite``).
+PAUSE = 50e-6
 #: Frames up to this size are read whole to be copied; larger ones a piece at a time.
 COPY_WHOLE = 4 << 20
 
@@ -159,10 +167,14 @@ class CompactionState:
 
     def entries_at_rotation(
         self, index: Index, after: str | None
-    ) -> tuple[str | None, list[tuple[str, Entry]]]:
-        """The next keys after ``after``, each with the entry it had at the rotation (a key
-        changed since has that entry in :attr:`frozen`), and the last key looked at (None: no
-        keys left). So the snapshot is the state as of its ``last_seq``."""
+    ) -> tuple[str | None, list[tuple[str, int]]]:
+        """The next keys after ``after``, each with the packed entry it had at the rotation (a
+        key changed since has that entry in :attr:`frozen`), and the last key looked at (None:
+        no keys left). So the snapshot is the state as of its ``last_seq``.
+
+        The entries are left packed: unpacking them is most of the work of a batch, and needs
+        no lock (a packed entry never changes, and the row tables it may refer to stay until
+        the compaction retires their files), so the host unpacks them after releasing it."""
         frozen = self.frozen
         assert frozen is not None
         keys = index.after(after, _BATCH)
@@ -175,13 +187,13 @@ class CompactionState:
         if not keys:
             return None, []
         batch = []
-        names, current = index.types.names, index.packed.get
+        current = index.packed.get
         for key in keys:
             packed = frozen.get(key)
             if packed is None:
                 packed = current(key)
             if packed is not None:
-                batch.append((key, unpack(packed, names)))
+                batch.append((key, packed))
         return keys[-1], batch
 
     def _check(self) -> None:
@@ -250,7 +262,8 @@ class CompactionHost(Protocol):
     def entries_at_rotation(
         self, after: str | None, timer: HoldTimer
     ) -> tuple[str | None, list[tuple[str, Entry]]]:
-        """Step 2, per batch: :meth:`CompactionState.entries_at_rotation` under the lock."""
+        """Step 2, per batch: :meth:`CompactionState.entries_at_rotation` under the lock, the
+        entries unpacked after it."""
         ...
 
     def read_frame(self, entry: Entry) -> bytes:
@@ -284,6 +297,26 @@ class CompactionHost(Protocol):
     def end_compaction(self) -> None:
         """Whatever happened: the compaction is over (:meth:`CompactionState.end`)."""
         ...
+
+
+class Turns:
+    """Lets other threads run every :data:`WORK_SLICE` seconds of a long job: :meth:`take`
+    between two steps of it (each step short) sleeps :data:`PAUSE` once a slice is used up.
+
+    Compaction's copy and switch, and the merge of fresh keys, run Python code for seconds
+    with no I/O that releases the interpreter lock for long; without turns, a writer waits up
+    to a switch interval for it each time it needs it."""
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + WORK_SLICE
+
+    def take(self) -> None:
+        """Sleep :data:`PAUSE` if the current slice of work is used up."""
+        if time.perf_counter() >= self._until:
+            time.sleep(PAUSE)
+            self._until = time.perf_counter() + WORK_SLICE
 
 
 class _Stopwatch:
@@ -418,12 +451,14 @@ def _copy_live_records(
     after: str | None = None
     done = 0
     streamed: set[int] = set()
+    turn = Turns().take
     while True:
         host.settle_order()  # keys written since: merged a batch per lock hold
         last, batch = host.entries_at_rotation(after, watch)
         if last is None:
             return streamed
         for key, entry in batch:
+            turn()
             if entry[FILE_ID] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
             if frame_length(entry) > COPY_WHOLE:
@@ -444,10 +479,9 @@ def _switch_index(
     host: CompactionHost, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch
 ) -> None:
     keys, entry = snapshot.columns.keys, snapshot.entry
+    turn = Turns().take
     for start in range(0, len(keys), _BATCH):
         # The new entries are made before the lock is taken: it is held only to swap them in.
         stop = min(start + _BATCH, len(keys))
         host.switch_to_snapshot([(keys[i], entry(i)) for i in range(start, stop)], covers, watch)
-        # This loop does no I/O, so it would keep the GIL for whole switch intervals and take
-        # the lock again before a waiting writer runs; sleep(0) hands the GIL over.
-        time.sleep(0)
+        turn()  # this loop does no I/O: it lets writers run now and then

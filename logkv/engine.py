@@ -25,6 +25,7 @@ from .compaction import (
     Cut,
     HoldTimer,
     Progress,
+    Turns,
     compact,
     switch_entries,
 )
@@ -1036,11 +1037,12 @@ class Engine:
         since) they merge themselves.
         """
         more = True
+        turn = Turns().take
         while more:
             with self._mutex:
                 more = self._index.merge_some()
             if more:
-                time.sleep(0)  # hand the GIL (and so the lock) over to a waiting writer
+                turn()  # let a waiting writer run now and then
 
     def infos(
         self, exclusive_start_key: str | None = None, limit: int | None = None, prefix: str = ""
@@ -1175,7 +1177,10 @@ class Engine:
         <logkv.compaction.CompactionState.entries_at_rotation>`)."""
         with self._mutex, timer:
             self._check_open()  # a compaction stops when the store is closed
-            return self._compaction.entries_at_rotation(self._index, after)
+            index = self._index  # held: the row tables its entries may refer to stay
+            last, batch = self._compaction.entries_at_rotation(index, after)
+        names = index.types.names  # only ever grows
+        return last, [(key, unpack(packed, names)) for key, packed in batch]
 
     def read_frame(self, entry: Entry) -> bytes:
         """The whole frame an index entry points to, its checksum verified (compaction copies

@@ -25,7 +25,7 @@ from store_model import Model, Value, dump
 
 from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
 from logkv import compaction as compaction_module
-from logkv.compaction import CompactionResult, CompactionRunningError
+from logkv.compaction import PAUSE, WORK_SLICE, CompactionResult, CompactionRunningError, Turns
 from logkv.format import FRAME_HEADER_SIZE, FRAME_KINDS, RECORD_MAGIC, SetRecord, checksum
 from logkv.history import (
     HistoryGap,
@@ -196,6 +196,46 @@ def test_compaction_progress_and_readonly_refusal(tmp_path: Path) -> None:
         assert [done for done, _ in calls] == sorted(done for done, _ in calls)
         with Engine.open(path, readonly=True) as reader, pytest.raises(ReadOnlyStoreError):
             reader.compact()
+
+
+def test_turns_pause_once_per_slice_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    slept: list[float] = []
+    monkeypatch.setattr(compaction_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(compaction_module.time, "sleep", slept.append)
+    turns = Turns()
+    for _ in range(10):
+        clock[0] += WORK_SLICE / 4
+        turns.take()
+    assert slept == [PAUSE, PAUSE]  # after the 4th and the 8th quarter slice
+
+
+def test_long_steps_of_a_compaction_let_writers_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy takes a turn between records, the switch between batches and the merge of
+    fresh keys between merges: with a slice of no time, each of them pauses, and the
+    compaction's result is the same."""
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(random.Random(3), 1500, keys=1200)  # many fresh keys: merged in batches
+        pauses = [0]
+        real_sleep = compaction_module.time.sleep
+
+        def sleep(seconds: float) -> None:
+            pauses[0] += seconds == PAUSE
+            real_sleep(0)
+
+        monkeypatch.setattr(compaction_module, "WORK_SLICE", 0.0)
+        monkeypatch.setattr(compaction_module.time, "sleep", sleep)
+        result = engine.compact()
+        monkeypatch.undo()
+        assert pauses[0] >= result.records + len(rec.model) // 512
+        engine._check()
+        assert dump(engine) == rec.model
+    with Engine.open(path) as engine:
+        assert dump(engine) == rec.model
 
 
 def test_a_second_compaction_at_the_same_time_is_refused(tmp_path: Path) -> None:
