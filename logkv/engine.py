@@ -7,6 +7,7 @@ code. Writes follow *durable before visible*: a record is appended (and, under
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -1034,13 +1035,19 @@ class Engine:
         per hold of the lock, so that writers in other threads go on meanwhile.
 
         Ordered reads call it first; what is still fresh when they take the lock (keys written
-        since) they merge themselves.
+        since) they merge themselves. After each batch of some size, the garbage collector's
+        young generations are collected (:func:`_collect_young`).
         """
         more = True
         turn = Turns().take
         while more:
             with self._mutex:
-                more = self._index.merge_some()
+                index = self._index
+                unsorted = index.unsorted
+                more = index.merge_some()
+                merged = unsorted - index.unsorted
+            if merged >= _COLLECT_AFTER_MERGED:
+                _collect_young()
             if more:
                 turn()  # let a waiting writer run now and then
 
@@ -1684,6 +1691,25 @@ class Engine:
         if collected.whole:
             in_segment = [k for k, e in packed.items() if packed_file(e) == collected.number]
             assert all(key in collected.last for key in in_segment), "an entry not collected"
+
+
+#: A merge of at least this many fresh keys into the sorted keys is followed by a collection
+#: of the garbage collector's young generations (see :func:`_collect_young`).
+_COLLECT_AFTER_MERGED = 256
+
+
+def _collect_young() -> None:
+    """Collect the garbage collector's two young generations now, while they hold little.
+
+    Merging fresh keys into the sorted keys makes new lists of keys (``sortedcontainers``
+    splits a list that grew past its load in two). The collector walks every key of a young
+    list, a cache miss each (about 0.1 µs), and left to itself it walks the lists made since
+    its last pass all at once, with the interpreter held: 14 ms after merging 100,000 keys,
+    100-280 ms after a million, a stall for every thread. Collected after each batch merged,
+    the young lists are walked a batch at a time (well under a millisecond) and then leave the
+    young generations. Nothing is done when the application turned the collector off."""
+    if gc.isenabled():
+        gc.collect(1)
 
 
 def _newest_covers(folder: Path) -> int:
