@@ -44,8 +44,9 @@ import msgpack
 from .errors import CorruptionError
 from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, chain_of
 from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
-from .hints import _le_bytes, _le_column, encode_block, pack_keys, read_block
+from .hints import encode_block, pack_keys, read_block
 from .layout import ARCHIVE_DIR, TEMP_SUFFIX, checkpoint_name, list_checkpoints, list_segments
+from .le_columns import le_bytes, le_column
 from .log_cut import continues_batch
 from .replay import Entry, set_entry
 from .scan import SegmentReader, fail_on_damage
@@ -136,7 +137,7 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
         [
             msgpack.Packer().pack_array_header(7),
             pack_keys(keys),
-            *(msgpack.packb(_le_bytes(column)) for column in columns),
+            *(msgpack.packb(le_bytes(column)) for column in columns),
             msgpack.packb(list(types)),
         ]
     )
@@ -214,9 +215,9 @@ def load_checkpoint(path: Path, *, entries: bool = True) -> tuple[CheckpointInfo
     hint = read_block(path, data[:meta_offset], hint_offset, "checkpoint hint")
     try:
         keys, *raw, types = hint
-        segments = _le_column("I", raw[0])
-        offsets, heads = _le_column("Q", raw[1]), _le_column("I", raw[2])
-        sizes, type_ids = _le_column("q", raw[3]), _le_column("I", raw[4])
+        segments = le_column("I", raw[0])
+        offsets, heads = le_column("Q", raw[1]), le_column("I", raw[2])
+        sizes, type_ids = le_column("q", raw[3]), le_column("I", raw[4])
         if not len(keys) == len(segments) == len(offsets) == len(heads) == len(sizes):
             raise ValueError("columns differ in length")
         content_types = [t if t is None else sys.intern(t) for t in types]

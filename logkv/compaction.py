@@ -187,7 +187,7 @@ class CompactionState:
         if not keys:
             return None, []
         batch = []
-        current = index.packed.get
+        current = index.find
         for key in keys:
             packed = frozen.get(key)
             if packed is None:
@@ -213,7 +213,7 @@ def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int
     Entries at or below ``covers`` can only be the ones copied: newer writes point past
     ``covers``, and only compaction (one at a time) rewrites old entries.
     """
-    current, put = index.packed.get, index.put_packed
+    current, put = index.find, index.put_packed
     for key, entry in batch:
         old = current(key)
         if old is not None and packed_file(old) <= covers:

@@ -31,8 +31,20 @@ from .errors import CorruptionError
 from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, remove_quietly
-from .hints import BLOCK_HEADER, Columns, Rows, decode_rows, encode_block, index_rows, read_block
+from .hints import (
+    BLOCK_HEADER,
+    Columns,
+    Rows,
+    decode_rows,
+    encode_block,
+    index_rows,
+    read_block,
+    row_table,
+)
 from .index import Entry, Index
+from .key_table import KeyTable
+from .key_table import build as build_key_table
+from .key_table import encode as encode_key_table
 from .layout import snapshot_name
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
@@ -114,7 +126,8 @@ class SnapshotWriter:
 
         ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
         (its sequence number, chain value and timestamp)."""
-        hint = self.columns.encode()
+        table = build_key_table(self.columns.keys)
+        hint = self.columns.encode(key_table=None if table is None else encode_key_table(table))
         hint_offset = self._end
         self._write_block(hint)
         meta = msgpack.packb(
@@ -180,19 +193,28 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
     Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
     damaged. Record frames are checked when read (``get``) and by ``verify``.
     """
-    info, rows = _load(path, covers)
+    info, rows, _ = _load(path, covers)
     return info, rows.entries(-covers)
 
 
+def check_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, list[str]]:
+    """Load a snapshot as ``verify`` does: its info, and the keys its stored key table does
+    not find at their own row (none; the table, when it has one, is checked key by key)."""
+    info, _, keys = _load(path, covers)
+    return info, [] if keys is None else keys.misplaced()
+
+
 def load_snapshot_into(path: Path, covers: int, index: Index) -> SnapshotInfo:
-    """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty), packed
-    in bulk; the index is left unchanged when the snapshot fails to load."""
-    info, rows = _load(path, covers)
-    index.packed = dict(zip(rows.keys, index_rows(rows, -covers, index), strict=True))
+    """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty): as its
+    stored keys when the snapshot has a key table, else packed in bulk; the index is left
+    unchanged when the snapshot fails to load."""
+    info, rows, keys = _load(path, covers)
+    if keys is None or not index.set_stored(keys, row_table(rows, -covers)):
+        index.packed = dict(zip(rows.keys, index_rows(rows, -covers, index), strict=True))
     return info
 
 
-def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
+def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows, KeyTable | None]:
     with open_bytes(path) as file:  # a local file, or one a file set serves by ranges
         size = file.size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
@@ -227,6 +249,8 @@ def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
         hint = _read_block(path, file.read(hint_offset, meta_offset - hint_offset), 0, "hint")
     try:
         rows = decode_rows(hint)
+        stored = hint[7] if len(hint) > 7 else None
+        keys = None if stored is None else KeyTable.decode(stored, rows.keys, path, hint_offset)
     except (TypeError, ValueError, IndexError) as exc:
         raise CorruptionError(path, hint_offset, f"snapshot hint is malformed: {exc}") from None
-    return info, rows
+    return info, rows, keys
