@@ -1170,11 +1170,15 @@ class Engine:
                         position.record_bytes,
                         len(self._index),
                     )
-                if self._collected.number != writer.number:
+                sealed = self._collected
+                if sealed.number != writer.number:
                     # after skip_through: the hint writer drops the sealed segment's hint
                     # when the compaction covers it
                     self._follow_rotation(writer.number)
-                return cut
+        # Outside the lock: the dropped hint data of the sealed segment (a dict of its keys)
+        # is freed here, a millisecond or more for a segment of many keys.
+        del sealed
+        return cut
 
     def entries_at_rotation(
         self, after: str | None, timer: HoldTimer
