@@ -213,11 +213,11 @@ def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int
     Entries at or below ``covers`` can only be the ones copied: newer writes point past
     ``covers``, and only compaction (one at a time) rewrites old entries.
     """
-    current, put = index.find, index.put_packed
+    current, repoint = index.find, index.repoint
     for key, entry in batch:
         old = current(key)
         if old is not None and packed_file(old) <= covers:
-            put(key, index.pack(entry))
+            repoint(key, index.pack(entry))
 
 
 class CompactionHost(Protocol):
@@ -288,10 +288,11 @@ class CompactionHost(Protocol):
     def retire_covered(self, cut: Cut, snapshot_bytes: int, timer: HoldTimer) -> list[object]:
         """Step 5, under the lock: count the snapshot's ``snapshot_bytes`` of records in place
         of the log it covers, record it as installed (segments ``<= cut.covers`` no longer
-        count as the store's) and let the readers go of the files it replaced, and keep none
-        of them from now on. Returns what the readers held of those files, for the caller to
-        drop once it deleted them (that frees their blocks). The caller deletes the files
-        after the lock is released."""
+        count as the store's) and let the readers and the index go of the files it replaced,
+        and keep none of them from now on. Returns what the readers and the index held of
+        those files, for the caller to drop once it deleted them (that frees the files' blocks,
+        and a million references to the stored keys). The caller deletes the files after the
+        lock is released."""
         ...
 
     def end_compaction(self) -> None:
@@ -363,13 +364,13 @@ def compact(
         info = snapshot.finish(cut.last_seq, cut.chain, cut.last_us, retention.value)
         _switch_index(host, snapshot, covers, watch)
         held = _hold_open(host.path, covers)
-        let_go: list[object] = []  # what the readers held of the retired files
+        let_go: list[object] = []  # what the readers and the index held of the retired files
         try:
             let_go = host.retire_covered(cut, info.record_bytes, watch)
             # Outside the lock: writers go on while the file system deletes (or moves) them.
             retired = retire_files(host.path, covers, retention, sync=False)
         finally:
-            let_go.clear()  # frees the deleted files' blocks
+            let_go.clear()  # frees the deleted files' blocks (and the stored keys)
             for fd in held:
                 os.close(fd)
         if retired:

@@ -1248,8 +1248,9 @@ class Engine:
             # the new one's cut are no longer the store's, whenever their files go.
             position.segments -= cut.covers - compaction.covers
             compaction.covers = cut.covers
-            self._index.drop_rows(cut.covers)  # every entry in them points at the snapshot now
-            return [*self._readers.retire(cut.covers)]
+            # every entry in them points at the snapshot now
+            dropped = self._index.drop_rows(cut.covers)
+            return [*self._readers.retire(cut.covers), *dropped]
 
     def end_compaction(self) -> None:
         """Whatever happened, the compaction is over."""
