@@ -22,13 +22,12 @@ import pytest
 from store_model import Model, dump
 
 from logkv import MISSING, CorruptionError, Engine
+from logkv.blocks import TAIL, TAIL_MAGIC
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
 from logkv.snapshot import (
     SNAPSHOT_HEADER,
     SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,
-    TAIL,
-    TAIL_MAGIC,
     load_snapshot,
 )
 from logkv.verify import verify
