@@ -64,6 +64,7 @@ def run_command(
     env: Mapping[str, str] | None = ...,
     timeout: float = ...,
     code: int | None = ...,
+    cwd: Path = ...,
 ) -> subprocess.CompletedProcess[str]: ...
 
 
@@ -77,6 +78,7 @@ def run_command(
     env: Mapping[str, str] | None = ...,
     timeout: float = ...,
     code: int | None = ...,
+    cwd: Path = ...,
 ) -> subprocess.CompletedProcess[bytes]: ...
 
 
@@ -89,19 +91,21 @@ def run_command(
     env: Mapping[str, str] | None = None,
     timeout: float = COMMAND_PATIENCE,
     code: int | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
-    """Run ``python -m MODULE ARGS`` (or ``PROGRAM ARGS``) from the repository root, as its
-    users run it, and wait for it to end.
+    """Run ``python -m MODULE ARGS`` (or ``PROGRAM ARGS``) from the repository root (or from
+    ``cwd``), as its users run it, and wait for it to end.
 
     Its stdout and stderr are captured, as bytes or, with ``text``, as text; ``stdin`` is what
     it reads (else nothing); ``env`` is added to this process's environment. With ``code``,
-    the exit status must be that one (the command, its status and its output otherwise)."""
+    the exit status must be that one (the command, its status and its output otherwise).
+    From the repository root, ``python -m`` and ``python -c`` import this logkv."""
     command = [*(program or (sys.executable, "-m", module)), *args]
     if stdin is None:
         stdin = "" if text else b""  # nothing to read: the end of its input at once
     done = subprocess.run(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         input=stdin,
         capture_output=True,
         text=text,

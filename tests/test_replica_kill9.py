@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_command
 
 from logkv import Engine
 from logkv.verify import verify
@@ -25,7 +26,6 @@ from logkv.replica.url import parse_replica_url
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 
 WRITER = textwrap.dedent(
     """
@@ -73,7 +73,7 @@ RESTORER = textwrap.dedent(
 
 
 def child_env(s3) -> dict[str, str]:
-    return {**os.environ, **s3.env, "PYTHONPATH": str(REPO)}
+    return {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
 
 
 def lose_machine(script: str, storage: Path, s3, children, until: int) -> int:
@@ -124,10 +124,9 @@ def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path, children) -> 
 
     url = f"{s3.root}/key_value_stores/big"
     target = tmp_path / "restored" / "big"
-    killed = subprocess.run(
-        [sys.executable, "-c", RESTORER, url, str(target)],
-        check=False, env=child_env(s3), timeout=120,
-    )  # fmt: skip
+    killed = run_command(
+        url, target, program=[sys.executable, "-c", RESTORER], env=child_env(s3), timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL
     assert not target.exists()  # nothing half-restored in place
     assert staging_folder(target).exists()
