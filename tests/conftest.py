@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -162,6 +162,27 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def storage_dir(tmp_path: Path) -> Path:
     """A storage directory that does not exist yet."""
     return tmp_path / "storage"
+
+
+@pytest.fixture
+async def sides(tmp_path: Path, crawlee_storage: type) -> AsyncIterator[dict[str, Any]]:
+    """Crawlee's file-system storage client and logkv's side by side, each in a storage
+    directory of its own, opening the test module's ``crawlee_storage`` (``Dataset`` or
+    ``RequestQueue``): ``crawlee_sides.Side`` by the client's name."""
+    from crawlee_sides import serve_sides  # noqa: PLC0415 (the crawlee extra)
+
+    async for made in serve_sides(tmp_path, crawlee_storage):
+        yield made
+
+
+@pytest.fixture
+async def lone(tmp_path: Path, crawlee_storage: type) -> AsyncIterator[Any]:
+    """logkv's storage clients alone over one storage directory, opening the test module's
+    ``crawlee_storage``: a ``crawlee_sides.Lone``."""
+    from crawlee_sides import Lone  # noqa: PLC0415 (the crawlee extra)
+
+    async for made in Lone.serving(tmp_path, crawlee_storage):
+        yield made
 
 
 class Pages(BaseHTTPRequestHandler):

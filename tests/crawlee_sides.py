@@ -1,8 +1,8 @@
 """Crawlee storages over two storage clients side by side (Crawlee's file-system client and
 logkv's, each in its own storage directory, whose results must agree), and logkv's clients
-alone over one storage directory: what the dataset and request-queue tests open their storages
-through. Each test module makes its fixtures from :func:`serve_sides` and :meth:`Lone.serving`
-with its storage class (``Dataset`` or ``RequestQueue``)."""
+alone over one storage directory. The dataset and request-queue tests get them from
+conftest's ``sides`` and ``lone`` fixtures, which open the storage class (``Dataset`` or
+``RequestQueue``) the test module's ``crawlee_storage`` fixture names."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients._file_system import FileSystemDatasetClient
 from crawlee.storages import Dataset, KeyValueStore
-from crawlee_sides import Lone as LoneOf
-from crawlee_sides import Side as SideOf
-from crawlee_sides import serve_sides
+from crawlee_sides import Lone, Side
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,15 +49,10 @@ ITEMS: list[dict[str, Any]] = [
 ]
 
 
-#: Crawlee's storage clients side by side, and logkv's alone, opening datasets.
-Side = SideOf[Dataset]
-Lone = LoneOf[Dataset]
-
-
 @pytest.fixture
-async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
-    async for made in serve_sides(tmp_path, Dataset):
-        yield made
+def crawlee_storage() -> type[Dataset]:
+    """What the ``sides`` and ``lone`` fixtures open here: datasets."""
+    return Dataset
 
 
 async def _both(sides: dict[str, Side], **selector: Any) -> dict[str, Dataset]:
@@ -296,12 +288,6 @@ def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
                     order = list(range(total))[::-1] if desc else list(range(total))
                     want = order[offset:] if limit is None else order[offset:][:limit]
                     assert list(select_indexes(total, offset, limit, desc)) == want
-
-
-@pytest.fixture
-async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    async for made in Lone.serving(tmp_path, Dataset):
-        yield made
 
 
 async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,9 +20,7 @@ from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storage_clients._base import RequestQueueClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
-from crawlee_sides import Lone as LoneOf
-from crawlee_sides import Side as SideOf
-from crawlee_sides import serve_sides
+from crawlee_sides import Lone, Side
 
 from logkv import Configuration, Engine
 from logkv.crawlee import LogKvRequestQueueClient
@@ -40,15 +37,10 @@ def url(n: int | str) -> str:
     return f"https://a.invalid/{n}"
 
 
-#: Crawlee's storage clients side by side, and logkv's alone, opening request queues.
-Side = SideOf[RequestQueue]
-Lone = LoneOf[RequestQueue]
-
-
 @pytest.fixture
-async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
-    async for made in serve_sides(tmp_path, RequestQueue):
-        yield made
+def crawlee_storage() -> type[RequestQueue]:
+    """What the ``sides`` and ``lone`` fixtures open here: request queues."""
+    return RequestQueue
 
 
 async def counts(queue: RequestQueue) -> tuple[int, int, int]:
@@ -236,12 +228,6 @@ async def test_purge_on_start_empties_unnamed_queues_only(sides: dict[str, Side]
 
 
 # ---------------------------------------------------------------- logkv only
-
-
-@pytest.fixture
-async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    async for made in Lone.serving(tmp_path, RequestQueue):
-        yield made
 
 
 def test_the_client_is_crawlees_request_queue_client() -> None:
