@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logkv.blocks import BLOCK_HEADER, TAIL, encode_block, encode_ending, read_block, read_meta
+from logkv.blocks import (
+    BLOCK_HEADER,
+    TAIL,
+    TAIL_MAGIC,
+    encode_block,
+    encode_ending,
+    read_block,
+    read_meta,
+)
 from logkv.errors import CorruptionError
 from logkv.files import open_bytes
 
@@ -73,7 +81,7 @@ def test_an_ending_is_found_from_its_tail(tmp_path: Path) -> None:
     # A tail pointing into the header or into itself is refused.
     for bad in (len(header) - 1, path.stat().st_size - TAIL.size):
         data = bytearray(path.read_bytes())
-        TAIL.pack_into(data, len(data) - TAIL.size, bad, b"\x89LKVEND\n")
+        TAIL.pack_into(data, len(data) - TAIL.size, bad, TAIL_MAGIC)
         path.write_bytes(bytes(data))
         with open_bytes(path) as file, pytest.raises(CorruptionError, match="bad test tail"):
             read_meta(path, file, len(header), "test")
