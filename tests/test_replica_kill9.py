@@ -111,7 +111,7 @@ def test_machine_loss_keeps_every_flushed_write(s3, tmp_path: Path, children) ->
         assert engine.get(keys[-1]) == str(len(keys) - 1).encode()
 
 
-def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path, children) -> None:
+def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path) -> None:
     bucket = store_bucket(parse_replica_url(s3.root), "key_value_stores/big", allow_http=True)
     replica = Replica.claim(bucket, tmp_path / "big", 0.05)
     with Engine.open(tmp_path / "big", segment_size=4096) as engine:
