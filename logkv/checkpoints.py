@@ -46,8 +46,9 @@ from .errors import CorruptionError
 from .files import open_bytes
 from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, chain_of
 from .fsutil import create_temp, fsync_dir, remove_quietly
-from .hints import _le_bytes, _le_column, pack_keys
+from .hints import pack_keys
 from .layout import ARCHIVE_DIR, TEMP_SUFFIX, checkpoint_name, list_checkpoints, list_segments
+from .le_columns import le_bytes, le_column
 from .log_cut import continues_batch
 from .replay import Entry, set_entry
 from .scan import SegmentReader, fail_on_damage
@@ -137,7 +138,7 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
         [
             msgpack.Packer().pack_array_header(7),
             pack_keys(keys),
-            *(msgpack.packb(_le_bytes(column)) for column in columns),
+            *(msgpack.packb(le_bytes(column)) for column in columns),
             msgpack.packb(list(types)),
         ]
     )
@@ -204,9 +205,9 @@ def load_checkpoint(path: Path, *, entries: bool = True) -> tuple[CheckpointInfo
         hint = read_hint(path, file, hint_offset, meta_offset, "checkpoint")
     try:
         keys, *raw, types = hint
-        segments = _le_column("I", raw[0])
-        offsets, heads = _le_column("Q", raw[1]), _le_column("I", raw[2])
-        sizes, type_ids = _le_column("q", raw[3]), _le_column("I", raw[4])
+        segments = le_column("I", raw[0])
+        offsets, heads = le_column("Q", raw[1]), le_column("I", raw[2])
+        sizes, type_ids = le_column("q", raw[3]), le_column("I", raw[4])
         if not len(keys) == len(segments) == len(offsets) == len(heads) == len(sizes):
             raise ValueError("columns differ in length")
         content_types = [t if t is None else sys.intern(t) for t in types]

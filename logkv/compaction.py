@@ -170,7 +170,7 @@ class CompactionState:
         if not keys:
             return None, []
         batch = []
-        names, current = index.types.names, index.packed.get
+        names, current = index.types.names, index.find
         for key in keys:
             packed = frozen.get(key)
             if packed is None:
@@ -196,7 +196,7 @@ def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int
     Entries at or below ``covers`` can only be the ones copied: newer writes point past
     ``covers``, and only compaction (one at a time) rewrites old entries.
     """
-    current, put = index.packed.get, index.put_packed
+    current, put = index.find, index.put_packed
     for key, entry in batch:
         old = current(key)
         if old is not None and packed_file(old) <= covers:

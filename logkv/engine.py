@@ -823,7 +823,7 @@ class Engine:
             if self._closed:
                 self._check_open()
             index = self._index
-            packed = index.packed.get(key)
+            packed = index.find(key)
         if packed is None:
             return None
         entry = unpack(packed, index.types.names)
@@ -1671,14 +1671,14 @@ class Engine:
         collected = self._collected
         assert active - 1 <= collected.number <= active, (collected.number, active)
         assert collected.names is self._index.types.names
-        packed = self._index.packed
+        index = self._index
         if self._commits.pending:
             return
         for key, entry in collected.last.items():
             assert entry is None or packed_file(entry) == collected.number, (key, entry)
-            assert packed.get(key) == entry, (key, entry, packed.get(key))
+            assert index.find(key) == entry, (key, entry, index.find(key))
         if collected.whole:
-            in_segment = [k for k, e in packed.items() if packed_file(e) == collected.number]
+            in_segment = [k for k, e in index.items() if packed_file(e) == collected.number]
             assert all(key in collected.last for key in in_segment), "an entry not collected"
 
 

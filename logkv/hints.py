@@ -71,6 +71,7 @@ from .index import (
     unpack,
 )
 from .layout import hint_name, list_hints, segment_name
+from .le_columns import all_zero, le_bytes, le_column
 from .scan import Damage, SegmentReader
 
 log = logging.getLogger(__name__)
@@ -166,23 +167,29 @@ class Columns:
             self._type_list[self.type_ids[i]],
         )
 
-    def encode(self, deleted: list[str] | None = None) -> bytes:
+    def encode(self, deleted: list[str] | None = None, key_table: bytes | None = None) -> bytes:
         """The msgpack array of the six columns (a segment hint: and the ``deleted`` keys as a
-        seventh), keys packed a chunk at a time, with exactly the bytes of one ``packb``."""
+        seventh; a snapshot's: an empty seventh and its ``key_table`` as an eighth, see
+        :mod:`logkv.key_table`), keys packed a chunk at a time, with exactly the bytes of one
+        ``packb``."""
+        if key_table is not None:
+            deleted = deleted or []
         columns: list[Any] = [
-            _le_bytes(self.offsets),
-            _le_bytes(self.heads),
-            _le_bytes(self.sizes),
-            _le_bytes(self.type_ids),
+            le_bytes(self.offsets),
+            le_bytes(self.heads),
+            le_bytes(self.sizes),
+            le_bytes(self.type_ids),
             list(self.types),
         ]
+        extra = [] if deleted is None else [pack_keys(deleted)]
+        if key_table is not None:
+            extra.append(msgpack.packb(key_table))
         parts = [
-            msgpack.Packer().pack_array_header(1 + len(columns) + (deleted is not None)),
+            msgpack.Packer().pack_array_header(1 + len(columns) + len(extra)),
             pack_keys(self.keys),
             *(msgpack.packb(column) for column in columns),
+            *extra,
         ]
-        if deleted is not None:
-            parts.append(pack_keys(deleted))
         return b"".join(parts)
 
 
@@ -230,8 +237,8 @@ def decode_rows(hint: Any) -> Rows:
     """The six columns of a decoded hint value, checked (lengths, bounds, types); ``ValueError``
     or ``TypeError`` when they are malformed. Extra elements after the six are ignored."""
     keys, offsets_raw, heads_raw, sizes_raw, type_ids_raw, types = hint[:6]
-    offsets, heads = _le_column("Q", offsets_raw), _le_column("I", heads_raw)
-    sizes, type_ids = _le_column("q", sizes_raw), _le_column("I", type_ids_raw)
+    offsets, heads = le_column("Q", offsets_raw), le_column("I", heads_raw)
+    sizes, type_ids = le_column("q", sizes_raw), le_column("I", type_ids_raw)
     if type(keys) is not list or type(types) is not list:
         raise TypeError("keys and types must be arrays")
     if not len(keys) == len(offsets) == len(heads) == len(sizes) == len(type_ids):
@@ -246,9 +253,9 @@ def decode_rows(hint: Any) -> Rows:
     # A size below 2**32 and not negative has four zero top bytes (the common case, checked
     # in C); else the sizes are looked at one by one.
     size_tops = sizes_raw[4::8] + sizes_raw[5::8] + sizes_raw[6::8] + sizes_raw[7::8]
-    small_sizes = not size_tops.strip(b"\0")
+    small_sizes = all_zero(size_tops)
     if keys and (
-        (offsets_raw[6::8] + offsets_raw[7::8]).strip(b"\0")
+        not all_zero(offsets_raw[6::8] + offsets_raw[7::8])
         or not _only_small_ids(type_ids_raw, len(types))
         or (not small_sizes and max(sizes) > MAX_SIZE)
     ):
@@ -264,9 +271,9 @@ def _only_small_ids(raw: bytes, count: int) -> bool:
     """Whether every u32 LE of ``raw`` is below ``count`` (checked in C when ``count`` fits a
     byte: the other three bytes of each are zero and the low one is a known id)."""
     if count > 256:
-        return max(_le_column("I", raw), default=0) < count
+        return max(le_column("I", raw), default=0) < count
     rest = raw[1::4] + raw[2::4] + raw[3::4]
-    return not rest.strip(b"\0") and not raw[0::4].translate(None, bytes(range(count)))
+    return all_zero(rest) and not raw[0::4].translate(None, bytes(range(count)))
 
 
 def pack_rows(rows: Rows, file_id: int, types: ContentTypes) -> list[int]:
@@ -302,7 +309,13 @@ def index_rows(rows: Rows, file_id: int, index: Index) -> Iterable[int]:
     """Row ``i``'s entry for ``index`` in file ``file_id``: a row reference into the columns
     (:meth:`Index.add_rows <logkv.index.Index.add_rows>`, no work per row), else packed
     (:func:`pack_rows`)."""
-    table = RowTable(
+    refs = index.add_rows(row_table(rows, file_id))
+    return pack_rows(rows, file_id, index.types) if refs is None else refs
+
+
+def row_table(rows: Rows, file_id: int) -> RowTable:
+    """``rows`` of file ``file_id`` as the index keeps them (columns as narrow as they fit)."""
+    return RowTable(
         file_id,
         _narrowed(rows.offsets, "I"),
         _narrowed(rows.heads, "H"),
@@ -310,8 +323,6 @@ def index_rows(rows: Rows, file_id: int, index: Index) -> Iterable[int]:
         _narrowed(rows.type_ids, "B"),
         rows.types,
     )
-    refs = index.add_rows(table)
-    return pack_rows(rows, file_id, index.types) if refs is None else refs
 
 
 def _narrowed(column: array[int], typecode: str) -> array[int]:
@@ -323,7 +334,7 @@ def _narrowed(column: array[int], typecode: str) -> array[int]:
     if sys.byteorder != "little":
         return column
     raw = column.tobytes()
-    if any(raw[i::width].strip(b"\0") for i in range(narrow, width)):
+    if not all(all_zero(raw[i::width]) for i in range(narrow, width)):
         return column
     out = bytearray(len(column) * narrow)
     for i in range(narrow):
@@ -341,24 +352,6 @@ def pack_keys(keys: list[str]) -> bytes:
         header = len(packer.pack_array_header(len(chunk)))
         parts.append(packer.pack(chunk)[header:])
     return b"".join(parts)
-
-
-def _le_bytes(column: array[int]) -> bytes:
-    """A column's bytes in little-endian order, whatever this machine's order is."""
-    if sys.byteorder == "big":
-        column = array(column.typecode, column)
-        column.byteswap()
-    return column.tobytes()
-
-
-def _le_column(typecode: str, raw: bytes) -> array[int]:
-    """A column read back from little-endian bytes (item sizes: Q/q 8 bytes, I 4 bytes)."""
-    if type(raw) is not bytes:
-        raise TypeError("a packed column is not bin")
-    column = array(typecode, raw)
-    if sys.byteorder == "big":
-        column.byteswap()
-    return column
 
 
 # ---------------------------------------------------------------------------------- segment hints

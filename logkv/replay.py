@@ -157,7 +157,7 @@ class Replayer:
         """Make :attr:`live_bytes` exact after hints that replaced entries (see
         :meth:`apply_hint`): the frame lengths of every entry of the index, summed."""
         if self._recount:
-            self.live_bytes = sum(map(packed_frame_length, self.index.packed.values()))
+            self.live_bytes = sum(packed_frame_length(p) for _, p in self.index.items())
             self._recount = False
 
     def scan(self, path: Path, number: int, start: int, is_last: bool) -> SegmentScan:
@@ -186,19 +186,27 @@ class Replayer:
                 path, SEGMENT_HEADER_SIZE, out_of_order(hint.first_seq, self.last_seq)
             )
         index = self.index
-        packed = index.packed
         rows = hint.rows
-        live = self.live_bytes
-        before = len(packed)
-        packed.update(zip(rows.keys, index_rows(rows, hint.number, index), strict=True))
-        live += rows.frame_bytes()
-        if before + len(rows.keys) != len(packed):
-            # The segment replaced entries, whose lengths are gone with them: count the live
-            # bytes again once the replay ends (looking every key up first would cost as much
-            # as the update, for the common case of keys new to the index).
-            self._recount = True
+        live = self.live_bytes + rows.frame_bytes()
+        entries = zip(rows.keys, index_rows(rows, hint.number, index), strict=True)
+        if index.has_stored:  # each key looked up in the stored keys: one at a time
+            put = index.put_packed
+            for key, entry in entries:
+                old = put(key, entry)
+                if old is not None:
+                    live -= packed_frame_length(old)
+        else:
+            packed = index.packed
+            before = len(packed)
+            packed.update(entries)
+            if before + len(rows.keys) != len(packed):
+                # The segment replaced entries, whose lengths are gone with them: count the
+                # live bytes again once the replay ends (looking every key up first would
+                # cost as much as the update, for the common case of keys new to the index).
+                self._recount = True
+        remove = index.remove_packed
         for key in hint.deleted:
-            old = packed.pop(key, None)
+            old = remove(key)
             if old is not None:
                 live -= packed_frame_length(old)
         self.live_bytes = live
@@ -226,10 +234,13 @@ class Replayer:
 
     def _fold(self, reader: SegmentReader, start: int) -> None:
         index = self.index
-        packed = index.packed
-        get = packed.get
+        # With stored keys, every key is looked up and written through the index, which
+        # keeps them exact (and the fresh keys too); else straight in its dict.
+        stored = index.has_stored
+        get = index.find if stored else index.packed.get
+        put = index.put_packed if stored else index.packed.__setitem__
         remove = index.remove_packed
-        fresh = None if self.bulk else index.new_keys()
+        fresh = None if self.bulk or stored else index.new_keys()
         type_id = index.types.id
         base = file_base(reader.number)
         last_seq = self.last_seq
@@ -257,23 +268,27 @@ class Replayer:
                 if fields[2] == _SET:
                     value = fields[5]
                     size = -1 if value is None else len(value)
-                    packed[key] = (
+                    put(
+                        key,
                         base
                         | offset
                         | (size + 1) << SIZE_SHIFT
                         | (length - size if size > 0 else length) << HEAD_SHIFT
-                        | type_id(fields[4]) << TYPE_SHIFT
+                        | type_id(fields[4]) << TYPE_SHIFT,
                     )
                     if old is None and fresh is not None:
                         fresh.add(key)
                     live_bytes += length
                 elif fields[2] == _SET_STREAMED:
-                    packed[key] = pack(
-                        reader.number,
-                        offset,
-                        length,
-                        streamed_entry_size(fields[5]),
-                        type_id(fields[4]),
+                    put(
+                        key,
+                        pack(
+                            reader.number,
+                            offset,
+                            length,
+                            streamed_entry_size(fields[5]),
+                            type_id(fields[4]),
+                        ),
                     )
                     if old is None and fresh is not None:
                         fresh.add(key)

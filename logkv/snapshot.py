@@ -32,8 +32,11 @@ from .errors import CorruptionError
 from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, remove_quietly
-from .hints import Columns, Rows, decode_rows, index_rows
+from .hints import Columns, Rows, decode_rows, index_rows, row_table
 from .index import Entry, Index
+from .key_table import KeyTable
+from .key_table import build as build_key_table
+from .key_table import encode as encode_key_table
 from .layout import snapshot_name
 
 SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
@@ -113,6 +116,8 @@ class SnapshotWriter:
 
         ``last_seq``, ``chain`` and ``last_us`` describe the newest record the snapshot covers
         (its sequence number, chain value and timestamp)."""
+        table = build_key_table(self.columns.keys)
+        hint = self.columns.encode(key_table=None if table is None else encode_key_table(table))
         hint_offset = self._end
         meta = msgpack.packb(
             {
@@ -128,7 +133,7 @@ class SnapshotWriter:
                 "retention": retention,
             }
         )
-        for piece in encode_ending(hint_offset, self.columns.encode(), meta):
+        for piece in encode_ending(hint_offset, hint, meta):
             self._file.write(piece)
             self._end += len(piece)
         self._file.flush()
@@ -168,19 +173,28 @@ def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entr
     Raises :class:`~logkv.errors.CorruptionError` when the header, tail, meta or hint block is
     damaged. Record frames are checked when read (``get``) and by ``verify``.
     """
-    info, rows = _load(path, covers)
+    info, rows, _ = _load(path, covers)
     return info, rows.entries(-covers)
 
 
+def check_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, list[str]]:
+    """Load a snapshot as ``verify`` does: its info, and the keys its stored key table does
+    not find at their own row (none; the table, when it has one, is checked key by key)."""
+    info, _, keys = _load(path, covers)
+    return info, [] if keys is None else keys.misplaced()
+
+
 def load_snapshot_into(path: Path, covers: int, index: Index) -> SnapshotInfo:
-    """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty), packed
-    in bulk; the index is left unchanged when the snapshot fails to load."""
-    info, rows = _load(path, covers)
-    index.packed = dict(zip(rows.keys, index_rows(rows, -covers, index), strict=True))
+    """:func:`load_snapshot` for an open: the entries go into ``index`` (fresh, empty): as its
+    stored keys when the snapshot has a key table, else packed in bulk; the index is left
+    unchanged when the snapshot fails to load."""
+    info, rows, keys = _load(path, covers)
+    if keys is None or not index.set_stored(keys, row_table(rows, -covers)):
+        index.packed = dict(zip(rows.keys, index_rows(rows, -covers, index), strict=True))
     return info
 
 
-def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
+def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows, KeyTable | None]:
     with open_bytes(path) as file:  # a local file, or one a file set serves by ranges
         size = file.size
         if size < SNAPSHOT_HEADER.size + TAIL.size:
@@ -210,6 +224,8 @@ def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows]:
         hint = read_hint(path, file, hint_offset, meta_offset, "snapshot")
     try:
         rows = decode_rows(hint)
+        stored = hint[7] if len(hint) > 7 else None
+        keys = None if stored is None else KeyTable.decode(stored, rows.keys, path, hint_offset)
     except (TypeError, ValueError, IndexError) as exc:
         raise CorruptionError(path, hint_offset, f"snapshot hint is malformed: {exc}") from None
-    return info, rows
+    return info, rows, keys

@@ -2,7 +2,8 @@
 
 Every frame's checksum, the order of sequence numbers, the hash chain across all retained
 segments (from the genesis value, or from the snapshot's chain head when older segments were
-deleted), every snapshot record against its hint entry, every value file a retained record
+deleted), every snapshot record against its hint entry, a snapshot's key table against its keys
+(each key is looked up), every value file a retained record
 names (each chunk's checksum, the size and the digest its record holds), and the log's end
 against the synced mark. Damage is classified by the same torn-tail rule as an open
 (:mod:`logkv.scan`), so a store that verify passes opens, and one that it fails does not open in
@@ -19,7 +20,7 @@ from .format import Op, ValueRef, decode_value_ref
 from .history import RetainedLog, iter_snapshot_records, retrying, survey
 from .layout import list_snapshots
 from .scan import ChainCheck, Damage, SegmentReader, out_of_order, synced_shortfall
-from .snapshot import SnapshotInfo, load_snapshot
+from .snapshot import SnapshotInfo, check_snapshot
 from .values import check_value_file
 
 
@@ -45,7 +46,8 @@ class VerifyReport:
 def verify(folder: Path) -> VerifyReport:
     """Check every frame's checksum, the hash chain across all retained segments (from the
     genesis value, or from the snapshot's chain head when older segments were deleted), and
-    every snapshot record against its hint entry. Reports the first broken chain link."""
+    every snapshot record against its hint entry, and that a snapshot's key table finds each of
+    its keys. Reports the first broken chain link."""
     return retrying(lambda: _verify(folder))
 
 
@@ -86,9 +88,15 @@ def _check_snapshots(folder: Path, problems: list[str]) -> SnapshotInfo | None:
     newest = None
     for covers, path in list_snapshots(folder):
         try:
-            newest, _ = load_snapshot(path, covers)
+            newest, misplaced = check_snapshot(path, covers)
         except CorruptionError as exc:
             problems.append(str(exc))
+            continue
+        if misplaced:
+            problems.append(
+                f"{path}: the snapshot's key table does not find {len(misplaced)} of its keys"
+                f" (the first: {misplaced[0]!r})"
+            )
     return newest
 
 

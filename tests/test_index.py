@@ -289,7 +289,7 @@ def test_an_open_from_hints_then_compaction_keeps_no_stale_row_reference(tmp_pat
         _fill_compact_and_hint(path)
         with Engine.open(path, segment_size=4096) as engine:
             expected = {k: engine.get(k) for k in list(engine.keys())}
-            assert any(0 <= p < ROW_LIMIT for p in engine._index.packed.values())
+            assert any(0 <= p < ROW_LIMIT for _, p in engine._index.items())
             for i in range(40):
                 engine.set(f"k{i * 3:03d}", b"n" * i)
                 expected[f"k{i * 3:03d}"] = b"n" * i
@@ -297,6 +297,6 @@ def test_an_open_from_hints_then_compaction_keeps_no_stale_row_reference(tmp_pat
                 expected.pop(f"k{i * 3 + 1:03d}", None)
             engine.compact()
             engine._check()
-            assert not any(0 <= p < ROW_LIMIT for p in engine._index.packed.values())
+            assert not any(0 <= p < ROW_LIMIT for _, p in engine._index.items())
             assert not engine._index._rows
             assert {k: engine.get(k) for k in list(engine.keys())} == expected
