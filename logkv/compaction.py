@@ -196,11 +196,11 @@ def switch_entries(index: Index, batch: Sequence[tuple[str, Entry]], covers: int
     Entries at or below ``covers`` can only be the ones copied: newer writes point past
     ``covers``, and only compaction (one at a time) rewrites old entries.
     """
-    current, put = index.find, index.put_packed
+    current, repoint = index.find, index.repoint
     for key, entry in batch:
         old = current(key)
         if old is not None and packed_file(old) <= covers:
-            put(key, index.pack(entry))
+            repoint(key, index.pack(entry))
 
 
 class CompactionHost(Protocol):
@@ -272,8 +272,9 @@ class CompactionHost(Protocol):
     ) -> tuple[list[int], list[object]]:
         """Step 5, under the lock: count the snapshot's ``snapshot_bytes`` of records in place
         of the log it covers, record it as installed, ``retire()`` the files it replaced and
-        let the readers go of them. Returns the file ids retired and what the readers held of
-        those files, for the caller to drop after the lock (that frees their blocks)."""
+        let the readers and the index go of them. Returns the file ids retired and what the
+        readers and the index held of those files, for the caller to drop after the lock
+        (that frees the files' blocks, and a million references to the stored keys)."""
         ...
 
     def end_compaction(self) -> None:
@@ -325,7 +326,7 @@ def compact(
         info = snapshot.finish(cut.last_seq, cut.chain, cut.last_us, retention.value)
         _switch_index(host, snapshot, covers, watch)
         held = _hold_open(host.path, covers)
-        let_go: list[object] = []  # what the readers held of the retired files
+        let_go: list[object] = []  # what the readers and the index held of the retired files
         try:
             retired, let_go = host.retire_covered(
                 cut,

@@ -1231,10 +1231,11 @@ class Engine:
             position = self._position
             position.record_bytes = snapshot_bytes + (position.record_bytes - cut.record_bytes)
             self._compaction.covers = cut.covers
-            self._index.drop_rows(cut.covers)  # every entry in them points at the snapshot now
+            # every entry in them points at the snapshot now
+            dropped = self._index.drop_rows(cut.covers)
             retired = retire()
             position.segments -= sum(1 for i in retired if i > 0)
-            return retired, [*self._readers.retire(cut.covers)]
+            return retired, [*self._readers.retire(cut.covers), *dropped]
 
     def end_compaction(self) -> None:
         """Whatever happened, the compaction is over."""

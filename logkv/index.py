@@ -500,18 +500,23 @@ class Index:
         base = slot << ROW_SHIFT
         return range(base, base + len(table.offsets))
 
-    def drop_rows(self, covers: int) -> None:
+    def drop_rows(self, covers: int) -> list[object]:
         """Let go of the row tables of files ``<= covers`` (segments ``1..covers`` and older
         snapshots): a compaction has pointed every entry in them at its new snapshot, so the
-        stored keys, if in one of them, are all written or gone, and go too."""
+        stored keys, if in one of them, are all written or gone, and go too. Returns what
+        is let go that is big to free (the stored keys' list: a million references dropped
+        one by one), for the caller to drop once it has released its lock."""
         gone = [s for s in self._rows if _row_tables[s].file_id <= covers]
+        let_go: list[object] = []
         if self._stored is not None and self._stored_first >> ROW_SHIFT in gone:
             if self._stored_live:
                 raise RuntimeError(f"{self._stored_live} stored keys were never pointed elsewhere")
+            let_go += [self._stored, self._gone]
             self._stored, self._gone = None, set()
         if gone:
             self._rows[:] = [s for s in self._rows if s not in gone]
             _release_rows(gone)
+        return let_go
 
     def sort_all(self) -> None:
         """Sort every key into the sorted keys at once (after a bulk load into ``packed``):
@@ -587,6 +592,15 @@ class Index:
                     self._stored_live -= 1
         entries[key] = packed
         return old
+
+    def repoint(self, key: str, packed: int) -> None:
+        """Point ``key``, which has an entry, at another packed entry: :meth:`put_packed`
+        without looking the key up in the stored keys again (compaction's switch has just
+        found its entry)."""
+        entries = self.packed
+        if self._stored is not None and key not in entries:
+            self._stored_live -= 1  # a stored key (not gone: it has an entry), now shadowed
+        entries[key] = packed
 
     def remove(self, key: str) -> Entry | None:
         """Forget ``key``; return its entry (None: it was not there)."""

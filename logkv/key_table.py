@@ -20,11 +20,11 @@ never answer with another key's row, since a lookup compares the key at the row 
 
 from __future__ import annotations
 
-import zlib
 from array import array
 from itertools import repeat
 from pathlib import Path
 from typing import Final
+from zlib import crc32
 
 from .errors import CorruptionError
 from .le_columns import all_zero, le_bytes, le_column
@@ -66,7 +66,7 @@ def build(keys: list[str]) -> array[int] | None:
     bits = table_bits(len(keys))
     mask = (1 << bits) - 1
     table = [0] * (1 << bits)  # a list while probing: reading and writing it boxes nothing
-    spread = map(int.__mul__, map(zlib.crc32, map(str.encode, keys)), repeat(_GOLDEN))
+    spread = map(int.__mul__, map(crc32, map(str.encode, keys)), repeat(_GOLDEN))
     firsts = map(int.__rshift__, map(int.__and__, spread, repeat(_U32)), repeat(32 - bits))
     for row, first in enumerate(firsts, 1):
         if table[first]:
@@ -134,9 +134,10 @@ class KeyTable:
     def find(self, key: str) -> int:
         """The row of ``key``, or -1 when it is not one of the keys."""
         table, keys = self.table, self.keys
-        # the first slot, as build() computes it (surrogatepass: a key that cannot be stored
-        # is looked up, and not found, without an error)
-        slot = (zlib.crc32(key.encode("utf-8", "surrogatepass")) * _GOLDEN & _U32) >> self._shift
+        try:  # the first slot, as build() computes it
+            slot = (crc32(key.encode()) * _GOLDEN & _U32) >> self._shift
+        except UnicodeEncodeError:
+            return -1  # a lone surrogate: no store holds such a key
         row = table[slot]
         left = MAX_PROBES
         try:
