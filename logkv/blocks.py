@@ -60,7 +60,7 @@ def read_block(path: Path, data: Any, offset: int, what: str, *, at: int = 0) ->
         raise CorruptionError(path, at + offset, f"{what} block lies outside the file")
     crc, length = BLOCK_HEADER.unpack_from(data, offset)
     end = offset + BLOCK_HEADER.size + length
-    body = data[offset + BLOCK_HEADER.size : end]
+    body = memoryview(data)[offset + BLOCK_HEADER.size : end]  # a view: no copy of the body
     if len(body) != length or zlib.crc32(body) != crc:
         raise CorruptionError(path, at + offset, f"{what} block fails its checksum")
     try:
