@@ -24,7 +24,7 @@ The file (docs/FORMAT.md, section 7.5)::
                        first_segment, keys, hint_offset, created_us
     tail    16 bytes   u64 offset of the meta block, b"\\x89LKVEND\\n"
 
-Blocks are a snapshot's (``u32 crc32(body) || u32 length || body``, columns little-endian).
+Blocks and the tail are a snapshot's (:mod:`logkv.blocks`); the columns are little-endian.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ from typing import Final
 
 import msgpack
 
+from .blocks import TAIL, encode_ending, read_hint, read_meta
 from .errors import CorruptionError
+from .files import open_bytes
 from .format import GENESIS_CHAIN, SEGMENT_HEADER_SIZE, chain_of
-from .fsutil import create_temp, fsync_dir, open_for_reading, remove_quietly
-from .hints import encode_block, pack_keys, read_block
+from .fsutil import create_temp, fsync_dir, remove_quietly
+from .hints import pack_keys
 from .layout import ARCHIVE_DIR, TEMP_SUFFIX, checkpoint_name, list_checkpoints, list_segments
 from .le_columns import le_bytes, le_column
 from .log_cut import continues_batch
 from .replay import Entry, set_entry
 from .scan import SegmentReader, fail_on_damage
-from .snapshot import TAIL, TAIL_MAGIC
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,6 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
         ]
     )
     header = CHECKPOINT_HEADER.pack(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, 0)
-    hint_block = encode_block(hint)
     meta = msgpack.packb(
         {
             "seq": info.seq,
@@ -157,15 +157,13 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
             "created_us": time.time_ns() // 1000,
         }
     )
-    meta_offset = len(header) + len(hint_block)
     path = folder / checkpoint_name(info.seq)
     fd, temp = create_temp(path)
     try:
         with open(fd, "wb", closefd=True) as file:
             file.write(header)
-            file.write(hint_block)
-            file.write(encode_block(meta))
-            file.write(TAIL.pack(meta_offset, TAIL_MAGIC))
+            for piece in encode_ending(len(header), hint, meta):
+                file.write(piece)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
@@ -178,41 +176,33 @@ def write_checkpoint(folder: Path, info: CheckpointInfo, entries: dict[str, Entr
 def load_checkpoint(path: Path, *, entries: bool = True) -> tuple[CheckpointInfo, dict[str, Entry]]:
     """Read checkpoint ``path``: its info and (with ``entries``) key -> entry in a segment.
     A damaged file raises :class:`~logkv.errors.CorruptionError`."""
-    with open_for_reading(path) as file:
-        size = os.fstat(file.fileno()).st_size
-        if size < CHECKPOINT_HEADER.size + TAIL.size:
+    with open_bytes(path) as file:
+        if file.size < CHECKPOINT_HEADER.size + TAIL.size:
             raise CorruptionError(path, 0, "checkpoint is cut short")
-        magic, version, _ = CHECKPOINT_HEADER.unpack(file.read(CHECKPOINT_HEADER.size))
+        magic, version, _ = CHECKPOINT_HEADER.unpack(file.read(0, CHECKPOINT_HEADER.size))
         if magic != CHECKPOINT_MAGIC or version != CHECKPOINT_VERSION:
             raise CorruptionError(path, 0, "bad checkpoint header")
-        file.seek(size - TAIL.size)
-        meta_offset, tail_magic = TAIL.unpack(file.read(TAIL.size))
-        if tail_magic != TAIL_MAGIC or not CHECKPOINT_HEADER.size <= meta_offset < size:
-            raise CorruptionError(path, size - TAIL.size, "bad checkpoint tail")
-        file.seek(meta_offset)
-        meta = read_block(path, file.read(size - TAIL.size - meta_offset), 0, "checkpoint meta")
-        data = b""
-        if entries:
-            file.seek(0)
-            data = file.read(meta_offset)
-    try:
-        info = CheckpointInfo(
-            path,
-            int(meta["seq"]),
-            bytes(meta["chain"]),
-            int(meta["last_us"]),
-            int(meta["max_us"]),
-            int(meta["segment"]),
-            int(meta["offset"]),
-            int(meta["first_segment"]),
-            int(meta["keys"]),
-        )
-        hint_offset = int(meta["hint_offset"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptionError(path, meta_offset, f"checkpoint meta is incomplete: {exc}") from None
-    if not entries:
-        return info, {}
-    hint = read_block(path, data[:meta_offset], hint_offset, "checkpoint hint")
+        meta, meta_offset = read_meta(path, file, CHECKPOINT_HEADER.size, "checkpoint")
+        try:
+            info = CheckpointInfo(
+                path,
+                int(meta["seq"]),
+                bytes(meta["chain"]),
+                int(meta["last_us"]),
+                int(meta["max_us"]),
+                int(meta["segment"]),
+                int(meta["offset"]),
+                int(meta["first_segment"]),
+                int(meta["keys"]),
+            )
+            hint_offset = int(meta["hint_offset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptionError(
+                path, meta_offset, f"checkpoint meta is incomplete: {exc}"
+            ) from None
+        if not entries:
+            return info, {}
+        hint = read_hint(path, file, hint_offset, meta_offset, "checkpoint")
     try:
         keys, *raw, types = hint
         segments = le_column("I", raw[0])

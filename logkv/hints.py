@@ -26,7 +26,6 @@ import os
 import struct
 import sys
 import threading
-import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from typing import Any, Final, cast
 import crc32c
 import msgpack
 
+from .blocks import encode_block, read_block
 from .errors import CorruptionError
 from .format import (
     FRAME_HEADER,
@@ -76,8 +76,6 @@ from .scan import Damage, SegmentReader
 
 log = logging.getLogger(__name__)
 
-#: A block: ``u32 crc32(body) || u32 length || body`` (snapshot meta and hint blocks too).
-BLOCK_HEADER: Final = struct.Struct("<II")
 HINT_MAGIC: Final = b"\x89LKVHNT\n"
 HINT_VERSION: Final = 1
 HINT_HEADER: Final = struct.Struct("<8sII")  # magic, hint version, segment number
@@ -102,30 +100,6 @@ _KEYS_PER_SORT: Final = 4096
 _ASK_EVERY: Final = 4095
 _SET: Final = int(Op.SET)
 _SET_STREAMED: Final = int(Op.SET_STREAMED)
-
-
-# ---------------------------------------------------------------------------------- blocks
-
-
-def encode_block(body: bytes) -> bytes:
-    """``body`` framed as a block (its CRC-32 and length in front)."""
-    return BLOCK_HEADER.pack(zlib.crc32(body), len(body)) + body
-
-
-def read_block(path: Path, data: Any, offset: int, what: str) -> Any:
-    """The msgpack value of the block at ``offset`` of ``data`` (bytes of file ``path``);
-    :class:`CorruptionError` naming ``what`` when it lies outside, fails its CRC or does not
-    decode."""
-    if offset < 0 or offset + BLOCK_HEADER.size > len(data):
-        raise CorruptionError(path, offset, f"{what} block lies outside the file")
-    crc, length = BLOCK_HEADER.unpack_from(data, offset)
-    body = data[offset + BLOCK_HEADER.size : offset + BLOCK_HEADER.size + length]
-    if len(body) != length or zlib.crc32(body) != crc:
-        raise CorruptionError(path, offset, f"{what} block fails its checksum")
-    try:
-        return msgpack.unpackb(body)
-    except Exception as exc:
-        raise CorruptionError(path, offset, f"{what} block is undecodable: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------- columns
@@ -675,10 +649,9 @@ def load_segment_hint(folder: Path, number: int, segment: Path) -> SegmentHint |
     magic, version, stored = HINT_HEADER.unpack_from(data)
     if magic != HINT_MAGIC or version != HINT_VERSION or stored != number:
         raise CorruptionError(path, 0, "bad hint header")
-    meta = read_block(path, data, HINT_HEADER.size, "hint meta")
-    body_at = HINT_HEADER.size + BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(data, 16)[1]
-    body = read_block(path, data, body_at, "hint columns")
-    if body_at + BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(data, body_at)[1] != len(data):
+    meta, body_at = read_block(path, data, HINT_HEADER.size, "hint meta")
+    body, end = read_block(path, data, body_at, "hint columns")
+    if end != len(data):
         raise CorruptionError(path, body_at, "hint has bytes after its columns")
     try:
         hint = SegmentHint(

@@ -11,8 +11,8 @@ A snapshot ``NNNNNNNN.snap`` holds the state after segments ``1..N`` (``covers =
                        last_seq), records, record_bytes, live_bytes, hint_offset, created_us
     tail    16 bytes   u64 offset of the meta block, b"\\x89LKVEND\\n"
 
-A block is ``u32 crc32(body) || u32 length || body``. A snapshot is written to a temp file,
-fsynced, renamed into place and its folder fsynced: it exists whole or not at all.
+Blocks and the tail are written and read by :mod:`logkv.blocks`. A snapshot is written to a
+temp file, fsynced, renamed into place and its folder fsynced: it exists whole or not at all.
 """
 
 from __future__ import annotations
@@ -23,24 +23,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import msgpack
 
+from .blocks import TAIL, encode_ending, read_hint, read_meta
 from .errors import CorruptionError
 from .files import open_bytes
 from .format import FORMAT_VERSION, READABLE_VERSIONS
 from .fsutil import create_temp, fsync_dir, remove_quietly
-from .hints import (
-    BLOCK_HEADER,
-    Columns,
-    Rows,
-    decode_rows,
-    encode_block,
-    index_rows,
-    read_block,
-    row_table,
-)
+from .hints import Columns, Rows, decode_rows, index_rows, row_table
 from .index import Entry, Index
 from .key_table import KeyTable
 from .key_table import build as build_key_table
@@ -51,8 +43,6 @@ SNAPSHOT_MAGIC = b"\x89LKVSNP\n"
 #: The snapshot version written: the segment format's (frames are copied from the log).
 SNAPSHOT_VERSION = FORMAT_VERSION
 SNAPSHOT_HEADER = struct.Struct("<8sII")  # magic, version, covers
-TAIL = struct.Struct("<Q8s")  # offset of the meta block, end magic
-TAIL_MAGIC = b"\x89LKVEND\n"
 _SYNC_EVERY = 64 * 1024 * 1024  # bytes of snapshot written between fdatasyncs
 
 
@@ -129,7 +119,6 @@ class SnapshotWriter:
         table = build_key_table(self.columns.keys)
         hint = self.columns.encode(key_table=None if table is None else encode_key_table(table))
         hint_offset = self._end
-        self._write_block(hint)
         meta = msgpack.packb(
             {
                 "covers": self.covers,
@@ -144,10 +133,9 @@ class SnapshotWriter:
                 "retention": retention,
             }
         )
-        meta_offset = self._end
-        self._write_block(meta)
-        self._file.write(TAIL.pack(meta_offset, TAIL_MAGIC))
-        self._end += TAIL.size
+        for piece in encode_ending(hint_offset, hint, meta):
+            self._file.write(piece)
+            self._end += len(piece)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -177,14 +165,6 @@ class SnapshotWriter:
             pass  # the error that made us abort is the one to report
         finally:
             remove_quietly(self._temp)
-
-    def _write_block(self, body: bytes) -> None:
-        self._file.write(encode_block(body))
-        self._end += BLOCK_HEADER.size + len(body)
-
-
-def _read_block(path: Path, data: Any, offset: int, what: str) -> Any:
-    return read_block(path, data, offset, f"snapshot {what}")
 
 
 def load_snapshot(path: Path, covers: int) -> tuple[SnapshotInfo, dict[str, Entry]]:
@@ -222,10 +202,7 @@ def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows, KeyTable | None]
         magic, version, stored_covers = SNAPSHOT_HEADER.unpack(file.read(0, SNAPSHOT_HEADER.size))
         if magic != SNAPSHOT_MAGIC or version not in READABLE_VERSIONS or stored_covers != covers:
             raise CorruptionError(path, 0, "bad snapshot header")
-        meta_offset, tail_magic = TAIL.unpack(file.read(size - TAIL.size, TAIL.size))
-        if tail_magic != TAIL_MAGIC or meta_offset >= size:
-            raise CorruptionError(path, size - TAIL.size, "bad snapshot tail (unfinished write?)")
-        meta = _read_block(path, file.read(meta_offset, size - TAIL.size - meta_offset), 0, "meta")
+        meta, meta_offset = read_meta(path, file, SNAPSHOT_HEADER.size, "snapshot")
         try:
             hint_offset = int(meta["hint_offset"])
             info = SnapshotInfo(
@@ -244,9 +221,7 @@ def _load(path: Path, covers: int) -> tuple[SnapshotInfo, Rows, KeyTable | None]
             raise CorruptionError(
                 path, meta_offset, f"snapshot meta is incomplete: {exc}"
             ) from None
-        if not 0 <= hint_offset <= meta_offset:
-            raise CorruptionError(path, meta_offset, "snapshot hint block lies outside the file")
-        hint = _read_block(path, file.read(hint_offset, meta_offset - hint_offset), 0, "hint")
+        hint = read_hint(path, file, hint_offset, meta_offset, "snapshot")
     try:
         rows = decode_rows(hint)
         stored = hint[7] if len(hint) > 7 else None

@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -64,6 +64,7 @@ def run_command(
     env: Mapping[str, str] | None = ...,
     timeout: float = ...,
     code: int | None = ...,
+    cwd: Path = ...,
 ) -> subprocess.CompletedProcess[str]: ...
 
 
@@ -77,6 +78,7 @@ def run_command(
     env: Mapping[str, str] | None = ...,
     timeout: float = ...,
     code: int | None = ...,
+    cwd: Path = ...,
 ) -> subprocess.CompletedProcess[bytes]: ...
 
 
@@ -89,19 +91,21 @@ def run_command(
     env: Mapping[str, str] | None = None,
     timeout: float = COMMAND_PATIENCE,
     code: int | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str] | subprocess.CompletedProcess[bytes]:
-    """Run ``python -m MODULE ARGS`` (or ``PROGRAM ARGS``) from the repository root, as its
-    users run it, and wait for it to end.
+    """Run ``python -m MODULE ARGS`` (or ``PROGRAM ARGS``) from the repository root (or from
+    ``cwd``), as its users run it, and wait for it to end.
 
     Its stdout and stderr are captured, as bytes or, with ``text``, as text; ``stdin`` is what
     it reads (else nothing); ``env`` is added to this process's environment. With ``code``,
-    the exit status must be that one (the command, its status and its output otherwise)."""
+    the exit status must be that one (the command, its status and its output otherwise).
+    From the repository root, ``python -m`` and ``python -c`` import this logkv."""
     command = [*(program or (sys.executable, "-m", module)), *args]
     if stdin is None:
         stdin = "" if text else b""  # nothing to read: the end of its input at once
     done = subprocess.run(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         input=stdin,
         capture_output=True,
         text=text,
@@ -158,6 +162,27 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def storage_dir(tmp_path: Path) -> Path:
     """A storage directory that does not exist yet."""
     return tmp_path / "storage"
+
+
+@pytest.fixture
+async def sides(tmp_path: Path, crawlee_storage: type) -> AsyncIterator[dict[str, Any]]:
+    """Crawlee's file-system storage client and logkv's side by side, each in a storage
+    directory of its own, opening the test module's ``crawlee_storage`` (``Dataset`` or
+    ``RequestQueue``): ``crawlee_sides.Side`` by the client's name."""
+    from crawlee_sides import serve_sides  # noqa: PLC0415 (the crawlee extra)
+
+    async for made in serve_sides(tmp_path, crawlee_storage):
+        yield made
+
+
+@pytest.fixture
+async def lone(tmp_path: Path, crawlee_storage: type) -> AsyncIterator[Any]:
+    """logkv's storage clients alone over one storage directory, opening the test module's
+    ``crawlee_storage``: a ``crawlee_sides.Lone``."""
+    from crawlee_sides import Lone  # noqa: PLC0415 (the crawlee extra)
+
+    async for made in Lone.serving(tmp_path, crawlee_storage):
+        yield made
 
 
 class Pages(BaseHTTPRequestHandler):

@@ -11,12 +11,11 @@ import json
 import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import msgpack
 import pytest
+from conftest import run_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -420,12 +419,6 @@ def test_dump_and_verify_read_a_snapshot_holding_records_of_batches(tmp_path: Pa
         engine.set("k2", b"new")
         engine.compact()
     assert verify(folder).ok
-    done = subprocess.run(
-        [sys.executable, "-m", "logkv.cli.main", "dump", "--json", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_command("dump", "--json", folder, text=True, code=0)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert sorted(line["key"] for line in lines) == [f"k{i}" for i in range(5)]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
 from crawlee.storages import Dataset, KeyValueStore
@@ -206,8 +206,7 @@ def test_the_commands_import_no_crawlee() -> None:
         "import sys, logkv.cli.main, logkv.cli.compact, logkv.storage_layout;"
         "sys.exit(any(m == 'crawlee' or m.startswith('crawlee.') for m in sys.modules))"
     )
-    done = subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
-    assert done.returncode == 0
+    run_command(program=[sys.executable, "-c", code], timeout=60, code=0)
 
 
 def test_a_meta_json_that_does_not_parse_makes_the_type_unknown(tmp_path: Path) -> None:

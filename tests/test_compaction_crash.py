@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 from store_model import Model, dump
 
 from logkv import Engine
@@ -30,7 +29,6 @@ from logkv.modes import Retention
 from logkv.snapshot import SnapshotWriter
 from logkv.verify import verify
 
-ROOT = Path(__file__).resolve().parent.parent
 SEGMENT_SIZE = 4096
 
 
@@ -331,15 +329,9 @@ def test_an_interrupted_archive_compaction_is_finished_as_archive(
 def test_sigkill_during_compactions_loses_no_acknowledged_write(tmp_path: Path) -> None:
     store = tmp_path / "store"
     rounds = 6
-    command = [sys.executable, "-m", "tools.compaction_torture", "--json", "--seed", "7"]
-    command += ["--store", str(store), "--rounds", str(rounds), "--records", "20000"]
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    options = ["--json", "--seed", "7", "--rounds", str(rounds), "--records", "20000"]
+    done = run_command(
+        *options, "--store", store, module="tools.compaction_torture", text=True, timeout=300
     )
     summary = json.loads(done.stdout)
     assert summary["problems"] == [], done.stderr

@@ -11,23 +11,21 @@ import datetime
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from crawlee import service_locator
 from crawlee.configuration import Configuration as CrawleeConfiguration
-from crawlee.storage_clients import FileSystemStorageClient, StorageClient
 from crawlee.storage_clients._base import DatasetClient
 from crawlee.storage_clients._file_system import FileSystemDatasetClient
 from crawlee.storages import Dataset, KeyValueStore
+from crawlee_sides import Lone, Side
 from hypothesis import given
 from hypothesis import strategies as st
 
 from logkv import Configuration, Engine, StoreClosedError
-from logkv.crawlee import LogKvStorageClient
 from logkv.crawlee._dataset import (
     ITEM_CONTENT_TYPE,
     LogKvDatasetClient,
@@ -51,49 +49,10 @@ ITEMS: list[dict[str, Any]] = [
 ]
 
 
-class Side:
-    """One storage client under test, in its own storage directory."""
-
-    def __init__(self, root: Path, make: Callable[[], StorageClient]) -> None:
-        self.root = root
-        self.make = make
-        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
-        self.client = make()
-
-    async def open(self, **selector: Any) -> Dataset:
-        return await Dataset.open(
-            configuration=self.configuration, storage_client=self.client, **selector
-        )
-
-    async def restart(self) -> None:
-        await _close(self.client)
-        service_locator.storage_instance_manager.clear_cache()
-        self.client = self.make()
-
-
-async def _close(client: StorageClient) -> None:
-    if isinstance(client, LogKvStorageClient):
-        await client.close()
-
-
-def _logkv() -> StorageClient:
-    return LogKvStorageClient(settings=Configuration(auto_compact=False))
-
-
-MAKERS: dict[str, Callable[[], StorageClient]] = {
-    "file-system": FileSystemStorageClient,
-    "logkv": _logkv,
-}
-
-
 @pytest.fixture
-async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
-    service_locator.storage_instance_manager.clear_cache()
-    made = {name: Side(tmp_path / name, make) for name, make in MAKERS.items()}
-    yield made
-    for side in made.values():
-        await _close(side.client)
-    service_locator.storage_instance_manager.clear_cache()
+def crawlee_storage() -> type[Dataset]:
+    """What the ``sides`` and ``lone`` fixtures open here: datasets."""
+    return Dataset
 
 
 async def _both(sides: dict[str, Side], **selector: Any) -> dict[str, Dataset]:
@@ -199,7 +158,7 @@ SHAPES: list[tuple[dict[str, Any], list[Any]]] = [
 async def test_fields_omit_skip_hidden_and_clean_shape_the_items(
     lone: Lone, arguments: dict[str, Any], expected: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    dataset = await lone.dataset(lone.client())
+    dataset = await lone.open(lone.client())
     await dataset.push_data(SHAPED)
     with caplog.at_level(logging.WARNING):
         page = await dataset.get_data(**arguments)
@@ -331,86 +290,12 @@ def test_select_indexes_is_a_slice_of_the_ordered_items() -> None:
                     assert list(select_indexes(total, offset, limit, desc)) == want
 
 
-class Lone:
-    """logkv storage clients over one storage directory, closed (and Crawlee's cache cleared)
-    at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.configuration = CrawleeConfiguration(storage_dir=str(root), purge_on_start=False)
-        self.clients: list[LogKvStorageClient] = []
-
-    def client(self, **options: Any) -> LogKvStorageClient:
-        settings = options.pop("settings", Configuration(auto_compact=False))
-        made = LogKvStorageClient(settings=settings, **options)
-        self.clients.append(made)
-        return made
-
-    async def dataset(self, client: LogKvStorageClient, **selector: Any) -> Dataset:
-        return await Dataset.open(
-            configuration=self.configuration, storage_client=client, **selector
-        )
-
-    async def raw(self, client: LogKvStorageClient, **selector: Any) -> Any:
-        return await client.create_dataset_client(configuration=self.configuration, **selector)
-
-    @classmethod
-    async def serving(cls, root: Path) -> AsyncIterator[Self]:
-        """One over ``root`` from a clear cache, for a fixture to yield; its clients are
-        closed after, and the cache cleared again."""
-        service_locator.storage_instance_manager.clear_cache()
-        made = cls(root)
-        yield made
-        await made.close_clients()
-
-    async def close_clients(self) -> None:
-        """Close every client made so far and clear Crawlee's cache of opened storages."""
-        for client in self.clients:
-            await client.close()
-        service_locator.storage_instance_manager.clear_cache()
-
-    async def check_native_switch(self, option: str, delegated: type, native: type) -> None:
-        """With ``option`` false the storage goes to the delegate (as ``delegated``), by
-        default it is logkv's own (``native``), and the two clients are cached apart."""
-        delegating = self.client(**{option: False})
-        assert isinstance(await self.raw(delegating), delegated)
-        default = self.client()
-        assert isinstance(await self.raw(default, name="n"), native)
-        keys = {c.get_storage_client_cache_key(self.configuration) for c in (delegating, default)}
-        assert len(keys) == 2
-
-    async def check_hostile_keys_refused(
-        self,
-        client: Callable[[], LogKvStorageClient],
-        name: str,
-        folder: Path,
-        hostile_keys: tuple[str, ...],
-        content_type: str,
-        match: str,
-    ) -> None:
-        """A store ``name`` (at ``folder``) holding any one of ``hostile_keys`` is refused with
-        ``match`` by a client ``client()`` returns; the key is taken away again after each."""
-        for hostile in hostile_keys:
-            with Engine.open(folder) as engine:
-                engine.set(hostile, b"{}", content_type)
-            with pytest.raises(ValueError, match=match):
-                await self.raw(client(), name=name)
-            with Engine.open(folder) as engine:
-                engine.delete(hostile)
-
-
-@pytest.fixture
-async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    async for made in Lone.serving(tmp_path):
-        yield made
-
-
 async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:
     lone.configuration = CrawleeConfiguration(storage_dir=str(lone.root), purge_on_start=True)
     for round_ in range(2):
         client = lone.client()
-        default = await lone.dataset(client)
-        named = await lone.dataset(client, name="keep")
+        default = await lone.open(client)
+        named = await lone.open(client, name="keep")
         assert (await default.get_metadata()).item_count == 0
         assert (await named.get_metadata()).item_count == round_
         await default.push_data({"r": round_})
@@ -422,7 +307,7 @@ async def test_purge_on_start_empties_unnamed_datasets_only(lone: Lone) -> None:
 async def test_a_far_page_reads_only_its_own_records(
     lone: Lone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset = await lone.dataset(lone.client())
+    dataset = await lone.open(lone.client())
     for start in range(0, 20_000, 5_000):
         await dataset.push_data([{"i": i} for i in range(start, start + 5_000)])
     reads: list[str] = []
@@ -455,7 +340,7 @@ async def test_pushes_small_and_large_under_each_durability(
     lone: Lone, durability: Durability
 ) -> None:
     settings = Configuration(durability=durability, offload_threshold=4096, auto_compact=False)
-    dataset = await lone.dataset(lone.client(settings=settings))
+    dataset = await lone.open(lone.client(settings=settings))
     small = [{"i": i} for i in range(3)]
     large = [{"i": i, "body": "x" * 1000} for i in range(3, 13)]
     await asyncio.gather(*(dataset.push_data(batch) for batch in (small, large, small)))
@@ -471,7 +356,7 @@ async def test_native_datasets_false_hands_datasets_to_the_delegate(lone: Lone) 
 
 async def test_a_store_whose_keys_are_not_item_keys_is_refused(lone: Lone) -> None:
     client = lone.client()
-    dataset = await lone.dataset(client, name="d")
+    dataset = await lone.open(client, name="d")
     await dataset.push_data([{"i": 0}, {"i": 1}])
     await client.close()
     await lone.check_hostile_keys_refused(
@@ -490,7 +375,7 @@ async def test_an_item_that_is_not_json_is_skipped_with_a_logged_error(
     lone: Lone, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = lone.client()
-    dataset = await lone.dataset(client, name="d")
+    dataset = await lone.open(client, name="d")
     await dataset.push_data([{"i": 0}, {"i": 1}, {"i": 2}])
     raw = await lone.raw(client, name="d")
     raw.engine.set(item_key(1), b"\xff not json", ITEM_CONTENT_TYPE)
@@ -530,7 +415,7 @@ async def test_timestamps_are_saved_once_per_persist_interval(
 ) -> None:
     settings = Configuration(auto_compact=False, persist_state_interval=timedelta(seconds=30))
     client = lone.client(settings=settings)
-    dataset = await lone.dataset(client, name="timed")
+    dataset = await lone.open(client, name="timed")
     folder = lone.root / "datasets" / "timed"
     created = read_meta(folder)
     assert created is not None
@@ -553,7 +438,7 @@ async def test_timestamps_are_saved_once_per_persist_interval(
 
 async def test_modified_at_comes_back_from_the_log_when_meta_json_is_stale(lone: Lone) -> None:
     client = lone.client()
-    dataset = await lone.dataset(client, name="stale")
+    dataset = await lone.open(client, name="stale")
     await dataset.push_data({"i": 0})
     folder = lone.root / "datasets" / "stale"
     await client.close()
@@ -563,6 +448,6 @@ async def test_modified_at_comes_back_from_the_log_when_meta_json_is_stale(lone:
     pushed_at = meta.modified_at
     meta.modified_at = meta.created_at - 100  # as if the last save was lost
     write_meta(folder, meta)
-    reopened = await lone.dataset(lone.client(), name="stale")
+    reopened = await lone.open(lone.client(), name="stale")
     got = (await reopened.get_metadata()).modified_at.timestamp()
     assert pushed_at - 1 < got <= time.time()

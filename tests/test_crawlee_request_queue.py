@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,13 +20,10 @@ from crawlee.storage_clients import FileSystemStorageClient
 from crawlee.storage_clients._base import RequestQueueClient
 from crawlee.storage_clients._file_system import FileSystemRequestQueueClient
 from crawlee.storages import Dataset, KeyValueStore, RequestQueue
-from test_crawlee_dataset import MAKERS
-from test_crawlee_dataset import Lone as DatasetLone
-from test_crawlee_dataset import Side as DatasetSide
-from test_crawlee_dataset import _close as close_client
+from crawlee_sides import Lone, Side
 
 from logkv import Configuration, Engine
-from logkv.crawlee import LogKvRequestQueueClient, LogKvStorageClient
+from logkv.crawlee import LogKvRequestQueueClient
 from logkv.crawlee import _request_queue as request_queue_module
 from logkv.crawlee._request_records import REQUEST_CONTENT_TYPE, HashCollisionError, request_hash
 from logkv.crawlee._storage_client import BESIDE_FILE_SYSTEM_DEFAULT
@@ -41,23 +37,10 @@ def url(n: int | str) -> str:
     return f"https://a.invalid/{n}"
 
 
-class Side(DatasetSide):
-    """One storage client under test, in its own storage directory."""
-
-    async def open(self, **selector: Any) -> RequestQueue:  # type: ignore[override]
-        return await RequestQueue.open(
-            configuration=self.configuration, storage_client=self.client, **selector
-        )
-
-
 @pytest.fixture
-async def sides(tmp_path: Path) -> AsyncIterator[dict[str, Side]]:
-    service_locator.storage_instance_manager.clear_cache()
-    made = {name: Side(tmp_path / name, make) for name, make in MAKERS.items()}
-    yield made
-    for side in made.values():
-        await close_client(side.client)
-    service_locator.storage_instance_manager.clear_cache()
+def crawlee_storage() -> type[RequestQueue]:
+    """What the ``sides`` and ``lone`` fixtures open here: request queues."""
+    return RequestQueue
 
 
 async def counts(queue: RequestQueue) -> tuple[int, int, int]:
@@ -247,46 +230,24 @@ async def test_purge_on_start_empties_unnamed_queues_only(sides: dict[str, Side]
 # ---------------------------------------------------------------- logkv only
 
 
-class Lone(DatasetLone):
-    """logkv storage clients over one storage directory, closed at teardown."""
-
-    async def queue(self, client: LogKvStorageClient, **selector: Any) -> RequestQueue:
-        return await RequestQueue.open(
-            configuration=self.configuration, storage_client=client, **selector
-        )
-
-    async def raw(self, client: LogKvStorageClient, **selector: Any) -> Any:
-        return await client.create_rq_client(configuration=self.configuration, **selector)
-
-    async def restart(self) -> LogKvStorageClient:
-        await self.close_clients()
-        return self.client()
-
-
-@pytest.fixture
-async def lone(tmp_path: Path) -> AsyncIterator[Lone]:
-    async for made in Lone.serving(tmp_path):
-        yield made
-
-
 def test_the_client_is_crawlees_request_queue_client() -> None:
     assert issubclass(LogKvRequestQueueClient, RequestQueueClient)
 
 
 async def test_requests_in_progress_are_pending_again_at_once_after_a_reopen(lone: Lone) -> None:
-    queue = await lone.queue(lone.client())
+    queue = await lone.open(lone.client())
     await queue.add_requests([url(n) for n in range(5)], wait_for_all_requests_to_be_added=True)
     await queue.add_request(url("f"), forefront=True)
     fetched = [await queue.fetch_next_request() for _ in range(3)]
     assert [r.url for r in fetched if r] == [url("f"), url(0), url(1)]
     assert fetched[1] is not None
     await queue.mark_request_as_handled(fetched[1])
-    queue = await lone.queue(await lone.restart())
+    queue = await lone.open(await lone.restart())
     assert await counts(queue) == (5, 1, 6)
     assert await drain(queue) == [url("f"), url(1), url(2), url(3), url(4)]
     # New adds after a reopen go behind the old ones, forefront ones in front.
     await queue.add_requests([url(7), url(8)], wait_for_all_requests_to_be_added=True)
-    queue = await lone.queue(await lone.restart())
+    queue = await lone.open(await lone.restart())
     await queue.add_request(url(9))
     await queue.add_request(url("g"), forefront=True)
     assert await drain(queue) == [url("g"), url(7), url(8), url(9)]
@@ -294,7 +255,7 @@ async def test_requests_in_progress_are_pending_again_at_once_after_a_reopen(lon
 
 async def test_handled_requests_are_compact_and_compaction_shrinks_them(lone: Lone) -> None:
     client = lone.client()
-    queue = await lone.queue(client)
+    queue = await lone.open(client)
     body = "x" * 2000
     requests = [Request.from_url(url(n), user_data={"body": body}) for n in range(50)]
     await queue.add_requests(requests, wait_for_all_requests_to_be_added=True)
@@ -330,7 +291,7 @@ async def test_handled_requests_can_be_imported_and_every_request_listed(lone: L
 @pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])
 async def test_hostile_keys_and_large_requests(lone: Lone, durability: Durability) -> None:
     settings = Configuration(durability=durability, offload_threshold=4096, auto_compact=False)
-    queue = await lone.queue(lone.client(settings=settings))
+    queue = await lone.open(lone.client(settings=settings))
     huge_key = "k" * 5000 + "é🕷\u0000"
     requests = [
         Request.from_url(url(1), unique_key=huge_key),
@@ -347,7 +308,7 @@ async def test_hostile_keys_and_large_requests(lone: Lone, durability: Durabilit
         request = await queue.fetch_next_request()
         assert request is not None and request.unique_key != huge_key
         await queue.mark_request_as_handled(request)
-    queue = await lone.queue(await lone.restart())
+    queue = await lone.open(await lone.restart())
     assert await counts(queue) == (1, 2, 3)
     last = await queue.fetch_next_request()
     assert last is not None and last.user_data["more"] == "z" * 10_000
@@ -440,7 +401,7 @@ async def test_the_default_key_value_store_is_default_with_native_queues(lone: L
 
 async def test_a_crawl_whose_default_store_is_default_logkv_keeps_it(lone: Lone) -> None:
     old = lone.client(native_request_queues=False)
-    queue = await lone.queue(old)
+    queue = await lone.open(old)
     await queue.add_request(url(1))  # Crawlee's file-system queue writes into default
     kvs = await KeyValueStore.open(configuration=lone.configuration, storage_client=old)
     await kvs.set_value("state", {"page": 7})
@@ -501,7 +462,7 @@ async def test_a_crawlee_file_system_queue_left_in_the_folder_is_refused(lone: L
     await old.add_request(url(1))
     service_locator.storage_instance_manager.clear_cache()
     with pytest.raises(NotALogKVStoreError, match="Crawlee file-system"):
-        await lone.queue(lone.client())
+        await lone.open(lone.client())
 
 
 @pytest.mark.parametrize("durability", [Durability.PROCESS, Durability.FSYNC])

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT, run_command
 
 from logkv.cli.main import main as logkv_main
 
 # Every test here runs a Crawlee crawler in a child process: all of it is slow.
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 120
 #: The first run is killed once it has handled this many requests and persisted its state.
 KILL_AFTER = 25
@@ -202,13 +202,8 @@ def test_killed_crawler_resumes_from_its_last_persisted_state(tmp_path: Path, si
     assert logkv_main(["verify", str(folder)]) == 0
 
     # Second run: it reads the store before crawling, then resumes and finishes.
-    second = subprocess.run(
-        [*command, str(second_journal), site, str(REQUESTS)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    second = run_command(
+        second_journal, site, str(REQUESTS), program=command, env=env, text=True, timeout=120
     )
     assert second.returncode == 0, second.stderr[-3000:]
 
@@ -247,13 +242,12 @@ def test_killed_crawler_resumes_from_its_last_persisted_state(tmp_path: Path, si
 
 def test_example_crawler_runs_offline(tmp_path: Path) -> None:
     storage_dir = tmp_path / "storage"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "crawler_with_logkv.py"), str(storage_dir)],
+    done = run_command(
+        storage_dir,
+        program=[sys.executable, ROOT / "examples" / "crawler_with_logkv.py"],
         env=child_env(storage_dir),
-        capture_output=True,
         text=True,
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "crawled 30 pages" in done.stdout

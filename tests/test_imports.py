@@ -27,9 +27,8 @@ def module_files() -> dict[str, Path]:
 SYNC_CORE = {
     f"logkv.{name}"
     for name in [
-        *("engine", "compaction", "index", "key_table", "le_columns", "hints", "key_range"),
-        *("segments", "snapshot"),
-        *("retire", "values"),
+        *("engine", "compaction", "index", "key_table", "le_columns", "hints", "blocks"),
+        *("key_range", "segments", "snapshot", "retire", "values"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
         *("rebuild", "log_cut", "checkpoints", "group_commit", "value_refs"),
         *("format", "layout", "fsutil", "files", "errors"),

@@ -25,12 +25,12 @@ from hypothesis.stateful import (
 )
 
 from logkv import Engine, key_table
+from logkv.blocks import TAIL, encode_block, read_block
 from logkv.errors import CorruptionError
-from logkv.hints import BLOCK_HEADER, Columns, encode_block
+from logkv.hints import Columns
 from logkv.index import Index, RowTable, pack, packed_file
 from logkv.key_table import MAX_PROBES, KeyTable, build, encode, table_bits
 from logkv.layout import list_snapshots
-from logkv.snapshot import TAIL
 from logkv.verify import verify
 
 # Keys as a store holds them: any text that UTF-8 encodes (no lone surrogates).
@@ -296,15 +296,14 @@ def _rewrite_key_table(snapshot: Path, change: bytes) -> None:
     valid block checksum: what a bug in the writer would leave."""
     data = bytearray(snapshot.read_bytes())
     meta_offset, _ = TAIL.unpack_from(data, len(data) - TAIL.size)
-    meta = msgpack.unpackb(data[meta_offset + BLOCK_HEADER.size : len(data) - TAIL.size])
+    meta, _ = read_block(snapshot, data, meta_offset, "meta")
     start = meta["hint_offset"]
-    _, length = BLOCK_HEADER.unpack_from(data, start)
-    hint = msgpack.unpackb(data[start + BLOCK_HEADER.size : start + BLOCK_HEADER.size + length])
+    hint, end = read_block(snapshot, data, start, "hint")
     assert len(hint[7]) == len(change)
     hint[7] = change
     block = encode_block(msgpack.packb(hint))
-    assert len(block) == BLOCK_HEADER.size + length
-    data[start : start + len(block)] = block
+    assert len(block) == end - start
+    data[start:end] = block
     snapshot.write_bytes(bytes(data))
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 from logkv import Engine, ReadOnlyStoreError, StoreLockedError
 from logkv.layout import list_segments
@@ -98,12 +99,8 @@ def child_value(i: int) -> bytes:
 
 
 def try_open_in_child(path: Path) -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), "try-open"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    out = run_command(
+        path, "try-open", program=[sys.executable, "-c", CHILD], text=True, timeout=60, code=0
     )
     return out.stdout.split()
 

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -388,11 +388,7 @@ def test_the_replay_command_keeps_the_chain_and_refuses_the_end(tmp_path: Path) 
     assert store_figures(store).archive_segments == len(list_segments(store / "archive"))
 
     def logkv(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "logkv.cli.main", *map(str, args)],
-            capture_output=True, text=True, check=False, timeout=300,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-        )  # fmt: skip
+        return run_command(*args, text=True, timeout=300)
 
     done = logkv("replay", store, "--until", "17", "--to", tmp_path / "copy", "--json")
     assert done.returncode == 0, done.stderr

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_command
 
 from logkv import Engine
 from logkv.history import state_at
 from logkv.rebuild import read_provenance, replay_store, staging_folder
 from logkv.verify import verify
-
-REPO = Path(__file__).resolve().parent.parent
 
 #: Runs ``replay_store(source, target, until_seq=until)``, killing itself with SIGKILL at
 #: step ``step`` (the name of a function of logkv.rebuild, and the call of it to die in).
@@ -74,13 +73,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_replayer(source: Path, target: Path, until: int, step: tuple[str, int, str]) -> int:
     name, nth, when = step
-    child = subprocess.run(
-        [sys.executable, "-c", REPLAYER, str(source), str(target), str(until), name, str(nth),
-         when],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300, check=False,
-        capture_output=True, text=True,
-    )  # fmt: skip
-    return child.returncode
+    args = (source, target, str(until), name, str(nth), when)
+    return run_command(*args, program=[sys.executable, "-c", REPLAYER], timeout=300).returncode
 
 
 def check_whole_or_absent(source: Path, target: Path, until: int) -> bool:
@@ -126,7 +120,7 @@ def test_a_replay_killed_at_random_moments(source: Path, tmp_path: Path) -> None
              "from logkv.rebuild import replay_store; "
              "replay_store(Path(sys.argv[1]), Path(sys.argv[2]), until_seq=int(sys.argv[3]))",
              str(source), str(target), str(until)],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         time.sleep(0.3 + rng.uniform(0, took))  # the child's start (imports) comes first
         child.send_signal(signal.SIGKILL)

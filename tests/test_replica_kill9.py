@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_command
 
 from logkv import Engine
 from logkv.verify import verify
@@ -25,7 +26,6 @@ from logkv.replica.url import parse_replica_url
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 
 WRITER = textwrap.dedent(
     """
@@ -73,7 +73,7 @@ RESTORER = textwrap.dedent(
 
 
 def child_env(s3) -> dict[str, str]:
-    return {**os.environ, **s3.env, "PYTHONPATH": str(REPO)}
+    return {**os.environ, **s3.env, "PYTHONPATH": str(ROOT)}
 
 
 def lose_machine(script: str, storage: Path, s3, children, until: int) -> int:
@@ -111,7 +111,7 @@ def test_machine_loss_keeps_every_flushed_write(s3, tmp_path: Path, children) ->
         assert engine.get(keys[-1]) == str(len(keys) - 1).encode()
 
 
-def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path, children) -> None:
+def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path) -> None:
     bucket = store_bucket(parse_replica_url(s3.root), "key_value_stores/big", allow_http=True)
     replica = Replica.claim(bucket, tmp_path / "big", 0.05)
     with Engine.open(tmp_path / "big", segment_size=4096) as engine:
@@ -124,10 +124,9 @@ def test_restore_killed_halfway_leaves_nothing(s3, tmp_path: Path, children) -> 
 
     url = f"{s3.root}/key_value_stores/big"
     target = tmp_path / "restored" / "big"
-    killed = subprocess.run(
-        [sys.executable, "-c", RESTORER, url, str(target)],
-        check=False, env=child_env(s3), timeout=120,
-    )  # fmt: skip
+    killed = run_command(
+        url, target, program=[sys.executable, "-c", RESTORER], env=child_env(s3), timeout=120
+    )
     assert killed.returncode == -signal.SIGKILL
     assert not target.exists()  # nothing half-restored in place
     assert staging_folder(target).exists()

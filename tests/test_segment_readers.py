@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 from crawlee.configuration import Configuration as CrawleeConfiguration
 
 from logkv import Configuration, Engine, KeyValueStore, segments
@@ -26,7 +26,6 @@ from logkv.crawlee import LogKvStorageClient
 from logkv.layout import list_segments
 from logkv.segments import MAX_OPEN_DESCRIPTORS, SegmentReaders
 
-ROOT = Path(__file__).resolve().parent.parent
 OpenEngine = Callable[..., Engine]
 SEGMENT_SIZE = 4096  # the smallest allowed: many segments from few records
 
@@ -324,22 +323,19 @@ def test_a_store_of_many_segments_works_under_a_low_descriptor_limit(
     fill(writer, 300, 1)
     assert len(list_segments(store_path)) > 200
     writer.close()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     stats = (
         "import resource, sys; from logkv.cli.main import main; "
         "resource.setrlimit(resource.RLIMIT_NOFILE, "
         "(64, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
         "sys.exit(main(['stats', '--json', sys.argv[1]]))"
     )
-    for command in (
-        [sys.executable, "-c", stats, str(store_path)],  # before compaction: 300+ segments
-        [sys.executable, "-c", LOW_LIMIT_SCRIPT, str(store_path), "128"],
-        [sys.executable, "-c", stats, str(store_path)],
+    for script, *args in (
+        [stats, store_path],  # before compaction: 300+ segments
+        [LOW_LIMIT_SCRIPT, store_path, "128"],
+        [stats, store_path],
     ):
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        program = [sys.executable, "-c", script]
+        done = run_command(*args, program=program, text=True, timeout=120, code=0)
         assert "Traceback" not in done.stderr
 
 

@@ -11,24 +11,20 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 import threading
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-import msgpack
 import pytest
 from store_model import Model, dump
 
 from logkv import MISSING, CorruptionError, Engine
+from logkv.blocks import TAIL, TAIL_MAGIC, read_block
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
 from logkv.snapshot import (
     SNAPSHOT_HEADER,
     SNAPSHOT_MAGIC,
     SNAPSHOT_VERSION,
-    TAIL,
-    TAIL_MAGIC,
     load_snapshot,
 )
 from logkv.verify import verify
@@ -91,10 +87,7 @@ def meta_of(path: Path) -> tuple[int, dict[str, object]]:
     data = path.read_bytes()
     meta_offset, magic = TAIL.unpack_from(data, len(data) - TAIL.size)
     assert magic == TAIL_MAGIC
-    crc, length = struct.unpack_from("<II", data, meta_offset)
-    body = data[meta_offset + 8 : meta_offset + 8 + length]
-    assert zlib.crc32(body) == crc
-    meta = msgpack.unpackb(body)
+    meta, _ = read_block(path, data, meta_offset, "snapshot meta")
     assert isinstance(meta, dict)
     return meta_offset, meta
 

@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -294,18 +292,9 @@ def test_demo_survives_kill_9_compacts_and_says_so(tmp_path: Path) -> None:
     cwd, temp = tmp_path / "cwd", tmp_path / "temp"
     cwd.mkdir()
     temp.mkdir()
-    env = dict(os.environ, TMPDIR=str(temp), PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, "-m", "logkv.demo"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {"TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}  # from cwd, python -m needs the path
+    done = run_command(module="logkv.demo", cwd=cwd, env=env, text=True, timeout=120, code=0)
     out = done.stdout
-    assert done.returncode == 0, out + done.stderr
     assert "LOST" not in out and "FAILED" not in out and "UNEXPECTED" not in out
     acked = re.search(r"Crawler process \d+ .*KeyValueStore.*\n +(\d+) writes acknowledged", out)
     assert acked is not None, out

@@ -14,7 +14,6 @@ change; nor may a hostile key drawn by the script. Skipped, with the reason, whe
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_command
 
 pytest.importorskip("starlette")
 pytest.importorskip("crawlee")
@@ -54,11 +54,8 @@ def _need_chromium() -> None:
 @pytest.fixture
 def crawled(tmp_path: Path, site: str) -> Path:
     storage = tmp_path / "storage"
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("web_crawl.py")), str(storage), site],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    program = [sys.executable, Path(__file__).with_name("web_crawl.py")]
+    run_command(storage, site, program=program, text=True, timeout=120, code=0)
     return storage
 
 
