@@ -14,15 +14,20 @@ The steps, and why a crash at any of them loses nothing:
    uses the snapshot and ignores segments ``<= N`` even if they are still there.
 4. *Switch* (batches under the lock): index entries that still point at or below ``N`` now
    point into the snapshot.
-5. *Retire*: delete segments ``<= N`` (or move them to ``archive/``, and then write the
-   archived log's checkpoints, :mod:`logkv.checkpoints`) and older snapshots.
+5. *Retire* (lock held only to record the snapshot as installed and let the readers go of
+   the files it replaced): delete segments ``<= N`` (or move them to ``archive/``, and then
+   write the archived log's checkpoints, :mod:`logkv.checkpoints`) and older snapshots, with
+   the lock released: a deletion waits for the file system's journal (milliseconds each, more
+   right after the snapshot's ``fsync``), and writers must not wait for it. Once the host
+   records the snapshot, no index entry points into those files and its readers keep none of
+   them open, so nothing needs them; a read that looked its entry up before the switch reads
+   the file while it is still there, or finds it gone and looks the key up again.
    A crash before or during this step is finished by the next writable open. Compaction holds
-   these files open meanwhile (the largest, up to a bound), so that deleting one under the lock
-   only removes its name; its blocks are freed (milliseconds per segment, seconds for
-   gigabytes) when compaction closes it, after releasing the lock. The engine's readers let go
-   of the retired files they had open at the same time, so once compaction returns the store
-   holds none of them and the space is back (a read still running finishes first; a read that
-   looked its entry up before the switch finds the file gone and looks the key up again).
+   these files open meanwhile (the largest, up to a bound), so that deleting one only removes
+   its name; its blocks are freed (milliseconds per segment, seconds for gigabytes) when
+   compaction closes it, after the deletions. The engine's readers let go of the retired files
+   they had open at the same time, so once compaction returns the store holds none of them and
+   the space is back (a read still running finishes first).
 
 This module holds the algorithm and knows nothing else of the engine: the store it runs on is
 a :class:`CompactionHost`, which takes its lock for each step that needs it and keeps a
@@ -46,7 +51,7 @@ from sortedcontainers import SortedDict
 from .checkpoints import CheckpointPolicy, update_checkpoints
 from .errors import LogKVError
 from .format import value_ref_of_frame
-from .index import FILE_ID, Entry, Index, packed_file, unpack
+from .index import FILE_ID, Entry, Index, packed_file
 from .layout import list_segments, list_snapshots
 from .modes import Retention
 from .replay import frame_length
@@ -56,6 +61,14 @@ from .snapshot import SnapshotWriter
 from .values import remove_dead_values
 
 _BATCH = 512  # index entries handled per lock hold
+#: Compaction works at most about this long (seconds) before it lets other threads run.
+WORK_SLICE = 0.002
+#: How long it lets them: a real sleep, during which a writer waiting for the interpreter
+#: takes it. ``sleep(0)`` drops the interpreter lock and takes it straight back, before a
+#: waiting thread has woken up; the waiting thread then gets it only when the interpreter
+#: forces a switch, after 5 ms (``sys.getswitchinterval()``), twice per write (before it
+#: and after its ``pwrite``).
+PAUSE = 50e-6
 #: Frames up to this size are read whole to be copied; larger ones a piece at a time.
 COPY_WHOLE = 4 << 20
 
@@ -154,10 +167,14 @@ class CompactionState:
 
     def entries_at_rotation(
         self, index: Index, after: str | None
-    ) -> tuple[str | None, list[tuple[str, Entry]]]:
-        """The next keys after ``after``, each with the entry it had at the rotation (a key
-        changed since has that entry in :attr:`frozen`), and the last key looked at (None: no
-        keys left). So the snapshot is the state as of its ``last_seq``."""
+    ) -> tuple[str | None, list[tuple[str, int]]]:
+        """The next keys after ``after``, each with the packed entry it had at the rotation (a
+        key changed since has that entry in :attr:`frozen`), and the last key looked at (None:
+        no keys left). So the snapshot is the state as of its ``last_seq``.
+
+        The entries are left packed: unpacking them is most of the work of a batch, and needs
+        no lock (a packed entry never changes, and the row tables it may refer to stay until
+        the compaction retires their files), so the host unpacks them after releasing it."""
         frozen = self.frozen
         assert frozen is not None
         keys = index.after(after, _BATCH)
@@ -170,13 +187,13 @@ class CompactionState:
         if not keys:
             return None, []
         batch = []
-        names, current = index.types.names, index.find
+        current = index.find
         for key in keys:
             packed = frozen.get(key)
             if packed is None:
                 packed = current(key)
             if packed is not None:
-                batch.append((key, unpack(packed, names)))
+                batch.append((key, packed))
         return keys[-1], batch
 
     def _check(self) -> None:
@@ -245,7 +262,8 @@ class CompactionHost(Protocol):
     def entries_at_rotation(
         self, after: str | None, timer: HoldTimer
     ) -> tuple[str | None, list[tuple[str, Entry]]]:
-        """Step 2, per batch: :meth:`CompactionState.entries_at_rotation` under the lock."""
+        """Step 2, per batch: :meth:`CompactionState.entries_at_rotation` under the lock, the
+        entries unpacked after it."""
         ...
 
     def read_frame(self, entry: Entry) -> bytes:
@@ -267,19 +285,39 @@ class CompactionHost(Protocol):
         """Step 4, per batch: :func:`switch_entries` on the index under the lock."""
         ...
 
-    def retire_covered(
-        self, cut: Cut, snapshot_bytes: int, retire: Callable[[], list[int]], timer: HoldTimer
-    ) -> tuple[list[int], list[object]]:
+    def retire_covered(self, cut: Cut, snapshot_bytes: int, timer: HoldTimer) -> list[object]:
         """Step 5, under the lock: count the snapshot's ``snapshot_bytes`` of records in place
-        of the log it covers, record it as installed, ``retire()`` the files it replaced and
-        let the readers and the index go of them. Returns the file ids retired and what the
-        readers and the index held of those files, for the caller to drop after the lock
-        (that frees the files' blocks, and a million references to the stored keys)."""
+        of the log it covers, record it as installed (segments ``<= cut.covers`` no longer
+        count as the store's) and let the readers and the index go of the files it replaced,
+        and keep none of them from now on. Returns what the readers and the index held of
+        those files, for the caller to drop once it deleted them (that frees the files' blocks,
+        and a million references to the stored keys). The caller deletes the files after the
+        lock is released."""
         ...
 
     def end_compaction(self) -> None:
         """Whatever happened: the compaction is over (:meth:`CompactionState.end`)."""
         ...
+
+
+class Turns:
+    """Lets other threads run every :data:`WORK_SLICE` seconds of a long job: :meth:`take`
+    between two steps of it (each step short) sleeps :data:`PAUSE` once a slice is used up.
+
+    Compaction's copy and switch, and the merge of fresh keys, run Python code for seconds
+    with no I/O that releases the interpreter lock for long; without turns, a writer waits up
+    to a switch interval for it each time it needs it."""
+
+    __slots__ = ("_until",)
+
+    def __init__(self) -> None:
+        self._until = time.perf_counter() + WORK_SLICE
+
+    def take(self) -> None:
+        """Sleep :data:`PAUSE` if the current slice of work is used up."""
+        if time.perf_counter() >= self._until:
+            time.sleep(PAUSE)
+            self._until = time.perf_counter() + WORK_SLICE
 
 
 class _Stopwatch:
@@ -328,18 +366,15 @@ def compact(
         held = _hold_open(host.path, covers)
         let_go: list[object] = []  # what the readers and the index held of the retired files
         try:
-            retired, let_go = host.retire_covered(
-                cut,
-                info.record_bytes,
-                lambda: retire_files(host.path, covers, retention, sync=False),
-                watch,
-            )
+            let_go = host.retire_covered(cut, info.record_bytes, watch)
+            # Outside the lock: writers go on while the file system deletes (or moves) them.
+            retired = retire_files(host.path, covers, retention, sync=False)
         finally:
-            let_go.clear()  # frees the deleted files' blocks, outside the lock
+            let_go.clear()  # frees the deleted files' blocks (and the stored keys)
             for fd in held:
                 os.close(fd)
         if retired:
-            sync_retired(host.path, retention)  # outside the lock: writers go on meanwhile
+            sync_retired(host.path, retention)
         if retention is Retention.DELETE:
             remove_dead_values(host.path, cut.last_seq, streamed)
     except BaseException:
@@ -417,12 +452,14 @@ def _copy_live_records(
     after: str | None = None
     done = 0
     streamed: set[int] = set()
+    turn = Turns().take
     while True:
         host.settle_order()  # keys written since: merged a batch per lock hold
         last, batch = host.entries_at_rotation(after, watch)
         if last is None:
             return streamed
         for key, entry in batch:
+            turn()
             if entry[FILE_ID] > covers:
                 continue  # written after the rotation: the log after the snapshot has it
             if frame_length(entry) > COPY_WHOLE:
@@ -443,10 +480,9 @@ def _switch_index(
     host: CompactionHost, snapshot: SnapshotWriter, covers: int, watch: _Stopwatch
 ) -> None:
     keys, entry = snapshot.columns.keys, snapshot.entry
+    turn = Turns().take
     for start in range(0, len(keys), _BATCH):
         # The new entries are made before the lock is taken: it is held only to swap them in.
         stop = min(start + _BATCH, len(keys))
         host.switch_to_snapshot([(keys[i], entry(i)) for i in range(start, stop)], covers, watch)
-        # This loop does no I/O, so it would keep the GIL for whole switch intervals and take
-        # the lock again before a waiting writer runs; sleep(0) hands the GIL over.
-        time.sleep(0)
+        turn()  # this loop does no I/O: it lets writers run now and then

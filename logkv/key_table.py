@@ -36,6 +36,8 @@ _U32: Final = 0xFFFFFFFF
 MAX_PROBES: Final = 128
 #: The most keys a table indexes (rows are stored as ``row + 1`` in 32 bits).
 MAX_KEYS: Final = 1 << 31
+#: Slots turned from the probing list into the table's ``array`` per call (about a ms).
+SLOTS_PER_PIECE: Final = 1 << 14
 
 
 def table_bits(count: int) -> int:
@@ -78,7 +80,13 @@ def build(keys: list[str]) -> array[int] | None:
             table[slot & mask] = row
         else:
             table[first] = row
-    return array("I", table)
+    # A piece at a time: one array("I", table) converts each slot in a single call that
+    # holds the GIL, 18 ms for the 262,144 slots of 100,000 keys (150 ms for a million),
+    # and every writer of the store waits for it.
+    slots = array("I")
+    for start in range(0, len(table), SLOTS_PER_PIECE):
+        slots.fromlist(table[start : start + SLOTS_PER_PIECE])
+    return slots
 
 
 def encode(table: array[int]) -> bytes:

@@ -24,7 +24,8 @@ import pytest
 from store_model import Model, Value, dump
 
 from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
-from logkv.compaction import CompactionResult, CompactionRunningError
+from logkv import compaction as compaction_module
+from logkv.compaction import PAUSE, WORK_SLICE, CompactionResult, CompactionRunningError, Turns
 from logkv.format import FRAME_HEADER_SIZE, FRAME_KINDS, RECORD_MAGIC, SetRecord, checksum
 from logkv.history import (
     HistoryGap,
@@ -197,6 +198,46 @@ def test_compaction_progress_and_readonly_refusal(tmp_path: Path) -> None:
             reader.compact()
 
 
+def test_turns_pause_once_per_slice_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    slept: list[float] = []
+    monkeypatch.setattr(compaction_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(compaction_module.time, "sleep", slept.append)
+    turns = Turns()
+    for _ in range(10):
+        clock[0] += WORK_SLICE / 4
+        turns.take()
+    assert slept == [PAUSE, PAUSE]  # after the 4th and the 8th quarter slice
+
+
+def test_long_steps_of_a_compaction_let_writers_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy takes a turn between records, the switch between batches and the merge of
+    fresh keys between merges: with a slice of no time, each of them pauses, and the
+    compaction's result is the same."""
+    path = tmp_path / "store"
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(random.Random(3), 1500, keys=1200)  # many fresh keys: merged in batches
+        pauses = [0]
+        real_sleep = compaction_module.time.sleep
+
+        def sleep(seconds: float) -> None:
+            pauses[0] += seconds == PAUSE
+            real_sleep(0)
+
+        monkeypatch.setattr(compaction_module, "WORK_SLICE", 0.0)
+        monkeypatch.setattr(compaction_module.time, "sleep", sleep)
+        result = engine.compact()
+        monkeypatch.undo()
+        assert pauses[0] >= result.records + len(rec.model) // 512
+        engine._check()
+        assert dump(engine) == rec.model
+    with Engine.open(path) as engine:
+        assert dump(engine) == rec.model
+
+
 def test_a_second_compaction_at_the_same_time_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
@@ -288,6 +329,51 @@ def test_writes_at_every_step_of_a_compaction_land_where_they_belong(
         assert as_model(state_at(path, until_seq=seq)) == rec.states[seq], seq
     with pytest.raises(HistoryGap):
         state_at(path, until_seq=rotation_seq - 1)
+
+
+@pytest.mark.parametrize("retention", ["delete", "archive"])
+def test_retired_files_go_with_the_lock_released(tmp_path: Path, retention: str) -> None:
+    """Compaction deletes (or archives) the files its snapshot replaced after the store lock
+    is released, so a write never waits for the file system meanwhile; by then the store
+    counts the snapshot as installed, and reads, writes and the invariants hold while the old
+    files are still there."""
+    path = tmp_path / "store"
+    rng = random.Random(11)
+    patch = pytest.MonkeyPatch()
+    with Engine.open(path, segment_size=SEGMENT_SIZE) as engine:
+        rec = Recorder(engine)
+        rec.churn(rng, 600)
+        engine.compact()  # the second compaction also retires a snapshot
+        rec.churn(rng, 600)
+        before = len(list_segments(path))
+        real = compaction_module.retire_files
+        seen: list[int] = []
+
+        def retire(folder: Path, covers: int, *args: Any, **kwargs: Any) -> list[int]:
+            assert engine._mutex.acquire(blocking=False), "retired with the store lock held"
+            engine._mutex.release()
+            assert engine.snapshot_covers == covers  # recorded before the files go
+            assert [n for n, _ in list_segments(path) if n <= covers]  # still there
+            engine._check()
+            assert dump(engine) == rec.model
+            rec.set("k/during-retire", b"written while the old files go")
+            seen.append(covers)
+            return real(folder, covers, *args, **kwargs)
+
+        patch.setattr(compaction_module, "retire_files", retire)
+        try:
+            result = engine.compact(retention=retention)
+        finally:
+            patch.undo()
+        assert seen == [result.covers]
+        assert result.retired_files == before + 1  # the segments then (the rotation sealed the
+        # active one) and the older snapshot
+        assert [n for n, _ in list_segments(path) if n <= result.covers] == []
+        assert [c for c, _ in list_snapshots(path)] == [result.covers]
+        engine._check()
+        assert dump(engine) == rec.model
+    with Engine.open(path) as engine:
+        assert dump(engine) == rec.model
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from logkv import (
     StoreClosedError,
     StoreNotFoundError,
 )
+from logkv import engine as engine_module
+from logkv.index import MERGE_BATCH
 from logkv.layout import list_segments
 
 OpenEngine = Callable[..., Engine]
@@ -560,3 +562,31 @@ def test_get_small_reads_small_values_and_gives_the_size_of_large_ones(
     engine.close()
     with pytest.raises(StoreClosedError):
         engine.get_small("small", 10)
+
+
+def test_merging_fresh_keys_collects_the_young_generations_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lists of keys a merge makes are handed to the garbage collector's old generation
+    a batch at a time, so that no collector pass walks all of them at once; a merge of a few
+    keys, or a collector the application turned off, is left alone."""
+    keys = [f"k{i:06d}" for i in range(3 * MERGE_BATCH + 10)]
+    with Engine.open(tmp_path / "store") as engine:
+        for key in reversed(keys):
+            engine.set(key, b"v")
+        calls: list[int] = []
+        monkeypatch.setattr(
+            engine_module.gc, "collect", lambda generation=2: calls.append(generation) or 0
+        )
+        engine.settle_order()
+        assert calls == [1, 1, 1]  # three whole batches; the last 10 keys are too few
+        assert list(engine.keys()) == keys
+        engine.set("a-new-key", b"v")
+        engine.settle_order()
+        assert calls == [1, 1, 1]
+        for i in range(MERGE_BATCH):
+            engine.set(f"z{i:05d}", b"v")
+        monkeypatch.setattr(engine_module.gc, "isenabled", lambda: False)
+        engine.settle_order()
+        assert calls == [1, 1, 1]
+        assert len(list(engine.keys())) == len(keys) + 1 + MERGE_BATCH
