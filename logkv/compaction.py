@@ -58,17 +58,10 @@ from .replay import frame_length
 from .retire import retire_files, sync_retired
 from .segments import MAX_OPEN_DESCRIPTORS
 from .snapshot import SnapshotWriter
+from .turns import Turns
 from .values import remove_dead_values
 
 _BATCH = 512  # index entries handled per lock hold
-#: Compaction works at most about this long (seconds) before it lets other threads run.
-WORK_SLICE = 0.002
-#: How long it lets them: a real sleep, during which a writer waiting for the interpreter
-#: takes it. ``sleep(0)`` drops the interpreter lock and takes it straight back, before a
-#: waiting thread has woken up; the waiting thread then gets it only when the interpreter
-#: forces a switch, after 5 ms (``sys.getswitchinterval()``), twice per write (before it
-#: and after its ``pwrite``).
-PAUSE = 50e-6
 #: Frames up to this size are read whole to be copied; larger ones a piece at a time.
 COPY_WHOLE = 4 << 20
 
@@ -298,26 +291,6 @@ class CompactionHost(Protocol):
     def end_compaction(self) -> None:
         """Whatever happened: the compaction is over (:meth:`CompactionState.end`)."""
         ...
-
-
-class Turns:
-    """Lets other threads run every :data:`WORK_SLICE` seconds of a long job: :meth:`take`
-    between two steps of it (each step short) sleeps :data:`PAUSE` once a slice is used up.
-
-    Compaction's copy and switch, and the merge of fresh keys, run Python code for seconds
-    with no I/O that releases the interpreter lock for long; without turns, a writer waits up
-    to a switch interval for it each time it needs it."""
-
-    __slots__ = ("_until",)
-
-    def __init__(self) -> None:
-        self._until = time.perf_counter() + WORK_SLICE
-
-    def take(self) -> None:
-        """Sleep :data:`PAUSE` if the current slice of work is used up."""
-        if time.perf_counter() >= self._until:
-            time.sleep(PAUSE)
-            self._until = time.perf_counter() + WORK_SLICE
 
 
 class _Stopwatch:

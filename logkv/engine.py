@@ -26,7 +26,6 @@ from .compaction import (
     Cut,
     HoldTimer,
     Progress,
-    Turns,
     compact,
     switch_entries,
 )
@@ -127,6 +126,7 @@ from .retire import retire_files
 from .segments import SegmentReaders, SegmentWriter
 from .snapshot import load_snapshot_into
 from .synced import forget_synced_mark, read_synced_mark, write_synced_mark
+from .turns import Turns
 from .values import (
     INLINE_LIMIT,
     ValueFileReader,

@@ -73,6 +73,7 @@ from .index import (
 from .layout import hint_name, list_hints, segment_name
 from .le_columns import all_zero, le_bytes, le_column
 from .scan import Damage, SegmentReader
+from .turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +345,13 @@ def _narrowed(column: array[int], typecode: str) -> array[int]:
 
 def pack_keys(keys: list[str]) -> bytes:
     """``msgpack.packb(keys)``, packed a chunk at a time: one call for a million keys holds the
-    GIL for 200 ms, stalling every writer; between chunks other threads run."""
+    GIL for 200 ms, stalling every writer; between chunks it takes turns with other threads
+    (:class:`~logkv.turns.Turns`)."""
     packer = msgpack.Packer()
     parts = [packer.pack_array_header(len(keys))]
+    turn = Turns().take
     for start in range(0, len(keys), _KEYS_PER_PACK):
+        turn()
         chunk = keys[start : start + _KEYS_PER_PACK]
         header = len(packer.pack_array_header(len(chunk)))
         parts.append(packer.pack(chunk)[header:])

@@ -28,6 +28,7 @@ from zlib import crc32
 
 from .errors import CorruptionError
 from .le_columns import all_zero, le_bytes, le_column
+from .turns import Turns
 
 #: The Fibonacci hashing multiplier for 32-bit hashes (2**32 / the golden ratio, odd).
 _GOLDEN: Final = 0x9E3779B1
@@ -61,8 +62,8 @@ def build(keys: list[str]) -> array[int] | None:
     a dict, as for a snapshot written without one).
 
     About a microsecond a key: the hashes are computed in C (``map`` over builtins), the
-    probing loop in Python (the compaction that calls this runs in the background, and a
-    Python loop lets other threads run at every switch interval)."""
+    probing loop in Python, which takes turns with other threads (:class:`~logkv.turns.Turns`:
+    the compaction that calls this runs beside the store's writers)."""
     if len(keys) > MAX_KEYS:
         raise ValueError(f"a key table holds at most {MAX_KEYS:,} keys")
     bits = table_bits(len(keys))
@@ -70,7 +71,10 @@ def build(keys: list[str]) -> array[int] | None:
     table = [0] * (1 << bits)  # a list while probing: reading and writing it boxes nothing
     spread = map(int.__mul__, map(crc32, map(str.encode, keys)), repeat(_GOLDEN))
     firsts = map(int.__rshift__, map(int.__and__, spread, repeat(_U32)), repeat(32 - bits))
+    turn = Turns().take
     for row, first in enumerate(firsts, 1):
+        if not row & 4095:
+            turn()  # writers go on: a compaction writes this table while they run
         if table[first]:
             slot, last = first, first + MAX_PROBES - 1
             while table[slot & mask]:

@@ -25,7 +25,8 @@ from store_model import Model, Value, dump
 
 from logkv import MISSING, Durability, Engine, ReadOnlyStoreError, StoreClosedError, history
 from logkv import compaction as compaction_module
-from logkv.compaction import PAUSE, WORK_SLICE, CompactionResult, CompactionRunningError, Turns
+from logkv import turns as turns_module
+from logkv.compaction import CompactionResult, CompactionRunningError
 from logkv.format import FRAME_HEADER_SIZE, FRAME_KINDS, RECORD_MAGIC, SetRecord, checksum
 from logkv.history import (
     HistoryGap,
@@ -38,6 +39,7 @@ from logkv.history import (
 from logkv.layout import ARCHIVE_DIR, list_segments, list_snapshots
 from logkv.replay import Entry
 from logkv.snapshot import SnapshotInfo, SnapshotWriter, load_snapshot
+from logkv.turns import PAUSE, WORK_SLICE, Turns
 from logkv.verify import verify
 
 SEGMENT_SIZE = 4096
@@ -201,8 +203,8 @@ def test_compaction_progress_and_readonly_refusal(tmp_path: Path) -> None:
 def test_turns_pause_once_per_slice_of_work(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
     slept: list[float] = []
-    monkeypatch.setattr(compaction_module.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(compaction_module.time, "sleep", slept.append)
+    monkeypatch.setattr(turns_module.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(turns_module.time, "sleep", slept.append)
     turns = Turns()
     for _ in range(10):
         clock[0] += WORK_SLICE / 4
@@ -221,14 +223,14 @@ def test_long_steps_of_a_compaction_let_writers_run(
         rec = Recorder(engine)
         rec.churn(random.Random(3), 1500, keys=1200)  # many fresh keys: merged in batches
         pauses = [0]
-        real_sleep = compaction_module.time.sleep
+        real_sleep = turns_module.time.sleep
 
         def sleep(seconds: float) -> None:
             pauses[0] += seconds == PAUSE
             real_sleep(0)
 
-        monkeypatch.setattr(compaction_module, "WORK_SLICE", 0.0)
-        monkeypatch.setattr(compaction_module.time, "sleep", sleep)
+        monkeypatch.setattr(turns_module, "WORK_SLICE", 0.0)
+        monkeypatch.setattr(turns_module.time, "sleep", sleep)
         result = engine.compact()
         monkeypatch.undo()
         assert pauses[0] >= result.records + len(rec.model) // 512

@@ -28,7 +28,7 @@ SYNC_CORE = {
     f"logkv.{name}"
     for name in [
         *("engine", "compaction", "index", "key_table", "le_columns", "hints", "blocks"),
-        *("key_range", "segments", "snapshot", "retire", "values"),
+        *("key_range", "segments", "snapshot", "retire", "values", "turns"),
         *("lock", "synced", "modes", "scan", "replay", "repair", "history", "verify"),
         *("rebuild", "log_cut", "checkpoints", "group_commit", "value_refs"),
         *("format", "layout", "fsutil", "files", "errors"),

@@ -25,6 +25,7 @@ from hypothesis.stateful import (
 )
 
 from logkv import Engine, key_table
+from logkv import turns as turns_module
 from logkv.blocks import TAIL, encode_block, read_block
 from logkv.errors import CorruptionError
 from logkv.hints import Columns
@@ -337,3 +338,17 @@ def test_the_documented_example_hint_byte_for_byte() -> None:
         " 90 c4 10 02 00 00 00 00 00 00 00 00 00 00 00 01 00 00 00"
     )
     assert columns.encode(key_table=encode(table)) == bytes.fromhex(documented)
+
+
+def test_the_build_takes_turns_with_other_threads_and_builds_the_same_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A compaction builds the table beside the store's writers: with a slice of no time, the
+    build pauses every 4,096 keys, and the table is the one built without pauses."""
+    keys = sorted(f"page-{i:05d}" for i in range(20_000))
+    before = build(keys)
+    pauses: list[float] = []
+    monkeypatch.setattr(turns_module, "WORK_SLICE", 0.0)
+    monkeypatch.setattr(turns_module.time, "sleep", pauses.append)
+    assert build(keys) == before
+    assert len(pauses) >= len(keys) // 4096
