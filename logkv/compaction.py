@@ -51,7 +51,9 @@ from sortedcontainers import SortedDict
 from .checkpoints import CheckpointPolicy, update_checkpoints
 from .errors import LogKVError
 from .format import value_ref_of_frame
-from .index import FILE_ID, Entry, Index, packed_file
+from .hints import row_table
+from .index import FILE_ID, Entry, Index, RowTable, packed_file
+from .key_table import KeyTable
 from .layout import list_segments, list_snapshots
 from .modes import Retention
 from .replay import frame_length
@@ -268,8 +270,16 @@ class CompactionHost(Protocol):
         pass (``CorruptionError`` after the last when it fails)."""
         ...
 
-    def stop_freezing(self) -> None:
-        """End of step 2: :meth:`CompactionState.stop_freezing` under the lock."""
+    def install_stored_keys(
+        self, stored: KeyTable | None, table: RowTable | None, covers: int, timer: HoldTimer
+    ) -> list[object] | None:
+        """Step 4 in one hold of the lock, when it can be: stop freezing entries
+        (:meth:`CompactionState.stop_freezing`), and make the snapshot's ``stored`` keys (None:
+        it stored no key table) with their rows in ``table`` the index's stored keys, given
+        the keys changed since the rotation (:meth:`Index.take_stored
+        <logkv.index.Index.take_stored>`). Returns what the index let go, to be dropped after
+        the lock; None: not done, and the caller switches the entries a batch at a time
+        (:meth:`switch_to_snapshot`)."""
         ...
 
     def switch_to_snapshot(
@@ -333,9 +343,13 @@ def compact(
         # end the compaction, or every later one would find it "already running".
         snapshot = SnapshotWriter(host.path, covers)
         streamed = _copy_live_records(host, snapshot, cut, watch, progress)
-        host.stop_freezing()
         info = snapshot.finish(cut.last_seq, cut.chain, cut.last_us, retention.value)
-        _switch_index(host, snapshot, covers, watch)
+        # Entries stay frozen until here: the keys changed since the rotation are what the
+        # index needs to take the snapshot's stored keys in one hold.
+        stored = snapshot.stored
+        table = None if stored is None else row_table(snapshot.columns, -covers)
+        if host.install_stored_keys(stored, table, covers, watch) is None:
+            _switch_index(host, snapshot, covers, watch)
         held = _hold_open(host.path, covers)
         let_go: list[object] = []  # what the readers and the index held of the retired files
         try:

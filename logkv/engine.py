@@ -90,6 +90,7 @@ from .index import (
     SIZE_SHIFT,
     Index,
     IndexEntry,
+    RowTable,
     pack,
     packed_file,
     packed_frame_length,
@@ -97,6 +98,7 @@ from .index import (
     value_size,
 )
 from .key_range import check_prefix
+from .key_table import KeyTable
 from .layout import (
     ARCHIVE_DIR,
     DAMAGED_SUFFIX,
@@ -1223,10 +1225,20 @@ class Engine:
         except BadFrame as bad:
             raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
 
-    def stop_freezing(self) -> None:
-        """End of compaction's step 2: writes need no longer keep entries as of the rotation."""
-        with self._mutex:
-            self._compaction.stop_freezing()
+    def install_stored_keys(
+        self, stored: KeyTable | None, table: RowTable | None, covers: int, timer: HoldTimer
+    ) -> list[object] | None:
+        """Compaction's step 4 in one hold, when it can be (see
+        :meth:`CompactionHost.install_stored_keys
+        <logkv.compaction.CompactionHost.install_stored_keys>`)."""
+        with self._mutex, timer:
+            self._check_open()
+            compaction = self._compaction
+            changed = compaction.frozen
+            compaction.stop_freezing()  # writes need no longer keep entries as of the rotation
+            if stored is None or table is None or changed is None:
+                return None
+            return self._index.take_stored(stored, table, covers, changed.keys())
 
     def switch_to_snapshot(
         self, batch: Sequence[tuple[str, Entry]], covers: int, timer: HoldTimer

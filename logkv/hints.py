@@ -314,15 +314,16 @@ def index_rows(rows: Rows, file_id: int, index: Index) -> Iterable[int]:
     return pack_rows(rows, file_id, index.types) if refs is None else refs
 
 
-def row_table(rows: Rows, file_id: int) -> RowTable:
-    """``rows`` of file ``file_id`` as the index keeps them (columns as narrow as they fit)."""
+def row_table(rows: Rows | Columns, file_id: int) -> RowTable:
+    """``rows`` of file ``file_id`` (read back, or as a snapshot's writer holds them) as the
+    index keeps them (columns as narrow as they fit)."""
     return RowTable(
         file_id,
         _narrowed(rows.offsets, "I"),
         _narrowed(rows.heads, "H"),
         rows.sizes,
         _narrowed(rows.type_ids, "B"),
-        rows.types,
+        list(rows.types),  # a Columns' types are a dict in id order
     )
 
 

@@ -29,8 +29,12 @@ keys written since (shadowing a stored key of the same name), and a set holds th
 deleted since. Reads go through :meth:`Index.find` (the dict, then the table: about 1.5 µs
 more for a stored key than a dict hit); writes through :meth:`Index.put_packed` and
 :meth:`Index.remove_packed`, which keep the count exact. The compaction that retires the
-snapshot points every live key at its new snapshot, so all stored keys are written or gone by
-then, and the stored keys are let go with their row table (:meth:`Index.drop_rows`).
+snapshot makes its own snapshot's keys the stored keys in one step (:meth:`Index.take_stored`)
+when the dict is small; else it points every live key at its new snapshot, so all stored
+keys are written or gone by then, and they are let go with their row table
+(:meth:`Index.drop_rows`). Taking the new keys whole also spares the dict from growing to
+every key: a dict that grows past some hundreds of thousands of keys resizes in one call of
+tens of milliseconds, a pause for every thread.
 
 **Order.** Point operations (get, set, delete) use the plain ``dict``. The keys are also kept in
 a ``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
@@ -70,7 +74,7 @@ from sortedcontainers import SortedList
 from .key_range import keys_after
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
     from .key_table import KeyTable
 
@@ -125,6 +129,9 @@ FILE_ID: Final = 0
 OFFSET: Final = 1
 CONTENT_TYPE: Final = 4
 
+
+#: The most written entries :meth:`Index.take_stored` looks through in one hold of the lock.
+MAX_RESTORED: Final = 1 << 15
 
 #: Fresh keys merged per call of :meth:`Index.merge_some` (about 2 ms at 1.6 µs a key): the
 #: engine holds its lock for one call, and a writer waits that long.
@@ -455,6 +462,37 @@ class Index:
         self._stored, self._stored_first, self._stored_live = keys, refs.start, len(refs)
         return True
 
+    def take_stored(
+        self, keys: KeyTable, table: RowTable, covers: int, changed: Collection[str]
+    ) -> list[object] | None:
+        """After a compaction of files ``1..covers``, with the lock held: make its snapshot's
+        ``keys`` and their rows in ``table`` the stored keys, in place of every entry in those
+        files, with no per-key work for them. ``changed``: the snapshot's keys changed since
+        its rotation (the only ones that can be deleted or written since).
+
+        Every key keeps its value: a key written since the rotation keeps its entry in
+        :attr:`packed` (an entry past ``covers``), a snapshot key deleted since becomes gone,
+        and every other key is the snapshot's. The work is one pass over :attr:`packed` and
+        one lookup per changed key, so it is refused (None: the caller points each key at the
+        snapshot instead, :meth:`repoint`) when :attr:`packed` holds more than
+        :data:`MAX_RESTORED` entries, or no row references can be given. Otherwise returns
+        what was let go (the old written entries, the old stored keys), to be dropped after
+        the lock is released."""
+        packed = self.packed
+        if len(packed) > MAX_RESTORED:
+            return None
+        find = self.find
+        gone = {key for key in changed if find(key) is None}  # before anything moves
+        refs = self.add_rows(table)
+        if refs is None:
+            return None
+        written = {key: p for key, p in packed.items() if packed_file(p) > covers}
+        let_go: list[object] = [packed, self._stored, self._gone]
+        self.packed, self._gone = written, gone
+        self._stored, self._stored_first = keys, refs.start
+        self._stored_live = len(refs) - len(gone) - sum(1 for key in changed if key in written)
+        return let_go
+
     @property
     def has_stored(self) -> bool:
         """Whether some entries are stored keys (:meth:`set_stored`): then :attr:`packed` is
@@ -503,11 +541,16 @@ class Index:
 
     def drop_rows(self, covers: int) -> list[object]:
         """Let go of the row tables of files ``<= covers`` (segments ``1..covers`` and older
-        snapshots): a compaction has pointed every entry in them at its new snapshot, so the
-        stored keys, if in one of them, are all written or gone, and go too. Returns what
-        is let go that is big to free (the stored keys' list: a million references dropped
-        one by one), for the caller to drop once it has released its lock."""
-        gone = [s for s in self._rows if _row_tables[s].file_id <= covers]
+        snapshots), but the new snapshot's own when its keys are the stored keys
+        (:meth:`take_stored`): a compaction has pointed every entry in them at its new
+        snapshot, so older stored keys, if in one of them, are all written or gone, and go
+        too. Returns what is let go that is big to free (the stored keys' list: a million
+        references dropped one by one), for the caller to drop once it has released its
+        lock."""
+        keep = self._stored_first >> ROW_SHIFT if self._stored is not None else -1
+        if keep >= 0 and _row_tables[keep].file_id != -covers:
+            keep = -1  # an older snapshot's stored keys: they go
+        gone = [s for s in self._rows if _row_tables[s].file_id <= covers and s != keep]
         let_go: list[object] = []
         if self._stored is not None and self._stored_first >> ROW_SHIFT in gone:
             if self._stored_live:

@@ -78,6 +78,8 @@ class SnapshotWriter:
         self._end = len(header)
         #: Where each record went, in key order: the snapshot's hint block.
         self.columns = Columns()
+        #: Its keys with the key table :meth:`finish` stored (None: none stored, or not yet).
+        self.stored: KeyTable | None = None
         self.record_bytes = 0
         self.live_bytes = 0
         self._next_sync = _SYNC_EVERY
@@ -119,6 +121,8 @@ class SnapshotWriter:
         table = build_key_table(self.columns.keys)
         hint = self.columns.encode(key_table=None if table is None else encode_key_table(table))
         hint_offset = self._end
+        if table is not None:
+            self.stored = KeyTable(self.columns.keys, table, self.path, hint_offset)
         meta = msgpack.packb(
             {
                 "covers": self.covers,

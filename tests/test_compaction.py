@@ -851,7 +851,7 @@ def test_a_reader_refreshed_at_every_step_of_a_compaction_sees_whole_states(
 
                 monkeypatch.setattr(owner, name, wrapped)
 
-            for name in ("rotate_for_compaction", "stop_freezing", "retire_covered"):
+            for name in ("rotate_for_compaction", "install_stored_keys", "retire_covered"):
                 around(Engine, name)
             around(Engine, "end_compaction")
             around(SnapshotWriter, "finish")

@@ -22,8 +22,10 @@ from conftest import run_command
 from store_model import Model, dump
 
 from logkv import Engine
+from logkv import index as index_module
 from logkv.fsutil import fsync_dir, write_all
 from logkv.history import key_history
+from logkv.index import Index
 from logkv.layout import ARCHIVE_DIR, TEMP_SUFFIX, list_segments, list_snapshots
 from logkv.modes import Retention
 from logkv.snapshot import SnapshotWriter
@@ -192,13 +194,22 @@ def install_fsync_dir(patch: pytest.MonkeyPatch, store: Store) -> None:
     patch.setattr("logkv.snapshot.fsync_dir", fail_on_call(1, fsync_dir))  # after the rename
 
 
-def switch_first(patch: pytest.MonkeyPatch, store: Store) -> None:
+def install_stored(patch: pytest.MonkeyPatch, store: Store) -> None:
+    """The step that makes the snapshot's keys the index's stored keys, in one hold."""
     _meanwhile_on_first_add(patch, store)
+    patch.setattr(Index, "take_stored", fail_on_call(1, Index.take_stored))
+
+
+def switch_first(patch: pytest.MonkeyPatch, store: Store) -> None:
+    """The switch a key at a time (more written entries than one hold looks through)."""
+    _meanwhile_on_first_add(patch, store)
+    patch.setattr(index_module, "MAX_RESTORED", 0)
     patch.setattr(SnapshotWriter, "entry", fail_on_call(1, SnapshotWriter.entry))
 
 
 def switch_middle(patch: pytest.MonkeyPatch, store: Store) -> None:
     _meanwhile_on_first_add(patch, store)
+    patch.setattr(index_module, "MAX_RESTORED", 0)
     patch.setattr(SnapshotWriter, "entry", fail_on_call(520, SnapshotWriter.entry))
 
 
@@ -226,6 +237,7 @@ FAULTS: dict[str, Fault] = {
     "finish-fsync": finish_fsync,
     "install-rename": install_rename,
     "install-fsync-dir": install_fsync_dir,
+    "install-stored": install_stored,
     "switch-first": switch_first,
     "switch-middle": switch_middle,
     "retire-part-way": retire_part_way,
@@ -234,6 +246,7 @@ FAULTS: dict[str, Fault] = {
 }
 INSTALLED_BEFORE = {
     "install-fsync-dir",
+    "install-stored",
     "switch-first",
     "switch-middle",
     "retire-part-way",

@@ -297,6 +297,9 @@ def test_an_open_from_hints_then_compaction_keeps_no_stale_row_reference(tmp_pat
                 expected.pop(f"k{i * 3 + 1:03d}", None)
             engine.compact()
             engine._check()
-            assert not any(0 <= p < ROW_LIMIT for _, p in engine._index.items())
-            assert not engine._index._rows
+            # the only row table left is the new snapshot's: its keys are the stored keys
+            [slot] = engine._index._rows
+            assert index_module._row_tables[slot].file_id == -engine.stats().snapshot_covers
+            refs = [p for _, p in engine._index.items() if 0 <= p < ROW_LIMIT]
+            assert refs and all(p >> index_module.ROW_SHIFT == slot for p in refs)
             assert {k: engine.get(k) for k in list(engine.keys())} == expected

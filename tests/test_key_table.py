@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import doctest
 import random
+import time
 import zlib
 from array import array
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -25,6 +27,7 @@ from hypothesis.stateful import (
 )
 
 from logkv import Engine, key_table
+from logkv import index as index_module
 from logkv import turns as turns_module
 from logkv.blocks import TAIL, encode_block, read_block
 from logkv.errors import CorruptionError
@@ -32,6 +35,7 @@ from logkv.hints import Columns
 from logkv.index import Index, RowTable, pack, packed_file
 from logkv.key_table import MAX_PROBES, KeyTable, build, encode, table_bits
 from logkv.layout import list_snapshots
+from logkv.snapshot import SnapshotWriter
 from logkv.verify import verify
 
 # Keys as a store holds them: any text that UTF-8 encodes (no lone surrogates).
@@ -171,9 +175,10 @@ index_keys = st.sampled_from([f"k{i:02d}" for i in range(24)])
 
 class StoredIndexMachine(RuleBasedStateMachine):
     """An index over stored keys beside a dict: writes, deletes, ordered reads, the bulk load
-    of an open (writes before the keys are first sorted) and a compaction that points every
-    key elsewhere and lets the stored keys go (handing them back, to be freed after the
-    engine's lock is released)."""
+    of an open (writes before the keys are first sorted), and compactions of both kinds: one
+    that points every key elsewhere and lets the stored keys go (handing them back, to be
+    freed after the engine's lock is released), and one whose snapshot's keys become the
+    stored keys."""
 
     @initialize(
         stored=st.lists(index_keys, unique=True, max_size=16),
@@ -221,14 +226,48 @@ class StoredIndexMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.index.has_stored)
     @rule()
     def compact(self) -> None:
-        """Every live key pointed at a new snapshot (covering 5), then the rows of the files
-        it covers let go: the stored keys with them."""
-        for key in sorted(self.model):  # as compaction's switch does: each key has an entry
-            self.model[key] = pack(-5, 16, 4, 6, 0)
+        """Every live key pointed at a new snapshot (covering every file written so far)
+        a key at a time, as compaction's switch does when the index cannot take the
+        snapshot's stored keys; then the rows of the files it covers let go: the stored keys
+        with them."""
+        covers = self.file
+        for key in sorted(self.model):  # each key has an entry
+            self.model[key] = pack(-covers, 16, 4, 6, 0)
             self.index.repoint(key, self.model[key])
-        let_go = self.index.drop_rows(5)
+        let_go = self.index.drop_rows(covers)
         assert not self.index.has_stored
         assert any(isinstance(dropped, KeyTable) for dropped in let_go)
+        self.file = covers + 1
+
+    @rule(changes=st.lists(st.tuples(index_keys, st.booleans()), max_size=8))
+    def compact_taking_its_keys(self, changes: list[tuple[str, bool]]) -> None:
+        """A compaction whose snapshot's keys become the stored keys in one step: the keys live
+        at its rotation, then writes after the rotation (to the next file), then
+        Index.take_stored with the snapshot keys changed since, then the rows of the files it
+        covers let go (the new table stays)."""
+        covers = self.file
+        keys = sorted(self.model)  # the snapshot: every key live at the rotation
+        self.file = covers + 1
+        changed = {key for key, _ in changes if key in self.model}
+        for key, delete in changes:
+            self.write(key, delete)
+        rows = RowTable(
+            -covers,
+            array("Q", range(16, 16 + 10 * len(keys), 10)),
+            array("I", [4] * len(keys)),
+            array("q", [6] * len(keys)),
+            array("I", [0] * len(keys)),
+            ["text/plain"],
+        )
+        stored = table_of(keys)
+        let_go = self.index.take_stored(stored, rows, covers, changed & set(keys))
+        assert let_go is not None
+        first = self.index._stored_first
+        for row, key in enumerate(keys):
+            if key not in changed:
+                self.model[key] = first + row
+        self.index.drop_rows(covers)
+        assert self.index.has_stored and self.index._stored is stored
 
     @invariant()
     def agrees(self) -> None:
@@ -236,7 +275,7 @@ class StoredIndexMachine(RuleBasedStateMachine):
         index._check()
         assert len(index) == len(self.model)
         assert dict(index.items()) == self.model
-        assert all(packed_file(p) in (-1, -5, 2) for _, p in index.items())
+        assert all(packed_file(p) <= self.file for _, p in index.items())
 
 
 def test_an_index_over_stored_keys_agrees_with_a_dict() -> None:
@@ -260,7 +299,7 @@ def test_the_stored_keys_must_all_be_pointed_elsewhere_before_they_go() -> None:
 def test_an_open_after_compaction_reads_its_keys_from_the_stored_table(tmp_path: Path) -> None:
     """The open after a compaction builds no dict of the snapshot's keys; writes, deletes and
     re-writes of them (replayed from the log by the next open, from hints and a scan) read back
-    the same, and the next compaction lets the stored keys go."""
+    the same, and the next compaction puts its own snapshot's keys in their place."""
     path = tmp_path / "store"
     expected: dict[str, bytes] = {}
     with Engine.open(path, segment_size=4096) as engine:
@@ -285,8 +324,8 @@ def test_an_open_after_compaction_reads_its_keys_from_the_stored_table(tmp_path:
         assert {k: engine.get(k) for k in expected} == expected
         assert engine.get("k003", "absent") == "absent" and len(engine) == len(expected)
         engine._check()
-        engine.compact()
-        assert not engine._index.has_stored
+        engine.compact()  # its snapshot's keys are the stored keys now; nothing else is
+        assert engine._index.has_stored and not engine._index.packed
         assert {k: engine.get(k) for k in expected} == expected
         engine._check()
     assert verify(path).ok
@@ -349,6 +388,57 @@ def test_the_build_takes_turns_with_other_threads_and_builds_the_same_table(
     before = build(keys)
     pauses: list[float] = []
     monkeypatch.setattr(turns_module, "WORK_SLICE", 0.0)
-    monkeypatch.setattr(turns_module.time, "sleep", pauses.append)
+    monkeypatch.setattr(time, "sleep", pauses.append)
     assert build(keys) == before
     assert len(pauses) >= len(keys) // 4096
+
+
+@pytest.mark.parametrize("limit", [index_module.MAX_RESTORED, 0])
+def test_writes_while_a_compaction_runs_stay_over_its_stored_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Keys overwritten, deleted, deleted and written again, and new keys, all while the
+    compaction writes its snapshot: after it, its keys are the stored keys, and every key
+    reads as last written (the log after the snapshot, and the next open, agree); with more
+    written entries than one hold looks through (a limit of 0), the compaction points each
+    key at the snapshot instead, with the same result."""
+    monkeypatch.setattr(index_module, "MAX_RESTORED", limit)
+    path = tmp_path / "store"
+    expected: dict[str, bytes] = {}
+    with Engine.open(path, segment_size=4096) as engine:
+        for i in range(200):
+            engine.set(f"k{i:03d}", b"v%d" % i)
+            expected[f"k{i:03d}"] = b"v%d" % i
+        finish = SnapshotWriter.finish
+
+        def finish_while_writing(writer: SnapshotWriter, *args: Any, **kwargs: Any) -> Any:
+            for i in range(0, 200, 4):  # what writers do while the snapshot is written
+                engine.set(f"k{i:03d}", b"new")
+                expected[f"k{i:03d}"] = b"new"
+                engine.delete(f"k{i + 1:03d}")
+                del expected[f"k{i + 1:03d}"]
+            engine.delete("k002")
+            engine.set("k002", b"back")
+            expected["k002"] = b"back"
+            engine.set("fresh", b"f")
+            expected["fresh"] = b"f"
+            return finish(writer, *args, **kwargs)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(SnapshotWriter, "finish", finish_while_writing)
+            engine.compact()
+        index = engine._index
+        assert index.has_stored == (limit > 0)
+        if limit:
+            assert len(index.packed) == 50 + 2  # written since the rotation, and alive
+        assert {k: engine.get(k) for k in expected} == expected
+        assert list(engine.keys()) == sorted(expected) and len(engine) == len(expected)
+        engine._check()
+        engine.set("after", b"a")  # and writes after it
+        engine.delete("k003")
+        expected["after"] = b"a"
+        del expected["k003"]
+        engine._check()
+    with Engine.open(path) as engine:
+        assert {k: engine.get(k) for k in list(engine.keys())} == expected
+    assert verify(path).ok
