@@ -152,19 +152,24 @@ def test_a_slot_past_the_keys_is_corruption_when_a_lookup_meets_it() -> None:
 # ---------------------------------------------------------------------------------- the index
 
 
+def _rows(file_id: int, count: int) -> RowTable:
+    """``count`` rows of file ``file_id``: 10-byte frames of 6-byte text values, one after
+    another from offset 16."""
+    return RowTable(
+        file_id,
+        array("Q", range(16, 16 + 10 * count, 10)),
+        array("I", [4] * count),
+        array("q", [6] * count),
+        array("I", [0] * count),
+        ["text/plain"],
+    )
+
+
 def _stored_index(keys: list[str]) -> tuple[Index, dict[str, int]]:
     """An index whose entries are ``keys`` as stored keys (rows of snapshot -1), and the
     model: key -> packed entry as find() gives it."""
     index = Index()
-    rows = RowTable(
-        -1,
-        array("Q", range(16, 16 + 10 * len(keys), 10)),
-        array("I", [4] * len(keys)),
-        array("q", [6] * len(keys)),
-        array("I", [0] * len(keys)),
-        ["text/plain"],
-    )
-    assert index.set_stored(table_of(keys), rows)
+    assert index.set_stored(table_of(keys), _rows(-1, len(keys)))
     model = {key: index.find(key) for key in keys}
     assert None not in model.values()
     return index, model  # type: ignore[return-value]
@@ -251,16 +256,8 @@ class StoredIndexMachine(RuleBasedStateMachine):
         changed = {key for key, _ in changes if key in self.model}
         for key, delete in changes:
             self.write(key, delete)
-        rows = RowTable(
-            -covers,
-            array("Q", range(16, 16 + 10 * len(keys), 10)),
-            array("I", [4] * len(keys)),
-            array("q", [6] * len(keys)),
-            array("I", [0] * len(keys)),
-            ["text/plain"],
-        )
         stored = table_of(keys)
-        let_go = self.index.take_stored(stored, rows, covers, changed & set(keys))
+        let_go = self.index.take_stored(stored, _rows(-covers, len(keys)), covers, changed)
         assert let_go is not None
         first = self.index._stored_first
         for row, key in enumerate(keys):
@@ -296,16 +293,21 @@ def test_the_stored_keys_must_all_be_pointed_elsewhere_before_they_go() -> None:
 # ---------------------------------------------------------------------------------- a store
 
 
+def _fill(engine: Engine, count: int) -> dict[str, bytes]:
+    """Set ``k000``, ``k001``, ... to ``v0``, ``v1``, ...; returns what was set."""
+    expected = {f"k{i:03d}": b"v%d" % i for i in range(count)}
+    for key, value in expected.items():
+        engine.set(key, value)
+    return expected
+
+
 def test_an_open_after_compaction_reads_its_keys_from_the_stored_table(tmp_path: Path) -> None:
     """The open after a compaction builds no dict of the snapshot's keys; writes, deletes and
     re-writes of them (replayed from the log by the next open, from hints and a scan) read back
     the same, and the next compaction puts its own snapshot's keys in their place."""
     path = tmp_path / "store"
-    expected: dict[str, bytes] = {}
     with Engine.open(path, segment_size=4096) as engine:
-        for i in range(300):
-            engine.set(f"k{i:03d}", b"v%d" % i)
-            expected[f"k{i:03d}"] = b"v%d" % i
+        expected = _fill(engine, 300)
         engine.compact()
     with Engine.open(path, segment_size=4096) as engine:
         assert engine._index.has_stored and not engine._index.packed
@@ -404,11 +406,8 @@ def test_writes_while_a_compaction_runs_stay_over_its_stored_keys(
     key at the snapshot instead, with the same result."""
     monkeypatch.setattr(index_module, "MAX_RESTORED", limit)
     path = tmp_path / "store"
-    expected: dict[str, bytes] = {}
     with Engine.open(path, segment_size=4096) as engine:
-        for i in range(200):
-            engine.set(f"k{i:03d}", b"v%d" % i)
-            expected[f"k{i:03d}"] = b"v%d" % i
+        expected = _fill(engine, 200)
         finish = SnapshotWriter.finish
 
         def finish_while_writing(writer: SnapshotWriter, *args: Any, **kwargs: Any) -> Any:
