@@ -26,7 +26,7 @@ this version also stores a hash table over its sorted keys (:mod:`logkv.key_tabl
 open makes those keys the index's *stored keys* (:meth:`Index.set_stored`) with no per-key
 work: a key's entry is then the row reference of its row. :attr:`Index.packed` holds only the
 keys written since (shadowing a stored key of the same name), and a set holds the stored keys
-deleted since. Reads go through :meth:`Index.find` (the dict, then the table: about 1.5 µs
+deleted since. Reads go through :meth:`Index.find` (the dict, then the table: 0.5-1.5 µs
 more for a stored key than a dict hit); writes through :meth:`Index.put_packed` and
 :meth:`Index.remove_packed`, which keep the count exact. The compaction that retires the
 snapshot makes its own snapshot's keys the stored keys in one step (:meth:`Index.take_stored`)
