@@ -278,8 +278,15 @@ class CompactionHost(Protocol):
         it stored no key table) with their rows in ``table`` the index's stored keys, given
         the keys changed since the rotation (:meth:`Index.take_stored
         <logkv.index.Index.take_stored>`). Returns what the index let go, to be dropped after
-        the lock; None: not done, and the caller switches the entries a batch at a time
-        (:meth:`switch_to_snapshot`)."""
+        the lock (the caller then drops older entries, :meth:`forget_older`); None: not done,
+        and the caller switches the entries a batch at a time (:meth:`switch_to_snapshot`)."""
+        ...
+
+    def forget_older(self, keys: Sequence[str], covers: int, last: bool, timer: HoldTimer) -> None:
+        """Step 4 after :meth:`install_stored_keys`, per batch of the snapshot's ``keys``,
+        under the lock: drop their entries that point into files ``<= covers``
+        (:meth:`Index.forget_older <logkv.index.Index.forget_older>`); after the ``last``
+        batch, copy the index's dict of written entries into one of its new size."""
         ...
 
     def switch_to_snapshot(
@@ -350,6 +357,8 @@ def compact(
         table = None if stored is None else row_table(snapshot.columns, -covers)
         if host.install_stored_keys(stored, table, covers, watch) is None:
             _switch_index(host, snapshot, covers, watch)
+        else:
+            _forget_older(host, snapshot.columns.keys, covers, watch)
         held = _hold_open(host.path, covers)
         let_go: list[object] = []  # what the readers and the index held of the retired files
         try:
@@ -461,6 +470,19 @@ def _copy_live_records(
         done += len(batch)
         if progress is not None:
             progress(min(done, total), total)
+
+
+def _forget_older(
+    host: CompactionHost, keys: list[str], covers: int, watch: _Stopwatch
+) -> None:
+    """Step 4 after the snapshot's keys became the stored keys: the entries written before
+    the rotation go, a batch of keys per hold of the lock (an index loaded from the log has
+    one for every key)."""
+    turn = Turns().take
+    step = _BATCH * 8  # a dict lookup a key: a batch is about a millisecond
+    for start in range(0, max(len(keys), 1), step):
+        host.forget_older(keys[start : start + step], covers, start + step >= len(keys), watch)
+        turn()
 
 
 def _switch_index(

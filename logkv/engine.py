@@ -1238,7 +1238,17 @@ class Engine:
             compaction.stop_freezing()  # writes need no longer keep entries as of the rotation
             if stored is None or table is None or changed is None:
                 return None
-            return self._index.take_stored(stored, table, covers, changed.keys())
+            return self._index.take_stored(stored, table, changed.keys())
+
+    def forget_older(self, keys: Sequence[str], covers: int, last: bool, timer: HoldTimer) -> None:
+        """Compaction's step 4 after :meth:`install_stored_keys`, a batch: see
+        :meth:`CompactionHost.forget_older <logkv.compaction.CompactionHost.forget_older>`."""
+        with self._mutex, timer:
+            self._check_open()
+            index = self._index
+            index.forget_older(keys, covers)
+            if last:
+                index.compact_written()
 
     def switch_to_snapshot(
         self, batch: Sequence[tuple[str, Entry]], covers: int, timer: HoldTimer

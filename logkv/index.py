@@ -30,11 +30,13 @@ deleted since. Reads go through :meth:`Index.find` (the dict, then the table: 0.
 more for a stored key than a dict hit); writes through :meth:`Index.put_packed` and
 :meth:`Index.remove_packed`, which keep the count exact. The compaction that retires the
 snapshot makes its own snapshot's keys the stored keys in one step (:meth:`Index.take_stored`)
-when the dict is small; else it points every live key at its new snapshot, so all stored
-keys are written or gone by then, and they are let go with their row table
-(:meth:`Index.drop_rows`). Taking the new keys whole also spares the dict from growing to
-every key: a dict that grows past some hundreds of thousands of keys resizes in one call of
-tens of milliseconds, a pause for every thread.
+and then drops the dict's entries from before its rotation (:meth:`Index.forget_older`), so
+the dict keeps only what was written since; a snapshot with no key table makes it point every
+live key at the snapshot instead, so all stored keys are written or gone by then, and they
+are let go with their row table (:meth:`Index.drop_rows`). Taking the new keys whole also
+spares the dict from growing to every key: a dict that grows past some hundreds of thousands
+of keys resizes in one call of tens of milliseconds, a pause for every thread. With stored
+keys the index counts its keys itself (the dict is not all of them).
 
 **Order.** Point operations (get, set, delete) use the plain ``dict``. The keys are also kept in
 a ``sortedcontainers.SortedList`` for ordered reads (iteration, paging, compaction), but a key
@@ -74,7 +76,7 @@ from sortedcontainers import SortedList
 from .key_range import keys_after
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Collection, Iterator, Sequence
 
     from .key_table import KeyTable
 
@@ -129,9 +131,6 @@ FILE_ID: Final = 0
 OFFSET: Final = 1
 CONTENT_TYPE: Final = 4
 
-
-#: The most written entries :meth:`Index.take_stored` looks through in one hold of the lock.
-MAX_RESTORED: Final = 1 << 15
 
 #: Fresh keys merged per call of :meth:`Index.merge_some` (about 2 ms at 1.6 µs a key): the
 #: engine holds its lock for one call, and a writer waits that long.
@@ -386,13 +385,13 @@ class Index:
         "__weakref__",
         "_base_file",
         "_bases",
+        "_count",
         "_fresh",
         "_gone",
         "_rows",
         "_sorted",
         "_stored",
         "_stored_first",
-        "_stored_live",
         "packed",
         "types",
     )
@@ -409,7 +408,7 @@ class Index:
         # the row reference _stored_first + its row, unless packed has the key or it is gone
         self._stored: KeyTable | None = None
         self._stored_first = 0
-        self._stored_live = 0  # stored keys neither in packed nor gone
+        self._count = 0  # with stored keys: how many keys there are (else len(packed))
         self._gone: set[str] = set()  # stored keys deleted (never in packed)
         weakref.finalize(self, _release_rows, self._rows)
         if entries:
@@ -420,7 +419,7 @@ class Index:
             self.sort_all()
 
     def __len__(self) -> int:
-        return len(self.packed) + self._stored_live
+        return len(self.packed) if self._stored is None else self._count
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.find(key) is not None
@@ -459,39 +458,49 @@ class Index:
         refs = self.add_rows(table)
         if refs is None:
             return False
-        self._stored, self._stored_first, self._stored_live = keys, refs.start, len(refs)
+        self._stored, self._stored_first, self._count = keys, refs.start, len(refs)
         return True
 
     def take_stored(
-        self, keys: KeyTable, table: RowTable, covers: int, changed: Collection[str]
+        self, keys: KeyTable, table: RowTable, changed: Collection[str]
     ) -> list[object] | None:
-        """After a compaction of files ``1..covers``, with the lock held: make its snapshot's
-        ``keys`` and their rows in ``table`` the stored keys, in place of every entry in those
-        files, with no per-key work for them. ``changed``: the snapshot's keys changed since
-        its rotation (the only ones that can be deleted or written since).
+        """After a compaction, with the lock held: make its snapshot's ``keys`` and their rows
+        in ``table`` the stored keys, in one step. ``changed``: the snapshot's keys changed
+        since its rotation (the only ones that can be deleted or written since).
 
         Every key keeps its value: a key written since the rotation keeps its entry in
-        :attr:`packed` (an entry past ``covers``), a snapshot key deleted since becomes gone,
-        and every other key is the snapshot's. The work is one pass over :attr:`packed` and
-        one lookup per changed key, so it is refused (None: the caller points each key at the
-        snapshot instead, :meth:`repoint`) when :attr:`packed` holds more than
-        :data:`MAX_RESTORED` entries, or no row references can be given. Otherwise returns
-        what was let go (the old written entries, the old stored keys), to be dropped after
-        the lock is released."""
-        packed = self.packed
-        if len(packed) > MAX_RESTORED:
-            return None
+        :attr:`packed`, a snapshot key deleted since becomes gone, and every other key reads
+        from the snapshot, unless :attr:`packed` still holds its entry from before the
+        rotation: that entry is as good until the files it points into are retired, and the
+        compaction drops it before (:meth:`forget_older`). The work is a lookup per changed
+        key. Returns what was let go (the old stored keys), to be dropped after the lock is
+        released; None: no row references can be given (the caller points each key at the
+        snapshot instead, :meth:`repoint`)."""
         find = self.find
         gone = {key for key in changed if find(key) is None}  # before anything moves
         refs = self.add_rows(table)
         if refs is None:
             return None
-        written = {key: p for key, p in packed.items() if packed_file(p) > covers}
-        let_go: list[object] = [packed, self._stored, self._gone]
-        self.packed, self._gone = written, gone
-        self._stored, self._stored_first = keys, refs.start
-        self._stored_live = len(refs) - len(gone) - sum(1 for key in changed if key in written)
+        let_go: list[object] = [self._stored, self._gone]
+        self._count = len(self)  # the keys are the same ones
+        self._stored, self._stored_first, self._gone = keys, refs.start, gone
         return let_go
+
+    def forget_older(self, keys: Sequence[str], covers: int) -> None:
+        """Drop the entries of ``keys`` that point into files ``<= covers`` (from before the
+        rotation of the compaction whose snapshot's keys are the stored keys: each reads the
+        same from the snapshot), so that no entry points into the files it retires."""
+        packed = self.packed
+        for key in keys:
+            found = packed.get(key)
+            if found is not None and packed_file(found) <= covers:
+                del packed[key]
+
+    def compact_written(self) -> None:
+        """Copy :attr:`packed` into a new dict of its size: after :meth:`forget_older` has
+        emptied most of a big one, which keeps its size until it grows again (and then
+        resizes in one call that holds the interpreter for tens of milliseconds)."""
+        self.packed = dict(self.packed)
 
     @property
     def has_stored(self) -> bool:
@@ -510,12 +519,12 @@ class Index:
         assert all(key in self for key in sorted_keys), "a sorted key has no entry"
         stored, gone = self._stored, self._gone
         if stored is None:
-            assert not gone and not self._stored_live, "gone keys with no stored keys"
+            assert not gone, "gone keys with no stored keys"
         else:
             assert all(stored.find(key) >= 0 for key in gone), "a gone key was never stored"
             assert gone.isdisjoint(self.packed), "a gone key is written"
             live = sum(1 for key in stored.keys if key not in self.packed and key not in gone)
-            assert live == self._stored_live, (live, self._stored_live)
+            assert live + len(self.packed) == self._count, (live, len(self.packed), self._count)
         count = len(self.types.names)
         for _, p in self.items():
             assert type(p) is int
@@ -553,8 +562,9 @@ class Index:
         gone = [s for s in self._rows if _row_tables[s].file_id <= covers and s != keep]
         let_go: list[object] = []
         if self._stored is not None and self._stored_first >> ROW_SHIFT in gone:
-            if self._stored_live:
-                raise RuntimeError(f"{self._stored_live} stored keys were never pointed elsewhere")
+            if len(self.packed) != self._count:
+                left = self._count - len(self.packed)
+                raise RuntimeError(f"{left} stored keys were never pointed elsewhere")
             let_go += [self._stored, self._gone]
             self._stored, self._gone = None, set()
         if gone:
@@ -627,13 +637,14 @@ class Index:
             elif key in self._gone:
                 self._gone.discard(key)
                 self._fresh.add(key)
+                self._count += 1
             else:
                 row = stored.find(key)
                 if row < 0:
                     self._fresh.add(key)
+                    self._count += 1
                 else:  # a stored key, written for the first time: packed shadows it now
                     old = self._stored_first + row
-                    self._stored_live -= 1
         entries[key] = packed
         return old
 
@@ -641,10 +652,7 @@ class Index:
         """Point ``key``, which has an entry, at another packed entry: :meth:`put_packed`
         without looking the key up in the stored keys again (compaction's switch has just
         found its entry)."""
-        entries = self.packed
-        if self._stored is not None and key not in entries:
-            self._stored_live -= 1  # a stored key (not gone: it has an entry), now shadowed
-        entries[key] = packed
+        self.packed[key] = packed
 
     def remove(self, key: str) -> Entry | None:
         """Forget ``key``; return its entry (None: it was not there)."""
@@ -661,8 +669,9 @@ class Index:
                 self._gone.add(key)
                 if old is None:
                     old = self._stored_first + row
-                    self._stored_live -= 1
         if old is not None:
+            if stored is not None:
+                self._count -= 1
             fresh = self._fresh
             if key in fresh:
                 fresh.discard(key)

@@ -22,7 +22,8 @@ from conftest import run_command
 from store_model import Model, dump
 
 from logkv import Engine
-from logkv import index as index_module
+from logkv import compaction as compaction_module
+from logkv import snapshot as snapshot_module
 from logkv.fsutil import fsync_dir, write_all
 from logkv.history import key_history
 from logkv.index import Index
@@ -200,16 +201,23 @@ def install_stored(patch: pytest.MonkeyPatch, store: Store) -> None:
     patch.setattr(Index, "take_stored", fail_on_call(1, Index.take_stored))
 
 
-def switch_first(patch: pytest.MonkeyPatch, store: Store) -> None:
-    """The switch a key at a time (more written entries than one hold looks through)."""
+def forget_older_middle(patch: pytest.MonkeyPatch, store: Store) -> None:
+    """Between two batches of dropping the entries from before the rotation."""
     _meanwhile_on_first_add(patch, store)
-    patch.setattr(index_module, "MAX_RESTORED", 0)
+    patch.setattr(Index, "forget_older", fail_on_call(2, Index.forget_older))
+    patch.setattr(compaction_module, "_BATCH", 1)
+
+
+def switch_first(patch: pytest.MonkeyPatch, store: Store) -> None:
+    """The switch a key at a time (a snapshot with no key table: keys crafted to collide)."""
+    _meanwhile_on_first_add(patch, store)
+    patch.setattr(snapshot_module, "build_key_table", lambda keys: None)
     patch.setattr(SnapshotWriter, "entry", fail_on_call(1, SnapshotWriter.entry))
 
 
 def switch_middle(patch: pytest.MonkeyPatch, store: Store) -> None:
     _meanwhile_on_first_add(patch, store)
-    patch.setattr(index_module, "MAX_RESTORED", 0)
+    patch.setattr(snapshot_module, "build_key_table", lambda keys: None)
     patch.setattr(SnapshotWriter, "entry", fail_on_call(520, SnapshotWriter.entry))
 
 
@@ -238,6 +246,7 @@ FAULTS: dict[str, Fault] = {
     "install-rename": install_rename,
     "install-fsync-dir": install_fsync_dir,
     "install-stored": install_stored,
+    "forget-older-middle": forget_older_middle,
     "switch-first": switch_first,
     "switch-middle": switch_middle,
     "retire-part-way": retire_part_way,
@@ -247,6 +256,7 @@ FAULTS: dict[str, Fault] = {
 INSTALLED_BEFORE = {
     "install-fsync-dir",
     "install-stored",
+    "forget-older-middle",
     "switch-first",
     "switch-middle",
     "retire-part-way",
