@@ -271,7 +271,7 @@ class CompactionHost(Protocol):
         ...
 
     def install_stored_keys(
-        self, stored: KeyTable | None, table: RowTable | None, covers: int, timer: HoldTimer
+        self, stored: KeyTable | None, table: RowTable | None, timer: HoldTimer
     ) -> list[object] | None:
         """Step 4 in one hold of the lock, when it can be: stop freezing entries
         (:meth:`CompactionState.stop_freezing`), and make the snapshot's ``stored`` keys (None:
@@ -355,7 +355,7 @@ def compact(
         # index needs to take the snapshot's stored keys in one hold.
         stored = snapshot.stored
         table = None if stored is None else row_table(snapshot.columns, -covers)
-        if host.install_stored_keys(stored, table, covers, watch) is None:
+        if host.install_stored_keys(stored, table, watch) is None:
             _switch_index(host, snapshot, covers, watch)
         else:
             _forget_older(host, snapshot.columns.keys, covers, watch)

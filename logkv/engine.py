@@ -1226,7 +1226,7 @@ class Engine:
             raise CorruptionError(self.path / data_file_name(number), offset, bad.reason) from None
 
     def install_stored_keys(
-        self, stored: KeyTable | None, table: RowTable | None, covers: int, timer: HoldTimer
+        self, stored: KeyTable | None, table: RowTable | None, timer: HoldTimer
     ) -> list[object] | None:
         """Compaction's step 4 in one hold, when it can be (see
         :meth:`CompactionHost.install_stored_keys

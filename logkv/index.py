@@ -451,9 +451,10 @@ class Index:
         ``table`` the entries of this fresh, empty index, with no per-key work (False: no
         row references can be given; the caller loads the rows into :attr:`packed`).
 
-        They stay there until a compaction retires the snapshot (:meth:`drop_rows`): a key
-        written since goes into :attr:`packed`, which shadows it, and a key deleted into a
-        set of gone keys."""
+        They stay there until a compaction puts its own snapshot's keys in their place
+        (:meth:`take_stored`) or retires the snapshot (:meth:`drop_rows`): a key written
+        since goes into :attr:`packed`, which shadows it, and a key deleted into a set of
+        gone keys."""
         assert not self.packed and self._stored is None, "set_stored fills a fresh index"
         refs = self.add_rows(table)
         if refs is None:
